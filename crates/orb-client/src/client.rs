@@ -1,0 +1,549 @@
+//! A connection to an orb server: connect by URL, handshake, then a reader task that routes
+//! replies to waiting requests, streams job events, runs handlers for incoming commands and
+//! answers pings, and a writer task that batches outgoing frames. [`Client`] is a cheap handle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_proto::message::{Bye, Hello, JobAccepted, Role, Welcome};
+use orb_proto::{DEFAULT_MAX_FRAME, Envelope, ErrorBody, Kind, PROTOCOL_VERSION};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ClientError;
+use crate::handler::{self, Context, Handlers};
+use crate::job::Job;
+use crate::transport::{self, FrameSink, FrameSource, TransportError};
+use crate::url::ServerUrl;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Server address.
+    pub url: ServerUrl,
+    /// Agent or admin token.
+    pub token: Option<String>,
+    /// Device (agent) or operator.
+    pub role: Role,
+    /// Device id (agents).
+    pub id: Option<String>,
+    /// Tags the device reports.
+    pub tags: BTreeMap<String, String>,
+    /// Software name/version sent in hello.
+    pub agent: String,
+    /// Largest frame accepted from the server.
+    pub max_frame: usize,
+    /// Time allowed for connecting and the handshake.
+    pub connect_timeout: Duration,
+    /// Frames queued for sending before senders wait.
+    pub outbound_queue: usize,
+}
+
+impl ClientConfig {
+    /// An operator connection (CLI, scripts).
+    pub fn operator(url: ServerUrl, token: Option<String>) -> ClientConfig {
+        ClientConfig {
+            url,
+            token,
+            role: Role::Operator,
+            id: None,
+            tags: BTreeMap::new(),
+            agent: concat!("orb-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            max_frame: DEFAULT_MAX_FRAME,
+            connect_timeout: Duration::from_secs(10),
+            outbound_queue: 1024,
+        }
+    }
+
+    /// A device connection with id `id`.
+    pub fn agent(url: ServerUrl, token: Option<String>, id: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            role: Role::Agent,
+            id: Some(id.into()),
+            ..ClientConfig::operator(url, token)
+        }
+    }
+}
+
+enum Waiter {
+    Once(oneshot::Sender<Envelope>),
+    Stream(mpsc::Sender<Envelope>),
+}
+
+struct Inner {
+    tx: mpsc::Sender<Bytes>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    next_id: AtomicU64,
+    welcome: Welcome,
+    stop: CancellationToken,
+    close_reason: OnceLock<String>,
+}
+
+/// A connected client. Clones share the connection; it closes on [`Client::close`], when the
+/// server closes it, or when the last clone and the background tasks end.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects, sends `hello` and waits for `welcome`. `handlers` answer commands sent to this
+    /// client (agents); commands without a handler get `unknown_command`.
+    ///
+    /// # Errors
+    /// [`ClientError::Unreachable`] when the server cannot be reached, [`ClientError::Refused`]
+    /// with the server's code when the hello is refused.
+    pub async fn connect(config: ClientConfig, handlers: Handlers) -> Result<Client, ClientError> {
+        let url = config.url.to_string();
+        let timeout = config.connect_timeout;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        match &config.url {
+            ServerUrl::Tcp { host, port } => {
+                let stream = tokio::time::timeout(
+                    timeout,
+                    tokio::net::TcpStream::connect((host.as_str(), *port)),
+                )
+                .await
+                .map_err(|_| unreachable("connect timed out".into()))?
+                .map_err(|e| unreachable(e.to_string()))?;
+                let (source, sink) = transport::tcp(stream, config.max_frame)
+                    .map_err(|e| unreachable(e.to_string()))?;
+                Client::handshake(config, handlers, source, sink).await
+            }
+            ServerUrl::Ws { url: ws_url, .. } => {
+                let (source, sink) =
+                    tokio::time::timeout(timeout, crate::ws::connect(ws_url, config.max_frame))
+                        .await
+                        .map_err(|_| unreachable("connect timed out".into()))?
+                        .map_err(|e| unreachable(e.to_string()))?;
+                Client::handshake(config, handlers, source, sink).await
+            }
+        }
+    }
+
+    async fn handshake<R: FrameSource, W: FrameSink>(
+        config: ClientConfig,
+        handlers: Handlers,
+        mut source: R,
+        mut sink: W,
+    ) -> Result<Client, ClientError> {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            role: config.role,
+            token: config.token.clone(),
+            id: config.id.clone(),
+            tags: config.tags.clone(),
+            commands: handlers.names(),
+            agent: Some(config.agent.clone()),
+        };
+        let frame = orb_proto::encode(&Envelope::new(Kind::Hello).with_json_body(&hello));
+        let closed = |e: String| ClientError::Closed(e);
+        sink.send_batch(&[frame])
+            .await
+            .map_err(|e| closed(e.to_string()))?;
+        let answer = tokio::time::timeout(config.connect_timeout, source.next_frame())
+            .await
+            .map_err(|_| ClientError::Timeout(config.connect_timeout.as_millis()))?
+            .map_err(|e| closed(e.to_string()))?
+            .ok_or_else(|| closed("server closed the connection during the handshake".into()))?;
+        let env = orb_proto::decode(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let welcome: Welcome = match env.kind {
+            Kind::Welcome => env
+                .json_body()
+                .map_err(|e| ClientError::Protocol(e.message))?,
+            Kind::Error => {
+                return Err(ClientError::Refused(env.error.unwrap_or_else(|| {
+                    ErrorBody::new(orb_proto::ErrorCode::Internal, "refused")
+                })));
+            }
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected welcome, got {}",
+                    other.as_str()
+                )));
+            }
+        };
+        let (tx, rx) = mpsc::channel(config.outbound_queue);
+        let stop = CancellationToken::new();
+        let (last_tx, last_rx) = oneshot::channel();
+        let inner = Arc::new(Inner {
+            tx,
+            waiters: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            welcome,
+            stop: stop.clone(),
+            close_reason: OnceLock::new(),
+        });
+        tokio::spawn(transport::write_loop(
+            sink,
+            rx,
+            stop.clone(),
+            last_rx,
+            Duration::from_secs(1),
+        ));
+        tokio::spawn(read_loop(Arc::clone(&inner), source, handlers, last_tx));
+        tokio::spawn(heartbeat(Arc::clone(&inner)));
+        Ok(Client { inner })
+    }
+
+    /// The server's welcome (assigned id, heartbeat, limits).
+    pub fn welcome(&self) -> &Welcome {
+        &self.inner.welcome
+    }
+
+    /// Sends a plain request to one device and waits for its reply (an RPC; not a job).
+    ///
+    /// # Errors
+    /// [`ClientError::Remote`] with the device's or server's code (`device_offline`,
+    /// `unknown_command`, ...), [`ClientError::Timeout`], [`ClientError::Closed`].
+    pub async fn request(
+        &self,
+        to: &str,
+        cmd: &str,
+        args: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let mut env = Envelope::new(Kind::Cmd);
+        env.to = Some(to.to_owned());
+        env.cmd = Some(cmd.to_owned());
+        env.body = Some(args);
+        env.deadline_ms = Some(millis(timeout));
+        self.round_trip(env, timeout).await
+    }
+
+    /// Sends a command to the server itself (an application handler or a `$orb.` query).
+    ///
+    /// # Errors
+    /// As [`Client::request`].
+    pub async fn call(
+        &self,
+        cmd: &str,
+        args: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
+        let mut env = Envelope::new(Kind::Cmd);
+        env.cmd = Some(cmd.to_owned());
+        env.body = Some(args);
+        env.deadline_ms = Some(millis(timeout));
+        self.round_trip(env, timeout).await
+    }
+
+    /// [`Client::call`] with typed arguments and result.
+    ///
+    /// # Errors
+    /// As [`Client::request`], and [`ClientError::Protocol`] when the result has another shape.
+    pub async fn call_json<A: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        cmd: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let args = serde_json::to_vec(args).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let res = self.call(cmd, Bytes::from(args), timeout).await?;
+        serde_json::from_slice(&res)
+            .map_err(|e| ClientError::Protocol(format!("{cmd} result: {e}")))
+    }
+
+    async fn round_trip(&self, mut env: Envelope, timeout: Duration) -> Result<Bytes, ClientError> {
+        let (id, tx_once) = self.next_waiter();
+        let (otx, orx) = oneshot::channel();
+        self.register(id, Waiter::Once(otx));
+        env.id = Some(tx_once);
+        self.send(orb_proto::encode(&env)).await?;
+        let answer = tokio::select! {
+            r = orx => r.map_err(|_| self.closed_error()),
+            () = tokio::time::sleep(timeout) => Err(ClientError::Timeout(timeout.as_millis())),
+        };
+        self.unregister(id);
+        let answer = answer?;
+        match (answer.kind, answer.error) {
+            (_, Some(e)) => Err(ClientError::Remote(e)),
+            (Kind::Reply, None) => Ok(answer.body.unwrap_or_else(|| Bytes::from_static(b"null"))),
+            (k, None) => Err(ClientError::Protocol(format!(
+                "unexpected {} answering a command",
+                k.as_str()
+            ))),
+        }
+    }
+
+    /// Submits a job: `cmd` to every device `target` matches, results due within `deadline`.
+    /// Returns once the server accepted it; read results from the [`Job`].
+    ///
+    /// # Errors
+    /// [`ClientError::Remote`] with `bad_selector`, `unknown_group`, `no_match` or `forbidden`.
+    pub async fn submit(
+        &self,
+        target: &str,
+        cmd: &str,
+        args: Bytes,
+        deadline: Duration,
+    ) -> Result<Job, ClientError> {
+        let (id, id_str) = self.next_waiter();
+        let (stx, mut srx) = mpsc::channel(256);
+        self.register(id, Waiter::Stream(stx));
+        let mut env = Envelope::new(Kind::Cmd);
+        env.id = Some(id_str);
+        env.target = Some(target.to_owned());
+        env.cmd = Some(cmd.to_owned());
+        env.body = Some(args);
+        env.deadline_ms = Some(millis(deadline));
+        self.send(orb_proto::encode(&env)).await?;
+        let first = tokio::select! {
+            f = srx.recv() => f.ok_or_else(|| self.closed_error()),
+            () = tokio::time::sleep(self.inner.welcome_timeout()) => Err(ClientError::Timeout(self.inner.welcome_timeout().as_millis())),
+        };
+        let first = match first {
+            Ok(f) => f,
+            Err(e) => {
+                self.unregister(id);
+                return Err(e);
+            }
+        };
+        match (first.kind, first.error.clone()) {
+            (Kind::Ack, None) => {
+                let accepted: JobAccepted = first
+                    .json_body()
+                    .map_err(|e| ClientError::Protocol(e.message))?;
+                Ok(Job::new(accepted, srx, self.clone(), id))
+            }
+            (_, Some(e)) => {
+                self.unregister(id);
+                Err(ClientError::Remote(e))
+            }
+            (k, None) => {
+                self.unregister(id);
+                Err(ClientError::Protocol(format!(
+                    "expected ack, got {}",
+                    k.as_str()
+                )))
+            }
+        }
+    }
+
+    /// Closes the connection: a `bye`, then the socket. Pending requests fail with `Closed`.
+    pub async fn close(&self) {
+        let bye = Bye {
+            reason: "peer_closed".into(),
+            reconnect_after_ms: None,
+        };
+        let _ = self
+            .inner
+            .tx
+            .send(orb_proto::encode(
+                &Envelope::new(Kind::Bye).with_json_body(&bye),
+            ))
+            .await;
+        let _ = self.inner.close_reason.set("closed by client".into());
+        self.inner.stop.cancel();
+    }
+
+    /// Resolves when the connection has closed, with the reason.
+    pub async fn closed(&self) -> String {
+        self.inner.stop.cancelled().await;
+        self.inner
+            .close_reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "closed".into())
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.stop.is_cancelled()
+    }
+
+    fn closed_error(&self) -> ClientError {
+        ClientError::Closed(
+            self.inner
+                .close_reason
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "connection closed".into()),
+        )
+    }
+
+    fn next_waiter(&self) -> (u64, String) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        (id, id.to_string())
+    }
+
+    fn register(&self, id: u64, w: Waiter) {
+        self.inner.lock_waiters().insert(id, w);
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        self.inner.lock_waiters().remove(&id);
+    }
+
+    async fn send(&self, frame: Bytes) -> Result<(), ClientError> {
+        if self.inner.stop.is_cancelled() {
+            return Err(self.closed_error());
+        }
+        self.inner
+            .tx
+            .send(frame)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+}
+
+impl Inner {
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+        // Never held across an await; a poisoned map is still consistent (plain inserts/removes).
+        self.waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn welcome_timeout(&self) -> Duration {
+        Duration::from_millis(self.welcome.heartbeat_timeout_ms.max(1000))
+    }
+
+    fn finish(&self, reason: String) {
+        let _ = self.close_reason.set(reason);
+        self.stop.cancel();
+        self.lock_waiters().clear();
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Reads frames until the connection ends, dispatching each.
+async fn read_loop<R: FrameSource>(
+    inner: Arc<Inner>,
+    mut source: R,
+    handlers: Handlers,
+    last_tx: oneshot::Sender<Bytes>,
+) {
+    let timeout = Duration::from_millis(inner.welcome.heartbeat_timeout_ms.max(1000));
+    let mut check = tokio::time::interval(timeout / 3);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_rx = Instant::now();
+    let reason = loop {
+        let frame = tokio::select! {
+            biased;
+            () = inner.stop.cancelled() => break None,
+            f = source.next_frame() => f,
+            _ = check.tick() => {
+                if last_rx.elapsed() > timeout {
+                    break Some("heartbeat_timeout: the server sent nothing within the heartbeat timeout".to_owned());
+                }
+                continue;
+            }
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break Some("server closed the connection".to_owned()),
+            Err(TransportError::FrameTooLarge { max }) => {
+                let err = Envelope::error(
+                    None,
+                    orb_proto::ErrorCode::FrameTooLarge,
+                    format!("frame larger than {max} bytes"),
+                );
+                let _ = last_tx.send(orb_proto::encode(&err));
+                break Some("frame_too_large: the server sent a frame above the limit".to_owned());
+            }
+            Err(e) => break Some(e.to_string()),
+        };
+        last_rx = Instant::now();
+        let env = match orb_proto::decode(&frame) {
+            Ok(env) => env,
+            Err(e) => break Some(format!("protocol_violation: {e}")),
+        };
+        match env.kind {
+            Kind::Reply | Kind::Ack | Kind::Event | Kind::Error if env.re.is_some() => {
+                deliver(&inner, env).await
+            }
+            Kind::Error => tracing::warn!(error = ?env.error, "server reported an error"),
+            Kind::Cmd => run_command(&inner, &handlers, env),
+            Kind::Ping => {
+                let mut pong = Envelope::new(Kind::Pong);
+                pong.re = env.id;
+                let _ = inner.tx.try_send(orb_proto::encode(&pong));
+            }
+            Kind::Bye => {
+                let bye: Option<Bye> = env.json_body().ok();
+                break Some(bye.map_or_else(|| "server said bye".to_owned(), |b| b.reason));
+            }
+            _ => tracing::debug!(kind = env.kind.as_str(), "frame ignored"),
+        }
+    };
+    inner.finish(reason.unwrap_or_else(|| "closed by client".to_owned()));
+}
+
+/// Hands a correlated frame to whoever waits for it. Job streams apply back-pressure: the reader
+/// waits for the job's consumer, so the server sends that job's results only as fast as they are read.
+async fn deliver(inner: &Inner, env: Envelope) {
+    let Some(id) = env.re.as_deref().and_then(|r| r.parse::<u64>().ok()) else {
+        return;
+    };
+    let stream = {
+        let mut waiters = inner.lock_waiters();
+        match waiters.get(&id) {
+            Some(Waiter::Once(_)) => {
+                if let Some(Waiter::Once(tx)) = waiters.remove(&id) {
+                    let _ = tx.send(env);
+                }
+                return;
+            }
+            Some(Waiter::Stream(tx)) => {
+                let tx = tx.clone();
+                if env.kind == Kind::Reply || env.kind == Kind::Error {
+                    waiters.remove(&id);
+                }
+                tx
+            }
+            None => return,
+        }
+    };
+    if stream.send(env).await.is_err() {
+        inner.lock_waiters().remove(&id);
+    }
+}
+
+/// Runs the handler for an incoming command on its own task and queues the reply.
+fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
+    let Some(id) = env.id else { return };
+    let cmd = env.cmd.unwrap_or_default();
+    let ctx = Context {
+        from: env.from.unwrap_or_else(|| "$server".to_owned()),
+        args: env.body.unwrap_or_else(|| Bytes::from_static(b"null")),
+        job: env.job,
+        deadline: Duration::from_millis(env.deadline_ms.unwrap_or(30_000)),
+        cmd: cmd.clone(),
+    };
+    let handler = handlers.get(&cmd);
+    let tx = inner.tx.clone();
+    tokio::spawn(async move {
+        let result = handler::run(handler, ctx).await;
+        let _ = tx.send(handler::reply_frame(id, result)).await;
+    });
+}
+
+/// Sends a `ping` every heartbeat interval so the server (and NATs) keep the link open.
+async fn heartbeat(inner: Arc<Inner>) {
+    let every = Duration::from_millis(inner.welcome.heartbeat_ms.max(100));
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            () = inner.stop.cancelled() => break,
+            _ = tick.tick() => {
+                n += 1;
+                let mut ping = Envelope::new(Kind::Ping);
+                ping.id = Some(format!("hb{n}"));
+                let _ = inner.tx.try_send(orb_proto::encode(&ping));
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Command handlers by name, shared by agents (commands from the server and other clients) and by
+//! the server library (commands to the server). [`run`] executes one with its deadline, turning
+//! a panic into a `handler_panicked` error so the process survives.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use orb_proto::{ErrorBody, ErrorCode};
+
+/// One command to handle.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Command name.
+    pub cmd: String,
+    /// Who sent it: `$server`, an operator session (`op-3`) or a device id.
+    pub from: String,
+    /// Raw JSON arguments (`null` when absent).
+    pub args: Bytes,
+    /// The job this command belongs to, if any.
+    pub job: Option<String>,
+    /// Time left to answer.
+    pub deadline: Duration,
+}
+
+impl Context {
+    /// Decodes the arguments as `T`.
+    ///
+    /// # Errors
+    /// `bad_args` naming the command and the decode error.
+    pub fn args<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorBody> {
+        serde_json::from_slice(&self.args)
+            .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("{}: {e}", self.cmd)))
+    }
+}
+
+/// What a handler returns: a JSON result, or an error with a stable code.
+pub type HandlerResult = Result<serde_json::Value, ErrorBody>;
+
+/// A boxed handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+
+/// A command handler. Implemented for every `Fn(Context) -> impl Future<Output = HandlerResult>`.
+pub trait Handler: Send + Sync + 'static {
+    /// Runs the command.
+    fn call(&self, ctx: Context) -> HandlerFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn call(&self, ctx: Context) -> HandlerFuture {
+        Box::pin(self(ctx))
+    }
+}
+
+/// Handlers by command name.
+#[derive(Clone, Default)]
+pub struct Handlers(HashMap<String, Arc<dyn Handler>>);
+
+impl Handlers {
+    /// No handlers.
+    pub fn new() -> Handlers {
+        Handlers::default()
+    }
+
+    /// Adds (or replaces) the handler for `name`.
+    pub fn on(mut self, name: impl Into<String>, h: impl Handler) -> Handlers {
+        self.0.insert(name.into(), Arc::new(h));
+        self
+    }
+
+    /// The handler for `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Handler>> {
+        self.0.get(name).cloned()
+    }
+
+    /// Registered command names, sorted (declared in `hello`).
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.0.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// Runs `handler` (or answers `unknown_command` when there is none) within `ctx.deadline`.
+/// A panic becomes `handler_panicked`, an overrun `timeout`.
+pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResult {
+    let Some(h) = handler else {
+        return Err(ErrorBody::new(
+            ErrorCode::UnknownCommand,
+            format!("no handler for command {}", ctx.cmd),
+        ));
+    };
+    let cmd = ctx.cmd.clone();
+    let deadline = ctx.deadline;
+    match tokio::time::timeout(deadline, AssertUnwindSafe(h.call(ctx)).catch_unwind()).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            tracing::error!(cmd, detail, "handler panicked");
+            Err(ErrorBody::new(
+                ErrorCode::HandlerPanicked,
+                format!("handler for {cmd} panicked: {detail}"),
+            ))
+        }
+        Err(_) => Err(ErrorBody::new(
+            ErrorCode::Timeout,
+            format!(
+                "handler for {cmd} did not finish within {} ms",
+                deadline.as_millis()
+            ),
+        )),
+    }
+}
+
+/// Encodes a handler's outcome as the `reply` to command `re`.
+pub fn reply_frame(re: String, result: HandlerResult) -> Bytes {
+    let env = match result {
+        Ok(v) => orb_proto::Envelope::reply_ok(
+            re,
+            Bytes::from(serde_json::to_vec(&v).unwrap_or_else(|_| b"null".to_vec())),
+        ),
+        Err(e) => orb_proto::Envelope::reply_err(re, e.code, e.message),
+    };
+    orb_proto::encode(&env)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ctx(cmd: &str) -> Context {
+        Context {
+            cmd: cmd.into(),
+            from: "$server".into(),
+            args: Bytes::from_static(b"null"),
+            job: None,
+            deadline: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_handler_is_unknown_command() {
+        let e = run(None, ctx("reboot")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownCommand);
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_result() {
+        let h = Handlers::new().on("boom", |_c: Context| async move {
+            if true {
+                panic!("kaboom");
+            }
+            Ok(serde_json::Value::Null)
+        });
+        let e = run(h.get("boom"), ctx("boom")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::HandlerPanicked);
+        assert!(e.message.contains("kaboom"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overrun_is_a_timeout() {
+        let h = Handlers::new().on("slow", |_c: Context| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(serde_json::Value::Null)
+        });
+        let e = run(h.get("slow"), ctx("slow")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Timeout);
+    }
+}

@@ -1,0 +1,110 @@
+//! A submitted job as the requester sees it: the accepted targets, then one [`TargetResult`]
+//! per target as it arrives, then the summary.
+
+use bytes::Bytes;
+use orb_proto::message::{JobAccepted, JobSummary, TargetResult};
+use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind, Status};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::client::Client;
+
+/// What a job stream yields.
+#[derive(Debug)]
+pub enum JobUpdate {
+    /// One target's outcome.
+    Result(TargetResult),
+    /// The job ended; no more updates follow.
+    Done(JobSummary),
+}
+
+/// A running job's result stream. Dropping it stops reading (the server keeps the job running).
+pub struct Job {
+    /// What the server accepted: job id, targets, deadline.
+    pub accepted: JobAccepted,
+    rx: mpsc::Receiver<Envelope>,
+    client: Client,
+    waiter: u64,
+    done: bool,
+}
+
+impl Job {
+    pub(crate) fn new(
+        accepted: JobAccepted,
+        rx: mpsc::Receiver<Envelope>,
+        client: Client,
+        waiter: u64,
+    ) -> Job {
+        Job {
+            accepted,
+            rx,
+            client,
+            waiter,
+            done: false,
+        }
+    }
+
+    /// The job id.
+    pub fn id(&self) -> &str {
+        &self.accepted.job
+    }
+
+    /// The next update, or `None` after [`JobUpdate::Done`] or when the connection closed.
+    pub async fn next(&mut self) -> Option<JobUpdate> {
+        if self.done {
+            return None;
+        }
+        let env = self.rx.recv().await?;
+        match env.kind {
+            Kind::Event => Some(JobUpdate::Result(target_result(env))),
+            Kind::Reply if env.error.is_none() => {
+                self.done = true;
+                let summary = env
+                    .json_body::<JobSummary>()
+                    .unwrap_or_else(|_| JobSummary::empty(self.accepted.job.clone()));
+                Some(JobUpdate::Done(summary))
+            }
+            _ => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.client.unregister(self.waiter);
+    }
+}
+
+fn target_result(env: Envelope) -> TargetResult {
+    let status = env.status.unwrap_or(Status::Error);
+    let result = match (status, env.body) {
+        (Status::Ok, Some(b)) => raw(&b),
+        _ => None,
+    };
+    let error = if status == Status::Ok {
+        None
+    } else {
+        Some(env.error.unwrap_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::Other(status.as_str().to_owned()),
+                status.as_str(),
+            )
+        }))
+    };
+    TargetResult {
+        device: env.device.unwrap_or_default(),
+        status,
+        result,
+        error,
+        elapsed_ms: env.elapsed_ms,
+    }
+}
+
+fn raw(b: &Bytes) -> Option<Box<RawValue>> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| RawValue::from_string(s.to_owned()).ok())
+}

@@ -1,0 +1,33 @@
+//! The orb client library, used by agents and by anything that submits work:
+//!
+//! - [`Client::connect`] opens a connection (`tcp://` or `ws://`), sends `hello`, waits for `welcome`;
+//! - [`Handlers`] answer commands sent to this client (what an agent does);
+//! - [`Client::submit`] runs a job on every device a selector matches and streams [`JobUpdate`]s;
+//! - [`Client::request`] is a plain request to one device; [`Client::call`] a command to the server.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), orb_client::ClientError> {
+//! use orb_client::{Client, ClientConfig, Handlers, ServerUrl, handler::Context};
+//! let url: ServerUrl = "tcp://127.0.0.1:7700".parse().expect("valid url");
+//! let handlers = Handlers::new().on("ping", |_ctx: Context| async { Ok(serde_json::json!({"pong": true})) });
+//! let agent = Client::connect(ClientConfig::agent(url, Some("agent-token".into()), "web-1"), handlers).await?;
+//! agent.closed().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+pub mod handler;
+mod job;
+pub mod transport;
+mod url;
+mod ws;
+
+pub use client::{Client, ClientConfig};
+pub use error::ClientError;
+pub use handler::{Context, HandlerResult, Handlers};
+pub use job::{Job, JobUpdate};
+pub use orb_proto::message::Role;
+pub use url::{ServerUrl, UrlError};

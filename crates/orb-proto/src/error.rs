@@ -1,0 +1,137 @@
+//! The one table of stable error codes: their snake_case wire form, HTTP status and meaning.
+//! Wire `error` frames, error results and (later) HTTP JSON bodies all use it; `docs/errors.md`
+//! mirrors it and a test keeps the two in step.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! error_codes {
+    ($($variant:ident = $wire:literal, $http:literal, $doc:literal;)*) => {
+        /// A stable, documented reason for a refusal or a failed result.
+        ///
+        /// The wire and JSON form is the snake_case string; codes are never renamed or reused.
+        /// Unknown codes from newer peers decode as [`ErrorCode::Other`] carrying the string.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $(#[doc = $doc] $variant,)*
+            /// A code this build does not know (sent by a newer peer or a custom handler).
+            Other(String),
+        }
+
+        impl ErrorCode {
+            /// Every known code, in documentation order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The wire form, e.g. `unknown_command`.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(ErrorCode::$variant => $wire,)*
+                    ErrorCode::Other(s) => s,
+                }
+            }
+
+            /// The HTTP status the REST API answers with for this code.
+            pub fn http_status(&self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $http,)*
+                    ErrorCode::Other(_) => 500,
+                }
+            }
+
+            /// One line saying what the code means.
+            pub fn description(&self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $doc,)*
+                    ErrorCode::Other(_) => "a code this build does not know",
+                }
+            }
+
+            /// Parses a wire string; unknown strings become [`ErrorCode::Other`].
+            pub fn from_wire(s: &str) -> ErrorCode {
+                match s {
+                    $($wire => ErrorCode::$variant,)*
+                    other => ErrorCode::Other(other.to_owned()),
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    BadFrame = "bad_frame", 400, "the frame is not a valid envelope (not JSON, wrong field types, unknown kind)";
+    FrameTooLarge = "frame_too_large", 413, "the frame is larger than the peer's maximum frame size";
+    HandshakeRequired = "handshake_required", 400, "the first frame of a connection must be hello";
+    HandshakeTimeout = "handshake_timeout", 408, "no hello arrived within the handshake timeout";
+    UnsupportedVersion = "unsupported_version", 400, "the hello asks for a protocol version the server does not speak";
+    AuthFailed = "auth_failed", 401, "the credentials in hello are missing or wrong";
+    Forbidden = "forbidden", 403, "the credentials are valid but do not allow this action";
+    BadRequest = "bad_request", 400, "a field the message kind requires is missing or invalid";
+    BadId = "bad_id", 400, "a device id does not match [A-Za-z0-9][A-Za-z0-9_-]{0,63} or is reserved";
+    BadSelector = "bad_selector", 400, "the target selector does not parse";
+    UnknownGroup = "unknown_group", 400, "the selector names a group that is not configured";
+    BadArgs = "bad_args", 400, "the command's arguments are not what the handler expects";
+    UnknownCommand = "unknown_command", 404, "no handler is registered for the command name";
+    DeviceOffline = "device_offline", 404, "the device addressed by a request is not connected";
+    NoMatch = "no_match", 404, "the target selector matches no device";
+    Timeout = "timeout", 504, "no answer arrived before the deadline";
+    HandlerError = "handler_error", 500, "the handler failed without giving a more specific code";
+    HandlerPanicked = "handler_panicked", 500, "the handler panicked; the agent survived and reported it";
+    Unsupported = "unsupported", 501, "the message kind is reserved for a later protocol feature";
+    SlowConsumer = "slow_consumer", 503, "the connection's outbound queue was full, so it was closed";
+    ServerShutdown = "server_shutdown", 503, "the server is stopping; reconnect later";
+    Cancelled = "cancelled", 409, "the command was cancelled before it finished";
+    Internal = "internal", 500, "an unexpected server fault; the message says more";
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(ErrorCode::from_wire(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_wire_form() {
+        for code in ErrorCode::ALL {
+            assert_eq!(&ErrorCode::from_wire(code.as_str()), code);
+            let s = code.as_str();
+            assert!(
+                s.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{s} is snake_case"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_kept_verbatim() {
+        let c = ErrorCode::from_wire("disk_full");
+        assert_eq!(c, ErrorCode::Other("disk_full".into()));
+        assert_eq!(c.as_str(), "disk_full");
+    }
+
+    #[test]
+    fn docs_list_every_code() {
+        let doc = include_str!("../../../docs/errors.md");
+        for code in ErrorCode::ALL {
+            assert!(
+                doc.contains(&format!("`{}`", code.as_str())),
+                "docs/errors.md lacks {code}"
+            );
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! orb wire protocol v1, sans I/O: the [`Envelope`] every frame carries, its JSON [`codec`], typed
+//! bodies for the handshake and jobs ([`message`]), stable [`ErrorCode`]s, device ids ([`id`]) and
+//! target [`selector`]s. The server, the client library and the CLI all use this one crate, so the
+//! codec cannot drift between them. Transports (TCP frames, WebSocket) live in the crates that do I/O.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod id;
+pub mod message;
+pub mod selector;
+
+pub use codec::{DecodeError, decode, encode};
+pub use envelope::{Envelope, ErrorBody, Kind, Status};
+pub use error::ErrorCode;
+pub use id::{DeviceId, IdError, JobId};
+pub use selector::{Selector, SelectorError, SelectorErrorKind, Subject};
+
+/// The protocol version this build speaks. A server accepts this version and the one before it.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The oldest protocol version a server of this build still accepts.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+/// Default largest frame, in bytes, a peer accepts (length prefix excluded). Checked before allocating.
+pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
+/// Length of the TCP frame header: a big-endian `u32` holding the payload length.
+pub const FRAME_HEADER_LEN: usize = 4;
+/// Default TCP port for agent connections.
+pub const DEFAULT_TCP_PORT: u16 = 7700;
+/// Default HTTP port (REST, WebSocket at [`WS_PATH`]).
+pub const DEFAULT_HTTP_PORT: u16 = 7780;
+/// Path of the WebSocket endpoint on the HTTP port.
+pub const WS_PATH: &str = "/v1/ws";
+/// Prefix of the command names reserved for the server's own operator queries.
+pub const RESERVED_PREFIX: &str = "$orb.";

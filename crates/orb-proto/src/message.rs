@@ -1,0 +1,189 @@
+//! Typed bodies of the protocol's structured messages (handshake, jobs, operator queries) and the
+//! names of the reserved `$orb.` server commands. Command arguments and results stay raw JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::envelope::{ErrorBody, Status};
+
+/// Reserved server command names (operator queries), answered by the server itself.
+pub mod commands {
+    /// List devices, optionally filtered by a selector. Args: [`super::DevicesQuery`]; result: array of [`super::DeviceInfo`].
+    pub const DEVICES_LIST: &str = "$orb.devices.list";
+    /// Resolve a selector without sending anything (dry run). Args: [`super::ResolveQuery`]; result: [`super::Resolved`].
+    pub const SELECTOR_RESOLVE: &str = "$orb.selector.resolve";
+    /// Server identity and counters. Args: none; result: [`super::ServerInfo`].
+    pub const SERVER_INFO: &str = "$orb.server.info";
+}
+
+/// Who a connection is: a device (a target of jobs) or an operator (CLI, scripts; never a target).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A device: needs an id, is listed by `orb devices`, receives commands.
+    Agent,
+    /// An operator tool: submits jobs and queries; needs the admin token.
+    Operator,
+}
+
+/// Body of `hello`, the client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the client speaks (this build: [`crate::PROTOCOL_VERSION`]).
+    pub version: u32,
+    /// What the client is.
+    pub role: Role,
+    /// Credential: the agent token (role agent) or the admin token (role operator).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Device id (required for role agent).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Tags the device reports about itself (`role=web`).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Command names the device has handlers for.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Free-form software name and version, e.g. `orb-agent/0.1.0`.
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+/// Body of `welcome`, the server's answer to a good hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Protocol version the server will speak on this connection.
+    pub version: u32,
+    /// The client's id: the device id, or a generated operator session name.
+    pub id: String,
+    /// Connection id, unique within this server process.
+    pub session: u64,
+    /// Interval at which the client should send `ping` when otherwise idle.
+    pub heartbeat_ms: u64,
+    /// Silence after which either side may consider the link dead.
+    pub heartbeat_timeout_ms: u64,
+    /// Largest frame the server accepts, in bytes.
+    pub max_frame: u64,
+    /// Server software name and version.
+    pub server: String,
+}
+
+/// Body of `bye`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bye {
+    /// Why the connection closes (a close reason such as `server_shutdown`).
+    pub reason: String,
+    /// When to reconnect, if the sender suggests a delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_after_ms: Option<u64>,
+}
+
+/// Body of the `ack` that accepts a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobAccepted {
+    /// The job id (also in the envelope's `job` field).
+    pub job: String,
+    /// Devices the command was dispatched to, in id order.
+    pub targets: Vec<String>,
+    /// The job's deadline in milliseconds.
+    pub deadline_ms: u64,
+}
+
+/// Body of the `reply` that ends a job: how many targets ended in each status (every status listed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job id.
+    pub job: String,
+    /// Count per status, every status present (zero when none).
+    pub summary: BTreeMap<Status, u64>,
+}
+
+impl JobSummary {
+    /// A summary with every status at zero.
+    pub fn empty(job: String) -> JobSummary {
+        JobSummary {
+            job,
+            summary: Status::ALL.iter().map(|s| (*s, 0)).collect(),
+        }
+    }
+}
+
+/// One target's outcome, as `orb send --json` prints it (one object per line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetResult {
+    /// Device id.
+    pub device: String,
+    /// Outcome.
+    pub status: Status,
+    /// The handler's result (JSON) when `status` is `ok`, else null.
+    pub result: Option<Box<RawValue>>,
+    /// Code and message when the target did not succeed, else null.
+    pub error: Option<ErrorBody>,
+    /// Milliseconds from dispatch to answer; null when nothing was answered.
+    pub elapsed_ms: Option<u64>,
+}
+
+/// Arguments of [`commands::DEVICES_LIST`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicesQuery {
+    /// Only devices matching this selector (all when absent).
+    #[serde(default)]
+    pub selector: Option<String>,
+}
+
+/// One device as the inventory lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Device id.
+    pub id: String,
+    /// Whether a session is connected now.
+    pub connected: bool,
+    /// Tags (key to value).
+    pub tags: BTreeMap<String, String>,
+    /// Peer address of the live connection.
+    pub remote_addr: Option<String>,
+    /// RFC 3339 UTC time the live connection was established.
+    pub connected_since: Option<String>,
+    /// The agent software reported in hello.
+    pub agent_version: Option<String>,
+    /// `tcp` or `ws`.
+    pub transport: Option<String>,
+    /// Commands the device declared it handles.
+    pub commands: Vec<String>,
+}
+
+/// Arguments of [`commands::SELECTOR_RESOLVE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveQuery {
+    /// The selector to resolve.
+    pub selector: String,
+}
+
+/// Result of [`commands::SELECTOR_RESOLVE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// The selector in canonical form, groups not expanded.
+    pub selector: String,
+    /// Matching devices, in id order.
+    pub devices: Vec<String>,
+}
+
+/// Result of [`commands::SERVER_INFO`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Server software name and version.
+    pub server: String,
+    /// Protocol version.
+    pub version: u32,
+    /// Connected agent sessions.
+    pub agents: u64,
+    /// Connected operator sessions.
+    pub operators: u64,
+    /// Jobs currently waiting for answers.
+    pub jobs_in_flight: u64,
+    /// RFC 3339 UTC start time.
+    pub started_at: String,
+}

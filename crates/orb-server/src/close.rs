@@ -1,0 +1,84 @@
+//! Why a session ended ([`CloseReason`]) and the [`Closer`] other tasks use to end it: the router
+//! closes a slow consumer or a replaced session; the session's own loop records every other reason.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+
+/// The typed reason a session closed. Logged and (with the lifecycle issue) counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The peer closed the connection (or it broke).
+    PeerClosed,
+    /// No `hello` within the handshake timeout.
+    HandshakeTimeout,
+    /// The `hello` was refused.
+    AuthFailed,
+    /// The peer broke the protocol (bad frame, first frame not hello).
+    ProtocolViolation,
+    /// The outbound queue was full.
+    SlowConsumer,
+    /// Nothing received within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The server is stopping.
+    ServerShutdown,
+    /// A newer session with the same device id replaced this one.
+    Replaced,
+    /// The peer sent a frame above the size limit.
+    FrameTooLarge,
+}
+
+impl CloseReason {
+    /// The snake_case name used in logs, `bye` bodies and docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::AuthFailed => "auth_failed",
+            CloseReason::ProtocolViolation => "protocol_violation",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::Replaced => "replaced",
+            CloseReason::FrameTooLarge => "frame_too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Ends a session from outside its task. The first reason given wins.
+#[derive(Clone, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: Arc<OnceLock<CloseReason>>,
+}
+
+impl Closer {
+    /// Asks the session to close for `reason` (ignored if a reason was already given).
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Resolves once [`Closer::close`] was called, with the reason.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn closed(&self) -> CloseReason {
+        self.token.cancelled().await;
+        self.reason
+            .get()
+            .copied()
+            .unwrap_or(CloseReason::ServerShutdown)
+    }
+
+    /// Whether [`Closer::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}

@@ -1,0 +1,30 @@
+//! Errors of the server library: starting (binding, data folder, configuration).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data folder or a file in it could not be used.
+    #[error("data folder {}: {source}", path.display())]
+    DataDir {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is invalid (every problem listed).
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+}

@@ -1,0 +1,413 @@
+//! The router: a concurrent registry of device sessions (no global lock on fan-out), the table of
+//! open correlations (jobs and plain requests awaiting replies) and delivery into each session's
+//! bounded outbound queue. Sessions, the job tracker and server handlers all share one `Arc<Router>`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use orb_proto::message::{DeviceInfo, Role};
+use orb_proto::{DeviceId, ErrorBody, ErrorCode, Selector, SelectorErrorKind, Subject};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::close::{CloseReason, Closer};
+use crate::config::Limits;
+use crate::jobs::JobInbox;
+
+/// What the router knows about a connected device (immutable for the session's life).
+#[derive(Debug)]
+pub struct DeviceRecord {
+    /// Device id.
+    pub id: DeviceId,
+    /// Tags reported in hello.
+    pub tags: BTreeMap<String, String>,
+    /// Commands the device declared.
+    pub commands: Vec<String>,
+    /// Agent software reported in hello.
+    pub agent_version: Option<String>,
+    /// Peer address.
+    pub remote_addr: SocketAddr,
+    /// When the session was established.
+    pub connected_since: DateTime<Utc>,
+    /// `tcp` or `ws`.
+    pub transport: &'static str,
+}
+
+impl Subject for DeviceRecord {
+    fn id(&self) -> &str {
+        self.id.as_str()
+    }
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}
+
+impl DeviceRecord {
+    /// The inventory view of a connected device.
+    pub fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            id: self.id.to_string(),
+            connected: true,
+            tags: self.tags.clone(),
+            remote_addr: Some(self.remote_addr.to_string()),
+            connected_since: Some(
+                self.connected_since
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+            agent_version: self.agent_version.clone(),
+            transport: Some(self.transport.to_owned()),
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+/// A way to reach one session: its bounded outbound queue and its closer.
+#[derive(Clone)]
+pub struct Outbox {
+    /// Connection id (unique per server process).
+    pub conn: u64,
+    /// Encoded frames for the session's writer.
+    pub tx: mpsc::Sender<Bytes>,
+    /// Ends the session (slow consumer, replaced).
+    pub closer: Closer,
+}
+
+/// Why a frame could not be queued for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// The queue was full: the session is being closed as a slow consumer.
+    SlowConsumer,
+    /// The session is gone.
+    Closed,
+}
+
+impl Outbox {
+    /// Queues a frame without waiting. A full queue closes the session with `slow_consumer`:
+    /// nothing is dropped silently, and a slow peer never stalls the sender.
+    pub fn deliver(&self, frame: Bytes) -> Result<(), DeliveryError> {
+        match self.tx.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.closer.close(CloseReason::SlowConsumer);
+                Err(DeliveryError::SlowConsumer)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Closed),
+        }
+    }
+}
+
+/// A connected device session as the registry holds it.
+#[derive(Clone)]
+pub struct DeviceSession {
+    /// How to reach it.
+    pub outbox: Outbox,
+    /// What it is.
+    pub record: Arc<DeviceRecord>,
+}
+
+/// A plain request forwarded to a device, awaiting its reply.
+pub struct PendingRequest {
+    /// Where the reply goes.
+    pub requester: Outbox,
+    /// The requester's own id for the command.
+    pub re: String,
+    /// The device that must answer.
+    pub device: DeviceId,
+    /// When the requester is told `timeout`.
+    pub deadline: Instant,
+}
+
+/// An open correlation: what a reply's `re` refers to.
+pub enum Pending {
+    /// A job: replies go to its inbox.
+    Job(Arc<JobInbox>),
+    /// A plain request: the reply is relayed to the requester.
+    Request(PendingRequest),
+}
+
+/// The registry of sessions and open correlations.
+pub struct Router {
+    devices: DashMap<DeviceId, DeviceSession>,
+    pending: DashMap<String, Pending>,
+    groups: RwLock<BTreeMap<String, Selector>>,
+    next_conn: AtomicU64,
+    next_request: AtomicU64,
+    operators: AtomicU64,
+    /// Limits in force.
+    pub limits: Limits,
+    /// When the server started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// Unregisters a device session when dropped, unless a newer session replaced it.
+pub struct Registration {
+    router: Arc<Router>,
+    id: DeviceId,
+    conn: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.router
+            .devices
+            .remove_if(&self.id, |_, s| s.outbox.conn == self.conn);
+    }
+}
+
+/// Counts an operator session while alive.
+pub struct OperatorGuard(Arc<Router>);
+
+impl Drop for OperatorGuard {
+    fn drop(&mut self) {
+        self.0.operators.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new(limits: Limits, groups: BTreeMap<String, Selector>) -> Router {
+        Router {
+            devices: DashMap::new(),
+            pending: DashMap::new(),
+            groups: RwLock::new(groups),
+            next_conn: AtomicU64::new(1),
+            next_request: AtomicU64::new(1),
+            operators: AtomicU64::new(0),
+            limits,
+            started_at: Utc::now(),
+        }
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a device session. An older session with the same id is closed with `replaced`:
+    /// never two sessions for one id.
+    pub fn register(self: &Arc<Self>, session: DeviceSession) -> Registration {
+        let id = session.record.id.clone();
+        let conn = session.outbox.conn;
+        if let Some(old) = self.devices.insert(id.clone(), session) {
+            old.outbox.closer.close(CloseReason::Replaced);
+        }
+        Registration {
+            router: Arc::clone(self),
+            id,
+            conn,
+        }
+    }
+
+    /// Counts an operator session until the guard drops.
+    pub fn register_operator(self: &Arc<Self>) -> OperatorGuard {
+        self.operators.fetch_add(1, Ordering::Relaxed);
+        OperatorGuard(Arc::clone(self))
+    }
+
+    /// Connected agents and operators.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.devices.len() as u64,
+            self.operators.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Jobs and requests awaiting replies.
+    pub fn pending_count(&self) -> u64 {
+        self.pending.len() as u64
+    }
+
+    /// The session of a connected device.
+    pub fn device(&self, id: &str) -> Option<DeviceSession> {
+        self.devices.get(id).map(|s| s.clone())
+    }
+
+    /// Every connected device session, e.g. to say goodbye at shutdown.
+    pub fn all_devices(&self) -> Vec<DeviceSession> {
+        self.devices.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Parses a selector and expands `group:` names from the configuration.
+    ///
+    /// # Errors
+    /// `bad_selector` or `unknown_group` with the parser's message.
+    pub fn parse_selector(&self, text: &str) -> Result<Selector, ErrorBody> {
+        let sel = Selector::parse(text)
+            .map_err(|e| ErrorBody::new(ErrorCode::BadSelector, e.to_string()))?;
+        if sel.group_names().is_empty() {
+            return Ok(sel);
+        }
+        let groups = self
+            .groups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sel.expand_groups(&|name| groups.get(name).cloned())
+            .map_err(|e| {
+                let code = match e.kind {
+                    SelectorErrorKind::UnknownGroup => ErrorCode::UnknownGroup,
+                    _ => ErrorCode::BadSelector,
+                };
+                ErrorBody::new(code, e.to_string())
+            })
+    }
+
+    /// Replaces the named groups (configuration reload).
+    pub fn set_groups(&self, groups: BTreeMap<String, Selector>) {
+        *self
+            .groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = groups;
+    }
+
+    /// Connected devices matching `sel`, sorted by id. A plain id list is looked up directly;
+    /// anything else scans the registry shard by shard (no global lock).
+    pub fn resolve(&self, sel: &Selector) -> Vec<DeviceSession> {
+        let mut out: Vec<DeviceSession> = match sel.exact_ids() {
+            Some(ids) => ids.into_iter().filter_map(|id| self.device(id)).collect(),
+            None => self
+                .devices
+                .iter()
+                .filter(|e| sel.matches(e.value().record.as_ref()))
+                .map(|e| e.value().clone())
+                .collect(),
+        };
+        out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        out.dedup_by(|a, b| a.record.id == b.record.id);
+        out
+    }
+
+    /// Opens a correlation for a job's replies.
+    pub fn open_job(&self, job_id: String, inbox: Arc<JobInbox>) {
+        self.pending.insert(job_id, Pending::Job(inbox));
+    }
+
+    /// Closes a job's correlation: later replies are ignored.
+    pub fn close_job(&self, job_id: &str) {
+        self.pending.remove(job_id);
+    }
+
+    /// Forwards a plain request to one device under a fresh server-side id.
+    ///
+    /// # Errors
+    /// `device_offline` when the device is not connected or its queue refused the frame.
+    pub fn forward_request(
+        &self,
+        requester: Outbox,
+        requester_name: &str,
+        re: String,
+        device: &str,
+        cmd: String,
+        body: Option<Bytes>,
+        deadline: std::time::Duration,
+    ) -> Result<(), ErrorBody> {
+        let offline = || {
+            ErrorBody::new(
+                ErrorCode::DeviceOffline,
+                format!("device {device} is not connected"),
+            )
+        };
+        let target = self.device(device).ok_or_else(offline)?;
+        let id = format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        let mut env = orb_proto::Envelope::new(orb_proto::Kind::Cmd);
+        env.id = Some(id.clone());
+        env.cmd = Some(cmd);
+        env.from = Some(requester_name.to_owned());
+        env.deadline_ms = Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
+        env.body = body;
+        let frame = orb_proto::encode(&env);
+        self.pending.insert(
+            id.clone(),
+            Pending::Request(PendingRequest {
+                requester,
+                re,
+                device: target.record.id.clone(),
+                deadline: Instant::now() + deadline,
+            }),
+        );
+        if target.outbox.deliver(frame).is_err() {
+            self.pending.remove(&id);
+            return Err(offline());
+        }
+        Ok(())
+    }
+
+    /// Routes a `reply` received from device `from` to the job or requester waiting for it.
+    /// Replies nobody waits for (late, duplicate, forged) are dropped with a debug log.
+    pub fn on_device_reply(&self, from: &DeviceId, env: orb_proto::Envelope, at: Instant) {
+        let Some(re) = env.re.as_deref() else {
+            tracing::debug!(agent.id = %from, "reply without re ignored");
+            return;
+        };
+        let inbox = match self.pending.get(re).as_deref() {
+            Some(Pending::Job(inbox)) => Some(Arc::clone(inbox)),
+            Some(Pending::Request(_)) => None,
+            None => {
+                tracing::debug!(agent.id = %from, re, "reply to nothing pending ignored");
+                return;
+            }
+        };
+        if let Some(inbox) = inbox {
+            inbox.answer_from(from, env, at);
+            return;
+        }
+        let Some((_, Pending::Request(req))) = self.pending.remove_if(re, |_, p| match p {
+            Pending::Request(r) => &r.device == from,
+            Pending::Job(_) => false,
+        }) else {
+            tracing::debug!(agent.id = %from, re, "reply from a device that was not asked ignored");
+            return;
+        };
+        let mut out = env;
+        out.re = Some(req.re);
+        out.from = Some(from.to_string());
+        let _ = req.requester.deliver(orb_proto::encode(&out));
+    }
+
+    /// Answers `timeout` to every plain request whose deadline passed. Called periodically.
+    pub fn expire_requests(&self, now: Instant) {
+        let expired: Vec<String> = self
+            .pending
+            .iter()
+            .filter_map(|e| match e.value() {
+                Pending::Request(r) if r.deadline <= now => Some(e.key().clone()),
+                _ => None,
+            })
+            .collect();
+        for id in expired {
+            if let Some((_, Pending::Request(req))) = self.pending.remove(&id) {
+                let env = orb_proto::Envelope::reply_err(
+                    req.re,
+                    ErrorCode::Timeout,
+                    format!("device {} did not answer before the deadline", req.device),
+                );
+                let _ = req.requester.deliver(orb_proto::encode(&env));
+            }
+        }
+    }
+
+    /// Inventory of connected devices matching `sel` (all when `None`), sorted by id.
+    pub fn device_infos(&self, sel: Option<&Selector>) -> Vec<DeviceInfo> {
+        let mut v: Vec<DeviceInfo> = self
+            .devices
+            .iter()
+            .filter(|e| sel.is_none_or(|s| s.matches(e.value().record.as_ref())))
+            .map(|e| e.value().record.info())
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+}
+
+/// Who sent a frame, as sessions pass it to the router and handlers.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Device id, or the operator session's name.
+    pub name: String,
+    /// Agent or operator.
+    pub role: Role,
+}

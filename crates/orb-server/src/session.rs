@@ -1,0 +1,451 @@
+//! One connection, from the first frame to the last: handshake (`hello` → `welcome` or `error`),
+//! then a loop reading frames and acting on them (commands to the router, jobs or handlers;
+//! replies to the router), while a writer task drains the bounded outbound queue to the socket.
+//! Every session ends with a typed [`CloseReason`], logged once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_client::handler::{self, Context, Handlers};
+use orb_client::transport::{FrameSink, FrameSource, TransportError, write_loop};
+use orb_proto::message::{Bye, Hello, Role, Welcome};
+use orb_proto::{
+    DeviceId, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    RESERVED_PREFIX,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::auth::Authenticator;
+use crate::builtin::{self, SERVER_NAME};
+use crate::close::{CloseReason, Closer};
+use crate::jobs::{self, JobRequest};
+use crate::router::{DeviceRecord, DeviceSession, Outbox, Router};
+
+/// What every session shares: the router, authentication, handlers, and the server's lifetime.
+pub(crate) struct Shared {
+    pub router: Arc<Router>,
+    pub auth: Arc<dyn Authenticator>,
+    pub handlers: Handlers,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
+    shared: Arc<Shared>,
+    mut source: R,
+    sink: W,
+    peer: SocketAddr,
+    transport: &'static str,
+) {
+    let conn = shared.router.next_conn_id();
+    let span = tracing::info_span!("session", conn, peer.addr = %peer, transport, agent.id = tracing::field::Empty);
+    async move {
+        let limits = &shared.router.limits;
+        let (tx, rx) = mpsc::channel(limits.outbound_queue);
+        let stop = CancellationToken::new();
+        let (last_tx, last_rx) = oneshot::channel();
+        let writer = shared.tracker.spawn(write_loop(
+            sink,
+            rx,
+            stop.clone(),
+            last_rx,
+            limits.close_linger,
+        ));
+        let outbox = Outbox {
+            conn,
+            tx,
+            closer: Closer::default(),
+        };
+
+        let (reason, last) = match handshake(&shared, &mut source, &outbox, peer, transport).await {
+            Ok(mut session) => {
+                let reason = session.run(&mut source).await;
+                (reason, session.last.take().or_else(|| goodbye(reason)))
+            }
+            Err((reason, frame)) => (reason, frame),
+        };
+        if let Some(f) = last {
+            let _ = last_tx.send(f);
+        } else {
+            drop(last_tx);
+        }
+        stop.cancel();
+        let _ = writer.await;
+        match reason {
+            CloseReason::PeerClosed | CloseReason::ServerShutdown => {
+                tracing::debug!(reason = %reason, "session closed")
+            }
+            _ => tracing::info!(reason = %reason, "session closed"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The `bye` a session sends when it closes for `reason`, if any.
+fn goodbye(reason: CloseReason) -> Option<Bytes> {
+    let reconnect_after_ms = match reason {
+        CloseReason::ServerShutdown => Some(1000),
+        CloseReason::Replaced | CloseReason::SlowConsumer | CloseReason::HeartbeatTimeout => None,
+        _ => return None,
+    };
+    let bye = Bye {
+        reason: reason.as_str().to_owned(),
+        reconnect_after_ms,
+    };
+    Some(orb_proto::encode(
+        &Envelope::new(Kind::Bye).with_json_body(&bye),
+    ))
+}
+
+fn error_frame(re: Option<String>, code: ErrorCode, message: impl Into<String>) -> Bytes {
+    orb_proto::encode(&Envelope::error(re, code, message))
+}
+
+type Refusal = (CloseReason, Option<Bytes>);
+
+async fn handshake<R: FrameSource>(
+    shared: &Arc<Shared>,
+    source: &mut R,
+    outbox: &Outbox,
+    peer: SocketAddr,
+    transport: &'static str,
+) -> Result<Session, Refusal> {
+    let limits = &shared.router.limits;
+    let first = tokio::select! {
+        () = tokio::time::sleep(limits.handshake_timeout) => {
+            let msg = format!("no hello within {} ms", limits.handshake_timeout.as_millis());
+            return Err((CloseReason::HandshakeTimeout, Some(error_frame(None, ErrorCode::HandshakeTimeout, msg))));
+        }
+        () = shared.shutdown.cancelled() => return Err((CloseReason::ServerShutdown, goodbye(CloseReason::ServerShutdown))),
+        f = source.next_frame() => f,
+    };
+    let frame = match first {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(TransportError::Io(_)) => return Err((CloseReason::PeerClosed, None)),
+        Err(e @ TransportError::FrameTooLarge { .. }) => {
+            return Err((
+                CloseReason::FrameTooLarge,
+                Some(error_frame(None, ErrorCode::FrameTooLarge, e.to_string())),
+            ));
+        }
+        Err(e @ TransportError::Protocol(_)) => {
+            return Err((
+                CloseReason::ProtocolViolation,
+                Some(error_frame(None, ErrorCode::BadFrame, e.to_string())),
+            ));
+        }
+    };
+    let violation = |code, msg: String| {
+        (
+            CloseReason::ProtocolViolation,
+            Some(error_frame(None, code, msg)),
+        )
+    };
+    let env =
+        orb_proto::decode(&frame).map_err(|e| violation(ErrorCode::BadFrame, e.to_string()))?;
+    if env.kind != Kind::Hello {
+        let msg = format!("the first frame must be hello, not {}", env.kind.as_str());
+        return Err(violation(ErrorCode::HandshakeRequired, msg));
+    }
+    let hello: Hello = env.json_body().map_err(|e| violation(e.code, e.message))?;
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
+        let msg = format!(
+            "protocol version {} is not supported (this server speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION})",
+            hello.version
+        );
+        return Err(violation(ErrorCode::UnsupportedVersion, msg));
+    }
+    let principal = shared.auth.authenticate(&hello).await.map_err(|e| {
+        let reason = if e.code == ErrorCode::AuthFailed {
+            CloseReason::AuthFailed
+        } else {
+            CloseReason::ProtocolViolation
+        };
+        (reason, Some(error_frame(None, e.code, e.message)))
+    })?;
+
+    let router = &shared.router;
+    let (name, registration) = match (&principal.role, principal.device) {
+        (Role::Agent, Some(id)) => {
+            tracing::Span::current().record("agent.id", id.as_str());
+            let record = Arc::new(DeviceRecord {
+                id: id.clone(),
+                tags: hello.tags,
+                commands: hello.commands,
+                agent_version: hello.agent,
+                remote_addr: peer,
+                connected_since: chrono::Utc::now(),
+                transport,
+            });
+            let reg = router.register(DeviceSession {
+                outbox: outbox.clone(),
+                record,
+            });
+            (
+                id.to_string(),
+                Registered::Device {
+                    id,
+                    _registration: reg,
+                },
+            )
+        }
+        _ => (
+            format!("op-{}", outbox.conn),
+            Registered::Operator {
+                _guard: router.register_operator(),
+            },
+        ),
+    };
+    let welcome = Welcome {
+        version: hello.version,
+        id: name.clone(),
+        session: outbox.conn,
+        heartbeat_ms: millis(limits.heartbeat),
+        heartbeat_timeout_ms: millis(limits.heartbeat_timeout),
+        max_frame: limits.max_frame as u64,
+        server: SERVER_NAME.to_owned(),
+    };
+    let _ = outbox.deliver(orb_proto::encode(
+        &Envelope::new(Kind::Welcome).with_json_body(&welcome),
+    ));
+    tracing::debug!(name, "session established");
+    Ok(Session {
+        shared: Arc::clone(shared),
+        outbox: outbox.clone(),
+        name,
+        role: principal.role,
+        registered: registration,
+        last: None,
+    })
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Keeps a session in the registry while it lives.
+enum Registered {
+    Device {
+        id: DeviceId,
+        _registration: crate::router::Registration,
+    },
+    Operator {
+        _guard: crate::router::OperatorGuard,
+    },
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    name: String,
+    role: Role,
+    registered: Registered,
+    /// The frame to send last (an error explaining the close), set when a frame ends the session.
+    last: Option<Bytes>,
+}
+
+impl Session {
+    async fn run<R: FrameSource>(&mut self, source: &mut R) -> CloseReason {
+        let limits = self.shared.router.limits.clone();
+        let mut last_rx = Instant::now();
+        // Checking a few times per timeout is enough: a dead peer is found within 4/3 of it.
+        let mut heartbeat = tokio::time::interval(limits.heartbeat_timeout / 3);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let closer = self.outbox.closer.clone();
+        loop {
+            tokio::select! {
+                biased;
+                reason = closer.closed() => return reason,
+                () = self.shared.shutdown.cancelled() => return CloseReason::ServerShutdown,
+                frame = source.next_frame() => match frame {
+                    Ok(Some(f)) => {
+                        last_rx = Instant::now();
+                        if let Err(reason) = self.on_frame(&f, last_rx) {
+                            return reason;
+                        }
+                    }
+                    Ok(None) | Err(TransportError::Io(_)) => return CloseReason::PeerClosed,
+                    Err(e @ TransportError::FrameTooLarge { .. }) => {
+                        self.last = Some(error_frame(None, ErrorCode::FrameTooLarge, e.to_string()));
+                        return CloseReason::FrameTooLarge;
+                    }
+                    Err(e @ TransportError::Protocol(_)) => {
+                        self.last = Some(error_frame(None, ErrorCode::BadFrame, e.to_string()));
+                        return CloseReason::ProtocolViolation;
+                    }
+                },
+                _ = heartbeat.tick() => {
+                    if last_rx.elapsed() > limits.heartbeat_timeout {
+                        return CloseReason::HeartbeatTimeout;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on one frame. `Err` ends the session with that reason.
+    fn on_frame(&mut self, frame: &Bytes, at: Instant) -> Result<(), CloseReason> {
+        let env = match orb_proto::decode(frame) {
+            Ok(env) => env,
+            Err(e) => {
+                self.last = Some(error_frame(None, ErrorCode::BadFrame, e.to_string()));
+                return Err(CloseReason::ProtocolViolation);
+            }
+        };
+        tracing::trace!(
+            dir = "in",
+            kind = env.kind.as_str(),
+            cmd = env.cmd.as_deref(),
+            id = env.id.as_deref(),
+            "frame"
+        );
+        match env.kind {
+            Kind::Cmd => self.on_cmd(env),
+            Kind::Reply => match &self.registered {
+                Registered::Device { id, .. } => self.shared.router.on_device_reply(id, env, at),
+                Registered::Operator { .. } => {
+                    tracing::debug!("reply from an operator session ignored")
+                }
+            },
+            Kind::Ping => {
+                let mut pong = Envelope::new(Kind::Pong);
+                pong.re = env.id;
+                self.send(orb_proto::encode(&pong));
+            }
+            Kind::Pong => {}
+            Kind::Bye => return Err(CloseReason::PeerClosed),
+            Kind::Error => tracing::debug!(error = ?env.error, "peer reported an error"),
+            Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event => {
+                let msg = format!(
+                    "{} is not valid on an established session",
+                    env.kind.as_str()
+                );
+                self.send(error_frame(env.id, ErrorCode::BadRequest, msg));
+            }
+            Kind::Pub | Kind::Sub | Kind::Unsub | Kind::Config | Kind::Unknown => {
+                let msg = "this message kind is not supported by this server".to_owned();
+                self.send(error_frame(env.id, ErrorCode::Unsupported, msg));
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, frame: Bytes) {
+        let _ = self.outbox.deliver(frame);
+    }
+
+    fn reply_err(&self, re: String, e: ErrorBody) {
+        self.send(orb_proto::encode(&Envelope::reply_err(
+            re, e.code, e.message,
+        )));
+    }
+
+    fn on_cmd(&self, env: Envelope) {
+        let Some(id) = env.id else {
+            self.send(error_frame(None, ErrorCode::BadRequest, "cmd needs an id"));
+            return;
+        };
+        let Some(cmd) = env.cmd.filter(|c| !c.is_empty()) else {
+            self.reply_err(
+                id,
+                ErrorBody::new(ErrorCode::BadRequest, "cmd needs a command name"),
+            );
+            return;
+        };
+        let limits = &self.shared.router.limits;
+        let deadline_of = |default: Duration| {
+            env.deadline_ms
+                .map_or(default, Duration::from_millis)
+                .min(limits.max_deadline)
+        };
+        let operator_only = |what: &str| {
+            ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("{what} need an operator session (admin token)"),
+            )
+        };
+        if env.target.is_some() && env.to.is_some() {
+            return self.reply_err(
+                id,
+                ErrorBody::new(ErrorCode::BadRequest, "cmd has both to and target; use one"),
+            );
+        }
+        if let Some(target) = env.target {
+            if self.role != Role::Operator {
+                return self.reply_err(id, operator_only("jobs"));
+            }
+            let req = JobRequest {
+                requester_name: self.name.clone(),
+                requester: self.outbox.clone(),
+                re: id.clone(),
+                cmd,
+                target,
+                body: env.body,
+                deadline: deadline_of(limits.default_job_deadline),
+            };
+            if let Err(e) = jobs::submit(&self.shared.router, &self.shared.tracker, req) {
+                self.reply_err(id, e);
+            }
+        } else if let Some(to) = env.to {
+            if self.role != Role::Operator {
+                return self.reply_err(id, operator_only("requests to devices"));
+            }
+            let deadline = deadline_of(limits.default_request_deadline);
+            let res = self.shared.router.forward_request(
+                self.outbox.clone(),
+                &self.name,
+                id.clone(),
+                &to,
+                cmd,
+                env.body,
+                deadline,
+            );
+            if let Err(e) = res {
+                self.reply_err(id, e);
+            }
+        } else {
+            let ctx = Context {
+                cmd,
+                from: self.name.clone(),
+                args: env.body.unwrap_or_else(|| Bytes::from_static(b"null")),
+                job: None,
+                deadline: deadline_of(limits.default_request_deadline),
+            };
+            self.server_command(id, ctx);
+        }
+    }
+
+    /// A command to the server itself: a reserved `$orb.` query or an application handler.
+    fn server_command(&self, id: String, ctx: Context) {
+        if ctx.cmd.starts_with(RESERVED_PREFIX) {
+            let result = if self.role == Role::Operator {
+                builtin::answer(&self.shared.router, &ctx).unwrap_or_else(|| {
+                    Err(ErrorBody::new(
+                        ErrorCode::UnknownCommand,
+                        format!("no server command named {}", ctx.cmd),
+                    ))
+                })
+            } else {
+                Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!("{} needs an operator session", ctx.cmd),
+                ))
+            };
+            return self.send(handler::reply_frame(id, result));
+        }
+        let h = self.shared.handlers.get(&ctx.cmd);
+        let outbox = self.outbox.clone();
+        self.shared.tracker.spawn(async move {
+            let result = handler::run(h, ctx).await;
+            let _ = outbox.deliver(handler::reply_frame(id, result));
+        });
+    }
+}
