@@ -1,0 +1,131 @@
+//! `orb demo`: an embedded server in a temporary data folder, N in-process agents with varied
+//! tags, and three jobs (a broadcast `sys.info`, a tag-targeted `echo`, and a command no agent
+//! handles) whose results are printed like `orb send` prints them.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_client::{Client, ClientConfig, JobUpdate, ServerUrl};
+use orb_proto::message::TargetResult;
+use orb_server::{ServerBuilder, ServerConfig};
+
+use crate::cli::DemoArgs;
+use crate::exit::{self, Failure};
+use crate::send;
+
+const ROLES: [&str; 3] = ["web", "db", "cache"];
+const REGIONS: [&str; 2] = ["eu", "us"];
+
+fn fail(what: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::new(exit::FAILED, format!("demo: {what}: {e}"))
+}
+
+/// Runs the demo; exit 0 when every step behaved as expected.
+pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
+    let data = tempfile::tempdir().map_err(|e| fail("temp folder", e))?;
+    let mut cfg = ServerConfig::for_tests(data.path().to_path_buf());
+    cfg.admin_token = None;
+    cfg.agent_token = None;
+    cfg.limits.outbound_queue = 4096;
+    let server = ServerBuilder::new(cfg)
+        .start()
+        .await
+        .map_err(|e| fail("server", e))?;
+    let url =
+        ServerUrl::parse(&format!("tcp://{}", server.tcp_addr())).map_err(|e| fail("url", e))?;
+    println!(
+        "embedded server on {} (data in {})",
+        url,
+        data.path().display()
+    );
+
+    let n = args.agents as usize;
+    let mut agents = Vec::with_capacity(n);
+    for i in 0..n {
+        let role = ROLES[i % ROLES.len()];
+        let mut c = ClientConfig::agent(
+            url.clone(),
+            Some(server.agent_token().expose().to_owned()),
+            format!("{role}-{}", i + 1),
+        );
+        c.tags = [("role", role), ("region", REGIONS[i % REGIONS.len()])]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        c.agent = crate::agent::AGENT_NAME.to_owned();
+        agents.push(
+            Client::connect(c, crate::agent::builtin_handlers())
+                .await
+                .map_err(|e| fail("agent", e))?,
+        );
+    }
+    println!("{n} agents connected (tags role=web|db|cache, region=eu|us)\n");
+
+    let op = Client::connect(
+        ClientConfig::operator(url, Some(server.admin_token().expose().to_owned())),
+        orb_client::Handlers::new(),
+    )
+    .await
+    .map_err(|e| fail("operator", e))?;
+
+    let steps: [(&str, &str, &[u8], bool); 3] = [
+        ("*", "sys.info", b"null", true),
+        (
+            "tag:role=web and tag:region=eu",
+            "echo",
+            br#"{"hello":"world"}"#,
+            true,
+        ),
+        ("db-*", "reboot", b"null", false),
+    ];
+    for (target, cmd, body, expect_ok) in steps {
+        let shown_args = match std::str::from_utf8(body) {
+            Ok("null") | Err(_) => String::new(),
+            Ok(s) => format!(" '{s}'"),
+        };
+        println!("$ orb send '{target}' {cmd}{shown_args}");
+        let mut job = op
+            .submit(
+                target,
+                cmd,
+                Bytes::copy_from_slice(body),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| fail("submit", e))?;
+        let mut results: Vec<TargetResult> = Vec::new();
+        let mut summary = None;
+        while let Some(u) = job.next().await {
+            match u {
+                JobUpdate::Result(r) => results.push(r),
+                JobUpdate::Done(s) => summary = Some(s),
+            }
+        }
+        let summary = summary.ok_or_else(|| fail("job", "ended without a summary"))?;
+        results.sort_by(|a, b| crate::render::natural_cmp(&a.device, &b.device));
+        let shown = if results.len() > 12 {
+            &results[..12]
+        } else {
+            &results[..]
+        };
+        send::print_human(shown, &summary);
+        if shown.len() < results.len() {
+            println!("  (first {} of {} rows shown)", shown.len(), results.len());
+        }
+        let all_ok = results.iter().all(|r| r.status == orb_proto::Status::Ok);
+        if all_ok != expect_ok {
+            return Err(fail("unexpected outcome", format!("{cmd} on '{target}'")));
+        }
+        if !expect_ok {
+            println!("  (this one fails on purpose: no agent has a 'reboot' handler)");
+        }
+        println!();
+    }
+    op.close().await;
+    for a in &agents {
+        a.close().await;
+    }
+    server.shutdown().await;
+    println!("demo finished: try `orb serve` and `orb agent --id web-1` next (see README.md)");
+    Ok(exit::OK)
+}

@@ -1,0 +1,265 @@
+//! Terminal and script output for job results and device lists: a progress bar on stderr
+//! (terminals only), a results table, a summary grouping identical outcomes, JSON lines.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use orb_proto::Status;
+use orb_proto::message::{DeviceInfo, JobSummary, TargetResult};
+
+/// Orders device ids the way people read them: `web-2` before `web-10`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(p), Some(q)) if p.is_ascii_digit() && q.is_ascii_digit() => {
+                let dx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let dy = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (nx, ny) = (trim_zeros(&x[..dx]), trim_zeros(&y[..dy]));
+                let ord = nx
+                    .len()
+                    .cmp(&ny.len())
+                    .then_with(|| nx.cmp(ny))
+                    .then_with(|| dx.cmp(&dy));
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+                x = &x[dx..];
+                y = &y[dy..];
+            }
+            (Some(p), Some(q)) => {
+                if p != q {
+                    return p.cmp(q);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let n = d.iter().take_while(|c| **c == b'0').count();
+    &d[n..]
+}
+
+/// Whether stdout gets colours: a terminal, and `NO_COLOR` unset.
+pub fn color_enabled() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// A progress bar counting answers, drawn on stderr only when it is a terminal.
+pub fn progress(total: usize) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let style =
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} answered  {elapsed}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    pb.set_style(style);
+    pb.enable_steady_tick(std::time::Duration::from_millis(100));
+    pb
+}
+
+/// The one-line JSON form of a target's result (`orb send --json`).
+pub fn result_line(r: &TargetResult) -> String {
+    serde_json::to_string(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// The last line of `orb send --json`.
+pub fn summary_line(s: &JobSummary) -> String {
+    serde_json::json!({"job": s.job, "summary": s.summary}).to_string()
+}
+
+fn status_cell(status: Status, color: bool) -> Cell {
+    let cell = Cell::new(status.as_str());
+    if !color {
+        return cell;
+    }
+    match status {
+        Status::Ok => cell.fg(Color::Green),
+        Status::Timeout | Status::Queued => cell.fg(Color::Yellow),
+        Status::Offline | Status::Cancelled | Status::Expired => cell.fg(Color::DarkGrey),
+        Status::Error | Status::Denied => cell.fg(Color::Red),
+    }
+}
+
+fn outcome_text(r: &TargetResult) -> String {
+    match (&r.result, &r.error) {
+        (Some(v), _) => v.get().to_owned(),
+        (None, Some(e)) => format!("{}: {}", e.code, e.message),
+        (None, None) => String::new(),
+    }
+}
+
+/// A table: device, status, elapsed, result or error (long results are cut at `width` chars).
+pub fn results_table(results: &[TargetResult], color: bool, width: usize) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if !color {
+        t.force_no_tty();
+    }
+    t.set_header(vec!["DEVICE", "STATUS", "ELAPSED", "RESULT / ERROR"]);
+    for r in results {
+        let elapsed = r
+            .elapsed_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
+        t.add_row(vec![
+            Cell::new(&r.device),
+            status_cell(r.status, color),
+            Cell::new(elapsed),
+            Cell::new(cut(&outcome_text(r), width)),
+        ]);
+    }
+    t
+}
+
+fn cut(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Groups identical outcomes: `48 × {"pong":true}`, `2 × timeout`, `1 × error unknown_command`,
+/// most frequent first.
+pub fn grouped_summary(results: &[TargetResult], width: usize) -> Vec<String> {
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    for r in results {
+        let key = match (r.status, &r.result, &r.error) {
+            (Status::Ok, Some(v), _) => cut(v.get(), width),
+            (Status::Error, _, Some(e)) => format!("error {}", e.code),
+            (s, _, _) => s.as_str().to_owned(),
+        };
+        *groups.entry(key).or_default() += 1;
+    }
+    let mut v: Vec<(String, usize)> = groups.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.into_iter().map(|(k, n)| format!("{n} × {k}")).collect()
+}
+
+/// The device list as a table.
+pub fn devices_table(devices: &[DeviceInfo], color: bool) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if !color {
+        t.force_no_tty();
+    }
+    t.set_header(vec![
+        "ID",
+        "CONNECTED",
+        "TRANSPORT",
+        "REMOTE",
+        "SINCE",
+        "VERSION",
+        "TAGS",
+    ]);
+    for d in devices {
+        let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let connected = if d.connected { "yes" } else { "no" };
+        let connected = if color && d.connected {
+            Cell::new(connected).fg(Color::Green)
+        } else {
+            Cell::new(connected)
+        };
+        t.add_row(vec![
+            Cell::new(&d.id),
+            connected,
+            Cell::new(d.transport.as_deref().unwrap_or("-")),
+            Cell::new(d.remote_addr.as_deref().unwrap_or("-")),
+            Cell::new(d.connected_since.as_deref().unwrap_or("-")),
+            Cell::new(d.agent_version.as_deref().unwrap_or("-")),
+            Cell::new(tags.join(" ")),
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use orb_proto::{ErrorBody, ErrorCode};
+    use serde_json::value::RawValue;
+
+    fn ok(d: &str, v: &str) -> TargetResult {
+        TargetResult {
+            device: d.into(),
+            status: Status::Ok,
+            result: Some(RawValue::from_string(v.into()).unwrap()),
+            error: None,
+            elapsed_ms: Some(3),
+        }
+    }
+
+    fn failed(d: &str, status: Status, code: ErrorCode) -> TargetResult {
+        TargetResult {
+            device: d.into(),
+            status,
+            result: None,
+            error: Some(ErrorBody::new(code, "x")),
+            elapsed_ms: None,
+        }
+    }
+
+    #[test]
+    fn summary_groups_identical_outcomes_most_frequent_first() {
+        let rs = vec![
+            ok("a", r#"{"pong":true}"#),
+            ok("b", r#"{"pong":true}"#),
+            failed("c", Status::Timeout, ErrorCode::Timeout),
+            failed("d", Status::Error, ErrorCode::UnknownCommand),
+            ok("e", r#"{"pong":true}"#),
+        ];
+        assert_eq!(
+            grouped_summary(&rs, 60),
+            vec![
+                r#"3 × {"pong":true}"#,
+                "1 × error unknown_command",
+                "1 × timeout"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_line_has_the_documented_shape() {
+        let line = result_line(&failed("web-1", Status::Timeout, ErrorCode::Timeout));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["device"], "web-1");
+        assert_eq!(v["status"], "timeout");
+        assert!(v["result"].is_null());
+        assert_eq!(v["error"]["code"], "timeout");
+        assert!(v["elapsed_ms"].is_null());
+        let line = result_line(&ok("web-2", r#"{"pong":true}"#));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["result"]["pong"], true);
+        assert!(v["error"].is_null());
+        assert_eq!(v["elapsed_ms"], 3);
+    }
+
+    #[test]
+    fn device_ids_sort_naturally() {
+        let mut v = vec!["web-10", "web-2", "db-1", "web-1", "web-02"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, vec!["db-1", "web-1", "web-2", "web-02", "web-10"]);
+    }
+
+    #[test]
+    fn table_cuts_long_results() {
+        let long = format!("\"{}\"", "x".repeat(200));
+        let t = results_table(&[ok("a", &long)], false, 20).to_string();
+        assert!(t.contains('…'));
+        assert!(!t.contains(&"x".repeat(50)));
+    }
+}

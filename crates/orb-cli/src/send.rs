@@ -1,0 +1,133 @@
+//! `orb send`: validate the selector and arguments, submit the job (or resolve it with
+//! `--dry-run`), follow results with a progress bar, print a table and summary or JSON lines.
+
+use std::io::Write;
+
+use orb_client::{ClientError, JobUpdate};
+use orb_proto::message::{JobSummary, ResolveQuery, Resolved, TargetResult, commands};
+use orb_proto::{ErrorCode, Selector, Status};
+
+use crate::cli::SendArgs;
+use crate::connect;
+use crate::exit::{self, Failure};
+use crate::input;
+use crate::render;
+
+/// Runs `orb send`; the exit code is 0 only when every target answered ok.
+pub async fn run(args: SendArgs) -> Result<u8, Failure> {
+    Selector::parse(&args.target)
+        .map_err(|e| Failure::usage(format!("bad selector '{}': {e}", args.target)))?;
+    let body = input::command_args(args.args.as_deref())?;
+    let client = connect::operator(&args.connect).await?;
+
+    if args.dry_run {
+        let q = ResolveQuery {
+            selector: args.target.clone(),
+        };
+        let r: Resolved = client
+            .call_json(commands::SELECTOR_RESOLVE, &q, args.wait)
+            .await?;
+        client.close().await;
+        return Ok(print_dry_run(&args, &r));
+    }
+
+    let mut job = match client
+        .submit(&args.target, &args.command, body, args.wait)
+        .await
+    {
+        Ok(job) => job,
+        Err(ClientError::Remote(e)) if e.code == ErrorCode::NoMatch => {
+            client.close().await;
+            return Err(Failure::new(
+                exit::FAILED,
+                format!("no device matches '{}'", args.target),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pb = (!args.json).then(|| render::progress(job.accepted.targets.len()));
+    let mut results: Vec<TargetResult> = Vec::with_capacity(job.accepted.targets.len());
+    let mut summary: Option<JobSummary> = None;
+    let stdout = std::io::stdout();
+    while let Some(update) = job.next().await {
+        match update {
+            JobUpdate::Result(r) => {
+                if args.json {
+                    let _ = writeln!(stdout.lock(), "{}", render::result_line(&r));
+                }
+                if let Some(pb) = &pb {
+                    pb.inc(1);
+                }
+                results.push(r);
+            }
+            JobUpdate::Done(s) => summary = Some(s),
+        }
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let job_id = job.id().to_owned();
+    drop(job);
+    client.close().await;
+    let Some(summary) = summary else {
+        return Err(Failure::new(
+            exit::FAILED,
+            format!("connection lost before job {job_id} finished"),
+        ));
+    };
+    results.sort_by(|a, b| render::natural_cmp(&a.device, &b.device));
+    if args.json {
+        let _ = writeln!(stdout.lock(), "{}", render::summary_line(&summary));
+    } else {
+        print_human(&results, &summary);
+    }
+    let all_ok = results.iter().all(|r| r.status == Status::Ok) && !results.is_empty();
+    Ok(if all_ok { exit::OK } else { exit::FAILED })
+}
+
+fn print_dry_run(args: &SendArgs, r: &Resolved) -> u8 {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&r.devices).unwrap_or_else(|_| "[]".into())
+        );
+    } else if r.devices.is_empty() {
+        eprintln!("no device matches '{}'", args.target);
+    } else {
+        eprintln!(
+            "{} device(s) match '{}'; nothing was sent:",
+            r.devices.len(),
+            r.selector
+        );
+        for d in &r.devices {
+            println!("{d}");
+        }
+    }
+    if r.devices.is_empty() {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}
+
+/// Prints the table (all rows), then the grouped summary and the job id.
+pub fn print_human(results: &[TargetResult], summary: &JobSummary) {
+    let color = render::color_enabled();
+    println!("{}", render::results_table(results, color, 80));
+    for line in render::grouped_summary(results, 60) {
+        println!("  {line}");
+    }
+    let counts: Vec<String> = summary
+        .summary
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    println!(
+        "job {}: {} of {} targets answered ok ({})",
+        summary.job,
+        summary.summary.get(&Status::Ok).copied().unwrap_or(0),
+        results.len(),
+        counts.join(", ")
+    );
+}
