@@ -75,7 +75,8 @@ pub fn result_line(r: &TargetResult) -> String {
 
 /// The last line of `orb send --json`.
 pub fn summary_line(s: &JobSummary) -> String {
-    serde_json::json!({"job": s.job, "summary": s.summary}).to_string()
+    // JobSummary serialises as {"job", "summary"}, statuses in their documented order.
+    serde_json::to_string(s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
 fn status_cell(status: Status, color: bool) -> Cell {
