@@ -57,7 +57,7 @@ macro_rules! error_codes {
 }
 
 error_codes! {
-    BadFrame = "bad_frame", 400, "the frame is not a valid envelope (not JSON, wrong field types, unknown kind)";
+    BadFrame = "bad_frame", 400, "the frame is not a valid envelope (not JSON, not an object, missing kind, wrong field types)";
     FrameTooLarge = "frame_too_large", 413, "the frame is larger than the peer's maximum frame size";
     HandshakeRequired = "handshake_required", 400, "the first frame of a connection must be hello";
     HandshakeTimeout = "handshake_timeout", 408, "no hello arrived within the handshake timeout";
