@@ -1,18 +1,21 @@
-//! `orb agent`: lock the agent's data folder, connect as a device, answer the built-in commands
-//! (`ping`, `echo`, `sys.info`) until stopped; reconnect with backoff when the link drops.
+//! `orb agent`: merge the `[agent]` configuration with flags, lock the agent's data folder,
+//! keep a permanent connection (backup servers, backoff with jitter) and answer the built-in
+//! commands (`ping`, `echo`, `sys.info`). SIGTERM/SIGINT let running commands finish (up to the
+//! grace period), send their results, and exit 0.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
-use orb_client::{Client, ClientConfig, ClientError, Context, Handlers};
+use orb_client::{Backoff, ClientConfig, Context, Handlers, LinkEvent, Persistent, ServerUrl};
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::AgentArgs;
+use crate::config::{self, Settings};
 use crate::connect::{self, TokenKind};
 use crate::exit::{self, Failure};
-use crate::input;
+use crate::logging;
 
 /// The agent software name sent in hello.
 pub const AGENT_NAME: &str = concat!("orb-agent/", env!("CARGO_PKG_VERSION"));
@@ -21,16 +24,12 @@ pub const AGENT_NAME: &str = concat!("orb-agent/", env!("CARGO_PKG_VERSION"));
 pub fn builtin_handlers() -> Handlers {
     let started = std::time::Instant::now();
     Handlers::new()
-        .on("ping", |_c: Context| async {
-            Ok(serde_json::json!({"pong": true}))
-        })
+        .on("ping", |_c: Context| async { Ok(serde_json::json!({"pong": true})) })
         .on("echo", |c: Context| async move {
             serde_json::from_slice::<serde_json::Value>(&c.args)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("echo: {e}")))
         })
-        .on("sys.info", move |_c: Context| async move {
-            Ok(sys_info(started))
-        })
+        .on("sys.info", move |_c: Context| async move { Ok(sys_info(started)) })
 }
 
 /// Hostname, OS, architecture, agent version, uptimes and the agent's clock.
@@ -49,12 +48,8 @@ fn sys_info(started: std::time::Instant) -> serde_json::Value {
 
 /// Takes the exclusive lock on `dir/agent.lock`, so two agents never share one data folder.
 fn lock_data_dir(dir: &Path) -> Result<File, Failure> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Failure::new(
-            exit::CONFIG,
-            format!("cannot create agent data folder {}: {e}", dir.display()),
-        )
-    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::new(exit::CONFIG, format!("cannot create agent data folder {}: {e}", dir.display())))?;
     let path = dir.join("agent.lock");
     let file = File::options()
         .create(true)
@@ -64,84 +59,129 @@ fn lock_data_dir(dir: &Path) -> Result<File, Failure> {
         .map_err(|e| Failure::new(exit::CONFIG, format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Failure::new(
-            exit::FAILED,
-            format!(
-                "another agent is running with data folder {}",
-                dir.display()
-            ),
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(Failure::new(
-            exit::CONFIG,
-            format!("cannot lock {}: {e}", path.display()),
-        )),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(Failure::new(exit::FAILED, format!("another agent is running with data folder {}", dir.display())))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Failure::new(exit::CONFIG, format!("cannot lock {}: {e}", path.display())))
+        }
     }
 }
 
-/// Runs the agent until SIGINT/SIGTERM (exit 0).
-pub async fn run(args: AgentArgs) -> Result<u8, Failure> {
-    let id = DeviceId::new(&args.id).map_err(|e| Failure::usage(e.to_string()))?;
-    let tags = input::pairs(&args.tags, "tag")?;
-    let url = connect::url(&args.connect)?;
-    let token = connect::token(&args.connect, &url, TokenKind::Agent)?;
-    let data = args
-        .data
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("orb-agent").join(id.as_str()));
+/// Loads the configuration layers and applies the flags.
+fn load(args: &AgentArgs, config_flag: Option<&Path>) -> Result<Settings, Failure> {
+    let mut layers = config::layered(config::config_path(config_flag).as_deref());
+    let flag = "command line";
+    let s = |v: &str| toml::Value::String(v.to_owned());
+    if !args.server.is_empty() {
+        let list = args.server.iter().map(|u| s(u.trim())).collect();
+        layers.set("agent", "server", toml::Value::Array(list), flag);
+    }
+    if let Some(v) = &args.token {
+        layers.set("agent", "token", s(v), flag);
+    }
+    if let Some(v) = &args.token_file {
+        layers.set("agent", "token_file", s(&v.display().to_string()), flag);
+    }
+    if let Some(v) = &args.id {
+        layers.set("agent", "id", s(v), flag);
+    }
+    if !args.tags.is_empty() {
+        let tags = crate::input::pairs(&args.tags, "tag")?;
+        let table = tags.into_iter().map(|(k, v)| (k, toml::Value::String(v))).collect();
+        layers.set("agent", "tags", toml::Value::Table(table), flag);
+    }
+    if let Some(v) = &args.data {
+        layers.set("agent", "data", s(&v.display().to_string()), flag);
+    }
+    if let Some(v) = args.give_up_after {
+        layers.set("agent", "give_up_after", s(&humantime::format_duration(v).to_string()), flag);
+    }
+    if let Some(v) = &args.log_file {
+        layers.set("log", "file", s(&v.display().to_string()), flag);
+    }
+    layers.finish().map_err(|p| Failure::new(exit::CONFIG, format!("invalid configuration:\n  {}", p.join("\n  "))))
+}
+
+/// Runs the agent until SIGINT/SIGTERM (exit 0) or until it gives up (exit 69).
+pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Result<u8, Failure> {
+    let settings = load(&args, config_flag)?;
+    let directive = std::env::var("ORB_LOG").unwrap_or_else(|_| match verbose {
+        0 => settings.file.log.level.clone(),
+        1 => "debug".into(),
+        _ => "trace".into(),
+    });
+    logging::init(&directive, settings.file.log.file.as_deref().map(Path::new))
+        .map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let a = &settings.file.agent;
+    let Some(id) = a.id.as_deref() else {
+        return Err(Failure::usage("an agent needs --id (or agent.id in the configuration)"));
+    };
+    let id = DeviceId::new(id).map_err(|e| Failure::usage(e.to_string()))?;
+    let urls: Vec<ServerUrl> = a
+        .server
+        .iter()
+        .map(|u| ServerUrl::parse(u))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let token = match (&a.token, &a.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| Failure::new(exit::CONFIG, format!("cannot read token file {f}: {e}")))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => connect::local_token(&urls[0], TokenKind::Agent)?,
+    };
+    let data = a.data.as_ref().map_or_else(|| PathBuf::from("orb-agent").join(id.as_str()), PathBuf::from);
     let _lock = lock_data_dir(&data)?;
 
-    let mut cfg = ClientConfig::agent(url.clone(), token, id.as_str());
-    cfg.tags = tags;
-    cfg.agent = AGENT_NAME.to_owned();
-    let handlers = builtin_handlers();
-    let stop = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(notify_on_signal(Arc::clone(&stop)));
-
-    let mut backoff = Duration::from_millis(250);
-    let max_backoff = Duration::from_secs(30);
-    let mut ever_connected = false;
-    loop {
-        let attempt = tokio::select! {
-            () = stop.notified() => return Ok(exit::OK),
-            r = Client::connect(cfg.clone(), handlers.clone()) => r,
-        };
-        match attempt {
-            Ok(client) => {
-                ever_connected = true;
-                backoff = Duration::from_millis(250);
-                tracing::info!(server = %url, id = %id, "agent connected");
-                tokio::select! {
-                    () = stop.notified() => {
-                        client.close().await;
-                        tracing::info!("agent stopped");
-                        return Ok(exit::OK);
-                    }
-                    reason = client.closed() => tracing::warn!(reason, "connection lost; reconnecting"),
-                }
-            }
-            Err(e @ ClientError::Refused(_)) => return Err(e.into()),
-            Err(e) if !ever_connected && backoff >= max_backoff => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot connect")
-            }
-        }
-        tokio::select! {
-            () = stop.notified() => return Ok(exit::OK),
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(max_backoff);
-    }
-}
-
-/// Wakes `stop` on SIGINT or SIGTERM.
-pub async fn notify_on_signal(stop: Arc<tokio::sync::Notify>) {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        return;
+    let mut base = ClientConfig::agent(urls[0].clone(), token, id.as_str());
+    base.tags = a.tags.clone();
+    base.agent = AGENT_NAME.to_owned();
+    let backoff = Backoff {
+        min: settings.agent.backoff_min,
+        max: settings.agent.backoff_max,
+        give_up_after: settings.agent.give_up_after,
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let link = Persistent::new(base, urls, builtin_handlers(), backoff);
+    let current = link.current();
+    let stop = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        stopper.cancel();
+    });
+
+    let outcome = link
+        .run(&stop, |event| match event {
+            LinkEvent::Connected { url, id } => tracing::info!(server = %url, id, "agent connected"),
+            LinkEvent::Lost { url, reason } => tracing::warn!(server = %url, reason, "connection lost; reconnecting"),
+            LinkEvent::Failed { url, error, retry_in } => {
+                tracing::warn!(server = %url, error, retry_in_ms = retry_in.as_millis() as u64, "cannot connect")
+            }
+        })
+        .await;
+    if let Err(e) = outcome {
+        return Err(Failure::from(e));
     }
-    stop.notify_one();
+    // Stopping: let running commands finish and send their results.
+    let live = current.borrow().clone();
+    if let Some(client) = live {
+        let running = client.running_commands();
+        if running > 0 {
+            tracing::info!(running, grace_ms = settings.agent.grace.as_millis() as u64, "finishing running commands");
+        }
+        if !client.drain(settings.agent.grace).await {
+            tracing::warn!("grace period over; unfinished commands were abandoned");
+        }
+    }
+    tracing::info!("agent stopped");
+    Ok(exit::OK)
 }

@@ -7,14 +7,20 @@ use clap::{Args, Parser, Subcommand};
 
 /// orb: run commands on a fleet of machines and collect one result per machine.
 #[derive(Debug, Parser)]
-#[command(name = "orb", version, about, after_help = EXIT_CODES)]
+#[command(name = "orb", version = VERSION, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// More logging (-v debug, -vv trace). `ORB_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Configuration file (default: $ORB_CONFIG, then /etc/orb/orb.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `orb --version`: the package version and the git revision it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ORB_GIT_REVISION"), ")");
 
 const EXIT_CODES: &str = "Exit codes: 0 ok; 1 a target failed or nothing matched; 2 usage error; \
 69 server unreachable; 77 authentication or permission refused; 78 bad configuration.";
@@ -34,6 +40,42 @@ pub enum Command {
     /// Start an embedded server with in-process agents, run a few jobs, print the results.
     #[cfg(feature = "server")]
     Demo(DemoArgs),
+    /// Send one admin message to a server: QUIT, RELOAD, LOG_ROTATE or PING.
+    Signal(SignalArgs),
+    /// Print, check or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print version information (`--json`: protocol version and features too).
+    Version {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from this command line definition.
+    Man,
+}
+
+/// `orb config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the commented default configuration.
+    Default,
+    /// Validate a configuration file and report every problem at once (exit 78 when invalid).
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the configuration in force: defaults, file, ORB_<SECTION>__<KEY> variables.
+    Show {
+        /// Merge every layer (the default and only mode; secrets are redacted).
+        #[arg(long)]
+        effective: bool,
+    },
 }
 
 /// Where the server is and how to authenticate; shared by every client command.
@@ -51,19 +93,19 @@ pub struct ConnectArgs {
     pub token_file: Option<PathBuf>,
 }
 
-/// `orb serve`.
+/// `orb serve`. Flags override the configuration file and environment.
 #[cfg(feature = "server")]
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TCP address for agents and clients.
-    #[arg(long, default_value = "127.0.0.1:7700")]
-    pub listen: std::net::SocketAddr,
-    /// HTTP address (WebSocket at /v1/ws, health at /v1/health).
-    #[arg(long, default_value = "127.0.0.1:7780")]
-    pub http: std::net::SocketAddr,
-    /// Data folder (tokens are generated here on first start).
-    #[arg(long, default_value = "orb-data")]
-    pub data: PathBuf,
+    /// TCP address for agents and clients [default: 127.0.0.1:7700].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// HTTP address: WebSocket at /v1/ws, health at /v1/health [default: 127.0.0.1:7780].
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Data folder; tokens are generated here on first start [default: orb-data].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Operator token (default: generated into DATA/admin.token).
     #[arg(long, hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -79,22 +121,41 @@ pub struct ServeArgs {
     /// A named selector for `group:NAME`, as NAME=SELECTOR (repeatable).
     #[arg(long = "group", value_name = "NAME=SELECTOR")]
     pub groups: Vec<String>,
+    /// Log every frame in and out at TRACE level.
+    #[arg(long)]
+    pub trace: bool,
+    /// Write logs to this file (reopened on SIGHUP and LOG_ROTATE) instead of stderr.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
 }
 
-/// `orb agent`.
+/// `orb agent`. Flags override the `[agent]` section of the configuration file and environment.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
+    /// Server URL(s): repeat or comma-separate; later ones are backups [default: tcp://127.0.0.1:7700].
+    #[arg(long, env = "ORB_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Agent token. On loopback, read from ./orb-data/agent.token when not given.
+    #[arg(long, env = "ORB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the agent token.
+    #[arg(long, env = "ORB_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// This device's id: [A-Za-z0-9][A-Za-z0-9_-]{0,63}.
     #[arg(long)]
-    pub id: String,
+    pub id: Option<String>,
     /// A tag reported to the server, as KEY=VALUE (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
     /// The agent's own state folder (default ./orb-agent/ID), locked while the agent runs.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Exit (code 69) after this long without a connection [default: never].
+    #[arg(long, value_parser = parse_duration)]
+    pub give_up_after: Option<Duration>,
+    /// Write logs to this file instead of stderr.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
 }
 
 /// `orb send`.
@@ -117,6 +178,18 @@ pub struct SendArgs {
     /// Show which devices match; send nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `orb signal`.
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// QUIT (graceful stop), RELOAD (configuration), LOG_ROTATE (reopen the log file) or PING.
+    pub message: String,
+    /// Parameters as NAME=VALUE.
+    #[arg(value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
 }
 
 /// `orb devices`.
@@ -142,8 +215,7 @@ pub struct DemoArgs {
 
 /// Parses `10s`, `500ms`, `2m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("'{s}' is not a duration like 10s or 500ms: {e}"))?;
+    let d = humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration like 10s or 500ms: {e}"))?;
     if d.is_zero() {
         return Err("the duration must be above zero".into());
     }

@@ -27,17 +27,18 @@ pub fn url(args: &ConnectArgs) -> Result<ServerUrl, Failure> {
 }
 
 /// The token to present: `--token`, `--token-file`, or the local server's file on loopback.
-pub fn token(
-    args: &ConnectArgs,
-    url: &ServerUrl,
-    kind: TokenKind,
-) -> Result<Option<String>, Failure> {
+pub fn token(args: &ConnectArgs, url: &ServerUrl, kind: TokenKind) -> Result<Option<String>, Failure> {
     if let Some(t) = &args.token {
         return Ok(Some(t.clone()));
     }
     if let Some(path) = &args.token_file {
         return read_token(path).map(Some);
     }
+    local_token(url, kind)
+}
+
+/// The local server's token for `kind`, read from `./orb-data` — only for a loopback `url`.
+pub fn local_token(url: &ServerUrl, kind: TokenKind) -> Result<Option<String>, Failure> {
     if url.is_loopback() {
         let file = match kind {
             TokenKind::Admin => "admin.token",
@@ -52,12 +53,8 @@ pub fn token(
 }
 
 fn read_token(path: &Path) -> Result<String, Failure> {
-    let s = std::fs::read_to_string(path).map_err(|e| {
-        Failure::new(
-            exit::CONFIG,
-            format!("cannot read token file {}: {e}", path.display()),
-        )
-    })?;
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| Failure::new(exit::CONFIG, format!("cannot read token file {}: {e}", path.display())))?;
     Ok(s.trim().to_owned())
 }
 
@@ -70,8 +67,7 @@ pub async fn operator(args: &ConnectArgs) -> Result<Client, Failure> {
     Client::connect(cfg, Handlers::new()).await.map_err(|e| {
         let mut f = Failure::from(e);
         if no_token && f.code == exit::DENIED {
-            f.message
-                .push_str(" (no token given: use --token, ORB_TOKEN or ORB_TOKEN_FILE)");
+            f.message.push_str(" (no token given: use --token, ORB_TOKEN or ORB_TOKEN_FILE)");
         }
         f
     })

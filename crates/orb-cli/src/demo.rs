@@ -27,17 +27,9 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
     cfg.admin_token = None;
     cfg.agent_token = None;
     cfg.limits.outbound_queue = 4096;
-    let server = ServerBuilder::new(cfg)
-        .start()
-        .await
-        .map_err(|e| fail("server", e))?;
-    let url =
-        ServerUrl::parse(&format!("tcp://{}", server.tcp_addr())).map_err(|e| fail("url", e))?;
-    println!(
-        "embedded server on {} (data in {})",
-        url,
-        data.path().display()
-    );
+    let server = ServerBuilder::new(cfg).start().await.map_err(|e| fail("server", e))?;
+    let url = ServerUrl::parse(&format!("tcp://{}", server.tcp_addr())).map_err(|e| fail("url", e))?;
+    println!("embedded server on {} (data in {})", url, data.path().display());
 
     let n = args.agents as usize;
     let mut agents = Vec::with_capacity(n);
@@ -53,11 +45,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         c.agent = crate::agent::AGENT_NAME.to_owned();
-        agents.push(
-            Client::connect(c, crate::agent::builtin_handlers())
-                .await
-                .map_err(|e| fail("agent", e))?,
-        );
+        agents.push(Client::connect(c, crate::agent::builtin_handlers()).await.map_err(|e| fail("agent", e))?);
     }
     println!("{n} agents connected (tags role=web|db|cache, region=eu|us)\n");
 
@@ -70,12 +58,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
 
     let steps: [(&str, &str, &[u8], bool); 3] = [
         ("*", "sys.info", b"null", true),
-        (
-            "tag:role=web and tag:region=eu",
-            "echo",
-            br#"{"hello":"world"}"#,
-            true,
-        ),
+        ("tag:role=web and tag:region=eu", "echo", br#"{"hello":"world"}"#, true),
         ("db-*", "reboot", b"null", false),
     ];
     for (target, cmd, body, expect_ok) in steps {
@@ -85,12 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
         };
         println!("$ orb send '{target}' {cmd}{shown_args}");
         let mut job = op
-            .submit(
-                target,
-                cmd,
-                Bytes::copy_from_slice(body),
-                Duration::from_secs(10),
-            )
+            .submit(target, cmd, Bytes::copy_from_slice(body), Duration::from_secs(10))
             .await
             .map_err(|e| fail("submit", e))?;
         let mut results: Vec<TargetResult> = Vec::new();
@@ -103,11 +81,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
         }
         let summary = summary.ok_or_else(|| fail("job", "ended without a summary"))?;
         results.sort_by(|a, b| crate::render::natural_cmp(&a.device, &b.device));
-        let shown = if results.len() > 12 {
-            &results[..12]
-        } else {
-            &results[..]
-        };
+        let shown = if results.len() > 12 { &results[..12] } else { &results[..] };
         send::print_human(shown, &summary);
         if shown.len() < results.len() {
             println!("  (first {} of {} rows shown)", shown.len(), results.len());

@@ -16,32 +16,16 @@ pub async fn run(args: DevicesArgs) -> Result<u8, Failure> {
         Selector::parse(s).map_err(|e| Failure::usage(format!("bad selector '{s}': {e}")))?;
     }
     let client = connect::operator(&args.connect).await?;
-    let q = DevicesQuery {
-        selector: args.selector.clone(),
-    };
-    let mut devices: Vec<DeviceInfo> = client
-        .call_json(commands::DEVICES_LIST, &q, Duration::from_secs(10))
-        .await?;
+    let q = DevicesQuery { selector: args.selector.clone() };
+    let mut devices: Vec<DeviceInfo> = client.call_json(commands::DEVICES_LIST, &q, Duration::from_secs(10)).await?;
     devices.sort_by(|a, b| render::natural_cmp(&a.id, &b.id));
     client.close().await;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&devices)
-                .map_err(|e| Failure::new(exit::FAILED, e.to_string()))?
-        );
+        println!("{}", serde_json::to_string(&devices).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?);
     } else if devices.is_empty() {
-        eprintln!(
-            "no devices connected{}",
-            args.selector
-                .map(|s| format!(" matching '{s}'"))
-                .unwrap_or_default()
-        );
+        eprintln!("no devices connected{}", args.selector.map(|s| format!(" matching '{s}'")).unwrap_or_default());
     } else {
-        println!(
-            "{}",
-            render::devices_table(&devices, render::color_enabled())
-        );
+        println!("{}", render::devices_table(&devices, render::color_enabled()));
         println!("{} device(s)", devices.len());
     }
     Ok(exit::OK)

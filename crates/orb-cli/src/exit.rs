@@ -31,10 +31,7 @@ pub struct Failure {
 impl Failure {
     /// A failure with `code`.
     pub fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure {
-            code,
-            message: message.into(),
-        }
+        Failure { code, message: message.into() }
     }
 
     /// A usage error (exit 2).
@@ -49,10 +46,7 @@ impl From<ClientError> for Failure {
             ClientError::Unreachable { .. } => UNREACHABLE,
             ClientError::Refused(b) | ClientError::Remote(b) => match b.code {
                 ErrorCode::AuthFailed | ErrorCode::Forbidden => DENIED,
-                ErrorCode::BadSelector
-                | ErrorCode::UnknownGroup
-                | ErrorCode::BadArgs
-                | ErrorCode::BadId => USAGE,
+                ErrorCode::BadSelector | ErrorCode::UnknownGroup | ErrorCode::BadArgs | ErrorCode::BadId => USAGE,
                 _ => FAILED,
             },
             _ => FAILED,

@@ -13,15 +13,10 @@ pub fn command_args(raw: Option<&str>) -> Result<bytes::Bytes, Failure> {
     };
     let trimmed = raw.trim_start();
     let value: serde_json::Value = if trimmed.starts_with(['{', '[', '"']) {
-        serde_json::from_str(raw)
-            .map_err(|e| Failure::usage(format!("ARGS is not valid JSON: {e}")))?
+        serde_json::from_str(raw).map_err(|e| Failure::usage(format!("ARGS is not valid JSON: {e}")))?
     } else {
         match serde_json::from_str::<serde_json::Value>(raw) {
-            Ok(
-                v @ (serde_json::Value::Number(_)
-                | serde_json::Value::Bool(_)
-                | serde_json::Value::Null),
-            ) => v,
+            Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_) | serde_json::Value::Null)) => v,
             _ => serde_json::Value::String(raw.to_owned()),
         }
     };
@@ -64,20 +59,13 @@ mod tests {
         assert_eq!(parse(r#"{"hello":"world"}"#), r#"{"hello":"world"}"#);
         assert_eq!(parse("[1,2]"), "[1,2]");
         assert_eq!(parse(r#""quoted""#), r#""quoted""#);
-        assert_eq!(
-            String::from_utf8(command_args(None).unwrap().to_vec()).unwrap(),
-            "null"
-        );
+        assert_eq!(String::from_utf8(command_args(None).unwrap().to_vec()).unwrap(), "null");
     }
 
     #[test]
     fn broken_json_is_a_usage_error() {
         for bad in ["{", "[1,", r#"{"a":}"#, r#""unterminated"#] {
-            assert_eq!(
-                command_args(Some(bad)).unwrap_err().code,
-                crate::exit::USAGE,
-                "{bad}"
-            );
+            assert_eq!(command_args(Some(bad)).unwrap_err().code, crate::exit::USAGE, "{bad}");
         }
     }
 

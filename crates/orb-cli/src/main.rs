@@ -4,28 +4,26 @@
 
 mod agent;
 mod cli;
+mod config;
 mod connect;
 #[cfg(feature = "server")]
 mod demo;
 mod devices;
 mod exit;
 mod input;
+mod logging;
+mod meta;
 mod render;
 mod send;
 #[cfg(feature = "server")]
 mod serve;
+mod signal;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    // Client commands and the demo print results; only warnings belong next to them by default.
-    let quiet = !matches!(cli.command, cli::Command::Agent(_)) && !is_serve(&cli.command);
-    init_logging(cli.verbose, quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -45,42 +43,44 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: cli::Cli) -> Result<u8, exit::Failure> {
+    let config = cli.config.as_deref();
+    // Daemons configure their own logging from the configuration file; the rest print results
+    // on stdout, with only warnings on stderr unless asked.
+    let client_logging = || {
+        let directive = std::env::var("ORB_LOG").unwrap_or_else(|_| {
+            match cli.verbose {
+                0 => "warn",
+                1 => "debug",
+                _ => "trace",
+            }
+            .to_owned()
+        });
+        logging::init(&directive, None).map_err(|e| exit::Failure::new(exit::CONFIG, e))
+    };
     match cli.command {
         #[cfg(feature = "server")]
-        cli::Command::Serve(args) => serve::run(args).await,
-        cli::Command::Agent(args) => agent::run(args).await,
-        cli::Command::Send(args) => send::run(args).await,
-        cli::Command::Devices(args) => devices::run(args).await,
+        cli::Command::Serve(args) => serve::run(args, config, cli.verbose).await,
+        cli::Command::Agent(args) => agent::run(args, config, cli.verbose).await,
+        cli::Command::Send(args) => {
+            client_logging()?;
+            send::run(args).await
+        }
+        cli::Command::Devices(args) => {
+            client_logging()?;
+            devices::run(args).await
+        }
+        cli::Command::Signal(args) => {
+            client_logging()?;
+            signal::run(args).await
+        }
         #[cfg(feature = "server")]
-        cli::Command::Demo(args) => demo::run(args).await,
+        cli::Command::Demo(args) => {
+            client_logging()?;
+            demo::run(args).await
+        }
+        cli::Command::Config(cmd) => meta::config(cmd, config),
+        cli::Command::Version { json } => Ok(meta::version(json)),
+        cli::Command::Completions { shell } => Ok(meta::completions(shell)),
+        cli::Command::Man => meta::man(),
     }
-}
-
-#[cfg(feature = "server")]
-fn is_serve(c: &cli::Command) -> bool {
-    matches!(c, cli::Command::Serve(_))
-}
-
-#[cfg(not(feature = "server"))]
-fn is_serve(_: &cli::Command) -> bool {
-    false
-}
-
-/// Logs go to stderr; `ORB_LOG` (an env-filter directive) wins over `-v`.
-fn init_logging(verbose: u8, quiet: bool) {
-    let default = match verbose {
-        0 if quiet => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ORB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
 }

@@ -21,11 +21,7 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
                 let dx = x.iter().take_while(|c| c.is_ascii_digit()).count();
                 let dy = y.iter().take_while(|c| c.is_ascii_digit()).count();
                 let (nx, ny) = (trim_zeros(&x[..dx]), trim_zeros(&y[..dy]));
-                let ord = nx
-                    .len()
-                    .cmp(&ny.len())
-                    .then_with(|| nx.cmp(ny))
-                    .then_with(|| dx.cmp(&dy));
+                let ord = nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny)).then_with(|| dx.cmp(&dy));
                 if ord != std::cmp::Ordering::Equal {
                     return ord;
                 }
@@ -59,10 +55,9 @@ pub fn progress(total: usize) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let style =
-        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} answered  {elapsed}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+    let style = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} answered  {elapsed}  {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
     pb.set_style(style);
     pb.enable_steady_tick(std::time::Duration::from_millis(100));
     pb
@@ -103,16 +98,13 @@ fn outcome_text(r: &TargetResult) -> String {
 /// A table: device, status, elapsed, result or error (long results are cut at `width` chars).
 pub fn results_table(results: &[TargetResult], color: bool, width: usize) -> Table {
     let mut t = Table::new();
-    t.load_style(presets::UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+    t.load_style(presets::UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
     if !color {
         t.force_no_tty();
     }
     t.set_header(vec!["DEVICE", "STATUS", "ELAPSED", "RESULT / ERROR"]);
     for r in results {
-        let elapsed = r
-            .elapsed_ms
-            .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
+        let elapsed = r.elapsed_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
         t.add_row(vec![
             Cell::new(&r.device),
             status_cell(r.status, color),
@@ -152,34 +144,22 @@ pub fn grouped_summary(results: &[TargetResult], width: usize) -> Vec<String> {
 /// The device list as a table.
 pub fn devices_table(devices: &[DeviceInfo], color: bool) -> Table {
     let mut t = Table::new();
-    t.load_style(presets::UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+    t.load_style(presets::UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
     if !color {
         t.force_no_tty();
     }
-    t.set_header(vec![
-        "ID",
-        "CONNECTED",
-        "TRANSPORT",
-        "REMOTE",
-        "SINCE",
-        "VERSION",
-        "TAGS",
-    ]);
+    t.set_header(vec!["ID", "CONNECTED", "TRANSPORT", "REMOTE", "SINCE", "RTT", "VERSION", "TAGS"]);
     for d in devices {
         let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let connected = if d.connected { "yes" } else { "no" };
-        let connected = if color && d.connected {
-            Cell::new(connected).fg(Color::Green)
-        } else {
-            Cell::new(connected)
-        };
+        let connected = if color && d.connected { Cell::new(connected).fg(Color::Green) } else { Cell::new(connected) };
         t.add_row(vec![
             Cell::new(&d.id),
             connected,
             Cell::new(d.transport.as_deref().unwrap_or("-")),
             Cell::new(d.remote_addr.as_deref().unwrap_or("-")),
             Cell::new(d.connected_since.as_deref().unwrap_or("-")),
+            Cell::new(d.rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms"))),
             Cell::new(d.agent_version.as_deref().unwrap_or("-")),
             Cell::new(tags.join(" ")),
         ]);
@@ -223,14 +203,7 @@ mod tests {
             failed("d", Status::Error, ErrorCode::UnknownCommand),
             ok("e", r#"{"pong":true}"#),
         ];
-        assert_eq!(
-            grouped_summary(&rs, 60),
-            vec![
-                r#"3 × {"pong":true}"#,
-                "1 × error unknown_command",
-                "1 × timeout"
-            ]
-        );
+        assert_eq!(grouped_summary(&rs, 60), vec![r#"3 × {"pong":true}"#, "1 × error unknown_command", "1 × timeout"]);
     }
 
     #[test]

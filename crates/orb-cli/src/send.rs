@@ -15,33 +15,22 @@ use crate::render;
 
 /// Runs `orb send`; the exit code is 0 only when every target answered ok.
 pub async fn run(args: SendArgs) -> Result<u8, Failure> {
-    Selector::parse(&args.target)
-        .map_err(|e| Failure::usage(format!("bad selector '{}': {e}", args.target)))?;
+    Selector::parse(&args.target).map_err(|e| Failure::usage(format!("bad selector '{}': {e}", args.target)))?;
     let body = input::command_args(args.args.as_deref())?;
     let client = connect::operator(&args.connect).await?;
 
     if args.dry_run {
-        let q = ResolveQuery {
-            selector: args.target.clone(),
-        };
-        let r: Resolved = client
-            .call_json(commands::SELECTOR_RESOLVE, &q, args.wait)
-            .await?;
+        let q = ResolveQuery { selector: args.target.clone() };
+        let r: Resolved = client.call_json(commands::SELECTOR_RESOLVE, &q, args.wait).await?;
         client.close().await;
         return Ok(print_dry_run(&args, &r));
     }
 
-    let mut job = match client
-        .submit(&args.target, &args.command, body, args.wait)
-        .await
-    {
+    let mut job = match client.submit(&args.target, &args.command, body, args.wait).await {
         Ok(job) => job,
         Err(ClientError::Remote(e)) if e.code == ErrorCode::NoMatch => {
             client.close().await;
-            return Err(Failure::new(
-                exit::FAILED,
-                format!("no device matches '{}'", args.target),
-            ));
+            return Err(Failure::new(exit::FAILED, format!("no device matches '{}'", args.target)));
         }
         Err(e) => return Err(e.into()),
     };
@@ -70,10 +59,7 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     drop(job);
     client.close().await;
     let Some(summary) = summary else {
-        return Err(Failure::new(
-            exit::FAILED,
-            format!("connection lost before job {job_id} finished"),
-        ));
+        return Err(Failure::new(exit::FAILED, format!("connection lost before job {job_id} finished")));
     };
     results.sort_by(|a, b| render::natural_cmp(&a.device, &b.device));
     if args.json {
@@ -87,27 +73,16 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
 
 fn print_dry_run(args: &SendArgs, r: &Resolved) -> u8 {
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&r.devices).unwrap_or_else(|_| "[]".into())
-        );
+        println!("{}", serde_json::to_string(&r.devices).unwrap_or_else(|_| "[]".into()));
     } else if r.devices.is_empty() {
         eprintln!("no device matches '{}'", args.target);
     } else {
-        eprintln!(
-            "{} device(s) match '{}'; nothing was sent:",
-            r.devices.len(),
-            r.selector
-        );
+        eprintln!("{} device(s) match '{}'; nothing was sent:", r.devices.len(), r.selector);
         for d in &r.devices {
             println!("{d}");
         }
     }
-    if r.devices.is_empty() {
-        exit::FAILED
-    } else {
-        exit::OK
-    }
+    if r.devices.is_empty() { exit::FAILED } else { exit::OK }
 }
 
 /// Prints the table (all rows), then the grouped summary and the job id.
@@ -117,12 +92,8 @@ pub fn print_human(results: &[TargetResult], summary: &JobSummary) {
     for line in render::grouped_summary(results, 60) {
         println!("  {line}");
     }
-    let counts: Vec<String> = summary
-        .summary
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(s, n)| format!("{n} {s}"))
-        .collect();
+    let counts: Vec<String> =
+        summary.summary.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{n} {s}")).collect();
     println!(
         "job {}: {} of {} targets answered ok ({})",
         summary.job,

@@ -1,58 +1,206 @@
-//! `orb serve`: build the server configuration from flags, start the broker, run until SIGINT or
-//! SIGTERM, then stop gracefully.
+//! `orb serve`: merge the configuration layers, start the broker, tell systemd it is ready, then
+//! react to signals and admin messages until stopped: SIGTERM/SIGINT/`QUIT` drain and exit 0 (a
+//! second signal forces the exit), SIGHUP/`RELOAD` reload what can change live, SIGHUP and
+//! `LOG_ROTATE` reopen the log file.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use orb_server::{Secret, ServerBuilder, ServerConfig, ServerError};
+use orb_server::{AdminMessage, AdminRequest, Reload, Server, ServerBuilder, ServerError};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServeArgs;
+use crate::config::{self, Layers, Settings};
 use crate::exit::{self, Failure};
-use crate::input;
+use crate::logging::{self, LogHandle};
 
-fn secret(value: Option<&String>, file: Option<&Path>) -> Result<Option<Secret>, Failure> {
-    if let Some(v) = value {
-        return Ok(Some(Secret::new(v.clone())));
+/// Applies the flags of `orb serve` on top of the other layers.
+fn apply_flags(layers: &mut Layers, args: &ServeArgs) -> Result<(), Failure> {
+    let s = |v: &str| toml::Value::String(v.to_owned());
+    let p = |v: &Path| toml::Value::String(v.display().to_string());
+    let flag = "command line";
+    if let Some(v) = &args.listen {
+        layers.set("server", "listen", s(v), flag);
     }
-    let Some(path) = file else { return Ok(None) };
-    let s = std::fs::read_to_string(path).map_err(|e| {
-        Failure::new(
-            exit::CONFIG,
-            format!("cannot read token file {}: {e}", path.display()),
-        )
-    })?;
-    Ok(Some(Secret::new(s.trim())))
+    if let Some(v) = &args.http {
+        layers.set("server", "http", s(v), flag);
+    }
+    if let Some(v) = &args.data {
+        layers.set("server", "data", p(v), flag);
+    }
+    if let Some(v) = &args.admin_token {
+        layers.set("server", "admin_token", s(v), flag);
+    }
+    if let Some(v) = &args.admin_token_file {
+        layers.set("server", "admin_token_file", p(v), flag);
+    }
+    if let Some(v) = &args.agent_token {
+        layers.set("server", "agent_token", s(v), flag);
+    }
+    if let Some(v) = &args.agent_token_file {
+        layers.set("server", "agent_token_file", p(v), flag);
+    }
+    if args.trace {
+        layers.set("server", "trace", toml::Value::Boolean(true), flag);
+    }
+    if let Some(v) = &args.log_file {
+        layers.set("log", "file", p(v), flag);
+    }
+    for (name, sel) in crate::input::pairs(&args.groups, "group")? {
+        layers.set("groups", &name, s(&sel), flag);
+    }
+    Ok(())
 }
 
-/// Runs the server until a stop signal.
-pub async fn run(args: ServeArgs) -> Result<u8, Failure> {
-    let config = ServerConfig {
-        listen: args.listen,
-        http: args.http,
-        data_dir: args.data.clone(),
-        admin_token: secret(args.admin_token.as_ref(), args.admin_token_file.as_deref())?,
-        agent_token: secret(args.agent_token.as_ref(), args.agent_token_file.as_deref())?,
-        groups: input::pairs(&args.groups, "group")?,
-        ..ServerConfig::default()
+/// Loads every layer; all problems are reported together (exit 78).
+fn load(config_flag: Option<&Path>, args: &ServeArgs) -> Result<Settings, Failure> {
+    let mut layers = config::layered(config::config_path(config_flag).as_deref());
+    apply_flags(&mut layers, args)?;
+    layers
+        .finish()
+        .map_err(|problems| Failure::new(exit::CONFIG, format!("invalid configuration:\n  {}", problems.join("\n  "))))
+}
+
+fn log_directive(settings: &Settings, verbose: u8) -> String {
+    if let Ok(d) = std::env::var("ORB_LOG") {
+        return d;
+    }
+    let base = match verbose {
+        0 => settings.file.log.level.clone(),
+        1 => "debug".into(),
+        _ => "trace".into(),
     };
-    let server = ServerBuilder::new(config)
-        .start()
-        .await
-        .map_err(|e| match e {
-            ServerError::Config(_) => Failure::new(exit::CONFIG, e.to_string()),
-            ServerError::Bind { .. } => Failure::new(exit::UNREACHABLE, e.to_string()),
-            ServerError::DataDir { .. } => Failure::new(exit::CONFIG, e.to_string()),
-        })?;
+    if settings.file.server.trace {
+        format!("{base},orb_server::session=trace,orb_client::transport=trace")
+    } else {
+        base
+    }
+}
+
+/// Raises the open-file soft limit to the hard limit and logs both.
+fn raise_nofile() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).ok();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => {
+            tracing::info!(soft_before = before.map(|b| b.0), soft = now, hard = before.map(|b| b.1), "open-file limit")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+/// Runs the server until it is stopped.
+pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Result<u8, Failure> {
+    let settings = load(config_flag, &args)?;
+    let log = logging::init(&log_directive(&settings, verbose), settings.file.log.file.as_deref().map(Path::new))
+        .map_err(|e| Failure::new(exit::CONFIG, e))?;
+    raise_nofile();
+    let server_config = settings.server_config().map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let data = server_config.data_dir.clone();
+    let mut server = ServerBuilder::new(server_config).start().await.map_err(|e| match e {
+        ServerError::Bind { .. } => Failure::new(exit::UNREACHABLE, e.to_string()),
+        _ => Failure::new(exit::CONFIG, e.to_string()),
+    })?;
     eprintln!(
         "orb server: agents tcp://{}  websocket ws://{}/v1/ws  data {}",
         server.tcp_addr(),
         server.http_addr(),
-        args.data.display()
+        data.display()
     );
-    let stop = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(crate::agent::notify_on_signal(Arc::clone(&stop)));
-    stop.notified().await;
-    tracing::info!("stopping: closing listeners and sessions");
-    server.shutdown().await;
-    Ok(exit::OK)
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut admin = server.take_admin_requests();
+
+    let signals =
+        |k| signal(k).map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot install signal handler: {e}")));
+    let (mut term, mut int, mut hup) =
+        (signals(SignalKind::terminate())?, signals(SignalKind::interrupt())?, signals(SignalKind::hangup())?);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                // Failures are logged by `reload`; the old configuration stays in force.
+                let _ = reload(&server, config_flag, &args, &log, verbose);
+                if let Err(e) = log.reopen() { tracing::error!(error = %e, "log reopen failed"); }
+            }
+            Some(req) = recv(&mut admin) => {
+                if handle_admin(&server, req, config_flag, &args, &log, verbose) {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(grace_ms = settings.grace.as_millis() as u64, "stopping: draining in-flight jobs");
+    let drain = server.drain(settings.grace);
+    tokio::pin!(drain);
+    tokio::select! {
+        graceful = &mut drain => {
+            if graceful { tracing::info!("stopped gracefully") } else { tracing::warn!("stopped after the grace period with work unfinished") }
+            Ok(exit::OK)
+        }
+        _ = term.recv() => forced(),
+        _ = int.recv() => forced(),
+    }
+}
+
+fn forced() -> Result<u8, Failure> {
+    tracing::warn!("second stop signal: exiting immediately");
+    Err(Failure::new(exit::FAILED, "stopped immediately by a second signal"))
+}
+
+async fn recv(rx: &mut Option<tokio::sync::mpsc::Receiver<AdminRequest>>) -> Option<AdminRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one admin message; returns true when the server must stop.
+fn handle_admin(
+    server: &Server,
+    req: AdminRequest,
+    config_flag: Option<&Path>,
+    args: &ServeArgs,
+    log: &LogHandle,
+    verbose: u8,
+) -> bool {
+    let (result, stop) = match req.message {
+        AdminMessage::Quit => (Ok(serde_json::json!({"stopping": true})), true),
+        AdminMessage::Reload => (reload(server, config_flag, args, log, verbose), false),
+        AdminMessage::LogRotate => (
+            log.reopen()
+                .map(|()| serde_json::json!({"reopened": true}))
+                .map_err(|e| orb_proto::ErrorBody::new(orb_proto::ErrorCode::Internal, e)),
+            false,
+        ),
+    };
+    let _ = req.reply.send(result);
+    stop
+}
+
+/// Re-reads the configuration and applies what can change live: log filter, limits, tokens,
+/// groups. Connections stay up. Invalid configuration changes nothing.
+fn reload(
+    server: &Server,
+    config_flag: Option<&Path>,
+    args: &ServeArgs,
+    log: &LogHandle,
+    verbose: u8,
+) -> Result<serde_json::Value, orb_proto::ErrorBody> {
+    let bad = |m: String| {
+        tracing::error!(error = %m, "reload refused; configuration unchanged");
+        orb_proto::ErrorBody::new(orb_proto::ErrorCode::BadRequest, m)
+    };
+    let settings = load(config_flag, args).map_err(|f| bad(f.message))?;
+    let cfg = settings.server_config().map_err(bad)?;
+    server
+        .reload(Reload {
+            admin_token: cfg.admin_token,
+            agent_token: cfg.agent_token,
+            groups: cfg.groups,
+            limits: cfg.limits,
+        })
+        .map_err(|e| bad(e.to_string()))?;
+    log.set_filter(&log_directive(&settings, verbose)).map_err(bad)?;
+    tracing::info!("configuration reloaded");
+    Ok(serde_json::json!({"reloaded": true}))
 }

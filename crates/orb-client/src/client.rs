@@ -61,11 +61,7 @@ impl ClientConfig {
 
     /// A device connection with id `id`.
     pub fn agent(url: ServerUrl, token: Option<String>, id: impl Into<String>) -> ClientConfig {
-        ClientConfig {
-            role: Role::Agent,
-            id: Some(id.into()),
-            ..ClientConfig::operator(url, token)
-        }
+        ClientConfig { role: Role::Agent, id: Some(id.into()), ..ClientConfig::operator(url, token) }
     }
 }
 
@@ -76,6 +72,12 @@ enum Waiter {
 
 struct Inner {
     tx: mpsc::Sender<Bytes>,
+    /// Handler tasks for incoming commands, so a stop can wait for them.
+    tasks: tokio_util::task::TaskTracker,
+    /// Set by [`Client::drain`]: new commands are refused with `shutting_down`.
+    draining: std::sync::atomic::AtomicBool,
+    /// The server's `reconnect_after_ms` hint from its `bye`, if any.
+    reconnect_after: OnceLock<Duration>,
     waiters: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
     welcome: Welcome,
@@ -100,29 +102,22 @@ impl Client {
     pub async fn connect(config: ClientConfig, handlers: Handlers) -> Result<Client, ClientError> {
         let url = config.url.to_string();
         let timeout = config.connect_timeout;
-        let unreachable = |reason: String| ClientError::Unreachable {
-            url: url.clone(),
-            reason,
-        };
+        let unreachable = |reason: String| ClientError::Unreachable { url: url.clone(), reason };
         match &config.url {
             ServerUrl::Tcp { host, port } => {
-                let stream = tokio::time::timeout(
-                    timeout,
-                    tokio::net::TcpStream::connect((host.as_str(), *port)),
-                )
-                .await
-                .map_err(|_| unreachable("connect timed out".into()))?
-                .map_err(|e| unreachable(e.to_string()))?;
-                let (source, sink) = transport::tcp(stream, config.max_frame)
+                let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), *port)))
+                    .await
+                    .map_err(|_| unreachable("connect timed out".into()))?
                     .map_err(|e| unreachable(e.to_string()))?;
+                let (source, sink) =
+                    transport::tcp(stream, config.max_frame).map_err(|e| unreachable(e.to_string()))?;
                 Client::handshake(config, handlers, source, sink).await
             }
             ServerUrl::Ws { url: ws_url, .. } => {
-                let (source, sink) =
-                    tokio::time::timeout(timeout, crate::ws::connect(ws_url, config.max_frame))
-                        .await
-                        .map_err(|_| unreachable("connect timed out".into()))?
-                        .map_err(|e| unreachable(e.to_string()))?;
+                let (source, sink) = tokio::time::timeout(timeout, crate::ws::connect(ws_url, config.max_frame))
+                    .await
+                    .map_err(|_| unreachable("connect timed out".into()))?
+                    .map_err(|e| unreachable(e.to_string()))?;
                 Client::handshake(config, handlers, source, sink).await
             }
         }
@@ -145,9 +140,7 @@ impl Client {
         };
         let frame = orb_proto::encode(&Envelope::new(Kind::Hello).with_json_body(&hello));
         let closed = |e: String| ClientError::Closed(e);
-        sink.send_batch(&[frame])
-            .await
-            .map_err(|e| closed(e.to_string()))?;
+        sink.send_batch(&[frame]).await.map_err(|e| closed(e.to_string()))?;
         let answer = tokio::time::timeout(config.connect_timeout, source.next_frame())
             .await
             .map_err(|_| ClientError::Timeout(config.connect_timeout.as_millis()))?
@@ -155,19 +148,14 @@ impl Client {
             .ok_or_else(|| closed("server closed the connection during the handshake".into()))?;
         let env = orb_proto::decode(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let welcome: Welcome = match env.kind {
-            Kind::Welcome => env
-                .json_body()
-                .map_err(|e| ClientError::Protocol(e.message))?,
+            Kind::Welcome => env.json_body().map_err(|e| ClientError::Protocol(e.message))?,
             Kind::Error => {
-                return Err(ClientError::Refused(env.error.unwrap_or_else(|| {
-                    ErrorBody::new(orb_proto::ErrorCode::Internal, "refused")
-                })));
+                return Err(ClientError::Refused(
+                    env.error.unwrap_or_else(|| ErrorBody::new(orb_proto::ErrorCode::Internal, "refused")),
+                ));
             }
             other => {
-                return Err(ClientError::Protocol(format!(
-                    "expected welcome, got {}",
-                    other.as_str()
-                )));
+                return Err(ClientError::Protocol(format!("expected welcome, got {}", other.as_str())));
             }
         };
         let (tx, rx) = mpsc::channel(config.outbound_queue);
@@ -175,19 +163,16 @@ impl Client {
         let (last_tx, last_rx) = oneshot::channel();
         let inner = Arc::new(Inner {
             tx,
+            tasks: tokio_util::task::TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            reconnect_after: OnceLock::new(),
             waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             welcome,
             stop: stop.clone(),
             close_reason: OnceLock::new(),
         });
-        tokio::spawn(transport::write_loop(
-            sink,
-            rx,
-            stop.clone(),
-            last_rx,
-            Duration::from_secs(1),
-        ));
+        tokio::spawn(transport::write_loop(sink, rx, stop.clone(), last_rx, Duration::from_secs(1)));
         tokio::spawn(read_loop(Arc::clone(&inner), source, handlers, last_tx));
         tokio::spawn(heartbeat(Arc::clone(&inner)));
         Ok(Client { inner })
@@ -199,17 +184,14 @@ impl Client {
     }
 
     /// Sends a plain request to one device and waits for its reply (an RPC; not a job).
+    /// `args` must be one JSON value.
     ///
     /// # Errors
     /// [`ClientError::Remote`] with the device's or server's code (`device_offline`,
-    /// `unknown_command`, ...), [`ClientError::Timeout`], [`ClientError::Closed`].
-    pub async fn request(
-        &self,
-        to: &str,
-        cmd: &str,
-        args: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, ClientError> {
+    /// `unknown_command`, ...), [`ClientError::Timeout`], [`ClientError::Closed`];
+    /// [`ClientError::Protocol`] when `args` is not valid JSON (nothing is sent then).
+    pub async fn request(&self, to: &str, cmd: &str, args: Bytes, timeout: Duration) -> Result<Bytes, ClientError> {
+        check_json(&args)?;
         let mut env = Envelope::new(Kind::Cmd);
         env.to = Some(to.to_owned());
         env.cmd = Some(cmd.to_owned());
@@ -222,12 +204,8 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::request`].
-    pub async fn call(
-        &self,
-        cmd: &str,
-        args: Bytes,
-        timeout: Duration,
-    ) -> Result<Bytes, ClientError> {
+    pub async fn call(&self, cmd: &str, args: Bytes, timeout: Duration) -> Result<Bytes, ClientError> {
+        check_json(&args)?;
         let mut env = Envelope::new(Kind::Cmd);
         env.cmd = Some(cmd.to_owned());
         env.body = Some(args);
@@ -247,8 +225,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let args = serde_json::to_vec(args).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let res = self.call(cmd, Bytes::from(args), timeout).await?;
-        serde_json::from_slice(&res)
-            .map_err(|e| ClientError::Protocol(format!("{cmd} result: {e}")))
+        serde_json::from_slice(&res).map_err(|e| ClientError::Protocol(format!("{cmd} result: {e}")))
     }
 
     async fn round_trip(&self, mut env: Envelope, timeout: Duration) -> Result<Bytes, ClientError> {
@@ -266,10 +243,7 @@ impl Client {
         match (answer.kind, answer.error) {
             (_, Some(e)) => Err(ClientError::Remote(e)),
             (Kind::Reply, None) => Ok(answer.body.unwrap_or_else(|| Bytes::from_static(b"null"))),
-            (k, None) => Err(ClientError::Protocol(format!(
-                "unexpected {} answering a command",
-                k.as_str()
-            ))),
+            (k, None) => Err(ClientError::Protocol(format!("unexpected {} answering a command", k.as_str()))),
         }
     }
 
@@ -277,14 +251,10 @@ impl Client {
     /// Returns once the server accepted it; read results from the [`Job`].
     ///
     /// # Errors
-    /// [`ClientError::Remote`] with `bad_selector`, `unknown_group`, `no_match` or `forbidden`.
-    pub async fn submit(
-        &self,
-        target: &str,
-        cmd: &str,
-        args: Bytes,
-        deadline: Duration,
-    ) -> Result<Job, ClientError> {
+    /// [`ClientError::Remote`] with `bad_selector`, `unknown_group`, `no_match` or `forbidden`;
+    /// [`ClientError::Protocol`] when `args` is not valid JSON (nothing is sent then).
+    pub async fn submit(&self, target: &str, cmd: &str, args: Bytes, deadline: Duration) -> Result<Job, ClientError> {
+        check_json(&args)?;
         let (id, id_str) = self.next_waiter();
         let (stx, mut srx) = mpsc::channel(256);
         self.register(id, Waiter::Stream(stx));
@@ -308,9 +278,7 @@ impl Client {
         };
         match (first.kind, first.error.clone()) {
             (Kind::Ack, None) => {
-                let accepted: JobAccepted = first
-                    .json_body()
-                    .map_err(|e| ClientError::Protocol(e.message))?;
+                let accepted: JobAccepted = first.json_body().map_err(|e| ClientError::Protocol(e.message))?;
                 Ok(Job::new(accepted, srx, self.clone(), id))
             }
             (_, Some(e)) => {
@@ -319,39 +287,44 @@ impl Client {
             }
             (k, None) => {
                 self.unregister(id);
-                Err(ClientError::Protocol(format!(
-                    "expected ack, got {}",
-                    k.as_str()
-                )))
+                Err(ClientError::Protocol(format!("expected ack, got {}", k.as_str())))
             }
         }
     }
 
     /// Closes the connection: a `bye`, then the socket. Pending requests fail with `Closed`.
     pub async fn close(&self) {
-        let bye = Bye {
-            reason: "peer_closed".into(),
-            reconnect_after_ms: None,
-        };
-        let _ = self
-            .inner
-            .tx
-            .send(orb_proto::encode(
-                &Envelope::new(Kind::Bye).with_json_body(&bye),
-            ))
-            .await;
+        let bye = Bye { reason: "peer_closed".into(), reconnect_after_ms: None };
+        let _ = self.inner.tx.send(orb_proto::encode(&Envelope::new(Kind::Bye).with_json_body(&bye))).await;
         let _ = self.inner.close_reason.set("closed by client".into());
         self.inner.stop.cancel();
+    }
+
+    /// Stops taking new commands (they are answered `shutting_down`), waits up to `grace` for
+    /// running handlers to finish and send their replies, then closes. Returns whether every
+    /// handler finished in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.inner.draining.store(true, Ordering::Release);
+        self.inner.tasks.close();
+        let finished = tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_ok();
+        self.close().await;
+        finished
+    }
+
+    /// Commands being handled right now.
+    pub fn running_commands(&self) -> usize {
+        self.inner.tasks.len()
+    }
+
+    /// The delay the server asked for in its `bye` before reconnecting, if it gave one.
+    pub fn reconnect_hint(&self) -> Option<Duration> {
+        self.inner.reconnect_after.get().copied()
     }
 
     /// Resolves when the connection has closed, with the reason.
     pub async fn closed(&self) -> String {
         self.inner.stop.cancelled().await;
-        self.inner
-            .close_reason
-            .get()
-            .cloned()
-            .unwrap_or_else(|| "closed".into())
+        self.inner.close_reason.get().cloned().unwrap_or_else(|| "closed".into())
     }
 
     /// Whether the connection is closed.
@@ -360,13 +333,7 @@ impl Client {
     }
 
     fn closed_error(&self) -> ClientError {
-        ClientError::Closed(
-            self.inner
-                .close_reason
-                .get()
-                .cloned()
-                .unwrap_or_else(|| "connection closed".into()),
-        )
+        ClientError::Closed(self.inner.close_reason.get().cloned().unwrap_or_else(|| "connection closed".into()))
     }
 
     fn next_waiter(&self) -> (u64, String) {
@@ -386,20 +353,14 @@ impl Client {
         if self.inner.stop.is_cancelled() {
             return Err(self.closed_error());
         }
-        self.inner
-            .tx
-            .send(frame)
-            .await
-            .map_err(|_| self.closed_error())
+        self.inner.tx.send(frame).await.map_err(|_| self.closed_error())
     }
 }
 
 impl Inner {
     fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
         // Never held across an await; a poisoned map is still consistent (plain inserts/removes).
-        self.waiters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn welcome_timeout(&self) -> Duration {
@@ -411,6 +372,15 @@ impl Inner {
         self.stop.cancel();
         self.lock_waiters().clear();
     }
+}
+
+/// Checks that command arguments are one JSON value. They are copied into the frame verbatim, so
+/// anything else would make the whole frame invalid and the server would close the connection
+/// (failing every other request on it).
+fn check_json(args: &Bytes) -> Result<(), ClientError> {
+    serde_json::from_slice::<&serde_json::value::RawValue>(args)
+        .map(|_| ())
+        .map_err(|e| ClientError::Protocol(format!("arguments are not valid JSON: {e}")))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -455,14 +425,13 @@ async fn read_loop<R: FrameSource>(
             Err(e) => break Some(e.to_string()),
         };
         last_rx = Instant::now();
+        transport::trace_frame("in", &frame);
         let env = match orb_proto::decode(&frame) {
             Ok(env) => env,
             Err(e) => break Some(format!("protocol_violation: {e}")),
         };
         match env.kind {
-            Kind::Reply | Kind::Ack | Kind::Event | Kind::Error if env.re.is_some() => {
-                deliver(&inner, env).await
-            }
+            Kind::Reply | Kind::Ack | Kind::Event | Kind::Error if env.re.is_some() => deliver(&inner, env).await,
             Kind::Error => tracing::warn!(error = ?env.error, "server reported an error"),
             Kind::Cmd => run_command(&inner, &handlers, env),
             Kind::Ping => {
@@ -472,6 +441,9 @@ async fn read_loop<R: FrameSource>(
             }
             Kind::Bye => {
                 let bye: Option<Bye> = env.json_body().ok();
+                if let Some(ms) = bye.as_ref().and_then(|b| b.reconnect_after_ms) {
+                    let _ = inner.reconnect_after.set(Duration::from_millis(ms));
+                }
                 break Some(bye.map_or_else(|| "server said bye".to_owned(), |b| b.reason));
             }
             _ => tracing::debug!(kind = env.kind.as_str(), "frame ignored"),
@@ -521,9 +493,14 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
         deadline: Duration::from_millis(env.deadline_ms.unwrap_or(30_000)),
         cmd: cmd.clone(),
     };
-    let handler = handlers.get(&cmd);
     let tx = inner.tx.clone();
-    tokio::spawn(async move {
+    if inner.draining.load(Ordering::Acquire) {
+        let e = ErrorBody::new(orb_proto::ErrorCode::ShuttingDown, format!("{cmd}: this client is stopping"));
+        let _ = tx.try_send(handler::reply_frame(id, Err(e)));
+        return;
+    }
+    let handler = handlers.get(&cmd);
+    inner.tasks.spawn(async move {
         let result = handler::run(handler, ctx).await;
         let _ = tx.send(handler::reply_frame(id, result)).await;
     });

@@ -25,7 +25,8 @@ pub enum ClientError {
     /// The connection closed.
     #[error("connection closed: {0}")]
     Closed(String),
-    /// The server sent something this client cannot understand.
+    /// The server sent something this client cannot understand, or the arguments given to send
+    /// were not valid JSON.
     #[error("protocol error: {0}")]
     Protocol(String),
 }

@@ -34,8 +34,7 @@ impl Context {
     /// # Errors
     /// `bad_args` naming the command and the decode error.
     pub fn args<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorBody> {
-        serde_json::from_slice(&self.args)
-            .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("{}: {e}", self.cmd)))
+        serde_json::from_slice(&self.args).map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("{}: {e}", self.cmd)))
     }
 }
 
@@ -94,10 +93,7 @@ impl Handlers {
 /// A panic becomes `handler_panicked`, an overrun `timeout`.
 pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResult {
     let Some(h) = handler else {
-        return Err(ErrorBody::new(
-            ErrorCode::UnknownCommand,
-            format!("no handler for command {}", ctx.cmd),
-        ));
+        return Err(ErrorBody::new(ErrorCode::UnknownCommand, format!("no handler for command {}", ctx.cmd)));
     };
     let cmd = ctx.cmd.clone();
     let deadline = ctx.deadline;
@@ -110,17 +106,11 @@ pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResu
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "no message".to_owned());
             tracing::error!(cmd, detail, "handler panicked");
-            Err(ErrorBody::new(
-                ErrorCode::HandlerPanicked,
-                format!("handler for {cmd} panicked: {detail}"),
-            ))
+            Err(ErrorBody::new(ErrorCode::HandlerPanicked, format!("handler for {cmd} panicked: {detail}")))
         }
         Err(_) => Err(ErrorBody::new(
             ErrorCode::Timeout,
-            format!(
-                "handler for {cmd} did not finish within {} ms",
-                deadline.as_millis()
-            ),
+            format!("handler for {cmd} did not finish within {} ms", deadline.as_millis()),
         )),
     }
 }
@@ -128,10 +118,9 @@ pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResu
 /// Encodes a handler's outcome as the `reply` to command `re`.
 pub fn reply_frame(re: String, result: HandlerResult) -> Bytes {
     let env = match result {
-        Ok(v) => orb_proto::Envelope::reply_ok(
-            re,
-            Bytes::from(serde_json::to_vec(&v).unwrap_or_else(|_| b"null".to_vec())),
-        ),
+        Ok(v) => {
+            orb_proto::Envelope::reply_ok(re, Bytes::from(serde_json::to_vec(&v).unwrap_or_else(|_| b"null".to_vec())))
+        }
         Err(e) => orb_proto::Envelope::reply_err(re, e.code, e.message),
     };
     orb_proto::encode(&env)

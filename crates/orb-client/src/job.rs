@@ -29,19 +29,8 @@ pub struct Job {
 }
 
 impl Job {
-    pub(crate) fn new(
-        accepted: JobAccepted,
-        rx: mpsc::Receiver<Envelope>,
-        client: Client,
-        waiter: u64,
-    ) -> Job {
-        Job {
-            accepted,
-            rx,
-            client,
-            waiter,
-            done: false,
-        }
+    pub(crate) fn new(accepted: JobAccepted, rx: mpsc::Receiver<Envelope>, client: Client, waiter: u64) -> Job {
+        Job { accepted, rx, client, waiter, done: false }
     }
 
     /// The job id.
@@ -59,9 +48,8 @@ impl Job {
             Kind::Event => Some(JobUpdate::Result(target_result(env))),
             Kind::Reply if env.error.is_none() => {
                 self.done = true;
-                let summary = env
-                    .json_body::<JobSummary>()
-                    .unwrap_or_else(|_| JobSummary::empty(self.accepted.job.clone()));
+                let summary =
+                    env.json_body::<JobSummary>().unwrap_or_else(|_| JobSummary::empty(self.accepted.job.clone()));
                 Some(JobUpdate::Done(summary))
             }
             _ => {
@@ -87,24 +75,11 @@ fn target_result(env: Envelope) -> TargetResult {
     let error = if status == Status::Ok {
         None
     } else {
-        Some(env.error.unwrap_or_else(|| {
-            ErrorBody::new(
-                ErrorCode::Other(status.as_str().to_owned()),
-                status.as_str(),
-            )
-        }))
+        Some(env.error.unwrap_or_else(|| ErrorBody::new(ErrorCode::Other(status.as_str().to_owned()), status.as_str())))
     };
-    TargetResult {
-        device: env.device.unwrap_or_default(),
-        status,
-        result,
-        error,
-        elapsed_ms: env.elapsed_ms,
-    }
+    TargetResult { device: env.device.unwrap_or_default(), status, result, error, elapsed_ms: env.elapsed_ms }
 }
 
 fn raw(b: &Bytes) -> Option<Box<RawValue>> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| RawValue::from_string(s.to_owned()).ok())
+    std::str::from_utf8(b).ok().and_then(|s| RawValue::from_string(s.to_owned()).ok())
 }

@@ -12,9 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
-use tokio_util::codec::{
-    FramedRead, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError,
-};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError};
 use tokio_util::sync::CancellationToken;
 
 /// Why reading the next frame failed.
@@ -59,20 +57,11 @@ pub trait FrameSink: Send + 'static {
 pub fn tcp(stream: TcpStream, max_frame: usize) -> io::Result<(TcpSource, TcpSink)> {
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
-    let codec = LengthDelimitedCodec::builder()
-        .big_endian()
-        .length_field_length(4)
-        .max_frame_length(max_frame)
-        .new_codec();
+    let codec =
+        LengthDelimitedCodec::builder().big_endian().length_field_length(4).max_frame_length(max_frame).new_codec();
     Ok((
-        TcpSource {
-            inner: FramedRead::with_capacity(r, codec, 1024),
-            max_frame,
-        },
-        TcpSink {
-            inner: w,
-            buf: BytesMut::new(),
-        },
+        TcpSource { inner: FramedRead::with_capacity(r, codec, 1024), max_frame },
+        TcpSink { inner: w, buf: BytesMut::new() },
     ))
 }
 
@@ -88,12 +77,8 @@ impl FrameSource for TcpSource {
             None => Ok(None),
             Some(Ok(frame)) => Ok(Some(frame.freeze())),
             Some(Err(e)) => {
-                if e.get_ref()
-                    .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
-                {
-                    Err(TransportError::FrameTooLarge {
-                        max: self.max_frame,
-                    })
+                if e.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>()) {
+                    Err(TransportError::FrameTooLarge { max: self.max_frame })
                 } else {
                     Err(TransportError::Io(e))
                 }
@@ -148,6 +133,9 @@ const MAX_BATCH: usize = 128;
 ///
 /// After `stop`, frames already queued are written too (bounded by the queue's capacity), then
 /// `last` (a goodbye frame) if one is given, all within `linger`; then the sink is closed.
+/// A batch being written when `stop` comes is finished within `linger` rather than abandoned,
+/// because an abandoned write leaves a partial frame on the wire and anything written after it
+/// would be garbage to the peer; if it cannot finish in time, nothing more is written.
 /// Returns the write error that ended the loop, if any.
 pub async fn write_loop<S: FrameSink>(
     mut sink: S,
@@ -158,6 +146,8 @@ pub async fn write_loop<S: FrameSink>(
 ) -> Option<io::Error> {
     let mut batch: Vec<Bytes> = Vec::new();
     let mut failure = None;
+    // When the goodbye must be written by; set when `stop` interrupts a write.
+    let mut linger_until = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -171,10 +161,23 @@ pub async fn write_loop<S: FrameSink>(
                 Err(_) => break,
             }
         }
-        let res = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            r = sink.send_batch(&batch) => r,
+        let res = {
+            let write = sink.send_batch(&batch);
+            tokio::pin!(write);
+            tokio::select! {
+                biased;
+                r = &mut write => r,
+                () = stop.cancelled() => {
+                    let until = tokio::time::Instant::now() + linger;
+                    linger_until = Some(until);
+                    tokio::time::timeout_at(until, write).await.unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the peer did not take a pending write within the linger time",
+                        ))
+                    })
+                }
+            }
         };
         batch.clear();
         if batch.capacity() > MAX_BATCH {
@@ -184,10 +187,14 @@ pub async fn write_loop<S: FrameSink>(
             failure = Some(e);
             break;
         }
+        if linger_until.is_some() {
+            break;
+        }
     }
     if failure.is_none() {
         // Goodbye: what was already queued, then the last frame, within `linger`.
-        let _ = tokio::time::timeout(linger, async {
+        let until = linger_until.unwrap_or_else(|| tokio::time::Instant::now() + linger);
+        let _ = tokio::time::timeout_at(until, async {
             while let Ok(f) = rx.try_recv() {
                 batch.push(f);
             }
@@ -202,4 +209,24 @@ pub async fn write_loop<S: FrameSink>(
     }
     sink.close().await;
     failure
+}
+
+/// Logs one frame at TRACE (`--trace`): direction, kind, command, id and correlation. The
+/// caller's span supplies the peer. Decodes the frame only when TRACE is enabled.
+pub fn trace_frame(dir: &'static str, frame: &Bytes) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
+    match orb_proto::decode(frame) {
+        Ok(env) => tracing::trace!(
+            dir,
+            kind = env.kind.as_str(),
+            cmd = env.cmd.as_deref(),
+            id = env.id.as_deref(),
+            re = env.re.as_deref(),
+            len = frame.len(),
+            "frame"
+        ),
+        Err(_) => tracing::trace!(dir, len = frame.len(), "undecodable frame"),
+    }
 }

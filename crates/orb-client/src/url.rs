@@ -37,23 +37,13 @@ impl ServerUrl {
     /// # Errors
     /// [`UrlError`] for other schemes (including `tls://`/`wss://`, not yet supported) or a bad port.
     pub fn parse(s: &str) -> Result<ServerUrl, UrlError> {
-        let err = |reason: &str| UrlError {
-            url: s.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let err = |reason: &str| UrlError { url: s.to_owned(), reason: reason.to_owned() };
         if s.starts_with("ws://") {
             let u = url::Url::parse(s).map_err(|e| err(&e.to_string()))?;
             let host = u.host_str().ok_or_else(|| err("missing host"))?.to_owned();
             let port = u.port().unwrap_or(DEFAULT_HTTP_PORT);
-            let path = if u.path().is_empty() || u.path() == "/" {
-                WS_PATH
-            } else {
-                u.path()
-            };
-            return Ok(ServerUrl::Ws {
-                url: format!("ws://{}:{port}{path}", bracket(&host)),
-                host,
-            });
+            let path = if u.path().is_empty() || u.path() == "/" { WS_PATH } else { u.path() };
+            return Ok(ServerUrl::Ws { url: format!("ws://{}:{port}{path}", bracket(&host)), host });
         }
         if s.starts_with("tls://") || s.starts_with("wss://") {
             return Err(err("TLS transports are not available in this version"));
@@ -64,18 +54,13 @@ impl ServerUrl {
         }
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && !h.ends_with(':') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| err("port must be a number from 1 to 65535"))?,
-            ),
+            Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+                (h, p.parse::<u16>().map_err(|_| err("port must be a number from 1 to 65535"))?)
+            }
             _ if !rest.is_empty() && !rest.contains(':') => (rest, DEFAULT_TCP_PORT),
             _ => return Err(err("expected HOST:PORT")),
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         Ok(ServerUrl::Tcp { host, port })
     }
 
@@ -89,18 +74,12 @@ impl ServerUrl {
     /// Whether the host is a loopback address or `localhost` (local credentials may be used).
     pub fn is_loopback(&self) -> bool {
         let h = self.host();
-        h.eq_ignore_ascii_case("localhost")
-            || h.parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
 fn bracket(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
-    }
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() }
 }
 
 impl fmt::Display for ServerUrl {
@@ -126,28 +105,11 @@ mod tests {
 
     #[test]
     fn parses_the_accepted_forms() {
-        assert_eq!(
-            ServerUrl::parse("tcp://127.0.0.1:7700")
-                .unwrap()
-                .to_string(),
-            "tcp://127.0.0.1:7700"
-        );
-        assert_eq!(
-            ServerUrl::parse("localhost:9").unwrap().to_string(),
-            "tcp://localhost:9"
-        );
-        assert_eq!(
-            ServerUrl::parse("example.org").unwrap().to_string(),
-            "tcp://example.org:7700"
-        );
-        assert_eq!(
-            ServerUrl::parse("ws://127.0.0.1:7780").unwrap().to_string(),
-            "ws://127.0.0.1:7780/v1/ws"
-        );
-        assert_eq!(
-            ServerUrl::parse("ws://h:1/x").unwrap().to_string(),
-            "ws://h:1/x"
-        );
+        assert_eq!(ServerUrl::parse("tcp://127.0.0.1:7700").unwrap().to_string(), "tcp://127.0.0.1:7700");
+        assert_eq!(ServerUrl::parse("localhost:9").unwrap().to_string(), "tcp://localhost:9");
+        assert_eq!(ServerUrl::parse("example.org").unwrap().to_string(), "tcp://example.org:7700");
+        assert_eq!(ServerUrl::parse("ws://127.0.0.1:7780").unwrap().to_string(), "ws://127.0.0.1:7780/v1/ws");
+        assert_eq!(ServerUrl::parse("ws://h:1/x").unwrap().to_string(), "ws://h:1/x");
         assert_eq!(ServerUrl::parse("tcp://[::1]:7700").unwrap().host(), "::1");
     }
 

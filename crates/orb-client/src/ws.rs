@@ -16,25 +16,12 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Connects to `url` and splits the socket into a frame source and sink.
 pub async fn connect(url: &str, max_frame: usize) -> Result<(WsSource, WsSink), TransportError> {
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(max_frame))
-        .max_frame_size(Some(max_frame));
+    let config = WebSocketConfig::default().max_message_size(Some(max_frame)).max_frame_size(Some(max_frame));
     let (ws, _resp) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
-        .map_err(|e| {
-            TransportError::Io(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                e.to_string(),
-            ))
-        })?;
+        .map_err(|e| TransportError::Io(io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())))?;
     let (sink, stream) = ws.split();
-    Ok((
-        WsSource {
-            inner: stream,
-            max_frame,
-        },
-        WsSink { inner: sink },
-    ))
+    Ok((WsSource { inner: stream, max_frame }, WsSink { inner: sink }))
 }
 
 /// Read half of a client WebSocket.
@@ -49,9 +36,7 @@ impl FrameSource for WsSource {
             match self.inner.next().await {
                 None => return Ok(None),
                 Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
-                    return Err(TransportError::FrameTooLarge {
-                        max: self.max_frame,
-                    });
+                    return Err(TransportError::FrameTooLarge { max: self.max_frame });
                 }
                 Some(Err(e)) => return Err(TransportError::Io(io::Error::other(e.to_string()))),
                 Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
@@ -71,10 +56,7 @@ pub struct WsSink {
 impl FrameSink for WsSink {
     async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
         for f in batch {
-            self.inner
-                .feed(Message::Binary(f.clone()))
-                .await
-                .map_err(io::Error::other)?;
+            self.inner.feed(Message::Binary(f.clone())).await.map_err(io::Error::other)?;
         }
         self.inner.flush().await.map_err(io::Error::other)
     }

@@ -19,9 +19,7 @@ fn job_cmd() -> Envelope {
     e.cmd = Some("service.restart".into());
     e.from = Some("op-1".into());
     e.deadline_ms = Some(10_000);
-    e.body = Some(Bytes::from_static(
-        br#"{"unit":"nginx.service","mode":"graceful","drain_ms":500}"#,
-    ));
+    e.body = Some(Bytes::from_static(br#"{"unit":"nginx.service","mode":"graceful","drain_ms":500}"#));
     e
 }
 
@@ -54,13 +52,10 @@ fn body_4k() -> Bytes {
             "mode": "0644",
             "sha256": format!("{:064x}", i * 0x9e37_79b9),
         }));
-        let len = serde_json::to_vec(&serde_json::json!({"files": files, "note": ""}))
-            .expect("json")
-            .len();
+        let len = serde_json::to_vec(&serde_json::json!({"files": files, "note": ""})).expect("json").len();
         if len > TARGET - 200 {
             let note = "x".repeat(TARGET - len);
-            let v = serde_json::to_vec(&serde_json::json!({"files": files, "note": note}))
-                .expect("json");
+            let v = serde_json::to_vec(&serde_json::json!({"files": files, "note": note})).expect("json");
             assert_eq!(v.len(), TARGET);
             return Bytes::from(v);
         }
@@ -76,12 +71,7 @@ fn cmd_4k() -> Envelope {
 }
 
 fn cases() -> Vec<(&'static str, Envelope)> {
-    vec![
-        ("job_cmd", job_cmd()),
-        ("reply", agent_reply()),
-        ("event", event()),
-        ("cmd_4k_body", cmd_4k()),
-    ]
+    vec![("job_cmd", job_cmd()), ("reply", agent_reply()), ("event", event()), ("cmd_4k_body", cmd_4k())]
 }
 
 fn bench_encode(c: &mut Criterion) {
@@ -100,9 +90,7 @@ fn bench_decode(c: &mut Criterion) {
         let frame = encode(&env);
         assert_eq!(decode(&frame).expect("round trip"), env);
         g.throughput(Throughput::Bytes(frame.len() as u64));
-        g.bench_function(name, |b| {
-            b.iter(|| decode(black_box(&frame)).expect("valid frame"))
-        });
+        g.bench_function(name, |b| b.iter(|| decode(black_box(&frame)).expect("valid frame")));
     }
     g.finish();
 }

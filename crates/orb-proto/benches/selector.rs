@@ -55,15 +55,10 @@ const SELECTORS: [(&str, &str); 4] = [
 
 fn bench_parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("selector_parse");
-    let extra = [(
-        "complex",
-        "(cam-*,web-1 or tag:env=staging) and not (tag:zone=us-2 or db-*)",
-    )];
+    let extra = [("complex", "(cam-*,web-1 or tag:env=staging) and not (tag:zone=us-2 or db-*)")];
     for (name, text) in SELECTORS.iter().chain(extra.iter()) {
         Selector::parse(text).expect("valid selector");
-        g.bench_function(*name, |b| {
-            b.iter(|| Selector::parse(black_box(text)).expect("valid selector"))
-        });
+        g.bench_function(*name, |b| b.iter(|| Selector::parse(black_box(text)).expect("valid selector")));
     }
     g.finish();
 }

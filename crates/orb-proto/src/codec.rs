@@ -184,24 +184,14 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        for g in [
-            &b"\x00\x01garbage"[..],
-            b"[]",
-            b"{}",
-            b"{\"kind\":3}",
-            b"{\"kind\":\"cmd\",\"body\":}",
-        ] {
+        for g in [&b"\x00\x01garbage"[..], b"[]", b"{}", b"{\"kind\":3}", b"{\"kind\":\"cmd\",\"body\":}"] {
             assert!(decode(&Bytes::copy_from_slice(g)).is_err(), "{g:?}");
         }
     }
 
     #[test]
     fn errors_encode_with_code_and_message() {
-        let e = Envelope::error(
-            Some("3".into()),
-            ErrorCode::UnknownCommand,
-            "no handler for \"x\"",
-        );
+        let e = Envelope::error(Some("3".into()), ErrorCode::UnknownCommand, "no handler for \"x\"");
         let s = String::from_utf8(encode(&e).to_vec()).unwrap();
         assert_eq!(
             s,

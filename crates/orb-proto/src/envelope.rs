@@ -134,10 +134,7 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// Builds an error body.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
-        ErrorBody {
-            code,
-            message: message.into(),
-        }
+        ErrorBody { code, message: message.into() }
     }
 }
 
@@ -245,11 +242,7 @@ impl Envelope {
     /// `bad_request` when the body is absent or has the wrong shape.
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorBody> {
         let raw = self.body.as_deref().unwrap_or(b"null");
-        serde_json::from_slice(raw).map_err(|e| {
-            ErrorBody::new(
-                ErrorCode::BadRequest,
-                format!("{} body: {e}", self.kind.as_str()),
-            )
-        })
+        serde_json::from_slice(raw)
+            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("{} body: {e}", self.kind.as_str())))
     }
 }

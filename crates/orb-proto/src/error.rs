@@ -78,6 +78,9 @@ error_codes! {
     Unsupported = "unsupported", 501, "the message kind is reserved for a later protocol feature";
     SlowConsumer = "slow_consumer", 503, "the connection's outbound queue was full, so it was closed";
     ServerShutdown = "server_shutdown", 503, "the server is stopping; reconnect later";
+    ShuttingDown = "shutting_down", 503, "the receiver is stopping and accepts no new commands";
+    TooManyConnections = "too_many_connections", 503, "the server's connection limit (total or per address) is reached";
+    TooManyJobs = "too_many_jobs", 429, "the client already has the maximum number of jobs in flight";
     Cancelled = "cancelled", 409, "the command was cancelled before it finished";
     Internal = "internal", 500, "an unexpected server fault; the message says more";
 }
@@ -110,10 +113,7 @@ mod tests {
         for code in ErrorCode::ALL {
             assert_eq!(&ErrorCode::from_wire(code.as_str()), code);
             let s = code.as_str();
-            assert!(
-                s.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{s} is snake_case"
-            );
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s} is snake_case");
         }
     }
 
@@ -128,10 +128,7 @@ mod tests {
     fn docs_list_every_code() {
         let doc = include_str!("../../../docs/errors.md");
         for code in ErrorCode::ALL {
-            assert!(
-                doc.contains(&format!("`{}`", code.as_str())),
-                "docs/errors.md lacks {code}"
-            );
+            assert!(doc.contains(&format!("`{}`", code.as_str())), "docs/errors.md lacks {code}");
         }
     }
 }

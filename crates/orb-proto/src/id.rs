@@ -6,9 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 /// Words that may not be device ids because the CLI uses them as sub-commands (`orb devices show`).
-pub const RESERVED_IDS: &[&str] = &[
-    "add", "rm", "revoke", "show", "tag", "untag", "and", "or", "not",
-];
+pub const RESERVED_IDS: &[&str] = &["add", "rm", "revoke", "show", "tag", "untag", "and", "or", "not"];
 
 /// Why a string is not a valid [`DeviceId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,9 +45,7 @@ impl DeviceId {
         if bytes.len() > 64 {
             return Err(IdError::TooLong(s.to_owned()));
         }
-        let rest_ok = bytes[1..]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
+        let rest_ok = bytes[1..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
         if !first.is_ascii_alphanumeric() || !rest_ok {
             return Err(IdError::BadChar(s.to_owned()));
         }
@@ -140,10 +136,7 @@ mod tests {
     #[test]
     fn invalid_ids_say_why() {
         assert_eq!(DeviceId::new(""), Err(IdError::Empty));
-        assert!(matches!(
-            DeviceId::new(&"x".repeat(65)),
-            Err(IdError::TooLong(_))
-        ));
+        assert!(matches!(DeviceId::new(&"x".repeat(65)), Err(IdError::TooLong(_))));
         assert!(matches!(DeviceId::new("web.1"), Err(IdError::BadChar(_))));
         assert!(matches!(DeviceId::new("-web"), Err(IdError::BadChar(_))));
         assert!(matches!(DeviceId::new("web 1"), Err(IdError::BadChar(_))));

@@ -16,6 +16,8 @@ pub mod commands {
     pub const SELECTOR_RESOLVE: &str = "$orb.selector.resolve";
     /// Server identity and counters. Args: none; result: [`super::ServerInfo`].
     pub const SERVER_INFO: &str = "$orb.server.info";
+    /// An admin message (`QUIT`, `RELOAD`, `LOG_ROTATE`, `PING`). Args: [`super::SignalRequest`].
+    pub const SIGNAL: &str = "$orb.signal";
 }
 
 /// Who a connection is: a device (a target of jobs) or an operator (CLI, scripts; never a target).
@@ -104,10 +106,7 @@ pub struct JobSummary {
 impl JobSummary {
     /// A summary with every status at zero.
     pub fn empty(job: String) -> JobSummary {
-        JobSummary {
-            job,
-            summary: Status::ALL.iter().map(|s| (*s, 0)).collect(),
-        }
+        JobSummary { job, summary: Status::ALL.iter().map(|s| (*s, 0)).collect() }
     }
 }
 
@@ -135,7 +134,7 @@ pub struct DevicesQuery {
 }
 
 /// One device as the inventory lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceInfo {
     /// Device id.
     pub id: String,
@@ -153,6 +152,9 @@ pub struct DeviceInfo {
     pub transport: Option<String>,
     /// Commands the device declared it handles.
     pub commands: Vec<String>,
+    /// Last measured round-trip time of the live connection, in milliseconds.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
 }
 
 /// Arguments of [`commands::SELECTOR_RESOLVE`].
@@ -186,4 +188,20 @@ pub struct ServerInfo {
     pub jobs_in_flight: u64,
     /// RFC 3339 UTC start time.
     pub started_at: String,
+    /// Closed sessions since start, per close reason.
+    #[serde(default)]
+    pub closed: BTreeMap<String, u64>,
+    /// Whether the server is draining (stopping gracefully).
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// Arguments of [`commands::SIGNAL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalRequest {
+    /// The message: `QUIT`, `RELOAD`, `LOG_ROTATE` or `PING` (case-insensitive).
+    pub message: String,
+    /// Optional `name=value` parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
 }

@@ -74,11 +74,7 @@ pub struct SelectorError {
 
 impl SelectorError {
     fn new(kind: SelectorErrorKind, position: usize, message: impl Into<String>) -> Self {
-        SelectorError {
-            position,
-            kind,
-            message: message.into(),
-        }
+        SelectorError { position, kind, message: message.into() }
     }
 
     fn syntax(position: usize, message: impl Into<String>) -> Self {
@@ -206,16 +202,10 @@ impl Selector {
         let root = parser.parse_or()?;
         match parser.tok {
             Tok::End => Ok(Selector { root }),
-            Tok::RParen => Err(SelectorError::syntax(
-                parser.tok_pos,
-                "unbalanced ')' with no matching '('",
-            )),
+            Tok::RParen => Err(SelectorError::syntax(parser.tok_pos, "unbalanced ')' with no matching '('")),
             tok => Err(SelectorError::syntax(
                 parser.tok_pos,
-                format!(
-                    "expected 'and', 'or' or end of input but found {}",
-                    describe(tok)
-                ),
+                format!("expected 'and', 'or' or end of input but found {}", describe(tok)),
             )),
         }
     }
@@ -224,19 +214,9 @@ impl Selector {
     /// may name groups); unknown group -> SelectorError with kind UnknownGroup; cycle or
     /// expansion depth > 16 -> error kind GroupCycle. An expansion that grows past 65536
     /// nodes fails with kind TooLong.
-    pub fn expand_groups(
-        &self,
-        lookup: &dyn Fn(&str) -> Option<Selector>,
-    ) -> Result<Selector, SelectorError> {
-        let mut expander = Expander {
-            lookup,
-            chain: Vec::new(),
-            origin: 0,
-            budget: MAX_EXPANDED_NODES,
-        };
-        Ok(Selector {
-            root: expander.node(&self.root)?,
-        })
+    pub fn expand_groups(&self, lookup: &dyn Fn(&str) -> Option<Selector>) -> Result<Selector, SelectorError> {
+        let mut expander = Expander { lookup, chain: Vec::new(), origin: 0, budget: MAX_EXPANDED_NODES };
+        Ok(Selector { root: expander.node(&self.root)? })
     }
 
     /// true when the subject matches. A group: node that was not expanded never matches
@@ -307,11 +287,7 @@ impl fmt::Display for Node {
         };
         for (i, node) in operands.iter().enumerate() {
             let separator = if i > 0 { separator } else { "" };
-            write!(
-                f,
-                "{separator}{}",
-                Operand(node, matches!(self, Node::Or(_)))
-            )?;
+            write!(f, "{separator}{}", Operand(node, matches!(self, Node::Or(_))))?;
         }
         Ok(())
     }
@@ -386,13 +362,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
-        let mut parser = Parser {
-            src,
-            cursor: 0,
-            tok: Tok::End,
-            tok_pos: 0,
-            depth: 0,
-        };
+        let mut parser = Parser { src, cursor: 0, tok: Tok::End, tok_pos: 0, depth: 0 };
         parser.advance();
         parser
     }
@@ -407,9 +377,8 @@ impl<'a> Parser<'a> {
             Some(')') => (Tok::RParen, 1),
             Some(',') => (Tok::Comma, 1),
             Some(_) => {
-                let len = trimmed
-                    .find(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ','))
-                    .unwrap_or(trimmed.len());
+                let len =
+                    trimmed.find(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ',')).unwrap_or(trimmed.len());
                 (Tok::Word(&trimmed[..len]), len)
             }
         };
@@ -501,10 +470,7 @@ impl<'a> Parser<'a> {
                 self.advance();
                 Ok(item)
             }
-            tok => Err(SelectorError::syntax(
-                self.tok_pos,
-                format!("{EXPECTED_ITEM} but found {}", describe(tok)),
-            )),
+            tok => Err(SelectorError::syntax(self.tok_pos, format!("{EXPECTED_ITEM} but found {}", describe(tok)))),
         }
     }
 }
@@ -526,46 +492,27 @@ fn is_value_char(c: char) -> bool {
 }
 
 /// Fail at the first character of `text` (which starts at byte `pos`) that `allowed` rejects.
-fn check_chars(
-    text: &str,
-    pos: usize,
-    what: &str,
-    allowed: fn(char) -> bool,
-) -> Result<(), SelectorError> {
+fn check_chars(text: &str, pos: usize, what: &str, allowed: fn(char) -> bool) -> Result<(), SelectorError> {
     match text.char_indices().find(|&(_, c)| !allowed(c)) {
-        Some((i, c)) => Err(SelectorError::syntax(
-            pos + i,
-            format!("invalid character {c:?} in {what}"),
-        )),
+        Some((i, c)) => Err(SelectorError::syntax(pos + i, format!("invalid character {c:?} in {what}"))),
         None => Ok(()),
     }
 }
 
 fn check_max_len(text: &str, pos: usize, what: &str, max: usize) -> Result<(), SelectorError> {
     if text.len() > max {
-        return Err(SelectorError::syntax(
-            pos,
-            format!("{what} is longer than {max} characters"),
-        ));
+        return Err(SelectorError::syntax(pos, format!("{what} is longer than {max} characters")));
     }
     Ok(())
 }
 
 /// Validate an id, glob or group name starting at byte `pos`.
-fn check_id(
-    text: &str,
-    pos: usize,
-    what: &str,
-    allowed: fn(char) -> bool,
-) -> Result<(), SelectorError> {
+fn check_id(text: &str, pos: usize, what: &str, allowed: fn(char) -> bool) -> Result<(), SelectorError> {
     check_chars(text, pos, what, allowed)?;
     match text.chars().next() {
         None => return Err(SelectorError::syntax(pos, format!("empty {what}"))),
         Some(c @ ('_' | '-')) => {
-            return Err(SelectorError::syntax(
-                pos,
-                format!("{what} cannot start with {c:?}"),
-            ));
+            return Err(SelectorError::syntax(pos, format!("{what} cannot start with {c:?}")));
         }
         Some(_) => {}
     }
@@ -581,10 +528,7 @@ fn parse_item_word(word: &str, pos: usize) -> Result<Item, SelectorError> {
         let key_pos = pos + "tag:".len();
         let Some((key, value)) = rest.split_once('=') else {
             check_chars(rest, key_pos, "tag key", is_key_char)?;
-            return Err(SelectorError::syntax(
-                pos + word.len(),
-                "expected '=' after tag key",
-            ));
+            return Err(SelectorError::syntax(pos + word.len(), "expected '=' after tag key"));
         };
         check_chars(key, key_pos, "tag key", is_key_char)?;
         if key.is_empty() {
@@ -594,17 +538,11 @@ fn parse_item_word(word: &str, pos: usize) -> Result<Item, SelectorError> {
         let value_pos = key_pos + key.len() + 1;
         check_chars(value, value_pos, "tag value", is_value_char)?;
         check_max_len(value, value_pos, "tag value", MAX_VALUE_LEN)?;
-        return Ok(Item::Tag {
-            key: key.to_owned(),
-            value: value.to_owned(),
-        });
+        return Ok(Item::Tag { key: key.to_owned(), value: value.to_owned() });
     }
     if let Some(name) = word.strip_prefix("group:") {
         check_id(name, pos + "group:".len(), "group name", is_id_char)?;
-        return Ok(Item::Group {
-            name: name.to_owned(),
-            at: SourcePos(pos),
-        });
+        return Ok(Item::Group { name: name.to_owned(), at: SourcePos(pos) });
     }
     if word.contains(['*', '?']) {
         check_id(word, pos, "glob", is_glob_char)?;
@@ -639,10 +577,10 @@ impl Expander<'_> {
                 self.budget = left;
                 Ok(())
             }
-            None => Err(self.error(
-                SelectorErrorKind::TooLong,
-                format!("group expansion exceeds {MAX_EXPANDED_NODES} nodes"),
-            )),
+            None => {
+                Err(self
+                    .error(SelectorErrorKind::TooLong, format!("group expansion exceeds {MAX_EXPANDED_NODES} nodes")))
+            }
         }
     }
 
@@ -650,18 +588,8 @@ impl Expander<'_> {
         self.spend()?;
         Ok(match node {
             Node::List(items) => self.list(items)?,
-            Node::Or(nodes) => Node::or(
-                nodes
-                    .iter()
-                    .map(|n| self.node(n))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Node::And(nodes) => Node::and(
-                nodes
-                    .iter()
-                    .map(|n| self.node(n))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Node::Or(nodes) => Node::or(nodes.iter().map(|n| self.node(n)).collect::<Result<_, _>>()?),
+            Node::And(nodes) => Node::and(nodes.iter().map(|n| self.node(n)).collect::<Result<_, _>>()?),
             Node::Not(inner) => Node::Not(Box::new(self.node(inner)?)),
         })
     }
@@ -697,10 +625,7 @@ impl Expander<'_> {
     fn group(&mut self, name: &str) -> Result<Node, SelectorError> {
         if self.chain.iter().any(|n| n == name) {
             let path = self.chain.join(" -> ");
-            return Err(self.error(
-                SelectorErrorKind::GroupCycle,
-                format!("group cycle {path} -> {name}"),
-            ));
+            return Err(self.error(SelectorErrorKind::GroupCycle, format!("group cycle {path} -> {name}")));
         }
         if self.chain.len() >= MAX_GROUP_DEPTH {
             return Err(self.error(
@@ -795,17 +720,11 @@ mod tests {
     }
 
     fn dev(id: &'static str) -> Dev {
-        Dev {
-            id: id.to_owned(),
-            tags: Vec::new(),
-        }
+        Dev { id: id.to_owned(), tags: Vec::new() }
     }
 
     fn tagged(id: &'static str, tags: &[(&'static str, &'static str)]) -> Dev {
-        Dev {
-            id: id.to_owned(),
-            tags: tags.to_vec(),
-        }
+        Dev { id: id.to_owned(), tags: tags.to_vec() }
     }
 
     fn sel(input: &str) -> Selector {
@@ -818,10 +737,7 @@ mod tests {
 
     fn matching(input: &str, ids: &[&'static str]) -> Vec<&'static str> {
         let s = sel(input);
-        ids.iter()
-            .copied()
-            .filter(|id| s.matches(&dev(id)))
-            .collect()
+        ids.iter().copied().filter(|id| s.matches(&dev(id))).collect()
     }
 
     #[test]
@@ -834,36 +750,20 @@ mod tests {
 
     #[test]
     fn plain_id_matches_exactly_and_case_sensitively() {
-        assert_eq!(
-            matching("web-1", &["web-1", "web-10", "WEB-1", "web"]),
-            ["web-1"]
-        );
+        assert_eq!(matching("web-1", &["web-1", "web-10", "WEB-1", "web"]), ["web-1"]);
         assert_eq!(matching("a_b-C9", &["a_b-C9", "a_b-c9"]), ["a_b-C9"]);
         let long = "a".repeat(64);
-        assert!(sel(&long).matches(&Dev {
-            id: long.clone(),
-            tags: Vec::new()
-        }));
+        assert!(sel(&long).matches(&Dev { id: long.clone(), tags: Vec::new() }));
     }
 
     #[test]
     fn globs_match_ids() {
-        let ids = [
-            "cam-1", "cam-22", "web-1", "web-12", "db-eu", "cam-eu", "camera",
-        ];
+        let ids = ["cam-1", "cam-22", "web-1", "web-12", "db-eu", "cam-eu", "camera"];
         assert_eq!(matching("cam-*", &ids), ["cam-1", "cam-22", "cam-eu"]);
         assert_eq!(matching("web-?", &ids), ["web-1"]);
         assert_eq!(matching("*-eu", &ids), ["db-eu", "cam-eu"]);
-        assert_eq!(
-            matching("?am*", &ids),
-            ["cam-1", "cam-22", "cam-eu", "camera"]
-        );
-        assert_eq!(
-            sel("cam-*"),
-            Selector {
-                root: Node::List(vec![Item::Glob("cam-*".into())])
-            }
-        );
+        assert_eq!(matching("?am*", &ids), ["cam-1", "cam-22", "cam-eu", "camera"]);
+        assert_eq!(sel("cam-*"), Selector { root: Node::List(vec![Item::Glob("cam-*".into())]) });
     }
 
     #[test]
@@ -876,14 +776,7 @@ mod tests {
 
     #[test]
     fn tags_match_with_glob_values() {
-        let eu = tagged(
-            "a",
-            &[
-                ("region", "eu-west-1"),
-                ("os.version", "14.2"),
-                ("empty", ""),
-            ],
-        );
+        let eu = tagged("a", &[("region", "eu-west-1"), ("os.version", "14.2"), ("empty", "")]);
         let us = tagged("b", &[("region", "us-east-1")]);
         let none = dev("c");
         assert!(sel("tag:region=eu-west-1").matches(&eu));
@@ -893,13 +786,8 @@ mod tests {
         assert!(sel("tag:os.version=14.?").matches(&eu));
         assert!(sel("tag:empty=").matches(&eu));
         assert!(!sel("tag:empty=").matches(&us));
-        assert!(
-            !sel("tag:region=*").matches(&none),
-            "a missing tag never matches"
-        );
-        assert!(
-            sel("tag:url=http://x@y/z+1:2").matches(&tagged("d", &[("url", "http://x@y/z+1:2")]))
-        );
+        assert!(!sel("tag:region=*").matches(&none), "a missing tag never matches");
+        assert!(sel("tag:url=http://x@y/z+1:2").matches(&tagged("d", &[("url", "http://x@y/z+1:2")])));
         assert_eq!(sel("tag:k=v").to_string(), "tag:k=v");
     }
 
@@ -909,10 +797,7 @@ mod tests {
         assert!(!s.matches(&dev("cams")));
         assert!(sel("not group:cams").matches(&dev("x")));
         assert_eq!(s.to_string(), "group:cams");
-        assert_eq!(
-            sel("group:a or x,group:b and group:a").group_names(),
-            ["a", "b"]
-        );
+        assert_eq!(sel("group:a or x,group:b and group:a").group_names(), ["a", "b"]);
         assert!(sel("a,b").group_names().is_empty());
     }
 
@@ -924,11 +809,7 @@ mod tests {
         assert_eq!(matching("a or b and not c", &ids), ["a", "b"]);
         assert_eq!(matching("b and not b or a", &ids), ["a"]);
         assert_eq!(matching("not not a", &ids), ["a"]);
-        assert_eq!(
-            matching("not a,b", &ids),
-            ["c"],
-            "a comma list binds tighter than not"
-        );
+        assert_eq!(matching("not a,b", &ids), ["c"], "a comma list binds tighter than not");
         assert_eq!(sel("a or b and not c").to_string(), "a or b and not c");
     }
 
@@ -948,16 +829,8 @@ mod tests {
     #[test]
     fn whitespace_and_keyword_boundaries() {
         assert_eq!(sel("  a \t or\nb  "), sel("a or b"));
-        assert_eq!(
-            sel("AND"),
-            Selector {
-                root: Node::List(vec![Item::Id("AND".into())])
-            }
-        );
-        assert_eq!(
-            matching("android or notes", &["android", "notes", "or"]),
-            ["android", "notes"]
-        );
+        assert_eq!(sel("AND"), Selector { root: Node::List(vec![Item::Id("AND".into())]) });
+        assert_eq!(matching("android or notes", &["android", "notes", "or"]), ["android", "notes"]);
         assert_eq!(err("a andb").position, 2);
     }
 
@@ -966,21 +839,14 @@ mod tests {
         let s: Selector = "web-1,web-2".parse().unwrap();
         assert_eq!(s, sel("web-1,web-2"));
         let e = "a or )".parse::<Selector>().unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "expected a device id, glob, tag: or group: but found ')' at position 5"
-        );
+        assert_eq!(e.to_string(), "expected a device id, glob, tag: or group: but found ')' at position 5");
     }
 
     #[track_caller]
     fn assert_err(input: &str, position: usize, kind: SelectorErrorKind, message: &str) {
         let e = err(input);
         assert_eq!((e.position, e.kind), (position, kind), "{input:?}: {e}");
-        assert!(
-            e.message.contains(message),
-            "{input:?}: {:?} lacks {message:?}",
-            e.message
-        );
+        assert!(e.message.contains(message), "{input:?}: {:?} lacks {message:?}", e.message);
     }
 
     #[test]
@@ -1003,16 +869,8 @@ mod tests {
             ("a or or b", 5, "but found keyword 'or'"),
             ("a,and", 2, "but found keyword 'and'"),
             ("not", 3, "end of input"),
-            (
-                "a b",
-                2,
-                "expected 'and', 'or' or end of input but found 'b'",
-            ),
-            (
-                "a && b",
-                2,
-                "expected 'and', 'or' or end of input but found '&&'",
-            ),
+            ("a b", 2, "expected 'and', 'or' or end of input but found 'b'"),
+            ("a && b", 2, "expected 'and', 'or' or end of input but found '&&'"),
             ("(a),b", 3, "found ','"),
             ("a,,b", 2, "found ','"),
             ("a,", 2, "found end of input"),
@@ -1043,37 +901,20 @@ mod tests {
         let ok = format!("{}a", "a,".repeat(2047));
         assert_eq!(ok.len(), 4095);
         assert!(Selector::parse(&ok).is_ok());
-        assert_err(
-            &"a,".repeat(2049),
-            4096,
-            SelectorErrorKind::TooLong,
-            "longer than 4096 bytes",
-        );
+        assert_err(&"a,".repeat(2049), 4096, SelectorErrorKind::TooLong, "longer than 4096 bytes");
 
         let nested = |n: usize| format!("{}a{}", "(".repeat(n), ")".repeat(n));
         assert_eq!(sel(&nested(32)), sel("a"));
-        assert_err(
-            &nested(33),
-            32,
-            SelectorErrorKind::TooDeep,
-            "deeper than 32",
-        );
+        assert_err(&nested(33), 32, SelectorErrorKind::TooDeep, "deeper than 32");
         assert_eq!(err(&nested(2000)).kind, SelectorErrorKind::TooDeep);
         assert_eq!(err(&"(".repeat(100_000)).kind, SelectorErrorKind::TooLong);
         assert!(Selector::parse(&format!("{}a", "not ".repeat(32))).is_ok());
-        assert_err(
-            &format!("{}a", "not ".repeat(33)),
-            128,
-            SelectorErrorKind::TooDeep,
-            "deeper",
-        );
+        assert_err(&format!("{}a", "not ".repeat(33)), 128, SelectorErrorKind::TooDeep, "deeper");
         assert_eq!(err(&"not (".repeat(800)).kind, SelectorErrorKind::TooDeep);
     }
 
     fn groups(defs: &[(&str, &str)]) -> HashMap<String, Selector> {
-        defs.iter()
-            .map(|(name, body)| (name.to_string(), sel(body)))
-            .collect()
+        defs.iter().map(|(name, body)| (name.to_string(), sel(body))).collect()
     }
 
     fn expand(input: &str, defs: &[(&str, &str)]) -> Result<Selector, SelectorError> {
@@ -1083,20 +924,10 @@ mod tests {
 
     #[test]
     fn group_expansion_replaces_groups() {
-        let defs = [
-            ("cams", "cam-*"),
-            ("eu", "tag:region=eu-*"),
-            ("both", "group:cams,web-1"),
-        ];
+        let defs = [("cams", "cam-*"), ("eu", "tag:region=eu-*"), ("both", "group:cams,web-1")];
         assert_eq!(expand("group:cams", &defs).unwrap(), sel("cam-*"));
-        assert_eq!(
-            expand("group:cams and not group:eu", &defs).unwrap(),
-            sel("cam-* and not tag:region=eu-*")
-        );
-        assert_eq!(
-            expand("db-1,group:both", &defs).unwrap(),
-            sel("db-1,cam-*,web-1")
-        );
+        assert_eq!(expand("group:cams and not group:eu", &defs).unwrap(), sel("cam-* and not tag:region=eu-*"));
+        assert_eq!(expand("db-1,group:both", &defs).unwrap(), sel("db-1,cam-*,web-1"));
         assert_eq!(expand("a,b", &defs).unwrap(), sel("a,b"));
         let expanded = expand("group:both", &defs).unwrap();
         assert!(expanded.group_names().is_empty());
@@ -1109,14 +940,8 @@ mod tests {
         let expanded = expand("c,group:odd,d", &defs).unwrap();
         assert_eq!(expanded, sel("c,d or a and not b"));
         assert_eq!(Selector::parse(&expanded.to_string()).unwrap(), expanded);
-        assert_eq!(
-            expand("group:pair or z", &defs).unwrap(),
-            sel("x or y or z")
-        );
-        assert_eq!(
-            expand("group:pair and z", &defs).unwrap().to_string(),
-            "(x or y) and z"
-        );
+        assert_eq!(expand("group:pair or z", &defs).unwrap(), sel("x or y or z"));
+        assert_eq!(expand("group:pair and z", &defs).unwrap().to_string(), "(x or y) and z");
     }
 
     #[test]
@@ -1132,21 +957,13 @@ mod tests {
     #[test]
     fn group_cycles_and_deep_chains_are_errors() {
         let e = expand("group:a", &[("a", "x,group:a")]).unwrap_err();
-        assert_eq!(
-            (e.kind, e.message.as_str()),
-            (SelectorErrorKind::GroupCycle, "group cycle a -> a")
-        );
+        assert_eq!((e.kind, e.message.as_str()), (SelectorErrorKind::GroupCycle, "group cycle a -> a"));
         let e = expand("x or group:a", &[("a", "group:b"), ("b", "not group:a")]).unwrap_err();
         assert_eq!((e.kind, e.position), (SelectorErrorKind::GroupCycle, 5));
         assert_eq!(e.message, "group cycle a -> b -> a");
 
-        let chain: Vec<(String, String)> = (0..20)
-            .map(|i| (format!("g{i}"), format!("group:g{}", i + 1)))
-            .collect();
-        let mut defs: Vec<(&str, &str)> = chain
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_str()))
-            .collect();
+        let chain: Vec<(String, String)> = (0..20).map(|i| (format!("g{i}"), format!("group:g{}", i + 1))).collect();
+        let mut defs: Vec<(&str, &str)> = chain.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
         defs.push(("g20", "leaf"));
         // g5 -> ... -> g20 is 16 groups deep: allowed. g4 needs 17: rejected.
         assert_eq!(expand("group:g5", &defs).unwrap(), sel("leaf"));
@@ -1158,39 +975,18 @@ mod tests {
     #[test]
     fn group_expansion_cannot_blow_up() {
         // Each level references the next 8 times: 8^12 nodes if unbounded.
-        let chain: Vec<(String, String)> = (0..12)
-            .map(|i| {
-                (
-                    format!("g{i}"),
-                    vec![format!("group:g{}", i + 1); 8].join(" or "),
-                )
-            })
-            .collect();
-        let mut defs: Vec<(&str, &str)> = chain
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_str()))
-            .collect();
+        let chain: Vec<(String, String)> =
+            (0..12).map(|i| (format!("g{i}"), vec![format!("group:g{}", i + 1); 8].join(" or "))).collect();
+        let mut defs: Vec<(&str, &str)> = chain.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
         defs.push(("g12", "leaf"));
-        assert_eq!(
-            expand("group:g0", &defs).unwrap_err().kind,
-            SelectorErrorKind::TooLong
-        );
+        assert_eq!(expand("group:g0", &defs).unwrap_err().kind, SelectorErrorKind::TooLong);
     }
 
     #[test]
     fn exact_ids_only_for_plain_id_lists() {
         assert_eq!(sel("web-1").exact_ids(), Some(vec!["web-1"]));
         assert_eq!(sel("a, b ,c,a").exact_ids(), Some(vec!["a", "b", "c"]));
-        for input in [
-            "a,b*",
-            "a or b",
-            "*",
-            "a,*",
-            "tag:k=v",
-            "group:g",
-            "not a",
-            "(a,b) and c",
-        ] {
+        for input in ["a,b*", "a or b", "*", "a,*", "tag:k=v", "group:g", "not a", "(a,b) and c"] {
             assert_eq!(sel(input).exact_ids(), None, "{input}");
         }
         assert_eq!(sel("(a,b)").exact_ids(), Some(vec!["a", "b"]));
@@ -1212,10 +1008,7 @@ mod tests {
         assert!(glob_match("*", ""));
         assert!(glob_match("**", "abc"));
         assert!(!glob_match("?", ""));
-        assert!(
-            glob_match("?", "é"),
-            "? matches one character, not one byte"
-        );
+        assert!(glob_match("?", "é"), "? matches one character, not one byte");
         assert!(!glob_match("??", "é"));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b*c", "axxbyy"));
@@ -1234,16 +1027,10 @@ mod tests {
             Just(Item::All),
             arb_word().prop_map(Item::Id),
             "[A-Za-z0-9*?][A-Za-z0-9_*?-]{0,8}"
-                .prop_filter("needs a wildcard, not a lone star", |g| g
-                    .contains(['*', '?'])
-                    && g != "*")
+                .prop_filter("needs a wildcard, not a lone star", |g| g.contains(['*', '?']) && g != "*")
                 .prop_map(Item::Glob),
-            ("[A-Za-z0-9_.-]{1,8}", "[A-Za-z0-9_.:/@+*?-]{0,10}")
-                .prop_map(|(key, value)| Item::Tag { key, value }),
-            "[A-Za-z0-9][A-Za-z0-9_-]{0,8}".prop_map(|name| Item::Group {
-                name,
-                at: SourcePos(0)
-            }),
+            ("[A-Za-z0-9_.-]{1,8}", "[A-Za-z0-9_.:/@+*?-]{0,10}").prop_map(|(key, value)| Item::Tag { key, value }),
+            "[A-Za-z0-9][A-Za-z0-9_-]{0,8}".prop_map(|name| Item::Group { name, at: SourcePos(0) }),
         ]
     }
 

@@ -36,49 +36,41 @@ pub trait Authenticator: Send + Sync + 'static {
 ///
 /// Only SHA-256 digests are kept in memory, compared in constant time.
 pub struct TokenAuth {
-    admin: [u8; 32],
-    agent: [u8; 32],
+    digests: std::sync::RwLock<([u8; 32], [u8; 32])>,
 }
 
 impl TokenAuth {
     /// Builds the authenticator from the two tokens.
     pub fn new(admin: &Secret, agent: &Secret) -> TokenAuth {
-        TokenAuth {
-            admin: digest(admin.expose()),
-            agent: digest(agent.expose()),
-        }
+        TokenAuth { digests: std::sync::RwLock::new((digest(admin.expose()), digest(agent.expose()))) }
+    }
+
+    /// Replaces both tokens (configuration reload); sessions already open stay open.
+    pub fn set_tokens(&self, admin: &Secret, agent: &Secret) {
+        *self.digests.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (digest(admin.expose()), digest(agent.expose()));
     }
 
     fn check(&self, hello: &Hello) -> Result<Principal, ErrorBody> {
+        let (admin, agent) = *self.digests.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let given = hello.token.as_deref().map(digest);
-        let is_admin = given.is_some_and(|g| bool::from(g.ct_eq(&self.admin)));
-        let is_agent = given.is_some_and(|g| bool::from(g.ct_eq(&self.agent)));
+        let is_admin = given.is_some_and(|g| bool::from(g.ct_eq(&admin)));
+        let is_agent = given.is_some_and(|g| bool::from(g.ct_eq(&agent)));
         match hello.role {
-            Role::Operator if is_admin => Ok(Principal {
-                role: Role::Operator,
-                device: None,
-                admin: true,
-            }),
+            Role::Operator if is_admin => Ok(Principal { role: Role::Operator, device: None, admin: true }),
             Role::Operator if is_agent => Err(ErrorBody::new(
                 ErrorCode::Forbidden,
                 "the agent token cannot open an operator session; use the admin token",
             )),
             Role::Agent if is_admin || is_agent => {
-                let id = hello.id.as_deref().ok_or_else(|| {
-                    ErrorBody::new(ErrorCode::BadId, "an agent hello needs an id")
-                })?;
-                let device = DeviceId::new(id)
-                    .map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
-                Ok(Principal {
-                    role: Role::Agent,
-                    device: Some(device),
-                    admin: is_admin,
-                })
+                let id = hello
+                    .id
+                    .as_deref()
+                    .ok_or_else(|| ErrorBody::new(ErrorCode::BadId, "an agent hello needs an id"))?;
+                let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
+                Ok(Principal { role: Role::Agent, device: Some(device), admin: is_admin })
             }
-            _ if hello.token.is_none() => Err(ErrorBody::new(
-                ErrorCode::AuthFailed,
-                "hello carries no token",
-            )),
+            _ if hello.token.is_none() => Err(ErrorBody::new(ErrorCode::AuthFailed, "hello carries no token")),
             _ => Err(ErrorBody::new(ErrorCode::AuthFailed, "token is not valid")),
         }
     }
@@ -121,14 +113,8 @@ mod tests {
     #[test]
     fn tokens_map_to_roles() {
         let a = auth();
-        assert!(
-            a.check(&hello(Role::Operator, Some("admin-secret"), None))
-                .unwrap()
-                .admin
-        );
-        let p = a
-            .check(&hello(Role::Agent, Some("agent-secret"), Some("web-1")))
-            .unwrap();
+        assert!(a.check(&hello(Role::Operator, Some("admin-secret"), None)).unwrap().admin);
+        let p = a.check(&hello(Role::Agent, Some("agent-secret"), Some("web-1"))).unwrap();
         assert_eq!(p.device.unwrap().as_str(), "web-1");
     }
 
@@ -136,25 +122,10 @@ mod tests {
     fn wrong_or_missing_credentials_are_refused_with_codes() {
         let a = auth();
         let code = |h: Hello| a.check(&h).unwrap_err().code;
-        assert_eq!(
-            code(hello(Role::Operator, Some("nope"), None)),
-            ErrorCode::AuthFailed
-        );
-        assert_eq!(
-            code(hello(Role::Operator, None, None)),
-            ErrorCode::AuthFailed
-        );
-        assert_eq!(
-            code(hello(Role::Operator, Some("agent-secret"), None)),
-            ErrorCode::Forbidden
-        );
-        assert_eq!(
-            code(hello(Role::Agent, Some("agent-secret"), None)),
-            ErrorCode::BadId
-        );
-        assert_eq!(
-            code(hello(Role::Agent, Some("agent-secret"), Some("a.b"))),
-            ErrorCode::BadId
-        );
+        assert_eq!(code(hello(Role::Operator, Some("nope"), None)), ErrorCode::AuthFailed);
+        assert_eq!(code(hello(Role::Operator, None, None)), ErrorCode::AuthFailed);
+        assert_eq!(code(hello(Role::Operator, Some("agent-secret"), None)), ErrorCode::Forbidden);
+        assert_eq!(code(hello(Role::Agent, Some("agent-secret"), None)), ErrorCode::BadId);
+        assert_eq!(code(hello(Role::Agent, Some("agent-secret"), Some("a.b"))), ErrorCode::BadId);
     }
 }

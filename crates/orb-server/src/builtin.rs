@@ -22,34 +22,18 @@ pub fn answer(router: &Router, req: &Request) -> Option<HandlerResult> {
 }
 
 fn devices_list(router: &Router, req: &Request) -> HandlerResult {
-    let q: DevicesQuery = if req.args.as_ref() == b"null" {
-        DevicesQuery::default()
-    } else {
-        req.args()?
-    };
-    let sel = q
-        .selector
-        .as_deref()
-        .map(|s| router.parse_selector(s))
-        .transpose()?;
+    let q: DevicesQuery = if req.args.as_ref() == b"null" { DevicesQuery::default() } else { req.args()? };
+    let sel = q.selector.as_deref().map(|s| router.parse_selector(s)).transpose()?;
     to_value(&router.device_infos(sel.as_ref()))
 }
 
 fn resolve(router: &Router, req: &Request) -> HandlerResult {
     let q: ResolveQuery = req.args()?;
     let sel = router.parse_selector(&q.selector)?;
-    let devices = router
-        .resolve(&sel)
-        .into_iter()
-        .map(|s| s.record.id.to_string())
-        .collect();
-    let canonical = orb_proto::Selector::parse(&q.selector)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|_| q.selector.clone());
-    to_value(&Resolved {
-        selector: canonical,
-        devices,
-    })
+    let devices = router.resolve(&sel).into_iter().map(|s| s.record.id.to_string()).collect();
+    let canonical =
+        orb_proto::Selector::parse(&q.selector).map(|s| s.to_string()).unwrap_or_else(|_| q.selector.clone());
+    to_value(&Resolved { selector: canonical, devices })
 }
 
 fn server_info(router: &Router) -> serde_json::Value {
@@ -59,10 +43,10 @@ fn server_info(router: &Router) -> serde_json::Value {
         version: PROTOCOL_VERSION,
         agents,
         operators,
-        jobs_in_flight: router.pending_count(),
-        started_at: router
-            .started_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        jobs_in_flight: router.jobs_in_flight() as u64,
+        started_at: router.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        closed: router.close_counts().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        draining: router.is_draining(),
     })
 }
 

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The typed reason a session closed. Logged and (with the lifecycle issue) counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
 pub enum CloseReason {
     /// The peer closed the connection (or it broke).
     PeerClosed,
@@ -26,9 +27,25 @@ pub enum CloseReason {
     Replaced,
     /// The peer sent a frame above the size limit.
     FrameTooLarge,
+    /// The connection limit (total or per address) was reached.
+    ConnectionLimit,
 }
 
 impl CloseReason {
+    /// Every reason, in declaration order (the index is `reason as usize`).
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::PeerClosed,
+        CloseReason::HandshakeTimeout,
+        CloseReason::AuthFailed,
+        CloseReason::ProtocolViolation,
+        CloseReason::SlowConsumer,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::ServerShutdown,
+        CloseReason::Replaced,
+        CloseReason::FrameTooLarge,
+        CloseReason::ConnectionLimit,
+    ];
+
     /// The snake_case name used in logs, `bye` bodies and docs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +58,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::Replaced => "replaced",
             CloseReason::FrameTooLarge => "frame_too_large",
+            CloseReason::ConnectionLimit => "connection_limit",
         }
     }
 }
@@ -71,14 +89,23 @@ impl Closer {
     /// Cancel-safe.
     pub async fn closed(&self) -> CloseReason {
         self.token.cancelled().await;
-        self.reason
-            .get()
-            .copied()
-            .unwrap_or(CloseReason::ServerShutdown)
+        self.reason.get().copied().unwrap_or(CloseReason::ServerShutdown)
     }
 
     /// Whether [`Closer::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.token.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_reason_at_its_index() {
+        for (i, r) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r}");
+        }
     }
 }

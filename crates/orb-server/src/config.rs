@@ -100,6 +100,13 @@ pub struct Limits {
     pub max_deadline: Duration,
     /// Time a closing connection gets to write what is queued and its goodbye.
     pub close_linger: Duration,
+    /// Connections in total (0: unlimited).
+    pub max_connections: usize,
+    /// Connections per source IP address (0: unlimited).
+    pub max_connections_per_ip: usize,
+    /// Commands in flight per agent session: server-handler calls (0: unlimited). Operator
+    /// sessions are not limited.
+    pub max_inflight_per_agent: usize,
 }
 
 impl Default for Limits {
@@ -114,6 +121,9 @@ impl Default for Limits {
             default_request_deadline: Duration::from_secs(30),
             max_deadline: Duration::from_secs(24 * 3600),
             close_linger: Duration::from_secs(1),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_inflight_per_agent: 64,
         }
     }
 }

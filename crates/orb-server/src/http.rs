@@ -15,10 +15,7 @@ use crate::session::{self, Shared};
 
 /// Builds the axum application.
 pub(crate) fn app(shared: Arc<Shared>) -> HttpRouter {
-    HttpRouter::new()
-        .route(WS_PATH, get(upgrade))
-        .route("/v1/health", get(health))
-        .with_state(shared)
+    HttpRouter::new().route(WS_PATH, get(upgrade)).route("/v1/health", get(health)).with_state(shared)
 }
 
 async fn upgrade(
@@ -26,15 +23,12 @@ async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
 ) -> impl IntoResponse {
-    let max = shared.router.limits.max_frame;
-    upgrade
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            let (source, sink) = ws::split(socket, max);
-            let tracker = shared.tracker.clone();
-            tracker.spawn(session::serve(shared, source, sink, peer, "ws"));
-        })
+    let max = shared.router.limits().max_frame;
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+        let (source, sink) = ws::split(socket, max);
+        let tracker = shared.tracker.clone();
+        tracker.spawn(session::serve(shared, source, sink, peer, "ws"));
+    })
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
@@ -44,12 +38,9 @@ async fn health(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
 
 /// Serves HTTP until shutdown.
 pub(crate) async fn run(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let shutdown = shared.shutdown.clone();
+    let shutdown = shared.stop_accepting.clone();
     let app = app(shared).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::error!(error = %e, "http listener failed");
     }
 }

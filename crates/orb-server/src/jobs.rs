@@ -2,7 +2,8 @@
 //! targets, encodes the command frame once and queues the shared bytes to each session; replies
 //! land in the job's [`JobInbox`] (no global lock: a lookup and one atomic swap per reply); one
 //! task per job turns them into `event` frames for the requester, flow-controlled per job, and
-//! ends the job with a summary when every target has answered or the deadline passed.
+//! ends the job with a summary when every target has answered or the deadline passed (or early,
+//! without a summary, when the requester's session has ended).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -78,10 +79,7 @@ pub struct JobState {
 impl JobState {
     /// A job with `n` targets, all pending.
     pub fn new(n: usize) -> JobState {
-        JobState {
-            statuses: vec![None; n],
-            remaining: n,
-        }
+        JobState { statuses: vec![None; n], remaining: n }
     }
 
     /// Moves target `i` to a final status. Returns false (and changes nothing) when it already
@@ -99,13 +97,8 @@ impl JobState {
 
     /// The deadline passed: every pending target becomes `timeout`. Returns their indices.
     pub fn expire(&mut self) -> Vec<usize> {
-        let pending: Vec<usize> = self
-            .statuses
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_none())
-            .map(|(i, _)| i)
-            .collect();
+        let pending: Vec<usize> =
+            self.statuses.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect();
         for &i in &pending {
             self.settle(i, Status::Timeout);
         }
@@ -149,27 +142,16 @@ pub struct JobRequest {
 ///
 /// # Errors
 /// `bad_selector`, `unknown_group` or `no_match`; nothing is sent then.
-pub fn submit(
-    router: &Arc<Router>,
-    tracker: &TaskTracker,
-    req: JobRequest,
-) -> Result<(), ErrorBody> {
+pub fn submit(router: &Arc<Router>, tracker: &TaskTracker, req: JobRequest) -> Result<(), ErrorBody> {
     let sel = router.parse_selector(&req.target)?;
     let targets = router.resolve(&sel);
     if targets.is_empty() {
-        return Err(ErrorBody::new(
-            ErrorCode::NoMatch,
-            format!("no connected device matches '{}'", req.target),
-        ));
+        return Err(ErrorBody::new(ErrorCode::NoMatch, format!("no connected device matches '{}'", req.target)));
     }
     let job_id = uuid::Uuid::now_v7().to_string();
     let (tx, rx) = mpsc::unbounded_channel();
     let inbox = Arc::new(JobInbox {
-        index: targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.record.id.clone(), i))
-            .collect(),
+        index: targets.iter().enumerate().map(|(i, t)| (t.record.id.clone(), i)).collect(),
         answered: (0..targets.len()).map(|_| AtomicBool::new(false)).collect(),
         tx,
     });
@@ -255,9 +237,12 @@ impl JobRun {
                 permit = reserve(requester.as_ref()), if !self.out.is_empty() && requester.is_some() => {
                     match permit {
                         Some(p) => { if let Some(f) = self.out.pop_front() { p.send(f) } }
-                        None => { self.requester = None; self.out.clear(); }
+                        None => break,
                     }
                 }
+                // Nobody is left to report to (the requester's session ended, e.g. at shutdown):
+                // stop waiting for answers; late replies are then ignored.
+                () = gone(requester.as_ref()), if requester.is_some() => break,
                 Some(a) = self.rx.recv(), if !finished => {
                     if state.settle(a.index, status_of(&a.outcome)) {
                         let elapsed = a.at.saturating_duration_since(self.started);
@@ -291,17 +276,11 @@ impl JobRun {
             Outcome::Ok(body) => ev.body = Some(body),
             Outcome::Error(e) => ev.error = Some(e),
             Outcome::Offline => {
-                ev.error = Some(ErrorBody::new(
-                    ErrorCode::DeviceOffline,
-                    "device disconnected before delivery",
-                ));
+                ev.error = Some(ErrorBody::new(ErrorCode::DeviceOffline, "device disconnected before delivery"));
             }
             Outcome::Timeout => {
                 let ms = self.deadline.duration_since(self.started).as_millis();
-                ev.error = Some(ErrorBody::new(
-                    ErrorCode::Timeout,
-                    format!("no answer within {ms} ms"),
-                ));
+                ev.error = Some(ErrorBody::new(ErrorCode::Timeout, format!("no answer within {ms} ms")));
             }
         }
         if self.requester.is_some() {
@@ -326,6 +305,14 @@ fn status_of(o: &Outcome) -> Status {
         Outcome::Error(_) => Status::Error,
         Outcome::Offline => Status::Offline,
         Outcome::Timeout => Status::Timeout,
+    }
+}
+
+/// Resolves when the requester's session can no longer receive anything.
+async fn gone(outbox: Option<&Outbox>) {
+    match outbox {
+        Some(o) => o.tx.closed().await,
+        None => std::future::pending().await,
     }
 }
 

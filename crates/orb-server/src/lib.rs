@@ -27,6 +27,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod builtin;
 pub mod close;
@@ -48,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admin::{AdminMessage, AdminRequest};
 pub use auth::{Authenticator, Principal, TokenAuth};
 pub use close::CloseReason;
 pub use config::{Limits, Secret, ServerConfig};
@@ -67,11 +69,7 @@ pub struct ServerBuilder {
 impl ServerBuilder {
     /// A builder for `config`.
     pub fn new(config: ServerConfig) -> ServerBuilder {
-        ServerBuilder {
-            config,
-            handlers: Handlers::default(),
-            auth: None,
-        }
+        ServerBuilder { config, handlers: Handlers::default(), auth: None }
     }
 
     /// Registers a handler for commands devices (or operators) send to the server itself.
@@ -81,7 +79,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Replaces the token authenticator (device credentials, mTLS identities).
+    /// Replaces the token authenticator (device credentials, mTLS identities). Token reloads
+    /// then no longer apply.
     pub fn authenticator(mut self, auth: Arc<dyn Authenticator>) -> ServerBuilder {
         self.auth = Some(auth);
         self
@@ -96,43 +95,37 @@ impl ServerBuilder {
     pub async fn start(self) -> Result<Server, ServerError> {
         let cfg = self.config;
         let groups = parse_groups(&cfg.groups)?;
-        let admin = tokens::load_or_generate(
-            &cfg.data_dir,
-            tokens::ADMIN_TOKEN_FILE,
-            cfg.admin_token.as_ref(),
-        )?;
-        let agent = tokens::load_or_generate(
-            &cfg.data_dir,
-            tokens::AGENT_TOKEN_FILE,
-            cfg.agent_token.as_ref(),
-        )?;
-        let auth = self
-            .auth
-            .unwrap_or_else(|| Arc::new(TokenAuth::new(&admin, &agent)));
+        let (admin, agent) = load_tokens(&cfg)?;
+        let (auth, token_auth): (Arc<dyn Authenticator>, _) = match self.auth {
+            Some(custom) => (custom, None),
+            None => {
+                let tokens = Arc::new(TokenAuth::new(&admin, &agent));
+                (Arc::clone(&tokens) as Arc<dyn Authenticator>, Some(tokens))
+            }
+        };
 
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
         };
         let tcp = bind(cfg.listen).await?;
         let http = bind(cfg.http).await?;
-        let local = |l: &TcpListener, addr| {
-            l.local_addr()
-                .map_err(|source| ServerError::Bind { addr, source })
-        };
+        let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| ServerError::Bind { addr, source });
         let tcp_addr = local(&tcp, cfg.listen)?;
         let http_addr = local(&http, cfg.http)?;
 
         let shutdown = CancellationToken::new();
+        let stop_accepting = CancellationToken::new();
         let tracker = TaskTracker::new();
         let router = Arc::new(Router::new(cfg.limits.clone(), groups));
+        let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
         let shared = Arc::new(Shared {
             router: Arc::clone(&router),
             auth,
             handlers: self.handlers,
             shutdown: shutdown.clone(),
+            stop_accepting: stop_accepting.clone(),
             tracker: tracker.clone(),
+            admin_tx,
         });
         tracker.spawn(listener::tcp::run(tcp, Arc::clone(&shared)));
         tracker.spawn(http::run(http, Arc::clone(&shared)));
@@ -143,23 +136,29 @@ impl ServerBuilder {
             http_addr,
             router,
             shutdown,
+            stop_accepting,
             tracker,
             admin_token: admin,
             agent_token: agent,
+            token_auth,
+            data_dir: cfg.data_dir,
+            admin_rx: Some(admin_rx),
         })
     }
 }
 
-fn parse_groups(
-    groups: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, orb_proto::Selector>, ServerError> {
+fn load_tokens(cfg: &ServerConfig) -> Result<(Secret, Secret), ServerError> {
+    let admin = tokens::load_or_generate(&cfg.data_dir, tokens::ADMIN_TOKEN_FILE, cfg.admin_token.as_ref())?;
+    let agent = tokens::load_or_generate(&cfg.data_dir, tokens::AGENT_TOKEN_FILE, cfg.agent_token.as_ref())?;
+    Ok((admin, agent))
+}
+
+fn parse_groups(groups: &BTreeMap<String, String>) -> Result<BTreeMap<String, orb_proto::Selector>, ServerError> {
     let mut out = BTreeMap::new();
     let mut problems = Vec::new();
     for (name, text) in groups {
         if orb_proto::DeviceId::new(name).is_err() {
-            problems.push(format!(
-                "group name '{name}' must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}"
-            ));
+            problems.push(format!("group name '{name}' must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}"));
         }
         match orb_proto::Selector::parse(text) {
             Ok(sel) => {
@@ -176,11 +175,7 @@ fn parse_groups(
             problems.push(format!("group '{name}': {e}"));
         }
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        Err(ServerError::Config(problems))
-    }
+    if problems.is_empty() { Ok(out) } else { Err(ServerError::Config(problems)) }
 }
 
 /// Answers `timeout` to plain requests whose deadline passed. Once a second is enough: the
@@ -196,15 +191,32 @@ async fn expire_requests(router: Arc<Router>, shutdown: CancellationToken) {
     }
 }
 
-/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+/// What a configuration reload may change while connections stay up.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// New operator token (`None`: the data folder's, generated if missing).
+    pub admin_token: Option<Secret>,
+    /// New agent token (`None`: the data folder's).
+    pub agent_token: Option<Secret>,
+    /// New named selectors.
+    pub groups: BTreeMap<String, String>,
+    /// New limits (queue sizes apply to new connections).
+    pub limits: Limits,
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`] or [`Server::drain`].
 pub struct Server {
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
     router: Arc<Router>,
     shutdown: CancellationToken,
+    stop_accepting: CancellationToken,
     tracker: TaskTracker,
     admin_token: Secret,
     agent_token: Secret,
+    token_auth: Option<Arc<TokenAuth>>,
+    data_dir: std::path::PathBuf,
+    admin_rx: Option<tokio::sync::mpsc::Receiver<AdminRequest>>,
 }
 
 impl Server {
@@ -218,12 +230,12 @@ impl Server {
         self.http_addr
     }
 
-    /// The operator token in force.
+    /// The operator token in force at start.
     pub fn admin_token(&self) -> &Secret {
         &self.admin_token
     }
 
-    /// The agent token in force.
+    /// The agent token in force at start.
     pub fn agent_token(&self) -> &Secret {
         &self.agent_token
     }
@@ -233,36 +245,70 @@ impl Server {
         &self.router
     }
 
-    /// A token cancelled when the server begins to stop.
+    /// A token cancelled when the server closes its sessions.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
-    /// Stops the server: listeners close, every session gets `bye` (`server_shutdown`, with a
-    /// reconnect hint) and closes, then tasks get up to 10 s to finish. Idempotent.
-    pub async fn shutdown(&self) {
-        self.shutdown_with_grace(Duration::from_secs(10)).await;
+    /// Admin messages from `orb signal` (`QUIT`, `RELOAD`, `LOG_ROTATE`) for the embedding
+    /// process to act on; `None` after the first call. Until taken, such messages wait and
+    /// `orb signal` times out.
+    pub fn take_admin_requests(&mut self) -> Option<tokio::sync::mpsc::Receiver<AdminRequest>> {
+        self.admin_rx.take()
     }
 
-    /// [`Server::shutdown`] with an explicit grace period. Returns whether every task finished in time.
-    pub async fn shutdown_with_grace(&self, grace: Duration) -> bool {
+    /// Applies a configuration reload: tokens, groups and limits. Connections stay up.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] when a group does not parse; nothing changes then.
+    pub fn reload(&self, reload: Reload) -> Result<(), ServerError> {
+        let groups = parse_groups(&reload.groups)?;
+        let cfg = ServerConfig {
+            data_dir: self.data_dir.clone(),
+            admin_token: reload.admin_token,
+            agent_token: reload.agent_token,
+            ..ServerConfig::default()
+        };
+        let (admin, agent) = load_tokens(&cfg)?;
+        if let Some(auth) = &self.token_auth {
+            auth.set_tokens(&admin, &agent);
+        }
+        self.router.set_groups(groups);
+        self.router.set_limits(reload.limits);
+        Ok(())
+    }
+
+    /// Stops the server with a 10 s grace period (see [`Server::drain`]).
+    pub async fn shutdown(&self) -> bool {
+        self.drain(Duration::from_secs(10)).await
+    }
+
+    /// Stops gracefully: listeners close and new jobs are refused; jobs in flight get up to
+    /// `grace` to finish; then every session gets `bye` (`server_shutdown`, reconnect hint) and
+    /// closes, and remaining tasks get what is left of the grace (at least one second).
+    /// Idempotent. Returns whether everything finished in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.stop_accepting.cancel();
+        self.router.start_draining();
+        let jobs_done = tokio::time::timeout_at(deadline, self.router.jobs_finished()).await.is_ok();
+        if !jobs_done {
+            tracing::warn!(jobs = self.router.jobs_in_flight(), "grace period over with jobs in flight");
+        }
         self.shutdown.cancel();
         self.tracker.close();
-        let graceful = tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok();
+        let rest = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
+        let tasks_done = tokio::time::timeout(rest, self.tracker.wait()).await.is_ok();
+        let graceful = jobs_done && tasks_done;
         if graceful {
             tracing::info!("server stopped gracefully");
         } else {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "server stopped with tasks still running"
-            );
+            tracing::warn!("server stopped with work unfinished");
         }
         graceful
     }
 
-    /// Waits until the server has been told to stop (by [`Server::shutdown`] or the token).
+    /// Waits until the server has begun closing its sessions.
     pub async fn stopped(&self) {
         self.shutdown.cancelled().await;
     }

@@ -3,8 +3,8 @@
 //! bounded outbound queue. Sessions, the job tracker and server handlers all share one `Arc<Router>`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -36,6 +36,8 @@ pub struct DeviceRecord {
     pub connected_since: DateTime<Utc>,
     /// `tcp` or `ws`.
     pub transport: &'static str,
+    /// Last measured round-trip time in microseconds (0: not measured yet).
+    pub rtt_us: AtomicU64,
 }
 
 impl Subject for DeviceRecord {
@@ -55,13 +57,14 @@ impl DeviceRecord {
             connected: true,
             tags: self.tags.clone(),
             remote_addr: Some(self.remote_addr.to_string()),
-            connected_since: Some(
-                self.connected_since
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            ),
+            connected_since: Some(self.connected_since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             agent_version: self.agent_version.clone(),
             transport: Some(self.transport.to_owned()),
             commands: self.commands.clone(),
+            rtt_ms: match self.rtt_us.load(Ordering::Relaxed) {
+                0 => None,
+                us => Some(us as f64 / 1000.0),
+            },
         }
     }
 }
@@ -135,13 +138,34 @@ pub struct Router {
     devices: DashMap<DeviceId, DeviceSession>,
     pending: DashMap<String, Pending>,
     groups: RwLock<BTreeMap<String, Selector>>,
+    limits: RwLock<Arc<Limits>>,
     next_conn: AtomicU64,
     next_request: AtomicU64,
     operators: AtomicU64,
-    /// Limits in force.
-    pub limits: Limits,
+    connections: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+    jobs_open: AtomicUsize,
+    job_closed: tokio::sync::Notify,
+    draining: AtomicBool,
+    closes: [AtomicU64; CloseReason::ALL.len()],
     /// When the server started.
     pub started_at: DateTime<Utc>,
+}
+
+/// Holds one admitted connection's place in the connection limits; released on drop.
+pub struct ConnectionGuard {
+    router: Arc<Router>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.router.connections.fetch_sub(1, Ordering::Relaxed);
+        self.router.per_ip.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
 }
 
 /// Unregisters a device session when dropped, unless a newer session replaced it.
@@ -153,9 +177,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.router
-            .devices
-            .remove_if(&self.id, |_, s| s.outbox.conn == self.conn);
+        self.router.devices.remove_if(&self.id, |_, s| s.outbox.conn == self.conn);
     }
 }
 
@@ -175,11 +197,94 @@ impl Router {
             devices: DashMap::new(),
             pending: DashMap::new(),
             groups: RwLock::new(groups),
+            limits: RwLock::new(Arc::new(limits)),
             next_conn: AtomicU64::new(1),
             next_request: AtomicU64::new(1),
             operators: AtomicU64::new(0),
-            limits,
+            connections: AtomicUsize::new(0),
+            per_ip: DashMap::new(),
+            jobs_open: AtomicUsize::new(0),
+            job_closed: tokio::sync::Notify::new(),
+            draining: AtomicBool::new(false),
+            closes: std::array::from_fn(|_| AtomicU64::new(0)),
             started_at: Utc::now(),
+        }
+    }
+
+    /// The limits in force (replaced as a whole on reload; sessions read them when they need them).
+    pub fn limits(&self) -> Arc<Limits> {
+        Arc::clone(&self.limits.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Replaces the limits (configuration reload). Existing queues keep their size.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.limits.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(limits);
+    }
+
+    /// Admits a connection from `ip` under the total and per-address limits.
+    ///
+    /// # Errors
+    /// `too_many_connections` naming the limit that was hit.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionGuard, ErrorBody> {
+        let limits = self.limits();
+        let total = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut at_ip = 0;
+        self.per_ip.entry(ip).and_modify(|n| *n += 1).or_insert(1);
+        if let Some(n) = self.per_ip.get(&ip) {
+            at_ip = *n;
+        }
+        let guard = ConnectionGuard { router: Arc::clone(self), ip };
+        if limits.max_connections > 0 && total > limits.max_connections {
+            return Err(ErrorBody::new(
+                ErrorCode::TooManyConnections,
+                format!("the server holds its maximum of {} connections", limits.max_connections),
+            ));
+        }
+        if limits.max_connections_per_ip > 0 && at_ip > limits.max_connections_per_ip {
+            return Err(ErrorBody::new(
+                ErrorCode::TooManyConnections,
+                format!("{ip} holds the maximum of {} connections per address", limits.max_connections_per_ip),
+            ));
+        }
+        Ok(guard)
+    }
+
+    /// Counts a closed session by reason.
+    pub fn record_close(&self, reason: CloseReason) {
+        self.closes[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Closed sessions so far, per reason.
+    pub fn close_counts(&self) -> BTreeMap<&'static str, u64> {
+        CloseReason::ALL.iter().map(|r| (r.as_str(), self.closes[*r as usize].load(Ordering::Relaxed))).collect()
+    }
+
+    /// Stops accepting jobs (graceful stop): new ones are refused with `server_shutdown`.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Jobs still waiting for answers.
+    pub fn jobs_in_flight(&self) -> usize {
+        self.jobs_open.load(Ordering::Acquire)
+    }
+
+    /// Resolves when no job is in flight.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn jobs_finished(&self) {
+        loop {
+            let notified = self.job_closed.notified();
+            if self.jobs_in_flight() == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -196,11 +301,7 @@ impl Router {
         if let Some(old) = self.devices.insert(id.clone(), session) {
             old.outbox.closer.close(CloseReason::Replaced);
         }
-        Registration {
-            router: Arc::clone(self),
-            id,
-            conn,
-        }
+        Registration { router: Arc::clone(self), id, conn }
     }
 
     /// Counts an operator session until the guard drops.
@@ -211,10 +312,7 @@ impl Router {
 
     /// Connected agents and operators.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.devices.len() as u64,
-            self.operators.load(Ordering::Relaxed),
-        )
+        (self.devices.len() as u64, self.operators.load(Ordering::Relaxed))
     }
 
     /// Jobs and requests awaiting replies.
@@ -237,31 +335,23 @@ impl Router {
     /// # Errors
     /// `bad_selector` or `unknown_group` with the parser's message.
     pub fn parse_selector(&self, text: &str) -> Result<Selector, ErrorBody> {
-        let sel = Selector::parse(text)
-            .map_err(|e| ErrorBody::new(ErrorCode::BadSelector, e.to_string()))?;
+        let sel = Selector::parse(text).map_err(|e| ErrorBody::new(ErrorCode::BadSelector, e.to_string()))?;
         if sel.group_names().is_empty() {
             return Ok(sel);
         }
-        let groups = self
-            .groups
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        sel.expand_groups(&|name| groups.get(name).cloned())
-            .map_err(|e| {
-                let code = match e.kind {
-                    SelectorErrorKind::UnknownGroup => ErrorCode::UnknownGroup,
-                    _ => ErrorCode::BadSelector,
-                };
-                ErrorBody::new(code, e.to_string())
-            })
+        let groups = self.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sel.expand_groups(&|name| groups.get(name).cloned()).map_err(|e| {
+            let code = match e.kind {
+                SelectorErrorKind::UnknownGroup => ErrorCode::UnknownGroup,
+                _ => ErrorCode::BadSelector,
+            };
+            ErrorBody::new(code, e.to_string())
+        })
     }
 
     /// Replaces the named groups (configuration reload).
     pub fn set_groups(&self, groups: BTreeMap<String, Selector>) {
-        *self
-            .groups
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = groups;
+        *self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner) = groups;
     }
 
     /// Connected devices matching `sel`, sorted by id. A plain id list is looked up directly;
@@ -283,12 +373,16 @@ impl Router {
 
     /// Opens a correlation for a job's replies.
     pub fn open_job(&self, job_id: String, inbox: Arc<JobInbox>) {
+        self.jobs_open.fetch_add(1, Ordering::AcqRel);
         self.pending.insert(job_id, Pending::Job(inbox));
     }
 
     /// Closes a job's correlation: later replies are ignored.
     pub fn close_job(&self, job_id: &str) {
-        self.pending.remove(job_id);
+        if self.pending.remove(job_id).is_some() {
+            self.jobs_open.fetch_sub(1, Ordering::AcqRel);
+            self.job_closed.notify_waiters();
+        }
     }
 
     /// Forwards a plain request to one device under a fresh server-side id.
@@ -305,12 +399,7 @@ impl Router {
         body: Option<Bytes>,
         deadline: std::time::Duration,
     ) -> Result<(), ErrorBody> {
-        let offline = || {
-            ErrorBody::new(
-                ErrorCode::DeviceOffline,
-                format!("device {device} is not connected"),
-            )
-        };
+        let offline = || ErrorBody::new(ErrorCode::DeviceOffline, format!("device {device} is not connected"));
         let target = self.device(device).ok_or_else(offline)?;
         let id = format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed));
         let mut env = orb_proto::Envelope::new(orb_proto::Kind::Cmd);

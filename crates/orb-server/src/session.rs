@@ -12,8 +12,7 @@ use orb_client::handler::{self, Context, Handlers};
 use orb_client::transport::{FrameSink, FrameSource, TransportError, write_loop};
 use orb_proto::message::{Bye, Hello, Role, Welcome};
 use orb_proto::{
-    DeviceId, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-    RESERVED_PREFIX,
+    DeviceId, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESERVED_PREFIX,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -21,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::admin::{self, AdminRequest};
 use crate::auth::Authenticator;
 use crate::builtin::{self, SERVER_NAME};
 use crate::close::{CloseReason, Closer};
@@ -33,7 +33,11 @@ pub(crate) struct Shared {
     pub auth: Arc<dyn Authenticator>,
     pub handlers: Handlers,
     pub shutdown: CancellationToken,
+    /// Cancelled first on a graceful stop: listeners stop accepting, sessions stay.
+    pub stop_accepting: CancellationToken,
     pub tracker: TaskTracker,
+    /// Admin messages (`QUIT`, `RELOAD`, `LOG_ROTATE`) for the process that embeds the server.
+    pub admin_tx: mpsc::Sender<AdminRequest>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -47,30 +51,26 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
     let conn = shared.router.next_conn_id();
     let span = tracing::info_span!("session", conn, peer.addr = %peer, transport, agent.id = tracing::field::Empty);
     async move {
-        let limits = &shared.router.limits;
+        let limits = shared.router.limits();
         let (tx, rx) = mpsc::channel(limits.outbound_queue);
         let stop = CancellationToken::new();
         let (last_tx, last_rx) = oneshot::channel();
-        let writer = shared.tracker.spawn(write_loop(
-            sink,
-            rx,
-            stop.clone(),
-            last_rx,
-            limits.close_linger,
-        ));
-        let outbox = Outbox {
-            conn,
-            tx,
-            closer: Closer::default(),
-        };
+        let writer = write_loop(sink, rx, stop.clone(), last_rx, limits.close_linger);
+        let writer = shared.tracker.spawn(writer.instrument(tracing::Span::current()));
+        let outbox = Outbox { conn, tx, closer: Closer::default() };
 
-        let (reason, last) = match handshake(&shared, &mut source, &outbox, peer, transport).await {
-            Ok(mut session) => {
-                let reason = session.run(&mut source).await;
-                (reason, session.last.take().or_else(|| goodbye(reason)))
-            }
-            Err((reason, frame)) => (reason, frame),
+        let admitted = shared.router.admit(peer.ip());
+        let (reason, last) = match admitted {
+            Err(e) => (CloseReason::ConnectionLimit, Some(error_frame(None, e.code, e.message))),
+            Ok(_guard) => match handshake(&shared, &mut source, &outbox, peer, transport).await {
+                Ok(mut session) => {
+                    let reason = session.run(&mut source).await;
+                    (reason, session.last.take().or_else(|| goodbye(reason)))
+                }
+                Err((reason, frame)) => (reason, frame),
+            },
         };
+        shared.router.record_close(reason);
         if let Some(f) = last {
             let _ = last_tx.send(f);
         } else {
@@ -96,13 +96,8 @@ fn goodbye(reason: CloseReason) -> Option<Bytes> {
         CloseReason::Replaced | CloseReason::SlowConsumer | CloseReason::HeartbeatTimeout => None,
         _ => return None,
     };
-    let bye = Bye {
-        reason: reason.as_str().to_owned(),
-        reconnect_after_ms,
-    };
-    Some(orb_proto::encode(
-        &Envelope::new(Kind::Bye).with_json_body(&bye),
-    ))
+    let bye = Bye { reason: reason.as_str().to_owned(), reconnect_after_ms };
+    Some(orb_proto::encode(&Envelope::new(Kind::Bye).with_json_body(&bye)))
 }
 
 fn error_frame(re: Option<String>, code: ErrorCode, message: impl Into<String>) -> Bytes {
@@ -118,7 +113,7 @@ async fn handshake<R: FrameSource>(
     peer: SocketAddr,
     transport: &'static str,
 ) -> Result<Session, Refusal> {
-    let limits = &shared.router.limits;
+    let limits = shared.router.limits();
     let first = tokio::select! {
         () = tokio::time::sleep(limits.handshake_timeout) => {
             let msg = format!("no hello within {} ms", limits.handshake_timeout.as_millis());
@@ -131,26 +126,14 @@ async fn handshake<R: FrameSource>(
         Ok(Some(f)) => f,
         Ok(None) | Err(TransportError::Io(_)) => return Err((CloseReason::PeerClosed, None)),
         Err(e @ TransportError::FrameTooLarge { .. }) => {
-            return Err((
-                CloseReason::FrameTooLarge,
-                Some(error_frame(None, ErrorCode::FrameTooLarge, e.to_string())),
-            ));
+            return Err((CloseReason::FrameTooLarge, Some(error_frame(None, ErrorCode::FrameTooLarge, e.to_string()))));
         }
         Err(e @ TransportError::Protocol(_)) => {
-            return Err((
-                CloseReason::ProtocolViolation,
-                Some(error_frame(None, ErrorCode::BadFrame, e.to_string())),
-            ));
+            return Err((CloseReason::ProtocolViolation, Some(error_frame(None, ErrorCode::BadFrame, e.to_string()))));
         }
     };
-    let violation = |code, msg: String| {
-        (
-            CloseReason::ProtocolViolation,
-            Some(error_frame(None, code, msg)),
-        )
-    };
-    let env =
-        orb_proto::decode(&frame).map_err(|e| violation(ErrorCode::BadFrame, e.to_string()))?;
+    let violation = |code, msg: String| (CloseReason::ProtocolViolation, Some(error_frame(None, code, msg)));
+    let env = orb_proto::decode(&frame).map_err(|e| violation(ErrorCode::BadFrame, e.to_string()))?;
     if env.kind != Kind::Hello {
         let msg = format!("the first frame must be hello, not {}", env.kind.as_str());
         return Err(violation(ErrorCode::HandshakeRequired, msg));
@@ -164,16 +147,13 @@ async fn handshake<R: FrameSource>(
         return Err(violation(ErrorCode::UnsupportedVersion, msg));
     }
     let principal = shared.auth.authenticate(&hello).await.map_err(|e| {
-        let reason = if e.code == ErrorCode::AuthFailed {
-            CloseReason::AuthFailed
-        } else {
-            CloseReason::ProtocolViolation
-        };
+        let reason =
+            if e.code == ErrorCode::AuthFailed { CloseReason::AuthFailed } else { CloseReason::ProtocolViolation };
         (reason, Some(error_frame(None, e.code, e.message)))
     })?;
 
     let router = &shared.router;
-    let (name, registration) = match (&principal.role, principal.device) {
+    let (name, registration, record) = match (&principal.role, principal.device) {
         (Role::Agent, Some(id)) => {
             tracing::Span::current().record("agent.id", id.as_str());
             let record = Arc::new(DeviceRecord {
@@ -184,25 +164,12 @@ async fn handshake<R: FrameSource>(
                 remote_addr: peer,
                 connected_since: chrono::Utc::now(),
                 transport,
+                rtt_us: std::sync::atomic::AtomicU64::new(0),
             });
-            let reg = router.register(DeviceSession {
-                outbox: outbox.clone(),
-                record,
-            });
-            (
-                id.to_string(),
-                Registered::Device {
-                    id,
-                    _registration: reg,
-                },
-            )
+            let reg = router.register(DeviceSession { outbox: outbox.clone(), record: Arc::clone(&record) });
+            (id.to_string(), Registered::Device { id, _registration: reg }, Some(record))
         }
-        _ => (
-            format!("op-{}", outbox.conn),
-            Registered::Operator {
-                _guard: router.register_operator(),
-            },
-        ),
+        _ => (format!("op-{}", outbox.conn), Registered::Operator { _guard: router.register_operator() }, None),
     };
     let welcome = Welcome {
         version: hello.version,
@@ -213,9 +180,7 @@ async fn handshake<R: FrameSource>(
         max_frame: limits.max_frame as u64,
         server: SERVER_NAME.to_owned(),
     };
-    let _ = outbox.deliver(orb_proto::encode(
-        &Envelope::new(Kind::Welcome).with_json_body(&welcome),
-    ));
+    let _ = outbox.deliver(orb_proto::encode(&Envelope::new(Kind::Welcome).with_json_body(&welcome)));
     tracing::debug!(name, "session established");
     Ok(Session {
         shared: Arc::clone(shared),
@@ -223,7 +188,11 @@ async fn handshake<R: FrameSource>(
         name,
         role: principal.role,
         registered: registration,
+        record,
         last: None,
+        inflight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        ping: None,
+        pings_sent: 0,
     })
 }
 
@@ -233,13 +202,8 @@ fn millis(d: Duration) -> u64 {
 
 /// Keeps a session in the registry while it lives.
 enum Registered {
-    Device {
-        id: DeviceId,
-        _registration: crate::router::Registration,
-    },
-    Operator {
-        _guard: crate::router::OperatorGuard,
-    },
+    Device { id: DeviceId, _registration: crate::router::Registration },
+    Operator { _guard: crate::router::OperatorGuard },
 }
 
 struct Session {
@@ -248,16 +212,25 @@ struct Session {
     name: String,
     role: Role,
     registered: Registered,
+    /// The device's record (agents), where the measured RTT is kept.
+    record: Option<Arc<DeviceRecord>>,
     /// The frame to send last (an error explaining the close), set when a frame ends the session.
     last: Option<Bytes>,
+    /// Server-handler commands of this session still running.
+    inflight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The server's outstanding ping: its id and when it was sent (for RTT).
+    ping: Option<(String, Instant)>,
+    pings_sent: u64,
 }
 
 impl Session {
     async fn run<R: FrameSource>(&mut self, source: &mut R) -> CloseReason {
-        let limits = self.shared.router.limits.clone();
+        let limits = self.shared.router.limits();
         let mut last_rx = Instant::now();
-        // Checking a few times per timeout is enough: a dead peer is found within 4/3 of it.
-        let mut heartbeat = tokio::time::interval(limits.heartbeat_timeout / 3);
+        // One timer: every heartbeat interval the server pings (measuring RTT) and checks that the
+        // peer said something within the timeout. Idle sessions wake only this often.
+        let every = limits.heartbeat.min(limits.heartbeat_timeout / 2);
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let closer = self.outbox.closer.clone();
         loop {
@@ -286,6 +259,7 @@ impl Session {
                     if last_rx.elapsed() > limits.heartbeat_timeout {
                         return CloseReason::HeartbeatTimeout;
                     }
+                    self.send_ping();
                 }
             }
         }
@@ -300,13 +274,17 @@ impl Session {
                 return Err(CloseReason::ProtocolViolation);
             }
         };
-        tracing::trace!(
-            dir = "in",
-            kind = env.kind.as_str(),
-            cmd = env.cmd.as_deref(),
-            id = env.id.as_deref(),
-            "frame"
-        );
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(
+                dir = "in",
+                kind = env.kind.as_str(),
+                cmd = env.cmd.as_deref(),
+                id = env.id.as_deref(),
+                re = env.re.as_deref(),
+                len = frame.len(),
+                "frame"
+            );
+        }
         match env.kind {
             Kind::Cmd => self.on_cmd(env),
             Kind::Reply => match &self.registered {
@@ -320,14 +298,11 @@ impl Session {
                 pong.re = env.id;
                 self.send(orb_proto::encode(&pong));
             }
-            Kind::Pong => {}
+            Kind::Pong => self.on_pong(env.re.as_deref(), at),
             Kind::Bye => return Err(CloseReason::PeerClosed),
             Kind::Error => tracing::debug!(error = ?env.error, "peer reported an error"),
             Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event => {
-                let msg = format!(
-                    "{} is not valid on an established session",
-                    env.kind.as_str()
-                );
+                let msg = format!("{} is not valid on an established session", env.kind.as_str());
                 self.send(error_frame(env.id, ErrorCode::BadRequest, msg));
             }
             Kind::Pub | Kind::Sub | Kind::Unsub | Kind::Config | Kind::Unknown => {
@@ -338,14 +313,34 @@ impl Session {
         Ok(())
     }
 
+    fn send_ping(&mut self) {
+        self.pings_sent += 1;
+        let id = format!("s{}", self.pings_sent);
+        let mut ping = Envelope::new(Kind::Ping);
+        ping.id = Some(id.clone());
+        self.send(orb_proto::encode(&ping));
+        self.ping = Some((id, Instant::now()));
+    }
+
+    fn on_pong(&mut self, re: Option<&str>, at: Instant) {
+        let Some((id, sent)) = &self.ping else { return };
+        if re != Some(id.as_str()) {
+            return;
+        }
+        let rtt = at.saturating_duration_since(*sent);
+        if let Some(record) = &self.record {
+            let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+            record.rtt_us.store(us, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.ping = None;
+    }
+
     fn send(&self, frame: Bytes) {
         let _ = self.outbox.deliver(frame);
     }
 
     fn reply_err(&self, re: String, e: ErrorBody) {
-        self.send(orb_proto::encode(&Envelope::reply_err(
-            re, e.code, e.message,
-        )));
+        self.send(orb_proto::encode(&Envelope::reply_err(re, e.code, e.message)));
     }
 
     fn on_cmd(&self, env: Envelope) {
@@ -354,33 +349,24 @@ impl Session {
             return;
         };
         let Some(cmd) = env.cmd.filter(|c| !c.is_empty()) else {
-            self.reply_err(
-                id,
-                ErrorBody::new(ErrorCode::BadRequest, "cmd needs a command name"),
-            );
+            self.reply_err(id, ErrorBody::new(ErrorCode::BadRequest, "cmd needs a command name"));
             return;
         };
-        let limits = &self.shared.router.limits;
-        let deadline_of = |default: Duration| {
-            env.deadline_ms
-                .map_or(default, Duration::from_millis)
-                .min(limits.max_deadline)
-        };
-        let operator_only = |what: &str| {
-            ErrorBody::new(
-                ErrorCode::Forbidden,
-                format!("{what} need an operator session (admin token)"),
-            )
-        };
+        let limits = self.shared.router.limits();
+        let deadline_of =
+            |default: Duration| env.deadline_ms.map_or(default, Duration::from_millis).min(limits.max_deadline);
+        let operator_only =
+            |what: &str| ErrorBody::new(ErrorCode::Forbidden, format!("{what} need an operator session (admin token)"));
         if env.target.is_some() && env.to.is_some() {
-            return self.reply_err(
-                id,
-                ErrorBody::new(ErrorCode::BadRequest, "cmd has both to and target; use one"),
-            );
+            return self.reply_err(id, ErrorBody::new(ErrorCode::BadRequest, "cmd has both to and target; use one"));
         }
         if let Some(target) = env.target {
             if self.role != Role::Operator {
                 return self.reply_err(id, operator_only("jobs"));
+            }
+            if self.shared.router.is_draining() {
+                let e = ErrorBody::new(ErrorCode::ServerShutdown, "the server is stopping and accepts no new jobs");
+                return self.reply_err(id, e);
             }
             let req = JobRequest {
                 requester_name: self.name.clone(),
@@ -425,26 +411,43 @@ impl Session {
 
     /// A command to the server itself: a reserved `$orb.` query or an application handler.
     fn server_command(&self, id: String, ctx: Context) {
+        if ctx.cmd == orb_proto::message::commands::SIGNAL {
+            if self.role != Role::Operator {
+                let e = ErrorBody::new(ErrorCode::Forbidden, "signals need an operator session (admin token)");
+                return self.reply_err(id, e);
+            }
+            let router = Arc::clone(&self.shared.router);
+            let admin_tx = self.shared.admin_tx.clone();
+            let outbox = self.outbox.clone();
+            self.shared.tracker.spawn(async move {
+                let result = admin::signal(&router, &admin_tx, &ctx).await;
+                let _ = outbox.deliver(handler::reply_frame(id, result));
+            });
+            return;
+        }
         if ctx.cmd.starts_with(RESERVED_PREFIX) {
             let result = if self.role == Role::Operator {
                 builtin::answer(&self.shared.router, &ctx).unwrap_or_else(|| {
-                    Err(ErrorBody::new(
-                        ErrorCode::UnknownCommand,
-                        format!("no server command named {}", ctx.cmd),
-                    ))
+                    Err(ErrorBody::new(ErrorCode::UnknownCommand, format!("no server command named {}", ctx.cmd)))
                 })
             } else {
-                Err(ErrorBody::new(
-                    ErrorCode::Forbidden,
-                    format!("{} needs an operator session", ctx.cmd),
-                ))
+                Err(ErrorBody::new(ErrorCode::Forbidden, format!("{} needs an operator session", ctx.cmd)))
             };
             return self.send(handler::reply_frame(id, result));
         }
+        let max = self.shared.router.limits().max_inflight_per_agent;
+        let running = self.inflight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if self.role == Role::Agent && max > 0 && running >= max {
+            self.inflight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            let e = ErrorBody::new(ErrorCode::TooManyJobs, format!("at most {max} commands in flight per agent"));
+            return self.reply_err(id, e);
+        }
         let h = self.shared.handlers.get(&ctx.cmd);
         let outbox = self.outbox.clone();
+        let inflight = Arc::clone(&self.inflight);
         self.shared.tracker.spawn(async move {
             let result = handler::run(h, ctx).await;
+            inflight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             let _ = outbox.deliver(handler::reply_frame(id, result));
         });
     }

@@ -21,25 +21,15 @@ pub const AGENT_TOKEN_FILE: &str = "agent.token";
 ///
 /// # Errors
 /// [`ServerError::DataDir`] when the folder or file cannot be read or written.
-pub fn load_or_generate(
-    dir: &Path,
-    file: &str,
-    explicit: Option<&Secret>,
-) -> Result<Secret, ServerError> {
+pub fn load_or_generate(dir: &Path, file: &str, explicit: Option<&Secret>) -> Result<Secret, ServerError> {
     if let Some(s) = explicit {
         if s.expose().len() < 16 {
-            tracing::warn!(
-                file,
-                "token is shorter than 16 characters; use a long random token outside tests"
-            );
+            tracing::warn!(file, "token is shorter than 16 characters; use a long random token outside tests");
         }
         return Ok(s.clone());
     }
     let path = dir.join(file);
-    let data_err = |e: std::io::Error| ServerError::DataDir {
-        path: path.clone(),
-        source: e,
-    };
+    let data_err = |e: std::io::Error| ServerError::DataDir { path: path.clone(), source: e };
     match fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => return Ok(Secret::new(s.trim())),
         Ok(_) => {}
@@ -50,15 +40,9 @@ pub fn load_or_generate(
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let token = hex::encode(raw);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(data_err)?;
-    f.write_all(format!("{token}\n").as_bytes())
-        .map_err(data_err)?;
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(data_err)?;
+    f.write_all(format!("{token}\n").as_bytes()).map_err(data_err)?;
     tracing::info!(path = %path.display(), "generated token");
     Ok(Secret::new(token))
 }
@@ -76,18 +60,14 @@ mod tests {
         let b = load_or_generate(dir.path(), ADMIN_TOKEN_FILE, None).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.expose().len(), 64);
-        let mode = fs::metadata(dir.path().join(ADMIN_TOKEN_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join(ADMIN_TOKEN_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
     fn explicit_tokens_win_and_write_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let t =
-            load_or_generate(dir.path(), AGENT_TOKEN_FILE, Some(&Secret::new("short"))).unwrap();
+        let t = load_or_generate(dir.path(), AGENT_TOKEN_FILE, Some(&Secret::new("short"))).unwrap();
         assert_eq!(t.expose(), "short");
         assert!(!dir.path().join(AGENT_TOKEN_FILE).exists());
     }

@@ -1,11 +1,34 @@
 //! Test helpers: [`TestServer`] runs a real server on `127.0.0.1:0` with a temporary data
-//! folder, and hands out connected agents and operators over TCP or WebSocket.
+//! folder, and hands out connected agents and operators over TCP or WebSocket. [`within`] bounds
+//! an await, [`finish_job`] reads a job to its end, and [`RawTcp`] speaks the framing by hand
+//! (for handshake refusals and peers that misbehave).
 #![forbid(unsafe_code)]
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use orb_client::{Client, ClientConfig, Handlers, ServerUrl};
+use orb_client::{Client, ClientConfig, Handlers, Job, JobUpdate, ServerUrl};
+use orb_proto::Status;
+use orb_proto::message::{JobAccepted, JobSummary, TargetResult};
 use orb_server::{Server, ServerBuilder, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for anything that should happen promptly before it fails instead of hanging.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `fut` for at most [`WAIT`].
+///
+/// # Panics
+/// When `fut` does not finish in time (a test failure naming `what`).
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
 
 /// A server for one test; stopped when dropped (the runtime ends its tasks).
 pub struct TestServer {
@@ -44,10 +67,7 @@ impl TestServer {
         let data = tempfile::tempdir().expect("temp dir");
         let mut cfg = ServerConfig::for_tests(data.path().to_path_buf());
         tweak(&mut cfg);
-        let server = build(ServerBuilder::new(cfg))
-            .start()
-            .await
-            .expect("server starts");
+        let server = build(ServerBuilder::new(cfg)).start().await.expect("server starts");
         TestServer { server, data }
     }
 
@@ -64,25 +84,10 @@ impl TestServer {
     ///
     /// # Panics
     /// When the connection is refused (a test failure).
-    pub async fn agent(
-        &self,
-        transport: Transport,
-        id: &str,
-        tags: &[(&str, &str)],
-        handlers: Handlers,
-    ) -> Client {
-        let mut cfg = ClientConfig::agent(
-            self.url(transport),
-            Some(self.server.agent_token().expose().to_owned()),
-            id,
-        );
-        cfg.tags = tags
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Client::connect(cfg, handlers)
-            .await
-            .expect("agent connects")
+    pub async fn agent(&self, transport: Transport, id: &str, tags: &[(&str, &str)], handlers: Handlers) -> Client {
+        let mut cfg = ClientConfig::agent(self.url(transport), Some(self.server.agent_token().expose().to_owned()), id);
+        cfg.tags = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Client::connect(cfg, handlers).await.expect("agent connects")
     }
 
     /// Connects an operator (admin token).
@@ -90,13 +95,8 @@ impl TestServer {
     /// # Panics
     /// When the connection is refused (a test failure).
     pub async fn operator(&self, transport: Transport) -> Client {
-        let cfg = ClientConfig::operator(
-            self.url(transport),
-            Some(self.server.admin_token().expose().to_owned()),
-        );
-        Client::connect(cfg, Handlers::new())
-            .await
-            .expect("operator connects")
+        let cfg = ClientConfig::operator(self.url(transport), Some(self.server.admin_token().expose().to_owned()));
+        Client::connect(cfg, Handlers::new()).await.expect("operator connects")
     }
 
     /// Waits (bounded) until `n` agents are registered; registration completes before `welcome`
@@ -111,22 +111,261 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!(
-            "expected {n} agents, have {}",
-            self.server.router().counts().0
-        );
+        panic!("expected {n} agents, have {}", self.server.router().counts().0);
     }
 }
 
 /// Handlers like `orb agent`'s basics: `ping` and `echo`.
 pub fn basic_handlers() -> Handlers {
-    Handlers::new()
-        .on("ping", |_c: orb_client::Context| async {
-            Ok(serde_json::json!({"pong": true}))
-        })
-        .on("echo", |c: orb_client::Context| async move {
-            serde_json::from_slice::<serde_json::Value>(&c.args).map_err(|e| {
-                orb_proto::ErrorBody::new(orb_proto::ErrorCode::BadArgs, e.to_string())
-            })
-        })
+    Handlers::new().on("ping", |_c: orb_client::Context| async { Ok(serde_json::json!({"pong": true})) }).on(
+        "echo",
+        |c: orb_client::Context| async move {
+            serde_json::from_slice::<serde_json::Value>(&c.args)
+                .map_err(|e| orb_proto::ErrorBody::new(orb_proto::ErrorCode::BadArgs, e.to_string()))
+        },
+    )
+}
+
+/// Everything a job produced, read to its end by [`finish_job`].
+#[derive(Debug)]
+pub struct JobOutcome {
+    /// What the server accepted (job id, targets, deadline).
+    pub accepted: JobAccepted,
+    /// One result per target, in arrival order.
+    pub results: Vec<TargetResult>,
+    /// The summary that ended the job.
+    pub summary: JobSummary,
+}
+
+impl JobOutcome {
+    /// The result for `device`.
+    ///
+    /// # Panics
+    /// When the job has no result for it.
+    pub fn result(&self, device: &str) -> &TargetResult {
+        self.results
+            .iter()
+            .find(|r| r.device == device)
+            .unwrap_or_else(|| panic!("no result for {device} in {:?}", self.results))
+    }
+
+    /// The devices that reported a result, sorted.
+    pub fn devices(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.results.iter().map(|r| r.device.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// The summary count for `status` (0 when the summary lacks it).
+    pub fn count(&self, status: Status) -> u64 {
+        self.summary.summary.get(&status).copied().unwrap_or(0)
+    }
+
+    /// The `ok` result of `device` as JSON.
+    ///
+    /// # Panics
+    /// When the device has no `ok` result with a valid JSON body.
+    pub fn ok_json(&self, device: &str) -> serde_json::Value {
+        let r = self.result(device);
+        assert_eq!(r.status, Status::Ok, "{device}: {r:?}");
+        let raw = r.result.as_ref().unwrap_or_else(|| panic!("{device}: ok without a result"));
+        serde_json::from_str(raw.get()).expect("result is JSON")
+    }
+
+    /// The error code of `device`'s result.
+    ///
+    /// # Panics
+    /// When the result carries no error.
+    pub fn error_code(&self, device: &str) -> String {
+        let r = self.result(device);
+        r.error.as_ref().unwrap_or_else(|| panic!("{device}: no error in {r:?}")).code.as_str().to_owned()
+    }
+}
+
+/// Reads `job` until [`JobUpdate::Done`], each update within [`WAIT`]. Checks the stream's shape:
+/// exactly one result per accepted target, then a summary whose counts add up to the targets and
+/// that lists every status.
+///
+/// # Panics
+/// When the job does not end in time, the stream ends early, or its shape is wrong.
+pub async fn finish_job(mut job: Job) -> JobOutcome {
+    let accepted = job.accepted.clone();
+    let mut results: Vec<TargetResult> = Vec::new();
+    // A job sends one result per target and one summary: anything beyond that is a bug.
+    for _ in 0..=accepted.targets.len() {
+        match within("a job update", job.next()).await {
+            Some(JobUpdate::Result(r)) => {
+                assert!(
+                    accepted.targets.contains(&r.device),
+                    "result from {} which is not a target of {:?}",
+                    r.device,
+                    accepted.targets
+                );
+                assert!(results.iter().all(|o| o.device != r.device), "second result for {}", r.device);
+                results.push(r);
+            }
+            Some(JobUpdate::Done(summary)) => {
+                assert_eq!(
+                    results.len(),
+                    accepted.targets.len(),
+                    "job ended before every target reported: {results:?}"
+                );
+                assert_eq!(summary.job, accepted.job);
+                for s in Status::ALL {
+                    assert!(summary.summary.contains_key(&s), "summary lacks {s}: {summary:?}");
+                }
+                let total: u64 = summary.summary.values().sum();
+                assert_eq!(total as usize, accepted.targets.len(), "{summary:?}");
+                for s in Status::ALL {
+                    let n = results.iter().filter(|r| r.status == s).count() as u64;
+                    assert_eq!(summary.summary[&s], n, "summary count of {s}: {summary:?}");
+                }
+                return JobOutcome { accepted, results, summary };
+            }
+            None => panic!("job stream ended without a summary after {results:?}"),
+        }
+    }
+    panic!("job sent more updates than it has targets: {results:?}")
+}
+
+/// A `hello` frame as JSON, for hand-written handshakes.
+pub fn hello_json(role: &str, token: &str, id: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({"version": 1, "role": role, "token": token});
+    if let Some(id) = id {
+        body["id"] = serde_json::Value::String(id.to_owned());
+    }
+    serde_json::json!({"kind": "hello", "body": body})
+}
+
+/// A TCP connection that frames by hand (u32 big-endian length, then the JSON payload), for
+/// tests of malformed input and of peers that stop reading.
+pub struct RawTcp {
+    stream: TcpStream,
+}
+
+/// Largest frame [`RawTcp::read_frame`] accepts; anything above means the stream is corrupt.
+const RAW_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+impl RawTcp {
+    /// Connects to `addr`.
+    ///
+    /// # Panics
+    /// When the connection fails.
+    pub async fn connect(addr: SocketAddr) -> RawTcp {
+        let stream = within("a tcp connect", TcpStream::connect(addr)).await.expect("tcp connect");
+        RawTcp { stream }
+    }
+
+    /// Connects with a small receive buffer, so that a peer which stops reading fills it quickly.
+    ///
+    /// # Panics
+    /// When the connection fails.
+    pub async fn connect_small_buffer(addr: SocketAddr) -> RawTcp {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = within("a tcp connect", socket.connect(addr)).await.expect("tcp connect");
+        RawTcp { stream }
+    }
+
+    /// Writes raw bytes.
+    ///
+    /// # Errors
+    /// When the socket write fails (for example after the server closed it).
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        within("a socket write", self.stream.write_all(bytes)).await
+    }
+
+    /// Writes one frame: the length header, then `payload`.
+    ///
+    /// # Errors
+    /// As [`RawTcp::write_raw`].
+    pub async fn send_frame(&mut self, payload: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(payload.len()).expect("payload fits a u32");
+        let mut buf = Vec::with_capacity(4 + payload.len());
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(payload);
+        self.write_raw(&buf).await
+    }
+
+    /// Writes one frame holding `v`.
+    ///
+    /// # Errors
+    /// As [`RawTcp::write_raw`].
+    pub async fn send_json(&mut self, v: &serde_json::Value) -> io::Result<()> {
+        self.send_frame(v.to_string().as_bytes()).await
+    }
+
+    /// Reads the next frame's payload: `Ok(None)` at a clean end of stream (between frames),
+    /// `Err` when the connection was reset or ended inside a frame.
+    ///
+    /// # Panics
+    /// When nothing arrives within [`WAIT`], or the header announces more than 16 MiB.
+    pub async fn read_frame(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut header = [0u8; 4];
+        let mut got = 0;
+        while got < header.len() {
+            let n = within("a frame header", self.stream.read(&mut header[got..])).await?;
+            if n == 0 {
+                return if got == 0 { Ok(None) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
+            }
+            got += n;
+        }
+        let len = u32::from_be_bytes(header) as usize;
+        assert!(len <= RAW_MAX_FRAME, "frame header announces {len} bytes");
+        let mut payload = vec![0u8; len];
+        within("a frame payload", self.stream.read_exact(&mut payload)).await?;
+        Ok(Some(payload))
+    }
+
+    /// Reads the next frame as JSON; `None` when the connection ended (cleanly or not).
+    ///
+    /// # Panics
+    /// When the payload is not JSON, or as [`RawTcp::read_frame`].
+    pub async fn read_json(&mut self) -> Option<serde_json::Value> {
+        let payload = self.read_frame().await.ok()??;
+        Some(serde_json::from_slice(&payload).expect("the server sends JSON frames"))
+    }
+
+    /// Asserts the server closes the connection next: no further frame, then end of stream (or reset).
+    ///
+    /// # Panics
+    /// When a frame arrives or the connection stays open beyond [`WAIT`].
+    pub async fn expect_closed(&mut self) {
+        match self.read_frame().await {
+            Ok(None) | Err(_) => {}
+            Ok(Some(f)) => panic!("expected the server to close, got {}", String::from_utf8_lossy(&f)),
+        }
+    }
+
+    /// Reads an `error` frame and returns its code.
+    ///
+    /// # Panics
+    /// When the next frame is not an `error`.
+    pub async fn expect_error(&mut self) -> String {
+        let f = self.read_json().await.expect("an error frame before the close");
+        assert_eq!(f["kind"], "error", "expected an error frame, got {f}");
+        f["error"]["code"].as_str().expect("error.code is a string").to_owned()
+    }
+}
+
+impl TestServer {
+    /// A hand-framed TCP connection to the server, before any hello.
+    pub async fn raw_tcp(&self) -> RawTcp {
+        RawTcp::connect(self.server.tcp_addr()).await
+    }
+
+    /// A hand-framed agent `id` that completed the handshake (its `welcome` is read) and then
+    /// does only what the test makes it do. Its receive buffer is small, so that if it stops
+    /// reading the server notices soon.
+    ///
+    /// # Panics
+    /// When the server does not welcome it.
+    pub async fn raw_agent(&self, id: &str) -> RawTcp {
+        let mut raw = RawTcp::connect_small_buffer(self.server.tcp_addr()).await;
+        let hello = hello_json("agent", self.server.agent_token().expose(), Some(id));
+        raw.send_json(&hello).await.expect("hello sent");
+        let welcome = raw.read_json().await.expect("welcome");
+        assert_eq!(welcome["kind"], "welcome", "{welcome}");
+        raw
+    }
 }

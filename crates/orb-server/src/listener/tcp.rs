@@ -9,22 +9,15 @@ use crate::session::{self, Shared};
 
 /// Accepts until shutdown; each connection is served by its own session task.
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
-    let max_frame = shared.router.limits.max_frame;
     loop {
         let accepted = tokio::select! {
-            () = shared.shutdown.cancelled() => break,
+            () = shared.stop_accepting.cancelled() => break,
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, peer)) => match orb_client::transport::tcp(stream, max_frame) {
+            Ok((stream, peer)) => match orb_client::transport::tcp(stream, shared.router.limits().max_frame) {
                 Ok((source, sink)) => {
-                    shared.tracker.spawn(session::serve(
-                        Arc::clone(&shared),
-                        source,
-                        sink,
-                        peer,
-                        "tcp",
-                    ));
+                    shared.tracker.spawn(session::serve(Arc::clone(&shared), source, sink, peer, "tcp"));
                 }
                 Err(e) => {
                     tracing::debug!(peer.addr = %peer, error = %e, "could not set up connection")

@@ -12,13 +12,7 @@ use orb_client::transport::{FrameSink, FrameSource, TransportError};
 /// Splits an upgraded WebSocket into a frame source and sink.
 pub(crate) fn split(socket: WebSocket, max_frame: usize) -> (WsSource, WsSink) {
     let (sink, stream) = socket.split();
-    (
-        WsSource {
-            inner: stream,
-            max_frame,
-        },
-        WsSink { inner: sink },
-    )
+    (WsSource { inner: stream, max_frame }, WsSink { inner: sink })
 }
 
 pub(crate) struct WsSource {
@@ -36,9 +30,7 @@ impl FrameSource for WsSource {
                     // tungstenite reports an oversized message as a capacity error.
                     let text = e.to_string();
                     if text.contains("Space limit exceeded") || text.contains("too long") {
-                        return Err(TransportError::FrameTooLarge {
-                            max: self.max_frame,
-                        });
+                        return Err(TransportError::FrameTooLarge { max: self.max_frame });
                     }
                     return Err(TransportError::Io(io::Error::other(text)));
                 }
@@ -60,10 +52,7 @@ pub(crate) struct WsSink {
 impl FrameSink for WsSink {
     async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
         for frame in batch {
-            self.inner
-                .feed(Message::Binary(frame.clone()))
-                .await
-                .map_err(io::Error::other)?;
+            self.inner.feed(Message::Binary(frame.clone())).await.map_err(io::Error::other)?;
         }
         self.inner.flush().await.map_err(io::Error::other)
     }

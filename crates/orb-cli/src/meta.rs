@@ -1,0 +1,87 @@
+//! Commands about orb itself: `config default|check|show`, `version`, `completions`, `man`.
+
+use std::io::Write;
+use std::path::Path;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, ConfigCommand};
+use crate::config::{self, Layers};
+use crate::exit::{self, Failure};
+
+/// `orb config ...`.
+pub fn config(cmd: ConfigCommand, config_flag: Option<&Path>) -> Result<u8, Failure> {
+    match cmd {
+        ConfigCommand::Default => {
+            print!("{}", config::DEFAULT_TOML);
+            Ok(exit::OK)
+        }
+        ConfigCommand::Check { file } => {
+            let mut layers = Layers::defaults();
+            layers.file(&file);
+            match layers.finish() {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    Ok(exit::OK)
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        println!("{p}");
+                    }
+                    Err(Failure::new(exit::CONFIG, format!("{}: {} problem(s)", file.display(), problems.len())))
+                }
+            }
+        }
+        ConfigCommand::Show { effective: _ } => {
+            let settings = config::layered(config::config_path(config_flag).as_deref())
+                .finish()
+                .map_err(|p| Failure::new(exit::CONFIG, format!("invalid configuration:\n  {}", p.join("\n  "))))?;
+            print!("{}", settings.redacted_toml());
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// `orb version [--json]`.
+pub fn version(json: bool) -> u8 {
+    let features: Vec<&str> =
+        [cfg!(feature = "server").then_some("server"), Some("agent"), Some("client")].into_iter().flatten().collect();
+    if json {
+        let v = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "git_revision": env!("ORB_GIT_REVISION"),
+            "protocol_version": orb_proto::PROTOCOL_VERSION,
+            "min_protocol_version": orb_proto::MIN_PROTOCOL_VERSION,
+            "codecs": ["json"],
+            "transports": ["tcp", "ws"],
+            "features": features,
+        });
+        println!("{v}");
+    } else {
+        println!("orb {}", crate::cli::VERSION);
+        println!(
+            "protocol {} (accepts {}..={})",
+            orb_proto::PROTOCOL_VERSION,
+            orb_proto::MIN_PROTOCOL_VERSION,
+            orb_proto::PROTOCOL_VERSION
+        );
+        println!("features {}", features.join(", "));
+    }
+    exit::OK
+}
+
+/// `orb completions SHELL`.
+pub fn completions(shell: clap_complete::Shell) -> u8 {
+    clap_complete::generate(shell, &mut Cli::command(), "orb", &mut std::io::stdout());
+    exit::OK
+}
+
+/// `orb man`: the man page in roff.
+pub fn man() -> Result<u8, Failure> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut out)
+        .map_err(|e| Failure::new(exit::FAILED, format!("cannot render the man page: {e}")))?;
+    std::io::stdout().write_all(&out).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,317 @@
+//! Shared helpers for the end-to-end tests: the built `orb` binary run as real child processes
+//! over real sockets on 127.0.0.1 with OS-chosen ports.
+//!
+//! Every child gets a clean environment (no `ORB_*` variables) and runs in a temporary folder,
+//! so nothing from the developer's shell or an `./orb-data` folder leaks into a test. Long-running
+//! children (`orb serve`, `orb agent`) live in a [`Proc`] guard that kills and reaps them on drop;
+//! their stderr is drained by a thread (so a chatty child never blocks on a full pipe) and
+//! printed when the test fails.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The operator token given to `orb serve --admin-token`.
+pub const ADMIN: &str = "e2e-admin-token-0123456789abcdef";
+/// The agent token given to `orb serve --agent-token`.
+pub const AGENT: &str = "e2e-agent-token-0123456789abcdef";
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_orb");
+
+/// How long a child may take to print its banner or to exit after being asked to.
+pub const STARTUP: Duration = Duration::from_secs(10);
+/// Upper bound for one-shot commands (a hung command fails the test instead of hanging it).
+pub const ONE_SHOT: Duration = Duration::from_secs(60);
+
+/// A `std::process::Command` for `orb`, in `cwd`, with a clean environment: every `ORB_*`
+/// variable (`ORB_SERVER`, `ORB_TOKEN`, `ORB_TOKEN_FILE`, `ORB_LOG`, `ORB_CONFIG`, ...) removed.
+pub fn orb(cwd: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(cwd).stdin(Stdio::null());
+    for v in ["ORB_SERVER", "ORB_TOKEN", "ORB_TOKEN_FILE", "ORB_LOG", "ORB_CONFIG"] {
+        c.env_remove(v);
+    }
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ORB_") {
+            c.env_remove(name);
+        }
+    }
+    c
+}
+
+/// An `assert_cmd` command for a one-shot `orb` invocation (bounded by [`ONE_SHOT`]).
+pub fn orb_cmd(cwd: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::from_std(orb(cwd));
+    c.timeout(ONE_SHOT);
+    c
+}
+
+/// A running child process, killed and reaped on drop.
+pub struct Proc {
+    name: String,
+    child: Child,
+    /// Every stderr line so far (printed if the test panics).
+    log: Arc<Mutex<Vec<String>>>,
+    /// Stderr lines as they arrive; disconnected at end of file (the process exited).
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stderr piped and drained, stdout discarded.
+    pub fn spawn(name: impl Into<String>, mut cmd: Command) -> Proc {
+        let name = name.into();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let thread_log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                thread_log.lock().unwrap().push(line.clone());
+                // The receiver may be gone (guard dropped); keep draining regardless.
+                let _ = tx.send(line);
+            }
+        });
+        Proc { name, child, log, lines }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (at most `timeout`) for a stderr line satisfying `pred` and returns it.
+    pub fn wait_for_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: expected line not seen within {timeout:?}", self.name)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!("{}: exited ({status:?}) before printing the expected line", self.name)
+                }
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) for the process to exit, i.e. for its stderr to close, and
+    /// returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => return self.child.wait().unwrap(),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: still running after {timeout:?}", self.name)
+                }
+            }
+        }
+    }
+
+    /// Everything the process printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- stderr of {} -----\n{}", self.name, self.stderr());
+        }
+    }
+}
+
+/// A running `orb serve` on OS-chosen ports, with its own temporary folder (also the working
+/// folder of every child the test starts through it).
+pub struct Server {
+    /// The server process (dropped before `dir`, so its data folder outlives it).
+    pub proc: Proc,
+    /// `tcp://127.0.0.1:PORT`.
+    pub tcp: String,
+    /// `ws://127.0.0.1:PORT/v1/ws`.
+    pub ws: String,
+    /// The temporary folder: working folder for children; server data in `server-data`.
+    pub dir: TempDir,
+}
+
+impl Server {
+    /// Starts `orb serve` with the fixed test tokens.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("server-data");
+        let mut cmd = orb(dir.path());
+        cmd.arg("serve").args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"]).arg(&data).args([
+            "--admin-token",
+            ADMIN,
+            "--agent-token",
+            AGENT,
+        ]);
+        Server::spawn(dir, cmd)
+    }
+
+    /// Starts `cmd` (an `orb serve` invocation) and waits for its address banner.
+    pub fn spawn(dir: TempDir, cmd: Command) -> Server {
+        let mut proc = Proc::spawn("orb serve", cmd);
+        let banner = proc.wait_for_line(STARTUP, |l| l.starts_with("orb server: agents "));
+        let (tcp, ws) = parse_banner(&banner);
+        Server { proc, tcp, ws, dir }
+    }
+
+    /// The working folder for children.
+    pub fn cwd(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A data folder for agent `id` inside the test's folder.
+    pub fn agent_data(&self, id: &str) -> PathBuf {
+        self.dir.path().join("agents").join(id)
+    }
+
+    /// Starts `orb agent` over TCP with the agent token, id and `KEY=VALUE` tags.
+    pub fn agent(&self, id: &str, tags: &[&str]) -> Proc {
+        self.agent_at(&self.tcp, id, tags)
+    }
+
+    /// Starts `orb agent` against `url` (TCP or WebSocket).
+    pub fn agent_at(&self, url: &str, id: &str, tags: &[&str]) -> Proc {
+        let mut cmd = orb(self.cwd());
+        cmd.args(["agent", "--server", url, "--token", AGENT, "--id", id]);
+        for t in tags {
+            cmd.args(["--tag", t]);
+        }
+        cmd.arg("--data").arg(self.agent_data(id));
+        Proc::spawn(format!("orb agent {id}"), cmd)
+    }
+
+    /// A one-shot operator command (`send`, `devices`) against the TCP listener with the admin
+    /// token; further arguments follow.
+    pub fn client(&self, sub: &str) -> assert_cmd::Command {
+        self.client_at(sub, &self.tcp)
+    }
+
+    /// Like [`Server::client`] against `url`.
+    pub fn client_at(&self, sub: &str, url: &str) -> assert_cmd::Command {
+        let mut c = orb_cmd(self.cwd());
+        c.args([sub, "--server", url, "--token", ADMIN]);
+        c
+    }
+
+    /// Waits until every id in `ids` is listed as connected.
+    pub fn wait_connected(&self, ids: &[&str]) {
+        wait_connected(self.cwd(), &self.tcp, Some(ADMIN), ids);
+    }
+}
+
+/// Parses `orb server: agents tcp://A  websocket ws://B/v1/ws  data DIR`.
+pub fn parse_banner(line: &str) -> (String, String) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |key: &str| -> String {
+        let i = words.iter().position(|w| *w == key).unwrap_or_else(|| panic!("no '{key}' in banner: {line}"));
+        words.get(i + 1).unwrap_or_else(|| panic!("nothing after '{key}' in banner: {line}")).to_string()
+    };
+    let tcp = after("agents");
+    let ws = after("websocket");
+    assert!(tcp.starts_with("tcp://127.0.0.1:"), "banner: {line}");
+    assert!(ws.starts_with("ws://127.0.0.1:") && ws.ends_with("/v1/ws"), "banner: {line}");
+    (tcp, ws)
+}
+
+/// Polls `orb devices --json` (at most 100 times, 50 ms apart) until every id in `ids` is
+/// connected. A separate process has no event to await, so this is the one poll the tests use.
+pub fn wait_connected(cwd: &Path, server: &str, token: Option<&str>, ids: &[&str]) {
+    let mut last = String::new();
+    for _ in 0..100 {
+        let mut cmd = orb(cwd);
+        cmd.args(["devices", "--server", server, "--json"]);
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let out = cmd.output().unwrap();
+        if out.status.success() {
+            let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let connected = |id: &str| {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d["id"] == Value::from(id) && d["connected"] == Value::Bool(true))
+            };
+            if ids.iter().all(|id| connected(id)) {
+                return;
+            }
+        }
+        last = format!(
+            "exit {:?}, stdout {}, stderr {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("devices {ids:?} not connected after 100 polls; last `orb devices`: {last}");
+}
+
+/// Stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Each stdout line parsed as JSON.
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    stdout(out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+/// The sorted keys of a JSON object.
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// Asserts `v` is a result line with exactly the documented keys and returns its device id.
+pub fn assert_result_shape(v: &Value) -> String {
+    assert_eq!(keys(v), ["device", "elapsed_ms", "error", "result", "status"], "result line: {v}");
+    v["device"].as_str().unwrap().to_owned()
+}
+
+/// Asserts `v` is a summary line (`job` and all eight statuses) and returns the counts.
+pub fn assert_summary_shape(v: &Value) -> serde_json::Map<String, Value> {
+    assert_eq!(keys(v), ["job", "summary"], "summary line: {v}");
+    assert!(v["job"].as_str().is_some_and(|j| !j.is_empty()), "job id: {v}");
+    let summary = v["summary"].as_object().unwrap().clone();
+    let mut statuses: Vec<&str> = summary.keys().map(String::as_str).collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        ["cancelled", "denied", "error", "expired", "offline", "ok", "queued", "timeout"],
+        "summary line: {v}"
+    );
+    assert!(summary.values().all(Value::is_u64), "counts: {v}");
+    summary
+}

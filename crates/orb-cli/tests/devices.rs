@@ -1,0 +1,104 @@
+//! End-to-end tests of `orb devices` and of the WebSocket transport, against a real
+//! `orb serve` with real `orb agent` processes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Server, json_lines, stderr, stdout};
+use serde_json::{Value, json};
+
+fn by_id<'a>(list: &'a Value, id: &str) -> &'a Value {
+    list.as_array().unwrap().iter().find(|d| d["id"] == id).unwrap_or_else(|| panic!("{id} not listed: {list}"))
+}
+
+#[test]
+fn devices_json_lists_every_agent_and_filters_by_selector() {
+    let server = Server::start();
+    let _agents = [server.agent("web-1", &["role=web", "region=eu"]), server.agent("db-1", &["role=db", "region=us"])];
+    server.wait_connected(&["web-1", "db-1"]);
+
+    let out = server.client("devices").arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "one JSON array: {}", stdout(&out));
+    let list = &lines[0];
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["db-1", "web-1"], "sorted by id");
+
+    for (id, tags) in
+        [("web-1", json!({"role": "web", "region": "eu"})), ("db-1", json!({"role": "db", "region": "us"}))]
+    {
+        let d = by_id(list, id);
+        assert_eq!(d["connected"], true, "{d}");
+        assert_eq!(d["tags"], tags, "{d}");
+        let remote = d["remote_addr"].as_str().unwrap();
+        assert!(remote.starts_with("127.0.0.1:"), "{d}");
+        let since = d["connected_since"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(since).is_ok(), "connected_since is RFC 3339: {d}");
+        let version = d["agent_version"].as_str().unwrap();
+        assert!(version.starts_with("orb-agent/"), "{d}");
+        assert_eq!(d["transport"], "tcp", "{d}");
+    }
+
+    let out = server.client("devices").args(["tag:role=db", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{}", stdout(&out));
+    let ids: Vec<&Value> = lines[0].as_array().unwrap().iter().map(|d| &d["id"]).collect();
+    assert_eq!(ids, [&json!("db-1")]);
+
+    // Nothing matching is an empty array, not an error.
+    let out = server.client("devices").args(["tag:role=cache", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(json_lines(&out), [json!([])]);
+
+    // The human form is a table with every id.
+    let out = server.client("devices").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("web-1") && text.contains("db-1"), "{text}");
+    assert!(text.contains("2 device(s)"), "{text}");
+
+    // A bad selector is a usage error.
+    let out = server.client("devices").arg("web.1").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+}
+
+#[test]
+fn websocket_agents_and_clients_work_like_tcp_ones() {
+    let server = Server::start();
+    let ws = server.ws.clone();
+    let _agents = [server.agent_at(&ws, "ws-1", &["role=web"]), server.agent("tcp-1", &["role=web"])];
+    server.wait_connected(&["ws-1", "tcp-1"]);
+
+    // The inventory says which transport each agent uses.
+    let out = server.client("devices").arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let list = &json_lines(&out)[0];
+    assert_eq!(by_id(list, "ws-1")["transport"], "ws", "{list}");
+    assert_eq!(by_id(list, "tcp-1")["transport"], "tcp", "{list}");
+
+    // A job sent over TCP reaches the WebSocket agent, and one sent over WebSocket reaches both.
+    for url in [server.tcp.as_str(), ws.as_str()] {
+        let out = server.client_at("send", url).args(["*", "echo", r#"{"via":"test"}"#, "--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{url}: stderr: {}", stderr(&out));
+        let lines = json_lines(&out);
+        assert_eq!(lines.len(), 3, "{url}: {}", stdout(&out));
+        let mut devices = Vec::new();
+        for r in &lines[..2] {
+            devices.push(common::assert_result_shape(r));
+            assert_eq!(r["status"], "ok", "{r}");
+            assert_eq!(r["result"], json!({"via": "test"}), "{r}");
+        }
+        devices.sort();
+        assert_eq!(devices, ["tcp-1", "ws-1"]);
+        assert_eq!(common::assert_summary_shape(&lines[2])["ok"], 2);
+    }
+
+    // `orb devices` over WebSocket too.
+    let out = server.client_at("devices", &ws).args(["ws-*", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let list = &json_lines(&out)[0];
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(by_id(list, "ws-1")["connected"], true);
+}
