@@ -30,6 +30,23 @@ pub fn builtin_handlers() -> Handlers {
                 .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("echo: {e}")))
         })
         .on("sys.info", move |_c: Context| async move { Ok(sys_info(started)) })
+        .on("sleep", |c: Context| async move {
+            let wait = sleep_args(&c)?;
+            tokio::time::sleep(wait).await;
+            Ok(serde_json::json!({"slept_ms": wait.as_millis() as u64}))
+        })
+}
+
+/// `sleep` takes milliseconds (`1500`) or a duration (`"2s"`); for trying deadlines and drains.
+fn sleep_args(c: &Context) -> Result<std::time::Duration, ErrorBody> {
+    let bad = |m: String| ErrorBody::new(ErrorCode::BadArgs, format!("sleep: {m}"));
+    match c.args::<serde_json::Value>()? {
+        serde_json::Value::Number(n) => {
+            n.as_u64().map(std::time::Duration::from_millis).ok_or_else(|| bad("milliseconds must be a whole number".into()))
+        }
+        serde_json::Value::String(s) => humantime::parse_duration(&s).map_err(|e| bad(e.to_string())),
+        other => Err(bad(format!("expected milliseconds or a duration like \"2s\", got {other}"))),
+    }
 }
 
 /// Hostname, OS, architecture, agent version, uptimes and the agent's clock.
