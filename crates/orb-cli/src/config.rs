@@ -330,7 +330,7 @@ impl Layers {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_owned()
+    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_owned()
 }
 
 /// An environment value: TOML when it parses as a TOML value (numbers, booleans, arrays,

@@ -29,7 +29,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
     cfg.limits.outbound_queue = 4096;
     let server = ServerBuilder::new(cfg).start().await.map_err(|e| fail("server", e))?;
     let url = ServerUrl::parse(&format!("tcp://{}", server.tcp_addr())).map_err(|e| fail("url", e))?;
-    println!("embedded server on {} (data in {})", url, data.path().display());
+    outln!("embedded server on {} (data in {})", url, data.path().display());
 
     let n = args.agents as usize;
     let mut agents = Vec::with_capacity(n);
@@ -47,7 +47,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
         c.agent = crate::agent::AGENT_NAME.to_owned();
         agents.push(Client::connect(c, crate::agent::builtin_handlers()).await.map_err(|e| fail("agent", e))?);
     }
-    println!("{n} agents connected (tags role=web|db|cache, region=eu|us)\n");
+    outln!("{n} agents connected (tags role=web|db|cache, region=eu|us)\n");
 
     let op = Client::connect(
         ClientConfig::operator(url, Some(server.admin_token().expose().to_owned())),
@@ -66,7 +66,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
             Ok("null") | Err(_) => String::new(),
             Ok(s) => format!(" '{s}'"),
         };
-        println!("$ orb send '{target}' {cmd}{shown_args}");
+        outln!("$ orb send '{target}' {cmd}{shown_args}");
         let mut job = op
             .submit(target, cmd, Bytes::copy_from_slice(body), Duration::from_secs(10))
             .await
@@ -84,22 +84,22 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
         let shown = if results.len() > 12 { &results[..12] } else { &results[..] };
         send::print_human(shown, &summary);
         if shown.len() < results.len() {
-            println!("  (first {} of {} rows shown)", shown.len(), results.len());
+            outln!("  (first {} of {} rows shown)", shown.len(), results.len());
         }
         let all_ok = results.iter().all(|r| r.status == orb_proto::Status::Ok);
         if all_ok != expect_ok {
             return Err(fail("unexpected outcome", format!("{cmd} on '{target}'")));
         }
         if !expect_ok {
-            println!("  (this one fails on purpose: no agent has a 'reboot' handler)");
+            outln!("  (this one fails on purpose: no agent has a 'reboot' handler)");
         }
-        println!();
+        outln!();
     }
     op.close().await;
     for a in &agents {
         a.close().await;
     }
     server.shutdown().await;
-    println!("demo finished: try `orb serve` and `orb agent --id web-1` next (see README.md)");
+    outln!("demo finished: try `orb serve` and `orb agent --id web-1` next (see README.md)");
     Ok(exit::OK)
 }

@@ -21,12 +21,12 @@ pub async fn run(args: DevicesArgs) -> Result<u8, Failure> {
     devices.sort_by(|a, b| render::natural_cmp(&a.id, &b.id));
     client.close().await;
     if args.json {
-        println!("{}", serde_json::to_string(&devices).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?);
+        outln!("{}", serde_json::to_string(&devices).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?);
     } else if devices.is_empty() {
         eprintln!("no devices connected{}", args.selector.map(|s| format!(" matching '{s}'")).unwrap_or_default());
     } else {
-        println!("{}", render::devices_table(&devices, render::color_enabled()));
-        println!("{} device(s)", devices.len());
+        outln!("{}", render::devices_table(&devices, render::color_enabled()));
+        outln!("{} device(s)", devices.len());
     }
     Ok(exit::OK)
 }

@@ -2,6 +2,18 @@
 //! command and turns its outcome into a documented exit code ([`exit`]).
 #![forbid(unsafe_code)]
 
+/// `println!` for results: a closed stdout (`orb send ... | head -1`) ends the process quietly
+/// with status 141, as a shell reports SIGPIPE, instead of panicking.
+macro_rules! outln {
+    () => { $crate::render::write_out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::render::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` with the same treatment of a closed stdout.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::render::write_out(format_args!($($t)*)) };
+}
+
 mod agent;
 mod cli;
 mod config;

@@ -1,6 +1,5 @@
 //! Commands about orb itself: `config default|check|show`, `version`, `completions`, `man`.
 
-use std::io::Write;
 use std::path::Path;
 
 use clap::CommandFactory;
@@ -13,7 +12,7 @@ use crate::exit::{self, Failure};
 pub fn config(cmd: ConfigCommand, config_flag: Option<&Path>) -> Result<u8, Failure> {
     match cmd {
         ConfigCommand::Default => {
-            print!("{}", config::DEFAULT_TOML);
+            out!("{}", config::DEFAULT_TOML);
             Ok(exit::OK)
         }
         ConfigCommand::Check { file } => {
@@ -21,12 +20,12 @@ pub fn config(cmd: ConfigCommand, config_flag: Option<&Path>) -> Result<u8, Fail
             layers.file(&file);
             match layers.finish() {
                 Ok(_) => {
-                    println!("{}: ok", file.display());
+                    outln!("{}: ok", file.display());
                     Ok(exit::OK)
                 }
                 Err(problems) => {
                     for p in &problems {
-                        println!("{p}");
+                        outln!("{p}");
                     }
                     Err(Failure::new(exit::CONFIG, format!("{}: {} problem(s)", file.display(), problems.len())))
                 }
@@ -36,7 +35,7 @@ pub fn config(cmd: ConfigCommand, config_flag: Option<&Path>) -> Result<u8, Fail
             let settings = config::layered(config::config_path(config_flag).as_deref())
                 .finish()
                 .map_err(|p| Failure::new(exit::CONFIG, format!("invalid configuration:\n  {}", p.join("\n  "))))?;
-            print!("{}", settings.redacted_toml());
+            out!("{}", settings.redacted_toml());
             Ok(exit::OK)
         }
     }
@@ -56,16 +55,16 @@ pub fn version(json: bool) -> u8 {
             "transports": ["tcp", "ws"],
             "features": features,
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("orb {}", crate::cli::VERSION);
-        println!(
+        outln!("orb {}", crate::cli::VERSION);
+        outln!(
             "protocol {} (accepts {}..={})",
             orb_proto::PROTOCOL_VERSION,
             orb_proto::MIN_PROTOCOL_VERSION,
             orb_proto::PROTOCOL_VERSION
         );
-        println!("features {}", features.join(", "));
+        outln!("features {}", features.join(", "));
     }
     exit::OK
 }
@@ -82,6 +81,6 @@ pub fn man() -> Result<u8, Failure> {
     clap_mangen::Man::new(Cli::command())
         .render(&mut out)
         .map_err(|e| Failure::new(exit::FAILED, format!("cannot render the man page: {e}")))?;
-    std::io::stdout().write_all(&out).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    out!("{}", String::from_utf8_lossy(&out));
     Ok(exit::OK)
 }

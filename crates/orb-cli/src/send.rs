@@ -1,8 +1,6 @@
 //! `orb send`: validate the selector and arguments, submit the job (or resolve it with
 //! `--dry-run`), follow results with a progress bar, print a table and summary or JSON lines.
 
-use std::io::Write;
-
 use orb_client::{ClientError, JobUpdate};
 use orb_proto::message::{JobSummary, ResolveQuery, Resolved, TargetResult, commands};
 use orb_proto::{ErrorCode, Selector, Status};
@@ -37,12 +35,11 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     let pb = (!args.json).then(|| render::progress(job.accepted.targets.len()));
     let mut results: Vec<TargetResult> = Vec::with_capacity(job.accepted.targets.len());
     let mut summary: Option<JobSummary> = None;
-    let stdout = std::io::stdout();
     while let Some(update) = job.next().await {
         match update {
             JobUpdate::Result(r) => {
                 if args.json {
-                    let _ = writeln!(stdout.lock(), "{}", render::result_line(&r));
+                    outln!("{}", render::result_line(&r));
                 }
                 if let Some(pb) = &pb {
                     pb.inc(1);
@@ -63,7 +60,7 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     };
     results.sort_by(|a, b| render::natural_cmp(&a.device, &b.device));
     if args.json {
-        let _ = writeln!(stdout.lock(), "{}", render::summary_line(&summary));
+        outln!("{}", render::summary_line(&summary));
     } else {
         print_human(&results, &summary);
     }
@@ -73,13 +70,13 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
 
 fn print_dry_run(args: &SendArgs, r: &Resolved) -> u8 {
     if args.json {
-        println!("{}", serde_json::to_string(&r.devices).unwrap_or_else(|_| "[]".into()));
+        outln!("{}", serde_json::to_string(&r.devices).unwrap_or_else(|_| "[]".into()));
     } else if r.devices.is_empty() {
         eprintln!("no device matches '{}'", args.target);
     } else {
         eprintln!("{} device(s) match '{}'; nothing was sent:", r.devices.len(), r.selector);
         for d in &r.devices {
-            println!("{d}");
+            outln!("{d}");
         }
     }
     if r.devices.is_empty() { exit::FAILED } else { exit::OK }
@@ -88,13 +85,13 @@ fn print_dry_run(args: &SendArgs, r: &Resolved) -> u8 {
 /// Prints the table (all rows), then the grouped summary and the job id.
 pub fn print_human(results: &[TargetResult], summary: &JobSummary) {
     let color = render::color_enabled();
-    println!("{}", render::results_table(results, color, 80));
+    outln!("{}", render::results_table(results, color, 80));
     for line in render::grouped_summary(results, 60) {
-        println!("  {line}");
+        outln!("  {line}");
     }
     let counts: Vec<String> =
         summary.summary.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{n} {s}")).collect();
-    println!(
+    outln!(
         "job {}: {} of {} targets answered ok ({})",
         summary.job,
         summary.summary.get(&Status::Ok).copied().unwrap_or(0),

@@ -24,6 +24,6 @@ pub async fn run(args: SignalArgs) -> Result<u8, Failure> {
     let req = SignalRequest { message, params };
     let answer: serde_json::Value = client.call_json(commands::SIGNAL, &req, Duration::from_secs(15)).await?;
     client.close().await;
-    println!("{answer}");
+    outln!("{answer}");
     Ok(exit::OK)
 }

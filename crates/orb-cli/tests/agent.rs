@@ -66,6 +66,7 @@ fn an_agent_with_a_wrong_token_retries_until_it_gives_up_with_77() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(77), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("auth_failed"), "stderr: {}", stderr(&out));
 }
 
 #[test]

@@ -124,7 +124,7 @@ async fn large_job_results_are_flow_controlled_not_a_slow_consumer() {
     let server = TestServer::start_with(|cfg| cfg.limits.outbound_queue = 16, |b| b).await;
     let mut agents = Vec::with_capacity(AGENTS);
     for i in 0..AGENTS {
-        let t = if i % 3 == 0 { Transport::Ws } else { Transport::Tcp };
+        let t = if i.is_multiple_of(3) { Transport::Ws } else { Transport::Tcp };
         let id = format!("node-{i:03}");
         let me = id.clone();
         let handlers = basic_handlers().on("who", move |_c: Context| {
@@ -146,10 +146,14 @@ async fn large_job_results_are_flow_controlled_not_a_slow_consumer() {
         }
         assert!(!op.is_closed(), "the requester was not disconnected");
     }
-    // Two jobs at once, their results interleaved on one connection.
+    // Two jobs at once, their results interleaved on one connection. Each is read from the
+    // moment it is accepted: the client applies a job's back-pressure to the whole connection,
+    // so an unread job with more results than its buffer would hold up everything behind it.
     let first = op.submit("*", "who", NULL, Duration::from_secs(30)).await.unwrap();
+    let first = tokio::spawn(finish_job(first));
     let second = op.submit("*", "who", NULL, Duration::from_secs(30)).await.unwrap();
-    let (a, b) = tokio::join!(finish_job(first), finish_job(second));
+    let b = finish_job(second).await;
+    let a = within("the first job", first).await.unwrap();
     assert_eq!(a.count(Status::Ok) as usize, AGENTS);
     assert_eq!(b.count(Status::Ok) as usize, AGENTS);
     assert!(!op.is_closed());

@@ -76,7 +76,7 @@ async fn job_over_websocket_reaches_every_matching_agent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_over_mixed_transports_reaches_every_matching_agent() {
     let alternate = |i: usize| {
-        if i % 2 == 0 { Transport::Ws } else { Transport::Tcp }
+        if i.is_multiple_of(2) { Transport::Ws } else { Transport::Tcp }
     };
     job_reaches_every_matching_agent(alternate, Transport::Tcp).await;
     job_reaches_every_matching_agent(alternate, Transport::Ws).await;
@@ -127,7 +127,7 @@ impl Fleet {
                 log.lock().unwrap().push((me.clone(), c.job.clone().unwrap_or_default()));
                 async move { Ok(json!("recorded")) }
             });
-            let t = if i % 2 == 0 { Transport::Tcp } else { Transport::Ws };
+            let t = if i.is_multiple_of(2) { Transport::Tcp } else { Transport::Ws };
             agents.push(server.agent(t, id, &[("role", role)], handlers).await);
         }
         server.wait_for_agents(FLEET.len() as u64).await;
@@ -366,8 +366,8 @@ async fn job_deadline_above_the_servers_maximum_is_limited_to_it() {
 async fn operator_runs_many_jobs_concurrently() {
     let server = TestServer::start().await;
     let mut agents = Vec::new();
-    for i in 0..4 {
-        let t = if i % 2 == 0 { Transport::Tcp } else { Transport::Ws };
+    for i in 0..4usize {
+        let t = if i.is_multiple_of(2) { Transport::Tcp } else { Transport::Ws };
         agents.push(server.agent(t, &format!("n-{i}"), &[], basic_handlers()).await);
     }
     let op = server.operator(Transport::Ws).await;

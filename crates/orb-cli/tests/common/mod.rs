@@ -243,20 +243,15 @@ pub fn parse_banner(line: &str) -> (String, String) {
 pub fn wait_connected(cwd: &Path, server: &str, token: Option<&str>, ids: &[&str]) {
     let mut last = String::new();
     for _ in 0..100 {
-        let mut cmd = orb(cwd);
-        cmd.args(["devices", "--server", server, "--json"]);
+        let mut cmd = orb_cmd(cwd);
+        cmd.args(["devices", "--server", server, "--json"]).timeout(STARTUP);
         if let Some(t) = token {
             cmd.args(["--token", t]);
         }
-        let out = cmd.output().unwrap();
+        let out = cmd.output().unwrap_or_else(|e| panic!("`orb devices` did not finish: {e}"));
         if out.status.success() {
             let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-            let connected = |id: &str| {
-                list.as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|d| d["id"] == Value::from(id) && d["connected"] == Value::Bool(true))
-            };
+            let connected = |id: &str| list.as_array().unwrap().iter().any(|d| d["id"] == id && d["connected"] == true);
             if ids.iter().all(|id| connected(id)) {
                 return;
             }
