@@ -208,8 +208,8 @@ pub struct DevicesArgs {
 #[cfg(feature = "server")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Number of in-process agents.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    /// Number of in-process agents (at least 3: one per role).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(3..=5000))]
     pub agents: u32,
 }
 

@@ -67,7 +67,9 @@ impl ClientConfig {
 
 enum Waiter {
     Once(oneshot::Sender<Envelope>),
-    Stream(mpsc::Sender<Envelope>),
+    /// A job's stream. Unbounded, yet bounded in practice: a job sends at most one frame per
+    /// target plus two, so an unread job never stalls the connection's reader.
+    Stream(mpsc::UnboundedSender<Envelope>),
 }
 
 struct Inner {
@@ -256,7 +258,7 @@ impl Client {
     pub async fn submit(&self, target: &str, cmd: &str, args: Bytes, deadline: Duration) -> Result<Job, ClientError> {
         check_json(&args)?;
         let (id, id_str) = self.next_waiter();
-        let (stx, mut srx) = mpsc::channel(256);
+        let (stx, mut srx) = mpsc::unbounded_channel();
         self.register(id, Waiter::Stream(stx));
         let mut env = Envelope::new(Kind::Cmd);
         env.id = Some(id_str);
@@ -452,8 +454,9 @@ async fn read_loop<R: FrameSource>(
     inner.finish(reason.unwrap_or_else(|| "closed by client".to_owned()));
 }
 
-/// Hands a correlated frame to whoever waits for it. Job streams apply back-pressure: the reader
-/// waits for the job's consumer, so the server sends that job's results only as fast as they are read.
+/// Hands a correlated frame to whoever waits for it. Never waits: a job's stream buffers what
+/// its reader has not taken yet (at most one frame per target), so one unread job cannot stall
+/// replies to anything else on the connection.
 async fn deliver(inner: &Inner, env: Envelope) {
     let Some(id) = env.re.as_deref().and_then(|r| r.parse::<u64>().ok()) else {
         return;
@@ -477,7 +480,7 @@ async fn deliver(inner: &Inner, env: Envelope) {
             None => return,
         }
     };
-    if stream.send(env).await.is_err() {
+    if stream.send(env).is_err() {
         inner.lock_waiters().remove(&id);
     }
 }

@@ -22,14 +22,14 @@ pub enum JobUpdate {
 pub struct Job {
     /// What the server accepted: job id, targets, deadline.
     pub accepted: JobAccepted,
-    rx: mpsc::Receiver<Envelope>,
+    rx: mpsc::UnboundedReceiver<Envelope>,
     client: Client,
     waiter: u64,
     done: bool,
 }
 
 impl Job {
-    pub(crate) fn new(accepted: JobAccepted, rx: mpsc::Receiver<Envelope>, client: Client, waiter: u64) -> Job {
+    pub(crate) fn new(accepted: JobAccepted, rx: mpsc::UnboundedReceiver<Envelope>, client: Client, waiter: u64) -> Job {
         Job { accepted, rx, client, waiter, done: false }
     }
 
