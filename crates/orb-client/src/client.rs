@@ -41,6 +41,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Frames queued for sending before senders wait.
     pub outbound_queue: usize,
+    /// Local address to connect from (TCP only): lets a load generator spread connections over
+    /// several loopback addresses when one address runs out of ephemeral ports.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl ClientConfig {
@@ -56,6 +59,7 @@ impl ClientConfig {
             max_frame: DEFAULT_MAX_FRAME,
             connect_timeout: Duration::from_secs(10),
             outbound_queue: 1024,
+            bind: None,
         }
     }
 
@@ -107,7 +111,7 @@ impl Client {
         let unreachable = |reason: String| ClientError::Unreachable { url: url.clone(), reason };
         match &config.url {
             ServerUrl::Tcp { host, port } => {
-                let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host.as_str(), *port)))
+                let stream = tokio::time::timeout(timeout, tcp_connect(host, *port, config.bind))
                     .await
                     .map_err(|_| unreachable("connect timed out".into()))?
                     .map_err(|e| unreachable(e.to_string()))?;
@@ -383,6 +387,26 @@ fn check_json(args: &Bytes) -> Result<(), ClientError> {
     serde_json::from_slice::<&serde_json::value::RawValue>(args)
         .map(|_| ())
         .map_err(|e| ClientError::Protocol(format!("arguments are not valid JSON: {e}")))
+}
+
+/// Connects over TCP, from `bind` when given.
+async fn tcp_connect(host: &str, port: u16, bind: Option<std::net::IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(local) = bind else {
+        return tokio::net::TcpStream::connect((host, port)).await;
+    };
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}"));
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if addr.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        match socket.connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 fn millis(d: Duration) -> u64 {
