@@ -41,9 +41,10 @@ pub fn builtin_handlers() -> Handlers {
 fn sleep_args(c: &Context) -> Result<std::time::Duration, ErrorBody> {
     let bad = |m: String| ErrorBody::new(ErrorCode::BadArgs, format!("sleep: {m}"));
     match c.args::<serde_json::Value>()? {
-        serde_json::Value::Number(n) => {
-            n.as_u64().map(std::time::Duration::from_millis).ok_or_else(|| bad("milliseconds must be a whole number".into()))
-        }
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .map(std::time::Duration::from_millis)
+            .ok_or_else(|| bad("milliseconds must be a whole number".into())),
         serde_json::Value::String(s) => humantime::parse_duration(&s).map_err(|e| bad(e.to_string())),
         other => Err(bad(format!("expected milliseconds or a duration like \"2s\", got {other}"))),
     }

@@ -45,6 +45,14 @@ pub enum Command {
     /// Print, check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Measure a real server end to end (fanout, rr, idle, storm), optionally against NATS.
+    #[cfg(feature = "server")]
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+    /// The simulated agents of `orb bench` (started by it; not for direct use).
+    #[cfg(feature = "server")]
+    #[command(hide = true)]
+    BenchSwarm(crate::bench::swarm::SwarmArgs),
     /// Print version information (`--json`: protocol version and features too).
     Version {
         /// One JSON object.

@@ -303,8 +303,10 @@ impl Layers {
     }
 
     /// Type-checks every key on its own (so every wrong type is reported), then validates the
-    /// whole. Returns the typed settings or every problem found.
+    /// whole, with wrongly typed keys left out (so their problems do not hide the others).
+    /// Returns the typed settings or every problem found.
     pub fn finish(mut self) -> Result<Settings, Vec<String>> {
+        let mut mistyped = Vec::new();
         for (section, value) in &self.merged {
             let Some(entries) = value.as_table() else { continue };
             for (key, v) in entries {
@@ -314,23 +316,32 @@ impl Layers {
                 one.insert(section.clone(), toml::Value::Table(inner));
                 if let Err(e) = toml::Value::Table(one).try_into::<FileConfig>() {
                     let origin = self.origin.get(&(section.clone(), key.clone())).map_or("default", String::as_str);
-                    self.problems.push(format!("{origin}: '{section}.{key}': {}", first_line(&e.to_string())));
+                    self.problems.push(format!("{origin}: '{section}.{key}': {}", e.message().trim()));
+                    mistyped.push((section.clone(), key.clone()));
                 }
             }
         }
-        if !self.problems.is_empty() {
-            return Err(self.problems);
+        for (section, key) in &mistyped {
+            if let Some(t) = self.merged.get_mut(section).and_then(toml::Value::as_table_mut) {
+                t.remove(key);
+            }
         }
         let file: FileConfig = match toml::Value::Table(self.merged).try_into() {
             Ok(f) => f,
-            Err(e) => return Err(vec![e.to_string()]),
+            Err(e) => {
+                self.problems.push(e.to_string());
+                return Err(self.problems);
+            }
         };
-        validate(file)
+        match validate(file) {
+            Ok(settings) if self.problems.is_empty() => Ok(settings),
+            Ok(_) => Err(self.problems),
+            Err(more) => {
+                self.problems.extend(more);
+                Err(self.problems)
+            }
+        }
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_owned()
 }
 
 /// An environment value: TOML when it parses as a TOML value (numbers, booleans, arrays,
@@ -611,7 +622,12 @@ mod tests {
         assert!(all.contains("unknown key 'server.lisen'"), "{all}");
         assert!(all.contains("unknown section [bogus]"), "{all}");
         assert!(all.contains("'server.listen'"), "{all}");
-        assert_eq!(problems.len(), 3, "type errors stop before semantic checks: {all}");
+        assert!(all.contains("invalid type"), "the cause of a type error is given: {all}");
+        // Type errors do not hide the checks of the other keys.
+        assert!(all.contains("limits.heartbeat"), "{all}");
+        assert!(all.contains("outbound_queue"), "{all}");
+        assert!(all.contains("groups.cams"), "{all}");
+        assert_eq!(problems.len(), 6, "{all}");
 
         let mut l = Layers::defaults();
         l.text("[limits]\nheartbeat = \"soon\"\noutbound_queue = 0\n[groups]\ncams = \"cam-*(\"\n", "orb.toml");

@@ -15,6 +15,8 @@ macro_rules! out {
 }
 
 mod agent;
+#[cfg(feature = "server")]
+mod bench;
 mod cli;
 mod config;
 mod connect;
@@ -91,6 +93,16 @@ async fn run(cli: cli::Cli) -> Result<u8, exit::Failure> {
             demo::run(args).await
         }
         cli::Command::Config(cmd) => meta::config(cmd, config),
+        #[cfg(feature = "server")]
+        cli::Command::Bench(cmd) => {
+            client_logging()?;
+            bench::run(cmd).await
+        }
+        #[cfg(feature = "server")]
+        cli::Command::BenchSwarm(args) => {
+            client_logging()?;
+            bench::swarm::run(args).await
+        }
         cli::Command::Version { json } => Ok(meta::version(json)),
         cli::Command::Completions { shell } => Ok(meta::completions(shell)),
         cli::Command::Man => meta::man(),

@@ -94,6 +94,12 @@ pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         .map_err(|e| Failure::new(exit::CONFIG, e))?;
     raise_nofile();
     let server_config = settings.server_config().map_err(|e| Failure::new(exit::CONFIG, e))?;
+    // Before the banner and READY=1: a SIGHUP (`systemctl reload`) or SIGTERM sent as soon as the
+    // server looks ready must find the handlers, not the default action (which kills the process).
+    let signals =
+        |k| signal(k).map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot install signal handler: {e}")));
+    let (mut term, mut int, mut hup) =
+        (signals(SignalKind::terminate())?, signals(SignalKind::interrupt())?, signals(SignalKind::hangup())?);
     let data = server_config.data_dir.clone();
     let mut server = ServerBuilder::new(server_config).start().await.map_err(|e| match e {
         ServerError::Bind { .. } => Failure::new(exit::UNREACHABLE, e.to_string()),
@@ -108,10 +114,6 @@ pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut admin = server.take_admin_requests();
 
-    let signals =
-        |k| signal(k).map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot install signal handler: {e}")));
-    let (mut term, mut int, mut hup) =
-        (signals(SignalKind::terminate())?, signals(SignalKind::interrupt())?, signals(SignalKind::hangup())?);
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use orb_proto::message::{Bye, Hello, JobAccepted, Role, Welcome};
-use orb_proto::{DEFAULT_MAX_FRAME, Envelope, ErrorBody, Kind, PROTOCOL_VERSION};
+use orb_proto::{Codec, DEFAULT_MAX_FRAME, Envelope, ErrorBody, Kind, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,9 @@ pub struct ClientConfig {
     /// Local address to connect from (TCP only): lets a load generator spread connections over
     /// several loopback addresses when one address runs out of ephemeral ports.
     pub bind: Option<std::net::IpAddr>,
+    /// The envelope codec to ask for. The hello offers it first, then `json`; the connection uses
+    /// what the server chose (`welcome.codec`; a server without MessagePack answers `json`).
+    pub codec: Codec,
 }
 
 impl ClientConfig {
@@ -60,6 +63,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             outbound_queue: 1024,
             bind: None,
+            codec: Codec::Json,
         }
     }
 
@@ -87,8 +91,12 @@ struct Inner {
     waiters: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
     welcome: Welcome,
+    /// The codec every frame after the welcome uses, both ways.
+    codec: Codec,
     stop: CancellationToken,
     close_reason: OnceLock<String>,
+    /// Cancelled when the writer task has ended (queued frames written, socket closed).
+    writer_done: CancellationToken,
 }
 
 /// A connected client. Clones share the connection; it closes on [`Client::close`], when the
@@ -143,7 +151,9 @@ impl Client {
             tags: config.tags.clone(),
             commands: handlers.names(),
             agent: Some(config.agent.clone()),
+            codecs: offered_codecs(config.codec),
         };
+        // The hello and the welcome are JSON whatever codec is negotiated.
         let frame = orb_proto::encode(&Envelope::new(Kind::Hello).with_json_body(&hello));
         let closed = |e: String| ClientError::Closed(e);
         sink.send_batch(&[frame]).await.map_err(|e| closed(e.to_string()))?;
@@ -164,6 +174,12 @@ impl Client {
                 return Err(ClientError::Protocol(format!("expected welcome, got {}", other.as_str())));
             }
         };
+        let codec = match welcome.codec.as_str() {
+            "" => Codec::Json,
+            name => Codec::from_name(name).ok_or_else(|| {
+                ClientError::Protocol(format!("the server chose codec {name:?}, which this client lacks"))
+            })?,
+        };
         let (tx, rx) = mpsc::channel(config.outbound_queue);
         let stop = CancellationToken::new();
         let (last_tx, last_rx) = oneshot::channel();
@@ -175,18 +191,30 @@ impl Client {
             waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             welcome,
+            codec,
             stop: stop.clone(),
             close_reason: OnceLock::new(),
+            writer_done: CancellationToken::new(),
         });
-        tokio::spawn(transport::write_loop(sink, rx, stop.clone(), last_rx, Duration::from_secs(1)));
+        let writer = transport::write_loop(sink, rx, stop.clone(), last_rx, Duration::from_secs(1));
+        let writer_done = inner.writer_done.clone();
+        tokio::spawn(async move {
+            writer.await;
+            writer_done.cancel();
+        });
         tokio::spawn(read_loop(Arc::clone(&inner), source, handlers, last_tx));
         tokio::spawn(heartbeat(Arc::clone(&inner)));
         Ok(Client { inner })
     }
 
-    /// The server's welcome (assigned id, heartbeat, limits).
+    /// The server's welcome (assigned id, heartbeat, limits, codec).
     pub fn welcome(&self) -> &Welcome {
         &self.inner.welcome
+    }
+
+    /// The envelope codec this connection uses after the handshake.
+    pub fn codec(&self) -> Codec {
+        self.inner.codec
     }
 
     /// Sends a plain request to one device and waits for its reply (an RPC; not a job).
@@ -239,7 +267,7 @@ impl Client {
         let (otx, orx) = oneshot::channel();
         self.register(id, Waiter::Once(otx));
         env.id = Some(tx_once);
-        self.send(orb_proto::encode(&env)).await?;
+        self.send(&env).await?;
         let answer = tokio::select! {
             r = orx => r.map_err(|_| self.closed_error()),
             () = tokio::time::sleep(timeout) => Err(ClientError::Timeout(timeout.as_millis())),
@@ -270,7 +298,7 @@ impl Client {
         env.cmd = Some(cmd.to_owned());
         env.body = Some(args);
         env.deadline_ms = Some(millis(deadline));
-        self.send(orb_proto::encode(&env)).await?;
+        self.send(&env).await?;
         let first = tokio::select! {
             f = srx.recv() => f.ok_or_else(|| self.closed_error()),
             () = tokio::time::sleep(self.inner.welcome_timeout()) => Err(ClientError::Timeout(self.inner.welcome_timeout().as_millis())),
@@ -301,7 +329,7 @@ impl Client {
     /// Closes the connection: a `bye`, then the socket. Pending requests fail with `Closed`.
     pub async fn close(&self) {
         let bye = Bye { reason: "peer_closed".into(), reconnect_after_ms: None };
-        let _ = self.inner.tx.send(orb_proto::encode(&Envelope::new(Kind::Bye).with_json_body(&bye))).await;
+        let _ = self.inner.tx.send(self.inner.codec.encode(&Envelope::new(Kind::Bye).with_json_body(&bye))).await;
         let _ = self.inner.close_reason.set("closed by client".into());
         self.inner.stop.cancel();
     }
@@ -314,6 +342,9 @@ impl Client {
         self.inner.tasks.close();
         let finished = tokio::time::timeout(grace, self.inner.tasks.wait()).await.is_ok();
         self.close().await;
+        // The replies are only queued: wait (bounded by the writer's own linger) until they are
+        // written, or a process that exits right after draining would lose them.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.writer_done.cancelled()).await;
         finished
     }
 
@@ -355,11 +386,12 @@ impl Client {
         self.inner.lock_waiters().remove(&id);
     }
 
-    async fn send(&self, frame: Bytes) -> Result<(), ClientError> {
+    /// Encodes `env` with the connection's codec and queues it, waiting for room.
+    async fn send(&self, env: &Envelope) -> Result<(), ClientError> {
         if self.inner.stop.is_cancelled() {
             return Err(self.closed_error());
         }
-        self.inner.tx.send(frame).await.map_err(|_| self.closed_error())
+        self.inner.tx.send(self.inner.codec.encode(env)).await.map_err(|_| self.closed_error())
     }
 }
 
@@ -387,6 +419,15 @@ fn check_json(args: &Bytes) -> Result<(), ClientError> {
     serde_json::from_slice::<&serde_json::value::RawValue>(args)
         .map(|_| ())
         .map_err(|e| ClientError::Protocol(format!("arguments are not valid JSON: {e}")))
+}
+
+/// The `codecs` of the hello: the preferred codec, then JSON (which every server speaks).
+fn offered_codecs(preferred: Codec) -> Vec<String> {
+    let mut v = vec![preferred.as_str().to_owned()];
+    if preferred != Codec::Json {
+        v.push(Codec::Json.as_str().to_owned());
+    }
+    v
 }
 
 /// Connects over TCP, from `bind` when given.
@@ -445,14 +486,14 @@ async fn read_loop<R: FrameSource>(
                     orb_proto::ErrorCode::FrameTooLarge,
                     format!("frame larger than {max} bytes"),
                 );
-                let _ = last_tx.send(orb_proto::encode(&err));
+                let _ = last_tx.send(inner.codec.encode(&err));
                 break Some("frame_too_large: the server sent a frame above the limit".to_owned());
             }
             Err(e) => break Some(e.to_string()),
         };
         last_rx = Instant::now();
-        transport::trace_frame("in", &frame);
-        let env = match orb_proto::decode(&frame) {
+        transport::trace_frame("in", &frame, inner.codec);
+        let env = match inner.codec.decode(&frame) {
             Ok(env) => env,
             Err(e) => break Some(format!("protocol_violation: {e}")),
         };
@@ -463,7 +504,7 @@ async fn read_loop<R: FrameSource>(
             Kind::Ping => {
                 let mut pong = Envelope::new(Kind::Pong);
                 pong.re = env.id;
-                let _ = inner.tx.try_send(orb_proto::encode(&pong));
+                let _ = inner.tx.try_send(inner.codec.encode(&pong));
             }
             Kind::Bye => {
                 let bye: Option<Bye> = env.json_body().ok();
@@ -521,15 +562,16 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
         cmd: cmd.clone(),
     };
     let tx = inner.tx.clone();
+    let codec = inner.codec;
     if inner.draining.load(Ordering::Acquire) {
         let e = ErrorBody::new(orb_proto::ErrorCode::ShuttingDown, format!("{cmd}: this client is stopping"));
-        let _ = tx.try_send(handler::reply_frame(id, Err(e)));
+        let _ = tx.try_send(handler::reply_frame(codec, id, Err(e)));
         return;
     }
     let handler = handlers.get(&cmd);
     inner.tasks.spawn(async move {
         let result = handler::run(handler, ctx).await;
-        let _ = tx.send(handler::reply_frame(id, result)).await;
+        let _ = tx.send(handler::reply_frame(codec, id, result)).await;
     });
 }
 
@@ -546,7 +588,7 @@ async fn heartbeat(inner: Arc<Inner>) {
                 n += 1;
                 let mut ping = Envelope::new(Kind::Ping);
                 ping.id = Some(format!("hb{n}"));
-                let _ = inner.tx.try_send(orb_proto::encode(&ping));
+                let _ = inner.tx.try_send(inner.codec.encode(&ping));
             }
         }
     }

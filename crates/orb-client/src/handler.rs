@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use orb_proto::{ErrorBody, ErrorCode};
+use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode};
 
 /// One command to handle.
 #[derive(Debug, Clone)]
@@ -115,15 +115,17 @@ pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResu
     }
 }
 
-/// Encodes a handler's outcome as the `reply` to command `re`.
-pub fn reply_frame(re: String, result: HandlerResult) -> Bytes {
-    let env = match result {
-        Ok(v) => {
-            orb_proto::Envelope::reply_ok(re, Bytes::from(serde_json::to_vec(&v).unwrap_or_else(|_| b"null".to_vec())))
-        }
-        Err(e) => orb_proto::Envelope::reply_err(re, e.code, e.message),
-    };
-    orb_proto::encode(&env)
+/// A handler's outcome as the `reply` to command `re` (the result serialised as the JSON body).
+pub fn reply_envelope(re: String, result: HandlerResult) -> Envelope {
+    match result {
+        Ok(v) => Envelope::reply_ok(re, Bytes::from(serde_json::to_vec(&v).unwrap_or_else(|_| b"null".to_vec()))),
+        Err(e) => Envelope::reply_err(re, e.code, e.message),
+    }
+}
+
+/// Encodes a handler's outcome as the `reply` to command `re`, with the connection's `codec`.
+pub fn reply_frame(codec: Codec, re: String, result: HandlerResult) -> Bytes {
+    codec.encode(&reply_envelope(re, result))
 }
 
 #[cfg(test)]
@@ -158,6 +160,18 @@ mod tests {
         let e = run(h.get("boom"), ctx("boom")).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::HandlerPanicked);
         assert!(e.message.contains("kaboom"));
+    }
+
+    #[test]
+    fn reply_frames_use_the_codec_asked_for() {
+        for codec in Codec::ALL {
+            let ok = codec.decode(&reply_frame(codec, "7".into(), Ok(serde_json::json!({"a": 1})))).unwrap();
+            assert_eq!(ok.re.as_deref(), Some("7"));
+            assert_eq!(ok.body.as_deref(), Some(&br#"{"a":1}"#[..]));
+            let e = ErrorBody::new(ErrorCode::BadArgs, "no");
+            let err = codec.decode(&reply_frame(codec, "8".into(), Err(e.clone()))).unwrap();
+            assert_eq!(err.error, Some(e));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,7 +29,12 @@ pub struct Job {
 }
 
 impl Job {
-    pub(crate) fn new(accepted: JobAccepted, rx: mpsc::UnboundedReceiver<Envelope>, client: Client, waiter: u64) -> Job {
+    pub(crate) fn new(
+        accepted: JobAccepted,
+        rx: mpsc::UnboundedReceiver<Envelope>,
+        client: Client,
+        waiter: u64,
+    ) -> Job {
         Job { accepted, rx, client, waiter, done: false }
     }
 

@@ -30,6 +30,7 @@ pub use client::{Client, ClientConfig};
 pub use error::ClientError;
 pub use handler::{Context, HandlerResult, Handlers};
 pub use job::{Job, JobUpdate};
+pub use orb_proto::Codec;
 pub use orb_proto::message::Role;
 pub use persistent::{Backoff, LinkEvent, Persistent};
 pub use url::{ServerUrl, UrlError};

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use orb_proto::ErrorCode;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +105,8 @@ impl Persistent {
     /// The last error when `give_up_after` passed without a connection, or at once when the
     /// server refuses the hello for a reason retrying cannot fix (`bad_id`, `unsupported_version`).
     pub async fn run(&self, stop: &CancellationToken, mut events: impl FnMut(LinkEvent)) -> Result<(), ClientError> {
-        let mut rng = rand::rng();
+        // A Send rng: this future runs on any worker thread.
+        let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
         let mut attempt: u32 = 0;
         let mut index = 0usize;
         let mut since = Instant::now();

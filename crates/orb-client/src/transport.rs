@@ -212,12 +212,13 @@ pub async fn write_loop<S: FrameSink>(
 }
 
 /// Logs one frame at TRACE (`--trace`): direction, kind, command, id and correlation. The
-/// caller's span supplies the peer. Decodes the frame only when TRACE is enabled.
-pub fn trace_frame(dir: &'static str, frame: &Bytes) {
+/// caller's span supplies the peer. Decodes the frame, with the connection's `codec`, only when
+/// TRACE is enabled.
+pub fn trace_frame(dir: &'static str, frame: &Bytes, codec: orb_proto::Codec) {
     if !tracing::enabled!(tracing::Level::TRACE) {
         return;
     }
-    match orb_proto::decode(frame) {
+    match codec.decode(frame) {
         Ok(env) => tracing::trace!(
             dir,
             kind = env.kind.as_str(),
@@ -225,6 +226,7 @@ pub fn trace_frame(dir: &'static str, frame: &Bytes) {
             id = env.id.as_deref(),
             re = env.re.as_deref(),
             len = frame.len(),
+            codec = codec.as_str(),
             "frame"
         ),
         Err(_) => tracing::trace!(dir, len = frame.len(), "undecodable frame"),

@@ -1,5 +1,7 @@
-//! Envelope codec: `encode` and `decode` of the frames a broker handles most, with throughput in
-//! bytes of encoded frame (length prefix excluded).
+//! Envelope codecs: `encode` and `decode` of the frames a broker handles most, with throughput in
+//! bytes of encoded frame (length prefix excluded). Groups `encode`/`decode` are JSON;
+//! `encode_msgpack`/`decode_msgpack` run the same frames through the MessagePack codec (body as a
+//! bin of the same JSON bytes), so each case compares directly across the two.
 //!
 //! Run: `cargo bench -p orb-proto --bench codec`
 
@@ -7,7 +9,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use orb_proto::{Envelope, Kind, Status, decode, encode};
+use orb_proto::{Codec, Envelope, Kind, Status, decode, encode};
 
 const JOB_ID: &str = "0199a3f2-7c4e-7b1a-9d2e-5f6a7b8c9d0e";
 
@@ -95,5 +97,26 @@ fn bench_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_encode, bench_decode);
+fn bench_encode_msgpack(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode_msgpack");
+    for (name, env) in cases() {
+        let len = Codec::MsgPack.encode(&env).len() as u64;
+        g.throughput(Throughput::Bytes(len));
+        g.bench_function(name, |b| b.iter(|| Codec::MsgPack.encode(black_box(&env))));
+    }
+    g.finish();
+}
+
+fn bench_decode_msgpack(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_msgpack");
+    for (name, env) in cases() {
+        let frame = Codec::MsgPack.encode(&env);
+        assert_eq!(Codec::MsgPack.decode(&frame).expect("round trip"), env);
+        g.throughput(Throughput::Bytes(frame.len() as u64));
+        g.bench_function(name, |b| b.iter(|| Codec::MsgPack.decode(black_box(&frame)).expect("valid frame")));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_encode, bench_decode, bench_encode_msgpack, bench_decode_msgpack);
 criterion_main!(benches);

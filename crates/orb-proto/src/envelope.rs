@@ -64,6 +64,27 @@ impl Kind {
             Kind::Unknown => "unknown",
         }
     }
+
+    /// Parses a wire name; a name this build does not know is [`Kind::Unknown`] (as in JSON).
+    pub fn from_wire(s: &str) -> Kind {
+        match s {
+            "hello" => Kind::Hello,
+            "welcome" => Kind::Welcome,
+            "cmd" => Kind::Cmd,
+            "reply" => Kind::Reply,
+            "ack" => Kind::Ack,
+            "pub" => Kind::Pub,
+            "sub" => Kind::Sub,
+            "unsub" => Kind::Unsub,
+            "event" => Kind::Event,
+            "config" => Kind::Config,
+            "ping" => Kind::Ping,
+            "pong" => Kind::Pong,
+            "error" => Kind::Error,
+            "bye" => Kind::Bye,
+            _ => Kind::Unknown,
+        }
+    }
 }
 
 /// The outcome of one target of a job. The set is fixed for every protocol feature to come.
@@ -113,6 +134,11 @@ impl Status {
             Status::Denied => "denied",
             Status::Cancelled => "cancelled",
         }
+    }
+
+    /// Parses a wire name; `None` for anything outside the fixed set (a `bad_frame`).
+    pub fn from_wire(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 
@@ -244,5 +270,42 @@ impl Envelope {
         let raw = self.body.as_deref().unwrap_or(b"null");
         serde_json::from_slice(raw)
             .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("{} body: {e}", self.kind.as_str())))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_parse_back_as_serde_reads_them() {
+        for k in [
+            Kind::Hello,
+            Kind::Welcome,
+            Kind::Cmd,
+            Kind::Reply,
+            Kind::Ack,
+            Kind::Pub,
+            Kind::Sub,
+            Kind::Unsub,
+            Kind::Event,
+            Kind::Config,
+            Kind::Ping,
+            Kind::Pong,
+            Kind::Error,
+            Kind::Bye,
+            Kind::Unknown,
+        ] {
+            assert_eq!(Kind::from_wire(k.as_str()), k);
+            let via_serde: Kind = serde_json::from_value(serde_json::json!(k.as_str())).unwrap();
+            assert_eq!(via_serde, k);
+        }
+        assert_eq!(Kind::from_wire("teleport"), Kind::Unknown);
+        assert_eq!(Kind::from_wire("Cmd"), Kind::Unknown, "kind names are case-sensitive");
+        for s in Status::ALL {
+            assert_eq!(Status::from_wire(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::from_wire("unknown"), None);
     }
 }

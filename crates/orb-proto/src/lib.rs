@@ -1,4 +1,5 @@
-//! orb wire protocol v1, sans I/O: the [`Envelope`] every frame carries, its JSON [`codec`], typed
+//! orb wire protocol v1, sans I/O: the [`Envelope`] every frame carries, its [`codec`]s (JSON, and
+//! MessagePack negotiated in `hello` as a [`Codec`]; bodies are JSON bytes in both), typed
 //! bodies for the handshake and jobs ([`message`]), stable [`ErrorCode`]s, device ids ([`id`]) and
 //! target [`selector`]s. The server, the client library and the CLI all use this one crate, so the
 //! codec cannot drift between them. Transports (TCP frames, WebSocket) live in the crates that do I/O.
@@ -12,7 +13,7 @@ pub mod id;
 pub mod message;
 pub mod selector;
 
-pub use codec::{DecodeError, decode, encode};
+pub use codec::{Codec, DecodeError, decode, encode};
 pub use envelope::{Envelope, ErrorBody, Kind, Status};
 pub use error::ErrorCode;
 pub use id::{DeviceId, IdError, JobId};

@@ -52,6 +52,10 @@ pub struct Hello {
     /// Free-form software name and version, e.g. `orb-agent/0.1.0`.
     #[serde(default)]
     pub agent: Option<String>,
+    /// Envelope codecs the client speaks, most preferred first (`["msgpack", "json"]`); the server
+    /// answers with its choice in [`Welcome::codec`]. Empty (or absent): JSON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codecs: Vec<String>,
 }
 
 /// Body of `welcome`, the server's answer to a good hello.
@@ -71,6 +75,16 @@ pub struct Welcome {
     pub max_frame: u64,
     /// Server software name and version.
     pub server: String,
+    /// The envelope codec of every frame after this welcome, in both directions (`json` or
+    /// `msgpack`, see [`crate::Codec`]). The server sends it when the hello listed `codecs` and
+    /// leaves it out otherwise (an empty string here), so a client that did not ask gets the
+    /// welcome of protocol v1 unchanged; an absent field reads as `json`.
+    #[serde(default = "json_codec", skip_serializing_if = "String::is_empty")]
+    pub codec: String,
+}
+
+fn json_codec() -> String {
+    crate::Codec::Json.as_str().to_owned()
 }
 
 /// Body of `bye`.
@@ -204,4 +218,31 @@ pub struct SignalRequest {
     /// Optional `name=value` parameters.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_v1_welcome_without_codec_means_json_and_an_empty_codec_is_not_sent() {
+        let v1 = r#"{"version":1,"id":"web-1","session":17,"heartbeat_ms":15000,"heartbeat_timeout_ms":45000,"max_frame":1048576,"server":"orb/0.1.0"}"#;
+        let w: Welcome = serde_json::from_str(v1).unwrap();
+        assert_eq!(w.codec, "json");
+        let unasked = Welcome { codec: String::new(), ..w.clone() };
+        assert_eq!(serde_json::to_string(&unasked).unwrap(), v1, "unchanged for a client that did not ask");
+        let chosen = Welcome { codec: "msgpack".into(), ..w };
+        assert!(serde_json::to_string(&chosen).unwrap().ends_with(r#","codec":"msgpack"}"#));
+    }
+
+    #[test]
+    fn a_hello_without_codecs_is_the_v1_hello() {
+        let v1 = r#"{"version":1,"role":"agent","token":"t","id":"web-1"}"#;
+        let h: Hello = serde_json::from_str(v1).unwrap();
+        assert!(h.codecs.is_empty());
+        assert!(!serde_json::to_string(&h).unwrap().contains("codecs"));
+        let h: Hello = serde_json::from_str(r#"{"version":1,"role":"agent","codecs":["msgpack","json"]}"#).unwrap();
+        assert_eq!(h.codecs, ["msgpack", "json"]);
+    }
 }

@@ -103,6 +103,7 @@ mod tests {
             tags: Default::default(),
             commands: vec![],
             agent: None,
+            codecs: vec![],
         }
     }
 

@@ -1,5 +1,6 @@
 //! Jobs: one command fanned out to every device a selector matches. [`submit`] resolves the
-//! targets, encodes the command frame once and queues the shared bytes to each session; replies
+//! targets, encodes the command frame once per codec in use among them (at most one JSON and one
+//! MessagePack encoding per job) and queues the shared bytes to each session; replies
 //! land in the job's [`JobInbox`] (no global lock: a lookup and one atomic swap per reply); one
 //! task per job turns them into `event` frames for the requester, flow-controlled per job, and
 //! ends the job with a summary when every target has answered or the deadline passed (or early,
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use orb_proto::message::{JobAccepted, JobSummary};
-use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
+use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -165,11 +166,11 @@ pub fn submit(router: &Arc<Router>, tracker: &TaskTracker, req: JobRequest) -> R
     cmd.from = Some(req.requester_name);
     cmd.deadline_ms = Some(deadline_ms);
     cmd.body = req.body;
-    let frame = orb_proto::encode(&cmd); // encoded once, shared by every target
+    let mut frames = EncodedOnce::new(&cmd); // one encoding per codec, shared by every target using it
 
     let started = Instant::now();
     for (i, t) in targets.iter().enumerate() {
-        match t.outbox.deliver(frame.clone()) {
+        match t.outbox.deliver(frames.get(t.outbox.codec)) {
             Ok(()) => {}
             Err(DeliveryError::Closed) => inbox.settle(i, started, Outcome::Offline),
             Err(DeliveryError::SlowConsumer) => inbox.settle(
@@ -191,20 +192,45 @@ pub fn submit(router: &Arc<Router>, tracker: &TaskTracker, req: JobRequest) -> R
     let mut ack = Envelope::new(Kind::Ack).with_json_body(&accepted);
     ack.re = Some(req.re.clone());
     ack.job = Some(job_id.clone());
+    let codec = req.requester.codec;
     let run = JobRun {
         router: Arc::clone(router),
         devices: accepted.targets,
         job_id,
         re: req.re,
         requester: Some(req.requester),
+        codec,
         started,
         deadline: started + req.deadline,
         rx,
-        out: VecDeque::from([orb_proto::encode(&ack)]),
+        out: VecDeque::from([codec.encode(&ack)]),
     };
     drop(inbox);
     tracker.spawn(run.run());
     Ok(())
+}
+
+/// A job's command frame, encoded lazily at most once per codec: every target using a codec gets
+/// the same `Bytes` (a reference count, not a copy), and a codec no target uses costs nothing.
+struct EncodedOnce<'a> {
+    env: &'a Envelope,
+    json: Option<Bytes>,
+    msgpack: Option<Bytes>,
+}
+
+impl<'a> EncodedOnce<'a> {
+    fn new(env: &'a Envelope) -> EncodedOnce<'a> {
+        EncodedOnce { env, json: None, msgpack: None }
+    }
+
+    fn get(&mut self, codec: Codec) -> Bytes {
+        let env = self.env;
+        let slot = match codec {
+            Codec::Json => &mut self.json,
+            Codec::MsgPack => &mut self.msgpack,
+        };
+        slot.get_or_insert_with(|| codec.encode(env)).clone()
+    }
 }
 
 struct JobRun {
@@ -213,6 +239,8 @@ struct JobRun {
     job_id: String,
     re: String,
     requester: Option<Outbox>,
+    /// The requester's codec: every frame in `out` is encoded with it.
+    codec: Codec,
     started: Instant,
     deadline: Instant,
     rx: mpsc::UnboundedReceiver<Answer>,
@@ -284,7 +312,7 @@ impl JobRun {
             }
         }
         if self.requester.is_some() {
-            self.out.push_back(orb_proto::encode(&ev));
+            self.out.push_back(self.codec.encode(&ev));
         }
     }
 
@@ -294,7 +322,7 @@ impl JobRun {
         env.re = Some(self.re.clone());
         env.job = Some(self.job_id.clone());
         if self.requester.is_some() {
-            self.out.push_back(orb_proto::encode(&env));
+            self.out.push_back(self.codec.encode(&env));
         }
     }
 }
@@ -349,6 +377,23 @@ mod tests {
         assert!(s.is_done());
         assert_eq!(s.summary("j".into()).summary[&Status::Timeout], 2);
         assert!(s.expire().is_empty());
+    }
+
+    #[test]
+    fn the_command_is_encoded_once_per_codec_and_shared() {
+        let mut env = Envelope::new(Kind::Cmd);
+        env.id = Some("j".into());
+        env.body = Some(Bytes::from_static(br#"{"x":1}"#));
+        let mut frames = EncodedOnce::new(&env);
+        assert!(frames.json.is_none() && frames.msgpack.is_none(), "nothing is encoded up front");
+        let a = frames.get(Codec::MsgPack);
+        assert!(frames.json.is_none(), "a codec no target uses is never encoded");
+        let b = frames.get(Codec::MsgPack);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, shared");
+        let j1 = frames.get(Codec::Json);
+        let j2 = frames.get(Codec::Json);
+        assert_eq!(j1.as_ptr(), j2.as_ptr());
+        assert_eq!(orb_proto::decode(&j1).ok(), Codec::MsgPack.decode(&a).ok());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use orb_proto::message::{DeviceInfo, Role};
-use orb_proto::{DeviceId, ErrorBody, ErrorCode, Selector, SelectorErrorKind, Subject};
+use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Selector, SelectorErrorKind, Subject};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -69,7 +69,8 @@ impl DeviceRecord {
     }
 }
 
-/// A way to reach one session: its bounded outbound queue and its closer.
+/// A way to reach one session: its bounded outbound queue, its closer and the codec its frames
+/// are encoded with.
 #[derive(Clone)]
 pub struct Outbox {
     /// Connection id (unique per server process).
@@ -78,6 +79,8 @@ pub struct Outbox {
     pub tx: mpsc::Sender<Bytes>,
     /// Ends the session (slow consumer, replaced).
     pub closer: Closer,
+    /// The envelope codec negotiated in the session's handshake (JSON until the welcome is sent).
+    pub codec: Codec,
 }
 
 /// Why a frame could not be queued for a session.
@@ -101,6 +104,11 @@ impl Outbox {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Closed),
         }
+    }
+
+    /// Encodes `env` with this session's codec and queues it as [`Outbox::deliver`] does.
+    pub fn deliver_env(&self, env: &Envelope) -> Result<(), DeliveryError> {
+        self.deliver(self.codec.encode(env))
     }
 }
 
@@ -404,13 +412,12 @@ impl Router {
         let offline = || ErrorBody::new(ErrorCode::DeviceOffline, format!("device {device} is not connected"));
         let target = self.device(device).ok_or_else(offline)?;
         let id = format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed));
-        let mut env = orb_proto::Envelope::new(orb_proto::Kind::Cmd);
+        let mut env = Envelope::new(orb_proto::Kind::Cmd);
         env.id = Some(id.clone());
         env.cmd = Some(cmd);
         env.from = Some(requester_name.to_owned());
         env.deadline_ms = Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
         env.body = body;
-        let frame = orb_proto::encode(&env);
         self.pending.insert(
             id.clone(),
             Pending::Request(PendingRequest {
@@ -420,7 +427,7 @@ impl Router {
                 deadline: Instant::now() + deadline,
             }),
         );
-        if target.outbox.deliver(frame).is_err() {
+        if target.outbox.deliver_env(&env).is_err() {
             self.pending.remove(&id);
             return Err(offline());
         }
@@ -429,7 +436,7 @@ impl Router {
 
     /// Routes a `reply` received from device `from` to the job or requester waiting for it.
     /// Replies nobody waits for (late, duplicate, forged) are dropped with a debug log.
-    pub fn on_device_reply(&self, from: &DeviceId, env: orb_proto::Envelope, at: Instant) {
+    pub fn on_device_reply(&self, from: &DeviceId, env: Envelope, at: Instant) {
         let Some(re) = env.re.as_deref() else {
             tracing::debug!(agent.id = %from, "reply without re ignored");
             return;
@@ -456,7 +463,7 @@ impl Router {
         let mut out = env;
         out.re = Some(req.re);
         out.from = Some(from.to_string());
-        let _ = req.requester.deliver(orb_proto::encode(&out));
+        let _ = req.requester.deliver_env(&out);
     }
 
     /// Answers `timeout` to every plain request whose deadline passed. Called periodically.
@@ -471,12 +478,12 @@ impl Router {
             .collect();
         for id in expired {
             if let Some((_, Pending::Request(req))) = self.pending.remove(&id) {
-                let env = orb_proto::Envelope::reply_err(
+                let env = Envelope::reply_err(
                     req.re,
                     ErrorCode::Timeout,
                     format!("device {} did not answer before the deadline", req.device),
                 );
-                let _ = req.requester.deliver(orb_proto::encode(&env));
+                let _ = req.requester.deliver_env(&env);
             }
         }
     }

@@ -12,7 +12,7 @@ use orb_client::handler::{self, Context, Handlers};
 use orb_client::transport::{FrameSink, FrameSource, TransportError, write_loop};
 use orb_proto::message::{Bye, Hello, Role, Welcome};
 use orb_proto::{
-    DeviceId, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESERVED_PREFIX,
+    Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESERVED_PREFIX,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -57,15 +57,16 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
         let (last_tx, last_rx) = oneshot::channel();
         let writer = write_loop(sink, rx, stop.clone(), last_rx, limits.close_linger);
         let writer = shared.tracker.spawn(writer.instrument(tracing::Span::current()));
-        let outbox = Outbox { conn, tx, closer: Closer::default() };
+        // JSON until the handshake chose the session's codec.
+        let outbox = Outbox { conn, tx, closer: Closer::default(), codec: Codec::Json };
 
         let admitted = shared.router.admit(peer.ip());
         let (reason, last) = match admitted {
-            Err(e) => (CloseReason::ConnectionLimit, Some(error_frame(None, e.code, e.message))),
+            Err(e) => (CloseReason::ConnectionLimit, Some(error_frame(Codec::Json, None, e.code, e.message))),
             Ok(_guard) => match handshake(&shared, &mut source, &outbox, peer, transport).await {
                 Ok(mut session) => {
                     let reason = session.run(&mut source).await;
-                    (reason, session.last.take().or_else(|| goodbye(reason)))
+                    (reason, session.last.take().or_else(|| goodbye(reason, session.outbox.codec)))
                 }
                 Err((reason, frame)) => (reason, frame),
             },
@@ -89,19 +90,20 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
     .await;
 }
 
-/// The `bye` a session sends when it closes for `reason`, if any.
-fn goodbye(reason: CloseReason) -> Option<Bytes> {
+/// The `bye` a session sends when it closes for `reason`, if any, in the session's codec.
+fn goodbye(reason: CloseReason, codec: Codec) -> Option<Bytes> {
     let reconnect_after_ms = match reason {
         CloseReason::ServerShutdown => Some(1000),
         CloseReason::Replaced | CloseReason::SlowConsumer | CloseReason::HeartbeatTimeout => None,
         _ => return None,
     };
     let bye = Bye { reason: reason.as_str().to_owned(), reconnect_after_ms };
-    Some(orb_proto::encode(&Envelope::new(Kind::Bye).with_json_body(&bye)))
+    Some(codec.encode(&Envelope::new(Kind::Bye).with_json_body(&bye)))
 }
 
-fn error_frame(re: Option<String>, code: ErrorCode, message: impl Into<String>) -> Bytes {
-    orb_proto::encode(&Envelope::error(re, code, message))
+/// An `error` frame. Refusals before the welcome are JSON, like the handshake itself.
+fn error_frame(codec: Codec, re: Option<String>, code: ErrorCode, message: impl Into<String>) -> Bytes {
+    codec.encode(&Envelope::error(re, code, message))
 }
 
 type Refusal = (CloseReason, Option<Bytes>);
@@ -117,22 +119,29 @@ async fn handshake<R: FrameSource>(
     let first = tokio::select! {
         () = tokio::time::sleep(limits.handshake_timeout) => {
             let msg = format!("no hello within {} ms", limits.handshake_timeout.as_millis());
-            return Err((CloseReason::HandshakeTimeout, Some(error_frame(None, ErrorCode::HandshakeTimeout, msg))));
+            let f = error_frame(Codec::Json, None, ErrorCode::HandshakeTimeout, msg);
+            return Err((CloseReason::HandshakeTimeout, Some(f)));
         }
-        () = shared.shutdown.cancelled() => return Err((CloseReason::ServerShutdown, goodbye(CloseReason::ServerShutdown))),
+        () = shared.shutdown.cancelled() => {
+            return Err((CloseReason::ServerShutdown, goodbye(CloseReason::ServerShutdown, Codec::Json)));
+        }
         f = source.next_frame() => f,
     };
     let frame = match first {
         Ok(Some(f)) => f,
         Ok(None) | Err(TransportError::Io(_)) => return Err((CloseReason::PeerClosed, None)),
         Err(e @ TransportError::FrameTooLarge { .. }) => {
-            return Err((CloseReason::FrameTooLarge, Some(error_frame(None, ErrorCode::FrameTooLarge, e.to_string()))));
+            let f = error_frame(Codec::Json, None, ErrorCode::FrameTooLarge, e.to_string());
+            return Err((CloseReason::FrameTooLarge, Some(f)));
         }
         Err(e @ TransportError::Protocol(_)) => {
-            return Err((CloseReason::ProtocolViolation, Some(error_frame(None, ErrorCode::BadFrame, e.to_string()))));
+            let f = error_frame(Codec::Json, None, ErrorCode::BadFrame, e.to_string());
+            return Err((CloseReason::ProtocolViolation, Some(f)));
         }
     };
-    let violation = |code, msg: String| (CloseReason::ProtocolViolation, Some(error_frame(None, code, msg)));
+    let violation =
+        |code, msg: String| (CloseReason::ProtocolViolation, Some(error_frame(Codec::Json, None, code, msg)));
+    // The hello is JSON whatever the client will ask for.
     let env = orb_proto::decode(&frame).map_err(|e| violation(ErrorCode::BadFrame, e.to_string()))?;
     if env.kind != Kind::Hello {
         let msg = format!("the first frame must be hello, not {}", env.kind.as_str());
@@ -149,11 +158,33 @@ async fn handshake<R: FrameSource>(
     let principal = shared.auth.authenticate(&hello).await.map_err(|e| {
         let reason =
             if e.code == ErrorCode::AuthFailed { CloseReason::AuthFailed } else { CloseReason::ProtocolViolation };
-        (reason, Some(error_frame(None, e.code, e.message)))
+        (reason, Some(error_frame(Codec::Json, None, e.code, e.message)))
     })?;
 
+    // The codec of every frame after the welcome, both ways; the first the client listed that we speak.
+    let codec = Codec::negotiate(&hello.codecs);
+    let announced = if hello.codecs.is_empty() { String::new() } else { codec.as_str().to_owned() };
+    let outbox = &Outbox { codec, ..outbox.clone() };
+    let name = match (&principal.role, &principal.device) {
+        (Role::Agent, Some(id)) => id.to_string(),
+        _ => format!("op-{}", outbox.conn),
+    };
+    let welcome = Welcome {
+        version: hello.version,
+        id: name.clone(),
+        session: outbox.conn,
+        heartbeat_ms: millis(limits.heartbeat),
+        heartbeat_timeout_ms: millis(limits.heartbeat_timeout),
+        max_frame: limits.max_frame as u64,
+        server: SERVER_NAME.to_owned(),
+        codec: announced,
+    };
+    // The welcome itself is JSON, so the client can read the choice before switching. It is queued
+    // before the session is registered (with no await in between), so nothing routed to the session
+    // can reach the client ahead of it.
+    let _ = outbox.deliver(orb_proto::encode(&Envelope::new(Kind::Welcome).with_json_body(&welcome)));
     let router = &shared.router;
-    let (name, registration, record) = match (&principal.role, principal.device) {
+    let (registration, record) = match (&principal.role, principal.device) {
         (Role::Agent, Some(id)) => {
             tracing::Span::current().record("agent.id", id.as_str());
             let record = Arc::new(DeviceRecord {
@@ -167,21 +198,11 @@ async fn handshake<R: FrameSource>(
                 rtt_us: std::sync::atomic::AtomicU64::new(0),
             });
             let reg = router.register(DeviceSession { outbox: outbox.clone(), record: Arc::clone(&record) });
-            (id.to_string(), Registered::Device { id, _registration: reg }, Some(record))
+            (Registered::Device { id, _registration: reg }, Some(record))
         }
-        _ => (format!("op-{}", outbox.conn), Registered::Operator { _guard: router.register_operator() }, None),
+        _ => (Registered::Operator { _guard: router.register_operator() }, None),
     };
-    let welcome = Welcome {
-        version: hello.version,
-        id: name.clone(),
-        session: outbox.conn,
-        heartbeat_ms: millis(limits.heartbeat),
-        heartbeat_timeout_ms: millis(limits.heartbeat_timeout),
-        max_frame: limits.max_frame as u64,
-        server: SERVER_NAME.to_owned(),
-    };
-    let _ = outbox.deliver(orb_proto::encode(&Envelope::new(Kind::Welcome).with_json_body(&welcome)));
-    tracing::debug!(name, "session established");
+    tracing::debug!(name, codec = codec.as_str(), "session established");
     Ok(Session {
         shared: Arc::clone(shared),
         outbox: outbox.clone(),
@@ -247,11 +268,11 @@ impl Session {
                     }
                     Ok(None) | Err(TransportError::Io(_)) => return CloseReason::PeerClosed,
                     Err(e @ TransportError::FrameTooLarge { .. }) => {
-                        self.last = Some(error_frame(None, ErrorCode::FrameTooLarge, e.to_string()));
+                        self.last = Some(self.error_frame(None, ErrorCode::FrameTooLarge, e.to_string()));
                         return CloseReason::FrameTooLarge;
                     }
                     Err(e @ TransportError::Protocol(_)) => {
-                        self.last = Some(error_frame(None, ErrorCode::BadFrame, e.to_string()));
+                        self.last = Some(self.error_frame(None, ErrorCode::BadFrame, e.to_string()));
                         return CloseReason::ProtocolViolation;
                     }
                 },
@@ -267,10 +288,10 @@ impl Session {
 
     /// Acts on one frame. `Err` ends the session with that reason.
     fn on_frame(&mut self, frame: &Bytes, at: Instant) -> Result<(), CloseReason> {
-        let env = match orb_proto::decode(frame) {
+        let env = match self.outbox.codec.decode(frame) {
             Ok(env) => env,
             Err(e) => {
-                self.last = Some(error_frame(None, ErrorCode::BadFrame, e.to_string()));
+                self.last = Some(self.error_frame(None, ErrorCode::BadFrame, e.to_string()));
                 return Err(CloseReason::ProtocolViolation);
             }
         };
@@ -296,18 +317,18 @@ impl Session {
             Kind::Ping => {
                 let mut pong = Envelope::new(Kind::Pong);
                 pong.re = env.id;
-                self.send(orb_proto::encode(&pong));
+                self.send(&pong);
             }
             Kind::Pong => self.on_pong(env.re.as_deref(), at),
             Kind::Bye => return Err(CloseReason::PeerClosed),
             Kind::Error => tracing::debug!(error = ?env.error, "peer reported an error"),
             Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event => {
                 let msg = format!("{} is not valid on an established session", env.kind.as_str());
-                self.send(error_frame(env.id, ErrorCode::BadRequest, msg));
+                self.send(&Envelope::error(env.id, ErrorCode::BadRequest, msg));
             }
             Kind::Pub | Kind::Sub | Kind::Unsub | Kind::Config | Kind::Unknown => {
                 let msg = "this message kind is not supported by this server".to_owned();
-                self.send(error_frame(env.id, ErrorCode::Unsupported, msg));
+                self.send(&Envelope::error(env.id, ErrorCode::Unsupported, msg));
             }
         }
         Ok(())
@@ -318,7 +339,7 @@ impl Session {
         let id = format!("s{}", self.pings_sent);
         let mut ping = Envelope::new(Kind::Ping);
         ping.id = Some(id.clone());
-        self.send(orb_proto::encode(&ping));
+        self.send(&ping);
         self.ping = Some((id, Instant::now()));
     }
 
@@ -335,17 +356,22 @@ impl Session {
         self.ping = None;
     }
 
-    fn send(&self, frame: Bytes) {
-        let _ = self.outbox.deliver(frame);
+    /// Queues `env`, encoded with the session's codec.
+    fn send(&self, env: &Envelope) {
+        let _ = self.outbox.deliver_env(env);
+    }
+
+    fn error_frame(&self, re: Option<String>, code: ErrorCode, message: impl Into<String>) -> Bytes {
+        error_frame(self.outbox.codec, re, code, message)
     }
 
     fn reply_err(&self, re: String, e: ErrorBody) {
-        self.send(orb_proto::encode(&Envelope::reply_err(re, e.code, e.message)));
+        self.send(&Envelope::reply_err(re, e.code, e.message));
     }
 
     fn on_cmd(&self, env: Envelope) {
         let Some(id) = env.id else {
-            self.send(error_frame(None, ErrorCode::BadRequest, "cmd needs an id"));
+            self.send(&Envelope::error(None, ErrorCode::BadRequest, "cmd needs an id"));
             return;
         };
         let Some(cmd) = env.cmd.filter(|c| !c.is_empty()) else {
@@ -421,7 +447,7 @@ impl Session {
             let outbox = self.outbox.clone();
             self.shared.tracker.spawn(async move {
                 let result = admin::signal(&router, &admin_tx, &ctx).await;
-                let _ = outbox.deliver(handler::reply_frame(id, result));
+                let _ = outbox.deliver_env(&handler::reply_envelope(id, result));
             });
             return;
         }
@@ -433,7 +459,7 @@ impl Session {
             } else {
                 Err(ErrorBody::new(ErrorCode::Forbidden, format!("{} needs an operator session", ctx.cmd)))
             };
-            return self.send(handler::reply_frame(id, result));
+            return self.send(&handler::reply_envelope(id, result));
         }
         let max = self.shared.router.limits().max_inflight_per_agent;
         let running = self.inflight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -448,7 +474,7 @@ impl Session {
         self.shared.tracker.spawn(async move {
             let result = handler::run(h, ctx).await;
             inflight.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            let _ = outbox.deliver(handler::reply_frame(id, result));
+            let _ = outbox.deliver_env(&handler::reply_envelope(id, result));
         });
     }
 }

@@ -80,12 +80,23 @@ impl TestServer {
         ServerUrl::parse(&s).expect("valid url")
     }
 
+    /// The configuration [`TestServer::agent`] connects with (agent token), for tests that
+    /// change something first (the codec, say).
+    pub fn agent_config(&self, transport: Transport, id: &str) -> ClientConfig {
+        ClientConfig::agent(self.url(transport), Some(self.server.agent_token().expose().to_owned()), id)
+    }
+
+    /// The configuration [`TestServer::operator`] connects with (admin token).
+    pub fn operator_config(&self, transport: Transport) -> ClientConfig {
+        ClientConfig::operator(self.url(transport), Some(self.server.admin_token().expose().to_owned()))
+    }
+
     /// Connects an agent with `id`, `tags` (`k=v`) and `handlers`.
     ///
     /// # Panics
     /// When the connection is refused (a test failure).
     pub async fn agent(&self, transport: Transport, id: &str, tags: &[(&str, &str)], handlers: Handlers) -> Client {
-        let mut cfg = ClientConfig::agent(self.url(transport), Some(self.server.agent_token().expose().to_owned()), id);
+        let mut cfg = self.agent_config(transport, id);
         cfg.tags = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Client::connect(cfg, handlers).await.expect("agent connects")
     }
@@ -95,12 +106,11 @@ impl TestServer {
     /// # Panics
     /// When the connection is refused (a test failure).
     pub async fn operator(&self, transport: Transport) -> Client {
-        let cfg = ClientConfig::operator(self.url(transport), Some(self.server.admin_token().expose().to_owned()));
-        Client::connect(cfg, Handlers::new()).await.expect("operator connects")
+        Client::connect(self.operator_config(transport), Handlers::new()).await.expect("operator connects")
     }
 
-    /// Waits (bounded) until `n` agents are registered; registration completes before `welcome`
-    /// is sent, so this normally returns at once.
+    /// Waits (bounded) until `n` agents are registered; the server registers a session right
+    /// after queueing its `welcome`, without waiting in between, so this normally returns at once.
     ///
     /// # Panics
     /// When the count is not reached within 5 s.

@@ -310,3 +310,145 @@ pub fn assert_summary_shape(v: &Value) -> serde_json::Map<String, Value> {
     assert!(summary.values().all(Value::is_u64), "counts: {v}");
     summary
 }
+
+/// Upper bound for waiting on one event (a stderr line, an exit, a poll to converge): a broken
+/// build fails within this instead of hanging.
+pub const EVENT: Duration = Duration::from_secs(20);
+
+/// Agent reconnect timers small enough for tests (`ORB_AGENT__BACKOFF_*`).
+pub const FAST_BACKOFF: [(&str, &str); 2] = [("ORB_AGENT__BACKOFF_MIN", "50ms"), ("ORB_AGENT__BACKOFF_MAX", "200ms")];
+
+/// A port on 127.0.0.1 that was free a moment ago: bound to port 0, read, released. Another
+/// process could take it in between; tests that must reuse one port (restarts, agents started
+/// before their server) accept that tiny race.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `orb serve` in `dir` with the test tokens, data in `dir/server-data`, TCP on `listen` and
+/// HTTP on an OS-chosen port. Add flags and `ORB_*` variables before spawning it.
+pub fn serve_cmd(dir: &Path, listen: &str) -> Command {
+    let mut cmd = orb(dir);
+    cmd.arg("serve").args(["--listen", listen, "--http", "127.0.0.1:0", "--data"]).arg(dir.join("server-data")).args([
+        "--admin-token",
+        ADMIN,
+        "--agent-token",
+        AGENT,
+    ]);
+    cmd
+}
+
+/// `orb agent` in `cwd` with the agent token, id `id`, servers `urls` (a comma list) and data in
+/// `cwd/agents/ID`, with fast reconnects ([`FAST_BACKOFF`]).
+pub fn agent_cmd(cwd: &Path, urls: &str, id: &str) -> Command {
+    let mut cmd = orb(cwd);
+    cmd.args(["agent", "--server", urls, "--token", AGENT, "--id", id]).arg("--data").arg(cwd.join("agents").join(id));
+    cmd.envs(FAST_BACKOFF);
+    cmd
+}
+
+/// Sends signal `sig` (`TERM`, `KILL`, `STOP`, `CONT`, `HUP`, ...) to process `pid`.
+pub fn send_signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").args([format!("-{sig}"), pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{sig} {pid} failed: {status:?}");
+}
+
+/// `orb devices --json` once: the list, or `None` when the command failed.
+pub fn devices(cwd: &Path, server: &str, token: Option<&str>) -> Option<Vec<Value>> {
+    let mut cmd = orb_cmd(cwd);
+    cmd.args(["devices", "--server", server, "--json"]).timeout(STARTUP);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("`orb devices` did not finish: {e}"));
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone())
+}
+
+/// Polls `orb devices --json` (at most 100 times, 50 ms apart) until `id` is no longer listed.
+pub fn wait_disconnected(cwd: &Path, server: &str, token: Option<&str>, id: &str) {
+    let mut last = None;
+    for _ in 0..100 {
+        last = devices(cwd, server, token);
+        if last.as_ref().is_some_and(|l| l.iter().all(|d| d["id"] != id)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("device {id} still listed (or devices failed) after 100 polls; last list: {last:?}");
+}
+
+/// Polls (at most 100 times, 50 ms apart) until `check` holds; for state with no event to await
+/// (a file appearing, a counter). Panics naming `what` otherwise.
+pub fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what}: not reached after 100 polls");
+}
+
+/// A one-shot command running in the background (e.g. an `orb send` waiting for a slow job while
+/// the test acts on the server); its output is collected by [`Background::wait`].
+pub struct Background {
+    what: String,
+    rx: mpsc::Receiver<std::io::Result<Output>>,
+}
+
+impl Background {
+    /// Starts `cmd` on a thread; the command is killed if it runs longer than [`EVENT`].
+    pub fn start(what: impl Into<String>, mut cmd: assert_cmd::Command) -> Background {
+        let (tx, rx) = mpsc::channel();
+        cmd.timeout(EVENT);
+        std::thread::spawn(move || {
+            let _ = tx.send(cmd.output());
+        });
+        Background { what: what.into(), rx }
+    }
+
+    /// Waits (at most [`EVENT`] plus a little) for the command's output.
+    pub fn wait(self) -> Output {
+        match self.rx.recv_timeout(EVENT + Duration::from_secs(2)) {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => panic!("{}: {e}", self.what),
+            Err(_) => panic!("{}: no output within {EVENT:?}", self.what),
+        }
+    }
+}
+
+impl Server {
+    /// Starts `orb serve` on OS-chosen ports after `configure` added flags or `ORB_*` variables.
+    pub fn start_with(configure: impl FnOnce(&mut Command, &Path)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = serve_cmd(dir.path(), "127.0.0.1:0");
+        configure(&mut cmd, dir.path());
+        Server::spawn(dir, cmd)
+    }
+
+    /// Starts `orb agent` with id `id` against this server after `configure` adjusted it.
+    pub fn agent_with(&self, id: &str, configure: impl FnOnce(&mut Command)) -> Proc {
+        let mut cmd = agent_cmd(self.cwd(), &self.tcp, id);
+        configure(&mut cmd);
+        Proc::spawn(format!("orb agent {id}"), cmd)
+    }
+
+    /// The connected devices (`orb devices --json`).
+    pub fn devices(&self) -> Vec<Value> {
+        devices(self.cwd(), &self.tcp, Some(ADMIN)).expect("`orb devices` succeeds")
+    }
+
+    /// Waits until `id` is no longer listed.
+    pub fn wait_disconnected(&self, id: &str) {
+        wait_disconnected(self.cwd(), &self.tcp, Some(ADMIN), id);
+    }
+
+    /// `orb signal MESSAGE` against this server.
+    pub fn signal(&self, message: &str) -> Output {
+        self.client("signal").arg(message).output().unwrap()
+    }
+}
