@@ -51,7 +51,7 @@ pub fn version(json: bool) -> u8 {
             "git_revision": env!("ORB_GIT_REVISION"),
             "protocol_version": orb_proto::PROTOCOL_VERSION,
             "min_protocol_version": orb_proto::MIN_PROTOCOL_VERSION,
-            "codecs": ["json"],
+            "codecs": orb_proto::Codec::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             "transports": ["tcp", "ws"],
             "features": features,
         });

@@ -32,7 +32,7 @@ pub enum Codec {
 }
 
 impl Codec {
-    /// Every codec this build speaks, in the server's order of preference.
+    /// Every codec this build speaks. (Negotiation follows the client's order, not this one.)
     pub const ALL: [Codec; 2] = [Codec::MsgPack, Codec::Json];
 
     /// The name used in `hello.codecs` and `welcome.codec`: `json` or `msgpack`.

@@ -227,7 +227,10 @@ mod tests {
 
     #[test]
     fn a_v1_welcome_without_codec_means_json_and_an_empty_codec_is_not_sent() {
-        let v1 = r#"{"version":1,"id":"web-1","session":17,"heartbeat_ms":15000,"heartbeat_timeout_ms":45000,"max_frame":1048576,"server":"orb/0.1.0"}"#;
+        let v1 = concat!(
+            r#"{"version":1,"id":"web-1","session":17,"heartbeat_ms":15000,"heartbeat_timeout_ms":45000,"#,
+            r#""max_frame":1048576,"server":"orb/0.1.0"}"#
+        );
         let w: Welcome = serde_json::from_str(v1).unwrap();
         assert_eq!(w.codec, "json");
         let unasked = Welcome { codec: String::new(), ..w.clone() };

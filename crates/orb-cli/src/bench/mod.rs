@@ -110,9 +110,17 @@ pub(crate) fn fail(m: impl std::fmt::Display) -> Failure {
     Failure::new(exit::FAILED, format!("bench: {m}"))
 }
 
-/// Applies `--codec` to a client configuration.
+/// Applies `--codec` (checked by [`check_codec`]) to a client configuration.
 pub fn set_codec(cfg: &mut ClientConfig, codec: &str) {
-    let _ = (cfg, codec);
+    cfg.codec = orb_proto::Codec::from_name(codec).unwrap_or(orb_proto::Codec::Json);
+}
+
+/// Refuses a `--codec` this build does not speak.
+fn check_codec(codec: &str) -> Result<(), Failure> {
+    match orb_proto::Codec::from_name(codec) {
+        Some(_) => Ok(()),
+        None => Err(Failure::usage(format!("unknown codec '{codec}': use json or msgpack"))),
+    }
 }
 
 /// The server under test and how to reach it.
@@ -259,6 +267,13 @@ pub async fn nats_client() -> Result<async_nats::Client, Failure> {
 
 /// Runs a scenario.
 pub async fn run(cmd: BenchCommand) -> Result<u8, Failure> {
+    let common = match &cmd {
+        BenchCommand::Fanout { common, .. }
+        | BenchCommand::Rr { common, .. }
+        | BenchCommand::Idle { common, .. }
+        | BenchCommand::Storm { common, .. } => common,
+    };
+    check_codec(&common.codec)?;
     match cmd {
         BenchCommand::Fanout { agents, trials, common } => fanout::run(agents, trials.max(1), &common).await,
         BenchCommand::Rr { inflight, count, trials, common } => {
