@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use orb_proto::message::{Bye, Hello, JobAccepted, Role, Welcome};
 use orb_proto::{Codec, DEFAULT_MAX_FRAME, Envelope, ErrorBody, Kind, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
@@ -462,17 +463,29 @@ async fn read_loop<R: FrameSource>(
     last_tx: oneshot::Sender<Bytes>,
 ) {
     let timeout = Duration::from_millis(inner.welcome.heartbeat_timeout_ms.max(1000));
-    let mut check = tokio::time::interval(timeout / 3);
+    let every = timeout / 3;
+    let mut check = tokio::time::interval_at(Instant::now() + every, every);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_rx = Instant::now();
+    // Silence is counted in check intervals, so the hot path reads no clock.
+    let mut heard = true;
+    let mut silent: u32 = 0;
+    let stop = inner.stop.clone();
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     let reason = loop {
         let frame = tokio::select! {
             biased;
-            () = inner.stop.cancelled() => break None,
+            () = &mut stopped => break None,
             f = source.next_frame() => f,
             _ = check.tick() => {
-                if last_rx.elapsed() > timeout {
-                    break Some("heartbeat_timeout: the server sent nothing within the heartbeat timeout".to_owned());
+                if heard {
+                    heard = false;
+                    silent = 0;
+                } else {
+                    silent += 1;
+                    if every * silent >= timeout {
+                        break Some("heartbeat_timeout: the server sent nothing within the heartbeat timeout".to_owned());
+                    }
                 }
                 continue;
             }
@@ -491,7 +504,7 @@ async fn read_loop<R: FrameSource>(
             }
             Err(e) => break Some(e.to_string()),
         };
-        last_rx = Instant::now();
+        heard = true;
         transport::trace_frame("in", &frame, inner.codec);
         let env = match inner.codec.decode(&frame) {
             Ok(env) => env,
@@ -569,8 +582,21 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
         return;
     }
     let handler = handlers.get(&cmd);
+    let mut run = Box::pin(handler::run(handler, ctx));
+    // Most handlers (ping, echo) finish without waiting: answer them here, saving a task spawn
+    // and a wake-up per command. The first poll used a no-op waker; the spawned task polls again
+    // with its own, so a handler that does wait is driven normally.
+    if let Some(result) = (&mut run).now_or_never() {
+        let frame = handler::reply_frame(codec, id, result);
+        if let Err(mpsc::error::TrySendError::Full(frame)) = tx.try_send(frame) {
+            inner.tasks.spawn(async move {
+                let _ = tx.send(frame).await;
+            });
+        }
+        return;
+    }
     inner.tasks.spawn(async move {
-        let result = handler::run(handler, ctx).await;
+        let result = run.await;
         let _ = tx.send(handler::reply_frame(codec, id, result)).await;
     });
 }

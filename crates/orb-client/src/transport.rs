@@ -148,10 +148,13 @@ pub async fn write_loop<S: FrameSink>(
     let mut failure = None;
     // When the goodbye must be written by; set when `stop` interrupts a write.
     let mut linger_until = None;
+    // Created once: a fresh `cancelled()` per frame would register a waiter each time.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let first = tokio::select! {
             biased;
-            () = stop.cancelled() => break,
+            () = &mut stopped => break,
             f = rx.recv() => match f { Some(f) => f, None => break },
         };
         batch.push(first);
@@ -167,7 +170,7 @@ pub async fn write_loop<S: FrameSink>(
             tokio::select! {
                 biased;
                 r = &mut write => r,
-                () = stop.cancelled() => {
+                () = &mut stopped => {
                     let until = tokio::time::Instant::now() + linger;
                     linger_until = Some(until);
                     tokio::time::timeout_at(until, write).await.unwrap_or_else(|_| {

@@ -70,17 +70,23 @@ impl std::fmt::Display for CloseReason {
 }
 
 /// Ends a session from outside its task. The first reason given wins.
+///
+/// Cloning is one reference-count increment: outboxes (and so closers) are cloned on every
+/// forwarded request, and cloning a `CancellationToken` itself takes a lock.
 #[derive(Clone, Default)]
-pub struct Closer {
+pub struct Closer(Arc<CloserInner>);
+
+#[derive(Default)]
+struct CloserInner {
     token: CancellationToken,
-    reason: Arc<OnceLock<CloseReason>>,
+    reason: OnceLock<CloseReason>,
 }
 
 impl Closer {
     /// Asks the session to close for `reason` (ignored if a reason was already given).
     pub fn close(&self, reason: CloseReason) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
+        let _ = self.0.reason.set(reason);
+        self.0.token.cancel();
     }
 
     /// Resolves once [`Closer::close`] was called, with the reason.
@@ -88,13 +94,13 @@ impl Closer {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn closed(&self) -> CloseReason {
-        self.token.cancelled().await;
-        self.reason.get().copied().unwrap_or(CloseReason::ServerShutdown)
+        self.0.token.cancelled().await;
+        self.0.reason.get().copied().unwrap_or(CloseReason::ServerShutdown)
     }
 
     /// Whether [`Closer::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
+        self.0.token.is_cancelled()
     }
 }
 

@@ -441,15 +441,15 @@ impl Router {
             tracing::debug!(agent.id = %from, "reply without re ignored");
             return;
         };
-        let inbox = match self.pending.get(re).as_deref() {
-            Some(Pending::Job(inbox)) => Some(Arc::clone(inbox)),
-            Some(Pending::Request(_)) => None,
-            None => {
-                tracing::debug!(agent.id = %from, re, "reply to nothing pending ignored");
-                return;
-            }
-        };
-        if let Some(inbox) = inbox {
+        // Plain requests carry server ids `r<n>`; job ids are UUIDs (hex), so one lookup suffices.
+        if !re.starts_with('r') {
+            let inbox = match self.pending.get(re).as_deref() {
+                Some(Pending::Job(inbox)) => Arc::clone(inbox),
+                _ => {
+                    tracing::debug!(agent.id = %from, re, "reply to nothing pending ignored");
+                    return;
+                }
+            };
             inbox.answer_from(from, env, at);
             return;
         }
@@ -457,7 +457,7 @@ impl Router {
             Pending::Request(r) => &r.device == from,
             Pending::Job(_) => false,
         }) else {
-            tracing::debug!(agent.id = %from, re, "reply from a device that was not asked ignored");
+            tracing::debug!(agent.id = %from, re, "reply to nothing pending, or from a device that was not asked, ignored");
             return;
         };
         let mut out = env;

@@ -247,22 +247,29 @@ struct Session {
 impl Session {
     async fn run<R: FrameSource>(&mut self, source: &mut R) -> CloseReason {
         let limits = self.shared.router.limits();
-        let mut last_rx = Instant::now();
         // One timer: every heartbeat interval the server pings (measuring RTT) and checks that the
-        // peer said something within the timeout. Idle sessions wake only this often.
+        // peer said something within the timeout. Idle sessions wake only this often, and the
+        // frame path reads no clock: silence is counted in intervals.
         let every = limits.heartbeat.min(limits.heartbeat_timeout / 2);
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut heard, mut silent) = (true, 0u32);
+        // Created once, not per frame: each `cancelled()` registers a waiter.
         let closer = self.outbox.closer.clone();
+        let closed = closer.closed();
+        tokio::pin!(closed);
+        let shutdown = self.shared.shutdown.clone();
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         loop {
             tokio::select! {
                 biased;
-                reason = closer.closed() => return reason,
-                () = self.shared.shutdown.cancelled() => return CloseReason::ServerShutdown,
+                reason = &mut closed => return reason,
+                () = &mut stopping => return CloseReason::ServerShutdown,
                 frame = source.next_frame() => match frame {
                     Ok(Some(f)) => {
-                        last_rx = Instant::now();
-                        if let Err(reason) = self.on_frame(&f, last_rx) {
+                        heard = true;
+                        if let Err(reason) = self.on_frame(&f) {
                             return reason;
                         }
                     }
@@ -277,8 +284,13 @@ impl Session {
                     }
                 },
                 _ = heartbeat.tick() => {
-                    if last_rx.elapsed() > limits.heartbeat_timeout {
-                        return CloseReason::HeartbeatTimeout;
+                    if heard {
+                        (heard, silent) = (false, 0);
+                    } else {
+                        silent += 1;
+                        if every * silent >= limits.heartbeat_timeout {
+                            return CloseReason::HeartbeatTimeout;
+                        }
                     }
                     self.send_ping();
                 }
@@ -287,7 +299,7 @@ impl Session {
     }
 
     /// Acts on one frame. `Err` ends the session with that reason.
-    fn on_frame(&mut self, frame: &Bytes, at: Instant) -> Result<(), CloseReason> {
+    fn on_frame(&mut self, frame: &Bytes) -> Result<(), CloseReason> {
         let env = match self.outbox.codec.decode(frame) {
             Ok(env) => env,
             Err(e) => {
@@ -309,7 +321,7 @@ impl Session {
         match env.kind {
             Kind::Cmd => self.on_cmd(env),
             Kind::Reply => match &self.registered {
-                Registered::Device { id, .. } => self.shared.router.on_device_reply(id, env, at),
+                Registered::Device { id, .. } => self.shared.router.on_device_reply(id, env, Instant::now()),
                 Registered::Operator { .. } => {
                     tracing::debug!("reply from an operator session ignored")
                 }
@@ -319,7 +331,7 @@ impl Session {
                 pong.re = env.id;
                 self.send(&pong);
             }
-            Kind::Pong => self.on_pong(env.re.as_deref(), at),
+            Kind::Pong => self.on_pong(env.re.as_deref(), Instant::now()),
             Kind::Bye => return Err(CloseReason::PeerClosed),
             Kind::Error => tracing::debug!(error = ?env.error, "peer reported an error"),
             Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event => {
