@@ -355,6 +355,8 @@ fn parse_env_value(raw: &str) -> toml::Value {
 
 /// Typed, validated settings.
 #[derive(Debug, Clone)]
+// The agent-only build reads only the agent's part.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub struct Settings {
     /// The merged file form (for `orb config show`).
     pub file: FileConfig,
@@ -372,6 +374,7 @@ pub struct Settings {
 
 /// `[limits]` as typed values.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub struct TypedLimits {
     /// See [`LimitsSection`].
     pub max_frame: usize,

@@ -15,6 +15,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Where log lines go: stderr, or a file that can be reopened.
 #[derive(Clone)]
+// Only the server reopens its log file.
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 enum Sink {
     Stderr,
     File { path: PathBuf, file: Arc<Mutex<File>> },
@@ -46,8 +48,9 @@ impl<'a> MakeWriter<'a> for Sink {
     }
 }
 
-/// Controls the running logger.
+/// Controls the running logger (the server reloads and reopens it; agents only install it).
 #[derive(Clone)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub struct LogHandle {
     filter: reload::Handle<EnvFilter, tracing_subscriber::Registry>,
     sink: Sink,
@@ -80,6 +83,7 @@ pub fn init(directive: &str, file: Option<&Path>) -> Result<LogHandle, String> {
     Ok(LogHandle { filter: handle, sink })
 }
 
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
 impl LogHandle {
     /// Replaces the filter (configuration reload).
     ///

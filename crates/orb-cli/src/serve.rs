@@ -70,7 +70,7 @@ fn log_directive(settings: &Settings, verbose: u8) -> String {
         _ => "trace".into(),
     };
     if settings.file.server.trace {
-        format!("{base},orb_server::session=trace,orb_client::transport=trace")
+        format!("{base},orb_server::session=trace,orb_server::router=trace,orb_server::jobs=trace")
     } else {
         base
     }

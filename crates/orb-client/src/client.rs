@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ClientError;
 use crate::handler::{self, Context, Handlers};
 use crate::job::Job;
+use crate::queue::{QueueTx, TrySendError};
 use crate::transport::{self, FrameSink, FrameSource, TransportError};
 use crate::url::ServerUrl;
 
@@ -82,7 +83,7 @@ enum Waiter {
 }
 
 struct Inner {
-    tx: mpsc::Sender<Bytes>,
+    tx: QueueTx,
     /// Handler tasks for incoming commands, so a stop can wait for them.
     tasks: tokio_util::task::TaskTracker,
     /// Set by [`Client::drain`]: new commands are refused with `shutting_down`.
@@ -181,7 +182,7 @@ impl Client {
                 ClientError::Protocol(format!("the server chose codec {name:?}, which this client lacks"))
             })?,
         };
-        let (tx, rx) = mpsc::channel(config.outbound_queue);
+        let (tx, rx) = crate::queue::bounded(config.outbound_queue);
         let stop = CancellationToken::new();
         let (last_tx, last_rx) = oneshot::channel();
         let inner = Arc::new(Inner {
@@ -197,7 +198,7 @@ impl Client {
             close_reason: OnceLock::new(),
             writer_done: CancellationToken::new(),
         });
-        let writer = transport::write_loop(sink, rx, stop.clone(), last_rx, Duration::from_secs(1));
+        let writer = transport::write_loop(sink, rx, stop.clone().cancelled_owned(), last_rx, Duration::from_secs(1));
         let writer_done = inner.writer_done.clone();
         tokio::spawn(async move {
             writer.await;
@@ -588,7 +589,7 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
     // with its own, so a handler that does wait is driven normally.
     if let Some(result) = (&mut run).now_or_never() {
         let frame = handler::reply_frame(codec, id, result);
-        if let Err(mpsc::error::TrySendError::Full(frame)) = tx.try_send(frame) {
+        if let Err(TrySendError::Full(frame)) = tx.try_send(frame) {
             inner.tasks.spawn(async move {
                 let _ = tx.send(frame).await;
             });

@@ -22,6 +22,8 @@ mod error;
 pub mod handler;
 mod job;
 mod persistent;
+pub mod queue;
+pub mod signal;
 pub mod transport;
 mod url;
 mod ws;

@@ -6,14 +6,15 @@
 use std::future::Future;
 use std::io;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError};
-use tokio_util::sync::CancellationToken;
+use tokio_util::codec::{Decoder, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError};
+
+use crate::queue::QueueRx;
 
 /// Why reading the next frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,63 +60,93 @@ pub fn tcp(stream: TcpStream, max_frame: usize) -> io::Result<(TcpSource, TcpSin
     let (r, w) = stream.into_split();
     let codec =
         LengthDelimitedCodec::builder().big_endian().length_field_length(4).max_frame_length(max_frame).new_codec();
-    Ok((
-        TcpSource { inner: FramedRead::with_capacity(r, codec, 1024), max_frame },
-        TcpSink { inner: w, buf: BytesMut::new() },
-    ))
+    Ok((TcpSource { inner: r, codec, buf: BytesMut::new(), eof: false, max_frame }, TcpSink { inner: w }))
 }
 
-/// Read half of a TCP connection, yielding frame payloads.
+/// Read half of a TCP connection, yielding frame payloads. While the connection is quiet it
+/// holds no read buffer at all: one is allocated when data arrives and released once every
+/// complete frame has been taken, so idle connections cost no read memory.
 pub struct TcpSource {
-    inner: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    inner: OwnedReadHalf,
+    codec: LengthDelimitedCodec,
+    buf: BytesMut,
+    eof: bool,
     max_frame: usize,
 }
 
+/// Bytes reserved per read when the buffer is empty; larger frames reserve their full length.
+const READ_CHUNK: usize = 4096;
+
 impl FrameSource for TcpSource {
     async fn next_frame(&mut self) -> Result<Option<Bytes>, TransportError> {
-        match self.inner.next().await {
-            None => Ok(None),
-            Some(Ok(frame)) => Ok(Some(frame.freeze())),
-            Some(Err(e)) => {
-                if e.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>()) {
-                    Err(TransportError::FrameTooLarge { max: self.max_frame })
-                } else {
-                    Err(TransportError::Io(e))
+        loop {
+            // The codec checks the announced length against the limit before reserving for it.
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(frame)) => return Ok(Some(frame.freeze())),
+                Ok(None) => {}
+                Err(e) if e.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>()) => {
+                    return Err(TransportError::FrameTooLarge { max: self.max_frame });
                 }
+                Err(e) => return Err(TransportError::Io(e)),
+            }
+            if self.eof {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(TransportError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame")))
+                };
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match self.inner.try_read_buf(&mut self.buf) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing to read: wait without holding a buffer if no partial frame is kept.
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::new();
+                    }
+                    self.inner.readable().await?;
+                }
+                Err(e) => return Err(TransportError::Io(e)),
             }
         }
     }
 }
 
-/// Write half of a TCP connection. Its buffer grows only while a large batch is written and is
-/// released afterwards, so idle connections stay small.
+/// Write half of a TCP connection. Frames are written with vectored writes straight from their
+/// shared `Bytes` (length prefixes beside them), so no copy is made and a quiet connection holds
+/// no write buffer.
 pub struct TcpSink {
     inner: OwnedWriteHalf,
-    buf: BytesMut,
 }
 
-/// Batches larger than this are written in several syscalls; the buffer is freed above it.
-const WRITE_BUF_KEEP: usize = 64 * 1024;
+/// Frames per vectored write (two slices each: prefix and payload; Linux takes up to 1024).
+const FRAMES_PER_WRITE: usize = 256;
 
 impl FrameSink for TcpSink {
     async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
-        for frame in batch {
-            let len = u32::try_from(frame.len())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame exceeds u32"))?;
-            self.buf.reserve(4 + frame.len());
-            self.buf.put_u32(len);
-            self.buf.extend_from_slice(frame);
-            if self.buf.len() >= WRITE_BUF_KEEP {
-                self.inner.write_all(&self.buf).await?;
-                self.buf.clear();
+        for chunk in batch.chunks(FRAMES_PER_WRITE) {
+            let mut prefixes = Vec::with_capacity(chunk.len());
+            for frame in chunk {
+                let len = u32::try_from(frame.len())
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame exceeds u32"))?;
+                prefixes.push(len.to_be_bytes());
             }
-        }
-        if !self.buf.is_empty() {
-            self.inner.write_all(&self.buf).await?;
-            self.buf.clear();
-        }
-        if self.buf.capacity() > WRITE_BUF_KEEP {
-            self.buf = BytesMut::new();
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+            for (prefix, frame) in prefixes.iter().zip(chunk) {
+                slices.push(IoSlice::new(prefix));
+                slices.push(IoSlice::new(frame));
+            }
+            let mut rest: &mut [IoSlice<'_>] = &mut slices;
+            while !rest.is_empty() {
+                let n = self.inner.write_vectored(rest).await?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "connection accepts no more data"));
+                }
+                IoSlice::advance_slices(&mut rest, n);
+            }
         }
         Ok(())
     }
@@ -128,7 +159,7 @@ impl FrameSink for TcpSink {
 /// Most frames taken from the queue for one write.
 const MAX_BATCH: usize = 128;
 
-/// Drains `rx` into `sink` until `stop` is cancelled or every sender is gone, writing all frames
+/// Drains `rx` into `sink` until `stop` resolves, writing all frames
 /// that are ready in one batch (one syscall for TCP) and flushing as soon as the queue is empty.
 ///
 /// After `stop`, frames already queued are written too (bounded by the queue's capacity), then
@@ -139,8 +170,8 @@ const MAX_BATCH: usize = 128;
 /// Returns the write error that ended the loop, if any.
 pub async fn write_loop<S: FrameSink>(
     mut sink: S,
-    mut rx: mpsc::Receiver<Bytes>,
-    stop: CancellationToken,
+    mut rx: QueueRx,
+    stop: impl std::future::Future<Output = ()> + Send,
     last: tokio::sync::oneshot::Receiver<Bytes>,
     linger: std::time::Duration,
 ) -> Option<io::Error> {
@@ -148,21 +179,15 @@ pub async fn write_loop<S: FrameSink>(
     let mut failure = None;
     // When the goodbye must be written by; set when `stop` interrupts a write.
     let mut linger_until = None;
-    // Created once: a fresh `cancelled()` per frame would register a waiter each time.
-    let stopped = stop.cancelled();
+    // Polled in place across the loop: a fresh stop future per frame would register a waiter
+    // each time.
+    let stopped = stop;
     tokio::pin!(stopped);
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             biased;
             () = &mut stopped => break,
-            f = rx.recv() => match f { Some(f) => f, None => break },
-        };
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(f) => batch.push(f),
-                Err(_) => break,
-            }
+            _ = rx.recv_into(&mut batch, MAX_BATCH) => {}
         }
         let res = {
             let write = sink.send_batch(&batch);
@@ -183,7 +208,8 @@ pub async fn write_loop<S: FrameSink>(
             }
         };
         batch.clear();
-        if batch.capacity() > MAX_BATCH {
+        // A quiet connection keeps no batch buffer.
+        if batch.capacity() > 16 {
             batch = Vec::new();
         }
         if let Err(e) = res {
@@ -198,9 +224,7 @@ pub async fn write_loop<S: FrameSink>(
         // Goodbye: what was already queued, then the last frame, within `linger`.
         let until = linger_until.unwrap_or_else(|| tokio::time::Instant::now() + linger);
         let _ = tokio::time::timeout_at(until, async {
-            while let Ok(f) = rx.try_recv() {
-                batch.push(f);
-            }
+            rx.drain_into(&mut batch, usize::MAX);
             if let Ok(f) = last.await {
                 batch.push(f);
             }

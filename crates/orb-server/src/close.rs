@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use tokio_util::sync::CancellationToken;
+use orb_client::signal::Signal;
 
 /// The typed reason a session closed. Logged and (with the lifecycle issue) counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,13 +72,13 @@ impl std::fmt::Display for CloseReason {
 /// Ends a session from outside its task. The first reason given wins.
 ///
 /// Cloning is one reference-count increment: outboxes (and so closers) are cloned on every
-/// forwarded request, and cloning a `CancellationToken` itself takes a lock.
+/// forwarded request.
 #[derive(Clone, Default)]
 pub struct Closer(Arc<CloserInner>);
 
 #[derive(Default)]
 struct CloserInner {
-    token: CancellationToken,
+    signal: Signal,
     reason: OnceLock<CloseReason>,
 }
 
@@ -86,7 +86,7 @@ impl Closer {
     /// Asks the session to close for `reason` (ignored if a reason was already given).
     pub fn close(&self, reason: CloseReason) {
         let _ = self.0.reason.set(reason);
-        self.0.token.cancel();
+        self.0.signal.raise();
     }
 
     /// Resolves once [`Closer::close`] was called, with the reason.
@@ -94,13 +94,13 @@ impl Closer {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn closed(&self) -> CloseReason {
-        self.0.token.cancelled().await;
+        self.0.signal.raised().await;
         self.0.reason.get().copied().unwrap_or(CloseReason::ServerShutdown)
     }
 
     /// Whether [`Closer::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.0.token.is_cancelled()
+        self.0.signal.is_raised()
     }
 }
 

@@ -261,11 +261,22 @@ impl JobRun {
             let requester = self.requester.clone();
             tokio::select! {
                 biased;
-                // Cancel safety: `reserve` holds no slot when dropped; a pending frame stays in `out`.
-                permit = reserve(requester.as_ref()), if !self.out.is_empty() && requester.is_some() => {
-                    match permit {
-                        Some(p) => { if let Some(f) = self.out.pop_front() { p.send(f) } }
-                        None => break,
+                // Cancel safety: `space` takes nothing; pending frames stay in `out` until queued.
+                room = space(requester.as_ref()), if !self.out.is_empty() && requester.is_some() => {
+                    let Some(outbox) = requester.as_ref().filter(|_| room) else { break };
+                    // Results take at most half the requester's queue, leaving the rest for its
+                    // other traffic: a big job never makes its own requester a slow consumer.
+                    let limit = outbox.tx.capacity().div_ceil(2);
+                    while let Some(f) = self.out.pop_front() {
+                        outbox.trace_out(&f);
+                        match outbox.tx.try_send_below(f, limit) {
+                            Ok(()) => {}
+                            Err(orb_client::queue::TrySendError::Full(f)) => {
+                                self.out.push_front(f);
+                                break;
+                            }
+                            Err(orb_client::queue::TrySendError::Closed(_)) => break,
+                        }
                     }
                 }
                 // Nobody is left to report to (the requester's session ended, e.g. at shutdown):
@@ -344,9 +355,10 @@ async fn gone(outbox: Option<&Outbox>) {
     }
 }
 
-async fn reserve(outbox: Option<&Outbox>) -> Option<mpsc::Permit<'_, Bytes>> {
+/// Whether the requester's queue has room (false: it is gone).
+async fn space(outbox: Option<&Outbox>) -> bool {
     match outbox {
-        Some(o) => o.tx.reserve().await.ok(),
+        Some(o) => o.tx.space_below(o.tx.capacity().div_ceil(2)).await.is_ok(),
         None => std::future::pending().await,
     }
 }

@@ -10,9 +10,9 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use orb_client::queue::{QueueTx, TrySendError};
 use orb_proto::message::{DeviceInfo, Role};
 use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Selector, SelectorErrorKind, Subject};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::close::{CloseReason, Closer};
@@ -76,7 +76,7 @@ pub struct Outbox {
     /// Connection id (unique per server process).
     pub conn: u64,
     /// Encoded frames for the session's writer.
-    pub tx: mpsc::Sender<Bytes>,
+    pub tx: QueueTx,
     /// Ends the session (slow consumer, replaced).
     pub closer: Closer,
     /// The envelope codec negotiated in the session's handshake (JSON until the welcome is sent).
@@ -96,13 +96,34 @@ impl Outbox {
     /// Queues a frame without waiting. A full queue closes the session with `slow_consumer`:
     /// nothing is dropped silently, and a slow peer never stalls the sender.
     pub fn deliver(&self, frame: Bytes) -> Result<(), DeliveryError> {
+        self.trace_out(&frame);
         match self.tx.try_send(frame) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 self.closer.close(CloseReason::SlowConsumer);
                 Err(DeliveryError::SlowConsumer)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Closed),
+            Err(TrySendError::Closed(_)) => Err(DeliveryError::Closed),
+        }
+    }
+
+    /// Logs a frame queued for this session at TRACE (`--trace`), naming the connection.
+    pub fn trace_out(&self, frame: &Bytes) {
+        if !tracing::enabled!(tracing::Level::TRACE) {
+            return;
+        }
+        match self.codec.decode(frame) {
+            Ok(env) => tracing::trace!(
+                dir = "out",
+                conn = self.conn,
+                kind = env.kind.as_str(),
+                cmd = env.cmd.as_deref(),
+                id = env.id.as_deref(),
+                re = env.re.as_deref(),
+                len = frame.len(),
+                "frame"
+            ),
+            Err(_) => tracing::trace!(dir = "out", conn = self.conn, len = frame.len(), "undecodable frame"),
         }
     }
 

@@ -49,23 +49,28 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
     transport: &'static str,
 ) {
     let conn = shared.router.next_conn_id();
-    let span = tracing::info_span!("session", conn, peer.addr = %peer, transport, agent.id = tracing::field::Empty);
+    // A debug span: at the default level it is never created, which saves a few hundred bytes per
+    // connection; the close log below carries the same fields.
+    let span = tracing::debug_span!("session", conn, peer.addr = %peer, transport, agent.id = tracing::field::Empty);
     async move {
         let limits = shared.router.limits();
-        let (tx, rx) = mpsc::channel(limits.outbound_queue);
-        let stop = CancellationToken::new();
+        let (tx, rx) = orb_client::queue::bounded(limits.outbound_queue);
+        let stop = orb_client::signal::Signal::new();
         let (last_tx, last_rx) = oneshot::channel();
-        let writer = write_loop(sink, rx, stop.clone(), last_rx, limits.close_linger);
+        let stopped = stop.clone();
+        let writer = write_loop(sink, rx, async move { stopped.raised().await }, last_rx, limits.close_linger);
         let writer = shared.tracker.spawn(writer.instrument(tracing::Span::current()));
         // JSON until the handshake chose the session's codec.
         let outbox = Outbox { conn, tx, closer: Closer::default(), codec: Codec::Json };
 
         let admitted = shared.router.admit(peer.ip());
+        let mut name = None;
         let (reason, last) = match admitted {
             Err(e) => (CloseReason::ConnectionLimit, Some(error_frame(Codec::Json, None, e.code, e.message))),
             Ok(_guard) => match handshake(&shared, &mut source, &outbox, peer, transport).await {
                 Ok(mut session) => {
                     let reason = session.run(&mut source).await;
+                    name = Some(std::mem::take(&mut session.name));
                     (reason, session.last.take().or_else(|| goodbye(reason, session.outbox.codec)))
                 }
                 Err((reason, frame)) => (reason, frame),
@@ -77,13 +82,14 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
         } else {
             drop(last_tx);
         }
-        stop.cancel();
+        stop.raise();
         let _ = writer.await;
+        let id = name.as_deref().unwrap_or("-");
         match reason {
             CloseReason::PeerClosed | CloseReason::ServerShutdown => {
-                tracing::debug!(reason = %reason, "session closed")
+                tracing::debug!(conn, peer.addr = %peer, transport, agent.id = id, reason = %reason, "session closed")
             }
-            _ => tracing::info!(reason = %reason, "session closed"),
+            _ => tracing::info!(conn, peer.addr = %peer, transport, agent.id = id, reason = %reason, "session closed"),
         }
     }
     .instrument(span)
@@ -240,7 +246,7 @@ struct Session {
     /// Server-handler commands of this session still running.
     inflight: Arc<std::sync::atomic::AtomicUsize>,
     /// The server's outstanding ping: its id and when it was sent (for RTT).
-    ping: Option<(String, Instant)>,
+    ping: Option<(u64, Instant)>,
     pings_sent: u64,
 }
 
@@ -348,16 +354,15 @@ impl Session {
 
     fn send_ping(&mut self) {
         self.pings_sent += 1;
-        let id = format!("s{}", self.pings_sent);
         let mut ping = Envelope::new(Kind::Ping);
-        ping.id = Some(id.clone());
+        ping.id = Some(format!("s{}", self.pings_sent));
         self.send(&ping);
-        self.ping = Some((id, Instant::now()));
+        self.ping = Some((self.pings_sent, Instant::now()));
     }
 
     fn on_pong(&mut self, re: Option<&str>, at: Instant) {
         let Some((id, sent)) = &self.ping else { return };
-        if re != Some(id.as_str()) {
+        if re.and_then(|r| r.strip_prefix('s')).and_then(|n| n.parse::<u64>().ok()) != Some(*id) {
             return;
         }
         let rtt = at.saturating_duration_since(*sent);
