@@ -227,10 +227,54 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Property-test generators shared by the JSON and MessagePack codec tests.
+#[cfg(test)]
+pub(crate) mod arb {
+    use proptest::prelude::*;
+
+    use crate::envelope::Kind;
+
+    pub(crate) fn arb_kind() -> impl Strategy<Value = Kind> {
+        prop::sample::select(vec![
+            Kind::Hello,
+            Kind::Welcome,
+            Kind::Cmd,
+            Kind::Reply,
+            Kind::Ack,
+            Kind::Event,
+            Kind::Ping,
+            Kind::Pong,
+            Kind::Error,
+            Kind::Bye,
+            Kind::Pub,
+            Kind::Sub,
+            Kind::Unsub,
+            Kind::Config,
+        ])
+    }
+
+    pub(crate) fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::codec::arb::{arb_json, arb_kind};
     use proptest::prelude::*;
 
     #[test]
@@ -285,39 +329,6 @@ mod tests {
             s,
             r#"{"kind":"error","re":"3","error":{"code":"unknown_command","message":"no handler for \"x\""}}"#
         );
-    }
-
-    fn arb_kind() -> impl Strategy<Value = Kind> {
-        prop::sample::select(vec![
-            Kind::Hello,
-            Kind::Welcome,
-            Kind::Cmd,
-            Kind::Reply,
-            Kind::Ack,
-            Kind::Event,
-            Kind::Ping,
-            Kind::Pong,
-            Kind::Error,
-            Kind::Bye,
-            Kind::Pub,
-            Kind::Sub,
-        ])
-    }
-
-    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            ".{0,12}".prop_map(serde_json::Value::from),
-        ];
-        leaf.prop_recursive(3, 16, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-                prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     proptest! {

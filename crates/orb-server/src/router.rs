@@ -113,16 +113,7 @@ impl Outbox {
             return;
         }
         match self.codec.decode(frame) {
-            Ok(env) => tracing::trace!(
-                dir = "out",
-                conn = self.conn,
-                kind = env.kind.as_str(),
-                cmd = env.cmd.as_deref(),
-                id = env.id.as_deref(),
-                re = env.re.as_deref(),
-                len = frame.len(),
-                "frame"
-            ),
+            Ok(env) => trace_envelope("out", self.conn, &env, frame.len()),
             Err(_) => tracing::trace!(dir = "out", conn = self.conn, len = frame.len(), "undecodable frame"),
         }
     }
@@ -131,6 +122,20 @@ impl Outbox {
     pub fn deliver_env(&self, env: &Envelope) -> Result<(), DeliveryError> {
         self.deliver(self.codec.encode(env))
     }
+}
+
+/// Logs one frame at TRACE: direction, connection, kind, command, id, correlation, size.
+pub(crate) fn trace_envelope(dir: &'static str, conn: u64, env: &Envelope, len: usize) {
+    tracing::trace!(
+        dir,
+        conn,
+        kind = env.kind.as_str(),
+        cmd = env.cmd.as_deref(),
+        id = env.id.as_deref(),
+        re = env.re.as_deref(),
+        len,
+        "frame"
+    );
 }
 
 /// A connected device session as the registry holds it.

@@ -314,15 +314,7 @@ impl Session {
             }
         };
         if tracing::enabled!(tracing::Level::TRACE) {
-            tracing::trace!(
-                dir = "in",
-                kind = env.kind.as_str(),
-                cmd = env.cmd.as_deref(),
-                id = env.id.as_deref(),
-                re = env.re.as_deref(),
-                len = frame.len(),
-                "frame"
-            );
+            crate::router::trace_envelope("in", self.outbox.conn, &env, frame.len());
         }
         match env.kind {
             Kind::Cmd => self.on_cmd(env),

@@ -458,6 +458,7 @@ mod tests {
     use serde::{Deserialize, Serialize};
 
     use super::*;
+    use crate::codec::arb::{arb_json, arb_kind};
 
     /// The frame `{"kind":"ping","id":"hb-1"}` as documented in `docs/protocol.md` section 3.1.
     const PING_HEX: &str = "82a46b696e64a470696e67a26964a468622d31";
@@ -707,41 +708,6 @@ mod tests {
         let mut e = Envelope::new(Kind::Reply);
         e.body = Some(Bytes::from(format!("\"{}\"", "b".repeat(300)))); // bin16
         assert_eq!(decode(&encode(&e)).unwrap(), e);
-    }
-
-    fn arb_kind() -> impl Strategy<Value = Kind> {
-        prop::sample::select(vec![
-            Kind::Hello,
-            Kind::Welcome,
-            Kind::Cmd,
-            Kind::Reply,
-            Kind::Ack,
-            Kind::Event,
-            Kind::Ping,
-            Kind::Pong,
-            Kind::Error,
-            Kind::Bye,
-            Kind::Pub,
-            Kind::Sub,
-            Kind::Unsub,
-            Kind::Config,
-        ])
-    }
-
-    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            ".{0,12}".prop_map(serde_json::Value::from),
-        ];
-        leaf.prop_recursive(3, 16, 4, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
-                prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     prop_compose! {
