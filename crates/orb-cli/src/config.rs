@@ -1,6 +1,6 @@
 //! The configuration file (`orb.toml`) and its layering: built-in defaults, then the file
 //! (`--config`, `$ORB_CONFIG`, `/etc/orb/orb.toml`), then `ORB_<SECTION>__<KEY>` environment
-//! variables, then command-line flags. [`load`] reports every problem at once; the result is
+//! variables, then command-line flags. [`Layers::finish`] reports every problem at once; the result is
 //! turned into typed settings for `orb serve` ([`Settings::server_config`]) and `orb agent`.
 
 use std::collections::BTreeMap;

@@ -65,7 +65,7 @@ error_codes! {
     AuthFailed = "auth_failed", 401, "the credentials in hello are missing or wrong";
     Forbidden = "forbidden", 403, "the credentials are valid but do not allow this action";
     BadRequest = "bad_request", 400, "a field the message kind requires is missing or invalid";
-    BadId = "bad_id", 400, "a device id does not match [A-Za-z0-9][A-Za-z0-9_-]{0,63} or is reserved";
+    BadId = "bad_id", 400, "a device id does not match `[A-Za-z0-9][A-Za-z0-9_-]{0,63}` or is reserved";
     BadSelector = "bad_selector", 400, "the target selector does not parse";
     UnknownGroup = "unknown_group", 400, "the selector names a group that is not configured";
     BadArgs = "bad_args", 400, "the command's arguments are not what the handler expects";
