@@ -443,6 +443,9 @@ async fn tcp_connect(host: &str, port: u16, bind: Option<std::net::IpAddr>) -> s
             continue;
         }
         let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        // An explicit bind picks a port without regard to the destination; allow ports still in
+        // TIME_WAIT from earlier connections so many short runs do not exhaust the range.
+        socket.set_reuseaddr(true)?;
         socket.bind(std::net::SocketAddr::new(local, 0))?;
         match socket.connect(addr).await {
             Ok(s) => return Ok(s),

@@ -104,11 +104,8 @@ impl ServerBuilder {
             }
         };
 
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
-        };
-        let tcp = bind(cfg.listen).await?;
-        let http = bind(cfg.http).await?;
+        let tcp = listen(cfg.listen)?;
+        let http = listen(cfg.http)?;
         let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| ServerError::Bind { addr, source });
         let tcp_addr = local(&tcp, cfg.listen)?;
         let http_addr = local(&http, cfg.http)?;
@@ -145,6 +142,21 @@ impl ServerBuilder {
             admin_rx: Some(admin_rx),
         })
     }
+}
+
+/// Accept queue length requested from the kernel (capped by `net.core.somaxconn`): a fleet
+/// reconnecting at once after a restart must not have its SYNs dropped into retransmit delays.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with address reuse (a restart must not wait for old connections'
+/// TIME_WAIT) and a deep accept queue.
+fn listen(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)
 }
 
 fn load_tokens(cfg: &ServerConfig) -> Result<(Secret, Secret), ServerError> {

@@ -62,8 +62,11 @@ pub struct SwarmArgs {
     pub nats_role: String,
 }
 
-fn source_addr(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(i / PER_SOURCE).unwrap_or(0)))
+/// The local address for connection `i`: none (the kernel's choice, which can share ports across
+/// destinations) for the first [`PER_SOURCE`], then 127.0.0.2, 127.0.0.3, ...
+fn source_addr(i: usize) -> Option<IpAddr> {
+    let block = i / PER_SOURCE;
+    (block > 0).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + u8::try_from(block).unwrap_or(u8::MAX - 1))))
 }
 
 fn handlers() -> Handlers {
@@ -90,7 +93,7 @@ pub async fn run(args: SwarmArgs) -> Result<u8, Failure> {
                 .map(|i| {
                     let mut c =
                         ClientConfig::agent(url.clone(), Some(args.token.clone()), format!("{}{i}", args.prefix));
-                    c.bind = Some(source_addr(i));
+                    c.bind = source_addr(i);
                     c.connect_timeout = Duration::from_secs(60);
                     crate::bench::set_codec(&mut c, &codec);
                     c
