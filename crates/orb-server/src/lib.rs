@@ -152,8 +152,8 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// TIME_WAIT) and a deep accept queue.
 fn listen(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     let err = |source| ServerError::Bind { addr, source };
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
-        .map_err(err)?;
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
     socket.listen(LISTEN_BACKLOG).map_err(err)

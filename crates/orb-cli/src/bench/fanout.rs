@@ -64,7 +64,16 @@ fn summarise(trials: &[Trial]) -> Side {
     }
 }
 
-async fn orb_side(n: usize, trials: usize, common: &CommonArgs) -> Result<(Side, &'static str), Failure> {
+/// One round of the orb side: its trials, where the server ran, and (when measurable) the
+/// server's CPU time per job and resident memory.
+struct OrbRound {
+    trials: Vec<Trial>,
+    mode: &'static str,
+    cpu_ms_per_job: Option<f64>,
+    rss_mib: Option<f64>,
+}
+
+async fn orb_side(n: usize, trials: usize, common: &CommonArgs) -> Result<OrbRound, Failure> {
     let target = Target::start(common).await?;
     let _swarm = target.orb_swarm(n, "f-", false)?;
     let op = target.operator().await?;
@@ -92,17 +101,16 @@ async fn orb_side(n: usize, trials: usize, common: &CommonArgs) -> Result<(Side,
             results.push(trial);
         }
     }
-    let mut side = summarise(&results);
-    if let (Some(pid), Some(before)) = (target.pid(), cpu_before) {
-        side.server_cpu_ms_per_job =
-            super::proc::cpu_time(pid).map(|after| ms(after.saturating_sub(before)) / trials as f64);
-        side.server_rss_mib = super::proc::rss_bytes(pid).map(|b| b as f64 / 1048576.0);
-    }
+    let pid = target.pid();
+    let cpu_ms_per_job = pid.zip(cpu_before).and_then(|(pid, before)| {
+        super::proc::cpu_time(pid).map(|after| ms(after.saturating_sub(before)) / trials as f64)
+    });
+    let rss_mib = pid.and_then(super::proc::rss_bytes).map(|b| b as f64 / 1048576.0);
     op.close().await;
-    Ok((side, target.mode()))
+    Ok(OrbRound { trials: results, mode: target.mode(), cpu_ms_per_job, rss_mib })
 }
 
-async fn nats_side(n: usize, trials: usize) -> Result<Side, Failure> {
+async fn nats_side(n: usize, trials: usize) -> Result<Vec<Trial>, Failure> {
     let _swarm = nats_swarm(n, "fanout")?;
     let nc = nats_client().await?;
     let mut results = Vec::with_capacity(trials);
@@ -125,7 +133,7 @@ async fn nats_side(n: usize, trials: usize) -> Result<Side, Failure> {
             results.push(trial);
         }
     }
-    Ok(summarise(&results))
+    Ok(results)
 }
 
 fn line(name: &str, s: &Side) -> String {
@@ -152,15 +160,25 @@ fn line(name: &str, s: &Side) -> String {
 
 /// Runs the scenario.
 pub async fn run(n: usize, trials: usize, common: &CommonArgs) -> Result<u8, Failure> {
-    let (orb, mode) = orb_side(n, trials, common).await?;
-    let nats = match common.vs {
-        Some(_) => Some(nats_side(n, trials).await?),
-        None => None,
-    };
+    let (mut orb_trials, mut nats_trials, mut cpu, mut rss, mut mode) = (Vec::new(), Vec::new(), Vec::new(), None, "");
+    for _ in 0..common.rounds {
+        let round = orb_side(n, trials, common).await?;
+        orb_trials.extend(round.trials);
+        cpu.extend(round.cpu_ms_per_job);
+        rss = round.rss_mib.or(rss);
+        mode = round.mode;
+        if common.vs.is_some() {
+            nats_trials.extend(nats_side(n, trials).await?);
+        }
+    }
+    let mut orb = summarise(&orb_trials);
+    orb.server_cpu_ms_per_job = (!cpu.is_empty()).then(|| Spread::of(&cpu).median);
+    orb.server_rss_mib = rss;
+    let nats = common.vs.map(|_| summarise(&nats_trials));
     let ratio = nats.as_ref().map(|x| orb.last_ms.median / x.last_ms.median);
     let mut lines = vec![format!(
-        "fanout: one command to {n} agents, all replies back; {trials} trials after a warm-up (server: {mode}, codec {})",
-        common.codec
+        "fanout: one command to {n} agents, all replies back; {} round(s) of {trials} trials after a warm-up (server: {mode}, codec {})",
+        common.rounds, common.codec
     )];
     lines.push(line("orb", &orb));
     if let Some(x) = &nats {
@@ -170,7 +188,7 @@ pub async fn run(n: usize, trials: usize, common: &CommonArgs) -> Result<u8, Fai
         lines.push(format!("  ratio {r:.3} (orb time to last reply / NATS time; below 1.0 orb is faster)"));
     }
     let json = serde_json::json!({
-        "scenario": "fanout", "agents": n, "trials": trials, "server": mode, "codec": common.codec,
+        "scenario": "fanout", "agents": n, "trials": trials, "rounds": common.rounds, "server": mode, "codec": common.codec,
         "orb": orb, "nats": nats, "ratio": ratio,
     });
     report(common, &lines, &json);

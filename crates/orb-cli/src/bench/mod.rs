@@ -86,6 +86,10 @@ pub struct CommonArgs {
     /// Also run the same workload against NATS (at $ORB_BENCH_NATS_URL, default nats://127.0.0.1:4222).
     #[arg(long, value_name = "PEER")]
     pub vs: Option<Peer>,
+    /// Alternate the orb side and the peer side this many times, pooling their trials, so that a
+    /// burst of background load does not land on one side only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
     /// Envelope codec of the orb agents and requester: json or msgpack.
     #[arg(long, default_value = "json")]
     pub codec: String,

@@ -91,7 +91,7 @@ async fn orb_side(
     count: usize,
     trials: usize,
     common: &CommonArgs,
-) -> Result<(Side, &'static str), Failure> {
+) -> Result<(Vec<Trial>, &'static str), Failure> {
     let target = Target::start(common).await?;
     let _swarm = target.orb_swarm(1, "rr-", false)?;
     let op = target.operator().await?;
@@ -111,10 +111,10 @@ async fn orb_side(
         }
     }
     op.close().await;
-    Ok((summarise(count, &results), target.mode()))
+    Ok((results, target.mode()))
 }
 
-async fn nats_side(inflight: usize, count: usize, trials: usize) -> Result<Side, Failure> {
+async fn nats_side(inflight: usize, count: usize, trials: usize) -> Result<Vec<Trial>, Failure> {
     let _swarm = nats_swarm(1, "rr")?;
     let nc = nats_client().await?;
     let mut results = Vec::new();
@@ -132,7 +132,7 @@ async fn nats_side(inflight: usize, count: usize, trials: usize) -> Result<Side,
             results.push(trial);
         }
     }
-    Ok(summarise(count, &results))
+    Ok(results)
 }
 
 fn line(name: &str, s: &Side) -> String {
@@ -144,17 +144,23 @@ fn line(name: &str, s: &Side) -> String {
 
 /// Runs the scenario.
 pub async fn run(inflight: usize, count: usize, trials: usize, common: &CommonArgs) -> Result<u8, Failure> {
-    let (orb, mode) = orb_side(inflight, count, trials, common).await?;
-    let nats = match common.vs {
-        Some(_) => Some(nats_side(inflight, count, trials).await?),
-        None => None,
-    };
+    let (mut orb_trials, mut nats_trials, mut mode) = (Vec::new(), Vec::new(), "");
+    for _ in 0..common.rounds {
+        let (t, m) = orb_side(inflight, count, trials, common).await?;
+        orb_trials.extend(t);
+        mode = m;
+        if common.vs.is_some() {
+            nats_trials.extend(nats_side(inflight, count, trials).await?);
+        }
+    }
+    let orb = summarise(count, &orb_trials);
+    let nats = common.vs.map(|_| summarise(count, &nats_trials));
     // Time for the same work: orb's trial time over NATS's (below 1.0: orb is faster).
     let ratio = nats.as_ref().map(|x| orb.trial_ms.median / x.trial_ms.median);
     let p50_ratio = nats.as_ref().map(|x| orb.p50_us.median / x.p50_us.median);
     let mut lines = vec![format!(
-        "rr: {count} requests of 32 B to one agent, {inflight} in flight; {trials} trials after a warm-up (server: {mode}, codec {})",
-        common.codec
+        "rr: {count} requests of 32 B to one agent, {inflight} in flight; {} round(s) of {trials} trials after a warm-up (server: {mode}, codec {})",
+        common.rounds, common.codec
     )];
     lines.push(line("orb", &orb));
     if let Some(x) = &nats {
@@ -166,7 +172,7 @@ pub async fn run(inflight: usize, count: usize, trials: usize, common: &CommonAr
         ));
     }
     let json = serde_json::json!({
-        "scenario": "rr", "inflight": inflight, "count": count, "trials": trials, "server": mode, "codec": common.codec,
+        "scenario": "rr", "inflight": inflight, "count": count, "trials": trials, "rounds": common.rounds, "server": mode, "codec": common.codec,
         "orb": orb, "nats": nats, "ratio": ratio, "p50_ratio": p50_ratio,
     });
     report(common, &lines, &json);
