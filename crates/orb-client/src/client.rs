@@ -268,14 +268,14 @@ impl Client {
         let (id, tx_once) = self.next_waiter();
         let (otx, orx) = oneshot::channel();
         self.register(id, Waiter::Once(otx));
+        // Unregisters on every exit, including a caller dropping this future.
+        let _waiter = WaiterGuard { client: self, id, armed: true };
         env.id = Some(tx_once);
         self.send(&env).await?;
         let answer = tokio::select! {
             r = orx => r.map_err(|_| self.closed_error()),
             () = tokio::time::sleep(timeout) => Err(ClientError::Timeout(timeout.as_millis())),
-        };
-        self.unregister(id);
-        let answer = answer?;
+        }?;
         match (answer.kind, answer.error) {
             (_, Some(e)) => Err(ClientError::Remote(e)),
             (Kind::Reply, None) => Ok(answer.body.unwrap_or_else(|| Bytes::from_static(b"null"))),
@@ -294,6 +294,7 @@ impl Client {
         let (id, id_str) = self.next_waiter();
         let (stx, mut srx) = mpsc::unbounded_channel();
         self.register(id, Waiter::Stream(stx));
+        let mut waiter = WaiterGuard { client: self, id, armed: true };
         let mut env = Envelope::new(Kind::Cmd);
         env.id = Some(id_str);
         env.target = Some(target.to_owned());
@@ -305,33 +306,24 @@ impl Client {
             f = srx.recv() => f.ok_or_else(|| self.closed_error()),
             () = tokio::time::sleep(self.inner.welcome_timeout()) => Err(ClientError::Timeout(self.inner.welcome_timeout().as_millis())),
         };
-        let first = match first {
-            Ok(f) => f,
-            Err(e) => {
-                self.unregister(id);
-                return Err(e);
-            }
-        };
+        let first = first?;
         match (first.kind, first.error.clone()) {
             (Kind::Ack, None) => {
                 let accepted: JobAccepted = first.json_body().map_err(|e| ClientError::Protocol(e.message))?;
+                // From here the Job owns the registration and removes it when dropped.
+                waiter.armed = false;
                 Ok(Job::new(accepted, srx, self.clone(), id))
             }
-            (_, Some(e)) => {
-                self.unregister(id);
-                Err(ClientError::Remote(e))
-            }
-            (k, None) => {
-                self.unregister(id);
-                Err(ClientError::Protocol(format!("expected ack, got {}", k.as_str())))
-            }
+            (_, Some(e)) => Err(ClientError::Remote(e)),
+            (k, None) => Err(ClientError::Protocol(format!("expected ack, got {}", k.as_str()))),
         }
     }
 
     /// Closes the connection: a `bye`, then the socket. Pending requests fail with `Closed`.
     pub async fn close(&self) {
         let bye = Bye { reason: "peer_closed".into(), reconnect_after_ms: None };
-        let _ = self.inner.tx.send(self.inner.codec.encode(&Envelope::new(Kind::Bye).with_json_body(&bye))).await;
+        // Never wait for room here: a peer that stopped reading must not keep us from closing.
+        let _ = self.inner.tx.try_send(self.inner.codec.encode(&Envelope::new(Kind::Bye).with_json_body(&bye)));
         let _ = self.inner.close_reason.set("closed by client".into());
         self.inner.stop.cancel();
     }
@@ -394,6 +386,22 @@ impl Client {
             return Err(self.closed_error());
         }
         self.inner.tx.send(self.inner.codec.encode(env)).await.map_err(|_| self.closed_error())
+    }
+}
+
+/// Removes a waiter from the table when dropped (error paths, and callers that drop a pending
+/// request), unless disarmed because something else took over the registration.
+struct WaiterGuard<'a> {
+    client: &'a Client,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.client.unregister(self.id);
+        }
     }
 }
 

@@ -97,7 +97,10 @@ pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResu
     };
     let cmd = ctx.cmd.clone();
     let deadline = ctx.deadline;
-    match tokio::time::timeout(deadline, AssertUnwindSafe(h.call(ctx)).catch_unwind()).await {
+    // `call` runs inside the guarded future, so a handler that panics before returning its future
+    // is caught too, not only one that panics while being polled.
+    let guarded = AssertUnwindSafe(async move { h.call(ctx).await }).catch_unwind();
+    match tokio::time::timeout(deadline, guarded).await {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => {
             let detail = panic
@@ -172,6 +175,17 @@ mod tests {
             let err = codec.decode(&reply_frame(codec, "8".into(), Err(e.clone()))).unwrap();
             assert_eq!(err.error, Some(e));
         }
+    }
+
+    #[tokio::test]
+    async fn a_panic_before_the_future_exists_is_caught_too() {
+        fn eager(c: Context) -> HandlerFuture {
+            let n: u32 = serde_json::from_slice(&c.args).expect("a number");
+            Box::pin(async move { Ok(serde_json::json!(n)) })
+        }
+        let h = Handlers::new().on("eager", eager);
+        let e = run(h.get("eager"), ctx("eager")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::HandlerPanicked);
     }
 
     #[tokio::test(start_paused = true)]

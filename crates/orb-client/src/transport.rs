@@ -12,7 +12,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio_util::codec::{Decoder, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError};
 
 use crate::queue::QueueRx;
 
@@ -58,9 +57,7 @@ pub trait FrameSink: Send + 'static {
 pub fn tcp(stream: TcpStream, max_frame: usize) -> io::Result<(TcpSource, TcpSink)> {
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
-    let codec =
-        LengthDelimitedCodec::builder().big_endian().length_field_length(4).max_frame_length(max_frame).new_codec();
-    Ok((TcpSource { inner: r, codec, buf: BytesMut::new(), eof: false, max_frame }, TcpSink { inner: w }))
+    Ok((TcpSource { inner: r, buf: BytesMut::new(), eof: false, max_frame }, TcpSink { inner: w }))
 }
 
 /// Read half of a TCP connection, yielding frame payloads. While the connection is quiet it
@@ -68,26 +65,51 @@ pub fn tcp(stream: TcpStream, max_frame: usize) -> io::Result<(TcpSource, TcpSin
 /// complete frame has been taken, so idle connections cost no read memory.
 pub struct TcpSource {
     inner: OwnedReadHalf,
-    codec: LengthDelimitedCodec,
     buf: BytesMut,
     eof: bool,
     max_frame: usize,
 }
 
-/// Bytes reserved per read when the buffer is empty; larger frames reserve their full length.
+/// Most bytes reserved per read. A frame's buffer grows by at most this much per read as its
+/// bytes actually arrive, so a peer announcing a large frame cannot make us allocate it up front.
 const READ_CHUNK: usize = 4096;
+
+impl TcpSource {
+    /// A complete frame at the front of the buffer, split off without copying.
+    ///
+    /// # Errors
+    /// [`TransportError::FrameTooLarge`] as soon as a header announces more than the limit.
+    fn take_frame(&mut self) -> Result<Option<Bytes>, TransportError> {
+        let Some(header) = self.buf.get(..4) else { return Ok(None) };
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len > self.max_frame {
+            return Err(TransportError::FrameTooLarge { max: self.max_frame });
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let _ = self.buf.split_to(4);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// Room for the next read: what the pending frame still needs, at most [`READ_CHUNK`].
+    fn reserve_for_read(&mut self) {
+        let needed = match self.buf.get(..4) {
+            Some(h) => (4 + u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize).saturating_sub(self.buf.len()),
+            None => READ_CHUNK,
+        };
+        let want = needed.clamp(1, READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
+        }
+    }
+}
 
 impl FrameSource for TcpSource {
     async fn next_frame(&mut self) -> Result<Option<Bytes>, TransportError> {
         loop {
-            // The codec checks the announced length against the limit before reserving for it.
-            match self.codec.decode(&mut self.buf) {
-                Ok(Some(frame)) => return Ok(Some(frame.freeze())),
-                Ok(None) => {}
-                Err(e) if e.get_ref().is_some_and(|inner| inner.is::<LengthDelimitedCodecError>()) => {
-                    return Err(TransportError::FrameTooLarge { max: self.max_frame });
-                }
-                Err(e) => return Err(TransportError::Io(e)),
+            if let Some(frame) = self.take_frame()? {
+                return Ok(Some(frame));
             }
             if self.eof {
                 return if self.buf.is_empty() {
@@ -96,9 +118,7 @@ impl FrameSource for TcpSource {
                     Err(TransportError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame")))
                 };
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
+            self.reserve_for_read();
             match self.inner.try_read_buf(&mut self.buf) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
@@ -257,5 +277,52 @@ pub fn trace_frame(dir: &'static str, frame: &Bytes, codec: orb_proto::Codec) {
             "frame"
         ),
         Err(_) => tracing::trace!(dir, len = frame.len(), "undecodable frame"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair(max: usize) -> (TcpSource, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (tcp(server, max).unwrap().0, client)
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_writes_and_batched_in_one_write_are_read_whole() {
+        let (mut src, mut peer) = pair(1024).await;
+        peer.write_all(&[0, 0, 0, 3, b'a']).await.unwrap();
+        peer.write_all(&[b'b', b'c', 0, 0, 0, 1, b'd']).await.unwrap();
+        assert_eq!(src.next_frame().await.unwrap().unwrap(), "abc");
+        assert_eq!(src.next_frame().await.unwrap().unwrap(), "d");
+        drop(peer);
+        assert!(src.next_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_announced_oversized_frame_is_refused_before_its_bytes_arrive() {
+        let (mut src, mut peer) = pair(1024).await;
+        // Announce 16 MiB against a 1 KiB limit.
+        peer.write_all(&[1, 0, 0, 0, b'x']).await.unwrap();
+        assert!(matches!(src.next_frame().await, Err(TransportError::FrameTooLarge { max: 1024 })));
+        assert!(src.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.buf.capacity());
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_grows_its_buffer_only_as_bytes_arrive() {
+        let (mut src, mut peer) = pair(1 << 20).await;
+        // Announce 1 MiB, send 10 bytes, then close: the reader must not have reserved 1 MiB.
+        peer.write_all(&[0, 16, 0, 0]).await.unwrap();
+        peer.write_all(&[7u8; 10]).await.unwrap();
+        drop(peer);
+        assert!(
+            matches!(src.next_frame().await, Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof)
+        );
+        assert!(src.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.buf.capacity());
     }
 }

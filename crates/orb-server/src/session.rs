@@ -161,11 +161,18 @@ async fn handshake<R: FrameSource>(
         );
         return Err(violation(ErrorCode::UnsupportedVersion, msg));
     }
-    let principal = shared.auth.authenticate(&hello).await.map_err(|e| {
-        let reason =
-            if e.code == ErrorCode::AuthFailed { CloseReason::AuthFailed } else { CloseReason::ProtocolViolation };
-        (reason, Some(error_frame(Codec::Json, None, e.code, e.message)))
-    })?;
+    // A custom authenticator may do I/O: it gets the handshake timeout too.
+    let checked = tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate(&hello)).await;
+    let principal = checked
+        .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")))
+        .map_err(|e| {
+            let reason = match e.code {
+                ErrorCode::AuthFailed => CloseReason::AuthFailed,
+                ErrorCode::HandshakeTimeout => CloseReason::HandshakeTimeout,
+                _ => CloseReason::ProtocolViolation,
+            };
+            (reason, Some(error_frame(Codec::Json, None, e.code, e.message)))
+        })?;
 
     // The codec of every frame after the welcome, both ways; the first the client listed that we speak.
     let codec = Codec::negotiate(&hello.codecs);
@@ -256,7 +263,8 @@ impl Session {
         // One timer: every heartbeat interval the server pings (measuring RTT) and checks that the
         // peer said something within the timeout. Idle sessions wake only this often, and the
         // frame path reads no clock: silence is counted in intervals.
-        let every = limits.heartbeat.min(limits.heartbeat_timeout / 2);
+        // At least 1 ms: limits built through the library API are not validated like the config.
+        let every = limits.heartbeat.min(limits.heartbeat_timeout / 2).max(Duration::from_millis(1));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut heard, mut silent) = (true, 0u32);
