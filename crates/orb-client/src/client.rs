@@ -184,7 +184,6 @@ impl Client {
         };
         let (tx, rx) = crate::queue::bounded(config.outbound_queue);
         let stop = CancellationToken::new();
-        let (last_tx, last_rx) = oneshot::channel();
         let inner = Arc::new(Inner {
             tx,
             tasks: tokio_util::task::TaskTracker::new(),
@@ -198,13 +197,13 @@ impl Client {
             close_reason: OnceLock::new(),
             writer_done: CancellationToken::new(),
         });
-        let writer = transport::write_loop(sink, rx, stop.clone().cancelled_owned(), last_rx, Duration::from_secs(1));
+        let writer = transport::write_loop(sink, rx, stop.clone().cancelled_owned(), Duration::from_secs(1));
         let writer_done = inner.writer_done.clone();
         tokio::spawn(async move {
             writer.await;
             writer_done.cancel();
         });
-        tokio::spawn(read_loop(Arc::clone(&inner), source, handlers, last_tx));
+        tokio::spawn(read_loop(Arc::clone(&inner), source, handlers));
         tokio::spawn(heartbeat(Arc::clone(&inner)));
         Ok(Client { inner })
     }
@@ -468,12 +467,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Reads frames until the connection ends, dispatching each.
-async fn read_loop<R: FrameSource>(
-    inner: Arc<Inner>,
-    mut source: R,
-    handlers: Handlers,
-    last_tx: oneshot::Sender<Bytes>,
-) {
+async fn read_loop<R: FrameSource>(inner: Arc<Inner>, mut source: R, handlers: Handlers) {
     let timeout = Duration::from_millis(inner.welcome.heartbeat_timeout_ms.max(1000));
     let every = timeout / 3;
     let mut check = tokio::time::interval_at(Instant::now() + every, every);
@@ -511,7 +505,7 @@ async fn read_loop<R: FrameSource>(
                     orb_proto::ErrorCode::FrameTooLarge,
                     format!("frame larger than {max} bytes"),
                 );
-                let _ = last_tx.send(inner.codec.encode(&err));
+                inner.tx.send_last(inner.codec.encode(&err));
                 break Some("frame_too_large: the server sent a frame above the limit".to_owned());
             }
             Err(e) => break Some(e.to_string()),

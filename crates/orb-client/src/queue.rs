@@ -159,6 +159,19 @@ impl QueueTx {
         Ok(())
     }
 
+    /// Queues a connection's goodbye (`bye` or a closing `error`) even when the queue is full:
+    /// it is the last frame, queued just before the writer is told to stop.
+    pub fn send_last(&self, frame: Bytes) {
+        {
+            let mut st = self.0.lock();
+            if st.closed {
+                return;
+            }
+            st.items.push_back(frame);
+        }
+        self.0.readable.notify_one();
+    }
+
     /// The most frames the queue holds.
     pub fn capacity(&self) -> usize {
         self.0.cap

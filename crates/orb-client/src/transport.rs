@@ -183,7 +183,8 @@ const MAX_BATCH: usize = 128;
 /// that are ready in one batch (one syscall for TCP) and flushing as soon as the queue is empty.
 ///
 /// After `stop`, frames already queued are written too (bounded by the queue's capacity), then
-/// `last` (a goodbye frame) if one is given, all within `linger`; then the sink is closed.
+/// the goodbye queued with [`crate::queue::QueueTx::send_last`], all within `linger`; then the
+/// sink is closed.
 /// A batch being written when `stop` comes is finished within `linger` rather than abandoned,
 /// because an abandoned write leaves a partial frame on the wire and anything written after it
 /// would be garbage to the peer; if it cannot finish in time, nothing more is written.
@@ -192,7 +193,6 @@ pub async fn write_loop<S: FrameSink>(
     mut sink: S,
     mut rx: QueueRx,
     stop: impl std::future::Future<Output = ()> + Send,
-    last: tokio::sync::oneshot::Receiver<Bytes>,
     linger: std::time::Duration,
 ) -> Option<io::Error> {
     let mut batch: Vec<Bytes> = Vec::new();
@@ -210,15 +210,16 @@ pub async fn write_loop<S: FrameSink>(
             _ = rx.recv_into(&mut batch, MAX_BATCH) => {}
         }
         let res = {
-            let write = sink.send_batch(&batch);
-            tokio::pin!(write);
+            // Boxed per batch: kept inline, the write's state would enlarge every idle connection.
+            let mut write = Box::pin(sink.send_batch(&batch));
             tokio::select! {
                 biased;
                 r = &mut write => r,
                 () = &mut stopped => {
                     let until = tokio::time::Instant::now() + linger;
                     linger_until = Some(until);
-                    tokio::time::timeout_at(until, write).await.unwrap_or_else(|_| {
+                    // Boxed: this rare path's timer would otherwise enlarge every connection's task.
+                    Box::pin(tokio::time::timeout_at(until, write)).await.unwrap_or_else(|_| {
                         Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "the peer did not take a pending write within the linger time",
@@ -243,15 +244,12 @@ pub async fn write_loop<S: FrameSink>(
     if failure.is_none() {
         // Goodbye: what was already queued, then the last frame, within `linger`.
         let until = linger_until.unwrap_or_else(|| tokio::time::Instant::now() + linger);
-        let _ = tokio::time::timeout_at(until, async {
+        let _ = Box::pin(tokio::time::timeout_at(until, async {
             rx.drain_into(&mut batch, usize::MAX);
-            if let Ok(f) = last.await {
-                batch.push(f);
-            }
             if !batch.is_empty() {
                 let _ = sink.send_batch(&batch).await;
             }
-        })
+        }))
         .await;
     }
     sink.close().await;

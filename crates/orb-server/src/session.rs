@@ -14,7 +14,7 @@ use orb_proto::message::{Bye, Hello, Role, Welcome};
 use orb_proto::{
     Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESERVED_PREFIX,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,9 +56,8 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
         let limits = shared.router.limits();
         let (tx, rx) = orb_client::queue::bounded(limits.outbound_queue);
         let stop = orb_client::signal::Signal::new();
-        let (last_tx, last_rx) = oneshot::channel();
         let stopped = stop.clone();
-        let writer = write_loop(sink, rx, async move { stopped.raised().await }, last_rx, limits.close_linger);
+        let writer = write_loop(sink, rx, async move { stopped.raised().await }, limits.close_linger);
         let writer = shared.tracker.spawn(writer.instrument(tracing::Span::current()));
         // JSON until the handshake chose the session's codec.
         let outbox = Outbox { conn, tx, closer: Closer::default(), codec: Codec::Json };
@@ -78,9 +77,7 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
         };
         shared.router.record_close(reason);
         if let Some(f) = last {
-            let _ = last_tx.send(f);
-        } else {
-            drop(last_tx);
+            outbox.tx.send_last(f);
         }
         stop.raise();
         let _ = writer.await;
