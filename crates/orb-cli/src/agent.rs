@@ -1,7 +1,8 @@
 //! `orb agent`: merge the `[agent]` configuration with flags, lock the agent's data folder,
-//! keep a permanent connection (backup servers, backoff with jitter) and answer the built-in
-//! commands (`ping`, `echo`, `sys.info`). SIGTERM/SIGINT let running commands finish (up to the
-//! grace period), send their results, and exit 0.
+//! connect with its saved credential (or enroll with the agent token and save the one the server
+//! issues), keep a permanent connection (backup servers, backoff with jitter) and answer the
+//! built-in commands (`ping`, `echo`, `sys.info`, `sleep`). SIGTERM/SIGINT let running commands
+//! finish (up to the grace period), send their results, and exit 0.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::AgentArgs;
 use crate::config::{self, Settings};
 use crate::connect::{self, TokenKind};
+use crate::credentials::{self, Credentials};
 use crate::exit::{self, Failure};
 use crate::logging;
 
@@ -32,8 +34,10 @@ pub fn builtin_handlers() -> Handlers {
         .on("sys.info", move |_c: Context| async move { Ok(sys_info(started)) })
         .on("sleep", |c: Context| async move {
             let wait = sleep_args(&c)?;
-            tokio::time::sleep(wait).await;
-            Ok(serde_json::json!({"slept_ms": wait.as_millis() as u64}))
+            tokio::select! {
+                () = tokio::time::sleep(wait) => Ok(serde_json::json!({"slept_ms": wait.as_millis() as u64})),
+                () = c.cancel.cancelled() => Err(ErrorBody::new(ErrorCode::Cancelled, "sleep: the job was cancelled")),
+            }
         })
 }
 
@@ -66,7 +70,7 @@ fn sys_info(started: std::time::Instant) -> serde_json::Value {
 
 /// Takes the exclusive lock on `dir/agent.lock`, so two agents never share one data folder.
 fn lock_data_dir(dir: &Path) -> Result<File, Failure> {
-    std::fs::create_dir_all(dir)
+    credentials::create_dir(dir)
         .map_err(|e| Failure::new(exit::CONFIG, format!("cannot create agent data folder {}: {e}", dir.display())))?;
     let path = dir.join("agent.lock");
     let file = File::options()
@@ -101,6 +105,9 @@ fn load(args: &AgentArgs, config_flag: Option<&Path>) -> Result<Settings, Failur
     if let Some(v) = &args.token_file {
         layers.set("agent", "token_file", s(&v.display().to_string()), flag);
     }
+    if let Some(v) = &args.secret_file {
+        layers.set("agent", "secret_file", s(&v.display().to_string()), flag);
+    }
     if let Some(v) = &args.id {
         layers.set("agent", "id", s(v), flag);
     }
@@ -121,6 +128,77 @@ fn load(args: &AgentArgs, config_flag: Option<&Path>) -> Result<Settings, Failur
     layers.finish().map_err(|p| Failure::new(exit::CONFIG, format!("invalid configuration:\n  {}", p.join("\n  "))))
 }
 
+/// Who the agent connects as: a device credential (saved, or from `secret_file`), or the agent
+/// token asking to enroll (with the configured id, or none for the server to assign).
+struct Identity {
+    id: Option<String>,
+    secret: Option<String>,
+    token: Option<String>,
+}
+
+/// Chooses the identity: `credentials.json` in `data` first, then `secret_file`, else enrollment
+/// with the agent token.
+fn identity(settings: &Settings, urls: &[ServerUrl], data: &Path, id: Option<&DeviceId>) -> Result<Identity, Failure> {
+    let a = &settings.file.agent;
+    let config = |m: String| Failure::new(exit::CONFIG, m);
+    if let Some(saved) = credentials::load(data).map_err(config)? {
+        if let Some(id) = id
+            && id.as_str() != saved.id
+        {
+            return Err(config(format!(
+                "--id {id} differs from the id {} saved in {}: use the data folder of {id}, or leave out --id",
+                saved.id,
+                credentials::path(data).display()
+            )));
+        }
+        return Ok(Identity { id: Some(saved.id), secret: Some(saved.secret), token: None });
+    }
+    if let Some(f) = &a.secret_file {
+        let Some(id) = id else {
+            return Err(Failure::usage("--secret-file needs --id (the id it was issued for)"));
+        };
+        let secret = std::fs::read_to_string(f)
+            .map_err(|e| config(format!("cannot read secret file {f}: {e}")))?
+            .trim()
+            .to_owned();
+        if secret.is_empty() {
+            return Err(config(format!("secret file {f} is empty")));
+        }
+        return Ok(Identity { id: Some(id.to_string()), secret: Some(secret), token: None });
+    }
+    let token = match (&a.token, &a.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| config(format!("cannot read token file {f}: {e}")))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => connect::local_token(&urls[0], TokenKind::Agent)?,
+    };
+    Ok(Identity { id: id.map(ToString::to_string), secret: None, token })
+}
+
+/// The message for a refusal that retrying cannot fix, with what to do about it.
+fn refusal(e: orb_client::ClientError, id: Option<&str>, data: &Path) -> Failure {
+    let id = id.unwrap_or("ID");
+    let hint = match e.code() {
+        Some(ErrorCode::IdTaken) => format!(
+            "; this data folder ({}) has no credential for {id}; use the folder it enrolled with, \
+             or `orb devices rm {id}` to re-enroll",
+            data.display()
+        ),
+        Some(ErrorCode::Revoked) => format!(
+            "; an operator revoked device {id}: to enroll it again, run `orb devices rm {id}` and delete {}",
+            credentials::path(data).display()
+        ),
+        _ => String::new(),
+    };
+    let mut f = Failure::from(e);
+    f.message.push_str(&hint);
+    f
+}
+
 /// Runs the agent until SIGINT/SIGTERM (exit 0) or until it gives up (exit 69).
 pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Result<u8, Failure> {
     let settings = load(&args, config_flag)?;
@@ -132,30 +210,26 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     logging::init(&directive, settings.file.log.file.as_deref().map(Path::new))
         .map_err(|e| Failure::new(exit::CONFIG, e))?;
     let a = &settings.file.agent;
-    let Some(id) = a.id.as_deref() else {
-        return Err(Failure::usage("an agent needs --id (or agent.id in the configuration)"));
-    };
-    let id = DeviceId::new(id).map_err(|e| Failure::usage(e.to_string()))?;
+    let id = a.id.as_deref().map(DeviceId::new).transpose().map_err(|e| Failure::usage(e.to_string()))?;
     let urls: Vec<ServerUrl> = a
         .server
         .iter()
         .map(|u| ServerUrl::parse(u))
         .collect::<Result<_, _>>()
         .map_err(|e| Failure::usage(e.to_string()))?;
-    let token = match (&a.token, &a.token_file) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(f)) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| Failure::new(exit::CONFIG, format!("cannot read token file {f}: {e}")))?
-                .trim()
-                .to_owned(),
-        ),
-        (None, None) => connect::local_token(&urls[0], TokenKind::Agent)?,
-    };
-    let data = a.data.as_ref().map_or_else(|| PathBuf::from("orb-agent").join(id.as_str()), PathBuf::from);
+    let data = a.data.as_ref().map_or_else(
+        || PathBuf::from("orb-agent").join(id.as_ref().map_or("default", DeviceId::as_str)),
+        PathBuf::from,
+    );
     let _lock = lock_data_dir(&data)?;
+    let who = identity(&settings, &urls, &data, id.as_ref())?;
+    let enroll = who.secret.is_none();
+    let shown_id = who.id.clone();
 
-    let mut base = ClientConfig::agent(urls[0].clone(), token, id.as_str());
+    let mut base = ClientConfig::agent(urls[0].clone(), who.token, String::new());
+    base.id = who.id;
+    base.secret = who.secret;
+    base.enroll = enroll;
     base.tags = a.tags.clone();
     base.agent = AGENT_NAME.to_owned();
     let backoff = Backoff {
@@ -177,9 +251,42 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         stopper.cancel();
     });
 
+    // Set when an issued credential could not be saved: the agent stops (it could not connect
+    // again as this device).
+    let mut unsaved: Option<Failure> = None;
     let outcome = link
         .run(&stop, |event| match event {
-            LinkEvent::Connected { url, id } => tracing::info!(server = %url, id, "agent connected"),
+            LinkEvent::Enrolled { url, id, secret } => {
+                let c = Credentials {
+                    id: id.clone(),
+                    secret,
+                    server: Some(url),
+                    enrolled_at: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                };
+                match credentials::save(&data, &c) {
+                    Ok(()) => tracing::info!(id, file = %credentials::path(&data).display(), "enrolled as {id}"),
+                    Err(e) => {
+                        let message = format!(
+                            "enrolled as {id} but cannot save the credential to {}: {e}; the agent stops. \
+                             Fix the folder, then run `orb devices rm {id}` and start the agent again",
+                            credentials::path(&data).display()
+                        );
+                        tracing::error!("{message}");
+                        unsaved = Some(Failure::new(exit::CONFIG, message));
+                        stop.cancel();
+                    }
+                }
+            }
+            LinkEvent::Connected { url, id, known, first_seen } => {
+                if unsaved.is_some() {
+                    return;
+                }
+                if known {
+                    let first = first_seen.as_deref().unwrap_or("at an unknown time");
+                    tracing::info!(id, first_seen = first, "welcomed back, first seen {first}");
+                }
+                tracing::info!(server = %url, id, "agent connected");
+            }
             LinkEvent::Lost { url, reason } => tracing::warn!(server = %url, reason, "connection lost; reconnecting"),
             LinkEvent::Failed { url, error, retry_in } => {
                 tracing::warn!(server = %url, error, retry_in_ms = retry_in.as_millis() as u64, "cannot connect")
@@ -187,10 +294,16 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         })
         .await;
     if let Err(e) = outcome {
-        return Err(Failure::from(e));
+        return Err(refusal(e, shown_id.as_deref(), &data));
+    }
+    let live = current.borrow().clone();
+    if let Some(failure) = unsaved {
+        if let Some(client) = live {
+            client.close().await;
+        }
+        return Err(failure);
     }
     // Stopping: let running commands finish and send their results.
-    let live = current.borrow().clone();
     if let Some(client) = live {
         let running = client.running_commands();
         if running > 0 {

@@ -23,7 +23,8 @@ pub struct Cli {
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ORB_GIT_REVISION"), ")");
 
 const EXIT_CODES: &str = "Exit codes: 0 ok; 1 a target failed or nothing matched; 2 usage error; \
-69 server unreachable; 77 authentication or permission refused; 78 bad configuration.";
+69 server unreachable; 77 authentication or permission refused; 78 bad configuration; \
+130 interrupted (orb send detached from its job, or cancelled it).";
 
 /// The sub-commands.
 #[derive(Debug, Subcommand)]
@@ -35,8 +36,10 @@ pub enum Command {
     Agent(AgentArgs),
     /// Send a command to every device a selector matches and print one result per device.
     Send(SendArgs),
-    /// List connected devices.
+    /// List known devices (online, offline, revoked); show, add, remove, revoke and tag them.
     Devices(DevicesArgs),
+    /// List recent jobs; show one job's results; cancel a running job.
+    Jobs(JobsArgs),
     /// Start an embedded server with in-process agents, run a few jobs, print the results.
     #[cfg(feature = "server")]
     Demo(DemoArgs),
@@ -90,14 +93,14 @@ pub enum ConfigCommand {
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// Server URL: tcp://HOST:PORT or ws://HOST:PORT/v1/ws.
-    #[arg(long, env = "ORB_SERVER", default_value = "tcp://127.0.0.1:7700")]
+    #[arg(long, env = "ORB_SERVER", default_value = "tcp://127.0.0.1:7700", global = true)]
     pub server: String,
     /// Token (admin token for operator commands, agent token for agents). On loopback, read from
     /// ./orb-data when not given.
-    #[arg(long, env = "ORB_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "ORB_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// File holding the token.
-    #[arg(long, env = "ORB_TOKEN_FILE", conflicts_with = "token")]
+    #[arg(long, env = "ORB_TOKEN_FILE", conflicts_with = "token", global = true)]
     pub token_file: Option<PathBuf>,
 }
 
@@ -114,6 +117,9 @@ pub struct ServeArgs {
     /// Data folder; tokens are generated here on first start [default: orb-data].
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Store: sqlite:PATH or postgres://USER@HOST:PORT/DB [default: sqlite in DATA/orb.db].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Operator token (default: generated into DATA/admin.token).
     #[arg(long, hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -149,13 +155,19 @@ pub struct AgentArgs {
     /// File holding the agent token.
     #[arg(long, env = "ORB_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
-    /// This device's id: [A-Za-z0-9][A-Za-z0-9_-]{0,63}.
+    /// This device's id: [A-Za-z0-9][A-Za-z0-9_-]{0,63}. Without it (and without a saved
+    /// credential) the server assigns one when the agent enrolls.
     #[arg(long)]
     pub id: Option<String>,
+    /// File holding this device's secret (printed by `orb devices add ID`); needs --id. Not
+    /// needed once DATA/credentials.json holds the credential.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
     /// A tag reported to the server, as KEY=VALUE (repeatable).
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
-    /// The agent's own state folder (default ./orb-agent/ID), locked while the agent runs.
+    /// The agent's own state folder, locked while the agent runs; its credentials.json holds the
+    /// device id and secret once enrolled [default: ./orb-agent/ID, ./orb-agent/default without --id].
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Exit (code 69) after this long without a connection [default: never].
@@ -200,16 +212,100 @@ pub struct SignalArgs {
     pub params: Vec<String>,
 }
 
-/// `orb devices`.
+/// `orb devices`: the list (no sub-command), or one of the sub-commands.
 #[derive(Debug, Args)]
 pub struct DevicesArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Only devices matching this selector.
     pub selector: Option<String>,
-    /// Print one JSON array.
-    #[arg(long)]
+    /// JSON output: the list as one array, other answers as one object.
+    #[arg(long, global = true)]
     pub json: bool,
+    /// Only devices connected now.
+    #[arg(long)]
+    pub connected: bool,
+    /// Only the counts: known, connected, revoked.
+    #[arg(long, conflicts_with_all = ["selector", "connected"])]
+    pub summary: bool,
+    #[command(subcommand)]
+    pub action: Option<DevicesCommand>,
+}
+
+/// `orb devices ...` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Everything known about one device: identity, credential, tags with their source,
+    /// inventory, live connection statistics.
+    Show {
+        /// Device id.
+        id: String,
+    },
+    /// Pre-register a device and print its credential (shown only this once).
+    Add {
+        /// The new device's id.
+        id: String,
+        /// An operator tag, as KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// Forget a device: its record, tags and credential (a running agent is disconnected).
+    #[command(alias = "remove")]
+    Rm {
+        /// Device id.
+        id: String,
+    },
+    /// Disable a device's credential and close its session now; it cannot connect again.
+    Revoke {
+        /// Device id.
+        id: String,
+    },
+    /// Set operator tags (they win over tags the agent reports).
+    Tag {
+        /// Device id.
+        id: String,
+        /// Tags as KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        tags: Vec<String>,
+    },
+    /// Remove operator tags.
+    Untag {
+        /// Device id.
+        id: String,
+        /// Tag keys.
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// `orb jobs`: recent jobs (no sub-command), or one of the sub-commands.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// JSON output: the list as one array, other answers as one object.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// At most this many jobs, newest first [server default: 50].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    #[command(subcommand)]
+    pub action: Option<JobsCommand>,
+}
+
+/// `orb jobs ...` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// One job: its command and state, every target's result, the targets still pending.
+    Show {
+        /// Job id, or a unique prefix of it.
+        id: String,
+    },
+    /// Cancel a job: pending targets become `cancelled`, agents running it are told to stop.
+    Cancel {
+        /// Job id, or a unique prefix of it.
+        id: String,
+    },
 }
 
 /// `orb demo`.

@@ -113,6 +113,24 @@ impl Default for ShutdownSection {
     }
 }
 
+/// `[store]`: where the device registry and job history live, and how long jobs are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB`; empty: SQLite at `DATA/orb.db`.
+    pub url: String,
+    /// Jobs older than this are deleted with their results.
+    pub job_retention: String,
+    /// At most this many jobs are kept (the oldest go first).
+    pub job_retention_count: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { url: String::new(), job_retention: "30d".into(), job_retention_count: 100_000 }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -141,9 +159,11 @@ pub struct AgentSection {
     pub token: Option<String>,
     /// File holding the agent token.
     pub token_file: Option<String>,
+    /// File holding the device secret (`orb devices add`); `credentials.json` in `data` otherwise.
+    pub secret_file: Option<String>,
     /// Reported tags.
     pub tags: BTreeMap<String, String>,
-    /// The agent's data folder (default `./orb-agent/<id>`).
+    /// The agent's data folder (default `./orb-agent/<id>`, `./orb-agent/default` without an id).
     pub data: Option<String>,
     /// First reconnect delay.
     pub backoff_min: String,
@@ -162,6 +182,7 @@ impl Default for AgentSection {
             id: None,
             token: None,
             token_file: None,
+            secret_file: None,
             tags: BTreeMap::new(),
             data: None,
             backoff_min: "250ms".into(),
@@ -182,6 +203,8 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     /// `[shutdown]`.
     pub shutdown: ShutdownSection,
+    /// `[store]`.
+    pub store: StoreSection,
     /// `[log]`.
     pub log: LogSection,
     /// `[agent]`.
@@ -207,6 +230,7 @@ fn known_keys() -> BTreeMap<String, Vec<String>> {
     sample.agent.id = Some(String::new());
     sample.agent.token = Some(String::new());
     sample.agent.token_file = Some(String::new());
+    sample.agent.secret_file = Some(String::new());
     sample.agent.data = Some(String::new());
     sample.agent.give_up_after = Some(String::new());
     let table = toml::Table::try_from(&sample).unwrap_or_default();
@@ -370,6 +394,42 @@ pub struct Settings {
     pub grace: Duration,
     /// Agent reconnect and stop settings.
     pub agent: TypedAgent,
+    /// The store.
+    pub store: TypedStore,
+}
+
+/// `[store]` as typed values.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+pub struct TypedStore {
+    /// The store URL (checked); `None`: SQLite in the data folder.
+    pub url: Option<String>,
+    /// See [`StoreSection`].
+    pub job_retention: Duration,
+    /// See [`StoreSection`].
+    pub job_retention_count: u64,
+}
+
+/// Checks a store URL. Only a build with the server has the store to check it against; the
+/// agent-only build never opens one.
+fn check_store_url(url: &str) -> Result<(), String> {
+    #[cfg(feature = "server")]
+    return orb_store::StoreUrl::parse(url).map(|_| ()).map_err(|e| e.to_string());
+    #[cfg(not(feature = "server"))]
+    {
+        let _ = url;
+        Ok(())
+    }
+}
+
+/// `scheme://user:password@host/...` with the password replaced by `<redacted>`; other text as is.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 /// `[limits]` as typed values.
@@ -443,6 +503,12 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         max_deadline: dur("limits.max_deadline", &l.max_deadline),
     };
     let grace = dur("shutdown.grace", &file.shutdown.grace);
+    let st = &file.store;
+    let store = TypedStore {
+        url: (!st.url.trim().is_empty()).then(|| st.url.trim().to_owned()),
+        job_retention: dur("store.job_retention", &st.job_retention),
+        job_retention_count: st.job_retention_count,
+    };
     let a = &file.agent;
     let agent = TypedAgent {
         backoff_min: dur("agent.backoff_min", &a.backoff_min),
@@ -491,6 +557,14 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
     if tracing_subscriber::EnvFilter::try_new(&file.log.level).is_err() {
         p.push(format!("'log.level' = \"{}\" is not a log filter like info or orb_server=debug", file.log.level));
     }
+    if let Some(url) = &store.url
+        && let Err(e) = check_store_url(url)
+    {
+        p.push(format!("'store.url': {e}"));
+    }
+    if st.job_retention_count == 0 {
+        p.push("'store.job_retention_count' must be at least 1".into());
+    }
     if a.server.is_empty() {
         p.push("'agent.server' needs at least one URL".into());
     }
@@ -504,7 +578,7 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
     {
         p.push(format!("'agent.id': {e}"));
     }
-    if p.is_empty() { Ok(Settings { file, listen, http, limits, grace, agent }) } else { Err(p) }
+    if p.is_empty() { Ok(Settings { file, listen, http, limits, grace, agent, store }) } else { Err(p) }
 }
 
 impl Settings {
@@ -535,6 +609,11 @@ impl Settings {
             admin_token: secret(&s.admin_token, &s.admin_token_file)?,
             agent_token: secret(&s.agent_token, &s.agent_token_file)?,
             groups: self.file.groups.clone(),
+            store: orb_server::StoreConfig {
+                url: self.store.url.clone(),
+                job_retention: self.store.job_retention,
+                job_retention_count: self.store.job_retention_count,
+            },
             limits: orb_server::Limits {
                 max_frame: l.max_frame,
                 outbound_queue: l.outbound_queue,
@@ -552,6 +631,12 @@ impl Settings {
         })
     }
 
+    /// The store for people to read: its URL with any password redacted, or the default.
+    #[cfg(feature = "server")]
+    pub fn store_display(&self) -> String {
+        self.store.url.as_deref().map_or_else(|| "sqlite (DATA/orb.db)".to_owned(), redact_url_password)
+    }
+
     /// The merged configuration as TOML with secrets replaced by `<redacted>`.
     pub fn redacted_toml(&self) -> String {
         let mut table = toml::Table::try_from(&self.file).unwrap_or_default();
@@ -559,6 +644,11 @@ impl Settings {
             if let Some(v) = table.get_mut(*section).and_then(|s| s.as_table_mut()).and_then(|t| t.get_mut(*key)) {
                 *v = toml::Value::String("<redacted>".into());
             }
+        }
+        if let Some(v) = table.get_mut("store").and_then(|s| s.as_table_mut()).and_then(|t| t.get_mut("url"))
+            && let Some(url) = v.as_str()
+        {
+            *v = toml::Value::String(redact_url_password(url));
         }
         toml::to_string(&table).unwrap_or_default()
     }
@@ -674,9 +764,30 @@ mod tests {
     fn secrets_are_redacted_in_show() {
         let mut l = Layers::defaults();
         l.text("[server]\nadmin_token = \"hunter2-hunter2\"\n[agent]\ntoken = \"s3cret-s3cret\"\n", "orb.toml");
-        let shown = l.finish().unwrap().redacted_toml();
+        l.env([("ORB_STORE__URL".to_owned(), "postgres://orb:pg-pass-word@db.example:5432/orb".to_owned())]);
+        let settings = l.finish().unwrap();
+        let shown = settings.redacted_toml();
         assert!(!shown.contains("hunter2"));
         assert!(!shown.contains("s3cret"));
-        assert!(shown.contains("<redacted>"));
+        assert!(!shown.contains("pg-pass-word"), "{shown}");
+        assert!(shown.contains("postgres://orb:<redacted>@db.example:5432/orb"), "{shown}");
+        assert_eq!(settings.store.url.as_deref(), Some("postgres://orb:pg-pass-word@db.example:5432/orb"));
+        assert_eq!(redact_url_password("sqlite:orb.db"), "sqlite:orb.db");
+        assert_eq!(redact_url_password("postgres://orb@h/db"), "postgres://orb@h/db");
+    }
+
+    #[test]
+    fn the_store_defaults_to_sqlite_in_the_data_folder_and_a_bad_url_is_a_problem() {
+        let s = Layers::defaults().finish().unwrap();
+        assert_eq!(s.store.url, None);
+        assert_eq!(s.store.job_retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(s.store.job_retention_count, 100_000);
+        let mut l = Layers::defaults();
+        l.text("[store]\njob_retention = \"12h\"\njob_retention_count = 0\n", "orb.toml");
+        l.set("store", "url", toml::Value::String("mysql://x".into()), "command line");
+        let all = l.finish().unwrap_err().join("\n");
+        assert!(all.contains("store.job_retention_count"), "{all}");
+        #[cfg(feature = "server")]
+        assert!(all.contains("'store.url'") && all.contains("mysql://x"), "{all}");
     }
 }

@@ -18,6 +18,8 @@ pub const SOFTWARE: u8 = 70;
 pub const DENIED: u8 = 77;
 /// Invalid configuration.
 pub const CONFIG: u8 = 78;
+/// Interrupted by Ctrl-C (128 + SIGINT, as a shell reports it): `orb send` detached or cancelled.
+pub const INTERRUPTED: u8 = 130;
 
 /// A command's failure: the exit code and the message printed as `error: ...`.
 #[derive(Debug)]
@@ -45,7 +47,7 @@ impl From<ClientError> for Failure {
         let code = match &e {
             ClientError::Unreachable { .. } => UNREACHABLE,
             ClientError::Refused(b) | ClientError::Remote(b) => match b.code {
-                ErrorCode::AuthFailed | ErrorCode::Forbidden => DENIED,
+                ErrorCode::AuthFailed | ErrorCode::Forbidden | ErrorCode::IdTaken | ErrorCode::Revoked => DENIED,
                 ErrorCode::BadSelector | ErrorCode::UnknownGroup | ErrorCode::BadArgs | ErrorCode::BadId => USAGE,
                 _ => FAILED,
             },

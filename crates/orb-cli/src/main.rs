@@ -20,11 +20,13 @@ mod bench;
 mod cli;
 mod config;
 mod connect;
+mod credentials;
 #[cfg(feature = "server")]
 mod demo;
 mod devices;
 mod exit;
 mod input;
+mod jobs;
 mod logging;
 mod meta;
 mod render;
@@ -82,6 +84,10 @@ async fn run(cli: cli::Cli) -> Result<u8, exit::Failure> {
         cli::Command::Devices(args) => {
             client_logging()?;
             devices::run(args).await
+        }
+        cli::Command::Jobs(args) => {
+            client_logging()?;
+            jobs::run(args).await
         }
         cli::Command::Signal(args) => {
             client_logging()?;

@@ -1,5 +1,6 @@
-//! Terminal and script output for job results and device lists: a progress bar on stderr
-//! (terminals only), a results table, a summary grouping identical outcomes, JSON lines.
+//! Terminal and script output for job results and devices: a progress bar on stderr (terminals
+//! only), a results table, a summary grouping identical outcomes, JSON lines, the device list
+//! and one device's detail, relative times ("5m ago").
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -8,6 +9,7 @@ use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orb_proto::Status;
 use orb_proto::message::{DeviceInfo, JobSummary, TargetResult};
+use orb_proto::registry::DeviceDetail;
 
 /// Writes to stdout; exits with 141 when the reader went away (broken pipe).
 pub fn write_out(args: std::fmt::Arguments<'_>) {
@@ -152,30 +154,136 @@ pub fn grouped_summary(results: &[TargetResult], width: usize) -> Vec<String> {
     v.into_iter().map(|(k, n)| format!("{n} × {k}")).collect()
 }
 
-/// The device list as a table.
+/// The device list as a table: id, status, tags, agent, last seen, RTT.
 pub fn devices_table(devices: &[DeviceInfo], color: bool) -> Table {
+    let now = chrono::Utc::now();
     let mut t = Table::new();
     t.load_style(presets::UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
     if !color {
         t.force_no_tty();
     }
-    t.set_header(vec!["ID", "CONNECTED", "TRANSPORT", "REMOTE", "SINCE", "RTT", "VERSION", "TAGS"]);
+    t.set_header(vec!["ID", "STATUS", "TAGS", "AGENT", "LAST SEEN", "RTT"]);
     for d in devices {
         let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let connected = if d.connected { "yes" } else { "no" };
-        let connected = if color && d.connected { Cell::new(connected).fg(Color::Green) } else { Cell::new(connected) };
+        let (status, colour) = match (d.revoked, d.connected) {
+            (true, _) => ("revoked", Color::Red),
+            (false, true) => ("online", Color::Green),
+            (false, false) => ("offline", Color::DarkGrey),
+        };
+        let status = if color { Cell::new(status).fg(colour) } else { Cell::new(status) };
+        let seen =
+            if d.connected { "now".to_owned() } else { d.last_seen.as_deref().map_or("-".into(), |t| ago(t, now)) };
         t.add_row(vec![
             Cell::new(&d.id),
-            connected,
-            Cell::new(d.transport.as_deref().unwrap_or("-")),
-            Cell::new(d.remote_addr.as_deref().unwrap_or("-")),
-            Cell::new(d.connected_since.as_deref().unwrap_or("-")),
-            Cell::new(d.rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms"))),
-            Cell::new(d.agent_version.as_deref().unwrap_or("-")),
+            status,
             Cell::new(tags.join(" ")),
+            Cell::new(d.agent_version.as_deref().unwrap_or("-")),
+            Cell::new(seen),
+            Cell::new(d.rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms"))),
         ]);
     }
     t
+}
+
+/// How long before `now` the RFC 3339 time `at` was: `12s ago`, `5m ago`, `3h ago`, `2d ago`
+/// (`at` itself when it does not parse).
+pub fn ago(at: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) else { return at.to_owned() };
+    let s = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86_400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// An RFC 3339 time with its age: `2026-01-02T10:00:00Z (5m ago)`; `-` when absent.
+fn when(at: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    at.map_or_else(|| "-".to_owned(), |t| format!("{t} ({})", ago(t, now)))
+}
+
+/// `12.3 KiB` style sizes.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+/// The effective tags with their source, one per line: `role=web  (operator; agent reported role=db)`.
+pub fn device_tags(d: &DeviceDetail) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if d.tags.is_empty() {
+        let _ = writeln!(out, "device {}: no tags", d.id);
+        return out;
+    }
+    let _ = writeln!(out, "tags of {}:", d.id);
+    for (k, v) in &d.tags {
+        let source = match (d.operator_tags.get(k), d.reported_tags.get(k)) {
+            (Some(_), Some(r)) if r != v => format!("operator; agent reported {k}={r}"),
+            (Some(_), _) => "operator".to_owned(),
+            (None, _) => "agent".to_owned(),
+        };
+        let _ = writeln!(out, "  {:<30} {source}", format!("{k}={v}"));
+    }
+    out
+}
+
+/// Everything about one device in sections: identity and credential, tags with their source,
+/// inventory, the live connection.
+pub fn device_detail(d: &DeviceDetail, now: chrono::DateTime<chrono::Utc>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let status = match (d.revoked, d.connected) {
+        (true, _) => "revoked",
+        (false, true) => "online",
+        (false, false) => "offline",
+    };
+    let row = |out: &mut String, k: &str, v: &str| {
+        let _ = writeln!(out, "  {k:<15} {v}");
+    };
+    let _ = writeln!(out, "device {}", d.id);
+    row(&mut out, "status", status);
+    row(&mut out, "credential", &d.credential);
+    row(&mut out, "registered", &when(Some(&d.registered_at), now));
+    row(&mut out, "first seen", &when(d.first_seen.as_deref(), now));
+    row(
+        &mut out,
+        "last seen",
+        &if d.connected { "now (connected)".to_owned() } else { when(d.last_seen.as_deref(), now) },
+    );
+    row(&mut out, "last address", d.last_remote_addr.as_deref().unwrap_or("-"));
+    row(&mut out, "user agent", d.user_agent.as_deref().unwrap_or("-"));
+    row(&mut out, "connections", &format!("{} ({} flaps)", d.connections, d.flaps));
+    out.push('\n');
+    out.push_str(&device_tags(d));
+    out.push('\n');
+    let _ = writeln!(out, "inventory");
+    row(&mut out, "agent", d.agent_version.as_deref().unwrap_or("-"));
+    row(&mut out, "commands", &if d.commands.is_empty() { "-".to_owned() } else { d.commands.join(", ") });
+    out.push('\n');
+    match &d.connection {
+        None => {
+            let _ = writeln!(out, "connection      none (not connected)");
+        }
+        Some(c) => {
+            let _ = writeln!(out, "connection {}", c.id);
+            row(&mut out, "remote", &format!("{} ({})", c.remote_addr, c.transport));
+            row(&mut out, "connected at", &when(Some(&c.connected_at), now));
+            row(&mut out, "last received", &when(c.last_received.as_deref(), now));
+            row(&mut out, "last sent", &when(c.last_sent.as_deref(), now));
+            row(&mut out, "received", &format!("{} messages, {}", c.received_messages, bytes(c.received_bytes)));
+            row(&mut out, "sent", &format!("{} messages, {}", c.sent_messages, bytes(c.sent_bytes)));
+            row(&mut out, "rtt", &c.rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms")));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -192,6 +300,7 @@ mod tests {
             result: Some(RawValue::from_string(v.into()).unwrap()),
             error: None,
             elapsed_ms: Some(3),
+            late: false,
         }
     }
 
@@ -202,6 +311,7 @@ mod tests {
             result: None,
             error: Some(ErrorBody::new(code, "x")),
             elapsed_ms: None,
+            late: false,
         }
     }
 
@@ -238,6 +348,39 @@ mod tests {
         let mut v = vec!["web-10", "web-2", "db-1", "web-1", "web-02"];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(v, vec!["db-1", "web-1", "web-2", "web-02", "web-10"]);
+    }
+
+    #[test]
+    fn ages_are_short_and_relative() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-02T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(ago("2026-01-02T09:59:48Z", now), "12s ago");
+        assert_eq!(ago("2026-01-02T09:55:00Z", now), "5m ago");
+        assert_eq!(ago("2026-01-02T07:00:00Z", now), "3h ago");
+        assert_eq!(ago("2025-12-30T10:00:00Z", now), "3d ago");
+        assert_eq!(ago("not a time", now), "not a time");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn tag_sources_are_shown_with_overridden_reports() {
+        let mut d: DeviceDetail = serde_json::from_value(serde_json::json!({
+            "id": "web-1", "connected": false, "revoked": false, "credential": "secret",
+            "tags": {"role": "db", "region": "eu"}, "reported_tags": {"role": "web", "region": "eu"},
+            "operator_tags": {"role": "db"}, "agent_version": null, "commands": [],
+            "registered_at": "2026-01-02T10:00:00Z", "first_seen": null, "last_seen": null,
+            "last_remote_addr": null, "user_agent": null, "connections": 0, "flaps": 0, "connection": null
+        }))
+        .unwrap();
+        let text = device_tags(&d);
+        assert!(text.contains("role=db") && text.contains("operator; agent reported role=web"), "{text}");
+        assert!(text.lines().any(|l| l.contains("region=eu") && l.trim_end().ends_with("agent")), "{text}");
+        d.tags.clear();
+        assert!(device_tags(&d).contains("no tags"));
+        let all = device_detail(&d, chrono::Utc::now());
+        for section in ["device web-1", "credential", "inventory", "connection      none"] {
+            assert!(all.contains(section), "{section}: {all}");
+        }
     }
 
     #[test]

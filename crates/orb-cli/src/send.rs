@@ -1,9 +1,15 @@
 //! `orb send`: validate the selector and arguments, submit the job (or resolve it with
 //! `--dry-run`), follow results with a progress bar, print a table and summary or JSON lines.
+//! Ctrl-C while waiting detaches (the job keeps running on the server; its id is printed), and a
+//! second Ctrl-C within 3 s cancels it; both exit 130.
 
-use orb_client::{ClientError, JobUpdate};
+use std::time::Duration;
+
+use orb_client::{Client, ClientError, JobUpdate};
+use orb_proto::history::{JobCancelled, JobRef};
 use orb_proto::message::{JobSummary, ResolveQuery, Resolved, TargetResult, commands};
 use orb_proto::{ErrorCode, Selector, Status};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::SendArgs;
 use crate::connect;
@@ -32,10 +38,27 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         }
         Err(e) => return Err(e.into()),
     };
+    // From here Ctrl-C detaches instead of killing the process.
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, format!("signal handler: {e}")))?;
+    tracing::debug!(job = job.id(), targets = job.accepted.targets.len(), "job accepted");
     let pb = (!args.json).then(|| render::progress(job.accepted.targets.len()));
     let mut results: Vec<TargetResult> = Vec::with_capacity(job.accepted.targets.len());
     let mut summary: Option<JobSummary> = None;
-    while let Some(update) = job.next().await {
+    loop {
+        // `Job::next` is cancel-safe (a channel receive), so losing the race to a signal drops nothing.
+        let update = tokio::select! {
+            u = job.next() => u,
+            _ = interrupt.recv() => {
+                if let Some(pb) = pb {
+                    pb.finish_and_clear();
+                }
+                let id = job.id().to_owned();
+                drop(job);
+                return Ok(detach(&client, &mut interrupt, &id, args.json).await);
+            }
+        };
+        let Some(update) = update else { break };
         match update {
             JobUpdate::Result(r) => {
                 if args.json {
@@ -66,6 +89,29 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     }
     let all_ok = results.iter().all(|r| r.status == Status::Ok) && !results.is_empty();
     Ok(if all_ok { exit::OK } else { exit::FAILED })
+}
+
+/// After the first Ctrl-C: say how to follow the job, print its id (data, on stdout), and cancel
+/// it if a second Ctrl-C comes within 3 s. Always exit 130 (interrupted).
+async fn detach(client: &Client, interrupt: &mut Signal, id: &str, as_json: bool) -> u8 {
+    eprintln!(
+        "detached from job {id}; it keeps running (orb jobs show {id}). Press Ctrl-C again within 3 s to cancel it."
+    );
+    if as_json {
+        outln!("{}", serde_json::json!({"job": id, "detached": true}));
+    } else {
+        outln!("{id}");
+    }
+    if tokio::time::timeout(Duration::from_secs(3), interrupt.recv()).await.is_ok() {
+        let answer: Result<JobCancelled, ClientError> =
+            client.call_json(commands::JOBS_CANCEL, &JobRef { id: id.to_owned() }, Duration::from_secs(15)).await;
+        match answer {
+            Ok(c) => crate::jobs::print_cancelled(&c, as_json),
+            Err(e) => eprintln!("error: cannot cancel job {id}: {e}"),
+        }
+    }
+    client.close().await;
+    exit::INTERRUPTED
 }
 
 fn print_dry_run(args: &SendArgs, r: &Resolved) -> u8 {

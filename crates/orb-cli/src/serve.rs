@@ -27,6 +27,9 @@ fn apply_flags(layers: &mut Layers, args: &ServeArgs) -> Result<(), Failure> {
     if let Some(v) = &args.data {
         layers.set("server", "data", p(v), flag);
     }
+    if let Some(v) = &args.store {
+        layers.set("store", "url", s(v), flag);
+    }
     if let Some(v) = &args.admin_token {
         layers.set("server", "admin_token", s(v), flag);
     }
@@ -106,10 +109,11 @@ pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         _ => Failure::new(exit::CONFIG, e.to_string()),
     })?;
     eprintln!(
-        "orb server: agents tcp://{}  websocket ws://{}/v1/ws  data {}",
+        "orb server: agents tcp://{}  websocket ws://{}/v1/ws  data {}  store {}",
         server.tcp_addr(),
         server.http_addr(),
-        data.display()
+        data.display(),
+        settings.store_display()
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut admin = server.take_admin_requests();

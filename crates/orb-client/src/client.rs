@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
-use crate::handler::{self, Context, Handlers};
+use crate::handler::{self, Context, Handlers, Running};
 use crate::job::Job;
 use crate::queue::{QueueTx, TrySendError};
 use crate::transport::{self, FrameSink, FrameSource, TransportError};
@@ -27,8 +27,13 @@ use crate::url::ServerUrl;
 pub struct ClientConfig {
     /// Server address.
     pub url: ServerUrl,
-    /// Agent or admin token.
+    /// Agent (enrollment) or admin token. Not sent when `secret` is set.
     pub token: Option<String>,
+    /// The device's own secret (agents that enrolled, or were added with `orb devices add`).
+    pub secret: Option<String>,
+    /// Ask to be enrolled: when the server registers a new id it issues a device secret in the
+    /// welcome, which this client must keep (see [`crate::Persistent`]). Agents only.
+    pub enroll: bool,
     /// Device (agent) or operator.
     pub role: Role,
     /// Device id (agents).
@@ -57,6 +62,8 @@ impl ClientConfig {
         ClientConfig {
             url,
             token,
+            secret: None,
+            enroll: false,
             role: Role::Operator,
             id: None,
             tags: BTreeMap::new(),
@@ -69,9 +76,9 @@ impl ClientConfig {
         }
     }
 
-    /// A device connection with id `id`.
+    /// A device connection with id `id`, enrolling (a new id gets a device secret).
     pub fn agent(url: ServerUrl, token: Option<String>, id: impl Into<String>) -> ClientConfig {
-        ClientConfig { role: Role::Agent, id: Some(id.into()), ..ClientConfig::operator(url, token) }
+        ClientConfig { role: Role::Agent, id: Some(id.into()), enroll: true, ..ClientConfig::operator(url, token) }
     }
 }
 
@@ -91,6 +98,8 @@ struct Inner {
     /// The server's `reconnect_after_ms` hint from its `bye`, if any.
     reconnect_after: OnceLock<Duration>,
     waiters: Mutex<HashMap<u64, Waiter>>,
+    /// Commands handled on their own tasks, so a `cancel` frame can stop them.
+    running: Arc<Running>,
     next_id: AtomicU64,
     welcome: Welcome,
     /// The codec every frame after the welcome uses, both ways.
@@ -148,7 +157,9 @@ impl Client {
         let hello = Hello {
             version: PROTOCOL_VERSION,
             role: config.role,
-            token: config.token.clone(),
+            token: if config.secret.is_some() { None } else { config.token.clone() },
+            secret: config.secret.clone(),
+            enroll: config.enroll,
             id: config.id.clone(),
             tags: config.tags.clone(),
             commands: handlers.names(),
@@ -190,6 +201,7 @@ impl Client {
             draining: std::sync::atomic::AtomicBool::new(false),
             reconnect_after: OnceLock::new(),
             waiters: Mutex::new(HashMap::new()),
+            running: Arc::new(Running::default()),
             next_id: AtomicU64::new(1),
             welcome,
             codec,
@@ -520,6 +532,11 @@ async fn read_loop<R: FrameSource>(inner: Arc<Inner>, mut source: R, handlers: H
             Kind::Reply | Kind::Ack | Kind::Event | Kind::Error if env.re.is_some() => deliver(&inner, env).await,
             Kind::Error => tracing::warn!(error = ?env.error, "server reported an error"),
             Kind::Cmd => run_command(&inner, &handlers, env),
+            Kind::Cancel => {
+                let re = env.re.as_deref().unwrap_or_default();
+                let found = inner.running.cancel(re);
+                tracing::debug!(re, job = env.job.as_deref(), found, "cancel received");
+            }
             Kind::Ping => {
                 let mut pong = Envelope::new(Kind::Pong);
                 pong.re = env.id;
@@ -569,16 +586,20 @@ async fn deliver(inner: &Inner, env: Envelope) {
     }
 }
 
-/// Runs the handler for an incoming command on its own task and queues the reply.
+/// Runs the handler for an incoming command on its own task and queues the reply. While it runs,
+/// its cancel token is in `inner.running` under the command id (a `cancel` frame can only arrive
+/// after this returns, so a handler answered inline needs no entry).
 fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
     let Some(id) = env.id else { return };
     let cmd = env.cmd.unwrap_or_default();
+    let cancel = CancellationToken::new();
     let ctx = Context {
         from: env.from.unwrap_or_else(|| "$server".to_owned()),
         args: env.body.unwrap_or_else(|| Bytes::from_static(b"null")),
         job: env.job,
         deadline: Duration::from_millis(env.deadline_ms.unwrap_or(30_000)),
         cmd: cmd.clone(),
+        cancel: cancel.clone(),
     };
     let tx = inner.tx.clone();
     let codec = inner.codec;
@@ -601,8 +622,10 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
         }
         return;
     }
+    let running = inner.running.start(&id, cancel);
     inner.tasks.spawn(async move {
         let result = run.await;
+        drop(running);
         let _ = tx.send(handler::reply_frame(codec, id, result)).await;
     });
 }
@@ -623,5 +646,137 @@ async fn heartbeat(inner: Arc<Inner>) {
                 let _ = inner.tx.try_send(inner.codec.encode(&ping));
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod scripted {
+    //! A scripted server for unit tests: real TCP on 127.0.0.1, frames written by hand.
+    use super::*;
+    use crate::transport::{TcpSink, TcpSource};
+
+    /// One accepted connection whose hello has been read.
+    pub(crate) struct Scripted {
+        source: TcpSource,
+        sink: TcpSink,
+        /// The client's hello.
+        pub(crate) hello: Hello,
+    }
+
+    impl Scripted {
+        /// Accepts the next connection and reads its hello.
+        pub(crate) async fn accept(listener: &tokio::net::TcpListener) -> Scripted {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut source, sink) = transport::tcp(stream, DEFAULT_MAX_FRAME).unwrap();
+            let hello = orb_proto::decode(&source.next_frame().await.unwrap().unwrap()).unwrap();
+            assert_eq!(hello.kind, Kind::Hello);
+            let hello: Hello = hello.json_body().unwrap();
+            Scripted { source, sink, hello }
+        }
+
+        /// Welcomes the client as `id`, issuing `secret` when given.
+        pub(crate) async fn welcome(&mut self, id: &str, secret: Option<&str>) {
+            let welcome = Welcome {
+                version: PROTOCOL_VERSION,
+                id: id.into(),
+                session: 1,
+                heartbeat_ms: 15_000,
+                heartbeat_timeout_ms: 45_000,
+                max_frame: DEFAULT_MAX_FRAME as u64,
+                server: "scripted".into(),
+                codec: String::new(),
+                secret: secret.map(str::to_owned),
+                known: secret.is_none(),
+                first_seen: secret.is_none().then(|| "2026-01-01T00:00:00Z".to_owned()),
+            };
+            self.send(&Envelope::new(Kind::Welcome).with_json_body(&welcome)).await;
+        }
+
+        /// Refuses the hello with `code`.
+        pub(crate) async fn refuse(&mut self, code: orb_proto::ErrorCode) {
+            self.send(&Envelope::error(None, code, "scripted refusal")).await;
+        }
+
+        pub(crate) async fn send(&mut self, env: &Envelope) {
+            self.sink.send_batch(&[orb_proto::encode(env)]).await.unwrap();
+        }
+
+        pub(crate) async fn cmd(&mut self, id: &str, cmd: &str) {
+            let mut env = Envelope::new(Kind::Cmd);
+            env.id = Some(id.into());
+            env.job = Some(id.into());
+            env.cmd = Some(cmd.into());
+            env.deadline_ms = Some(30_000);
+            self.send(&env).await;
+        }
+
+        /// The next reply (pings and other frames skipped).
+        pub(crate) async fn reply(&mut self) -> Envelope {
+            loop {
+                let env = orb_proto::decode(&self.source.next_frame().await.unwrap().unwrap()).unwrap();
+                if env.kind == Kind::Reply {
+                    return env;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::scripted::Scripted;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cancel_frame_cancels_the_running_handler_and_the_table_empties() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: ServerUrl = format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let server = tokio::spawn(async move {
+            let mut s = Scripted::accept(&listener).await;
+            s.welcome("web-1", None).await;
+            s
+        });
+        let (started_tx, mut started_rx) = mpsc::unbounded_channel::<()>();
+        let handlers = Handlers::new().on("ping", |_c: Context| async { Ok(serde_json::json!({"pong": true})) }).on(
+            "wait",
+            move |c: Context| {
+                let started = started_tx.clone();
+                async move {
+                    let _ = started.send(());
+                    c.cancel.cancelled().await;
+                    Ok(serde_json::Value::Null)
+                }
+            },
+        );
+        let client = Client::connect(ClientConfig::agent(url, None, "web-1"), handlers).await.unwrap();
+        let mut server = server.await.unwrap();
+        let bounded = Duration::from_secs(10);
+
+        // Answered inline: never recorded.
+        server.cmd("p1", "ping").await;
+        let r = tokio::time::timeout(bounded, server.reply()).await.unwrap();
+        assert_eq!(r.re.as_deref(), Some("p1"));
+        assert_eq!(client.inner.running.len(), 0);
+
+        server.cmd("job-1", "wait").await;
+        tokio::time::timeout(bounded, started_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(client.inner.running.len(), 1, "the waiting handler is recorded");
+
+        // A cancel for something else changes nothing; the one for job-1 stops it.
+        let mut other = Envelope::new(Kind::Cancel);
+        other.re = Some("job-0".into());
+        server.send(&other).await;
+        let mut cancel = Envelope::new(Kind::Cancel);
+        cancel.re = Some("job-1".into());
+        cancel.job = Some("job-1".into());
+        server.send(&cancel).await;
+        let r = tokio::time::timeout(bounded, server.reply()).await.unwrap();
+        assert_eq!(r.re.as_deref(), Some("job-1"));
+        assert_eq!(r.error.map(|e| e.code), Some(orb_proto::ErrorCode::Cancelled));
+        // The entry is removed before the reply is queued.
+        assert_eq!(client.inner.running.len(), 0, "no entry outlives its handler");
+        client.close().await;
     }
 }

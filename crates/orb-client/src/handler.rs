@@ -1,17 +1,20 @@
 //! Command handlers by name, shared by agents (commands from the server and other clients) and by
 //! the server library (commands to the server). [`run`] executes one with its deadline, turning
-//! a panic into a `handler_panicked` error so the process survives.
+//! a panic into a `handler_panicked` error so the process survives. `Running` is a connection's
+//! table of commands still being handled, so a `cancel` frame can reach the right one.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode};
+use tokio_util::sync::CancellationToken;
 
 /// One command to handle.
 #[derive(Debug, Clone)]
@@ -26,6 +29,9 @@ pub struct Context {
     pub job: Option<String>,
     /// Time left to answer.
     pub deadline: Duration,
+    /// Cancelled when the command's job is cancelled (the server sent `cancel`): the handler
+    /// should stop; [`run`] answers `cancelled` for it if it does not.
+    pub cancel: CancellationToken,
 }
 
 impl Context {
@@ -97,10 +103,17 @@ pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResu
     };
     let cmd = ctx.cmd.clone();
     let deadline = ctx.deadline;
+    let ctx_cancel = ctx.cancel.clone();
     // `call` runs inside the guarded future, so a handler that panics before returning its future
     // is caught too, not only one that panics while being polled.
     let guarded = AssertUnwindSafe(async move { h.call(ctx).await }).catch_unwind();
-    match tokio::time::timeout(deadline, guarded).await {
+    let cancel = ctx_cancel;
+    let outcome = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(ErrorBody::new(ErrorCode::Cancelled, format!("{cmd}: the job was cancelled"))),
+        r = tokio::time::timeout(deadline, guarded) => r,
+    };
+    match outcome {
         Ok(Ok(result)) => result,
         Ok(Err(panic)) => {
             let detail = panic
@@ -115,6 +128,58 @@ pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResu
             ErrorCode::Timeout,
             format!("handler for {cmd} did not finish within {} ms", deadline.as_millis()),
         )),
+    }
+}
+
+/// The commands a connection is handling on their own tasks, by command id, each with the token
+/// that cancels it (a `cancel` frame names the command by id). An entry lives exactly as long as
+/// its [`RunningGuard`], so the table never outgrows the commands in progress.
+#[derive(Default)]
+pub(crate) struct Running {
+    map: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    next: AtomicU64,
+}
+
+impl Running {
+    /// Records command `id` as running until the returned guard is dropped.
+    pub(crate) fn start(self: &Arc<Self>, id: &str, cancel: CancellationToken) -> RunningGuard {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id.to_owned(), (seq, cancel));
+        RunningGuard { running: Arc::clone(self), id: id.to_owned(), seq }
+    }
+
+    /// Cancels command `id`; false when it is not running (finished, or never seen).
+    pub(crate) fn cancel(&self, id: &str) -> bool {
+        let token = self.lock().get(id).map(|(_, t)| t.clone());
+        token.map(|t| t.cancel()).is_some()
+    }
+
+    /// Commands recorded as running.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, CancellationToken)>> {
+        // Never held across an await; plain inserts and removes keep a poisoned map consistent.
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Removes its command from [`Running`] when dropped (the handler finished, or its task was
+/// dropped). A later command that reused the id keeps its own entry.
+pub(crate) struct RunningGuard {
+    running: Arc<Running>,
+    id: String,
+    seq: u64,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let mut map = self.running.lock();
+        if map.get(&self.id).is_some_and(|(seq, _)| *seq == self.seq) {
+            map.remove(&self.id);
+        }
     }
 }
 
@@ -143,6 +208,7 @@ mod tests {
             args: Bytes::from_static(b"null"),
             job: None,
             deadline: Duration::from_secs(1),
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -186,6 +252,36 @@ mod tests {
         let h = Handlers::new().on("eager", eager);
         let e = run(h.get("eager"), ctx("eager")).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::HandlerPanicked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_command_answers_cancelled() {
+        let h = Handlers::new().on("slow", |_c: Context| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(serde_json::Value::Null)
+        });
+        let c = ctx("slow");
+        let cancel = c.cancel.clone();
+        let running = tokio::spawn(run(h.get("slow"), c));
+        cancel.cancel();
+        let e = running.await.unwrap().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Cancelled);
+    }
+
+    #[test]
+    fn running_entries_live_as_long_as_their_guard_and_a_reused_id_keeps_its_own() {
+        let running = Arc::new(Running::default());
+        let (a, b) = (CancellationToken::new(), CancellationToken::new());
+        let first = running.start("job-1", a.clone());
+        assert_eq!(running.len(), 1);
+        let second = running.start("job-1", b.clone());
+        drop(first);
+        assert_eq!(running.len(), 1, "the older guard does not remove the newer entry");
+        assert!(running.cancel("job-1"));
+        assert!(b.is_cancelled() && !a.is_cancelled());
+        drop(second);
+        assert_eq!(running.len(), 0);
+        assert!(!running.cancel("job-1"), "nothing to cancel once finished");
     }
 
     #[tokio::test(start_paused = true)]

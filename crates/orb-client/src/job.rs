@@ -82,7 +82,14 @@ fn target_result(env: Envelope) -> TargetResult {
     } else {
         Some(env.error.unwrap_or_else(|| ErrorBody::new(ErrorCode::Other(status.as_str().to_owned()), status.as_str())))
     };
-    TargetResult { device: env.device.unwrap_or_default(), status, result, error, elapsed_ms: env.elapsed_ms }
+    TargetResult {
+        device: env.device.unwrap_or_default(),
+        status,
+        result,
+        error,
+        elapsed_ms: env.elapsed_ms,
+        late: false,
+    }
 }
 
 fn raw(b: &Bytes) -> Option<Box<RawValue>> {

@@ -1,7 +1,9 @@
 //! A permanent connection: connect to the first reachable of several servers, reconnect with
 //! exponential backoff and full jitter when the link drops, reset the backoff after a success,
 //! and give up only when told to. `orb agent` runs on this; the live [`Client`] is published
-//! through a watch channel for code that sends commands.
+//! through a watch channel for code that sends commands. When a welcome issues a device secret
+//! (enrollment), later attempts connect with that id and secret instead of the shared token, and
+//! the caller hears of it ([`LinkEvent::Enrolled`]) before anything else, so it can save it.
 
 use std::time::Duration;
 
@@ -46,15 +48,30 @@ impl Backoff {
     }
 }
 
-/// What happened to the link, for logging.
-#[derive(Debug, Clone)]
+/// What happened to the link, for logging (and, for [`LinkEvent::Enrolled`], for keeping).
+#[derive(Clone)]
 pub enum LinkEvent {
+    /// The server registered this device and issued its secret (sent once, just before the
+    /// matching `Connected`). The caller must store it: the shared token no longer connects as
+    /// this id. Later attempts of this [`Persistent`] already use it.
+    Enrolled {
+        /// The server that enrolled it.
+        url: String,
+        /// The device id (the server's choice when the hello had none).
+        id: String,
+        /// The device secret.
+        secret: String,
+    },
     /// Connected and welcomed.
     Connected {
         /// The server.
         url: String,
         /// Id the server confirmed.
         id: String,
+        /// The server knew this device before this connection.
+        known: bool,
+        /// RFC 3339 UTC time the server first saw this device, when it says.
+        first_seen: Option<String>,
     },
     /// A live connection closed.
     Lost {
@@ -72,6 +89,30 @@ pub enum LinkEvent {
         /// Delay before the next attempt.
         retry_in: Duration,
     },
+}
+
+impl std::fmt::Debug for LinkEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Never print the secret.
+            LinkEvent::Enrolled { url, id, .. } => {
+                f.debug_struct("Enrolled").field("url", url).field("id", id).finish_non_exhaustive()
+            }
+            LinkEvent::Connected { url, id, known, first_seen } => f
+                .debug_struct("Connected")
+                .field("url", url)
+                .field("id", id)
+                .field("known", known)
+                .field("first_seen", first_seen)
+                .finish(),
+            LinkEvent::Lost { url, reason } => {
+                f.debug_struct("Lost").field("url", url).field("reason", reason).finish()
+            }
+            LinkEvent::Failed { url, error, retry_in } => {
+                f.debug_struct("Failed").field("url", url).field("error", error).field("retry_in", retry_in).finish()
+            }
+        }
+    }
 }
 
 /// A connection that keeps itself up.
@@ -103,16 +144,19 @@ impl Persistent {
     ///
     /// # Errors
     /// The last error when `give_up_after` passed without a connection, or at once when the
-    /// server refuses the hello for a reason retrying cannot fix (`bad_id`, `unsupported_version`).
+    /// server refuses the hello for a reason retrying cannot fix (`bad_id`, `unsupported_version`,
+    /// `id_taken`: the id has its own secret, `revoked`: an operator disabled it).
     pub async fn run(&self, stop: &CancellationToken, mut events: impl FnMut(LinkEvent)) -> Result<(), ClientError> {
         // A Send rng: this future runs on any worker thread.
         let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
         let mut attempt: u32 = 0;
         let mut index = 0usize;
         let mut since = Instant::now();
+        // Changes once, when a welcome issues a device secret.
+        let mut base = self.base.clone();
         loop {
             let url = self.urls[index].clone();
-            let config = ClientConfig { url: url.clone(), ..self.base.clone() };
+            let config = ClientConfig { url: url.clone(), ..base.clone() };
             let result = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
                 r = Client::connect(config, self.handlers.clone()) => r,
@@ -120,7 +164,21 @@ impl Persistent {
             let delay = match result {
                 Ok(client) => {
                     attempt = 0;
-                    events(LinkEvent::Connected { url: url.to_string(), id: client.welcome().id.clone() });
+                    let welcome = client.welcome();
+                    if let Some(secret) = &welcome.secret {
+                        base = enrolled(base, &welcome.id, secret);
+                        events(LinkEvent::Enrolled {
+                            url: url.to_string(),
+                            id: welcome.id.clone(),
+                            secret: secret.clone(),
+                        });
+                    }
+                    events(LinkEvent::Connected {
+                        url: url.to_string(),
+                        id: welcome.id.clone(),
+                        known: welcome.known,
+                        first_seen: welcome.first_seen.clone(),
+                    });
                     self.current.send_replace(Some(client.clone()));
                     let reason = tokio::select! {
                         () = stop.cancelled() => return Ok(()),
@@ -135,7 +193,13 @@ impl Persistent {
                 Err(e) => {
                     let fatal = matches!(
                         e.code(),
-                        Some(ErrorCode::BadId | ErrorCode::UnsupportedVersion | ErrorCode::BadRequest)
+                        Some(
+                            ErrorCode::BadId
+                                | ErrorCode::UnsupportedVersion
+                                | ErrorCode::BadRequest
+                                | ErrorCode::IdTaken
+                                | ErrorCode::Revoked
+                        )
                     );
                     if fatal {
                         return Err(e);
@@ -174,7 +238,14 @@ impl Persistent {
     }
 }
 
+/// The configuration for every later attempt once the server issued `secret` for `id`: that id
+/// and secret, no shared token, nothing more to enroll.
+fn enrolled(base: ClientConfig, id: &str, secret: &str) -> ClientConfig {
+    ClientConfig { id: Some(id.to_owned()), secret: Some(secret.to_owned()), token: None, enroll: false, ..base }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
@@ -190,5 +261,45 @@ mod tests {
             assert!(d <= cap, "attempt {n}: {d:?} above {cap:?}");
         }
         assert_eq!(b.delay(0, &mut rng), b.min);
+    }
+
+    #[tokio::test]
+    async fn an_issued_secret_is_reported_first_and_used_for_every_later_attempt() {
+        use crate::client::scripted::Scripted;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: ServerUrl = format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let base = ClientConfig { id: None, ..ClientConfig::agent(url.clone(), Some("shared".into()), "unused") };
+        let backoff = Backoff { min: Duration::from_millis(1), max: Duration::from_millis(10), give_up_after: None };
+        let link = Persistent::new(base, vec![url], Handlers::new(), backoff);
+        let server = tokio::spawn(async move {
+            let mut first = Scripted::accept(&listener).await;
+            let h = first.hello.clone();
+            assert!(h.enroll && h.id.is_none() && h.secret.is_none(), "{h:?}");
+            assert_eq!(h.token.as_deref(), Some("shared"));
+            first.welcome("dev-7", Some("s3cret")).await;
+            drop(first); // the link drops; the agent reconnects
+            let mut second = Scripted::accept(&listener).await;
+            let h = second.hello.clone();
+            assert_eq!(
+                (h.id.as_deref(), h.secret.as_deref(), h.token.as_deref()),
+                (Some("dev-7"), Some("s3cret"), None)
+            );
+            second.refuse(ErrorCode::Revoked).await;
+        });
+        let stop = CancellationToken::new();
+        let mut events = Vec::new();
+        let run = link.run(&stop, |e| events.push(e));
+        let err = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap_err();
+        server.await.unwrap();
+        assert_eq!(err.code(), Some(&ErrorCode::Revoked), "revoked is fatal at once: {err}");
+        let kinds: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
+        assert!(
+            matches!(&events[0], LinkEvent::Enrolled { id, secret, .. } if id == "dev-7" && secret == "s3cret"),
+            "{kinds:?}"
+        );
+        assert!(matches!(&events[1], LinkEvent::Connected { id, known: false, .. } if id == "dev-7"), "{kinds:?}");
+        assert!(matches!(&events[2], LinkEvent::Lost { .. }), "{kinds:?}");
+        assert_eq!(events.len(), 3, "{kinds:?}");
+        assert!(!kinds.join(" ").contains("s3cret"), "Debug never shows the secret: {kinds:?}");
     }
 }

@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::io::IoSlice;
 
@@ -190,10 +192,61 @@ const MAX_BATCH: usize = 128;
 /// would be garbage to the peer; if it cannot finish in time, nothing more is written.
 /// Returns the write error that ended the loop, if any.
 pub async fn write_loop<S: FrameSink>(
+    sink: S,
+    rx: QueueRx,
+    stop: impl std::future::Future<Output = ()> + Send,
+    linger: std::time::Duration,
+) -> Option<io::Error> {
+    write_loop_counted(sink, rx, stop, linger, None).await
+}
+
+/// Frame and byte counts of one connection in both directions, with the time of the last frame
+/// each way (unix milliseconds, 0 = none yet). The writer counts what it sends; the reader's
+/// owner calls [`LinkStats::received`].
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Frames received.
+    pub received_messages: AtomicU64,
+    /// Payload bytes received.
+    pub received_bytes: AtomicU64,
+    /// Unix milliseconds of the last frame received.
+    pub last_received_ms: AtomicU64,
+    /// Frames written.
+    pub sent_messages: AtomicU64,
+    /// Payload bytes written.
+    pub sent_bytes: AtomicU64,
+    /// Unix milliseconds of the last write.
+    pub last_sent_ms: AtomicU64,
+}
+
+impl LinkStats {
+    /// Counts one received frame of `len` bytes.
+    pub fn received(&self, len: usize) {
+        self.received_messages.fetch_add(1, Ordering::Relaxed);
+        self.received_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.last_received_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    fn sent(&self, frames: usize, bytes: usize) {
+        self.sent_messages.fetch_add(frames as u64, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.last_sent_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// [`write_loop`], counting what it writes into `stats`.
+pub async fn write_loop_counted<S: FrameSink>(
     mut sink: S,
     mut rx: QueueRx,
     stop: impl std::future::Future<Output = ()> + Send,
     linger: std::time::Duration,
+    stats: Option<Arc<LinkStats>>,
 ) -> Option<io::Error> {
     let mut batch: Vec<Bytes> = Vec::new();
     let mut failure = None;
@@ -228,6 +281,9 @@ pub async fn write_loop<S: FrameSink>(
                 }
             }
         };
+        if let (Some(stats), Ok(())) = (&stats, &res) {
+            stats.sent(batch.len(), batch.iter().map(Bytes::len).sum());
+        }
         batch.clear();
         // A quiet connection keeps no batch buffer.
         if batch.capacity() > 16 {

@@ -246,6 +246,7 @@ pub(crate) mod arb {
             Kind::Pong,
             Kind::Error,
             Kind::Bye,
+            Kind::Cancel,
             Kind::Pub,
             Kind::Sub,
             Kind::Unsub,

@@ -38,6 +38,8 @@ pub enum Kind {
     Error,
     /// The sender is closing the connection; body may hold `reason` and `reconnect_after_ms`.
     Bye,
+    /// Server to device: stop running the command whose id is `re` (a job id), its job was cancelled.
+    Cancel,
     /// A kind this build does not know (sent by a newer peer); answered with `unsupported`.
     #[serde(other)]
     Unknown,
@@ -61,6 +63,7 @@ impl Kind {
             Kind::Pong => "pong",
             Kind::Error => "error",
             Kind::Bye => "bye",
+            Kind::Cancel => "cancel",
             Kind::Unknown => "unknown",
         }
     }
@@ -82,6 +85,7 @@ impl Kind {
             "pong" => Kind::Pong,
             "error" => Kind::Error,
             "bye" => Kind::Bye,
+            "cancel" => Kind::Cancel,
             _ => Kind::Unknown,
         }
     }
@@ -295,6 +299,7 @@ mod tests {
             Kind::Pong,
             Kind::Error,
             Kind::Bye,
+            Kind::Cancel,
             Kind::Unknown,
         ] {
             assert_eq!(Kind::from_wire(k.as_str()), k);

@@ -82,6 +82,14 @@ error_codes! {
     TooManyConnections = "too_many_connections", 503, "the server's connection limit (total or per address) is reached";
     TooManyJobs = "too_many_jobs", 429, "the client already has the maximum number of jobs in flight";
     Cancelled = "cancelled", 409, "the command was cancelled before it finished";
+    IdTaken = "id_taken", 409, "the device id is registered with its own secret; only that secret may connect as it";
+    Revoked = "revoked", 403, "the device's credential was revoked by an operator";
+    DeviceNotFound = "device_not_found", 404, "no device with this id is registered";
+    DeviceExists = "device_exists", 409, "a device with this id is already registered";
+    JobNotFound = "job_not_found", 404, "no stored job has this id or id prefix";
+    AmbiguousId = "ambiguous_id", 400, "the id prefix matches more than one job; give more characters";
+    JobFinished = "job_finished", 409, "the job already finished, so there is nothing left to cancel";
+    StoreUnavailable = "store_unavailable", 503, "the server could not read or write its store; the message says why";
     Internal = "internal", 500, "an unexpected server fault; the message says more";
 }
 

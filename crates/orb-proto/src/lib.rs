@@ -1,6 +1,7 @@
 //! orb wire protocol v1, sans I/O: the [`Envelope`] every frame carries, its [`codec`]s (JSON, and
 //! MessagePack negotiated in `hello` as a [`Codec`]; bodies are JSON bytes in both), typed
-//! bodies for the handshake and jobs ([`message`]), stable [`ErrorCode`]s, device ids ([`id`]) and
+//! bodies for the handshake and jobs ([`message`]), the device registry ([`registry`]) and job
+//! history ([`history`]), stable [`ErrorCode`]s, device ids ([`id`]) and
 //! target [`selector`]s. The server, the client library and the CLI all use this one crate, so the
 //! codec cannot drift between them. Transports (TCP frames, WebSocket) live in the crates that do I/O.
 #![forbid(unsafe_code)]
@@ -9,8 +10,10 @@
 pub mod codec;
 pub mod envelope;
 pub mod error;
+pub mod history;
 pub mod id;
 pub mod message;
+pub mod registry;
 pub mod selector;
 
 pub use codec::{Codec, DecodeError, decode, encode};

@@ -18,6 +18,25 @@ pub mod commands {
     pub const SERVER_INFO: &str = "$orb.server.info";
     /// An admin message (`QUIT`, `RELOAD`, `LOG_ROTATE`, `PING`). Args: [`super::SignalRequest`].
     pub const SIGNAL: &str = "$orb.signal";
+    /// Everything known about one device. Args: [`crate::registry::DeviceRef`]; result: [`crate::registry::DeviceDetail`].
+    pub const DEVICES_SHOW: &str = "$orb.devices.show";
+    /// Known and connected device counts. Args: none; result: [`crate::registry::DevicesSummary`].
+    pub const DEVICES_SUMMARY: &str = "$orb.devices.summary";
+    /// Pre-register a device. Args: [`crate::registry::DeviceAdd`]; result: [`crate::registry::DeviceCredential`].
+    pub const DEVICES_ADD: &str = "$orb.devices.add";
+    /// Forget a device (closes its session). Args: [`crate::registry::DeviceRef`]; result: `{"id": ...}`.
+    pub const DEVICES_REMOVE: &str = "$orb.devices.remove";
+    /// Disable a device's credential and close its session. Args: [`crate::registry::DeviceRef`];
+    /// result: [`crate::registry::DeviceDetail`].
+    pub const DEVICES_REVOKE: &str = "$orb.devices.revoke";
+    /// Set or remove operator tags. Args: [`crate::registry::DeviceTags`]; result: [`crate::registry::DeviceDetail`].
+    pub const DEVICES_TAG: &str = "$orb.devices.tag";
+    /// Recent jobs, newest first. Args: [`crate::history::JobsQuery`]; result: array of [`crate::history::JobInfo`].
+    pub const JOBS_LIST: &str = "$orb.jobs.list";
+    /// One job with every target's result. Args: [`crate::history::JobRef`]; result: [`crate::history::JobDetail`].
+    pub const JOBS_SHOW: &str = "$orb.jobs.show";
+    /// Cancel a job's pending targets. Args: [`crate::history::JobRef`]; result: [`crate::history::JobCancelled`].
+    pub const JOBS_CANCEL: &str = "$orb.jobs.cancel";
 }
 
 /// Who a connection is: a device (a target of jobs) or an operator (CLI, scripts; never a target).
@@ -37,9 +56,20 @@ pub struct Hello {
     pub version: u32,
     /// What the client is.
     pub role: Role,
-    /// Credential: the agent token (role agent) or the admin token (role operator).
+    /// Shared credential: the agent (enrollment) token for role agent, the admin token for role
+    /// operator. A device that holds its own secret sends `secret` instead.
     #[serde(default)]
     pub token: Option<String>,
+    /// The device's own secret, issued by the server at enrollment (or by `orb devices add`).
+    /// Once an id has a secret, only that secret may connect as that id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The agent keeps a device secret when the server issues one (new ids registered with the
+    /// agent token). Without it (v1 agents) a new id is registered without a secret and keeps
+    /// connecting with the shared token. An agent hello with `enroll` and no `id` asks the server
+    /// to assign an id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enroll: bool,
     /// Device id (required for role agent).
     #[serde(default)]
     pub id: Option<String>,
@@ -81,6 +111,16 @@ pub struct Welcome {
     /// welcome of protocol v1 unchanged; an absent field reads as `json`.
     #[serde(default = "json_codec", skip_serializing_if = "String::is_empty")]
     pub codec: String,
+    /// A device secret issued by this handshake (enrollment): the agent must keep it and present
+    /// it as `secret` from now on, because the shared token no longer connects as this id. Sent once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// Whether the server knew this device before this connection (agents only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub known: bool,
+    /// RFC 3339 UTC time the server first saw this device (agents only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
 }
 
 fn json_codec() -> String {
@@ -137,6 +177,10 @@ pub struct TargetResult {
     pub error: Option<ErrorBody>,
     /// Milliseconds from dispatch to answer; null when nothing was answered.
     pub elapsed_ms: Option<u64>,
+    /// The answer arrived after the deadline (job history only; the target was reported as
+    /// `timeout` to the requester). Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }
 
 /// Arguments of [`commands::DEVICES_LIST`].
@@ -145,6 +189,9 @@ pub struct DevicesQuery {
     /// Only devices matching this selector (all when absent).
     #[serde(default)]
     pub selector: Option<String>,
+    /// Only connected devices (default: every known device, connected or not).
+    #[serde(default)]
+    pub connected: bool,
 }
 
 /// One device as the inventory lists it.
@@ -169,6 +216,12 @@ pub struct DeviceInfo {
     /// Last measured round-trip time of the live connection, in milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<f64>,
+    /// Whether an operator revoked the device's credential.
+    #[serde(default)]
+    pub revoked: bool,
+    /// RFC 3339 UTC time the device was last heard from.
+    #[serde(default)]
+    pub last_seen: Option<String>,
 }
 
 /// Arguments of [`commands::SELECTOR_RESOLVE`].
@@ -198,6 +251,9 @@ pub struct ServerInfo {
     pub agents: u64,
     /// Connected operator sessions.
     pub operators: u64,
+    /// Devices the registry knows, connected or not.
+    #[serde(default)]
+    pub devices_known: u64,
     /// Jobs currently waiting for answers.
     pub jobs_in_flight: u64,
     /// RFC 3339 UTC start time.

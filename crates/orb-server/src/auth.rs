@@ -1,16 +1,20 @@
-//! Authentication of a `hello`: the [`Authenticator`] trait (device credentials and mTLS plug in
-//! here later) and [`TokenAuth`], the two shared tokens (agent and admin) compared in constant time.
-//! The session calls it once per connection; the resulting [`Principal`] decides what it may do.
+//! Authentication of a `hello`: the [`Authenticator`] trait (mTLS identities plug in here later)
+//! and [`TokenAuth`], the default: the shared admin and agent tokens (SHA-256 digests compared in
+//! constant time) plus each device's own secret from the [`Registry`]. The agent token enrolls
+//! new ids (issuing a device secret to agents that ask); once an id has a secret, only that secret
+//! connects as it. The session calls this once per connection.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use orb_proto::message::{Hello, Role};
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
-use sha2::{Digest, Sha256};
+use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
+use crate::registry::{self, IssuedSecret, Registry, digest};
 
 /// Who a connection is, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,28 +25,33 @@ pub struct Principal {
     pub device: Option<DeviceId>,
     /// Whether the credential was the admin token (full rights).
     pub admin: bool,
+    /// A device secret issued by this handshake (enrollment), sent once in the welcome.
+    pub issued_secret: Option<String>,
 }
 
 /// Checks the credentials of a `hello`.
 pub trait Authenticator: Send + Sync + 'static {
-    /// Returns the principal, or an error body (`auth_failed`, `bad_id`, `forbidden`) sent to the client.
+    /// Returns the principal, or an error body (`auth_failed`, `bad_id`, `forbidden`, `id_taken`,
+    /// `revoked`) sent to the client.
     fn authenticate<'a>(
         &'a self,
         hello: &'a Hello,
     ) -> Pin<Box<dyn Future<Output = Result<Principal, ErrorBody>> + Send + 'a>>;
 }
 
-/// The two shared tokens: agent (devices) and admin (operators; also accepted from devices).
-///
-/// Only SHA-256 digests are kept in memory, compared in constant time.
+/// The shared tokens (agent and admin) and the registry's device secrets.
 pub struct TokenAuth {
     digests: std::sync::RwLock<([u8; 32], [u8; 32])>,
+    registry: Arc<Registry>,
 }
 
+/// Attempts at a fresh random id before giving up (a collision is already unlikely).
+const ID_ATTEMPTS: usize = 4;
+
 impl TokenAuth {
-    /// Builds the authenticator from the two tokens.
-    pub fn new(admin: &Secret, agent: &Secret) -> TokenAuth {
-        TokenAuth { digests: std::sync::RwLock::new((digest(admin.expose()), digest(agent.expose()))) }
+    /// Builds the authenticator from the two tokens and the registry.
+    pub fn new(admin: &Secret, agent: &Secret, registry: Arc<Registry>) -> TokenAuth {
+        TokenAuth { digests: std::sync::RwLock::new((digest(admin.expose()), digest(agent.expose()))), registry }
     }
 
     /// Replaces both tokens (configuration reload); sessions already open stay open.
@@ -51,29 +60,105 @@ impl TokenAuth {
             (digest(admin.expose()), digest(agent.expose()));
     }
 
-    fn check(&self, hello: &Hello) -> Result<Principal, ErrorBody> {
+    async fn check(&self, hello: &Hello) -> Result<Principal, ErrorBody> {
+        if hello.role == Role::Agent
+            && let Some(secret) = &hello.secret
+        {
+            return self.check_device_secret(hello.id.as_deref(), secret);
+        }
         let (admin, agent) = *self.digests.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         let given = hello.token.as_deref().map(digest);
         let is_admin = given.is_some_and(|g| bool::from(g.ct_eq(&admin)));
         let is_agent = given.is_some_and(|g| bool::from(g.ct_eq(&agent)));
         match hello.role {
-            Role::Operator if is_admin => Ok(Principal { role: Role::Operator, device: None, admin: true }),
+            Role::Operator if is_admin => {
+                Ok(Principal { role: Role::Operator, device: None, admin: true, issued_secret: None })
+            }
             Role::Operator if is_agent => Err(ErrorBody::new(
                 ErrorCode::Forbidden,
                 "the agent token cannot open an operator session; use the admin token",
             )),
-            Role::Agent if is_admin || is_agent => {
-                let id = hello
-                    .id
-                    .as_deref()
-                    .ok_or_else(|| ErrorBody::new(ErrorCode::BadId, "an agent hello needs an id"))?;
-                let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
-                Ok(Principal { role: Role::Agent, device: Some(device), admin: is_admin })
-            }
-            _ if hello.token.is_none() => Err(ErrorBody::new(ErrorCode::AuthFailed, "hello carries no token")),
-            _ => Err(ErrorBody::new(ErrorCode::AuthFailed, "token is not valid")),
+            Role::Agent if is_admin || is_agent => self.enroll(hello, is_admin).await,
+            _ if hello.token.is_none() => Err(ErrorBody::new(AUTH_FAILED, "hello carries no token or secret")),
+            _ => Err(ErrorBody::new(AUTH_FAILED, "token is not valid")),
         }
     }
+
+    fn check_device_secret(&self, id: Option<&str>, secret: &str) -> Result<Principal, ErrorBody> {
+        let id = id.ok_or_else(|| ErrorBody::new(ErrorCode::BadId, "a hello with a device secret needs the id"))?;
+        let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
+        match self.registry.check_secret(id, secret) {
+            Some(Ok(_)) => Ok(Principal { role: Role::Agent, device: Some(device), admin: false, issued_secret: None }),
+            Some(Err(e)) => Err(e),
+            None => Err(ErrorBody::new(AUTH_FAILED, format!("device {id} has no secret on this server"))),
+        }
+    }
+
+    /// A device connecting with a shared token: a new id is registered (with a secret when the
+    /// agent asked to enroll); a known id is accepted only while it has no secret of its own.
+    async fn enroll(&self, hello: &Hello, admin: bool) -> Result<Principal, ErrorBody> {
+        let principal = |device: DeviceId, issued_secret| Principal {
+            role: Role::Agent,
+            device: Some(device),
+            admin,
+            issued_secret,
+        };
+        let Some(id) = hello.id.as_deref() else {
+            if !hello.enroll {
+                return Err(ErrorBody::new(ErrorCode::BadId, "an agent hello needs an id (or enroll: true)"));
+            }
+            // The server picks the id; retried on the (unlikely) collision.
+            let mut last = None;
+            for _ in 0..ID_ATTEMPTS {
+                let device = generated_id();
+                let issued = IssuedSecret::generate();
+                match self.registry.add(&device, Some(issued.hash), Default::default()).await {
+                    Ok(_) => return Ok(principal(device, Some(issued.secret))),
+                    Err(e) if e.code == ErrorCode::DeviceExists => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            return Err(last.unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "no free device id")));
+        };
+        let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
+        let issued = hello.enroll.then(IssuedSecret::generate);
+        match self.registry.get(id) {
+            Some(known) if known.device.revoked => Err(registry::revoked(id)),
+            Some(known) if known.device.secret_hash.is_some() => Err(id_taken(id)),
+            Some(_) => match issued {
+                // A v1-registered device upgrading: it gets its secret now.
+                Some(s) => {
+                    self.registry.set_secret(id, s.hash).await?;
+                    Ok(principal(device, Some(s.secret)))
+                }
+                None => Ok(principal(device, None)),
+            },
+            None => {
+                let hash = issued.as_ref().map(|s| s.hash);
+                match self.registry.add(&device, hash, Default::default()).await {
+                    Ok(_) => Ok(principal(device, issued.map(|s| s.secret))),
+                    Err(e) if e.code == ErrorCode::DeviceExists => Err(id_taken(id)),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+const AUTH_FAILED: ErrorCode = ErrorCode::AuthFailed;
+
+fn id_taken(id: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::IdTaken,
+        format!("device {id} is registered with its own secret; connect with that secret, not the agent token"),
+    )
+}
+
+/// `dev-` and 12 random hex digits.
+fn generated_id() -> DeviceId {
+    let mut raw = [0u8; 6];
+    rand::rng().fill_bytes(&mut raw);
+    DeviceId::new(&format!("dev-{}", hex::encode(raw))).unwrap_or_else(|_| unreachable!("generated ids are valid"))
 }
 
 impl Authenticator for TokenAuth {
@@ -81,12 +166,8 @@ impl Authenticator for TokenAuth {
         &'a self,
         hello: &'a Hello,
     ) -> Pin<Box<dyn Future<Output = Result<Principal, ErrorBody>> + Send + 'a>> {
-        Box::pin(std::future::ready(self.check(hello)))
+        Box::pin(self.check(hello))
     }
-}
-
-fn digest(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -99,6 +180,8 @@ mod tests {
             version: 1,
             role,
             token: token.map(str::to_owned),
+            secret: None,
+            enroll: false,
             id: id.map(str::to_owned),
             tags: Default::default(),
             commands: vec![],
@@ -107,26 +190,57 @@ mod tests {
         }
     }
 
-    fn auth() -> TokenAuth {
-        TokenAuth::new(&Secret::new("admin-secret"), &Secret::new("agent-secret"))
+    async fn auth() -> (TokenAuth, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = orb_store::open(&orb_store::StoreUrl::in_data_dir(dir.path())).await.unwrap();
+        let registry = Arc::new(Registry::load(store).await.unwrap());
+        (TokenAuth::new(&Secret::new("admin-secret"), &Secret::new("agent-secret"), registry), dir)
     }
 
-    #[test]
-    fn tokens_map_to_roles() {
-        let a = auth();
-        assert!(a.check(&hello(Role::Operator, Some("admin-secret"), None)).unwrap().admin);
-        let p = a.check(&hello(Role::Agent, Some("agent-secret"), Some("web-1"))).unwrap();
+    #[tokio::test]
+    async fn tokens_map_to_roles() {
+        let (a, _dir) = auth().await;
+        assert!(a.check(&hello(Role::Operator, Some("admin-secret"), None)).await.unwrap().admin);
+        let p = a.check(&hello(Role::Agent, Some("agent-secret"), Some("web-1"))).await.unwrap();
         assert_eq!(p.device.unwrap().as_str(), "web-1");
+        assert_eq!(p.issued_secret, None, "a v1 agent (no enroll) gets no secret");
     }
 
-    #[test]
-    fn wrong_or_missing_credentials_are_refused_with_codes() {
-        let a = auth();
-        let code = |h: Hello| a.check(&h).unwrap_err().code;
-        assert_eq!(code(hello(Role::Operator, Some("nope"), None)), ErrorCode::AuthFailed);
-        assert_eq!(code(hello(Role::Operator, None, None)), ErrorCode::AuthFailed);
-        assert_eq!(code(hello(Role::Operator, Some("agent-secret"), None)), ErrorCode::Forbidden);
-        assert_eq!(code(hello(Role::Agent, Some("agent-secret"), None)), ErrorCode::BadId);
-        assert_eq!(code(hello(Role::Agent, Some("agent-secret"), Some("a.b"))), ErrorCode::BadId);
+    #[tokio::test]
+    async fn wrong_or_missing_credentials_are_refused_with_codes() {
+        let (a, _dir) = auth().await;
+        let code = async |h: Hello| a.check(&h).await.unwrap_err().code;
+        assert_eq!(code(hello(Role::Operator, Some("nope"), None)).await, ErrorCode::AuthFailed);
+        assert_eq!(code(hello(Role::Operator, None, None)).await, ErrorCode::AuthFailed);
+        assert_eq!(code(hello(Role::Operator, Some("agent-secret"), None)).await, ErrorCode::Forbidden);
+        assert_eq!(code(hello(Role::Agent, Some("agent-secret"), None)).await, ErrorCode::BadId);
+        assert_eq!(code(hello(Role::Agent, Some("agent-secret"), Some("a.b"))).await, ErrorCode::BadId);
+    }
+
+    #[tokio::test]
+    async fn an_enrolled_id_takes_only_its_secret() {
+        let (a, _dir) = auth().await;
+        let enroll = Hello { enroll: true, ..hello(Role::Agent, Some("agent-secret"), Some("cam-1")) };
+        let secret = a.check(&enroll).await.unwrap().issued_secret.unwrap();
+        // The shared tokens no longer connect as cam-1, enrolling or not.
+        assert_eq!(a.check(&enroll).await.unwrap_err().code, ErrorCode::IdTaken);
+        let admin = hello(Role::Agent, Some("admin-secret"), Some("cam-1"));
+        assert_eq!(a.check(&admin).await.unwrap_err().code, ErrorCode::IdTaken);
+        let own = Hello { secret: Some(secret.clone()), ..hello(Role::Agent, None, Some("cam-1")) };
+        assert_eq!(a.check(&own).await.unwrap().device.unwrap().as_str(), "cam-1");
+        let wrong = Hello { secret: Some("0".repeat(64)), ..own.clone() };
+        assert_eq!(a.check(&wrong).await.unwrap_err().code, ErrorCode::AuthFailed);
+        a.registry.revoke("cam-1").await.unwrap();
+        assert_eq!(a.check(&own).await.unwrap_err().code, ErrorCode::Revoked);
+    }
+
+    #[tokio::test]
+    async fn enrolling_without_an_id_assigns_one() {
+        let (a, _dir) = auth().await;
+        let enroll = Hello { enroll: true, ..hello(Role::Agent, Some("agent-secret"), None) };
+        let p = a.check(&enroll).await.unwrap();
+        let id = p.device.unwrap();
+        assert!(id.as_str().starts_with("dev-"), "{id}");
+        assert!(a.registry.get(id.as_str()).unwrap().device.secret_hash.is_some());
     }
 }

@@ -29,11 +29,15 @@ pub enum CloseReason {
     FrameTooLarge,
     /// The connection limit (total or per address) was reached.
     ConnectionLimit,
+    /// An operator revoked the device's credential.
+    Revoked,
+    /// An operator removed the device from the registry.
+    Removed,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::PeerClosed,
         CloseReason::HandshakeTimeout,
         CloseReason::AuthFailed,
@@ -44,6 +48,8 @@ impl CloseReason {
         CloseReason::Replaced,
         CloseReason::FrameTooLarge,
         CloseReason::ConnectionLimit,
+        CloseReason::Revoked,
+        CloseReason::Removed,
     ];
 
     /// The snake_case name used in logs, `bye` bodies and docs.
@@ -58,6 +64,8 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::Replaced => "replaced",
             CloseReason::FrameTooLarge => "frame_too_large",
+            CloseReason::Revoked => "revoked",
+            CloseReason::Removed => "removed",
             CloseReason::ConnectionLimit => "connection_limit",
         }
     }

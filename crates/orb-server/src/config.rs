@@ -48,6 +48,25 @@ pub struct ServerConfig {
     pub groups: BTreeMap<String, String>,
     /// Limits and timers.
     pub limits: Limits,
+    /// Where the registry and job history are kept, and for how long.
+    pub store: StoreConfig,
+}
+
+/// The store: which database, and the job history's retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `sqlite:PATH` or `postgres://...`; `None`: SQLite at `DATA/orb.db`.
+    pub url: Option<String>,
+    /// Jobs older than this are deleted (with their results).
+    pub job_retention: Duration,
+    /// At most this many jobs are kept (the oldest go first).
+    pub job_retention_count: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: None, job_retention: Duration::from_secs(30 * 24 * 3600), job_retention_count: 100_000 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -60,6 +79,7 @@ impl Default for ServerConfig {
             agent_token: None,
             groups: BTreeMap::new(),
             limits: Limits::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -75,6 +95,7 @@ impl ServerConfig {
             agent_token: Some(Secret::new("test-agent-token-0123456789")),
             groups: BTreeMap::new(),
             limits: Limits::default(),
+            store: StoreConfig::default(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Errors of the server library: starting (binding, data folder, configuration).
+//! Errors of the server library: starting (binding, data folder, configuration, store).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,4 +27,7 @@ pub enum ServerError {
     /// The configuration is invalid (every problem listed).
     #[error("invalid configuration: {}", .0.join("; "))]
     Config(Vec<String>),
+    /// The store could not be opened, migrated or read.
+    #[error(transparent)]
+    Store(#[from] orb_store::StoreError),
 }

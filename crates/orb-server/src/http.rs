@@ -20,14 +20,20 @@ pub(crate) fn app(shared: Arc<Shared>) -> HttpRouter {
 
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> impl IntoResponse {
     let max = shared.router.limits().max_frame;
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect());
+    let peer = session::Peer { addr, transport: "ws", user_agent };
     upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
         let (source, sink) = ws::split(socket, max);
         let tracker = shared.tracker.clone();
-        tracker.spawn(session::serve(shared, source, sink, peer, "ws"));
+        tracker.spawn(session::serve(shared, source, sink, peer));
     })
 }
 

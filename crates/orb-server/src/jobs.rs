@@ -1,10 +1,12 @@
-//! Jobs: one command fanned out to every device a selector matches. [`submit`] resolves the
-//! targets, encodes the command frame once per codec in use among them (at most one JSON and one
-//! MessagePack encoding per job) and queues the shared bytes to each session; replies
-//! land in the job's [`JobInbox`] (no global lock: a lookup and one atomic swap per reply); one
-//! task per job turns them into `event` frames for the requester, flow-controlled per job, and
-//! ends the job with a summary when every target has answered or the deadline passed (or early,
-//! without a summary, when the requester's session has ended).
+//! Jobs: one command fanned out to every known device a selector matches. [`submit`] resolves
+//! the targets (offline ones end at once as `offline`), encodes the command frame once per codec
+//! in use among them (at most one JSON and one MessagePack encoding per job) and queues the
+//! shared bytes to each connected target's session; replies land in the job's [`JobInbox`] (no
+//! global lock: a lookup and one atomic swap per reply); one task per job turns them into `event`
+//! frames for the requester, flow-controlled per job, records the job and every outcome in the
+//! store's batched recorder, and ends the job with a summary when every target has answered, the
+//! deadline passed or an operator cancelled it. A requester that goes away stops receiving
+//! frames; the job still runs to its end and its results are stored.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,10 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::Utc;
+use orb_proto::history::JobPhase;
 use orb_proto::message::{JobAccepted, JobSummary};
 use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
-use tokio::sync::mpsc;
+use orb_store::{JobEnd, NewJob, NewTarget, Record, Recorder, TargetOutcome};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::router::{DeliveryError, Outbox, Router};
@@ -27,10 +33,42 @@ enum Outcome {
     Ok(Bytes),
     /// Error reply, or a delivery failure with its code.
     Error(ErrorBody),
-    /// Not delivered: the session was gone.
+    /// Not delivered: the device was not connected.
     Offline,
-    /// Delivered, not answered before the deadline.
-    Timeout,
+    /// Delivered, not answered before the deadline (or before the server stopped).
+    Timeout(ErrorBody),
+    /// Pending when an operator cancelled the job.
+    Cancelled,
+}
+
+impl Outcome {
+    fn status(&self) -> Status {
+        match self {
+            Outcome::Ok(_) => Status::Ok,
+            Outcome::Error(_) => Status::Error,
+            Outcome::Offline => Status::Offline,
+            Outcome::Timeout(_) => Status::Timeout,
+            Outcome::Cancelled => Status::Cancelled,
+        }
+    }
+}
+
+/// The error an offline target ends with.
+fn offline_error() -> ErrorBody {
+    ErrorBody::new(ErrorCode::DeviceOffline, "the device was not connected")
+}
+
+/// The error a cancelled target ends with.
+fn cancelled_error() -> ErrorBody {
+    ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled")
+}
+
+/// What the job's task is told.
+enum JobMsg {
+    /// A target's outcome.
+    Answer(Answer),
+    /// An operator cancelled the job: answer with the targets that were still pending.
+    Cancel(oneshot::Sender<Vec<String>>),
 }
 
 struct Answer {
@@ -44,7 +82,7 @@ struct Answer {
 pub struct JobInbox {
     index: HashMap<DeviceId, usize>,
     answered: Vec<AtomicBool>,
-    tx: mpsc::UnboundedSender<Answer>,
+    tx: mpsc::UnboundedSender<JobMsg>,
 }
 
 impl JobInbox {
@@ -66,7 +104,15 @@ impl JobInbox {
         if self.answered[index].swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = self.tx.send(Answer { index, at, outcome });
+        let _ = self.tx.send(JobMsg::Answer(Answer { index, at, outcome }));
+    }
+
+    /// Asks the job's task to cancel every pending target; resolves to those targets' ids
+    /// (`None` when the job ended meanwhile).
+    pub async fn cancel(&self) -> Option<Vec<String>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(JobMsg::Cancel(tx)).ok()?;
+        rx.await.ok()
     }
 }
 
@@ -96,10 +142,14 @@ impl JobState {
         }
     }
 
+    /// Indices of the targets without a final status.
+    pub fn pending(&self) -> Vec<usize> {
+        self.statuses.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect()
+    }
+
     /// The deadline passed: every pending target becomes `timeout`. Returns their indices.
     pub fn expire(&mut self) -> Vec<usize> {
-        let pending: Vec<usize> =
-            self.statuses.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect();
+        let pending = self.pending();
         for &i in &pending {
             self.settle(i, Status::Timeout);
         }
@@ -143,22 +193,38 @@ pub struct JobRequest {
 ///
 /// # Errors
 /// `bad_selector`, `unknown_group` or `no_match`; nothing is sent then.
-pub fn submit(router: &Arc<Router>, tracker: &TaskTracker, req: JobRequest) -> Result<(), ErrorBody> {
+pub fn submit(
+    router: &Arc<Router>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    req: JobRequest,
+) -> Result<(), ErrorBody> {
     let sel = router.parse_selector(&req.target)?;
     let targets = router.resolve(&sel);
     if targets.is_empty() {
-        return Err(ErrorBody::new(ErrorCode::NoMatch, format!("no connected device matches '{}'", req.target)));
+        return Err(ErrorBody::new(ErrorCode::NoMatch, format!("no known device matches '{}'", req.target)));
     }
     let job_id = uuid::Uuid::now_v7().to_string();
     let (tx, rx) = mpsc::unbounded_channel();
     let inbox = Arc::new(JobInbox {
-        index: targets.iter().enumerate().map(|(i, t)| (t.record.id.clone(), i)).collect(),
+        index: targets.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect(),
         answered: (0..targets.len()).map(|_| AtomicBool::new(false)).collect(),
         tx,
     });
     router.open_job(job_id.clone(), Arc::clone(&inbox));
 
     let deadline_ms = u64::try_from(req.deadline.as_millis()).unwrap_or(u64::MAX);
+    let created_at = Utc::now();
+    let record = NewJob {
+        id: job_id.clone(),
+        requester: req.requester_name.clone(),
+        selector: req.target.clone(),
+        command: req.cmd.clone(),
+        args: req.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+        created_at,
+        deadline_at: created_at + chrono::Duration::from_std(req.deadline).unwrap_or(chrono::Duration::MAX),
+        targets: targets.iter().map(|t| NewTarget { device: t.id.to_string(), status: None, error: None }).collect(),
+    };
     let mut cmd = Envelope::new(Kind::Cmd);
     cmd.id = Some(job_id.clone());
     cmd.job = Some(job_id.clone());
@@ -169,39 +235,52 @@ pub fn submit(router: &Arc<Router>, tracker: &TaskTracker, req: JobRequest) -> R
     let mut frames = EncodedOnce::new(&cmd); // one encoding per codec, shared by every target using it
 
     let started = Instant::now();
+    let mut delivered = Vec::with_capacity(targets.len());
     for (i, t) in targets.iter().enumerate() {
-        match t.outbox.deliver(frames.get(t.outbox.codec)) {
-            Ok(()) => {}
-            Err(DeliveryError::Closed) => inbox.settle(i, started, Outcome::Offline),
-            Err(DeliveryError::SlowConsumer) => inbox.settle(
-                i,
-                started,
-                Outcome::Error(ErrorBody::new(
-                    ErrorCode::SlowConsumer,
-                    "the device's queue was full; it was disconnected",
-                )),
-            ),
+        let Some(session) = &t.session else {
+            inbox.settle(i, started, Outcome::Offline);
+            delivered.push(None);
+            continue;
+        };
+        match session.outbox.deliver(frames.get(session.outbox.codec)) {
+            Ok(()) => delivered.push(Some(session.outbox.clone())),
+            Err(DeliveryError::Closed) => {
+                inbox.settle(i, started, Outcome::Offline);
+                delivered.push(None);
+            }
+            Err(DeliveryError::SlowConsumer) => {
+                inbox.settle(
+                    i,
+                    started,
+                    Outcome::Error(ErrorBody::new(
+                        ErrorCode::SlowConsumer,
+                        "the device's queue was full; it was disconnected",
+                    )),
+                );
+                delivered.push(None);
+            }
         }
     }
 
-    let accepted = JobAccepted {
-        job: job_id.clone(),
-        targets: targets.iter().map(|t| t.record.id.to_string()).collect(),
-        deadline_ms,
-    };
+    let accepted =
+        JobAccepted { job: job_id.clone(), targets: targets.iter().map(|t| t.id.to_string()).collect(), deadline_ms };
     let mut ack = Envelope::new(Kind::Ack).with_json_body(&accepted);
     ack.re = Some(req.re.clone());
     ack.job = Some(job_id.clone());
     let codec = req.requester.codec;
     let run = JobRun {
         router: Arc::clone(router),
+        recorder: router.registry().recorder().clone(),
+        record: Some(record),
         devices: accepted.targets,
+        delivered,
         job_id,
         re: req.re,
         requester: Some(req.requester),
         codec,
         started,
         deadline: started + req.deadline,
+        shutdown: shutdown.clone(),
         rx,
         out: VecDeque::from([codec.encode(&ack)]),
     };
@@ -235,24 +314,38 @@ impl<'a> EncodedOnce<'a> {
 
 struct JobRun {
     router: Arc<Router>,
+    recorder: Recorder,
+    /// The job's record, stored when the task starts.
+    record: Option<NewJob>,
     devices: Vec<String>,
+    /// Where each target's command was queued (to send `cancel`); `None` when not delivered.
+    delivered: Vec<Option<Outbox>>,
     job_id: String,
     re: String,
+    /// `None` once the requester's session is gone: the job goes on, unreported.
     requester: Option<Outbox>,
     /// The requester's codec: every frame in `out` is encoded with it.
     codec: Codec,
     started: Instant,
     deadline: Instant,
-    rx: mpsc::UnboundedReceiver<Answer>,
+    /// The server is stopping: pending targets end as `timeout` at once.
+    shutdown: CancellationToken,
+    rx: mpsc::UnboundedReceiver<JobMsg>,
     /// Frames for the requester not yet queued: bounded by targets + 2 (ack, final reply).
     out: VecDeque<Bytes>,
 }
 
 impl JobRun {
     async fn run(mut self) {
+        if let Some(record) = self.record.take() {
+            self.recorder.record(Record::JobCreated(record)).await;
+        }
         let mut state = JobState::new(self.devices.len());
         let deadline = tokio::time::sleep_until(self.deadline);
         tokio::pin!(deadline);
+        let shutdown = self.shutdown.clone();
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         let mut finished = false;
         loop {
             if finished && (self.out.is_empty() || self.requester.is_none()) {
@@ -263,7 +356,10 @@ impl JobRun {
                 biased;
                 // Cancel safety: `space` takes nothing; pending frames stay in `out` until queued.
                 room = space(requester.as_ref()), if !self.out.is_empty() && requester.is_some() => {
-                    let Some(outbox) = requester.as_ref().filter(|_| room) else { break };
+                    let Some(outbox) = requester.as_ref().filter(|_| room) else {
+                        self.requester_gone();
+                        continue;
+                    };
                     // Results take at most half the requester's queue, leaving the rest for its
                     // other traffic: a big job never makes its own requester a slow consumer.
                     let limit = outbox.tx.capacity().div_ceil(2);
@@ -275,75 +371,139 @@ impl JobRun {
                                 self.out.push_front(f);
                                 break;
                             }
-                            Err(orb_client::queue::TrySendError::Closed(_)) => break,
+                            Err(orb_client::queue::TrySendError::Closed(_)) => {
+                                self.requester_gone();
+                                break;
+                            }
                         }
                     }
                 }
-                // Nobody is left to report to (the requester's session ended, e.g. at shutdown):
-                // stop waiting for answers; late replies are then ignored.
-                () = gone(requester.as_ref()), if requester.is_some() => break,
-                Some(a) = self.rx.recv(), if !finished => {
-                    if state.settle(a.index, status_of(&a.outcome)) {
-                        let elapsed = a.at.saturating_duration_since(self.started);
-                        self.push_event(a.index, a.outcome, Some(elapsed));
+                // Nobody is left to report to (the requester detached or its session ended): the
+                // job runs on to its end, its results only stored.
+                () = gone(requester.as_ref()), if requester.is_some() => self.requester_gone(),
+                Some(msg) = self.rx.recv(), if !finished => match msg {
+                    JobMsg::Answer(a) => {
+                        let status = a.outcome.status();
+                        if state.settle(a.index, status) {
+                            let elapsed = a.at.saturating_duration_since(self.started);
+                            self.settled(a.index, a.outcome, Some(elapsed)).await;
+                        }
+                        if state.is_done() {
+                            finished = true;
+                            self.end(&state, JobPhase::Done, None).await;
+                        }
                     }
-                    if state.is_done() {
+                    JobMsg::Cancel(reply) => {
+                        let cancelled = self.cancel(&mut state).await;
                         finished = true;
-                        self.push_final(&state);
+                        let _ = reply.send(cancelled);
                     }
-                }
+                },
                 () = &mut deadline, if !finished => {
-                    for i in state.expire() {
-                        self.push_event(i, Outcome::Timeout, None);
-                    }
+                    let ms = self.deadline.duration_since(self.started).as_millis();
+                    self.expire(&mut state, format!("no answer within {ms} ms")).await;
                     finished = true;
-                    self.push_final(&state);
+                }
+                () = &mut stopping, if !finished => {
+                    self.expire(&mut state, "the server stopped before this target answered".to_owned()).await;
+                    finished = true;
                 }
             }
         }
         self.router.close_job(&self.job_id);
     }
 
-    fn push_event(&mut self, index: usize, outcome: Outcome, elapsed: Option<Duration>) {
+    /// Every pending target becomes `timeout` with `message`; the job ends.
+    async fn expire(&mut self, state: &mut JobState, message: String) {
+        let timeout = ErrorBody::new(ErrorCode::Timeout, message);
+        for i in state.expire() {
+            self.push_event(i, &Outcome::Timeout(timeout.clone()), None);
+        }
+        self.end(state, JobPhase::Done, Some((Status::Timeout, timeout))).await;
+    }
+
+    fn requester_gone(&mut self) {
+        self.requester = None;
+        self.out.clear();
+    }
+
+    /// Every pending target becomes `cancelled`; those that were sent the command are told to
+    /// stop. Returns the cancelled targets' ids.
+    async fn cancel(&mut self, state: &mut JobState) -> Vec<String> {
+        let pending = state.pending();
+        let mut stop = Envelope::new(Kind::Cancel);
+        stop.re = Some(self.job_id.clone());
+        stop.job = Some(self.job_id.clone());
+        for &i in &pending {
+            state.settle(i, Status::Cancelled);
+            self.push_event(i, &Outcome::Cancelled, None);
+            if let Some(outbox) = &self.delivered[i] {
+                let _ = outbox.deliver_env(&stop);
+            }
+        }
+        self.end(state, JobPhase::Cancelled, Some((Status::Cancelled, cancelled_error()))).await;
+        pending.into_iter().map(|i| self.devices[i].clone()).collect()
+    }
+
+    /// Reports one outcome to the requester and records it.
+    async fn settled(&mut self, index: usize, outcome: Outcome, elapsed: Option<Duration>) {
+        self.push_event(index, &outcome, elapsed);
+        let status = outcome.status();
+        let (result, error) = match outcome {
+            Outcome::Ok(body) => (Some(String::from_utf8_lossy(&body).into_owned()), None),
+            Outcome::Error(e) => (None, Some(e)),
+            Outcome::Offline => (None, Some(offline_error())),
+            Outcome::Timeout(_) | Outcome::Cancelled => return,
+        };
+        let outcome = TargetOutcome {
+            job: self.job_id.clone(),
+            device: self.devices[index].clone(),
+            status,
+            result,
+            error,
+            elapsed_ms: elapsed.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            at: Utc::now(),
+            late: false,
+        };
+        self.recorder.record(Record::TargetSettled(outcome)).await;
+    }
+
+    /// The final summary to the requester, and the job's end in the store.
+    async fn end(&mut self, state: &JobState, phase: JobPhase, pending_become: Option<(Status, ErrorBody)>) {
+        self.push_final(state);
+        let end = JobEnd { job: self.job_id.clone(), at: Utc::now(), state: phase, pending_become };
+        self.recorder.record(Record::JobEnded(end)).await;
+    }
+
+    fn push_event(&mut self, index: usize, outcome: &Outcome, elapsed: Option<Duration>) {
+        if self.requester.is_none() {
+            return;
+        }
         let mut ev = Envelope::new(Kind::Event);
         ev.re = Some(self.re.clone());
         ev.job = Some(self.job_id.clone());
         ev.device = Some(self.devices[index].clone());
         ev.elapsed_ms = elapsed.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        ev.status = Some(status_of(&outcome));
+        ev.status = Some(outcome.status());
         match outcome {
-            Outcome::Ok(body) => ev.body = Some(body),
-            Outcome::Error(e) => ev.error = Some(e),
-            Outcome::Offline => {
-                ev.error = Some(ErrorBody::new(ErrorCode::DeviceOffline, "device disconnected before delivery"));
-            }
-            Outcome::Timeout => {
-                let ms = self.deadline.duration_since(self.started).as_millis();
-                ev.error = Some(ErrorBody::new(ErrorCode::Timeout, format!("no answer within {ms} ms")));
-            }
+            Outcome::Ok(body) => ev.body = Some(body.clone()),
+            Outcome::Error(e) => ev.error = Some(e.clone()),
+            Outcome::Offline => ev.error = Some(offline_error()),
+            Outcome::Cancelled => ev.error = Some(cancelled_error()),
+            Outcome::Timeout(e) => ev.error = Some(e.clone()),
         }
-        if self.requester.is_some() {
-            self.out.push_back(self.codec.encode(&ev));
-        }
+        self.out.push_back(self.codec.encode(&ev));
     }
 
     fn push_final(&mut self, state: &JobState) {
+        if self.requester.is_none() {
+            return;
+        }
         let summary = state.summary(self.job_id.clone());
         let mut env = Envelope::new(Kind::Reply).with_json_body(&summary);
         env.re = Some(self.re.clone());
         env.job = Some(self.job_id.clone());
-        if self.requester.is_some() {
-            self.out.push_back(self.codec.encode(&env));
-        }
-    }
-}
-
-fn status_of(o: &Outcome) -> Status {
-    match o {
-        Outcome::Ok(_) => Status::Ok,
-        Outcome::Error(_) => Status::Error,
-        Outcome::Offline => Status::Offline,
-        Outcome::Timeout => Status::Timeout,
+        self.out.push_back(self.codec.encode(&env));
     }
 }
 

@@ -8,9 +8,11 @@
 //!
 //! [`ServerBuilder`] configures a server, registers server-side command handlers and starts it;
 //! [`Server`] is the running instance. Module map: `config` (settings), `auth` (hello
-//! credentials), `tokens` (data-folder tokens), `listener` + `http` (accept), `session` (one
-//! connection), `router` (registry, correlations, delivery), `jobs` (fan-out and results),
-//! `builtin` (the `$orb.` queries; application handlers use `orb_client::handler`), `close` (close reasons).
+//! credentials and device secrets), `tokens` (data-folder tokens), `registry` (every known device,
+//! in memory in front of the `orb_store::Store`), `listener` + `http` (accept), `session` (one
+//! connection), `router` (sessions, correlations, delivery), `jobs` (fan-out, results, cancel),
+//! `builtin` + `inventory` + `history` (the `$orb.` operator commands; application handlers use
+//! `orb_client::handler`), `maintenance` (retention), `close` (close reasons).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), orb_server::ServerError> {
@@ -33,9 +35,13 @@ pub mod builtin;
 pub mod close;
 pub mod config;
 mod error;
+mod history;
 mod http;
+mod inventory;
 pub mod jobs;
 mod listener;
+mod maintenance;
+pub mod registry;
 pub mod router;
 mod session;
 pub mod tokens;
@@ -52,10 +58,11 @@ use tokio_util::task::TaskTracker;
 pub use admin::{AdminMessage, AdminRequest};
 pub use auth::{Authenticator, Principal, TokenAuth};
 pub use close::CloseReason;
-pub use config::{Limits, Secret, ServerConfig};
+pub use config::{Limits, Secret, ServerConfig, StoreConfig};
 pub use error::ServerError;
 pub use orb_client::handler::{Context, Handler, HandlerResult, Handlers};
 
+use crate::registry::Registry;
 use crate::router::Router;
 use crate::session::Shared;
 
@@ -96,10 +103,21 @@ impl ServerBuilder {
         let cfg = self.config;
         let groups = parse_groups(&cfg.groups)?;
         let (admin, agent) = load_tokens(&cfg)?;
+        let store_url = match &cfg.store.url {
+            Some(url) => orb_store::StoreUrl::parse(url).map_err(|e| ServerError::Config(vec![e.to_string()]))?,
+            None => orb_store::StoreUrl::in_data_dir(&cfg.data_dir),
+        };
+        let store = orb_store::open(&store_url).await?;
+        let interrupted = store.recover_jobs(chrono::Utc::now(), "the server restarted before this target answered");
+        match interrupted.await? {
+            0 => {}
+            n => tracing::warn!(jobs = n, "jobs left running by the previous server process were ended"),
+        }
+        let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
         let (auth, token_auth): (Arc<dyn Authenticator>, _) = match self.auth {
             Some(custom) => (custom, None),
             None => {
-                let tokens = Arc::new(TokenAuth::new(&admin, &agent));
+                let tokens = Arc::new(TokenAuth::new(&admin, &agent, Arc::clone(&registry)));
                 (Arc::clone(&tokens) as Arc<dyn Authenticator>, Some(tokens))
             }
         };
@@ -113,7 +131,7 @@ impl ServerBuilder {
         let shutdown = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let router = Arc::new(Router::new(cfg.limits.clone(), groups));
+        let router = Arc::new(Router::new(cfg.limits.clone(), groups, registry));
         let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
         let shared = Arc::new(Shared {
             router: Arc::clone(&router),
@@ -127,7 +145,15 @@ impl ServerBuilder {
         tracker.spawn(listener::tcp::run(tcp, Arc::clone(&shared)));
         tracker.spawn(http::run(http, Arc::clone(&shared)));
         tracker.spawn(expire_requests(Arc::clone(&router), shutdown.clone()));
-        tracing::info!(%tcp_addr, %http_addr, data = %cfg.data_dir.display(), "orb server listening");
+        tracker.spawn(maintenance::run(Arc::clone(&router), cfg.store.clone(), shutdown.clone()));
+        tracing::info!(
+            %tcp_addr,
+            %http_addr,
+            data = %cfg.data_dir.display(),
+            store = %store_url.redacted(),
+            devices = router.registry().counts().0,
+            "orb server listening"
+        );
         Ok(Server {
             tcp_addr,
             http_addr,
@@ -140,6 +166,8 @@ impl ServerBuilder {
             token_auth,
             data_dir: cfg.data_dir,
             admin_rx: Some(admin_rx),
+            store,
+            store_config: cfg.store,
         })
     }
 }
@@ -229,6 +257,8 @@ pub struct Server {
     token_auth: Option<Arc<TokenAuth>>,
     data_dir: std::path::PathBuf,
     admin_rx: Option<tokio::sync::mpsc::Receiver<AdminRequest>>,
+    store: Arc<dyn orb_store::Store>,
+    store_config: StoreConfig,
 }
 
 impl Server {
@@ -250,6 +280,16 @@ impl Server {
     /// The agent token in force at start.
     pub fn agent_token(&self) -> &Secret {
         &self.agent_token
+    }
+
+    /// The store (registry and job history).
+    pub fn store(&self) -> &Arc<dyn orb_store::Store> {
+        &self.store
+    }
+
+    /// Applies the job retention now (it also runs every minute in the background).
+    pub async fn enforce_retention(&self) {
+        maintenance::prune(&self.router, &self.store_config).await;
     }
 
     /// The router, for in-process producers and inspection.
@@ -311,6 +351,8 @@ impl Server {
         self.tracker.close();
         let rest = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
         let tasks_done = tokio::time::timeout(rest, self.tracker.wait()).await.is_ok();
+        // Sessions and jobs have recorded their ends: write the last batch, close the database.
+        self.store.close().await;
         let graceful = jobs_done && tasks_done;
         if graceful {
             tracing::info!("server stopped gracefully");

@@ -12,18 +12,21 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use orb_client::queue::{QueueTx, TrySendError};
 use orb_proto::message::{DeviceInfo, Role};
-use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Selector, SelectorErrorKind, Subject};
+use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Selector, SelectorErrorKind};
 use tokio::time::Instant;
 
 use crate::close::{CloseReason, Closer};
 use crate::config::Limits;
 use crate::jobs::JobInbox;
+use crate::registry::{Known, Registry};
 
 /// What the router knows about a connected device (immutable for the session's life).
 #[derive(Debug)]
 pub struct DeviceRecord {
     /// Device id.
     pub id: DeviceId,
+    /// Connection id.
+    pub conn: u64,
     /// Tags reported in hello.
     pub tags: BTreeMap<String, String>,
     /// Commands the device declared.
@@ -38,35 +41,50 @@ pub struct DeviceRecord {
     pub transport: &'static str,
     /// Last measured round-trip time in microseconds (0: not measured yet).
     pub rtt_us: AtomicU64,
-}
-
-impl Subject for DeviceRecord {
-    fn id(&self) -> &str {
-        self.id.as_str()
-    }
-    fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.get(key).map(String::as_str)
-    }
+    /// Frames and bytes in both directions, and when the last ones passed.
+    pub stats: Arc<orb_client::transport::LinkStats>,
 }
 
 impl DeviceRecord {
-    /// The inventory view of a connected device.
-    pub fn info(&self) -> DeviceInfo {
-        DeviceInfo {
-            id: self.id.to_string(),
-            connected: true,
-            tags: self.tags.clone(),
-            remote_addr: Some(self.remote_addr.to_string()),
-            connected_since: Some(self.connected_since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            agent_version: self.agent_version.clone(),
-            transport: Some(self.transport.to_owned()),
-            commands: self.commands.clone(),
-            rtt_ms: match self.rtt_us.load(Ordering::Relaxed) {
-                0 => None,
-                us => Some(us as f64 / 1000.0),
-            },
+    /// Last measured round-trip time in milliseconds.
+    pub fn rtt_ms(&self) -> Option<f64> {
+        match self.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(us as f64 / 1000.0),
         }
     }
+}
+
+/// RFC 3339 UTC with seconds, the form every listing uses.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The inventory line of a known device, with its live session when connected.
+pub fn device_info(known: &Known, live: Option<&DeviceRecord>) -> DeviceInfo {
+    let d = &known.device;
+    DeviceInfo {
+        id: d.id.clone(),
+        connected: live.is_some(),
+        tags: known.tags.clone(),
+        remote_addr: live.map(|r| r.remote_addr.to_string()).or_else(|| d.last_remote_addr.clone()),
+        connected_since: live.map(|r| rfc3339(r.connected_since)),
+        agent_version: d.agent_version.clone(),
+        transport: live.map(|r| r.transport.to_owned()).or_else(|| d.transport.clone()),
+        commands: d.commands.clone(),
+        rtt_ms: live.and_then(DeviceRecord::rtt_ms),
+        revoked: d.revoked,
+        last_seen: if live.is_some() { Some(rfc3339(Utc::now())) } else { d.last_seen.map(rfc3339) },
+    }
+}
+
+/// A device a selector matched: known to the registry, connected or not.
+#[derive(Clone)]
+pub struct Target {
+    /// Device id.
+    pub id: DeviceId,
+    /// Its live session, when connected.
+    pub session: Option<DeviceSession>,
 }
 
 /// A way to reach one session: its bounded outbound queue, its closer and the codec its frames
@@ -169,6 +187,7 @@ pub enum Pending {
 
 /// The registry of sessions and open correlations.
 pub struct Router {
+    registry: Arc<Registry>,
     devices: DashMap<DeviceId, DeviceSession>,
     pending: DashMap<String, Pending>,
     groups: RwLock<BTreeMap<String, Selector>>,
@@ -225,9 +244,10 @@ impl Drop for OperatorGuard {
 }
 
 impl Router {
-    /// An empty router.
-    pub fn new(limits: Limits, groups: BTreeMap<String, Selector>) -> Router {
+    /// A router with no sessions, over the device `registry`.
+    pub fn new(limits: Limits, groups: BTreeMap<String, Selector>, registry: Arc<Registry>) -> Router {
         Router {
+            registry,
             devices: DashMap::new(),
             pending: DashMap::new(),
             groups: RwLock::new(groups),
@@ -243,6 +263,11 @@ impl Router {
             closes: std::array::from_fn(|_| AtomicU64::new(0)),
             started_at: Utc::now(),
         }
+    }
+
+    /// Every known device, connected or not.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// The limits in force (replaced as a whole on reload; sessions read them when they need them).
@@ -388,20 +413,20 @@ impl Router {
         *self.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner) = groups;
     }
 
-    /// Connected devices matching `sel`, sorted by id. A plain id list is looked up directly;
-    /// anything else scans the registry shard by shard (no global lock).
-    pub fn resolve(&self, sel: &Selector) -> Vec<DeviceSession> {
-        let mut out: Vec<DeviceSession> = match sel.exact_ids() {
-            Some(ids) => ids.into_iter().filter_map(|id| self.device(id)).collect(),
-            None => self
-                .devices
-                .iter()
-                .filter(|e| sel.matches(e.value().record.as_ref()))
-                .map(|e| e.value().clone())
-                .collect(),
+    /// Known devices matching `sel` (connected or not), sorted by id. A plain id list is looked
+    /// up directly; anything else scans the registry shard by shard (no global lock).
+    pub fn resolve(&self, sel: &Selector) -> Vec<Target> {
+        let target = |id: &str| {
+            let session = self.device(id);
+            let id = session.as_ref().map(|s| s.record.id.clone()).or_else(|| DeviceId::new(id).ok())?;
+            Some(Target { id, session })
         };
-        out.sort_by(|a, b| a.record.id.cmp(&b.record.id));
-        out.dedup_by(|a, b| a.record.id == b.record.id);
+        let mut out: Vec<Target> = match sel.exact_ids() {
+            Some(ids) => ids.into_iter().filter(|id| self.registry.get(id).is_some()).filter_map(target).collect(),
+            None => self.registry.matching(|k| sel.matches(k)).iter().filter_map(|k| target(&k.device.id)).collect(),
+        };
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
         out
     }
 
@@ -471,10 +496,7 @@ impl Router {
         if !re.starts_with('r') {
             let inbox = match self.pending.get(re).as_deref() {
                 Some(Pending::Job(inbox)) => Arc::clone(inbox),
-                _ => {
-                    tracing::debug!(agent.id = %from, re, "reply to nothing pending ignored");
-                    return;
-                }
+                _ => return self.late_reply(from, env),
             };
             inbox.answer_from(from, env, at);
             return;
@@ -490,6 +512,42 @@ impl Router {
         out.re = Some(req.re);
         out.from = Some(from.to_string());
         let _ = req.requester.deliver_env(&out);
+    }
+
+    /// A reply to a job that has ended (its deadline passed, or the server restarted): stored as a
+    /// late result, which replaces only a `timeout` of that very device in that job.
+    fn late_reply(&self, from: &DeviceId, env: Envelope) {
+        let Some(job) = env.re.filter(|re| uuid::Uuid::try_parse(re).is_ok()) else {
+            tracing::debug!(agent.id = %from, "reply to nothing pending ignored");
+            return;
+        };
+        let (status, result, error) = match env.error {
+            Some(e) => (orb_proto::Status::Error, None, Some(e)),
+            None => {
+                let body = env.body.unwrap_or_else(|| Bytes::from_static(b"null"));
+                (orb_proto::Status::Ok, Some(String::from_utf8_lossy(&body).into_owned()), None)
+            }
+        };
+        let outcome = orb_store::TargetOutcome {
+            job,
+            device: from.to_string(),
+            status,
+            result,
+            error,
+            elapsed_ms: None,
+            at: Utc::now(),
+            late: true,
+        };
+        let recorder = self.registry.recorder().clone();
+        tokio::spawn(async move { recorder.record(orb_store::Record::TargetSettled(outcome)).await });
+    }
+
+    /// The inbox of a running job, to cancel it.
+    pub fn running_job(&self, job_id: &str) -> Option<Arc<JobInbox>> {
+        match self.pending.get(job_id).as_deref() {
+            Some(Pending::Job(inbox)) => Some(Arc::clone(inbox)),
+            _ => None,
+        }
     }
 
     /// Answers `timeout` to every plain request whose deadline passed. Called periodically.
@@ -514,16 +572,20 @@ impl Router {
         }
     }
 
-    /// Inventory of connected devices matching `sel` (all when `None`), sorted by id.
-    pub fn device_infos(&self, sel: Option<&Selector>) -> Vec<DeviceInfo> {
-        let mut v: Vec<DeviceInfo> = self
-            .devices
+    /// Inventory of known devices matching `sel` (all when `None`; only connected ones when
+    /// `connected_only`), sorted by id.
+    pub fn device_infos(&self, sel: Option<&Selector>, connected_only: bool) -> Vec<DeviceInfo> {
+        self.registry
+            .matching(|k| sel.is_none_or(|s| s.matches(k)))
             .iter()
-            .filter(|e| sel.is_none_or(|s| s.matches(e.value().record.as_ref())))
-            .map(|e| e.value().record.info())
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+            .filter_map(|k| {
+                let live = self.device(&k.device.id);
+                if connected_only && live.is_none() {
+                    return None;
+                }
+                Some(device_info(k, live.as_ref().map(|s| s.record.as_ref())))
+            })
+            .collect()
     }
 }
 

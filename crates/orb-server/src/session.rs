@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use orb_client::handler::{self, Context, Handlers};
-use orb_client::transport::{FrameSink, FrameSource, TransportError, write_loop};
+use orb_client::transport::{FrameSink, FrameSource, LinkStats, TransportError, write_loop_counted};
 use orb_proto::message::{Bye, Hello, Role, Welcome};
 use orb_proto::{
     Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESERVED_PREFIX,
@@ -40,14 +40,19 @@ pub(crate) struct Shared {
     pub admin_tx: mpsc::Sender<AdminRequest>,
 }
 
+/// Where a connection comes from.
+pub(crate) struct Peer {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// `tcp` or `ws`.
+    pub transport: &'static str,
+    /// The WebSocket handshake's `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
 /// Serves one accepted connection until it closes.
-pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
-    shared: Arc<Shared>,
-    mut source: R,
-    sink: W,
-    peer: SocketAddr,
-    transport: &'static str,
-) {
+pub(crate) async fn serve<R: FrameSource, W: FrameSink>(shared: Arc<Shared>, mut source: R, sink: W, peer: Peer) {
+    let Peer { addr: peer, transport, user_agent } = peer;
     let conn = shared.router.next_conn_id();
     // A debug span: at the default level it is never created, which saves a few hundred bytes per
     // connection; the close log below carries the same fields.
@@ -57,7 +62,14 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
         let (tx, rx) = orb_client::queue::bounded(limits.outbound_queue);
         let stop = orb_client::signal::Signal::new();
         let stopped = stop.clone();
-        let writer = write_loop(sink, rx, async move { stopped.raised().await }, limits.close_linger);
+        let stats = Arc::new(LinkStats::default());
+        let writer = write_loop_counted(
+            sink,
+            rx,
+            async move { stopped.raised().await },
+            limits.close_linger,
+            Some(Arc::clone(&stats)),
+        );
         let writer = shared.tracker.spawn(writer.instrument(tracing::Span::current()));
         // JSON until the handshake chose the session's codec.
         let outbox = Outbox { conn, tx, closer: Closer::default(), codec: Codec::Json };
@@ -66,9 +78,12 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
         let mut name = None;
         let (reason, last) = match admitted {
             Err(e) => (CloseReason::ConnectionLimit, Some(error_frame(Codec::Json, None, e.code, e.message))),
-            Ok(_guard) => match handshake(&shared, &mut source, &outbox, peer, transport).await {
+            Ok(_guard) => match handshake(&shared, &mut source, &outbox, peer, transport, user_agent, stats).await {
                 Ok(mut session) => {
                     let reason = session.run(&mut source).await;
+                    if let Registered::Device { id, .. } = &session.registered {
+                        shared.router.registry().disconnected(id.as_str(), chrono::Utc::now()).await;
+                    }
                     name = Some(std::mem::take(&mut session.name));
                     (reason, session.last.take().or_else(|| goodbye(reason, session.outbox.codec)))
                 }
@@ -97,7 +112,11 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
 fn goodbye(reason: CloseReason, codec: Codec) -> Option<Bytes> {
     let reconnect_after_ms = match reason {
         CloseReason::ServerShutdown => Some(1000),
-        CloseReason::Replaced | CloseReason::SlowConsumer | CloseReason::HeartbeatTimeout => None,
+        CloseReason::Replaced
+        | CloseReason::SlowConsumer
+        | CloseReason::HeartbeatTimeout
+        | CloseReason::Revoked
+        | CloseReason::Removed => None,
         _ => return None,
     };
     let bye = Bye { reason: reason.as_str().to_owned(), reconnect_after_ms };
@@ -117,6 +136,8 @@ async fn handshake<R: FrameSource>(
     outbox: &Outbox,
     peer: SocketAddr,
     transport: &'static str,
+    user_agent: Option<String>,
+    stats: Arc<LinkStats>,
 ) -> Result<Session, Refusal> {
     let limits = shared.router.limits();
     let first = tokio::select! {
@@ -142,6 +163,7 @@ async fn handshake<R: FrameSource>(
             return Err((CloseReason::ProtocolViolation, Some(f)));
         }
     };
+    stats.received(frame.len());
     let violation =
         |code, msg: String| (CloseReason::ProtocolViolation, Some(error_frame(Codec::Json, None, code, msg)));
     // The hello is JSON whatever the client will ask for.
@@ -160,16 +182,29 @@ async fn handshake<R: FrameSource>(
     }
     // A custom authenticator may do I/O: it gets the handshake timeout too.
     let checked = tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate(&hello)).await;
+    let refuse = |e: ErrorBody| {
+        let reason = match e.code {
+            ErrorCode::AuthFailed | ErrorCode::IdTaken | ErrorCode::Revoked => CloseReason::AuthFailed,
+            ErrorCode::HandshakeTimeout => CloseReason::HandshakeTimeout,
+            _ => CloseReason::ProtocolViolation,
+        };
+        (reason, Some(error_frame(Codec::Json, None, e.code, e.message)))
+    };
     let principal = checked
         .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")))
-        .map_err(|e| {
-            let reason = match e.code {
-                ErrorCode::AuthFailed => CloseReason::AuthFailed,
-                ErrorCode::HandshakeTimeout => CloseReason::HandshakeTimeout,
-                _ => CloseReason::ProtocolViolation,
-            };
-            (reason, Some(error_frame(Codec::Json, None, e.code, e.message)))
-        })?;
+        .map_err(refuse)?;
+    // The registry knows every device that connects (an authenticator other than the default
+    // registers nothing itself); a revoked one is refused whatever authenticated it.
+    let registry = shared.router.registry();
+    let known = match &principal.device {
+        Some(id) if principal.role == Role::Agent => Some(match registry.get(id.as_str()) {
+            Some(k) if k.device.revoked => return Err(refuse(crate::registry::revoked(id.as_str()))),
+            Some(k) => k,
+            None => registry.add(id, None, Default::default()).await.map_err(refuse)?,
+        }),
+        _ => None,
+    };
+    let now = chrono::Utc::now();
 
     // The codec of every frame after the welcome, both ways; the first the client listed that we speak.
     let codec = Codec::negotiate(&hello.codecs);
@@ -188,6 +223,9 @@ async fn handshake<R: FrameSource>(
         max_frame: limits.max_frame as u64,
         server: SERVER_NAME.to_owned(),
         codec: announced,
+        secret: principal.issued_secret.clone(),
+        known: known.as_ref().is_some_and(|k| k.device.first_seen.is_some()),
+        first_seen: known.as_ref().map(|k| crate::router::rfc3339(k.device.first_seen.unwrap_or(now))),
     };
     // The welcome itself is JSON, so the client can read the choice before switching. It is queued
     // before the session is registered (with no await in between), so nothing routed to the session
@@ -199,15 +237,28 @@ async fn handshake<R: FrameSource>(
             tracing::Span::current().record("agent.id", id.as_str());
             let record = Arc::new(DeviceRecord {
                 id: id.clone(),
-                tags: hello.tags,
-                commands: hello.commands,
-                agent_version: hello.agent,
+                conn: outbox.conn,
+                tags: hello.tags.clone(),
+                commands: hello.commands.clone(),
+                agent_version: hello.agent.clone(),
                 remote_addr: peer,
-                connected_since: chrono::Utc::now(),
+                connected_since: now,
                 transport,
                 rtt_us: std::sync::atomic::AtomicU64::new(0),
+                stats: Arc::clone(&stats),
             });
             let reg = router.register(DeviceSession { outbox: outbox.clone(), record: Arc::clone(&record) });
+            let connection = orb_store::Connection {
+                id: id.to_string(),
+                at: now,
+                remote_addr: peer.to_string(),
+                user_agent: user_agent.or_else(|| hello.agent.clone()),
+                agent_version: hello.agent,
+                commands: hello.commands,
+                reported_tags: hello.tags,
+                transport: transport.to_owned(),
+            };
+            registry.connected(connection).await;
             (Registered::Device { id, _registration: reg }, Some(record))
         }
         _ => (Registered::Operator { _guard: router.register_operator() }, None),
@@ -221,6 +272,7 @@ async fn handshake<R: FrameSource>(
         registered: registration,
         record,
         last: None,
+        stats,
         inflight: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         ping: None,
         pings_sent: 0,
@@ -247,6 +299,8 @@ struct Session {
     record: Option<Arc<DeviceRecord>>,
     /// The frame to send last (an error explaining the close), set when a frame ends the session.
     last: Option<Bytes>,
+    /// Traffic counters of the connection (the writer counts what it sends).
+    stats: Arc<LinkStats>,
     /// Server-handler commands of this session still running.
     inflight: Arc<std::sync::atomic::AtomicUsize>,
     /// The server's outstanding ping: its id and when it was sent (for RTT).
@@ -280,6 +334,7 @@ impl Session {
                 frame = source.next_frame() => match frame {
                     Ok(Some(f)) => {
                         heard = true;
+                        self.stats.received(f.len());
                         if let Err(reason) = self.on_frame(&f) {
                             return reason;
                         }
@@ -337,7 +392,7 @@ impl Session {
             Kind::Pong => self.on_pong(env.re.as_deref(), Instant::now()),
             Kind::Bye => return Err(CloseReason::PeerClosed),
             Kind::Error => tracing::debug!(error = ?env.error, "peer reported an error"),
-            Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event => {
+            Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event | Kind::Cancel => {
                 let msg = format!("{} is not valid on an established session", env.kind.as_str());
                 self.send(&Envelope::error(env.id, ErrorCode::BadRequest, msg));
             }
@@ -417,7 +472,7 @@ impl Session {
                 body: env.body,
                 deadline: deadline_of(limits.default_job_deadline),
             };
-            if let Err(e) = jobs::submit(&self.shared.router, &self.shared.tracker, req) {
+            if let Err(e) = jobs::submit(&self.shared.router, &self.shared.tracker, &self.shared.shutdown, req) {
                 self.reply_err(id, e);
             }
         } else if let Some(to) = env.to {
@@ -444,6 +499,7 @@ impl Session {
                 args: env.body.unwrap_or_else(|| Bytes::from_static(b"null")),
                 job: None,
                 deadline: deadline_of(limits.default_request_deadline),
+                cancel: tokio_util::sync::CancellationToken::new(),
             };
             self.server_command(id, ctx);
         }
@@ -466,14 +522,19 @@ impl Session {
             return;
         }
         if ctx.cmd.starts_with(RESERVED_PREFIX) {
-            let result = if self.role == Role::Operator {
-                builtin::answer(&self.shared.router, &ctx).unwrap_or_else(|| {
+            if self.role != Role::Operator {
+                let e = ErrorBody::new(ErrorCode::Forbidden, format!("{} needs an operator session", ctx.cmd));
+                return self.reply_err(id, e);
+            }
+            let router = Arc::clone(&self.shared.router);
+            let outbox = self.outbox.clone();
+            self.shared.tracker.spawn(async move {
+                let result = builtin::answer(&router, &ctx).await.unwrap_or_else(|| {
                     Err(ErrorBody::new(ErrorCode::UnknownCommand, format!("no server command named {}", ctx.cmd)))
-                })
-            } else {
-                Err(ErrorBody::new(ErrorCode::Forbidden, format!("{} needs an operator session", ctx.cmd)))
-            };
-            return self.send(&handler::reply_envelope(id, result));
+                });
+                let _ = outbox.deliver_env(&handler::reply_envelope(id, result));
+            });
+            return;
         }
         let max = self.shared.router.limits().max_inflight_per_agent;
         let running = self.inflight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);

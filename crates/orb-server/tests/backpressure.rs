@@ -14,9 +14,10 @@ use serde_json::json;
 
 const NULL: Bytes = Bytes::from_static(b"null");
 
+/// Connected devices.
 async fn device_ids(op: &orb_client::Client) -> Vec<String> {
-    let list: Vec<DeviceInfo> =
-        within("the device list", op.call_json("$orb.devices.list", &json!(null), WAIT)).await.unwrap();
+    let q = json!({"connected": true});
+    let list: Vec<DeviceInfo> = within("the device list", op.call_json("$orb.devices.list", &q, WAIT)).await.unwrap();
     list.into_iter().map(|d| d.id).collect()
 }
 
@@ -109,13 +110,14 @@ async fn agent_that_stops_reading_is_disconnected_as_slow_consumer_and_others_ke
     let last: serde_json::Value = serde_json::from_slice(&last.unwrap()).unwrap();
     assert_eq!(last["kind"], "bye", "{last}");
     assert_eq!(last["body"]["reason"], "slow_consumer");
-    // Its session has ended, so it has left the inventory.
+    // Its session has ended, so it is no longer connected.
     assert_eq!(device_ids(&op).await, ["fast-1"]);
 
-    // The fast agent is still served.
+    // The fast agent is still served; the stuck one, known but gone, is reported offline.
     let out = finish_job(op.submit("stuck-1,fast-1", "load", NULL, WAIT).await.unwrap()).await;
-    assert_eq!(out.accepted.targets, ["fast-1"]);
+    assert_eq!(out.accepted.targets, ["fast-1", "stuck-1"]);
     assert_eq!(out.ok_json("fast-1"), json!(4));
+    assert_eq!(out.result("stuck-1").status, Status::Offline);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,7 +177,11 @@ async fn a_recorded_v1_agent_still_works_with_this_server() {
         let op = server.operator(Transport::Tcp).await;
         // The inventory shows what the old hello declared (unknown fields ignored).
         let listed: Vec<DeviceInfo> = op
-            .call_json(commands::DEVICES_LIST, &DevicesQuery { selector: Some("legacy-1".into()) }, WAIT)
+            .call_json(
+                commands::DEVICES_LIST,
+                &DevicesQuery { selector: Some("legacy-1".into()), connected: false },
+                WAIT,
+            )
             .await
             .unwrap();
         let job = op.submit("legacy-1", "ping", Bytes::from_static(b"null"), WAIT).await.unwrap();

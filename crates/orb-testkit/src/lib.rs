@@ -36,6 +36,9 @@ pub struct TestServer {
     pub server: Server,
     /// Its data folder (deleted on drop).
     pub data: tempfile::TempDir,
+    /// Device secrets issued to the agents [`TestServer::agent`] connected, by id: like an
+    /// agent's data folder, so a second connection with the same id is the same device.
+    secrets: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Which transport a test client uses.
@@ -68,7 +71,25 @@ impl TestServer {
         let mut cfg = ServerConfig::for_tests(data.path().to_path_buf());
         tweak(&mut cfg);
         let server = build(ServerBuilder::new(cfg)).start().await.expect("server starts");
-        TestServer { server, data }
+        TestServer { server, data, secrets: Default::default() }
+    }
+
+    /// Stops this server gracefully and starts a new one on the same data folder (and store),
+    /// with the same tweaks applied by `tweak`; device secrets handed out are kept.
+    ///
+    /// # Panics
+    /// When the server cannot start again (a test failure).
+    pub async fn restart(self, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        self.server.shutdown().await;
+        let mut cfg = ServerConfig::for_tests(self.data.path().to_path_buf());
+        tweak(&mut cfg);
+        let server = ServerBuilder::new(cfg).start().await.expect("server starts again");
+        TestServer { server, data: self.data, secrets: self.secrets }
+    }
+
+    /// The device secret [`TestServer::agent`] got for `id`, if it enrolled.
+    pub fn secret_of(&self, id: &str) -> Option<String> {
+        self.secrets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
     }
 
     /// The server URL for `transport`.
@@ -95,10 +116,19 @@ impl TestServer {
     ///
     /// # Panics
     /// When the connection is refused (a test failure).
+    /// The first connection of an id enrolls (and the secret is kept); later ones present it.
     pub async fn agent(&self, transport: Transport, id: &str, tags: &[(&str, &str)], handlers: Handlers) -> Client {
         let mut cfg = self.agent_config(transport, id);
         cfg.tags = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        Client::connect(cfg, handlers).await.expect("agent connects")
+        cfg.secret = self.secret_of(id);
+        let client = Client::connect(cfg, handlers).await.expect("agent connects");
+        if let Some(secret) = &client.welcome().secret {
+            self.secrets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(id.to_owned(), secret.clone());
+        }
+        client
     }
 
     /// Connects an operator (admin token).

@@ -93,6 +93,9 @@ pub async fn run(args: SwarmArgs) -> Result<u8, Failure> {
                 .map(|i| {
                     let mut c =
                         ClientConfig::agent(url.clone(), Some(args.token.clone()), format!("{}{i}", args.prefix));
+                    // Ids are reused across trials and rounds: connect as v1 agents (shared token,
+                    // no device secret), or every reconnect would be refused `id_taken`.
+                    c.enroll = false;
                     c.bind = source_addr(i);
                     c.connect_timeout = Duration::from_secs(60);
                     crate::bench::set_codec(&mut c, &codec);

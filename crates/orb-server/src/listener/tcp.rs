@@ -17,7 +17,8 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
         match accepted {
             Ok((stream, peer)) => match orb_client::transport::tcp(stream, shared.router.limits().max_frame) {
                 Ok((source, sink)) => {
-                    shared.tracker.spawn(session::serve(Arc::clone(&shared), source, sink, peer, "tcp"));
+                    let peer = session::Peer { addr: peer, transport: "tcp", user_agent: None };
+                    shared.tracker.spawn(session::serve(Arc::clone(&shared), source, sink, peer));
                 }
                 Err(e) => {
                     tracing::debug!(peer.addr = %peer, error = %e, "could not set up connection")

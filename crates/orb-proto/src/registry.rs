@@ -1,0 +1,144 @@
+//! Typed bodies of the device registry's operator commands (`$orb.devices.*`): inventory detail,
+//! summary counts, pre-registration, removal, revocation and operator tags. The server answers
+//! them from its registry and store; the CLI renders them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Arguments naming one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRef {
+    /// Device id.
+    pub id: String,
+}
+
+/// Arguments of [`crate::message::commands::DEVICES_ADD`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAdd {
+    /// The new device's id.
+    pub id: String,
+    /// Operator tags to set from the start.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A device's credential, shown once: when `orb devices add` registers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCredential {
+    /// Device id.
+    pub id: String,
+    /// The device secret (the server keeps only its SHA-256).
+    pub secret: String,
+}
+
+/// Arguments of [`crate::message::commands::DEVICES_TAG`]: operator tags to set and to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceTags {
+    /// Device id.
+    pub id: String,
+    /// Tags to set (key to value).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Tag keys to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// Where a tag came from. Operator tags win over reported ones with the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TagSource {
+    /// Reported by the agent in its hello.
+    Agent,
+    /// Set by an operator (`orb devices tag`); access rules match these.
+    Operator,
+}
+
+impl TagSource {
+    /// The wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TagSource::Agent => "agent",
+            TagSource::Operator => "operator",
+        }
+    }
+}
+
+/// Result of [`crate::message::commands::DEVICES_SUMMARY`]: defined versus connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevicesSummary {
+    /// Devices the registry knows (every device ever seen or added, minus removed ones).
+    pub known: u64,
+    /// Devices with a live session now.
+    pub connected: u64,
+    /// Known devices whose credential is revoked.
+    pub revoked: u64,
+}
+
+/// Everything known about one device: the registry record plus, when connected, its live link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceDetail {
+    /// Device id.
+    pub id: String,
+    /// Whether a session is connected now.
+    pub connected: bool,
+    /// Whether an operator revoked its credential.
+    pub revoked: bool,
+    /// How it authenticates: `secret` (its own), `token` (the shared agent token; a v1 agent) or
+    /// `none` (revoked).
+    pub credential: String,
+    /// Effective tags: reported ones, overridden by operator ones.
+    pub tags: BTreeMap<String, String>,
+    /// Tags the agent reported in its last hello.
+    pub reported_tags: BTreeMap<String, String>,
+    /// Tags set by operators.
+    pub operator_tags: BTreeMap<String, String>,
+    /// Agent software reported in its last hello.
+    pub agent_version: Option<String>,
+    /// Commands it declared in its last hello.
+    pub commands: Vec<String>,
+    /// RFC 3339 UTC: when it was registered (enrolled or added).
+    pub registered_at: String,
+    /// RFC 3339 UTC: its first connection.
+    pub first_seen: Option<String>,
+    /// RFC 3339 UTC: the last time it was heard from (now, within a minute, when connected).
+    pub last_seen: Option<String>,
+    /// Peer address of its last connection.
+    pub last_remote_addr: Option<String>,
+    /// The user agent of its last connection: the WebSocket `User-Agent` header, else the agent software.
+    pub user_agent: Option<String>,
+    /// Connections since it was registered.
+    pub connections: u64,
+    /// Reconnections within a minute of the previous disconnection.
+    pub flaps: u64,
+    /// The live connection, when connected.
+    pub connection: Option<ConnectionStats>,
+}
+
+/// Statistics of a live connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionStats {
+    /// Connection id (the welcome's `session`).
+    pub id: u64,
+    /// Peer address.
+    pub remote_addr: String,
+    /// `tcp` or `ws`.
+    pub transport: String,
+    /// RFC 3339 UTC time the connection was established.
+    pub connected_at: String,
+    /// RFC 3339 UTC time of the last frame received from the device.
+    pub last_received: Option<String>,
+    /// RFC 3339 UTC time of the last frame written to the device.
+    pub last_sent: Option<String>,
+    /// Frames received.
+    pub received_messages: u64,
+    /// Bytes received (frame payloads).
+    pub received_bytes: u64,
+    /// Frames sent.
+    pub sent_messages: u64,
+    /// Bytes sent (frame payloads).
+    pub sent_bytes: u64,
+    /// Last measured round-trip time, in milliseconds.
+    pub rtt_ms: Option<f64>,
+}

@@ -1,0 +1,157 @@
+//! The SQL for each batched [`Record`]: inventory updates on connect, disconnect and seen, and
+//! the job history (create with bulk target inserts, settle, end). Called by the writer
+//! (`writer.rs`) inside its batch transaction; nothing here commits.
+
+use sqlx::AnyConnection;
+
+use crate::Record;
+use crate::model::{Connection, FLAP_WINDOW_MS, JobEnd, NewJob, TargetOutcome};
+use crate::rows::{list_json, map_json, ms};
+
+/// Targets per multi-row `INSERT`: 4 parameters each plus the job id, far below SQLite's 32766
+/// and PostgreSQL's 65535 parameter limits.
+const TARGET_CHUNK: usize = 1_000;
+
+/// `last_seen` moves forward only (`$2` is the new time).
+const LAST_SEEN_FORWARD: &str = "CASE WHEN last_seen IS NULL OR last_seen < $2 THEN $2 ELSE last_seen END";
+
+/// Applies one record. A record for an unknown device or job changes nothing.
+pub(crate) async fn record(conn: &mut AnyConnection, record: &Record) -> Result<(), sqlx::Error> {
+    match record {
+        Record::Connected(c) => connected(conn, c).await,
+        Record::Disconnected { id, at } => {
+            let sql = format!("UPDATE devices SET last_seen = {LAST_SEEN_FORWARD}, last_disconnect = $2 WHERE id = $1");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(ms(*at)).execute(conn).await.map(drop)
+        }
+        Record::Seen { id, at } => {
+            let sql = format!("UPDATE devices SET last_seen = {LAST_SEEN_FORWARD} WHERE id = $1");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(ms(*at)).execute(conn).await.map(drop)
+        }
+        Record::JobCreated(job) => job_created(conn, job).await,
+        Record::TargetSettled(outcome) => target_settled(conn, outcome).await,
+        Record::JobEnded(end) => job_ended(conn, end).await,
+    }
+}
+
+async fn connected(conn: &mut AnyConnection, c: &Connection) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "UPDATE devices SET first_seen = COALESCE(first_seen, $2), last_seen = {LAST_SEEN_FORWARD}, \
+         connections = connections + 1, \
+         flaps = flaps + CASE WHEN last_disconnect IS NOT NULL AND $2 >= last_disconnect \
+                                   AND $2 - last_disconnect < $3 THEN 1 ELSE 0 END, \
+         last_remote_addr = $4, user_agent = $5, agent_version = $6, commands = $7, \
+         reported_tags = $8, transport = $9 \
+         WHERE id = $1"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&c.id)
+        .bind(ms(c.at))
+        .bind(FLAP_WINDOW_MS)
+        .bind(&c.remote_addr)
+        .bind(&c.user_agent)
+        .bind(&c.agent_version)
+        .bind(list_json(&c.commands))
+        .bind(map_json(&c.reported_tags))
+        .bind(&c.transport)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8)",
+    )
+    .bind(&job.id)
+    .bind(&job.requester)
+    .bind(&job.selector)
+    .bind(&job.command)
+    .bind(&job.args)
+    .bind(ms(job.created_at))
+    .bind(ms(job.deadline_at))
+    .bind(i64::try_from(job.targets.len()).unwrap_or(i64::MAX))
+    .execute(&mut *conn)
+    .await?;
+
+    for chunk in job.targets.chunks(TARGET_CHUNK) {
+        let mut sql = String::with_capacity(40 * chunk.len() + 100);
+        sql.push_str("INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES ");
+        for i in 0..chunk.len() {
+            let p = 2 + 4 * i;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, ${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3));
+        }
+        // Full chunks repeat, so their prepared statement is worth caching; a remainder is not.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK).bind(&job.id);
+        for t in chunk {
+            query = query
+                .bind(&t.device)
+                .bind(t.status.map(|s| s.as_str()))
+                .bind(t.error.as_ref().map(|e| e.code.as_str()))
+                .bind(t.error.as_ref().map(|e| e.message.as_str()));
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn target_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(), sqlx::Error> {
+    let sql = if o.late {
+        "UPDATE job_targets SET status = $3, result = $4, error_code = $5, error_message = $6, \
+         elapsed_ms = $7, answered_at = $8, late = TRUE \
+         WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'timeout')"
+    } else {
+        "UPDATE job_targets SET status = $3, result = $4, error_code = $5, error_message = $6, \
+         elapsed_ms = $7, answered_at = $8 \
+         WHERE job_id = $1 AND device_id = $2 AND status IS NULL"
+    };
+    sqlx::query(sql)
+        .bind(&o.job)
+        .bind(&o.device)
+        .bind(o.status.as_str())
+        .bind(&o.result)
+        .bind(o.error.as_ref().map(|e| e.code.as_str()))
+        .bind(o.error.as_ref().map(|e| e.message.as_str()))
+        .bind(o.elapsed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+        .bind(ms(o.at))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET state = $2, finished_at = $3 WHERE id = $1")
+        .bind(&end.job)
+        .bind(end.state.as_str())
+        .bind(ms(end.at))
+        .execute(&mut *conn)
+        .await?;
+    if let Some((status, error)) = &end.pending_become {
+        settle_pending(conn, &end.job, status.as_str(), error.code.as_str(), &error.message).await?;
+    }
+    Ok(())
+}
+
+/// Gives every pending target of `job` a final status and error.
+pub(crate) async fn settle_pending(
+    conn: &mut AnyConnection,
+    job: &str,
+    status: &str,
+    code: &str,
+    message: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE job_targets SET status = $2, error_code = $3, error_message = $4 \
+         WHERE job_id = $1 AND status IS NULL",
+    )
+    .bind(job)
+    .bind(status)
+    .bind(code)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

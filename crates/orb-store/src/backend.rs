@@ -1,0 +1,158 @@
+//! The two dialects behind the one SQL implementation: connecting (SQLite file and pragmas,
+//! PostgreSQL pool and a fast-failing probe), pool sizes, and the embedded migrations. What it
+//! returns, [`Pools`], goes to the writer (`writer.rs`) and the readers (`query.rs`).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
+
+use crate::{StoreError, StoreUrl};
+
+/// SQLite connections that serve reads (WAL lets them run beside the writer).
+const SQLITE_READERS: u32 = 4;
+/// PostgreSQL connections, shared by readers and the writer (one per batch).
+const POSTGRES_POOL: u32 = 8;
+/// How long opening a PostgreSQL connection may take before the store is unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SQLite waits on a lock held by another process before giving up.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database engine a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// `sqlite` or `postgres`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Connections of an open store. For SQLite, `write` holds the single writing connection and
+/// `read` the readers; for PostgreSQL both are the same pool.
+pub(crate) struct Pools {
+    /// The engine.
+    pub(crate) backend: Backend,
+    /// Where reads go.
+    pub(crate) read: AnyPool,
+    /// Where the writer takes its connection for each batch.
+    pub(crate) write: AnyPool,
+}
+
+impl Pools {
+    /// Closes every connection.
+    pub(crate) async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// A database failure as the API reports it (no driver type leaks).
+pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolClosed => StoreError::Unavailable("the store is closed".to_owned()),
+        e => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Connects and migrates.
+pub(crate) async fn connect(url: &StoreUrl) -> Result<Pools, StoreError> {
+    install_drivers();
+    match url {
+        StoreUrl::Sqlite(path) => connect_sqlite(path, url).await,
+        StoreUrl::Postgres(text) => connect_postgres(text, url).await,
+    }
+}
+
+/// Registers sqlx's drivers with the `Any` driver (once per process).
+pub(crate) fn install_drivers() {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+}
+
+/// Opens (creating when missing) a SQLite file: WAL, `synchronous=FULL`, foreign keys on.
+async fn connect_sqlite(path: &Path, url: &StoreUrl) -> Result<Pools, StoreError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!("cannot {what} {}: {e}", url.redacted()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| fail(&format!("create the folder {} for", dir.display()), &e))?;
+    }
+    create_private_file(path).map_err(|e| fail("create", &e))?;
+    let path = std::path::absolute(path).map_err(|e| fail("resolve", &e))?;
+    let url_text = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).to_url_lossy();
+    let options = AnyConnectOptions::from_url(&url_text).map_err(|e| fail("open", &e))?;
+
+    let write = sqlite_pool(1, true).connect_with(options.clone()).await.map_err(|e| fail("open", &e))?;
+    SQLITE_MIGRATIONS.run(&write).await.map_err(|e| fail("migrate", &e))?;
+    let read = sqlite_pool(SQLITE_READERS, false).connect_with(options).await.map_err(|e| fail("open", &e))?;
+    Ok(Pools { backend: Backend::Sqlite, read, write })
+}
+
+/// Creates the database file readable by its owner only, when it does not exist yet.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    open.open(path).map(drop)
+}
+
+/// SQLite pool options; `writer` also switches the file to WAL (a persistent setting).
+fn sqlite_pool(size: u32, writer: bool) -> AnyPoolOptions {
+    AnyPoolOptions::new().max_connections(size).acquire_timeout(ACQUIRE_TIMEOUT).after_connect(move |conn, _meta| {
+        Box::pin(async move {
+            if writer {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+            }
+            conn.execute("PRAGMA synchronous = FULL").await?;
+            conn.execute("PRAGMA foreign_keys = ON").await?;
+            conn.execute(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}"))).await?;
+            Ok(())
+        })
+    })
+}
+
+/// Connects to PostgreSQL. One probe connection first: the pool retries a refused connection
+/// until its timeout and then only says it timed out, the probe names the real cause.
+async fn connect_postgres(text: &str, url: &StoreUrl) -> Result<Pools, StoreError> {
+    let fail =
+        |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("cannot connect to {}: {e}", url.redacted()));
+    let options = AnyConnectOptions::from_str(text).map_err(|e| fail(&e))?;
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect_with(&options))
+        .await
+        .map_err(|_| fail(&format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|e| fail(&e))?;
+    if let Err(e) = probe.close().await {
+        tracing::debug!(error = %e, "closing the probe connection");
+    }
+    let pool = AnyPoolOptions::new()
+        .max_connections(POSTGRES_POOL)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|e| fail(&e))?;
+    POSTGRES_MIGRATIONS
+        .run(&pool)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot migrate {}: {e}", url.redacted())))?;
+    Ok(Pools { backend: Backend::Postgres, read: pool.clone(), write: pool })
+}

@@ -1,0 +1,32 @@
+//! Store errors: typed for the cases callers act on (not found, conflict, ambiguous prefix, bad
+//! URL); database failures are carried as text, so no driver type leaks through the API.
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The device or job does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The device or job exists already.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A job id prefix matches more than one job.
+    #[error("job id prefix '{prefix}' matches {count} jobs; give more characters")]
+    Ambiguous {
+        /// The prefix given.
+        prefix: String,
+        /// How many jobs it matches (at least 2).
+        count: u64,
+    },
+    /// The store URL is not one this build understands.
+    #[error("bad store url '{url}': {reason}")]
+    BadUrl {
+        /// The URL as given (passwords redacted).
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The database could not be reached, read or written (or its schema could not be migrated).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}

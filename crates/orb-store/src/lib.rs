@@ -1,0 +1,156 @@
+//! orb's persistence. [`Store`] is what the server needs to remember across restarts: the device
+//! registry (credentials, tags, inventory) and the job history. Two backends implement it:
+//! SQLite in the data folder (the embedded default) and PostgreSQL (several nodes later); one
+//! conformance suite (`testkit`) runs against both.
+//!
+//! Writes come in two kinds. Registry changes (`add_device`, `revoke_device`, ...) are committed
+//! before the call returns: when the server reports them, they are on disk. Job records and
+//! connection statistics are [`Record`]s handed to a [`Recorder`] and written in batches by the
+//! store's single writer, off the hot path; [`Store::flush`] waits for everything recorded so far.
+//! Both kinds share that one writer, which commits many operations per transaction (group commit),
+//! so their order is kept.
+//!
+//! # How it is built
+//! One SQL implementation serves both backends, over sqlx's `Any` driver: portable SQL with
+//! `$1, $2, ...` placeholders, times as BIGINT unix milliseconds, tags and command lists as JSON
+//! text, the secret hash as BLOB/BYTEA, flags as BOOLEAN (PostgreSQL) or INTEGER 0/1 (SQLite,
+//! because `Any` cannot read a column declared BOOLEAN there). A private `Backend` enum covers
+//! the few differences: migrations (one folder per backend, embedded), connection setup and
+//! pool sizes. Ordering by device id is done in Rust (byte order), so it does not depend on a
+//! PostgreSQL collation.
+//!
+//! The writer (see `writer.rs`) takes up to 4096 queued ops per transaction; a batch of records
+//! only may linger 20 ms to gather more, awaited writes and flushes never wait. SQLite uses one
+//! writing connection and 4 readers (WAL, `synchronous=FULL`, foreign keys, 5 s busy timeout);
+//! PostgreSQL one pool of 8, the writer taking one connection per batch.
+//!
+//! Modules: `backend` connects and migrates; `writer` is the single writer with group commit;
+//! `apply` (records) and `registry` (awaited writes) hold the write SQL; `query` the reads;
+//! `rows` maps rows to the model; `store` ties them into the [`Store`] implementation that
+//! [`open`] returns; `testkit` (feature `testkit`) is the conformance suite.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod apply;
+mod backend;
+mod error;
+pub mod model;
+mod query;
+mod registry;
+mod rows;
+mod store;
+#[cfg(feature = "testkit")]
+#[allow(clippy::unwrap_used)] // test support: a panic is how a failed check reports
+pub mod testkit;
+mod url;
+mod writer;
+
+pub use error::StoreError;
+pub use model::{
+    Connection, Device, JobEnd, JobRecord, NewDevice, NewJob, NewTarget, Record, Recorder, TargetOutcome, TargetRecord,
+};
+pub use url::StoreUrl;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+/// Opens the store at `url`: connects, creates a SQLite file (and its folder) when missing,
+/// brings the schema up to date, and starts the writer. Call [`Store::close`] before exit.
+///
+/// SQLite runs in WAL mode with `synchronous=FULL`: what the store reports as stored survives
+/// a power loss, and group commit shares each fsync among many writes.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] naming the (redacted) URL when the database cannot be reached,
+/// created or migrated; a PostgreSQL server that does not answer fails within seconds.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
+    let pools = backend::connect(url).await?;
+    tracing::info!(store = %url.redacted(), backend = pools.backend.name(), "store open");
+    Ok(Arc::new(store::SqlStore::start(pools)))
+}
+
+/// The device registry and job history. Object safe: the server holds an `Arc<dyn Store>`.
+///
+/// Reads see every awaited write; batched [`Record`]s become visible after [`Store::flush`].
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Where batched records go (cheap to clone).
+    fn recorder(&self) -> Recorder;
+
+    /// Waits until every record handed to the recorder before this call is committed.
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    /// Every registered device, in id order (the server loads them into memory at start).
+    async fn devices(&self) -> Result<Vec<Device>, StoreError>;
+
+    /// One device.
+    async fn device(&self, id: &str) -> Result<Option<Device>, StoreError>;
+
+    /// Registers a device; committed before it returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the id is registered already (nothing changes).
+    async fn add_device(&self, device: NewDevice) -> Result<Device, StoreError>;
+
+    /// Gives a registered device its own secret (the SHA-256 of it); committed before it returns.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id.
+    async fn set_secret(&self, id: &str, secret_hash: [u8; 32]) -> Result<(), StoreError>;
+
+    /// Disables a device's credential for good (its secret is erased); committed before it returns.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id.
+    async fn revoke_device(&self, id: &str) -> Result<Device, StoreError>;
+
+    /// Forgets a device (its job results stay in the history); committed before it returns.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id.
+    async fn remove_device(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Sets and removes operator tags (removal first, then `set`); committed before it returns.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id.
+    async fn set_operator_tags(
+        &self,
+        id: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<Device, StoreError>;
+
+    /// The most recent jobs, newest first.
+    async fn jobs(&self, limit: u32) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// One job and its targets (in device id order), by full id or unique prefix.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when nothing matches, [`StoreError::Ambiguous`] when the prefix
+    /// matches several jobs.
+    async fn job(&self, id_or_prefix: &str) -> Result<(JobRecord, Vec<TargetRecord>), StoreError>;
+
+    /// Cancels a stored job that no process is running (e.g. after a restart): pending targets
+    /// become `cancelled` and the job `cancelled`. Returns the targets cancelled, in id order.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown job id (full id only).
+    async fn cancel_job(&self, id: &str, at: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+
+    /// At start: jobs a previous process left running end now; their pending targets become
+    /// `timeout` with `message`. Returns how many jobs were ended.
+    async fn recover_jobs(&self, at: DateTime<Utc>, message: &str) -> Result<u64, StoreError>;
+
+    /// Retention: deletes jobs (with their targets) created before `before`, then all but the
+    /// newest `keep` jobs. Returns how many jobs were deleted.
+    async fn prune_jobs(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError>;
+
+    /// Flushes and closes: the writer commits what it holds, connections close.
+    async fn close(&self);
+}

@@ -1,0 +1,246 @@
+//! What the store keeps: devices (registry and inventory), jobs and their targets, and the
+//! batched [`Record`]s the server hands to a [`Recorder`] on its hot paths.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use orb_proto::history::JobPhase;
+use orb_proto::{ErrorBody, Status};
+
+/// A registered device: credential state, tags by source and inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Device id.
+    pub id: String,
+    /// SHA-256 of the device's own secret; `None` for a v1 agent that connects with the shared
+    /// token, and after revocation.
+    pub secret_hash: Option<[u8; 32]>,
+    /// An operator revoked the credential: the device may not connect.
+    pub revoked: bool,
+    /// Tags the agent reported in its last hello.
+    pub reported_tags: BTreeMap<String, String>,
+    /// Tags set by operators (they win over reported ones).
+    pub operator_tags: BTreeMap<String, String>,
+    /// Agent software of the last hello.
+    pub agent_version: Option<String>,
+    /// Commands declared in the last hello.
+    pub commands: Vec<String>,
+    /// When it was registered.
+    pub registered_at: DateTime<Utc>,
+    /// Its first connection.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// The last time it was heard from (connect, disconnect, or a periodic mark while connected).
+    pub last_seen: Option<DateTime<Utc>>,
+    /// When its last connection ended.
+    pub last_disconnect: Option<DateTime<Utc>>,
+    /// Peer address of its last connection.
+    pub last_remote_addr: Option<String>,
+    /// User agent of its last connection.
+    pub user_agent: Option<String>,
+    /// Transport of its last connection (`tcp`, `ws`).
+    pub transport: Option<String>,
+    /// Connections since registration.
+    pub connections: u64,
+    /// Connections that began within [`FLAP_WINDOW_MS`] of the previous disconnection.
+    pub flaps: u64,
+}
+
+/// A reconnection sooner than this after a disconnection counts as a flap.
+pub const FLAP_WINDOW_MS: i64 = 60_000;
+
+impl Device {
+    /// Effective tags: reported ones overridden by operator ones.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        let mut t = self.reported_tags.clone();
+        t.extend(self.operator_tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        t
+    }
+}
+
+/// A device to register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDevice {
+    /// Device id (validated by the caller).
+    pub id: String,
+    /// SHA-256 of its secret, when it gets one.
+    pub secret_hash: Option<[u8; 32]>,
+    /// Operator tags from the start.
+    pub operator_tags: BTreeMap<String, String>,
+    /// Registration time.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// A device connected (batched): updates its inventory, counts the connection and a flap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// Device id.
+    pub id: String,
+    /// When the session was established.
+    pub at: DateTime<Utc>,
+    /// Peer address.
+    pub remote_addr: String,
+    /// WebSocket `User-Agent`, else the agent software.
+    pub user_agent: Option<String>,
+    /// Agent software from hello.
+    pub agent_version: Option<String>,
+    /// Declared commands from hello.
+    pub commands: Vec<String>,
+    /// Reported tags from hello (replace the stored reported tags).
+    pub reported_tags: BTreeMap<String, String>,
+    /// `tcp` or `ws`.
+    pub transport: String,
+}
+
+/// A job to store, with its targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// Job id (UUID v7 text).
+    pub id: String,
+    /// Requester's session name.
+    pub requester: String,
+    /// Selector as given.
+    pub selector: String,
+    /// Command name.
+    pub command: String,
+    /// Arguments as JSON text, `None` when absent.
+    pub args: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Deadline.
+    pub deadline_at: DateTime<Utc>,
+    /// Targets in device id order.
+    pub targets: Vec<NewTarget>,
+}
+
+/// One target of a new job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTarget {
+    /// Device id.
+    pub device: String,
+    /// `None` while pending; `Some(Offline)` for a target that was not connected, and so on.
+    pub status: Option<Status>,
+    /// The error of a target that ended at once (offline, slow consumer).
+    pub error: Option<ErrorBody>,
+}
+
+/// One target's outcome (batched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetOutcome {
+    /// Job id.
+    pub job: String,
+    /// Device id.
+    pub device: String,
+    /// Final status.
+    pub status: Status,
+    /// Result JSON text (status ok).
+    pub result: Option<String>,
+    /// Error (other statuses).
+    pub error: Option<ErrorBody>,
+    /// Milliseconds from dispatch to answer.
+    pub elapsed_ms: Option<u64>,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
+    /// The answer came after the deadline: it replaces a `timeout` (never another status) and is
+    /// marked late. Otherwise it only settles a pending target.
+    pub late: bool,
+}
+
+/// A job ended (batched): its state, and what its still-pending targets become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEnd {
+    /// Job id.
+    pub job: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `done` or `cancelled`.
+    pub state: JobPhase,
+    /// Status and error given to every target still pending (`timeout`, `cancelled`).
+    pub pending_become: Option<(Status, ErrorBody)>,
+}
+
+/// A write that is batched off the hot path. Losing the last batch on `kill -9` is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A device connected.
+    Connected(Connection),
+    /// A device's session ended.
+    Disconnected {
+        /// Device id.
+        id: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A connected device was heard from (moves `last_seen` forward only).
+    Seen {
+        /// Device id.
+        id: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A job was submitted.
+    JobCreated(NewJob),
+    /// A target settled.
+    TargetSettled(TargetOutcome),
+    /// A job ended.
+    JobEnded(JobEnd),
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// Requester's session name.
+    pub requester: String,
+    /// Selector as given.
+    pub selector: String,
+    /// Command name.
+    pub command: String,
+    /// Arguments as JSON text.
+    pub args: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Deadline.
+    pub deadline_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Running, done or cancelled.
+    pub state: JobPhase,
+    /// Number of targets.
+    pub targets: u64,
+    /// Count per final status (only statuses with at least one target).
+    pub summary: BTreeMap<Status, u64>,
+}
+
+/// A stored target of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetRecord {
+    /// Device id.
+    pub device: String,
+    /// Final status; `None` while pending.
+    pub status: Option<Status>,
+    /// Result JSON text.
+    pub result: Option<String>,
+    /// Error.
+    pub error: Option<ErrorBody>,
+    /// Milliseconds from dispatch to answer.
+    pub elapsed_ms: Option<u64>,
+    /// The answer arrived after the deadline.
+    pub late: bool,
+}
+
+/// Hands batched [`Record`]s to the store's writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    pub(crate) tx: tokio::sync::mpsc::Sender<crate::writer::Op>,
+}
+
+impl Recorder {
+    /// Queues a record for the next batch. Waits only when the writer is far behind (its queue
+    /// is bounded); a store that has been closed logs and drops the record.
+    pub async fn record(&self, record: Record) {
+        if self.tx.send(crate::writer::Op::Record(record)).await.is_err() {
+            tracing::warn!("store closed; a record was not written");
+        }
+    }
+}

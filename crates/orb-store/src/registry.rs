@@ -1,0 +1,170 @@
+//! The SQL for awaited writes ([`Write`]): registry changes (add, secret, revoke, remove,
+//! operator tags) and job administration (cancel, recover, prune). Run by the writer
+//! (`writer.rs`) inside its batch transaction. Every refusal (`NotFound`, `Conflict`) is decided
+//! before the first change, so a refused write changes nothing; SQL failures go back to the
+//! writer as `sqlx::Error`.
+
+use chrono::{DateTime, Utc};
+use orb_proto::ErrorCode;
+use sqlx::AnyConnection;
+
+use crate::apply::settle_pending;
+use crate::rows::{self, DEVICE_COLUMNS, map_json, ms};
+use crate::writer::{Write, Written};
+use crate::{Device, NewDevice, StoreError};
+
+/// What the inner `Result` of [`write`] carries: the answer, or a refusal for the caller.
+type Answer = Result<Written, StoreError>;
+
+/// Applies one awaited write.
+pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Answer, sqlx::Error> {
+    match write {
+        Write::AddDevice(device) => add_device(conn, device).await,
+        Write::SetSecret { id, hash } => {
+            let done = sqlx::query("UPDATE devices SET secret_hash = $2 WHERE id = $1")
+                .bind(id)
+                .bind(hash.to_vec())
+                .execute(conn)
+                .await?;
+            Ok(if done.rows_affected() == 0 { Err(no_device(id)) } else { Ok(Written::Nothing) })
+        }
+        Write::Revoke(id) => {
+            let done = sqlx::query("UPDATE devices SET revoked = TRUE, secret_hash = NULL WHERE id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Ok(Err(no_device(id)));
+            }
+            reread(conn, id).await
+        }
+        Write::Remove(id) => {
+            let done = sqlx::query("DELETE FROM devices WHERE id = $1").bind(id).execute(conn).await?;
+            Ok(if done.rows_affected() == 0 { Err(no_device(id)) } else { Ok(Written::Nothing) })
+        }
+        Write::SetOperatorTags { id, set, remove } => {
+            let row = sqlx::query("SELECT operator_tags FROM devices WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some(row) = row else { return Ok(Err(no_device(id))) };
+            let text: String = sqlx::Row::try_get(&row, "operator_tags")?;
+            let mut tags = match rows::parse_map(&text, "operator_tags") {
+                Ok(tags) => tags,
+                Err(e) => return Ok(Err(e)),
+            };
+            for key in remove {
+                tags.remove(key);
+            }
+            tags.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            sqlx::query("UPDATE devices SET operator_tags = $2 WHERE id = $1")
+                .bind(id)
+                .bind(map_json(&tags))
+                .execute(&mut *conn)
+                .await?;
+            reread(conn, id).await
+        }
+        Write::CancelJob { id, at } => cancel_job(conn, id, *at).await,
+        Write::RecoverJobs { at, message } => recover_jobs(conn, *at, message).await,
+        Write::PruneJobs { before, keep } => prune_jobs(conn, *before, *keep).await,
+    }
+}
+
+fn no_device(id: &str) -> StoreError {
+    StoreError::NotFound(format!("device {id}"))
+}
+
+/// Reads one device inside the writer's transaction.
+pub(crate) async fn device(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<Result<Device, StoreError>>, sqlx::Error> {
+    let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await?;
+    Ok(row.as_ref().map(rows::device))
+}
+
+/// The device as it is now in the transaction, as a write's answer.
+async fn reread(conn: &mut AnyConnection, id: &str) -> Result<Answer, sqlx::Error> {
+    Ok(match device(conn, id).await? {
+        Some(device) => device.map(|d| Written::Device(Box::new(d))),
+        None => Err(no_device(id)),
+    })
+}
+
+async fn add_device(conn: &mut AnyConnection, new: &NewDevice) -> Result<Answer, sqlx::Error> {
+    let exists = sqlx::query("SELECT id FROM devices WHERE id = $1").bind(&new.id).fetch_optional(&mut *conn).await?;
+    if exists.is_some() {
+        return Ok(Err(StoreError::Conflict(format!("device {}", new.id))));
+    }
+    sqlx::query("INSERT INTO devices (id, secret_hash, operator_tags, registered_at) VALUES ($1, $2, $3, $4)")
+        .bind(&new.id)
+        .bind(new.secret_hash.map(|h| h.to_vec()))
+        .bind(map_json(&new.operator_tags))
+        .bind(ms(new.registered_at))
+        .execute(&mut *conn)
+        .await?;
+    reread(conn, &new.id).await
+}
+
+async fn cancel_job(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
+    let row = sqlx::query("SELECT state FROM jobs WHERE id = $1").bind(id).fetch_optional(&mut *conn).await?;
+    let Some(row) = row else { return Ok(Err(StoreError::NotFound(format!("job {id}")))) };
+    let state: String = sqlx::Row::try_get(&row, "state")?;
+    if state != orb_proto::history::JobPhase::Running.as_str() {
+        return Ok(Ok(Written::Ids(Vec::new())));
+    }
+    let pending = sqlx::query("SELECT device_id FROM job_targets WHERE job_id = $1 AND status IS NULL")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut ids =
+        pending.iter().map(|row| sqlx::Row::try_get::<String, _>(row, "device_id")).collect::<Result<Vec<_>, _>>()?;
+    ids.sort_unstable();
+    settle_pending(conn, id, "cancelled", "cancelled", "the job was cancelled").await?;
+    sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(ms(at))
+        .execute(&mut *conn)
+        .await?;
+    Ok(Ok(Written::Ids(ids)))
+}
+
+async fn recover_jobs(conn: &mut AnyConnection, at: DateTime<Utc>, message: &str) -> Result<Answer, sqlx::Error> {
+    sqlx::query(
+        "UPDATE job_targets SET status = 'timeout', error_code = $1, error_message = $2 \
+         WHERE status IS NULL AND job_id IN (SELECT id FROM jobs WHERE state = 'running')",
+    )
+    .bind(ErrorCode::Timeout.as_str())
+    .bind(message)
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query("UPDATE jobs SET state = 'done', finished_at = $1 WHERE state = 'running'")
+        .bind(ms(at))
+        .execute(conn)
+        .await?;
+    Ok(Ok(Written::Count(done.rows_affected())))
+}
+
+async fn prune_jobs(conn: &mut AnyConnection, before: DateTime<Utc>, keep: u64) -> Result<Answer, sqlx::Error> {
+    // Targets are deleted explicitly (not only by ON DELETE CASCADE), so pruning does not depend
+    // on a connection's foreign-key setting.
+    sqlx::query("DELETE FROM job_targets WHERE job_id IN (SELECT id FROM jobs WHERE created_at < $1)")
+        .bind(ms(before))
+        .execute(&mut *conn)
+        .await?;
+    let old = sqlx::query("DELETE FROM jobs WHERE created_at < $1").bind(ms(before)).execute(&mut *conn).await?;
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let newest = "SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1";
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM job_targets WHERE job_id IN (SELECT id FROM jobs WHERE id NOT IN ({newest}))"
+    )))
+    .bind(keep)
+    .execute(&mut *conn)
+    .await?;
+    let extra = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM jobs WHERE id NOT IN ({newest})")))
+        .bind(keep)
+        .execute(conn)
+        .await?;
+    Ok(Ok(Written::Count(old.rows_affected() + extra.rows_affected())))
+}

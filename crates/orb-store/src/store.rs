@@ -1,0 +1,162 @@
+//! [`SqlStore`], the one [`Store`] implementation: writes go to the writer task (`writer.rs`)
+//! and wait for its commit, reads go to the read pool (`query.rs`). `close` flushes, stops the
+//! writer and closes the pools; every call after it is `Unavailable`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::backend::Pools;
+use crate::writer::{self, Op, Write, Written};
+use crate::{Device, JobRecord, NewDevice, Recorder, Store, StoreError, TargetRecord, query};
+
+/// A store over SQLite or PostgreSQL.
+pub(crate) struct SqlStore {
+    pools: Pools,
+    tx: mpsc::Sender<Op>,
+    writer_task: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl SqlStore {
+    /// Starts the writer over `pools`.
+    pub(crate) fn start(pools: Pools) -> SqlStore {
+        let (tx, task) = writer::spawn(pools.write.clone());
+        SqlStore { pools, tx, writer_task: Mutex::new(Some(task)), closed: AtomicBool::new(false) }
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) { Err(writer::closed()) } else { Ok(()) }
+    }
+
+    async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        self.check_open()?;
+        writer::write(&self.tx, write).await
+    }
+
+    async fn write_device(&self, write: Write) -> Result<Device, StoreError> {
+        match self.write(write).await? {
+            Written::Device(device) => Ok(*device),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn write_nothing(&self, write: Write) -> Result<(), StoreError> {
+        match self.write(write).await? {
+            Written::Nothing => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn write_count(&self, write: Write) -> Result<u64, StoreError> {
+        match self.write(write).await? {
+            Written::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// A writer answer of the wrong shape: a bug, reported rather than panicking.
+fn unexpected(answer: &Written) -> StoreError {
+    StoreError::Unavailable(format!("internal error: unexpected store answer {answer:?}"))
+}
+
+#[async_trait::async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.pools.backend.name()
+    }
+
+    fn recorder(&self) -> Recorder {
+        Recorder { tx: self.tx.clone() }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.check_open()?;
+        writer::flush(&self.tx).await
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        self.check_open()?;
+        query::devices(&self.pools.read).await
+    }
+
+    async fn device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        self.check_open()?;
+        query::device(&self.pools.read, id).await
+    }
+
+    async fn add_device(&self, device: NewDevice) -> Result<Device, StoreError> {
+        self.write_device(Write::AddDevice(device)).await
+    }
+
+    async fn set_secret(&self, id: &str, secret_hash: [u8; 32]) -> Result<(), StoreError> {
+        self.write_nothing(Write::SetSecret { id: id.to_owned(), hash: secret_hash }).await
+    }
+
+    async fn revoke_device(&self, id: &str) -> Result<Device, StoreError> {
+        self.write_device(Write::Revoke(id.to_owned())).await
+    }
+
+    async fn remove_device(&self, id: &str) -> Result<(), StoreError> {
+        self.write_nothing(Write::Remove(id.to_owned())).await
+    }
+
+    async fn set_operator_tags(
+        &self,
+        id: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<Device, StoreError> {
+        let write = Write::SetOperatorTags { id: id.to_owned(), set: set.clone(), remove: remove.to_vec() };
+        self.write_device(write).await
+    }
+
+    async fn jobs(&self, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+        self.check_open()?;
+        query::jobs(&self.pools.read, limit).await
+    }
+
+    async fn job(&self, id_or_prefix: &str) -> Result<(JobRecord, Vec<TargetRecord>), StoreError> {
+        self.check_open()?;
+        query::job(&self.pools.read, id_or_prefix).await
+    }
+
+    async fn cancel_job(&self, id: &str, at: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        match self.write(Write::CancelJob { id: id.to_owned(), at }).await? {
+            Written::Ids(ids) => Ok(ids),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn recover_jobs(&self, at: DateTime<Utc>, message: &str) -> Result<u64, StoreError> {
+        self.write_count(Write::RecoverJobs { at, message: message.to_owned() }).await
+    }
+
+    async fn prune_jobs(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError> {
+        self.write_count(Write::PruneJobs { before, keep }).await
+    }
+
+    async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.tx.send(Op::Close(done_tx)).await.is_ok() {
+            // The writer commits everything queued before the close, then answers.
+            let _ = done_rx.await;
+        }
+        let task = self.writer_task.lock().ok().and_then(|mut task| task.take());
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the store writer ended abnormally");
+        }
+        self.pools.close().await;
+        tracing::info!(backend = self.pools.backend.name(), "store closed");
+    }
+}

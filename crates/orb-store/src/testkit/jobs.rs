@@ -1,0 +1,316 @@
+//! Conformance cases for the job history: creation, settling (late results), ending, listing
+//! with summaries, lookup by prefix, cancel, recovery, pruning and a 10,000-target job. Run per
+//! backend by `conformance_tests!`.
+
+use std::collections::BTreeMap;
+
+use orb_proto::history::JobPhase;
+use orb_proto::{ErrorBody, ErrorCode, Status};
+
+use super::devices::job;
+use super::{Harness, t};
+use crate::{JobEnd, NewJob, NewTarget, Record, Recorder, StoreError, TargetOutcome};
+
+fn pending(device: &str) -> NewTarget {
+    NewTarget { device: device.to_owned(), status: None, error: None }
+}
+
+fn offline(device: &str) -> NewTarget {
+    let error = ErrorBody::new(ErrorCode::DeviceOffline, format!("device {device} is not connected"));
+    NewTarget { device: device.to_owned(), status: Some(Status::Offline), error: Some(error) }
+}
+
+fn outcome(job: &str, device: &str, status: Status, late: bool) -> TargetOutcome {
+    let (result, error) = match status {
+        Status::Ok => (Some(format!(r#"{{"from":"{device}"}}"#)), None),
+        other => (None, Some(ErrorBody::new(ErrorCode::HandlerError, format!("{other} from {device}")))),
+    };
+    TargetOutcome {
+        job: job.to_owned(),
+        device: device.to_owned(),
+        status,
+        result,
+        error,
+        elapsed_ms: Some(15),
+        at: t(500),
+        late,
+    }
+}
+
+fn end(job: &str, at: i64, state: JobPhase, pending_become: Option<(Status, ErrorBody)>) -> Record {
+    Record::JobEnded(JobEnd { job: job.to_owned(), at: t(at), state, pending_become })
+}
+
+async fn create(rec: &Recorder, id: &str, at: i64, targets: Vec<NewTarget>) {
+    rec.record(Record::JobCreated(NewJob { targets, ..job(id, at) })).await;
+}
+
+fn summary(pairs: &[(Status, u64)]) -> BTreeMap<Status, u64> {
+    pairs.iter().copied().collect()
+}
+
+/// Pending and offline targets, settled in time and late: a late answer replaces only a
+/// `timeout` (or a pending target), never `ok`, `error` or `offline`.
+pub async fn job_created_and_settled(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let j = "job-settle";
+    create(&rec, j, 0, vec![pending("a"), pending("b"), offline("c"), pending("d"), pending("e")]).await;
+    s.flush().await.unwrap();
+    let (record, targets) = s.job(j).await.unwrap();
+    assert_eq!(record, crate::JobRecord { targets: 5, summary: summary(&[(Status::Offline, 1)]), ..stored(j, 0) });
+    let devices: Vec<_> = targets.iter().map(|t| t.device.as_str()).collect();
+    assert_eq!(devices, ["a", "b", "c", "d", "e"]);
+    assert_eq!(
+        targets[0],
+        crate::TargetRecord {
+            device: "a".into(),
+            status: None,
+            result: None,
+            error: None,
+            elapsed_ms: None,
+            late: false
+        }
+    );
+    assert_eq!(targets[2].status, Some(Status::Offline));
+    assert_eq!(targets[2].error.as_ref().map(|e| e.code.clone()), Some(ErrorCode::DeviceOffline));
+
+    rec.record(Record::TargetSettled(outcome(j, "a", Status::Ok, false))).await;
+    rec.record(Record::TargetSettled(outcome(j, "b", Status::Error, false))).await;
+    rec.record(Record::TargetSettled(outcome(j, "a", Status::Error, false))).await; // settled already
+    let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer before the deadline");
+    rec.record(end(j, 1_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
+    rec.record(Record::TargetSettled(outcome(j, "d", Status::Ok, true))).await; // replaces timeout
+    rec.record(Record::TargetSettled(outcome(j, "a", Status::Error, true))).await; // never over ok
+    rec.record(Record::TargetSettled(outcome(j, "b", Status::Ok, true))).await; // never over error
+    rec.record(Record::TargetSettled(outcome(j, "c", Status::Ok, true))).await; // never over offline
+    s.flush().await.unwrap();
+
+    let (record, targets) = s.job(j).await.unwrap();
+    assert_eq!((record.state, record.finished_at), (JobPhase::Done, Some(t(1_000))));
+    let want = summary(&[(Status::Ok, 2), (Status::Error, 1), (Status::Offline, 1), (Status::Timeout, 1)]);
+    assert_eq!(record.summary, want);
+    let a = &targets[0];
+    assert_eq!(
+        (a.status, a.result.as_deref(), a.elapsed_ms, a.late),
+        (Some(Status::Ok), Some(r#"{"from":"a"}"#), Some(15), false)
+    );
+    assert_eq!(targets[1].status, Some(Status::Error));
+    assert_eq!(targets[1].error.as_ref().map(|e| e.message.as_str()), Some("error from b"));
+    assert!(!targets[1].late);
+    assert_eq!(targets[2].status, Some(Status::Offline));
+    let d = &targets[3];
+    assert_eq!((d.status, d.late, d.error.as_ref()), (Some(Status::Ok), true, None));
+    assert_eq!((targets[4].status, targets[4].error.as_ref()), (Some(Status::Timeout), Some(&timeout)));
+    assert_eq!(s.jobs(10).await.unwrap()[0].summary, want, "the list and the detail agree");
+}
+
+/// `JobEnded` gives still-pending targets the status it names, and without one leaves them.
+pub async fn job_ended_settles_pending(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    create(&rec, "job-c", 0, vec![pending("a"), pending("b")]).await;
+    create(&rec, "job-n", 1, vec![pending("a")]).await;
+    rec.record(Record::TargetSettled(outcome("job-c", "a", Status::Ok, false))).await;
+    let cancelled = ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled");
+    rec.record(end("job-c", 50, JobPhase::Cancelled, Some((Status::Cancelled, cancelled.clone())))).await;
+    rec.record(end("job-n", 60, JobPhase::Done, None)).await;
+    rec.record(Record::TargetSettled(outcome("job-c", "b", Status::Ok, true))).await; // never over cancelled
+    s.flush().await.unwrap();
+
+    let (record, targets) = s.job("job-c").await.unwrap();
+    assert_eq!((record.state, record.finished_at), (JobPhase::Cancelled, Some(t(50))));
+    assert_eq!(targets[0].status, Some(Status::Ok));
+    assert_eq!(
+        (targets[1].status, targets[1].error.as_ref(), targets[1].late),
+        (Some(Status::Cancelled), Some(&cancelled), false)
+    );
+    let (record, targets) = s.job("job-n").await.unwrap();
+    assert_eq!((record.state, targets[0].status), (JobPhase::Done, None));
+    assert!(record.summary.is_empty());
+}
+
+/// `jobs` lists newest first (ties by id, descending), honours the limit and summarises.
+pub async fn jobs_ordering_limit_summary(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    assert!(s.jobs(10).await.unwrap().is_empty());
+    create(&rec, "job-1", 1_000, vec![pending("a"), offline("b")]).await;
+    create(&rec, "job-2", 2_000, vec![offline("a"), offline("b"), pending("c")]).await;
+    create(&rec, "job-3a", 3_000, vec![pending("a")]).await;
+    create(&rec, "job-3b", 3_000, vec![]).await;
+    create(&rec, "job-4", 4_000, vec![pending("a")]).await;
+    rec.record(Record::TargetSettled(outcome("job-4", "a", Status::Ok, false))).await;
+    s.flush().await.unwrap();
+
+    let ids = |jobs: &[crate::JobRecord]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+    let all = s.jobs(100).await.unwrap();
+    assert_eq!(ids(&all), ["job-4", "job-3b", "job-3a", "job-2", "job-1"]);
+    assert_eq!(ids(&s.jobs(3).await.unwrap()), ["job-4", "job-3b", "job-3a"]);
+    assert!(s.jobs(0).await.unwrap().is_empty());
+    assert_eq!(all[0].summary, summary(&[(Status::Ok, 1)]));
+    assert!(all[1].summary.is_empty() && all[2].summary.is_empty());
+    assert_eq!((all[3].targets, &all[3].summary), (3, &summary(&[(Status::Offline, 2)])));
+    assert_eq!(all[4].summary, summary(&[(Status::Offline, 1)]));
+    assert_eq!(
+        all[4],
+        crate::JobRecord { targets: 2, summary: summary(&[(Status::Offline, 1)]), ..stored("job-1", 1_000) }
+    );
+}
+
+/// `job` by full id, unique prefix; ambiguous and unknown prefixes; wildcards are literal.
+pub async fn job_by_id_or_prefix(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let ids = [
+        "0198aaaa-0000-7000-8000-000000000001",
+        "0198aaaa-0000-7000-8000-000000000002",
+        "0198bbbb-0000-7000-8000-000000000003",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        create(&rec, id, i64::try_from(i).unwrap(), vec![pending("a")]).await;
+    }
+    create(&rec, "0198aaaa", 10, vec![]).await; // a full id that is also a prefix of others
+    s.flush().await.unwrap();
+
+    assert_eq!(s.job(ids[0]).await.unwrap().0.id, ids[0]);
+    assert_eq!(s.job("0198aaaa").await.unwrap().0.id, "0198aaaa", "an exact id wins over prefixes");
+    assert_eq!(s.job("0198b").await.unwrap().0.id, ids[2]);
+    let (record, targets) = s.job("0198aaaa-0000-7000-8000-000000000002").await.unwrap();
+    assert_eq!((record.id.as_str(), targets.len()), (ids[1], 1));
+    match s.job("0198aaaa-").await {
+        Err(StoreError::Ambiguous { prefix, count }) => assert_eq!((prefix.as_str(), count), ("0198aaaa-", 2)),
+        other => panic!("expected ambiguous, got {other:?}"),
+    }
+    assert!(matches!(s.job("0198").await, Err(StoreError::Ambiguous { count: 4, .. })));
+    for unknown in ["ffff", "0198_", "%", "0198aaaa-0000-7000-8000-0000000000019", ""] {
+        assert!(matches!(s.job(unknown).await, Err(StoreError::NotFound(_))), "{unknown:?}");
+    }
+}
+
+/// `cancel_job`: a running job's pending targets are cancelled; a finished job is left alone;
+/// an unknown (or merely prefixed) id is `NotFound`.
+pub async fn cancel_job_by_state(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    create(&rec, "job-run", 0, vec![pending("b"), pending("a"), pending("c"), offline("d")]).await;
+    rec.record(Record::TargetSettled(outcome("job-run", "c", Status::Ok, false))).await;
+    create(&rec, "job-done", 1, vec![pending("a")]).await;
+    rec.record(end("job-done", 5, JobPhase::Done, None)).await;
+    s.flush().await.unwrap();
+
+    assert_eq!(s.cancel_job("job-run", t(100)).await.unwrap(), ["a", "b"]);
+    let (record, targets) = s.job("job-run").await.unwrap();
+    assert_eq!((record.state, record.finished_at), (JobPhase::Cancelled, Some(t(100))));
+    for target in &targets[..2] {
+        assert_eq!(target.status, Some(Status::Cancelled));
+        let error = target.error.as_ref().unwrap();
+        assert_eq!((error.code.as_str(), error.message.as_str()), ("cancelled", "the job was cancelled"));
+    }
+    assert_eq!(targets[2].status, Some(Status::Ok));
+    assert_eq!(targets[3].status, Some(Status::Offline));
+    assert!(s.cancel_job("job-run", t(200)).await.unwrap().is_empty(), "not running any more");
+    assert_eq!(s.job("job-run").await.unwrap().0.finished_at, Some(t(100)));
+
+    let before = s.job("job-done").await.unwrap();
+    assert!(s.cancel_job("job-done", t(100)).await.unwrap().is_empty());
+    assert_eq!(s.job("job-done").await.unwrap(), before);
+    assert!(matches!(s.cancel_job("job-ghost", t(1)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.cancel_job("job-d", t(1)).await, Err(StoreError::NotFound(_))), "full ids only");
+}
+
+/// `recover_jobs` ends every running job: pending targets time out with the message.
+pub async fn recover_jobs_ends_running(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    create(&rec, "job-r1", 0, vec![pending("a"), pending("b")]).await;
+    rec.record(Record::TargetSettled(outcome("job-r1", "a", Status::Ok, false))).await;
+    create(&rec, "job-r2", 1, vec![pending("a")]).await;
+    create(&rec, "job-f", 2, vec![pending("a")]).await;
+    rec.record(end("job-f", 3, JobPhase::Done, None)).await;
+    s.flush().await.unwrap();
+    let finished = s.job("job-f").await.unwrap();
+
+    assert_eq!(s.recover_jobs(t(1_000), "the server restarted").await.unwrap(), 2);
+    let (record, targets) = s.job("job-r1").await.unwrap();
+    assert_eq!((record.state, record.finished_at), (JobPhase::Done, Some(t(1_000))));
+    assert_eq!(targets[0].status, Some(Status::Ok));
+    assert_eq!(targets[1].status, Some(Status::Timeout));
+    assert_eq!(targets[1].error, Some(ErrorBody::new(ErrorCode::Timeout, "the server restarted")));
+    assert_eq!(s.job("job-r2").await.unwrap().0.summary, summary(&[(Status::Timeout, 1)]));
+    assert_eq!(s.job("job-f").await.unwrap(), finished, "a finished job is not touched");
+    assert_eq!(s.recover_jobs(t(2_000), "again").await.unwrap(), 0);
+}
+
+/// `prune_jobs` by age, then by count; targets go with their jobs.
+pub async fn prune_jobs_by_age_and_count(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    for i in 1..=6 {
+        create(&rec, &format!("job-{i}"), i * 1_000, vec![pending("a"), pending("b")]).await;
+    }
+    s.flush().await.unwrap();
+    assert_eq!(s.prune_jobs(t(3_000), 100).await.unwrap(), 2);
+    let left = |jobs: Vec<crate::JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(left(s.jobs(10).await.unwrap()), ["job-6", "job-5", "job-4", "job-3"]);
+    assert!(matches!(s.job("job-1").await, Err(StoreError::NotFound(_))));
+    assert_eq!(s.prune_jobs(t(0), 2).await.unwrap(), 2);
+    assert_eq!(left(s.jobs(10).await.unwrap()), ["job-6", "job-5"]);
+    assert_eq!(s.prune_jobs(t(0), 2).await.unwrap(), 0);
+
+    // Recreating a pruned id works only if its targets went with it (their key would clash).
+    create(&rec, "job-1", 7_000, vec![pending("a"), pending("b")]).await;
+    s.flush().await.unwrap();
+    let (record, targets) = s.job("job-1").await.unwrap();
+    assert_eq!((record.created_at, targets.len()), (t(7_000), 2));
+    assert_eq!(s.prune_jobs(t(0), 0).await.unwrap(), 3);
+    assert!(s.jobs(10).await.unwrap().is_empty());
+}
+
+/// A 10,000-target job is stored, listed and settled in full.
+pub async fn big_job_round_trip(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let targets: Vec<_> = (0..10_000)
+        .map(|i| if i % 10 == 0 { offline(&format!("d{i:05}")) } else { pending(&format!("d{i:05}")) })
+        .collect();
+    create(&rec, "job-big", 0, targets).await;
+    s.flush().await.unwrap();
+    let (record, targets) = s.job("job-big").await.unwrap();
+    assert_eq!((record.targets, targets.len()), (10_000, 10_000));
+    assert_eq!(record.summary, summary(&[(Status::Offline, 1_000)]));
+    assert!(targets.windows(2).all(|w| w[0].device < w[1].device));
+    assert_eq!(targets[9_999].device, "d09999");
+
+    for i in (1..10_000).filter(|i| i % 2 == 1) {
+        rec.record(Record::TargetSettled(outcome("job-big", &format!("d{i:05}"), Status::Ok, false))).await;
+    }
+    rec.record(end(
+        "job-big",
+        9_000,
+        JobPhase::Done,
+        Some((Status::Timeout, ErrorBody::new(ErrorCode::Timeout, "late"))),
+    ))
+    .await;
+    s.flush().await.unwrap();
+    let listed = s.jobs(1).await.unwrap();
+    assert_eq!(listed[0].summary, summary(&[(Status::Ok, 5_000), (Status::Offline, 1_000), (Status::Timeout, 4_000)]));
+}
+
+/// How `job(id, at)` reads back before any target settles.
+fn stored(id: &str, at: i64) -> crate::JobRecord {
+    let new = job(id, at);
+    crate::JobRecord {
+        id: new.id,
+        requester: new.requester,
+        selector: new.selector,
+        command: new.command,
+        args: new.args,
+        created_at: new.created_at,
+        deadline_at: new.deadline_at,
+        finished_at: None,
+        state: JobPhase::Running,
+        targets: 0,
+        summary: BTreeMap::new(),
+    }
+}

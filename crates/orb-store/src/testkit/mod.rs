@@ -1,0 +1,149 @@
+//! The store conformance suite (feature `testkit`): every [`Store`] behaviour the server relies
+//! on, as `pub async fn` cases over a [`Harness`], run against each backend by
+//! [`conformance_tests!`](crate::conformance_tests), plus throwaway databases ([`TempSqlite`],
+//! [`TempPostgres`]) other crates' tests can use.
+//!
+//! ```ignore
+//! mod sqlite { orb_store::conformance_tests!(sqlite); }
+//! mod postgres { orb_store::conformance_tests!(postgres); } // needs ORB_TEST_POSTGRES_URL
+//! ```
+//! Each case becomes its own `#[tokio::test]`, so a failure names the case and the backend.
+//! PostgreSQL cases print a line and pass when `ORB_TEST_POSTGRES_URL` is unset, and panic when
+//! it is unset under `CI=true`.
+
+mod devices;
+mod jobs;
+mod temp;
+
+pub use devices::*;
+pub use jobs::*;
+pub use temp::{POSTGRES_URL_VAR, TempPostgres, TempSqlite};
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use crate::{NewDevice, Store, StoreUrl};
+
+/// One case's store, on a throwaway database, which it can close and open again.
+pub struct Harness {
+    url: StoreUrl,
+    store: Mutex<Arc<dyn Store>>,
+    _sqlite: Option<TempSqlite>,
+    postgres: Option<TempPostgres>,
+}
+
+impl Harness {
+    /// A store on a fresh SQLite file (never skipped; `case` names the test).
+    ///
+    /// # Panics
+    /// When the store cannot be opened.
+    pub async fn sqlite(_case: &str) -> Option<Harness> {
+        let temp = TempSqlite::new();
+        let url = temp.url();
+        let store = open(&url).await;
+        Some(Harness { url, store: Mutex::new(store), _sqlite: Some(temp), postgres: None })
+    }
+
+    /// A store on a fresh PostgreSQL database; `None` (after printing why) when
+    /// `ORB_TEST_POSTGRES_URL` is unset.
+    ///
+    /// # Panics
+    /// When the variable is unset under `CI=true`, or the store cannot be opened.
+    pub async fn postgres(case: &str) -> Option<Harness> {
+        let Some(temp) = TempPostgres::create().await else {
+            eprintln!("skipped postgres::{case}: {POSTGRES_URL_VAR} is not set");
+            return None;
+        };
+        let url = temp.url();
+        let store = open(&url).await;
+        Some(Harness { url, store: Mutex::new(store), _sqlite: None, postgres: Some(temp) })
+    }
+
+    /// The current store.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The database URL.
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    /// Closes the current store and opens a new one on the same database (a restart).
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        self.store().close().await;
+        let store = open(&self.url).await;
+        *self.store.lock().unwrap_or_else(|e| e.into_inner()) = store.clone();
+        store
+    }
+
+    /// Closes the store and drops the database.
+    pub async fn finish(self) {
+        self.store().close().await;
+        if let Some(pg) = self.postgres {
+            pg.drop_db().await;
+        }
+    }
+}
+
+async fn open(url: &StoreUrl) -> Arc<dyn Store> {
+    crate::open(url).await.unwrap_or_else(|e| panic!("opening {}: {e}", url.redacted()))
+}
+
+/// Runs each named case against one backend (`sqlite` or `postgres`), one test per case.
+/// With no case list, runs the whole suite.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:ident) => {
+        $crate::conformance_tests!($backend:
+            devices_add_get_list,
+            duplicate_add_conflicts,
+            unknown_device_is_not_found,
+            revoke_erases_secret_and_remove_forgets,
+            operator_tags_set_and_remove,
+            connection_records_update_inventory,
+            flush_makes_records_visible,
+            group_commit_concurrent_writes,
+            failing_record_does_not_sink_its_batch,
+            restart_keeps_everything,
+            calls_after_close_are_unavailable,
+            job_created_and_settled,
+            job_ended_settles_pending,
+            jobs_ordering_limit_summary,
+            job_by_id_or_prefix,
+            cancel_job_by_state,
+            recover_jobs_ends_running,
+            prune_jobs_by_age_and_count,
+            big_job_round_trip,
+        );
+    };
+    ($backend:ident: $($case:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(harness) = $crate::testkit::Harness::$backend(stringify!($case)).await else {
+                    return;
+                };
+                $crate::testkit::$case(&harness).await;
+                harness.finish().await;
+            }
+        )+
+    };
+}
+
+/// A fixed instant plus `ms` milliseconds (stored times have millisecond precision).
+pub fn t(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_750_000_000_000 + ms).expect("a time in range")
+}
+
+/// A string map from pairs.
+pub fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// A device to register at `t(0)`, without secret or tags.
+pub fn new_device(id: &str) -> NewDevice {
+    NewDevice { id: id.to_owned(), secret_hash: None, operator_tags: BTreeMap::new(), registered_at: t(0) }
+}
