@@ -192,6 +192,10 @@ fn refusal(e: orb_client::ClientError, id: Option<&str>, data: &Path) -> Failure
             "; an operator revoked device {id}: to enroll it again, run `orb devices rm {id}` and delete {}",
             credentials::path(data).display()
         ),
+        Some(ErrorCode::DeviceNotFound) => format!(
+            "; the server does not know device {id} (removed, or its store was reset): delete {} to enroll again",
+            credentials::path(data).display()
+        ),
         _ => String::new(),
     };
     let mut f = Failure::from(e);

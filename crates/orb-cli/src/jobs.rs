@@ -60,9 +60,18 @@ fn short_time(t: &str) -> String {
         .unwrap_or_else(|_| t.to_owned())
 }
 
-/// The first 8 characters of a job id (enough to name it: ids are accepted as prefixes).
-fn short_id(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+/// How many leading characters name each of `ids` unambiguously among them: at least 8. Job ids
+/// are UUID v7, whose first 8 characters are a timestamp changing about once a minute, so jobs
+/// sent close together need more (ids are accepted as prefixes).
+fn prefix_len(ids: &[&str]) -> usize {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let common = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    sorted.windows(2).map(|w| common(w[0], w[1]) + 1).max().unwrap_or(0).max(8)
+}
+
+fn short_id(id: &str, len: usize) -> &str {
+    id.get(..len).unwrap_or(id)
 }
 
 /// The job list: short id, created (UTC), command, selector, state, targets, ok / failed counts.
@@ -73,9 +82,10 @@ fn jobs_table(jobs: &[JobInfo], color: bool) -> Table {
         t.force_no_tty();
     }
     t.set_header(vec!["ID", "CREATED (UTC)", "COMMAND", "SELECTOR", "STATE", "TARGETS", "OK", "FAILED"]);
+    let len = prefix_len(&jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>());
     for j in jobs {
         t.add_row(vec![
-            Cell::new(short_id(&j.id)),
+            Cell::new(short_id(&j.id, len)),
             Cell::new(short_time(&j.created_at)),
             Cell::new(&j.command),
             Cell::new(&j.selector),
@@ -97,7 +107,10 @@ async fn show(client: &Client, as_json: bool, id: &str) -> Result<u8, Failure> {
     }
     let j = &d.job;
     outln!("job {}", j.id);
-    outln!("  command    {} {}", j.command, j.args.as_ref().map_or("", |a| a.get()));
+    match &j.args {
+        Some(a) => outln!("  command    {} {}", j.command, a.get()),
+        None => outln!("  command    {}", j.command),
+    }
     outln!("  selector   {}", j.selector);
     outln!("  requester  {}", j.requester);
     outln!("  created    {}", j.created_at);
@@ -155,6 +168,11 @@ mod tests {
         let text = jobs_table(&[j], false).to_string();
         assert!(text.contains("0190a1b2 ") && !text.contains("0190a1b2-c3d4"), "{text}");
         assert!(text.contains("2026-01-02 10:11:12"), "{text}");
-        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id("abc", 8), "abc");
+        // Ids sharing their timestamp prefix get as many characters as it takes to tell them apart.
+        let ids = ["01a200f6-af02-7036-a0dd-1", "01a200f6-af02-7036-a0dd-2", "01a200f7-0000"];
+        assert_eq!(prefix_len(&ids), 25);
+        assert_eq!(prefix_len(&["01a200f6-af02", "01a200f7-af02"]), 8);
+        assert_eq!(prefix_len(&[]), 8);
     }
 }

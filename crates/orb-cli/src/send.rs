@@ -98,7 +98,8 @@ async fn detach(client: &Client, interrupt: &mut Signal, id: &str, as_json: bool
         "detached from job {id}; it keeps running (orb jobs show {id}). Press Ctrl-C again within 3 s to cancel it."
     );
     if as_json {
-        outln!("{}", serde_json::json!({"job": id, "detached": true}));
+        // Written by hand to keep the documented key order (json! sorts keys).
+        outln!("{{\"job\":{},\"detached\":true}}", serde_json::Value::String(id.to_owned()));
     } else {
         outln!("{id}");
     }

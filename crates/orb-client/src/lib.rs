@@ -1,9 +1,12 @@
 //! The orb client library, used by agents and by anything that submits work:
 //!
 //! - [`Client::connect`] opens a connection (`tcp://` or `ws://`), sends `hello`, waits for `welcome`;
-//! - [`Handlers`] answer commands sent to this client (what an agent does);
+//! - [`Handlers`] answer commands sent to this client (what an agent does); a `cancel` frame from
+//!   the server cancels the running command's [`Context::cancel`] token;
 //! - [`Client::submit`] runs a job on every device a selector matches and streams [`JobUpdate`]s;
-//! - [`Client::request`] is a plain request to one device; [`Client::call`] a command to the server.
+//! - [`Client::request`] is a plain request to one device; [`Client::call`] a command to the server;
+//! - [`Persistent`] keeps an agent connected, and after enrollment (a welcome issuing a device
+//!   secret, [`LinkEvent::Enrolled`]) connects with that id and secret instead of the token.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), orb_client::ClientError> {

@@ -199,6 +199,7 @@ impl Persistent {
                                 | ErrorCode::BadRequest
                                 | ErrorCode::IdTaken
                                 | ErrorCode::Revoked
+                                | ErrorCode::DeviceNotFound
                         )
                     );
                     if fatal {

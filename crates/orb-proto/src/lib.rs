@@ -20,7 +20,7 @@ pub use codec::{Codec, DecodeError, decode, encode};
 pub use envelope::{Envelope, ErrorBody, Kind, Status};
 pub use error::ErrorCode;
 pub use id::{DeviceId, IdError, JobId};
-pub use selector::{Selector, SelectorError, SelectorErrorKind, Subject};
+pub use selector::{Selector, SelectorError, SelectorErrorKind, Subject, check_tag};
 
 /// The protocol version this build speaks. A server accepts this version and the one before it.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -487,6 +487,21 @@ fn is_key_char(c: char) -> bool {
     is_id_char(c) || c == '.'
 }
 
+/// Checks that a tag can be selected as `tag:KEY=VALUE`: key and value use the selector's
+/// characters and lengths. Positions in the error are offsets into the key or the value.
+///
+/// # Errors
+/// The problem, as the selector parser would report it.
+pub fn check_tag(key: &str, value: &str) -> Result<(), SelectorError> {
+    if key.is_empty() {
+        return Err(SelectorError::syntax(0, "empty tag key"));
+    }
+    check_chars(key, 0, "tag key", is_key_char)?;
+    check_max_len(key, 0, "tag key", MAX_KEY_LEN)?;
+    check_chars(value, 0, "tag value", is_value_char)?;
+    check_max_len(value, 0, "tag value", MAX_VALUE_LEN)
+}
+
 fn is_value_char(c: char) -> bool {
     is_key_char(c) || matches!(c, ':' | '/' | '@' | '+' | '*' | '?')
 }
@@ -789,6 +804,11 @@ mod tests {
         assert!(!sel("tag:region=*").matches(&none), "a missing tag never matches");
         assert!(sel("tag:url=http://x@y/z+1:2").matches(&tagged("d", &[("url", "http://x@y/z+1:2")])));
         assert_eq!(sel("tag:k=v").to_string(), "tag:k=v");
+        assert!(check_tag("os.version", "14.2").is_ok());
+        assert!(check_tag("url", "http://x@y/z+1:2").is_ok());
+        for (k, v) in [("", "v"), ("a/b", "v"), ("a=b", "v"), ("k", "two words"), ("k", "a,b")] {
+            assert!(check_tag(k, v).is_err(), "{k}={v}");
+        }
     }
 
     #[test]

@@ -90,6 +90,10 @@ impl TokenAuth {
         match self.registry.check_secret(id, secret) {
             Some(Ok(_)) => Ok(Principal { role: Role::Agent, device: Some(device), admin: false, issued_secret: None }),
             Some(Err(e)) => Err(e),
+            None if self.registry.get(id).is_none() => Err(ErrorBody::new(
+                ErrorCode::DeviceNotFound,
+                format!("device {id} is not registered on this server (removed, or the store was reset)"),
+            )),
             None => Err(ErrorBody::new(AUTH_FAILED, format!("device {id} has no secret on this server"))),
         }
     }

@@ -42,7 +42,7 @@ pub fn summary(router: &Router) -> HandlerResult {
 pub async fn add(router: &Router, req: &Request) -> HandlerResult {
     let a: DeviceAdd = req.args()?;
     let id = DeviceId::new(&a.id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
-    check_tags(a.tags.keys())?;
+    check_tags(a.tags.iter())?;
     let issued = IssuedSecret::generate();
     router.registry().add(&id, Some(issued.hash), a.tags).await?;
     to_value(&DeviceCredential { id: a.id, secret: issued.secret })
@@ -67,7 +67,9 @@ pub async fn revoke(router: &Router, req: &Request) -> HandlerResult {
 /// `$orb.devices.tag`: sets and removes operator tags.
 pub async fn tag(router: &Router, req: &Request) -> HandlerResult {
     let t: DeviceTags = req.args()?;
-    check_tags(t.set.keys().chain(t.remove.iter()))?;
+    check_tags(t.set.iter())?;
+    static NO_VALUE: String = String::new();
+    check_tags(t.remove.iter().map(|k| (k, &NO_VALUE)))?;
     let known = router.registry().set_operator_tags(&t.id, &t.set, &t.remove).await?;
     let live = router.device(&t.id);
     to_value(&detail(&known, live.as_ref().map(|s| s.record.as_ref())))
@@ -83,18 +85,11 @@ fn unknown(id: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::DeviceNotFound, format!("no device {id} is registered"))
 }
 
-/// Tag keys follow the selector grammar's word rule, so every tag can be selected.
-fn check_tags<'a>(keys: impl Iterator<Item = &'a String>) -> Result<(), ErrorBody> {
-    for k in keys {
-        let ok = !k.is_empty()
-            && k.len() <= 64
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
-        if !ok {
-            return Err(ErrorBody::new(
-                ErrorCode::BadArgs,
-                format!("tag key '{k}' must be 1 to 64 characters of A-Z a-z 0-9 _ - . /"),
-            ));
-        }
+/// Operator tags must be selectable (`tag:KEY=VALUE`); keys to remove only need a valid key.
+fn check_tags<'a>(set: impl Iterator<Item = (&'a String, &'a String)>) -> Result<(), ErrorBody> {
+    for (k, v) in set {
+        orb_proto::check_tag(k, v)
+            .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("tag {k}={v}: {}", e.message)))?;
     }
     Ok(())
 }

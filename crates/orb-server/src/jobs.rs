@@ -73,7 +73,8 @@ enum JobMsg {
 
 struct Answer {
     index: usize,
-    at: Instant,
+    /// When the device answered; `None` when it never got the command (so no `elapsed_ms`).
+    at: Option<Instant>,
     outcome: Outcome,
 }
 
@@ -97,10 +98,10 @@ impl JobInbox {
             Some(e) => Outcome::Error(e),
             None => Outcome::Ok(env.body.unwrap_or_else(|| Bytes::from_static(b"null"))),
         };
-        self.settle(index, at, outcome);
+        self.settle(index, Some(at), outcome);
     }
 
-    fn settle(&self, index: usize, at: Instant, outcome: Outcome) {
+    fn settle(&self, index: usize, at: Option<Instant>, outcome: Outcome) {
         if self.answered[index].swap(true, Ordering::AcqRel) {
             return;
         }
@@ -238,20 +239,20 @@ pub fn submit(
     let mut delivered = Vec::with_capacity(targets.len());
     for (i, t) in targets.iter().enumerate() {
         let Some(session) = &t.session else {
-            inbox.settle(i, started, Outcome::Offline);
+            inbox.settle(i, None, Outcome::Offline);
             delivered.push(None);
             continue;
         };
         match session.outbox.deliver(frames.get(session.outbox.codec)) {
             Ok(()) => delivered.push(Some(session.outbox.clone())),
             Err(DeliveryError::Closed) => {
-                inbox.settle(i, started, Outcome::Offline);
+                inbox.settle(i, None, Outcome::Offline);
                 delivered.push(None);
             }
             Err(DeliveryError::SlowConsumer) => {
                 inbox.settle(
                     i,
-                    started,
+                    None,
                     Outcome::Error(ErrorBody::new(
                         ErrorCode::SlowConsumer,
                         "the device's queue was full; it was disconnected",
@@ -283,6 +284,7 @@ pub fn submit(
         shutdown: shutdown.clone(),
         rx,
         out: VecDeque::from([codec.encode(&ack)]),
+        unrecorded: Vec::new(),
     };
     drop(inbox);
     tracker.spawn(run.run());
@@ -333,7 +335,12 @@ struct JobRun {
     rx: mpsc::UnboundedReceiver<JobMsg>,
     /// Frames for the requester not yet queued: bounded by targets + 2 (ack, final reply).
     out: VecDeque<Bytes>,
+    /// Outcomes not yet handed to the recorder: written together once no answer is waiting.
+    unrecorded: Vec<TargetOutcome>,
 }
+
+/// Outcomes handed to the recorder at once, at most.
+const RECORD_BATCH: usize = 1024;
 
 impl JobRun {
     async fn run(mut self) {
@@ -385,8 +392,12 @@ impl JobRun {
                     JobMsg::Answer(a) => {
                         let status = a.outcome.status();
                         if state.settle(a.index, status) {
-                            let elapsed = a.at.saturating_duration_since(self.started);
-                            self.settled(a.index, a.outcome, Some(elapsed)).await;
+                            let elapsed = a.at.map(|at| at.saturating_duration_since(self.started));
+                            self.settled(a.index, a.outcome, elapsed);
+                        }
+                        // Outcomes go to the store together, once no other answer is waiting.
+                        if self.rx.is_empty() || self.unrecorded.len() >= RECORD_BATCH {
+                            self.record_outcomes().await;
                         }
                         if state.is_done() {
                             finished = true;
@@ -445,8 +456,16 @@ impl JobRun {
         pending.into_iter().map(|i| self.devices[i].clone()).collect()
     }
 
-    /// Reports one outcome to the requester and records it.
-    async fn settled(&mut self, index: usize, outcome: Outcome, elapsed: Option<Duration>) {
+    /// Hands the outcomes gathered so far to the recorder.
+    async fn record_outcomes(&mut self) {
+        if !self.unrecorded.is_empty() {
+            let batch = std::mem::take(&mut self.unrecorded);
+            self.recorder.record(Record::TargetsSettled(batch)).await;
+        }
+    }
+
+    /// Reports one outcome to the requester and keeps it for the recorder.
+    fn settled(&mut self, index: usize, outcome: Outcome, elapsed: Option<Duration>) {
         self.push_event(index, &outcome, elapsed);
         let status = outcome.status();
         let (result, error) = match outcome {
@@ -465,12 +484,13 @@ impl JobRun {
             at: Utc::now(),
             late: false,
         };
-        self.recorder.record(Record::TargetSettled(outcome)).await;
+        self.unrecorded.push(outcome);
     }
 
     /// The final summary to the requester, and the job's end in the store.
     async fn end(&mut self, state: &JobState, phase: JobPhase, pending_become: Option<(Status, ErrorBody)>) {
         self.push_final(state);
+        self.record_outcomes().await;
         let end = JobEnd { job: self.job_id.clone(), at: Utc::now(), state: phase, pending_become };
         self.recorder.record(Record::JobEnded(end)).await;
     }

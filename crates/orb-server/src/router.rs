@@ -539,7 +539,7 @@ impl Router {
             late: true,
         };
         let recorder = self.registry.recorder().clone();
-        tokio::spawn(async move { recorder.record(orb_store::Record::TargetSettled(outcome)).await });
+        tokio::spawn(async move { recorder.record(orb_store::Record::TargetsSettled(vec![outcome])).await });
     }
 
     /// The inbox of a running job, to cancel it.

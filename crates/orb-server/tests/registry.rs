@@ -89,7 +89,9 @@ async fn an_enrolled_id_cannot_be_taken_with_the_agent_token_or_a_wrong_secret()
     admin.token = Some(server.server.admin_token().expose().to_owned());
     assert_eq!(refusal(admin).await, ErrorCode::IdTaken, "not even with the admin token");
     assert_eq!(refusal(with_secret(&server, "cam-1", &"0".repeat(64))).await, ErrorCode::AuthFailed);
+    let _other = server.agent(Transport::Tcp, "cam-2", &[], basic_handlers()).await;
     assert_eq!(refusal(with_secret(&server, "cam-2", &secret)).await, ErrorCode::AuthFailed, "secrets are per id");
+    assert_eq!(refusal(with_secret(&server, "cam-9", &secret)).await, ErrorCode::DeviceNotFound, "unknown id");
 
     // The impostors did not disturb the real session; its own secret may replace it.
     let op = server.operator(Transport::Tcp).await;

@@ -28,7 +28,7 @@ pub(crate) async fn record(conn: &mut AnyConnection, record: &Record) -> Result<
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(ms(*at)).execute(conn).await.map(drop)
         }
         Record::JobCreated(job) => job_created(conn, job).await,
-        Record::TargetSettled(outcome) => target_settled(conn, outcome).await,
+        Record::TargetsSettled(outcomes) => targets_settled(conn, outcomes).await,
         Record::JobEnded(end) => job_ended(conn, end).await,
     }
 }
@@ -98,28 +98,78 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     Ok(())
 }
 
-async fn target_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(), sqlx::Error> {
-    let sql = if o.late {
+/// Columns of one settled target in the bulk upsert.
+const SETTLED_COLUMNS: usize = 8;
+
+/// On-time outcomes in bulk (one statement per [`TARGET_CHUNK`]); late ones one by one.
+async fn targets_settled(conn: &mut AnyConnection, outcomes: &[TargetOutcome]) -> Result<(), sqlx::Error> {
+    let (late, on_time): (Vec<&TargetOutcome>, Vec<&TargetOutcome>) = outcomes.iter().partition(|o| o.late);
+    for chunk in on_time.chunks(TARGET_CHUNK) {
+        on_time_chunk(conn, chunk).await?;
+    }
+    for o in late {
+        late_settled(conn, o).await?;
+    }
+    Ok(())
+}
+
+/// Settles pending targets only: an upsert whose update applies where `status IS NULL` (a target
+/// that already has a status keeps it; a row the job's creation did not write is added).
+async fn on_time_chunk(conn: &mut AnyConnection, chunk: &[&TargetOutcome]) -> Result<(), sqlx::Error> {
+    let mut sql = String::with_capacity(60 * chunk.len() + 400);
+    sql.push_str(
+        "INSERT INTO job_targets (job_id, device_id, status, result, error_code, error_message, elapsed_ms, \
+         answered_at) VALUES ",
+    );
+    for i in 0..chunk.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let p = 1 + SETTLED_COLUMNS * i;
+        let params: Vec<String> = (p..p + SETTLED_COLUMNS).map(|n| format!("${n}")).collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    sql.push_str(
+        " ON CONFLICT (job_id, device_id) DO UPDATE SET status = excluded.status, result = excluded.result, \
+         error_code = excluded.error_code, error_message = excluded.error_message, \
+         elapsed_ms = excluded.elapsed_ms, answered_at = excluded.answered_at \
+         WHERE job_targets.status IS NULL",
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
+    for o in chunk {
+        query = query
+            .bind(&o.job)
+            .bind(&o.device)
+            .bind(o.status.as_str())
+            .bind(&o.result)
+            .bind(o.error.as_ref().map(|e| e.code.as_str()))
+            .bind(o.error.as_ref().map(|e| e.message.as_str()))
+            .bind(o.elapsed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+            .bind(ms(o.at));
+    }
+    query.execute(conn).await.map(drop)
+}
+
+/// An answer after the deadline replaces a `timeout` (or a pending status), nothing else.
+async fn late_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "UPDATE job_targets SET status = $3, result = $4, error_code = $5, error_message = $6, \
          elapsed_ms = $7, answered_at = $8, late = TRUE \
-         WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'timeout')"
-    } else {
-        "UPDATE job_targets SET status = $3, result = $4, error_code = $5, error_message = $6, \
-         elapsed_ms = $7, answered_at = $8 \
-         WHERE job_id = $1 AND device_id = $2 AND status IS NULL"
-    };
-    sqlx::query(sql)
-        .bind(&o.job)
-        .bind(&o.device)
-        .bind(o.status.as_str())
-        .bind(&o.result)
-        .bind(o.error.as_ref().map(|e| e.code.as_str()))
-        .bind(o.error.as_ref().map(|e| e.message.as_str()))
-        .bind(o.elapsed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
-        .bind(ms(o.at))
-        .execute(conn)
-        .await
-        .map(drop)
+         WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'timeout')",
+    )
+    .bind(&o.job)
+    .bind(&o.device)
+    .bind(o.status.as_str())
+    .bind(&o.result)
+    .bind(o.error.as_ref().map(|e| e.code.as_str()))
+    .bind(o.error.as_ref().map(|e| e.message.as_str()))
+    .bind(o.elapsed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+    .bind(ms(o.at))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::Error> {

@@ -179,8 +179,8 @@ pub enum Record {
     },
     /// A job was submitted.
     JobCreated(NewJob),
-    /// A target settled.
-    TargetSettled(TargetOutcome),
+    /// Targets settled (usually several of one job, written with one statement per thousand).
+    TargetsSettled(Vec<TargetOutcome>),
     /// A job ended.
     JobEnded(JobEnd),
 }

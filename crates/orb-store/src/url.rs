@@ -60,7 +60,7 @@ impl StoreUrl {
 /// Replaces the password of `scheme://user:password@host` with `***`.
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
@@ -88,5 +88,6 @@ mod tests {
         let e = StoreUrl::parse("redis://u:hunter2@h").unwrap_err().to_string();
         assert!(!e.contains("hunter2"), "{e}");
         assert_eq!(StoreUrl::Postgres("postgres://u:pw@h/db".into()).redacted(), "postgres://u:***@h/db");
+        assert_eq!(StoreUrl::Postgres("postgres://u:p@ss@h/db".into()).redacted(), "postgres://u:***@h/db");
     }
 }

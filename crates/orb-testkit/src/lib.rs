@@ -74,13 +74,13 @@ impl TestServer {
         TestServer { server, data, secrets: Default::default() }
     }
 
-    /// Stops this server gracefully and starts a new one on the same data folder (and store),
-    /// with the same tweaks applied by `tweak`; device secrets handed out are kept.
+    /// Stops this server gracefully (jobs in flight get half a second) and starts a new one on
+    /// the same data folder (and store), configured by `tweak`; device secrets handed out are kept.
     ///
     /// # Panics
     /// When the server cannot start again (a test failure).
     pub async fn restart(self, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        self.server.shutdown().await;
+        self.server.drain(Duration::from_millis(500)).await;
         let mut cfg = ServerConfig::for_tests(self.data.path().to_path_buf());
         tweak(&mut cfg);
         let server = ServerBuilder::new(cfg).start().await.expect("server starts again");

@@ -66,12 +66,14 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with stderr piped and drained, stdout discarded.
     pub fn spawn(name: impl Into<String>, mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::null());
+        Proc::spawn_piped(name, cmd)
+    }
+
+    /// Spawns `cmd` with stderr piped and drained; stdout as `cmd` says (see [`Proc::with_stdout`]).
+    fn spawn_piped(name: impl Into<String>, mut cmd: Command) -> Proc {
         let name = name.into();
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
@@ -85,6 +87,21 @@ impl Proc {
             }
         });
         Proc { name, child, log, lines }
+    }
+
+    /// Spawns `cmd` with its stdout lines delivered through the returned [`StdoutLines`].
+    pub fn with_stdout(name: impl Into<String>, mut cmd: Command) -> (Proc, StdoutLines) {
+        cmd.stdout(Stdio::piped());
+        let mut p = Proc::spawn_piped(name, cmd);
+        let stdout = p.child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        (p, StdoutLines(rx))
     }
 
     /// The process id.
@@ -140,6 +157,25 @@ impl Drop for Proc {
         if std::thread::panicking() {
             eprintln!("----- stderr of {} -----\n{}", self.name, self.stderr());
         }
+    }
+}
+
+/// A child's stdout lines as they arrive (see [`Proc::with_stdout`]).
+pub struct StdoutLines(mpsc::Receiver<String>);
+
+impl StdoutLines {
+    /// The next stdout line, waiting at most `timeout`; `None` at end of file.
+    pub fn next(&self, timeout: Duration) -> Option<String> {
+        match self.0.recv_timeout(timeout) {
+            Ok(l) => Some(l),
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => panic!("no stdout line within {timeout:?}"),
+        }
+    }
+
+    /// Every remaining line until end of file (the process exited), each waited for at most `timeout`.
+    pub fn rest(&self, timeout: Duration) -> Vec<String> {
+        std::iter::from_fn(|| self.next(timeout)).collect()
     }
 }
 
@@ -368,17 +404,18 @@ pub fn devices(cwd: &Path, server: &str, token: Option<&str>) -> Option<Vec<Valu
     Some(serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone())
 }
 
-/// Polls `orb devices --json` (at most 100 times, 50 ms apart) until `id` is no longer listed.
+/// Polls `orb devices --json` (at most 100 times, 50 ms apart) until `id` is no longer listed as
+/// connected (known devices stay listed, offline).
 pub fn wait_disconnected(cwd: &Path, server: &str, token: Option<&str>, id: &str) {
     let mut last = None;
     for _ in 0..100 {
         last = devices(cwd, server, token);
-        if last.as_ref().is_some_and(|l| l.iter().all(|d| d["id"] != id)) {
+        if last.as_ref().is_some_and(|l| l.iter().all(|d| d["id"] != id || d["connected"] == false)) {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("device {id} still listed (or devices failed) after 100 polls; last list: {last:?}");
+    panic!("device {id} still connected (or devices failed) after 100 polls; last list: {last:?}");
 }
 
 /// Polls (at most 100 times, 50 ms apart) until `check` holds; for state with no event to await

@@ -245,7 +245,7 @@ pub async fn restart_keeps_everything(h: &Harness) {
     rec.record(Record::Connected(connection("dev", 10))).await;
     let targets = vec![NewTarget { device: "dev".into(), status: None, error: None }];
     rec.record(Record::JobCreated(NewJob { targets, ..job("job-restart", 20) })).await;
-    rec.record(Record::TargetSettled(TargetOutcome {
+    rec.record(Record::TargetsSettled(vec![TargetOutcome {
         job: "job-restart".into(),
         device: "dev".into(),
         status: orb_proto::Status::Ok,
@@ -254,7 +254,7 @@ pub async fn restart_keeps_everything(h: &Harness) {
         elapsed_ms: Some(7),
         at: t(30),
         late: false,
-    }))
+    }]))
     .await;
     rec.record(Record::JobEnded(JobEnd {
         job: "job-restart".into(),

@@ -75,15 +75,15 @@ pub async fn job_created_and_settled(h: &Harness) {
     assert_eq!(targets[2].status, Some(Status::Offline));
     assert_eq!(targets[2].error.as_ref().map(|e| e.code.clone()), Some(ErrorCode::DeviceOffline));
 
-    rec.record(Record::TargetSettled(outcome(j, "a", Status::Ok, false))).await;
-    rec.record(Record::TargetSettled(outcome(j, "b", Status::Error, false))).await;
-    rec.record(Record::TargetSettled(outcome(j, "a", Status::Error, false))).await; // settled already
+    rec.record(Record::TargetsSettled(vec![outcome(j, "a", Status::Ok, false)])).await;
+    rec.record(Record::TargetsSettled(vec![outcome(j, "b", Status::Error, false)])).await;
+    rec.record(Record::TargetsSettled(vec![outcome(j, "a", Status::Error, false)])).await; // settled already
     let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer before the deadline");
     rec.record(end(j, 1_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
-    rec.record(Record::TargetSettled(outcome(j, "d", Status::Ok, true))).await; // replaces timeout
-    rec.record(Record::TargetSettled(outcome(j, "a", Status::Error, true))).await; // never over ok
-    rec.record(Record::TargetSettled(outcome(j, "b", Status::Ok, true))).await; // never over error
-    rec.record(Record::TargetSettled(outcome(j, "c", Status::Ok, true))).await; // never over offline
+    rec.record(Record::TargetsSettled(vec![outcome(j, "d", Status::Ok, true)])).await; // replaces timeout
+    rec.record(Record::TargetsSettled(vec![outcome(j, "a", Status::Error, true)])).await; // never over ok
+    rec.record(Record::TargetsSettled(vec![outcome(j, "b", Status::Ok, true)])).await; // never over error
+    rec.record(Record::TargetsSettled(vec![outcome(j, "c", Status::Ok, true)])).await; // never over offline
     s.flush().await.unwrap();
 
     let (record, targets) = s.job(j).await.unwrap();
@@ -111,11 +111,11 @@ pub async fn job_ended_settles_pending(h: &Harness) {
     let rec = s.recorder();
     create(&rec, "job-c", 0, vec![pending("a"), pending("b")]).await;
     create(&rec, "job-n", 1, vec![pending("a")]).await;
-    rec.record(Record::TargetSettled(outcome("job-c", "a", Status::Ok, false))).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-c", "a", Status::Ok, false)])).await;
     let cancelled = ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled");
     rec.record(end("job-c", 50, JobPhase::Cancelled, Some((Status::Cancelled, cancelled.clone())))).await;
     rec.record(end("job-n", 60, JobPhase::Done, None)).await;
-    rec.record(Record::TargetSettled(outcome("job-c", "b", Status::Ok, true))).await; // never over cancelled
+    rec.record(Record::TargetsSettled(vec![outcome("job-c", "b", Status::Ok, true)])).await; // never over cancelled
     s.flush().await.unwrap();
 
     let (record, targets) = s.job("job-c").await.unwrap();
@@ -140,7 +140,7 @@ pub async fn jobs_ordering_limit_summary(h: &Harness) {
     create(&rec, "job-3a", 3_000, vec![pending("a")]).await;
     create(&rec, "job-3b", 3_000, vec![]).await;
     create(&rec, "job-4", 4_000, vec![pending("a")]).await;
-    rec.record(Record::TargetSettled(outcome("job-4", "a", Status::Ok, false))).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-4", "a", Status::Ok, false)])).await;
     s.flush().await.unwrap();
 
     let ids = |jobs: &[crate::JobRecord]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
@@ -194,7 +194,7 @@ pub async fn cancel_job_by_state(h: &Harness) {
     let s = h.store();
     let rec = s.recorder();
     create(&rec, "job-run", 0, vec![pending("b"), pending("a"), pending("c"), offline("d")]).await;
-    rec.record(Record::TargetSettled(outcome("job-run", "c", Status::Ok, false))).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-run", "c", Status::Ok, false)])).await;
     create(&rec, "job-done", 1, vec![pending("a")]).await;
     rec.record(end("job-done", 5, JobPhase::Done, None)).await;
     s.flush().await.unwrap();
@@ -224,7 +224,7 @@ pub async fn recover_jobs_ends_running(h: &Harness) {
     let s = h.store();
     let rec = s.recorder();
     create(&rec, "job-r1", 0, vec![pending("a"), pending("b")]).await;
-    rec.record(Record::TargetSettled(outcome("job-r1", "a", Status::Ok, false))).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-r1", "a", Status::Ok, false)])).await;
     create(&rec, "job-r2", 1, vec![pending("a")]).await;
     create(&rec, "job-f", 2, vec![pending("a")]).await;
     rec.record(end("job-f", 3, JobPhase::Done, None)).await;
@@ -282,9 +282,12 @@ pub async fn big_job_round_trip(h: &Harness) {
     assert!(targets.windows(2).all(|w| w[0].device < w[1].device));
     assert_eq!(targets[9_999].device, "d09999");
 
-    for i in (1..10_000).filter(|i| i % 2 == 1) {
-        rec.record(Record::TargetSettled(outcome("job-big", &format!("d{i:05}"), Status::Ok, false))).await;
-    }
+    // Odd targets answer: one record with 5,000 outcomes, written in bulk.
+    let answers = (1..10_000)
+        .filter(|i| i % 2 == 1)
+        .map(|i| outcome("job-big", &format!("d{i:05}"), Status::Ok, false))
+        .collect();
+    rec.record(Record::TargetsSettled(answers)).await;
     rec.record(end(
         "job-big",
         9_000,
