@@ -339,8 +339,10 @@ struct JobRun {
     unrecorded: Vec<TargetOutcome>,
 }
 
-/// Outcomes handed to the recorder at once, at most.
-const RECORD_BATCH: usize = 1024;
+/// Outcomes handed to the recorder at once: a full batch makes full, cached bulk statements.
+const RECORD_BATCH: usize = 1000;
+/// Outcomes of a job that is still running are handed to the recorder at least this often.
+const RECORD_EVERY: Duration = Duration::from_millis(250);
 
 impl JobRun {
     async fn run(mut self) {
@@ -353,6 +355,9 @@ impl JobRun {
         let shutdown = self.shutdown.clone();
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        // Outcomes go to the store in batches: when a batch is full, every RECORD_EVERY, at the end.
+        let mut record_tick = tokio::time::interval_at(Instant::now() + RECORD_EVERY, RECORD_EVERY);
+        record_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut finished = false;
         loop {
             if finished && (self.out.is_empty() || self.requester.is_none()) {
@@ -395,8 +400,7 @@ impl JobRun {
                             let elapsed = a.at.map(|at| at.saturating_duration_since(self.started));
                             self.settled(a.index, a.outcome, elapsed);
                         }
-                        // Outcomes go to the store together, once no other answer is waiting.
-                        if self.rx.is_empty() || self.unrecorded.len() >= RECORD_BATCH {
+                        if self.unrecorded.len() >= RECORD_BATCH {
                             self.record_outcomes().await;
                         }
                         if state.is_done() {
@@ -415,6 +419,7 @@ impl JobRun {
                     self.expire(&mut state, format!("no answer within {ms} ms")).await;
                     finished = true;
                 }
+                _ = record_tick.tick(), if !self.unrecorded.is_empty() => self.record_outcomes().await,
                 () = &mut stopping, if !finished => {
                     self.expire(&mut state, "the server stopped before this target answered".to_owned()).await;
                     finished = true;
