@@ -7,27 +7,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Client, ClientError, Context, Handlers};
+use orb_client::{Client, Context, Handlers};
 use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobPhase};
 use orb_proto::message::commands;
 use orb_proto::{ErrorCode, Status};
-use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, finish_job, within};
-use serde::de::DeserializeOwned;
+use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, refused, within};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 const NULL: Bytes = Bytes::from_static(b"null");
-
-async fn call<T: DeserializeOwned>(op: &Client, cmd: &str, args: Value) -> T {
-    within(cmd, op.call_json(cmd, &args, WAIT)).await.unwrap()
-}
-
-async fn refused(op: &Client, cmd: &str, args: Value) -> ErrorCode {
-    match within(cmd, op.call_json::<_, Value>(cmd, &args, WAIT)).await {
-        Err(ClientError::Remote(e)) => e.code,
-        other => panic!("{cmd} should be refused, got {other:?}"),
-    }
-}
 
 async fn show(op: &Client, id: &str) -> JobDetail {
     call(op, commands::JOBS_SHOW, json!({ "id": id })).await

@@ -10,20 +10,8 @@ use orb_client::{Client, ClientConfig, ClientError, Handlers};
 use orb_proto::message::{DeviceInfo, DevicesQuery, commands};
 use orb_proto::registry::{DeviceCredential, DeviceDetail, DevicesSummary};
 use orb_proto::{ErrorCode, Status};
-use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, finish_job, within};
-use serde::de::DeserializeOwned;
+use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, refused, within};
 use serde_json::{Value, json};
-
-async fn call<T: DeserializeOwned>(op: &Client, cmd: &str, args: Value) -> T {
-    within(cmd, op.call_json(cmd, &args, WAIT)).await.unwrap()
-}
-
-async fn refused(op: &Client, cmd: &str, args: Value) -> ErrorCode {
-    match within(cmd, op.call_json::<_, Value>(cmd, &args, WAIT)).await {
-        Err(ClientError::Remote(e)) => e.code,
-        other => panic!("{cmd} should be refused, got {other:?}"),
-    }
-}
 
 fn enrolling(server: &TestServer, id: Option<&str>) -> ClientConfig {
     let mut cfg = server.agent_config(Transport::Tcp, "unused");

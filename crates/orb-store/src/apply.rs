@@ -139,37 +139,35 @@ async fn on_time_chunk(conn: &mut AnyConnection, chunk: &[&TargetOutcome]) -> Re
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
     for o in chunk {
-        query = query
-            .bind(&o.job)
-            .bind(&o.device)
-            .bind(o.status.as_str())
-            .bind(&o.result)
-            .bind(o.error.as_ref().map(|e| e.code.as_str()))
-            .bind(o.error.as_ref().map(|e| e.message.as_str()))
-            .bind(o.elapsed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
-            .bind(ms(o.at));
+        query = bind_outcome(query, o);
     }
     query.execute(conn).await.map(drop)
 }
 
+/// Binds an outcome's [`SETTLED_COLUMNS`] values, in the column order both statements use.
+fn bind_outcome<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    o: &'q TargetOutcome,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(&o.job)
+        .bind(&o.device)
+        .bind(o.status.as_str())
+        .bind(&o.result)
+        .bind(o.error.as_ref().map(|e| e.code.as_str()))
+        .bind(o.error.as_ref().map(|e| e.message.as_str()))
+        .bind(o.elapsed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+        .bind(ms(o.at))
+}
+
 /// An answer after the deadline replaces a `timeout` (or a pending status), nothing else.
 async fn late_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let query = sqlx::query(
         "UPDATE job_targets SET status = $3, result = $4, error_code = $5, error_message = $6, \
          elapsed_ms = $7, answered_at = $8, late = TRUE \
          WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'timeout')",
-    )
-    .bind(&o.job)
-    .bind(&o.device)
-    .bind(o.status.as_str())
-    .bind(&o.result)
-    .bind(o.error.as_ref().map(|e| e.code.as_str()))
-    .bind(o.error.as_ref().map(|e| e.message.as_str()))
-    .bind(o.elapsed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
-    .bind(ms(o.at))
-    .execute(conn)
-    .await
-    .map(drop)
+    );
+    bind_outcome(query, o).execute(conn).await.map(drop)
 }
 
 async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::Error> {

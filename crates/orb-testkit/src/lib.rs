@@ -30,6 +30,25 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// Calls server command `cmd` with `args` and decodes the answer.
+///
+/// # Panics
+/// When the call fails or does not answer within [`WAIT`] (a test failure).
+pub async fn call<T: serde::de::DeserializeOwned>(client: &Client, cmd: &str, args: serde_json::Value) -> T {
+    within(cmd, client.call_json(cmd, &args, WAIT)).await.unwrap_or_else(|e| panic!("{cmd} failed: {e}"))
+}
+
+/// Calls server command `cmd` with `args`, expecting a refusal; returns its code.
+///
+/// # Panics
+/// When the call succeeds or fails otherwise than with the server's refusal.
+pub async fn refused(client: &Client, cmd: &str, args: serde_json::Value) -> orb_proto::ErrorCode {
+    match within(cmd, client.call_json::<_, serde_json::Value>(cmd, &args, WAIT)).await {
+        Err(orb_client::ClientError::Remote(e)) => e.code,
+        other => panic!("{cmd} should be refused, got {other:?}"),
+    }
+}
+
 /// A server for one test; stopped when dropped (the runtime ends its tasks).
 pub struct TestServer {
     /// The running server.
