@@ -1,6 +1,6 @@
 //! The reserved `$orb.` operator commands, answered by the server itself: selector dry runs and
-//! server information here; the device registry in [`crate::inventory`], the job history in
-//! [`crate::history`]. Operator sessions only (the session checks).
+//! server information here; the device registry in `inventory`, the job history in
+//! `history`. Operator sessions only (the session checks).
 
 use std::sync::Arc;
 
