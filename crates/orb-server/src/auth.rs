@@ -127,8 +127,8 @@ impl TokenAuth {
         let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
         let issued = hello.enroll.then(IssuedSecret::generate);
         match self.registry.get(id) {
-            Some(known) if known.device.revoked => Err(registry::revoked(id)),
-            Some(known) if known.device.secret_hash.is_some() => Err(id_taken(id)),
+            Some(known) if known.revoked => Err(registry::revoked(id)),
+            Some(known) if known.secret_hash.is_some() => Err(id_taken(id)),
             Some(_) => match issued {
                 // A v1-registered device upgrading: it gets its secret now.
                 Some(s) => {
@@ -245,6 +245,6 @@ mod tests {
         let p = a.check(&enroll).await.unwrap();
         let id = p.device.unwrap();
         assert!(id.as_str().starts_with("dev-"), "{id}");
-        assert!(a.registry.get(id.as_str()).unwrap().device.secret_hash.is_some());
+        assert!(a.registry.get(id.as_str()).unwrap().secret_hash.is_some());
     }
 }

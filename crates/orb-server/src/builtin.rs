@@ -19,8 +19,8 @@ pub async fn answer(router: &Arc<Router>, req: &Request) -> Option<HandlerResult
     let result = match req.cmd.as_str() {
         commands::SELECTOR_RESOLVE => resolve(router, req),
         commands::SERVER_INFO => Ok(server_info(router)),
-        commands::DEVICES_LIST => inventory::list(router, req),
-        commands::DEVICES_SHOW => inventory::show(router, req),
+        commands::DEVICES_LIST => inventory::list(router, req).await,
+        commands::DEVICES_SHOW => inventory::show(router, req).await,
         commands::DEVICES_SUMMARY => inventory::summary(router),
         commands::DEVICES_ADD => inventory::add(router, req).await,
         commands::DEVICES_REMOVE => inventory::remove(router, req).await,

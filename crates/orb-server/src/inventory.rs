@@ -2,34 +2,35 @@
 //! remove and revoke them; set operator tags. Registry changes are committed to the store before
 //! they are answered; revoking or removing a connected device closes its session at once.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use orb_proto::message::DevicesQuery;
 use orb_proto::registry::{
     ConnectionStats, DeviceAdd, DeviceCredential, DeviceDetail, DeviceRef, DeviceTags, DevicesSummary,
 };
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
+use orb_store::Device;
 
 use crate::builtin::to_value;
 use crate::close::CloseReason;
-use crate::registry::{IssuedSecret, Known};
+use crate::registry::{IssuedSecret, store_error};
 use crate::router::{DeviceRecord, Router, rfc3339};
 use orb_client::handler::{Context as Request, HandlerResult};
 
 /// `$orb.devices.list`: known devices (or only connected ones), optionally by selector.
-pub fn list(router: &Router, req: &Request) -> HandlerResult {
+pub async fn list(router: &Router, req: &Request) -> HandlerResult {
     let q: DevicesQuery = if req.args.as_ref() == b"null" { DevicesQuery::default() } else { req.args()? };
     let sel = q.selector.as_deref().map(|s| router.parse_selector(s)).transpose()?;
-    to_value(&router.device_infos(sel.as_ref(), q.connected))
+    to_value(&router.device_infos(sel.as_ref(), q.connected).await?)
 }
 
-/// `$orb.devices.show`: everything about one device.
-pub fn show(router: &Router, req: &Request) -> HandlerResult {
+/// `$orb.devices.show`: everything about one device (the store's inventory, flushed first).
+pub async fn show(router: &Router, req: &Request) -> HandlerResult {
     let r: DeviceRef = req.args()?;
-    let known = router.registry().get(&r.id).ok_or_else(|| unknown(&r.id))?;
+    let store = router.registry().store();
+    store.flush().await.map_err(store_error)?;
+    let device = store.device(&r.id).await.map_err(store_error)?.ok_or_else(|| unknown(&r.id))?;
     let live = router.device(&r.id);
-    to_value(&detail(&known, live.as_ref().map(|s| s.record.as_ref())))
+    to_value(&detail(&device, live.as_ref().map(|s| s.record.as_ref())))
 }
 
 /// `$orb.devices.summary`: defined versus connected.
@@ -59,9 +60,9 @@ pub async fn remove(router: &Router, req: &Request) -> HandlerResult {
 /// `$orb.devices.revoke`: disables the device's credential and closes its session.
 pub async fn revoke(router: &Router, req: &Request) -> HandlerResult {
     let r: DeviceRef = req.args()?;
-    let known = router.registry().revoke(&r.id).await?;
+    let device = router.registry().revoke(&r.id).await?;
     close_session(router, &r.id, CloseReason::Revoked);
-    to_value(&detail(&known, None))
+    to_value(&detail(&device, None))
 }
 
 /// `$orb.devices.tag`: sets and removes operator tags.
@@ -70,9 +71,9 @@ pub async fn tag(router: &Router, req: &Request) -> HandlerResult {
     check_tags(t.set.iter())?;
     static NO_VALUE: String = String::new();
     check_tags(t.remove.iter().map(|k| (k, &NO_VALUE)))?;
-    let known = router.registry().set_operator_tags(&t.id, &t.set, &t.remove).await?;
+    let device = router.registry().set_operator_tags(&t.id, &t.set, &t.remove).await?;
     let live = router.device(&t.id);
-    to_value(&detail(&known, live.as_ref().map(|s| s.record.as_ref())))
+    to_value(&detail(&device, live.as_ref().map(|s| s.record.as_ref())))
 }
 
 fn close_session(router: &Router, id: &str, reason: CloseReason) {
@@ -95,8 +96,7 @@ fn check_tags<'a>(set: impl Iterator<Item = (&'a String, &'a String)>) -> Result
 }
 
 /// Registry record plus live connection statistics.
-fn detail(known: &Arc<Known>, live: Option<&DeviceRecord>) -> DeviceDetail {
-    let d = &known.device;
+fn detail(d: &Device, live: Option<&DeviceRecord>) -> DeviceDetail {
     let credential = match (d.revoked, d.secret_hash.is_some()) {
         (true, _) => "none",
         (false, true) => "secret",
@@ -107,7 +107,7 @@ fn detail(known: &Arc<Known>, live: Option<&DeviceRecord>) -> DeviceDetail {
         connected: live.is_some(),
         revoked: d.revoked,
         credential: credential.to_owned(),
-        tags: known.tags.clone(),
+        tags: d.tags(),
         reported_tags: d.reported_tags.clone(),
         operator_tags: d.operator_tags.clone(),
         agent_version: d.agent_version.clone(),

@@ -1,7 +1,8 @@
 //! The device registry: every device the server knows (connected or not), held in memory for
-//! selectors and authentication and backed by the [`Store`]. Changes an operator or an
-//! enrollment makes are committed to the store first, then applied here; connection statistics
-//! go to the store's batched recorder.
+//! selectors and authentication (id, credential state, tags, first connection) and backed by the
+//! [`Store`], which keeps the full inventory. Changes an operator or an enrollment makes are
+//! committed to the store first, then applied here; connection statistics go to the store's
+//! batched recorder.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,27 +15,56 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A known device as the registry holds it: the stored record and its effective tags.
+/// A known device as the registry holds it: what authentication and selectors need, no more
+/// (every device costs memory here; the full inventory stays in the store).
 #[derive(Debug)]
 pub struct Known {
-    /// The stored record (inventory as of the last change the registry saw).
-    pub device: Device,
-    /// Reported tags overridden by operator tags.
-    pub tags: BTreeMap<String, String>,
+    /// Device id.
+    pub id: String,
+    /// SHA-256 of its own secret, when it has one.
+    pub secret_hash: Option<[u8; 32]>,
+    /// An operator revoked its credential.
+    pub revoked: bool,
+    /// Its first connection.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// Tags it reported in its last hello.
+    pub reported_tags: BTreeMap<String, String>,
+    /// Tags set by operators (they win).
+    pub operator_tags: BTreeMap<String, String>,
 }
 
 impl Known {
-    fn new(device: Device) -> Arc<Known> {
-        Arc::new(Known { tags: device.tags(), device })
+    fn new(d: Device) -> Arc<Known> {
+        Arc::new(Known {
+            id: d.id,
+            secret_hash: d.secret_hash,
+            revoked: d.revoked,
+            first_seen: d.first_seen,
+            reported_tags: d.reported_tags,
+            operator_tags: d.operator_tags,
+        })
+    }
+
+    fn with(&self, change: impl FnOnce(&mut Known)) -> Arc<Known> {
+        let mut k = Known {
+            id: self.id.clone(),
+            secret_hash: self.secret_hash,
+            revoked: self.revoked,
+            first_seen: self.first_seen,
+            reported_tags: self.reported_tags.clone(),
+            operator_tags: self.operator_tags.clone(),
+        };
+        change(&mut k);
+        Arc::new(k)
     }
 }
 
 impl Subject for Known {
     fn id(&self) -> &str {
-        &self.device.id
+        &self.id
     }
     fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.get(key).map(String::as_str)
+        self.operator_tags.get(key).or_else(|| self.reported_tags.get(key)).map(String::as_str)
     }
 }
 
@@ -113,7 +143,7 @@ impl Registry {
 
     /// Known devices and, of them, revoked ones.
     pub fn counts(&self) -> (u64, u64) {
-        let revoked = self.devices.iter().filter(|e| e.value().device.revoked).count();
+        let revoked = self.devices.iter().filter(|e| e.value().revoked).count();
         (self.devices.len() as u64, revoked as u64)
     }
 
@@ -121,17 +151,17 @@ impl Registry {
     pub fn matching(&self, matches: impl Fn(&Known) -> bool) -> Vec<Arc<Known>> {
         let mut v: Vec<Arc<Known>> =
             self.devices.iter().filter(|e| matches(e.value())).map(|e| Arc::clone(e.value())).collect();
-        v.sort_by(|a, b| a.device.id.cmp(&b.device.id));
+        v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
     /// Checks a device secret in constant time. `None`: the id is unknown or has no secret.
     pub fn check_secret(&self, id: &str, secret: &str) -> Option<Result<Arc<Known>, ErrorBody>> {
         let known = self.get(id)?;
-        if known.device.revoked {
+        if known.revoked {
             return Some(Err(revoked(id)));
         }
-        let stored = known.device.secret_hash?;
+        let stored = known.secret_hash?;
         if bool::from(digest(secret).ct_eq(&stored)) {
             Some(Ok(known))
         } else {
@@ -160,20 +190,20 @@ impl Registry {
     ///
     /// # Errors
     /// `device_not_found`, `store_unavailable`.
-    pub async fn set_secret(&self, id: &str, hash: [u8; 32]) -> Result<Arc<Known>, ErrorBody> {
+    pub async fn set_secret(&self, id: &str, hash: [u8; 32]) -> Result<(), ErrorBody> {
         self.store.set_secret(id, hash).await.map_err(store_error)?;
-        Ok(self.update(id, |d| d.secret_hash = Some(hash)))
+        self.update(id, |k| k.secret_hash = Some(hash));
+        Ok(())
     }
 
     /// Revokes a device's credential for good.
     ///
     /// # Errors
     /// `device_not_found`, `store_unavailable`.
-    pub async fn revoke(&self, id: &str) -> Result<Arc<Known>, ErrorBody> {
+    pub async fn revoke(&self, id: &str) -> Result<Device, ErrorBody> {
         let device = self.store.revoke_device(id).await.map_err(not_found(id))?;
-        let known = Known::new(device);
-        self.devices.insert(id.to_owned(), Arc::clone(&known));
-        Ok(known)
+        self.devices.insert(id.to_owned(), Known::new(device.clone()));
+        Ok(device)
     }
 
     /// Forgets a device.
@@ -195,85 +225,42 @@ impl Registry {
         id: &str,
         set: &BTreeMap<String, String>,
         remove: &[String],
-    ) -> Result<Arc<Known>, ErrorBody> {
+    ) -> Result<Device, ErrorBody> {
         let device = self.store.set_operator_tags(id, set, remove).await.map_err(not_found(id))?;
-        let known = Known::new(device);
-        self.devices.insert(id.to_owned(), Arc::clone(&known));
-        Ok(known)
+        self.devices.insert(id.to_owned(), Known::new(device.clone()));
+        Ok(device)
     }
 
-    /// A device connected: its inventory changes here at once and in the store in the next batch.
+    /// A device connected: its reported tags (for selectors) change here at once, its inventory
+    /// in the store with the next batch.
     pub async fn connected(&self, conn: Connection) {
-        self.update(&conn.id, |d| {
-            if d.last_disconnect.is_some_and(|t| (conn.at - t).num_milliseconds() < orb_store::model::FLAP_WINDOW_MS) {
-                d.flaps += 1;
-            }
-            d.connections += 1;
-            d.first_seen.get_or_insert(conn.at);
-            d.last_seen = Some(conn.at);
-            d.last_remote_addr = Some(conn.remote_addr.clone());
-            d.user_agent.clone_from(&conn.user_agent);
-            d.agent_version.clone_from(&conn.agent_version);
-            d.commands.clone_from(&conn.commands);
-            d.reported_tags.clone_from(&conn.reported_tags);
-            d.transport = Some(conn.transport.clone());
-        });
+        let changed =
+            self.get(&conn.id).is_some_and(|k| k.first_seen.is_none() || k.reported_tags != conn.reported_tags);
+        if changed {
+            self.update(&conn.id, |k| {
+                k.first_seen.get_or_insert(conn.at);
+                k.reported_tags.clone_from(&conn.reported_tags);
+            });
+        }
         self.recorder.record(Record::Connected(conn)).await;
     }
 
     /// A device's session ended.
     pub async fn disconnected(&self, id: &str, at: DateTime<Utc>) {
-        self.update(id, |d| {
-            d.last_seen = Some(at);
-            d.last_disconnect = Some(at);
-        });
         self.recorder.record(Record::Disconnected { id: id.to_owned(), at }).await;
     }
 
     /// A connected device was heard from at `at` (periodic, coarse).
     pub async fn seen(&self, id: &str, at: DateTime<Utc>) {
-        self.update(id, |d| d.last_seen = d.last_seen.max(Some(at)));
         self.recorder.record(Record::Seen { id: id.to_owned(), at }).await;
     }
 
-    /// Applies `change` to the cached copy of a device (copy on write); returns the new copy.
-    fn update(&self, id: &str, change: impl FnOnce(&mut Device)) -> Arc<Known> {
-        match self.devices.get_mut(id) {
-            Some(mut entry) => {
-                let mut device = entry.value().device.clone();
-                change(&mut device);
-                let known = Known::new(device);
-                *entry.value_mut() = Arc::clone(&known);
-                known
-            }
-            None => {
-                // Removed meanwhile: nothing to update; hand back a detached copy.
-                let mut device = blank(id);
-                change(&mut device);
-                Known::new(device)
-            }
+    /// Replaces the cached copy of a device with a changed one (nothing when it was removed).
+    fn update(&self, id: &str, change: impl FnOnce(&mut Known)) {
+        if let Some(mut entry) = self.devices.get_mut(id) {
+            let known = entry.value().with(change);
+            *entry.value_mut() = known;
         }
-    }
-}
-
-fn blank(id: &str) -> Device {
-    Device {
-        id: id.to_owned(),
-        secret_hash: None,
-        revoked: false,
-        reported_tags: BTreeMap::new(),
-        operator_tags: BTreeMap::new(),
-        agent_version: None,
-        commands: Vec::new(),
-        registered_at: Utc::now(),
-        first_seen: None,
-        last_seen: None,
-        last_disconnect: None,
-        last_remote_addr: None,
-        user_agent: None,
-        transport: None,
-        connections: 0,
-        flaps: 0,
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::close::{CloseReason, Closer};
 use crate::config::Limits;
 use crate::jobs::JobInbox;
-use crate::registry::{Known, Registry};
+use crate::registry::Registry;
 
 /// What the router knows about a connected device (immutable for the session's life).
 #[derive(Debug)]
@@ -60,13 +60,12 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The inventory line of a known device, with its live session when connected.
-pub fn device_info(known: &Known, live: Option<&DeviceRecord>) -> DeviceInfo {
-    let d = &known.device;
+/// The inventory line of a stored device, with its live session when connected.
+pub fn device_info(d: &orb_store::Device, live: Option<&DeviceRecord>) -> DeviceInfo {
     DeviceInfo {
         id: d.id.clone(),
         connected: live.is_some(),
-        tags: known.tags.clone(),
+        tags: d.tags(),
         remote_addr: live.map(|r| r.remote_addr.to_string()).or_else(|| d.last_remote_addr.clone()),
         connected_since: live.map(|r| rfc3339(r.connected_since)),
         agent_version: d.agent_version.clone(),
@@ -423,7 +422,7 @@ impl Router {
         };
         let mut out: Vec<Target> = match sel.exact_ids() {
             Some(ids) => ids.into_iter().filter(|id| self.registry.get(id).is_some()).filter_map(target).collect(),
-            None => self.registry.matching(|k| sel.matches(k)).iter().filter_map(|k| target(&k.device.id)).collect(),
+            None => self.registry.matching(|k| sel.matches(k)).iter().filter_map(|k| target(&k.id)).collect(),
         };
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out.dedup_by(|a, b| a.id == b.id);
@@ -573,19 +572,33 @@ impl Router {
     }
 
     /// Inventory of known devices matching `sel` (all when `None`; only connected ones when
-    /// `connected_only`), sorted by id.
-    pub fn device_infos(&self, sel: Option<&Selector>, connected_only: bool) -> Vec<DeviceInfo> {
-        self.registry
+    /// `connected_only`), sorted by id: the registry selects, the store (flushed first) describes.
+    ///
+    /// # Errors
+    /// `store_unavailable`.
+    pub async fn device_infos(
+        &self,
+        sel: Option<&Selector>,
+        connected_only: bool,
+    ) -> Result<Vec<DeviceInfo>, ErrorBody> {
+        let wanted: std::collections::HashSet<String> = self
+            .registry
             .matching(|k| sel.is_none_or(|s| s.matches(k)))
             .iter()
-            .filter_map(|k| {
-                let live = self.device(&k.device.id);
-                if connected_only && live.is_none() {
-                    return None;
-                }
-                Some(device_info(k, live.as_ref().map(|s| s.record.as_ref())))
+            .filter(|k| !connected_only || self.devices.contains_key(k.id.as_str()))
+            .map(|k| k.id.clone())
+            .collect();
+        let store = self.registry.store();
+        store.flush().await.map_err(crate::registry::store_error)?;
+        let devices = store.devices().await.map_err(crate::registry::store_error)?;
+        Ok(devices
+            .iter()
+            .filter(|d| wanted.contains(&d.id))
+            .map(|d| {
+                let live = self.device(&d.id);
+                device_info(d, live.as_ref().map(|s| s.record.as_ref()))
             })
-            .collect()
+            .collect())
     }
 }
 

@@ -78,17 +78,22 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(shared: Arc<Shared>, mut
         let mut name = None;
         let (reason, last) = match admitted {
             Err(e) => (CloseReason::ConnectionLimit, Some(error_frame(Codec::Json, None, e.code, e.message))),
-            Ok(_guard) => match handshake(&shared, &mut source, &outbox, peer, transport, user_agent, stats).await {
-                Ok(mut session) => {
-                    let reason = session.run(&mut source).await;
-                    if let Registered::Device { id, .. } = &session.registered {
-                        shared.router.registry().disconnected(id.as_str(), chrono::Utc::now()).await;
+            // Boxed: the handshake runs once, and inline its state (authentication, registration,
+            // store writes) would enlarge every connection's task for its whole life.
+            Ok(_guard) => {
+                match Box::pin(handshake(&shared, &mut source, &outbox, peer, transport, user_agent, stats)).await {
+                    Ok(mut session) => {
+                        let reason = session.run(&mut source).await;
+                        if let Registered::Device { id, .. } = &session.registered {
+                            // Boxed for the same reason: it runs once, at the end.
+                            Box::pin(shared.router.registry().disconnected(id.as_str(), chrono::Utc::now())).await;
+                        }
+                        name = Some(std::mem::take(&mut session.name));
+                        (reason, session.last.take().or_else(|| goodbye(reason, session.outbox.codec)))
                     }
-                    name = Some(std::mem::take(&mut session.name));
-                    (reason, session.last.take().or_else(|| goodbye(reason, session.outbox.codec)))
+                    Err((reason, frame)) => (reason, frame),
                 }
-                Err((reason, frame)) => (reason, frame),
-            },
+            }
         };
         shared.router.record_close(reason);
         if let Some(f) = last {
@@ -198,7 +203,7 @@ async fn handshake<R: FrameSource>(
     let registry = shared.router.registry();
     let known = match &principal.device {
         Some(id) if principal.role == Role::Agent => Some(match registry.get(id.as_str()) {
-            Some(k) if k.device.revoked => return Err(refuse(crate::registry::revoked(id.as_str()))),
+            Some(k) if k.revoked => return Err(refuse(crate::registry::revoked(id.as_str()))),
             Some(k) => k,
             None => registry.add(id, None, Default::default()).await.map_err(refuse)?,
         }),
@@ -224,8 +229,8 @@ async fn handshake<R: FrameSource>(
         server: SERVER_NAME.to_owned(),
         codec: announced,
         secret: principal.issued_secret.clone(),
-        known: known.as_ref().is_some_and(|k| k.device.first_seen.is_some()),
-        first_seen: known.as_ref().map(|k| crate::router::rfc3339(k.device.first_seen.unwrap_or(now))),
+        known: known.as_ref().is_some_and(|k| k.first_seen.is_some()),
+        first_seen: known.as_ref().map(|k| crate::router::rfc3339(k.first_seen.unwrap_or(now))),
     };
     // The welcome itself is JSON, so the client can read the choice before switching. It is queued
     // before the session is registered (with no await in between), so nothing routed to the session
