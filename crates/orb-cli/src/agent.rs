@@ -179,8 +179,9 @@ fn identity(settings: &Settings, urls: &[ServerUrl], data: &Path, id: Option<&De
     Ok(Identity { id: id.map(ToString::to_string), secret: None, token })
 }
 
-/// The message for a refusal that retrying cannot fix, with what to do about it.
-fn refusal(e: orb_client::ClientError, id: Option<&str>, data: &Path) -> Failure {
+/// The message for a refusal that retrying cannot fix (or the last error after giving up), with
+/// what to do about it. Refusals of this device's credential exit 77 (denied).
+fn refusal(e: orb_client::ClientError, id: Option<&str>, data: &Path, with_secret: bool) -> Failure {
     let id = id.unwrap_or("ID");
     let hint = match e.code() {
         Some(ErrorCode::IdTaken) => format!(
@@ -196,11 +197,25 @@ fn refusal(e: orb_client::ClientError, id: Option<&str>, data: &Path) -> Failure
             "; the server does not know device {id} (removed, or its store was reset): delete {} to enroll again",
             credentials::path(data).display()
         ),
+        Some(ErrorCode::AuthFailed) if with_secret => format!("; {}", secret_refused_hint(data)),
         _ => String::new(),
     };
+    let denied = matches!(e.code(), Some(ErrorCode::IdTaken | ErrorCode::Revoked | ErrorCode::DeviceNotFound));
     let mut f = Failure::from(e);
+    if denied {
+        f.code = exit::DENIED;
+    }
     f.message.push_str(&hint);
     f
+}
+
+/// What to do when a server answers this device's secret with `auth_failed` (which it also does
+/// for an unknown or revoked id, without saying which).
+fn secret_refused_hint(data: &Path) -> String {
+    format!(
+        "the server refused this device's secret: if the device was removed or revoked, delete {} and enroll again",
+        credentials::path(data).display()
+    )
 }
 
 /// Runs the agent until SIGINT/SIGTERM (exit 0) or until it gives up (exit 69).
@@ -228,7 +243,9 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let _lock = lock_data_dir(&data)?;
     let who = identity(&settings, &urls, &data, id.as_ref())?;
     let enroll = who.secret.is_none();
-    let shown_id = who.id.clone();
+    // Updated when the server issues a credential: from then on the agent connects with it.
+    let mut shown_id = who.id.clone();
+    let mut with_secret = !enroll;
 
     let mut base = ClientConfig::agent(urls[0].clone(), who.token, String::new());
     base.id = who.id;
@@ -261,6 +278,8 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let outcome = link
         .run(&stop, |event| match event {
             LinkEvent::Enrolled { url, id, secret } => {
+                shown_id = Some(id.clone());
+                with_secret = true;
                 let c = Credentials {
                     id: id.clone(),
                     secret,
@@ -291,14 +310,26 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
                 }
                 tracing::info!(server = %url, id, "agent connected");
             }
-            LinkEvent::Lost { url, reason } => tracing::warn!(server = %url, reason, "connection lost; reconnecting"),
-            LinkEvent::Failed { url, error, retry_in } => {
-                tracing::warn!(server = %url, error, retry_in_ms = retry_in.as_millis() as u64, "cannot connect")
+            LinkEvent::Lost { url, reason } => match reason.as_str() {
+                // `run` returns the matching error next; the agent stops.
+                "revoked" | "removed" => {
+                    tracing::error!(server = %url, reason, "the server ended this device's session")
+                }
+                _ => tracing::warn!(server = %url, reason, "connection lost; reconnecting"),
+            },
+            LinkEvent::Failed { url, error, code, retry_in } => {
+                let retry_in_ms = retry_in.as_millis() as u64;
+                if with_secret && code == Some(ErrorCode::AuthFailed) {
+                    let hint = secret_refused_hint(&data);
+                    tracing::warn!(server = %url, error, retry_in_ms, "cannot connect: {hint}");
+                } else {
+                    tracing::warn!(server = %url, error, retry_in_ms, "cannot connect");
+                }
             }
         })
         .await;
     if let Err(e) = outcome {
-        return Err(refusal(e, shown_id.as_deref(), &data));
+        return Err(refusal(e, shown_id.as_deref(), &data, with_secret));
     }
     let live = current.borrow().clone();
     if let Some(failure) = unsaved {

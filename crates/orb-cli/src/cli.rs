@@ -23,7 +23,8 @@ pub struct Cli {
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ORB_GIT_REVISION"), ")");
 
 const EXIT_CODES: &str = "Exit codes: 0 ok; 1 a target failed or nothing matched; 2 usage error; \
-69 server unreachable; 77 authentication or permission refused; 78 bad configuration; \
+69 server (or its database) unreachable; 75 temporary failure (the data folder is in use); \
+77 authentication or permission refused; 78 bad configuration; \
 130 interrupted (orb send detached from its job, or cancelled it).";
 
 /// The sub-commands.

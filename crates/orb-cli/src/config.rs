@@ -422,14 +422,43 @@ fn check_store_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// `scheme://user:password@host/...` with the password replaced by `<redacted>`; other text as is.
+/// A store URL with its passwords replaced by `<redacted>`: the one in `scheme://user:password@host/...`
+/// and any `password=...` parameter of the query string (`postgres://orb@h/db?password=...`);
+/// other text as is.
 fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    const SHOWN: &str = "<redacted>";
+    let url = redact_query_password(url, SHOWN);
+    let Some((scheme, rest)) = url.split_once("://") else { return url };
+    // The user information ends at the last `@` before the query (a password may hold `@` or `/`).
+    // Without one there, a `?` may be part of the password: look further, unless a `/` already
+    // ended the host.
+    let before_query = &rest[..rest.find('?').unwrap_or(rest.len())];
+    let at = before_query.rfind('@').or_else(|| if before_query.contains('/') { None } else { rest.rfind('@') });
+    let Some((userinfo, host)) = at.map(|i| (&rest[..i], &rest[i + 1..])) else { return url };
     match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
-        None => url.to_owned(),
+        Some((user, _)) => format!("{scheme}://{user}:{SHOWN}@{host}"),
+        None => url,
     }
+}
+
+/// Every `password=VALUE` parameter (after `?` or `&`, any case) with VALUE replaced by `shown`.
+fn redact_query_password(url: &str, shown: &str) -> String {
+    const KEY: &str = "password=";
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find(['?', '&']) {
+        let (head, tail) = rest.split_at(i + 1);
+        out.push_str(head);
+        rest = tail;
+        if rest.get(..KEY.len()).is_some_and(|k| k.eq_ignore_ascii_case(KEY)) {
+            out.push_str(&rest[..KEY.len()]);
+            out.push_str(shown);
+            let end = rest.find(['&', '#']).unwrap_or(rest.len());
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `[limits]` as typed values.
@@ -774,6 +803,32 @@ mod tests {
         assert_eq!(settings.store.url.as_deref(), Some("postgres://orb:pg-pass-word@db.example:5432/orb"));
         assert_eq!(redact_url_password("sqlite:orb.db"), "sqlite:orb.db");
         assert_eq!(redact_url_password("postgres://orb@h/db"), "postgres://orb@h/db");
+    }
+
+    #[test]
+    fn store_url_passwords_are_redacted_in_the_user_information_and_the_query() {
+        let cases = [
+            ("postgres://orb:pw@h:5432/db", "postgres://orb:<redacted>@h:5432/db"),
+            ("postgres://orb:p@ss/w@h/db", "postgres://orb:<redacted>@h/db"),
+            ("postgres://orb:p?ss@h/db", "postgres://orb:<redacted>@h/db"),
+            ("postgres://orb@h/db?password=pw", "postgres://orb@h/db?password=<redacted>"),
+            (
+                "postgresql://h/db?user=orb&Password=p@w&sslmode=require",
+                "postgresql://h/db?user=orb&Password=<redacted>&sslmode=require",
+            ),
+            ("postgres://u:a@h/db?password=b#frag", "postgres://u:<redacted>@h/db?password=<redacted>#frag"),
+            ("postgres://h/db?user=a@b&password=x", "postgres://h/db?user=a@b&password=<redacted>"),
+            ("postgres://h/db?passwords=kept&x=password=kept", "postgres://h/db?passwords=kept&x=password=kept"),
+            ("postgres://h/db?password=", "postgres://h/db?password=<redacted>"),
+            ("sqlite:orb.db", "sqlite:orb.db"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url_password(url), shown, "{url}");
+        }
+        let mut l = Layers::defaults();
+        l.env([("ORB_STORE__URL".to_owned(), "postgres://orb@db.example/orb?password=pg-pass-word".to_owned())]);
+        let shown = l.finish().unwrap().redacted_toml();
+        assert!(!shown.contains("pg-pass-word") && shown.contains("?password=<redacted>"), "{shown}");
     }
 
     #[test]

@@ -12,6 +12,11 @@ use crate::exit::{self, Failure};
 /// The local server's data folder, read for tokens when the server is on loopback.
 pub const LOCAL_DATA: &str = "orb-data";
 
+/// Largest frame an operator command accepts from the server. Operator answers can be large (a
+/// 100k-device `orb devices` list, `orb jobs show` of a fleet-wide job), far above the protocol's
+/// 1 MiB default; agents keep that default, since what they receive is small.
+pub const OPERATOR_MAX_FRAME: usize = 64 << 20;
+
 /// Which of the local server's tokens a command needs.
 #[derive(Debug, Clone, Copy)]
 pub enum TokenKind {
@@ -63,7 +68,7 @@ pub async fn operator(args: &ConnectArgs) -> Result<Client, Failure> {
     let url = url(args)?;
     let token = token(args, &url, TokenKind::Admin)?;
     let no_token = token.is_none();
-    let cfg = ClientConfig::operator(url, token);
+    let cfg = ClientConfig { max_frame: OPERATOR_MAX_FRAME, ..ClientConfig::operator(url, token) };
     Client::connect(cfg, Handlers::new()).await.map_err(|e| {
         let mut f = Failure::from(e);
         if no_token && f.code == exit::DENIED {

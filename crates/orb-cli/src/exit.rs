@@ -14,6 +14,9 @@ pub const USAGE: u8 = 2;
 pub const UNREACHABLE: u8 = 69;
 /// An internal error (e.g. the runtime could not start).
 pub const SOFTWARE: u8 = 70;
+/// A temporary failure: retrying later may work (e.g. another server holds the data folder).
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+pub const TEMPFAIL: u8 = 75;
 /// Authentication or permission refused.
 pub const DENIED: u8 = 77;
 /// Invalid configuration.

@@ -1,7 +1,8 @@
 //! `orb send`: validate the selector and arguments, submit the job (or resolve it with
 //! `--dry-run`), follow results with a progress bar, print a table and summary or JSON lines.
-//! Ctrl-C while waiting detaches (the job keeps running on the server; its id is printed), and a
-//! second Ctrl-C within 3 s cancels it; both exit 130.
+//! Ctrl-C while waiting detaches (the job keeps running on the server; its id is printed), a
+//! second Ctrl-C within 3 s cancels it, and a third one stops waiting for the cancel's answer;
+//! all exit 130.
 
 use std::time::Duration;
 
@@ -92,7 +93,8 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
 }
 
 /// After the first Ctrl-C: say how to follow the job, print its id (data, on stdout), and cancel
-/// it if a second Ctrl-C comes within 3 s. Always exit 130 (interrupted).
+/// it if a second Ctrl-C comes within 3 s; a third Ctrl-C returns at once, without waiting for
+/// the server's answer. Always exit 130 (interrupted).
 async fn detach(client: &Client, interrupt: &mut Signal, id: &str, as_json: bool) -> u8 {
     eprintln!(
         "detached from job {id}; it keeps running (orb jobs show {id}). Press Ctrl-C again within 3 s to cancel it."
@@ -104,11 +106,21 @@ async fn detach(client: &Client, interrupt: &mut Signal, id: &str, as_json: bool
         outln!("{id}");
     }
     if tokio::time::timeout(Duration::from_secs(3), interrupt.recv()).await.is_ok() {
-        let answer: Result<JobCancelled, ClientError> =
-            client.call_json(commands::JOBS_CANCEL, &JobRef { id: id.to_owned() }, Duration::from_secs(15)).await;
+        eprintln!("cancelling job {id}; press Ctrl-C again to stop waiting for the answer.");
+        let job = JobRef { id: id.to_owned() };
+        let cancel = client.call_json::<_, JobCancelled>(commands::JOBS_CANCEL, &job, Duration::from_secs(15));
+        // Our handler replaced the default one for good: a third Ctrl-C must still end at once.
+        let answer: Option<Result<JobCancelled, ClientError>> = tokio::select! {
+            a = cancel => Some(a),
+            _ = interrupt.recv() => None,
+        };
         match answer {
-            Ok(c) => crate::jobs::print_cancelled(&c, as_json),
-            Err(e) => eprintln!("error: cannot cancel job {id}: {e}"),
+            Some(Ok(c)) => crate::jobs::print_cancelled(&c, as_json),
+            Some(Err(e)) => eprintln!("error: cannot cancel job {id}: {e}"),
+            None => {
+                eprintln!("interrupted: job {id} may not be cancelled (orb jobs show {id}; orb jobs cancel {id})");
+                return exit::INTERRUPTED;
+            }
         }
     }
     client.close().await;

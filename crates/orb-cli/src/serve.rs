@@ -106,6 +106,9 @@ pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let data = server_config.data_dir.clone();
     let mut server = ServerBuilder::new(server_config).start().await.map_err(|e| match e {
         ServerError::Bind { .. } => Failure::new(exit::UNREACHABLE, e.to_string()),
+        // The database is down or unreachable: a service problem, not a configuration one.
+        ServerError::Store(orb_store::StoreError::Unavailable(_)) => Failure::new(exit::UNREACHABLE, e.to_string()),
+        ServerError::DataDirLocked { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
         _ => Failure::new(exit::CONFIG, e.to_string()),
     })?;
     eprintln!(

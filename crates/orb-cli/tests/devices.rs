@@ -102,3 +102,44 @@ fn websocket_agents_and_clients_work_like_tcp_ones() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(by_id(list, "ws-1")["connected"], true);
 }
+
+#[test]
+fn devices_json_lists_a_fleet_whose_answer_is_far_above_one_mebibyte() {
+    use futures_util::StreamExt;
+    use orb_client::{Client, ClientConfig, Handlers, ServerUrl};
+    use orb_proto::message::commands;
+    use orb_proto::registry::DeviceAdd;
+    use std::time::Duration;
+
+    const DEVICES: usize = 600;
+    let server = Server::start();
+    // Long operator tags make the list large with few registrations: about 2 KiB a device.
+    let tags: std::collections::BTreeMap<String, String> =
+        (0..8).map(|k| (format!("label{k}"), "x".repeat(250))).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let url: ServerUrl = server.tcp.parse().unwrap();
+        let op =
+            Client::connect(ClientConfig::operator(url, Some(common::ADMIN.into())), Handlers::new()).await.unwrap();
+        let calls = futures_util::stream::iter(0..DEVICES)
+            .map(|i| {
+                let (op, add) = (&op, DeviceAdd { id: format!("big-{i:05}"), tags: tags.clone() });
+                async move {
+                    let _: Value = op.call_json(commands::DEVICES_ADD, &add, Duration::from_secs(30)).await.unwrap();
+                }
+            })
+            .buffer_unordered(64);
+        calls.collect::<Vec<()>>().await;
+        op.close().await;
+    });
+
+    let out = server.client("devices").arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(out.stdout.len() > 1 << 20, "the answer exceeds the 1 MiB default frame: {} bytes", out.stdout.len());
+    let list = &json_lines(&out)[0];
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), DEVICES);
+    assert_eq!(ids.first(), Some(&"big-00000"));
+    assert_eq!(ids.last(), Some(&format!("big-{:05}", DEVICES - 1).as_str()));
+    assert_eq!(by_id(list, "big-00042")["tags"]["label7"].as_str().map(str::len), Some(250));
+}

@@ -182,3 +182,29 @@ fn a_second_ctrl_c_cancels_the_detached_job() {
     let detail = jobs_json(&server, &["show", &id]);
     assert_eq!(detail["job"]["state"], "cancelled", "{detail}");
 }
+
+#[test]
+fn a_third_ctrl_c_exits_at_once_while_the_cancel_waits_for_an_answer() {
+    let server = Server::start();
+    let mut agent = server.agent_with("web-1", |c| {
+        c.env("ORB_LOG", "info,orb_client::transport=trace");
+    });
+    server.wait_connected(&["web-1"]);
+    let (mut send, out) = interactive_send(&server, &mut agent, false);
+
+    send_signal(send.pid(), "INT");
+    send.wait_for_line(EVENT, |l| l.starts_with("detached from job"));
+    let id = out.next(EVENT).unwrap();
+    // A server that does not answer: the cancel call would wait up to 15 s.
+    send_signal(server.proc.pid(), "STOP");
+    send_signal(send.pid(), "INT");
+    send.wait_for_line(EVENT, |l| l.starts_with("cancelling job"));
+    let asked = std::time::Instant::now();
+    send_signal(send.pid(), "INT");
+    let status = send.wait_exit(EVENT);
+    let took = asked.elapsed();
+    send_signal(server.proc.pid(), "CONT");
+    assert_eq!(status.code(), Some(130), "{}", send.stderr());
+    assert!(took < std::time::Duration::from_secs(3), "exited after {took:?}: {}", send.stderr());
+    assert!(send.stderr().contains(&format!("orb jobs cancel {id}")), "{}", send.stderr());
+}

@@ -206,23 +206,85 @@ fn revoke_closes_the_session_and_the_agent_can_never_reconnect() {
 
     let out = server.client("devices").args(["revoke", "web-1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // The session closes at once; the reconnect is refused `revoked`: exit 77 with advice.
+    // The session closes at once with `bye` `revoked`: the agent stops, exit 77 with advice.
     let status = agent.wait_exit(EVENT);
     assert_eq!(status.code(), Some(77), "{}", agent.stderr());
-    assert!(agent.stderr().contains("revoked"), "{}", agent.stderr());
+    let err = agent.stderr();
+    assert!(err.contains("revoked") && err.contains("orb devices rm web-1"), "{err}");
     let detail = devices_json(&server, &["show", "web-1"]);
     assert_eq!((&detail["revoked"], &detail["connected"]), (&json!(true), &json!(false)), "{detail}");
     assert_eq!(summary(&server), json!({"known": 1, "connected": 0, "revoked": 1}));
 
-    // Restarting changes nothing, with or without the agent token.
-    let again = common::orb_cmd(server.cwd())
-        .args(["agent", "--server", &server.tcp, "--token", AGENT, "--data"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    // Restarting changes nothing, with or without the agent token: the saved secret is refused
+    // (`auth_failed`, which does not say why; retried slowly, with a hint, until giving up).
+    let again = agent_cmd(&server, &data, &["--token", AGENT, "--give-up-after", "1s"]).output().unwrap();
     assert_eq!(again.status.code(), Some(77), "{}", stderr(&again));
+    assert_refused_secret(&stderr(&again), &data);
     let table = stdout(&server.client("devices").output().unwrap());
     assert!(table.contains("revoked"), "{table}");
+}
+
+/// The saved secret was refused: `auth_failed` with the hint to delete the credential (a server
+/// that still tells `revoked` or `device_not_found` apart stops at once with its own hint).
+fn assert_refused_secret(err: &str, data: &Path) {
+    let file = data.join("credentials.json").display().to_string();
+    if err.contains("auth_failed") {
+        assert!(err.contains("the server refused this device's secret") && err.contains(&file), "{err}");
+    } else {
+        assert!(err.contains("revoked") || err.contains("device_not_found"), "{err}");
+        assert!(err.contains(&file), "{err}");
+    }
+}
+
+#[test]
+fn removing_a_connected_device_stops_its_agent_and_its_credential_is_refused_afterwards() {
+    let server = Server::start();
+    let data = server.cwd().join("web-1");
+    let mut agent = spawn_agent(&server, &data, &["--token", AGENT, "--id", "web-1"]);
+    agent.wait_for_line(EVENT, connected);
+    server.wait_connected(&["web-1"]);
+
+    let out = server.client("devices").args(["rm", "web-1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // `bye` `removed`: the agent stops at once, exit 77, saying how to enroll again.
+    let status = agent.wait_exit(EVENT);
+    assert_eq!(status.code(), Some(77), "{}", agent.stderr());
+    let err = agent.stderr();
+    assert!(err.contains("device_not_found") && err.contains("removed"), "{err}");
+    assert!(err.contains(&data.join("credentials.json").display().to_string()), "{err}");
+    assert_eq!(summary(&server), json!({"known": 0, "connected": 0, "revoked": 0}));
+
+    // Started again with the old credential: refused, never registered again.
+    let again = agent_cmd(&server, &data, &["--give-up-after", "1s"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(77), "{}", stderr(&again));
+    assert_refused_secret(&stderr(&again), &data);
+    assert_eq!(summary(&server), json!({"known": 0, "connected": 0, "revoked": 0}));
+
+    // Deleting the credential, as the hint says, enrolls it again.
+    std::fs::remove_file(data.join("credentials.json")).unwrap();
+    let mut agent = spawn_agent(&server, &data, &["--token", AGENT, "--id", "web-1"]);
+    agent.wait_for_line(EVENT, connected);
+    server.wait_connected(&["web-1"]);
+    stop(&mut agent);
+}
+
+#[test]
+fn a_refused_secret_is_retried_slowly_with_a_hint_in_the_log() {
+    let server = Server::start();
+    let out = server.client("devices").args(["add", "cam-1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let data = server.cwd().join("cam-1");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("credentials.json"), r#"{"id":"cam-1","secret":"not-the-issued-secret"}"#).unwrap();
+
+    let mut agent = spawn_agent(&server, &data, &[]);
+    let file = data.join("credentials.json").display().to_string();
+    let hint = "the server refused this device's secret: if the device was removed or revoked, delete";
+    let line = agent.wait_for_line(EVENT, |l| l.contains("auth_failed"));
+    assert!(line.contains(hint) && line.contains(&format!("{file} and enroll again")), "{line}");
+    // Retried at backoff_max (200 ms here), never given up.
+    agent.wait_for_line(EVENT, |l| l.contains("auth_failed") && l.contains("retry_in_ms=200"));
+    stop(&mut agent);
 }
 
 #[test]

@@ -693,6 +693,12 @@ pub(crate) mod scripted {
             self.send(&Envelope::new(Kind::Welcome).with_json_body(&welcome)).await;
         }
 
+        /// Ends the session with a `bye` giving `reason` (as the server does for `revoked`).
+        pub(crate) async fn bye(&mut self, reason: &str) {
+            let bye = Bye { reason: reason.into(), reconnect_after_ms: None };
+            self.send(&Envelope::new(Kind::Bye).with_json_body(&bye)).await;
+        }
+
         /// Refuses the hello with `code`.
         pub(crate) async fn refuse(&mut self, code: orb_proto::ErrorCode) {
             self.send(&Envelope::error(None, code, "scripted refusal")).await;

@@ -4,10 +4,13 @@
 //! through a watch channel for code that sends commands. When a welcome issues a device secret
 //! (enrollment), later attempts connect with that id and secret instead of the shared token, and
 //! the caller hears of it ([`LinkEvent::Enrolled`]) before anything else, so it can save it.
+//! A server refusing the device's credential is skipped like an unreachable one (a backup may
+//! have its own store); only a full round of such refusals, or an operator ending the session
+//! (`bye` `revoked` / `removed`), stops the link for good.
 
 use std::time::Duration;
 
-use orb_proto::ErrorCode;
+use orb_proto::{ErrorBody, ErrorCode};
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -73,7 +76,8 @@ pub enum LinkEvent {
         /// RFC 3339 UTC time the server first saw this device, when it says.
         first_seen: Option<String>,
     },
-    /// A live connection closed.
+    /// A live connection closed. A reconnect follows, except after reason `revoked` or `removed`
+    /// (an operator ended the session), when [`Persistent::run`] returns an error.
     Lost {
         /// The server.
         url: String,
@@ -86,6 +90,8 @@ pub enum LinkEvent {
         url: String,
         /// What went wrong.
         error: String,
+        /// The server's code when it refused the hello (`auth_failed`, `id_taken`, ...).
+        code: Option<ErrorCode>,
         /// Delay before the next attempt.
         retry_in: Duration,
     },
@@ -108,9 +114,13 @@ impl std::fmt::Debug for LinkEvent {
             LinkEvent::Lost { url, reason } => {
                 f.debug_struct("Lost").field("url", url).field("reason", reason).finish()
             }
-            LinkEvent::Failed { url, error, retry_in } => {
-                f.debug_struct("Failed").field("url", url).field("error", error).field("retry_in", retry_in).finish()
-            }
+            LinkEvent::Failed { url, error, code, retry_in } => f
+                .debug_struct("Failed")
+                .field("url", url)
+                .field("error", error)
+                .field("code", code)
+                .field("retry_in", retry_in)
+                .finish(),
         }
     }
 }
@@ -143,15 +153,26 @@ impl Persistent {
     /// still open, so the caller can drain it) or until giving up.
     ///
     /// # Errors
-    /// The last error when `give_up_after` passed without a connection, or at once when the
-    /// server refuses the hello for a reason retrying cannot fix (`bad_id`, `unsupported_version`,
-    /// `id_taken`: the id has its own secret, `revoked`: an operator disabled it).
+    /// - the last error when `give_up_after` passed without a connection;
+    /// - at once when a server refuses the hello for a reason retrying cannot fix (`bad_id`,
+    ///   `unsupported_version`, `bad_request`);
+    /// - when every server of a full round, one after the other, refused this device's
+    ///   credential (`id_taken`: the id has its own secret; `revoked`; `device_not_found`). A
+    ///   refusal by one server alone moves on to the next, like a connection failure: backups may
+    ///   have their own store, where the device is known;
+    /// - at once when an operator ends the live session: a `bye` with reason `revoked` gives
+    ///   [`ClientError::Remote`] with code `revoked`, reason `removed` one with `device_not_found`.
+    ///
+    /// `auth_failed` (which is also what a server answers a device secret it does not accept,
+    /// whether the id is unknown, revoked or the secret wrong) is retried every `backoff.max`.
     pub async fn run(&self, stop: &CancellationToken, mut events: impl FnMut(LinkEvent)) -> Result<(), ClientError> {
         // A Send rng: this future runs on any worker thread.
         let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
         let mut attempt: u32 = 0;
         let mut index = 0usize;
         let mut since = Instant::now();
+        // Servers in a row that refused this device's credential (see `credential_refused`).
+        let mut refusals = 0usize;
         // Changes once, when a welcome issues a device secret.
         let mut base = self.base.clone();
         loop {
@@ -164,6 +185,7 @@ impl Persistent {
             let delay = match result {
                 Ok(client) => {
                     attempt = 0;
+                    refusals = 0;
                     let welcome = client.welcome();
                     if let Some(secret) = &welcome.secret {
                         base = enrolled(base, &welcome.id, secret);
@@ -186,24 +208,27 @@ impl Persistent {
                     };
                     self.current.send_replace(None);
                     since = Instant::now();
+                    let ended = ended_by_operator(&reason);
                     events(LinkEvent::Lost { url: url.to_string(), reason });
+                    if let Some(e) = ended {
+                        return Err(e);
+                    }
                     // The server's hint (e.g. during its restart), else a short jittered pause.
                     client.reconnect_hint().unwrap_or_else(|| self.backoff.delay(0, &mut rng))
                 }
                 Err(e) => {
-                    let fatal = matches!(
-                        e.code(),
-                        Some(
-                            ErrorCode::BadId
-                                | ErrorCode::UnsupportedVersion
-                                | ErrorCode::BadRequest
-                                | ErrorCode::IdTaken
-                                | ErrorCode::Revoked
-                                | ErrorCode::DeviceNotFound
-                        )
-                    );
-                    if fatal {
+                    if e.code().is_some_and(fatal_at_once) {
                         return Err(e);
+                    }
+                    // Another server may have its own store: a credential one server refuses may
+                    // be good on the next. Only a refusal by every server in a row is final.
+                    if e.code().is_some_and(credential_refused) {
+                        refusals += 1;
+                        if refusals >= self.urls.len() {
+                            return Err(e);
+                        }
+                    } else {
+                        refusals = 0;
                     }
                     if let Some(limit) = self.backoff.give_up_after
                         && since.elapsed() >= limit
@@ -227,7 +252,12 @@ impl Persistent {
                         Some(limit) => delay.min(limit.saturating_sub(since.elapsed())),
                         None => delay,
                     };
-                    events(LinkEvent::Failed { url: url.to_string(), error: e.to_string(), retry_in: delay });
+                    events(LinkEvent::Failed {
+                        url: url.to_string(),
+                        error: e.to_string(),
+                        code: e.code().cloned(),
+                        retry_in: delay,
+                    });
                     delay
                 }
             };
@@ -237,6 +267,28 @@ impl Persistent {
             }
         }
     }
+}
+
+/// Refusals that no retry can fix.
+fn fatal_at_once(code: &ErrorCode) -> bool {
+    matches!(code, ErrorCode::BadId | ErrorCode::UnsupportedVersion | ErrorCode::BadRequest)
+}
+
+/// Refusals of this device's credential by one server, which another server (with another store)
+/// may still accept.
+fn credential_refused(code: &ErrorCode) -> bool {
+    matches!(code, ErrorCode::IdTaken | ErrorCode::Revoked | ErrorCode::DeviceNotFound)
+}
+
+/// The error to stop with when the server closed the live session because an operator revoked
+/// (`bye` reason `revoked`) or removed (`removed`) this device; `None` for any other reason.
+fn ended_by_operator(reason: &str) -> Option<ClientError> {
+    let (code, what) = match reason {
+        "revoked" => (ErrorCode::Revoked, "an operator revoked this device's credential"),
+        "removed" => (ErrorCode::DeviceNotFound, "an operator removed this device from the registry"),
+        _ => return None,
+    };
+    Some(ClientError::Remote(ErrorBody::new(code, format!("{what}; the server ended its session"))))
 }
 
 /// The configuration for every later attempt once the server issued `secret` for `id`: that id
@@ -292,7 +344,7 @@ mod tests {
         let run = link.run(&stop, |e| events.push(e));
         let err = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap_err();
         server.await.unwrap();
-        assert_eq!(err.code(), Some(&ErrorCode::Revoked), "revoked is fatal at once: {err}");
+        assert_eq!(err.code(), Some(&ErrorCode::Revoked), "with one server, its refusal is final: {err}");
         let kinds: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
         assert!(
             matches!(&events[0], LinkEvent::Enrolled { id, secret, .. } if id == "dev-7" && secret == "s3cret"),
@@ -302,5 +354,167 @@ mod tests {
         assert!(matches!(&events[2], LinkEvent::Lost { .. }), "{kinds:?}");
         assert_eq!(events.len(), 3, "{kinds:?}");
         assert!(!kinds.join(" ").contains("s3cret"), "Debug never shows the secret: {kinds:?}");
+    }
+
+    async fn listen() -> (tokio::net::TcpListener, ServerUrl) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+        (listener, url)
+    }
+
+    /// A link for device `dev-1` holding a secret, fast backoff, over `urls`.
+    fn device_link(urls: Vec<ServerUrl>) -> Persistent {
+        let base = enrolled(ClientConfig::agent(urls[0].clone(), None, "dev-1"), "dev-1", "s3cret");
+        let backoff = Backoff { min: Duration::from_millis(1), max: Duration::from_millis(10), give_up_after: None };
+        Persistent::new(base, urls, Handlers::new(), backoff)
+    }
+
+    fn describe(events: &[LinkEvent]) -> Vec<String> {
+        events.iter().map(|e| format!("{e:?}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_credential_refused_by_one_server_tries_the_next_and_only_a_full_round_of_refusals_is_final() {
+        use crate::client::scripted::Scripted;
+        let (a, url_a) = listen().await;
+        let (b, url_b) = listen().await;
+        let link = device_link(vec![url_a, url_b]);
+        let server = tokio::spawn(async move {
+            // Enrolled on A; A restarts with another store: B (which knows it) takes over.
+            let mut s = Scripted::accept(&a).await;
+            assert_eq!(s.hello.secret.as_deref(), Some("s3cret"));
+            s.welcome("dev-1", None).await;
+            drop(s);
+            Scripted::accept(&a).await.refuse(ErrorCode::DeviceNotFound).await;
+            let mut s = Scripted::accept(&b).await;
+            s.welcome("dev-1", None).await;
+            drop(s);
+            // Refusals separated by a failure that is not a refusal are not a full round.
+            Scripted::accept(&b).await.refuse(ErrorCode::IdTaken).await;
+            drop(Scripted::accept(&a).await); // closes during the handshake
+            Scripted::accept(&b).await.refuse(ErrorCode::Revoked).await;
+            let mut s = Scripted::accept(&a).await;
+            s.welcome("dev-1", None).await;
+            drop(s);
+            // Now A, then B: every server refused in a row, so the agent stops.
+            Scripted::accept(&a).await.refuse(ErrorCode::IdTaken).await;
+            Scripted::accept(&b).await.refuse(ErrorCode::Revoked).await;
+        });
+        let stop = CancellationToken::new();
+        let mut events = Vec::new();
+        let run = link.run(&stop, |e| events.push(e));
+        let err = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap_err();
+        server.await.unwrap();
+        assert_eq!(err.code(), Some(&ErrorCode::Revoked), "the last refusal: {err}");
+        let connected = events.iter().filter(|e| matches!(e, LinkEvent::Connected { .. })).count();
+        assert_eq!(connected, 3, "{:?}", describe(&events));
+        let codes: Vec<Option<ErrorCode>> = events
+            .iter()
+            .filter_map(|e| match e {
+                LinkEvent::Failed { code, .. } => Some(code.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                Some(ErrorCode::DeviceNotFound),
+                Some(ErrorCode::IdTaken),
+                None,
+                Some(ErrorCode::Revoked),
+                Some(ErrorCode::IdTaken)
+            ],
+            "{:?}",
+            describe(&events)
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_id_is_final_at_once_even_with_a_backup_server() {
+        use crate::client::scripted::Scripted;
+        let (a, url_a) = listen().await;
+        let (_b, url_b) = listen().await;
+        let link = device_link(vec![url_a, url_b]);
+        let server = tokio::spawn(async move { Scripted::accept(&a).await.refuse(ErrorCode::BadId).await });
+        let mut events = Vec::new();
+        let stop = CancellationToken::new();
+        let run = link.run(&stop, |e| events.push(e));
+        let err = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap_err();
+        server.await.unwrap();
+        assert_eq!(err.code(), Some(&ErrorCode::BadId), "{err}");
+        assert!(events.is_empty(), "{:?}", describe(&events));
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_by_revoke_or_remove_stops_the_link_with_the_matching_code() {
+        use crate::client::scripted::Scripted;
+        for (reason, code) in [("revoked", ErrorCode::Revoked), ("removed", ErrorCode::DeviceNotFound)] {
+            // A backup server would accept it: the operator's decision stands anyway.
+            let (a, url_a) = listen().await;
+            let (b, url_b) = listen().await;
+            let link = device_link(vec![url_a, url_b]);
+            let server = tokio::spawn(async move {
+                let mut s = Scripted::accept(&a).await;
+                s.welcome("dev-1", None).await;
+                s.bye(reason).await;
+                // Keep both ends open until the client has reacted.
+                let next = tokio::time::timeout(Duration::from_millis(300), async {
+                    tokio::select! { _ = a.accept() => (), _ = b.accept() => () }
+                });
+                assert!(next.await.is_err(), "{reason}: no reconnect");
+                drop(s);
+            });
+            let mut events = Vec::new();
+            let stop = CancellationToken::new();
+            let run = link.run(&stop, |e| events.push(e));
+            let err = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap_err();
+            assert_eq!(err.code(), Some(&code), "{reason}: {err}");
+            assert!(matches!(&err, ClientError::Remote(_)), "{err:?}");
+            assert!(
+                matches!(events.last(), Some(LinkEvent::Lost { reason: r, .. }) if r == reason),
+                "{:?}",
+                describe(&events)
+            );
+            assert!(link.current().borrow().is_none(), "no live client is published after the stop");
+            server.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_secret_is_retried_after_backoff_max() {
+        use crate::client::scripted::Scripted;
+        let (a, url_a) = listen().await;
+        let link = device_link(vec![url_a]);
+        let server = tokio::spawn(async move {
+            Scripted::accept(&a).await.refuse(ErrorCode::AuthFailed).await;
+            Scripted::accept(&a).await.refuse(ErrorCode::AuthFailed).await;
+            let mut s = Scripted::accept(&a).await;
+            s.welcome("dev-1", None).await;
+            s
+        });
+        let stop = CancellationToken::new();
+        let mut events = Vec::new();
+        let run = link.run(&stop, |e| {
+            if matches!(e, LinkEvent::Connected { .. }) {
+                stop.cancel();
+            }
+            events.push(e);
+        });
+        tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap();
+        drop(server.await.unwrap());
+        let failed: Vec<(Option<ErrorCode>, Duration)> = events
+            .iter()
+            .filter_map(|e| match e {
+                LinkEvent::Failed { code, retry_in, .. } => Some((code.clone(), *retry_in)),
+                _ => None,
+            })
+            .collect();
+        let max = Duration::from_millis(10);
+        assert_eq!(
+            failed,
+            [(Some(ErrorCode::AuthFailed), max), (Some(ErrorCode::AuthFailed), max)],
+            "{:?}",
+            describe(&events)
+        );
     }
 }

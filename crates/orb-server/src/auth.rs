@@ -89,12 +89,17 @@ impl TokenAuth {
         let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
         match self.registry.check_secret(id, secret) {
             Some(Ok(_)) => Ok(Principal { role: Role::Agent, device: Some(device), admin: false, issued_secret: None }),
-            Some(Err(e)) => Err(e),
-            None if self.registry.get(id).is_none() => Err(ErrorBody::new(
-                ErrorCode::DeviceNotFound,
-                format!("device {id} is not registered on this server (removed, or the store was reset)"),
-            )),
-            None => Err(ErrorBody::new(AUTH_FAILED, format!("device {id} has no secret on this server"))),
+            // One answer for an unknown id, a wrong secret and a revoked device: a hello without
+            // valid credentials learns nothing about which ids exist. The log says which it was.
+            outcome => {
+                let why = match outcome {
+                    Some(Err(e)) => e.message,
+                    _ if self.registry.get(id).is_none() => "unknown device".to_owned(),
+                    _ => "the device has no secret".to_owned(),
+                };
+                tracing::info!(agent.id = id, why, "device secret refused");
+                Err(ErrorBody::new(AUTH_FAILED, format!("unknown device {id} or wrong secret")))
+            }
         }
     }
 
@@ -235,7 +240,12 @@ mod tests {
         let wrong = Hello { secret: Some("0".repeat(64)), ..own.clone() };
         assert_eq!(a.check(&wrong).await.unwrap_err().code, ErrorCode::AuthFailed);
         a.registry.revoke("cam-1").await.unwrap();
-        assert_eq!(a.check(&own).await.unwrap_err().code, ErrorCode::Revoked);
+        let revoked = a.check(&own).await.unwrap_err();
+        let unknown = a.check(&Hello { id: Some("cam-9".into()), ..own.clone() }).await.unwrap_err();
+        assert_eq!((revoked.code, unknown.code), (ErrorCode::AuthFailed, ErrorCode::AuthFailed));
+        assert!(!revoked.message.contains("revoked"), "nothing revealed to a secret that does not match");
+        // Holders of the agent token learn that the id is revoked.
+        assert_eq!(a.check(&enroll).await.unwrap_err().code, ErrorCode::Revoked);
     }
 
     #[tokio::test]

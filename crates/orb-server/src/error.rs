@@ -24,6 +24,12 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// Another server holds the data folder.
+    #[error("another orb server is using the data folder {} (its server.lock is held)", path.display())]
+    DataDirLocked {
+        /// The data folder.
+        path: PathBuf,
+    },
     /// The configuration is invalid (every problem listed).
     #[error("invalid configuration: {}", .0.join("; "))]
     Config(Vec<String>),

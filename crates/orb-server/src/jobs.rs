@@ -360,8 +360,13 @@ impl JobRun {
         record_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut finished = false;
         loop {
-            if finished && (self.out.is_empty() || self.requester.is_none()) {
-                break;
+            if finished {
+                // From now on replies are late: they go to the store as such (the router no longer
+                // routes them here), while the last events still drain to the requester.
+                self.router.close_job(&self.job_id);
+                if self.out.is_empty() || self.requester.is_none() {
+                    break;
+                }
             }
             let requester = self.requester.clone();
             tokio::select! {

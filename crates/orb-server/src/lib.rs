@@ -107,6 +107,15 @@ impl ServerBuilder {
             Some(url) => orb_store::StoreUrl::parse(url).map_err(|e| ServerError::Config(vec![e.to_string()]))?,
             None => orb_store::StoreUrl::in_data_dir(&cfg.data_dir),
         };
+        // Before anything touches the store: one server per data folder, and listeners bound, so
+        // a second server started by mistake fails without ending the first one's jobs.
+        let data_lock = lock_data_dir(&cfg.data_dir)?;
+        let tcp = listen(cfg.listen)?;
+        let http = listen(cfg.http)?;
+        let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| ServerError::Bind { addr, source });
+        let tcp_addr = local(&tcp, cfg.listen)?;
+        let http_addr = local(&http, cfg.http)?;
+
         let store = orb_store::open(&store_url).await?;
         let interrupted = store.recover_jobs(chrono::Utc::now(), "the server restarted before this target answered");
         match interrupted.await? {
@@ -121,12 +130,6 @@ impl ServerBuilder {
                 (Arc::clone(&tokens) as Arc<dyn Authenticator>, Some(tokens))
             }
         };
-
-        let tcp = listen(cfg.listen)?;
-        let http = listen(cfg.http)?;
-        let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| ServerError::Bind { addr, source });
-        let tcp_addr = local(&tcp, cfg.listen)?;
-        let http_addr = local(&http, cfg.http)?;
 
         let shutdown = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
@@ -168,6 +171,7 @@ impl ServerBuilder {
             admin_rx: Some(admin_rx),
             store,
             store_config: cfg.store,
+            data_lock: std::sync::Mutex::new(Some(data_lock)),
         })
     }
 }
@@ -185,6 +189,22 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     socket.set_reuseaddr(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
     socket.listen(LISTEN_BACKLOG).map_err(err)
+}
+
+/// Name of the lock file in the data folder, held while a server runs.
+const DATA_LOCK_FILE: &str = "server.lock";
+
+/// Takes the data folder's exclusive lock (created with the folder if missing).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
+    let path = dir.join(DATA_LOCK_FILE);
+    let io = |source| ServerError::DataDir { path: path.clone(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = std::fs::File::options().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::DataDirLocked { path: dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 fn load_tokens(cfg: &ServerConfig) -> Result<(Secret, Secret), ServerError> {
@@ -259,6 +279,8 @@ pub struct Server {
     admin_rx: Option<tokio::sync::mpsc::Receiver<AdminRequest>>,
     store: Arc<dyn orb_store::Store>,
     store_config: StoreConfig,
+    /// The data folder's lock, released when the server has stopped.
+    data_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl Server {
@@ -353,6 +375,7 @@ impl Server {
         let tasks_done = tokio::time::timeout(rest, self.tracker.wait()).await.is_ok();
         // Sessions and jobs have recorded their ends: write the last batch, close the database.
         self.store.close().await;
+        drop(self.data_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
         let graceful = jobs_done && tasks_done;
         if graceful {
             tracing::info!("server stopped gracefully");

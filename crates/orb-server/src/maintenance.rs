@@ -29,7 +29,7 @@ pub(crate) async fn run(router: Arc<Router>, store: StoreConfig, shutdown: Cance
             _ = retention.tick() => prune(&router, &store).await,
             _ = seen.tick() => {
                 let now = Utc::now();
-                sweep_seen(&router, last_sweep).await;
+                sweep_seen(&router, last_sweep);
                 last_sweep = now;
             }
         }
@@ -48,14 +48,14 @@ pub(crate) async fn prune(router: &Router, cfg: &StoreConfig) {
 }
 
 /// Records `last_seen` for every connected device that sent something since `since`.
-async fn sweep_seen(router: &Router, since: DateTime<Utc>) {
+fn sweep_seen(router: &Router, since: DateTime<Utc>) {
     let since_ms = u64::try_from(since.timestamp_millis()).unwrap_or(0);
     for session in router.all_devices() {
         let last = session.record.stats.last_received_ms.load(Ordering::Relaxed);
         if last > since_ms
             && let Some(at) = DateTime::from_timestamp_millis(last as i64)
         {
-            router.registry().seen(session.record.id.as_str(), at).await;
+            router.registry().seen(session.record.id.as_str(), at);
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -110,7 +111,14 @@ pub struct Registry {
     devices: DashMap<String, Arc<Known>>,
     store: Arc<dyn Store>,
     recorder: Recorder,
+    /// Striped per-device locks for registry changes.
+    locks: Vec<tokio::sync::Mutex<()>>,
+    /// Statistics records dropped because the store's queue was full.
+    dropped: AtomicU64,
 }
+
+/// Lock stripes for registry changes.
+const LOCK_STRIPES: usize = 64;
 
 impl Registry {
     /// Loads every stored device.
@@ -123,7 +131,8 @@ impl Registry {
             devices.insert(d.id.clone(), Known::new(d));
         }
         let recorder = store.recorder();
-        Ok(Registry { devices, store, recorder })
+        let locks = (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        Ok(Registry { devices, store, recorder, locks, dropped: AtomicU64::new(0) })
     }
 
     /// The store behind the registry.
@@ -180,6 +189,7 @@ impl Registry {
         operator_tags: BTreeMap<String, String>,
     ) -> Result<Arc<Known>, ErrorBody> {
         let new = NewDevice { id: id.to_string(), secret_hash, operator_tags, registered_at: Utc::now() };
+        let _order = self.lock(id.as_str()).await;
         let device = self.store.add_device(new).await.map_err(store_error)?;
         let known = Known::new(device);
         self.devices.insert(id.to_string(), Arc::clone(&known));
@@ -191,6 +201,7 @@ impl Registry {
     /// # Errors
     /// `device_not_found`, `store_unavailable`.
     pub async fn set_secret(&self, id: &str, hash: [u8; 32]) -> Result<(), ErrorBody> {
+        let _order = self.lock(id).await;
         self.store.set_secret(id, hash).await.map_err(store_error)?;
         self.update(id, |k| k.secret_hash = Some(hash));
         Ok(())
@@ -201,8 +212,12 @@ impl Registry {
     /// # Errors
     /// `device_not_found`, `store_unavailable`.
     pub async fn revoke(&self, id: &str) -> Result<Device, ErrorBody> {
+        let _order = self.lock(id).await;
         let device = self.store.revoke_device(id).await.map_err(not_found(id))?;
-        self.devices.insert(id.to_owned(), Known::new(device.clone()));
+        self.update(id, |k| {
+            k.revoked = true;
+            k.secret_hash = None;
+        });
         Ok(device)
     }
 
@@ -211,6 +226,7 @@ impl Registry {
     /// # Errors
     /// `device_not_found`, `store_unavailable`.
     pub async fn remove(&self, id: &str) -> Result<(), ErrorBody> {
+        let _order = self.lock(id).await;
         self.store.remove_device(id).await.map_err(not_found(id))?;
         self.devices.remove(id);
         Ok(())
@@ -226,14 +242,16 @@ impl Registry {
         set: &BTreeMap<String, String>,
         remove: &[String],
     ) -> Result<Device, ErrorBody> {
+        let _order = self.lock(id).await;
         let device = self.store.set_operator_tags(id, set, remove).await.map_err(not_found(id))?;
-        self.devices.insert(id.to_owned(), Known::new(device.clone()));
+        // Only the operator tags: the cache may be ahead of the store on what the agent reported.
+        self.update(id, |k| k.operator_tags.clone_from(&device.operator_tags));
         Ok(device)
     }
 
     /// A device connected: its reported tags (for selectors) change here at once, its inventory
     /// in the store with the next batch.
-    pub async fn connected(&self, conn: Connection) {
+    pub fn connected(&self, conn: Connection) {
         let changed =
             self.get(&conn.id).is_some_and(|k| k.first_seen.is_none() || k.reported_tags != conn.reported_tags);
         if changed {
@@ -242,17 +260,37 @@ impl Registry {
                 k.reported_tags.clone_from(&conn.reported_tags);
             });
         }
-        self.recorder.record(Record::Connected(conn)).await;
+        self.statistic(Record::Connected(conn));
     }
 
     /// A device's session ended.
-    pub async fn disconnected(&self, id: &str, at: DateTime<Utc>) {
-        self.recorder.record(Record::Disconnected { id: id.to_owned(), at }).await;
+    pub fn disconnected(&self, id: &str, at: DateTime<Utc>) {
+        self.statistic(Record::Disconnected { id: id.to_owned(), at });
     }
 
     /// A connected device was heard from at `at` (periodic, coarse).
-    pub async fn seen(&self, id: &str, at: DateTime<Utc>) {
-        self.recorder.record(Record::Seen { id: id.to_owned(), at }).await;
+    pub fn seen(&self, id: &str, at: DateTime<Utc>) {
+        self.statistic(Record::Seen { id: id.to_owned(), at });
+    }
+
+    /// Hands a statistics record to the store without waiting: a store that is far behind (or
+    /// down) must not hold up connections. Dropped records are counted and logged.
+    fn statistic(&self, record: Record) {
+        if !self.recorder.try_record(record) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(1000) {
+                tracing::warn!(dropped = n + 1, "the store is behind; connection statistics were dropped");
+            }
+        }
+    }
+
+    /// Serialises registry changes to one device, so the cache is updated in the order the store
+    /// committed them (different devices proceed in parallel).
+    async fn lock(&self, id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(id, &mut h);
+        let stripe = (std::hash::Hasher::finish(&h) % self.locks.len() as u64) as usize;
+        self.locks[stripe].lock().await
     }
 
     /// Replaces the cached copy of a device with a changed one (nothing when it was removed).

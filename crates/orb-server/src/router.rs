@@ -537,8 +537,10 @@ impl Router {
             at: Utc::now(),
             late: true,
         };
-        let recorder = self.registry.recorder().clone();
-        tokio::spawn(async move { recorder.record(orb_store::Record::TargetsSettled(vec![outcome])).await });
+        // Never waits and never spawns: a device sending bogus replies cannot pile up work.
+        if !self.registry.recorder().try_record(orb_store::Record::TargetsSettled(vec![outcome])) {
+            tracing::warn!(agent.id = %from, "the store is behind; a late result was dropped");
+        }
     }
 
     /// The inbox of a running job, to cancel it.

@@ -84,9 +84,11 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(shared: Arc<Shared>, mut
                 match Box::pin(handshake(&shared, &mut source, &outbox, peer, transport, user_agent, stats)).await {
                     Ok(mut session) => {
                         let reason = session.run(&mut source).await;
-                        if let Registered::Device { id, .. } = &session.registered {
-                            // Boxed for the same reason: it runs once, at the end.
-                            Box::pin(shared.router.registry().disconnected(id.as_str(), chrono::Utc::now())).await;
+                        // A replaced session's end is not the device's: its successor is connected.
+                        if let Registered::Device { id, .. } = &session.registered
+                            && reason != CloseReason::Replaced
+                        {
+                            shared.router.registry().disconnected(id.as_str(), chrono::Utc::now());
                         }
                         name = Some(std::mem::take(&mut session.name));
                         (reason, session.last.take().or_else(|| goodbye(reason, session.outbox.codec)))
@@ -263,7 +265,13 @@ async fn handshake<R: FrameSource>(
                 reported_tags: hello.tags,
                 transport: transport.to_owned(),
             };
-            registry.connected(connection).await;
+            registry.connected(connection);
+            // Revoked or removed between the check above and the registration: close now.
+            match registry.get(id.as_str()) {
+                None => outbox.closer.close(CloseReason::Removed),
+                Some(k) if k.revoked => outbox.closer.close(CloseReason::Revoked),
+                Some(_) => {}
+            }
             (Registered::Device { id, _registration: reg }, Some(record))
         }
         _ => (Registered::Operator { _guard: router.register_operator() }, None),

@@ -79,7 +79,7 @@ async fn an_enrolled_id_cannot_be_taken_with_the_agent_token_or_a_wrong_secret()
     assert_eq!(refusal(with_secret(&server, "cam-1", &"0".repeat(64))).await, ErrorCode::AuthFailed);
     let _other = server.agent(Transport::Tcp, "cam-2", &[], basic_handlers()).await;
     assert_eq!(refusal(with_secret(&server, "cam-2", &secret)).await, ErrorCode::AuthFailed, "secrets are per id");
-    assert_eq!(refusal(with_secret(&server, "cam-9", &secret)).await, ErrorCode::DeviceNotFound, "unknown id");
+    assert_eq!(refusal(with_secret(&server, "cam-9", &secret)).await, ErrorCode::AuthFailed, "unknown id: no hint");
 
     // The impostors did not disturb the real session; its own secret may replace it.
     let op = server.operator(Transport::Tcp).await;
@@ -127,12 +127,14 @@ async fn a_pre_registered_device_connects_with_its_credential_and_revoke_closes_
     assert_eq!(revoked.credential, "none");
     let reason = within("the revoked session closes", gw.closed()).await;
     assert!(reason.contains("revoked"), "{reason}");
-    assert_eq!(refusal(with_secret(&server, "gw-7", &cred.secret)).await, ErrorCode::Revoked);
+    // The secret alone learns nothing (auth_failed); the agent token holder is told why.
+    assert_eq!(refusal(with_secret(&server, "gw-7", &cred.secret)).await, ErrorCode::AuthFailed);
     assert_eq!(refusal(enrolling(&server, Some("gw-7"))).await, ErrorCode::Revoked);
 
     // Still revoked after a restart.
     let server = server.restart(|_| {}).await;
-    assert_eq!(refusal(with_secret(&server, "gw-7", &cred.secret)).await, ErrorCode::Revoked);
+    assert_eq!(refusal(with_secret(&server, "gw-7", &cred.secret)).await, ErrorCode::AuthFailed);
+    assert_eq!(refusal(enrolling(&server, Some("gw-7"))).await, ErrorCode::Revoked);
     let op = server.operator(Transport::Tcp).await;
     let s: DevicesSummary = call(&op, commands::DEVICES_SUMMARY, Value::Null).await;
     assert_eq!(s, DevicesSummary { known: 1, connected: 0, revoked: 1 });
@@ -276,4 +278,48 @@ async fn a_malformed_store_url_stops_the_server_from_starting() {
     let err = orb_server::ServerBuilder::new(cfg).start().await.err().expect("refused");
     assert!(err.to_string().contains("bad store url"), "{err}");
     assert!(!data.path().join("orb.db").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_revocation_racing_a_tag_change_stays_revoked() {
+    let server = TestServer::start().await;
+    let op = server.operator(Transport::Tcp).await;
+    let op2 = server.operator(Transport::Tcp).await;
+    for i in 0..20 {
+        let id = format!("race-{i}");
+        let cred: DeviceCredential = call(&op, commands::DEVICES_ADD, json!({ "id": id })).await;
+        let (_, _): (DeviceDetail, DeviceDetail) = tokio::join!(
+            call(&op, commands::DEVICES_REVOKE, json!({ "id": id })),
+            call(&op2, commands::DEVICES_TAG, json!({ "id": id, "set": {"n": i.to_string()} })),
+        );
+        assert_eq!(refusal(with_secret(&server, &id, &cred.secret)).await, ErrorCode::AuthFailed, "{id}");
+        let d: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({ "id": id })).await;
+        assert!(d.revoked && d.operator_tags["n"] == i.to_string(), "{d:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_folder_is_refused_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = std::sync::Mutex::new(Some(started_tx));
+    let handlers = Handlers::new().on("hang", move |_c: orb_client::Context| {
+        if let Some(tx) = started.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        std::future::pending::<Result<Value, orb_proto::ErrorBody>>()
+    });
+    let _a = server.agent(Transport::Tcp, "busy-1", &[], handlers).await;
+    let op = server.operator(Transport::Tcp).await;
+    let job = within("ack", op.submit("busy-1", "hang", bytes::Bytes::from_static(b"null"), WAIT)).await.unwrap();
+    within("the handler starts", started_rx).await.unwrap();
+
+    let cfg = orb_server::ServerConfig::for_tests(server.data.path().to_path_buf());
+    let err = orb_server::ServerBuilder::new(cfg).start().await.err().expect("refused");
+    assert!(matches!(err, orb_server::ServerError::DataDirLocked { .. }), "{err}");
+    // The first server's job was not ended by the second one's start.
+    server.server.store().flush().await.unwrap();
+    let d: orb_proto::history::JobDetail = call(&op, commands::JOBS_SHOW, json!({ "id": job.id() })).await;
+    assert_eq!(d.job.state, orb_proto::history::JobPhase::Running);
+    assert_eq!(d.pending, ["busy-1"]);
 }

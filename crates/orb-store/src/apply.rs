@@ -114,12 +114,16 @@ async fn targets_settled(conn: &mut AnyConnection, outcomes: &[TargetOutcome]) -
 }
 
 /// Settles pending targets only: an upsert whose update applies where `status IS NULL` (a target
-/// that already has a status keeps it; a row the job's creation did not write is added).
+/// that already has a status keeps it; a row the job's creation did not write is added). Rows
+/// come from a `VALUES` list (columns `column1`.. on both backends) filtered to jobs that exist:
+/// an outcome for an unknown job (pruned, or its creation lost) is skipped rather than failing
+/// the foreign key, which would send the whole batch down the slow path.
 async fn on_time_chunk(conn: &mut AnyConnection, chunk: &[&TargetOutcome]) -> Result<(), sqlx::Error> {
-    let mut sql = String::with_capacity(60 * chunk.len() + 400);
+    let mut sql = String::with_capacity(60 * chunk.len() + 600);
     sql.push_str(
         "INSERT INTO job_targets (job_id, device_id, status, result, error_code, error_message, elapsed_ms, \
-         answered_at) VALUES ",
+         answered_at) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+         v.column8 FROM (VALUES ",
     );
     for i in 0..chunk.len() {
         if i > 0 {
@@ -131,8 +135,10 @@ async fn on_time_chunk(conn: &mut AnyConnection, chunk: &[&TargetOutcome]) -> Re
         sql.push_str(&params.join(", "));
         sql.push(')');
     }
+    // The WHERE also keeps SQLite from reading ON CONFLICT as a join constraint.
     sql.push_str(
-        " ON CONFLICT (job_id, device_id) DO UPDATE SET status = excluded.status, result = excluded.result, \
+        ") AS v WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.id = v.column1) \
+         ON CONFLICT (job_id, device_id) DO UPDATE SET status = excluded.status, result = excluded.result, \
          error_code = excluded.error_code, error_message = excluded.error_message, \
          elapsed_ms = excluded.elapsed_ms, answered_at = excluded.answered_at \
          WHERE job_targets.status IS NULL",

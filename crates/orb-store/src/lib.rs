@@ -147,8 +147,10 @@ pub trait Store: Send + Sync + 'static {
     /// `timeout` with `message`. Returns how many jobs were ended.
     async fn recover_jobs(&self, at: DateTime<Utc>, message: &str) -> Result<u64, StoreError>;
 
-    /// Retention: deletes jobs (with their targets) created before `before`, then all but the
-    /// newest `keep` jobs. Returns how many jobs were deleted.
+    /// Retention: deletes jobs (with their targets) created before `before`, and all but the
+    /// newest `keep` jobs (counted among all jobs). A running job is never deleted. Works in
+    /// steps of at most 10,000 jobs, each its own transaction, so other writes go between
+    /// steps. Returns how many jobs were deleted.
     async fn prune_jobs(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError>;
 
     /// Flushes and closes: the writer commits what it holds, connections close.

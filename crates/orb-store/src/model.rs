@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use orb_proto::history::JobPhase;
 use orb_proto::{ErrorBody, Status};
 
-/// A registered device: credential state, tags by source and inventory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A registered device: credential state, tags by source and inventory. Its `Debug` output
+/// hides the secret hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Device {
     /// Device id.
     pub id: String,
@@ -57,8 +58,8 @@ impl Device {
     }
 }
 
-/// A device to register.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A device to register. Its `Debug` output hides the secret hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewDevice {
     /// Device id (validated by the caller).
     pub id: String,
@@ -68,6 +69,49 @@ pub struct NewDevice {
     pub operator_tags: BTreeMap<String, String>,
     /// Registration time.
     pub registered_at: DateTime<Utc>,
+}
+
+/// Shows whether a secret hash is set, never the hash.
+struct Redacted<'a>(&'a Option<[u8; 32]>);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(<redacted>)" } else { "None" })
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("id", &self.id)
+            .field("secret_hash", &Redacted(&self.secret_hash))
+            .field("revoked", &self.revoked)
+            .field("reported_tags", &self.reported_tags)
+            .field("operator_tags", &self.operator_tags)
+            .field("agent_version", &self.agent_version)
+            .field("commands", &self.commands)
+            .field("registered_at", &self.registered_at)
+            .field("first_seen", &self.first_seen)
+            .field("last_seen", &self.last_seen)
+            .field("last_disconnect", &self.last_disconnect)
+            .field("last_remote_addr", &self.last_remote_addr)
+            .field("user_agent", &self.user_agent)
+            .field("transport", &self.transport)
+            .field("connections", &self.connections)
+            .field("flaps", &self.flaps)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewDevice")
+            .field("id", &self.id)
+            .field("secret_hash", &Redacted(&self.secret_hash))
+            .field("operator_tags", &self.operator_tags)
+            .field("registered_at", &self.registered_at)
+            .finish()
+    }
 }
 
 /// A device connected (batched): updates its inventory, counts the connection and a flap.
@@ -242,5 +286,11 @@ impl Recorder {
         if self.tx.send(crate::writer::Op::Record(record)).await.is_err() {
             tracing::warn!("store closed; a record was not written");
         }
+    }
+
+    /// Queues a record without waiting: for statistics, which must never hold up a connection.
+    /// Returns false (the record is dropped) when the writer's queue is full or the store closed.
+    pub fn try_record(&self, record: Record) -> bool {
+        self.tx.try_send(crate::writer::Op::Record(record)).is_ok()
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use sqlx::AnyPool;
 
-use crate::backend::unavailable;
+use crate::backend::{Backend, unavailable};
 use crate::rows::{self, DEVICE_COLUMNS, JOB_COLUMNS, TARGET_COLUMNS};
 use crate::{Device, JobRecord, StoreError, TargetRecord};
 
@@ -57,25 +57,54 @@ pub(crate) async fn jobs(pool: &AnyPool, limit: u32) -> Result<Vec<JobRecord>, S
 }
 
 /// One job by full id, else by unique prefix, with its targets in device id order.
-pub(crate) async fn job(pool: &AnyPool, id_or_prefix: &str) -> Result<(JobRecord, Vec<TargetRecord>), StoreError> {
+///
+/// Job ids are lowercase (hex UUIDs), so the prefix is lowercased and then compared in byte
+/// order, case-sensitively, the same on both backends: `id >= prefix AND id < successor`, a
+/// range the id index serves (on PostgreSQL in `COLLATE "C"`, whatever the database collation).
+pub(crate) async fn job(
+    pool: &AnyPool,
+    backend: Backend,
+    id_or_prefix: &str,
+) -> Result<(JobRecord, Vec<TargetRecord>), StoreError> {
     let not_found = || StoreError::NotFound(format!("job {id_or_prefix}"));
     if id_or_prefix.is_empty() {
         return Err(not_found());
     }
+    let lower = id_or_prefix.to_ascii_lowercase();
     let exact = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-    let mut row =
-        sqlx::query(sqlx::AssertSqlSafe(exact)).bind(id_or_prefix).fetch_optional(pool).await.map_err(unavailable)?;
+    let mut row = None;
+    for id in [id_or_prefix, lower.as_str()] {
+        row = sqlx::query(sqlx::AssertSqlSafe(exact.as_str()))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(unavailable)?;
+        if row.is_some() || lower == id_or_prefix {
+            break;
+        }
+    }
     if row.is_none() {
-        let pattern = format!("{}%", escape_like(id_or_prefix));
-        let matches = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id LIKE $1 ESCAPE '\\' ORDER BY id LIMIT 2");
-        let mut found =
-            sqlx::query(sqlx::AssertSqlSafe(matches)).bind(&pattern).fetch_all(pool).await.map_err(unavailable)?;
+        let id = match backend {
+            Backend::Sqlite => "id",
+            Backend::Postgres => r#"id COLLATE "C""#,
+        };
+        let (range, end) = match prefix_end(&lower) {
+            Some(end) => (format!("{id} >= $1 AND {id} < $2"), Some(end)),
+            None => (format!("{id} >= $1"), None),
+        };
+        let matches = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {range} ORDER BY {id} LIMIT 2");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(matches)).bind(&lower);
+        if let Some(end) = &end {
+            query = query.bind(end);
+        }
+        let mut found = query.fetch_all(pool).await.map_err(unavailable)?;
         if found.len() > 1 {
-            let count = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE id LIKE $1 ESCAPE '\\'")
-                .bind(&pattern)
-                .fetch_one(pool)
-                .await
-                .map_err(unavailable)?;
+            let mut query =
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM jobs WHERE {range}"))).bind(&lower);
+            if let Some(end) = &end {
+                query = query.bind(end);
+            }
+            let count = query.fetch_one(pool).await.map_err(unavailable)?;
             return Err(StoreError::Ambiguous { prefix: id_or_prefix.to_owned(), count: rows::count(&count)? });
         }
         row = found.pop();
@@ -93,25 +122,34 @@ pub(crate) async fn job(pool: &AnyPool, id_or_prefix: &str) -> Result<(JobRecord
     Ok((job, targets))
 }
 
-/// Escapes `LIKE` wildcards (and the escape character) so `text` matches only itself.
-fn escape_like(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
+/// The smallest string above every string that starts with `prefix`, in byte (= code point)
+/// order: its last character incremented (dropping trailing `char::MAX`); `None` when no
+/// string is (the prefix is all `char::MAX`).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
         }
-        out.push(c);
     }
-    out
+    None
 }
 
 #[cfg(test)]
 mod tests {
-    use super::escape_like;
+    use super::prefix_end;
 
     #[test]
-    fn like_wildcards_are_escaped() {
-        assert_eq!(escape_like("0198-ab"), "0198-ab");
-        assert_eq!(escape_like("a%b_c\\"), "a\\%b\\_c\\\\");
+    fn prefix_end_is_the_successor() {
+        assert_eq!(prefix_end("0198-ab").as_deref(), Some("0198-ac"));
+        assert_eq!(prefix_end("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
     }
 }

@@ -10,7 +10,7 @@ use sqlx::AnyConnection;
 
 use crate::apply::settle_pending;
 use crate::rows::{self, DEVICE_COLUMNS, map_json, ms};
-use crate::writer::{Write, Written};
+use crate::writer::{PruneBound, Write, Written};
 use crate::{Device, NewDevice, StoreError};
 
 /// What the inner `Result` of [`write`] carries: the answer, or a refusal for the caller.
@@ -67,6 +67,7 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::CancelJob { id, at } => cancel_job(conn, id, *at).await,
         Write::RecoverJobs { at, message } => recover_jobs(conn, *at, message).await,
         Write::PruneJobs { before, keep } => prune_jobs(conn, *before, *keep).await,
+        Write::PruneMore(bound) => prune_step(conn, bound).await,
     }
 }
 
@@ -146,25 +147,80 @@ async fn recover_jobs(conn: &mut AnyConnection, at: DateTime<Utc>, message: &str
     Ok(Ok(Written::Count(done.rows_affected())))
 }
 
+/// Jobs per prune step: at most this many are deleted per statement and per transaction.
+const PRUNE_JOBS: usize = 10_000;
+/// Targets per prune step, roughly (a step stops adding jobs when their targets would exceed it,
+/// but always deletes at least one job).
+const PRUNE_TARGETS: u64 = 50_000;
+
+/// The first prune step: the bound follows from `before` and from the `keep`-th newest job
+/// (found with an index walk over `(created_at, id)`), then the oldest chunk below it goes.
 async fn prune_jobs(conn: &mut AnyConnection, before: DateTime<Utc>, keep: u64) -> Result<Answer, sqlx::Error> {
+    let offset = i64::try_from(keep).unwrap_or(i64::MAX);
+    let cutoff = sqlx::query("SELECT created_at, id FROM jobs ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET $1")
+        .bind(offset)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let before = ms(before);
+    let bound = match cutoff {
+        Some(row) => {
+            let at: i64 = sqlx::Row::try_get(&row, "created_at")?;
+            let id: String = sqlx::Row::try_get(&row, "id")?;
+            // Everything created before `before` is at or below the cutoff when the cutoff is
+            // not older than `before`; otherwise age is the wider bound.
+            if at >= before { PruneBound::UpTo(at, id) } else { PruneBound::Before(before) }
+        }
+        None => PruneBound::Before(before),
+    };
+    prune_step(conn, &bound).await
+}
+
+/// Deletes the oldest chunk of jobs within `bound` that are not running, with their targets.
+/// Says to go on when the chunk was full.
+pub(crate) async fn prune_step(conn: &mut AnyConnection, bound: &PruneBound) -> Result<Answer, sqlx::Error> {
+    let running = orb_proto::history::JobPhase::Running.as_str();
+    let (condition, at, id) = match bound {
+        PruneBound::Before(at) => ("created_at < $1", *at, None),
+        PruneBound::UpTo(at, id) => ("(created_at, id) <= ($1, $2)", *at, Some(id)),
+    };
+    let sql = format!(
+        "SELECT id, target_count FROM jobs WHERE {condition} AND state <> '{running}' \
+         ORDER BY created_at, id LIMIT {PRUNE_JOBS}"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at);
+    if let Some(id) = id {
+        query = query.bind(id);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut targets = 0_u64;
+    for row in &rows {
+        let count: i64 = sqlx::Row::try_get(row, "target_count")?;
+        let count = u64::try_from(count).unwrap_or(0);
+        if !ids.is_empty() && targets.saturating_add(count) > PRUNE_TARGETS {
+            break;
+        }
+        targets = targets.saturating_add(count);
+        ids.push(sqlx::Row::try_get::<String, _>(row, "id")?);
+    }
+    let full = rows.len() == PRUNE_JOBS || ids.len() < rows.len();
+    if ids.is_empty() {
+        return Ok(Ok(Written::Pruned { deleted: 0, more: None }));
+    }
     // Targets are deleted explicitly (not only by ON DELETE CASCADE), so pruning does not depend
     // on a connection's foreign-key setting.
-    sqlx::query("DELETE FROM job_targets WHERE job_id IN (SELECT id FROM jobs WHERE created_at < $1)")
-        .bind(ms(before))
-        .execute(&mut *conn)
-        .await?;
-    let old = sqlx::query("DELETE FROM jobs WHERE created_at < $1").bind(ms(before)).execute(&mut *conn).await?;
-    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-    let newest = "SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1";
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM job_targets WHERE job_id IN (SELECT id FROM jobs WHERE id NOT IN ({newest}))"
-    )))
-    .bind(keep)
-    .execute(&mut *conn)
-    .await?;
-    let extra = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM jobs WHERE id NOT IN ({newest})")))
-        .bind(keep)
-        .execute(conn)
-        .await?;
-    Ok(Ok(Written::Count(old.rows_affected() + extra.rows_affected())))
+    delete_listed(conn, "DELETE FROM job_targets WHERE job_id", &ids).await?;
+    let deleted = delete_listed(conn, "DELETE FROM jobs WHERE id", &ids).await?;
+    Ok(Ok(Written::Pruned { deleted, more: full.then(|| bound.clone()) }))
+}
+
+/// Runs `<delete> IN ($1, ..., $n)` over `ids` (at most [`PRUNE_JOBS`], below both backends'
+/// parameter limits); returns the rows deleted.
+async fn delete_listed(conn: &mut AnyConnection, delete: &str, ids: &[String]) -> Result<u64, sqlx::Error> {
+    let list = (1..=ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{delete} IN ({list})"))).persistent(false);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.execute(conn).await?.rows_affected())
 }

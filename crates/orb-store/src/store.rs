@@ -60,6 +60,10 @@ impl SqlStore {
     }
 }
 
+/// The most steps one `prune_jobs` takes (each deletes up to 10,000 jobs): a bound, not a limit
+/// any real history reaches.
+const MAX_PRUNE_STEPS: usize = 100_000;
+
 /// A writer answer of the wrong shape: a bug, reported rather than panicking.
 fn unexpected(answer: &Written) -> StoreError {
     StoreError::Unavailable(format!("internal error: unexpected store answer {answer:?}"))
@@ -123,7 +127,7 @@ impl Store for SqlStore {
 
     async fn job(&self, id_or_prefix: &str) -> Result<(JobRecord, Vec<TargetRecord>), StoreError> {
         self.check_open()?;
-        query::job(&self.pools.read, id_or_prefix).await
+        query::job(&self.pools.read, self.pools.backend, id_or_prefix).await
     }
 
     async fn cancel_job(&self, id: &str, at: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
@@ -138,7 +142,23 @@ impl Store for SqlStore {
     }
 
     async fn prune_jobs(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError> {
-        self.write_count(Write::PruneJobs { before, keep }).await
+        // Step by step, each its own write (and transaction), so other writes go between steps.
+        let mut step = Write::PruneJobs { before, keep };
+        let mut total = 0_u64;
+        for _ in 0..MAX_PRUNE_STEPS {
+            match self.write(step).await? {
+                Written::Pruned { deleted, more } => {
+                    total = total.saturating_add(deleted);
+                    match more {
+                        Some(bound) => step = Write::PruneMore(bound),
+                        None => return Ok(total),
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+        tracing::warn!(deleted = total, "pruning stopped after {MAX_PRUNE_STEPS} steps; the next prune goes on");
+        Ok(total)
     }
 
     async fn close(&self) {

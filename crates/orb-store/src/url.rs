@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use crate::StoreError;
 
-/// Which backend to open, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which backend to open, and where. Its `Debug` output hides a PostgreSQL password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// SQLite database file (created when missing).
     Sqlite(PathBuf),
@@ -57,14 +57,40 @@ impl StoreUrl {
     }
 }
 
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreUrl::Postgres(url) => f.debug_tuple("Postgres").field(&redact(url)).finish(),
+        }
+    }
+}
+
 /// Replaces the password of `scheme://user:password@host` with `***`.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    let Some(query) = query else { return base };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => p.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -89,5 +115,11 @@ mod tests {
         assert!(!e.contains("hunter2"), "{e}");
         assert_eq!(StoreUrl::Postgres("postgres://u:pw@h/db".into()).redacted(), "postgres://u:***@h/db");
         assert_eq!(StoreUrl::Postgres("postgres://u:p@ss@h/db".into()).redacted(), "postgres://u:***@h/db");
+        assert_eq!(
+            StoreUrl::Postgres("postgres://u@h/db?sslmode=disable&Password=x".into()).redacted(),
+            "postgres://u@h/db?sslmode=disable&Password=***"
+        );
+        let debug = format!("{:?}", StoreUrl::Postgres("postgres://u:hunter2@h/db".into()));
+        assert_eq!(debug, r#"Postgres("postgres://u:***@h/db")"#);
     }
 }

@@ -6,7 +6,11 @@
 //!
 //! A failing statement does not sink its neighbours: the batch is retried op by op, each in a
 //! savepoint, so only the failing write's caller hears of it (a failing record is logged and
-//! skipped). If the commit itself fails, every waiting caller gets [`StoreError::Unavailable`].
+//! skipped). A failure that is not about one statement (see [`is_environmental`]: the database
+//! busy or locked, I/O, a lost connection, no free connection) fails the transaction instead,
+//! without trying the rest op by op; such a transaction failure, or a failed begin or commit,
+//! is retried once for the whole batch. If that fails too, every waiting caller gets
+//! [`StoreError::Unavailable`] and the batch's records are lost.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -42,17 +46,82 @@ pub(crate) enum Op {
     Close(oneshot::Sender<()>),
 }
 
-/// A write whose caller waits for the commit.
-#[derive(Debug)]
+/// How long the writer waits before retrying a batch whose transaction failed.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// A write whose caller waits for the commit. Its `Debug` shows the kind and device only (a
+/// registration or secret carries a secret hash, which must not reach the logs).
 pub(crate) enum Write {
     AddDevice(NewDevice),
-    SetSecret { id: String, hash: [u8; 32] },
+    SetSecret {
+        id: String,
+        hash: [u8; 32],
+    },
     Revoke(String),
     Remove(String),
-    SetOperatorTags { id: String, set: BTreeMap<String, String>, remove: Vec<String> },
-    CancelJob { id: String, at: DateTime<Utc> },
-    RecoverJobs { at: DateTime<Utc>, message: String },
-    PruneJobs { before: DateTime<Utc>, keep: u64 },
+    SetOperatorTags {
+        id: String,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+    },
+    CancelJob {
+        id: String,
+        at: DateTime<Utc>,
+    },
+    RecoverJobs {
+        at: DateTime<Utc>,
+        message: String,
+    },
+    /// The first step of a prune: finds what to delete, deletes the oldest chunk of it.
+    PruneJobs {
+        before: DateTime<Utc>,
+        keep: u64,
+    },
+    /// A further step of a prune (each in its own transaction, so other writes run between).
+    PruneMore(PruneBound),
+}
+
+impl Write {
+    /// The kind of write, for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Write::AddDevice(_) => "add_device",
+            Write::SetSecret { .. } => "set_secret",
+            Write::Revoke(_) => "revoke_device",
+            Write::Remove(_) => "remove_device",
+            Write::SetOperatorTags { .. } => "set_operator_tags",
+            Write::CancelJob { .. } => "cancel_job",
+            Write::RecoverJobs { .. } => "recover_jobs",
+            Write::PruneJobs { .. } | Write::PruneMore(_) => "prune_jobs",
+        }
+    }
+
+    /// The device a registry write is about, for logs.
+    pub(crate) fn device(&self) -> Option<&str> {
+        match self {
+            Write::AddDevice(device) => Some(&device.id),
+            Write::SetSecret { id, .. } | Write::Revoke(id) | Write::Remove(id) | Write::SetOperatorTags { id, .. } => {
+                Some(id)
+            }
+            Write::CancelJob { .. } | Write::RecoverJobs { .. } | Write::PruneJobs { .. } | Write::PruneMore(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Write").field("kind", &self.kind()).field("device", &self.device()).finish()
+    }
+}
+
+/// Which jobs a prune deletes: those not running at or before this point in
+/// `(created_at, id)` order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PruneBound {
+    /// Jobs created before this time (unix ms).
+    Before(i64),
+    /// Jobs up to and including this `(created_at, id)`.
+    UpTo(i64, String),
 }
 
 /// What a [`Write`] gives back.
@@ -62,6 +131,11 @@ pub(crate) enum Written {
     Nothing,
     Ids(Vec<String>),
     Count(u64),
+    /// A prune step: how many jobs it deleted, and the bound to go on with when more may remain.
+    Pruned {
+        deleted: u64,
+        more: Option<PruneBound>,
+    },
 }
 
 /// Starts the writer on `pool`; it runs until it receives [`Op::Close`] or every sender is gone.
@@ -161,16 +235,18 @@ enum Failure {
 /// Per op in a batch: the answer for a write, `None` for records and flushes.
 type Answers = Vec<Option<Result<Written, StoreError>>>;
 
-/// Applies and commits `batch`, then answers every caller in it; leaves `batch` empty.
+/// Applies and commits `batch`, then answers every caller in it; leaves `batch` empty. A
+/// transaction that fails for a likely transient reason is retried once.
 async fn commit(pool: &AnyPool, batch: &mut Vec<Op>) {
-    let outcome = match all_at_once(pool, batch).await {
-        Ok(answers) => Ok(answers),
-        Err(Failure::Op(e)) => {
-            tracing::warn!(error = %e, ops = batch.len(), "a write failed; applying its batch op by op");
-            one_by_one(pool, batch).await
-        }
-        Err(Failure::Tx(e)) => Err(e),
-    };
+    let mut outcome = attempt(pool, batch).await;
+    if let Err(e) = &outcome
+        && is_environmental(e)
+        && !matches!(e, sqlx::Error::PoolClosed)
+    {
+        tracing::warn!(error = %e, ops = batch.len(), "a store transaction failed; retrying its batch once");
+        tokio::time::sleep(RETRY_PAUSE).await;
+        outcome = attempt(pool, batch).await;
+    }
     match outcome {
         Ok(answers) => {
             for (op, answer) in batch.drain(..).zip(answers) {
@@ -196,6 +272,18 @@ async fn commit(pool: &AnyPool, batch: &mut Vec<Op>) {
     }
 }
 
+/// One pass over `batch`: all at once, and op by op if one statement failed.
+async fn attempt(pool: &AnyPool, batch: &[Op]) -> Result<Answers, sqlx::Error> {
+    match all_at_once(pool, batch).await {
+        Ok(answers) => Ok(answers),
+        Err(Failure::Op(e)) => {
+            tracing::warn!(error = %e, ops = batch.len(), "a write failed; applying its batch op by op");
+            one_by_one(pool, batch).await
+        }
+        Err(Failure::Tx(e)) => Err(e),
+    }
+}
+
 /// The fast path: the whole batch in one transaction, no savepoints.
 async fn all_at_once(pool: &AnyPool, batch: &[Op]) -> Result<Answers, Failure> {
     let mut tx = pool.begin().await.map_err(Failure::Tx)?;
@@ -207,7 +295,8 @@ async fn all_at_once(pool: &AnyPool, batch: &[Op]) -> Result<Answers, Failure> {
                 if let Err(rollback) = tx.rollback().await {
                     tracing::debug!(error = %rollback, "rolling back a failed batch");
                 }
-                return Err(Failure::Op(e));
+                // Not about this op: trying the others one by one would meet it again.
+                return Err(if is_environmental(&e) { Failure::Tx(e) } else { Failure::Op(e) });
             }
         }
     }
@@ -215,7 +304,9 @@ async fn all_at_once(pool: &AnyPool, batch: &[Op]) -> Result<Answers, Failure> {
     Ok(answers)
 }
 
-/// The slow path after a failure: each op in its own savepoint, one commit.
+/// The slow path after a failure: each op in its own savepoint, one commit. An error that is
+/// not about the op's statement ends it as a transaction failure (each further op could wait
+/// out the busy timeout in turn).
 async fn one_by_one(pool: &AnyPool, batch: &[Op]) -> Result<Answers, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut answers = Vec::with_capacity(batch.len());
@@ -226,11 +317,17 @@ async fn one_by_one(pool: &AnyPool, batch: &[Op]) -> Result<Answers, sqlx::Error
                 savepoint.commit().await?;
                 answers.push(answer);
             }
+            Err(e) if is_environmental(&e) => {
+                if let Err(rollback) = savepoint.rollback().await {
+                    tracing::debug!(error = %rollback, "rolling back a failed savepoint");
+                }
+                return Err(e);
+            }
             Err(e) => {
                 savepoint.rollback().await?;
                 match op {
                     Op::Write(write, _) => {
-                        tracing::warn!(error = %e, ?write, "a store write failed");
+                        tracing::warn!(error = %e, op = write.kind(), device = write.device(), "a store write failed");
                         answers.push(Some(Err(unavailable(e))));
                     }
                     _ => {
@@ -251,5 +348,81 @@ async fn apply(conn: &mut AnyConnection, op: &Op) -> Result<Option<Result<Writte
         Op::Record(record) => crate::apply::record(conn, record).await.map(|()| None),
         Op::Write(write, _) => crate::registry::write(conn, write).await.map(Some),
         Op::Flush(_) | Op::Close(_) => Ok(None),
+    }
+}
+
+/// Whether `e` is about the database or the connection rather than one statement: the database
+/// busy or locked, out of memory or disk, I/O, corruption, a lost or refused connection, no free
+/// connection in time. Retrying the statement alone would meet it again; retrying the whole
+/// transaction a moment later may succeed.
+pub(crate) fn is_environmental(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else { return false };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                code.parse::<i32>().is_ok_and(sqlite_environmental)
+            } else {
+                postgres_environmental(&code)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// SQLite (extended) result codes whose primary code is about the database, not the statement.
+fn sqlite_environmental(code: i32) -> bool {
+    // BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+    matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15 | 26)
+}
+
+/// PostgreSQL SQLSTATE classes about the server or the connection: 08 connection exception,
+/// 53 insufficient resources, 57 operator intervention (shutdown, cancel, statement timeout),
+/// 58 system error (I/O); and 55P03, a lock not obtained within `lock_timeout`.
+fn postgres_environmental(sqlstate: &str) -> bool {
+    sqlstate.len() == 5
+        && (sqlstate == "55P03" || ["08", "53", "57", "58"].iter().any(|class| sqlstate.starts_with(class)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environmental_codes() {
+        assert!(sqlite_environmental(5) && sqlite_environmental(517) && sqlite_environmental(6));
+        assert!(sqlite_environmental(10) && sqlite_environmental(3338) && sqlite_environmental(13));
+        assert!(!sqlite_environmental(19) && !sqlite_environmental(787) && !sqlite_environmental(1555));
+        assert!(!sqlite_environmental(1));
+        for code in ["08006", "08P01", "53300", "57P01", "57014", "58030", "55P03"] {
+            assert!(postgres_environmental(code), "{code}");
+        }
+        for code in ["23505", "23503", "22012", "42P01", "40001", "55000", "0800"] {
+            assert!(!postgres_environmental(code), "{code}");
+        }
+        assert!(is_environmental(&sqlx::Error::PoolTimedOut));
+        assert!(is_environmental(&sqlx::Error::Io(std::io::Error::other("reset"))));
+        assert!(!is_environmental(&sqlx::Error::RowNotFound));
+    }
+
+    #[test]
+    fn write_debug_shows_no_secret() {
+        let add = Write::AddDevice(NewDevice {
+            id: "dev-1".into(),
+            secret_hash: Some([0xAB; 32]),
+            operator_tags: BTreeMap::new(),
+            registered_at: DateTime::UNIX_EPOCH,
+        });
+        let set = Write::SetSecret { id: "dev-2".into(), hash: [0xCD; 32] };
+        for (write, id) in [(add, "dev-1"), (set, "dev-2")] {
+            let text = format!("{write:?}");
+            assert!(text.contains(id) && !text.contains("171") && !text.contains("205"), "{text}");
+        }
     }
 }

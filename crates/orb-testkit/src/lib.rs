@@ -99,11 +99,13 @@ impl TestServer {
     /// # Panics
     /// When the server cannot start again (a test failure).
     pub async fn restart(self, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        self.server.drain(Duration::from_millis(500)).await;
-        let mut cfg = ServerConfig::for_tests(self.data.path().to_path_buf());
+        let TestServer { server, data, secrets } = self;
+        server.drain(Duration::from_millis(500)).await;
+        drop(server);
+        let mut cfg = ServerConfig::for_tests(data.path().to_path_buf());
         tweak(&mut cfg);
         let server = ServerBuilder::new(cfg).start().await.expect("server starts again");
-        TestServer { server, data: self.data, secrets: self.secrets }
+        TestServer { server, data, secrets }
     }
 
     /// The device secret [`TestServer::agent`] got for `id`, if it enrolled.

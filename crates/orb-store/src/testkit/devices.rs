@@ -297,6 +297,77 @@ pub async fn calls_after_close_are_unavailable(h: &Harness) {
     s.close().await;
 }
 
+/// No `Debug` output shows a secret hash: not a device to register, not a stored device.
+pub async fn debug_output_hides_secrets(h: &Harness) {
+    let s = h.store();
+    let new = NewDevice { secret_hash: Some([0xAB; 32]), ..new_device("secret-dev") };
+    let added = s.add_device(new.clone()).await.unwrap();
+    s.add_device(new_device("plain-dev")).await.unwrap();
+    let plain = s.device("plain-dev").await.unwrap().unwrap();
+    for text in [format!("{new:?}"), format!("{added:?}"), format!("{:?}", s.devices().await.unwrap())] {
+        assert!(!text.contains("171") && !text.contains("0xab") && !text.contains("AB"), "{text}");
+        assert!(text.contains("secret-dev") && text.contains("Some(<redacted>)"), "{text}");
+    }
+    assert!(format!("{plain:?}").contains("secret_hash: None"), "{plain:?}");
+}
+
+/// Runs `sql` on `conn`.
+async fn run(conn: &mut sqlx::AnyConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(sql).execute(conn).await.map(drop)
+}
+
+/// The writer tells a failure of the database or connection (busy, locked, terminated) from a
+/// failing statement: the first fails the transaction (retried once as a whole), the second
+/// only its op. Checked on real errors of each backend.
+pub async fn failures_are_told_apart(h: &Harness) {
+    use sqlx::{AnyConnection, ConnectOptions as _, Connection as _};
+
+    use crate::writer::is_environmental;
+
+    let text = match h.url() {
+        crate::StoreUrl::Sqlite(path) => {
+            sqlx::sqlite::SqliteConnectOptions::new().filename(path).to_url_lossy().to_string()
+        }
+        crate::StoreUrl::Postgres(url) => url.clone(),
+    };
+    let sqlite = matches!(h.url(), crate::StoreUrl::Sqlite(_));
+    let connect = || async { AnyConnection::connect(&text).await.unwrap() };
+    let (mut holder, mut other) = (connect().await, connect().await);
+
+    // The database (or table) is held by another connection.
+    if sqlite {
+        run(&mut holder, "BEGIN IMMEDIATE").await.unwrap();
+        run(&mut other, "PRAGMA busy_timeout = 0").await.unwrap();
+        let busy = run(&mut other, "BEGIN IMMEDIATE").await.unwrap_err();
+        assert!(is_environmental(&busy), "{busy}");
+    } else {
+        run(&mut holder, "BEGIN; LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        run(&mut other, "SET lock_timeout = '20ms'").await.unwrap();
+        let locked = run(&mut other, "SELECT id FROM jobs").await.unwrap_err();
+        assert!(is_environmental(&locked), "{locked}");
+    }
+    run(&mut holder, "ROLLBACK").await.unwrap();
+
+    // Statement failures: a constraint, a missing table, a syntax error.
+    for sql in ["INSERT INTO jobs (id) VALUES ('x')", "SELECT * FROM no_such_table", "SELEC 1"] {
+        let e = run(&mut other, sql).await.unwrap_err();
+        assert!(!is_environmental(&e), "{sql}: {e}");
+    }
+    let fk = "INSERT INTO job_targets (job_id, device_id) VALUES ('no-job', 'd')";
+    if sqlite {
+        run(&mut other, "PRAGMA foreign_keys = ON").await.unwrap();
+    }
+    let e = run(&mut other, fk).await.unwrap_err();
+    assert!(!is_environmental(&e), "{e}");
+
+    // The connection is ended under it.
+    if !sqlite {
+        let e = run(&mut other, "SELECT pg_terminate_backend(pg_backend_pid())").await.unwrap_err();
+        assert!(is_environmental(&e), "{e}");
+    }
+    drop(holder.close().await);
+}
+
 /// A job with no targets, created at `t(at)` with a deadline 30 s later.
 pub(crate) fn job(id: &str, at: i64) -> NewJob {
     NewJob {

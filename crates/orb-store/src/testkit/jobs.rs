@@ -242,12 +242,14 @@ pub async fn recover_jobs_ends_running(h: &Harness) {
     assert_eq!(s.recover_jobs(t(2_000), "again").await.unwrap(), 0);
 }
 
-/// `prune_jobs` by age, then by count; targets go with their jobs.
+/// `prune_jobs` by age, then by count; targets go with their jobs. (Finished jobs: running
+/// ones are never pruned, see `prune_never_deletes_running_jobs`.)
 pub async fn prune_jobs_by_age_and_count(h: &Harness) {
     let s = h.store();
     let rec = s.recorder();
     for i in 1..=6 {
         create(&rec, &format!("job-{i}"), i * 1_000, vec![pending("a"), pending("b")]).await;
+        rec.record(end(&format!("job-{i}"), i * 1_000 + 1, JobPhase::Done, None)).await;
     }
     s.flush().await.unwrap();
     assert_eq!(s.prune_jobs(t(3_000), 100).await.unwrap(), 2);
@@ -260,11 +262,122 @@ pub async fn prune_jobs_by_age_and_count(h: &Harness) {
 
     // Recreating a pruned id works only if its targets went with it (their key would clash).
     create(&rec, "job-1", 7_000, vec![pending("a"), pending("b")]).await;
+    rec.record(end("job-1", 7_001, JobPhase::Done, None)).await;
     s.flush().await.unwrap();
     let (record, targets) = s.job("job-1").await.unwrap();
     assert_eq!((record.created_at, targets.len()), (t(7_000), 2));
     assert_eq!(s.prune_jobs(t(0), 0).await.unwrap(), 3);
     assert!(s.jobs(10).await.unwrap().is_empty());
+}
+
+/// Pruning never deletes a running job, by age or by count (its later outcomes and end would
+/// fail the foreign key); count-based retention keeps the newest `keep` among all jobs.
+pub async fn prune_never_deletes_running_jobs(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    for i in 1..=6 {
+        create(&rec, &format!("job-{i}"), i * 1_000, vec![pending("a")]).await;
+        if i != 1 && i != 4 {
+            rec.record(end(&format!("job-{i}"), i * 1_000 + 10, JobPhase::Done, None)).await;
+        }
+    }
+    s.flush().await.unwrap();
+    let left = |jobs: Vec<crate::JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(s.prune_jobs(t(3_500), 100).await.unwrap(), 2, "job-2 and job-3, not the running job-1");
+    assert_eq!(left(s.jobs(10).await.unwrap()), ["job-6", "job-5", "job-4", "job-1"]);
+    // The newest 2 of all jobs are job-6 and job-5; job-4 and job-1 are beyond but running.
+    assert_eq!(s.prune_jobs(t(0), 2).await.unwrap(), 0);
+    assert_eq!(s.prune_jobs(t(0), 1).await.unwrap(), 1, "job-5");
+    assert_eq!(left(s.jobs(10).await.unwrap()), ["job-6", "job-4", "job-1"]);
+
+    // The running job goes on: its outcome and end are stored.
+    rec.record(Record::TargetsSettled(vec![outcome("job-1", "a", Status::Ok, false)])).await;
+    rec.record(end("job-1", 9_000, JobPhase::Done, None)).await;
+    s.flush().await.unwrap();
+    let (record, targets) = s.job("job-1").await.unwrap();
+    assert_eq!((record.state, targets[0].status), (JobPhase::Done, Some(Status::Ok)));
+    assert_eq!(s.prune_jobs(t(100_000), 0).await.unwrap(), 2, "job-6 and job-1 once it ended");
+    assert_eq!(left(s.jobs(10).await.unwrap()), ["job-4"]);
+}
+
+/// A prune larger than one step (10,000 jobs, or about 50,000 targets) goes on step by step
+/// until done, targets with their jobs, running jobs kept.
+pub async fn prune_jobs_in_chunks(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let big_targets = || (0..1_000).map(|d| pending(&format!("d{d:04}"))).collect::<Vec<_>>();
+    for i in 0..60 {
+        let id = format!("big-{i:02}");
+        create(&rec, &id, i, big_targets()).await;
+        if i != 30 {
+            rec.record(end(&id, 100_000, JobPhase::Done, None)).await;
+        }
+    }
+    for i in 0..10_000 {
+        let id = format!("small-{i:05}");
+        create(&rec, &id, 1_000 + i, vec![]).await;
+        rec.record(end(&id, 100_000, JobPhase::Done, None)).await;
+    }
+    s.flush().await.unwrap();
+
+    assert_eq!(s.prune_jobs(t(0), 20).await.unwrap(), 10_060 - 20 - 1);
+    let listed = s.jobs(100).await.unwrap();
+    assert_eq!(listed.len(), 21);
+    assert_eq!(listed[0].id, "small-09999");
+    assert_eq!(listed[19].id, "small-09980");
+    assert_eq!((listed[20].id.as_str(), listed[20].targets), ("big-30", 1_000), "running, kept");
+    assert_eq!(s.job("big-30").await.unwrap().1.len(), 1_000);
+    assert!(matches!(s.job("big-00").await, Err(StoreError::NotFound(_))));
+    // Recreating a pruned id works only if its targets went with it (their key would clash).
+    create(&rec, "big-59", 200_000, vec![pending("d0001")]).await;
+    s.flush().await.unwrap();
+    assert_eq!(s.job("big-59").await.unwrap().1.len(), 1);
+}
+
+/// One settle record with outcomes for an unknown job (pruned, or its creation lost) among
+/// others: the unknown ones are skipped, the others stored.
+pub async fn settled_outcomes_for_unknown_jobs_are_skipped(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    create(&rec, "job-known", 0, vec![pending("a"), pending("b")]).await;
+    rec.record(Record::TargetsSettled(vec![
+        outcome("job-known", "a", Status::Ok, false),
+        outcome("job-ghost", "a", Status::Ok, false),
+        outcome("job-known", "b", Status::Error, false),
+        outcome("job-known", "c", Status::Ok, false), // a target the creation did not write
+    ]))
+    .await;
+    let added = s.add_device(crate::testkit::new_device("after")).await;
+    s.flush().await.unwrap();
+    assert!(added.is_ok(), "{added:?}");
+    let (record, targets) = s.job("job-known").await.unwrap();
+    let statuses: Vec<_> = targets.iter().map(|t| (t.device.as_str(), t.status)).collect();
+    assert_eq!(statuses, [("a", Some(Status::Ok)), ("b", Some(Status::Error)), ("c", Some(Status::Ok))]);
+    assert_eq!(record.summary, summary(&[(Status::Ok, 2), (Status::Error, 1)]));
+    assert!(matches!(s.job("job-ghost").await, Err(StoreError::NotFound(_))));
+}
+
+/// Prefixes match the same on both backends: job ids are lowercase, so an uppercase prefix (or
+/// full id) finds them; the match is by characters, wildcards literal.
+pub async fn job_prefix_ignores_case(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let ids = ["0198abcd-0000-7000-8000-00000000000a", "0198abcd-0000-7000-8000-00000000000b", "0198abce-1"];
+    for (i, id) in ids.iter().enumerate() {
+        create(&rec, id, i64::try_from(i).unwrap(), vec![]).await;
+    }
+    create(&rec, "job-a_b", 5, vec![]).await;
+    s.flush().await.unwrap();
+
+    assert_eq!(s.job("0198ABCE").await.unwrap().0.id, ids[2]);
+    assert_eq!(s.job("0198ABCD-0000-7000-8000-00000000000A").await.unwrap().0.id, ids[0]);
+    assert_eq!(s.job("0198abcd-0000-7000-8000-00000000000B").await.unwrap().0.id, ids[1]);
+    assert!(matches!(s.job("0198ABCD").await, Err(StoreError::Ambiguous { count: 2, .. })));
+    assert!(matches!(s.job("0198AB").await, Err(StoreError::Ambiguous { count: 3, .. })));
+    assert_eq!(s.job("JOB-A_").await.unwrap().0.id, "job-a_b");
+    for unknown in ["0198abcd-0000-7000-8000-00000000000c", "job-a%", "job-ab", "0198abcf", "0198abcd\u{10FFFF}"] {
+        assert!(matches!(s.job(unknown).await, Err(StoreError::NotFound(_))), "{unknown:?}");
+    }
 }
 
 /// A 10,000-target job is stored, listed and settled in full.

@@ -109,6 +109,8 @@ macro_rules! conformance_tests {
             failing_record_does_not_sink_its_batch,
             restart_keeps_everything,
             calls_after_close_are_unavailable,
+            debug_output_hides_secrets,
+            failures_are_told_apart,
             job_created_and_settled,
             job_ended_settles_pending,
             jobs_ordering_limit_summary,
@@ -116,6 +118,10 @@ macro_rules! conformance_tests {
             cancel_job_by_state,
             recover_jobs_ends_running,
             prune_jobs_by_age_and_count,
+            prune_never_deletes_running_jobs,
+            prune_jobs_in_chunks,
+            settled_outcomes_for_unknown_jobs_are_skipped,
+            job_prefix_ignores_case,
             big_job_round_trip,
         );
     };
