@@ -224,7 +224,8 @@ pub fn submit(
         args: req.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
         created_at,
         deadline_at: created_at + chrono::Duration::from_std(req.deadline).unwrap_or(chrono::Duration::MAX),
-        targets: targets.iter().map(|t| NewTarget { device: t.id.to_string(), status: None, error: None }).collect(),
+        // Filled by the job's task, after the command has gone out.
+        targets: Vec::new(),
     };
     let mut cmd = Envelope::new(Kind::Cmd);
     cmd.id = Some(job_id.clone());
@@ -317,7 +318,7 @@ impl<'a> EncodedOnce<'a> {
 struct JobRun {
     router: Arc<Router>,
     recorder: Recorder,
-    /// The job's record, stored when the task starts.
+    /// The job's record (its targets added from `devices`), stored when the task starts.
     record: Option<NewJob>,
     devices: Vec<String>,
     /// Where each target's command was queued (to send `cancel`); `None` when not delivered.
@@ -346,7 +347,9 @@ const RECORD_EVERY: Duration = Duration::from_millis(250);
 
 impl JobRun {
     async fn run(mut self) {
-        if let Some(record) = self.record.take() {
+        if let Some(mut record) = self.record.take() {
+            record.targets =
+                self.devices.iter().map(|d| NewTarget { device: d.clone(), status: None, error: None }).collect();
             self.recorder.record(Record::JobCreated(record)).await;
         }
         let mut state = JobState::new(self.devices.len());
