@@ -1,11 +1,19 @@
 //! The SQL for each batched [`Record`]: inventory updates on connect, disconnect and seen, and
-//! the job history (create with bulk target inserts, settle, end). Called by the writer
-//! (`writer.rs`) inside its batch transaction; nothing here commits.
+//! the job history (create, settle, end). Called by the writer (`writer.rs`) inside its batch
+//! transaction; nothing here commits.
+//!
+//! A job's target list is stored once, as JSON text in `jobs.targets` (device ids in id order);
+//! a `job_targets` row is written only when a target gets a status (at creation for targets
+//! that start settled, by a settle, or when the job ends). A listed target without a row is
+//! pending. Jobs stored before the list existed (`targets` NULL) have one row per target, with
+//! a NULL status while pending; everything here handles both.
 
-use sqlx::AnyConnection;
+use std::collections::HashSet;
+
+use sqlx::{AnyConnection, Row};
 
 use crate::Record;
-use crate::model::{Connection, FLAP_WINDOW_MS, JobEnd, NewJob, TargetOutcome};
+use crate::model::{Connection, FLAP_WINDOW_MS, JobEnd, NewJob, NewTarget, TargetOutcome};
 use crate::rows::{list_json, map_json, ms};
 
 /// Targets per multi-row `INSERT`: 4 parameters each plus the job id, far below SQLite's 32766
@@ -59,9 +67,11 @@ async fn connected(conn: &mut AnyConnection, c: &Connection) -> Result<(), sqlx:
 }
 
 async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx::Error> {
+    let list: Vec<&str> = job.targets.iter().map(|t| t.device.as_str()).collect();
+    let list = serde_json::to_string(&list).expect("a list of strings always serializes");
     sqlx::query(
-        "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8)",
+        "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count, \
+         targets) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9)",
     )
     .bind(&job.id)
     .bind(&job.requester)
@@ -71,10 +81,13 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     .bind(ms(job.created_at))
     .bind(ms(job.deadline_at))
     .bind(i64::try_from(job.targets.len()).unwrap_or(i64::MAX))
+    .bind(list)
     .execute(&mut *conn)
     .await?;
 
-    for chunk in job.targets.chunks(TARGET_CHUNK) {
+    // Pending targets are in the list only; rows are for targets that start with a status.
+    let settled: Vec<&NewTarget> = job.targets.iter().filter(|t| t.status.is_some()).collect();
+    for chunk in settled.chunks(TARGET_CHUNK) {
         let mut sql = String::with_capacity(40 * chunk.len() + 100);
         sql.push_str("INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES ");
         for i in 0..chunk.len() {
@@ -114,7 +127,7 @@ async fn targets_settled(conn: &mut AnyConnection, outcomes: &[TargetOutcome]) -
 }
 
 /// Settles pending targets only: an upsert whose update applies where `status IS NULL` (a target
-/// that already has a status keeps it; a row the job's creation did not write is added). Rows
+/// that already has a status keeps it; a pending target, which has no row, gets one). Rows
 /// come from a `VALUES` list (columns `column1`.. on both backends) filtered to jobs that exist:
 /// an outcome for an unknown job (pruned, or its creation lost) is skipped rather than failing
 /// the foreign key, which would send the whole batch down the slow path.
@@ -166,14 +179,43 @@ fn bind_outcome<'q>(
         .bind(ms(o.at))
 }
 
-/// An answer after the deadline replaces a `timeout` (or a pending status), nothing else.
+/// An answer after the deadline replaces a `timeout` (or a pending status), nothing else. A
+/// pending target of a listed job has no row yet: it gets one (marked late).
 async fn late_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(), sqlx::Error> {
     let query = sqlx::query(
         "UPDATE job_targets SET status = $3, result = $4, error_code = $5, error_message = $6, \
          elapsed_ms = $7, answered_at = $8, late = TRUE \
          WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'timeout')",
     );
+    if bind_outcome(query, o).execute(&mut *conn).await?.rows_affected() > 0 {
+        return Ok(());
+    }
+    let row = sqlx::query(
+        "SELECT targets FROM jobs WHERE id = $1 \
+         AND NOT EXISTS (SELECT 1 FROM job_targets WHERE job_id = $1 AND device_id = $2)",
+    )
+    .bind(&o.job)
+    .bind(&o.device)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    if !target_list(&row)?.is_some_and(|list| list.contains(&o.device)) {
+        return Ok(());
+    }
+    let query = sqlx::query(
+        "INSERT INTO job_targets (job_id, device_id, status, result, error_code, error_message, elapsed_ms, \
+         answered_at, late) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE)",
+    );
     bind_outcome(query, o).execute(conn).await.map(drop)
+}
+
+/// The `targets` column of a `jobs` row: the job's device ids, `None` for a job stored before
+/// the list existed.
+pub(crate) fn target_list(row: &sqlx::any::AnyRow) -> Result<Option<Vec<String>>, sqlx::Error> {
+    match row.try_get::<Option<String>, _>("targets")? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| sqlx::Error::Decode(Box::new(e))),
+    }
 }
 
 async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::Error> {
@@ -189,23 +231,71 @@ async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::E
     Ok(())
 }
 
-/// Gives every pending target of `job` a final status and error.
+/// Gives every pending target of `job` a final status and error; returns their ids in id order.
+/// Pending are the listed targets without a row (rows for them are inserted in bulk) and rows
+/// with a NULL status (a job stored before the list existed), which are updated.
 pub(crate) async fn settle_pending(
     conn: &mut AnyConnection,
     job: &str,
     status: &str,
     code: &str,
     message: &str,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE job_targets SET status = $2, error_code = $3, error_message = $4 \
-         WHERE job_id = $1 AND status IS NULL",
-    )
-    .bind(job)
-    .bind(status)
-    .bind(code)
-    .bind(message)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+) -> Result<Vec<String>, sqlx::Error> {
+    let Some(row) = sqlx::query("SELECT targets FROM jobs WHERE id = $1").bind(job).fetch_optional(&mut *conn).await?
+    else {
+        return Ok(Vec::new());
+    };
+    let list = target_list(&row)?;
+    let rows = sqlx::query("SELECT device_id, status FROM job_targets WHERE job_id = $1")
+        .bind(job)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut with_row = HashSet::with_capacity(rows.len());
+    let mut unset = Vec::new();
+    for row in &rows {
+        let device: String = row.try_get("device_id")?;
+        if row.try_get::<Option<String>, _>("status")?.is_none() {
+            unset.push(device.clone());
+        }
+        with_row.insert(device);
+    }
+    let missing: Vec<String> = list.unwrap_or_default().into_iter().filter(|d| !with_row.contains(d)).collect();
+
+    for chunk in missing.chunks(TARGET_CHUNK) {
+        let mut sql = String::with_capacity(20 * chunk.len() + 100);
+        sql.push_str("INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, ${}, $2, $3, $4)", 5 + i));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(chunk.len() == TARGET_CHUNK)
+            .bind(job)
+            .bind(status)
+            .bind(code)
+            .bind(message);
+        for device in chunk {
+            query = query.bind(device);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    if !unset.is_empty() {
+        sqlx::query(
+            "UPDATE job_targets SET status = $2, error_code = $3, error_message = $4 \
+             WHERE job_id = $1 AND status IS NULL",
+        )
+        .bind(job)
+        .bind(status)
+        .bind(code)
+        .bind(message)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut settled = missing;
+    settled.extend(unset);
+    settled.sort_unstable();
+    settled.dedup();
+    Ok(settled)
 }

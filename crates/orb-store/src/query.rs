@@ -1,5 +1,6 @@
 //! Reads: devices, the job list with per-status summaries (one grouped query for all listed
-//! jobs), and one job by id or unique prefix with its targets. They run on the read pool and
+//! jobs), and one job by id or unique prefix with its targets (its stored target list merged
+//! with the rows of targets that have a status). They run on the read pool and
 //! see every committed write; rows are mapped by `rows.rs` and handed to the caller.
 
 use std::collections::BTreeMap;
@@ -71,7 +72,7 @@ pub(crate) async fn job(
         return Err(not_found());
     }
     let lower = id_or_prefix.to_ascii_lowercase();
-    let exact = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+    let exact = format!("SELECT {JOB_COLUMNS}, targets FROM jobs WHERE id = $1");
     let mut row = None;
     for id in [id_or_prefix, lower.as_str()] {
         row = sqlx::query(sqlx::AssertSqlSafe(exact.as_str()))
@@ -92,7 +93,7 @@ pub(crate) async fn job(
             Some(end) => (format!("{id} >= $1 AND {id} < $2"), Some(end)),
             None => (format!("{id} >= $1"), None),
         };
-        let matches = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {range} ORDER BY {id} LIMIT 2");
+        let matches = format!("SELECT {JOB_COLUMNS}, targets FROM jobs WHERE {range} ORDER BY {id} LIMIT 2");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(matches)).bind(&lower);
         if let Some(end) = &end {
             query = query.bind(end);
@@ -111,11 +112,27 @@ pub(crate) async fn job(
     }
     let Some(row) = row else { return Err(not_found()) };
     let mut job = rows::job(&row)?;
+    let list = crate::apply::target_list(&row).map_err(unavailable)?;
 
+    // Targets with a status have a row; listed targets without one are pending.
     let sql = format!("SELECT {TARGET_COLUMNS} FROM job_targets WHERE job_id = $1");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&job.id).fetch_all(pool).await.map_err(unavailable)?;
-    let mut targets = rows.iter().map(rows::target).collect::<Result<Vec<_>, _>>()?;
-    targets.sort_unstable_by(|a, b| a.device.cmp(&b.device));
+    let mut by_device = BTreeMap::new();
+    for row in &rows {
+        let target = rows::target(row)?;
+        by_device.insert(target.device.clone(), target);
+    }
+    for device in list.unwrap_or_default() {
+        by_device.entry(device).or_insert_with_key(|device| TargetRecord {
+            device: device.clone(),
+            status: None,
+            result: None,
+            error: None,
+            elapsed_ms: None,
+            late: false,
+        });
+    }
+    let targets: Vec<TargetRecord> = by_device.into_values().collect();
     for status in targets.iter().filter_map(|t| t.status) {
         *job.summary.entry(status).or_default() += 1;
     }

@@ -115,14 +115,7 @@ async fn cancel_job(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Re
     if state != orb_proto::history::JobPhase::Running.as_str() {
         return Ok(Ok(Written::Ids(Vec::new())));
     }
-    let pending = sqlx::query("SELECT device_id FROM job_targets WHERE job_id = $1 AND status IS NULL")
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut ids =
-        pending.iter().map(|row| sqlx::Row::try_get::<String, _>(row, "device_id")).collect::<Result<Vec<_>, _>>()?;
-    ids.sort_unstable();
-    settle_pending(conn, id, "cancelled", "cancelled", "the job was cancelled").await?;
+    let ids = settle_pending(conn, id, "cancelled", "cancelled", "the job was cancelled").await?;
     sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1")
         .bind(id)
         .bind(ms(at))
@@ -132,14 +125,11 @@ async fn cancel_job(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Re
 }
 
 async fn recover_jobs(conn: &mut AnyConnection, at: DateTime<Utc>, message: &str) -> Result<Answer, sqlx::Error> {
-    sqlx::query(
-        "UPDATE job_targets SET status = 'timeout', error_code = $1, error_message = $2 \
-         WHERE status IS NULL AND job_id IN (SELECT id FROM jobs WHERE state = 'running')",
-    )
-    .bind(ErrorCode::Timeout.as_str())
-    .bind(message)
-    .execute(&mut *conn)
-    .await?;
+    let running = sqlx::query("SELECT id FROM jobs WHERE state = 'running'").fetch_all(&mut *conn).await?;
+    for row in &running {
+        let id: String = sqlx::Row::try_get(row, "id")?;
+        settle_pending(conn, &id, "timeout", ErrorCode::Timeout.as_str(), message).await?;
+    }
     let done = sqlx::query("UPDATE jobs SET state = 'done', finished_at = $1 WHERE state = 'running'")
         .bind(ms(at))
         .execute(conn)

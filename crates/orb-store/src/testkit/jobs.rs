@@ -413,6 +413,137 @@ pub async fn big_job_round_trip(h: &Harness) {
     assert_eq!(listed[0].summary, summary(&[(Status::Ok, 5_000), (Status::Offline, 1_000), (Status::Timeout, 4_000)]));
 }
 
+/// A raw connection to the harness's database, for cases that look under the store.
+async fn raw(h: &Harness) -> sqlx::AnyConnection {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    crate::backend::install_drivers();
+    let text = match h.url() {
+        crate::StoreUrl::Sqlite(path) => {
+            sqlx::sqlite::SqliteConnectOptions::new().filename(path).to_url_lossy().to_string()
+        }
+        crate::StoreUrl::Postgres(url) => url.clone(),
+    };
+    sqlx::AnyConnection::connect(&text).await.unwrap()
+}
+
+/// Runs `sql` on `conn`.
+async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(conn).await.unwrap();
+}
+
+/// The `job_targets` rows of `job`, counted under the store.
+async fn target_rows(conn: &mut sqlx::AnyConnection, job: &str) -> i64 {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM job_targets WHERE job_id = $1").bind(job).fetch_one(conn);
+    sqlx::Row::get(&row.await.unwrap(), "n")
+}
+
+/// Inserts a running job the way the store wrote them before target lists: no list, one row
+/// per target, a NULL status while pending (`c` is offline).
+async fn old_style_job(conn: &mut sqlx::AnyConnection, id: &str, at: i64) {
+    let created = crate::rows::ms(t(at));
+    exec(
+        conn,
+        &format!(
+            "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count) \
+             VALUES ('{id}', 'cli-1', 'all', 'uptime', NULL, {created}, {}, 'running', 4)",
+            created + 30_000
+        ),
+    )
+    .await;
+    exec(
+        conn,
+        &format!(
+            "INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES \
+             ('{id}', 'b', NULL, NULL, NULL), ('{id}', 'a', NULL, NULL, NULL), \
+             ('{id}', 'c', 'offline', 'device_offline', 'device c is not connected'), ('{id}', 'd', NULL, NULL, NULL)"
+        ),
+    )
+    .await;
+}
+
+/// Jobs stored before target lists (a row per target, NULL while pending) still read as
+/// pending, settle, end, cancel and recover as documented.
+pub async fn jobs_stored_with_pending_rows_still_work(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let mut conn = raw(h).await;
+    for (i, id) in ["old-end", "old-cancel", "old-recover"].into_iter().enumerate() {
+        old_style_job(&mut conn, id, i64::try_from(i).unwrap()).await;
+    }
+
+    let (record, targets) = s.job("old-end").await.unwrap();
+    assert_eq!((record.targets, record.summary.clone()), (4, summary(&[(Status::Offline, 1)])));
+    let statuses: Vec<_> = targets.iter().map(|t| (t.device.as_str(), t.status)).collect();
+    assert_eq!(statuses, [("a", None), ("b", None), ("c", Some(Status::Offline)), ("d", None)]);
+    assert_eq!(s.jobs(10).await.unwrap()[2].summary, summary(&[(Status::Offline, 1)]));
+
+    rec.record(Record::TargetsSettled(vec![outcome("old-end", "a", Status::Ok, false)])).await;
+    rec.record(Record::TargetsSettled(vec![outcome("old-end", "d", Status::Ok, true)])).await; // late over pending
+    let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer before the deadline");
+    rec.record(end("old-end", 1_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
+    s.flush().await.unwrap();
+    let (record, targets) = s.job("old-end").await.unwrap();
+    assert_eq!(record.state, JobPhase::Done);
+    assert_eq!(record.summary, summary(&[(Status::Ok, 2), (Status::Offline, 1), (Status::Timeout, 1)]));
+    assert_eq!((targets[1].status, targets[1].error.as_ref()), (Some(Status::Timeout), Some(&timeout)));
+    assert_eq!((targets[3].status, targets[3].late), (Some(Status::Ok), true));
+    assert_eq!(target_rows(&mut conn, "old-end").await, 4);
+
+    rec.record(Record::TargetsSettled(vec![outcome("old-cancel", "d", Status::Error, false)])).await;
+    s.flush().await.unwrap();
+    assert_eq!(s.cancel_job("old-cancel", t(100)).await.unwrap(), ["a", "b"]);
+    let (record, _) = s.job("old-cancel").await.unwrap();
+    assert_eq!(record.state, JobPhase::Cancelled);
+    assert_eq!(record.summary, summary(&[(Status::Cancelled, 2), (Status::Offline, 1), (Status::Error, 1)]));
+
+    assert_eq!(s.recover_jobs(t(2_000), "the server restarted").await.unwrap(), 1);
+    let (record, _) = s.job("old-recover").await.unwrap();
+    assert_eq!((record.state, record.summary), (JobPhase::Done, summary(&[(Status::Timeout, 3), (Status::Offline, 1)])));
+    assert_eq!(s.prune_jobs(t(100_000), 0).await.unwrap(), 3);
+    assert_eq!(target_rows(&mut conn, "old-recover").await, 0);
+    sqlx::Connection::close(conn).await.unwrap();
+}
+
+/// A job's pending targets are stored once, in its list: rows are written only as targets get
+/// a status. A 10,000-target job that all times out gets its 10,000 rows when it ends; a late
+/// answer to a target still pending (its end not yet stored) is stored, marked late.
+pub async fn pending_targets_get_rows_when_settled(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let mut conn = raw(h).await;
+    let targets: Vec<_> = (0..10_000).map(|i| pending(&format!("d{i:05}"))).collect();
+    create(&rec, "job-silent", 0, targets).await;
+    create(&rec, "job-mixed", 1, vec![pending("a"), offline("b"), pending("c"), pending("d")]).await;
+    s.flush().await.unwrap();
+    assert_eq!(target_rows(&mut conn, "job-silent").await, 0);
+    assert_eq!(target_rows(&mut conn, "job-mixed").await, 1);
+    let (record, targets) = s.job("job-silent").await.unwrap();
+    assert_eq!((record.targets, targets.len()), (10_000, 10_000));
+    assert!(record.summary.is_empty() && targets.iter().all(|t| t.status.is_none() && !t.late));
+
+    let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer before the deadline");
+    rec.record(end("job-silent", 30_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-mixed", "c", Status::Ok, true)])).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-mixed", "zz", Status::Ok, true)])).await; // not a target
+    rec.record(Record::TargetsSettled(vec![outcome("job-mixed", "b", Status::Ok, true)])).await; // never over offline
+    s.flush().await.unwrap();
+    assert_eq!(target_rows(&mut conn, "job-silent").await, 10_000);
+    let (record, targets) = s.job("job-silent").await.unwrap();
+    assert_eq!(record.summary, summary(&[(Status::Timeout, 10_000)]));
+    assert!(targets.iter().all(|t| t.error.as_ref() == Some(&timeout)));
+    assert_eq!(s.jobs(10).await.unwrap()[1].summary, summary(&[(Status::Timeout, 10_000)]));
+
+    let (_, targets) = s.job("job-mixed").await.unwrap();
+    let statuses: Vec<_> = targets.iter().map(|t| (t.device.as_str(), t.status, t.late)).collect();
+    assert_eq!(
+        statuses,
+        [("a", None, false), ("b", Some(Status::Offline), false), ("c", Some(Status::Ok), true), ("d", None, false)]
+    );
+    assert_eq!(s.cancel_job("job-mixed", t(5_000)).await.unwrap(), ["a", "d"]);
+    assert_eq!(target_rows(&mut conn, "job-mixed").await, 4);
+    sqlx::Connection::close(conn).await.unwrap();
+}
+
 /// How `job(id, at)` reads back before any target settles.
 fn stored(id: &str, at: i64) -> crate::JobRecord {
     let new = job(id, at);

@@ -123,6 +123,8 @@ macro_rules! conformance_tests {
             settled_outcomes_for_unknown_jobs_are_skipped,
             job_prefix_ignores_case,
             big_job_round_trip,
+            jobs_stored_with_pending_rows_still_work,
+            pending_targets_get_rows_when_settled,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {
