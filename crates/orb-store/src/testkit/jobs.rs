@@ -498,7 +498,10 @@ pub async fn jobs_stored_with_pending_rows_still_work(h: &Harness) {
 
     assert_eq!(s.recover_jobs(t(2_000), "the server restarted").await.unwrap(), 1);
     let (record, _) = s.job("old-recover").await.unwrap();
-    assert_eq!((record.state, record.summary), (JobPhase::Done, summary(&[(Status::Timeout, 3), (Status::Offline, 1)])));
+    assert_eq!(
+        (record.state, record.summary),
+        (JobPhase::Done, summary(&[(Status::Timeout, 3), (Status::Offline, 1)]))
+    );
     assert_eq!(s.prune_jobs(t(100_000), 0).await.unwrap(), 3);
     assert_eq!(target_rows(&mut conn, "old-recover").await, 0);
     sqlx::Connection::close(conn).await.unwrap();
