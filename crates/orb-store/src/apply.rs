@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use sqlx::{AnyConnection, Row};
 
 use crate::Record;
+use crate::bulk::Placeholders;
 use crate::model::{Connection, FLAP_WINDOW_MS, JobEnd, NewJob, NewTarget, TargetOutcome};
 use crate::rows::{list_json, map_json, ms};
 
@@ -87,20 +88,17 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
 
     // Pending targets are in the list only; rows are for targets that start with a status.
     let settled: Vec<&NewTarget> = job.targets.iter().filter(|t| t.status.is_some()).collect();
+    let style = Placeholders::of(conn);
     for chunk in settled.chunks(TARGET_CHUNK) {
-        let mut sql = String::with_capacity(40 * chunk.len() + 100);
-        sql.push_str("INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES ");
-        for i in 0..chunk.len() {
-            let p = 2 + 4 * i;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("($1, ${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3));
-        }
+        let sql = format!(
+            "INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES {}",
+            style.rows(chunk.len(), 5)
+        );
         // Full chunks repeat, so their prepared statement is worth caching; a remainder is not.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK).bind(&job.id);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
         for t in chunk {
             query = query
+                .bind(&job.id)
                 .bind(&t.device)
                 .bind(t.status.map(|s| s.as_str()))
                 .bind(t.error.as_ref().map(|e| e.code.as_str()))
@@ -132,22 +130,13 @@ async fn targets_settled(conn: &mut AnyConnection, outcomes: &[TargetOutcome]) -
 /// an outcome for an unknown job (pruned, or its creation lost) is skipped rather than failing
 /// the foreign key, which would send the whole batch down the slow path.
 async fn on_time_chunk(conn: &mut AnyConnection, chunk: &[&TargetOutcome]) -> Result<(), sqlx::Error> {
-    let mut sql = String::with_capacity(60 * chunk.len() + 600);
+    let mut sql = String::with_capacity(30 * chunk.len() + 600);
     sql.push_str(
         "INSERT INTO job_targets (job_id, device_id, status, result, error_code, error_message, elapsed_ms, \
          answered_at) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
          v.column8 FROM (VALUES ",
     );
-    for i in 0..chunk.len() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let p = 1 + SETTLED_COLUMNS * i;
-        let params: Vec<String> = (p..p + SETTLED_COLUMNS).map(|n| format!("${n}")).collect();
-        sql.push('(');
-        sql.push_str(&params.join(", "));
-        sql.push(')');
-    }
+    sql.push_str(&Placeholders::of(conn).rows(chunk.len(), SETTLED_COLUMNS));
     // The WHERE also keeps SQLite from reading ON CONFLICT as a join constraint.
     sql.push_str(
         ") AS v WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.id = v.column1) \
@@ -261,23 +250,15 @@ pub(crate) async fn settle_pending(
     }
     let missing: Vec<String> = list.unwrap_or_default().into_iter().filter(|d| !with_row.contains(d)).collect();
 
+    let style = Placeholders::of(conn);
     for chunk in missing.chunks(TARGET_CHUNK) {
-        let mut sql = String::with_capacity(20 * chunk.len() + 100);
-        sql.push_str("INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("($1, ${}, $2, $3, $4)", 5 + i));
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .persistent(chunk.len() == TARGET_CHUNK)
-            .bind(job)
-            .bind(status)
-            .bind(code)
-            .bind(message);
+        let sql = format!(
+            "INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES {}",
+            style.rows(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
         for device in chunk {
-            query = query.bind(device);
+            query = query.bind(job).bind(device).bind(status).bind(code).bind(message);
         }
         query.execute(&mut *conn).await?;
     }

@@ -33,6 +33,7 @@
 
 mod apply;
 mod backend;
+mod bulk;
 mod error;
 pub mod model;
 mod query;

@@ -207,7 +207,7 @@ pub(crate) async fn prune_step(conn: &mut AnyConnection, bound: &PruneBound) -> 
 /// Runs `<delete> IN ($1, ..., $n)` over `ids` (at most [`PRUNE_JOBS`], below both backends'
 /// parameter limits); returns the rows deleted.
 async fn delete_listed(conn: &mut AnyConnection, delete: &str, ids: &[String]) -> Result<u64, sqlx::Error> {
-    let list = (1..=ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let list = crate::bulk::Placeholders::of(conn).list(ids.len());
     let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("{delete} IN ({list})"))).persistent(false);
     for id in ids {
         query = query.bind(id);
