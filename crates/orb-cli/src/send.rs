@@ -154,7 +154,8 @@ pub fn print_human(results: &[TargetResult], summary: &JobSummary) {
         "job {}: {} of {} targets answered ok ({})",
         summary.job,
         summary.summary.get(&Status::Ok).copied().unwrap_or(0),
-        results.len(),
+        // The summary counts every target, also when the caller shows only some rows.
+        summary.summary.values().sum::<u64>(),
         counts.join(", ")
     );
 }
