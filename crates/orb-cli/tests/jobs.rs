@@ -91,7 +91,7 @@ fn start_sleep_job(server: &Server, agent: &mut Proc) -> (Background, String) {
 fn cancel_stops_the_running_handler_and_marks_the_target_cancelled() {
     let server = Server::start();
     let mut agent = server.agent_with("web-1", |c| {
-        c.env("ORB_LOG", "info,orb_client=debug,orb_client::transport=trace");
+        c.env("ORB_LOG", "info,orb_client=debug,orb_io::transport=trace");
     });
     server.wait_connected(&["web-1"]);
     let (send, job) = start_sleep_job(&server, &mut agent);
@@ -142,7 +142,7 @@ fn interactive_send(server: &Server, agent: &mut Proc, json: bool) -> (Proc, com
 fn ctrl_c_detaches_and_the_job_keeps_running() {
     let server = Server::start();
     let mut agent = server.agent_with("web-1", |c| {
-        c.env("ORB_LOG", "info,orb_client::transport=trace");
+        c.env("ORB_LOG", "info,orb_io::transport=trace");
     });
     server.wait_connected(&["web-1"]);
     let (mut send, out) = interactive_send(&server, &mut agent, false);
@@ -165,7 +165,7 @@ fn ctrl_c_detaches_and_the_job_keeps_running() {
 fn a_second_ctrl_c_cancels_the_detached_job() {
     let server = Server::start();
     let mut agent = server.agent_with("web-1", |c| {
-        c.env("ORB_LOG", "info,orb_client::transport=trace");
+        c.env("ORB_LOG", "info,orb_io::transport=trace");
     });
     server.wait_connected(&["web-1"]);
     let (mut send, out) = interactive_send(&server, &mut agent, true);
@@ -187,7 +187,7 @@ fn a_second_ctrl_c_cancels_the_detached_job() {
 fn a_third_ctrl_c_exits_at_once_while_the_cancel_waits_for_an_answer() {
     let server = Server::start();
     let mut agent = server.agent_with("web-1", |c| {
-        c.env("ORB_LOG", "info,orb_client::transport=trace");
+        c.env("ORB_LOG", "info,orb_io::transport=trace");
     });
     server.wait_connected(&["web-1"]);
     let (mut send, out) = interactive_send(&server, &mut agent, false);

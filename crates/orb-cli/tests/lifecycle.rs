@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 /// Agent logging that also shows every frame the agent receives (`dir="in" kind="cmd" ...`), so
 /// a test can wait for the moment a command reached the agent.
-const AGENT_FRAME_LOG: &str = "info,orb_client::transport=trace";
+const AGENT_FRAME_LOG: &str = "info,orb_io::transport=trace";
 
 fn agent_connected(l: &str) -> bool {
     l.contains("agent connected")

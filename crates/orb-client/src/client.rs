@@ -16,11 +16,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
-use crate::handler::{self, Context, Handlers, Running};
 use crate::job::Job;
-use crate::queue::{QueueTx, TrySendError};
-use crate::transport::{self, FrameSink, FrameSource, TransportError};
+use crate::running::Running;
 use crate::url::ServerUrl;
+use orb_io::handler::{self, Context, Handlers};
+use orb_io::queue::{QueueTx, TrySendError};
+use orb_io::transport::{self, FrameSink, FrameSource, TransportError};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -139,10 +140,11 @@ impl Client {
                 Client::handshake(config, handlers, source, sink).await
             }
             ServerUrl::Ws { url: ws_url, .. } => {
-                let (source, sink) = tokio::time::timeout(timeout, crate::ws::connect(ws_url, config.max_frame))
-                    .await
-                    .map_err(|_| unreachable("connect timed out".into()))?
-                    .map_err(|e| unreachable(e.to_string()))?;
+                let (source, sink) =
+                    tokio::time::timeout(timeout, orb_io::ws::client::connect(ws_url, config.max_frame))
+                        .await
+                        .map_err(|_| unreachable("connect timed out".into()))?
+                        .map_err(|e| unreachable(e.to_string()))?;
                 Client::handshake(config, handlers, source, sink).await
             }
         }
@@ -193,7 +195,7 @@ impl Client {
                 ClientError::Protocol(format!("the server chose codec {name:?}, which this client lacks"))
             })?,
         };
-        let (tx, rx) = crate::queue::bounded(config.outbound_queue);
+        let (tx, rx) = orb_io::queue::bounded(config.outbound_queue);
         let stop = CancellationToken::new();
         let inner = Arc::new(Inner {
             tx,
@@ -654,7 +656,7 @@ async fn heartbeat(inner: Arc<Inner>) {
 pub(crate) mod scripted {
     //! A scripted server for unit tests: real TCP on 127.0.0.1, frames written by hand.
     use super::*;
-    use crate::transport::{TcpSink, TcpSource};
+    use orb_io::transport::{TcpSink, TcpSource};
 
     /// One accepted connection whose hello has been read.
     pub(crate) struct Scripted {

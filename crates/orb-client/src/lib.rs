@@ -22,19 +22,15 @@
 
 mod client;
 mod error;
-pub mod handler;
 mod job;
 mod persistent;
-pub mod queue;
-pub mod signal;
-pub mod transport;
+mod running;
 mod url;
-mod ws;
 
 pub use client::{Client, ClientConfig};
 pub use error::ClientError;
-pub use handler::{Context, HandlerResult, Handlers};
 pub use job::{Job, JobUpdate};
+pub use orb_io::handler::{self, Context, Handler, HandlerResult, Handlers};
 pub use orb_proto::Codec;
 pub use orb_proto::message::Role;
 pub use persistent::{Backoff, LinkEvent, Persistent};

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientConfig};
 use crate::error::ClientError;
-use crate::handler::Handlers;
 use crate::url::ServerUrl;
+use orb_io::handler::Handlers;
 
 /// Reconnect timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

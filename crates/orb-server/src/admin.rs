@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orb_client::handler::{Context, HandlerResult};
+use orb_io::handler::{Context, HandlerResult};
 use orb_proto::message::SignalRequest;
 use orb_proto::{ErrorBody, ErrorCode};
 use tokio::sync::{mpsc, oneshot};

@@ -9,7 +9,7 @@ use orb_proto::{ErrorBody, ErrorCode, PROTOCOL_VERSION};
 
 use crate::router::Router;
 use crate::{history, inventory};
-use orb_client::handler::{Context as Request, HandlerResult};
+use orb_io::handler::{Context as Request, HandlerResult};
 
 /// The server's software name and version, as sent in `welcome`.
 pub const SERVER_NAME: &str = concat!("orb/", env!("CARGO_PKG_VERSION"));

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use orb_client::signal::Signal;
+use orb_io::signal::Signal;
 
 /// The typed reason a session closed. Logged and (with the lifecycle issue) counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

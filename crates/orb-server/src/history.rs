@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use crate::builtin::to_value;
 use crate::registry::store_error;
 use crate::router::{Router, rfc3339};
-use orb_client::handler::{Context as Request, HandlerResult};
+use orb_io::handler::{Context as Request, HandlerResult};
 
 /// Jobs listed when the query gives no limit.
 const DEFAULT_LIMIT: u32 = 50;

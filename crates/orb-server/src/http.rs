@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use orb_proto::WS_PATH;
 
-use crate::listener::ws;
 use crate::session::{self, Shared};
+use orb_io::ws::server as ws;
 
 /// Builds the axum application.
 pub(crate) fn app(shared: Arc<Shared>) -> HttpRouter {

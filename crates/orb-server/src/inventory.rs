@@ -14,7 +14,7 @@ use crate::builtin::to_value;
 use crate::close::CloseReason;
 use crate::registry::{IssuedSecret, store_error};
 use crate::router::{DeviceRecord, Router, rfc3339};
-use orb_client::handler::{Context as Request, HandlerResult};
+use orb_io::handler::{Context as Request, HandlerResult};
 
 /// `$orb.devices.list`: known devices (or only connected ones), optionally by selector.
 pub async fn list(router: &Router, req: &Request) -> HandlerResult {

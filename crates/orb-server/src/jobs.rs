@@ -387,11 +387,11 @@ impl JobRun {
                         outbox.trace_out(&f);
                         match outbox.tx.try_send_below(f, limit) {
                             Ok(()) => {}
-                            Err(orb_client::queue::TrySendError::Full(f)) => {
+                            Err(orb_io::queue::TrySendError::Full(f)) => {
                                 self.out.push_front(f);
                                 break;
                             }
-                            Err(orb_client::queue::TrySendError::Closed(_)) => {
+                            Err(orb_io::queue::TrySendError::Closed(_)) => {
                                 self.requester_gone();
                                 break;
                             }

@@ -12,7 +12,7 @@
 //! in memory in front of the `orb_store::Store`), `listener` + `http` (accept), `session` (one
 //! connection), `router` (sessions, correlations, delivery), `jobs` (fan-out, results, cancel),
 //! `builtin` + `inventory` + `history` (the `$orb.` operator commands; application handlers use
-//! `orb_client::handler`), `maintenance` (retention), `close` (close reasons).
+//! `orb_io::handler`), `maintenance` (retention), `close` (close reasons).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), orb_server::ServerError> {
@@ -60,7 +60,7 @@ pub use auth::{Authenticator, Principal, TokenAuth};
 pub use close::CloseReason;
 pub use config::{Limits, Secret, ServerConfig, StoreConfig};
 pub use error::ServerError;
-pub use orb_client::handler::{Context, Handler, HandlerResult, Handlers};
+pub use orb_io::handler::{Context, Handler, HandlerResult, Handlers};
 
 use crate::registry::Registry;
 use crate::router::Router;

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
-use orb_client::queue::{QueueTx, TrySendError};
+use orb_io::queue::{QueueTx, TrySendError};
 use orb_proto::message::{DeviceInfo, Role};
 use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Selector, SelectorErrorKind};
 use tokio::time::Instant;
@@ -42,7 +42,7 @@ pub struct DeviceRecord {
     /// Last measured round-trip time in microseconds (0: not measured yet).
     pub rtt_us: AtomicU64,
     /// Frames and bytes in both directions, and when the last ones passed.
-    pub stats: Arc<orb_client::transport::LinkStats>,
+    pub stats: Arc<orb_io::transport::LinkStats>,
 }
 
 impl DeviceRecord {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::handler::{self, Context, Handlers};
-use orb_client::transport::{FrameSink, FrameSource, LinkStats, TransportError, write_loop_counted};
+use orb_io::handler::{self, Context, Handlers};
+use orb_io::transport::{FrameSink, FrameSource, LinkStats, TransportError, write_loop_counted};
 use orb_proto::message::{Bye, Hello, Role, Welcome};
 use orb_proto::{
     Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESERVED_PREFIX,
@@ -59,8 +59,8 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(shared: Arc<Shared>, mut
     let span = tracing::debug_span!("session", conn, peer.addr = %peer, transport, agent.id = tracing::field::Empty);
     async move {
         let limits = shared.router.limits();
-        let (tx, rx) = orb_client::queue::bounded(limits.outbound_queue);
-        let stop = orb_client::signal::Signal::new();
+        let (tx, rx) = orb_io::queue::bounded(limits.outbound_queue);
+        let stop = orb_io::signal::Signal::new();
         let stopped = stop.clone();
         let stats = Arc::new(LinkStats::default());
         let writer = write_loop_counted(

@@ -15,7 +15,7 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, peer)) => match orb_client::transport::tcp(stream, shared.router.limits().max_frame) {
+            Ok((stream, peer)) => match orb_io::transport::tcp(stream, shared.router.limits().max_frame) {
                 Ok((source, sink)) => {
                     let peer = session::Peer { addr: peer, transport: "tcp", user_agent: None };
                     shared.tracker.spawn(session::serve(Arc::clone(&shared), source, sink, peer));

@@ -1,7 +1,7 @@
 //! Frame transports shared by the client and the server: a [`FrameSource`] yields whole frame
 //! payloads, a [`FrameSink`] writes batches of already-encoded frames. TCP (u32 length prefix)
-//! lives here; WebSocket adapters live beside their WebSocket library (client: `ws.rs`, server:
-//! `listener/ws.rs`). [`write_loop`] drains a bounded queue into a sink, several frames per syscall.
+//! lives here, WebSocket in [`crate::ws`]. [`write_loop`] drains a bounded queue into a sink,
+//! several frames per syscall.
 
 use std::future::Future;
 use std::io;

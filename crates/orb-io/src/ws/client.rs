@@ -1,4 +1,4 @@
-//! WebSocket transport for the client (tokio-tungstenite): one binary message per frame.
+//! The client side of WebSocket (tokio-tungstenite): one binary message per frame.
 
 use std::io;
 

@@ -1,14 +1,13 @@
 //! Command handlers by name, shared by agents (commands from the server and other clients) and by
 //! the server library (commands to the server). [`run`] executes one with its deadline, turning
-//! a panic into a `handler_panicked` error so the process survives. `Running` is a connection's
-//! table of commands still being handled, so a `cancel` frame can reach the right one.
+//! a panic into a `handler_panicked` error so the process survives; [`reply_envelope`] turns the
+//! outcome into the `reply` a connection sends back.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -131,58 +130,6 @@ pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResu
     }
 }
 
-/// The commands a connection is handling on their own tasks, by command id, each with the token
-/// that cancels it (a `cancel` frame names the command by id). An entry lives exactly as long as
-/// its [`RunningGuard`], so the table never outgrows the commands in progress.
-#[derive(Default)]
-pub(crate) struct Running {
-    map: Mutex<HashMap<String, (u64, CancellationToken)>>,
-    next: AtomicU64,
-}
-
-impl Running {
-    /// Records command `id` as running until the returned guard is dropped.
-    pub(crate) fn start(self: &Arc<Self>, id: &str, cancel: CancellationToken) -> RunningGuard {
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id.to_owned(), (seq, cancel));
-        RunningGuard { running: Arc::clone(self), id: id.to_owned(), seq }
-    }
-
-    /// Cancels command `id`; false when it is not running (finished, or never seen).
-    pub(crate) fn cancel(&self, id: &str) -> bool {
-        let token = self.lock().get(id).map(|(_, t)| t.clone());
-        token.map(|t| t.cancel()).is_some()
-    }
-
-    /// Commands recorded as running.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, CancellationToken)>> {
-        // Never held across an await; plain inserts and removes keep a poisoned map consistent.
-        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Removes its command from [`Running`] when dropped (the handler finished, or its task was
-/// dropped). A later command that reused the id keeps its own entry.
-pub(crate) struct RunningGuard {
-    running: Arc<Running>,
-    id: String,
-    seq: u64,
-}
-
-impl Drop for RunningGuard {
-    fn drop(&mut self) {
-        let mut map = self.running.lock();
-        if map.get(&self.id).is_some_and(|(seq, _)| *seq == self.seq) {
-            map.remove(&self.id);
-        }
-    }
-}
-
 /// A handler's outcome as the `reply` to command `re` (the result serialised as the JSON body).
 pub fn reply_envelope(re: String, result: HandlerResult) -> Envelope {
     match result {
@@ -266,22 +213,6 @@ mod tests {
         cancel.cancel();
         let e = running.await.unwrap().unwrap_err();
         assert_eq!(e.code, ErrorCode::Cancelled);
-    }
-
-    #[test]
-    fn running_entries_live_as_long_as_their_guard_and_a_reused_id_keeps_its_own() {
-        let running = Arc::new(Running::default());
-        let (a, b) = (CancellationToken::new(), CancellationToken::new());
-        let first = running.start("job-1", a.clone());
-        assert_eq!(running.len(), 1);
-        let second = running.start("job-1", b.clone());
-        drop(first);
-        assert_eq!(running.len(), 1, "the older guard does not remove the newer entry");
-        assert!(running.cancel("job-1"));
-        assert!(b.is_cancelled() && !a.is_cancelled());
-        drop(second);
-        assert_eq!(running.len(), 0);
-        assert!(!running.cancel("job-1"), "nothing to cancel once finished");
     }
 
     #[tokio::test(start_paused = true)]

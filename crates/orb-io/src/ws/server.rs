@@ -1,21 +1,22 @@
-//! WebSocket transport for sessions: one binary (or text) message per frame, via axum's server
-//! WebSocket. Ping/pong control messages are handled by the library.
+//! The server side of WebSocket: an upgraded axum socket as a frame source and sink, one binary
+//! (or text) message per frame. Ping/pong control messages are handled by the library.
 
 use std::io;
 
+use crate::transport::{FrameSink, FrameSource, TransportError};
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use orb_client::transport::{FrameSink, FrameSource, TransportError};
 
 /// Splits an upgraded WebSocket into a frame source and sink.
-pub(crate) fn split(socket: WebSocket, max_frame: usize) -> (WsSource, WsSink) {
+pub fn split(socket: WebSocket, max_frame: usize) -> (WsSource, WsSink) {
     let (sink, stream) = socket.split();
     (WsSource { inner: stream, max_frame }, WsSink { inner: sink })
 }
 
-pub(crate) struct WsSource {
+/// Read half of a server WebSocket.
+pub struct WsSource {
     inner: SplitStream<WebSocket>,
     max_frame: usize,
 }
@@ -45,7 +46,8 @@ impl FrameSource for WsSource {
     }
 }
 
-pub(crate) struct WsSink {
+/// Write half of a server WebSocket.
+pub struct WsSink {
     inner: SplitSink<WebSocket, Message>,
 }
 

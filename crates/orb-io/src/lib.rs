@@ -1,0 +1,20 @@
+//! orb's shared I/O, used by the server and the client library alike, so both speak one framing
+//! and one writer:
+//!
+//! - [`transport`]: a [`transport::FrameSource`] yields whole frame payloads, a
+//!   [`transport::FrameSink`] writes batches of encoded frames; TCP (u32 length prefix) here,
+//!   WebSocket in [`ws`]; [`transport::write_loop`] drains a connection's queue into its sink.
+//! - [`queue`]: the bounded outbound queue of one connection (frames from any task to its writer).
+//! - [`signal`]: a light one-shot stop flag.
+//! - [`handler`]: command handlers by name and [`handler::run`], which runs one with its deadline
+//!   and survives its panic.
+//!
+//! No protocol logic lives here beyond framing: envelopes and codecs are `orb-proto`'s.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod handler;
+pub mod queue;
+pub mod signal;
+pub mod transport;
+pub mod ws;
