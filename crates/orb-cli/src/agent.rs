@@ -167,7 +167,7 @@ fn identity(settings: &Settings, urls: &[ServerUrl], data: &Path, id: Option<&De
         return Ok(Identity { id: Some(id.to_string()), secret: Some(secret), token: None });
     }
     let token = match (&a.token, &a.token_file) {
-        (Some(t), _) => Some(t.clone()),
+        (Some(t), _) => Some(t.expose().to_owned()),
         (None, Some(f)) => Some(
             std::fs::read_to_string(f)
                 .map_err(|e| config(format!("cannot read token file {f}: {e}")))?

@@ -121,9 +121,18 @@ async fn show(client: &Client, as_json: bool, id: &str) -> Result<u8, Failure> {
     if !d.results.is_empty() {
         let summary = JobSummary { job: j.id.clone(), summary: j.summary.clone() };
         crate::send::print_human(&d.results, &summary);
-        let late = d.results.iter().filter(|r| r.late).count();
-        if late > 0 {
-            outln!("  {late} answer(s) arrived after the deadline (reported as timeout to the requester)");
+        let late: Vec<_> = d.results.iter().filter_map(|r| r.late.as_ref().map(|l| (&r.device, l))).collect();
+        if !late.is_empty() {
+            outln!();
+            outln!("{} answer(s) arrived after the deadline (the requester was told timeout):", late.len());
+            for (device, l) in late {
+                let what = match (&l.result, &l.error) {
+                    (Some(r), _) => r.get().to_owned(),
+                    (None, Some(e)) => format!("{}: {}", e.code, e.message),
+                    (None, None) => "null".to_owned(),
+                };
+                outln!("  {device}  {}  at {}  {what}", l.status, l.at);
+            }
         }
     }
     if !d.pending.is_empty() {

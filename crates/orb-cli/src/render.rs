@@ -300,7 +300,7 @@ mod tests {
             result: Some(RawValue::from_string(v.into()).unwrap()),
             error: None,
             elapsed_ms: Some(3),
-            late: false,
+            late: None,
         }
     }
 
@@ -311,7 +311,7 @@ mod tests {
             result: None,
             error: Some(ErrorBody::new(code, "x")),
             elapsed_ms: None,
-            late: false,
+            late: None,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use orb_server::{AdminMessage, AdminRequest, Reload, Server, ServerBuilder, ServerError};
+use orb_server::{AdminMessage, AdminRequest, Server, ServerBuilder, ServerError};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServeArgs;
@@ -73,7 +73,9 @@ fn log_directive(settings: &Settings, verbose: u8) -> String {
         _ => "trace".into(),
     };
     if settings.file.server.trace {
-        format!("{base},orb_server::session=trace,orb_server::router=trace,orb_server::jobs=trace")
+        format!(
+            "{base},orb_server::session=trace,orb_server::router=trace,orb_server::broker=trace,orb_server::jobs=trace"
+        )
     } else {
         base
     }
@@ -96,7 +98,7 @@ pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let log = logging::init(&log_directive(&settings, verbose), settings.file.log.file.as_deref().map(Path::new))
         .map_err(|e| Failure::new(exit::CONFIG, e))?;
     raise_nofile();
-    let server_config = settings.server_config().map_err(|e| Failure::new(exit::CONFIG, e))?;
+    let server_config = settings.server.clone();
     // Before the banner and READY=1: a SIGHUP (`systemctl reload`) or SIGTERM sent as soon as the
     // server looks ready must find the handlers, not the default action (which kills the process).
     let signals =
@@ -108,7 +110,9 @@ pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         ServerError::Bind { .. } => Failure::new(exit::UNREACHABLE, e.to_string()),
         // The database is down or unreachable: a service problem, not a configuration one.
         ServerError::Store(orb_store::StoreError::Unavailable(_)) => Failure::new(exit::UNREACHABLE, e.to_string()),
-        ServerError::DataDirLocked { .. } => Failure::new(exit::TEMPFAIL, e.to_string()),
+        ServerError::DataDirLocked { .. } | ServerError::Store(orb_store::StoreError::Locked { .. }) => {
+            Failure::new(exit::TEMPFAIL, e.to_string())
+        }
         _ => Failure::new(exit::CONFIG, e.to_string()),
     })?;
     eprintln!(
@@ -138,8 +142,9 @@ pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    tracing::info!(grace_ms = settings.grace.as_millis() as u64, "stopping: draining in-flight jobs");
-    let drain = server.drain(settings.grace);
+    let grace = settings.server.grace;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "stopping: draining in-flight jobs");
+    let drain = server.drain(grace);
     tokio::pin!(drain);
     tokio::select! {
         graceful = &mut drain => {
@@ -200,16 +205,15 @@ fn reload(
         orb_proto::ErrorBody::new(orb_proto::ErrorCode::BadRequest, m)
     };
     let settings = load(config_flag, args).map_err(|f| bad(f.message))?;
-    let cfg = settings.server_config().map_err(bad)?;
-    server
-        .reload(Reload {
-            admin_token: cfg.admin_token,
-            agent_token: cfg.agent_token,
-            groups: cfg.groups,
-            limits: cfg.limits,
-        })
-        .map_err(|e| bad(e.to_string()))?;
+    let reloaded = server.reload(settings.server.clone()).map_err(|e| bad(e.to_string()))?;
     log.set_filter(&log_directive(&settings, verbose)).map_err(bad)?;
-    tracing::info!("configuration reloaded");
-    Ok(serde_json::json!({"reloaded": true}))
+    if reloaded.restart_required.is_empty() {
+        tracing::info!("configuration reloaded");
+    } else {
+        tracing::warn!(
+            restart_required = reloaded.restart_required.join(", "),
+            "configuration reloaded except settings that need a restart"
+        );
+    }
+    Ok(serde_json::json!({"reloaded": true, "restart_required": reloaded.restart_required}))
 }

@@ -278,7 +278,7 @@ fn reload_applies_a_changed_configuration_file_without_dropping_connections() {
 
     std::fs::write(&config, "[groups]\ndb = \"db-*\"\n").unwrap();
     let answer = signal_answer(&server.signal("RELOAD"));
-    assert_eq!(answer, json!({"reloaded": true}));
+    assert_eq!(answer, json!({"reloaded": true, "restart_required": []}));
 
     let (code, out) = ping(&server, "group:db");
     assert_eq!(code, Some(0), "{out}");
@@ -287,6 +287,14 @@ fn reload_applies_a_changed_configuration_file_without_dropping_connections() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("unknown_group"), "{out}");
     assert_eq!(connected_since(&server), before, "connections stayed up across the reload");
+
+    // A setting that needs a restart is named in the answer and the log, and keeps its value.
+    std::fs::write(&config, "[groups]\ndb = \"db-*\"\n[store]\nurl = \"sqlite:elsewhere.db\"\n").unwrap();
+    let answer = signal_answer(&server.signal("RELOAD"));
+    assert_eq!(answer, json!({"reloaded": true, "restart_required": ["store.url"]}));
+    poll_until("the log names the setting", || server.proc.stderr().contains("store.url"));
+    std::fs::write(&config, "[groups]\ndb = \"db-*\"\n").unwrap();
+    assert_eq!(signal_answer(&server.signal("RELOAD"))["restart_required"], json!([]));
 
     // An invalid file is refused with its problems and changes nothing.
     std::fs::write(&config, "[groups]\nweb = \"web-*\"\n[limits]\nnope = 1\n").unwrap();

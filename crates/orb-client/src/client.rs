@@ -83,6 +83,9 @@ impl ClientConfig {
     }
 }
 
+/// Bytes queued for sending before senders wait.
+const OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
+
 enum Waiter {
     Once(oneshot::Sender<Envelope>),
     /// A job's stream. Unbounded, yet bounded in practice: a job sends at most one frame per
@@ -195,7 +198,8 @@ impl Client {
                 ClientError::Protocol(format!("the server chose codec {name:?}, which this client lacks"))
             })?,
         };
-        let (tx, rx) = orb_io::queue::bounded(config.outbound_queue);
+        // Frames bound the queue; bytes only guard against a burst of huge ones.
+        let (tx, rx) = orb_io::queue::bounded(orb_io::queue::Limits::new(config.outbound_queue, OUTBOUND_BYTES));
         let stop = CancellationToken::new();
         let inner = Arc::new(Inner {
             tx,
@@ -211,7 +215,16 @@ impl Client {
             close_reason: OnceLock::new(),
             writer_done: CancellationToken::new(),
         });
-        let writer = transport::write_loop(sink, rx, stop.clone().cancelled_owned(), Duration::from_secs(1));
+        let stopped = stop.clone().cancelled_owned();
+        let writer = transport::write_loop(
+            sink,
+            rx,
+            async move {
+                stopped.await;
+                transport::CloseCode::Normal
+            },
+            Duration::from_secs(1),
+        );
         let writer_done = inner.writer_done.clone();
         tokio::spawn(async move {
             writer.await;

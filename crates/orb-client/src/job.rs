@@ -88,7 +88,7 @@ fn target_result(env: Envelope) -> TargetResult {
         result,
         error,
         elapsed_ms: env.elapsed_ms,
-        late: false,
+        late: None,
     }
 }
 

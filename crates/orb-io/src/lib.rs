@@ -6,6 +6,7 @@
 //!   WebSocket in [`ws`]; [`transport::write_loop`] drains a connection's queue into its sink.
 //! - [`queue`]: the bounded outbound queue of one connection (frames from any task to its writer).
 //! - [`signal`]: a light one-shot stop flag.
+//! - [`secret`]: a credential that never shows itself in logs or printed configuration.
 //! - [`handler`]: command handlers by name and [`handler::run`], which runs one with its deadline
 //!   and survives its panic.
 //!
@@ -15,6 +16,7 @@
 
 pub mod handler;
 pub mod queue;
+pub mod secret;
 pub mod signal;
 pub mod transport;
 pub mod ws;

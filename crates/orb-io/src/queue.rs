@@ -1,7 +1,19 @@
 //! The bounded outbound queue of one connection: encoded frames from any task to the
-//! connection's writer. Producers that must never wait use [`QueueTx::try_send`] (a full queue
-//! is the caller's signal of a slow consumer); producers that may wait use [`QueueTx::send`] or
-//! [`QueueTx::space`]. An empty queue holds no buffer, so idle connections stay small (a tokio
+//! connection's writer, bounded both in frames and in bytes.
+//!
+//! Producers pick how they meet a full queue:
+//! - [`QueueTx::try_send`] never waits: "full" is the caller's signal of a slow consumer.
+//! - [`QueueTx::try_send_half`] and [`QueueTx::space_half`] let bulk producers (a job's results)
+//!   use at most half the queue, leaving the rest to everything else.
+//! - [`QueueTx::send_reply`] admits answers to what the peer itself asked above the limits, by
+//!   up to [`Limits::answers`] more frames (bytes not counted): the reader of a connection stops
+//!   reading while its queue is full or it has that many requests open, so the answers still on
+//!   their way are bounded by what it read before.
+//! - [`QueueTx::send`] and [`QueueTx::space`] wait for room.
+//!
+//! A frame may carry an [`Undelivered`] notice: when the connection closes before the frame was
+//! written (it was still queued, or in a [`Batch`] whose write did not complete), the notice is
+//! told, so a command that never left the server can be settled at once. An empty queue holds no buffer, so idle connections stay small (a tokio
 //! `mpsc` channel allocates a block of 32 slots up front, about 1 KiB per connection).
 
 use std::collections::VecDeque;
@@ -10,10 +22,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+/// Told when a frame is dropped with its queue, never having reached the writer.
+pub trait Undelivered: Send + Sync + 'static {
+    /// The frame queued with this notice and `slot` was not delivered.
+    fn undelivered(&self, slot: u32);
+}
+
 /// Why a frame was not queued; the frame comes back.
 #[derive(Debug)]
 pub enum TrySendError {
-    /// The queue holds its maximum.
+    /// The queue holds its maximum (of frames or of bytes).
     Full(Bytes),
     /// The receiver is gone (the connection closed).
     Closed(Bytes),
@@ -23,17 +41,80 @@ pub enum TrySendError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+/// How much of the queue a producer may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// Half the limits (bulk producers).
+    Half,
+    /// The limits.
+    Full,
+    /// The limits plus the answers' allowance in frames, bytes not counted (answers to the
+    /// peer's own requests).
+    Answers,
+}
+
+/// The most frames and bytes a queue holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Frames (at least 1).
+    pub frames: usize,
+    /// Payload bytes (at least 1; a single frame larger than this is still admitted into an
+    /// empty queue, so a frame within the protocol's size limit always fits).
+    pub bytes: usize,
+    /// Frames admitted beyond `frames` for answers ([`QueueTx::send_reply`]); their bytes are not
+    /// counted against `bytes`.
+    pub answers: usize,
+}
+
+impl Limits {
+    /// `frames` frames and `bytes` bytes, and as many frames again for answers.
+    pub fn new(frames: usize, bytes: usize) -> Limits {
+        let frames = frames.max(1);
+        Limits { frames, bytes: bytes.max(1), answers: frames }
+    }
+
+    /// The same limits with `answers` frames admitted beyond them for answers.
+    pub fn with_answers(self, answers: usize) -> Limits {
+        Limits { answers, ..self }
+    }
+
+    fn at(self, level: Level) -> (usize, usize) {
+        match level {
+            Level::Half => (self.frames.div_ceil(2), self.bytes.div_ceil(2)),
+            Level::Full => (self.frames, self.bytes),
+            Level::Answers => (self.frames.saturating_add(self.answers), usize::MAX),
+        }
+    }
+}
+
+struct Item {
+    frame: Bytes,
+    notice: Option<(Arc<dyn Undelivered>, u32)>,
+}
+
 struct State {
-    items: VecDeque<Bytes>,
+    items: VecDeque<Item>,
+    bytes: usize,
     closed: bool,
+}
+
+impl State {
+    /// Whether a frame of `len` bytes fits below `(frames, bytes)`. An empty queue takes any frame.
+    fn fits(&self, len: usize, (frames, bytes): (usize, usize)) -> bool {
+        self.items.is_empty() || (self.items.len() < frames && self.bytes.saturating_add(len) <= bytes)
+    }
+
+    fn below(&self, (frames, bytes): (usize, usize)) -> bool {
+        self.items.len() < frames && self.bytes < bytes
+    }
 }
 
 struct Shared {
     state: Mutex<State>,
-    cap: usize,
+    limits: Limits,
     /// Wakes the receiver (one consumer: a stored permit means no lost wake-up).
     readable: Notify,
-    /// Wakes producers waiting for space; signalled when a full queue shrinks.
+    /// Wakes producers waiting for space; signalled when a drain crosses a level.
     writable: Notify,
     /// Wakes tasks waiting for the receiver to go away.
     gone: Notify,
@@ -46,11 +127,11 @@ impl Shared {
     }
 }
 
-/// A queue holding at most `cap` frames (at least 1).
-pub fn bounded(cap: usize) -> (QueueTx, QueueRx) {
+/// A queue holding at most `limits` (frames and bytes).
+pub fn bounded(limits: Limits) -> (QueueTx, QueueRx) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { items: VecDeque::new(), closed: false }),
-        cap: cap.max(1),
+        state: Mutex::new(State { items: VecDeque::new(), bytes: 0, closed: false }),
+        limits,
         readable: Notify::new(),
         writable: Notify::new(),
         gone: Notify::new(),
@@ -63,26 +144,66 @@ pub fn bounded(cap: usize) -> (QueueTx, QueueRx) {
 pub struct QueueTx(Arc<Shared>);
 
 impl QueueTx {
-    /// Queues `frame` without waiting.
-    ///
-    /// # Errors
-    /// [`TrySendError::Full`] at capacity, [`TrySendError::Closed`] after the receiver is gone.
-    pub fn try_send(&self, frame: Bytes) -> Result<(), TrySendError> {
+    fn push(&self, item: Item, level: Level) -> Result<(), (TrySendError, Item)> {
         {
             let mut st = self.0.lock();
             if st.closed {
-                return Err(TrySendError::Closed(frame));
+                let frame = item.frame.clone();
+                return Err((TrySendError::Closed(frame), item));
             }
-            if st.items.len() >= self.0.cap {
-                return Err(TrySendError::Full(frame));
+            if !st.fits(item.frame.len(), self.0.limits.at(level)) {
+                let frame = item.frame.clone();
+                return Err((TrySendError::Full(frame), item));
             }
-            st.items.push_back(frame);
+            st.bytes += item.frame.len();
+            st.items.push_back(item);
         }
         self.0.readable.notify_one();
         Ok(())
     }
 
-    /// Queues `frame`, waiting for space.
+    fn push_plain(&self, frame: Bytes, level: Level) -> Result<(), TrySendError> {
+        self.push(Item { frame, notice: None }, level).map_err(|(e, _)| e)
+    }
+
+    /// Queues `frame` without waiting, within the limits.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] at a limit, [`TrySendError::Closed`] after the receiver is gone.
+    pub fn try_send(&self, frame: Bytes) -> Result<(), TrySendError> {
+        self.push_plain(frame, Level::Full)
+    }
+
+    /// As [`QueueTx::try_send`], and if the queue is dropped with the frame still in it,
+    /// `notice` is told with `slot`. On an error the notice is not called: the caller knows.
+    ///
+    /// # Errors
+    /// As [`QueueTx::try_send`].
+    pub fn try_send_noticed(&self, frame: Bytes, notice: Arc<dyn Undelivered>, slot: u32) -> Result<(), TrySendError> {
+        self.push(Item { frame, notice: Some((notice, slot)) }, Level::Full).map_err(|(e, _)| e)
+    }
+
+    /// Queues `frame` only while the queue is below half its limits, so bulk producers (a job's
+    /// results) leave the rest of the queue to everything else.
+    ///
+    /// # Errors
+    /// As [`QueueTx::try_send`], with `Full` meaning "at or above half".
+    pub fn try_send_half(&self, frame: Bytes) -> Result<(), TrySendError> {
+        self.push_plain(frame, Level::Half)
+    }
+
+    /// Queues an answer to something the peer asked (a reply, a pong, an error) beyond the
+    /// limits by up to [`Limits::answers`] frames, bytes not counted. The reader of a connection
+    /// stops reading while its queue is full or it has that many requests open, so such answers
+    /// are bounded by the requests it read before; past that the peer is not reading.
+    ///
+    /// # Errors
+    /// As [`QueueTx::try_send`], with `Full` meaning "at the limit plus the answers' allowance".
+    pub fn send_reply(&self, frame: Bytes) -> Result<(), TrySendError> {
+        self.push_plain(frame, Level::Answers)
+    }
+
+    /// Queues `frame`, waiting for room within the limits.
     ///
     /// # Errors
     /// [`Closed`] when the receiver is gone.
@@ -103,7 +224,7 @@ impl QueueTx {
         }
     }
 
-    /// Resolves once the queue has room (another producer may take it first).
+    /// Resolves once the queue is below its limits (another producer may take the room first).
     ///
     /// # Errors
     /// [`Closed`] when the receiver is gone.
@@ -111,17 +232,22 @@ impl QueueTx {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn space(&self) -> Result<(), Closed> {
-        self.space_below(self.0.cap).await
+        self.space_at(Level::Full).await
     }
 
-    /// Resolves once fewer than `limit` frames are queued.
+    /// Resolves once the queue is below half its limits.
     ///
     /// # Errors
     /// [`Closed`] when the receiver is gone.
     ///
     /// # Cancel safety
     /// Cancel-safe.
-    pub async fn space_below(&self, limit: usize) -> Result<(), Closed> {
+    pub async fn space_half(&self) -> Result<(), Closed> {
+        self.space_at(Level::Half).await
+    }
+
+    async fn space_at(&self, level: Level) -> Result<(), Closed> {
+        let limits = self.0.limits.at(level);
         loop {
             let notified = self.0.writable.notified();
             tokio::pin!(notified);
@@ -131,7 +257,7 @@ impl QueueTx {
                 if st.closed {
                     return Err(Closed);
                 }
-                if st.items.len() < limit.min(self.0.cap) {
+                if st.below(limits) {
                     return Ok(());
                 }
             }
@@ -139,24 +265,9 @@ impl QueueTx {
         }
     }
 
-    /// Queues `frame` only while fewer than `limit` frames are queued, so bulk producers (a
-    /// job's results) leave the rest of the queue to everything else.
-    ///
-    /// # Errors
-    /// As [`QueueTx::try_send`], with `Full` meaning "at or above `limit`".
-    pub fn try_send_below(&self, frame: Bytes, limit: usize) -> Result<(), TrySendError> {
-        {
-            let mut st = self.0.lock();
-            if st.closed {
-                return Err(TrySendError::Closed(frame));
-            }
-            if st.items.len() >= limit.min(self.0.cap) {
-                return Err(TrySendError::Full(frame));
-            }
-            st.items.push_back(frame);
-        }
-        self.0.readable.notify_one();
-        Ok(())
+    /// Whether the queue is at or above its limits (a reader applying backpressure stops reading).
+    pub fn is_full(&self) -> bool {
+        !self.0.lock().below(self.0.limits.at(Level::Full))
     }
 
     /// Queues a connection's goodbye (`bye` or a closing `error`) even when the queue is full:
@@ -167,14 +278,15 @@ impl QueueTx {
             if st.closed {
                 return;
             }
-            st.items.push_back(frame);
+            st.bytes += frame.len();
+            st.items.push_back(Item { frame, notice: None });
         }
         self.0.readable.notify_one();
     }
 
-    /// The most frames the queue holds.
-    pub fn capacity(&self) -> usize {
-        self.0.cap
+    /// The queue's limits.
+    pub fn limits(&self) -> Limits {
+        self.0.limits
     }
 
     /// Resolves once the receiver is gone.
@@ -199,25 +311,87 @@ impl QueueTx {
     }
 }
 
-/// The receiving side, owned by the connection's writer. Dropping it closes the queue.
+/// Frames taken from the queue for one write, with the notices of those that carry one. Until
+/// [`Batch::written`] says the write completed, the frames count as not delivered: a batch dropped
+/// before that tells their notices.
+#[derive(Default)]
+pub struct Batch {
+    frames: Vec<Bytes>,
+    notices: Vec<(Arc<dyn Undelivered>, u32)>,
+}
+
+impl Batch {
+    /// The frames, in queue order.
+    pub fn frames(&self) -> &[Bytes] {
+        &self.frames
+    }
+
+    /// How many frames.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether it holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The frames were written: forget them and their notices. A batch that grew large gives
+    /// its memory back, so a quiet connection keeps none.
+    pub fn written(&mut self) {
+        self.frames.clear();
+        self.notices.clear();
+        if self.frames.capacity() > 16 {
+            self.frames = Vec::new();
+        }
+        if self.notices.capacity() > 16 {
+            self.notices = Vec::new();
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        for (notice, slot) in self.notices.drain(..) {
+            notice.undelivered(slot);
+        }
+    }
+}
+
+/// The receiving side, owned by the connection's writer. Dropping it closes the queue and tells
+/// the notices of the frames still in it.
 pub struct QueueRx(Arc<Shared>);
 
 impl QueueRx {
     /// Moves up to `max` queued frames into `batch`; returns how many. Never waits.
-    pub fn drain_into(&mut self, batch: &mut Vec<Bytes>, max: usize) -> usize {
+    pub fn drain_into(&mut self, batch: &mut Batch, max: usize) -> usize {
         let (n, wake) = {
             let mut st = self.0.lock();
-            let before = st.items.len();
-            let n = before.min(max);
-            batch.extend(st.items.drain(..n));
+            let before = (st.items.len(), st.bytes);
+            let n = before.0.min(max);
+            let mut taken = 0;
+            for item in st.items.drain(..n) {
+                taken += item.frame.len();
+                batch.frames.push(item.frame);
+                if let Some(notice) = item.notice {
+                    batch.notices.push(notice);
+                }
+            }
+            st.bytes -= taken;
             // Give memory back once the queue is empty again after a burst.
             if st.items.is_empty() && st.items.capacity() > 16 {
                 st.items = VecDeque::new();
             }
-            // Producers wait for "below capacity" or "below half" (bulk); wake them only when a
-            // drain crosses one of those lines, so the common case takes no extra lock.
-            let (after, cap, half) = (before - n, self.0.cap, self.0.cap.div_ceil(2));
-            (n, (before >= cap && after < cap) || (before >= half && after < half))
+            // Producers wait for "below the limits" or "below half"; wake them only when a drain
+            // crosses one of those lines, so the common case takes no extra lock.
+            let after = (st.items.len(), st.bytes);
+            let crossed = |(frames, bytes): (usize, usize)| {
+                let was_below = before.0 < frames && before.1 < bytes;
+                let is_below = after.0 < frames && after.1 < bytes;
+                !was_below && is_below
+            };
+            let limits = self.0.limits;
+            (n, crossed(limits.at(Level::Full)) || crossed(limits.at(Level::Half)))
         };
         if wake {
             self.0.writable.notify_waiters();
@@ -229,7 +403,7 @@ impl QueueRx {
     ///
     /// # Cancel safety
     /// Cancel-safe: frames are only moved when the call completes.
-    pub async fn recv_into(&mut self, batch: &mut Vec<Bytes>, max: usize) -> usize {
+    pub async fn recv_into(&mut self, batch: &mut Batch, max: usize) -> usize {
         loop {
             let n = self.drain_into(batch, max);
             if n > 0 {
@@ -242,13 +416,20 @@ impl QueueRx {
 
 impl Drop for QueueRx {
     fn drop(&mut self) {
-        {
+        let left = {
             let mut st = self.0.lock();
             st.closed = true;
-            st.items = VecDeque::new();
-        }
+            st.bytes = 0;
+            std::mem::take(&mut st.items)
+        };
         self.0.writable.notify_waiters();
         self.0.gone.notify_waiters();
+        // Outside the lock: a notice may queue work elsewhere.
+        for item in left {
+            if let Some((notice, slot)) = item.notice {
+                notice.undelivered(slot);
+            }
+        }
     }
 }
 
@@ -256,47 +437,96 @@ impl Drop for QueueRx {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
 
     #[test]
     fn full_and_closed_are_reported_with_the_frame() {
-        let (tx, rx) = bounded(2);
+        let (tx, rx) = bounded(Limits::new(2, 1 << 20));
         tx.try_send(Bytes::from_static(b"1")).unwrap();
         tx.try_send(Bytes::from_static(b"2")).unwrap();
         assert!(matches!(tx.try_send(Bytes::from_static(b"3")), Err(TrySendError::Full(f)) if f == "3"));
+        assert!(tx.is_full());
         drop(rx);
         assert!(matches!(tx.try_send(Bytes::from_static(b"4")), Err(TrySendError::Closed(_))));
         assert!(tx.is_closed());
     }
 
+    #[test]
+    fn bytes_are_bounded_as_well_as_frames_and_an_empty_queue_takes_any_frame() {
+        let (tx, mut rx) = bounded(Limits::new(100, 1000));
+        tx.try_send(frame(600)).unwrap();
+        assert!(matches!(tx.try_send(frame(600)), Err(TrySendError::Full(_))), "1200 bytes > 1000");
+        tx.try_send(frame(400)).unwrap();
+        assert!(tx.is_full(), "at the byte limit");
+        let mut batch = Batch::default();
+        rx.drain_into(&mut batch, usize::MAX);
+        tx.try_send(frame(5000)).unwrap();
+        assert!(matches!(tx.try_send(frame(1)), Err(TrySendError::Full(_))));
+    }
+
+    #[test]
+    fn bulk_producers_get_half_and_replies_get_their_allowance() {
+        let (tx, _rx) = bounded(Limits::new(4, 1 << 20));
+        tx.try_send_half(frame(1)).unwrap();
+        tx.try_send_half(frame(1)).unwrap();
+        assert!(matches!(tx.try_send_half(frame(1)), Err(TrySendError::Full(_))), "half of 4 is 2");
+        tx.try_send(frame(1)).unwrap();
+        tx.try_send(frame(1)).unwrap();
+        assert!(matches!(tx.try_send(frame(1)), Err(TrySendError::Full(_))));
+        for _ in 0..4 {
+            tx.send_reply(frame(1 << 20)).unwrap();
+        }
+        assert!(matches!(tx.send_reply(frame(1)), Err(TrySendError::Full(_))), "4 frames + 4 for answers");
+        tx.send_last(frame(1));
+    }
+
     #[tokio::test]
     async fn frames_arrive_in_order_in_batches() {
-        let (tx, mut rx) = bounded(8);
+        let (tx, mut rx) = bounded(Limits::new(8, 1 << 20));
         for i in 0..5u8 {
             tx.try_send(Bytes::from(vec![i])).unwrap();
         }
-        let mut batch = Vec::new();
+        let mut batch = Batch::default();
         assert_eq!(rx.recv_into(&mut batch, 3).await, 3);
         assert_eq!(rx.recv_into(&mut batch, 3).await, 2);
-        let got: Vec<u8> = batch.iter().map(|b| b[0]).collect();
+        let got: Vec<u8> = batch.frames().iter().map(|b| b[0]).collect();
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
     }
 
     #[tokio::test]
     async fn a_waiting_sender_gets_space_when_the_writer_drains() {
-        let (tx, mut rx) = bounded(1);
+        let (tx, mut rx) = bounded(Limits::new(1, 1 << 20));
         tx.try_send(Bytes::from_static(b"a")).unwrap();
         let t2 = tx.clone();
         let waiter = tokio::spawn(async move { t2.send(Bytes::from_static(b"b")).await });
-        let mut batch = Vec::new();
+        let mut batch = Batch::default();
         rx.recv_into(&mut batch, 1).await;
         waiter.await.unwrap().unwrap();
         rx.recv_into(&mut batch, 1).await;
-        assert_eq!(batch, vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(batch.frames(), [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+    }
+
+    #[tokio::test]
+    async fn a_half_waiter_wakes_when_the_queue_drains_below_half() {
+        let (tx, mut rx) = bounded(Limits::new(4, 1 << 20));
+        for _ in 0..4 {
+            tx.try_send(frame(1)).unwrap();
+        }
+        let t2 = tx.clone();
+        let waiter = tokio::spawn(async move { t2.space_half().await });
+        tokio::task::yield_now().await;
+        let mut batch = Batch::default();
+        rx.drain_into(&mut batch, 3);
+        waiter.await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn dropping_the_receiver_wakes_waiters() {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = bounded(Limits::new(1, 1 << 20));
         tx.try_send(Bytes::from_static(b"a")).unwrap();
         let t2 = tx.clone();
         let sender = tokio::spawn(async move { t2.send(Bytes::from_static(b"b")).await });
@@ -306,5 +536,30 @@ mod tests {
         drop(rx);
         assert_eq!(sender.await.unwrap(), Err(Closed));
         watcher.await.unwrap();
+    }
+
+    struct Count(AtomicU32);
+
+    impl Undelivered for Count {
+        fn undelivered(&self, slot: u32) {
+            self.0.fetch_add(slot, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn frames_not_written_tell_their_notices_and_written_ones_do_not() {
+        let count = Arc::new(Count(AtomicU32::new(0)));
+        let (tx, mut rx) = bounded(Limits::new(8, 1 << 20));
+        tx.try_send_noticed(frame(1), count.clone(), 1).unwrap();
+        let mut batch = Batch::default();
+        rx.drain_into(&mut batch, 1);
+        batch.written();
+        tx.try_send_noticed(frame(1), count.clone(), 10).unwrap();
+        rx.drain_into(&mut batch, 1);
+        tx.try_send_noticed(frame(1), count.clone(), 100).unwrap();
+        drop(batch);
+        assert_eq!(count.0.load(Ordering::Relaxed), 10, "the batch whose write did not complete");
+        drop(rx);
+        assert_eq!(count.0.load(Ordering::Relaxed), 110, "and the frame still queued");
     }
 }

@@ -1,15 +1,19 @@
-//! [`Signal`]: a one-shot, cloneable "stop now" flag that tasks can await. Lighter than a
-//! `CancellationToken` (no parent/child tree, one small allocation), because every connection
-//! holds a couple of them and idle connections must stay small.
+//! [`Signal`]: a one-shot, cloneable "stop now" flag that tasks can await, carrying the
+//! [`CloseCode`] the connection ends with. Lighter than a `CancellationToken` (no parent/child
+//! tree, one small allocation), because every connection holds a couple of them and idle
+//! connections must stay small.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio::sync::Notify;
+
+use crate::transport::CloseCode;
 
 #[derive(Default)]
 struct Inner {
     raised: AtomicBool,
+    code: AtomicU8,
     notify: Notify,
 }
 
@@ -27,6 +31,17 @@ impl Signal {
     pub fn raise(&self) {
         self.0.raised.store(true, Ordering::Release);
         self.0.notify.notify_waiters();
+    }
+
+    /// Raises the signal with the code the connection closes with.
+    pub fn raise_with(&self, code: CloseCode) {
+        self.0.code.store(code as u8, Ordering::Release);
+        self.raise();
+    }
+
+    /// The close code given with [`Signal::raise_with`] ([`CloseCode::Normal`] otherwise).
+    pub fn code(&self) -> CloseCode {
+        CloseCode::from_u8(self.0.code.load(Ordering::Acquire))
     }
 
     /// Whether the signal was raised.

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::queue::QueueRx;
+use crate::queue::{Batch, QueueRx};
 
 /// Why reading the next frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,52 @@ pub trait FrameSource: Send + 'static {
     fn next_frame(&mut self) -> impl Future<Output = Result<Option<Bytes>, TransportError>> + Send;
 }
 
+/// Why a connection is closed, as a transport can say it. WebSocket sends it as the close
+/// frame's status code (RFC 6455 section 7.4.1); TCP has no way to and ignores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum CloseCode {
+    /// The session ended normally (WebSocket 1000).
+    #[default]
+    Normal = 0,
+    /// The server is stopping (WebSocket 1001).
+    GoingAway = 1,
+    /// The peer broke the protocol (WebSocket 1002).
+    ProtocolError = 2,
+    /// The peer is not allowed in, or was closed by policy: refused credentials, revoked, limits
+    /// (WebSocket 1008).
+    PolicyViolation = 3,
+    /// The peer sent a frame above the size limit (WebSocket 1009).
+    TooBig = 4,
+    /// The server could not serve the peer (WebSocket 1011).
+    InternalError = 5,
+}
+
+impl CloseCode {
+    /// The WebSocket close status code.
+    pub fn websocket(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::PolicyViolation => 1008,
+            CloseCode::TooBig => 1009,
+            CloseCode::InternalError => 1011,
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> CloseCode {
+        match v {
+            1 => CloseCode::GoingAway,
+            2 => CloseCode::ProtocolError,
+            3 => CloseCode::PolicyViolation,
+            4 => CloseCode::TooBig,
+            5 => CloseCode::InternalError,
+            _ => CloseCode::Normal,
+        }
+    }
+}
+
 /// Writes batches of encoded frame payloads (without length prefixes).
 pub trait FrameSink: Send + 'static {
     /// Writes every frame of `batch` in order, then flushes.
@@ -50,8 +96,8 @@ pub trait FrameSink: Send + 'static {
     /// # Cancel safety
     /// Not cancel-safe: a cancelled write may leave a partial frame; close the connection after.
     fn send_batch(&mut self, batch: &[Bytes]) -> impl Future<Output = io::Result<()>> + Send;
-    /// Closes the write side.
-    fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Closes the write side, saying why where the transport can.
+    fn close(&mut self, code: CloseCode) -> impl Future<Output = ()> + Send;
 }
 
 /// Splits a TCP stream into a length-prefixed frame source and sink, with `TCP_NODELAY` set
@@ -173,7 +219,7 @@ impl FrameSink for TcpSink {
         Ok(())
     }
 
-    async fn close(&mut self) {
+    async fn close(&mut self, _code: CloseCode) {
         let _ = self.inner.shutdown().await;
     }
 }
@@ -181,7 +227,7 @@ impl FrameSink for TcpSink {
 /// Most frames taken from the queue for one write.
 const MAX_BATCH: usize = 128;
 
-/// Drains `rx` into `sink` until `stop` resolves, writing all frames
+/// Drains `rx` into `sink` until `stop` resolves (with the code to close with), writing all frames
 /// that are ready in one batch (one syscall for TCP) and flushing as soon as the queue is empty.
 ///
 /// After `stop`, frames already queued are written too (bounded by the queue's capacity), then
@@ -194,7 +240,7 @@ const MAX_BATCH: usize = 128;
 pub async fn write_loop<S: FrameSink>(
     sink: S,
     rx: QueueRx,
-    stop: impl std::future::Future<Output = ()> + Send,
+    stop: impl std::future::Future<Output = CloseCode> + Send,
     linger: std::time::Duration,
 ) -> Option<io::Error> {
     write_loop_counted(sink, rx, stop, linger, None).await
@@ -244,14 +290,18 @@ fn unix_ms() -> u64 {
 pub async fn write_loop_counted<S: FrameSink>(
     mut sink: S,
     mut rx: QueueRx,
-    stop: impl std::future::Future<Output = ()> + Send,
+    stop: impl std::future::Future<Output = CloseCode> + Send,
     linger: std::time::Duration,
     stats: Option<Arc<LinkStats>>,
 ) -> Option<io::Error> {
-    let mut batch: Vec<Bytes> = Vec::new();
+    // Frames count as delivered once their write completed (`Batch::written`); a batch dropped
+    // before that (the write failed or was abandoned) tells its frames' notices.
+    let mut batch = Batch::default();
     let mut failure = None;
     // When the goodbye must be written by; set when `stop` interrupts a write.
     let mut linger_until = None;
+    // The code the connection closes with, known once `stop` resolved.
+    let mut code = CloseCode::Normal;
     // Polled in place across the loop: a fresh stop future per frame would register a waiter
     // each time.
     let stopped = stop;
@@ -259,16 +309,20 @@ pub async fn write_loop_counted<S: FrameSink>(
     loop {
         tokio::select! {
             biased;
-            () = &mut stopped => break,
+            c = &mut stopped => {
+                code = c;
+                break;
+            }
             _ = rx.recv_into(&mut batch, MAX_BATCH) => {}
         }
         let res = {
             // Boxed per batch: kept inline, the write's state would enlarge every idle connection.
-            let mut write = Box::pin(sink.send_batch(&batch));
+            let mut write = Box::pin(sink.send_batch(batch.frames()));
             tokio::select! {
                 biased;
                 r = &mut write => r,
-                () = &mut stopped => {
+                c = &mut stopped => {
+                    code = c;
                     let until = tokio::time::Instant::now() + linger;
                     linger_until = Some(until);
                     // Boxed: this rare path's timer would otherwise enlarge every connection's task.
@@ -281,18 +335,14 @@ pub async fn write_loop_counted<S: FrameSink>(
                 }
             }
         };
-        if let (Some(stats), Ok(())) = (&stats, &res) {
-            stats.sent(batch.len(), batch.iter().map(Bytes::len).sum());
-        }
-        batch.clear();
-        // A quiet connection keeps no batch buffer.
-        if batch.capacity() > 16 {
-            batch = Vec::new();
-        }
         if let Err(e) = res {
             failure = Some(e);
             break;
         }
+        if let Some(stats) = &stats {
+            stats.sent(batch.len(), batch.frames().iter().map(Bytes::len).sum());
+        }
+        batch.written();
         if linger_until.is_some() {
             break;
         }
@@ -302,13 +352,13 @@ pub async fn write_loop_counted<S: FrameSink>(
         let until = linger_until.unwrap_or_else(|| tokio::time::Instant::now() + linger);
         let _ = Box::pin(tokio::time::timeout_at(until, async {
             rx.drain_into(&mut batch, usize::MAX);
-            if !batch.is_empty() {
-                let _ = sink.send_batch(&batch).await;
+            if !batch.is_empty() && sink.send_batch(batch.frames()).await.is_ok() {
+                batch.written();
             }
         }))
         .await;
     }
-    sink.close().await;
+    sink.close(code).await;
     failure
 }
 

@@ -69,6 +69,7 @@ error_codes! {
     BadSelector = "bad_selector", 400, "the target selector does not parse";
     UnknownGroup = "unknown_group", 400, "the selector names a group that is not configured";
     BadArgs = "bad_args", 400, "the command's arguments are not what the handler expects";
+    BadBody = "bad_body", 400, "a body (arguments or result) breaks the body limits: nested deeper than 64 levels, or a string with an unpaired surrogate escape";
     UnknownCommand = "unknown_command", 404, "no handler is registered for the command name";
     DeviceOffline = "device_offline", 404, "the device addressed by a request is not connected";
     NoMatch = "no_match", 404, "the target selector matches no device";
@@ -81,6 +82,8 @@ error_codes! {
     ShuttingDown = "shutting_down", 503, "the receiver is stopping and accepts no new commands";
     TooManyConnections = "too_many_connections", 503, "the server's connection limit (total or per address) is reached";
     TooManyJobs = "too_many_jobs", 429, "the client already has the maximum number of jobs in flight";
+    RateLimited = "rate_limited", 429, "too many attempts from this address in a short time (new device enrollments); try again later";
+    Lagged = "lagged", 503, "the requester read a job's results too slowly, so the server stopped sending them; the job runs on and its results are in the job history";
     Cancelled = "cancelled", 409, "the command was cancelled before it finished";
     IdTaken = "id_taken", 409, "the device id is registered with its own secret; only that secret may connect as it";
     Revoked = "revoked", 403, "the device's credential was revoked by an operator";
@@ -89,6 +92,7 @@ error_codes! {
     JobNotFound = "job_not_found", 404, "no stored job has this id or id prefix";
     AmbiguousId = "ambiguous_id", 400, "the id prefix matches more than one job; give more characters";
     JobFinished = "job_finished", 409, "the job already finished, so there is nothing left to cancel";
+    WrongNode = "wrong_node", 409, "the job is run by another server node sharing the store; ask that node";
     StoreUnavailable = "store_unavailable", 503, "the server could not read or write its store; the message says why";
     Internal = "internal", 500, "an unexpected server fault; the message says more";
 }

@@ -42,15 +42,17 @@ impl DeviceId {
         let Some(first) = bytes.first() else {
             return Err(IdError::Empty);
         };
+        // Errors carry at most a short prefix of the input: an id may be a megabyte of garbage.
+        let shown = || crate::excerpt(s).into_owned();
         if bytes.len() > 64 {
-            return Err(IdError::TooLong(s.to_owned()));
+            return Err(IdError::TooLong(shown()));
         }
         let rest_ok = bytes[1..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
         if !first.is_ascii_alphanumeric() || !rest_ok {
-            return Err(IdError::BadChar(s.to_owned()));
+            return Err(IdError::BadChar(shown()));
         }
         if RESERVED_IDS.contains(&s) {
-            return Err(IdError::Reserved(s.to_owned()));
+            return Err(IdError::Reserved(shown()));
         }
         Ok(DeviceId(Arc::from(s)))
     }
@@ -123,6 +125,7 @@ impl fmt::Debug for JobId {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -131,6 +134,12 @@ mod tests {
         for s in ["web-1", "a", "A_b-9", &"x".repeat(64)] {
             assert_eq!(DeviceId::new(s).map(|d| d.to_string()), Ok(s.to_string()));
         }
+    }
+
+    #[test]
+    fn a_huge_bad_id_is_shown_in_part() {
+        let e = DeviceId::new(&"x".repeat(1 << 20)).unwrap_err().to_string();
+        assert!(e.len() < 200, "{} bytes", e.len());
     }
 
     #[test]

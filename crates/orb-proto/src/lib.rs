@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod body;
 pub mod codec;
 pub mod envelope;
 pub mod error;
@@ -15,12 +16,14 @@ pub mod id;
 pub mod message;
 pub mod registry;
 pub mod selector;
+pub mod text;
 
 pub use codec::{Codec, DecodeError, decode, encode};
 pub use envelope::{Envelope, ErrorBody, Kind, Status};
 pub use error::ErrorCode;
 pub use id::{DeviceId, IdError, JobId};
 pub use selector::{Selector, SelectorError, SelectorErrorKind, Subject, check_tag};
+pub use text::excerpt;
 
 /// The protocol version this build speaks. A server accepts this version and the one before it.
 pub const PROTOCOL_VERSION: u32 = 1;

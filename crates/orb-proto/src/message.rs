@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::envelope::{ErrorBody, Status};
+use crate::error::ErrorCode;
+use crate::text::excerpt;
 
 /// Reserved server command names (operator queries), answered by the server itself.
 pub mod commands {
@@ -86,6 +88,64 @@ pub struct Hello {
     /// answers with its choice in [`Welcome::codec`]. Empty (or absent): JSON.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codecs: Vec<String>,
+}
+
+/// Tags a hello may report at most.
+pub const MAX_HELLO_TAGS: usize = 64;
+/// Commands a hello may declare at most.
+pub const MAX_HELLO_COMMANDS: usize = 256;
+/// Longest command name in a hello, in bytes.
+pub const MAX_COMMAND_NAME: usize = 128;
+/// Longest `agent` (software name and version) in a hello, in bytes.
+pub const MAX_AGENT_NAME: usize = 128;
+/// Codecs a hello may offer at most, and the longest name of one, in bytes.
+pub const MAX_CODECS: usize = 8;
+/// Longest codec name a hello may offer, in bytes.
+pub const MAX_CODEC_NAME: usize = 16;
+/// Longest token or secret in a hello, in bytes.
+pub const MAX_CREDENTIAL: usize = 256;
+
+impl Hello {
+    /// Holds the hello to the protocol's limits: at most [`MAX_HELLO_TAGS`] tags, each one a tag
+    /// an operator could set (so every tag a device reports can be selected); at most
+    /// [`MAX_HELLO_COMMANDS`] commands of 1 to [`MAX_COMMAND_NAME`] bytes without whitespace or
+    /// control characters; `agent`, codecs and credentials within their lengths.
+    ///
+    /// # Errors
+    /// `bad_request` naming the first problem (echoing at most a short prefix of the input).
+    pub fn check(&self) -> Result<(), ErrorBody> {
+        let bad = |msg: String| Err(ErrorBody::new(ErrorCode::BadRequest, msg));
+        if self.tags.len() > MAX_HELLO_TAGS {
+            return bad(format!("hello reports {} tags; at most {MAX_HELLO_TAGS}", self.tags.len()));
+        }
+        for (k, v) in &self.tags {
+            if let Err(e) = crate::check_tag(k, v) {
+                return bad(format!("tag {}={}: {}", excerpt(k), excerpt(v), e.message));
+            }
+        }
+        if self.commands.len() > MAX_HELLO_COMMANDS {
+            return bad(format!("hello declares {} commands; at most {MAX_HELLO_COMMANDS}", self.commands.len()));
+        }
+        for c in &self.commands {
+            if c.is_empty() || c.len() > MAX_COMMAND_NAME || c.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                return bad(format!(
+                    "command name '{}' must be 1 to {MAX_COMMAND_NAME} bytes without spaces or control characters",
+                    excerpt(c)
+                ));
+            }
+        }
+        if self.agent.as_ref().is_some_and(|a| a.len() > MAX_AGENT_NAME) {
+            return bad(format!("agent is longer than {MAX_AGENT_NAME} bytes"));
+        }
+        if self.codecs.len() > MAX_CODECS || self.codecs.iter().any(|c| c.len() > MAX_CODEC_NAME) {
+            return bad(format!("at most {MAX_CODECS} codecs of at most {MAX_CODEC_NAME} bytes"));
+        }
+        let long = |c: &Option<String>| c.as_ref().is_some_and(|c| c.len() > MAX_CREDENTIAL);
+        if long(&self.token) || long(&self.secret) {
+            return bad(format!("token and secret are at most {MAX_CREDENTIAL} bytes"));
+        }
+        Ok(())
+    }
 }
 
 /// Body of `welcome`, the server's answer to a good hello.
@@ -177,10 +237,23 @@ pub struct TargetResult {
     pub error: Option<ErrorBody>,
     /// Milliseconds from dispatch to answer; null when nothing was answered.
     pub elapsed_ms: Option<u64>,
-    /// The answer arrived after the deadline (job history only; the target was reported as
-    /// `timeout` to the requester). Absent when false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub late: bool,
+    /// An answer that arrived after the deadline (job history only): kept beside the `timeout`
+    /// the requester was told, never replacing it. Absent when there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<LateAnswer>,
+}
+
+/// An answer that arrived after its job's deadline, as the job history shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LateAnswer {
+    /// What the answer was: `ok`, `error`, or `timeout` (the device gave up at its deadline).
+    pub status: Status,
+    /// The result (JSON) when `status` is `ok`, else null.
+    pub result: Option<Box<RawValue>>,
+    /// Code and message of an error answer, else null.
+    pub error: Option<ErrorBody>,
+    /// RFC 3339 UTC time it arrived.
+    pub at: String,
 }
 
 /// Arguments of [`commands::DEVICES_LIST`].

@@ -33,11 +33,15 @@ pub enum CloseReason {
     Revoked,
     /// An operator removed the device from the registry.
     Removed,
+    /// The hello was refused because its address enrolled too many new devices just now.
+    RateLimited,
+    /// The server could not serve the connection (its store failed during the handshake).
+    ServerError,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the index is `reason as usize`).
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::PeerClosed,
         CloseReason::HandshakeTimeout,
         CloseReason::AuthFailed,
@@ -50,6 +54,8 @@ impl CloseReason {
         CloseReason::ConnectionLimit,
         CloseReason::Revoked,
         CloseReason::Removed,
+        CloseReason::RateLimited,
+        CloseReason::ServerError,
     ];
 
     /// The snake_case name used in logs, `bye` bodies and docs.
@@ -67,6 +73,8 @@ impl CloseReason {
             CloseReason::Revoked => "revoked",
             CloseReason::Removed => "removed",
             CloseReason::ConnectionLimit => "connection_limit",
+            CloseReason::RateLimited => "rate_limited",
+            CloseReason::ServerError => "server_error",
         }
     }
 }

@@ -1,18 +1,22 @@
 //! The orb broker as a library. Data flows:
 //!
 //! ```text
-//! socket -> listener::{tcp, ws} -> session (handshake, read loop) -> router / jobs / handler
+//! socket -> listener::{tcp, http (/v1/ws)} -> session (handshake, read loop): the wire adapter
+//!        -> broker (the one door: submit, request, call, services) -> jobs / router
 //!        -> target sessions' bounded outbound queues -> writer task -> socket
-//! reply  -> session -> router -> job inbox -> job task -> requester's queue
+//! reply  -> session -> broker -> correlation table -> job inbox -> job task -> job events
+//!        -> the requester's adapter (the wire session encodes them into its queue)
 //! ```
 //!
 //! [`ServerBuilder`] configures a server, registers server-side command handlers and starts it;
-//! [`Server`] is the running instance. Module map: `config` (settings), `auth` (hello
-//! credentials and device secrets), `tokens` (data-folder tokens), `registry` (every known device,
-//! in memory in front of the `orb_store::Store`), `listener` + `http` (accept), `session` (one
-//! connection), `router` (sessions, correlations, delivery), `jobs` (fan-out, results, cancel),
-//! `builtin` + `inventory` + `history` (the `$orb.` operator commands; application handlers use
-//! `orb_io::handler`), `maintenance` (retention), `close` (close reasons).
+//! [`Server`] is the running instance and [`Server::broker`] its one door for in-process
+//! adapters. Module map: `config` (settings), `node` (this server's node id), `identity` (who
+//! asks), `auth` (hello credentials and device secrets), `tokens` (data-folder tokens),
+//! `registry` (every known device, in memory in front of the `orb_store::Store`), `broker`
+//! (the one door, its policy and typed services), `jobs` (fan-out, results, cancel), `router`
+//! (sessions and delivery, correlations, admission, statistics), `session` (the wire adapter),
+//! `listener` (accept loops: TCP, HTTP), `maintenance` (retention, sweeps), `admin` (messages
+//! for the embedding process), `close` (close reasons).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), orb_server::ServerError> {
@@ -31,16 +35,15 @@
 
 pub mod admin;
 pub mod auth;
-pub mod builtin;
+pub mod broker;
 pub mod close;
 pub mod config;
 mod error;
-mod history;
-mod http;
-mod inventory;
+pub mod identity;
 pub mod jobs;
 mod listener;
 mod maintenance;
+pub mod node;
 pub mod registry;
 pub mod router;
 mod session;
@@ -48,7 +51,7 @@ pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -57,13 +60,14 @@ use tokio_util::task::TaskTracker;
 
 pub use admin::{AdminMessage, AdminRequest};
 pub use auth::{Authenticator, Principal, TokenAuth};
+pub use broker::Broker;
 pub use close::CloseReason;
 pub use config::{Limits, Secret, ServerConfig, StoreConfig};
 pub use error::ServerError;
 pub use orb_io::handler::{Context, Handler, HandlerResult, Handlers};
 
+use crate::node::NodeId;
 use crate::registry::Registry;
-use crate::router::Router;
 use crate::session::Shared;
 
 /// Configures and starts a [`Server`].
@@ -93,12 +97,13 @@ impl ServerBuilder {
         self
     }
 
-    /// Validates the configuration, loads or generates tokens, binds both listeners and starts
-    /// serving.
+    /// Validates the configuration, loads or generates tokens and the node id, takes the data
+    /// folder's lock, binds both listeners, opens the store (whose own lock keeps a second
+    /// server off the same database) and starts serving.
     ///
     /// # Errors
-    /// [`ServerError`] when the configuration is invalid, the data folder is unusable or an
-    /// address cannot be bound.
+    /// [`ServerError`] when the configuration is invalid, the data folder or the database is
+    /// unusable or in use, or an address cannot be bound.
     pub async fn start(self) -> Result<Server, ServerError> {
         let cfg = self.config;
         let groups = parse_groups(&cfg.groups)?;
@@ -110,6 +115,7 @@ impl ServerBuilder {
         // Before anything touches the store: one server per data folder, and listeners bound, so
         // a second server started by mistake fails without ending the first one's jobs.
         let data_lock = lock_data_dir(&cfg.data_dir)?;
+        let node = NodeId::load_or_generate(&cfg.data_dir, cfg.node_id.as_deref())?;
         let tcp = listen(cfg.listen)?;
         let http = listen(cfg.http)?;
         let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| ServerError::Bind { addr, source });
@@ -117,7 +123,8 @@ impl ServerBuilder {
         let http_addr = local(&http, cfg.http)?;
 
         let store = orb_store::open(&store_url).await?;
-        let interrupted = store.recover_jobs(chrono::Utc::now(), "the server restarted before this target answered");
+        let interrupted =
+            store.recover_jobs(node.as_str(), chrono::Utc::now(), "the server restarted before this target answered");
         match interrupted.await? {
             0 => {}
             n => tracing::warn!(jobs = n, "jobs left running by the previous server process were ended"),
@@ -134,43 +141,45 @@ impl ServerBuilder {
         let shutdown = CancellationToken::new();
         let stop_accepting = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let router = Arc::new(Router::new(cfg.limits.clone(), groups, registry));
         let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
-        let shared = Arc::new(Shared {
-            router: Arc::clone(&router),
-            auth,
+        let broker = Broker::new(broker::Parts {
+            node: node.clone(),
+            registry,
+            limits: cfg.limits.clone(),
+            groups,
             handlers: self.handlers,
-            shutdown: shutdown.clone(),
-            stop_accepting: stop_accepting.clone(),
-            tracker: tracker.clone(),
             admin_tx,
+            tracker: tracker.clone(),
+            shutdown: shutdown.clone(),
         });
+        let shared = Arc::new(Shared { broker: broker.clone(), auth, stop_accepting: stop_accepting.clone() });
         tracker.spawn(listener::tcp::run(tcp, Arc::clone(&shared)));
-        tracker.spawn(http::run(http, Arc::clone(&shared)));
-        tracker.spawn(expire_requests(Arc::clone(&router), shutdown.clone()));
-        tracker.spawn(maintenance::run(Arc::clone(&router), cfg.store.clone(), shutdown.clone()));
+        tracker.spawn(listener::http::run(http, Arc::clone(&shared)));
+        let store_config = Arc::new(RwLock::new(cfg.store.clone()));
+        tracker.spawn(maintenance::run(broker.clone(), Arc::clone(&store_config), shutdown.clone()));
         tracing::info!(
             %tcp_addr,
             %http_addr,
+            node = %node,
             data = %cfg.data_dir.display(),
             store = %store_url.redacted(),
-            devices = router.registry().counts().0,
+            devices = broker.registry().counts().0,
             "orb server listening"
         );
         Ok(Server {
             tcp_addr,
             http_addr,
-            router,
+            broker,
             shutdown,
             stop_accepting,
             tracker,
             admin_token: admin,
             agent_token: agent,
             token_auth,
-            data_dir: cfg.data_dir,
+            config: cfg,
             admin_rx: Some(admin_rx),
             store,
-            store_config: cfg.store,
+            store_config,
             data_lock: std::sync::Mutex::new(Some(data_lock)),
         })
     }
@@ -214,71 +223,34 @@ fn load_tokens(cfg: &ServerConfig) -> Result<(Secret, Secret), ServerError> {
 }
 
 fn parse_groups(groups: &BTreeMap<String, String>) -> Result<BTreeMap<String, orb_proto::Selector>, ServerError> {
-    let mut out = BTreeMap::new();
-    let mut problems = Vec::new();
-    for (name, text) in groups {
-        if orb_proto::DeviceId::new(name).is_err() {
-            problems.push(format!("group name '{name}' must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}"));
-        }
-        match orb_proto::Selector::parse(text) {
-            Ok(sel) => {
-                out.insert(name.clone(), sel);
-            }
-            Err(e) => problems.push(format!("group '{name}': {e}")),
-        }
-    }
-    for name in out.keys() {
-        let probe = orb_proto::Selector::parse(&format!("group:{name}"));
-        if let Ok(p) = probe
-            && let Err(e) = p.expand_groups(&|n| out.get(n).cloned())
-        {
-            problems.push(format!("group '{name}': {e}"));
-        }
-    }
-    if problems.is_empty() { Ok(out) } else { Err(ServerError::Config(problems)) }
+    config::parse_groups(groups).map_err(ServerError::Config)
 }
 
-/// Answers `timeout` to plain requests whose deadline passed. Once a second is enough: the
-/// client library enforces its own deadline precisely; this only frees the server's records.
-async fn expire_requests(router: Arc<Router>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            now = tick.tick() => router.expire_requests(now),
-        }
-    }
-}
-
-/// What a configuration reload may change while connections stay up.
-#[derive(Debug, Clone)]
-pub struct Reload {
-    /// New operator token (`None`: the data folder's, generated if missing).
-    pub admin_token: Option<Secret>,
-    /// New agent token (`None`: the data folder's).
-    pub agent_token: Option<Secret>,
-    /// New named selectors.
-    pub groups: BTreeMap<String, String>,
-    /// New limits (queue sizes apply to new connections).
-    pub limits: Limits,
+/// What a configuration reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Settings that differ from those the server started with but only take effect after a
+    /// restart (`server.listen`, `store.url`, ...), by their configuration key.
+    pub restart_required: Vec<&'static str>,
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`] or [`Server::drain`].
 pub struct Server {
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
-    router: Arc<Router>,
+    broker: Broker,
     shutdown: CancellationToken,
     stop_accepting: CancellationToken,
     tracker: TaskTracker,
     admin_token: Secret,
     agent_token: Secret,
     token_auth: Option<Arc<TokenAuth>>,
-    data_dir: std::path::PathBuf,
+    /// The configuration the server started with (a reload compares against it).
+    config: ServerConfig,
     admin_rx: Option<tokio::sync::mpsc::Receiver<AdminRequest>>,
     store: Arc<dyn orb_store::Store>,
-    store_config: StoreConfig,
+    /// Retention, replaced by a reload.
+    store_config: Arc<RwLock<StoreConfig>>,
     /// The data folder's lock, released when the server has stopped.
     data_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
@@ -309,14 +281,15 @@ impl Server {
         &self.store
     }
 
-    /// Applies the job retention now (it also runs every minute in the background).
-    pub async fn enforce_retention(&self) {
-        maintenance::prune(&self.router, &self.store_config).await;
+    /// The broker: the one door for in-process adapters, and inspection.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
     }
 
-    /// The router, for in-process producers and inspection.
-    pub fn router(&self) -> &Arc<Router> {
-        &self.router
+    /// Applies the job retention now (it also runs every minute in the background).
+    pub async fn enforce_retention(&self) {
+        let cfg = self.store_config.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        maintenance::prune(&self.broker, &cfg).await;
     }
 
     /// A token cancelled when the server closes its sessions.
@@ -331,52 +304,69 @@ impl Server {
         self.admin_rx.take()
     }
 
-    /// Applies a configuration reload: tokens, groups and limits. Connections stay up.
+    /// Applies a new configuration while connections stay up: tokens, groups, limits (queue
+    /// sizes and the frame limit apply to new connections) and retention. Settings that need a
+    /// restart are listed in the answer and logged; they stay as they were.
     ///
     /// # Errors
     /// [`ServerError::Config`] when a group does not parse; nothing changes then.
-    pub fn reload(&self, reload: Reload) -> Result<(), ServerError> {
-        let groups = parse_groups(&reload.groups)?;
-        let cfg = ServerConfig {
-            data_dir: self.data_dir.clone(),
-            admin_token: reload.admin_token,
-            agent_token: reload.agent_token,
-            ..ServerConfig::default()
-        };
+    pub fn reload(&self, new: ServerConfig) -> Result<Reloaded, ServerError> {
+        let groups = parse_groups(&new.groups)?;
+        let cfg = ServerConfig { data_dir: self.config.data_dir.clone(), ..new.clone() };
         let (admin, agent) = load_tokens(&cfg)?;
         if let Some(auth) = &self.token_auth {
             auth.set_tokens(&admin, &agent);
         }
-        self.router.set_groups(groups);
-        self.router.set_limits(reload.limits);
-        Ok(())
+        self.broker.set_groups(groups);
+        self.broker.set_limits(new.limits.clone());
+        *self.store_config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.store.clone();
+        let restart_required = self.config.restart_required(&new);
+        for key in &restart_required {
+            tracing::warn!(key, "configuration changed a setting that needs a restart; it stays as it was until then");
+        }
+        Ok(Reloaded { restart_required })
     }
 
-    /// Stops the server with a 10 s grace period (see [`Server::drain`]).
+    /// Stops the server with the configured grace period (`shutdown.grace`, default 10 s; see
+    /// [`Server::drain`]).
     pub async fn shutdown(&self) -> bool {
-        self.drain(Duration::from_secs(10)).await
+        self.drain(self.config.grace).await
     }
 
-    /// Stops gracefully: listeners close and new jobs are refused; jobs in flight get up to
-    /// `grace` to finish; then every session gets `bye` (`server_shutdown`, reconnect hint) and
-    /// closes, and remaining tasks get what is left of the grace (at least one second).
-    /// Idempotent. Returns whether everything finished in time.
+    /// Stops gracefully: listeners close and new work is refused; jobs in flight get up to
+    /// `grace` to finish, then the rest end (pending targets `timeout`) and open requests are
+    /// answered `server_shutdown`; every requester gets its jobs' whole event streams; then every
+    /// session gets `bye` (`server_shutdown`, reconnect hint) after what is queued for it and
+    /// closes, and remaining tasks get what is left of the grace (at least one second each
+    /// step). Idempotent. Returns whether everything finished in time.
     pub async fn drain(&self, grace: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + grace;
+        let rest = || deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
         self.stop_accepting.cancel();
-        self.router.start_draining();
-        let jobs_done = tokio::time::timeout_at(deadline, self.router.jobs_finished()).await.is_ok();
+        self.broker.start_draining();
+        let jobs = self.broker.jobs();
+        let jobs_done = tokio::time::timeout_at(deadline, jobs.finished()).await.is_ok();
         if !jobs_done {
-            tracing::warn!(jobs = self.router.jobs_in_flight(), "grace period over with jobs in flight");
+            tracing::warn!(jobs = jobs.in_flight(), "grace period over with jobs in flight; ending them");
+        }
+        self.broker.stop_work();
+        // Every requester receives its jobs' last events before its session says goodbye.
+        let streams_done = tokio::time::timeout(rest(), async {
+            jobs.finished().await;
+            jobs.streams_finished().await;
+        })
+        .await
+        .is_ok();
+        if !streams_done {
+            tracing::warn!("some requesters did not take their jobs' last events in time");
         }
         self.shutdown.cancel();
         self.tracker.close();
-        let rest = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
-        let tasks_done = tokio::time::timeout(rest, self.tracker.wait()).await.is_ok();
+        let tasks_done = tokio::time::timeout(rest(), self.tracker.wait()).await.is_ok();
         // Sessions and jobs have recorded their ends: write the last batch, close the database.
         self.store.close().await;
         drop(self.data_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
-        let graceful = jobs_done && tasks_done;
+        let graceful = jobs_done && streams_done && tasks_done;
         if graceful {
             tracing::info!("server stopped gracefully");
         } else {

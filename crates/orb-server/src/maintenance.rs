@@ -1,35 +1,48 @@
-//! Background upkeep of the store: job retention (by age and count) and a coarse `last_seen`
-//! for connected devices, so a `kill -9` loses at most a minute of it. Both run until shutdown.
+//! Background upkeep until shutdown: every second, requests past their deadline are answered
+//! `timeout` and ended jobs past their late window forgotten (the client library enforces its own
+//! deadline precisely; this frees the server's records); every minute, job retention (by age and
+//! count) and a coarse `last_seen` for connected devices, so a `kill -9` loses at most a minute
+//! of it.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::config::StoreConfig;
-use crate::router::Router;
 
+/// How often expired correlations are swept.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 /// How often connected devices' `last_seen` is stored (when they were heard from meanwhile).
 const SEEN_EVERY: Duration = Duration::from_secs(60);
 
-/// Runs retention and the `last_seen` sweep until `shutdown`.
-pub(crate) async fn run(router: Arc<Router>, store: StoreConfig, shutdown: CancellationToken) {
+/// Runs the sweeps until `shutdown`; retention reads `store` each time (a reload replaces it).
+pub(crate) async fn run(broker: Broker, store: Arc<RwLock<StoreConfig>>, shutdown: CancellationToken) {
+    let every = |d: Duration| {
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    };
+    let (mut expire, mut seen) = (every(EXPIRE_EVERY), every(SEEN_EVERY));
     let mut retention = tokio::time::interval(RETENTION_EVERY);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = tokio::time::interval_at(tokio::time::Instant::now() + SEEN_EVERY, SEEN_EVERY);
-    seen.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = Utc::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = retention.tick() => prune(&router, &store).await,
+            now = expire.tick() => broker.expire(now),
+            _ = retention.tick() => {
+                let cfg = store.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                prune(&broker, &cfg).await;
+            }
             _ = seen.tick() => {
                 let now = Utc::now();
-                sweep_seen(&router, last_sweep);
+                sweep_seen(&broker, last_sweep);
                 last_sweep = now;
             }
         }
@@ -37,10 +50,10 @@ pub(crate) async fn run(router: Arc<Router>, store: StoreConfig, shutdown: Cance
 }
 
 /// Deletes jobs older than the retention age, then all but the newest `job_retention_count`.
-pub(crate) async fn prune(router: &Router, cfg: &StoreConfig) {
+pub(crate) async fn prune(broker: &Broker, cfg: &StoreConfig) {
     let age = chrono::Duration::from_std(cfg.job_retention).unwrap_or(chrono::Duration::MAX);
     let before = Utc::now().checked_sub_signed(age).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    match router.registry().store().prune_jobs(before, cfg.job_retention_count).await {
+    match broker.registry().store().prune_jobs(before, cfg.job_retention_count).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "job retention deleted old jobs"),
         Err(e) => tracing::warn!(error = %e, "job retention failed; retrying later"),
@@ -48,14 +61,14 @@ pub(crate) async fn prune(router: &Router, cfg: &StoreConfig) {
 }
 
 /// Records `last_seen` for every connected device that sent something since `since`.
-fn sweep_seen(router: &Router, since: DateTime<Utc>) {
+fn sweep_seen(broker: &Broker, since: DateTime<Utc>) {
     let since_ms = u64::try_from(since.timestamp_millis()).unwrap_or(0);
-    for session in router.all_devices() {
+    for session in broker.sessions().all() {
         let last = session.record.stats.last_received_ms.load(Ordering::Relaxed);
         if last > since_ms
             && let Some(at) = DateTime::from_timestamp_millis(last as i64)
         {
-            router.registry().seen(session.record.id.as_str(), at);
+            broker.registry().seen(session.record.id.as_str(), at);
         }
     }
 }

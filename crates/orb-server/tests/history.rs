@@ -96,11 +96,11 @@ async fn results_arriving_after_the_requester_left_or_after_the_deadline_are_sto
     let op = server.operator(Transport::Tcp).await;
     let d = wait_for_job(&op, &left, |d| d.job.state == JobPhase::Done).await;
     assert_eq!(d.results[0].status, Status::Ok);
-    assert!(!d.results[0].late);
+    assert!(d.results[0].late.is_none());
 }
 
 #[tokio::test]
-async fn an_answer_after_the_deadline_replaces_the_timeout_and_is_marked_late() {
+async fn an_answer_after_the_deadline_is_stored_beside_the_timeout_the_requester_was_told() {
     let server = TestServer::start().await;
     // A hand-driven agent, so it can answer whenever the test says (a library agent enforces
     // the deadline itself and would answer `timeout`).
@@ -109,25 +109,29 @@ async fn an_answer_after_the_deadline_replaces_the_timeout_and_is_marked_late() 
     let job = within("ack", op.submit("late-1", "work", NULL, Duration::from_millis(100))).await.unwrap();
     let id = job.id().to_owned();
     let cmd: Value = serde_json::from_slice(&within("the command", raw.read_frame()).await.unwrap().unwrap()).unwrap();
-    assert_eq!(cmd["id"], id.as_str());
+    assert_eq!(cmd["job"], id.as_str());
+    let re = cmd["id"].as_str().unwrap().to_owned();
     let out = finish_job(job).await;
     assert_eq!(out.result("late-1").status, Status::Timeout);
     let d = wait_for_job(&op, &id, |d| d.job.state == JobPhase::Done).await;
     assert_eq!(d.results[0].status, Status::Timeout);
 
-    raw.send_json(&json!({"kind": "reply", "re": id, "body": {"answer": 42}})).await.unwrap();
-    let d = wait_for_job(&op, &id, |d| d.results.first().is_some_and(|r| r.late)).await;
+    raw.send_json(&json!({"kind": "reply", "re": re, "body": {"answer": 42}})).await.unwrap();
+    let d = wait_for_job(&op, &id, |d| d.results.first().is_some_and(|r| r.late.is_some())).await;
     let r = &d.results[0];
-    assert_eq!((r.status, r.late), (Status::Ok, true));
-    assert_eq!(r.result.as_ref().unwrap().get(), r#"{"answer":42}"#);
+    assert_eq!(r.status, Status::Timeout, "what the requester was told stays");
+    assert_eq!(d.job.summary[&Status::Timeout], 1, "the summary is not rewritten");
+    let late = r.late.as_ref().unwrap();
+    assert_eq!(late.status, Status::Ok);
+    assert_eq!(late.result.as_ref().unwrap().get(), r#"{"answer":42}"#);
 
     // A second answer, or one from a device that was not a target, changes nothing.
-    raw.send_json(&json!({"kind": "reply", "re": id, "error": {"code": "handler_error", "message": "x"}}))
+    raw.send_json(&json!({"kind": "reply", "re": re, "error": {"code": "handler_error", "message": "x"}}))
         .await
         .unwrap();
     let mut other = server.raw_agent("other-1").await;
     other
-        .send_json(&json!({"kind": "reply", "re": id, "error": {"code": "handler_error", "message": "x"}}))
+        .send_json(&json!({"kind": "reply", "re": re, "error": {"code": "handler_error", "message": "x"}}))
         .await
         .unwrap();
     // A flush orders these after the writes above; then the result is unchanged.

@@ -222,7 +222,7 @@ async fn shutdown_lets_a_job_in_flight_end_before_closing_sessions() {
 async fn shutdown_does_not_leave_a_job_running_past_the_grace_period() {
     let (server, agent, op) = stuck_job_setup().await;
     let _job = op.submit("dev-1", "work", NULL, Duration::from_secs(3600)).await.unwrap();
-    assert_eq!(server.server.router().pending_count(), 1);
+    assert_eq!(server.server.broker().jobs().in_flight(), 1);
     let graceful = within("the shutdown", server.server.drain(Duration::from_millis(300))).await;
     assert!(!graceful, "the job could not end within the grace period");
     for c in [&agent, &op] {
@@ -230,5 +230,5 @@ async fn shutdown_does_not_leave_a_job_running_past_the_grace_period() {
         assert!(reason.contains("server_shutdown"), "{reason}");
     }
     // Its requester is gone, so the job ended with the sessions instead of waiting an hour.
-    assert_eq!(server.server.router().pending_count(), 0);
+    assert_eq!(server.server.broker().jobs().in_flight(), 0);
 }

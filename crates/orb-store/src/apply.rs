@@ -72,7 +72,7 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     let list = serde_json::to_string(&list).expect("a list of strings always serializes");
     sqlx::query(
         "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count, \
-         targets) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9)",
+         targets, node) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10)",
     )
     .bind(&job.id)
     .bind(&job.requester)
@@ -83,6 +83,7 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     .bind(ms(job.deadline_at))
     .bind(i64::try_from(job.targets.len()).unwrap_or(i64::MAX))
     .bind(list)
+    .bind(&job.node)
     .execute(&mut *conn)
     .await?;
 
@@ -112,7 +113,7 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
 /// Columns of one settled target in the bulk upsert.
 const SETTLED_COLUMNS: usize = 8;
 
-/// On-time outcomes in bulk (one statement per [`TARGET_CHUNK`]); late ones one by one.
+/// On-time outcomes in bulk (one statement per [`TARGET_CHUNK`]); late ones (rare) one by one.
 async fn targets_settled(conn: &mut AnyConnection, outcomes: &[TargetOutcome]) -> Result<(), sqlx::Error> {
     let (late, on_time): (Vec<&TargetOutcome>, Vec<&TargetOutcome>) = outcomes.iter().partition(|o| o.late);
     for chunk in on_time.chunks(TARGET_CHUNK) {
@@ -168,43 +169,28 @@ fn bind_outcome<'q>(
         .bind(ms(o.at))
 }
 
-/// An answer after the deadline replaces a `timeout` (or a pending status), nothing else. A
-/// pending target of a listed job has no row yet: it gets one (marked late).
+/// An answer after the deadline is kept beside a `timeout`, in the `late_*` columns: the
+/// target's status and error, and so its job's summary, stay what the requester was told. Only
+/// the first late answer is kept (`late_status IS NULL`), and only for a target that timed out:
+/// a pending target (no row, or a NULL status) was not told anything yet, and any other status
+/// was an answer or a decision of the server. A row written before the `late_*` columns with
+/// `late` set holds a late answer already (in place of its timeout), so it takes no other.
 async fn late_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(), sqlx::Error> {
-    let query = sqlx::query(
-        "UPDATE job_targets SET status = $3, result = $4, error_code = $5, error_message = $6, \
-         elapsed_ms = $7, answered_at = $8, late = TRUE \
-         WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'timeout')",
-    );
-    if bind_outcome(query, o).execute(&mut *conn).await?.rows_affected() > 0 {
-        return Ok(());
-    }
-    let row = sqlx::query(
-        "SELECT targets FROM jobs WHERE id = $1 \
-         AND NOT EXISTS (SELECT 1 FROM job_targets WHERE job_id = $1 AND device_id = $2)",
+    sqlx::query(
+        "UPDATE job_targets SET late_status = $3, late_result = $4, late_error_code = $5, \
+         late_error_message = $6, late_at = $7 \
+         WHERE job_id = $1 AND device_id = $2 AND status = 'timeout' AND late_status IS NULL AND late = FALSE",
     )
     .bind(&o.job)
     .bind(&o.device)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(()) };
-    if !target_list(&row)?.is_some_and(|list| list.contains(&o.device)) {
-        return Ok(());
-    }
-    let query = sqlx::query(
-        "INSERT INTO job_targets (job_id, device_id, status, result, error_code, error_message, elapsed_ms, \
-         answered_at, late) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE)",
-    );
-    bind_outcome(query, o).execute(conn).await.map(drop)
-}
-
-/// The `targets` column of a `jobs` row: the job's device ids, `None` for a job stored before
-/// the list existed.
-pub(crate) fn target_list(row: &sqlx::any::AnyRow) -> Result<Option<Vec<String>>, sqlx::Error> {
-    match row.try_get::<Option<String>, _>("targets")? {
-        None => Ok(None),
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| sqlx::Error::Decode(Box::new(e))),
-    }
+    .bind(o.status.as_str())
+    .bind(&o.result)
+    .bind(o.error.as_ref().map(|e| e.code.as_str()))
+    .bind(o.error.as_ref().map(|e| e.message.as_str()))
+    .bind(ms(o.at))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::Error> {
@@ -234,7 +220,7 @@ pub(crate) async fn settle_pending(
     else {
         return Ok(Vec::new());
     };
-    let list = target_list(&row)?;
+    let list = crate::rows::target_list(&row, job);
     let rows = sqlx::query("SELECT device_id, status FROM job_targets WHERE job_id = $1")
         .bind(job)
         .fetch_all(&mut *conn)

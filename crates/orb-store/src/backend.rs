@@ -1,10 +1,11 @@
-//! The two dialects behind the one SQL implementation: connecting (SQLite file and pragmas,
-//! PostgreSQL pool and a fast-failing probe), pool sizes, and the embedded migrations. What it
-//! returns, [`Pools`], goes to the writer (`writer.rs`) and the readers (`query.rs`).
+//! The two dialects behind the one SQL implementation: connecting (SQLite file, its lock and
+//! pragmas; PostgreSQL pool and a fast-failing probe), pool sizes, and the embedded migrations.
+//! What it returns, [`Pools`], goes to the writer (`writer.rs`) and the readers (`query.rs`).
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Once;
+use std::sync::{Mutex, Once, PoisonError};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -26,6 +27,15 @@ const BUSY_TIMEOUT_MS: u32 = 5_000;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The embedded migrations of `backend`.
+#[cfg(feature = "testkit")]
+pub(crate) fn migrations(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    }
+}
 
 /// Which database engine a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,13 +65,25 @@ pub(crate) struct Pools {
     pub(crate) read: AnyPool,
     /// Where the writer takes its connection for each batch.
     pub(crate) write: AnyPool,
+    /// SQLite: the database's lock, held while the store is open (see [`lock_database`]);
+    /// released by [`Pools::close`], or when the store is dropped. `None` for PostgreSQL, which
+    /// several nodes share.
+    lock: Mutex<Option<File>>,
 }
 
 impl Pools {
-    /// Closes every connection.
+    /// Closes every connection, then releases the database's lock: the next store to open it
+    /// finds every connection of this one closed.
     pub(crate) async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(file) = lock
+            && let Err(e) = file.unlock()
+        {
+            // Closing the file (dropping it) releases the lock all the same.
+            tracing::debug!(error = %e, "unlocking the database");
+        }
     }
 }
 
@@ -96,7 +118,9 @@ async fn connect_sqlite(path: &Path, url: &StoreUrl) -> Result<Pools, StoreError
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| fail(&format!("create the folder {} for", dir.display()), &e))?;
     }
-    create_private_file(path).map_err(|e| fail("create", &e))?;
+    // Before the database is touched: one store per database, whichever folder names it.
+    let lock = lock_database(path)?;
+    create_private_file(path).map(drop).map_err(|e| fail("create", &e))?;
     let path = std::path::absolute(path).map_err(|e| fail("resolve", &e))?;
     let url_text = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).to_url_lossy();
     let options = AnyConnectOptions::from_url(&url_text).map_err(|e| fail("open", &e))?;
@@ -104,16 +128,55 @@ async fn connect_sqlite(path: &Path, url: &StoreUrl) -> Result<Pools, StoreError
     let write = sqlite_pool(1, true).connect_with(options.clone()).await.map_err(|e| fail("open", &e))?;
     SQLITE_MIGRATIONS.run(&write).await.map_err(|e| fail("migrate", &e))?;
     let read = sqlite_pool(SQLITE_READERS, false).connect_with(options).await.map_err(|e| fail("open", &e))?;
-    Ok(Pools { backend: Backend::Sqlite, read, write })
+    Ok(Pools { backend: Backend::Sqlite, read, write, lock: Mutex::new(Some(lock)) })
 }
 
-/// Creates the database file readable by its owner only, when it does not exist yet.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
+/// Takes the exclusive lock on `DATABASE.lock` beside the SQLite database at `path` (its folder
+/// exists), creating the lock file when missing. Two servers with different data folders could
+/// otherwise open one database (`--store sqlite:...`), and the second would end the first one's
+/// running jobs at start. The lock is the operating system's (`flock`, `LockFileEx`): it goes
+/// with the process, so a crash leaves no stale lock, and the file left behind means nothing.
+/// The path is resolved first (symbolic links of the folder or the file), so every name of
+/// one database leads to the same lock.
+///
+/// # Errors
+/// [`StoreError::Locked`] when another store (in this process or another) holds it;
+/// [`StoreError::Unavailable`] naming the lock file when it cannot be created or locked.
+fn lock_database(path: &Path) -> Result<File, StoreError> {
+    let fail = |what: &str, at: &Path, e: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!("cannot {what} {}: {e}", at.display()))
+    };
+    let real = real_path(path).map_err(|e| fail("resolve", path, &e))?;
+    let mut name = real.clone().into_os_string();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = create_private_file(&lock_path).map_err(|e| fail("create the lock", &lock_path, &e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: real }),
+        Err(std::fs::TryLockError::Error(e)) => Err(fail("lock", &lock_path, &e)),
+    }
+}
+
+/// `path` with symbolic links resolved: the file's when it exists, else its folder's (which
+/// exists) joined with the file name.
+fn real_path(path: &Path) -> std::io::Result<PathBuf> {
+    if path.exists() {
+        return std::fs::canonicalize(path);
+    }
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("the path names no file"))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok(std::fs::canonicalize(dir)?.join(name))
+}
+
+/// Opens a file (the database, its lock), creating it readable by its owner only when it does
+/// not exist yet.
+fn create_private_file(path: &Path) -> std::io::Result<File> {
     let mut open = std::fs::OpenOptions::new();
     open.write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
-    open.open(path).map(drop)
+    open.open(path)
 }
 
 /// SQLite pool options; `writer` also switches the file to WAL (a persistent setting).
@@ -154,5 +217,5 @@ async fn connect_postgres(text: &str, url: &StoreUrl) -> Result<Pools, StoreErro
         .run(&pool)
         .await
         .map_err(|e| StoreError::Unavailable(format!("cannot migrate {}: {e}", url.redacted())))?;
-    Ok(Pools { backend: Backend::Postgres, read: pool.clone(), write: pool })
+    Ok(Pools { backend: Backend::Postgres, read: pool.clone(), write: pool, lock: Mutex::new(None) })
 }

@@ -1,5 +1,6 @@
 //! Store errors: typed for the cases callers act on (not found, conflict, ambiguous prefix, bad
-//! URL); database failures are carried as text, so no driver type leaks through the API.
+//! URL, a database in use); database failures are carried as text, so no driver type leaks
+//! through the API.
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,13 @@ pub enum StoreError {
         url: String,
         /// Why it is refused.
         reason: String,
+    },
+    /// Another store holds the SQLite database: its lock file beside it (`PATH.lock`) is locked,
+    /// by another orb server (or another store of this process) that has the database open.
+    #[error("another orb server is using the database {} (its lock {}.lock is held)", path.display(), path.display())]
+    Locked {
+        /// The database file (its real path, symbolic links resolved).
+        path: std::path::PathBuf,
     },
     /// The database could not be reached, read or written (or its schema could not be migrated).
     #[error("store unavailable: {0}")]

@@ -16,8 +16,9 @@
 //! text, the secret hash as BLOB/BYTEA, flags as BOOLEAN (PostgreSQL) or INTEGER 0/1 (SQLite,
 //! because `Any` cannot read a column declared BOOLEAN there). A private `Backend` enum covers
 //! the few differences: migrations (one folder per backend, embedded), connection setup and
-//! pool sizes. Ordering by device id is done in Rust (byte order), so it does not depend on a
-//! PostgreSQL collation.
+//! pool sizes, and the SQLite database's lock file (one store per SQLite database; PostgreSQL is
+//! shared by nodes, whose jobs carry their node). Ordering by device id is done in Rust (byte
+//! order), so it does not depend on a PostgreSQL collation.
 //!
 //! The writer (see `writer.rs`) takes up to 4096 queued ops per transaction; a batch of records
 //! only may linger 20 ms to gather more, awaited writes and flushes never wait. SQLite uses one
@@ -48,9 +49,10 @@ mod writer;
 
 pub use error::StoreError;
 pub use model::{
-    Connection, Device, JobEnd, JobRecord, NewDevice, NewJob, NewTarget, Record, Recorder, TargetOutcome, TargetRecord,
+    Connection, Device, JobEnd, JobRecord, LateAnswer, NewDevice, NewJob, NewTarget, Record, Recorder, TargetOutcome,
+    TargetRecord,
 };
-pub use url::StoreUrl;
+pub use url::{StoreUrl, redact_url};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,9 +65,15 @@ use chrono::{DateTime, Utc};
 /// SQLite runs in WAL mode with `synchronous=FULL`: what the store reports as stored survives
 /// a power loss, and group commit shares each fsync among many writes.
 ///
+/// A SQLite database is used by one store at a time: `open` takes an exclusive lock on the file
+/// `DATABASE.lock` beside it (created when missing) before it touches the database, and holds it
+/// until [`Store::close`] (or until the store is dropped). A PostgreSQL database is shared: it
+/// takes no lock, and several nodes may open it.
+///
 /// # Errors
-/// [`StoreError::Unavailable`] naming the (redacted) URL when the database cannot be reached,
-/// created or migrated; a PostgreSQL server that does not answer fails within seconds.
+/// [`StoreError::Locked`] when another store, in this process or another, has the SQLite
+/// database open; [`StoreError::Unavailable`] naming the (redacted) URL when the database cannot
+/// be reached, created or migrated; a PostgreSQL server that does not answer fails within seconds.
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     let pools = backend::connect(url).await?;
     tracing::info!(store = %url.redacted(), backend = pools.backend.name(), "store open");
@@ -75,6 +83,11 @@ pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
 /// The device registry and job history. Object safe: the server holds an `Arc<dyn Store>`.
 ///
 /// Reads see every awaited write; batched [`Record`]s become visible after [`Store::flush`].
+///
+/// One damaged row never fails a read: a stored value that cannot be read (unknown status or
+/// job state, malformed tags, commands or target list, a time out of range, ...) is logged, as a
+/// warning naming the device or job and the column, and read as a fallback (empty, absent, no
+/// status; a device's damaged credential as revoked); a row whose id cannot be read is skipped.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -144,9 +157,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::NotFound`] for an unknown job id (full id only).
     async fn cancel_job(&self, id: &str, at: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
 
-    /// At start: jobs a previous process left running end now; their pending targets become
-    /// `timeout` with `message`. Returns how many jobs were ended.
-    async fn recover_jobs(&self, at: DateTime<Utc>, message: &str) -> Result<u64, StoreError>;
+    /// At start: jobs a previous process of node `node` left running end now, and so do running
+    /// jobs stored without a node (from before jobs had one); their pending targets become
+    /// `timeout` with `message`. Running jobs of other nodes sharing the database are left
+    /// alone. Returns how many jobs were ended.
+    async fn recover_jobs(&self, node: &str, at: DateTime<Utc>, message: &str) -> Result<u64, StoreError>;
 
     /// Retention: deletes jobs (with their targets) created before `before`, and all but the
     /// newest `keep` jobs (counted among all jobs). A running job is never deleted. Works in

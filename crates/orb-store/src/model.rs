@@ -140,6 +140,11 @@ pub struct Connection {
 pub struct NewJob {
     /// Job id (UUID v7 text).
     pub id: String,
+    /// The node (server) that runs the job: only that node's [`Store::recover_jobs`] ends it
+    /// when it is left running.
+    ///
+    /// [`Store::recover_jobs`]: crate::Store::recover_jobs
+    pub node: String,
     /// Requester's session name.
     pub requester: String,
     /// Selector as given.
@@ -184,8 +189,10 @@ pub struct TargetOutcome {
     pub elapsed_ms: Option<u64>,
     /// When it arrived.
     pub at: DateTime<Utc>,
-    /// The answer came after the deadline: it replaces a `timeout` (never another status) and is
-    /// marked late. Otherwise it only settles a pending target.
+    /// The answer came after the deadline. It is stored beside the target's `timeout` as its
+    /// [`LateAnswer`], never over it (the requester was told `timeout`); only the first late
+    /// answer is kept, and one for a target that is pending or has any other status is ignored.
+    /// Otherwise (`false`) it settles a pending target only.
     pub late: bool,
 }
 
@@ -234,6 +241,8 @@ pub enum Record {
 pub struct JobRecord {
     /// Job id.
     pub id: String,
+    /// The node (server) that runs or ran it; `None` for a job stored before jobs had nodes.
+    pub node: Option<String>,
     /// Requester's session name.
     pub requester: String,
     /// Selector as given.
@@ -269,8 +278,22 @@ pub struct TargetRecord {
     pub error: Option<ErrorBody>,
     /// Milliseconds from dispatch to answer.
     pub elapsed_ms: Option<u64>,
-    /// The answer arrived after the deadline.
-    pub late: bool,
+    /// An answer that arrived after the deadline, kept beside the status the requester was told.
+    pub late: Option<LateAnswer>,
+}
+
+/// An answer that arrived after its job's deadline, to a target that had timed out. It does not
+/// change the target's status, error or its job's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateAnswer {
+    /// What the device answered: `ok`, `error`, or `timeout` (it gave up at its own deadline).
+    pub status: Status,
+    /// Result JSON text (status ok).
+    pub result: Option<String>,
+    /// Error (other statuses).
+    pub error: Option<ErrorBody>,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
 }
 
 /// Hands batched [`Record`]s to the store's writer. Cheap to clone.

@@ -15,7 +15,7 @@ use crate::{Device, JobRecord, StoreError, TargetRecord};
 pub(crate) async fn devices(pool: &AnyPool) -> Result<Vec<Device>, StoreError> {
     let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.map_err(unavailable)?;
-    let mut devices = rows.iter().map(rows::device).collect::<Result<Vec<_>, _>>()?;
+    let mut devices: Vec<Device> = rows.iter().filter_map(rows::device).collect();
     devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     Ok(devices)
 }
@@ -24,7 +24,7 @@ pub(crate) async fn devices(pool: &AnyPool) -> Result<Vec<Device>, StoreError> {
 pub(crate) async fn device(pool: &AnyPool, id: &str) -> Result<Option<Device>, StoreError> {
     let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await.map_err(unavailable)?;
-    row.as_ref().map(rows::device).transpose()
+    Ok(row.as_ref().and_then(rows::device))
 }
 
 /// The newest `limit` jobs, newest first, with their summaries.
@@ -32,7 +32,7 @@ pub(crate) async fn jobs(pool: &AnyPool, limit: u32) -> Result<Vec<JobRecord>, S
     let newest = format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1");
     let rows =
         sqlx::query(sqlx::AssertSqlSafe(newest)).bind(i64::from(limit)).fetch_all(pool).await.map_err(unavailable)?;
-    let mut jobs = rows.iter().map(rows::job).collect::<Result<Vec<_>, _>>()?;
+    let mut jobs: Vec<JobRecord> = rows.iter().filter_map(rows::job).collect();
     if jobs.is_empty() {
         return Ok(jobs);
     }
@@ -47,8 +47,7 @@ pub(crate) async fn jobs(pool: &AnyPool, limit: u32) -> Result<Vec<JobRecord>, S
     .await
     .map_err(unavailable)?;
     let mut by_job: BTreeMap<String, BTreeMap<_, u64>> = BTreeMap::new();
-    for row in &summary {
-        let (job, status, n) = rows::summary_row(row)?;
+    for (job, status, n) in summary.iter().filter_map(rows::summary_row) {
         by_job.entry(job).or_default().insert(status, n);
     }
     for job in &mut jobs {
@@ -111,15 +110,14 @@ pub(crate) async fn job(
         row = found.pop();
     }
     let Some(row) = row else { return Err(not_found()) };
-    let mut job = rows::job(&row)?;
-    let list = crate::apply::target_list(&row).map_err(unavailable)?;
+    let Some(mut job) = rows::job(&row) else { return Err(not_found()) };
+    let list = rows::target_list(&row, &job.id);
 
     // Targets with a status have a row; listed targets without one are pending.
     let sql = format!("SELECT {TARGET_COLUMNS} FROM job_targets WHERE job_id = $1");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&job.id).fetch_all(pool).await.map_err(unavailable)?;
     let mut by_device = BTreeMap::new();
-    for row in &rows {
-        let target = rows::target(row)?;
+    for target in rows.iter().filter_map(|row| rows::target(row, &job)) {
         by_device.insert(target.device.clone(), target);
     }
     for device in list.unwrap_or_default() {
@@ -129,7 +127,7 @@ pub(crate) async fn job(
             result: None,
             error: None,
             elapsed_ms: None,
-            late: false,
+            late: None,
         });
     }
     let targets: Vec<TargetRecord> = by_device.into_values().collect();

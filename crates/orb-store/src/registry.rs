@@ -4,6 +4,8 @@
 //! before the first change, so a refused write changes nothing; SQL failures go back to the
 //! writer as `sqlx::Error`.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use orb_proto::ErrorCode;
 use sqlx::AnyConnection;
@@ -48,10 +50,15 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
                 .fetch_optional(&mut *conn)
                 .await?;
             let Some(row) = row else { return Ok(Err(no_device(id))) };
-            let text: String = sqlx::Row::try_get(&row, "operator_tags")?;
-            let mut tags = match rows::parse_map(&text, "operator_tags") {
-                Ok(tags) => tags,
-                Err(e) => return Ok(Err(e)),
+            // Tags that cannot be read are read as none (`rows::device`); the change applies to
+            // what the operator was shown.
+            let text: Option<String> = sqlx::Row::try_get(&row, "operator_tags").ok();
+            let mut tags = match text.as_deref().map(rows::parse_map) {
+                Some(Ok(tags)) => tags,
+                Some(Err(_)) | None => {
+                    tracing::warn!(device.id = %id, "device {id}: stored operator_tags cannot be read; replaced");
+                    BTreeMap::new()
+                }
             };
             for key in remove {
                 tags.remove(key);
@@ -65,7 +72,7 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
             reread(conn, id).await
         }
         Write::CancelJob { id, at } => cancel_job(conn, id, *at).await,
-        Write::RecoverJobs { at, message } => recover_jobs(conn, *at, message).await,
+        Write::RecoverJobs { node, at, message } => recover_jobs(conn, node, *at, message).await,
         Write::PruneJobs { before, keep } => prune_jobs(conn, *before, *keep).await,
         Write::PruneMore(bound) => prune_step(conn, bound).await,
     }
@@ -76,19 +83,16 @@ fn no_device(id: &str) -> StoreError {
 }
 
 /// Reads one device inside the writer's transaction.
-pub(crate) async fn device(
-    conn: &mut AnyConnection,
-    id: &str,
-) -> Result<Option<Result<Device, StoreError>>, sqlx::Error> {
+pub(crate) async fn device(conn: &mut AnyConnection, id: &str) -> Result<Option<Device>, sqlx::Error> {
     let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await?;
-    Ok(row.as_ref().map(rows::device))
+    Ok(row.as_ref().and_then(rows::device))
 }
 
 /// The device as it is now in the transaction, as a write's answer.
 async fn reread(conn: &mut AnyConnection, id: &str) -> Result<Answer, sqlx::Error> {
     Ok(match device(conn, id).await? {
-        Some(device) => device.map(|d| Written::Device(Box::new(d))),
+        Some(device) => Ok(Written::Device(Box::new(device))),
         None => Err(no_device(id)),
     })
 }
@@ -124,16 +128,25 @@ async fn cancel_job(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Re
     Ok(Ok(Written::Ids(ids)))
 }
 
-async fn recover_jobs(conn: &mut AnyConnection, at: DateTime<Utc>, message: &str) -> Result<Answer, sqlx::Error> {
-    let running = sqlx::query("SELECT id FROM jobs WHERE state = 'running'").fetch_all(&mut *conn).await?;
+/// Ends the running jobs of `node`, and running jobs without a node (stored before jobs had
+/// one); running jobs of other nodes are theirs to end.
+async fn recover_jobs(
+    conn: &mut AnyConnection,
+    node: &str,
+    at: DateTime<Utc>,
+    message: &str,
+) -> Result<Answer, sqlx::Error> {
+    const OWNED: &str = "state = 'running' AND (node = $1 OR node IS NULL)";
+    let running = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id FROM jobs WHERE {OWNED}")))
+        .bind(node)
+        .fetch_all(&mut *conn)
+        .await?;
     for row in &running {
         let id: String = sqlx::Row::try_get(row, "id")?;
         settle_pending(conn, &id, "timeout", ErrorCode::Timeout.as_str(), message).await?;
     }
-    let done = sqlx::query("UPDATE jobs SET state = 'done', finished_at = $1 WHERE state = 'running'")
-        .bind(ms(at))
-        .execute(conn)
-        .await?;
+    let sql = format!("UPDATE jobs SET state = 'done', finished_at = $2 WHERE {OWNED}");
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node).bind(ms(at)).execute(conn).await?;
     Ok(Ok(Written::Count(done.rows_affected())))
 }
 

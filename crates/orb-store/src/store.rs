@@ -137,8 +137,8 @@ impl Store for SqlStore {
         }
     }
 
-    async fn recover_jobs(&self, at: DateTime<Utc>, message: &str) -> Result<u64, StoreError> {
-        self.write_count(Write::RecoverJobs { at, message: message.to_owned() }).await
+    async fn recover_jobs(&self, node: &str, at: DateTime<Utc>, message: &str) -> Result<u64, StoreError> {
+        self.write_count(Write::RecoverJobs { node: node.to_owned(), at, message: message.to_owned() }).await
     }
 
     async fn prune_jobs(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError> {

@@ -69,6 +69,7 @@ pub(crate) enum Write {
         at: DateTime<Utc>,
     },
     RecoverJobs {
+        node: String,
         at: DateTime<Utc>,
         message: String,
     },

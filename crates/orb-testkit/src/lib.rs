@@ -167,12 +167,12 @@ impl TestServer {
     /// When the count is not reached within 5 s.
     pub async fn wait_for_agents(&self, n: u64) {
         for _ in 0..500 {
-            if self.server.router().counts().0 == n {
+            if self.server.broker().sessions().counts().0 == n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("expected {n} agents, have {}", self.server.router().counts().0);
+        panic!("expected {n} agents, have {}", self.server.broker().sessions().counts().0);
     }
 }
 

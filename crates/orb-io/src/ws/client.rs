@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::transport::{FrameSink, FrameSource, TransportError};
+use crate::transport::{CloseCode, FrameSink, FrameSource, TransportError};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -61,7 +61,10 @@ impl FrameSink for WsSink {
         self.inner.flush().await.map_err(io::Error::other)
     }
 
-    async fn close(&mut self) {
+    async fn close(&mut self, code: CloseCode) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame { code: code.websocket().into(), reason: "".into() };
+        let _ = self.inner.send(Message::Close(Some(frame))).await;
         let _ = self.inner.close().await;
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::transport::{FrameSink, FrameSource, TransportError};
+use crate::transport::{CloseCode, FrameSink, FrameSource, TransportError};
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -59,7 +59,9 @@ impl FrameSink for WsSink {
         self.inner.flush().await.map_err(io::Error::other)
     }
 
-    async fn close(&mut self) {
+    async fn close(&mut self, code: CloseCode) {
+        let frame = axum::extract::ws::CloseFrame { code: code.websocket(), reason: "".into() };
+        let _ = self.inner.send(Message::Close(Some(frame))).await;
         let _ = self.inner.close().await;
     }
 }

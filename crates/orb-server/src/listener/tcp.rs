@@ -1,35 +1,24 @@
-//! The TCP accept loop: each connection becomes a framed source/sink pair handed to a session.
+//! The TCP accept loop: each connection is admitted (connection limits), framed, and served by
+//! its own session task.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::session::{self, Shared};
 
-/// Accepts until shutdown; each connection is served by its own session task.
+/// Accepts until the listeners stop.
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let accepted = tokio::select! {
-            () = shared.stop_accepting.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => match orb_io::transport::tcp(stream, shared.router.limits().max_frame) {
-                Ok((source, sink)) => {
-                    let peer = session::Peer { addr: peer, transport: "tcp", user_agent: None };
-                    shared.tracker.spawn(session::serve(Arc::clone(&shared), source, sink, peer));
-                }
-                Err(e) => {
-                    tracing::debug!(peer.addr = %peer, error = %e, "could not set up connection")
-                }
-            },
-            Err(e) => {
-                // Out of file descriptors or similar: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    super::accept_loop(listener, &shared, "tcp", |stream, peer, admitted| {
+        let broker = &shared.broker;
+        match orb_io::transport::tcp(stream, broker.limits().max_frame) {
+            Ok((source, sink)) => {
+                let peer = session::Peer { addr: peer, transport: "tcp", user_agent: None };
+                let admitted = admitted.map(Arc::new);
+                broker.tracker().spawn(session::serve(Arc::clone(&shared), source, sink, peer, admitted));
             }
+            Err(e) => tracing::debug!(peer.addr = %peer, error = %e, "could not set up connection"),
         }
-    }
-    tracing::debug!("tcp listener stopped");
+    })
+    .await;
 }

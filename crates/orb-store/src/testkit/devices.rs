@@ -291,10 +291,55 @@ pub async fn calls_after_close_are_unavailable(h: &Harness) {
     assert!(unavailable(s.jobs(5).await.map(drop)));
     assert!(unavailable(s.job("x").await.map(drop)));
     assert!(unavailable(s.cancel_job("x", t(1)).await.map(drop)));
-    assert!(unavailable(s.recover_jobs(t(1), "restart").await.map(drop)));
+    assert!(unavailable(s.recover_jobs(NODE, t(1), "restart").await.map(drop)));
     assert!(unavailable(s.prune_jobs(t(1), 1).await.map(drop)));
     s.recorder().record(Record::Seen { id: "dev".into(), at: t(1) }).await;
     s.close().await;
+}
+
+/// A SQLite database has one store at a time: a second `open` is `Locked` (naming the database
+/// and its lock file) until the first store is closed or dropped. A PostgreSQL database is
+/// shared by the nodes: a second store opens beside the first and sees its writes.
+pub async fn one_store_per_sqlite_database(h: &Harness) {
+    let s = h.store();
+    s.add_device(new_device("dev")).await.unwrap();
+    let second = crate::open(h.url()).await;
+    let crate::StoreUrl::Sqlite(path) = h.url() else {
+        let second = second.unwrap();
+        assert!(second.device("dev").await.unwrap().is_some());
+        second.add_device(new_device("from-the-second")).await.unwrap();
+        assert!(s.device("from-the-second").await.unwrap().is_some());
+        second.close().await;
+        return;
+    };
+    let real = std::fs::canonicalize(path).unwrap();
+    match second {
+        Err(StoreError::Locked { path: locked }) => assert_eq!(locked, real),
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("a second store opened the database"),
+    }
+    let message = crate::open(h.url()).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let db = real.display();
+    assert_eq!(message, format!("another orb server is using the database {db} (its lock {db}.lock is held)"));
+    assert!(real.with_file_name("orb.db.lock").exists());
+    // The folder named another way (through a symbolic link) leads to the same lock.
+    #[cfg(unix)]
+    {
+        let link = path.with_file_name("linked");
+        std::os::unix::fs::symlink(path.parent().unwrap(), &link).unwrap();
+        let other_name = crate::StoreUrl::Sqlite(link.join("orb.db"));
+        assert!(matches!(crate::open(&other_name).await, Err(StoreError::Locked { .. })));
+    }
+    assert_eq!(s.device("dev").await.unwrap().map(|d| d.id), Some("dev".to_owned()), "the first store goes on");
+
+    // Closing releases the lock; so does dropping a store that was not closed.
+    s.close().await;
+    let reopened = crate::open(h.url()).await.unwrap();
+    assert!(reopened.device("dev").await.unwrap().is_some());
+    assert!(matches!(crate::open(h.url()).await, Err(StoreError::Locked { .. })));
+    drop(reopened);
+    let again = crate::open(h.url()).await.unwrap();
+    again.close().await;
 }
 
 /// No `Debug` output shows a secret hash: not a device to register, not a stored device.
@@ -368,10 +413,14 @@ pub async fn failures_are_told_apart(h: &Harness) {
     drop(holder.close().await);
 }
 
-/// A job with no targets, created at `t(at)` with a deadline 30 s later.
+/// The node that runs the jobs of [`job`].
+pub const NODE: &str = "node-a";
+
+/// A job of [`NODE`] with no targets, created at `t(at)` with a deadline 30 s later.
 pub(crate) fn job(id: &str, at: i64) -> NewJob {
     NewJob {
         id: id.to_owned(),
+        node: NODE.to_owned(),
         requester: "cli-1".to_owned(),
         selector: "all".to_owned(),
         command: "uptime".to_owned(),

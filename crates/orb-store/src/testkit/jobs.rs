@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use orb_proto::history::JobPhase;
 use orb_proto::{ErrorBody, ErrorCode, Status};
 
-use super::devices::job;
-use super::{Harness, t};
-use crate::{JobEnd, NewJob, NewTarget, Record, Recorder, StoreError, TargetOutcome};
+use super::devices::{NODE, job};
+use super::{Harness, exec, raw, t};
+use crate::{JobEnd, LateAnswer, NewJob, NewTarget, Record, Recorder, StoreError, TargetOutcome};
 
 fn pending(device: &str) -> NewTarget {
     NewTarget { device: device.to_owned(), status: None, error: None }
@@ -49,8 +49,9 @@ fn summary(pairs: &[(Status, u64)]) -> BTreeMap<Status, u64> {
     pairs.iter().copied().collect()
 }
 
-/// Pending and offline targets, settled in time and late: a late answer replaces only a
-/// `timeout` (or a pending target), never `ok`, `error` or `offline`.
+/// Pending and offline targets, settled in time and late: a late answer is kept beside a
+/// `timeout` (which stays, with its error and in the summary), and ignored after `ok`, `error`
+/// or `offline`.
 pub async fn job_created_and_settled(h: &Harness) {
     let s = h.store();
     let rec = s.recorder();
@@ -69,7 +70,7 @@ pub async fn job_created_and_settled(h: &Harness) {
             result: None,
             error: None,
             elapsed_ms: None,
-            late: false
+            late: None
         }
     );
     assert_eq!(targets[2].status, Some(Status::Offline));
@@ -80,7 +81,7 @@ pub async fn job_created_and_settled(h: &Harness) {
     rec.record(Record::TargetsSettled(vec![outcome(j, "a", Status::Error, false)])).await; // settled already
     let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer before the deadline");
     rec.record(end(j, 1_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
-    rec.record(Record::TargetsSettled(vec![outcome(j, "d", Status::Ok, true)])).await; // replaces timeout
+    rec.record(Record::TargetsSettled(vec![outcome(j, "d", Status::Ok, true)])).await; // beside the timeout
     rec.record(Record::TargetsSettled(vec![outcome(j, "a", Status::Error, true)])).await; // never over ok
     rec.record(Record::TargetsSettled(vec![outcome(j, "b", Status::Ok, true)])).await; // never over error
     rec.record(Record::TargetsSettled(vec![outcome(j, "c", Status::Ok, true)])).await; // never over offline
@@ -88,20 +89,23 @@ pub async fn job_created_and_settled(h: &Harness) {
 
     let (record, targets) = s.job(j).await.unwrap();
     assert_eq!((record.state, record.finished_at), (JobPhase::Done, Some(t(1_000))));
-    let want = summary(&[(Status::Ok, 2), (Status::Error, 1), (Status::Offline, 1), (Status::Timeout, 1)]);
+    let want = summary(&[(Status::Ok, 1), (Status::Error, 1), (Status::Offline, 1), (Status::Timeout, 2)]);
     assert_eq!(record.summary, want);
     let a = &targets[0];
     assert_eq!(
-        (a.status, a.result.as_deref(), a.elapsed_ms, a.late),
-        (Some(Status::Ok), Some(r#"{"from":"a"}"#), Some(15), false)
+        (a.status, a.result.as_deref(), a.elapsed_ms, &a.late),
+        (Some(Status::Ok), Some(r#"{"from":"a"}"#), Some(15), &None)
     );
     assert_eq!(targets[1].status, Some(Status::Error));
     assert_eq!(targets[1].error.as_ref().map(|e| e.message.as_str()), Some("error from b"));
-    assert!(!targets[1].late);
-    assert_eq!(targets[2].status, Some(Status::Offline));
+    assert_eq!(targets[1].late, None);
+    assert_eq!((targets[2].status, &targets[2].late), (Some(Status::Offline), &None));
     let d = &targets[3];
-    assert_eq!((d.status, d.late, d.error.as_ref()), (Some(Status::Ok), true, None));
-    assert_eq!((targets[4].status, targets[4].error.as_ref()), (Some(Status::Timeout), Some(&timeout)));
+    assert_eq!((d.status, d.error.as_ref(), d.result.as_deref()), (Some(Status::Timeout), Some(&timeout), None));
+    let late = LateAnswer { status: Status::Ok, result: Some(r#"{"from":"d"}"#.into()), error: None, at: t(500) };
+    assert_eq!(d.late, Some(late));
+    let e = &targets[4];
+    assert_eq!((e.status, e.error.as_ref(), &e.late), (Some(Status::Timeout), Some(&timeout), &None));
     assert_eq!(s.jobs(10).await.unwrap()[0].summary, want, "the list and the detail agree");
 }
 
@@ -122,8 +126,8 @@ pub async fn job_ended_settles_pending(h: &Harness) {
     assert_eq!((record.state, record.finished_at), (JobPhase::Cancelled, Some(t(50))));
     assert_eq!(targets[0].status, Some(Status::Ok));
     assert_eq!(
-        (targets[1].status, targets[1].error.as_ref(), targets[1].late),
-        (Some(Status::Cancelled), Some(&cancelled), false)
+        (targets[1].status, targets[1].error.as_ref(), &targets[1].late),
+        (Some(Status::Cancelled), Some(&cancelled), &None)
     );
     let (record, targets) = s.job("job-n").await.unwrap();
     assert_eq!((record.state, targets[0].status), (JobPhase::Done, None));
@@ -219,7 +223,7 @@ pub async fn cancel_job_by_state(h: &Harness) {
     assert!(matches!(s.cancel_job("job-d", t(1)).await, Err(StoreError::NotFound(_))), "full ids only");
 }
 
-/// `recover_jobs` ends every running job: pending targets time out with the message.
+/// `recover_jobs` ends every running job of its node: pending targets time out with the message.
 pub async fn recover_jobs_ends_running(h: &Harness) {
     let s = h.store();
     let rec = s.recorder();
@@ -231,7 +235,7 @@ pub async fn recover_jobs_ends_running(h: &Harness) {
     s.flush().await.unwrap();
     let finished = s.job("job-f").await.unwrap();
 
-    assert_eq!(s.recover_jobs(t(1_000), "the server restarted").await.unwrap(), 2);
+    assert_eq!(s.recover_jobs(NODE, t(1_000), "the server restarted").await.unwrap(), 2);
     let (record, targets) = s.job("job-r1").await.unwrap();
     assert_eq!((record.state, record.finished_at), (JobPhase::Done, Some(t(1_000))));
     assert_eq!(targets[0].status, Some(Status::Ok));
@@ -239,7 +243,66 @@ pub async fn recover_jobs_ends_running(h: &Harness) {
     assert_eq!(targets[1].error, Some(ErrorBody::new(ErrorCode::Timeout, "the server restarted")));
     assert_eq!(s.job("job-r2").await.unwrap().0.summary, summary(&[(Status::Timeout, 1)]));
     assert_eq!(s.job("job-f").await.unwrap(), finished, "a finished job is not touched");
-    assert_eq!(s.recover_jobs(t(2_000), "again").await.unwrap(), 0);
+    assert_eq!(s.recover_jobs(NODE, t(2_000), "again").await.unwrap(), 0);
+}
+
+/// Several servers share one database: `recover_jobs` as node `a` ends the running jobs of `a`
+/// and those stored without a node (before jobs had one), never the running jobs of node `b`.
+pub async fn recover_jobs_ends_only_its_nodes_jobs(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let on = |node: &str, id: &str, at: i64| NewJob {
+        node: node.to_owned(),
+        targets: vec![pending("x"), pending("y")],
+        ..job(id, at)
+    };
+    rec.record(Record::JobCreated(on("a", "job-a1", 0))).await;
+    rec.record(Record::JobCreated(on("a", "job-a2", 1))).await;
+    rec.record(Record::JobCreated(on("b", "job-b1", 2))).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-b1", "x", Status::Ok, false)])).await;
+    rec.record(Record::JobCreated(on("b", "job-b-done", 3))).await;
+    rec.record(end("job-b-done", 4, JobPhase::Done, None)).await;
+    s.flush().await.unwrap();
+    let mut conn = raw(h).await;
+    old_style_job(&mut conn, "job-legacy", 5).await;
+    sqlx::Connection::close(conn).await.unwrap();
+    let nodes: Vec<_> = s.jobs(10).await.unwrap().into_iter().map(|j| (j.id, j.node)).collect();
+    let node = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        nodes,
+        [
+            ("job-legacy".to_owned(), None),
+            ("job-b-done".to_owned(), node("b")),
+            ("job-b1".to_owned(), node("b")),
+            ("job-a2".to_owned(), node("a")),
+            ("job-a1".to_owned(), node("a")),
+        ]
+    );
+    let b_done = s.job("job-b-done").await.unwrap();
+
+    assert_eq!(s.recover_jobs("a", t(1_000), "node a restarted").await.unwrap(), 3, "a1, a2 and the legacy job");
+    for id in ["job-a1", "job-a2"] {
+        let (record, targets) = s.job(id).await.unwrap();
+        assert_eq!((record.state, record.finished_at), (JobPhase::Done, Some(t(1_000))), "{id}");
+        assert_eq!(record.summary, summary(&[(Status::Timeout, 2)]), "{id}");
+        assert_eq!(targets[0].error, Some(ErrorBody::new(ErrorCode::Timeout, "node a restarted")));
+    }
+    let (record, _) = s.job("job-legacy").await.unwrap();
+    assert_eq!(
+        (record.state, record.summary),
+        (JobPhase::Done, summary(&[(Status::Timeout, 3), (Status::Offline, 1)]))
+    );
+    let (record, targets) = s.job("job-b1").await.unwrap();
+    assert_eq!((record.state, record.finished_at), (JobPhase::Running, None), "node b's job runs on");
+    assert_eq!((targets[0].status, targets[1].status), (Some(Status::Ok), None));
+    assert_eq!(s.job("job-b-done").await.unwrap(), b_done);
+    assert_eq!(s.recover_jobs("a", t(2_000), "again").await.unwrap(), 0);
+
+    // Node b's own restart ends its job; its answers so far stay.
+    assert_eq!(s.recover_jobs("b", t(3_000), "node b restarted").await.unwrap(), 1);
+    let (record, targets) = s.job("job-b1").await.unwrap();
+    assert_eq!((record.state, record.summary), (JobPhase::Done, summary(&[(Status::Ok, 1), (Status::Timeout, 1)])));
+    assert_eq!(targets[1].error, Some(ErrorBody::new(ErrorCode::Timeout, "node b restarted")));
 }
 
 /// `prune_jobs` by age, then by count; targets go with their jobs. (Finished jobs: running
@@ -413,22 +476,101 @@ pub async fn big_job_round_trip(h: &Harness) {
     assert_eq!(listed[0].summary, summary(&[(Status::Ok, 5_000), (Status::Offline, 1_000), (Status::Timeout, 4_000)]));
 }
 
-/// A raw connection to the harness's database, for cases that look under the store.
-async fn raw(h: &Harness) -> sqlx::AnyConnection {
-    use sqlx::{ConnectOptions as _, Connection as _};
-    crate::backend::install_drivers();
-    let text = match h.url() {
-        crate::StoreUrl::Sqlite(path) => {
-            sqlx::sqlite::SqliteConnectOptions::new().filename(path).to_url_lossy().to_string()
+/// A late answer never rewrites what the requester was told: it is kept beside a `timeout`
+/// (the first one only; a second is ignored), survives a restart, and leaves the status, the
+/// error and both summaries alone. A device that gave up at its own deadline answers late with
+/// `timeout`, which is kept like any other answer.
+pub async fn late_answers_are_kept_beside_the_timeout(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let j = "job-late";
+    create(&rec, j, 0, vec![pending("a"), pending("b"), pending("c")]).await;
+    let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer within 30000 ms");
+    rec.record(end(j, 30_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
+    s.flush().await.unwrap();
+    let told = s.job(j).await.unwrap();
+    assert_eq!(told.0.summary, summary(&[(Status::Timeout, 3)]));
+
+    let first = TargetOutcome { at: t(31_000), ..outcome(j, "a", Status::Error, true) };
+    let second = TargetOutcome { at: t(32_000), ..outcome(j, "a", Status::Ok, true) };
+    let gave_up = TargetOutcome { at: t(33_000), ..outcome(j, "b", Status::Timeout, true) };
+    rec.record(Record::TargetsSettled(vec![first.clone(), second])).await;
+    rec.record(Record::TargetsSettled(vec![gave_up.clone()])).await;
+    s.flush().await.unwrap();
+    let check = |(record, targets): (crate::JobRecord, Vec<crate::TargetRecord>)| {
+        assert_eq!(record, told.0, "the job and its summary are what the requester was told");
+        for (target, before) in targets.iter().zip(&told.1) {
+            let without_late = crate::TargetRecord { late: None, ..target.clone() };
+            assert_eq!(&without_late, before, "status, result and error stay");
         }
-        crate::StoreUrl::Postgres(url) => url.clone(),
+        let late = |o: &TargetOutcome| LateAnswer {
+            status: o.status,
+            result: o.result.clone(),
+            error: o.error.clone(),
+            at: o.at,
+        };
+        assert_eq!(targets[0].late, Some(late(&first)), "the first late answer wins");
+        assert_eq!(targets[1].late, Some(late(&gave_up)));
+        assert_eq!(targets[2].late, None);
     };
-    sqlx::AnyConnection::connect(&text).await.unwrap()
+    check(s.job(j).await.unwrap());
+    assert_eq!(s.jobs(1).await.unwrap()[0].summary, told.0.summary);
+    let s = h.reopen().await;
+    check(s.job(j).await.unwrap());
 }
 
-/// Runs `sql` on `conn`.
-async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(conn).await.unwrap();
+/// Rows a version before late answers were kept beside the timeout wrote with `late` set (the
+/// late answer in place of the timeout) read as stored: their status is the late answer's and
+/// counts in the summary, and the same answer is their late answer, at its `answered_at`. They
+/// take no further late answer.
+pub async fn late_rows_written_over_a_timeout_stay_readable(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    create(&rec, "job-old-late", 0, vec![pending("a"), pending("b"), pending("c")]).await;
+    let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer within 30000 ms");
+    rec.record(end("job-old-late", 30_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
+    s.flush().await.unwrap();
+    let mut conn = raw(h).await;
+    // What the old code wrote for a late `ok` to `a` and a late `timeout` from `b`.
+    let answered = crate::rows::ms(t(31_000));
+    exec(
+        &mut conn,
+        &format!(
+            "UPDATE job_targets SET status = 'ok', result = '{{\"up\":1}}', error_code = NULL, \
+             error_message = NULL, elapsed_ms = 31000, answered_at = {answered}, late = TRUE \
+             WHERE job_id = 'job-old-late' AND device_id = 'a'"
+        ),
+    )
+    .await;
+    exec(
+        &mut conn,
+        &format!(
+            "UPDATE job_targets SET error_message = 'the device gave up', answered_at = {answered}, late = TRUE \
+             WHERE job_id = 'job-old-late' AND device_id = 'b'"
+        ),
+    )
+    .await;
+    sqlx::Connection::close(conn).await.unwrap();
+
+    let (record, targets) = s.job("job-old-late").await.unwrap();
+    assert_eq!(record.summary, summary(&[(Status::Ok, 1), (Status::Timeout, 2)]));
+    assert_eq!(s.jobs(1).await.unwrap()[0].summary, record.summary);
+    let a = &targets[0];
+    assert_eq!((a.status, a.result.as_deref(), a.elapsed_ms), (Some(Status::Ok), Some(r#"{"up":1}"#), Some(31_000)));
+    let late_a = LateAnswer { status: Status::Ok, result: Some(r#"{"up":1}"#.into()), error: None, at: t(31_000) };
+    assert_eq!(a.late, Some(late_a));
+    let gave_up = ErrorBody::new(ErrorCode::Timeout, "the device gave up");
+    let late_b = LateAnswer { status: Status::Timeout, result: None, error: Some(gave_up), at: t(31_000) };
+    assert_eq!(targets[1].late, Some(late_b.clone()));
+    assert_eq!(targets[2].late, None);
+
+    // `b` holds its late answer already (its status is timeout again, its flag says so).
+    rec.record(Record::TargetsSettled(vec![outcome("job-old-late", "b", Status::Ok, true)])).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-old-late", "c", Status::Ok, true)])).await;
+    s.flush().await.unwrap();
+    let (_, targets) = s.job("job-old-late").await.unwrap();
+    assert_eq!(targets[1].late, Some(late_b));
+    assert_eq!(targets[2].late.as_ref().map(|l| (l.status, l.at)), Some((Status::Ok, t(500))));
 }
 
 /// The `job_targets` rows of `job`, counted under the store.
@@ -478,15 +620,20 @@ pub async fn jobs_stored_with_pending_rows_still_work(h: &Harness) {
     assert_eq!(s.jobs(10).await.unwrap()[2].summary, summary(&[(Status::Offline, 1)]));
 
     rec.record(Record::TargetsSettled(vec![outcome("old-end", "a", Status::Ok, false)])).await;
-    rec.record(Record::TargetsSettled(vec![outcome("old-end", "d", Status::Ok, true)])).await; // late over pending
+    rec.record(Record::TargetsSettled(vec![outcome("old-end", "d", Status::Ok, true)])).await; // pending: ignored
     let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer before the deadline");
     rec.record(end("old-end", 1_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
     s.flush().await.unwrap();
     let (record, targets) = s.job("old-end").await.unwrap();
     assert_eq!(record.state, JobPhase::Done);
-    assert_eq!(record.summary, summary(&[(Status::Ok, 2), (Status::Offline, 1), (Status::Timeout, 1)]));
+    assert_eq!(record.summary, summary(&[(Status::Ok, 1), (Status::Offline, 1), (Status::Timeout, 2)]));
     assert_eq!((targets[1].status, targets[1].error.as_ref()), (Some(Status::Timeout), Some(&timeout)));
-    assert_eq!((targets[3].status, targets[3].late), (Some(Status::Ok), true));
+    assert_eq!((targets[3].status, &targets[3].late), (Some(Status::Timeout), &None));
+    rec.record(Record::TargetsSettled(vec![outcome("old-end", "d", Status::Ok, true)])).await; // now beside it
+    s.flush().await.unwrap();
+    let (after, targets) = s.job("old-end").await.unwrap();
+    assert_eq!((after.summary, targets[3].status), (record.summary, Some(Status::Timeout)));
+    assert_eq!(targets[3].late.as_ref().map(|l| l.status), Some(Status::Ok));
     assert_eq!(target_rows(&mut conn, "old-end").await, 4);
 
     rec.record(Record::TargetsSettled(vec![outcome("old-cancel", "d", Status::Error, false)])).await;
@@ -496,7 +643,7 @@ pub async fn jobs_stored_with_pending_rows_still_work(h: &Harness) {
     assert_eq!(record.state, JobPhase::Cancelled);
     assert_eq!(record.summary, summary(&[(Status::Cancelled, 2), (Status::Offline, 1), (Status::Error, 1)]));
 
-    assert_eq!(s.recover_jobs(t(2_000), "the server restarted").await.unwrap(), 1);
+    assert_eq!(s.recover_jobs(NODE, t(2_000), "the server restarted").await.unwrap(), 1);
     let (record, _) = s.job("old-recover").await.unwrap();
     assert_eq!(
         (record.state, record.summary),
@@ -509,7 +656,7 @@ pub async fn jobs_stored_with_pending_rows_still_work(h: &Harness) {
 
 /// A job's pending targets are stored once, in its list: rows are written only as targets get
 /// a status. A 10,000-target job that all times out gets its 10,000 rows when it ends; a late
-/// answer to a target still pending (its end not yet stored) is stored, marked late.
+/// answer to a target still pending (no row: its end not yet stored) writes none.
 pub async fn pending_targets_get_rows_when_settled(h: &Harness) {
     let s = h.store();
     let rec = s.recorder();
@@ -522,11 +669,11 @@ pub async fn pending_targets_get_rows_when_settled(h: &Harness) {
     assert_eq!(target_rows(&mut conn, "job-mixed").await, 1);
     let (record, targets) = s.job("job-silent").await.unwrap();
     assert_eq!((record.targets, targets.len()), (10_000, 10_000));
-    assert!(record.summary.is_empty() && targets.iter().all(|t| t.status.is_none() && !t.late));
+    assert!(record.summary.is_empty() && targets.iter().all(|t| t.status.is_none() && t.late.is_none()));
 
     let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer before the deadline");
     rec.record(end("job-silent", 30_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
-    rec.record(Record::TargetsSettled(vec![outcome("job-mixed", "c", Status::Ok, true)])).await;
+    rec.record(Record::TargetsSettled(vec![outcome("job-mixed", "c", Status::Ok, true)])).await; // still pending
     rec.record(Record::TargetsSettled(vec![outcome("job-mixed", "zz", Status::Ok, true)])).await; // not a target
     rec.record(Record::TargetsSettled(vec![outcome("job-mixed", "b", Status::Ok, true)])).await; // never over offline
     s.flush().await.unwrap();
@@ -537,12 +684,13 @@ pub async fn pending_targets_get_rows_when_settled(h: &Harness) {
     assert_eq!(s.jobs(10).await.unwrap()[1].summary, summary(&[(Status::Timeout, 10_000)]));
 
     let (_, targets) = s.job("job-mixed").await.unwrap();
-    let statuses: Vec<_> = targets.iter().map(|t| (t.device.as_str(), t.status, t.late)).collect();
+    let statuses: Vec<_> = targets.iter().map(|t| (t.device.as_str(), t.status, t.late.is_some())).collect();
     assert_eq!(
         statuses,
-        [("a", None, false), ("b", Some(Status::Offline), false), ("c", Some(Status::Ok), true), ("d", None, false)]
+        [("a", None, false), ("b", Some(Status::Offline), false), ("c", None, false), ("d", None, false)]
     );
-    assert_eq!(s.cancel_job("job-mixed", t(5_000)).await.unwrap(), ["a", "d"]);
+    assert_eq!(target_rows(&mut conn, "job-mixed").await, 1, "no row for an ignored late answer");
+    assert_eq!(s.cancel_job("job-mixed", t(5_000)).await.unwrap(), ["a", "c", "d"]);
     assert_eq!(target_rows(&mut conn, "job-mixed").await, 4);
     sqlx::Connection::close(conn).await.unwrap();
 }
@@ -552,6 +700,7 @@ fn stored(id: &str, at: i64) -> crate::JobRecord {
     let new = job(id, at);
     crate::JobRecord {
         id: new.id,
+        node: Some(new.node),
         requester: new.requester,
         selector: new.selector,
         command: new.command,

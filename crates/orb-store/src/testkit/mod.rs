@@ -13,10 +13,12 @@
 
 mod devices;
 mod jobs;
+mod stored;
 mod temp;
 
 pub use devices::*;
 pub use jobs::*;
+pub use stored::*;
 pub use temp::{POSTGRES_URL_VAR, TempPostgres, TempSqlite};
 
 use std::collections::BTreeMap;
@@ -109,6 +111,7 @@ macro_rules! conformance_tests {
             failing_record_does_not_sink_its_batch,
             restart_keeps_everything,
             calls_after_close_are_unavailable,
+            one_store_per_sqlite_database,
             debug_output_hides_secrets,
             failures_are_told_apart,
             job_created_and_settled,
@@ -117,6 +120,7 @@ macro_rules! conformance_tests {
             job_by_id_or_prefix,
             cancel_job_by_state,
             recover_jobs_ends_running,
+            recover_jobs_ends_only_its_nodes_jobs,
             prune_jobs_by_age_and_count,
             prune_never_deletes_running_jobs,
             prune_jobs_in_chunks,
@@ -125,6 +129,10 @@ macro_rules! conformance_tests {
             big_job_round_trip,
             jobs_stored_with_pending_rows_still_work,
             pending_targets_get_rows_when_settled,
+            late_answers_are_kept_beside_the_timeout,
+            late_rows_written_over_a_timeout_stay_readable,
+            an_old_database_upgrades_in_place,
+            damaged_rows_never_fail_a_whole_read,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {
@@ -139,6 +147,27 @@ macro_rules! conformance_tests {
             }
         )+
     };
+}
+
+/// A raw connection to the harness's database, for cases that look under the store.
+pub(crate) async fn raw(h: &Harness) -> sqlx::AnyConnection {
+    raw_at(h.url()).await
+}
+
+/// A raw connection to the database at `url` (a SQLite file must exist).
+pub(crate) async fn raw_at(url: &StoreUrl) -> sqlx::AnyConnection {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    crate::backend::install_drivers();
+    let text = match url {
+        StoreUrl::Sqlite(path) => sqlx::sqlite::SqliteConnectOptions::new().filename(path).to_url_lossy().to_string(),
+        StoreUrl::Postgres(url) => url.clone(),
+    };
+    sqlx::AnyConnection::connect(&text).await.unwrap()
+}
+
+/// Runs `sql` (one or more statements) on `conn`.
+pub(crate) async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(conn).await.unwrap();
 }
 
 /// A fixed instant plus `ms` milliseconds (stored times have millisecond precision).

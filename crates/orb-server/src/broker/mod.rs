@@ -1,0 +1,413 @@
+//! The broker's one door. Every way into the broker (the wire session today; the HTTP API, the
+//! scheduler, durable queues and a backplane later) is an adapter over [`Broker`]: it submits
+//! jobs ([`Broker::submit`], typed [`JobEvent`](crate::jobs::JobEvent)s back), sends plain
+//! requests to one device ([`Broker::request`], the reply to a [`ReplySink`]), calls the server's
+//! own handlers ([`Broker::call`]) and uses the typed services of the `$orb.` queries
+//! (`services`: devices, job history, server information, selectors). Only adapters encode
+//! frames; the broker deals in typed values and raw JSON bodies. Every permission check goes
+//! through one [`Policy`].
+//!
+//! Modules: `policy` (who may do what), `services` (the typed services), `queries` (the `$orb.`
+//! command names mapped onto them, for the wire protocol).
+
+mod policy;
+mod queries;
+pub mod services;
+
+pub use policy::{Action, Policy};
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_io::handler::{self, Context, Handlers};
+use orb_proto::{DeviceId, ErrorBody, ErrorCode, RESERVED_PREFIX, Selector, SelectorErrorKind};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::AdminRequest;
+use crate::config::Limits;
+use crate::identity::Requester;
+use crate::jobs::{JobHandle, JobSpec, Jobs};
+use crate::node::NodeId;
+use crate::registry::Registry;
+use crate::router::admission::Admission;
+use crate::router::correlation::{Answer, Correlations, PendingRequest, Reply, ReplySink, Routed};
+use crate::router::sessions::{Sessions, Target};
+use crate::router::stats::Stats;
+
+/// A plain request to one device (form 2 of the protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSpec {
+    /// The device id.
+    pub to: String,
+    /// Command name.
+    pub command: String,
+    /// Arguments as JSON bytes.
+    pub args: Option<Bytes>,
+    /// Time the device has to answer (`None`: the server's default; capped at its maximum).
+    pub deadline: Option<Duration>,
+}
+
+/// A command to the server itself (form 1): a `$orb.` query or an application handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSpec {
+    /// Command name.
+    pub command: String,
+    /// Arguments as JSON bytes.
+    pub args: Option<Bytes>,
+    /// Time the handler has (`None`: the server's default request deadline; capped).
+    pub deadline: Option<Duration>,
+}
+
+/// The broker. Cheap to clone; every adapter holds one.
+#[derive(Clone)]
+pub struct Broker(Arc<Inner>);
+
+struct Inner {
+    node: NodeId,
+    registry: Arc<Registry>,
+    sessions: Arc<Sessions>,
+    correlations: Arc<Correlations>,
+    admission: Arc<Admission>,
+    stats: Stats,
+    jobs: Jobs,
+    groups: RwLock<BTreeMap<String, Selector>>,
+    limits: RwLock<Arc<Limits>>,
+    handlers: Handlers,
+    policy: Policy,
+    admin_tx: mpsc::Sender<AdminRequest>,
+    tracker: TaskTracker,
+    draining: AtomicBool,
+    /// Cancelled when the server has stopped serving sessions.
+    shutdown: CancellationToken,
+}
+
+/// What [`Broker::new`] is made of.
+pub(crate) struct Parts {
+    pub node: NodeId,
+    pub registry: Arc<Registry>,
+    pub limits: Limits,
+    pub groups: BTreeMap<String, Selector>,
+    pub handlers: Handlers,
+    pub admin_tx: mpsc::Sender<AdminRequest>,
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+impl Broker {
+    pub(crate) fn new(p: Parts) -> Broker {
+        let correlations = Arc::new(Correlations::new(p.node.clone()));
+        let jobs =
+            Jobs::new(p.node.clone(), Arc::clone(&correlations), p.registry.recorder().clone(), p.tracker.clone());
+        Broker(Arc::new(Inner {
+            node: p.node,
+            registry: p.registry,
+            sessions: Arc::new(Sessions::default()),
+            correlations,
+            admission: Arc::new(Admission::default()),
+            stats: Stats::default(),
+            jobs,
+            groups: RwLock::new(p.groups),
+            limits: RwLock::new(Arc::new(p.limits)),
+            handlers: p.handlers,
+            policy: Policy,
+            admin_tx: p.admin_tx,
+            tracker: p.tracker,
+            draining: AtomicBool::new(false),
+            shutdown: p.shutdown,
+        }))
+    }
+
+    /// This server's node id.
+    pub fn node(&self) -> &NodeId {
+        &self.0.node
+    }
+
+    /// Every known device, connected or not.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.0.registry
+    }
+
+    /// The connected sessions.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.0.sessions
+    }
+
+    /// Connection limits and the enrollment limiter.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.0.admission
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.0.stats
+    }
+
+    /// The running jobs.
+    pub fn jobs(&self) -> &Jobs {
+        &self.0.jobs
+    }
+
+    /// The access policy.
+    pub fn policy(&self) -> &Policy {
+        &self.0.policy
+    }
+
+    /// Where tasks the broker starts are tracked.
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.0.tracker
+    }
+
+    /// Cancelled when the server closes its sessions.
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    /// The limits in force (replaced as a whole on reload; readers take them when they need them).
+    pub fn limits(&self) -> Arc<Limits> {
+        Arc::clone(&self.0.limits.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Replaces the limits (configuration reload). Existing queues keep their size.
+    pub fn set_limits(&self, limits: Limits) {
+        *self.0.limits.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(limits);
+    }
+
+    /// Replaces the named groups (configuration reload).
+    pub fn set_groups(&self, groups: BTreeMap<String, Selector>) {
+        *self.0.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner) = groups;
+    }
+
+    /// Stops accepting jobs and requests (graceful stop): new ones are refused with
+    /// `server_shutdown`.
+    pub fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire)
+    }
+
+    fn refuse_when_draining(&self) -> Result<(), ErrorBody> {
+        if self.is_draining() {
+            return Err(ErrorBody::new(ErrorCode::ServerShutdown, "the server is stopping and accepts no new work"));
+        }
+        Ok(())
+    }
+
+    /// Parses a selector and expands `group:` names from the configuration.
+    ///
+    /// # Errors
+    /// `bad_selector` or `unknown_group` with the parser's message.
+    pub fn parse_selector(&self, text: &str) -> Result<Selector, ErrorBody> {
+        let sel = Selector::parse(text).map_err(|e| ErrorBody::new(ErrorCode::BadSelector, e.to_string()))?;
+        if sel.group_names().is_empty() {
+            return Ok(sel);
+        }
+        let groups = self.0.groups.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sel.expand_groups(&|name| groups.get(name).cloned()).map_err(|e| {
+            let code = match e.kind {
+                SelectorErrorKind::UnknownGroup => ErrorCode::UnknownGroup,
+                _ => ErrorCode::BadSelector,
+            };
+            ErrorBody::new(code, e.to_string())
+        })
+    }
+
+    /// Known devices matching `sel` (connected or not), sorted by id; revoked devices are never
+    /// targets. A plain id list is looked up directly; anything else scans the registry shard by
+    /// shard (no global lock).
+    pub fn resolve(&self, sel: &Selector) -> Vec<Target> {
+        let sessions = &self.0.sessions;
+        let target = |id: &str| {
+            let session = sessions.get(id);
+            let id = session.as_ref().map(|s| s.record.id.clone()).or_else(|| DeviceId::new(id).ok())?;
+            Some(Target { id, session })
+        };
+        let registry = &self.0.registry;
+        let mut out: Vec<Target> = match sel.exact_ids() {
+            Some(ids) => {
+                ids.into_iter().filter(|id| registry.get(id).is_some_and(|k| !k.revoked)).filter_map(target).collect()
+            }
+            None => registry.matching(|k| !k.revoked && sel.matches(k)).iter().filter_map(|k| target(&k.id)).collect(),
+        };
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.dedup_by(|a, b| a.id == b.id);
+        out
+    }
+
+    /// Submits a job: the one way every adapter starts one.
+    ///
+    /// # Errors
+    /// `forbidden`, `server_shutdown`, `bad_body`, `bad_selector`, `unknown_group`, `no_match`,
+    /// `too_many_jobs`, `frame_too_large`; nothing is sent then.
+    pub fn submit(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
+        self.0.policy.check(&who.identity, &Action::SubmitJob { command: &spec.command, target: &spec.target })?;
+        self.refuse_when_draining()?;
+        check_args(spec.args.as_ref())?;
+        let sel = self.parse_selector(&spec.target)?;
+        let targets = self.resolve(&sel);
+        if targets.is_empty() {
+            let msg = format!("no known device matches '{}'", orb_proto::excerpt(&spec.target));
+            return Err(ErrorBody::new(ErrorCode::NoMatch, msg));
+        }
+        self.0.jobs.start(who, spec, targets, &self.limits())
+    }
+
+    /// Sends a plain request to one connected device; `sink` receives exactly one reply: the
+    /// device's, a `timeout` at the deadline, or the refusal (`forbidden`, `server_shutdown`,
+    /// `bad_body`, `device_offline`, `frame_too_large`).
+    pub fn request(&self, who: &Requester, spec: RequestSpec, sink: Box<dyn ReplySink>) {
+        let refusal = |e: ErrorBody| Reply { from: None, answer: Err(e) };
+        if let Err(e) = self
+            .0
+            .policy
+            .check(&who.identity, &Action::Request { to: &spec.to, command: &spec.command })
+            .and_then(|()| self.refuse_when_draining())
+            .and_then(|()| check_args(spec.args.as_ref()))
+        {
+            return sink.complete(refusal(e));
+        }
+        let offline = || {
+            let msg = format!("device {} is not connected", orb_proto::excerpt(&spec.to));
+            ErrorBody::new(ErrorCode::DeviceOffline, msg)
+        };
+        let Some(target) = self.0.sessions.get(&spec.to) else {
+            return sink.complete(refusal(offline()));
+        };
+        let limits = self.limits();
+        let deadline = spec.deadline.unwrap_or(limits.default_request_deadline).min(limits.max_deadline);
+        let id = self.0.correlations.open_request(PendingRequest {
+            device: target.record.id.clone(),
+            deadline: Instant::now() + deadline,
+            sink,
+        });
+        let mut env = orb_proto::Envelope::new(orb_proto::Kind::Cmd);
+        env.id = Some(id.to_string());
+        env.cmd = Some(spec.command);
+        env.from = Some(who.identity.name.clone());
+        env.deadline_ms = Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
+        env.body = spec.args;
+        let frame = target.outbox.codec.encode(&env);
+        let failure = if frame.len() > target.outbox.max_frame {
+            Some(ErrorBody::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "the command frame would be {} bytes, above the frame limit of {} bytes",
+                    frame.len(),
+                    target.outbox.max_frame
+                ),
+            ))
+        } else {
+            target.outbox.deliver(frame).err().map(|_| offline())
+        };
+        if let Some(e) = failure
+            && let Some(sink) = self.0.correlations.withdraw_request(&id)
+        {
+            sink.complete(refusal(e));
+        }
+    }
+
+    /// Calls the server itself: a reserved `$orb.` query or an application handler registered
+    /// with the server. Resolves to the result as JSON bytes.
+    ///
+    /// # Errors
+    /// `forbidden`, `unknown_command`, `bad_args`, `bad_body`, the query's or handler's codes.
+    pub async fn call(&self, who: &Requester, call: CallSpec) -> Result<Bytes, ErrorBody> {
+        check_args(call.args.as_ref())?;
+        let args = call.args.unwrap_or_else(|| Bytes::from_static(b"null"));
+        if call.command.starts_with(RESERVED_PREFIX) {
+            return queries::answer(self, who, &call.command, args).await;
+        }
+        self.0.policy.check(&who.identity, &Action::Call { command: &call.command })?;
+        let limits = self.limits();
+        let ctx = Context {
+            cmd: call.command,
+            from: who.identity.name.clone(),
+            args,
+            job: None,
+            deadline: call.deadline.unwrap_or(limits.default_request_deadline).min(limits.max_deadline),
+            cancel: CancellationToken::new(),
+        };
+        let handler = self.0.handlers.get(&ctx.cmd);
+        let value = handler::run(handler, ctx).await?;
+        serde_json::to_vec(&value)
+            .map(Bytes::from)
+            .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("the handler's result does not encode: {e}")))
+    }
+
+    /// Device `from` answered `re`: the answer goes to the job or requester waiting for it; an
+    /// answer to a job that ended is stored as a late result; anything else is dropped.
+    pub fn reply_from(&self, from: &DeviceId, re: &str, answer: Answer) {
+        let relayable = self.limits().max_frame.saturating_sub(RELAY_RESERVE);
+        let answer = match answer {
+            Ok(body) if body.len() > relayable => Err(ErrorBody::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "the device's result ({} bytes) is too large to relay within the frame limit (results up to {relayable} bytes)",
+                    body.len()
+                ),
+            )),
+            Ok(body) => match orb_proto::body::check(&body) {
+                Ok(()) => Ok(body),
+                Err(e) => Err(ErrorBody::new(ErrorCode::BadBody, format!("the device's result was refused: {e}"))),
+            },
+            Err(e) => Err(e),
+        };
+        match self.0.correlations.route(from, re, answer.clone(), Instant::now()) {
+            Routed::Delivered => {}
+            Routed::Late { job } => self.record_late(from, job, answer),
+            Routed::Unknown => {
+                tracing::debug!(agent.id = %from, re = %orb_proto::excerpt(re), "reply to nothing pending ignored")
+            }
+        }
+    }
+
+    /// Stores a late answer beside the target's outcome. Never waits and never spawns: a device
+    /// sending bogus replies cannot pile up work.
+    fn record_late(&self, from: &DeviceId, job: String, answer: Answer) {
+        let outcome = crate::jobs::late_outcome(job, from, answer);
+        if !self.0.registry.recorder().try_record(orb_store::Record::TargetsSettled(vec![outcome])) {
+            tracing::warn!(agent.id = %from, "the store is behind; a late result was dropped");
+        }
+    }
+
+    /// Times out requests past their deadline and forgets ended jobs past their late window.
+    pub(crate) fn expire(&self, now: Instant) {
+        self.0.correlations.expire(now);
+    }
+
+    /// The server is stopping: running jobs end now (pending targets `timeout`) and open
+    /// requests are answered `server_shutdown`.
+    pub(crate) fn stop_work(&self) {
+        self.0.jobs.stop_all();
+        let e = ErrorBody::new(ErrorCode::ServerShutdown, "the server stopped before the device answered");
+        self.0.correlations.fail_requests(&e);
+    }
+
+    /// Sends an admin message to the process embedding the server.
+    pub(crate) fn admin_tx(&self) -> &mpsc::Sender<AdminRequest> {
+        &self.0.admin_tx
+    }
+}
+
+/// Bytes of a frame kept for what the broker adds to a device's result when it relays it (`re`,
+/// `job`, `device`, `status`, `elapsed_ms`, `from`): a result must fit the frame limit less
+/// this, so every frame it travels in fits too.
+const RELAY_RESERVE: usize = 1024;
+
+/// Refuses arguments that break the body limits (depth, string validity), so nothing stored can
+/// become unreadable.
+fn check_args(args: Option<&Bytes>) -> Result<(), ErrorBody> {
+    match args {
+        Some(a) => orb_proto::body::check(a)
+            .map_err(|e| ErrorBody::new(ErrorCode::BadBody, format!("the arguments were refused: {e}"))),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,208 @@
+//! The device registry's services: list, show and count known devices; pre-register, remove and
+//! revoke them; set operator tags. Registry changes are committed to the store before they
+//! return; revoking or removing a connected device closes its session at once.
+
+use chrono::{DateTime, Utc};
+use orb_proto::message::{DeviceInfo, DevicesQuery};
+use orb_proto::registry::{
+    ConnectionStats, DeviceAdd, DeviceCredential, DeviceDetail, DeviceRef, DeviceTags, DevicesSummary,
+};
+use orb_proto::{DeviceId, ErrorBody, ErrorCode};
+use orb_store::Device;
+
+use super::rfc3339;
+use crate::broker::{Action, Broker};
+use crate::close::CloseReason;
+use crate::identity::Requester;
+use crate::registry::{IssuedSecret, store_error};
+use crate::router::sessions::DeviceRecord;
+
+impl Broker {
+    fn may(&self, who: &Requester, name: &'static str) -> Result<(), ErrorBody> {
+        self.policy().check(&who.identity, &Action::Query { name })
+    }
+
+    /// `$orb.devices.list`: known devices (or only connected ones), optionally by selector,
+    /// sorted by id: the registry selects, the store (flushed first) describes.
+    ///
+    /// # Errors
+    /// `forbidden`, `bad_selector`, `unknown_group`, `store_unavailable`.
+    pub async fn devices_list(&self, who: &Requester, q: &DevicesQuery) -> Result<Vec<DeviceInfo>, ErrorBody> {
+        self.may(who, "$orb.devices.list")?;
+        let sel = q.selector.as_deref().map(|s| self.parse_selector(s)).transpose()?;
+        let wanted: std::collections::HashSet<String> = self
+            .registry()
+            .matching(|k| sel.as_ref().is_none_or(|s| s.matches(k)))
+            .iter()
+            .filter(|k| !q.connected || self.sessions().is_connected(&k.id))
+            .map(|k| k.id.clone())
+            .collect();
+        let store = self.registry().store();
+        store.flush().await.map_err(store_error)?;
+        let devices = store.devices().await.map_err(store_error)?;
+        Ok(devices
+            .iter()
+            .filter(|d| wanted.contains(&d.id))
+            .map(|d| {
+                let live = self.sessions().get(&d.id);
+                device_info(d, live.as_ref().map(|s| s.record.as_ref()))
+            })
+            .collect())
+    }
+
+    /// `$orb.devices.show`: everything about one device (the store's inventory, flushed first).
+    ///
+    /// # Errors
+    /// `forbidden`, `device_not_found`, `store_unavailable`.
+    pub async fn device_show(&self, who: &Requester, r: &DeviceRef) -> Result<DeviceDetail, ErrorBody> {
+        self.may(who, "$orb.devices.show")?;
+        let store = self.registry().store();
+        store.flush().await.map_err(store_error)?;
+        let device = store.device(&r.id).await.map_err(store_error)?.ok_or_else(|| unknown(&r.id))?;
+        Ok(self.detail(&device))
+    }
+
+    /// `$orb.devices.summary`: defined versus connected.
+    ///
+    /// # Errors
+    /// `forbidden`.
+    pub fn devices_summary(&self, who: &Requester) -> Result<DevicesSummary, ErrorBody> {
+        self.may(who, "$orb.devices.summary")?;
+        let (known, revoked) = self.registry().counts();
+        Ok(DevicesSummary { known, connected: self.sessions().counts().0, revoked })
+    }
+
+    /// `$orb.devices.add`: registers a device with a fresh secret, shown once.
+    ///
+    /// # Errors
+    /// `forbidden`, `bad_id`, `bad_args` (a tag), `device_exists`, `store_unavailable`.
+    pub async fn device_add(&self, who: &Requester, a: DeviceAdd) -> Result<DeviceCredential, ErrorBody> {
+        self.may(who, "$orb.devices.add")?;
+        let id = DeviceId::new(&a.id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
+        check_tags(a.tags.iter())?;
+        let issued = IssuedSecret::generate();
+        self.registry().add(&id, Some(issued.hash), a.tags).await?;
+        Ok(DeviceCredential { id: a.id, secret: issued.secret })
+    }
+
+    /// `$orb.devices.remove`: forgets a device and closes its session.
+    ///
+    /// # Errors
+    /// `forbidden`, `device_not_found`, `store_unavailable`.
+    pub async fn device_remove(&self, who: &Requester, r: DeviceRef) -> Result<DeviceRef, ErrorBody> {
+        self.may(who, "$orb.devices.remove")?;
+        self.registry().remove(&r.id).await?;
+        self.sessions().close(&r.id, CloseReason::Removed);
+        Ok(r)
+    }
+
+    /// `$orb.devices.revoke`: disables the device's credential and closes its session.
+    ///
+    /// # Errors
+    /// `forbidden`, `device_not_found`, `store_unavailable`.
+    pub async fn device_revoke(&self, who: &Requester, r: &DeviceRef) -> Result<DeviceDetail, ErrorBody> {
+        self.may(who, "$orb.devices.revoke")?;
+        let device = self.registry().revoke(&r.id).await?;
+        self.sessions().close(&r.id, CloseReason::Revoked);
+        Ok(detail(&device, None))
+    }
+
+    /// `$orb.devices.tag`: sets and removes operator tags.
+    ///
+    /// # Errors
+    /// `forbidden`, `bad_args` (a tag), `device_not_found`, `store_unavailable`.
+    pub async fn device_tag(&self, who: &Requester, t: &DeviceTags) -> Result<DeviceDetail, ErrorBody> {
+        self.may(who, "$orb.devices.tag")?;
+        check_tags(t.set.iter())?;
+        static NO_VALUE: String = String::new();
+        check_tags(t.remove.iter().map(|k| (k, &NO_VALUE)))?;
+        let device = self.registry().set_operator_tags(&t.id, &t.set, &t.remove).await?;
+        Ok(self.detail(&device))
+    }
+
+    fn detail(&self, d: &Device) -> DeviceDetail {
+        let live = self.sessions().get(&d.id);
+        detail(d, live.as_ref().map(|s| s.record.as_ref()))
+    }
+}
+
+fn unknown(id: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::DeviceNotFound, format!("no device {} is registered", orb_proto::excerpt(id)))
+}
+
+/// Operator tags must be selectable (`tag:KEY=VALUE`); keys to remove only need a valid key.
+fn check_tags<'a>(set: impl Iterator<Item = (&'a String, &'a String)>) -> Result<(), ErrorBody> {
+    for (k, v) in set {
+        orb_proto::check_tag(k, v).map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::BadArgs,
+                format!("tag {}={}: {}", orb_proto::excerpt(k), orb_proto::excerpt(v), e.message),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The inventory line of a stored device, with its live session when connected.
+pub fn device_info(d: &Device, live: Option<&DeviceRecord>) -> DeviceInfo {
+    DeviceInfo {
+        id: d.id.clone(),
+        connected: live.is_some(),
+        tags: d.tags(),
+        remote_addr: live.map(|r| r.remote_addr.to_string()).or_else(|| d.last_remote_addr.clone()),
+        connected_since: live.map(|r| rfc3339(r.connected_since)),
+        agent_version: d.agent_version.clone(),
+        transport: live.map(|r| r.transport.to_owned()).or_else(|| d.transport.clone()),
+        commands: d.commands.clone(),
+        rtt_ms: live.and_then(DeviceRecord::rtt_ms),
+        revoked: d.revoked,
+        last_seen: if live.is_some() { Some(rfc3339(Utc::now())) } else { d.last_seen.map(rfc3339) },
+    }
+}
+
+/// Registry record plus live connection statistics.
+fn detail(d: &Device, live: Option<&DeviceRecord>) -> DeviceDetail {
+    let credential = match (d.revoked, d.secret_hash.is_some()) {
+        (true, _) => "none",
+        (false, true) => "secret",
+        (false, false) => "token",
+    };
+    DeviceDetail {
+        id: d.id.clone(),
+        connected: live.is_some(),
+        revoked: d.revoked,
+        credential: credential.to_owned(),
+        tags: d.tags(),
+        reported_tags: d.reported_tags.clone(),
+        operator_tags: d.operator_tags.clone(),
+        agent_version: d.agent_version.clone(),
+        commands: d.commands.clone(),
+        registered_at: rfc3339(d.registered_at),
+        first_seen: d.first_seen.map(rfc3339),
+        last_seen: if live.is_some() { Some(rfc3339(Utc::now())) } else { d.last_seen.map(rfc3339) },
+        last_remote_addr: d.last_remote_addr.clone(),
+        user_agent: d.user_agent.clone(),
+        connections: d.connections,
+        flaps: d.flaps,
+        connection: live.map(connection_stats),
+    }
+}
+
+fn connection_stats(r: &DeviceRecord) -> ConnectionStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &r.stats;
+    let at = |ms: u64| (ms > 0).then(|| DateTime::from_timestamp_millis(ms as i64).map(rfc3339)).flatten();
+    ConnectionStats {
+        id: r.conn,
+        remote_addr: r.remote_addr.to_string(),
+        transport: r.transport.to_owned(),
+        connected_at: rfc3339(r.connected_since),
+        last_received: at(s.last_received_ms.load(Relaxed)),
+        last_sent: at(s.last_sent_ms.load(Relaxed)),
+        received_messages: s.received_messages.load(Relaxed),
+        received_bytes: s.received_bytes.load(Relaxed),
+        sent_messages: s.sent_messages.load(Relaxed),
+        sent_bytes: s.sent_bytes.load(Relaxed),
+        rtt_ms: r.rtt_ms(),
+    }
+}

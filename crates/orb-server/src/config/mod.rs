@@ -1,0 +1,207 @@
+//! The server's configuration. [`ServerConfig`] is the typed form [`crate::ServerBuilder`]
+//! takes (sub-structs are handed down to the modules that use them); [`file`](mod@file) is its schema as
+//! the `orb.toml` file writes it (serde, unknown keys refused) with the one `validate` that turns
+//! it into a `ServerConfig`, reporting every problem at once. The binary only layers the file,
+//! the environment and its flags onto that schema.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use orb_io::secret::Secret;
+use orb_proto::{DEFAULT_HTTP_PORT, DEFAULT_MAX_FRAME, DEFAULT_TCP_PORT, Selector};
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP listener for agents and clients (default `127.0.0.1:7700`).
+    pub listen: SocketAddr,
+    /// HTTP listener: WebSocket at `/v1/ws`, health (default `127.0.0.1:7780`).
+    pub http: SocketAddr,
+    /// Data folder (default `./orb-data`): generated tokens and the node id live here.
+    pub data_dir: PathBuf,
+    /// This server's node id (`None`: `DATA/node.id`, generated on first start).
+    pub node_id: Option<String>,
+    /// Operator token; generated into `DATA/admin.token` when absent.
+    pub admin_token: Option<Secret>,
+    /// Agent (enrollment) token; generated into `DATA/agent.token` when absent.
+    pub agent_token: Option<Secret>,
+    /// Named selectors for `group:NAME`, as selector source text.
+    pub groups: BTreeMap<String, String>,
+    /// Limits and timers.
+    pub limits: Limits,
+    /// Where the registry and job history are kept, and for how long.
+    pub store: StoreConfig,
+    /// Time jobs in flight get to finish on a graceful stop ([`crate::Server::shutdown`]).
+    pub grace: Duration,
+}
+
+/// The store: which database, and the job history's retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `sqlite:PATH` or `postgres://...`; `None`: SQLite at `DATA/orb.db`.
+    pub url: Option<String>,
+    /// Jobs older than this are deleted (with their results).
+    pub job_retention: Duration,
+    /// At most this many jobs are kept (the oldest go first).
+    pub job_retention_count: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: None, job_retention: Duration::from_secs(30 * 24 * 3600), job_retention_count: 100_000 }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_TCP_PORT)),
+            http: SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT)),
+            data_dir: PathBuf::from("orb-data"),
+            node_id: None,
+            admin_token: None,
+            agent_token: None,
+            groups: BTreeMap::new(),
+            limits: Limits::default(),
+            store: StoreConfig::default(),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The settings that differ between `self` (in force) and `new` but only take effect after a
+    /// restart, by their configuration key.
+    pub fn restart_required(&self, new: &ServerConfig) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |key, differs: bool| {
+            if differs {
+                keys.push(key);
+            }
+        };
+        check("server.listen", self.listen != new.listen);
+        check("server.http", self.http != new.http);
+        check("server.data", self.data_dir != new.data_dir);
+        check("server.node_id", self.node_id != new.node_id);
+        check("store.url", self.store.url != new.store.url);
+        keys
+    }
+
+    /// A configuration for tests: both listeners on `127.0.0.1:0`, data in `data_dir`, fixed
+    /// tokens, and no enrollment rate limit (tests enroll many devices from one address).
+    pub fn for_tests(data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            node_id: None,
+            admin_token: Some(Secret::new("test-admin-token-0123456789")),
+            agent_token: Some(Secret::new("test-agent-token-0123456789")),
+            groups: BTreeMap::new(),
+            limits: Limits { enrollments_per_ip: 0, ..Limits::default() },
+            store: StoreConfig::default(),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Parses the named groups: every name a valid id, every selector valid, no group referring to
+/// itself through others. Every problem is reported.
+///
+/// # Errors
+/// The problems, one message each.
+pub fn parse_groups(groups: &BTreeMap<String, String>) -> Result<BTreeMap<String, Selector>, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, text) in groups {
+        if orb_proto::DeviceId::new(name).is_err() {
+            problems
+                .push(format!("group name '{}' must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}", orb_proto::excerpt(name)));
+        }
+        match Selector::parse(text) {
+            Ok(sel) => {
+                out.insert(name.clone(), sel);
+            }
+            Err(e) => problems.push(format!("'groups.{name}' = \"{}\": {e}", orb_proto::excerpt(text))),
+        }
+    }
+    for name in out.keys() {
+        if let Ok(probe) = Selector::parse(&format!("group:{name}"))
+            && let Err(e) = probe.expand_groups(&|n| out.get(n).cloned())
+        {
+            problems.push(format!("'groups.{name}': {e}"));
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// Limits and timers, with the defaults documented in `docs/operations.md`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes (checked before allocating).
+    pub max_frame: usize,
+    /// Frames queued for one connection before it is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer (a single frame
+    /// up to `max_frame` is always admitted into an empty queue).
+    pub outbound_queue_bytes: usize,
+    /// Time allowed for the first frame (`hello`).
+    pub handshake_timeout: Duration,
+    /// Interval announced to clients for their pings.
+    pub heartbeat: Duration,
+    /// Silence after which the server closes a connection.
+    pub heartbeat_timeout: Duration,
+    /// Deadline of a job when the command carries none.
+    pub default_job_deadline: Duration,
+    /// Deadline of a plain request when the command carries none.
+    pub default_request_deadline: Duration,
+    /// Longest deadline a command may ask for.
+    pub max_deadline: Duration,
+    /// Time a closing connection gets to write what is queued and its goodbye.
+    pub close_linger: Duration,
+    /// Connections in total (0: unlimited).
+    pub max_connections: usize,
+    /// Connections per source IP address (0: unlimited).
+    pub max_connections_per_ip: usize,
+    /// Commands a session has sent to the server or to one device (forms 1 and 2) that are not
+    /// answered yet; at the limit the server stops reading from the session until one is
+    /// answered (backpressure, not an error).
+    pub max_inflight_requests: usize,
+    /// Jobs one session may have running at once (0: unlimited); more are refused with
+    /// `too_many_jobs`.
+    pub max_inflight_jobs: usize,
+    /// Bytes of a job's results the server buffers for a requester that reads them slower than
+    /// they come; beyond, the requester's stream ends with `lagged` (the job runs on and its
+    /// results are stored).
+    pub job_buffer_bytes: usize,
+    /// New device ids one source address may enroll per second, in bursts of as many (0:
+    /// unlimited); more get `rate_limited`.
+    pub enrollments_per_ip: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_FRAME,
+            outbound_queue: 1024,
+            outbound_queue_bytes: 16 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(45),
+            default_job_deadline: Duration::from_secs(10),
+            default_request_deadline: Duration::from_secs(30),
+            max_deadline: Duration::from_secs(24 * 3600),
+            close_linger: Duration::from_secs(1),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_inflight_requests: 256,
+            max_inflight_jobs: 64,
+            job_buffer_bytes: 8 * 1024 * 1024,
+            enrollments_per_ip: 50,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! A job's inbox: where the correlation table hands the job's replies (`JobReplies`) and where a
+//! closing session tells that a command never left its queue (`Undelivered`). It maps a device
+//! to its target slot and lets only the first outcome of each target through (one atomic swap),
+//! so the channel to the job's task holds at most one message per target.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use orb_io::queue::Undelivered;
+use orb_proto::{DeviceId, ErrorBody, ErrorCode, Status};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::router::correlation::{Answer, JobReplies};
+
+/// What one target ended with, before it becomes an event and a stored result.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Result JSON.
+    Ok(Bytes),
+    /// Error reply, or a delivery failure with its code.
+    Error(ErrorBody),
+    /// Not delivered: the device was not connected, or its session closed before the command
+    /// left the server.
+    Offline,
+    /// Not answered in time: the deadline passed, the server stopped, or the device itself gave
+    /// up at the deadline (it answered `timeout`).
+    Timeout(ErrorBody),
+    /// Pending when the job was cancelled.
+    Cancelled,
+}
+
+impl Outcome {
+    /// A device's answer: an error with code `timeout` means the device gave up at the deadline,
+    /// which is the same cause as no answer at all, so it is status `timeout` too.
+    pub(crate) fn of_answer(answer: Answer) -> Outcome {
+        match answer {
+            Ok(body) => Outcome::Ok(body),
+            Err(e) if e.code == ErrorCode::Timeout => Outcome::Timeout(e),
+            Err(e) => Outcome::Error(e),
+        }
+    }
+
+    /// The device's answer this outcome came from; `None` for outcomes the broker decided
+    /// (offline, cancelled).
+    pub(crate) fn into_answer(self) -> Option<Answer> {
+        match self {
+            Outcome::Ok(body) => Some(Ok(body)),
+            Outcome::Error(e) | Outcome::Timeout(e) => Some(Err(e)),
+            Outcome::Offline | Outcome::Cancelled => None,
+        }
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        match self {
+            Outcome::Ok(_) => Status::Ok,
+            Outcome::Error(_) => Status::Error,
+            Outcome::Offline => Status::Offline,
+            Outcome::Timeout(_) => Status::Timeout,
+            Outcome::Cancelled => Status::Cancelled,
+        }
+    }
+
+    /// The error a non-`ok` outcome carries as its detail.
+    pub(crate) fn error(&self) -> Option<ErrorBody> {
+        match self {
+            Outcome::Ok(_) => None,
+            Outcome::Error(e) | Outcome::Timeout(e) => Some(e.clone()),
+            Outcome::Offline => Some(ErrorBody::new(ErrorCode::DeviceOffline, "the device was not connected")),
+            Outcome::Cancelled => Some(ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled")),
+        }
+    }
+}
+
+/// What the job's task is told.
+pub(crate) enum JobMsg {
+    /// A target's outcome.
+    Answer {
+        /// Its slot.
+        index: usize,
+        /// When the device answered; `None` when it never got the command (no `elapsed_ms`).
+        at: Option<Instant>,
+        /// The outcome.
+        outcome: Outcome,
+    },
+    /// Cancel every pending target; answer with their ids.
+    Cancel(oneshot::Sender<Vec<String>>),
+}
+
+/// The receiving side of a job.
+pub(crate) struct JobInbox {
+    index: HashMap<DeviceId, usize>,
+    answered: Vec<AtomicBool>,
+    tx: mpsc::UnboundedSender<JobMsg>,
+}
+
+impl JobInbox {
+    /// An inbox for `targets` (in slot order), feeding `tx`.
+    pub(crate) fn new(targets: impl Iterator<Item = DeviceId>, tx: mpsc::UnboundedSender<JobMsg>) -> JobInbox {
+        let index: HashMap<DeviceId, usize> = targets.enumerate().map(|(i, d)| (d, i)).collect();
+        let answered = (0..index.len()).map(|_| AtomicBool::new(false)).collect();
+        JobInbox { index, answered, tx }
+    }
+
+    /// Settles target `index` unless it already has an outcome.
+    pub(crate) fn settle(&self, index: usize, at: Option<Instant>, outcome: Outcome) {
+        let Some(flag) = self.answered.get(index) else { return };
+        if flag.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.tx.send(JobMsg::Answer { index, at, outcome });
+    }
+
+    /// Asks the job's task to cancel every pending target; the receiver gets their ids (it fails
+    /// when the job ended meanwhile).
+    pub(crate) fn cancel(&self) -> oneshot::Receiver<Vec<String>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(JobMsg::Cancel(tx));
+        rx
+    }
+}
+
+impl JobReplies for JobInbox {
+    fn answer(&self, from: &DeviceId, answer: Answer, at: Instant) {
+        match self.index.get(from) {
+            Some(&index) => self.settle(index, Some(at), Outcome::of_answer(answer)),
+            None => tracing::debug!(agent.id = %from, "reply from a device that is not a target ignored"),
+        }
+    }
+}
+
+impl Undelivered for JobInbox {
+    fn undelivered(&self, slot: u32) {
+        self.settle(slot as usize, None, Outcome::Offline);
+    }
+}

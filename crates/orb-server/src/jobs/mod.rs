@@ -1,0 +1,295 @@
+//! Jobs: one command fanned out to every known device a selector matched. `Jobs::start`
+//! takes the resolved targets (offline ones end at once as `offline`), encodes the command frame
+//! once per codec in use among them, checks it against the frame limit, and queues the shared
+//! bytes to each connected target; replies reach the job's inbox through the correlation table;
+//! one task per job (`run.rs`) turns them into typed [`JobEvent`]s for the requester and records
+//! the job and every outcome in the store. A requester that goes away stops receiving events; the
+//! job runs to its end and its results are stored.
+//!
+//! Modules: `state` (the pure target state machine), `inbox` (first answer per target wins),
+//! `events` (the bounded event stream), `run` (the job's task).
+
+mod events;
+mod inbox;
+mod run;
+mod state;
+
+pub use events::{JobEvent, JobEvents, JobHandle, Settled};
+pub use state::JobState;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use dashmap::DashMap;
+use orb_proto::message::JobAccepted;
+use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind};
+use orb_store::{NewJob, Recorder};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Limits;
+use crate::identity::Requester;
+use crate::node::NodeId;
+use crate::router::correlation::{Answer, Correlations};
+use crate::router::sessions::Target;
+use inbox::{JobInbox, Outcome};
+use run::JobRun;
+
+/// What a job is: a command with arguments for every device a selector matches, with a deadline.
+/// Every adapter (wire session, HTTP API, scheduler) submits this through the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    /// Command name.
+    pub command: String,
+    /// Target selector (section 9 of the protocol).
+    pub target: String,
+    /// Arguments as JSON bytes (`None`: no arguments).
+    pub args: Option<Bytes>,
+    /// Time until pending targets become `timeout` (`None`: the server's default; capped at
+    /// the server's maximum).
+    pub deadline: Option<Duration>,
+}
+
+/// The jobs this server runs, by id: to cancel them and to wait for them at shutdown.
+#[derive(Clone, Default)]
+pub(crate) struct RunningJobs(Arc<RunningInner>);
+
+#[derive(Default)]
+struct RunningInner {
+    jobs: DashMap<String, Arc<JobInbox>>,
+    ended: Notify,
+}
+
+impl RunningJobs {
+    fn insert(&self, job: String, inbox: Arc<JobInbox>) {
+        self.0.jobs.insert(job, inbox);
+    }
+
+    /// A job's task ended.
+    pub(crate) fn finish(&self, job: &str) {
+        if self.0.jobs.remove(job).is_some() {
+            self.0.ended.notify_waiters();
+        }
+    }
+}
+
+/// The jobs subsystem of a broker.
+pub struct Jobs {
+    node: NodeId,
+    correlations: Arc<Correlations>,
+    running: RunningJobs,
+    recorder: Recorder,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    readers: Arc<events::Readers>,
+}
+
+impl Jobs {
+    /// Jobs of `node`, answered through `correlations`, recorded by `recorder`, their tasks on
+    /// `tracker`.
+    pub(crate) fn new(node: NodeId, correlations: Arc<Correlations>, recorder: Recorder, tracker: TaskTracker) -> Jobs {
+        Jobs {
+            node,
+            correlations,
+            running: RunningJobs::default(),
+            recorder,
+            tracker,
+            stop: CancellationToken::new(),
+            readers: Arc::default(),
+        }
+    }
+
+    /// Starts a job on `targets` (resolved, sorted, not empty) for `requester`.
+    ///
+    /// # Errors
+    /// `too_many_jobs` when the requester is at its limit; `frame_too_large` when the command
+    /// frame would exceed the frame limit. Nothing is sent then.
+    pub(crate) fn start(
+        &self,
+        requester: &Requester,
+        spec: JobSpec,
+        targets: Vec<Target>,
+        limits: &Limits,
+    ) -> Result<JobHandle, ErrorBody> {
+        let slot = requester.job_slot(limits.max_inflight_jobs)?;
+        let deadline = spec.deadline.unwrap_or(limits.default_job_deadline).min(limits.max_deadline);
+        let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        let job_id = uuid::Uuid::now_v7().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inbox = Arc::new(JobInbox::new(targets.iter().map(|t| t.id.clone()), tx));
+        let correlation = self.correlations.open_job(&job_id, Arc::clone(&inbox) as _);
+
+        let mut cmd = Envelope::new(Kind::Cmd);
+        cmd.id = Some(correlation.to_string());
+        cmd.job = Some(job_id.clone());
+        cmd.cmd = Some(spec.command.clone());
+        cmd.from = Some(requester.identity.name.clone());
+        cmd.deadline_ms = Some(deadline_ms);
+        cmd.body = spec.args.clone();
+        // One encoding per codec in use among the connected targets, shared by all of them, and
+        // checked against the frame limit before anything is sent.
+        let mut frames: [Option<Bytes>; 2] = [None, None];
+        for t in &targets {
+            if let Some(s) = &t.session {
+                let codec = s.outbox.codec;
+                let slot = &mut frames[codec_slot(codec)];
+                if slot.is_none() {
+                    let frame = codec.encode(&cmd);
+                    if frame.len() > limits.max_frame {
+                        self.correlations.close(&correlation);
+                        return Err(ErrorBody::new(
+                            ErrorCode::FrameTooLarge,
+                            format!(
+                                "the command frame would be {} bytes, above the frame limit of {} bytes",
+                                frame.len(),
+                                limits.max_frame
+                            ),
+                        ));
+                    }
+                    *slot = Some(frame);
+                }
+            }
+        }
+        self.running.insert(job_id.clone(), Arc::clone(&inbox));
+
+        let started = Instant::now();
+        let mut delivered = Vec::with_capacity(targets.len());
+        for (i, t) in targets.iter().enumerate() {
+            let Some(session) = &t.session else {
+                inbox.settle(i, None, Outcome::Offline);
+                delivered.push(None);
+                continue;
+            };
+            let frame = frames[codec_slot(session.outbox.codec)]
+                .clone()
+                .expect("every connected target's codec was encoded above");
+            let slot = u32::try_from(i).unwrap_or(u32::MAX);
+            match session.outbox.deliver_noticed(frame, Arc::clone(&inbox) as _, slot) {
+                Ok(()) => delivered.push(Some(session.outbox.clone())),
+                Err(crate::router::delivery::DeliveryError::Closed) => {
+                    inbox.settle(i, None, Outcome::Offline);
+                    delivered.push(None);
+                }
+                Err(crate::router::delivery::DeliveryError::SlowConsumer) => {
+                    let e = ErrorBody::new(ErrorCode::SlowConsumer, "the device's queue was full; it was disconnected");
+                    inbox.settle(i, None, Outcome::Error(e));
+                    delivered.push(None);
+                }
+            }
+        }
+
+        let devices: Vec<DeviceId> = targets.into_iter().map(|t| t.id).collect();
+        let accepted = JobAccepted {
+            job: job_id.clone(),
+            targets: devices.iter().map(ToString::to_string).collect(),
+            deadline_ms,
+        };
+        let created_at = Utc::now();
+        let record = NewJob {
+            id: job_id.clone(),
+            node: self.node.to_string(),
+            requester: requester.identity.name.clone(),
+            selector: spec.target,
+            command: spec.command,
+            args: spec.args.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            created_at,
+            deadline_at: created_at + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::MAX),
+            // Filled by the job's task, after the command has gone out.
+            targets: Vec::new(),
+        };
+        let (events_tx, events) = events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers));
+        let run = JobRun {
+            job_id,
+            correlation,
+            record: Some(record),
+            devices,
+            delivered,
+            started,
+            deadline: started + deadline,
+            rx,
+            events: events_tx,
+            recorder: self.recorder.clone(),
+            correlations: Arc::clone(&self.correlations),
+            running: self.running.clone(),
+            stop: self.stop.clone(),
+            _slot: slot,
+        };
+        drop(inbox);
+        self.tracker.spawn(run.run());
+        Ok(JobHandle { accepted, events })
+    }
+
+    /// Cancels running job `job` (full id): the receiver gets the targets that were pending.
+    /// `None` when this server runs no such job.
+    pub(crate) fn cancel(&self, job: &str) -> Option<oneshot::Receiver<Vec<String>>> {
+        let inbox = self.running.0.jobs.get(job).map(|e| Arc::clone(e.value()))?;
+        Some(inbox.cancel())
+    }
+
+    /// Jobs running now.
+    pub fn in_flight(&self) -> usize {
+        self.running.0.jobs.len()
+    }
+
+    /// Resolves when no job is running.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn finished(&self) {
+        loop {
+            let ended = self.running.0.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    /// Resolves when every job's event stream has been read to its end or dropped: every
+    /// requester has what it will get.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn streams_finished(&self) {
+        self.readers.none().await;
+    }
+
+    /// Ends every running job now (the server is stopping): pending targets become `timeout`.
+    pub(crate) fn stop_all(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// A device's answer that came after its job ended, as the store keeps it (beside the target's
+/// outcome). An answer `timeout` (the device gave up) is status `timeout`, as on time.
+pub(crate) fn late_outcome(job: String, device: &DeviceId, answer: Answer) -> orb_store::TargetOutcome {
+    let outcome = Outcome::of_answer(answer);
+    let (status, error) = (outcome.status(), outcome.error());
+    let result = match outcome {
+        Outcome::Ok(body) => Some(String::from_utf8_lossy(&body).into_owned()),
+        _ => None,
+    };
+    orb_store::TargetOutcome {
+        job,
+        device: device.to_string(),
+        status,
+        result,
+        error,
+        elapsed_ms: None,
+        at: Utc::now(),
+        late: true,
+    }
+}
+
+fn codec_slot(codec: Codec) -> usize {
+    match codec {
+        Codec::Json => 0,
+        Codec::MsgPack => 1,
+    }
+}

@@ -1,0 +1,211 @@
+//! A job's task, one per job: takes its targets' outcomes from the inbox, keeps the pure
+//! [`JobState`], tells the requester through the job's event stream, records the job and every
+//! outcome in the store (batched), and ends the job with a summary when every target has an
+//! outcome, the deadline passes, the server stops or an operator cancels it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use orb_proto::history::JobPhase;
+use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
+use orb_store::{JobEnd, NewJob, NewTarget, Record, Recorder, TargetOutcome};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::RunningJobs;
+use super::events::{EventsTx, JobEvent, Settled};
+use super::inbox::{JobMsg, Outcome};
+use super::state::JobState;
+use crate::identity::JobSlot;
+use crate::router::correlation::{CorrelationId, Correlations};
+use crate::router::delivery::Outbox;
+
+/// Outcomes handed to the recorder at once: a full batch makes full, cached bulk statements.
+const RECORD_BATCH: usize = 1000;
+/// Outcomes of a job that is still running are handed to the recorder at least this often.
+const RECORD_EVERY: Duration = Duration::from_millis(250);
+/// How long answers to an ended job are still recognised (and stored as late results).
+pub(crate) const LATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Everything a job's task owns.
+pub(crate) struct JobRun {
+    pub(crate) job_id: String,
+    pub(crate) correlation: CorrelationId,
+    /// The job's record (targets added from `devices`), stored when the task starts.
+    pub(crate) record: Option<NewJob>,
+    pub(crate) devices: Vec<DeviceId>,
+    /// Where each target's command was queued (to send `cancel`); `None` when not delivered.
+    pub(crate) delivered: Vec<Option<Outbox>>,
+    pub(crate) started: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) rx: mpsc::UnboundedReceiver<JobMsg>,
+    pub(crate) events: EventsTx,
+    pub(crate) recorder: Recorder,
+    pub(crate) correlations: Arc<Correlations>,
+    pub(crate) running: RunningJobs,
+    /// Cancelled when the server stops: pending targets end as `timeout` at once.
+    pub(crate) stop: CancellationToken,
+    /// The job's place in its requester's quota, released when the task ends.
+    pub(crate) _slot: JobSlot,
+}
+
+impl JobRun {
+    pub(crate) async fn run(mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.targets =
+                self.devices.iter().map(|d| NewTarget { device: d.to_string(), status: None, error: None }).collect();
+            self.recorder.record(Record::JobCreated(record)).await;
+        }
+        let mut state = JobState::new(self.devices.len());
+        let mut unrecorded = Vec::new();
+        let deadline = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(deadline);
+        let stop = self.stop.clone();
+        let stopping = stop.cancelled();
+        tokio::pin!(stopping);
+        // Outcomes go to the store in batches: when a batch is full, every RECORD_EVERY, at the end.
+        let mut record_tick = tokio::time::interval_at(Instant::now() + RECORD_EVERY, RECORD_EVERY);
+        record_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (phase, pending_become) = loop {
+            tokio::select! {
+                biased;
+                msg = self.rx.recv() => match msg {
+                    Some(JobMsg::Answer { index, at, outcome }) => {
+                        if state.settle(index, outcome.status()) {
+                            let elapsed = at.map(|at| at.saturating_duration_since(self.started));
+                            self.settled(index, outcome, elapsed, &mut unrecorded);
+                        }
+                        if unrecorded.len() >= RECORD_BATCH {
+                            self.record(&mut unrecorded).await;
+                        }
+                        if state.is_done() {
+                            break (JobPhase::Done, None);
+                        }
+                    }
+                    Some(JobMsg::Cancel(reply)) => {
+                        let cancelled = self.cancel(&mut state);
+                        let _ = reply.send(cancelled);
+                        let error = ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled");
+                        break (JobPhase::Cancelled, Some((Status::Cancelled, error)));
+                    }
+                    // Every sender is gone: cannot happen while `running` holds the inbox.
+                    None => break (JobPhase::Done, self.expire(&mut state, "the job lost its inbox")),
+                },
+                () = &mut deadline => {
+                    let ms = self.deadline.duration_since(self.started).as_millis();
+                    break (JobPhase::Done, self.expire(&mut state, &format!("no answer within {ms} ms")));
+                }
+                () = &mut stopping => {
+                    break (JobPhase::Done, self.expire(&mut state, "the server stopped before this target answered"));
+                }
+                _ = record_tick.tick(), if !unrecorded.is_empty() => self.record(&mut unrecorded).await,
+            }
+        };
+        self.events.push(JobEvent::Ended(state.summary(self.job_id.clone())));
+        self.record(&mut unrecorded).await;
+        let end = JobEnd { job: self.job_id.clone(), at: Utc::now(), state: phase, pending_become };
+        self.recorder.record(Record::JobEnded(end)).await;
+        // From now on answers are late, stored beside the outcome the requester was told; the
+        // job's end is recorded first, so the store has that outcome when they come. Answers
+        // that reached the inbox meanwhile are late ones too.
+        self.correlations.end_job(&self.correlation, self.job_id.clone(), LATE_WINDOW);
+        self.record_late_arrivals().await;
+        self.running.finish(&self.job_id);
+    }
+
+    /// Answers that reached the inbox after the job ended but before its correlation said so:
+    /// recorded as late answers, like those that come afterwards.
+    async fn record_late_arrivals(&mut self) {
+        let mut late = Vec::new();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let JobMsg::Answer { index, at: Some(_), outcome } = msg
+                && let Some(answer) = outcome.into_answer()
+            {
+                late.push(super::late_outcome(self.job_id.clone(), &self.devices[index], answer));
+            }
+        }
+        if !late.is_empty() {
+            self.recorder.record(Record::TargetsSettled(late)).await;
+        }
+    }
+
+    /// Every pending target becomes `timeout` with `message`. Returns what the store makes of
+    /// targets still pending there.
+    fn expire(&mut self, state: &mut JobState, message: &str) -> Option<(Status, ErrorBody)> {
+        let timeout = ErrorBody::new(ErrorCode::Timeout, message);
+        for i in state.expire() {
+            self.tell(i, &Outcome::Timeout(timeout.clone()), None);
+        }
+        Some((Status::Timeout, timeout))
+    }
+
+    /// Every pending target becomes `cancelled`; those that were sent the command are told to
+    /// stop. Returns the cancelled targets' ids.
+    fn cancel(&mut self, state: &mut JobState) -> Vec<String> {
+        let pending = state.pending();
+        let mut stop = Envelope::new(Kind::Cancel);
+        stop.re = Some(self.correlation.to_string());
+        stop.job = Some(self.job_id.clone());
+        for &i in &pending {
+            state.settle(i, Status::Cancelled);
+            self.tell(i, &Outcome::Cancelled, None);
+            if let Some(outbox) = &self.delivered[i] {
+                let _ = outbox.deliver(outbox.codec.encode(&stop));
+            }
+        }
+        pending.into_iter().map(|i| self.devices[i].to_string()).collect()
+    }
+
+    /// Hands the outcomes gathered so far to the recorder.
+    async fn record(&self, unrecorded: &mut Vec<TargetOutcome>) {
+        if !unrecorded.is_empty() {
+            let batch = std::mem::take(unrecorded);
+            self.recorder.record(Record::TargetsSettled(batch)).await;
+        }
+    }
+
+    /// Tells the requester one outcome and keeps it for the recorder. (Targets timed out by the
+    /// deadline or cancelled are written with the job's end, in one statement.)
+    fn settled(&mut self, index: usize, outcome: Outcome, elapsed: Option<Duration>, out: &mut Vec<TargetOutcome>) {
+        let elapsed_ms = elapsed.map(millis);
+        self.tell(index, &outcome, elapsed_ms);
+        let status = outcome.status();
+        let error = outcome.error();
+        let result = match outcome {
+            Outcome::Ok(body) => Some(String::from_utf8_lossy(&body).into_owned()),
+            Outcome::Error(_) | Outcome::Offline | Outcome::Timeout(_) | Outcome::Cancelled => None,
+        };
+        out.push(TargetOutcome {
+            job: self.job_id.clone(),
+            device: self.devices[index].to_string(),
+            status,
+            result,
+            error,
+            elapsed_ms,
+            at: Utc::now(),
+            late: false,
+        });
+    }
+
+    fn tell(&self, index: usize, outcome: &Outcome, elapsed_ms: Option<u64>) {
+        if !self.events.is_read() {
+            return;
+        }
+        self.events.push(JobEvent::Settled(Settled {
+            device: self.devices[index].clone(),
+            status: outcome.status(),
+            result: match outcome {
+                Outcome::Ok(body) => Some(body.clone()),
+                _ => None,
+            },
+            error: outcome.error(),
+            elapsed_ms,
+        }));
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

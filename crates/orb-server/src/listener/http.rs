@@ -1,0 +1,135 @@
+//! The HTTP port: the agent WebSocket at `/v1/ws`, liveness at `/healthz` (also `/v1/health`)
+//! and readiness at `/readyz`. Its own accept loop admits every connection under the same
+//! connection limits as the TCP port (a connection over them gets `503` and is closed) and
+//! serves it with hyper, whose header timeout (the handshake timeout) closes connections that
+//! never finish a request, idle keep-alive ones included. An upgraded WebSocket keeps the
+//! connection's place in the limits until its session ends. The REST API, event streams,
+//! metrics and dashboard join this router with later issues.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router as HttpRouter;
+use axum::extract::{Extension, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use orb_proto::{ErrorBody, WS_PATH};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use crate::router::admission::ConnectionGuard;
+use crate::session::{self, Shared};
+
+/// The admitted connection a request came in on, handed to the WebSocket session it becomes.
+#[derive(Clone)]
+struct Admitted {
+    peer: SocketAddr,
+    guard: Arc<ConnectionGuard>,
+}
+
+/// Builds the axum application.
+fn app(shared: Arc<Shared>) -> HttpRouter {
+    HttpRouter::new()
+        .route(WS_PATH, get(upgrade))
+        .route("/healthz", get(health))
+        .route("/v1/health", get(health))
+        .route("/readyz", get(ready))
+        .with_state(shared)
+}
+
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    Extension(admitted): Extension<Admitted>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> impl IntoResponse {
+    let max = shared.broker.limits().max_frame;
+    let user_agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect());
+    let peer = session::Peer { addr: admitted.peer, transport: "ws", user_agent };
+    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+        let (source, sink) = orb_io::ws::server::split(socket, max);
+        let tracker = shared.broker.tracker().clone();
+        tracker.spawn(session::serve(shared, source, sink, peer, Ok(admitted.guard)));
+    })
+}
+
+/// Liveness, for anyone: whether the server is up and whether it is draining; nothing more.
+async fn health(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let status = if shared.broker.is_draining() { "draining" } else { "ok" };
+    Json(serde_json::json!({ "status": status }))
+}
+
+/// Readiness, for anyone: `200` while the server takes work, `503` once it is draining.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.broker.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "ready": false, "status": "draining" })))
+            .into_response()
+    } else {
+        Json(serde_json::json!({ "ready": true, "status": "ok" })).into_response()
+    }
+}
+
+/// Serves HTTP until the listeners stop.
+pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
+    let app = app(Arc::clone(&shared));
+    super::accept_loop(listener, &shared, "http", |stream, peer, admitted| {
+        let broker = &shared.broker;
+        let limits = broker.limits();
+        match admitted {
+            Ok(guard) => {
+                let admitted = Admitted { peer, guard: Arc::new(guard) };
+                let conn = serve(stream, admitted, app.clone(), Arc::clone(&shared), limits.handshake_timeout);
+                broker.tracker().spawn(conn);
+            }
+            Err(e) => {
+                broker.tracker().spawn(refuse(stream, e, limits.close_linger));
+            }
+        }
+    })
+    .await;
+}
+
+/// Serves one admitted connection (HTTP/1.1, with upgrades) until it closes, the header timeout
+/// passes, or the listeners stop (then it finishes the request in progress).
+async fn serve(stream: TcpStream, admitted: Admitted, app: HttpRouter, shared: Arc<Shared>, header_timeout: Duration) {
+    let peer = admitted.peer;
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(admitted.clone());
+        app.clone().oneshot(req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shared.stop_accepting.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer.addr = %peer, error = %e, "http connection ended");
+    }
+}
+
+/// Answers a connection over the limits with `503` and the error body, then closes it.
+async fn refuse(mut stream: TcpStream, e: ErrorBody, linger: Duration) {
+    let body = serde_json::json!({ "code": e.code, "message": e.message }).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(linger, async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

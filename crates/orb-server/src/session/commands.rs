@@ -1,0 +1,167 @@
+//! `cmd` frames of a wire session as broker calls, and the broker's typed answers as frames: a
+//! job (`target`) becomes [`Broker::submit`](crate::broker::Broker::submit) and its events are
+//! forwarded by a task that encodes them and paces them to the requester's queue (a job's results
+//! use at most half of it, so a large job never makes its own requester a slow consumer); a
+//! request to one device (`to`) becomes `Broker::request` with a sink that encodes the reply; a
+//! command to the server becomes `Broker::call` on its own task.
+
+use std::time::Duration;
+
+use orb_io::queue::TrySendError;
+use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
+
+use super::run::{Session, Ticket};
+use crate::broker::{CallSpec, RequestSpec};
+use crate::jobs::{JobEvent, JobEvents, JobSpec};
+use crate::router::correlation::{Reply, ReplySink};
+use crate::router::delivery::Outbox;
+
+/// Events a job's forwarder moves per wake-up.
+const FORWARD_BATCH: usize = 256;
+
+impl Session {
+    pub(super) fn on_cmd(&mut self, env: Envelope) {
+        let Some(id) = env.id else {
+            // Nothing to answer with `re`: an error frame without it, the connection stays open.
+            self.answer(&Envelope::error(None, ErrorCode::BadRequest, "cmd needs an id"));
+            return;
+        };
+        let Some(command) = env.cmd.filter(|c| !c.is_empty()) else {
+            return self.reply_err(id, ErrorBody::new(ErrorCode::BadRequest, "cmd needs a command name"));
+        };
+        // `deadline_ms: 0` is the same as no deadline: the server's default applies.
+        let deadline = env.deadline_ms.filter(|ms| *ms > 0).map(Duration::from_millis);
+        match (env.target, env.to) {
+            (Some(_), Some(_)) => {
+                self.reply_err(id, ErrorBody::new(ErrorCode::BadRequest, "cmd has both to and target; use one"))
+            }
+            (Some(target), None) => self.submit(id, JobSpec { command, target, args: env.body, deadline }),
+            (None, Some(to)) => self.request(id, RequestSpec { to, command, args: env.body, deadline }),
+            (None, None) => self.call(id, CallSpec { command, args: env.body, deadline }),
+        }
+    }
+
+    /// A job: `ack` now, then its events, then the summary `reply`, paced by a forwarding task.
+    fn submit(&self, re: String, spec: JobSpec) {
+        let handle = match self.shared.broker.submit(&self.requester, spec) {
+            Ok(h) => h,
+            Err(e) => return self.reply_err(re, e),
+        };
+        let job = handle.accepted.job.clone();
+        let mut ack = Envelope::new(Kind::Ack).with_json_body(&handle.accepted);
+        ack.re = Some(re.clone());
+        ack.job = Some(job.clone());
+        self.answer(&ack);
+        let outbox = self.outbox.clone();
+        self.shared.broker.tracker().spawn(forward(handle.events, outbox, re, job));
+    }
+
+    /// A request to one device: the reply is encoded by a [`WireReply`] when it comes.
+    fn request(&self, re: String, spec: RequestSpec) {
+        let sink = WireReply { outbox: self.outbox.clone(), re, _ticket: self.inflight.ticket() };
+        self.shared.broker.request(&self.requester, spec, Box::new(sink));
+    }
+
+    /// A command to the server, answered from its own task.
+    fn call(&self, re: String, spec: CallSpec) {
+        let broker = self.shared.broker.clone();
+        let requester = self.requester.clone();
+        let outbox = self.outbox.clone();
+        let ticket = self.inflight.ticket();
+        self.shared.broker.tracker().spawn(async move {
+            let env = match broker.call(&requester, spec).await {
+                Ok(body) => Envelope::reply_ok(re, body),
+                Err(e) => Envelope::reply_err(re, e.code, e.message),
+            };
+            // The server's own answers may exceed the frame limit (a listing of a large fleet):
+            // operator tools accept up to 64 MiB from the server.
+            let _ = outbox.reply(outbox.codec.encode(&env));
+            drop(ticket);
+        });
+    }
+}
+
+/// The reply of a request to one device, encoded for the requester's session.
+struct WireReply {
+    outbox: Outbox,
+    re: String,
+    /// The request counts as in flight until its reply is queued.
+    _ticket: Ticket,
+}
+
+impl ReplySink for WireReply {
+    fn complete(self: Box<Self>, reply: Reply) {
+        let mut env = match reply.answer {
+            Ok(body) => Envelope::reply_ok(self.re, body),
+            Err(e) => Envelope::reply_err(self.re, e.code, e.message),
+        };
+        env.from = reply.from.map(|d| d.to_string());
+        let _ = self.outbox.reply_env(&env);
+    }
+}
+
+/// Forwards a job's events to its requester: encoded with the session's codec, each within the
+/// frame limit, using at most half the requester's queue. Ends with the job's last event, or when
+/// the session closes (the job runs on, unreported).
+async fn forward(mut events: JobEvents, outbox: Outbox, re: String, job: String) {
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = outbox.tx.closed() => return,
+            () = events.ready() => {}
+        }
+        let (_, ended) = events.drain(&mut batch, FORWARD_BATCH);
+        for event in batch.drain(..) {
+            let mut frame = outbox.encode_within_limit(&event_envelope(event, &re, &job));
+            outbox.trace_out(&frame);
+            loop {
+                match outbox.tx.try_send_half(frame) {
+                    Ok(()) => break,
+                    Err(TrySendError::Closed(_)) => return,
+                    Err(TrySendError::Full(f)) => {
+                        frame = f;
+                        if outbox.tx.space_half().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if ended {
+            return;
+        }
+    }
+}
+
+/// A job event as the frame the requester receives: `event` per target, `reply` at the end.
+fn event_envelope(event: JobEvent, re: &str, job: &str) -> Envelope {
+    match event {
+        JobEvent::Settled(s) => {
+            let mut ev = Envelope::new(Kind::Event);
+            ev.re = Some(re.to_owned());
+            ev.job = Some(job.to_owned());
+            ev.device = Some(s.device.to_string());
+            ev.status = Some(s.status);
+            ev.elapsed_ms = s.elapsed_ms;
+            ev.body = s.result;
+            ev.error = s.error;
+            ev
+        }
+        JobEvent::Ended(summary) => {
+            let mut env = Envelope::new(Kind::Reply).with_json_body(&summary);
+            env.re = Some(re.to_owned());
+            env.job = Some(job.to_owned());
+            env
+        }
+        JobEvent::Lagged { limit } => {
+            let msg = format!(
+                "the results of job {job} were read too slowly (more than {limit} bytes waited); \
+                 the job runs on and its results are stored: see $orb.jobs.show"
+            );
+            let mut env = Envelope::reply_err(re.to_owned(), ErrorCode::Lagged, msg);
+            env.job = Some(job.to_owned());
+            env
+        }
+    }
+}

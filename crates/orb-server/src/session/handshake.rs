@@ -1,0 +1,178 @@
+//! The handshake of a wire session: the first frame must be a `hello` (JSON) within the
+//! handshake timeout; it is checked against the protocol's limits, the enrollment rate of its
+//! address and the authenticator, the device is registered, and the `welcome` (or an `error` and
+//! a close reason) is the answer. The welcome is queued before the session is registered, so
+//! nothing routed to the session can reach the client ahead of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_io::transport::{FrameSource, LinkStats, TransportError};
+use orb_proto::message::{Hello, Role, Welcome};
+use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use tokio::time::Instant;
+
+use super::run::{Registered, Session};
+use super::{Peer, Shared, error_frame, goodbye, refusal_reason};
+use crate::broker::services::{rfc3339, server::SERVER_NAME};
+use crate::close::CloseReason;
+use crate::identity::{Identity, Requester};
+use crate::router::delivery::Outbox;
+use crate::router::sessions::{DeviceRecord, DeviceSession};
+
+/// Why a handshake failed: the close reason and the frame to send last.
+pub(super) type Refusal = (CloseReason, Option<Bytes>);
+
+fn refuse(e: ErrorBody) -> Refusal {
+    (refusal_reason(&e.code), Some(error_frame(Codec::Json, e)))
+}
+
+/// Waits for the `hello` and answers it.
+pub(super) async fn handshake<R: FrameSource>(
+    shared: &Arc<Shared>,
+    source: &mut R,
+    outbox: &Outbox,
+    peer: Peer,
+    stats: Arc<LinkStats>,
+) -> Result<Session, Refusal> {
+    let broker = &shared.broker;
+    let limits = broker.limits();
+    let hello = read_hello(shared, source, limits.handshake_timeout, &stats).await?;
+    // The hello is held to the protocol's limits (tags, commands, lengths) before anything else
+    // looks at it.
+    hello.check().map_err(refuse)?;
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
+        let msg = format!(
+            "protocol version {} is not supported (this server speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION})",
+            hello.version
+        );
+        return Err(refuse(ErrorBody::new(ErrorCode::UnsupportedVersion, msg)));
+    }
+    let registry = broker.registry();
+    // A hello that would register a new device id counts against its address's enrollment rate.
+    let enrolls = hello.role == Role::Agent
+        && hello.secret.is_none()
+        && hello.id.as_deref().is_none_or(|id| registry.get(id).is_none());
+    if enrolls {
+        broker.admission().enroll(peer.addr.ip(), limits.enrollments_per_ip, Instant::now()).map_err(refuse)?;
+    }
+    // A custom authenticator may do I/O: it gets the handshake timeout too.
+    let principal = tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate(&hello))
+        .await
+        .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")))
+        .map_err(refuse)?;
+    // The registry knows every device that connects (an authenticator other than the default
+    // registers nothing itself); a revoked one is refused whatever authenticated it.
+    let known = match &principal.device {
+        Some(id) if principal.role == Role::Agent => Some(match registry.get(id.as_str()) {
+            Some(k) if k.revoked => return Err(refuse(crate::registry::revoked(id.as_str()))),
+            Some(k) => k,
+            None => registry.add(id, None, Default::default()).await.map_err(refuse)?,
+        }),
+        _ => None,
+    };
+    let now = chrono::Utc::now();
+
+    // The codec of every frame after the welcome, both ways; the first the client listed that we speak.
+    let codec = Codec::negotiate(&hello.codecs);
+    let announced = if hello.codecs.is_empty() { String::new() } else { codec.as_str().to_owned() };
+    let outbox = Outbox { codec, ..outbox.clone() };
+    let identity = match (&principal.role, &principal.device) {
+        (Role::Agent, Some(id)) => Identity::device(id.clone()),
+        _ => {
+            Identity { name: format!("op-{}", outbox.conn), role: principal.role, device: None, admin: principal.admin }
+        }
+    };
+    let welcome = Welcome {
+        version: hello.version,
+        id: identity.name.clone(),
+        session: outbox.conn,
+        heartbeat_ms: millis(limits.heartbeat),
+        heartbeat_timeout_ms: millis(limits.heartbeat_timeout),
+        max_frame: limits.max_frame as u64,
+        server: SERVER_NAME.to_owned(),
+        codec: announced,
+        secret: principal.issued_secret.clone(),
+        known: known.as_ref().is_some_and(|k| k.first_seen.is_some()),
+        first_seen: known.as_ref().map(|k| rfc3339(k.first_seen.unwrap_or(now))),
+    };
+    // The welcome itself is JSON, so the client can read the choice before switching. Nothing
+    // else can be queued yet: the session is not registered.
+    let _ = outbox.reply(orb_proto::encode(&Envelope::new(Kind::Welcome).with_json_body(&welcome)));
+    let sessions = broker.sessions();
+    let (registered, record) = match identity.device.clone() {
+        Some(id) => {
+            tracing::Span::current().record("agent.id", id.as_str());
+            let record = Arc::new(DeviceRecord {
+                id: id.clone(),
+                conn: outbox.conn,
+                remote_addr: peer.addr,
+                connected_since: now,
+                transport: peer.transport,
+                rtt_us: std::sync::atomic::AtomicU64::new(0),
+                stats: Arc::clone(&stats),
+            });
+            let registration = sessions.register(DeviceSession { outbox: outbox.clone(), record: Arc::clone(&record) });
+            registry.connected(orb_store::Connection {
+                id: id.to_string(),
+                at: now,
+                remote_addr: peer.addr.to_string(),
+                user_agent: peer.user_agent.or_else(|| hello.agent.clone()),
+                agent_version: hello.agent,
+                commands: hello.commands,
+                reported_tags: hello.tags,
+                transport: peer.transport.to_owned(),
+            });
+            // Revoked or removed between the check above and the registration: close now.
+            match registry.get(id.as_str()) {
+                None => outbox.closer.close(CloseReason::Removed),
+                Some(k) if k.revoked => outbox.closer.close(CloseReason::Revoked),
+                Some(_) => {}
+            }
+            (Registered::Device(registration), Some(record))
+        }
+        None => (Registered::Operator { _guard: sessions.register_operator() }, None),
+    };
+    tracing::debug!(name = identity.name, codec = codec.as_str(), "session established");
+    Ok(Session::new(Arc::clone(shared), outbox, Requester::new(identity), registered, record, stats))
+}
+
+/// Reads the first frame and decodes it as a `hello`.
+async fn read_hello<R: FrameSource>(
+    shared: &Shared,
+    source: &mut R,
+    timeout: Duration,
+    stats: &LinkStats,
+) -> Result<Hello, Refusal> {
+    let first = tokio::select! {
+        () = tokio::time::sleep(timeout) => {
+            let msg = format!("no hello within {} ms", timeout.as_millis());
+            return Err(refuse(ErrorBody::new(ErrorCode::HandshakeTimeout, msg)));
+        }
+        () = shared.broker.shutdown_token().cancelled() => {
+            return Err((CloseReason::ServerShutdown, goodbye(CloseReason::ServerShutdown, Codec::Json)));
+        }
+        f = source.next_frame() => f,
+    };
+    let frame = match first {
+        Ok(Some(f)) => f,
+        Ok(None) | Err(TransportError::Io(_)) => return Err((CloseReason::PeerClosed, None)),
+        Err(e @ TransportError::FrameTooLarge { .. }) => {
+            return Err(refuse(ErrorBody::new(ErrorCode::FrameTooLarge, e.to_string())));
+        }
+        Err(e @ TransportError::Protocol(_)) => return Err(refuse(ErrorBody::new(ErrorCode::BadFrame, e.to_string()))),
+    };
+    stats.received(frame.len());
+    // The hello is JSON whatever the client will ask for.
+    let env = orb_proto::decode(&frame).map_err(|e| refuse(ErrorBody::new(ErrorCode::BadFrame, e.to_string())))?;
+    if env.kind != Kind::Hello {
+        let msg = format!("the first frame must be hello, not {}", env.kind.as_str());
+        return Err(refuse(ErrorBody::new(ErrorCode::HandshakeRequired, msg)));
+    }
+    env.json_body().map_err(refuse)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,190 @@
+//! The wire session: the broker's adapter for one connection, from the first frame to the last.
+//! `handshake` turns `hello` into `welcome` (or a refusal), `run` reads frames and acts on them
+//! with backpressure, `commands` turns `cmd` frames into broker calls and the broker's typed
+//! answers into frames. Only this adapter encodes frames; a writer task drains the connection's
+//! bounded queue to the socket. Every session ends with a typed [`CloseReason`], logged once.
+
+mod commands;
+mod handshake;
+mod run;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use orb_io::queue::Limits as QueueLimits;
+use orb_io::transport::{CloseCode, FrameSink, FrameSource, LinkStats, write_loop_counted};
+use orb_proto::message::Bye;
+use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode, Kind};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::auth::Authenticator;
+use crate::broker::Broker;
+use crate::close::{CloseReason, Closer};
+use crate::router::admission::ConnectionGuard;
+use crate::router::delivery::Outbox;
+
+/// Frames admitted for a session's answers beyond its open requests: pongs and errors the
+/// reader writes (it reads one frame at a time, and none while its queue is full) and pings.
+const ANSWER_SLACK: usize = 64;
+
+/// What every session shares: the broker, authentication, and the listeners' stop.
+pub(crate) struct Shared {
+    pub broker: Broker,
+    pub auth: Arc<dyn Authenticator>,
+    /// Cancelled first on a graceful stop: listeners stop accepting, sessions stay.
+    pub stop_accepting: CancellationToken,
+}
+
+/// Where a connection comes from.
+pub(crate) struct Peer {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// `tcp` or `ws`.
+    pub transport: &'static str,
+    /// The WebSocket handshake's `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
+/// Serves one accepted connection until it closes. `admitted` is the listener's admission: a
+/// connection over the limits is told `too_many_connections` and closed.
+pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
+    shared: Arc<Shared>,
+    mut source: R,
+    sink: W,
+    peer: Peer,
+    admitted: Result<Arc<ConnectionGuard>, ErrorBody>,
+) {
+    let broker = shared.broker.clone();
+    let conn = broker.sessions().next_conn_id();
+    let (addr, transport) = (peer.addr, peer.transport);
+    // A debug span: at the default level it is never created, which saves a few hundred bytes per
+    // connection; the close log below carries the same fields.
+    let span = tracing::debug_span!("session", conn, peer.addr = %addr, transport, agent.id = tracing::field::Empty);
+    async move {
+        let limits = broker.limits();
+        // Answers to the session's own commands may exceed the limits by as many as it may have
+        // open, plus room for the pongs and errors the reader writes and the server's pings.
+        let queue = QueueLimits::new(limits.outbound_queue, limits.outbound_queue_bytes)
+            .with_answers(limits.max_inflight_requests.saturating_add(ANSWER_SLACK));
+        let (tx, rx) = orb_io::queue::bounded(queue);
+        let stop = orb_io::signal::Signal::new();
+        let stopped = stop.clone();
+        let stats = Arc::new(LinkStats::default());
+        let writer = write_loop_counted(
+            sink,
+            rx,
+            async move {
+                stopped.raised().await;
+                stopped.code()
+            },
+            limits.close_linger,
+            Some(Arc::clone(&stats)),
+        );
+        let writer = broker.tracker().spawn(writer.instrument(tracing::Span::current()));
+        // JSON until the handshake chose the session's codec.
+        let outbox = Outbox { conn, tx, closer: Closer::default(), codec: Codec::Json, max_frame: limits.max_frame };
+
+        let mut name = None;
+        let (reason, last) = match admitted {
+            Err(e) => (CloseReason::ConnectionLimit, Some(error_frame(Codec::Json, e))),
+            // Boxed: the handshake runs once, and inline its state (authentication, registration,
+            // store writes) would enlarge every connection's task for its whole life.
+            Ok(_guard) => match Box::pin(handshake::handshake(&shared, &mut source, &outbox, peer, stats)).await {
+                Ok(mut session) => {
+                    let reason = session.run(&mut source).await;
+                    session.ended(reason);
+                    name = Some(session.name().to_owned());
+                    (reason, session.take_last().or_else(|| goodbye(reason, session.codec())))
+                }
+                Err((reason, frame)) => (reason, frame),
+            },
+        };
+        broker.stats().record_close(reason);
+        if let Some(f) = last {
+            outbox.tx.send_last(f);
+        }
+        stop.raise_with(close_code(reason));
+        let _ = writer.await;
+        let id = name.as_deref().unwrap_or("-");
+        match reason {
+            CloseReason::PeerClosed | CloseReason::ServerShutdown => {
+                tracing::debug!(conn, peer.addr = %addr, transport, agent.id = id, reason = %reason, "session closed")
+            }
+            _ => tracing::info!(conn, peer.addr = %addr, transport, agent.id = id, reason = %reason, "session closed"),
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The `bye` a session sends when it closes for `reason`, if any, in the session's codec.
+fn goodbye(reason: CloseReason, codec: Codec) -> Option<Bytes> {
+    let reconnect_after_ms = match reason {
+        CloseReason::ServerShutdown => Some(1000),
+        CloseReason::Replaced
+        | CloseReason::SlowConsumer
+        | CloseReason::HeartbeatTimeout
+        | CloseReason::Revoked
+        | CloseReason::Removed => None,
+        _ => return None,
+    };
+    let bye = Bye { reason: reason.as_str().to_owned(), reconnect_after_ms };
+    Some(codec.encode(&Envelope::new(Kind::Bye).with_json_body(&bye)))
+}
+
+/// An `error` frame (no `re`). Refusals before the welcome are JSON, like the handshake itself.
+fn error_frame(codec: Codec, e: ErrorBody) -> Bytes {
+    codec.encode(&Envelope::error(None, e.code, e.message))
+}
+
+/// The close reason of a handshake refused with `code` (documented in `docs/protocol.md`
+/// section 8).
+fn refusal_reason(code: &ErrorCode) -> CloseReason {
+    match code {
+        ErrorCode::AuthFailed | ErrorCode::IdTaken | ErrorCode::Revoked | ErrorCode::Forbidden => {
+            CloseReason::AuthFailed
+        }
+        ErrorCode::HandshakeTimeout => CloseReason::HandshakeTimeout,
+        ErrorCode::RateLimited => CloseReason::RateLimited,
+        ErrorCode::FrameTooLarge => CloseReason::FrameTooLarge,
+        ErrorCode::StoreUnavailable | ErrorCode::Internal => CloseReason::ServerError,
+        _ => CloseReason::ProtocolViolation,
+    }
+}
+
+/// The WebSocket close code a session closing for `reason` sends (TCP has none).
+fn close_code(reason: CloseReason) -> CloseCode {
+    match reason {
+        CloseReason::PeerClosed | CloseReason::Replaced | CloseReason::HeartbeatTimeout => CloseCode::Normal,
+        CloseReason::ServerShutdown => CloseCode::GoingAway,
+        CloseReason::ProtocolViolation => CloseCode::ProtocolError,
+        CloseReason::FrameTooLarge => CloseCode::TooBig,
+        CloseReason::ServerError => CloseCode::InternalError,
+        CloseReason::HandshakeTimeout
+        | CloseReason::AuthFailed
+        | CloseReason::SlowConsumer
+        | CloseReason::ConnectionLimit
+        | CloseReason::RateLimited
+        | CloseReason::Revoked
+        | CloseReason::Removed => CloseCode::PolicyViolation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_reason_has_a_websocket_code_and_refusals_map_to_reasons() {
+        for r in CloseReason::ALL {
+            let code = close_code(r).websocket();
+            assert!((1000..=1011).contains(&code), "{r}: {code}");
+        }
+        assert_eq!(refusal_reason(&ErrorCode::IdTaken), CloseReason::AuthFailed);
+        assert_eq!(refusal_reason(&ErrorCode::BadId), CloseReason::ProtocolViolation);
+        assert_eq!(refusal_reason(&ErrorCode::RateLimited), CloseReason::RateLimited);
+        assert_eq!(refusal_reason(&ErrorCode::StoreUnavailable), CloseReason::ServerError);
+    }
+}
