@@ -216,15 +216,10 @@ impl Client {
             writer_done: CancellationToken::new(),
         });
         let stopped = stop.clone().cancelled_owned();
-        let writer = transport::write_loop(
-            sink,
-            rx,
-            async move {
-                stopped.await;
-                transport::CloseCode::Normal
-            },
-            Duration::from_secs(1),
-        );
+        let writer = transport::write_loop(sink, rx, async move {
+            stopped.await;
+            transport::Stop { code: transport::CloseCode::Normal, linger: Duration::from_secs(1) }
+        });
         let writer_done = inner.writer_done.clone();
         tokio::spawn(async move {
             writer.await;

@@ -39,7 +39,10 @@ impl Context {
     /// # Errors
     /// `bad_args` naming the command and the decode error.
     pub fn args<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorBody> {
-        serde_json::from_slice(&self.args).map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("{}: {e}", self.cmd)))
+        serde_json::from_slice(&self.args).map_err(|e| {
+            let msg = format!("{}: {e}", orb_proto::excerpt(&self.cmd));
+            ErrorBody::new(ErrorCode::BadArgs, orb_proto::bounded(&msg))
+        })
     }
 }
 
@@ -98,7 +101,8 @@ impl Handlers {
 /// A panic becomes `handler_panicked`, an overrun `timeout`.
 pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResult {
     let Some(h) = handler else {
-        return Err(ErrorBody::new(ErrorCode::UnknownCommand, format!("no handler for command {}", ctx.cmd)));
+        let cmd = orb_proto::excerpt(&ctx.cmd);
+        return Err(ErrorBody::new(ErrorCode::UnknownCommand, format!("no handler for command {cmd}")));
     };
     let cmd = ctx.cmd.clone();
     let deadline = ctx.deadline;

@@ -3,7 +3,7 @@
 //!
 //! Producers pick how they meet a full queue:
 //! - [`QueueTx::try_send`] never waits: "full" is the caller's signal of a slow consumer.
-//! - [`QueueTx::try_send_half`] and [`QueueTx::space_half`] let bulk producers (a job's results)
+//! - [`QueueTx::try_send_half`] and [`QueueTx::space_half_for`] let bulk producers (a job's results)
 //!   use at most half the queue, leaving the rest to everything else.
 //! - [`QueueTx::send_reply`] admits answers to what the peer itself asked above the limits, by
 //!   up to [`Limits::answers`] more frames (bytes not counted): the reader of a connection stops
@@ -96,6 +96,8 @@ struct State {
     items: VecDeque<Item>,
     bytes: usize,
     closed: bool,
+    /// Producers waiting for room: every drain wakes them while there are any.
+    waiting: usize,
 }
 
 impl State {
@@ -114,7 +116,7 @@ struct Shared {
     limits: Limits,
     /// Wakes the receiver (one consumer: a stored permit means no lost wake-up).
     readable: Notify,
-    /// Wakes producers waiting for space; signalled when a drain crosses a level.
+    /// Wakes producers waiting for space; signalled by a drain while any wait.
     writable: Notify,
     /// Wakes tasks waiting for the receiver to go away.
     gone: Notify,
@@ -130,7 +132,7 @@ impl Shared {
 /// A queue holding at most `limits` (frames and bytes).
 pub fn bounded(limits: Limits) -> (QueueTx, QueueRx) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { items: VecDeque::new(), bytes: 0, closed: false }),
+        state: Mutex::new(State { items: VecDeque::new(), bytes: 0, closed: false, waiting: 0 }),
         limits,
         readable: Notify::new(),
         writable: Notify::new(),
@@ -217,8 +219,8 @@ impl QueueTx {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Closed(_)) => return Err(Closed),
                 Err(TrySendError::Full(f)) => {
+                    self.wait_until(|st, limits| st.fits(f.len(), limits.at(Level::Full))).await?;
                     frame = f;
-                    self.space().await?;
                 }
             }
         }
@@ -232,37 +234,54 @@ impl QueueTx {
     /// # Cancel safety
     /// Cancel-safe.
     pub async fn space(&self) -> Result<(), Closed> {
-        self.space_at(Level::Full).await
+        self.wait_until(|st, limits| st.below(limits.at(Level::Full))).await
     }
 
-    /// Resolves once the queue is below half its limits.
+    /// Resolves once a frame of `len` bytes would be admitted by [`QueueTx::try_send_half`]
+    /// (another producer may take the room first). Waiting for "below half" instead could spin:
+    /// a frame may not fit although the queue is below half.
     ///
     /// # Errors
     /// [`Closed`] when the receiver is gone.
     ///
     /// # Cancel safety
     /// Cancel-safe.
-    pub async fn space_half(&self) -> Result<(), Closed> {
-        self.space_at(Level::Half).await
+    pub async fn space_half_for(&self, len: usize) -> Result<(), Closed> {
+        self.wait_until(|st, limits| st.fits(len, limits.at(Level::Half))).await
     }
 
-    async fn space_at(&self, level: Level) -> Result<(), Closed> {
-        let limits = self.0.limits.at(level);
+    /// Waits until `ready` holds (checked under the lock), counted among the waiting producers
+    /// meanwhile so that every drain wakes it.
+    async fn wait_until(&self, ready: impl Fn(&State, Limits) -> bool) -> Result<(), Closed> {
+        /// Takes the producer off the waiting count however the wait ends (cancelled included).
+        struct Waiting<'a>(&'a Shared);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.lock().waiting -= 1;
+            }
+        }
         loop {
             let notified = self.0.writable.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let st = self.0.lock();
+                let mut st = self.0.lock();
                 if st.closed {
                     return Err(Closed);
                 }
-                if st.below(limits) {
+                if ready(&st, self.0.limits) {
                     return Ok(());
                 }
+                st.waiting += 1;
             }
+            let _waiting = Waiting(&self.0);
             notified.await;
         }
+    }
+
+    /// Whether no frame is queued.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().items.is_empty()
     }
 
     /// Whether the queue is at or above its limits (a reader applying backpressure stops reading).
@@ -363,15 +382,21 @@ impl Drop for Batch {
 pub struct QueueRx(Arc<Shared>);
 
 impl QueueRx {
-    /// Moves up to `max` queued frames into `batch`; returns how many. Never waits.
-    pub fn drain_into(&mut self, batch: &mut Batch, max: usize) -> usize {
+    /// Moves up to `max_frames` queued frames, and at most `max_bytes` (but always one frame,
+    /// however large), into `batch`; returns how many. Never waits.
+    pub fn drain_into(&mut self, batch: &mut Batch, max_frames: usize, max_bytes: usize) -> usize {
         let (n, wake) = {
             let mut st = self.0.lock();
-            let before = (st.items.len(), st.bytes);
-            let n = before.0.min(max);
+            let mut n = 0;
             let mut taken = 0;
-            for item in st.items.drain(..n) {
+            while n < max_frames {
+                let Some(next) = st.items.front() else { break };
+                if n > 0 && taken + next.frame.len() > max_bytes {
+                    break;
+                }
+                let Some(item) = st.items.pop_front() else { break };
                 taken += item.frame.len();
+                n += 1;
                 batch.frames.push(item.frame);
                 if let Some(notice) = item.notice {
                     batch.notices.push(notice);
@@ -382,16 +407,8 @@ impl QueueRx {
             if st.items.is_empty() && st.items.capacity() > 16 {
                 st.items = VecDeque::new();
             }
-            // Producers wait for "below the limits" or "below half"; wake them only when a drain
-            // crosses one of those lines, so the common case takes no extra lock.
-            let after = (st.items.len(), st.bytes);
-            let crossed = |(frames, bytes): (usize, usize)| {
-                let was_below = before.0 < frames && before.1 < bytes;
-                let is_below = after.0 < frames && after.1 < bytes;
-                !was_below && is_below
-            };
-            let limits = self.0.limits;
-            (n, crossed(limits.at(Level::Full)) || crossed(limits.at(Level::Half)))
+            // Only producers that wait need a wake-up; the common case takes no extra lock.
+            (n, n > 0 && st.waiting > 0)
         };
         if wake {
             self.0.writable.notify_waiters();
@@ -403,9 +420,9 @@ impl QueueRx {
     ///
     /// # Cancel safety
     /// Cancel-safe: frames are only moved when the call completes.
-    pub async fn recv_into(&mut self, batch: &mut Batch, max: usize) -> usize {
+    pub async fn recv_into(&mut self, batch: &mut Batch, max_frames: usize, max_bytes: usize) -> usize {
         loop {
-            let n = self.drain_into(batch, max);
+            let n = self.drain_into(batch, max_frames, max_bytes);
             if n > 0 {
                 return n;
             }
@@ -463,7 +480,7 @@ mod tests {
         tx.try_send(frame(400)).unwrap();
         assert!(tx.is_full(), "at the byte limit");
         let mut batch = Batch::default();
-        rx.drain_into(&mut batch, usize::MAX);
+        rx.drain_into(&mut batch, usize::MAX, usize::MAX);
         tx.try_send(frame(5000)).unwrap();
         assert!(matches!(tx.try_send(frame(1)), Err(TrySendError::Full(_))));
     }
@@ -491,8 +508,8 @@ mod tests {
             tx.try_send(Bytes::from(vec![i])).unwrap();
         }
         let mut batch = Batch::default();
-        assert_eq!(rx.recv_into(&mut batch, 3).await, 3);
-        assert_eq!(rx.recv_into(&mut batch, 3).await, 2);
+        assert_eq!(rx.recv_into(&mut batch, 3, usize::MAX).await, 3);
+        assert_eq!(rx.recv_into(&mut batch, 3, usize::MAX).await, 2);
         let got: Vec<u8> = batch.frames().iter().map(|b| b[0]).collect();
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
     }
@@ -504,24 +521,40 @@ mod tests {
         let t2 = tx.clone();
         let waiter = tokio::spawn(async move { t2.send(Bytes::from_static(b"b")).await });
         let mut batch = Batch::default();
-        rx.recv_into(&mut batch, 1).await;
+        rx.recv_into(&mut batch, 1, usize::MAX).await;
         waiter.await.unwrap().unwrap();
-        rx.recv_into(&mut batch, 1).await;
+        rx.recv_into(&mut batch, 1, usize::MAX).await;
         assert_eq!(batch.frames(), [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
     }
 
     #[tokio::test]
-    async fn a_half_waiter_wakes_when_the_queue_drains_below_half() {
-        let (tx, mut rx) = bounded(Limits::new(4, 1 << 20));
-        for _ in 0..4 {
-            tx.try_send(frame(1)).unwrap();
-        }
+    async fn a_waiter_for_a_large_frame_waits_until_it_fits_and_does_not_spin() {
+        // Below half in frames and bytes, yet a 400-byte frame does not fit half of 1000 bytes.
+        let (tx, mut rx) = bounded(Limits::new(100, 1000));
+        tx.try_send(frame(300)).unwrap();
+        assert!(matches!(tx.try_send_half(frame(400)), Err(TrySendError::Full(_))));
         let t2 = tx.clone();
-        let waiter = tokio::spawn(async move { t2.space_half().await });
-        tokio::task::yield_now().await;
+        let waiter = tokio::spawn(async move { t2.space_half_for(400).await });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished(), "no room yet: it waits");
         let mut batch = Batch::default();
-        rx.drain_into(&mut batch, 3);
+        rx.drain_into(&mut batch, 1, usize::MAX);
         waiter.await.unwrap().unwrap();
+        tx.try_send_half(frame(400)).unwrap();
+    }
+
+    #[test]
+    fn a_drain_takes_at_most_its_bytes_but_always_one_frame() {
+        let (tx, mut rx) = bounded(Limits::new(100, 1 << 20));
+        for n in [600, 600, 10] {
+            tx.try_send(frame(n)).unwrap();
+        }
+        let mut batch = Batch::default();
+        assert_eq!(rx.drain_into(&mut batch, 100, 1000), 1);
+        assert_eq!(rx.drain_into(&mut batch, 100, 100), 1, "one frame even above the bytes");
+        assert_eq!(rx.drain_into(&mut batch, 100, 1000), 1);
     }
 
     #[tokio::test]
@@ -552,10 +585,10 @@ mod tests {
         let (tx, mut rx) = bounded(Limits::new(8, 1 << 20));
         tx.try_send_noticed(frame(1), count.clone(), 1).unwrap();
         let mut batch = Batch::default();
-        rx.drain_into(&mut batch, 1);
+        rx.drain_into(&mut batch, 1, usize::MAX);
         batch.written();
         tx.try_send_noticed(frame(1), count.clone(), 10).unwrap();
-        rx.drain_into(&mut batch, 1);
+        rx.drain_into(&mut batch, 1, usize::MAX);
         tx.try_send_noticed(frame(1), count.clone(), 100).unwrap();
         drop(batch);
         assert_eq!(count.0.load(Ordering::Relaxed), 10, "the batch whose write did not complete");

@@ -226,24 +226,36 @@ impl FrameSink for TcpSink {
 
 /// Most frames taken from the queue for one write.
 const MAX_BATCH: usize = 128;
+/// Most bytes taken from the queue for one write (a larger frame goes alone): what waits in a
+/// write stays small beside the queue's own byte limit.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// Drains `rx` into `sink` until `stop` resolves (with the code to close with), writing all frames
-/// that are ready in one batch (one syscall for TCP) and flushing as soon as the queue is empty.
+/// How a writer stops: the code the connection closes with, and how long it may still take to
+/// write what is queued and the goodbye (its linger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    /// Why the connection closes.
+    pub code: CloseCode,
+    /// Time left to write what is queued, then the goodbye.
+    pub linger: std::time::Duration,
+}
+
+/// Drains `rx` into `sink` until `stop` resolves, writing all frames that are ready in one batch
+/// (one syscall for TCP) and flushing as soon as the queue is empty.
 ///
 /// After `stop`, frames already queued are written too (bounded by the queue's capacity), then
-/// the goodbye queued with [`crate::queue::QueueTx::send_last`], all within `linger`; then the
-/// sink is closed.
-/// A batch being written when `stop` comes is finished within `linger` rather than abandoned,
+/// the goodbye queued with [`crate::queue::QueueTx::send_last`], all within the stop's linger;
+/// then the sink is closed with the stop's code.
+/// A batch being written when `stop` comes is finished within the linger rather than abandoned,
 /// because an abandoned write leaves a partial frame on the wire and anything written after it
 /// would be garbage to the peer; if it cannot finish in time, nothing more is written.
 /// Returns the write error that ended the loop, if any.
 pub async fn write_loop<S: FrameSink>(
     sink: S,
     rx: QueueRx,
-    stop: impl std::future::Future<Output = CloseCode> + Send,
-    linger: std::time::Duration,
+    stop: impl std::future::Future<Output = Stop> + Send,
 ) -> Option<io::Error> {
-    write_loop_counted(sink, rx, stop, linger, None).await
+    write_loop_counted(sink, rx, stop, None).await
 }
 
 /// Frame and byte counts of one connection in both directions, with the time of the last frame
@@ -290,8 +302,7 @@ fn unix_ms() -> u64 {
 pub async fn write_loop_counted<S: FrameSink>(
     mut sink: S,
     mut rx: QueueRx,
-    stop: impl std::future::Future<Output = CloseCode> + Send,
-    linger: std::time::Duration,
+    stop: impl std::future::Future<Output = Stop> + Send,
     stats: Option<Arc<LinkStats>>,
 ) -> Option<io::Error> {
     // Frames count as delivered once their write completed (`Batch::written`); a batch dropped
@@ -300,8 +311,8 @@ pub async fn write_loop_counted<S: FrameSink>(
     let mut failure = None;
     // When the goodbye must be written by; set when `stop` interrupts a write.
     let mut linger_until = None;
-    // The code the connection closes with, known once `stop` resolved.
-    let mut code = CloseCode::Normal;
+    // The code and linger the connection closes with, known once `stop` resolved.
+    let mut how = Stop { code: CloseCode::Normal, linger: std::time::Duration::ZERO };
     // Polled in place across the loop: a fresh stop future per frame would register a waiter
     // each time.
     let stopped = stop;
@@ -309,11 +320,11 @@ pub async fn write_loop_counted<S: FrameSink>(
     loop {
         tokio::select! {
             biased;
-            c = &mut stopped => {
-                code = c;
+            h = &mut stopped => {
+                how = h;
                 break;
             }
-            _ = rx.recv_into(&mut batch, MAX_BATCH) => {}
+            _ = rx.recv_into(&mut batch, MAX_BATCH, MAX_BATCH_BYTES) => {}
         }
         let res = {
             // Boxed per batch: kept inline, the write's state would enlarge every idle connection.
@@ -321,9 +332,9 @@ pub async fn write_loop_counted<S: FrameSink>(
             tokio::select! {
                 biased;
                 r = &mut write => r,
-                c = &mut stopped => {
-                    code = c;
-                    let until = tokio::time::Instant::now() + linger;
+                h = &mut stopped => {
+                    how = h;
+                    let until = tokio::time::Instant::now() + how.linger;
                     linger_until = Some(until);
                     // Boxed: this rare path's timer would otherwise enlarge every connection's task.
                     Box::pin(tokio::time::timeout_at(until, write)).await.unwrap_or_else(|_| {
@@ -349,16 +360,16 @@ pub async fn write_loop_counted<S: FrameSink>(
     }
     if failure.is_none() {
         // Goodbye: what was already queued, then the last frame, within `linger`.
-        let until = linger_until.unwrap_or_else(|| tokio::time::Instant::now() + linger);
+        let until = linger_until.unwrap_or_else(|| tokio::time::Instant::now() + how.linger);
         let _ = Box::pin(tokio::time::timeout_at(until, async {
-            rx.drain_into(&mut batch, usize::MAX);
+            rx.drain_into(&mut batch, usize::MAX, usize::MAX);
             if !batch.is_empty() && sink.send_batch(batch.frames()).await.is_ok() {
                 batch.written();
             }
         }))
         .await;
     }
-    sink.close(code).await;
+    sink.close(how.code).await;
     failure
 }
 

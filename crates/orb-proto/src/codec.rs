@@ -89,6 +89,11 @@ impl std::fmt::Display for Codec {
 }
 
 impl DecodeError {
+    /// A decode error saying `message`, shortened: a parser's message may quote the whole input.
+    pub(crate) fn new(message: String) -> DecodeError {
+        DecodeError(crate::text::bounded(&message).into_owned())
+    }
+
     /// The stable code to answer with.
     pub fn code(&self) -> ErrorCode {
         ErrorCode::BadFrame
@@ -136,7 +141,7 @@ struct Wire<'a> {
 /// # Errors
 /// [`DecodeError`] when the payload is not a JSON object of the envelope's shape.
 pub fn decode(frame: &Bytes) -> Result<Envelope, DecodeError> {
-    let w: Wire<'_> = serde_json::from_slice(frame).map_err(|e| DecodeError(e.to_string()))?;
+    let w: Wire<'_> = serde_json::from_slice(frame).map_err(|e| DecodeError::new(e.to_string()))?;
     let body = w.body.map(|raw| frame.slice_ref(raw.get().as_bytes()));
     Ok(Envelope {
         kind: w.kind,

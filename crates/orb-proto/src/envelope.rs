@@ -272,8 +272,10 @@ impl Envelope {
     /// `bad_request` when the body is absent or has the wrong shape.
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorBody> {
         let raw = self.body.as_deref().unwrap_or(b"null");
-        serde_json::from_slice(raw)
-            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("{} body: {e}", self.kind.as_str())))
+        serde_json::from_slice(raw).map_err(|e| {
+            let msg = format!("{} body: {e}", self.kind.as_str());
+            ErrorBody::new(ErrorCode::BadRequest, crate::text::bounded(&msg))
+        })
     }
 }
 

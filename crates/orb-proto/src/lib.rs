@@ -23,7 +23,7 @@ pub use envelope::{Envelope, ErrorBody, Kind, Status};
 pub use error::ErrorCode;
 pub use id::{DeviceId, IdError, JobId};
 pub use selector::{Selector, SelectorError, SelectorErrorKind, Subject, check_tag};
-pub use text::excerpt;
+pub use text::{bounded, excerpt};
 
 /// The protocol version this build speaks. A server accepts this version and the one before it.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -113,11 +113,6 @@ impl Closer {
         self.0.signal.raised().await;
         self.0.reason.get().copied().unwrap_or(CloseReason::ServerShutdown)
     }
-
-    /// Whether [`Closer::close`] was called.
-    pub fn is_closed(&self) -> bool {
-        self.0.signal.is_raised()
-    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! Who asks the broker for something: an [`Identity`] (name, role, credential) that the policy
 //! judges, and a [`Requester`], one per client (a wire session; later an API token), which also
-//! holds that client's quota of running jobs.
+//! counts that client's running jobs (its quota) and its commands waiting for an answer (which
+//! its adapter uses for backpressure).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use orb_proto::message::Role;
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
+use tokio::sync::Notify;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,23 +36,53 @@ impl Identity {
     }
 }
 
-/// One client of the broker: its identity and its running jobs.
+/// One client of the broker: its identity, its running jobs and its open commands.
 #[derive(Debug, Clone)]
 pub struct Requester {
     /// Who it is.
     pub identity: Identity,
-    jobs: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
+}
+
+/// A client's counters, in one allocation (every connection has them).
+#[derive(Debug, Default)]
+struct Counts {
+    jobs: AtomicUsize,
+    open: AtomicUsize,
+    answered: Notify,
 }
 
 impl Requester {
-    /// A client with no job running.
+    /// A client with no job running and no command open.
     pub fn new(identity: Identity) -> Requester {
-        Requester { identity, jobs: Arc::new(AtomicUsize::new(0)) }
+        Requester { identity, counts: Arc::default() }
     }
 
-    /// Jobs of this client still running.
-    pub fn jobs_running(&self) -> usize {
-        self.jobs.load(Ordering::Acquire)
+    /// Counts one more command waiting for its answer, until the ticket is dropped.
+    pub fn open_command(&self) -> OpenCommand {
+        self.counts.open.fetch_add(1, Ordering::AcqRel);
+        OpenCommand(Arc::clone(&self.counts))
+    }
+
+    /// Commands waiting for their answer.
+    pub fn commands_open(&self) -> usize {
+        self.counts.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves once fewer than `limit` commands wait for their answer.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn commands_below(&self, limit: usize) {
+        loop {
+            let answered = self.counts.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            if self.commands_open() < limit {
+                return;
+            }
+            answered.await;
+        }
     }
 
     /// Takes a slot for one more running job, under `limit` (0: unlimited).
@@ -58,8 +90,8 @@ impl Requester {
     /// # Errors
     /// `too_many_jobs` at the limit.
     pub fn job_slot(&self, limit: usize) -> Result<JobSlot, ErrorBody> {
-        let running = self.jobs.fetch_add(1, Ordering::AcqRel);
-        let slot = JobSlot(Arc::clone(&self.jobs));
+        let running = self.counts.jobs.fetch_add(1, Ordering::AcqRel);
+        let slot = JobSlot(Arc::clone(&self.counts));
         if limit > 0 && running >= limit {
             return Err(ErrorBody::new(
                 ErrorCode::TooManyJobs,
@@ -72,11 +104,23 @@ impl Requester {
 
 /// One running job's place in its requester's quota; released when the job ends.
 #[derive(Debug)]
-pub struct JobSlot(Arc<AtomicUsize>);
+pub struct JobSlot(Arc<Counts>);
 
 impl Drop for JobSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.jobs.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One command of a requester waiting for its answer; released when dropped (the answer was
+/// queued, or will never come).
+#[derive(Debug)]
+pub struct OpenCommand(Arc<Counts>);
+
+impl Drop for OpenCommand {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.answered.notify_waiters();
     }
 }
 
@@ -91,9 +135,25 @@ mod tests {
         let a = r.job_slot(2).unwrap();
         let _b = r.job_slot(2).unwrap();
         assert_eq!(r.job_slot(2).unwrap_err().code, ErrorCode::TooManyJobs);
-        assert_eq!(r.jobs_running(), 2, "a refused slot is given back");
+        assert_eq!(r.job_slot(2).unwrap_err().code, ErrorCode::TooManyJobs, "a refused slot is given back");
         drop(a);
         assert!(r.job_slot(2).is_ok());
         assert!(r.job_slot(0).is_ok(), "0 is unlimited");
+    }
+
+    #[tokio::test]
+    async fn open_commands_are_counted_until_answered() {
+        let r = Requester::new(Identity::admin("op-1"));
+        let a = r.open_command();
+        let _b = r.open_command();
+        assert_eq!(r.commands_open(), 2);
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move { r.commands_below(2).await }
+        });
+        tokio::task::yield_now().await;
+        drop(a);
+        waiter.await.unwrap();
+        assert_eq!(r.commands_open(), 1);
     }
 }

@@ -340,9 +340,10 @@ impl Server {
     /// closes, and remaining tasks get what is left of the grace (at least one second each
     /// step). Idempotent. Returns whether everything finished in time.
     pub async fn drain(&self, grace: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = crate::jobs::instant_after(tokio::time::Instant::now(), grace);
         let rest = || deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_secs(1));
         self.stop_accepting.cancel();
+        self.broker.set_drain_deadline(deadline);
         self.broker.start_draining();
         let jobs = self.broker.jobs();
         let jobs_done = tokio::time::timeout_at(deadline, jobs.finished()).await.is_ok();
@@ -363,8 +364,11 @@ impl Server {
         self.shutdown.cancel();
         self.tracker.close();
         let tasks_done = tokio::time::timeout(rest(), self.tracker.wait()).await.is_ok();
-        // Sessions and jobs have recorded their ends: write the last batch, close the database.
-        self.store.close().await;
+        // Sessions and jobs have recorded their ends: write the last batch, close the database
+        // (bounded too: a database that stopped answering must not hold the exit).
+        if tokio::time::timeout(rest(), self.store.close()).await.is_err() {
+            tracing::warn!("the store did not close in time; its last batch may be lost");
+        }
         drop(self.data_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
         let graceful = jobs_done && streams_done && tasks_done;
         if graceful {

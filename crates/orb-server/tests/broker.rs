@@ -59,6 +59,10 @@ impl ReplySink for Once {
             let _ = tx.send(reply);
         }
     }
+
+    fn is_gone(&self) -> bool {
+        self.0.lock().unwrap().as_ref().is_none_or(|tx| tx.is_closed())
+    }
 }
 
 fn sink() -> (Box<dyn ReplySink>, oneshot::Receiver<Reply>) {

@@ -329,24 +329,40 @@ async fn a_command_still_queued_when_its_device_disconnects_is_offline_at_once()
     .await;
     // A device with a 4 KiB receive buffer that never reads: the server's writes to it stall.
     let stalled = server.raw_agent("stall-1").await;
-    let op = server.operator(Transport::Tcp).await;
-    let body = Bytes::from(format!("\"{}\"", "x".repeat(500 * 1024)));
-    // Fill the socket's buffers with requests (each answered `timeout` eventually, not read).
-    let fill = tokio::spawn({
-        let op = op.clone();
-        async move {
-            let fillers = (0..16).map(|_| op.request("stall-1", "echo", body.clone(), Duration::from_secs(30)));
-            futures_util::future::join_all(fillers).await
-        }
-    });
-    let job = op.submit("stall-1", "ping", NULL, Duration::from_secs(60)).await.unwrap();
-    drop(stalled);
+    // A hand-driven operator, so its frames reach the server in this order: requests that fill
+    // the device's socket buffers and queue, then the job, whose command queues behind them.
+    let mut op = RawTcp::connect(server.server.tcp_addr()).await;
+    op.send_json(&hello_json("operator", server.server.admin_token().expose(), None)).await.unwrap();
+    assert_eq!(op.read_json().await.unwrap()["kind"], "welcome");
+    let body = format!("\"{}\"", "x".repeat(500 * 1024));
+    for i in 0..16 {
+        let f =
+            format!(r#"{{"kind":"cmd","id":"r{i}","cmd":"echo","to":"stall-1","deadline_ms":60000,"body":{body}}}"#);
+        op.send_frame(f.as_bytes()).await.unwrap();
+    }
+    op.send_json(&json!({"kind": "cmd", "id": "job", "cmd": "ping", "target": "stall-1", "deadline_ms": 60_000}))
+        .await
+        .unwrap();
     let started = tokio::time::Instant::now();
-    let out = finish_job(job).await;
-    assert_eq!(out.result("stall-1").status, Status::Offline, "{:?}", out.results);
-    assert!(out.result("stall-1").elapsed_ms.is_none(), "nothing was delivered, nothing timed");
+    let mut acked = false;
+    for _ in 0..100 {
+        let f = op.read_json().await.expect("a frame");
+        if f["kind"] == "ack" {
+            acked = true;
+            break;
+        }
+    }
+    assert!(acked, "the job was accepted");
+    drop(stalled);
+    let event = loop {
+        let f = op.read_json().await.expect("the job's event");
+        if f["kind"] == "event" {
+            break f;
+        }
+    };
+    assert_eq!(event["status"], "offline", "{event}");
+    assert!(event.get("elapsed_ms").is_none(), "nothing was delivered, nothing timed: {event}");
     assert!(started.elapsed() < Duration::from_secs(30), "not at the deadline");
-    fill.abort();
 }
 
 #[tokio::test]

@@ -204,7 +204,7 @@ impl Field {
 const NIL: u8 = 0xc0;
 
 fn err(msg: impl Into<String>) -> DecodeError {
-    DecodeError(msg.into())
+    DecodeError::new(msg.into())
 }
 
 /// Decodes one MessagePack frame payload (length prefix already removed).

@@ -83,6 +83,8 @@ struct Inner {
     admin_tx: mpsc::Sender<AdminRequest>,
     tracker: TaskTracker,
     draining: AtomicBool,
+    /// While draining: when the grace period ends (closing sessions may write until then).
+    drain_deadline: std::sync::Mutex<Option<Instant>>,
     /// Cancelled when the server has stopped serving sessions.
     shutdown: CancellationToken,
 }
@@ -119,6 +121,7 @@ impl Broker {
             admin_tx: p.admin_tx,
             tracker: p.tracker,
             draining: AtomicBool::new(false),
+            drain_deadline: std::sync::Mutex::new(None),
             shutdown: p.shutdown,
         }))
     }
@@ -187,6 +190,22 @@ impl Broker {
     /// `server_shutdown`.
     pub fn start_draining(&self) {
         self.0.draining.store(true, Ordering::Release);
+        self.0.jobs.stop_accepting();
+    }
+
+    /// The grace period of a drain ends at `deadline`: sessions closing until then may take
+    /// that long to write what is queued for them.
+    pub(crate) fn set_drain_deadline(&self, deadline: Instant) {
+        *self.0.drain_deadline.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(deadline);
+    }
+
+    /// How long a closing session may take to write what is queued and its goodbye: the
+    /// configured linger, or while draining what is left of the grace period if longer (a
+    /// requester's last job events are not cut off).
+    pub(crate) fn close_linger(&self) -> Duration {
+        let linger = self.limits().close_linger;
+        let deadline = *self.0.drain_deadline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        deadline.map_or(linger, |d| d.saturating_duration_since(Instant::now()).max(linger))
     }
 
     /// Whether the server is draining.
@@ -285,7 +304,7 @@ impl Broker {
         let deadline = spec.deadline.unwrap_or(limits.default_request_deadline).min(limits.max_deadline);
         let id = self.0.correlations.open_request(PendingRequest {
             device: target.record.id.clone(),
-            deadline: Instant::now() + deadline,
+            deadline: crate::jobs::instant_after(Instant::now(), deadline),
             sink,
         });
         let mut env = orb_proto::Envelope::new(orb_proto::Kind::Cmd);

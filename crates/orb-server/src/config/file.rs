@@ -227,6 +227,8 @@ impl Problems {
 
 /// The most a size limit may be set to: 1 GiB.
 const MAX_SIZE: u64 = 1 << 30;
+/// The longest deadline that may be configured.
+const MAX_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The most a count limit may be set to.
 const MAX_COUNT: u64 = 1 << 24;
 
@@ -257,6 +259,15 @@ impl ServerFile {
             enrollments_per_ip: l.enrollments_per_ip,
             ..Limits::default()
         };
+        for (key, d) in [
+            ("limits.job_deadline", limits.default_job_deadline),
+            ("limits.request_deadline", limits.default_request_deadline),
+            ("limits.max_deadline", limits.max_deadline),
+        ] {
+            if d > MAX_DEADLINE {
+                p.0.push(format!("'{key}' must be at most 30 days"));
+            }
+        }
         if limits.heartbeat_timeout <= limits.heartbeat {
             p.0.push("'limits.heartbeat_timeout' must be longer than 'limits.heartbeat'".into());
         }

@@ -12,6 +12,8 @@ use orb_proto::message::{JobAccepted, JobSummary};
 use orb_proto::{DeviceId, ErrorBody, Status};
 use tokio::sync::Notify;
 
+use crate::identity::JobSlot;
+
 /// One target's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
@@ -90,6 +92,7 @@ pub struct JobHandle {
 pub struct JobEvents {
     shared: Arc<Shared>,
     readers: Arc<Readers>,
+    _slot: Arc<JobSlot>,
 }
 
 /// The job's writing end.
@@ -129,14 +132,17 @@ impl Readers {
     }
 }
 
-/// A stream for one job, buffering at most `limit` bytes of events; its reader counts in `readers`.
-pub(crate) fn channel(limit: usize, readers: Arc<Readers>) -> (EventsTx, JobEvents) {
+/// A stream for one job, buffering at most `limit` bytes of events; its reader counts in
+/// `readers` and holds the job's place in its requester's quota (`slot`, shared with the job's
+/// task: released when both the job and the reading have ended, so a requester that does not read
+/// cannot start more jobs than its quota).
+pub(crate) fn channel(limit: usize, readers: Arc<Readers>, slot: Arc<JobSlot>) -> (EventsTx, JobEvents) {
     let shared = Arc::new(Shared {
         buffer: Mutex::new(Buffer { events: VecDeque::new(), bytes: 0, finished: false, reader_gone: false }),
         notify: Notify::new(),
     });
     readers.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    (EventsTx { shared: Arc::clone(&shared), limit: limit.max(1) }, JobEvents { shared, readers })
+    (EventsTx { shared: Arc::clone(&shared), limit: limit.max(1) }, JobEvents { shared, readers, _slot: slot })
 }
 
 impl EventsTx {
@@ -198,36 +204,6 @@ impl JobEvents {
             self.shared.notify.notified().await;
         }
     }
-
-    /// Moves up to `max` queued events into `out` without waiting; returns how many, and whether
-    /// the stream has ended (nothing more will come).
-    pub fn drain(&mut self, out: &mut Vec<JobEvent>, max: usize) -> (usize, bool) {
-        let mut b = self.shared.lock();
-        let n = b.events.len().min(max);
-        let mut freed = 0;
-        out.extend(b.events.drain(..n).inspect(|ev| freed += ev.weight()));
-        b.bytes = b.bytes.saturating_sub(freed);
-        (n, b.finished && b.events.is_empty())
-    }
-
-    /// Resolves once an event is queued or the stream has ended.
-    ///
-    /// # Cancel safety
-    /// Cancel-safe.
-    pub async fn ready(&self) {
-        loop {
-            let notified = self.shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let b = self.shared.lock();
-                if !b.events.is_empty() || b.finished {
-                    return;
-                }
-            }
-            notified.await;
-        }
-    }
 }
 
 impl Drop for JobEvents {
@@ -248,6 +224,11 @@ impl Drop for JobEvents {
 mod tests {
     use super::*;
 
+    fn slot() -> Arc<JobSlot> {
+        let requester = crate::identity::Requester::new(crate::identity::Identity::admin("t"));
+        Arc::new(requester.job_slot(0).unwrap())
+    }
+
     fn settled(n: usize) -> JobEvent {
         JobEvent::Settled(Settled {
             device: DeviceId::new("d").unwrap(),
@@ -260,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_arrive_in_order_and_end_with_the_summary() {
-        let (tx, mut rx) = channel(1 << 20, Arc::default());
+        let (tx, mut rx) = channel(1 << 20, Arc::default(), slot());
         tx.push(settled(1));
         tx.push(JobEvent::Ended(JobSummary::empty("j".into())));
         tx.push(settled(1));
@@ -271,7 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_reader_that_falls_behind_gets_lagged_instead_of_unbounded_memory() {
-        let (tx, mut rx) = channel(10_000, Arc::default());
+        let (tx, mut rx) = channel(10_000, Arc::default(), slot());
         for _ in 0..100 {
             tx.push(settled(1000));
         }
@@ -282,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_gone_reader_stops_the_buffering() {
-        let (tx, rx) = channel(1 << 20, Arc::default());
+        let (tx, rx) = channel(1 << 20, Arc::default(), slot());
         assert!(tx.is_read());
         drop(rx);
         assert!(!tx.is_read());
@@ -292,11 +273,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_job_ends_the_stream() {
-        let (tx, mut rx) = channel(1 << 20, Arc::default());
+        let (tx, mut rx) = channel(1 << 20, Arc::default(), slot());
         tx.push(settled(1));
         drop(tx);
-        let mut out = Vec::new();
-        assert_eq!(rx.drain(&mut out, 10), (1, true));
+        assert!(matches!(rx.next().await, Some(JobEvent::Settled(_))));
         assert_eq!(rx.next().await, None);
     }
 }

@@ -79,6 +79,8 @@ impl RunningJobs {
 
 /// The jobs subsystem of a broker.
 pub struct Jobs {
+    /// Cleared when the server starts draining: no job starts after that.
+    accepting: std::sync::atomic::AtomicBool,
     node: NodeId,
     correlations: Arc<Correlations>,
     running: RunningJobs,
@@ -93,6 +95,7 @@ impl Jobs {
     /// `tracker`.
     pub(crate) fn new(node: NodeId, correlations: Arc<Correlations>, recorder: Recorder, tracker: TaskTracker) -> Jobs {
         Jobs {
+            accepting: std::sync::atomic::AtomicBool::new(true),
             node,
             correlations,
             running: RunningJobs::default(),
@@ -115,7 +118,7 @@ impl Jobs {
         targets: Vec<Target>,
         limits: &Limits,
     ) -> Result<JobHandle, ErrorBody> {
-        let slot = requester.job_slot(limits.max_inflight_jobs)?;
+        let slot = Arc::new(requester.job_slot(limits.max_inflight_jobs)?);
         let deadline = spec.deadline.unwrap_or(limits.default_job_deadline).min(limits.max_deadline);
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         let job_id = uuid::Uuid::now_v7().to_string();
@@ -131,30 +134,34 @@ impl Jobs {
         cmd.deadline_ms = Some(deadline_ms);
         cmd.body = spec.args.clone();
         // One encoding per codec in use among the connected targets, shared by all of them, and
-        // checked against the frame limit before anything is sent.
+        // checked against each target's frame limit (the one its welcome announced) before
+        // anything is sent.
         let mut frames: [Option<Bytes>; 2] = [None, None];
         for t in &targets {
             if let Some(s) = &t.session {
                 let codec = s.outbox.codec;
-                let slot = &mut frames[codec_slot(codec)];
-                if slot.is_none() {
-                    let frame = codec.encode(&cmd);
-                    if frame.len() > limits.max_frame {
-                        self.correlations.close(&correlation);
-                        return Err(ErrorBody::new(
-                            ErrorCode::FrameTooLarge,
-                            format!(
-                                "the command frame would be {} bytes, above the frame limit of {} bytes",
-                                frame.len(),
-                                limits.max_frame
-                            ),
-                        ));
-                    }
-                    *slot = Some(frame);
+                let frame = frames[codec_slot(codec)].get_or_insert_with(|| codec.encode(&cmd));
+                if frame.len() > s.outbox.max_frame {
+                    self.correlations.close(&correlation);
+                    return Err(ErrorBody::new(
+                        ErrorCode::FrameTooLarge,
+                        format!(
+                            "the command frame would be {} bytes, above the frame limit of {} bytes",
+                            frame.len(),
+                            s.outbox.max_frame
+                        ),
+                    ));
                 }
             }
         }
         self.running.insert(job_id.clone(), Arc::clone(&inbox));
+        // Checked after the job is listed as running, so that a drain either sees it running
+        // (and waits for it) or this sees the drain (and nothing is sent).
+        if !self.accepting.load(std::sync::atomic::Ordering::SeqCst) {
+            self.running.finish(&job_id);
+            self.correlations.close(&correlation);
+            return Err(ErrorBody::new(ErrorCode::ServerShutdown, "the server is stopping and accepts no new work"));
+        }
 
         let started = Instant::now();
         let mut delivered = Vec::with_capacity(targets.len());
@@ -197,11 +204,15 @@ impl Jobs {
             command: spec.command,
             args: spec.args.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
             created_at,
-            deadline_at: created_at + chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::MAX),
+            deadline_at: chrono::Duration::from_std(deadline)
+                .ok()
+                .and_then(|d| created_at.checked_add_signed(d))
+                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
             // Filled by the job's task, after the command has gone out.
             targets: Vec::new(),
         };
-        let (events_tx, events) = events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers));
+        let (events_tx, events) =
+            events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));
         let run = JobRun {
             job_id,
             correlation,
@@ -209,7 +220,7 @@ impl Jobs {
             devices,
             delivered,
             started,
-            deadline: started + deadline,
+            deadline: instant_after(started, deadline),
             rx,
             events: events_tx,
             recorder: self.recorder.clone(),
@@ -260,10 +271,21 @@ impl Jobs {
         self.readers.none().await;
     }
 
+    /// No job starts from now on (the server is draining).
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Ends every running job now (the server is stopping): pending targets become `timeout`.
     pub(crate) fn stop_all(&self) {
         self.stop.cancel();
     }
+}
+
+/// `start + d`, or a year after `start` when that cannot be represented (a deadline of
+/// centuries from an embedder's unchecked limits must not panic).
+pub(crate) fn instant_after(start: Instant, d: Duration) -> Instant {
+    start.checked_add(d).unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600))
 }
 
 /// A device's answer that came after its job ended, as the store keeps it (beside the target's

@@ -47,8 +47,9 @@ pub(crate) struct JobRun {
     pub(crate) running: RunningJobs,
     /// Cancelled when the server stops: pending targets end as `timeout` at once.
     pub(crate) stop: CancellationToken,
-    /// The job's place in its requester's quota, released when the task ends.
-    pub(crate) _slot: JobSlot,
+    /// The job's place in its requester's quota, shared with the job's reader (released when
+    /// both are done).
+    pub(crate) _slot: Arc<JobSlot>,
 }
 
 impl JobRun {

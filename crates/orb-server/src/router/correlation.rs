@@ -69,6 +69,10 @@ pub struct Reply {
 pub trait ReplySink: Send + Sync + 'static {
     /// The request is answered (exactly once).
     fn complete(self: Box<Self>, reply: Reply);
+
+    /// Whether nobody can receive the reply any more (its requester's session closed): the
+    /// request is then forgotten before its deadline.
+    fn is_gone(&self) -> bool;
 }
 
 /// A plain request to one device, awaiting its reply.
@@ -170,15 +174,19 @@ impl Correlations {
 
     /// Routes device `from`'s reply `re` to what waits for it.
     pub fn route(&self, from: &DeviceId, re: &str, answer: Answer, at: Instant) -> Routed {
-        let job = match self.open.get(re).as_deref() {
-            Some(Pending::Job(replies)) => Some(Arc::clone(replies)),
-            Some(Pending::Ended { job, .. }) => return Routed::Late { job: job.clone() },
-            Some(Pending::Request(_)) => None,
-            None => return Routed::Unknown,
-        };
-        if let Some(replies) = job {
-            replies.answer(from, answer, at);
-            return Routed::Delivered;
+        {
+            // A job's answer is handed over under the entry's read lock (the hand-over never
+            // waits): `end_job` cannot slip in between, so an answer reaches either the running
+            // job or, after it, the late path, never neither.
+            match self.open.get(re).as_deref() {
+                Some(Pending::Job(replies)) => {
+                    replies.answer(from, answer, at);
+                    return Routed::Delivered;
+                }
+                Some(Pending::Ended { job, .. }) => return Routed::Late { job: job.clone() },
+                Some(Pending::Request(_)) => {}
+                None => return Routed::Unknown,
+            }
         }
         match self.open.remove_if(re, |_, p| matches!(p, Pending::Request(r) if &r.device == from)) {
             Some((_, Pending::Request(r))) => {
@@ -189,14 +197,14 @@ impl Correlations {
         }
     }
 
-    /// Answers `timeout` to every request whose deadline passed and forgets ended jobs past
-    /// their late window. Called periodically.
+    /// Answers `timeout` to every request whose deadline passed, forgets requests nobody can
+    /// receive any more and ended jobs past their late window. Called periodically.
     pub fn expire(&self, now: Instant) {
         let due: Vec<Arc<str>> = self
             .open
             .iter()
             .filter(|e| match e.value() {
-                Pending::Request(r) => r.deadline <= now,
+                Pending::Request(r) => r.deadline <= now || r.sink.is_gone(),
                 Pending::Ended { until, .. } => *until <= now,
                 Pending::Job(_) => false,
             })
@@ -247,6 +255,10 @@ mod tests {
     impl ReplySink for Sink {
         fn complete(self: Box<Self>, reply: Reply) {
             *self.0.lock().unwrap() = Some(reply);
+        }
+
+        fn is_gone(&self) -> bool {
+            false
         }
     }
 

@@ -58,9 +58,9 @@ impl Outbox {
         self.outcome(self.tx.try_send_noticed(frame, notice, slot))
     }
 
-    /// Queues an answer to something this session asked (a reply, a pong, an error), admitted up
-    /// to twice the queue's limits; beyond that the peer is not reading and is closed as a slow
-    /// consumer.
+    /// Queues an answer to something this session asked (a reply, a pong, an error), admitted
+    /// above the queue's limits by its answers' allowance (as many frames as the session may have
+    /// commands open); beyond that the peer is not reading and is closed as a slow consumer.
     ///
     /// # Errors
     /// [`DeliveryError`] when the frame was not queued.

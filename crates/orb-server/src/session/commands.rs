@@ -10,14 +10,12 @@ use std::time::Duration;
 use orb_io::queue::TrySendError;
 use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
 
-use super::run::{Session, Ticket};
+use super::run::Session;
 use crate::broker::{CallSpec, RequestSpec};
+use crate::identity::OpenCommand;
 use crate::jobs::{JobEvent, JobEvents, JobSpec};
 use crate::router::correlation::{Reply, ReplySink};
 use crate::router::delivery::Outbox;
-
-/// Events a job's forwarder moves per wake-up.
-const FORWARD_BATCH: usize = 256;
 
 impl Session {
     pub(super) fn on_cmd(&mut self, env: Envelope) {
@@ -51,32 +49,37 @@ impl Session {
         let mut ack = Envelope::new(Kind::Ack).with_json_body(&handle.accepted);
         ack.re = Some(re.clone());
         ack.job = Some(job.clone());
-        self.answer(&ack);
+        // The server's own answer, listing every target: like a `$orb.` listing it may exceed
+        // the frame limit on a large fleet (operator tools accept up to 64 MiB from the server).
+        let _ = self.outbox.reply(self.outbox.codec.encode(&ack));
         let outbox = self.outbox.clone();
         self.shared.broker.tracker().spawn(forward(handle.events, outbox, re, job));
     }
 
     /// A request to one device: the reply is encoded by a [`WireReply`] when it comes.
     fn request(&self, re: String, spec: RequestSpec) {
-        let sink = WireReply { outbox: self.outbox.clone(), re, _ticket: self.inflight.ticket() };
+        let sink = WireReply { outbox: self.outbox.clone(), re, _open: self.requester.open_command() };
         self.shared.broker.request(&self.requester, spec, Box::new(sink));
     }
 
     /// A command to the server, answered from its own task.
     fn call(&self, re: String, spec: CallSpec) {
+        let query = spec.command.starts_with(orb_proto::RESERVED_PREFIX);
         let broker = self.shared.broker.clone();
         let requester = self.requester.clone();
         let outbox = self.outbox.clone();
-        let ticket = self.inflight.ticket();
+        let open = self.requester.open_command();
         self.shared.broker.tracker().spawn(async move {
             let env = match broker.call(&requester, spec).await {
                 Ok(body) => Envelope::reply_ok(re, body),
                 Err(e) => Envelope::reply_err(re, e.code, e.message),
             };
-            // The server's own answers may exceed the frame limit (a listing of a large fleet):
-            // operator tools accept up to 64 MiB from the server.
-            let _ = outbox.reply(outbox.codec.encode(&env));
-            drop(ticket);
+            // The server's own answers to `$orb.` queries may exceed the frame limit (a listing
+            // of a large fleet: operator tools accept up to 64 MiB from the server); an
+            // application handler's answer is held to it like any relayed result.
+            let frame = if query { outbox.codec.encode(&env) } else { outbox.encode_within_limit(&env) };
+            let _ = outbox.reply(frame);
+            drop(open);
         });
     }
 }
@@ -85,8 +88,8 @@ impl Session {
 struct WireReply {
     outbox: Outbox,
     re: String,
-    /// The request counts as in flight until its reply is queued.
-    _ticket: Ticket,
+    /// The request counts as open until its reply is queued.
+    _open: OpenCommand,
 }
 
 impl ReplySink for WireReply {
@@ -98,38 +101,37 @@ impl ReplySink for WireReply {
         env.from = reply.from.map(|d| d.to_string());
         let _ = self.outbox.reply_env(&env);
     }
+
+    fn is_gone(&self) -> bool {
+        self.outbox.tx.is_closed()
+    }
 }
 
 /// Forwards a job's events to its requester: encoded with the session's codec, each within the
-/// frame limit, using at most half the requester's queue. Ends with the job's last event, or when
+/// frame limit, using at most half the requester's queue. One event at a time leaves the job's
+/// buffer, so what waits here is bounded by that buffer. Ends with the job's last event, or when
 /// the session closes (the job runs on, unreported).
 async fn forward(mut events: JobEvents, outbox: Outbox, re: String, job: String) {
-    let mut batch = Vec::new();
     loop {
-        tokio::select! {
+        let event = tokio::select! {
             biased;
             () = outbox.tx.closed() => return,
-            () = events.ready() => {}
-        }
-        let (_, ended) = events.drain(&mut batch, FORWARD_BATCH);
-        for event in batch.drain(..) {
-            let mut frame = outbox.encode_within_limit(&event_envelope(event, &re, &job));
-            outbox.trace_out(&frame);
-            loop {
-                match outbox.tx.try_send_half(frame) {
-                    Ok(()) => break,
-                    Err(TrySendError::Closed(_)) => return,
-                    Err(TrySendError::Full(f)) => {
-                        frame = f;
-                        if outbox.tx.space_half().await.is_err() {
-                            return;
-                        }
+            event = events.next() => event,
+        };
+        let Some(event) = event else { return };
+        let mut frame = outbox.encode_within_limit(&event_envelope(event, &re, &job));
+        outbox.trace_out(&frame);
+        loop {
+            match outbox.tx.try_send_half(frame) {
+                Ok(()) => break,
+                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(f)) => {
+                    if outbox.tx.space_half_for(f.len()).await.is_err() {
+                        return;
                     }
+                    frame = f;
                 }
             }
-        }
-        if ended {
-            return;
         }
     }
 }

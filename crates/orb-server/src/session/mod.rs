@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use orb_io::queue::Limits as QueueLimits;
-use orb_io::transport::{CloseCode, FrameSink, FrameSource, LinkStats, write_loop_counted};
+use orb_io::transport::{CloseCode, FrameSink, FrameSource, LinkStats, Stop, write_loop_counted};
 use orb_proto::message::Bye;
 use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode, Kind};
 use tokio_util::sync::CancellationToken;
@@ -71,15 +71,18 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
         let (tx, rx) = orb_io::queue::bounded(queue);
         let stop = orb_io::signal::Signal::new();
         let stopped = stop.clone();
+        // However this task ends (a panic included), the writer is told to stop, so the socket
+        // and the queue are released.
+        let _stop_on_drop = StopOnDrop(stop.clone());
         let stats = Arc::new(LinkStats::default());
+        let linger_of = broker.clone();
         let writer = write_loop_counted(
             sink,
             rx,
             async move {
                 stopped.raised().await;
-                stopped.code()
+                Stop { code: stopped.code(), linger: linger_of.close_linger() }
             },
-            limits.close_linger,
             Some(Arc::clone(&stats)),
         );
         let writer = broker.tracker().spawn(writer.instrument(tracing::Span::current()));
@@ -117,6 +120,17 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
     }
     .instrument(span)
     .await;
+}
+
+/// Raises the writer's stop signal when dropped (a no-op after the normal close raised it).
+struct StopOnDrop(orb_io::signal::Signal);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if !self.0.is_raised() {
+            self.0.raise_with(CloseCode::InternalError);
+        }
+    }
 }
 
 /// The `bye` a session sends when it closes for `reason`, if any, in the session's codec.

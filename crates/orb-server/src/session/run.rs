@@ -6,13 +6,12 @@
 //! heartbeat timeout has stopped reading: it is closed as a slow consumer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use orb_io::transport::{FrameSource, LinkStats, TransportError};
 use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode, Kind};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Shared;
@@ -27,48 +26,6 @@ pub(super) enum Registered {
     Operator { _guard: OperatorGuard },
 }
 
-/// Commands a session has sent (forms 1 and 2) that are not answered yet. A [`Ticket`] holds one
-/// until the answer is queued.
-#[derive(Default)]
-pub(super) struct InFlight {
-    count: AtomicUsize,
-    freed: Notify,
-}
-
-impl InFlight {
-    pub(super) fn ticket(self: &Arc<Self>) -> Ticket {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        Ticket(Arc::clone(self))
-    }
-
-    fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
-    }
-
-    /// Resolves once fewer than `limit` are in flight.
-    async fn below(&self, limit: usize) {
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if self.count() < limit {
-                return;
-            }
-            freed.await;
-        }
-    }
-}
-
-/// One command in flight; released when dropped.
-pub(super) struct Ticket(Arc<InFlight>);
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
-        self.0.freed.notify_waiters();
-    }
-}
-
 /// An established session.
 pub(super) struct Session {
     pub(super) shared: Arc<Shared>,
@@ -81,10 +38,53 @@ pub(super) struct Session {
     last: Option<Bytes>,
     /// Traffic counters of the connection (the writer counts what it sends).
     stats: Arc<LinkStats>,
-    pub(super) inflight: Arc<InFlight>,
     /// The server's outstanding ping: its id and when it was sent (for RTT).
     ping: Option<(u64, Instant)>,
     pings_sent: u64,
+}
+
+/// Two clocks counted in heartbeat intervals (the frame path reads no clock; an idle session
+/// wakes once an interval): how long the peer has said nothing, and how long frames have waited
+/// for it without the writer getting any out.
+struct Silence {
+    /// The interval: the heartbeat, at most half the timeout, at least 1 ms (limits built
+    /// through the library API are not validated like the configuration).
+    every: Duration,
+    timeout: Duration,
+    /// A frame arrived since the last tick.
+    heard: bool,
+    /// Intervals without a frame from the peer.
+    silent: u32,
+    /// Frames written by the last tick.
+    sent: u64,
+    /// Intervals with frames queued and none written.
+    stuck: u32,
+}
+
+impl Silence {
+    fn new(heartbeat: Duration, timeout: Duration) -> Silence {
+        let every = heartbeat.min(timeout / 2).max(Duration::from_millis(1));
+        Silence { every, timeout, heard: true, silent: 0, sent: 0, stuck: 0 }
+    }
+
+    /// One interval passed while the reader was `paused`, the writer had written `sent` frames
+    /// in all, and frames were `queued`; `Some` when the session must end. A peer that takes
+    /// nothing queued for it for the timeout stopped reading (`slow_consumer`), however much
+    /// it sends; one that says nothing for the timeout while read is gone (`heartbeat_timeout`).
+    /// Waiting, unread, for its own answers to be taken is not silence.
+    fn tick(&mut self, paused: Paused, sent: u64, queued: bool) -> Option<CloseReason> {
+        let wrote = std::mem::replace(&mut self.sent, sent) != sent;
+        self.stuck = if queued && !wrote { self.stuck + 1 } else { 0 };
+        if self.every * self.stuck >= self.timeout {
+            return Some(CloseReason::SlowConsumer);
+        }
+        if self.heard || paused != Paused::No {
+            (self.heard, self.silent) = (false, 0);
+            return None;
+        }
+        self.silent += 1;
+        (self.every * self.silent >= self.timeout).then_some(CloseReason::HeartbeatTimeout)
+    }
 }
 
 /// Why the read loop is not reading.
@@ -107,18 +107,7 @@ impl Session {
         record: Option<Arc<DeviceRecord>>,
         stats: Arc<LinkStats>,
     ) -> Session {
-        Session {
-            shared,
-            outbox,
-            requester,
-            registered,
-            record,
-            last: None,
-            stats,
-            inflight: Arc::default(),
-            ping: None,
-            pings_sent: 0,
-        }
+        Session { shared, outbox, requester, registered, record, last: None, stats, ping: None, pings_sent: 0 }
     }
 
     /// The session's name (device id or `op-N`).
@@ -148,14 +137,9 @@ impl Session {
 
     pub(super) async fn run<R: FrameSource>(&mut self, source: &mut R) -> CloseReason {
         let limits = self.shared.broker.limits();
-        // One timer: every heartbeat interval the server pings (measuring RTT) and checks that the
-        // peer said something within the timeout. Idle sessions wake only this often, and the
-        // frame path reads no clock: silence is counted in intervals.
-        // At least 1 ms: limits built through the library API are not validated like the config.
-        let every = limits.heartbeat.min(limits.heartbeat_timeout / 2).max(Duration::from_millis(1));
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        let mut silence = Silence::new(limits.heartbeat, limits.heartbeat_timeout);
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + silence.every, silence.every);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut heard, mut silent) = (true, 0u32);
         let max_inflight = limits.max_inflight_requests.max(1);
         // Created once, not per frame: each `cancelled()` registers a waiter.
         let closer = self.outbox.closer.clone();
@@ -167,20 +151,42 @@ impl Session {
         loop {
             let paused = if self.outbox.tx.is_full() {
                 Paused::QueueFull
-            } else if self.inflight.count() >= max_inflight {
+            } else if self.requester.commands_open() >= max_inflight {
                 Paused::InFlight
             } else {
                 Paused::No
             };
+            if paused != Paused::No {
+                // The rare path, in a select of its own with its wait boxed: kept out of the
+                // reading select, it costs idle sessions no memory.
+                let tx = self.outbox.tx.clone();
+                let requester = self.requester.clone();
+                let resume = Box::pin(async move {
+                    match paused {
+                        Paused::QueueFull => drop(tx.space().await),
+                        _ => requester.commands_below(max_inflight).await,
+                    }
+                });
+                tokio::select! {
+                    biased;
+                    reason = &mut closed => return reason,
+                    () = &mut stopping => return CloseReason::ServerShutdown,
+                    () = resume => {}
+                    _ = heartbeat.tick() => {
+                        if let Some(reason) = self.heartbeat(&mut silence, paused) {
+                            return reason;
+                        }
+                    }
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
                 reason = &mut closed => return reason,
                 () = &mut stopping => return CloseReason::ServerShutdown,
-                _ = self.outbox.tx.space(), if paused == Paused::QueueFull => {}
-                () = self.inflight.below(max_inflight), if paused == Paused::InFlight => {}
-                frame = source.next_frame(), if paused == Paused::No => match frame {
+                frame = source.next_frame() => match frame {
                     Ok(Some(f)) => {
-                        heard = true;
+                        silence.heard = true;
                         self.stats.received(f.len());
                         if let Err(reason) = self.on_frame(&f) {
                             return reason;
@@ -197,21 +203,9 @@ impl Session {
                     }
                 },
                 _ = heartbeat.tick() => {
-                    // Waiting on its own commands is not silence; a peer that does not read its
-                    // answers is (nothing it sends is read meanwhile).
-                    if heard || paused == Paused::InFlight {
-                        (heard, silent) = (false, 0);
-                    } else {
-                        silent += 1;
-                        if every * silent >= limits.heartbeat_timeout {
-                            return if paused == Paused::QueueFull {
-                                CloseReason::SlowConsumer
-                            } else {
-                                CloseReason::HeartbeatTimeout
-                            };
-                        }
+                    if let Some(reason) = self.heartbeat(&mut silence, Paused::No) {
+                        return reason;
                     }
-                    self.send_ping();
                 }
             }
         }
@@ -270,6 +264,16 @@ impl Session {
         self.shared.broker.reply_from(registration.id(), re, answer);
     }
 
+    /// An interval passed: check the peer's silence and reading, then ping it (measuring RTT).
+    fn heartbeat(&mut self, silence: &mut Silence, paused: Paused) -> Option<CloseReason> {
+        let sent = self.stats.sent_messages.load(Ordering::Relaxed);
+        let reason = silence.tick(paused, sent, !self.outbox.tx.is_empty());
+        if reason.is_none() {
+            self.send_ping();
+        }
+        reason
+    }
+
     fn send_ping(&mut self) {
         self.pings_sent += 1;
         let mut ping = Envelope::new(Kind::Ping);
@@ -304,5 +308,40 @@ impl Session {
     /// Answers command `re` with an error `reply`.
     pub(super) fn reply_err(&self, re: String, e: ErrorBody) {
         self.answer(&Envelope::reply_err(re, e.code, e.message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_peer_times_out_but_one_waiting_for_its_answers_does_not() {
+        let mut s = Silence::new(Duration::from_secs(15), Duration::from_secs(45));
+        assert_eq!(s.every, Duration::from_secs(15));
+        assert_eq!(s.tick(Paused::No, 1, false), None, "heard at the start");
+        assert_eq!(s.tick(Paused::No, 2, false), None);
+        assert_eq!(s.tick(Paused::No, 3, false), None);
+        assert_eq!(s.tick(Paused::No, 4, false), Some(CloseReason::HeartbeatTimeout));
+        let mut s = Silence::new(Duration::from_secs(15), Duration::from_secs(45));
+        for sent in 0..10 {
+            assert_eq!(s.tick(Paused::InFlight, sent, false), None);
+        }
+    }
+
+    #[test]
+    fn a_peer_that_takes_nothing_queued_is_a_slow_consumer_even_while_it_talks() {
+        let mut s = Silence::new(Duration::from_secs(15), Duration::from_secs(45));
+        for _ in 0..3 {
+            s.heard = true;
+            assert_eq!(s.tick(Paused::No, 5, true), None, "the first tick sees the frames written so far");
+        }
+        s.heard = true;
+        assert_eq!(s.tick(Paused::No, 5, true), Some(CloseReason::SlowConsumer));
+        // One that reads, however slowly, is not.
+        let mut s = Silence::new(Duration::from_secs(15), Duration::from_secs(45));
+        for sent in 0..10 {
+            assert_eq!(s.tick(Paused::QueueFull, sent, true), None);
+        }
     }
 }
