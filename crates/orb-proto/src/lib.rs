@@ -1,9 +1,10 @@
 //! orb wire protocol v1, sans I/O: the [`Envelope`] every frame carries, its [`codec`]s (JSON, and
 //! MessagePack negotiated in `hello` as a [`Codec`]; bodies are JSON bytes in both), typed
 //! bodies for the handshake and jobs ([`message`]), the device registry ([`registry`]) and job
-//! history ([`history`]), stable [`ErrorCode`]s, device ids ([`id`]) and
-//! target [`selector`]s. The server, the client library and the CLI all use this one crate, so the
-//! codec cannot drift between them. Transports (TCP frames, WebSocket) live in the crates that do I/O.
+//! history ([`history`]), stable [`ErrorCode`]s, device ids ([`id`]), target [`selector`]s and
+//! short echoes of refused input ([`excerpt`]). The server, the client library and the CLI all
+//! use this one crate, so the codec cannot drift between them. Transports (TCP frames, WebSocket)
+//! live in the crates that do I/O.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,12 +16,14 @@ pub mod id;
 pub mod message;
 pub mod registry;
 pub mod selector;
+pub mod text;
 
 pub use codec::{Codec, DecodeError, decode, encode};
 pub use envelope::{Envelope, ErrorBody, Kind, Status};
 pub use error::ErrorCode;
 pub use id::{DeviceId, IdError, JobId};
 pub use selector::{Selector, SelectorError, SelectorErrorKind, Subject, check_tag};
+pub use text::excerpt;
 
 /// The protocol version this build speaks. A server accepts this version and the one before it.
 pub const PROTOCOL_VERSION: u32 = 1;

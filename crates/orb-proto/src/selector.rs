@@ -16,6 +16,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::text::excerpt;
+
 const MAX_INPUT_LEN: usize = 4096;
 const MAX_DEPTH: usize = 32;
 const MAX_ID_LEN: usize = 64;
@@ -341,11 +343,8 @@ fn describe(tok: Tok<'_>) -> String {
         Tok::Comma => "','".to_owned(),
         Tok::End => "end of input".to_owned(),
         Tok::Word(word) if is_keyword(word) => format!("keyword '{word}'"),
-        Tok::Word(word) if word.chars().count() > 32 => {
-            let head: String = word.chars().take(32).collect();
-            format!("'{}...'", head.escape_debug())
-        }
-        Tok::Word(word) => format!("'{}'", word.escape_debug()),
+        // A word runs to the next space, so it may be the whole 4 KiB input: echo a prefix.
+        Tok::Word(word) => format!("'{}'", excerpt(word).escape_debug()),
     }
 }
 
@@ -913,6 +912,22 @@ mod tests {
         ];
         for &(input, position, message) in cases {
             assert_err(input, position, SelectorErrorKind::Syntax, message);
+        }
+    }
+
+    #[test]
+    fn errors_echo_only_a_short_prefix_of_a_long_word() {
+        let word = format!("{}!{}", "a".repeat(100), "b".repeat(3000));
+        let e = err(&format!("x {word}"));
+        assert!(e.message.contains(&format!("'{}…'", "a".repeat(64))), "{e}");
+        assert!(e.to_string().len() < 200, "{e}");
+        // Inputs past the length limit are refused before anything is echoed.
+        let e = err(&"x ".repeat(1 << 19));
+        assert!(e.to_string().len() < 100, "{e}");
+        // check_tag names the problem, never the whole key or value.
+        for (k, v) in [("k".repeat(1 << 20), "v".to_owned()), ("k".to_owned(), "v ".repeat(1 << 19))] {
+            let e = check_tag(&k, &v).unwrap_err();
+            assert!(e.to_string().len() < 100, "{e}");
         }
     }
 
