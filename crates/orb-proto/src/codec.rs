@@ -10,7 +10,6 @@
 //! frame (zero copy) and refuses what section 3 of the protocol refuses: a payload that is not
 //! one object, a field twice (even after `null`), a value of the wrong type.
 
-use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use serde_json::value::RawValue;
 
 use crate::envelope::{Draft, Envelope, ErrorBody, Field, FieldReader, FieldWriter, Kind, Status, slice_of};
 use crate::error::ErrorCode;
-use crate::text::{cut, excerpt};
+use crate::text::{bounded, excerpt};
 
 pub mod msgpack;
 
@@ -98,24 +97,16 @@ impl std::fmt::Display for Codec {
 }
 
 impl DecodeError {
-    /// Longest message a decode error carries from serde_json, in characters. Decoders name
-    /// what they met (a type, a field), not the bytes, but a message that quotes the frame is
-    /// cut here anyway.
-    const MAX_JSON_MESSAGE: usize = 256;
-
     /// A decode error saying `message`, which names what is wrong without echoing the frame.
     pub(crate) fn new(message: impl Into<String>) -> DecodeError {
         DecodeError(message.into())
     }
 
-    /// serde_json's error, cut to [`DecodeError::MAX_JSON_MESSAGE`] characters.
+    /// serde_json's error, bounded: decoders name what they met (a type, a field), not the
+    /// bytes, but a message that quotes the frame is cut anyway.
     #[cold]
     fn json(e: serde_json::Error) -> DecodeError {
-        let message = e.to_string();
-        match cut(&message, Self::MAX_JSON_MESSAGE) {
-            Cow::Borrowed(_) => DecodeError(message),
-            Cow::Owned(short) => DecodeError(short),
-        }
+        DecodeError(bounded(e.to_string()))
     }
 
     /// The stable code to answer with.

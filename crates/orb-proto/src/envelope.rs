@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
+use crate::text::bounded;
 
 /// What a frame is for. See `docs/protocol.md` for who sends which kind and the fields each uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -350,11 +351,12 @@ impl Envelope {
     /// Deserialises the body as `T`.
     ///
     /// # Errors
-    /// `bad_request` when the body is absent or has the wrong shape.
+    /// `bad_request` when the body is absent or has the wrong shape. The message wraps
+    /// serde_json's, which may quote the body: it is cut to a few hundred characters.
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorBody> {
         let raw = self.body.as_deref().unwrap_or(b"null");
         serde_json::from_slice(raw)
-            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("{} body: {e}", self.kind.as_str())))
+            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, bounded(format!("{} body: {e}", self.kind.as_str()))))
     }
 }
 
@@ -512,6 +514,20 @@ pub(crate) fn slice_of(frame: &Bytes, part: &[u8]) -> Bytes {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typed_body_of_the_wrong_shape_is_refused_with_a_short_message() {
+        let long = "v".repeat(1 << 20);
+        let hello = Envelope::new(Kind::Hello).with_json_body(&serde_json::json!({"version": long, "role": "agent"}));
+        let e = hello.json_body::<crate::message::Hello>().unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.starts_with("hello body: invalid type: string"), "{}", &e.message[..100]);
+        assert!(e.message.len() < 400, "{} bytes", e.message.len());
+        let bad_role = Envelope::new(Kind::Hello).with_json_body(&serde_json::json!({"version": 1, "role": long}));
+        assert!(bad_role.json_body::<crate::message::Hello>().unwrap_err().message.len() < 400);
+        let short = Envelope::new(Kind::Bye).json_body::<crate::message::Bye>().unwrap_err();
+        assert_eq!(short.message, "bye body: invalid type: null, expected struct Bye at line 1 column 4");
+    }
 
     #[test]
     fn wire_names_parse_back_as_serde_reads_them() {

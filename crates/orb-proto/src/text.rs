@@ -14,8 +14,20 @@ pub fn excerpt(s: &str) -> Cow<'_, str> {
     cut(s, EXCERPT_CHARS)
 }
 
+/// Longest message, in characters, of an error that wraps another library's text (serde_json
+/// quotes a string of the wrong type whole, whatever its length).
+pub(crate) const MAX_WRAPPED_MESSAGE: usize = 256;
+
+/// `message` cut to [`MAX_WRAPPED_MESSAGE`] characters, marked with `…` when cut.
+pub(crate) fn bounded(message: String) -> String {
+    match cut(&message, MAX_WRAPPED_MESSAGE) {
+        Cow::Borrowed(_) => message,
+        Cow::Owned(short) => short,
+    }
+}
+
 /// `s` cut after `max` characters, marked with `…` when anything was left out.
-pub(crate) fn cut(s: &str, max: usize) -> Cow<'_, str> {
+fn cut(s: &str, max: usize) -> Cow<'_, str> {
     // A char is at least one byte: a string of at most `max` bytes needs no look at its chars.
     if s.len() <= max {
         return Cow::Borrowed(s);
@@ -58,6 +70,13 @@ mod tests {
     fn a_mebibyte_of_input_gives_a_short_excerpt() {
         let s = "a".repeat(1 << 20);
         assert!(excerpt(&s).len() <= EXCERPT_CHARS + '…'.len_utf8());
+    }
+
+    #[test]
+    fn wrapped_messages_are_bounded_and_short_ones_kept() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = bounded("m".repeat(1 << 20));
+        assert_eq!(long.chars().count(), MAX_WRAPPED_MESSAGE + 1);
     }
 
     #[test]
