@@ -70,14 +70,6 @@ impl Codec {
         }
     }
 
-    /// Encodes an envelope by appending it to `out`.
-    pub fn encode_into(&self, env: &Envelope, out: &mut Vec<u8>) {
-        match self {
-            Codec::Json => encode_into(env, out),
-            Codec::MsgPack => msgpack::encode_into(env, out),
-        }
-    }
-
     /// Decodes one frame payload; the body is a zero-copy slice of `frame`.
     ///
     /// # Errors
@@ -107,11 +99,6 @@ impl DecodeError {
     #[cold]
     fn json(e: serde_json::Error) -> DecodeError {
         DecodeError(bounded(e.to_string()))
-    }
-
-    /// The stable code to answer with.
-    pub fn code(&self) -> ErrorCode {
-        ErrorCode::BadFrame
     }
 }
 
@@ -352,8 +339,8 @@ pub fn encode(env: &Envelope) -> Bytes {
     Bytes::from(out)
 }
 
-/// Encodes an envelope by appending it to `out`, so a writer can reuse one buffer.
-pub fn encode_into(env: &Envelope, out: &mut Vec<u8>) {
+/// Encodes an envelope by appending it to `out`.
+fn encode_into(env: &Envelope, out: &mut Vec<u8>) {
     out.push(b'{');
     env.write_fields(&mut JsonWriter(out));
     out.push(b'}');

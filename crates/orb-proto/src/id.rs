@@ -1,5 +1,5 @@
-//! Identifier newtypes: [`DeviceId`] (validated, one topic segment) and [`JobId`] (time-ordered).
-//! A refused device id is echoed in the error only as a short, escaped [`excerpt`].
+//! The device id newtype, [`DeviceId`]: validated, one topic segment, cheap to clone. A refused
+//! id is echoed in the error only as a short, escaped [`excerpt`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -100,35 +100,6 @@ impl<'de> Deserialize<'de> for DeviceId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         DeviceId::new(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A job id: a UUID v7 string, so ids sort by creation time. Clients may abbreviate it to a unique prefix.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(Arc<str>);
-
-impl JobId {
-    /// Wraps an id received from the server.
-    pub fn from_string(s: impl Into<Arc<str>>) -> JobId {
-        JobId(s.into())
-    }
-
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JobId({})", &self.0)
     }
 }
 

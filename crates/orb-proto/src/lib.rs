@@ -22,7 +22,7 @@ pub mod text;
 pub use codec::{Codec, DecodeError, decode, encode};
 pub use envelope::{Envelope, ErrorBody, Kind, Status};
 pub use error::ErrorCode;
-pub use id::{DeviceId, IdError, JobId};
+pub use id::{DeviceId, IdError};
 pub use selector::{Selector, SelectorError, SelectorErrorKind, Subject, check_tag};
 pub use text::excerpt;
 
@@ -32,8 +32,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// Default largest frame, in bytes, a peer accepts (length prefix excluded). Checked before allocating.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
-/// Length of the TCP frame header: a big-endian `u32` holding the payload length.
-pub const FRAME_HEADER_LEN: usize = 4;
 /// Default TCP port for agent connections.
 pub const DEFAULT_TCP_PORT: u16 = 7700;
 /// Default HTTP port (REST, WebSocket at [`WS_PATH`]).

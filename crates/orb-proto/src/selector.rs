@@ -245,11 +245,6 @@ impl Selector {
         Some(ids)
     }
 
-    /// true for a selector that is exactly `*`.
-    pub fn is_all(&self) -> bool {
-        matches!(&self.root, Node::List(items) if items.as_slice() == [Item::All])
-    }
-
     /// Names of groups referenced (before expansion), in order of first appearance, without
     /// duplicates.
     pub fn group_names(&self) -> Vec<&str> {
@@ -757,7 +752,7 @@ mod tests {
     #[test]
     fn star_matches_everything() {
         let s = sel("*");
-        assert!(s.is_all());
+        assert_eq!(s, Selector { root: Node::List(vec![Item::All]) });
         assert!(s.matches(&dev("anything")));
         assert_eq!(s.to_string(), "*");
     }
@@ -1025,15 +1020,6 @@ mod tests {
             assert_eq!(sel(input).exact_ids(), None, "{input}");
         }
         assert_eq!(sel("(a,b)").exact_ids(), Some(vec!["a", "b"]));
-    }
-
-    #[test]
-    fn is_all_only_for_a_lone_star() {
-        assert!(sel(" * ").is_all());
-        assert!(sel("(*)").is_all());
-        for input in ["*,a", "**", "not *", "* or a", "a"] {
-            assert!(!sel(input).is_all(), "{input}");
-        }
     }
 
     #[test]

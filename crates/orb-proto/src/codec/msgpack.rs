@@ -31,11 +31,11 @@ pub fn encode(env: &Envelope) -> Bytes {
     Bytes::from(out)
 }
 
-/// Encodes an envelope by appending it to `out`, so a writer can reuse one buffer.
+/// Encodes an envelope by appending it to `out`.
 ///
 /// Lengths are written as MessagePack allows them (up to `u32::MAX` bytes per string or body);
 /// larger values cannot be framed on any orb transport anyway.
-pub fn encode_into(env: &Envelope, out: &mut Vec<u8>) {
+fn encode_into(env: &Envelope, out: &mut Vec<u8>) {
     write_map_len(out, env.field_count());
     env.write_fields(&mut MsgPackWriter(out));
 }
