@@ -307,18 +307,25 @@ impl<'de> Visitor<'de> for ErrorObjectVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ErrorObject, A::Error> {
+        /// The members of an error object, by name.
+        enum Member {
+            Code,
+            Message,
+            Other,
+        }
+        let member = |s: &str| match s {
+            "code" => Member::Code,
+            "message" => Member::Message,
+            _ => Member::Other,
+        };
         let (mut code, mut message) = (None, None);
-        while let Some(name) = map.next_key_seed(Name(|s: &str| match s {
-            "code" => Some(true),
-            "message" => Some(false),
-            _ => None,
-        }))? {
+        while let Some(name) = map.next_key_seed(Name(member))? {
             match name {
-                Some(true) if code.is_some() => return Err(de::Error::duplicate_field("code")),
-                Some(true) => code = Some(map.next_value::<ErrorCode>()?),
-                Some(false) if message.is_some() => return Err(de::Error::duplicate_field("message")),
-                Some(false) => message = Some(map.next_value::<String>()?),
-                None => {
+                Member::Code if code.is_some() => return Err(de::Error::duplicate_field("code")),
+                Member::Code => code = Some(map.next_value::<ErrorCode>()?),
+                Member::Message if message.is_some() => return Err(de::Error::duplicate_field("message")),
+                Member::Message => message = Some(map.next_value::<String>()?),
+                Member::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
