@@ -41,7 +41,7 @@ impl Context {
     pub fn args<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorBody> {
         serde_json::from_slice(&self.args).map_err(|e| {
             let msg = format!("{}: {e}", orb_proto::excerpt(&self.cmd));
-            ErrorBody::new(ErrorCode::BadArgs, orb_proto::bounded(&msg))
+            ErrorBody::new(ErrorCode::BadArgs, orb_proto::bounded(msg))
         })
     }
 }

@@ -1,10 +1,15 @@
 //! The envelope: the one shape of every frame in protocol v1. Routers read only these fields;
 //! `body` is JSON carried as raw bytes and never decoded on the way through.
+//!
+//! The fields are listed once, in a table (`envelope_fields!` below) that makes the struct and
+//! the field-by-field walks both codecs use: a codec implements a writer and a reader per value
+//! type (string, integer, status, error, body) and never names a field itself.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
+use crate::text::bounded;
 
 /// What a frame is for. See `docs/protocol.md` for who sends which kind and the fields each uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -47,6 +52,7 @@ pub enum Kind {
 
 impl Kind {
     /// The wire name, e.g. `cmd`.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Hello => "hello",
@@ -69,6 +75,7 @@ impl Kind {
     }
 
     /// Parses a wire name; a name this build does not know is [`Kind::Unknown`] (as in JSON).
+    #[inline]
     pub fn from_wire(s: &str) -> Kind {
         match s {
             "hello" => Kind::Hello,
@@ -127,6 +134,7 @@ impl Status {
     ];
 
     /// The wire name, e.g. `timeout`.
+    #[inline]
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -141,6 +149,7 @@ impl Status {
     }
 
     /// Parses a wire name; `None` for anything outside the fixed set (a `bad_frame`).
+    #[inline]
     pub fn from_wire(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -174,64 +183,137 @@ impl std::fmt::Display for ErrorBody {
     }
 }
 
-/// One frame. Every field but `kind` is optional; which ones a kind uses is in `docs/protocol.md`.
-/// Unknown fields in received frames are ignored, so newer peers may add fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    /// What the frame is for.
-    pub kind: Kind,
-    /// Sender-chosen id of this message (unique among the sender's open requests).
-    pub id: Option<String>,
-    /// The id of the message this one answers (reply, ack, event, pong, error).
-    pub re: Option<String>,
-    /// Command name (`cmd`).
-    pub cmd: Option<String>,
-    /// Target selector: makes a `cmd` a job.
-    pub target: Option<String>,
-    /// One device id: makes a `cmd` a plain request to that device.
-    pub to: Option<String>,
-    /// Who sent a command delivered to a device: a device id or `$server`.
-    pub from: Option<String>,
-    /// Relative deadline in milliseconds from when the receiver got the frame.
-    pub deadline_ms: Option<u64>,
-    /// Job id (ack, event, reply that ends a job; cmd delivered as part of a job).
-    pub job: Option<String>,
-    /// The device an `event` is about.
-    pub device: Option<String>,
-    /// A target's outcome (`event`).
-    pub status: Option<Status>,
-    /// Milliseconds from dispatch to answer (`event`).
-    pub elapsed_ms: Option<u64>,
-    /// Topic name (reserved for pub/sub).
-    pub topic: Option<String>,
-    /// Error code and message (`error`, failed `reply` or `event`).
-    pub error: Option<ErrorBody>,
-    /// Raw JSON bytes: command arguments, results, typed bodies of hello/welcome/ack/bye.
-    pub body: Option<Bytes>,
+/// The envelope's field table: every field between `kind` (always first) and `body` (always
+/// last), in wire order (`docs/protocol.md` section 3), each with its value type.
+///
+/// This is the only place that lists the fields. From it come the [`Envelope`] struct,
+/// [`Envelope::new`], the walk that writes fields in order ([`Envelope::write_fields`]), the
+/// names decoders look up ([`Field`]) and the step that stores a decoded value ([`Draft`]).
+/// Both codecs go through those, so a field whose type is already in the table (a string, a
+/// `u64`, a [`Status`], an [`ErrorBody`]) is added by adding one line here. A new value type
+/// needs a [`FieldValue`] impl and a method in each codec's [`FieldWriter`] and [`FieldReader`].
+macro_rules! envelope_fields {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {
+        /// One frame. Every field but `kind` is optional; which ones a kind uses is in
+        /// `docs/protocol.md`. Unknown fields in received frames are ignored, so newer peers may
+        /// add fields.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Envelope {
+            /// What the frame is for.
+            pub kind: Kind,
+            $($(#[$doc])* pub $field: Option<$ty>,)*
+            /// Raw JSON bytes: command arguments, results, typed bodies of hello/welcome/ack/bye.
+            pub body: Option<Bytes>,
+        }
+
+        impl Envelope {
+            /// An envelope of `kind` with every other field empty.
+            #[inline]
+            pub fn new(kind: Kind) -> Envelope {
+                Envelope { kind, $($field: None,)* body: None }
+            }
+
+            /// How many fields an encoder writes: `kind` and every field that is present.
+            #[inline]
+            pub(crate) fn field_count(&self) -> usize {
+                1 $(+ usize::from(self.$field.is_some()))* + usize::from(self.body.is_some())
+            }
+
+            /// Hands `w` every present field in wire order: `kind` first, `body` last.
+            #[inline]
+            pub(crate) fn write_fields<W: FieldWriter>(&self, w: &mut W) {
+                w.kind("kind", self.kind);
+                $(if let Some(value) = &self.$field {
+                    FieldValue::write(value, stringify!($field), w);
+                })*
+                if let Some(body) = &self.body {
+                    w.body("body", body);
+                }
+            }
+        }
+
+        /// An envelope field as a decoder names it; its number is its bit in [`Draft`]'s set of
+        /// fields seen. (Lowercase: the variants are the field names.)
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Field {
+            kind,
+            $($field,)*
+            body,
+        }
+
+        impl Field {
+            /// The field with wire name `name`; `None` for a field this build does not know.
+            #[inline]
+            pub(crate) fn of(name: &str) -> Option<Field> {
+                Some(match name {
+                    "kind" => Field::kind,
+                    $(stringify!($field) => Field::$field,)*
+                    "body" => Field::body,
+                    _ => return None,
+                })
+            }
+
+            /// The wire name.
+            #[inline]
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    Field::kind => "kind",
+                    $(Field::$field => stringify!($field),)*
+                    Field::body => "body",
+                }
+            }
+        }
+
+        impl Draft<'_> {
+            /// Stores the value `r` reads as `field`. Inlined into each decoder's loop, so the
+            /// match compiles to a jump straight to the codec's reader for that type.
+            #[inline(always)]
+            fn set<R: FieldReader>(&mut self, field: Field, r: &mut R) -> Result<(), R::Error> {
+                match field {
+                    Field::kind => self.env.kind = r.kind()?,
+                    $(Field::$field => self.env.$field = FieldValue::read(r)?,)*
+                    Field::body => self.env.body = r.body()?,
+                }
+                Ok(())
+            }
+        }
+    };
 }
 
-impl Envelope {
-    /// An envelope of `kind` with every other field empty.
-    pub fn new(kind: Kind) -> Envelope {
-        Envelope {
-            kind,
-            id: None,
-            re: None,
-            cmd: None,
-            target: None,
-            to: None,
-            from: None,
-            deadline_ms: None,
-            job: None,
-            device: None,
-            status: None,
-            elapsed_ms: None,
-            topic: None,
-            error: None,
-            body: None,
-        }
-    }
+envelope_fields! {
+    /// Sender-chosen id of this message (unique among the sender's open requests).
+    id: String,
+    /// The id of the message this one answers (reply, ack, event, pong, error).
+    re: String,
+    /// Command name (`cmd`).
+    cmd: String,
+    /// Target selector: makes a `cmd` a job.
+    target: String,
+    /// One device id: makes a `cmd` a plain request to that device.
+    to: String,
+    /// Who sent a command delivered to a device: a device id or `$server`.
+    from: String,
+    /// Relative deadline in milliseconds from when the receiver got the frame.
+    deadline_ms: u64,
+    /// Job id (ack, event, reply that ends a job; cmd delivered as part of a job).
+    job: String,
+    /// The device an `event` is about.
+    device: String,
+    /// A target's outcome (`event`).
+    status: Status,
+    /// Milliseconds from dispatch to answer (`event`).
+    elapsed_ms: u64,
+    /// Topic name (reserved for pub/sub).
+    topic: String,
+    /// Error code and message (`error`, failed `reply` or `event`).
+    error: ErrorBody,
+}
 
+// The set of fields seen is a `u32`.
+const _: () = assert!((Field::body as u32) < u32::BITS, "the envelope has more fields than Draft::seen has bits");
+
+impl Envelope {
     /// An `error` frame answering message `re` (if any).
     pub fn error(re: Option<String>, code: ErrorCode, message: impl Into<String>) -> Envelope {
         let mut e = Envelope::new(Kind::Error);
@@ -269,13 +351,162 @@ impl Envelope {
     /// Deserialises the body as `T`.
     ///
     /// # Errors
-    /// `bad_request` when the body is absent or has the wrong shape.
+    /// `bad_request` when the body is absent or has the wrong shape. The message wraps
+    /// serde_json's, which may quote the body: it is cut to a few hundred characters.
     pub fn json_body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorBody> {
         let raw = self.body.as_deref().unwrap_or(b"null");
-        serde_json::from_slice(raw).map_err(|e| {
-            let msg = format!("{} body: {e}", self.kind.as_str());
-            ErrorBody::new(ErrorCode::BadRequest, crate::text::bounded(&msg))
-        })
+        serde_json::from_slice(raw)
+            .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, bounded(format!("{} body: {e}", self.kind.as_str()))))
+    }
+}
+
+// === Field visitors: what the codecs implement ===
+
+/// A codec's way of writing one frame, field by field, as [`Envelope::write_fields`] hands
+/// them over (in wire order, absent fields skipped). `name` is the field's wire name.
+pub(crate) trait FieldWriter {
+    /// The `kind` field, always present and always first.
+    fn kind(&mut self, name: &'static str, kind: Kind);
+    /// A string field (a [`Status`] is written as its wire name).
+    fn str(&mut self, name: &'static str, value: &str);
+    /// A non-negative integer field.
+    fn uint(&mut self, name: &'static str, value: u64);
+    /// An `{"code", "message"}` field.
+    fn error(&mut self, name: &'static str, value: &ErrorBody);
+    /// The `body`, always last: JSON bytes copied verbatim.
+    fn body(&mut self, name: &'static str, json: &Bytes);
+}
+
+/// A codec's way of reading the value of the field whose name it just read. Every method but
+/// [`FieldReader::kind`] returns `Ok(None)` for the codec's null (`null`, `nil`): the same as
+/// an absent field. A value of the wrong type is an error.
+pub(crate) trait FieldReader {
+    /// The codec's error.
+    type Error;
+    /// The error for a field that appears twice in one frame.
+    fn duplicate(name: &'static str) -> Self::Error;
+    /// The `kind`: a string, never null; a name this build does not know is [`Kind::Unknown`].
+    fn kind(&mut self) -> Result<Kind, Self::Error>;
+    /// A string.
+    fn string(&mut self) -> Result<Option<String>, Self::Error>;
+    /// A non-negative integer.
+    fn uint(&mut self) -> Result<Option<u64>, Self::Error>;
+    /// A [`Status`] wire name; a name outside the fixed set is an error.
+    fn status(&mut self) -> Result<Option<Status>, Self::Error>;
+    /// An error object: `code` and `message` strings, both required.
+    fn error(&mut self) -> Result<Option<ErrorBody>, Self::Error>;
+    /// The body: one JSON value, returned as a slice of the frame (no copy).
+    fn body(&mut self) -> Result<Option<Bytes>, Self::Error>;
+}
+
+/// A value type of the field table: how it goes through a [`FieldWriter`] and a [`FieldReader`].
+pub(crate) trait FieldValue: Sized {
+    /// Writes `self` as field `name`.
+    fn write<W: FieldWriter>(&self, name: &'static str, w: &mut W);
+    /// Reads a value (`None` for null).
+    fn read<R: FieldReader>(r: &mut R) -> Result<Option<Self>, R::Error>;
+}
+
+impl FieldValue for String {
+    #[inline]
+    fn write<W: FieldWriter>(&self, name: &'static str, w: &mut W) {
+        w.str(name, self);
+    }
+
+    #[inline]
+    fn read<R: FieldReader>(r: &mut R) -> Result<Option<Self>, R::Error> {
+        r.string()
+    }
+}
+
+impl FieldValue for u64 {
+    #[inline]
+    fn write<W: FieldWriter>(&self, name: &'static str, w: &mut W) {
+        w.uint(name, *self);
+    }
+
+    #[inline]
+    fn read<R: FieldReader>(r: &mut R) -> Result<Option<Self>, R::Error> {
+        r.uint()
+    }
+}
+
+impl FieldValue for Status {
+    #[inline]
+    fn write<W: FieldWriter>(&self, name: &'static str, w: &mut W) {
+        w.str(name, self.as_str());
+    }
+
+    #[inline]
+    fn read<R: FieldReader>(r: &mut R) -> Result<Option<Self>, R::Error> {
+        r.status()
+    }
+}
+
+impl FieldValue for ErrorBody {
+    #[inline]
+    fn write<W: FieldWriter>(&self, name: &'static str, w: &mut W) {
+        w.error(name, self);
+    }
+
+    #[inline]
+    fn read<R: FieldReader>(r: &mut R) -> Result<Option<Self>, R::Error> {
+        r.error()
+    }
+}
+
+/// An envelope being decoded, in place: the fields read so far go straight into `env` (an
+/// envelope is a few hundred bytes: building it where the decoder returns it from saves
+/// copies), and `seen` says which fields were read, so a second occurrence is an error even
+/// when the first was null. Both decoders feed it one field at a time, in frame order.
+pub(crate) struct Draft<'e> {
+    env: &'e mut Envelope,
+    /// Bit `Field as u32` is set once that field was read.
+    seen: u32,
+}
+
+impl<'e> Draft<'e> {
+    /// Starts decoding into `env`, which should be empty ([`Envelope::new`]).
+    #[inline]
+    pub(crate) fn new(env: &'e mut Envelope) -> Draft<'e> {
+        Draft { env, seen: 0 }
+    }
+
+    /// Reads `field`'s value from `r` and stores it.
+    ///
+    /// # Errors
+    /// `R::duplicate` when `field` was read before; else whatever `r` reports.
+    #[inline(always)]
+    pub(crate) fn read<R: FieldReader>(&mut self, field: Field, r: &mut R) -> Result<(), R::Error> {
+        let bit = 1u32 << field as u32;
+        if self.seen & bit != 0 {
+            return Err(R::duplicate(field.name()));
+        }
+        self.seen |= bit;
+        self.set(field, r)
+    }
+
+    /// Checks that the frame had everything an envelope needs: a `kind`.
+    ///
+    /// # Errors
+    /// `missing("kind")` when the frame had no `kind`.
+    #[inline]
+    pub(crate) fn finish<E>(self, missing: impl FnOnce(&'static str) -> E) -> Result<(), E> {
+        if self.seen & (1u32 << Field::kind as u32) == 0 {
+            return Err(missing(Field::kind.name()));
+        }
+        Ok(())
+    }
+}
+
+/// `part` as a zero-copy slice of `frame` when it lies inside `frame` (as a decoder's borrowed
+/// body always does), else a copy: never a panic.
+#[inline]
+pub(crate) fn slice_of(frame: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= frame.len() && !part.is_empty() => frame.slice(start..end),
+        _ => Bytes::copy_from_slice(part),
     }
 }
 
@@ -283,6 +514,20 @@ impl Envelope {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typed_body_of_the_wrong_shape_is_refused_with_a_short_message() {
+        let long = "v".repeat(1 << 20);
+        let hello = Envelope::new(Kind::Hello).with_json_body(&serde_json::json!({"version": long, "role": "agent"}));
+        let e = hello.json_body::<crate::message::Hello>().unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.starts_with("hello body: invalid type: string"), "{}", &e.message[..100]);
+        assert!(e.message.len() < 400, "{} bytes", e.message.len());
+        let bad_role = Envelope::new(Kind::Hello).with_json_body(&serde_json::json!({"version": 1, "role": long}));
+        assert!(bad_role.json_body::<crate::message::Hello>().unwrap_err().message.len() < 400);
+        let short = Envelope::new(Kind::Bye).json_body::<crate::message::Bye>().unwrap_err();
+        assert_eq!(short.message, "bye body: invalid type: null, expected struct Bye at line 1 column 4");
+    }
 
     #[test]
     fn wire_names_parse_back_as_serde_reads_them() {

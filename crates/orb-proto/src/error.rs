@@ -78,12 +78,12 @@ error_codes! {
     HandlerPanicked = "handler_panicked", 500, "the handler panicked; the agent survived and reported it";
     Unsupported = "unsupported", 501, "the message kind is reserved for a later protocol feature";
     SlowConsumer = "slow_consumer", 503, "the connection's outbound queue was full, so it was closed";
+    Lagged = "lagged", 503, "the requester read a job's results too slowly, so the server stopped sending them; the job runs on and its results are in the job history";
     ServerShutdown = "server_shutdown", 503, "the server is stopping; reconnect later";
     ShuttingDown = "shutting_down", 503, "the receiver is stopping and accepts no new commands";
     TooManyConnections = "too_many_connections", 503, "the server's connection limit (total or per address) is reached";
     TooManyJobs = "too_many_jobs", 429, "the client already has the maximum number of jobs in flight";
     RateLimited = "rate_limited", 429, "too many attempts from this address in a short time (new device enrollments); try again later";
-    Lagged = "lagged", 503, "the requester read a job's results too slowly, so the server stopped sending them; the job runs on and its results are in the job history";
     Cancelled = "cancelled", 409, "the command was cancelled before it finished";
     IdTaken = "id_taken", 409, "the device id is registered with its own secret; only that secret may connect as it";
     Revoked = "revoked", 403, "the device's credential was revoked by an operator";
@@ -136,11 +136,41 @@ mod tests {
         assert_eq!(c.as_str(), "disk_full");
     }
 
+    /// `docs/errors.md` holds this table row for row, in the same order: code, HTTP status and
+    /// meaning, so neither can change without the other.
     #[test]
-    fn docs_list_every_code() {
+    fn docs_list_every_code_with_its_status_and_meaning_in_table_order() {
         let doc = include_str!("../../../docs/errors.md");
-        for code in ErrorCode::ALL {
-            assert!(doc.contains(&format!("`{}`", code.as_str())), "docs/errors.md lacks {code}");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+        let want: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| format!("| `{}` | {} | {} |", c.as_str(), c.http_status(), c.description()))
+            .collect();
+        for (row, code) in want.iter().zip(ErrorCode::ALL) {
+            assert!(doc.lines().any(|l| l == row), "docs/errors.md lacks the row of {code}: {row}");
         }
+        assert_eq!(rows, want, "docs/errors.md lists the codes in table order, and only these");
+    }
+
+    #[test]
+    fn codes_are_unique_and_statuses_are_http_errors() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "{code} twice");
+            assert!((400..600).contains(&code.http_status()), "{code}");
+            assert!(!code.description().ends_with('.'), "{code}: no trailing period");
+        }
+    }
+
+    #[test]
+    fn the_limit_codes_have_their_statuses() {
+        for (wire, status) in [("bad_body", 400), ("rate_limited", 429), ("lagged", 503)] {
+            let code = ErrorCode::from_wire(wire);
+            assert!(!matches!(code, ErrorCode::Other(_)), "{wire} is known");
+            assert_eq!(code.http_status(), status, "{wire}");
+        }
+        assert_eq!(ErrorCode::BadBody.as_str(), "bad_body");
+        assert_eq!(ErrorCode::RateLimited.as_str(), "rate_limited");
+        assert_eq!(ErrorCode::Lagged.as_str(), "lagged");
     }
 }

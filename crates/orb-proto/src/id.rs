@@ -1,14 +1,18 @@
-//! Identifier newtypes: [`DeviceId`] (validated, one topic segment) and [`JobId`] (time-ordered).
+//! The device id newtype, [`DeviceId`]: validated, one topic segment, cheap to clone. A refused
+//! id is echoed in the error only as a short, escaped [`excerpt`].
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::excerpt;
+
 /// Words that may not be device ids because the CLI uses them as sub-commands (`orb devices show`).
 pub const RESERVED_IDS: &[&str] = &["add", "rm", "revoke", "show", "tag", "untag", "and", "or", "not"];
 
-/// Why a string is not a valid [`DeviceId`].
+/// Why a string is not a valid [`DeviceId`]. Each variant carries the refused id as a short
+/// [`excerpt`] with control characters escaped, never the whole input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// Empty string.
@@ -23,6 +27,12 @@ pub enum IdError {
     /// One of [`RESERVED_IDS`].
     #[error("device id '{0}' is a reserved word")]
     Reserved(String),
+}
+
+/// How an [`IdError`] shows the refused id: a short prefix, escaped so that a control character
+/// in it cannot break a log line.
+fn echo(s: &str) -> String {
+    excerpt(s).escape_debug().to_string()
 }
 
 /// A device id: `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`, never one of [`RESERVED_IDS`].
@@ -42,17 +52,15 @@ impl DeviceId {
         let Some(first) = bytes.first() else {
             return Err(IdError::Empty);
         };
-        // Errors carry at most a short prefix of the input: an id may be a megabyte of garbage.
-        let shown = || crate::excerpt(s).into_owned();
         if bytes.len() > 64 {
-            return Err(IdError::TooLong(shown()));
+            return Err(IdError::TooLong(echo(s)));
         }
         let rest_ok = bytes[1..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-');
         if !first.is_ascii_alphanumeric() || !rest_ok {
-            return Err(IdError::BadChar(shown()));
+            return Err(IdError::BadChar(echo(s)));
         }
         if RESERVED_IDS.contains(&s) {
-            return Err(IdError::Reserved(shown()));
+            return Err(IdError::Reserved(echo(s)));
         }
         Ok(DeviceId(Arc::from(s)))
     }
@@ -95,35 +103,6 @@ impl<'de> Deserialize<'de> for DeviceId {
     }
 }
 
-/// A job id: a UUID v7 string, so ids sort by creation time. Clients may abbreviate it to a unique prefix.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(Arc<str>);
-
-impl JobId {
-    /// Wraps an id received from the server.
-    pub fn from_string(s: impl Into<Arc<str>>) -> JobId {
-        JobId(s.into())
-    }
-
-    /// The id as a string slice.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "JobId({})", &self.0)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -137,12 +116,6 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_bad_id_is_shown_in_part() {
-        let e = DeviceId::new(&"x".repeat(1 << 20)).unwrap_err().to_string();
-        assert!(e.len() < 200, "{} bytes", e.len());
-    }
-
-    #[test]
     fn invalid_ids_say_why() {
         assert_eq!(DeviceId::new(""), Err(IdError::Empty));
         assert!(matches!(DeviceId::new(&"x".repeat(65)), Err(IdError::TooLong(_))));
@@ -150,5 +123,31 @@ mod tests {
         assert!(matches!(DeviceId::new("-web"), Err(IdError::BadChar(_))));
         assert!(matches!(DeviceId::new("web 1"), Err(IdError::BadChar(_))));
         assert!(matches!(DeviceId::new("show"), Err(IdError::Reserved(_))));
+    }
+
+    #[test]
+    fn a_huge_bad_id_is_echoed_as_a_short_prefix() {
+        let mib = 1 << 20;
+        for (s, want) in [
+            ("x".repeat(mib), "longer than 64"),
+            (format!("{}!", "x".repeat(mib)), "longer than 64"),
+            ("é".repeat(mib), "longer than 64"),
+        ] {
+            let msg = DeviceId::new(&s).unwrap_err().to_string();
+            assert!(msg.len() < 200, "{} bytes", msg.len());
+            assert!(
+                msg.contains(want) && msg.contains(&format!("{}…", &s[..s.char_indices().nth(64).unwrap().0])),
+                "{msg}"
+            );
+        }
+        let msg = DeviceId::new(&format!("-{}", "y".repeat(40))).unwrap_err().to_string();
+        assert_eq!(msg, format!("device id '-{}' must match [A-Za-z0-9][A-Za-z0-9_-]{{0,63}}", "y".repeat(40)));
+    }
+
+    #[test]
+    fn control_characters_in_a_refused_id_are_escaped() {
+        let msg = DeviceId::new("web\n1\x1b[31m").unwrap_err().to_string();
+        assert!(!msg.contains('\n') && !msg.contains('\x1b'), "{msg:?}");
+        assert!(msg.contains("web\\n1\\u{1b}[31m"), "{msg:?}");
     }
 }

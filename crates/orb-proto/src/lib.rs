@@ -1,9 +1,10 @@
 //! orb wire protocol v1, sans I/O: the [`Envelope`] every frame carries, its [`codec`]s (JSON, and
-//! MessagePack negotiated in `hello` as a [`Codec`]; bodies are JSON bytes in both), typed
-//! bodies for the handshake and jobs ([`message`]), the device registry ([`registry`]) and job
-//! history ([`history`]), stable [`ErrorCode`]s, device ids ([`id`]) and
-//! target [`selector`]s. The server, the client library and the CLI all use this one crate, so the
-//! codec cannot drift between them. Transports (TCP frames, WebSocket) live in the crates that do I/O.
+//! MessagePack negotiated in `hello` as a [`Codec`]; bodies are JSON bytes in both), the limits
+//! a body must respect ([`body`]), typed bodies for the handshake and jobs ([`message`]), the
+//! device registry ([`registry`]) and job history ([`history`]), stable [`ErrorCode`]s, device
+//! ids ([`id`]), target [`selector`]s and short echoes of refused input ([`excerpt`]). The
+//! server, the client library and the CLI all use this one crate, so the codec cannot drift
+//! between them. Transports (TCP frames, WebSocket) live in the crates that do I/O.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,7 +22,7 @@ pub mod text;
 pub use codec::{Codec, DecodeError, decode, encode};
 pub use envelope::{Envelope, ErrorBody, Kind, Status};
 pub use error::ErrorCode;
-pub use id::{DeviceId, IdError, JobId};
+pub use id::{DeviceId, IdError};
 pub use selector::{Selector, SelectorError, SelectorErrorKind, Subject, check_tag};
 pub use text::{bounded, excerpt};
 
@@ -31,8 +32,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// Default largest frame, in bytes, a peer accepts (length prefix excluded). Checked before allocating.
 pub const DEFAULT_MAX_FRAME: usize = 1024 * 1024;
-/// Length of the TCP frame header: a big-endian `u32` holding the payload length.
-pub const FRAME_HEADER_LEN: usize = 4;
 /// Default TCP port for agent connections.
 pub const DEFAULT_TCP_PORT: u16 = 7700;
 /// Default HTTP port (REST, WebSocket at [`WS_PATH`]).

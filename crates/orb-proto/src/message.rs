@@ -1,5 +1,6 @@
-//! Typed bodies of the protocol's structured messages (handshake, jobs, operator queries) and the
-//! names of the reserved `$orb.` server commands. Command arguments and results stay raw JSON.
+//! Typed bodies of the protocol's structured messages (handshake, jobs, operator queries), the
+//! limits a hello must respect ([`Hello::check`]) and the names of the reserved `$orb.` server
+//! commands. Command arguments and results stay raw JSON.
 
 use std::collections::BTreeMap;
 
@@ -90,62 +91,81 @@ pub struct Hello {
     pub codecs: Vec<String>,
 }
 
-/// Tags a hello may report at most.
+/// Most tags a hello may report.
 pub const MAX_HELLO_TAGS: usize = 64;
-/// Commands a hello may declare at most.
+/// Most command names a hello may declare.
 pub const MAX_HELLO_COMMANDS: usize = 256;
-/// Longest command name in a hello, in bytes.
+/// Longest command name a hello may declare, in bytes.
 pub const MAX_COMMAND_NAME: usize = 128;
-/// Longest `agent` (software name and version) in a hello, in bytes.
+/// Longest `agent` (software name and version) a hello may carry, in bytes.
 pub const MAX_AGENT_NAME: usize = 128;
-/// Codecs a hello may offer at most, and the longest name of one, in bytes.
+/// Most codecs a hello may offer.
 pub const MAX_CODECS: usize = 8;
 /// Longest codec name a hello may offer, in bytes.
 pub const MAX_CODEC_NAME: usize = 16;
-/// Longest token or secret in a hello, in bytes.
+/// Longest `token` or `secret` a hello may carry, in bytes.
 pub const MAX_CREDENTIAL: usize = 256;
 
 impl Hello {
-    /// Holds the hello to the protocol's limits: at most [`MAX_HELLO_TAGS`] tags, each one a tag
-    /// an operator could set (so every tag a device reports can be selected); at most
-    /// [`MAX_HELLO_COMMANDS`] commands of 1 to [`MAX_COMMAND_NAME`] bytes without whitespace or
-    /// control characters; `agent`, codecs and credentials within their lengths.
+    /// Holds the hello to the protocol's limits, before anything in it is stored or compared:
+    /// at most [`MAX_HELLO_TAGS`] tags, each one a tag an operator could set
+    /// ([`crate::check_tag`]), so every tag a device reports can be selected; at most
+    /// [`MAX_HELLO_COMMANDS`] command names of 1 to [`MAX_COMMAND_NAME`] bytes without
+    /// whitespace or control characters; `agent` at most [`MAX_AGENT_NAME`] bytes; at most
+    /// [`MAX_CODECS`] codec names of at most [`MAX_CODEC_NAME`] bytes; `token` and `secret` at
+    /// most [`MAX_CREDENTIAL`] bytes. Counts are checked before the items they count.
     ///
     /// # Errors
-    /// `bad_request` naming the first problem (echoing at most a short prefix of the input).
+    /// `bad_request` naming the first problem found. A message echoes at most a short
+    /// [`excerpt`] of the offending input, escaped, and never a credential.
     pub fn check(&self) -> Result<(), ErrorBody> {
-        let bad = |msg: String| Err(ErrorBody::new(ErrorCode::BadRequest, msg));
+        let bad = |message: String| Err(ErrorBody::new(ErrorCode::BadRequest, message));
         if self.tags.len() > MAX_HELLO_TAGS {
-            return bad(format!("hello reports {} tags; at most {MAX_HELLO_TAGS}", self.tags.len()));
+            return bad(format!("hello has {} tags, more than {MAX_HELLO_TAGS}", self.tags.len()));
         }
-        for (k, v) in &self.tags {
-            if let Err(e) = crate::check_tag(k, v) {
-                return bad(format!("tag {}={}: {}", excerpt(k), excerpt(v), e.message));
+        for (key, value) in &self.tags {
+            if let Err(e) = crate::check_tag(key, value) {
+                return bad(format!("hello tag '{}={}': {e}", echo(key), echo(value)));
             }
         }
         if self.commands.len() > MAX_HELLO_COMMANDS {
-            return bad(format!("hello declares {} commands; at most {MAX_HELLO_COMMANDS}", self.commands.len()));
+            return bad(format!("hello has {} commands, more than {MAX_HELLO_COMMANDS}", self.commands.len()));
         }
-        for c in &self.commands {
-            if c.is_empty() || c.len() > MAX_COMMAND_NAME || c.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-                return bad(format!(
-                    "command name '{}' must be 1 to {MAX_COMMAND_NAME} bytes without spaces or control characters",
-                    excerpt(c)
-                ));
+        for name in &self.commands {
+            let problem = if name.is_empty() {
+                "is empty"
+            } else if name.len() > MAX_COMMAND_NAME {
+                &format!("is longer than {MAX_COMMAND_NAME} bytes")
+            } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                "contains whitespace or a control character"
+            } else {
+                continue;
+            };
+            return bad(format!("hello command name '{}' {problem}", echo(name)));
+        }
+        if let Some(agent) = self.agent.as_deref().filter(|a| a.len() > MAX_AGENT_NAME) {
+            return bad(format!("hello agent '{}' is longer than {MAX_AGENT_NAME} bytes", echo(agent)));
+        }
+        if self.codecs.len() > MAX_CODECS {
+            return bad(format!("hello offers {} codecs, more than {MAX_CODECS}", self.codecs.len()));
+        }
+        if let Some(codec) = self.codecs.iter().find(|c| c.len() > MAX_CODEC_NAME) {
+            return bad(format!("hello codec name '{}' is longer than {MAX_CODEC_NAME} bytes", echo(codec)));
+        }
+        // Credentials are never echoed, not even in part.
+        for (field, value) in [("token", &self.token), ("secret", &self.secret)] {
+            if value.as_ref().is_some_and(|v| v.len() > MAX_CREDENTIAL) {
+                return bad(format!("hello {field} is longer than {MAX_CREDENTIAL} bytes"));
             }
-        }
-        if self.agent.as_ref().is_some_and(|a| a.len() > MAX_AGENT_NAME) {
-            return bad(format!("agent is longer than {MAX_AGENT_NAME} bytes"));
-        }
-        if self.codecs.len() > MAX_CODECS || self.codecs.iter().any(|c| c.len() > MAX_CODEC_NAME) {
-            return bad(format!("at most {MAX_CODECS} codecs of at most {MAX_CODEC_NAME} bytes"));
-        }
-        let long = |c: &Option<String>| c.as_ref().is_some_and(|c| c.len() > MAX_CREDENTIAL);
-        if long(&self.token) || long(&self.secret) {
-            return bad(format!("token and secret are at most {MAX_CREDENTIAL} bytes"));
         }
         Ok(())
     }
+}
+
+/// How [`Hello::check`] shows refused input: a short prefix, with control characters escaped
+/// so that the message stays one readable line.
+fn echo(s: &str) -> String {
+    excerpt(s).escape_debug().to_string()
 }
 
 /// Body of `welcome`, the server's answer to a good hello.
@@ -366,6 +386,108 @@ mod tests {
         assert_eq!(serde_json::to_string(&unasked).unwrap(), v1, "unchanged for a client that did not ask");
         let chosen = Welcome { codec: "msgpack".into(), ..w };
         assert!(serde_json::to_string(&chosen).unwrap().ends_with(r#","codec":"msgpack"}"#));
+    }
+
+    fn hello() -> Hello {
+        serde_json::from_str(
+            r#"{"version":1,"role":"agent","token":"t","id":"web-1","tags":{"role":"web","os.version":"14.2"},
+                "commands":["echo","$orb.x","service.restart"],"agent":"orb-agent/0.1.0","codecs":["msgpack","json"]}"#,
+        )
+        .unwrap()
+    }
+
+    #[track_caller]
+    fn refused(h: &Hello, says: &str) {
+        let e = h.check().unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains(says), "{:?} lacks {says:?}", e.message);
+        assert!(e.message.len() < 300, "a short message: {} bytes", e.message.len());
+        assert!(!e.message.ends_with('.') && e.message.starts_with("hello "), "{:?}", e.message);
+    }
+
+    #[test]
+    fn a_hello_within_the_limits_passes() {
+        assert_eq!(hello().check(), Ok(()));
+        let mut h = hello();
+        h.tags = (0..MAX_HELLO_TAGS).map(|i| (format!("k{i}"), "v".repeat(256))).collect();
+        h.commands = (0..MAX_HELLO_COMMANDS).map(|i| format!("{i}{}", "c".repeat(MAX_COMMAND_NAME - 3))).collect();
+        h.agent = Some("a".repeat(MAX_AGENT_NAME));
+        h.codecs = vec!["c".repeat(MAX_CODEC_NAME); MAX_CODECS];
+        h.token = Some("t".repeat(MAX_CREDENTIAL));
+        h.secret = Some("s".repeat(MAX_CREDENTIAL));
+        assert_eq!(h.check(), Ok(()));
+        let empty: Hello = serde_json::from_str(r#"{"version":1,"role":"operator"}"#).unwrap();
+        assert_eq!(empty.check(), Ok(()));
+    }
+
+    #[test]
+    fn too_many_tags_or_a_tag_no_selector_could_select_is_refused() {
+        let mut h = hello();
+        h.tags = (0..=MAX_HELLO_TAGS).map(|i| (format!("k{i}"), "v".into())).collect();
+        refused(&h, "65 tags, more than 64");
+        for (k, v, says) in [
+            ("ro le", "x", "hello tag 'ro le=x': invalid character ' ' in tag key"),
+            ("", "x", "empty tag key"),
+            ("role", "web 1", "invalid character ' ' in tag value"),
+            ("role", "a,b", "invalid character ','"),
+            ("a=b", "c", "invalid character '='"),
+        ] {
+            let mut h = hello();
+            h.tags.insert(k.into(), v.into());
+            refused(&h, says);
+        }
+        let mut h = hello();
+        h.tags.insert("k".repeat(65), "v".into());
+        refused(&h, "tag key is longer than 64");
+        let mut h = hello();
+        h.tags.insert("k".into(), "v".repeat(1 << 20));
+        refused(&h, &format!("hello tag 'k={}…': tag value is longer than 256", "v".repeat(64)));
+    }
+
+    #[test]
+    fn too_many_commands_or_a_bad_command_name_is_refused() {
+        let mut h = hello();
+        h.commands = (0..=MAX_HELLO_COMMANDS).map(|i| format!("c{i}")).collect();
+        refused(&h, "257 commands, more than 256");
+        for (name, says) in [
+            (String::new(), "command name '' is empty"),
+            ("c".repeat(MAX_COMMAND_NAME + 1), "is longer than 128 bytes"),
+            ("c".repeat(1 << 20), &format!("'{}…' is longer than 128 bytes", "c".repeat(64))),
+            ("two words".into(), "'two words' contains whitespace or a control character"),
+            ("tab\tbed".into(), "'tab\\tbed' contains whitespace"),
+            ("nl\n".into(), "'nl\\n' contains"),
+            ("nbsp\u{a0}".into(), "contains whitespace"),
+            ("esc\u{1b}[2J".into(), "'esc\\u{1b}[2J' contains"),
+        ] {
+            let mut h = hello();
+            h.commands.push(name);
+            refused(&h, says);
+        }
+        // Exactly the limit is fine, in bytes: 64 two-byte characters.
+        let mut h = hello();
+        h.commands.push("é".repeat(MAX_COMMAND_NAME / 2));
+        assert_eq!(h.check(), Ok(()));
+    }
+
+    #[test]
+    fn a_long_agent_codecs_or_credentials_are_refused() {
+        let mut h = hello();
+        h.agent = Some("a".repeat(MAX_AGENT_NAME + 1));
+        refused(&h, "hello agent 'aaaa");
+        refused(&h, "is longer than 128 bytes");
+        let mut h = hello();
+        h.codecs = vec!["json".into(); MAX_CODECS + 1];
+        refused(&h, "9 codecs, more than 8");
+        let mut h = hello();
+        h.codecs.push("x".repeat(MAX_CODEC_NAME + 1));
+        refused(&h, "codec name 'xxxxxxxxxxxxxxxxx' is longer than 16 bytes");
+        let mut h = hello();
+        h.token = Some("t".repeat(MAX_CREDENTIAL + 1));
+        refused(&h, "hello token is longer than 256 bytes");
+        let mut h = hello();
+        h.secret = Some("s".repeat(1 << 20));
+        refused(&h, "hello secret is longer than 256 bytes");
+        assert!(!h.check().unwrap_err().message.contains("sss"), "credentials are never echoed");
     }
 
     #[test]

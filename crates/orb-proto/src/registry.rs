@@ -45,26 +45,6 @@ pub struct DeviceTags {
     pub remove: Vec<String>,
 }
 
-/// Where a tag came from. Operator tags win over reported ones with the same key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TagSource {
-    /// Reported by the agent in its hello.
-    Agent,
-    /// Set by an operator (`orb devices tag`); access rules match these.
-    Operator,
-}
-
-impl TagSource {
-    /// The wire and storage name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TagSource::Agent => "agent",
-            TagSource::Operator => "operator",
-        }
-    }
-}
-
 /// Result of [`crate::message::commands::DEVICES_SUMMARY`]: defined versus connected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DevicesSummary {

@@ -16,6 +16,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
+use crate::text::excerpt;
+
 const MAX_INPUT_LEN: usize = 4096;
 const MAX_DEPTH: usize = 32;
 const MAX_ID_LEN: usize = 64;
@@ -243,11 +245,6 @@ impl Selector {
         Some(ids)
     }
 
-    /// true for a selector that is exactly `*`.
-    pub fn is_all(&self) -> bool {
-        matches!(&self.root, Node::List(items) if items.as_slice() == [Item::All])
-    }
-
     /// Names of groups referenced (before expansion), in order of first appearance, without
     /// duplicates.
     pub fn group_names(&self) -> Vec<&str> {
@@ -341,11 +338,8 @@ fn describe(tok: Tok<'_>) -> String {
         Tok::Comma => "','".to_owned(),
         Tok::End => "end of input".to_owned(),
         Tok::Word(word) if is_keyword(word) => format!("keyword '{word}'"),
-        Tok::Word(word) if word.chars().count() > 32 => {
-            let head: String = word.chars().take(32).collect();
-            format!("'{}...'", head.escape_debug())
-        }
-        Tok::Word(word) => format!("'{}'", word.escape_debug()),
+        // A word runs to the next space, so it may be the whole 4 KiB input: echo a prefix.
+        Tok::Word(word) => format!("'{}'", excerpt(word).escape_debug()),
     }
 }
 
@@ -758,7 +752,7 @@ mod tests {
     #[test]
     fn star_matches_everything() {
         let s = sel("*");
-        assert!(s.is_all());
+        assert_eq!(s, Selector { root: Node::List(vec![Item::All]) });
         assert!(s.matches(&dev("anything")));
         assert_eq!(s.to_string(), "*");
     }
@@ -917,6 +911,22 @@ mod tests {
     }
 
     #[test]
+    fn errors_echo_only_a_short_prefix_of_a_long_word() {
+        let word = format!("{}!{}", "a".repeat(100), "b".repeat(3000));
+        let e = err(&format!("x {word}"));
+        assert!(e.message.contains(&format!("'{}…'", "a".repeat(64))), "{e}");
+        assert!(e.to_string().len() < 200, "{e}");
+        // Inputs past the length limit are refused before anything is echoed.
+        let e = err(&"x ".repeat(1 << 19));
+        assert!(e.to_string().len() < 100, "{e}");
+        // check_tag names the problem, never the whole key or value.
+        for (k, v) in [("k".repeat(1 << 20), "v".to_owned()), ("k".to_owned(), "v ".repeat(1 << 19))] {
+            let e = check_tag(&k, &v).unwrap_err();
+            assert!(e.to_string().len() < 100, "{e}");
+        }
+    }
+
+    #[test]
     fn length_and_depth_limits() {
         let ok = format!("{}a", "a,".repeat(2047));
         assert_eq!(ok.len(), 4095);
@@ -1010,15 +1020,6 @@ mod tests {
             assert_eq!(sel(input).exact_ids(), None, "{input}");
         }
         assert_eq!(sel("(a,b)").exact_ids(), Some(vec!["a", "b"]));
-    }
-
-    #[test]
-    fn is_all_only_for_a_lone_star() {
-        assert!(sel(" * ").is_all());
-        assert!(sel("(*)").is_all());
-        for input in ["*,a", "**", "not *", "* or a", "a"] {
-            assert!(!sel(input).is_all(), "{input}");
-        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(super) async fn answer(broker: &Broker, who: &Requester, name: &str, args: B
 
 fn decode<T: DeserializeOwned>(name: &str, args: &Bytes) -> Result<T, ErrorBody> {
     serde_json::from_slice(args)
-        .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, orb_proto::bounded(&format!("{name}: {e}"))))
+        .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, orb_proto::bounded(format!("{name}: {e}"))))
 }
 
 /// As [`decode`], with the default for absent (`null`) arguments.
