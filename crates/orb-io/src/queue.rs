@@ -363,7 +363,8 @@ impl Batch {
         if self.frames.capacity() > 16 {
             self.frames = Vec::new();
         }
-        if self.notices.capacity() > 16 {
+        // Notices come with job commands only: a connection that had one keeps no vector for it.
+        if self.notices.capacity() > 0 {
             self.notices = Vec::new();
         }
     }

@@ -49,6 +49,9 @@ pub struct Requester {
 struct Counts {
     jobs: AtomicUsize,
     open: AtomicUsize,
+    /// Someone waits in `commands_below`: only then does an answer wake (a `Notify` wake takes a
+    /// lock, which every reply would pay otherwise).
+    waiting: std::sync::atomic::AtomicBool,
     answered: Notify,
 }
 
@@ -66,7 +69,7 @@ impl Requester {
 
     /// Commands waiting for their answer.
     pub fn commands_open(&self) -> usize {
-        self.counts.open.load(Ordering::Acquire)
+        self.counts.open.load(Ordering::SeqCst)
     }
 
     /// Resolves once fewer than `limit` commands wait for their answer.
@@ -78,7 +81,11 @@ impl Requester {
             let answered = self.counts.answered.notified();
             tokio::pin!(answered);
             answered.as_mut().enable();
+            // Set before the count is read: an answer that decrements after this sees the flag;
+            // one before it is seen in the count.
+            self.counts.waiting.store(true, Ordering::SeqCst);
             if self.commands_open() < limit {
+                self.counts.waiting.store(false, Ordering::SeqCst);
                 return;
             }
             answered.await;
@@ -119,8 +126,10 @@ pub struct OpenCommand(Arc<Counts>);
 
 impl Drop for OpenCommand {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.answered.notify_waiters();
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) {
+            self.0.answered.notify_waiters();
+        }
     }
 }
 

@@ -78,6 +78,8 @@ struct Inner {
     jobs: Jobs,
     groups: RwLock<BTreeMap<String, Selector>>,
     limits: RwLock<Arc<Limits>>,
+    /// `limits.max_frame`, read on every reply without taking the limits' lock.
+    max_frame: std::sync::atomic::AtomicUsize,
     handlers: Handlers,
     policy: Policy,
     admin_tx: mpsc::Sender<AdminRequest>,
@@ -115,6 +117,7 @@ impl Broker {
             stats: Stats::default(),
             jobs,
             groups: RwLock::new(p.groups),
+            max_frame: std::sync::atomic::AtomicUsize::new(p.limits.max_frame),
             limits: RwLock::new(Arc::new(p.limits)),
             handlers: p.handlers,
             policy: Policy,
@@ -178,6 +181,7 @@ impl Broker {
 
     /// Replaces the limits (configuration reload). Existing queues keep their size.
     pub fn set_limits(&self, limits: Limits) {
+        self.0.max_frame.store(limits.max_frame, Ordering::Relaxed);
         *self.0.limits.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(limits);
     }
 
@@ -364,7 +368,7 @@ impl Broker {
     /// Device `from` answered `re`: the answer goes to the job or requester waiting for it; an
     /// answer to a job that ended is stored as a late result; anything else is dropped.
     pub fn reply_from(&self, from: &DeviceId, re: &str, answer: Answer) {
-        let relayable = self.limits().max_frame.saturating_sub(RELAY_RESERVE);
+        let relayable = self.0.max_frame.load(Ordering::Relaxed).saturating_sub(RELAY_RESERVE);
         let answer = match answer {
             Ok(body) if body.len() > relayable => Err(ErrorBody::new(
                 ErrorCode::FrameTooLarge,
