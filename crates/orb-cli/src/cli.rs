@@ -191,14 +191,19 @@ pub struct SendArgs {
     /// Arguments as JSON; a bare word is taken as a JSON string.
     pub args: Option<String>,
     /// Deadline: a target that has not answered by then is `timeout`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, visible_alias = "timeout", default_value = "10s", value_parser = parse_duration)]
     pub wait: Duration,
-    /// One JSON object per target per line, then a summary line.
-    #[arg(long)]
-    pub json: bool,
+    /// Output: table (rows as results arrive), wide (nothing cut), json (one object per target
+    /// per line, then the summary line), yaml (one document each), name (device ids).
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
     /// Show which devices match; send nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "async_")]
     pub dry_run: bool,
+    /// Print the job id once the server accepted the job and return; the job runs on (follow it
+    /// with `orb jobs wait ID`).
+    #[arg(long = "async")]
+    pub async_: bool,
 }
 
 /// `orb signal`.
@@ -220,9 +225,10 @@ pub struct DevicesArgs {
     pub connect: ConnectArgs,
     /// Only devices matching this selector.
     pub selector: Option<String>,
-    /// JSON output: the list as one array, other answers as one object.
-    #[arg(long, global = true)]
-    pub json: bool,
+    /// Output: the list as a table, wide table, one JSON array, YAML or ids; other answers as
+    /// text, one JSON object, YAML or the id.
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
     /// Only devices connected now.
     #[arg(long)]
     pub connected: bool,
@@ -250,33 +256,48 @@ pub enum DevicesCommand {
         #[arg(long = "tag", value_name = "KEY=VALUE")]
         tags: Vec<String>,
     },
-    /// Forget a device: its record, tags and credential (a running agent is disconnected).
+    /// Forget devices: their records, tags and credentials (running agents are disconnected).
     #[command(alias = "remove")]
     Rm {
-        /// Device id.
-        id: String,
+        #[command(flatten)]
+        bulk: BulkArgs,
     },
-    /// Disable a device's credential and close its session now; it cannot connect again.
+    /// Disable devices' credentials and close their sessions now; they cannot connect again.
     Revoke {
-        /// Device id.
-        id: String,
+        #[command(flatten)]
+        bulk: BulkArgs,
     },
     /// Set operator tags (they win over tags the agent reports).
     Tag {
-        /// Device id.
-        id: String,
+        #[command(flatten)]
+        bulk: BulkArgs,
         /// Tags as KEY=VALUE.
         #[arg(value_name = "KEY=VALUE", required = true)]
         tags: Vec<String>,
     },
     /// Remove operator tags.
     Untag {
-        /// Device id.
-        id: String,
+        #[command(flatten)]
+        bulk: BulkArgs,
         /// Tag keys.
         #[arg(value_name = "KEY", required = true)]
         keys: Vec<String>,
     },
+}
+
+/// The devices a registry change applies to: one id, or a selector over the known devices.
+#[derive(Debug, Clone, Args)]
+pub struct BulkArgs {
+    /// A device id, or a selector ('cam-*', 'tag:site=lab', ...) over every known device.
+    #[arg(value_name = "ID|SELECTOR")]
+    pub selector: String,
+    /// List the devices the change would apply to; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply without asking, however many devices match (rm and revoke ask above 1, tag and
+    /// untag above 10; without a terminal to ask on, they refuse instead).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `orb jobs`: recent jobs (no sub-command), or one of the sub-commands.
@@ -284,9 +305,10 @@ pub enum DevicesCommand {
 pub struct JobsArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// JSON output: the list as one array, other answers as one object.
-    #[arg(long, global = true)]
-    pub json: bool,
+    /// Output: the list as a table, wide table, one JSON array, YAML or full ids; one job as
+    /// its results (table), one JSON object or YAML.
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
     /// At most this many jobs, newest first [server default: 50].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub limit: Option<u32>,
@@ -299,6 +321,15 @@ pub struct JobsArgs {
 pub enum JobsCommand {
     /// One job: its command and state, every target's result, the targets still pending.
     Show {
+        /// Job id, or a unique prefix of it.
+        id: String,
+        /// Stream the rest of a running job like `orb send` and exit with its exit code.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Wait for a job: print its results (those known, then the rest as they come) and exit
+    /// like `orb send` would (0 every target ok, 1 otherwise). Same as `show --follow`.
+    Wait {
         /// Job id, or a unique prefix of it.
         id: String,
     },

@@ -11,7 +11,8 @@ use orb_server::{ServerBuilder, ServerConfig};
 
 use crate::cli::DemoArgs;
 use crate::exit::{self, Failure};
-use crate::send;
+use crate::output::Format;
+use crate::results::ResultPrinter;
 
 const ROLES: [&str; 3] = ["web", "db", "cache"];
 const REGIONS: [&str; 2] = ["eu", "us"];
@@ -82,10 +83,15 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
         let summary = summary.ok_or_else(|| fail("job", "ended without a summary"))?;
         results.sort_by(|a, b| crate::render::natural_cmp(&a.device, &b.device));
         let shown = if results.len() > 12 { &results[..12] } else { &results[..] };
-        send::print_human(shown, &summary);
-        if shown.len() < results.len() {
-            outln!("  (first {} of {} rows shown)", shown.len(), results.len());
+        let targets: Vec<String> = shown.iter().map(|r| r.device.clone()).collect();
+        let mut printer = ResultPrinter::new(Format::Table, true, &targets);
+        for r in shown {
+            printer.result(r)?;
         }
+        if shown.len() < results.len() {
+            outln!("(first {} of {} rows shown)", shown.len(), results.len());
+        }
+        printer.finish(&results, &summary)?;
         let all_ok = results.iter().all(|r| r.status == orb_proto::Status::Ok);
         if all_ok != expect_ok {
             return Err(fail("unexpected outcome", format!("{cmd} on '{target}'")));

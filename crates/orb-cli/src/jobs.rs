@@ -1,49 +1,66 @@
-//! `orb jobs`: the job history. The list of recent jobs (table, or one JSON array of job
-//! records), `show` (a job's header and every target's result, rendered like `orb send`; JSON:
-//! one object), `cancel` (pending targets become `cancelled`). Ids may be unique prefixes: the
-//! server resolves them (`ambiguous_id`, `job_not_found`: exit 1 with its message).
+//! `orb jobs`: the job history. The list of recent jobs (short ids unique among all jobs), `show`
+//! (a job's header and every target's result, rendered like `orb send`), `wait` / `show --follow`
+//! (the rest of a running job as it comes, with `orb send`'s exit code), `cancel` (pending
+//! targets become `cancelled`); every answer in the `-o` formats. Ids may be unique prefixes:
+//! the server resolves them (`ambiguous_id` lists the candidates; exit 1 with its message).
 
 use std::time::Duration;
 
-use comfy_table::{Cell, ContentArrangement, Table, presets};
+use std::collections::HashSet;
+
 use orb_client::Client;
 use orb_proto::Status;
-use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobRef, JobsQuery};
+use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobPhase, JobRef, JobsQuery};
 use orb_proto::message::{JobSummary, commands};
 
 use crate::cli::{JobsArgs, JobsCommand};
 use crate::connect;
 use crate::exit::{self, Failure};
+use crate::output::{self, Format, OutputArgs};
 use crate::render;
+use crate::results::{self, ResultPrinter};
 
 /// How long the server gets to answer.
 const ANSWER: Duration = Duration::from_secs(15);
+/// Jobs listed without `--limit` (the server's default too).
+const DEFAULT_LIMIT: u32 = 50;
+/// The most jobs the server lists at once.
+const MAX_LIMIT: u32 = 1000;
+/// How often `orb jobs wait` asks for a running job's new results. Results are recorded in
+/// batches at least every 250 ms, so asking more often would find nothing new.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs `orb jobs [SUB-COMMAND]`.
 pub async fn run(args: JobsArgs) -> Result<u8, Failure> {
     let client = connect::operator(&args.connect).await?;
+    let out = &args.output;
     let outcome = match &args.action {
         None => list(&client, &args).await,
-        Some(JobsCommand::Show { id }) => show(&client, args.json, id).await,
-        Some(JobsCommand::Cancel { id }) => cancel(&client, args.json, id).await,
+        Some(JobsCommand::Show { id, follow: false }) => show(&client, out, id).await,
+        Some(JobsCommand::Show { id, follow: true } | JobsCommand::Wait { id }) => wait(&client, out, id).await,
+        Some(JobsCommand::Cancel { id }) => cancel(&client, out.format(), id).await,
     };
     client.close().await;
     outcome
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String, Failure> {
-    serde_json::to_string(v).map_err(|e| Failure::new(exit::FAILED, e.to_string()))
-}
-
 async fn list(client: &Client, args: &JobsArgs) -> Result<u8, Failure> {
-    let jobs: Vec<JobInfo> = client.call_json(commands::JOBS_LIST, &JobsQuery { limit: args.limit }, ANSWER).await?;
-    if args.json {
-        outln!("{}", json(&jobs)?);
-    } else if jobs.is_empty() {
-        eprintln!("no jobs recorded");
-    } else {
-        outln!("{}", jobs_table(&jobs, render::color_enabled()));
-        outln!("{} job(s)", jobs.len());
+    let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
+    // One job more than shown: the next older one, so the short ids shown are unique among all
+    // jobs (ids are time-ordered, so only that neighbour and the shown ones can share a prefix).
+    let query = JobsQuery { limit: Some((limit + 1).min(MAX_LIMIT)) };
+    let mut jobs: Vec<JobInfo> = client.call_json(commands::JOBS_LIST, &query, ANSWER).await?;
+    let len = prefix_len(&jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>());
+    jobs.truncate(limit as usize);
+    let format = args.output.format();
+    match format {
+        Format::Json | Format::Yaml => output::print_structured(&jobs, format)?,
+        Format::Name => jobs.iter().for_each(|j| outln!("{}", j.id)),
+        Format::Table | Format::Wide if jobs.is_empty() => eprintln!("no jobs recorded"),
+        Format::Table | Format::Wide => {
+            let len = if format == Format::Wide { usize::MAX } else { len };
+            outln!("{}", jobs_table(&jobs, len, format == Format::Wide, !args.output.no_headers));
+        }
     }
     Ok(exit::OK)
 }
@@ -51,13 +68,6 @@ async fn list(client: &Client, args: &JobsArgs) -> Result<u8, Failure> {
 /// Targets that ended in anything but `ok`.
 fn failed(j: &JobInfo) -> u64 {
     j.summary.iter().filter(|(s, _)| **s != Status::Ok).map(|(_, n)| n).sum()
-}
-
-/// `2026-01-02T10:11:12.345Z` as `2026-01-02 10:11:12` (UTC), for narrow tables.
-fn short_time(t: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .map(|d| d.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|_| t.to_owned())
 }
 
 /// How many leading characters name each of `ids` unambiguously among them: at least 8. Job ids
@@ -74,36 +84,63 @@ fn short_id(id: &str, len: usize) -> &str {
     id.get(..len).unwrap_or(id)
 }
 
-/// The job list: short id, created (UTC), command, selector, state, targets, ok / failed counts.
-fn jobs_table(jobs: &[JobInfo], color: bool) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
-    if !color {
-        t.force_no_tty();
+/// The job list: short id (or the full one), age, state, targets, ok / failed counts, command,
+/// selector last (it may hold spaces); `wide` adds creation and end times and the requester.
+fn jobs_table(jobs: &[JobInfo], id_len: usize, wide: bool, headers: bool) -> String {
+    let now = chrono::Utc::now();
+    let mut header = vec!["ID", "AGE", "STATE", "TARGETS", "OK", "FAILED"];
+    if wide {
+        header.extend(["CREATED", "FINISHED", "REQUESTER"]);
     }
-    t.set_header(vec!["ID", "CREATED (UTC)", "COMMAND", "SELECTOR", "STATE", "TARGETS", "OK", "FAILED"]);
-    let len = prefix_len(&jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>());
-    for j in jobs {
-        t.add_row(vec![
-            Cell::new(short_id(&j.id, len)),
-            Cell::new(short_time(&j.created_at)),
-            Cell::new(&j.command),
-            Cell::new(&j.selector),
-            Cell::new(j.state.as_str()),
-            Cell::new(j.targets),
-            Cell::new(j.summary.get(&Status::Ok).copied().unwrap_or(0)),
-            Cell::new(failed(j)),
-        ]);
-    }
-    t
+    header.extend(["COMMAND", "SELECTOR"]);
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            let mut row = vec![
+                short_id(&j.id, id_len).to_owned(),
+                render::age(&j.created_at, now),
+                j.state.as_str().to_owned(),
+                j.targets.to_string(),
+                j.summary.get(&Status::Ok).copied().unwrap_or(0).to_string(),
+                failed(j).to_string(),
+            ];
+            if wide {
+                row.extend([
+                    j.created_at.clone(),
+                    j.finished_at.clone().unwrap_or_else(|| "-".into()),
+                    j.requester.clone(),
+                ]);
+            }
+            row.extend([j.command.clone(), j.selector.clone()]);
+            row
+        })
+        .collect();
+    render::table(&header, rows, headers, |row, col| match (col, row[5].as_str()) {
+        (5, "0") => None,
+        (5, _) => Some(comfy_table::Color::Red),
+        _ => None,
+    })
 }
 
-async fn show(client: &Client, as_json: bool, id: &str) -> Result<u8, Failure> {
+async fn fetch(client: &Client, id: &str) -> Result<JobDetail, Failure> {
     let mut d: JobDetail = client.call_json(commands::JOBS_SHOW, &JobRef { id: id.to_owned() }, ANSWER).await?;
     d.results.sort_by(|a, b| render::natural_cmp(&a.device, &b.device));
-    if as_json {
-        outln!("{}", json(&d)?);
-        return Ok(exit::OK);
+    Ok(d)
+}
+
+async fn show(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure> {
+    let d = fetch(client, id).await?;
+    let format = out.format();
+    match format {
+        Format::Json | Format::Yaml => {
+            output::print_structured(&d, format)?;
+            return Ok(exit::OK);
+        }
+        Format::Name => {
+            outln!("{}", d.job.id);
+            return Ok(exit::OK);
+        }
+        Format::Table | Format::Wide => {}
     }
     let j = &d.job;
     outln!("job {}", j.id);
@@ -119,21 +156,12 @@ async fn show(client: &Client, as_json: bool, id: &str) -> Result<u8, Failure> {
     outln!("  state      {}", j.state.as_str());
     outln!();
     if !d.results.is_empty() {
-        let summary = JobSummary { job: j.id.clone(), summary: j.summary.clone() };
-        crate::send::print_human(&d.results, &summary);
-        let late: Vec<_> = d.results.iter().filter_map(|r| r.late.as_ref().map(|l| (&r.device, l))).collect();
-        if !late.is_empty() {
-            outln!();
-            outln!("{} answer(s) arrived after the deadline (the requester was told timeout):", late.len());
-            for (device, l) in late {
-                let what = match (&l.result, &l.error) {
-                    (Some(r), _) => r.get().to_owned(),
-                    (None, Some(e)) => format!("{}: {}", e.code, e.message),
-                    (None, None) => "null".to_owned(),
-                };
-                outln!("  {device}  {}  at {}  {what}", l.status, l.at);
-            }
+        let mut printer = ResultPrinter::new(format, !out.no_headers, &targets(&d));
+        for r in &d.results {
+            printer.result(r)?;
         }
+        printer.finish(&d.results, &JobSummary { job: j.id.clone(), summary: j.summary.clone() })?;
+        print_late(&d);
     }
     if !d.pending.is_empty() {
         outln!("{} target(s) pending: {}", d.pending.len(), d.pending.join(", "));
@@ -141,16 +169,74 @@ async fn show(client: &Client, as_json: bool, id: &str) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-async fn cancel(client: &Client, as_json: bool, id: &str) -> Result<u8, Failure> {
+/// Answers that came after the deadline (the requester was told `timeout`).
+fn print_late(d: &JobDetail) {
+    let late: Vec<_> = d.results.iter().filter_map(|r| r.late.as_ref().map(|l| (&r.device, l))).collect();
+    if late.is_empty() {
+        return;
+    }
+    outln!();
+    outln!("{} answer(s) arrived after the deadline (the requester was told timeout):", late.len());
+    for (device, l) in late {
+        let what = match (&l.result, &l.error) {
+            (Some(r), _) => r.get().to_owned(),
+            (None, Some(e)) => format!("{}: {}", e.code, e.message),
+            (None, None) => "null".to_owned(),
+        };
+        outln!("  {device}  {}  at {}  {what}", l.status, l.at);
+    }
+}
+
+fn targets(d: &JobDetail) -> Vec<String> {
+    d.results.iter().map(|r| r.device.clone()).chain(d.pending.iter().cloned()).collect()
+}
+
+/// `orb jobs wait ID` / `orb jobs show ID --follow`: the results known now, then the others as
+/// the store records them (asked for every [`FOLLOW_EVERY`]), then the summary; `orb send`'s
+/// exit code. Ends when the job does (its deadline bounds it).
+async fn wait(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure> {
+    let mut d = fetch(client, id).await?;
+    let format = out.format();
+    let mut printer = ResultPrinter::new(format, !out.no_headers, &targets(&d));
+    let deadline = chrono::DateTime::parse_from_rfc3339(&d.job.deadline_at).ok();
+    let left = || {
+        deadline.map_or(Duration::ZERO, |t| {
+            (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default()
+        })
+    };
+    let total = d.results.len() + d.pending.len();
+    printer.show_progress(total, &d.job.id, left());
+    let mut shown: HashSet<String> = HashSet::new();
+    loop {
+        for r in d.results.iter().filter(|r| !shown.contains(&r.device)) {
+            printer.result(r)?;
+        }
+        shown.extend(d.results.iter().map(|r| r.device.clone()));
+        if d.job.state != JobPhase::Running {
+            break;
+        }
+        printer.set_time_left(left());
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        d = fetch(client, &d.job.id).await?;
+    }
+    printer.finish(&d.results, &JobSummary { job: d.job.id.clone(), summary: d.job.summary.clone() })?;
+    Ok(results::exit_code(&d.results))
+}
+
+async fn cancel(client: &Client, format: Format, id: &str) -> Result<u8, Failure> {
     let c: JobCancelled = client.call_json(commands::JOBS_CANCEL, &JobRef { id: id.to_owned() }, ANSWER).await?;
-    print_cancelled(&c, as_json);
+    print_cancelled(&c, format);
     Ok(exit::OK)
 }
 
 /// Prints which targets a cancel stopped (`--json`: the server's object).
-pub fn print_cancelled(c: &JobCancelled, as_json: bool) {
-    if as_json {
-        outln!("{}", serde_json::to_string(c).unwrap_or_default());
+pub fn print_cancelled(c: &JobCancelled, format: Format) {
+    if matches!(format, Format::Json | Format::Yaml) {
+        if let Err(e) = output::print_structured(c, format) {
+            eprintln!("error: {}", e.message);
+        }
+    } else if format == Format::Name {
+        outln!("{}", c.job);
     } else if c.cancelled.is_empty() {
         outln!("job {} cancelled; no target was still pending", c.job);
     } else {
@@ -174,9 +260,14 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(failed(&j), 2);
-        let text = jobs_table(&[j], false).to_string();
-        assert!(text.contains("0190a1b2 ") && !text.contains("0190a1b2-c3d4"), "{text}");
-        assert!(text.contains("2026-01-02 10:11:12"), "{text}");
+        // Not a terminal under test: plain columns.
+        let text = jobs_table(std::slice::from_ref(&j), 8, false, true);
+        assert!(text.starts_with("ID "), "{text}");
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[0], "0190a1b2");
+        assert_eq!(row[2..], ["done", "4", "2", "2", "ping", "*"], "{text}");
+        let wide = jobs_table(&[j], usize::MAX, true, false);
+        assert!(wide.starts_with("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b ") && wide.contains("2026-01-02T10:11:12.345Z"));
         assert_eq!(short_id("abc", 8), "abc");
         // Ids sharing their timestamp prefix get as many characters as it takes to tell them apart.
         let ids = ["01a200f6-af02-7036-a0dd-1", "01a200f6-af02-7036-a0dd-2", "01a200f7-0000"];

@@ -29,7 +29,9 @@ mod input;
 mod jobs;
 mod logging;
 mod meta;
+mod output;
 mod render;
+mod results;
 mod send;
 #[cfg(feature = "server")]
 mod serve;

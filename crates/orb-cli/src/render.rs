@@ -1,15 +1,16 @@
-//! Terminal and script output for job results and devices: a progress bar on stderr (terminals
-//! only), a results table, a summary grouping identical outcomes, JSON lines, the device list
-//! and one device's detail, relative times ("5m ago").
+//! Terminal and script output for job results and devices: a summary grouping identical
+//! outcomes, JSON lines, tables (bordered on a terminal, plain columns when piped), the device
+//! list and one device's detail, relative times ("5m ago").
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orb_proto::Status;
 use orb_proto::message::{DeviceInfo, JobSummary, TargetResult};
 use orb_proto::registry::DeviceDetail;
+
+use crate::output::{self, Format, cut};
 
 /// Writes to stdout; exits with 141 when the reader went away (broken pipe).
 pub fn write_out(args: std::fmt::Arguments<'_>) {
@@ -62,20 +63,6 @@ pub fn color_enabled() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-/// A progress bar counting answers, drawn on stderr only when it is a terminal.
-pub fn progress(total: usize) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-    if !std::io::stderr().is_terminal() {
-        pb.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let style = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} answered  {elapsed}  {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    pb.set_style(style);
-    pb.enable_steady_tick(std::time::Duration::from_millis(100));
-    pb
-}
-
 /// The one-line JSON form of a target's result (`orb send --json`).
 pub fn result_line(r: &TargetResult) -> String {
     serde_json::to_string(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -87,63 +74,14 @@ pub fn summary_line(s: &JobSummary) -> String {
     serde_json::to_string(s).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-fn status_cell(status: Status, color: bool) -> Cell {
-    let cell = Cell::new(status.as_str());
-    if !color {
-        return cell;
-    }
-    match status {
-        Status::Ok => cell.fg(Color::Green),
-        Status::Timeout | Status::Queued => cell.fg(Color::Yellow),
-        Status::Offline | Status::Cancelled | Status::Expired => cell.fg(Color::DarkGrey),
-        Status::Error | Status::Denied => cell.fg(Color::Red),
-    }
-}
-
-fn outcome_text(r: &TargetResult) -> String {
-    match (&r.result, &r.error) {
-        (Some(v), _) => v.get().to_owned(),
-        (None, Some(e)) => format!("{}: {}", e.code, e.message),
-        (None, None) => String::new(),
-    }
-}
-
-/// A table: device, status, elapsed, result or error (long results are cut at `width` chars).
-pub fn results_table(results: &[TargetResult], color: bool, width: usize) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
-    if !color {
-        t.force_no_tty();
-    }
-    t.set_header(vec!["DEVICE", "STATUS", "ELAPSED", "RESULT / ERROR"]);
-    for r in results {
-        let elapsed = r.elapsed_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
-        t.add_row(vec![
-            Cell::new(&r.device),
-            status_cell(r.status, color),
-            Cell::new(elapsed),
-            Cell::new(cut(&outcome_text(r), width)),
-        ]);
-    }
-    t
-}
-
-fn cut(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-/// Groups identical outcomes: `48 × {"pong":true}`, `2 × timeout`, `1 × error unknown_command`,
-/// most frequent first.
-pub fn grouped_summary(results: &[TargetResult], width: usize) -> Vec<String> {
+/// Groups identical outcomes by their whole value: `48 × {"pong":true}`, `2 × timeout`,
+/// `1 × error unknown_command`, most frequent first. With `width`, values are cut to it for a
+/// terminal, except where two different values would then look the same: those are shown whole.
+pub fn grouped_summary(results: &[TargetResult], width: Option<usize>) -> Vec<String> {
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
     for r in results {
         let key = match (r.status, &r.result, &r.error) {
-            (Status::Ok, Some(v), _) => cut(v.get(), width),
+            (Status::Ok, Some(v), _) => v.get().to_owned(),
             (Status::Error, _, Some(e)) => format!("error {}", e.code),
             (s, _, _) => s.as_str().to_owned(),
         };
@@ -151,51 +89,118 @@ pub fn grouped_summary(results: &[TargetResult], width: usize) -> Vec<String> {
     }
     let mut v: Vec<(String, usize)> = groups.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v.into_iter().map(|(k, n)| format!("{n} × {k}")).collect()
+    let shown: Vec<String> = v.iter().map(|(k, _)| width.map_or_else(|| k.clone(), |w| cut(k, w))).collect();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &shown {
+        *seen.entry(s.as_str()).or_default() += 1;
+    }
+    v.iter()
+        .zip(&shown)
+        .map(|((k, n), s)| if seen[s.as_str()] > 1 { format!("{n} × {k}") } else { format!("{n} × {s}") })
+        .collect()
 }
 
-/// The device list as a table: id, status, tags, agent, last seen, RTT.
-pub fn devices_table(devices: &[DeviceInfo], color: bool) -> Table {
+/// The device list's columns, tags last (values may hold spaces); `wide` adds the address,
+/// transport, connected-since and the declared commands before the tags.
+pub fn devices_table(devices: &[DeviceInfo], format: Format, headers: bool) -> String {
     let now = chrono::Utc::now();
+    let wide = format == Format::Wide;
+    let mut header = vec!["ID", "STATUS", "AGENT", "LAST SEEN", "RTT"];
+    if wide {
+        header.extend(["ADDRESS", "TRANSPORT", "CONNECTED SINCE", "COMMANDS"]);
+    }
+    header.push("TAGS");
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|d| {
+            let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let seen =
+                if d.connected { "now".to_owned() } else { d.last_seen.as_deref().map_or("-".into(), |t| age(t, now)) };
+            let mut row = vec![
+                d.id.clone(),
+                device_status(d).to_owned(),
+                d.agent_version.clone().unwrap_or_else(|| "-".into()),
+                seen,
+                d.rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2}ms")),
+            ];
+            if wide {
+                row.extend([
+                    d.remote_addr.clone().unwrap_or_else(|| "-".into()),
+                    d.transport.clone().unwrap_or_else(|| "-".into()),
+                    d.connected_since.clone().unwrap_or_else(|| "-".into()),
+                    if d.commands.is_empty() { "-".to_owned() } else { d.commands.join(",") },
+                ]);
+            }
+            row.push(if tags.is_empty() { "-".to_owned() } else { tags.join(",") });
+            row
+        })
+        .collect();
+    table(&header, rows, headers, |row, col| match (col, row[1].as_str()) {
+        (1, "online") => Some(Color::Green),
+        (1, "offline") => Some(Color::DarkGrey),
+        (1, "revoked") => Some(Color::Red),
+        _ => None,
+    })
+}
+
+fn device_status(d: &DeviceInfo) -> &'static str {
+    match (d.revoked, d.connected) {
+        (true, _) => "revoked",
+        (false, true) => "online",
+        (false, false) => "offline",
+    }
+}
+
+/// A table for people: box borders (and `colour` per cell) on a terminal, plain columns
+/// otherwise (put columns whose values may hold spaces last).
+pub fn table(
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    headers: bool,
+    colour: impl Fn(&[String], usize) -> Option<Color>,
+) -> String {
+    if !output::stdout_is_terminal() {
+        return output::plain_table(headers.then_some(header), &rows).trim_end().to_owned();
+    }
+    let color = color_enabled();
     let mut t = Table::new();
     t.load_style(presets::UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Dynamic);
     if !color {
         t.force_no_tty();
     }
-    t.set_header(vec!["ID", "STATUS", "TAGS", "AGENT", "LAST SEEN", "RTT"]);
-    for d in devices {
-        let tags: Vec<String> = d.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let (status, colour) = match (d.revoked, d.connected) {
-            (true, _) => ("revoked", Color::Red),
-            (false, true) => ("online", Color::Green),
-            (false, false) => ("offline", Color::DarkGrey),
-        };
-        let status = if color { Cell::new(status).fg(colour) } else { Cell::new(status) };
-        let seen =
-            if d.connected { "now".to_owned() } else { d.last_seen.as_deref().map_or("-".into(), |t| ago(t, now)) };
-        t.add_row(vec![
-            Cell::new(&d.id),
-            status,
-            Cell::new(tags.join(" ")),
-            Cell::new(d.agent_version.as_deref().unwrap_or("-")),
-            Cell::new(seen),
-            Cell::new(d.rtt_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms"))),
-        ]);
+    // The width comfy-table finds, unless COLUMNS says otherwise or the terminal reports none.
+    t.set_width(u16::try_from(output::terminal_width()).unwrap_or(u16::MAX));
+    if headers {
+        t.set_header(header.to_vec());
     }
-    t
+    for row in &rows {
+        t.add_row(row.iter().enumerate().map(|(i, c)| match colour(row, i) {
+            Some(col) if color => Cell::new(c).fg(col),
+            _ => Cell::new(c),
+        }));
+    }
+    t.to_string()
 }
 
-/// How long before `now` the RFC 3339 time `at` was: `12s ago`, `5m ago`, `3h ago`, `2d ago`
-/// (`at` itself when it does not parse).
-pub fn ago(at: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+/// How long before `now` the RFC 3339 time `at` was: `12s`, `5m`, `3h`, `2d` (`at` itself when
+/// it does not parse).
+pub fn age(at: &str, now: chrono::DateTime<chrono::Utc>) -> String {
     let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) else { return at.to_owned() };
     let s = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
     match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86_400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
     }
+}
+
+/// [`age`] followed by ` ago`.
+pub fn ago(at: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    if chrono::DateTime::parse_from_rfc3339(at).is_err() {
+        return at.to_owned();
+    }
+    format!("{} ago", age(at, now))
 }
 
 /// An RFC 3339 time with its age: `2026-01-02T10:00:00Z (5m ago)`; `-` when absent.
@@ -324,7 +329,10 @@ mod tests {
             failed("d", Status::Error, ErrorCode::UnknownCommand),
             ok("e", r#"{"pong":true}"#),
         ];
-        assert_eq!(grouped_summary(&rs, 60), vec![r#"3 × {"pong":true}"#, "1 × error unknown_command", "1 × timeout"]);
+        assert_eq!(
+            grouped_summary(&rs, None),
+            vec![r#"3 × {"pong":true}"#, "1 × error unknown_command", "1 × timeout"]
+        );
     }
 
     #[test]
@@ -384,10 +392,16 @@ mod tests {
     }
 
     #[test]
-    fn table_cuts_long_results() {
-        let long = format!("\"{}\"", "x".repeat(200));
-        let t = results_table(&[ok("a", &long)], false, 20).to_string();
-        assert!(t.contains('…'));
-        assert!(!t.contains(&"x".repeat(50)));
+    fn summary_groups_by_the_whole_value_and_never_shows_two_groups_alike() {
+        let long = |tail: &str| format!(r#"{{"clock":"{}{tail}"}}"#, "x".repeat(70));
+        let rs = vec![ok("a", &long("1")), ok("b", &long("2")), ok("c", &long("2")), ok("d", r#""short""#)];
+        let whole = grouped_summary(&rs, None);
+        assert_eq!(whole, vec![format!("2 × {}", long("2")), r#"1 × "short""#.into(), format!("1 × {}", long("1"))]);
+        // Cut for a terminal, the two long values would read the same: both are shown whole.
+        assert_eq!(grouped_summary(&rs, Some(40)), whole);
+        let rs = vec![ok("a", &long("1")), ok("b", r#""short""#)];
+        let cut = grouped_summary(&rs, Some(40));
+        assert_eq!(cut[0], r#"1 × "short""#);
+        assert!(cut[1].ends_with('…') && cut[1].chars().count() < 50, "{cut:?}");
     }
 }

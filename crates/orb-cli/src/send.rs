@@ -1,5 +1,6 @@
 //! `orb send`: validate the selector and arguments, submit the job (or resolve it with
-//! `--dry-run`), follow results with a progress bar, print a table and summary or JSON lines.
+//! `--dry-run`; with `--async` print its id and return), print each result as it arrives under
+//! a progress line (job id, time left), then the grouped summary ([`crate::results`]).
 //! Ctrl-C while waiting detaches (the job keeps running on the server; its id is printed), a
 //! second Ctrl-C within 3 s cancels it, and a third one stops waiting for the cancel's answer;
 //! all exit 130.
@@ -8,27 +9,30 @@ use std::time::Duration;
 
 use orb_client::{Client, ClientError, JobUpdate};
 use orb_proto::history::{JobCancelled, JobRef};
-use orb_proto::message::{JobSummary, ResolveQuery, Resolved, TargetResult, commands};
-use orb_proto::{ErrorCode, Selector, Status};
+use orb_proto::message::{JobAccepted, JobSummary, ResolveQuery, Resolved, TargetResult, commands};
+use orb_proto::{ErrorCode, Selector};
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::time::Instant;
 
 use crate::cli::SendArgs;
 use crate::connect;
 use crate::exit::{self, Failure};
 use crate::input;
-use crate::render;
+use crate::output::{self, Format};
+use crate::results::{self, ResultPrinter};
 
 /// Runs `orb send`; the exit code is 0 only when every target answered ok.
 pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     Selector::parse(&args.target).map_err(|e| Failure::usage(format!("bad selector '{}': {e}", args.target)))?;
     let body = input::command_args(args.args.as_deref())?;
     let client = connect::operator(&args.connect).await?;
+    let format = args.output.format();
 
     if args.dry_run {
         let q = ResolveQuery { selector: args.target.clone() };
         let r: Resolved = client.call_json(commands::SELECTOR_RESOLVE, &q, args.wait).await?;
         client.close().await;
-        return Ok(print_dry_run(&args, &r));
+        return print_dry_run(&args, &r, format);
     }
 
     let mut job = match client.submit(&args.target, &args.command, body, args.wait).await {
@@ -39,71 +43,84 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         }
         Err(e) => return Err(e.into()),
     };
+    if args.async_ {
+        let accepted = job.accepted.clone();
+        drop(job);
+        client.close().await;
+        return print_accepted(&accepted, format);
+    }
     // From here Ctrl-C detaches instead of killing the process.
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, format!("signal handler: {e}")))?;
+    // Logged once Ctrl-C detaches (tests wait for this line before interrupting).
     tracing::debug!(job = job.id(), targets = job.accepted.targets.len(), "job accepted");
-    let pb = (!args.json).then(|| render::progress(job.accepted.targets.len()));
+    let deadline = Instant::now() + Duration::from_millis(job.accepted.deadline_ms);
+    let mut printer = ResultPrinter::new(format, !args.output.no_headers, &job.accepted.targets);
+    printer.show_progress(job.accepted.targets.len(), job.id(), deadline.saturating_duration_since(Instant::now()));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut results: Vec<TargetResult> = Vec::with_capacity(job.accepted.targets.len());
     let mut summary: Option<JobSummary> = None;
     loop {
         // `Job::next` is cancel-safe (a channel receive), so losing the race to a signal drops nothing.
         let update = tokio::select! {
             u = job.next() => u,
+            _ = tick.tick() => {
+                printer.set_time_left(deadline.saturating_duration_since(Instant::now()));
+                continue;
+            }
             _ = interrupt.recv() => {
-                if let Some(pb) = pb {
-                    pb.finish_and_clear();
-                }
+                printer.clear_progress();
                 let id = job.id().to_owned();
                 drop(job);
-                return Ok(detach(&client, &mut interrupt, &id, args.json).await);
+                return Ok(detach(&client, &mut interrupt, &id, format).await);
             }
         };
         let Some(update) = update else { break };
         match update {
             JobUpdate::Result(r) => {
-                if args.json {
-                    outln!("{}", render::result_line(&r));
-                }
-                if let Some(pb) = &pb {
-                    pb.inc(1);
-                }
+                printer.result(&r)?;
                 results.push(r);
             }
             JobUpdate::Done(s) => summary = Some(s),
         }
     }
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
     let job_id = job.id().to_owned();
     drop(job);
     client.close().await;
     let Some(summary) = summary else {
+        printer.clear_progress();
         return Err(Failure::new(exit::FAILED, format!("connection lost before job {job_id} finished")));
     };
-    results.sort_by(|a, b| render::natural_cmp(&a.device, &b.device));
-    if args.json {
-        outln!("{}", render::summary_line(&summary));
-    } else {
-        print_human(&results, &summary);
+    printer.finish(&results, &summary)?;
+    Ok(results::exit_code(&results))
+}
+
+/// `orb send --async`: the accepted job (its id alone in the table formats).
+fn print_accepted(accepted: &JobAccepted, format: Format) -> Result<u8, Failure> {
+    match format {
+        Format::Json | Format::Yaml => output::print_structured(accepted, format)?,
+        Format::Table | Format::Wide | Format::Name => outln!("{}", accepted.job),
     }
-    let all_ok = results.iter().all(|r| r.status == Status::Ok) && !results.is_empty();
-    Ok(if all_ok { exit::OK } else { exit::FAILED })
+    eprintln!(
+        "job {id} accepted for {n} target(s); follow it with: orb jobs wait {id}",
+        id = accepted.job,
+        n = accepted.targets.len()
+    );
+    Ok(exit::OK)
 }
 
 /// After the first Ctrl-C: say how to follow the job, print its id (data, on stdout), and cancel
 /// it if a second Ctrl-C comes within 3 s; a third Ctrl-C returns at once, without waiting for
 /// the server's answer. Always exit 130 (interrupted).
-async fn detach(client: &Client, interrupt: &mut Signal, id: &str, as_json: bool) -> u8 {
+async fn detach(client: &Client, interrupt: &mut Signal, id: &str, format: Format) -> u8 {
     eprintln!(
         "detached from job {id}; it keeps running (orb jobs show {id}). Press Ctrl-C again within 3 s to cancel it."
     );
-    if as_json {
+    match format {
         // Written by hand to keep the documented key order (json! sorts keys).
-        outln!("{{\"job\":{},\"detached\":true}}", serde_json::Value::String(id.to_owned()));
-    } else {
-        outln!("{id}");
+        Format::Json => outln!("{{\"job\":{},\"detached\":true}}", serde_json::Value::String(id.to_owned())),
+        Format::Yaml => outln!("---\njob: {id}\ndetached: true"),
+        Format::Table | Format::Wide | Format::Name => outln!("{id}"),
     }
     if tokio::time::timeout(Duration::from_secs(3), interrupt.recv()).await.is_ok() {
         eprintln!("cancelling job {id}; press Ctrl-C again to stop waiting for the answer.");
@@ -115,7 +132,7 @@ async fn detach(client: &Client, interrupt: &mut Signal, id: &str, as_json: bool
             _ = interrupt.recv() => None,
         };
         match answer {
-            Some(Ok(c)) => crate::jobs::print_cancelled(&c, as_json),
+            Some(Ok(c)) => crate::jobs::print_cancelled(&c, format),
             Some(Err(e)) => eprintln!("error: cannot cancel job {id}: {e}"),
             None => {
                 eprintln!("interrupted: job {id} may not be cancelled (orb jobs show {id}; orb jobs cancel {id})");
@@ -127,35 +144,16 @@ async fn detach(client: &Client, interrupt: &mut Signal, id: &str, as_json: bool
     exit::INTERRUPTED
 }
 
-fn print_dry_run(args: &SendArgs, r: &Resolved) -> u8 {
-    if args.json {
-        outln!("{}", serde_json::to_string(&r.devices).unwrap_or_else(|_| "[]".into()));
-    } else if r.devices.is_empty() {
-        eprintln!("no device matches '{}'", args.target);
-    } else {
-        eprintln!("{} device(s) match '{}'; nothing was sent:", r.devices.len(), r.selector);
-        for d in &r.devices {
-            outln!("{d}");
+fn print_dry_run(args: &SendArgs, r: &Resolved, format: Format) -> Result<u8, Failure> {
+    match format {
+        Format::Json | Format::Yaml => output::print_structured(&r.devices, format)?,
+        _ if r.devices.is_empty() => eprintln!("no device matches '{}'", args.target),
+        _ => {
+            eprintln!("{} device(s) match '{}'; nothing was sent:", r.devices.len(), r.selector);
+            for d in &r.devices {
+                outln!("{d}");
+            }
         }
     }
-    if r.devices.is_empty() { exit::FAILED } else { exit::OK }
-}
-
-/// Prints the table (all rows), then the grouped summary and the job id.
-pub fn print_human(results: &[TargetResult], summary: &JobSummary) {
-    let color = render::color_enabled();
-    outln!("{}", render::results_table(results, color, 80));
-    for line in render::grouped_summary(results, 60) {
-        outln!("  {line}");
-    }
-    let counts: Vec<String> =
-        summary.summary.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{n} {s}")).collect();
-    outln!(
-        "job {}: {} of {} targets answered ok ({})",
-        summary.job,
-        summary.summary.get(&Status::Ok).copied().unwrap_or(0),
-        // The summary counts every target, also when the caller shows only some rows.
-        summary.summary.values().sum::<u64>(),
-        counts.join(", ")
-    );
+    Ok(if r.devices.is_empty() { exit::FAILED } else { exit::OK })
 }

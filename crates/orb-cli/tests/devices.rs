@@ -52,12 +52,35 @@ fn devices_json_lists_every_agent_and_filters_by_selector() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert_eq!(json_lines(&out), [json!([])]);
 
-    // The human form is a table with every id.
+    // Piped, the human form is plain columns: `orb devices | awk '{print $1}'` prints the
+    // header and the ids; the count goes to stderr.
     let out = server.client("devices").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("web-1") && text.contains("db-1"), "{text}");
-    assert!(text.contains("2 device(s)"), "{text}");
+    let first: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(first, ["ID", "db-1", "web-1"], "{text}");
+    assert!(!text.contains('│') && !text.contains('─'), "no box borders when piped: {text}");
+    assert!(stderr(&out).contains("2 device(s), 2 online"), "{}", stderr(&out));
+    let out = server.client("devices").arg("--no-headers").output().unwrap();
+    let first: Vec<String> =
+        stdout(&out).lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+    assert_eq!(first, ["db-1", "web-1"]);
+    let row = |text: &str, id: &str| text.lines().find(|l| l.starts_with(id)).map(|l| l.split_whitespace().count());
+    let wide = server.client("devices").args(["-o", "wide"]).output().unwrap();
+    assert!(row(&stdout(&wide), "web-1") > row(&text, "web-1"), "wide has more columns: {}", stdout(&wide));
+    assert!(stdout(&wide).contains("127.0.0.1:"), "wide shows the address: {}", stdout(&wide));
+
+    // `-o name` prints ids alone; `-o yaml` one YAML list; `-o json` is `--json`.
+    let out = server.client("devices").args(["-o", "name"]).output().unwrap();
+    assert_eq!(stdout(&out), "db-1\nweb-1\n");
+    let out = server.client("devices").args(["-o", "yaml"]).output().unwrap();
+    let yaml = stdout(&out);
+    assert!(yaml.starts_with("---\n- id: db-1\n"), "{yaml}");
+    assert!(yaml.contains("- id: web-1") && yaml.contains("connected: true"), "{yaml}");
+    let out = server.client("devices").args(["-o", "json"]).output().unwrap();
+    assert_eq!(json_lines(&out)[0].as_array().map(Vec::len), Some(2));
+    let out = server.client("devices").args(["-o", "xml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown format is a usage error");
 
     // A bad selector is a usage error.
     let out = server.client("devices").arg("web.1").output().unwrap();

@@ -59,18 +59,30 @@ fn jobs_lists_a_sent_job_and_show_gives_the_same_results_as_send() {
 
     // The human forms.
     let text = stdout(&server.client("jobs").output().unwrap());
-    assert!(text.contains("echo") && text.contains("nope") && text.contains("2 job(s)"), "{text}");
+    assert!(text.contains("echo") && text.contains("nope"), "{text}");
+    // Piped: plain columns, the short ids first, each a prefix that names one job.
+    let short: Vec<String> =
+        text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+    assert_eq!(short.len(), 2, "{text}");
+    for s in &short {
+        let detail = jobs_json(&server, &["show", s]);
+        assert!(detail["job"]["id"].as_str().unwrap().starts_with(s.as_str()), "{s}: {detail}");
+    }
+    let names = stdout(&server.client("jobs").args(["-o", "name"]).output().unwrap());
+    assert_eq!(names.lines().nth(1), Some(job.as_str()), "-o name prints full ids: {names}");
     let text = stdout(&server.client("jobs").args(["show", &job]).output().unwrap());
     for want in [format!("job {job}"), r#"{"n":1}"#.to_owned(), "web-2".to_owned(), "2 × ".to_owned()] {
         assert!(text.contains(&want), "{want:?} in:\n{text}");
     }
 
-    // A prefix shared by both jobs is ambiguous; an unknown one is not found.
+    // A prefix shared by both jobs is ambiguous (the message lists them); an unknown one is not found.
     for (id, code) in [("0", "ambiguous_id"), ("ffffffff", "job_not_found")] {
         let out = server.client("jobs").args(["show", id]).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{id}: {}", stderr(&out));
         assert!(stderr(&out).contains(code), "{id}: {}", stderr(&out));
     }
+    let out = server.client("jobs").args(["show", "0"]).output().unwrap();
+    assert!(stderr(&out).contains(&job), "the candidates are listed: {}", stderr(&out));
 }
 
 /// Starts `orb send * sleep 15000` in the background and returns it once the agent runs it, with

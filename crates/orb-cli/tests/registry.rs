@@ -407,3 +407,56 @@ fn a_malformed_store_url_is_a_configuration_error_before_binding() {
     assert!(!stdout(&out).contains("pg-secret"), "{}", stdout(&out));
     assert!(stdout(&out).contains("postgres://orb:<redacted>@db.example:5432/orb"), "{}", stdout(&out));
 }
+
+#[test]
+fn bulk_changes_take_a_selector_list_with_dry_run_and_need_yes_without_a_terminal() {
+    let server = Server::start();
+    for id in ["cam-1", "cam-2", "cam-3", "gw-1"] {
+        let out = server.client("devices").args(["add", id]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let tags = |id: &str| devices_json(&server, &["show", id])["operator_tags"].clone();
+
+    // --dry-run lists the devices and changes nothing.
+    let out = server.client("devices").args(["tag", "cam-*", "site=lab", "--dry-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "cam-1\ncam-2\ncam-3\n");
+    assert!(stderr(&out).contains("3 device(s) match 'cam-*'; nothing was changed (would tag)"), "{}", stderr(&out));
+    assert_eq!(tags("cam-1"), json!({}));
+
+    // Tagging three devices needs no confirmation (the threshold is 10); each one is told.
+    let out = server.client("devices").args(["tag", "cam-*", "site=lab", "-o", "name"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "cam-1\ncam-2\ncam-3\n");
+    for id in ["cam-1", "cam-2", "cam-3"] {
+        assert_eq!(tags(id), json!({"site": "lab"}), "{id}");
+    }
+    assert_eq!(tags("gw-1"), json!({}));
+    let out = server.client("devices").args(["untag", "tag:site=lab", "site", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json_lines(&out)[0].as_array().map(Vec::len), Some(3), "one array of the answers");
+    assert_eq!(tags("cam-2"), json!({}));
+
+    // Revoking or removing more than one device asks; without a terminal it refuses instead.
+    let out = server.client("devices").args(["revoke", "cam-*"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    assert!(!devices_json(&server, &["show", "cam-1"])["revoked"].as_bool().unwrap());
+    let out = server.client("devices").args(["revoke", "cam-*", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(devices_json(&server, &["show", "cam-3"])["revoked"].as_bool().unwrap());
+    let out = server.client("devices").args(["rm", "cam-*", "-y"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    let left: Vec<Value> = server.devices().iter().map(|d| d["id"].clone()).collect();
+    assert_eq!(left, [json!("gw-1")]);
+
+    // One id needs no confirmation; a selector that matches nothing fails (exit 1).
+    let out = server.client("devices").args(["rm", "gw-1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = server.client("devices").args(["rm", "cam-*", "--yes"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no device matches 'cam-*'"), "{}", stderr(&out));
+    let out = server.client("devices").args(["rm", "gw-1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "an unknown id is the server's device_not_found: {}", stderr(&out));
+}

@@ -155,3 +155,102 @@ fn dry_run_lists_matching_devices_and_sends_nothing() {
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
     assert_eq!(json_lines(&out), [json!([])]);
 }
+
+#[test]
+fn piped_results_are_whole_and_grouped_by_their_whole_value() {
+    let server = Server::start();
+    // In-process agents whose `clock` answers differ only after 80 characters.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ids = ["a-1", "a-2", "a-3"];
+    let _agents: Vec<orb_client::Client> = ids
+        .iter()
+        .map(|id| {
+            let value = json!({"clock": format!("{}{}", "x".repeat(80), if *id == "a-3" { "b" } else { id })});
+            let handlers = orb_client::Handlers::new().on("clock", move |_c: orb_client::Context| {
+                let value = value.clone();
+                async move { Ok(value) }
+            });
+            let url = orb_client::ServerUrl::parse(&server.tcp).unwrap();
+            let cfg = orb_client::ClientConfig::agent(url, Some(common::AGENT.to_owned()), *id);
+            rt.block_on(orb_client::Client::connect(cfg, handlers)).unwrap()
+        })
+        .collect();
+    server.wait_connected(&ids);
+
+    let out = server.client("send").args(["a-*", "clock", "--wait", "5s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["DEVICE", "STATUS", "ELAPSED", "RESULT", "/", "ERROR"], "{text}");
+    // Three different values: three groups, each value whole (stdout is not a terminal).
+    let groups: Vec<&str> = text.lines().filter(|l| l.contains(" × ")).map(str::trim).collect();
+    assert_eq!(groups.len(), 3, "{text}");
+    for id in ["a-1", "a-2", "b"] {
+        let whole = format!(r#"1 × {{"clock":"{}{id}"}}"#, "x".repeat(80));
+        assert!(groups.contains(&whole.as_str()), "{whole} in {text}");
+    }
+    for id in ids {
+        assert!(text.lines().any(|r| r.starts_with(id) && r.split_whitespace().nth(1) == Some("ok")), "{id}: {text}");
+    }
+    assert!(!text.contains('…'), "nothing cut: {text}");
+}
+
+#[test]
+fn output_formats_and_the_timeout_alias() {
+    let (server, _agents) = two_agents();
+    // YAML: one document per target, then the summary.
+    let out = server.client("send").args(["*", "ping", "-o", "yaml", "--timeout", "5s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.matches("---\n").count(), 3, "{text}");
+    assert_eq!(text.matches("status: ok").count(), 2, "{text}");
+    assert!(text.contains("summary:") && text.contains("job:"), "{text}");
+    // Names: the device ids, one per line.
+    let out = server.client("send").args(["*", "ping", "-o", "name"]).output().unwrap();
+    let mut names: Vec<String> = stdout(&out).lines().map(String::from).collect();
+    names.sort();
+    assert_eq!(names, ["db-1", "web-1"]);
+    // No headers: only the rows, the summary and the job line.
+    let out = server.client("send").args(["web-1", "ping", "--no-headers"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(text.starts_with("web-1 ") && !text.contains("DEVICE"), "{text}");
+    // `--json` and `-o json` are the same; both together are a usage error.
+    let out = server.client("send").args(["web-1", "ping", "-o", "json"]).output().unwrap();
+    assert_eq!(json_lines(&out).len(), 2);
+    let out = server.client("send").args(["web-1", "ping", "-o", "json", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    let out = server.client("send").args(["web-1", "ping", "--timeout", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+}
+
+#[test]
+fn async_prints_the_job_id_and_jobs_wait_follows_it_to_the_end() {
+    let (server, _agents) = two_agents();
+    // A job still running when `jobs wait` starts: web-1 sleeps, db-1 does not know `sleep`...
+    let out = server.client("send").args(["*", "sleep", "1500", "--async", "--wait", "20s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let job = stdout(&out).trim().to_owned();
+    assert_eq!(job.len(), 36, "the full job id alone: {job}");
+    assert!(stderr(&out).contains(&format!("orb jobs wait {job}")), "{}", stderr(&out));
+
+    let out = server.client("jobs").args(["wait", &job[..13], "--json"]).output().unwrap();
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "two results, then the summary: {}", stdout(&out));
+    let summary = assert_summary_shape(&lines[2]);
+    assert_eq!(lines[2]["job"], job.as_str());
+    let ok = summary["ok"].as_u64().unwrap();
+    // `orb send`'s exit code: 0 only when every target answered ok.
+    assert_eq!(out.status.code(), Some(if ok == 2 { 0 } else { 1 }), "{}", stdout(&out));
+    assert_eq!(ok, 2, "both agents sleep: {}", stdout(&out));
+
+    // `show --follow` of a finished job prints it all at once, in the table form.
+    let out = server.client("jobs").args(["show", &job, "--follow"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("job {job}: 2 of 2 targets answered ok")), "{text}");
+    // `--async --json` prints what the server accepted.
+    let out = server.client("send").args(["web-1", "ping", "--async", "--json"]).output().unwrap();
+    let accepted = &json_lines(&out)[0];
+    assert_eq!(accepted["targets"], json!(["web-1"]), "{accepted}");
+    assert!(accepted["job"].is_string() && accepted["deadline_ms"].is_u64(), "{accepted}");
+}

@@ -2,6 +2,9 @@
 //! URL, a database in use); database failures are carried as text, so no driver type leaks
 //! through the API.
 
+/// How many of the jobs an ambiguous prefix matches [`StoreError::Ambiguous`] names.
+pub const AMBIGUOUS_CANDIDATES: usize = 10;
+
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -12,12 +15,14 @@ pub enum StoreError {
     #[error("{0} already exists")]
     Conflict(String),
     /// A job id prefix matches more than one job.
-    #[error("job id prefix '{prefix}' matches {count} jobs; give more characters")]
+    #[error("job id prefix '{prefix}' matches {count} jobs: {}{}; give more characters", candidates.join(", "), if *count > candidates.len() as u64 { ", ..." } else { "" })]
     Ambiguous {
         /// The prefix given.
         prefix: String,
         /// How many jobs it matches (at least 2).
         count: u64,
+        /// The first of them in id order (at most [`AMBIGUOUS_CANDIDATES`]).
+        candidates: Vec<String>,
     },
     /// The store URL is not one this build understands.
     #[error("bad store url '{url}': {reason}")]

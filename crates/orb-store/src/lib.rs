@@ -47,7 +47,7 @@ pub mod testkit;
 mod url;
 mod writer;
 
-pub use error::StoreError;
+pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
     Connection, Device, JobEnd, JobRecord, LateAnswer, NewDevice, NewJob, NewTarget, Record, Recorder, TargetOutcome,
     TargetRecord,

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Row};
 
 use crate::backend::{Backend, unavailable};
 use crate::rows::{self, DEVICE_COLUMNS, JOB_COLUMNS, TARGET_COLUMNS};
-use crate::{Device, JobRecord, StoreError, TargetRecord};
+use crate::{AMBIGUOUS_CANDIDATES, Device, JobRecord, StoreError, TargetRecord};
 
 /// Every device, in id order (byte order, the same on both backends whatever the collation).
 pub(crate) async fn devices(pool: &AnyPool) -> Result<Vec<Device>, StoreError> {
@@ -105,7 +105,18 @@ pub(crate) async fn job(
                 query = query.bind(end);
             }
             let count = query.fetch_one(pool).await.map_err(unavailable)?;
-            return Err(StoreError::Ambiguous { prefix: id_or_prefix.to_owned(), count: rows::count(&count)? });
+            let first = format!("SELECT id FROM jobs WHERE {range} ORDER BY {id} LIMIT {AMBIGUOUS_CANDIDATES}");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(first)).bind(&lower);
+            if let Some(end) = &end {
+                query = query.bind(end);
+            }
+            let candidates = query.fetch_all(pool).await.map_err(unavailable)?;
+            let candidates = candidates.iter().filter_map(|r| r.try_get::<String, _>("id").ok()).collect();
+            return Err(StoreError::Ambiguous {
+                prefix: id_or_prefix.to_owned(),
+                count: rows::count(&count)?,
+                candidates,
+            });
         }
         row = found.pop();
     }

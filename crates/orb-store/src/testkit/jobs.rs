@@ -182,8 +182,14 @@ pub async fn job_by_id_or_prefix(h: &Harness) {
     assert_eq!(s.job("0198b").await.unwrap().0.id, ids[2]);
     let (record, targets) = s.job("0198aaaa-0000-7000-8000-000000000002").await.unwrap();
     assert_eq!((record.id.as_str(), targets.len()), (ids[1], 1));
-    match s.job("0198aaaa-").await {
-        Err(StoreError::Ambiguous { prefix, count }) => assert_eq!((prefix.as_str(), count), ("0198aaaa-", 2)),
+    let ambiguous = s.job("0198aaaa-").await;
+    let text = ambiguous.as_ref().map(|_| String::new()).unwrap_or_else(ToString::to_string);
+    match ambiguous {
+        Err(StoreError::Ambiguous { prefix, count, candidates }) => {
+            assert_eq!((prefix.as_str(), count), ("0198aaaa-", 2));
+            assert_eq!(candidates, vec![ids[0].to_owned(), ids[1].to_owned()]);
+            assert!(text.contains(ids[0]) && text.contains(ids[1]), "the message lists the candidates: {text}");
+        }
         other => panic!("expected ambiguous, got {other:?}"),
     }
     assert!(matches!(s.job("0198").await, Err(StoreError::Ambiguous { count: 4, .. })));
