@@ -326,28 +326,36 @@ impl Layers {
     /// files, which an operator need not be able to read). Returns the section with the origin
     /// (file or variable) of each key set, or every problem found.
     pub fn client(mut self) -> Result<ClientSettings, Vec<String>> {
-        let table = self.merged.remove("client").and_then(|v| v.as_table().cloned()).unwrap_or_default();
+        let mut table = self.merged.remove("client").and_then(|v| v.as_table().cloned()).unwrap_or_default();
+        let origin = |origins: &BTreeMap<(String, String), String>, key: &str| {
+            origins.get(&("client".to_owned(), key.to_owned())).map_or_else(|| "default".to_owned(), Clone::clone)
+        };
+        // Each key on its own, so every wrong type is reported; wrongly typed keys are then left
+        // out so the checks of the others still run.
+        let mut mistyped = Vec::new();
         for (key, v) in &table {
             let mut one = toml::Table::new();
             one.insert(key.clone(), v.clone());
             if let Err(e) = toml::Value::Table(one).try_into::<ClientSection>() {
-                let origin = self.origin.get(&("client".to_owned(), key.clone())).map_or("default", String::as_str);
-                self.problems.push(format!("{origin}: 'client.{key}': {}", e.message().trim()));
+                self.problems.push(format!("{}: 'client.{key}': {}", origin(&self.origin, key), e.message().trim()));
+                mistyped.push(key.clone());
             }
+        }
+        for key in &mistyped {
+            table.remove(key);
+        }
+        let section: ClientSection = match toml::Value::Table(table).try_into() {
+            Ok(s) => s,
+            Err(e) => {
+                self.problems.push(e.to_string());
+                return Err(self.problems);
+            }
+        };
+        for (key, p) in section.problems() {
+            self.problems.push(format!("{}: {p}", origin(&self.origin, key)));
         }
         if !self.problems.is_empty() {
             return Err(self.problems);
-        }
-        let section: ClientSection = toml::Value::Table(table).try_into().map_err(|e| vec![e.to_string()])?;
-        let problems = section.problems();
-        if !problems.is_empty() {
-            return Err(problems
-                .into_iter()
-                .map(|(key, p)| match self.origin.get(&("client".to_owned(), key.to_owned())) {
-                    Some(o) => format!("{o}: {p}"),
-                    None => p,
-                })
-                .collect());
         }
         let origins = self.origin.into_iter().filter(|((s, _), _)| s == "client").map(|((_, k), o)| (k, o)).collect();
         Ok(ClientSettings { section, origins })
