@@ -695,4 +695,64 @@ mod tests {
         assert!(all.contains("store.job_retention_count"), "{all}");
         assert!(all.contains("'store.url'") && all.contains("mysql://x"), "{all}");
     }
+
+    #[test]
+    fn client_commands_find_their_file_at_the_flag_orb_config_the_user_folder_then_the_system() {
+        let root = tempfile::tempdir().unwrap();
+        let user = root.path().join("user");
+        let system = root.path().join("orb.toml");
+        let flag = Path::new("/flag.toml");
+        let env = std::ffi::OsStr::new("/env.toml");
+        let find = |f, e, u: Option<&Path>| client_config_path(f, e, u, &system);
+        assert_eq!(find(Some(flag), Some(env), Some(&user)), Some(flag.to_path_buf()));
+        assert_eq!(find(None, Some(env), Some(&user)), Some(PathBuf::from(env)));
+        // The last two only when they exist; an empty ORB_CONFIG is unset.
+        assert_eq!(find(None, Some(std::ffi::OsStr::new("")), Some(&user)), None);
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(find(None, None, Some(&user)), Some(system.clone()));
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::write(user.join(USER_CONFIG), "").unwrap();
+        assert_eq!(find(None, None, Some(&user)), Some(user.join(USER_CONFIG)));
+        assert_eq!(find(None, None, None), Some(system));
+    }
+
+    #[test]
+    fn the_user_folder_is_xdg_config_home_when_absolute_else_home_dot_config() {
+        let os = |s: &'static str| Some(std::ffi::OsStr::new(s));
+        assert_eq!(user_dir_from(os("/x"), os("/home/me")), Some(PathBuf::from("/x/orb")));
+        assert_eq!(user_dir_from(os("relative"), os("/home/me")), Some(PathBuf::from("/home/me/.config/orb")));
+        assert_eq!(user_dir_from(os(""), os("/home/me")), Some(PathBuf::from("/home/me/.config/orb")));
+        assert_eq!(user_dir_from(None, os("")), None);
+        assert_eq!(user_dir_from(None, None), None);
+    }
+
+    #[test]
+    fn the_client_section_is_read_with_origins_and_other_sections_are_not_validated() {
+        let mut l = Layers::defaults();
+        // A server section a client must not validate (its token file is unreadable here).
+        l.text(
+            "[server]\nadmin_token_file = \"/nonexistent/admin.token\"\n[client]\nserver = \"tcp://h:1\"\n",
+            "orb.toml",
+        );
+        l.env([("ORB_CLIENT__TOKEN_FILE".to_owned(), "/t".to_owned())]);
+        let c = l.client().unwrap();
+        assert_eq!(c.section.server.as_deref(), Some("tcp://h:1"));
+        assert_eq!(c.section.token_file.as_deref(), Some("/t"));
+        assert_eq!(c.origin("server"), "orb.toml");
+        assert_eq!(c.origin("token_file"), "environment ORB_CLIENT__TOKEN_FILE");
+        assert_eq!(c.origin("context"), "");
+
+        let mut l = Layers::defaults();
+        l.text("[client]\nserver = 5\ncontext = \"../x\"\ntoken = \"t\"\n[clinet]\na = 1\n", "orb.toml");
+        let all = l.client().unwrap_err().join("\n");
+        assert!(all.contains("orb.toml: 'client.server'"), "{all}");
+        assert!(all.contains("orb.toml: 'client.context'"), "{all}");
+        assert!(all.contains("unknown key 'client.token'"), "{all}");
+        assert!(all.contains("unknown section [clinet]"), "{all}");
+        // `orb config check` reports the same values.
+        let mut l = Layers::defaults();
+        l.text("[client]\nserver = \"http://x\"\ncontext = \"a b\"\n", "orb.toml");
+        let all = l.finish().unwrap_err().join("\n");
+        assert!(all.contains("'client.server'") && all.contains("'client.context'"), "{all}");
+    }
 }

@@ -59,10 +59,7 @@ pub fn local_token(url: &ServerUrl, kind: TokenKind) -> Result<Option<String>, F
 /// was given, for the message.
 fn read_token(path: &Path, source: &str) -> Result<String, Failure> {
     let s = std::fs::read_to_string(path).map_err(|e| {
-        Failure::new(
-            exit::CONFIG,
-            format!("cannot read token file {}: {e} (token from {source})", path.display()),
-        )
+        Failure::new(exit::CONFIG, format!("cannot read token file {}: {e} (token from {source})", path.display()))
     })?;
     let token = s.trim();
     if token.is_empty() {
@@ -145,7 +142,10 @@ fn context_in_force(flag: Option<&str>, settings: &ClientSettings) -> Result<Opt
     let Some(s) = store.as_ref() else {
         return Err(Failure::new(
             exit::CONFIG,
-            format!("context '{name}' ({}): no configuration folder to find it in (set HOME or XDG_CONFIG_HOME)", how.label()),
+            format!(
+                "context '{name}' ({}): no configuration folder to find it in (set HOME or XDG_CONFIG_HOME)",
+                how.label()
+            ),
         ));
     };
     match s.load(&name).map_err(|e| Failure::new(exit::CONFIG, e))? {

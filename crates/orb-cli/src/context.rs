@@ -39,13 +39,13 @@ fn add(store: &Store, a: ContextAddArgs) -> Result<u8, Failure> {
     }
     store::check_name(&a.name).map_err(Failure::usage)?;
     ServerUrl::parse(&a.server).map_err(|e| Failure::usage(format!("--server: {e}")))?;
-    if let Some(d) = &a.description {
-        if d.chars().count() > store::MAX_DESCRIPTION || d.chars().any(char::is_control) {
-            return Err(Failure::usage(format!(
-                "--description: one line of at most {} characters",
-                store::MAX_DESCRIPTION
-            )));
-        }
+    if let Some(d) = &a.description
+        && (d.chars().count() > store::MAX_DESCRIPTION || d.chars().any(char::is_control))
+    {
+        return Err(Failure::usage(format!(
+            "--description: one line of at most {} characters",
+            store::MAX_DESCRIPTION
+        )));
     }
     let token_file = a.token_file.as_deref().map(checked_token_file).transpose()?;
     let existing = store.load(&a.name).map_err(|e| Failure::new(exit::CONFIG, e))?;
@@ -71,8 +71,7 @@ fn add(store: &Store, a: ContextAddArgs) -> Result<u8, Failure> {
 
 /// The absolute path of a token file that holds something; warns when others may read it.
 fn checked_token_file(path: &Path) -> Result<PathBuf, Failure> {
-    let abs = std::path::absolute(path)
-        .map_err(|e| Failure::usage(format!("--token-file {}: {e}", path.display())))?;
+    let abs = std::path::absolute(path).map_err(|e| Failure::usage(format!("--token-file {}: {e}", path.display())))?;
     let text = std::fs::read_to_string(&abs)
         .map_err(|e| Failure::usage(format!("cannot read token file {}: {e}", abs.display())))?;
     if text.trim().is_empty() {
@@ -81,11 +80,7 @@ fn checked_token_file(path: &Path) -> Result<PathBuf, Failure> {
     if let Ok(meta) = std::fs::metadata(&abs) {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            eprintln!(
-                "warning: {} is readable by others (mode {mode:o}): chmod 600 {}",
-                abs.display(),
-                abs.display()
-            );
+            eprintln!("warning: {} is readable by others (mode {mode:o}): chmod 600 {}", abs.display(), abs.display());
         }
     }
     Ok(abs)
@@ -100,7 +95,10 @@ fn env_overrides(name: &str) {
 
 /// Loads context `name` or fails naming the known ones.
 fn load(store: &Store, name: &str) -> Result<Context, Failure> {
-    store.load(name).map_err(|e| Failure::new(exit::CONFIG, e))?.ok_or_else(|| connect::unknown_context(name, None, Some(store)))
+    store
+        .load(name)
+        .map_err(|e| Failure::new(exit::CONFIG, e))?
+        .ok_or_else(|| connect::unknown_context(name, None, Some(store)))
 }
 
 /// `orb context use NAME`.

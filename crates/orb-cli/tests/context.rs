@@ -45,7 +45,8 @@ impl Operator {
 
     /// `orb context add NAME --server URL --token-file FILE`, expected to succeed.
     fn add(&self, name: &str, server: &str, token_file: &Path) {
-        let out = self.orb(&["context", "add", name, "--server", server, "--token-file"]).arg(token_file).output().unwrap();
+        let out =
+            self.orb(&["context", "add", name, "--server", server, "--token-file"]).arg(token_file).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     }
 }

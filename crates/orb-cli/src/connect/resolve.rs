@@ -288,11 +288,7 @@ mod tests {
                 token: Some(Secret::new("flag-token")),
                 token_file: None,
             },
-            env: Given {
-                server: Some("tcp://env:2".into()),
-                token: None,
-                token_file: Some("/env.token".into()),
-            },
+            env: Given { server: Some("tcp://env:2".into()), token: None, token_file: Some("/env.token".into()) },
             context: Some(InContext {
                 name: "prod".into(),
                 server: Some("tcp://ctx:3".into()),
@@ -366,7 +362,8 @@ mod tests {
         for (url, local) in [
             ("tcp://127.0.0.1:7700", true),
             ("tcp://localhost:9", true),
-            ("ws://[::1]:7780/v1/ws", true),
+            ("ws://127.0.0.1:7780/v1/ws", true),
+            ("tcp://[::1]:7700", true),
             ("tcp://10.0.0.5:7700", false),
             ("tcp://orb.example.net:7700", false),
         ] {
@@ -376,7 +373,11 @@ mod tests {
         }
         // A loopback server from a context still finds the local token when the context has none.
         let i = Inputs {
-            context: Some(InContext { name: "here".into(), server: Some("tcp://127.0.0.1:1".into()), token_file: None }),
+            context: Some(InContext {
+                name: "here".into(),
+                server: Some("tcp://127.0.0.1:1".into()),
+                token_file: None,
+            }),
             ..base
         };
         assert!(matches!(resolve(&i).unwrap().token, TokenSource::Local(_)));
@@ -412,7 +413,10 @@ mod tests {
             TokenSource::None,
         ] {
             assert!(!t.hint().is_empty() && !t.label().is_empty());
-            assert_eq!(t.file().is_some(), !matches!(t, TokenSource::Flag(_) | TokenSource::Env(_) | TokenSource::None));
+            assert_eq!(
+                t.file().is_some(),
+                !matches!(t, TokenSource::Flag(_) | TokenSource::Env(_) | TokenSource::None)
+            );
         }
         assert!(TokenSource::Context { name: "n".into(), file: "/a".into() }.hint().contains("orb context add n"));
     }

@@ -41,9 +41,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if first_ok && rest_ok && name.len() <= 64 {
         Ok(())
     } else {
-        Err(format!(
-            "'{name}' is not a context name: 1 to 64 of A-Z a-z 0-9 _ . -, starting with a letter or digit"
-        ))
+        Err(format!("'{name}' is not a context name: 1 to 64 of A-Z a-z 0-9 _ . -, starting with a letter or digit"))
     }
 }
 
@@ -104,8 +102,9 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
         };
-        let c: Context = toml::from_str(&text)
-            .map_err(|e| format!("{} is not a context (server, token_file, description): {}", file.display(), e.message()))?;
+        let c: Context = toml::from_str(&text).map_err(|e| {
+            format!("{} is not a context (server, token_file, description): {}", file.display(), e.message())
+        })?;
         Ok(Some(c))
     }
 
@@ -116,7 +115,8 @@ impl Store {
     pub fn save(&self, name: &str, c: &Context) -> Result<(), String> {
         check_name(name)?;
         let body = toml::to_string(c).map_err(|e| format!("cannot encode context {name}: {e}"))?;
-        let text = format!("# orb context '{name}', written by `orb context add`. Never a token: only its file.\n{body}");
+        let text =
+            format!("# orb context '{name}', written by `orb context add`. Never a token: only its file.\n{body}");
         write_private(&self.dir.join(CONTEXTS), &format!("{name}.toml"), text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", self.path(name).display()))
     }
