@@ -12,7 +12,8 @@ pub struct Cli {
     /// More logging (-v debug, -vv trace). `ORB_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Configuration file (default: $ORB_CONFIG, then /etc/orb/orb.toml when it exists).
+    /// Configuration file (default: $ORB_CONFIG, then for client commands
+    /// ~/.config/orb/config.toml, then /etc/orb/orb.toml, each when it exists).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -46,6 +47,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Send one admin message to a server: QUIT, RELOAD, LOG_ROTATE or PING.
     Signal(SignalArgs),
+    /// Named servers with their token files (add, use, ls, show, rm), like `nats context`.
+    #[command(subcommand)]
+    #[command(after_help = CONTEXT_HELP)]
+    Context(ContextCommand),
     /// Print, check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -90,19 +95,104 @@ pub enum ConfigCommand {
     },
 }
 
-/// Where the server is and how to authenticate; shared by every client command.
+/// Where the server is and how to authenticate; shared by every client command. Each setting
+/// comes from the first that gives it of: these flags, the environment, the context, the
+/// configuration file's `[client]`, the default (see `orb context --help`).
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
-    /// Server URL: tcp://HOST:PORT or ws://HOST:PORT/v1/ws.
-    #[arg(long, env = "ORB_SERVER", default_value = "tcp://127.0.0.1:7700", global = true)]
-    pub server: String,
-    /// Token (admin token for operator commands, agent token for agents). On loopback, read from
-    /// ./orb-data when not given.
-    #[arg(long, env = "ORB_TOKEN", hide_env_values = true, global = true)]
+    /// Server URL: tcp://HOST:PORT or ws://HOST:PORT/v1/ws. Else $ORB_SERVER, the context's,
+    /// [client] server, or tcp://127.0.0.1:7700.
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Admin token (visible to other local users in `ps`: prefer --token-file). Else $ORB_TOKEN,
+    /// $ORB_TOKEN_FILE, the context's token file, [client] token_file, or for a loopback server
+    /// ./orb-data/admin.token.
+    #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
-    /// File holding the token.
-    #[arg(long, env = "ORB_TOKEN_FILE", conflicts_with = "token", global = true)]
+    /// File holding the admin token.
+    #[arg(long, conflicts_with = "token", global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Use this context (`orb context ls`). Else $ORB_CONTEXT, the one `orb context use`
+    /// selected, or [client] context.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// The configuration file given with the global `--config` (copied here by `main`).
+    #[arg(skip)]
+    pub config: Option<PathBuf>,
+}
+
+impl Command {
+    /// The connection settings of a client command, if this is one.
+    pub fn connect_mut(&mut self) -> Option<&mut ConnectArgs> {
+        match self {
+            Command::Send(a) => Some(&mut a.connect),
+            Command::Devices(a) => Some(&mut a.connect),
+            Command::Jobs(a) => Some(&mut a.connect),
+            Command::Signal(a) => Some(&mut a.connect),
+            _ => None,
+        }
+    }
+}
+
+/// `orb context ...`: named servers with their token files, like `nats context`.
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Save a context: a server URL, the file holding its admin token, a description.
+    Add(ContextAddArgs),
+    /// Make NAME the context client commands use ($ORB_CONTEXT and --context still win).
+    Use {
+        /// Context name.
+        name: String,
+    },
+    /// List the contexts; `*` marks the one in force.
+    #[command(alias = "list")]
+    Ls {
+        /// The list as one JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one context (default: the one in force) and whether its token file is readable.
+    Show {
+        /// Context name.
+        name: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a context (its token file is left alone).
+    #[command(alias = "remove")]
+    Rm {
+        /// Context name.
+        name: String,
+    },
+}
+
+/// Where client settings come from; shown by `orb context --help`.
+pub const CONTEXT_HELP: &str = "Each setting of a client command (send, devices, jobs, signal) comes from the first of: the flags --server, --token, --token-file; the environment ORB_SERVER, ORB_TOKEN, ORB_TOKEN_FILE; the context (--context, else ORB_CONTEXT, else the one `orb context use` selected, else [client] context); the configuration file's [client] section (--config, $ORB_CONFIG, $XDG_CONFIG_HOME/orb/config.toml or ~/.config/orb/config.toml, /etc/orb/orb.toml); the default tcp://127.0.0.1:7700 with, for a loopback server, ./orb-data/admin.token. Contexts live in $XDG_CONFIG_HOME/orb/contexts/NAME.toml (else ~/.config/orb/contexts/), the selected one's name in $XDG_CONFIG_HOME/orb/context.";
+
+/// `orb context add`.
+#[derive(Debug, Args)]
+pub struct ContextAddArgs {
+    /// Context name: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}.
+    pub name: String,
+    /// Server URL: tcp://HOST:PORT or ws://HOST:PORT/v1/ws.
+    #[arg(long, value_name = "URL")]
+    pub server: String,
+    /// File holding the admin token; its absolute path is saved, never the token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A line of text shown by `orb context ls`.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Replace a context of that name.
+    #[arg(long)]
+    pub force: bool,
+    /// Also make it the context in use (as `orb context use NAME`).
+    #[arg(long = "use")]
+    pub select: bool,
+    /// Refused: a context keeps the path of a token file, never a token (use --token-file).
+    #[arg(long, hide = true, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// `orb serve`. Flags override the configuration file and environment.

@@ -2,8 +2,10 @@
 //! (`--config`, `$ORB_CONFIG`, `/etc/orb/orb.toml`), then `ORB_<SECTION>__<KEY>` environment
 //! variables, then command-line flags. [`Layers::finish`] reports every problem at once. The
 //! server's sections (`[server]`, `[limits]`, `[shutdown]`, `[store]`, `[groups]`) are
-//! `orb_server`'s schema and its `validate`; this module adds only `[log]` and `[agent]`, and
-//! layers. The agent-only build carries the server's sections unread.
+//! `orb_server`'s schema and its `validate`; this module adds only `[log]`, `[agent]` and
+//! `[client]`, and layers. The agent-only build carries the server's sections unread. Client
+//! commands find their file differently ([`client_config_path`]) and read only `[client]`
+//! ([`Layers::client`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,9 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
 /// Where daemons look for a configuration file when neither `--config` nor `$ORB_CONFIG` is given.
 pub const SYSTEM_CONFIG: &str = "/etc/orb/orb.toml";
+
+/// The client's configuration file in the user's folder ([`user_dir`]).
+pub const USER_CONFIG: &str = "config.toml";
 
 /// The server's sections: its schema in a build with the server, unread tables in the agent-only
 /// build (which has no server to configure).
@@ -98,6 +103,40 @@ impl Default for AgentSection {
     }
 }
 
+/// `[client]`: where client commands (`send`, `devices`, `jobs`, `signal`) connect when no flag,
+/// environment variable or context says. Never a token: only the file holding it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientSection {
+    /// Server URL.
+    pub server: Option<String>,
+    /// File holding the admin token.
+    pub token_file: Option<String>,
+    /// The context to use when neither `--context`, `ORB_CONTEXT` nor `orb context use` names one.
+    pub context: Option<String>,
+}
+
+impl ClientSection {
+    /// What is wrong with the section's values: the key and a message naming it, for each.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if let Some(u) = &self.server
+            && let Err(e) = orb_client::ServerUrl::parse(u)
+        {
+            p.push(("server", format!("'client.server': {e}")));
+        }
+        if self.token_file.as_deref().is_some_and(str::is_empty) {
+            p.push(("token_file", "'client.token_file' must not be empty".into()));
+        }
+        if let Some(c) = &self.context
+            && let Err(e) = crate::context::store::check_name(c)
+        {
+            p.push(("context", format!("'client.context': {e}")));
+        }
+        p
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -114,6 +153,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[agent]`.
     pub agent: AgentSection,
+    /// `[client]`.
+    pub client: ClientSection,
     /// `[groups]`: NAME = "selector".
     pub groups: BTreeMap<String, String>,
 }
@@ -142,6 +183,9 @@ fn known_keys() -> BTreeMap<String, Vec<String>> {
     sample.agent.secret_file = Some(String::new());
     sample.agent.data = Some(String::new());
     sample.agent.give_up_after = Some(String::new());
+    sample.client.server = Some(String::new());
+    sample.client.token_file = Some(String::new());
+    sample.client.context = Some(String::new());
     let table = toml::Table::try_from(&sample).unwrap_or_default();
     table
         .into_iter()
@@ -275,6 +319,63 @@ impl Layers {
             }
         }
     }
+
+    /// Only `[client]`, for client commands: unknown sections and keys anywhere are problems (as
+    /// for every command), but the other sections are neither type-checked nor validated here —
+    /// they are the server's and the agent's (validating the server's would read its token
+    /// files, which an operator need not be able to read). Returns the section with the origin
+    /// (file or variable) of each key set, or every problem found.
+    pub fn client(mut self) -> Result<ClientSettings, Vec<String>> {
+        let mut table = self.merged.remove("client").and_then(|v| v.as_table().cloned()).unwrap_or_default();
+        let origin = |origins: &BTreeMap<(String, String), String>, key: &str| {
+            origins.get(&("client".to_owned(), key.to_owned())).map_or_else(|| "default".to_owned(), Clone::clone)
+        };
+        // Each key on its own, so every wrong type is reported; wrongly typed keys are then left
+        // out so the checks of the others still run.
+        let mut mistyped = Vec::new();
+        for (key, v) in &table {
+            let mut one = toml::Table::new();
+            one.insert(key.clone(), v.clone());
+            if let Err(e) = toml::Value::Table(one).try_into::<ClientSection>() {
+                self.problems.push(format!("{}: 'client.{key}': {}", origin(&self.origin, key), e.message().trim()));
+                mistyped.push(key.clone());
+            }
+        }
+        for key in &mistyped {
+            table.remove(key);
+        }
+        let section: ClientSection = match toml::Value::Table(table).try_into() {
+            Ok(s) => s,
+            Err(e) => {
+                self.problems.push(e.to_string());
+                return Err(self.problems);
+            }
+        };
+        for (key, p) in section.problems() {
+            self.problems.push(format!("{}: {p}", origin(&self.origin, key)));
+        }
+        if !self.problems.is_empty() {
+            return Err(self.problems);
+        }
+        let origins = self.origin.into_iter().filter(|((s, _), _)| s == "client").map(|((_, k), o)| (k, o)).collect();
+        Ok(ClientSettings { section, origins })
+    }
+}
+
+/// The `[client]` section in force, with where each key came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// The merged section.
+    pub section: ClientSection,
+    /// Key → its origin: the file's path or `environment ORB_CLIENT__KEY`.
+    pub origins: BTreeMap<String, String>,
+}
+
+impl ClientSettings {
+    /// Where `key` was set (`""` when it was not).
+    pub fn origin(&self, key: &str) -> &str {
+        self.origins.get(key).map_or("", String::as_str)
+    }
 }
 
 /// An environment value: TOML when it parses as a TOML value (numbers, booleans, arrays,
@@ -355,6 +456,7 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
     {
         p.push(format!("'agent.id': {e}"));
     }
+    p.extend(file.client.problems().into_iter().map(|(_, m)| m));
     #[cfg(feature = "server")]
     let server = orb_server::config::file::ServerFile {
         server: file.server.clone(),
@@ -412,6 +514,54 @@ pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
     }
     let system = PathBuf::from(SYSTEM_CONFIG);
     system.exists().then_some(system)
+}
+
+/// The user's configuration folder, home of the client's `config.toml` and of contexts:
+/// `$XDG_CONFIG_HOME/orb` when that variable holds an absolute path (the XDG rule), else
+/// `$HOME/.config/orb`; `None` when neither is set.
+pub fn user_dir_from(xdg_config_home: Option<&std::ffi::OsStr>, home: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    if let Some(x) = xdg_config_home.map(Path::new).filter(|p| p.is_absolute()) {
+        return Some(x.join("orb"));
+    }
+    home.filter(|h| !h.is_empty()).map(|h| Path::new(h).join(".config").join("orb"))
+}
+
+/// [`user_dir_from`] the process environment.
+pub fn user_dir() -> Option<PathBuf> {
+    user_dir_from(std::env::var_os("XDG_CONFIG_HOME").as_deref(), std::env::var_os("HOME").as_deref())
+}
+
+/// The configuration file of client commands: `--config`, else `$ORB_CONFIG`, else
+/// `USER_DIR/config.toml`, else `/etc/orb/orb.toml`, each of the last two only when it exists.
+pub fn client_config_path(
+    flag: Option<&Path>,
+    orb_config: Option<&std::ffi::OsStr>,
+    user_dir: Option<&Path>,
+    system: &Path,
+) -> Option<PathBuf> {
+    if let Some(p) = flag {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = orb_config.filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let user = user_dir.map(|d| d.join(USER_CONFIG)).filter(|p| p.exists());
+    user.or_else(|| system.exists().then(|| system.to_path_buf()))
+}
+
+/// The `[client]` settings of client commands: defaults, the file [`client_config_path`] finds
+/// (if any), then `ORB_CLIENT__*` (and every other `ORB_<SECTION>__<KEY>`, checked for unknown keys).
+///
+/// # Errors
+/// Every problem found.
+pub fn client_settings(flag: Option<&Path>) -> Result<ClientSettings, Vec<String>> {
+    let path = client_config_path(
+        flag,
+        std::env::var_os("ORB_CONFIG").as_deref(),
+        user_dir().as_deref(),
+        Path::new(SYSTEM_CONFIG),
+    );
+    layered(path.as_deref()).client()
 }
 
 /// Defaults, then the file (if any), then the process environment.
@@ -544,5 +694,65 @@ mod tests {
         let all = l.finish().unwrap_err().join("\n");
         assert!(all.contains("store.job_retention_count"), "{all}");
         assert!(all.contains("'store.url'") && all.contains("mysql://x"), "{all}");
+    }
+
+    #[test]
+    fn client_commands_find_their_file_at_the_flag_orb_config_the_user_folder_then_the_system() {
+        let root = tempfile::tempdir().unwrap();
+        let user = root.path().join("user");
+        let system = root.path().join("orb.toml");
+        let flag = Path::new("/flag.toml");
+        let env = std::ffi::OsStr::new("/env.toml");
+        let find = |f, e, u: Option<&Path>| client_config_path(f, e, u, &system);
+        assert_eq!(find(Some(flag), Some(env), Some(&user)), Some(flag.to_path_buf()));
+        assert_eq!(find(None, Some(env), Some(&user)), Some(PathBuf::from(env)));
+        // The last two only when they exist; an empty ORB_CONFIG is unset.
+        assert_eq!(find(None, Some(std::ffi::OsStr::new("")), Some(&user)), None);
+        std::fs::write(&system, "").unwrap();
+        assert_eq!(find(None, None, Some(&user)), Some(system.clone()));
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::write(user.join(USER_CONFIG), "").unwrap();
+        assert_eq!(find(None, None, Some(&user)), Some(user.join(USER_CONFIG)));
+        assert_eq!(find(None, None, None), Some(system));
+    }
+
+    #[test]
+    fn the_user_folder_is_xdg_config_home_when_absolute_else_home_dot_config() {
+        let os = |s: &'static str| Some(std::ffi::OsStr::new(s));
+        assert_eq!(user_dir_from(os("/x"), os("/home/me")), Some(PathBuf::from("/x/orb")));
+        assert_eq!(user_dir_from(os("relative"), os("/home/me")), Some(PathBuf::from("/home/me/.config/orb")));
+        assert_eq!(user_dir_from(os(""), os("/home/me")), Some(PathBuf::from("/home/me/.config/orb")));
+        assert_eq!(user_dir_from(None, os("")), None);
+        assert_eq!(user_dir_from(None, None), None);
+    }
+
+    #[test]
+    fn the_client_section_is_read_with_origins_and_other_sections_are_not_validated() {
+        let mut l = Layers::defaults();
+        // A server section a client must not validate (its token file is unreadable here).
+        l.text(
+            "[server]\nadmin_token_file = \"/nonexistent/admin.token\"\n[client]\nserver = \"tcp://h:1\"\n",
+            "orb.toml",
+        );
+        l.env([("ORB_CLIENT__TOKEN_FILE".to_owned(), "/t".to_owned())]);
+        let c = l.client().unwrap();
+        assert_eq!(c.section.server.as_deref(), Some("tcp://h:1"));
+        assert_eq!(c.section.token_file.as_deref(), Some("/t"));
+        assert_eq!(c.origin("server"), "orb.toml");
+        assert_eq!(c.origin("token_file"), "environment ORB_CLIENT__TOKEN_FILE");
+        assert_eq!(c.origin("context"), "");
+
+        let mut l = Layers::defaults();
+        l.text("[client]\nserver = 5\ncontext = \"../x\"\ntoken = \"t\"\n[clinet]\na = 1\n", "orb.toml");
+        let all = l.client().unwrap_err().join("\n");
+        assert!(all.contains("orb.toml: 'client.server'"), "{all}");
+        assert!(all.contains("orb.toml: 'client.context'"), "{all}");
+        assert!(all.contains("unknown key 'client.token'"), "{all}");
+        assert!(all.contains("unknown section [clinet]"), "{all}");
+        // `orb config check` reports the same values.
+        let mut l = Layers::defaults();
+        l.text("[client]\nserver = \"http://x\"\ncontext = \"a b\"\n", "orb.toml");
+        let all = l.finish().unwrap_err().join("\n");
+        assert!(all.contains("'client.server'") && all.contains("'client.context'"), "{all}");
     }
 }

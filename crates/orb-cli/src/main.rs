@@ -20,6 +20,7 @@ mod bench;
 mod cli;
 mod config;
 mod connect;
+mod context;
 mod credentials;
 #[cfg(feature = "server")]
 mod demo;
@@ -60,7 +61,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: cli::Cli) -> Result<u8, exit::Failure> {
+async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
+    // Client commands find their configuration file themselves (see `config::client_config_path`).
+    if let Some(connect) = cli.command.connect_mut() {
+        connect.config.clone_from(&cli.config);
+    }
     let config = cli.config.as_deref();
     // Daemons configure their own logging from the configuration file; the rest print results
     // on stdout, with only warnings on stderr unless asked.
@@ -100,6 +105,7 @@ async fn run(cli: cli::Cli) -> Result<u8, exit::Failure> {
             client_logging()?;
             demo::run(args).await
         }
+        cli::Command::Context(cmd) => context::run(cmd, config),
         cli::Command::Config(cmd) => meta::config(cmd, config),
         #[cfg(feature = "server")]
         cli::Command::Bench(cmd) => {

@@ -30,12 +30,20 @@ pub const STARTUP: Duration = Duration::from_secs(10);
 /// Upper bound for one-shot commands (a hung command fails the test instead of hanging it).
 pub const ONE_SHOT: Duration = Duration::from_secs(60);
 
+/// The user configuration folder (`XDG_CONFIG_HOME`) of every child started in `cwd`: contexts
+/// and the client's `config.toml` are in `config_home(cwd)/orb`.
+pub fn config_home(cwd: &Path) -> PathBuf {
+    std::path::absolute(cwd.join("config-home")).unwrap()
+}
+
 /// A `std::process::Command` for `orb`, in `cwd`, with a clean environment: every `ORB_*`
-/// variable (`ORB_SERVER`, `ORB_TOKEN`, `ORB_TOKEN_FILE`, `ORB_LOG`, `ORB_CONFIG`, ...) removed.
+/// variable (`ORB_SERVER`, `ORB_TOKEN`, `ORB_TOKEN_FILE`, `ORB_LOG`, `ORB_CONFIG`,
+/// `ORB_CONTEXT`, ...) removed, and `XDG_CONFIG_HOME` inside `cwd` ([`config_home`]), so no test
+/// reads or writes the developer's `~/.config/orb`.
 pub fn orb(cwd: &Path) -> Command {
     let mut c = Command::new(BIN);
-    c.current_dir(cwd).stdin(Stdio::null());
-    for v in ["ORB_SERVER", "ORB_TOKEN", "ORB_TOKEN_FILE", "ORB_LOG", "ORB_CONFIG"] {
+    c.current_dir(cwd).stdin(Stdio::null()).env("XDG_CONFIG_HOME", config_home(cwd));
+    for v in ["ORB_SERVER", "ORB_TOKEN", "ORB_TOKEN_FILE", "ORB_LOG", "ORB_CONFIG", "ORB_CONTEXT"] {
         c.env_remove(v);
     }
     for (name, _) in std::env::vars_os() {
