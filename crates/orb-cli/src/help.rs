@@ -1,0 +1,287 @@
+//! Help texts shown after the options of `--help` and in the man pages (Examples, Exit codes, the
+//! agent's built-in commands), and [`command`]: the clap command with the help adjustments the
+//! derive cannot express.
+//!
+//! Each text is a list of sections: a line ending in `:` at the left margin starts one (the man
+//! pages turn it into a `.SH` heading), indented lines are its body. Keep every example to flags
+//! that exist: `tests/help.rs` renders every sub-command's help.
+
+use clap::{Command, CommandFactory, FromArgMatches};
+
+use crate::cli::Cli;
+
+/// The exit codes every sub-command uses (the README's "Exit codes" says the same); a macro so
+/// that [`TOP`] can include it with `concat!`.
+macro_rules! exit_codes {
+    () => {
+        "\
+Exit codes:
+  0    ok
+  1    failed: a target was not ok, nothing matched, or the server refused the request
+  2    usage: a bad flag, selector, JSON argument or server URL (nothing was sent)
+  69   unavailable: the server (or its database) cannot be reached; orb serve cannot listen;
+       orb agent gave up (--give-up-after)
+  70   internal error
+  75   temporary: the data folder is in use by another orb serve or orb agent
+  77   refused: wrong or missing token, revoked or unknown device
+  78   configuration: an invalid configuration file or value, an unreadable token file
+  130  interrupted: Ctrl-C (orb send detached from its job, or cancelled it)
+  141  stdout was closed early (orb send ... | head -1)"
+    };
+}
+
+/// `orb --help`: a short tour, then the exit codes.
+pub const TOP: &str = concat!(
+    "\
+Examples:
+  orb serve                                   # server: agents on 127.0.0.1:7700, data in ./orb-data
+  orb agent --id web-1 --tag role=web         # an agent; from the server's folder it needs no token
+  orb send '*' ping                           # every device: one result each, then a summary
+  orb send 'tag:role=web' sys.info --json     # one JSON line per device as results arrive
+  orb devices                                 # every known device, online or not
+  orb jobs                                    # recent jobs; orb jobs show ID for one
+  orb man send                                # the manual page of one sub-command
+
+",
+    exit_codes!()
+);
+
+/// `orb serve`.
+#[cfg(feature = "server")]
+pub const SERVE: &str = "\
+Examples:
+  orb serve                                   # TCP 127.0.0.1:7700, HTTP 127.0.0.1:7780, data ./orb-data
+  orb serve --listen 0.0.0.0:7700 --http 0.0.0.0:7780     # reachable from other machines
+  orb serve --config orb.toml                 # settings from a file (see orb config default)
+  orb serve --data /var/lib/orb --log-file /var/log/orb/orb.log
+  orb serve --store postgres://orb@db.example/orb         # PostgreSQL instead of SQLite
+  orb serve --group cameras='cam-* and tag:kind=camera'   # selectable as group:cameras
+  orb serve --admin-token-file /etc/orb/admin.token --agent-token-file /etc/orb/agent.token";
+
+/// `orb agent`: the built-in commands, then examples.
+pub const AGENT: &str = "\
+Built-in commands:
+  Arguments are JSON (orb send takes a bare word as a JSON string); docs/agent-commands.md has more.
+  ping       no arguments             -> {\"pong\": true}
+  echo       any JSON value           -> the same value
+  sleep      milliseconds (1500) or a duration (\"2s\"), at most 24h
+                                      -> {\"slept_ms\": N}; `cancelled` when the job is cancelled,
+                                         `timeout` when its deadline comes first
+  sys.info   no arguments             -> {\"hostname\", \"os\", \"os_version\", \"arch\", \"agent_version\",
+                                          \"uptime_s\", \"agent_uptime_s\", \"clock\"}
+
+Examples:
+  orb agent --id web-1 --tag role=web --tag region=eu    # on the server's machine: token from ./orb-data
+  orb agent                                   # no id: the server assigns one when the agent enrolls
+  orb agent --server tcp://a.example:7700,tcp://b.example:7700 --token-file agent.token --id web-1
+  orb agent --server ws://orb.example:7780/v1/ws --token-file agent.token --id cam-7
+  orb agent --id gw-7 --secret-file gw-7.secret          # pre-registered with orb devices add gw-7
+  orb agent --id web-1 --give-up-after 5m     # exit 69 after 5 minutes without a connection";
+
+/// `orb send`.
+pub const SEND: &str = "\
+Examples:
+  orb send '*' ping                           # every device: live progress, results, a summary
+  orb send web-1 sys.info                     # one device
+  orb send 'tag:role=web and not web-3' echo '{\"hello\":\"world\"}'
+  orb send 'cam-*' sleep 2s --wait 5s         # a bare word is a JSON string: \"2s\"
+  orb send group:cameras sys.info --json | jq -c 'select(.status == \"error\")'
+  orb send 'web-*' sys.info --dry-run         # which devices match; nothing is sent
+
+Selectors:
+  '*', ids (web-1,web-2), globs (cam-*), tag:KEY=VALUE, group:NAME, combined with and, or, not and
+  parentheses (not binds tighter than and, and tighter than or). Quote them: the shell expands * and ().";
+
+/// `orb devices`.
+pub const DEVICES: &str = "\
+Examples:
+  orb devices                                 # every known device: online, offline, revoked
+  orb devices 'tag:role=web' --connected      # connected devices with tag role=web
+  orb devices --summary                       # the counts: known, connected, revoked
+  orb devices --json                          # the list as one JSON array
+  orb devices show web-1                      # one device in detail
+  orb devices add gw-7 --tag site=lab         # pre-register a device; prints its credential once
+  orb devices tag web-1 rack=3                # operator tags (also: untag, revoke, rm)";
+
+/// `orb devices show`.
+pub const DEVICES_SHOW: &str = "\
+Examples:
+  orb devices show web-1
+  orb devices show web-1 --json | jq .tags";
+
+/// `orb devices add`.
+pub const DEVICES_ADD: &str = "\
+Examples:
+  orb devices add gw-7 --tag site=lab --tag kind=gateway
+  orb devices add gw-7 --json > credentials.json    # exactly the agent's DATA/credentials.json
+  orb agent --data DATA                       # then, on the device, with that file in DATA";
+
+/// `orb devices rm`.
+pub const DEVICES_RM: &str = "\
+Examples:
+  orb devices rm web-3                        # record, tags and credential; its agent is disconnected
+  orb devices rm dev-b2c22d6c5f46 --json";
+
+/// `orb devices revoke`.
+pub const DEVICES_REVOKE: &str = "\
+Examples:
+  orb devices revoke cam-7                    # it cannot connect again; orb devices rm cam-7 to forget it";
+
+/// `orb devices tag`.
+pub const DEVICES_TAG: &str = "\
+Examples:
+  orb devices tag web-1 rack=3                # wins over a rack tag the agent reports
+  orb devices tag web-1 rack=3 owner=ops";
+
+/// `orb devices untag`.
+pub const DEVICES_UNTAG: &str = "\
+Examples:
+  orb devices untag web-1 rack
+  orb devices untag web-1 rack owner";
+
+/// `orb jobs`.
+pub const JOBS: &str = "\
+Examples:
+  orb jobs                                    # the newest jobs (50 unless --limit)
+  orb jobs --limit 10 --json                  # one JSON array
+  orb jobs show 0198c2f1                      # one job, by id or a unique prefix of it
+  orb jobs cancel 0198c2f1                    # stop a running job";
+
+/// `orb jobs show`.
+pub const JOBS_SHOW: &str = "\
+Examples:
+  orb jobs show 0198c2f1                      # a unique prefix of the id is enough
+  orb jobs show 0198c2f1 --json | jq -c '.results[] | select(.status != \"ok\")'";
+
+/// `orb jobs cancel`.
+pub const JOBS_CANCEL: &str = "\
+Examples:
+  orb jobs cancel 0198c2f1                    # pending targets become cancelled
+  orb jobs cancel 0198c2f1 --json";
+
+/// `orb signal`.
+pub const SIGNAL: &str = "\
+Examples:
+  orb signal PING                             # is the server up
+  orb signal RELOAD                           # re-read the configuration, as SIGHUP does
+  orb signal LOG_ROTATE                       # reopen the log file
+  orb signal QUIT --server tcp://orb.example:7700 --token-file admin.token   # drain and stop";
+
+/// `orb config`.
+pub const CONFIG: &str = "\
+Examples:
+  orb config default > orb.toml               # every setting with its default, commented
+  orb config check orb.toml                   # every problem at once; exit 78 when invalid
+  orb config show                             # the configuration in force, secrets redacted
+  ORB_LIMITS__MAX_FRAME=4194304 orb config show    # a variable overrides the file";
+
+/// `orb config default`.
+pub const CONFIG_DEFAULT: &str = "\
+Examples:
+  orb config default > /etc/orb/orb.toml";
+
+/// `orb config check`.
+pub const CONFIG_CHECK: &str = "\
+Examples:
+  orb config check /etc/orb/orb.toml && systemctl reload orb";
+
+/// `orb config show`.
+pub const CONFIG_SHOW: &str = "\
+Examples:
+  orb config show
+  orb --config orb.toml config show";
+
+/// `orb demo`.
+#[cfg(feature = "server")]
+pub const DEMO: &str = "\
+Examples:
+  orb demo                                    # 50 in-process agents
+  orb demo --agents 500";
+
+/// `orb bench`.
+#[cfg(feature = "server")]
+pub const BENCH: &str = "\
+Examples:
+  orb bench fanout --agents 10000 --vs nats   # against the NATS server at $ORB_BENCH_NATS_URL
+  orb bench rr --inflight 64 --count 50000
+  orb bench idle --connections 19000
+  orb bench storm --agents 1000 --json";
+
+/// `orb bench fanout`.
+#[cfg(feature = "server")]
+pub const BENCH_FANOUT: &str = "\
+Examples:
+  orb bench fanout --agents 1000
+  orb bench fanout --agents 10000 --vs nats --rounds 3
+  orb bench fanout --server tcp://orb.example:7700 --token \"$(cat admin.token)\" --agent-token \"$(cat agent.token)\"";
+
+/// `orb bench rr`.
+#[cfg(feature = "server")]
+pub const BENCH_RR: &str = "\
+Examples:
+  orb bench rr --inflight 64 --count 50000
+  orb bench rr --codec msgpack --vs nats --json";
+
+/// `orb bench idle`.
+#[cfg(feature = "server")]
+pub const BENCH_IDLE: &str = "\
+Examples:
+  orb bench idle --connections 19000
+  orb bench idle --connections 1000 --embedded";
+
+/// `orb bench storm`.
+#[cfg(feature = "server")]
+pub const BENCH_STORM: &str = "\
+Examples:
+  orb bench storm --agents 1000 --trials 3";
+
+/// `orb version`.
+pub const VERSION: &str = "\
+Examples:
+  orb version
+  orb version --json | jq .protocol_version";
+
+/// `orb completions`.
+pub const COMPLETIONS: &str = "\
+Examples:
+  orb completions bash > /etc/bash_completion.d/orb
+  orb completions zsh > \"${fpath[1]}/_orb\"
+  orb completions fish > ~/.config/fish/completions/orb.fish";
+
+/// `orb man`.
+pub const MAN: &str = "\
+Examples:
+  orb man | man -l -                          # this page: orb(1)
+  orb man send | man -l -                     # one sub-command's page
+  orb man devices show | man -l -
+  orb man --out /usr/local/share/man/man1     # every page: orb.1, orb-send.1, orb-devices-show.1, ...";
+
+/// The command line definition as shown and parsed: an environment variable that is not set is
+/// shown as `[env: NAME]` instead of clap's `[env: NAME=]`, which reads as \"set, but empty\".
+pub fn command() -> Command {
+    tidy_env(Cli::command())
+}
+
+/// Parses the process's arguments with [`command`] (exits with 2 and a message on bad usage).
+pub fn parse() -> Cli {
+    let mut matches = command().get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command()).exit())
+}
+
+fn tidy_env(cmd: Command) -> Command {
+    cmd.mut_args(|arg| {
+        let unset = arg.get_env().is_some_and(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()));
+        if unset { arg.hide_env_values(true) } else { arg }
+    })
+    .mut_subcommands(tidy_env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        command().debug_assert();
+    }
+}
