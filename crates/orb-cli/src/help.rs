@@ -18,13 +18,15 @@ macro_rules! exit_codes {
 Exit codes:
   0    ok
   1    failed: a target was not ok, nothing matched, or the server refused the request
-  2    usage: a bad flag, selector, JSON argument or server URL (nothing was sent)
+  2    usage: an unknown flag, a missing argument, a bad selector, JSON argument, KEY=VALUE or
+       server URL (nothing was sent)
   69   unavailable: the server (or its database) cannot be reached; orb serve cannot listen;
        orb agent gave up (--give-up-after)
   70   internal error
   75   temporary: the data folder is in use by another orb serve or orb agent
   77   refused: wrong or missing token, revoked or unknown device
-  78   configuration: an invalid configuration file or value, an unreadable token file
+  78   configuration: an invalid setting (in the file, an ORB_<SECTION>__<KEY> variable or a flag of
+       orb serve / orb agent), an unreadable token file
   130  interrupted: Ctrl-C (orb send detached from its job, or cancelled it)
   141  stdout was closed early (orb send ... | head -1)"
     };
