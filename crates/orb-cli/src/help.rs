@@ -17,14 +17,15 @@ macro_rules! exit_codes {
         "\
 Exit codes:
   0    ok
-  1    failed: a target was not ok, nothing matched, or the server refused the request
-  2    usage: an unknown flag, a missing argument, a bad selector, JSON argument, KEY=VALUE or
-       server URL (nothing was sent)
+  1    failed: a target was not ok, nothing matched, or the server answered with an error
+       (device_not_found, job_not_found, ...)
+  2    usage: an unknown flag or sub-command, a missing argument, a bad selector, JSON argument,
+       KEY=VALUE or client --server URL (nothing was sent)
   69   unavailable: the server (or its database) cannot be reached; orb serve cannot listen;
        orb agent gave up (--give-up-after)
   70   internal error
   75   temporary: the data folder is in use by another orb serve or orb agent
-  77   refused: wrong or missing token, revoked or unknown device
+  77   refused: a wrong or missing token, a revoked or unknown device credential
   78   configuration: an invalid setting (in the file, an ORB_<SECTION>__<KEY> variable or a flag of
        orb serve / orb agent), an unreadable token file
   130  interrupted: Ctrl-C (orb send detached from its job, or cancelled it)
@@ -66,7 +67,7 @@ Built-in commands:
   Arguments are JSON (orb send takes a bare word as a JSON string); docs/agent-commands.md has more.
   ping       no arguments             -> {\"pong\": true}
   echo       any JSON value           -> the same value
-  sleep      milliseconds (1500) or a duration (\"2s\"), at most 24h
+  sleep      milliseconds (1500 or {\"ms\": 1500}) or a duration (\"2s\"), at most 24h
                                       -> {\"slept_ms\": N}; `cancelled` when the job is cancelled,
                                          `timeout` when its deadline comes first
   sys.info   no arguments             -> {\"hostname\", \"os\", \"os_version\", \"arch\", \"agent_version\",

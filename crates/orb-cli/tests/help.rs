@@ -127,7 +127,8 @@ fn option_text(help: &str, flag: &str) -> String {
     let first = lines.next().unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
     let rest = lines.take_while(|l| {
         let t = l.trim_start();
-        !t.starts_with('-') && !(l.ends_with(':') && !l.starts_with(' '))
+        let heading = l.ends_with(':') && !l.starts_with(' ');
+        !t.starts_with('-') && !heading
     });
     std::iter::once(first).chain(rest).map(str::trim).collect::<Vec<_>>().join(" ")
 }
