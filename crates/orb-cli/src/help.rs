@@ -53,7 +53,7 @@ Examples:
 #[cfg(feature = "server")]
 pub const SERVE: &str = "\
 Examples:
-  orb serve                                   # TCP 127.0.0.1:7700, HTTP 127.0.0.1:7780, data ./orb-data
+  orb serve                                   # TCP :7700, HTTP :7780 on 127.0.0.1, data ./orb-data
   orb serve --listen 0.0.0.0:7700 --http 0.0.0.0:7780     # reachable from other machines
   orb serve --config orb.toml                 # settings from a file (see orb config default)
   orb serve --data /var/lib/orb --log-file /var/log/orb/orb.log
@@ -74,7 +74,7 @@ Built-in commands:
                                           \"uptime_s\", \"agent_uptime_s\", \"clock\"}
 
 Examples:
-  orb agent --id web-1 --tag role=web --tag region=eu    # on the server's machine: token from ./orb-data
+  orb agent --id web-1 --tag role=web --tag region=eu    # token from ./orb-data on loopback
   orb agent                                   # no id: the server assigns one when the agent enrolls
   orb agent --server tcp://a.example:7700,tcp://b.example:7700 --token-file agent.token --id web-1
   orb agent --server ws://orb.example:7780/v1/ws --token-file agent.token --id cam-7
@@ -122,13 +122,13 @@ Examples:
 /// `orb devices rm`.
 pub const DEVICES_RM: &str = "\
 Examples:
-  orb devices rm web-3                        # record, tags and credential; its agent is disconnected
+  orb devices rm web-3                        # record, tags, credential; its agent is disconnected
   orb devices rm dev-b2c22d6c5f46 --json";
 
 /// `orb devices revoke`.
 pub const DEVICES_REVOKE: &str = "\
 Examples:
-  orb devices revoke cam-7                    # it cannot connect again; orb devices rm cam-7 to forget it";
+  orb devices revoke cam-7                    # it cannot connect again (rm forgets it)";
 
 /// `orb devices tag`.
 pub const DEVICES_TAG: &str = "\
@@ -216,7 +216,7 @@ pub const BENCH_FANOUT: &str = "\
 Examples:
   orb bench fanout --agents 1000
   orb bench fanout --agents 10000 --vs nats --rounds 3
-  orb bench fanout --server tcp://orb.example:7700 --token \"$(cat admin.token)\" --agent-token \"$(cat agent.token)\"";
+  orb bench fanout --server tcp://orb.example:7700 --token \"$ADMIN\" --agent-token \"$AGENT\"";
 
 /// `orb bench rr`.
 #[cfg(feature = "server")]
@@ -257,7 +257,7 @@ Examples:
   orb man | man -l -                          # this page: orb(1)
   orb man send | man -l -                     # one sub-command's page
   orb man devices show | man -l -
-  orb man --out /usr/local/share/man/man1     # every page: orb.1, orb-send.1, orb-devices-show.1, ...";
+  orb man --out /usr/local/share/man/man1     # every page: orb.1, orb-send.1, orb-devices-show.1";
 
 /// The command line definition as shown and parsed: an environment variable that is not set is
 /// shown as `[env: NAME]` instead of clap's `[env: NAME=]`, which reads as \"set, but empty\".
@@ -286,5 +286,84 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         command().debug_assert();
+    }
+
+    /// Splits a shell line into words (single and double quotes, no expansion), up to a comment,
+    /// a pipe, a redirection or `&&`.
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word: Option<String> = None;
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.get_or_insert_default().push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    word.get_or_insert_default();
+                }
+                (None, c) if c.is_whitespace() => words.extend(word.take()),
+                (None, '#' | '|' | '>' | '&') if word.is_none() => return words,
+                (None, c) => word.get_or_insert_default().push(c),
+            }
+        }
+        assert!(quote.is_none(), "unbalanced quote in: {line}");
+        words.extend(word);
+        words
+    }
+
+    #[test]
+    fn shell_words_follow_the_quotes() {
+        assert_eq!(
+            shell_words(r#"orb send 'a and b' echo '{"x":1}'  # c"#),
+            ["orb", "send", "a and b", "echo", r#"{"x":1}"#]
+        );
+        assert_eq!(shell_words(r#"orb man | man -l -"#), ["orb", "man"]);
+        assert_eq!(shell_words(r#"orb x --token "$(cat t)" > f"#), ["orb", "x", "--token", "$(cat t)"]);
+    }
+
+    /// Every example of every help text (`orb ...` lines under `Examples:`): where it is shown
+    /// with the line, and its words.
+    fn examples(cmd: &Command, found: &mut Vec<(String, String, Vec<String>)>) {
+        let name = cmd.get_name().to_owned();
+        if let Some(text) = cmd.get_after_help() {
+            let text = text.to_string();
+            let section = text.lines().skip_while(|l| *l != "Examples:").skip(1).take_while(|l| l.starts_with(' '));
+            for line in section {
+                // `VAR=value orb ...` sets a variable for one command.
+                let words: Vec<String> =
+                    shell_words(line).into_iter().skip_while(|w| w.contains('=') && !w.starts_with("orb")).collect();
+                assert_eq!(
+                    words.first().map(String::as_str),
+                    Some("orb"),
+                    "{name}: example not starting with orb: {line}"
+                );
+                found.push((name.clone(), line.to_owned(), words));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            examples(sub, found);
+        }
+    }
+
+    #[test]
+    fn every_example_parses_with_the_flags_that_exist() {
+        let mut found = Vec::new();
+        examples(&command(), &mut found);
+        assert!(found.len() > 50, "only {} examples found", found.len());
+        for (name, line, words) in found {
+            if let Err(e) = command().try_get_matches_from(&words) {
+                panic!("example of {name} does not parse:\n{line}\n{words:?}\n{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn example_lines_fit_a_terminal() {
+        let mut found = Vec::new();
+        examples(&command(), &mut found);
+        let long: Vec<&str> =
+            found.iter().map(|(_, line, _)| line.as_str()).filter(|l| l.chars().count() > 100).collect();
+        assert!(long.is_empty(), "example lines over 100 characters:\n{}", long.join("\n"));
     }
 }
