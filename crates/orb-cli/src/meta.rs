@@ -68,8 +68,11 @@ pub fn version(json: bool) -> u8 {
     exit::OK
 }
 
-/// `orb completions SHELL`.
+/// `orb completions SHELL`. Rendered first, then written like every result (a closed stdout
+/// exits 141 instead of panicking inside clap_complete).
 pub fn completions(shell: clap_complete::Shell) -> u8 {
-    clap_complete::generate(shell, &mut crate::help::command(), "orb", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut crate::help::command(), "orb", &mut script);
+    out!("{}", String::from_utf8_lossy(&script));
     exit::OK
 }

@@ -273,3 +273,23 @@ fn serve_and_agent_exit_2_on_bad_usage() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
+
+#[test]
+fn a_closed_stdout_exits_141_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["completions", "bash"][..], &["man"], &["man", "send"], &["config", "default"], &["--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = orb(dir.path());
+        cmd.args(args).stdout(writer).stderr(std::process::Stdio::piped());
+        let out = cmd.output().unwrap();
+        let what = format!("orb {} | (closed)", args.join(" "));
+        if args == ["--help"] {
+            // clap prints help itself; it must not panic either.
+            assert!(!stderr(&out).contains("panicked"), "{what}: {}", stderr(&out));
+            continue;
+        }
+        assert_code(&out, 141, &what);
+        assert!(!stderr(&out).contains("panicked"), "{what}: {}", stderr(&out));
+    }
+}
