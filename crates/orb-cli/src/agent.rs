@@ -41,17 +41,35 @@ pub fn builtin_handlers() -> Handlers {
         })
 }
 
-/// `sleep` takes milliseconds (`1500`) or a duration (`"2s"`); for trying deadlines and drains.
+/// The longest `sleep` (24h): the server's default `max_deadline`, beyond which no job waits anyway.
+const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `sleep` takes milliseconds (`1500` or `{"ms": 1500}`) or a duration (`"2s"`), at most
+/// [`MAX_SLEEP`]; for trying deadlines, cancels and drains.
 fn sleep_args(c: &Context) -> Result<std::time::Duration, ErrorBody> {
     let bad = |m: String| ErrorBody::new(ErrorCode::BadArgs, format!("sleep: {m}"));
-    match c.args::<serde_json::Value>()? {
-        serde_json::Value::Number(n) => n
-            .as_u64()
+    let millis = |n: &serde_json::Number| {
+        n.as_u64()
             .map(std::time::Duration::from_millis)
-            .ok_or_else(|| bad("milliseconds must be a whole number".into())),
-        serde_json::Value::String(s) => humantime::parse_duration(&s).map_err(|e| bad(e.to_string())),
-        other => Err(bad(format!("expected milliseconds or a duration like \"2s\", got {other}"))),
+            .ok_or_else(|| bad("milliseconds must be a whole number".into()))
+    };
+    let wait = match c.args::<serde_json::Value>()? {
+        serde_json::Value::Number(n) => millis(&n)?,
+        serde_json::Value::String(s) => humantime::parse_duration(&s).map_err(|e| bad(format!("'{s}': {e}")))?,
+        serde_json::Value::Object(o) if o.len() == 1 && o.get("ms").is_some_and(serde_json::Value::is_number) => {
+            millis(o["ms"].as_number().expect("checked to be a number"))?
+        }
+        other => {
+            let shown = orb_proto::excerpt(&other.to_string()).to_string();
+            return Err(bad(format!(
+                "expected milliseconds (1500 or {{\"ms\": 1500}}) or a duration like \"2s\", got {shown}"
+            )));
+        }
+    };
+    if wait > MAX_SLEEP {
+        return Err(bad(format!("at most 24h ({} s asked)", wait.as_secs())));
     }
+    Ok(wait)
 }
 
 /// Hostname, OS, architecture, agent version, uptimes and the agent's clock.
@@ -82,7 +100,7 @@ fn lock_data_dir(dir: &Path) -> Result<File, Failure> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            Err(Failure::new(exit::FAILED, format!("another agent is running with data folder {}", dir.display())))
+            Err(Failure::new(exit::TEMPFAIL, format!("another agent is running with data folder {}", dir.display())))
         }
         Err(std::fs::TryLockError::Error(e)) => {
             Err(Failure::new(exit::CONFIG, format!("cannot lock {}: {e}", path.display())))
@@ -350,4 +368,89 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     }
     tracing::info!("agent stopped");
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use orb_client::handler;
+
+    use super::*;
+
+    fn ctx(cmd: &str, args: &str, deadline: Duration) -> Context {
+        Context {
+            cmd: cmd.into(),
+            from: "op-1".into(),
+            args: Bytes::copy_from_slice(args.as_bytes()),
+            job: Some("job-1".into()),
+            deadline,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    async fn call(c: Context) -> Result<serde_json::Value, ErrorBody> {
+        handler::run(builtin_handlers().get(&c.cmd), c).await
+    }
+
+    #[test]
+    fn sleep_takes_milliseconds_or_a_duration() {
+        let wait = |args: &str| sleep_args(&ctx("sleep", args, Duration::from_secs(1)));
+        assert_eq!(wait("1500").unwrap(), Duration::from_millis(1500));
+        assert_eq!(wait(r#"{"ms": 20}"#).unwrap(), Duration::from_millis(20));
+        assert_eq!(wait(r#""2s""#).unwrap(), Duration::from_secs(2));
+        assert_eq!(wait(r#""24h""#).unwrap(), MAX_SLEEP);
+        for bad in
+            ["-1", "1.5", r#""soon""#, "null", "[1]", r#"{"ms": "1"}"#, r#"{"ms": 1, "x": 2}"#, r#""25h""#, "86400001"]
+        {
+            let e = wait(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadArgs, "{bad}: {e:?}");
+            assert!(e.message.starts_with("sleep: "), "{bad}: {}", e.message);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_answers_how_long_it_slept() {
+        let v = call(ctx("sleep", "250", Duration::from_secs(10))).await.unwrap();
+        assert_eq!(v, serde_json::json!({"slept_ms": 250}));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_stops_when_the_job_is_cancelled() {
+        let c = ctx("sleep", r#""1h""#, Duration::from_secs(7200));
+        let cancel = c.cancel.clone();
+        let running = tokio::spawn(call(c));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!running.is_finished(), "sleep ended before it was cancelled");
+        cancel.cancel();
+        let e = running.await.unwrap().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Cancelled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_past_the_deadline_is_a_timeout() {
+        let started = tokio::time::Instant::now();
+        let e = call(ctx("sleep", r#""1h""#, Duration::from_secs(5))).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Timeout);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn ping_echo_and_sys_info_answer_as_documented() {
+        let d = Duration::from_secs(5);
+        assert_eq!(call(ctx("ping", "null", d)).await.unwrap(), serde_json::json!({"pong": true}));
+        let v = serde_json::json!({"hello": ["world", 1, null]});
+        assert_eq!(call(ctx("echo", &v.to_string(), d)).await.unwrap(), v);
+        let info = call(ctx("sys.info", "null", d)).await.unwrap();
+        let mut keys: Vec<&str> = info.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["agent_uptime_s", "agent_version", "arch", "clock", "hostname", "os", "os_version", "uptime_s"]
+        );
+        assert_eq!(info["agent_version"], AGENT_NAME);
+        assert_eq!(info["os"], std::env::consts::OS);
+    }
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// orb: run commands on a fleet of machines and collect one result per machine.
 #[derive(Debug, Parser)]
-#[command(name = "orb", version = VERSION, about, after_help = EXIT_CODES)]
+#[command(name = "orb", version = VERSION, about, after_help = crate::help::TOP)]
 pub struct Cli {
     /// More logging (-v debug, -vv trace). `ORB_LOG` overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -23,71 +23,79 @@ pub struct Cli {
 /// `orb --version`: the package version and the git revision it was built from.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ORB_GIT_REVISION"), ")");
 
-const EXIT_CODES: &str = "Exit codes: 0 ok; 1 a target failed or nothing matched; 2 usage error; \
-69 server (or its database) unreachable; 75 temporary failure (the data folder is in use); \
-77 authentication or permission refused; 78 bad configuration; \
-130 interrupted (orb send detached from its job, or cancelled it).";
-
 /// The sub-commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the broker: agents on TCP (7700), HTTP + WebSocket (7780), data in ./orb-data.
     #[cfg(feature = "server")]
+    #[command(after_help = crate::help::SERVE)]
     Serve(ServeArgs),
-    /// Run an agent: connect to the server and answer commands (ping, echo, sys.info).
+    /// Run an agent: connect to the server and answer commands (ping, echo, sleep, sys.info).
+    #[command(after_help = crate::help::AGENT)]
     Agent(AgentArgs),
     /// Send a command to every device a selector matches and print one result per device.
+    #[command(after_help = crate::help::SEND)]
     Send(SendArgs),
     /// List known devices (online, offline, revoked); show, add, remove, revoke and tag them.
+    #[command(after_help = crate::help::DEVICES)]
     Devices(DevicesArgs),
     /// List recent jobs; show one job's results; cancel a running job.
+    #[command(after_help = crate::help::JOBS)]
     Jobs(JobsArgs),
     /// Start an embedded server with in-process agents, run a few jobs, print the results.
     #[cfg(feature = "server")]
+    #[command(after_help = crate::help::DEMO)]
     Demo(DemoArgs),
     /// Send one admin message to a server: QUIT, RELOAD, LOG_ROTATE or PING.
+    #[command(after_help = crate::help::SIGNAL)]
     Signal(SignalArgs),
     /// Named servers with their token files (add, use, ls, show, rm), like `nats context`.
     #[command(subcommand)]
-    #[command(after_help = CONTEXT_HELP)]
+    #[command(after_help = crate::help::CONTEXT)]
     Context(ContextCommand),
     /// Print, check or show the configuration.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::help::CONFIG)]
     Config(ConfigCommand),
     /// Measure a real server end to end (fanout, rr, idle, storm), optionally against NATS.
     #[cfg(feature = "server")]
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::help::BENCH)]
     Bench(crate::bench::BenchCommand),
     /// The simulated agents of `orb bench` (started by it; not for direct use).
     #[cfg(feature = "server")]
     #[command(hide = true)]
     BenchSwarm(crate::bench::swarm::SwarmArgs),
     /// Print version information (`--json`: protocol version and features too).
+    #[command(after_help = crate::help::VERSION)]
     Version {
         /// One JSON object.
         #[arg(long)]
         json: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = crate::help::COMPLETIONS)]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) generated from this command line definition.
-    Man,
+    /// Print the man page (roff) of orb or of one sub-command, or write every page to a folder.
+    #[command(after_help = crate::help::MAN)]
+    Man(ManArgs),
 }
 
 /// `orb config ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the commented default configuration.
+    #[command(after_help = crate::help::CONFIG_DEFAULT)]
     Default,
     /// Validate a configuration file and report every problem at once (exit 78 when invalid).
+    #[command(after_help = crate::help::CONFIG_CHECK)]
     Check {
         /// The file to check.
         file: PathBuf,
     },
     /// Print the configuration in force: defaults, file, ORB_<SECTION>__<KEY> variables.
+    #[command(after_help = crate::help::CONFIG_SHOW)]
     Show {
         /// Merge every layer (the default and only mode; secrets are redacted).
         #[arg(long)]
@@ -138,20 +146,23 @@ impl Command {
 #[derive(Debug, Subcommand)]
 pub enum ContextCommand {
     /// Save a context: a server URL, the file holding its admin token, a description.
+    #[command(after_help = crate::help::CONTEXT_ADD)]
     Add(ContextAddArgs),
     /// Make NAME the context client commands use ($ORB_CONTEXT and --context still win).
+    #[command(after_help = crate::help::CONTEXT_USE)]
     Use {
         /// Context name.
         name: String,
     },
     /// List the contexts; `*` marks the one in force.
-    #[command(alias = "list")]
+    #[command(alias = "list", after_help = crate::help::CONTEXT_LS)]
     Ls {
         /// The list as one JSON array.
         #[arg(long)]
         json: bool,
     },
     /// Show one context (default: the one in force) and whether its token file is readable.
+    #[command(after_help = crate::help::CONTEXT_SHOW)]
     Show {
         /// Context name.
         name: Option<String>,
@@ -160,15 +171,12 @@ pub enum ContextCommand {
         json: bool,
     },
     /// Delete a context (its token file is left alone).
-    #[command(alias = "remove")]
+    #[command(alias = "remove", after_help = crate::help::CONTEXT_RM)]
     Rm {
         /// Context name.
         name: String,
     },
 }
-
-/// Where client settings come from; shown by `orb context --help`.
-pub const CONTEXT_HELP: &str = "Each setting of a client command (send, devices, jobs, signal) comes from the first of: the flags --server, --token, --token-file; the environment ORB_SERVER, ORB_TOKEN, ORB_TOKEN_FILE; the context (--context, else ORB_CONTEXT, else the one `orb context use` selected, else [client] context); the configuration file's [client] section (--config, $ORB_CONFIG, $XDG_CONFIG_HOME/orb/config.toml or ~/.config/orb/config.toml, /etc/orb/orb.toml); the default tcp://127.0.0.1:7700 with, for a loopback server, ./orb-data/admin.token. Contexts live in $XDG_CONFIG_HOME/orb/contexts/NAME.toml (else ~/.config/orb/contexts/), the selected one's name in $XDG_CONFIG_HOME/orb/context.";
 
 /// `orb context add`.
 #[derive(Debug, Args)]
@@ -334,11 +342,13 @@ pub struct DevicesArgs {
 pub enum DevicesCommand {
     /// Everything known about one device: identity, credential, tags with their source,
     /// inventory, live connection statistics.
+    #[command(after_help = crate::help::DEVICES_SHOW)]
     Show {
         /// Device id.
         id: String,
     },
     /// Pre-register a device and print its credential (shown only this once).
+    #[command(after_help = crate::help::DEVICES_ADD)]
     Add {
         /// The new device's id.
         id: String,
@@ -347,17 +357,19 @@ pub enum DevicesCommand {
         tags: Vec<String>,
     },
     /// Forget devices: their records, tags and credentials (running agents are disconnected).
-    #[command(alias = "remove")]
+    #[command(alias = "remove", after_help = crate::help::DEVICES_RM)]
     Rm {
         #[command(flatten)]
         bulk: BulkArgs,
     },
     /// Disable devices' credentials and close their sessions now; they cannot connect again.
+    #[command(after_help = crate::help::DEVICES_REVOKE)]
     Revoke {
         #[command(flatten)]
         bulk: BulkArgs,
     },
     /// Set operator tags (they win over tags the agent reports).
+    #[command(after_help = crate::help::DEVICES_TAG)]
     Tag {
         #[command(flatten)]
         bulk: BulkArgs,
@@ -366,6 +378,7 @@ pub enum DevicesCommand {
         tags: Vec<String>,
     },
     /// Remove operator tags.
+    #[command(after_help = crate::help::DEVICES_UNTAG)]
     Untag {
         #[command(flatten)]
         bulk: BulkArgs,
@@ -410,6 +423,7 @@ pub struct JobsArgs {
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// One job: its command and state, every target's result, the targets still pending.
+    #[command(after_help = crate::help::JOBS_SHOW)]
     Show {
         /// Job id, or a unique prefix of it.
         id: String,
@@ -419,11 +433,13 @@ pub enum JobsCommand {
     },
     /// Wait for a job: print its results (those known, then the rest as they come) and exit
     /// like `orb send` would (0 every target ok, 1 otherwise). Same as `show --follow`.
+    #[command(after_help = crate::help::JOBS_WAIT)]
     Wait {
         /// Job id, or a unique prefix of it.
         id: String,
     },
     /// Cancel a job: pending targets become `cancelled`, agents running it are told to stop.
+    #[command(after_help = crate::help::JOBS_CANCEL)]
     Cancel {
         /// Job id, or a unique prefix of it.
         id: String,
@@ -437,6 +453,17 @@ pub struct DemoArgs {
     /// Number of in-process agents (at least 3: one per role).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(3..=5000))]
     pub agents: u32,
+}
+
+/// `orb man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The sub-command whose page to print, e.g. `send` or `devices show` [default: orb itself].
+    #[arg(value_name = "SUBCOMMAND", conflicts_with = "out")]
+    pub command: Vec<String>,
+    /// Write every page (orb.1, orb-send.1, orb-devices-show.1, ...) into this folder instead.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h 30m`.

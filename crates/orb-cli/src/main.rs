@@ -26,9 +26,11 @@ mod credentials;
 mod demo;
 mod devices;
 mod exit;
+mod help;
 mod input;
 mod jobs;
 mod logging;
+mod man;
 mod meta;
 mod output;
 mod render;
@@ -38,10 +40,8 @@ mod send;
 mod serve;
 mod signal;
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = help::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -119,6 +119,6 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
         }
         cli::Command::Version { json } => Ok(meta::version(json)),
         cli::Command::Completions { shell } => Ok(meta::completions(shell)),
-        cli::Command::Man => meta::man(),
+        cli::Command::Man(args) => man::run(args),
     }
 }

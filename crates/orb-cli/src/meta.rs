@@ -1,10 +1,9 @@
-//! Commands about orb itself: `config default|check|show`, `version`, `completions`, `man`.
+//! Commands about orb itself: `config default|check|show`, `version`, `completions` (`man` is in
+//! [`crate::man`]).
 
 use std::path::Path;
 
-use clap::CommandFactory;
-
-use crate::cli::{Cli, ConfigCommand};
+use crate::cli::ConfigCommand;
 use crate::config::{self, Layers};
 use crate::exit::{self, Failure};
 
@@ -69,18 +68,11 @@ pub fn version(json: bool) -> u8 {
     exit::OK
 }
 
-/// `orb completions SHELL`.
+/// `orb completions SHELL`. Rendered first, then written like every result (a closed stdout
+/// exits 141 instead of panicking inside clap_complete).
 pub fn completions(shell: clap_complete::Shell) -> u8 {
-    clap_complete::generate(shell, &mut Cli::command(), "orb", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut crate::help::command(), "orb", &mut script);
+    out!("{}", String::from_utf8_lossy(&script));
     exit::OK
-}
-
-/// `orb man`: the man page in roff.
-pub fn man() -> Result<u8, Failure> {
-    let mut out = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut out)
-        .map_err(|e| Failure::new(exit::FAILED, format!("cannot render the man page: {e}")))?;
-    out!("{}", String::from_utf8_lossy(&out));
-    Ok(exit::OK)
 }

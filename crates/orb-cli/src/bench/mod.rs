@@ -23,6 +23,7 @@ use proc::ChildGuard;
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// One command (a job) to N agents, all replies back: time to first and last reply.
+    #[command(after_help = crate::help::BENCH_FANOUT)]
     Fanout {
         /// Number of agents.
         #[arg(long, default_value_t = 1000)]
@@ -34,6 +35,7 @@ pub enum BenchCommand {
         common: CommonArgs,
     },
     /// Unicast request/reply to one agent: throughput and latency.
+    #[command(after_help = crate::help::BENCH_RR)]
     Rr {
         /// Requests in flight at once.
         #[arg(long, default_value_t = 1)]
@@ -48,6 +50,7 @@ pub enum BenchCommand {
         common: CommonArgs,
     },
     /// N idle connections: server memory per connection, agent memory per process.
+    #[command(after_help = crate::help::BENCH_IDLE)]
     Idle {
         /// Number of idle agent connections.
         #[arg(long, default_value_t = 1000)]
@@ -56,6 +59,7 @@ pub enum BenchCommand {
         common: CommonArgs,
     },
     /// N agents reconnect at once after the server restarts: time until all are back.
+    #[command(after_help = crate::help::BENCH_STORM)]
     Storm {
         /// Number of agents.
         #[arg(long, default_value_t = 1000)]
