@@ -34,7 +34,7 @@ pub enum Command {
     #[command(after_help = crate::help::AGENT)]
     Agent(AgentArgs),
     /// Send a command to every device a selector matches and print one result per device.
-    #[command(after_help = crate::help::SEND)]
+    #[command(after_help = crate::help::SEND, mut_arg("output", |a| a.help(SEND_OUTPUT)))]
     Send(SendArgs),
     /// List known devices (online, offline, revoked); show, add, remove, revoke and tag them.
     #[command(after_help = crate::help::DEVICES)]
@@ -291,8 +291,6 @@ pub struct SendArgs {
     /// Deadline: a target that has not answered by then is `timeout`.
     #[arg(long, visible_alias = "timeout", default_value = "10s", value_parser = parse_duration)]
     pub wait: Duration,
-    /// Output: table (rows as results arrive), wide (nothing cut), json (one object per target
-    /// per line, then the summary line), yaml (one document each), name (device ids).
     #[command(flatten)]
     pub output: crate::output::OutputArgs,
     /// Show which devices match; send nothing.
@@ -303,6 +301,11 @@ pub struct SendArgs {
     #[arg(long = "async")]
     pub async_: bool,
 }
+
+/// What `-o` means for `orb send`.
+const SEND_OUTPUT: &str = "Output format: table (default: a row per target as its result arrives), wide (nothing \
+cut), json (one object per target per line, then the summary line), yaml (one document per target, then the \
+summary), name (the device ids)";
 
 /// `orb signal`.
 #[derive(Debug, Args)]

@@ -30,7 +30,8 @@ pub enum Format {
 /// The output flags of a command.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
-    /// Output format: table (default), wide, json, yaml or name.
+    /// Output format: table (default), wide (more columns, nothing cut), json (a list as one
+    /// array, a single answer as one object), yaml, name (ids only).
     #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT", global = true)]
     pub output: Option<Format>,
     /// Same as `-o json`.

@@ -110,12 +110,12 @@ fn every_sub_command_help_has_examples_and_no_empty_env_value() {
 #[test]
 fn a_set_environment_variable_is_shown_with_its_value() {
     let dir = tempfile::tempdir().unwrap();
-    let out = orb_cmd(dir.path()).args(["send", "--help"]).env("ORB_SERVER", "tcp://10.1.2.3:7700").output().unwrap();
+    let out = orb_cmd(dir.path()).args(["agent", "--help"]).env("ORB_SERVER", "tcp://10.1.2.3:7700").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let help = stdout(&out);
     assert!(help.contains("[env: ORB_SERVER=tcp://10.1.2.3:7700]"), "{help}");
     // Token values stay hidden, set or not.
-    let out = orb_cmd(dir.path()).args(["send", "--help"]).env("ORB_TOKEN", "s3cret-token").output().unwrap();
+    let out = orb_cmd(dir.path()).args(["agent", "--help"]).env("ORB_TOKEN", "s3cret-token").output().unwrap();
     let help = stdout(&out);
     assert!(help.contains("[env: ORB_TOKEN]") && !help.contains("s3cret"), "{help}");
 }
@@ -123,7 +123,10 @@ fn a_set_environment_variable_is_shown_with_its_value() {
 /// What a help text says about option `flag`: its line and, in clap's long format, the lines of
 /// description under it, joined.
 fn option_text(help: &str, flag: &str) -> String {
-    let mut lines = help.lines().skip_while(|l| !l.trim_start().starts_with(&format!("{flag} ")));
+    let mut lines = help.lines().skip_while(|l| {
+        let t = l.trim_start();
+        t != flag && !t.starts_with(&format!("{flag} "))
+    });
     let first = lines.next().unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
     let rest = lines.take_while(|l| {
         let t = l.trim_start();
@@ -152,8 +155,13 @@ fn defaults_claimed_in_help_are_the_defaults_in_force() {
 
     // `orb send --json` prints JSON lines, not one array.
     let send = run_ok(dir.path(), &["send", "--help"]);
-    let text = option_text(&send, "--json");
-    assert!(text.contains("line") && !text.contains("array"), "orb send {text}");
+    let text = option_text(&send, "-o,");
+    assert!(text.contains("json (one object per target per line") && !text.contains("array"), "orb send {text}");
+    // `orb devices --json` and `orb jobs --json` do print one array.
+    for cmd in ["devices", "jobs"] {
+        let help = run_ok(dir.path(), &[cmd, "--help"]);
+        assert!(option_text(&help, "--json").contains("-o json"), "orb {cmd} --help");
+    }
     // The built-in commands are documented where agents are started.
     for builtin in ["ping", "echo", "sleep", "sys.info"] {
         assert!(agent.contains(&format!("\n  {builtin} ")), "orb agent --help does not document {builtin}");
