@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Client, ClientConfig, JobUpdate, ServerUrl};
+use orb_client::{Client, ClientConfig, JobRequest, JobUpdate, ServerUrl};
 use orb_proto::message::TargetResult;
 use orb_server::{ServerBuilder, ServerConfig};
 
@@ -68,7 +68,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
         };
         outln!("$ orb send '{target}' {cmd}{shown_args}");
         let mut job = op
-            .submit(target, cmd, Bytes::copy_from_slice(body), Duration::from_secs(10))
+            .submit(JobRequest::new(target, cmd).args(Bytes::copy_from_slice(body)).deadline(Duration::from_secs(10)))
             .await
             .map_err(|e| fail("submit", e))?;
         let mut results: Vec<TargetResult> = Vec::new();

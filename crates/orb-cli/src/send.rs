@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use orb_client::{Client, ClientError, JobUpdate};
+use orb_client::{Client, ClientError, JobRequest, JobUpdate};
 use orb_proto::history::{JobCancelled, JobRef};
 use orb_proto::message::{JobSummary, ResolveQuery, Resolved, TargetResult, commands};
 use orb_proto::{ErrorCode, Selector, Status};
@@ -31,7 +31,8 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         return Ok(print_dry_run(&args, &r));
     }
 
-    let mut job = match client.submit(&args.target, &args.command, body, args.wait).await {
+    let mut job = match client.submit(JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait)).await
+    {
         Ok(job) => job,
         Err(ClientError::Remote(e)) if e.code == ErrorCode::NoMatch => {
             client.close().await;

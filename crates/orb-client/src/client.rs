@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
 use crate::job::Job;
+use crate::request::{JobRequest, Select};
 use crate::running::Running;
 use crate::url::ServerUrl;
 use orb_io::handler::{self, Context, Handlers};
@@ -304,13 +305,16 @@ impl Client {
         }
     }
 
-    /// Submits a job: `cmd` to every device `target` matches, results due within `deadline`.
-    /// Returns once the server accepted it; read results from the [`Job`].
+    /// Submits a job: its command to every device its selector matches (those connected, with
+    /// [`crate::Select::Online`]), results due within its deadline. Returns once the server
+    /// accepted it; read results from the [`Job`].
     ///
     /// # Errors
-    /// [`ClientError::Remote`] with `bad_selector`, `unknown_group`, `no_match` or `forbidden`;
-    /// [`ClientError::Protocol`] when `args` is not valid JSON (nothing is sent then).
-    pub async fn submit(&self, target: &str, cmd: &str, args: Bytes, deadline: Duration) -> Result<Job, ClientError> {
+    /// [`ClientError::Remote`] with `bad_selector`, `unknown_group`, `no_match`,
+    /// `unknown_command` or `forbidden`; [`ClientError::Protocol`] when the arguments are not
+    /// valid JSON (nothing is sent then).
+    pub async fn submit(&self, job: JobRequest) -> Result<Job, ClientError> {
+        let JobRequest { target, command, args, deadline, select } = job;
         check_json(&args)?;
         let (id, id_str) = self.next_waiter();
         let (stx, mut srx) = mpsc::unbounded_channel();
@@ -318,8 +322,10 @@ impl Client {
         let mut waiter = WaiterGuard { client: self, id, armed: true };
         let mut env = Envelope::new(Kind::Cmd);
         env.id = Some(id_str);
-        env.target = Some(target.to_owned());
-        env.cmd = Some(cmd.to_owned());
+        env.target = Some(target);
+        // Absent means all: what servers before `select` existed do.
+        env.select = (select != Select::All).then(|| select.as_str().to_owned());
+        env.cmd = Some(command);
         env.body = Some(args);
         env.deadline_ms = Some(millis(deadline));
         self.send(&env).await?;
