@@ -12,10 +12,11 @@ use orb_proto::{Envelope, ErrorCode, Kind, Status};
 use orb_testkit::{RawTcp, TestServer, Transport, WAIT, basic_handlers, finish_job, hello_json, within};
 use serde_json::{Value, json};
 
-/// `ping`/`echo`, plus `whoami` (the command as the agent saw it, without its own id) and `raw`
-/// (the exact argument bytes received).
+/// `ping`/`echo`, plus `whoami` (the command as the agent saw it, without its own id), `raw`
+/// (the exact argument bytes received) and `refuse` (always an error).
 fn handlers() -> Handlers {
     basic_handlers()
+        .on("refuse", |_c: Context| async move { Err(orb_proto::ErrorBody::new(ErrorCode::Forbidden, "never")) })
         .on("whoami", |c: Context| async move {
             Ok(json!({"args": String::from_utf8_lossy(&c.args), "job": c.job, "from": c.from}))
         })
@@ -96,10 +97,10 @@ async fn a_msgpack_operator_runs_a_job_on_json_agents() {
         }
         // Per-target errors and a timeout reach a MsgPack requester too.
         let job = op
-            .submit(JobRequest::new("web-1", "reboot").args(Bytes::from_static(b"null")).deadline(WAIT))
+            .submit(JobRequest::new("web-1", "refuse").args(Bytes::from_static(b"null")).deadline(WAIT))
             .await
             .unwrap();
-        assert_eq!(finish_job(job).await.error_code("web-1"), "unknown_command");
+        assert_eq!(finish_job(job).await.error_code("web-1"), "forbidden");
     }
 }
 

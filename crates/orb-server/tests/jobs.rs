@@ -270,9 +270,31 @@ async fn job_to_unconfigured_group_is_unknown_group() {
 }
 
 #[tokio::test]
-async fn job_with_unknown_command_reports_error_unknown_command() {
+async fn job_whose_command_no_target_declares_is_refused_before_anything_is_sent() {
     let server = TestServer::start().await;
     let _a = server.agent(Transport::Tcp, "dev-1", &[], basic_handlers()).await;
+    let _b = server.agent(Transport::Ws, "dev-2", &[], basic_handlers()).await;
+    let op = server.operator(Transport::Tcp).await;
+    let refused = |r: Result<orb_client::Job, ClientError>| match r {
+        Err(ClientError::Remote(e)) => e,
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(job) => panic!("expected a refusal, job {} was accepted", job.id()),
+    };
+    let e = refused(op.submit(JobRequest::new("dev-*", "pnig").deadline(WAIT)).await);
+    assert_eq!(e.code, ErrorCode::UnknownCommand);
+    assert_eq!(e.message, "no target declares command 'pnig'; did you mean 'ping'?");
+    let e = refused(op.submit(JobRequest::new("dev-1", "reboot").deadline(WAIT)).await);
+    assert_eq!((e.code, e.message.as_str()), (ErrorCode::UnknownCommand, "no target declares command 'reboot'"));
+    // The job list holds neither: nothing was started.
+    let jobs: Vec<serde_json::Value> = op.call_json("$orb.jobs.list", &json!({}), WAIT).await.unwrap();
+    assert!(jobs.is_empty(), "{jobs:?}");
+}
+
+#[tokio::test]
+async fn job_with_unknown_command_reports_error_unknown_command_from_targets_that_declare_nothing() {
+    let server = TestServer::start().await;
+    // No handlers: the hello declares no commands, so the server cannot know what it handles.
+    let _a = server.agent(Transport::Tcp, "dev-1", &[], Handlers::new()).await;
     let _b = server.agent(Transport::Ws, "dev-2", &[], basic_handlers()).await;
     let op = server.operator(Transport::Tcp).await;
     let job =
