@@ -199,6 +199,10 @@ pub struct SendArgs {
     /// Show which devices match; send nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only devices connected now: the others are skipped (counted in the summary), so a
+    /// registered device that is not running does not fail every '*'.
+    #[arg(long)]
+    pub online: bool,
 }
 
 /// `orb signal`.

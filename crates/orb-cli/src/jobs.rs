@@ -119,7 +119,7 @@ async fn show(client: &Client, as_json: bool, id: &str) -> Result<u8, Failure> {
     outln!("  state      {}", j.state.as_str());
     outln!();
     if !d.results.is_empty() {
-        let summary = JobSummary { job: j.id.clone(), summary: j.summary.clone() };
+        let summary = JobSummary { job: j.id.clone(), summary: j.summary.clone(), skipped: j.skipped };
         crate::send::print_human(&d.results, &summary);
         let late: Vec<_> = d.results.iter().filter_map(|r| r.late.as_ref().map(|l| (&r.device, l))).collect();
         if !late.is_empty() {

@@ -25,10 +25,12 @@ mod credentials;
 mod demo;
 mod devices;
 mod exit;
+mod hints;
 mod input;
 mod jobs;
 mod logging;
 mod meta;
+mod online;
 mod render;
 mod send;
 #[cfg(feature = "server")]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use orb_client::{Client, ClientError, JobRequest, JobUpdate};
 use orb_proto::history::{JobCancelled, JobRef};
 use orb_proto::message::{JobSummary, ResolveQuery, Resolved, TargetResult, commands};
-use orb_proto::{ErrorCode, Selector, Status};
+use orb_proto::{ErrorCode, Status};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::SendArgs;
@@ -20,7 +20,7 @@ use crate::render;
 
 /// Runs `orb send`; the exit code is 0 only when every target answered ok.
 pub async fn run(args: SendArgs) -> Result<u8, Failure> {
-    Selector::parse(&args.target).map_err(|e| Failure::usage(format!("bad selector '{}': {e}", args.target)))?;
+    crate::hints::check_selector("orb send", &args.target, Some(&args.command))?;
     let body = input::command_args(args.args.as_deref())?;
     let client = connect::operator(&args.connect).await?;
 
@@ -31,12 +31,14 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         return Ok(print_dry_run(&args, &r));
     }
 
-    let mut job = match client.submit(JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait)).await
-    {
+    let request = JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait);
+    let mut job = match client.submit(request.select(crate::online::select(args.online))).await {
         Ok(job) => job,
         Err(ClientError::Remote(e)) if e.code == ErrorCode::NoMatch => {
             client.close().await;
-            return Err(Failure::new(exit::FAILED, format!("no device matches '{}'", args.target)));
+            // With --online the server's message says how many matched devices are offline.
+            let message = if args.online { e.message } else { format!("no device matches '{}'", args.target) };
+            return Err(Failure::new(exit::FAILED, message));
         }
         Err(e) => return Err(e.into()),
     };
@@ -152,11 +154,12 @@ pub fn print_human(results: &[TargetResult], summary: &JobSummary) {
     let counts: Vec<String> =
         summary.summary.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{n} {s}")).collect();
     outln!(
-        "job {}: {} of {} targets answered ok ({})",
+        "job {}: {} of {} targets answered ok ({}){}",
         summary.job,
         summary.summary.get(&Status::Ok).copied().unwrap_or(0),
         // The summary counts every target, also when the caller shows only some rows.
         summary.summary.values().sum::<u64>(),
-        counts.join(", ")
+        counts.join(", "),
+        crate::online::skipped_note(summary.skipped)
     );
 }

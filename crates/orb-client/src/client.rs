@@ -22,7 +22,7 @@ use crate::running::Running;
 use crate::url::ServerUrl;
 use orb_io::handler::{self, Context, Handlers};
 use orb_io::queue::{QueueTx, TrySendError};
-use orb_io::transport::{self, FrameSink, FrameSource, TransportError};
+use orb_io::transport::{self, FrameSink, FrameSource, TransportError, WrongProtocol};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -148,7 +148,19 @@ impl Client {
                     tokio::time::timeout(timeout, orb_io::ws::client::connect(ws_url, config.max_frame))
                         .await
                         .map_err(|_| unreachable("connect timed out".into()))?
-                        .map_err(|e| unreachable(e.to_string()))?;
+                        .map_err(|e| match e {
+                            TransportError::Http(WrongProtocol::Refused { body, .. })
+                                if body.starts_with(orb_io::sniff::TCP_PORT_ANSWER_START) =>
+                            {
+                                let hint = format!(
+                                    "this is orb's TCP port; use tcp://{} (WebSocket is on the HTTP port, {})",
+                                    config.url.authority(),
+                                    orb_proto::WS_PATH
+                                );
+                                ClientError::WrongPort { url: url.clone(), hint }
+                            }
+                            e => unreachable(e.to_string()),
+                        })?;
                 Client::handshake(config, handlers, source, sink).await
             }
         }
@@ -179,7 +191,10 @@ impl Client {
         let answer = tokio::time::timeout(config.connect_timeout, source.next_frame())
             .await
             .map_err(|_| ClientError::Timeout(config.connect_timeout.as_millis()))?
-            .map_err(|e| closed(e.to_string()))?
+            .map_err(|e| match e {
+                TransportError::Http(WrongProtocol::Response { .. }) => http_port(&config.url),
+                e => closed(e.to_string()),
+            })?
             .ok_or_else(|| closed("server closed the connection during the handshake".into()))?;
         let env = orb_proto::decode(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let welcome: Welcome = match env.kind {
@@ -446,6 +461,20 @@ impl Inner {
         let _ = self.close_reason.set(reason);
         self.stop.cancel();
         self.lock_waiters().clear();
+    }
+}
+
+/// The error for a `tcp://` connection answered in HTTP: it reached an HTTP port, most likely
+/// orb's own, so the error says which address to use instead.
+fn http_port(server: &ServerUrl) -> ClientError {
+    ClientError::WrongPort {
+        url: server.to_string(),
+        hint: format!(
+            "this is orb's HTTP port; use ws://{}{}, or tcp:// on the agent port ({} by default)",
+            server.authority(),
+            orb_proto::WS_PATH,
+            orb_proto::DEFAULT_TCP_PORT
+        ),
     }
 }
 

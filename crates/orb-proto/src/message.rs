@@ -277,12 +277,20 @@ pub struct JobSummary {
     pub job: String,
     /// Count per status, every status present (zero when none).
     pub summary: BTreeMap<Status, u64>,
+    /// Matched devices that were not targeted because they were not connected (`select:
+    /// online`, as in the ack); absent when none were.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JobSummary {
     /// A summary with every status at zero.
     pub fn empty(job: String) -> JobSummary {
-        JobSummary { job, summary: Status::ALL.iter().map(|s| (*s, 0)).collect() }
+        JobSummary { job, summary: Status::ALL.iter().map(|s| (*s, 0)).collect(), skipped: 0 }
     }
 }
 

@@ -224,6 +224,7 @@ impl Jobs {
             correlation,
             record: Some(record),
             devices,
+            skipped,
             delivered,
             started,
             deadline: instant_after(started, deadline),
