@@ -32,7 +32,7 @@ fn jobs_lists_a_sent_job_and_show_gives_the_same_results_as_send() {
     let mut lines = json_lines(&out);
     let summary = lines.pop().unwrap();
     let job = summary["job"].as_str().unwrap().to_owned();
-    let out = server.client("send").args(["web-1", "nope"]).output().unwrap();
+    let out = server.client("send").args(["web-1", "sleep", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 
     let list = jobs_json(&server, &[]);
@@ -59,7 +59,7 @@ fn jobs_lists_a_sent_job_and_show_gives_the_same_results_as_send() {
 
     // The human forms.
     let text = stdout(&server.client("jobs").output().unwrap());
-    assert!(text.contains("echo") && text.contains("nope") && text.contains("2 job(s)"), "{text}");
+    assert!(text.contains("echo") && text.contains("sleep") && text.contains("2 job(s)"), "{text}");
     let text = stdout(&server.client("jobs").args(["show", &job]).output().unwrap());
     for want in [format!("job {job}"), r#"{"n":1}"#.to_owned(), "web-2".to_owned(), "2 × ".to_owned()] {
         assert!(text.contains(&want), "{want:?} in:\n{text}");
