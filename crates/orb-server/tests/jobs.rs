@@ -291,6 +291,23 @@ async fn job_whose_command_no_target_declares_is_refused_before_anything_is_sent
 }
 
 #[tokio::test]
+async fn a_device_that_reconnects_declaring_a_new_command_is_sent_it() {
+    let server = TestServer::start().await;
+    let first = server.agent(Transport::Tcp, "dev-1", &[], basic_handlers()).await;
+    let op = server.operator(Transport::Tcp).await;
+    match op.submit(JobRequest::new("dev-1", "reboot").deadline(WAIT)).await {
+        Err(ClientError::Remote(e)) => assert_eq!(e.code, ErrorCode::UnknownCommand),
+        other => panic!("expected unknown_command, got {:?}", other.map(|j| j.accepted.clone())),
+    }
+    first.close().await;
+    within("the old session's end", first.closed()).await;
+    let handlers = basic_handlers().on("reboot", |_c: Context| async move { Ok(json!("rebooting")) });
+    let _second = server.agent(Transport::Ws, "dev-1", &[], handlers).await;
+    let out = finish_job(op.submit(JobRequest::new("dev-1", "reboot").deadline(WAIT)).await.unwrap()).await;
+    assert_eq!(out.ok_json("dev-1"), json!("rebooting"));
+}
+
+#[tokio::test]
 async fn job_with_unknown_command_reports_error_unknown_command_from_targets_that_declare_nothing() {
     let server = TestServer::start().await;
     // No handlers: the hello declares no commands, so the server cannot know what it handles.
