@@ -300,6 +300,10 @@ pub struct SendArgs {
     /// with `orb jobs wait ID`).
     #[arg(long = "async")]
     pub async_: bool,
+    /// Only devices connected now: the others are skipped (counted in the summary), so a
+    /// registered device that is not running does not fail every '*'.
+    #[arg(long)]
+    pub online: bool,
 }
 
 /// What `-o` means for `orb send`.

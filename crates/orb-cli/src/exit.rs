@@ -48,7 +48,7 @@ impl Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         let code = match &e {
-            ClientError::Unreachable { .. } => UNREACHABLE,
+            ClientError::Unreachable { .. } | ClientError::WrongPort { .. } => UNREACHABLE,
             ClientError::Refused(b) | ClientError::Remote(b) => match b.code {
                 ErrorCode::AuthFailed | ErrorCode::Forbidden | ErrorCode::IdTaken | ErrorCode::Revoked => DENIED,
                 ErrorCode::BadSelector | ErrorCode::UnknownGroup | ErrorCode::BadArgs | ErrorCode::BadId => USAGE,

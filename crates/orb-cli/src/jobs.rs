@@ -160,7 +160,8 @@ async fn show(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure
         for r in &d.results {
             printer.result(r)?;
         }
-        printer.finish(&d.results, &JobSummary { job: j.id.clone(), summary: j.summary.clone() })?;
+        let summary = JobSummary { job: j.id.clone(), summary: j.summary.clone(), skipped: j.skipped };
+        printer.finish(&d.results, &summary)?;
         print_late(&d);
     }
     if !d.pending.is_empty() {
@@ -219,7 +220,8 @@ async fn wait(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure
         tokio::time::sleep(FOLLOW_EVERY).await;
         d = fetch(client, &d.job.id).await?;
     }
-    printer.finish(&d.results, &JobSummary { job: d.job.id.clone(), summary: d.job.summary.clone() })?;
+    let summary = JobSummary { job: d.job.id.clone(), summary: d.job.summary.clone(), skipped: d.job.skipped };
+    printer.finish(&d.results, &summary)?;
     Ok(results::exit_code(&d.results))
 }
 

@@ -142,17 +142,19 @@ impl ResultPrinter {
     }
 }
 
-/// `job ID: 3 of 4 targets answered ok (3 ok, 1 timeout)`.
+/// `job ID: 3 of 4 targets answered ok (3 ok, 1 timeout)`, and `, 2 skipped (not connected)`
+/// after `orb send --online`.
 pub fn job_line(summary: &JobSummary) -> String {
     let counts: Vec<String> =
         summary.summary.iter().filter(|(_, n)| **n > 0).map(|(s, n)| format!("{n} {s}")).collect();
     format!(
-        "job {}: {} of {} targets answered ok ({})",
+        "job {}: {} of {} targets answered ok ({}){}",
         summary.job,
         summary.summary.get(&Status::Ok).copied().unwrap_or(0),
         // The summary counts every target, also when the caller shows only some rows.
         summary.summary.values().sum::<u64>(),
-        counts.join(", ")
+        counts.join(", "),
+        crate::online::skipped_note(summary.skipped)
     )
 }
 

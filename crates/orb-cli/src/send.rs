@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use orb_client::{Client, ClientError, JobUpdate};
+use orb_client::{Client, ClientError, JobRequest, JobUpdate};
+use orb_proto::ErrorCode;
 use orb_proto::history::{JobCancelled, JobRef};
 use orb_proto::message::{JobAccepted, JobSummary, ResolveQuery, Resolved, TargetResult, commands};
-use orb_proto::{ErrorCode, Selector};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::Instant;
 
@@ -23,7 +23,7 @@ use crate::results::{self, ResultPrinter};
 
 /// Runs `orb send`; the exit code is 0 only when every target answered ok.
 pub async fn run(args: SendArgs) -> Result<u8, Failure> {
-    Selector::parse(&args.target).map_err(|e| Failure::usage(format!("bad selector '{}': {e}", args.target)))?;
+    crate::hints::check_selector("orb send", &args.target, Some(&args.command))?;
     let body = input::command_args(args.args.as_deref())?;
     let client = connect::operator(&args.connect).await?;
     let format = args.output.format();
@@ -35,11 +35,17 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         return print_dry_run(&args, &r, format);
     }
 
-    let mut job = match client.submit(&args.target, &args.command, body, args.wait).await {
+    let request = JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait);
+    let mut job = match client.submit(request.select(crate::online::select(args.online))).await {
         Ok(job) => job,
         Err(ClientError::Remote(e)) if e.code == ErrorCode::NoMatch => {
             client.close().await;
-            return Err(Failure::new(exit::FAILED, format!("no device matches '{}'", args.target)));
+            // With --online the server's message says how many matched devices are offline.
+            let mut message = if args.online { e.message } else { format!("no device matches '{}'", args.target) };
+            if let Some(hint) = crate::hints::expansion_hint("orb send", &args.target, Some(&args.command)) {
+                message = format!("{message}; {hint}");
+            }
+            return Err(Failure::new(exit::FAILED, message));
         }
         Err(e) => return Err(e.into()),
     };

@@ -32,7 +32,7 @@ fn jobs_lists_a_sent_job_and_show_gives_the_same_results_as_send() {
     let mut lines = json_lines(&out);
     let summary = lines.pop().unwrap();
     let job = summary["job"].as_str().unwrap().to_owned();
-    let out = server.client("send").args(["web-1", "nope"]).output().unwrap();
+    let out = server.client("send").args(["web-1", "sleep", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 
     let list = jobs_json(&server, &[]);
@@ -59,7 +59,7 @@ fn jobs_lists_a_sent_job_and_show_gives_the_same_results_as_send() {
 
     // The human forms.
     let text = stdout(&server.client("jobs").output().unwrap());
-    assert!(text.contains("echo") && text.contains("nope"), "{text}");
+    assert!(text.contains("echo") && text.contains("sleep"), "{text}");
     // Piped: plain columns, the short ids first, each a prefix that names one job.
     let short: Vec<String> =
         text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).map(String::from).collect();

@@ -86,15 +86,21 @@ fn human_output_is_a_table_and_a_summary() {
 fn failures_map_to_the_documented_exit_codes() {
     let (server, _agents) = two_agents();
 
-    // A command no agent handles: exit 1, every line says error / unknown_command.
+    // A command no agent declares: refused before anything is sent, exit 1, no result lines.
     let out = server.client("send").args(["*", "reboot", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("unknown_command: no target declares command 'reboot'"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "stdout: {}", stdout(&out));
+
+    // Every handler fails (bad arguments): exit 1, every line says error / bad_args.
+    let out = server.client("send").args(["*", "sleep", "soon", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 3, "stdout: {}", stdout(&out));
     for r in &lines[..2] {
         assert_result_shape(r);
         assert_eq!(r["status"], "error", "{r}");
-        assert_eq!(r["error"]["code"], "unknown_command", "{r}");
+        assert_eq!(r["error"]["code"], "bad_args", "{r}");
         assert!(r["result"].is_null(), "{r}");
     }
     assert_eq!(assert_summary_shape(&lines[2])["error"], 2);

@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
 use crate::job::Job;
+use crate::request::{JobRequest, Select};
 use crate::running::Running;
 use crate::url::ServerUrl;
 use orb_io::handler::{self, Context, Handlers};
 use orb_io::queue::{QueueTx, TrySendError};
-use orb_io::transport::{self, FrameSink, FrameSource, TransportError};
+use orb_io::transport::{self, FrameSink, FrameSource, TransportError, WrongProtocol};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -147,7 +148,19 @@ impl Client {
                     tokio::time::timeout(timeout, orb_io::ws::client::connect(ws_url, config.max_frame))
                         .await
                         .map_err(|_| unreachable("connect timed out".into()))?
-                        .map_err(|e| unreachable(e.to_string()))?;
+                        .map_err(|e| match e {
+                            TransportError::Http(WrongProtocol::Refused { body, .. })
+                                if body.starts_with(orb_io::sniff::TCP_PORT_ANSWER_START) =>
+                            {
+                                let hint = format!(
+                                    "this is orb's TCP port; use tcp://{} (WebSocket is on the HTTP port, {})",
+                                    config.url.authority(),
+                                    orb_proto::WS_PATH
+                                );
+                                ClientError::WrongPort { url: url.clone(), hint }
+                            }
+                            e => unreachable(e.to_string()),
+                        })?;
                 Client::handshake(config, handlers, source, sink).await
             }
         }
@@ -178,7 +191,10 @@ impl Client {
         let answer = tokio::time::timeout(config.connect_timeout, source.next_frame())
             .await
             .map_err(|_| ClientError::Timeout(config.connect_timeout.as_millis()))?
-            .map_err(|e| closed(e.to_string()))?
+            .map_err(|e| match e {
+                TransportError::Http(WrongProtocol::Response { .. }) => http_port(&config.url),
+                e => closed(e.to_string()),
+            })?
             .ok_or_else(|| closed("server closed the connection during the handshake".into()))?;
         let env = orb_proto::decode(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let welcome: Welcome = match env.kind {
@@ -304,13 +320,16 @@ impl Client {
         }
     }
 
-    /// Submits a job: `cmd` to every device `target` matches, results due within `deadline`.
-    /// Returns once the server accepted it; read results from the [`Job`].
+    /// Submits a job: its command to every device its selector matches (those connected, with
+    /// [`crate::Select::Online`]), results due within its deadline. Returns once the server
+    /// accepted it; read results from the [`Job`].
     ///
     /// # Errors
-    /// [`ClientError::Remote`] with `bad_selector`, `unknown_group`, `no_match` or `forbidden`;
-    /// [`ClientError::Protocol`] when `args` is not valid JSON (nothing is sent then).
-    pub async fn submit(&self, target: &str, cmd: &str, args: Bytes, deadline: Duration) -> Result<Job, ClientError> {
+    /// [`ClientError::Remote`] with `bad_selector`, `unknown_group`, `no_match`,
+    /// `unknown_command` or `forbidden`; [`ClientError::Protocol`] when the arguments are not
+    /// valid JSON (nothing is sent then).
+    pub async fn submit(&self, job: JobRequest) -> Result<Job, ClientError> {
+        let JobRequest { target, command, args, deadline, select } = job;
         check_json(&args)?;
         let (id, id_str) = self.next_waiter();
         let (stx, mut srx) = mpsc::unbounded_channel();
@@ -318,8 +337,10 @@ impl Client {
         let mut waiter = WaiterGuard { client: self, id, armed: true };
         let mut env = Envelope::new(Kind::Cmd);
         env.id = Some(id_str);
-        env.target = Some(target.to_owned());
-        env.cmd = Some(cmd.to_owned());
+        env.target = Some(target);
+        // Absent means all: what servers before `select` existed do.
+        env.select = (select != Select::All).then(|| select.as_str().to_owned());
+        env.cmd = Some(command);
         env.body = Some(args);
         env.deadline_ms = Some(millis(deadline));
         self.send(&env).await?;
@@ -440,6 +461,20 @@ impl Inner {
         let _ = self.close_reason.set(reason);
         self.stop.cancel();
         self.lock_waiters().clear();
+    }
+}
+
+/// The error for a `tcp://` connection answered in HTTP: it reached an HTTP port, most likely
+/// orb's own, so the error says which address to use instead.
+fn http_port(server: &ServerUrl) -> ClientError {
+    ClientError::WrongPort {
+        url: server.to_string(),
+        hint: format!(
+            "this is orb's HTTP port; use ws://{}{}, or tcp:// on the agent port ({} by default)",
+            server.authority(),
+            orb_proto::WS_PATH,
+            orb_proto::DEFAULT_TCP_PORT
+        ),
     }
 }
 

@@ -13,6 +13,16 @@ pub enum ClientError {
         /// What went wrong.
         reason: String,
     },
+    /// The address answers in another protocol than the one asked for: a `tcp://` URL that
+    /// reached orb's HTTP port, or a `ws://` URL that reached orb's TCP port. `hint` says which
+    /// address to use instead.
+    #[error("{url}: {hint}")]
+    WrongPort {
+        /// The URL tried.
+        url: String,
+        /// What the port is and what to use.
+        hint: String,
+    },
     /// The server refused the hello (`auth_failed`, `bad_id`, `unsupported_version`, ...).
     #[error("server refused the connection: {0}")]
     Refused(ErrorBody),

@@ -3,7 +3,8 @@
 //! - [`Client::connect`] opens a connection (`tcp://` or `ws://`), sends `hello`, waits for `welcome`;
 //! - [`Handlers`] answer commands sent to this client (what an agent does); a `cancel` frame from
 //!   the server cancels the running command's [`Context::cancel`] token;
-//! - [`Client::submit`] runs a job on every device a selector matches and streams [`JobUpdate`]s;
+//! - [`Client::submit`] runs a [`JobRequest`] on every device a selector matches and streams
+//!   [`JobUpdate`]s;
 //! - [`Client::request`] is a plain request to one device; [`Client::call`] a command to the server;
 //! - [`Persistent`] keeps an agent connected, and after enrollment (a welcome issuing a device
 //!   secret, [`LinkEvent::Enrolled`]) connects with that id and secret instead of the token.
@@ -24,6 +25,7 @@ mod client;
 mod error;
 mod job;
 mod persistent;
+mod request;
 mod running;
 mod url;
 
@@ -34,4 +36,5 @@ pub use orb_io::handler::{self, Context, Handler, HandlerResult, Handlers};
 pub use orb_proto::Codec;
 pub use orb_proto::message::Role;
 pub use persistent::{Backoff, LinkEvent, Persistent};
+pub use request::{JobRequest, Select};
 pub use url::{ServerUrl, UrlError};

@@ -64,6 +64,17 @@ impl ServerUrl {
         Ok(ServerUrl::Tcp { host, port })
     }
 
+    /// `HOST:PORT` as connected to (IPv6 hosts in brackets).
+    pub fn authority(&self) -> String {
+        match self {
+            ServerUrl::Tcp { host, port } => format!("{}:{port}", bracket(host)),
+            ServerUrl::Ws { url, host } => {
+                let port = url::Url::parse(url).ok().and_then(|u| u.port()).unwrap_or(DEFAULT_HTTP_PORT);
+                format!("{}:{port}", bracket(host))
+            }
+        }
+    }
+
     /// The host part.
     pub fn host(&self) -> &str {
         match self {

@@ -7,6 +7,8 @@
 //! - [`queue`]: the bounded outbound queue of one connection (frames from any task to its writer).
 //! - [`signal`]: a light one-shot stop flag.
 //! - [`secret`]: a credential that never shows itself in logs or printed configuration.
+//! - [`sniff`]: HTTP recognised where orb frames were expected (a client on the wrong port), and
+//!   the plain HTTP answer the TCP port gives an HTTP client.
 //! - [`handler`]: command handlers by name and [`handler::run`], which runs one with its deadline
 //!   and survives its panic.
 //!
@@ -18,5 +20,6 @@ pub mod handler;
 pub mod queue;
 pub mod secret;
 pub mod signal;
+pub mod sniff;
 pub mod transport;
 pub mod ws;

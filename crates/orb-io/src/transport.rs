@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::queue::{Batch, QueueRx};
+pub use crate::sniff::WrongProtocol;
 
 /// Why reading the next frame failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum TransportError {
     /// The peer sent something that is not a frame (for WebSocket: a non-data message we refuse).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The peer speaks HTTP where the first frame was expected: a client on the wrong port.
+    #[error("{0}")]
+    Http(#[from] WrongProtocol),
 }
 
 /// Reads whole frame payloads.
@@ -102,10 +106,18 @@ pub trait FrameSink: Send + 'static {
 
 /// Splits a TCP stream into a length-prefixed frame source and sink, with `TCP_NODELAY` set
 /// (we batch writes ourselves, so Nagle's algorithm would only add latency).
+///
+/// A peer whose first bytes are HTTP is reported as [`TransportError::Http`] instead of a
+/// frame of a gigabyte; after an HTTP *request* the sink writes what it is given as it is, with
+/// no length prefix, so the answer to that client can be plain HTTP
+/// ([`crate::sniff::bad_request`]).
 pub fn tcp(stream: TcpStream, max_frame: usize) -> io::Result<(TcpSource, TcpSink)> {
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
-    Ok((TcpSource { inner: r, buf: BytesMut::new(), eof: false, max_frame }, TcpSink { inner: w }))
+    let http = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source =
+        TcpSource { inner: r, buf: BytesMut::new(), eof: false, framed: false, http: Arc::clone(&http), max_frame };
+    Ok((source, TcpSink { inner: w, http }))
 }
 
 /// Read half of a TCP connection, yielding frame payloads. While the connection is quiet it
@@ -115,6 +127,10 @@ pub struct TcpSource {
     inner: OwnedReadHalf,
     buf: BytesMut,
     eof: bool,
+    /// A frame header within the limit was read: the peer speaks orb frames, no HTTP check.
+    framed: bool,
+    /// Set when the peer's first bytes were an HTTP request (shared with the sink).
+    http: Arc<std::sync::atomic::AtomicBool>,
     max_frame: usize,
 }
 
@@ -131,8 +147,17 @@ impl TcpSource {
         let Some(header) = self.buf.get(..4) else { return Ok(None) };
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         if len > self.max_frame {
+            if !self.framed
+                && let Some(http) = crate::sniff::recognise(&self.buf)
+            {
+                if http == WrongProtocol::Request {
+                    self.http.store(true, Ordering::Release);
+                }
+                return Err(TransportError::Http(http));
+            }
             return Err(TransportError::FrameTooLarge { max: self.max_frame });
         }
+        self.framed = true;
         if self.buf.len() < 4 + len {
             return Ok(None);
         }
@@ -188,6 +213,8 @@ impl FrameSource for TcpSource {
 /// no write buffer.
 pub struct TcpSink {
     inner: OwnedWriteHalf,
+    /// The peer sent an HTTP request: frames are written as they are (an HTTP answer).
+    http: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Frames per vectored write (two slices each: prefix and payload; Linux takes up to 1024).
@@ -195,6 +222,12 @@ const FRAMES_PER_WRITE: usize = 256;
 
 impl FrameSink for TcpSink {
     async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        if self.http.load(Ordering::Acquire) {
+            for answer in batch {
+                self.inner.write_all(answer).await?;
+            }
+            return Ok(());
+        }
         for chunk in batch.chunks(FRAMES_PER_WRITE) {
             let mut prefixes = Vec::with_capacity(chunk.len());
             for frame in chunk {
@@ -417,6 +450,44 @@ mod tests {
         assert_eq!(src.next_frame().await.unwrap().unwrap(), "d");
         drop(peer);
         assert!(src.next_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_http_request_first_is_reported_and_answered_in_plain_http() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let (mut src, mut sink) = tcp(server, 1024).unwrap();
+        client.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(matches!(src.next_frame().await, Err(TransportError::Http(WrongProtocol::Request))));
+        sink.send_batch(&[crate::sniff::bad_request("use tcp://")]).await.unwrap();
+        sink.close(CloseCode::ProtocolError).await;
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nuse tcp://"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn an_http_answer_first_is_reported_with_its_status_line() {
+        let (mut src, mut peer) = pair(1024).await;
+        peer.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        match src.next_frame().await {
+            Err(TransportError::Http(WrongProtocol::Response { status_line })) => {
+                assert_eq!(status_line, "HTTP/1.1 400 Bad Request");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_first_frame_an_oversized_header_is_only_too_large() {
+        let (mut src, mut peer) = pair(1024).await;
+        peer.write_all(&[0, 0, 0, 1, b'a']).await.unwrap();
+        assert_eq!(src.next_frame().await.unwrap().unwrap(), "a");
+        peer.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert!(matches!(src.next_frame().await, Err(TransportError::FrameTooLarge { max: 1024 })));
     }
 
     #[tokio::test]

@@ -491,14 +491,14 @@ pub(crate) mod arb {
         let status = proptest::option::of(prop::sample::select(Status::ALL.to_vec()));
         (
             arb_kind(),
-            (s(), s(), s(), s(), s(), s()),
+            (s(), s(), s(), s(), s(), s(), s()),
             (n(), s(), s(), status, n(), s()),
             (proptest::option::of(arb_error()), proptest::option::of(arb_json())),
         )
             .prop_map(
                 |(
                     kind,
-                    (id, re, cmd, target, to, from),
+                    (id, re, cmd, target, select, to, from),
                     (deadline_ms, job, device, status, elapsed_ms, topic),
                     (error, body),
                 )| Envelope {
@@ -507,6 +507,7 @@ pub(crate) mod arb {
                     re,
                     cmd,
                     target,
+                    select,
                     to,
                     from,
                     deadline_ms,
@@ -555,6 +556,7 @@ pub(crate) mod arb {
             re: Some("r-7".into()),
             cmd: Some("service.restart".into()),
             target: Some("tag:role=web and not web-3".into()),
+            select: Some("online".into()),
             to: Some("web-1".into()),
             from: Some("$server".into()),
             deadline_ms: Some(u64::MAX),
@@ -646,6 +648,7 @@ mod tests {
             re,
             cmd,
             target,
+            select,
             to,
             from,
             deadline_ms,
@@ -658,7 +661,7 @@ mod tests {
             body,
         } = decode(&frame).unwrap();
         assert_eq!(kind, Kind::Cmd);
-        assert!(id.is_some() && re.is_some() && cmd.is_some() && target.is_some() && to.is_some());
+        assert!(id.is_some() && re.is_some() && cmd.is_some() && target.is_some() && select.is_some() && to.is_some());
         assert!(from.is_some() && deadline_ms.is_some() && job.is_some() && device.is_some() && status.is_some());
         assert!(elapsed_ms.is_some() && topic.is_some() && error.is_some() && body.is_some());
         // Member order is the table order of docs/protocol.md section 3: kind first, body last.
@@ -666,7 +669,7 @@ mod tests {
         let section = &doc[doc.find("## 3. The envelope").unwrap()..doc.find("### 3.1").unwrap()];
         let documented: Vec<&str> =
             section.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
-        assert_eq!(documented.len(), 15, "{documented:?}");
+        assert_eq!(documented.len(), 16, "{documented:?}");
         assert_eq!(member_names(&frame), documented);
     }
 

@@ -290,6 +290,9 @@ envelope_fields! {
     cmd: String,
     /// Target selector: makes a `cmd` a job.
     target: String,
+    /// Which of the devices a job's selector matches it targets: `all` (absent) or `online`
+    /// (see [`crate::message::Select`]).
+    select: String,
     /// One device id: makes a `cmd` a plain request to that device.
     to: String,
     /// Who sent a command delivered to a device: a device id or `$server`.

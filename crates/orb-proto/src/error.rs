@@ -70,9 +70,9 @@ error_codes! {
     UnknownGroup = "unknown_group", 400, "the selector names a group that is not configured";
     BadArgs = "bad_args", 400, "the command's arguments are not what the handler expects";
     BadBody = "bad_body", 400, "a body (arguments or result) breaks the body limits: nested deeper than 64 levels, or a string with an unpaired surrogate escape";
-    UnknownCommand = "unknown_command", 404, "no handler is registered for the command name";
+    UnknownCommand = "unknown_command", 404, "no handler is registered for the command name; for a job: every target declared its commands and none declares this one (the message suggests the nearest declared name)";
     DeviceOffline = "device_offline", 404, "the device addressed by a request is not connected";
-    NoMatch = "no_match", 404, "the target selector matches no device";
+    NoMatch = "no_match", 404, "the target selector matches no device (with `select: online`: no connected device; the message says how many matched devices are offline)";
     Timeout = "timeout", 504, "no answer arrived before the deadline";
     HandlerError = "handler_error", 500, "the handler failed without giving a more specific code";
     HandlerPanicked = "handler_panicked", 500, "the handler panicked; the agent survived and reported it";

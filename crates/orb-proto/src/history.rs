@@ -80,6 +80,10 @@ pub struct JobInfo {
     pub state: JobPhase,
     /// Number of targets.
     pub targets: u64,
+    /// Devices the selector matched that were not targeted because they were not connected
+    /// (`select: online`). Absent from servers before it existed: read as 0.
+    #[serde(default)]
+    pub skipped: u64,
     /// Count per final status (every status present); targets still pending are not counted.
     pub summary: BTreeMap<Status, u64>,
 }

@@ -226,6 +226,48 @@ pub struct JobAccepted {
     pub targets: Vec<String>,
     /// The job's deadline in milliseconds.
     pub deadline_ms: u64,
+    /// Devices the selector matched that were not targeted because they were not connected
+    /// (`select: online`); 0 otherwise. Absent from servers before it existed: read as 0.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+/// Which of the known devices a job's selector matches it targets: the envelope's `select`
+/// field on a `cmd` with `target`. More modes may come (`one`: any one of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Select {
+    /// Every matched device; those that are not connected end at once as `offline`. The default
+    /// (the field absent).
+    #[default]
+    All,
+    /// Only the matched devices connected now; the others are skipped (counted in
+    /// [`JobAccepted::skipped`], given no outcome).
+    Online,
+}
+
+impl Select {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Select::All => "all",
+            Select::Online => "online",
+        }
+    }
+
+    /// Parses the envelope's `select` field: absent is [`Select::All`].
+    ///
+    /// # Errors
+    /// `bad_request` naming the value for anything but `all` and `online`.
+    pub fn from_wire(value: Option<&str>) -> Result<Select, ErrorBody> {
+        match value {
+            None | Some("all") => Ok(Select::All),
+            Some("online") => Ok(Select::Online),
+            Some(other) => Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("unknown select '{}': expected 'all' or 'online'", excerpt(other)),
+            )),
+        }
+    }
 }
 
 /// Body of the `reply` that ends a job: how many targets ended in each status (every status listed).
@@ -235,12 +277,20 @@ pub struct JobSummary {
     pub job: String,
     /// Count per status, every status present (zero when none).
     pub summary: BTreeMap<Status, u64>,
+    /// Matched devices that were not targeted because they were not connected (`select:
+    /// online`, as in the ack); absent when none were.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JobSummary {
     /// A summary with every status at zero.
     pub fn empty(job: String) -> JobSummary {
-        JobSummary { job, summary: Status::ALL.iter().map(|s| (*s, 0)).collect() }
+        JobSummary { job, summary: Status::ALL.iter().map(|s| (*s, 0)).collect(), skipped: 0 }
     }
 }
 
@@ -373,6 +423,23 @@ pub struct SignalRequest {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn select_parses_its_wire_names_and_refuses_anything_else_naming_it() {
+        assert_eq!(Select::from_wire(None).unwrap(), Select::All);
+        for s in [Select::All, Select::Online] {
+            assert_eq!(Select::from_wire(Some(s.as_str())).unwrap(), s);
+        }
+        let e = Select::from_wire(Some("Online")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert_eq!(e.message, "unknown select 'Online': expected 'all' or 'online'");
+    }
+
+    #[test]
+    fn an_ack_without_skipped_reads_as_none_skipped() {
+        let a: JobAccepted = serde_json::from_str(r#"{"job":"j","targets":["a"],"deadline_ms":5}"#).unwrap();
+        assert_eq!(a.skipped, 0);
+    }
 
     #[test]
     fn a_v1_welcome_without_codec_means_json_and_an_empty_codec_is_not_sent() {

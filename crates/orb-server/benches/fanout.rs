@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
-use orb_client::{Client, JobUpdate};
+use orb_client::{Client, JobRequest, JobUpdate};
 use orb_proto::Status;
 use orb_testkit::{TestServer, Transport, basic_handlers};
 use tokio::runtime::Runtime;
@@ -45,8 +45,10 @@ async fn fleet(n: usize) -> Fleet {
 
 /// Submits one `ping` job to every agent and drains it, checking every agent answered `ok`.
 async fn one_job(op: &Client, n: usize) {
-    let mut job =
-        op.submit("*", "ping", Bytes::from_static(b"null"), Duration::from_secs(10)).await.expect("job accepted");
+    let mut job = op
+        .submit(JobRequest::new("*", "ping").args(Bytes::from_static(b"null")).deadline(Duration::from_secs(10)))
+        .await
+        .expect("job accepted");
     let mut results = 0usize;
     let mut ok = 0usize;
     let summary = loop {

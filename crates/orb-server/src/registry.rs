@@ -32,11 +32,15 @@ pub struct Known {
     pub reported_tags: BTreeMap<String, String>,
     /// Tags set by operators (they win).
     pub operator_tags: BTreeMap<String, String>,
+    /// Commands it declared in its last hello; empty when it declared none (or never
+    /// connected). Shared between devices that declare the same list.
+    pub commands: Arc<[String]>,
 }
 
 impl Known {
-    fn new(d: Device) -> Arc<Known> {
+    fn new(d: Device, commands: &Interner) -> Arc<Known> {
         Arc::new(Known {
+            commands: commands.intern(&d.commands),
             id: d.id,
             secret_hash: d.secret_hash,
             revoked: d.revoked,
@@ -54,6 +58,7 @@ impl Known {
             first_seen: self.first_seen,
             reported_tags: self.reported_tags.clone(),
             operator_tags: self.operator_tags.clone(),
+            commands: Arc::clone(&self.commands),
         };
         change(&mut k);
         Arc::new(k)
@@ -106,9 +111,34 @@ pub fn store_error(e: StoreError) -> ErrorBody {
     }
 }
 
+/// One shared copy of each declared command list: a fleet declares a handful of different
+/// lists, so each device holds a pointer, not its own copy. Bounded: past [`Interner::MAX`]
+/// lists it starts over (lists already handed out stay valid, only sharing is lost).
+#[derive(Default)]
+struct Interner(std::sync::Mutex<std::collections::HashSet<Arc<[String]>>>);
+
+impl Interner {
+    /// Distinct lists kept for sharing.
+    const MAX: usize = 1024;
+
+    fn intern(&self, list: &[String]) -> Arc<[String]> {
+        let mut set = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(shared) = set.get(list) {
+            return Arc::clone(shared);
+        }
+        if set.len() >= Interner::MAX {
+            set.clear();
+        }
+        let shared: Arc<[String]> = list.into();
+        set.insert(Arc::clone(&shared));
+        shared
+    }
+}
+
 /// Every known device, in memory, in front of the store.
 pub struct Registry {
     devices: DashMap<String, Arc<Known>>,
+    commands: Interner,
     store: Arc<dyn Store>,
     recorder: Recorder,
     /// Striped per-device locks for registry changes.
@@ -127,12 +157,13 @@ impl Registry {
     /// The store's, when it cannot be read.
     pub async fn load(store: Arc<dyn Store>) -> Result<Registry, StoreError> {
         let devices = DashMap::new();
+        let commands = Interner::default();
         for d in store.devices().await? {
-            devices.insert(d.id.clone(), Known::new(d));
+            devices.insert(d.id.clone(), Known::new(d, &commands));
         }
         let recorder = store.recorder();
         let locks = (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(Registry { devices, store, recorder, locks, dropped: AtomicU64::new(0) })
+        Ok(Registry { devices, commands, store, recorder, locks, dropped: AtomicU64::new(0) })
     }
 
     /// The store behind the registry.
@@ -191,7 +222,7 @@ impl Registry {
         let new = NewDevice { id: id.to_string(), secret_hash, operator_tags, registered_at: Utc::now() };
         let _order = self.lock(id.as_str()).await;
         let device = self.store.add_device(new).await.map_err(store_error)?;
-        let known = Known::new(device);
+        let known = Known::new(device, &self.commands);
         self.devices.insert(id.to_string(), Arc::clone(&known));
         Ok(known)
     }
@@ -249,15 +280,19 @@ impl Registry {
         Ok(device)
     }
 
-    /// A device connected: its reported tags (for selectors) change here at once, its inventory
-    /// in the store with the next batch.
+    /// A device connected: its reported tags (for selectors) and declared commands (for the
+    /// check of a job's command) change here at once, its inventory in the store with the next
+    /// batch.
     pub fn connected(&self, conn: Connection) {
-        let changed =
-            self.get(&conn.id).is_some_and(|k| k.first_seen.is_none() || k.reported_tags != conn.reported_tags);
+        let changed = self.get(&conn.id).is_some_and(|k| {
+            k.first_seen.is_none() || k.reported_tags != conn.reported_tags || *k.commands != *conn.commands
+        });
         if changed {
+            let commands = self.commands.intern(&conn.commands);
             self.update(&conn.id, |k| {
                 k.first_seen.get_or_insert(conn.at);
                 k.reported_tags.clone_from(&conn.reported_tags);
+                k.commands = commands;
             });
         }
         self.statistic(Record::Connected(conn));

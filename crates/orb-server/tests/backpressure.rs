@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Context, JobUpdate};
+use orb_client::{Context, JobRequest, JobUpdate};
 use orb_proto::Status;
 use orb_proto::message::DeviceInfo;
 use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, finish_job, within};
@@ -49,8 +49,12 @@ async fn agent_that_stops_reading_is_disconnected_as_slow_consumer_and_others_ke
     let mut jobs = Vec::new();
     let mut disconnected = false;
     for _ in 0..200 {
-        let mut job =
-            within("the ack", op.submit("stuck-1,fast-1", "load", body.clone(), Duration::from_secs(5))).await.unwrap();
+        let mut job = within(
+            "the ack",
+            op.submit(JobRequest::new("stuck-1,fast-1", "load").args(body.clone()).deadline(Duration::from_secs(5))),
+        )
+        .await
+        .unwrap();
         // Wait for the fast agent's answer before sending more, so only the stuck one falls behind.
         let mut early = Vec::new();
         loop {
@@ -114,7 +118,8 @@ async fn agent_that_stops_reading_is_disconnected_as_slow_consumer_and_others_ke
     assert_eq!(device_ids(&op).await, ["fast-1"]);
 
     // The fast agent is still served; the stuck one, known but gone, is reported offline.
-    let out = finish_job(op.submit("stuck-1,fast-1", "load", NULL, WAIT).await.unwrap()).await;
+    let out =
+        finish_job(op.submit(JobRequest::new("stuck-1,fast-1", "load").args(NULL).deadline(WAIT)).await.unwrap()).await;
     assert_eq!(out.accepted.targets, ["fast-1", "stuck-1"]);
     assert_eq!(out.ok_json("fast-1"), json!(4));
     assert_eq!(out.result("stuck-1").status, Status::Offline);
@@ -139,7 +144,12 @@ async fn large_job_results_are_flow_controlled_not_a_slow_consumer() {
     let op = server.operator(Transport::Tcp).await;
 
     for round in 0..2 {
-        let job = within("the ack", op.submit("tag:fleet=big", "who", NULL, Duration::from_secs(30))).await.unwrap();
+        let job = within(
+            "the ack",
+            op.submit(JobRequest::new("tag:fleet=big", "who").args(NULL).deadline(Duration::from_secs(30))),
+        )
+        .await
+        .unwrap();
         assert_eq!(job.accepted.targets.len(), AGENTS);
         let out = finish_job(job).await;
         assert_eq!(out.count(Status::Ok) as usize, AGENTS, "round {round}");
@@ -151,9 +161,9 @@ async fn large_job_results_are_flow_controlled_not_a_slow_consumer() {
     // Two jobs at once, their results interleaved on one connection. Each is read from the
     // moment it is accepted: the client applies a job's back-pressure to the whole connection,
     // so an unread job with more results than its buffer would hold up everything behind it.
-    let first = op.submit("*", "who", NULL, Duration::from_secs(30)).await.unwrap();
+    let first = op.submit(JobRequest::new("*", "who").args(NULL).deadline(Duration::from_secs(30))).await.unwrap();
     let first = tokio::spawn(finish_job(first));
-    let second = op.submit("*", "who", NULL, Duration::from_secs(30)).await.unwrap();
+    let second = op.submit(JobRequest::new("*", "who").args(NULL).deadline(Duration::from_secs(30))).await.unwrap();
     let b = finish_job(second).await;
     let a = within("the first job", first).await.unwrap();
     assert_eq!(a.count(Status::Ok) as usize, AGENTS);

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use orb_client::Context;
-use orb_proto::message::DevicesQuery;
+use orb_proto::message::{DevicesQuery, Select};
 use orb_proto::{ErrorCode, Status};
 use orb_server::broker::{CallSpec, RequestSpec};
 use orb_server::identity::{Identity, Requester};
@@ -28,7 +28,13 @@ async fn a_job_submitted_through_the_broker_yields_typed_events_with_no_session(
     let _a = server.agent(Transport::Tcp, "b-1", &[], handlers.clone()).await;
     let _b = server.agent(Transport::Ws, "b-2", &[], handlers).await;
     let broker = server.server.broker();
-    let spec = JobSpec { command: "whoami".into(), target: "b-*".into(), args: None, deadline: Some(WAIT) };
+    let spec = JobSpec {
+        command: "whoami".into(),
+        target: "b-*".into(),
+        args: None,
+        deadline: Some(WAIT),
+        select: Select::All,
+    };
     let mut handle = broker.submit(&admin(), spec).unwrap();
     assert_eq!(handle.accepted.targets, vec!["b-1", "b-2"]);
     let mut settled = Vec::new();
@@ -109,7 +115,7 @@ async fn requests_and_calls_through_the_broker_are_answered_to_in_process_sinks(
 
     // The one policy applies to every adapter alike: a device identity may not submit jobs.
     let device = Requester::new(Identity::device(orb_proto::DeviceId::new("r-1").unwrap()));
-    let spec = JobSpec { command: "ping".into(), target: "*".into(), args: None, deadline: None };
+    let spec = JobSpec { command: "ping".into(), target: "*".into(), args: None, deadline: None, select: Select::All };
     assert_eq!(broker.submit(&device, spec).err().unwrap().code, ErrorCode::Forbidden);
     assert_eq!(broker.devices_list(&device, &DevicesQuery::default()).await.unwrap_err().code, ErrorCode::Forbidden);
 }

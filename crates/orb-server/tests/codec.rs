@@ -7,15 +7,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Client, ClientError, Codec, Context, Handlers};
+use orb_client::{Client, ClientError, Codec, Context, Handlers, JobRequest};
 use orb_proto::{Envelope, ErrorCode, Kind, Status};
 use orb_testkit::{RawTcp, TestServer, Transport, WAIT, basic_handlers, finish_job, hello_json, within};
 use serde_json::{Value, json};
 
-/// `ping`/`echo`, plus `whoami` (the command as the agent saw it, without its own id) and `raw`
-/// (the exact argument bytes received).
+/// `ping`/`echo`, plus `whoami` (the command as the agent saw it, without its own id), `raw`
+/// (the exact argument bytes received) and `refuse` (always an error).
 fn handlers() -> Handlers {
     basic_handlers()
+        .on("refuse", |_c: Context| async move { Err(orb_proto::ErrorBody::new(ErrorCode::Forbidden, "never")) })
         .on("whoami", |c: Context| async move {
             Ok(json!({"args": String::from_utf8_lossy(&c.args), "job": c.job, "from": c.from}))
         })
@@ -54,9 +55,12 @@ async fn msgpack_and_json_agents_in_one_job_answer_identically() {
 
     for op_codec in [Codec::Json, Codec::MsgPack] {
         let op = operator(&server, Transport::Tcp, op_codec).await;
-        let job = within("the ack", op.submit("mp-*,js-*", "whoami", Bytes::from_static(ARGS.as_bytes()), WAIT))
-            .await
-            .unwrap();
+        let job = within(
+            "the ack",
+            op.submit(JobRequest::new("mp-*,js-*", "whoami").args(Bytes::from_static(ARGS.as_bytes())).deadline(WAIT)),
+        )
+        .await
+        .unwrap();
         assert_eq!(job.accepted.targets, all);
         let job_id = job.id().to_owned();
         let out = finish_job(job).await;
@@ -82,15 +86,21 @@ async fn a_msgpack_operator_runs_a_job_on_json_agents() {
     server.wait_for_agents(3).await;
     for transport in [Transport::Tcp, Transport::Ws] {
         let op = operator(&server, transport, Codec::MsgPack).await;
-        let job = op.submit("web-*", "raw", Bytes::from_static(ARGS.as_bytes()), WAIT).await.unwrap();
+        let job = op
+            .submit(JobRequest::new("web-*", "raw").args(Bytes::from_static(ARGS.as_bytes())).deadline(WAIT))
+            .await
+            .unwrap();
         let out = finish_job(job).await;
         assert_eq!(out.count(Status::Ok), 3);
         for i in 1..=3 {
             assert_eq!(out.ok_json(&format!("web-{i}")), json!({"raw": ARGS}));
         }
         // Per-target errors and a timeout reach a MsgPack requester too.
-        let job = op.submit("web-1", "reboot", Bytes::from_static(b"null"), WAIT).await.unwrap();
-        assert_eq!(finish_job(job).await.error_code("web-1"), "unknown_command");
+        let job = op
+            .submit(JobRequest::new("web-1", "refuse").args(Bytes::from_static(b"null")).deadline(WAIT))
+            .await
+            .unwrap();
+        assert_eq!(finish_job(job).await.error_code("web-1"), "forbidden");
     }
 }
 

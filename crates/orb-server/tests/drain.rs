@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Client, Context, Handlers, JobUpdate};
+use orb_client::{Client, Context, Handlers, JobRequest, JobUpdate};
 use orb_proto::Status;
 use orb_testkit::{TestServer, Transport, within};
 
@@ -31,7 +31,13 @@ async fn every_requester_gets_its_whole_job_stream_before_goodbye_with_thousands
     let ops = [server.operator(Transport::Tcp).await, server.operator(Transport::Ws).await];
     let mut jobs = Vec::new();
     for op in &ops {
-        jobs.push(op.submit("d-*", "hang", Bytes::from_static(b"null"), Duration::from_secs(3600)).await.unwrap());
+        jobs.push(
+            op.submit(
+                JobRequest::new("d-*", "hang").args(Bytes::from_static(b"null")).deadline(Duration::from_secs(3600)),
+            )
+            .await
+            .unwrap(),
+        );
     }
     let readers: Vec<_> = jobs
         .into_iter()

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{ClientError, Context, Handlers};
+use orb_client::{ClientError, Context, Handlers, JobRequest};
 use orb_proto::Status;
 use orb_proto::history::{JobDetail, JobInfo};
 use orb_proto::message::commands;
@@ -39,7 +39,7 @@ async fn results_that_break_the_body_limits_are_refused_and_the_history_stays_re
     let lone_surrogate = r#"{"s":"\ud800"}"#.to_owned();
     let mut jobs = Vec::new();
     for body in [deep, lone_surrogate] {
-        let job = within("ack", op.submit("poison-1", "x", NULL, WAIT)).await.unwrap();
+        let job = within("ack", op.submit(JobRequest::new("poison-1", "x").args(NULL).deadline(WAIT))).await.unwrap();
         let re = next_cmd_id(&mut raw).await;
         raw.send_frame(format!(r#"{{"kind":"reply","re":"{re}","body":{body}}}"#).as_bytes()).await.unwrap();
         let out = finish_job(job).await;
@@ -69,7 +69,7 @@ async fn arguments_that_break_the_body_limits_are_refused_before_anything_is_sen
     let _a = server.agent(Transport::Tcp, "a-1", &[], basic_handlers()).await;
     let op = server.operator(Transport::Tcp).await;
     let deep = Bytes::from(format!("{}{}", "[".repeat(100), "]".repeat(100)));
-    match within("the refusal", op.submit("a-1", "echo", deep.clone(), WAIT)).await {
+    match within("the refusal", op.submit(JobRequest::new("a-1", "echo").args(deep.clone()).deadline(WAIT))).await {
         Err(ClientError::Remote(e)) => assert_eq!(e.code.as_str(), "bad_body"),
         other => panic!("expected bad_body, got {:?}", other.map(|j| j.accepted.clone())),
     }
@@ -264,15 +264,15 @@ async fn jobs_in_flight_per_requester_are_limited() {
     let hang = Handlers::new().on("hang", |_c: Context| std::future::pending());
     let _a = server.agent(Transport::Tcp, "h-1", &[], hang).await;
     let op = server.operator(Transport::Tcp).await;
-    let _j1 = op.submit("h-1", "hang", NULL, WAIT).await.unwrap();
-    let _j2 = op.submit("h-1", "hang", NULL, WAIT).await.unwrap();
-    match op.submit("h-1", "hang", NULL, WAIT).await {
+    let _j1 = op.submit(JobRequest::new("h-1", "hang").args(NULL).deadline(WAIT)).await.unwrap();
+    let _j2 = op.submit(JobRequest::new("h-1", "hang").args(NULL).deadline(WAIT)).await.unwrap();
+    match op.submit(JobRequest::new("h-1", "hang").args(NULL).deadline(WAIT)).await {
         Err(ClientError::Remote(e)) => assert_eq!(e.code.as_str(), "too_many_jobs"),
         other => panic!("expected too_many_jobs, got {:?}", other.map(|j| j.accepted.clone())),
     }
     // Another requester has its own quota.
     let other = server.operator(Transport::Tcp).await;
-    assert!(other.submit("h-1", "hang", NULL, WAIT).await.is_ok());
+    assert!(other.submit(JobRequest::new("h-1", "hang").args(NULL).deadline(WAIT)).await.is_ok());
 }
 
 #[tokio::test]
@@ -281,7 +281,7 @@ async fn a_second_server_on_the_same_sqlite_database_does_not_start_nor_end_the_
     let hang = Handlers::new().on("hang", |_c: Context| std::future::pending());
     let _a = first.agent(Transport::Tcp, "h-1", &[], hang).await;
     let op = first.operator(Transport::Tcp).await;
-    let job = op.submit("h-1", "hang", NULL, WAIT).await.unwrap();
+    let job = op.submit(JobRequest::new("h-1", "hang").args(NULL).deadline(WAIT)).await.unwrap();
     let db = first.data.path().join("orb.db");
     let other = tempfile::tempdir().unwrap();
     let mut cfg = orb_server::ServerConfig::for_tests(other.path().to_path_buf());
@@ -303,7 +303,7 @@ async fn servers_sharing_a_postgres_store_end_only_their_own_nodes_jobs_at_start
     let hang = Handlers::new().on("hang", |_c: Context| std::future::pending());
     let _a = first.agent(Transport::Tcp, "h-1", &[], hang).await;
     let op = first.operator(Transport::Tcp).await;
-    let job = op.submit("h-1", "hang", NULL, WAIT).await.unwrap();
+    let job = op.submit(JobRequest::new("h-1", "hang").args(NULL).deadline(WAIT)).await.unwrap();
     // A second server (its own data folder, so its own node id) on the same database.
     let second = TestServer::start_with(|c| c.store.url = Some(url.clone()), |b| b).await;
     let d: JobDetail = call(&op, commands::JOBS_SHOW, json!({"id": job.id()})).await;
@@ -378,14 +378,14 @@ async fn a_forwarded_frame_above_the_frame_limit_is_refused_up_front() {
         Err(ClientError::Remote(e)) => assert_eq!(e.code.as_str(), "frame_too_large"),
         other => panic!("expected frame_too_large, got {other:?}"),
     }
-    match within("the refusal", op.submit("f-1", "echo", args, WAIT)).await {
+    match within("the refusal", op.submit(JobRequest::new("f-1", "echo").args(args).deadline(WAIT))).await {
         Err(ClientError::Remote(e)) => assert_eq!(e.code.as_str(), "frame_too_large"),
         other => panic!("expected frame_too_large, got {:?}", other.map(|j| j.accepted.clone())),
     }
     // A result that fits the device's frame but not the event that would carry it to the
     // requester (with the job id, the device, the status) is refused, the same in the event, the
     // summary and the history.
-    let job = within("ack", op.submit("f-1", "big", NULL, WAIT)).await.unwrap();
+    let job = within("ack", op.submit(JobRequest::new("f-1", "big").args(NULL).deadline(WAIT))).await.unwrap();
     let re = next_cmd_id(&mut device).await;
     let result = format!("\"{}\"", "y".repeat(MAX - 100));
     device.send_frame(format!(r#"{{"kind":"reply","re":"{re}","body":{result}}}"#).as_bytes()).await.unwrap();
@@ -494,7 +494,7 @@ async fn health_says_only_up_or_draining_and_readiness_turns_false_while_drainin
     }
     assert_eq!(get("/readyz").await.0, "200");
     let op = server.operator(Transport::Tcp).await;
-    let _job = op.submit("h-1", "hang", NULL, WAIT).await.unwrap();
+    let _job = op.submit(JobRequest::new("h-1", "hang").args(NULL).deadline(WAIT)).await.unwrap();
     server.server.broker().start_draining();
     assert_eq!(get("/healthz").await, ("200".to_owned(), json!({"status": "draining"})));
     let (status, body) = get("/readyz").await;

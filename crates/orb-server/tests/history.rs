@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Client, Context, Handlers};
+use orb_client::{Client, Context, Handlers, JobRequest};
 use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobPhase};
 use orb_proto::message::commands;
 use orb_proto::{ErrorCode, Status};
@@ -41,7 +41,12 @@ async fn a_job_and_its_results_are_stored_as_the_requester_saw_them_and_survive_
     gone.close().await;
     server.wait_for_agents(1).await;
     let op = server.operator(Transport::Tcp).await;
-    let job = within("ack", op.submit("tag:role=web", "echo", Bytes::from_static(br#"{"x":1}"#), WAIT)).await.unwrap();
+    let job = within(
+        "ack",
+        op.submit(JobRequest::new("tag:role=web", "echo").args(Bytes::from_static(br#"{"x":1}"#)).deadline(WAIT)),
+    )
+    .await
+    .unwrap();
     let id = job.id().to_owned();
     let live = finish_job(job).await;
     assert_eq!(live.result("web-2").status, Status::Offline);
@@ -88,7 +93,7 @@ async fn results_arriving_after_the_requester_left_or_after_the_deadline_are_sto
 
     // The requester leaves at once; the job runs on and its result is stored.
     let op = server.operator(Transport::Tcp).await;
-    let job = within("ack", op.submit("slow-1", "wait", NULL, WAIT)).await.unwrap();
+    let job = within("ack", op.submit(JobRequest::new("slow-1", "wait").args(NULL).deadline(WAIT))).await.unwrap();
     let left = job.id().to_owned();
     drop(job);
     op.close().await;
@@ -106,7 +111,10 @@ async fn an_answer_after_the_deadline_is_stored_beside_the_timeout_the_requester
     // the deadline itself and would answer `timeout`).
     let mut raw = server.raw_agent("late-1").await;
     let op = server.operator(Transport::Tcp).await;
-    let job = within("ack", op.submit("late-1", "work", NULL, Duration::from_millis(100))).await.unwrap();
+    let job =
+        within("ack", op.submit(JobRequest::new("late-1", "work").args(NULL).deadline(Duration::from_millis(100))))
+            .await
+            .unwrap();
     let id = job.id().to_owned();
     let cmd: Value = serde_json::from_slice(&within("the command", raw.read_frame()).await.unwrap().unwrap()).unwrap();
     assert_eq!(cmd["job"], id.as_str());
@@ -135,7 +143,12 @@ async fn an_answer_after_the_deadline_is_stored_beside_the_timeout_the_requester
         .await
         .unwrap();
     // A flush orders these after the writes above; then the result is unchanged.
-    let _ = finish_job(within("ack", op.submit("late-1", "work", NULL, Duration::from_millis(1))).await.unwrap()).await;
+    let _ = finish_job(
+        within("ack", op.submit(JobRequest::new("late-1", "work").args(NULL).deadline(Duration::from_millis(1))))
+            .await
+            .unwrap(),
+    )
+    .await;
     server.server.store().flush().await.unwrap();
     let again = show(&op, &id).await;
     assert_eq!(serde_json::to_value(&again.results).unwrap(), serde_json::to_value(&d.results).unwrap());
@@ -165,7 +178,7 @@ async fn cancel_ends_pending_targets_and_stops_the_agents_handlers() {
     let _a = server.agent(Transport::Tcp, "h-1", &[], hang("h-1")).await;
     let _b = server.agent(Transport::Ws, "h-2", &[], hang("h-2")).await;
     let op = server.operator(Transport::Tcp).await;
-    let job = within("ack", op.submit("h-*", "hang", NULL, WAIT)).await.unwrap();
+    let job = within("ack", op.submit(JobRequest::new("h-*", "hang").args(NULL).deadline(WAIT))).await.unwrap();
     let id = job.id().to_owned();
 
     let other = server.operator(Transport::Tcp).await;
@@ -192,7 +205,10 @@ async fn unknown_and_ambiguous_job_ids_are_refused() {
     let op = server.operator(Transport::Tcp).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let out = finish_job(within("ack", op.submit("p-1", "ping", NULL, WAIT)).await.unwrap()).await;
+        let out = finish_job(
+            within("ack", op.submit(JobRequest::new("p-1", "ping").args(NULL).deadline(WAIT))).await.unwrap(),
+        )
+        .await;
         ids.push(out.accepted.job);
     }
     // UUID v7 ids made within the same millisecond share their first characters.
@@ -213,7 +229,14 @@ async fn retention_keeps_the_newest_jobs_and_drops_old_ones() {
     let op = server.operator(Transport::Tcp).await;
     let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(finish_job(within("ack", op.submit("r-1", "ping", NULL, WAIT)).await.unwrap()).await.accepted.job);
+        ids.push(
+            finish_job(
+                within("ack", op.submit(JobRequest::new("r-1", "ping").args(NULL).deadline(WAIT))).await.unwrap(),
+            )
+            .await
+            .accepted
+            .job,
+        );
     }
     server.server.store().flush().await.unwrap();
     server.server.enforce_retention().await;
@@ -247,7 +270,10 @@ async fn a_job_still_running_at_shutdown_is_stored_with_its_pending_targets_time
     });
     let _a = server.agent(Transport::Tcp, "f-1", &[], handlers).await;
     let op = server.operator(Transport::Tcp).await;
-    let job = within("ack", op.submit("f-1", "forever", NULL, Duration::from_secs(3600))).await.unwrap();
+    let job =
+        within("ack", op.submit(JobRequest::new("f-1", "forever").args(NULL).deadline(Duration::from_secs(3600))))
+            .await
+            .unwrap();
     let id = job.id().to_owned();
     within("the handler starts", entered_rx).await.unwrap();
     drop(job);

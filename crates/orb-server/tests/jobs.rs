@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{ClientError, Context, Handlers};
+use orb_client::{ClientError, Context, Handlers, JobRequest};
 use orb_proto::{ErrorBody, ErrorCode, Status};
 use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, finish_job, within};
 use serde_json::json;
@@ -41,7 +41,12 @@ async fn job_reaches_every_matching_agent(agent_transport: impl Fn(usize) -> Tra
     let op = server.operator(op_transport).await;
     let op_name = op.welcome().id.clone();
 
-    let job = within("the ack", op.submit("web-*", "whoami", Bytes::from_static(b"null"), WAIT)).await.unwrap();
+    let job = within(
+        "the ack",
+        op.submit(JobRequest::new("web-*", "whoami").args(Bytes::from_static(b"null")).deadline(WAIT)),
+    )
+    .await
+    .unwrap();
     let expected: Vec<String> = (1..=5).map(|i| format!("web-{i}")).collect();
     assert_eq!(job.accepted.targets, expected, "targets are sorted by id");
     assert_eq!(job.accepted.deadline_ms, WAIT.as_millis() as u64);
@@ -90,7 +95,10 @@ async fn job_arguments_reach_agents_byte_for_byte() {
     let op = server.operator(Transport::Tcp).await;
     // Odd spacing, key order and number spelling must survive the trip through the server.
     let args = r#"{ "z" : 1.50,"a":[1 ,2],  "s":"é\u00e9" }"#;
-    let job = op.submit("a-1,a-2", "raw", Bytes::from_static(args.as_bytes()), WAIT).await.unwrap();
+    let job = op
+        .submit(JobRequest::new("a-1,a-2", "raw").args(Bytes::from_static(args.as_bytes())).deadline(WAIT))
+        .await
+        .unwrap();
     let out = finish_job(job).await;
     for id in ["a-1", "a-2"] {
         assert_eq!(out.ok_json(id), json!({"raw": args}), "{id}");
@@ -137,9 +145,12 @@ impl Fleet {
 
     /// Runs `record` on `selector` and returns the devices that reported results.
     async fn run(&self, selector: &str) -> Vec<String> {
-        let job = within("the ack", self.op.submit(selector, "record", Bytes::from_static(b"null"), WAIT))
-            .await
-            .unwrap_or_else(|e| panic!("{selector}: {e}"));
+        let job = within(
+            "the ack",
+            self.op.submit(JobRequest::new(selector, "record").args(Bytes::from_static(b"null")).deadline(WAIT)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"));
         let out = finish_job(job).await;
         assert_eq!(out.count(Status::Ok) as usize, out.results.len(), "{selector}");
         assert_eq!(out.devices(), {
@@ -152,7 +163,12 @@ impl Fleet {
 
     /// The error code of submitting a job to `selector`.
     async fn refused(&self, selector: &str) -> ErrorBody {
-        match within("the refusal", self.op.submit(selector, "record", Bytes::from_static(b"null"), WAIT)).await {
+        match within(
+            "the refusal",
+            self.op.submit(JobRequest::new(selector, "record").args(Bytes::from_static(b"null")).deadline(WAIT)),
+        )
+        .await
+        {
             Err(ClientError::Remote(e)) => e,
             Err(e) => panic!("{selector}: expected a remote error, got {e}"),
             Ok(job) => panic!("{selector}: accepted with targets {:?}", job.accepted.targets),
@@ -254,12 +270,52 @@ async fn job_to_unconfigured_group_is_unknown_group() {
 }
 
 #[tokio::test]
-async fn job_with_unknown_command_reports_error_unknown_command() {
+async fn job_whose_command_no_target_declares_is_refused_before_anything_is_sent() {
     let server = TestServer::start().await;
     let _a = server.agent(Transport::Tcp, "dev-1", &[], basic_handlers()).await;
     let _b = server.agent(Transport::Ws, "dev-2", &[], basic_handlers()).await;
     let op = server.operator(Transport::Tcp).await;
-    let job = op.submit("dev-*", "reboot", Bytes::from_static(b"null"), WAIT).await.unwrap();
+    let refused = |r: Result<orb_client::Job, ClientError>| match r {
+        Err(ClientError::Remote(e)) => e,
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(job) => panic!("expected a refusal, job {} was accepted", job.id()),
+    };
+    let e = refused(op.submit(JobRequest::new("dev-*", "pnig").deadline(WAIT)).await);
+    assert_eq!(e.code, ErrorCode::UnknownCommand);
+    assert_eq!(e.message, "no target declares command 'pnig'; did you mean 'ping'?");
+    let e = refused(op.submit(JobRequest::new("dev-1", "reboot").deadline(WAIT)).await);
+    assert_eq!((e.code, e.message.as_str()), (ErrorCode::UnknownCommand, "no target declares command 'reboot'"));
+    // The job list holds neither: nothing was started.
+    let jobs: Vec<serde_json::Value> = op.call_json("$orb.jobs.list", &json!({}), WAIT).await.unwrap();
+    assert!(jobs.is_empty(), "{jobs:?}");
+}
+
+#[tokio::test]
+async fn a_device_that_reconnects_declaring_a_new_command_is_sent_it() {
+    let server = TestServer::start().await;
+    let first = server.agent(Transport::Tcp, "dev-1", &[], basic_handlers()).await;
+    let op = server.operator(Transport::Tcp).await;
+    match op.submit(JobRequest::new("dev-1", "reboot").deadline(WAIT)).await {
+        Err(ClientError::Remote(e)) => assert_eq!(e.code, ErrorCode::UnknownCommand),
+        other => panic!("expected unknown_command, got {:?}", other.map(|j| j.accepted.clone())),
+    }
+    first.close().await;
+    within("the old session's end", first.closed()).await;
+    let handlers = basic_handlers().on("reboot", |_c: Context| async move { Ok(json!("rebooting")) });
+    let _second = server.agent(Transport::Ws, "dev-1", &[], handlers).await;
+    let out = finish_job(op.submit(JobRequest::new("dev-1", "reboot").deadline(WAIT)).await.unwrap()).await;
+    assert_eq!(out.ok_json("dev-1"), json!("rebooting"));
+}
+
+#[tokio::test]
+async fn job_with_unknown_command_reports_error_unknown_command_from_targets_that_declare_nothing() {
+    let server = TestServer::start().await;
+    // No handlers: the hello declares no commands, so the server cannot know what it handles.
+    let _a = server.agent(Transport::Tcp, "dev-1", &[], Handlers::new()).await;
+    let _b = server.agent(Transport::Ws, "dev-2", &[], basic_handlers()).await;
+    let op = server.operator(Transport::Tcp).await;
+    let job =
+        op.submit(JobRequest::new("dev-*", "reboot").args(Bytes::from_static(b"null")).deadline(WAIT)).await.unwrap();
     let out = finish_job(job).await;
     for id in ["dev-1", "dev-2"] {
         assert_eq!(out.result(id).status, Status::Error);
@@ -295,13 +351,21 @@ async fn job_whose_handler_fails_reports_the_handlers_error_code() {
     let _a = server.agent(Transport::Tcp, "dev-1", &[], failing_handlers()).await;
     let op = server.operator(Transport::Tcp).await;
 
-    let out = finish_job(op.submit("dev-1", "fail", Bytes::from_static(b"null"), WAIT).await.unwrap()).await;
+    let out = finish_job(
+        op.submit(JobRequest::new("dev-1", "fail").args(Bytes::from_static(b"null")).deadline(WAIT)).await.unwrap(),
+    )
+    .await;
     assert_eq!(out.result("dev-1").status, Status::Error);
     assert_eq!(out.error_code("dev-1"), "disk_full");
     let msg = &out.result("dev-1").error.as_ref().unwrap().message;
     assert_eq!(msg, "no space left on /var");
 
-    let out = finish_job(op.submit("dev-1", "bad", Bytes::from_static(br#""seven""#), WAIT).await.unwrap()).await;
+    let out = finish_job(
+        op.submit(JobRequest::new("dev-1", "bad").args(Bytes::from_static(br#""seven""#)).deadline(WAIT))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(out.error_code("dev-1"), "bad_args");
     assert_eq!(out.count(Status::Error), 1);
 }
@@ -312,13 +376,19 @@ async fn job_whose_handler_panics_reports_handler_panicked_and_the_agent_survive
     let agent = server.agent(Transport::Ws, "dev-1", &[], failing_handlers()).await;
     let op = server.operator(Transport::Tcp).await;
 
-    let out = finish_job(op.submit("dev-1", "boom", Bytes::from_static(b"null"), WAIT).await.unwrap()).await;
+    let out = finish_job(
+        op.submit(JobRequest::new("dev-1", "boom").args(Bytes::from_static(b"null")).deadline(WAIT)).await.unwrap(),
+    )
+    .await;
     assert_eq!(out.result("dev-1").status, Status::Error);
     assert_eq!(out.error_code("dev-1"), "handler_panicked");
     assert!(!agent.is_closed());
 
     // The same session answers the next job.
-    let out = finish_job(op.submit("dev-1", "ping", Bytes::from_static(b"null"), WAIT).await.unwrap()).await;
+    let out = finish_job(
+        op.submit(JobRequest::new("dev-1", "ping").args(Bytes::from_static(b"null")).deadline(WAIT)).await.unwrap(),
+    )
+    .await;
     assert_eq!(out.ok_json("dev-1"), json!({"pong": true}));
 }
 
@@ -335,7 +405,10 @@ async fn job_target_that_never_answers_times_out_while_a_fast_one_is_ok() {
     let op = server.operator(Transport::Tcp).await;
 
     let deadline = Duration::from_millis(500);
-    let job = op.submit("slow-1,fast-1", "work", Bytes::from_static(b"null"), deadline).await.unwrap();
+    let job = op
+        .submit(JobRequest::new("slow-1,fast-1", "work").args(Bytes::from_static(b"null")).deadline(deadline))
+        .await
+        .unwrap();
     assert_eq!(job.accepted.deadline_ms, 500);
     let out = finish_job(job).await;
     assert_eq!(out.ok_json("fast-1"), json!("done"));
@@ -356,7 +429,10 @@ async fn job_deadline_above_the_servers_maximum_is_limited_to_it() {
     let _a = server.agent(Transport::Tcp, "dev-1", &[], basic_handlers()).await;
     let op = server.operator(Transport::Tcp).await;
     // A deadline above the server's maximum is limited to it.
-    let job = op.submit("dev-1", "ping", Bytes::from_static(b"null"), Duration::from_secs(3600)).await.unwrap();
+    let job = op
+        .submit(JobRequest::new("dev-1", "ping").args(Bytes::from_static(b"null")).deadline(Duration::from_secs(3600)))
+        .await
+        .unwrap();
     assert_eq!(job.accepted.deadline_ms, 2000);
     let out = finish_job(job).await;
     assert_eq!(out.count(Status::Ok), 1);
@@ -374,7 +450,7 @@ async fn operator_runs_many_jobs_concurrently() {
     let mut jobs = Vec::new();
     for i in 0..20 {
         let args = Bytes::from(json!({"i": i}).to_string());
-        jobs.push(op.submit("n-*", "echo", args, WAIT).await.unwrap());
+        jobs.push(op.submit(JobRequest::new("n-*", "echo").args(args).deadline(WAIT)).await.unwrap());
     }
     let mut ids = std::collections::HashSet::new();
     for (i, job) in jobs.into_iter().enumerate() {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Client, ClientConfig, Context, Handlers};
+use orb_client::{Client, ClientConfig, Context, Handlers, JobRequest};
 use orb_proto::Status;
 use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, finish_job, within};
 use serde_json::json;
@@ -33,7 +33,8 @@ async fn second_agent_with_the_same_id_replaces_the_first() {
         server.wait_for_agents(1).await;
 
         let op = server.operator(Transport::Tcp).await;
-        let out = finish_job(op.submit("dup-1", "which", NULL, WAIT).await.unwrap()).await;
+        let out =
+            finish_job(op.submit(JobRequest::new("dup-1", "which").args(NULL).deadline(WAIT)).await.unwrap()).await;
         assert_eq!(out.ok_json("dup-1"), json!("second"));
         let res = op.request("dup-1", "which", NULL, WAIT).await.unwrap();
         assert_eq!(&res[..], br#""second""#);
@@ -86,7 +87,10 @@ async fn agent_reconnecting_mid_job_still_ends_the_job() {
         .await;
     let op = server.operator(Transport::Tcp).await;
 
-    let job = op.submit("dev-1,dev-2", "work", NULL, Duration::from_millis(800)).await.unwrap();
+    let job = op
+        .submit(JobRequest::new("dev-1,dev-2", "work").args(NULL).deadline(Duration::from_millis(800)))
+        .await
+        .unwrap();
     let job_id = job.id().to_owned();
     // The command reached the first session...
     let got = within("the first session to start the work", started_rx.recv()).await.unwrap();
@@ -115,7 +119,7 @@ async fn agent_reconnecting_mid_job_still_ends_the_job() {
     }
 
     // The reconnected device takes new jobs.
-    let out = finish_job(op.submit("dev-1", "work", NULL, WAIT).await.unwrap()).await;
+    let out = finish_job(op.submit(JobRequest::new("dev-1", "work").args(NULL).deadline(WAIT)).await.unwrap()).await;
     assert_eq!(out.ok_json("dev-1"), json!("back"));
     assert!(!second.is_closed());
 }
@@ -137,7 +141,10 @@ async fn target_that_disconnects_before_answering_times_out_and_others_are_unaff
         .agent(Transport::Tcp, "stay-1", &[], basic_handlers().on("work", |_c: Context| async move { Ok(json!(1)) }))
         .await;
     let op = server.operator(Transport::Tcp).await;
-    let job = op.submit("leaver-1,stay-1", "work", NULL, Duration::from_millis(500)).await.unwrap();
+    let job = op
+        .submit(JobRequest::new("leaver-1,stay-1", "work").args(NULL).deadline(Duration::from_millis(500)))
+        .await
+        .unwrap();
     within("the work to start", started_rx.recv()).await.unwrap();
     leaver.close().await;
     server.wait_for_agents(1).await;
@@ -151,13 +158,14 @@ async fn operator_leaving_mid_job_does_not_disturb_the_agents() {
     let server = TestServer::start().await;
     let agent = server.agent(Transport::Tcp, "dev-1", &[], basic_handlers()).await;
     let op = server.operator(Transport::Tcp).await;
-    let job = op.submit("dev-1", "ping", NULL, Duration::from_millis(300)).await.unwrap();
+    let job =
+        op.submit(JobRequest::new("dev-1", "ping").args(NULL).deadline(Duration::from_millis(300))).await.unwrap();
     op.close().await;
     drop(job);
     within("the operator to close", op.closed()).await;
     // A new operator gets answers from the same agent.
     let op2 = server.operator(Transport::Ws).await;
-    let out = finish_job(op2.submit("dev-1", "ping", NULL, WAIT).await.unwrap()).await;
+    let out = finish_job(op2.submit(JobRequest::new("dev-1", "ping").args(NULL).deadline(WAIT)).await.unwrap()).await;
     assert_eq!(out.count(Status::Ok), 1);
     assert!(!agent.is_closed());
 }
@@ -205,7 +213,8 @@ async fn stuck_job_setup() -> (TestServer, Client, Client) {
 #[tokio::test]
 async fn shutdown_lets_a_job_in_flight_end_before_closing_sessions() {
     let (server, agent, op) = stuck_job_setup().await;
-    let job = op.submit("dev-1", "work", NULL, Duration::from_millis(300)).await.unwrap();
+    let job =
+        op.submit(JobRequest::new("dev-1", "work").args(NULL).deadline(Duration::from_millis(300))).await.unwrap();
     let (graceful, out) = within("the shutdown and the job", async {
         tokio::join!(server.server.drain(Duration::from_secs(5)), finish_job(job))
     })
@@ -221,7 +230,8 @@ async fn shutdown_lets_a_job_in_flight_end_before_closing_sessions() {
 #[tokio::test]
 async fn shutdown_does_not_leave_a_job_running_past_the_grace_period() {
     let (server, agent, op) = stuck_job_setup().await;
-    let _job = op.submit("dev-1", "work", NULL, Duration::from_secs(3600)).await.unwrap();
+    let _job =
+        op.submit(JobRequest::new("dev-1", "work").args(NULL).deadline(Duration::from_secs(3600))).await.unwrap();
     assert_eq!(server.server.broker().jobs().in_flight(), 1);
     let graceful = within("the shutdown", server.server.drain(Duration::from_millis(300))).await;
     assert!(!graceful, "the job could not end within the grace period");

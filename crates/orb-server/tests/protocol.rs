@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::{SinkExt, StreamExt};
+use orb_client::JobRequest;
 use orb_proto::message::{ServerInfo, commands};
 use orb_testkit::{RawTcp, TestServer, Transport, WAIT, basic_handlers, call, hello_json, within};
 use serde_json::{Value, json};
@@ -57,7 +58,10 @@ async fn a_device_that_gives_up_at_its_deadline_is_a_timeout_not_an_error() {
     let server = TestServer::start().await;
     let mut device = server.raw_agent("slow-1").await;
     let op = server.operator(Transport::Tcp).await;
-    let job = op.submit("slow-1", "work", bytes::Bytes::from_static(b"null"), WAIT).await.unwrap();
+    let job = op
+        .submit(JobRequest::new("slow-1", "work").args(bytes::Bytes::from_static(b"null")).deadline(WAIT))
+        .await
+        .unwrap();
     let cmd = loop {
         let f = device.read_json().await.unwrap();
         if f["kind"] == "cmd" {
@@ -129,7 +133,11 @@ async fn agents_may_call_the_servers_handlers_but_not_devices_jobs_or_queries() 
     assert_eq!(noted, "noted");
     for refused in [
         agent.request("b-1", "ping", bytes::Bytes::from_static(b"null"), WAIT).await.err().unwrap(),
-        agent.submit("*", "ping", bytes::Bytes::from_static(b"null"), WAIT).await.err().unwrap(),
+        agent
+            .submit(JobRequest::new("*", "ping").args(bytes::Bytes::from_static(b"null")).deadline(WAIT))
+            .await
+            .err()
+            .unwrap(),
         agent.call_json::<_, Value>(commands::DEVICES_LIST, &json!(null), WAIT).await.err().unwrap(),
     ] {
         assert_eq!(refused.code().map(|c| c.as_str().to_owned()).as_deref(), Some("forbidden"), "{refused}");

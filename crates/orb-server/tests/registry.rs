@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use orb_client::{Client, ClientConfig, ClientError, Handlers};
+use orb_client::{Client, ClientConfig, ClientError, Handlers, JobRequest};
 use orb_proto::message::{DeviceInfo, DevicesQuery, commands};
 use orb_proto::registry::{DeviceCredential, DeviceDetail, DevicesSummary};
 use orb_proto::{ErrorCode, Status};
@@ -57,9 +57,12 @@ async fn an_agent_without_an_id_enrolls_and_is_welcomed_back_across_a_server_res
     assert!(back.welcome().known, "the registry survived the restart");
     assert_eq!(back.welcome().first_seen.as_ref(), Some(&first_seen));
     let op = server.operator(Transport::Tcp).await;
-    let out =
-        finish_job(within("ack", op.submit(&id, "ping", bytes::Bytes::from_static(b"null"), WAIT)).await.unwrap())
-            .await;
+    let out = finish_job(
+        within("ack", op.submit(JobRequest::new(&id, "ping").args(bytes::Bytes::from_static(b"null")).deadline(WAIT)))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(out.result(&id).status, Status::Ok);
 }
 
@@ -177,12 +180,18 @@ async fn operator_tags_win_persist_and_select_offline_devices() {
     let server = server.restart(|_| {}).await;
     let op = server.operator(Transport::Tcp).await;
     // Nobody is connected, yet the selector matches the stored tags: the target is offline.
-    let job = within("ack", op.submit("tag:floor=3", "ping", bytes::Bytes::from_static(b"null"), WAIT)).await.unwrap();
+    let job = within(
+        "ack",
+        op.submit(JobRequest::new("tag:floor=3", "ping").args(bytes::Bytes::from_static(b"null")).deadline(WAIT)),
+    )
+    .await
+    .unwrap();
     assert_eq!(job.accepted.targets, ["s-1"]);
     let out = finish_job(job).await;
     assert_eq!(out.result("s-1").status, Status::Offline);
     assert_eq!(out.error_code("s-1"), "device_offline");
-    let none = op.submit("tag:floor=2", "ping", bytes::Bytes::from_static(b"null"), WAIT).await;
+    let none =
+        op.submit(JobRequest::new("tag:floor=2", "ping").args(bytes::Bytes::from_static(b"null")).deadline(WAIT)).await;
     assert!(matches!(none, Err(ClientError::Remote(e)) if e.code == ErrorCode::NoMatch), "operator tags win");
 }
 
@@ -193,9 +202,15 @@ async fn inventory_lists_known_devices_and_shows_live_connection_statistics() {
     let off = server.agent(Transport::Tcp, "off-1", &[], Handlers::new()).await;
     off.close().await;
     let op = server.operator(Transport::Tcp).await;
-    let _ =
-        finish_job(within("ack", op.submit("on-1", "ping", bytes::Bytes::from_static(b"null"), WAIT)).await.unwrap())
-            .await;
+    let _ = finish_job(
+        within(
+            "ack",
+            op.submit(JobRequest::new("on-1", "ping").args(bytes::Bytes::from_static(b"null")).deadline(WAIT)),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
     // Wait (bounded) for the closed session to be unregistered.
     server.wait_for_agents(1).await;
 
@@ -311,7 +326,12 @@ async fn a_second_server_on_the_same_data_folder_is_refused_and_changes_nothing(
     });
     let _a = server.agent(Transport::Tcp, "busy-1", &[], handlers).await;
     let op = server.operator(Transport::Tcp).await;
-    let job = within("ack", op.submit("busy-1", "hang", bytes::Bytes::from_static(b"null"), WAIT)).await.unwrap();
+    let job = within(
+        "ack",
+        op.submit(JobRequest::new("busy-1", "hang").args(bytes::Bytes::from_static(b"null")).deadline(WAIT)),
+    )
+    .await
+    .unwrap();
     within("the handler starts", started_rx).await.unwrap();
 
     let cfg = orb_server::ServerConfig::for_tests(server.data.path().to_path_buf());

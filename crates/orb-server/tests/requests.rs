@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Client, ClientError, Context};
+use orb_client::{Client, ClientError, Context, JobRequest};
 use orb_proto::ErrorCode;
 use orb_proto::message::{DeviceInfo, Resolved, ServerInfo};
 use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, within};
@@ -79,7 +79,7 @@ async fn arguments_that_are_not_json_fail_locally_and_keep_the_connection() {
     assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
     let r = op.call("$orb.server.info", bad.clone(), WAIT).await;
     assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
-    let r = op.submit("dev-1", "echo", bad, WAIT).await;
+    let r = op.submit(JobRequest::new("dev-1", "echo").args(bad).deadline(WAIT)).await;
     assert!(matches!(r, Err(ClientError::Protocol(_))), "{:?}", r.err());
     // Nothing invalid reached the server, so the connection is still open and usable.
     assert!(!op.is_closed());
@@ -220,7 +220,7 @@ async fn agent_may_not_use_operator_commands_jobs_or_requests() {
         let r = agent.call(cmd, NULL, WAIT).await;
         assert_eq!(remote_code(r), ErrorCode::Forbidden, "{cmd}");
     }
-    match agent.submit("*", "ping", NULL, WAIT).await {
+    match agent.submit(JobRequest::new("*", "ping").args(NULL).deadline(WAIT)).await {
         Err(ClientError::Remote(e)) => assert_eq!(e.code, ErrorCode::Forbidden, "{e}"),
         Err(e) => panic!("expected forbidden, got {e}"),
         Ok(_) => panic!("an agent submitted a job"),

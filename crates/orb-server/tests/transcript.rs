@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use orb_client::JobRequest;
 use orb_proto::Status;
 use orb_proto::message::{DeviceInfo, DevicesQuery, commands};
 use orb_testkit::{RawTcp, TestServer, Transport, WAIT, finish_job, within};
@@ -184,7 +185,10 @@ async fn a_recorded_v1_agent_still_works_with_this_server() {
             )
             .await
             .unwrap();
-        let job = op.submit("legacy-1", "ping", Bytes::from_static(b"null"), WAIT).await.unwrap();
+        let job = op
+            .submit(JobRequest::new("legacy-1", "ping").args(Bytes::from_static(b"null")).deadline(WAIT))
+            .await
+            .unwrap();
         (listed, finish_job(job).await)
     };
     let ((vars, received), (listed, outcome)) = tokio::join!(replay(&server, welcomed_tx), operator);

@@ -72,7 +72,7 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     let list = serde_json::to_string(&list).expect("a list of strings always serializes");
     sqlx::query(
         "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count, \
-         targets, node) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10)",
+         targets, node, skipped) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $11)",
     )
     .bind(&job.id)
     .bind(&job.requester)
@@ -84,6 +84,7 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     .bind(i64::try_from(job.targets.len()).unwrap_or(i64::MAX))
     .bind(list)
     .bind(&job.node)
+    .bind(i64::try_from(job.skipped).unwrap_or(i64::MAX))
     .execute(&mut *conn)
     .await?;
 

@@ -159,6 +159,9 @@ pub struct NewJob {
     pub deadline_at: DateTime<Utc>,
     /// Targets in device id order.
     pub targets: Vec<NewTarget>,
+    /// Devices the selector matched that were not targeted because they were not connected
+    /// (a job that targets connected devices only).
+    pub skipped: u64,
 }
 
 /// One target of a new job.
@@ -261,6 +264,8 @@ pub struct JobRecord {
     pub state: JobPhase,
     /// Number of targets.
     pub targets: u64,
+    /// Devices the selector matched that were not targeted because they were not connected.
+    pub skipped: u64,
     /// Count per final status (only statuses with at least one target).
     pub summary: BTreeMap<Status, u64>,
 }

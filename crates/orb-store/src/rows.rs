@@ -20,7 +20,7 @@ pub(crate) const DEVICE_COLUMNS: &str = "id, secret_hash, revoked, reported_tags
 
 /// The columns [`job`] reads, in a `SELECT` over `jobs`.
 pub(crate) const JOB_COLUMNS: &str =
-    "id, node, requester, selector, command, args, created_at, deadline_at, finished_at, state, target_count";
+    "id, node, requester, selector, command, args, created_at, deadline_at, finished_at, state, target_count, skipped";
 
 /// The columns [`target`] reads, in a `SELECT` over `job_targets`.
 pub(crate) const TARGET_COLUMNS: &str = "device_id, status, result, error_code, error_message, elapsed_ms, \
@@ -267,6 +267,7 @@ pub(crate) fn job(row: &AnyRow) -> Option<JobRecord> {
         finished_at: f.opt_time("finished_at"),
         state: state.unwrap_or(JobPhase::Done),
         targets: f.count("target_count"),
+        skipped: f.count("skipped"),
         summary: BTreeMap::new(),
         id,
     })

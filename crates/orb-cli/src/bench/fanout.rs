@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use orb_client::JobUpdate;
+use orb_client::{JobRequest, JobUpdate};
 use orb_proto::Status;
 use serde::Serialize;
 
@@ -84,8 +84,10 @@ async fn orb_side(n: usize, trials: usize, common: &CommonArgs) -> Result<OrbRou
             cpu_before = target.pid().and_then(super::proc::cpu_time);
         }
         let start = Instant::now();
-        let mut job =
-            op.submit("f-*", "ping", Bytes::from_static(b"null"), Duration::from_secs(60)).await.map_err(fail)?;
+        let mut job = op
+            .submit(JobRequest::new("f-*", "ping").args(Bytes::from_static(b"null")).deadline(Duration::from_secs(60)))
+            .await
+            .map_err(fail)?;
         let mut trial = Trial { latencies: Vec::with_capacity(n), errors: 0 };
         while let Some(u) = job.next().await {
             match u {

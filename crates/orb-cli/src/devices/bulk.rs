@@ -90,8 +90,7 @@ impl Change {
 pub async fn run(args: &DevicesArgs, bulk: &BulkArgs, change: Change) -> Result<u8, Failure> {
     let single = DeviceId::new(&bulk.selector).is_ok();
     if !single {
-        orb_proto::Selector::parse(&bulk.selector)
-            .map_err(|e| Failure::usage(format!("bad selector '{}': {e}", bulk.selector)))?;
+        crate::hints::check_selector("orb devices", &bulk.selector, None)?;
     }
     let client = connect::operator(&args.connect).await?;
     let outcome = run_on(&client, args, bulk, change, single).await;

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orb_client::Client;
+use orb_proto::DeviceId;
 use orb_proto::message::{DeviceInfo, DevicesQuery, commands};
 use orb_proto::registry::{DeviceAdd, DeviceCredential, DeviceDetail, DeviceRef, DevicesSummary};
-use orb_proto::{DeviceId, Selector};
 
 use crate::cli::{DevicesArgs, DevicesCommand};
 use crate::connect;
@@ -77,7 +77,7 @@ pub(super) async fn matching(
 
 async fn list(args: &DevicesArgs) -> Result<u8, Failure> {
     if let Some(s) = &args.selector {
-        Selector::parse(s).map_err(|e| Failure::usage(format!("bad selector '{s}': {e}")))?;
+        crate::hints::check_selector("orb devices", s, None)?;
     }
     let client = connect::operator(&args.connect).await?;
     let devices = matching(&client, args.selector.as_deref(), args.connected).await;

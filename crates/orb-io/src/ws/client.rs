@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::sniff::WrongProtocol;
 use crate::transport::{CloseCode, FrameSink, FrameSource, TransportError};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -17,9 +18,16 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Connects to `url` and splits the socket into a frame source and sink.
 pub async fn connect(url: &str, max_frame: usize) -> Result<(WsSource, WsSink), TransportError> {
     let config = WebSocketConfig::default().max_message_size(Some(max_frame)).max_frame_size(Some(max_frame));
-    let (ws, _resp) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-        .await
-        .map_err(|e| TransportError::Io(io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())))?;
+    let (ws, _resp) =
+        tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|e| match e {
+            // Answered, but not with a WebSocket: say what the server said (an orb TCP port says
+            // which port to use instead).
+            tokio_tungstenite::tungstenite::Error::Http(resp) => TransportError::Http(WrongProtocol::Refused {
+                status: resp.status().as_u16(),
+                body: resp.body().as_deref().map(crate::sniff::body_text).unwrap_or_default(),
+            }),
+            e => TransportError::Io(io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())),
+        })?;
     let (sink, stream) = ws.split();
     Ok((WsSource { inner: stream, max_frame }, WsSink { inner: sink }))
 }

@@ -8,8 +8,10 @@
 //! through one [`Policy`].
 //!
 //! Modules: `policy` (who may do what), `services` (the typed services), `queries` (the `$orb.`
-//! command names mapped onto them, for the wire protocol).
+//! command names mapped onto them, for the wire protocol), `declared` (a job's command checked
+//! against the commands its targets declared).
 
+mod declared;
 mod policy;
 mod queries;
 pub mod services;
@@ -23,6 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use orb_io::handler::{self, Context, Handlers};
+use orb_proto::message::Select;
 use orb_proto::{DeviceId, ErrorBody, ErrorCode, RESERVED_PREFIX, Selector, SelectorErrorKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -268,19 +271,41 @@ impl Broker {
     /// Submits a job: the one way every adapter starts one.
     ///
     /// # Errors
-    /// `forbidden`, `server_shutdown`, `bad_body`, `bad_selector`, `unknown_group`, `no_match`,
+    /// `forbidden`, `server_shutdown`, `bad_body`, `bad_selector`, `unknown_group`, `no_match`
+    /// (also when `select: online` finds every matched device offline), `unknown_command` (no
+    /// target declares the command, though every target declared its commands),
     /// `too_many_jobs`, `frame_too_large`; nothing is sent then.
     pub fn submit(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
         self.0.policy.check(&who.identity, &Action::SubmitJob { command: &spec.command, target: &spec.target })?;
         self.refuse_when_draining()?;
         check_args(spec.args.as_ref())?;
         let sel = self.parse_selector(&spec.target)?;
-        let targets = self.resolve(&sel);
+        let mut targets = self.resolve(&sel);
         if targets.is_empty() {
             let msg = format!("no known device matches '{}'", orb_proto::excerpt(&spec.target));
             return Err(ErrorBody::new(ErrorCode::NoMatch, msg));
         }
-        self.0.jobs.start(who, spec, targets, &self.limits())
+        let matched = targets.len();
+        if spec.select == Select::Online {
+            targets.retain(|t| t.session.is_some());
+        }
+        let skipped = (matched - targets.len()) as u64;
+        if targets.is_empty() {
+            let msg = format!(
+                "no connected device matches '{}': {matched} matched device{} offline",
+                orb_proto::excerpt(&spec.target),
+                if matched == 1 { " is" } else { "s are" }
+            );
+            return Err(ErrorBody::new(ErrorCode::NoMatch, msg));
+        }
+        let registry = &self.0.registry;
+        declared::check(
+            &spec.command,
+            targets
+                .iter()
+                .map(|t| registry.get(t.id.as_str()).map_or_else(|| Arc::from([]), |k| Arc::clone(&k.commands))),
+        )?;
+        self.0.jobs.start(who, spec, targets, skipped, &self.limits())
     }
 
     /// Sends a plain request to one connected device; `sink` receives exactly one reply: the

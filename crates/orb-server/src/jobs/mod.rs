@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use dashmap::DashMap;
-use orb_proto::message::JobAccepted;
+use orb_proto::message::{JobAccepted, Select};
 use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind};
 use orb_store::{NewJob, Recorder};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -52,6 +52,8 @@ pub struct JobSpec {
     /// Time until pending targets become `timeout` (`None`: the server's default; capped at
     /// the server's maximum).
     pub deadline: Option<Duration>,
+    /// Which matched devices become targets: all of them, or only those connected now.
+    pub select: Select,
 }
 
 /// The jobs this server runs, by id: to cancel them and to wait for them at shutdown.
@@ -106,7 +108,8 @@ impl Jobs {
         }
     }
 
-    /// Starts a job on `targets` (resolved, sorted, not empty) for `requester`.
+    /// Starts a job on `targets` (resolved, sorted, not empty) for `requester`; `skipped`
+    /// matched devices were left out (not connected, with [`Select::Online`]).
     ///
     /// # Errors
     /// `too_many_jobs` when the requester is at its limit; `frame_too_large` when the command
@@ -116,6 +119,7 @@ impl Jobs {
         requester: &Requester,
         spec: JobSpec,
         targets: Vec<Target>,
+        skipped: u64,
         limits: &Limits,
     ) -> Result<JobHandle, ErrorBody> {
         let slot = Arc::new(requester.job_slot(limits.max_inflight_jobs)?);
@@ -194,6 +198,7 @@ impl Jobs {
             job: job_id.clone(),
             targets: devices.iter().map(ToString::to_string).collect(),
             deadline_ms,
+            skipped,
         };
         let created_at = Utc::now();
         let record = NewJob {
@@ -210,6 +215,7 @@ impl Jobs {
                 .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
             // Filled by the job's task, after the command has gone out.
             targets: Vec::new(),
+            skipped,
         };
         let (events_tx, events) =
             events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));
@@ -218,6 +224,7 @@ impl Jobs {
             correlation,
             record: Some(record),
             devices,
+            skipped,
             delivered,
             started,
             deadline: instant_after(started, deadline),

@@ -36,6 +36,8 @@ pub(crate) struct JobRun {
     /// The job's record (targets added from `devices`), stored when the task starts.
     pub(crate) record: Option<NewJob>,
     pub(crate) devices: Vec<DeviceId>,
+    /// Matched devices left out because they were not connected (told in the summary).
+    pub(crate) skipped: u64,
     /// Where each target's command was queued (to send `cancel`); `None` when not delivered.
     pub(crate) delivered: Vec<Option<Outbox>>,
     pub(crate) started: Instant,
@@ -104,7 +106,9 @@ impl JobRun {
                 _ = record_tick.tick(), if !unrecorded.is_empty() => self.record(&mut unrecorded).await,
             }
         };
-        self.events.push(JobEvent::Ended(state.summary(self.job_id.clone())));
+        let mut summary = state.summary(self.job_id.clone());
+        summary.skipped = self.skipped;
+        self.events.push(JobEvent::Ended(summary));
         self.record(&mut unrecorded).await;
         let end = JobEnd { job: self.job_id.clone(), at: Utc::now(), state: phase, pending_become };
         self.recorder.record(Record::JobEnded(end)).await;

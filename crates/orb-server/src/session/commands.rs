@@ -33,7 +33,14 @@ impl Session {
             (Some(_), Some(_)) => {
                 self.reply_err(id, ErrorBody::new(ErrorCode::BadRequest, "cmd has both to and target; use one"))
             }
-            (Some(target), None) => self.submit(id, JobSpec { command, target, args: env.body, deadline }),
+            (Some(target), None) => match orb_proto::message::Select::from_wire(env.select.as_deref()) {
+                Ok(select) => self.submit(id, JobSpec { command, target, args: env.body, deadline, select }),
+                Err(e) => self.reply_err(id, e),
+            },
+            (None, _) if env.select.is_some() => self.reply_err(
+                id,
+                ErrorBody::new(ErrorCode::BadRequest, "select applies to jobs only (a cmd with target)"),
+            ),
             (None, Some(to)) => self.request(id, RequestSpec { to, command, args: env.body, deadline }),
             (None, None) => self.call(id, CallSpec { command, args: env.body, deadline }),
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_io::transport::{FrameSource, LinkStats, TransportError};
+use orb_io::transport::{FrameSource, LinkStats, TransportError, WrongProtocol};
 use orb_proto::message::{Hello, Role, Welcome};
 use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode, Kind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use tokio::time::Instant;
@@ -162,6 +162,15 @@ async fn read_hello<R: FrameSource>(
             return Err(refuse(ErrorBody::new(ErrorCode::FrameTooLarge, e.to_string())));
         }
         Err(e @ TransportError::Protocol(_)) => return Err(refuse(ErrorBody::new(ErrorCode::BadFrame, e.to_string()))),
+        // An HTTP or WebSocket client on the TCP port: told so in HTTP (the TCP transport writes
+        // this answer as it is).
+        Err(TransportError::Http(WrongProtocol::Request)) => {
+            return Err((
+                CloseReason::ProtocolViolation,
+                Some(orb_io::sniff::bad_request(orb_io::sniff::TCP_PORT_ANSWER)),
+            ));
+        }
+        Err(e @ TransportError::Http(_)) => return Err(refuse(ErrorBody::new(ErrorCode::BadFrame, e.to_string()))),
     };
     stats.received(frame.len());
     // The hello is JSON whatever the client will ask for.

@@ -197,7 +197,7 @@ impl Session {
                         self.last = Some(self.error_frame(None, ErrorCode::FrameTooLarge, e.to_string()));
                         return CloseReason::FrameTooLarge;
                     }
-                    Err(e @ TransportError::Protocol(_)) => {
+                    Err(e @ (TransportError::Protocol(_) | TransportError::Http(_))) => {
                         self.last = Some(self.error_frame(None, ErrorCode::BadFrame, e.to_string()));
                         return CloseReason::ProtocolViolation;
                     }

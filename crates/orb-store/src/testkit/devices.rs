@@ -428,5 +428,6 @@ pub(crate) fn job(id: &str, at: i64) -> NewJob {
         created_at: t(at),
         deadline_at: t(at + 30_000),
         targets: Vec::new(),
+        skipped: 0,
     }
 }

@@ -49,6 +49,23 @@ fn summary(pairs: &[(Status, u64)]) -> BTreeMap<Status, u64> {
     pairs.iter().copied().collect()
 }
 
+/// A job that left out devices that were not connected keeps their count, through a restart,
+/// and listings show it too.
+pub async fn job_skipped_count_is_kept(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    rec.record(Record::JobCreated(NewJob { targets: vec![pending("a")], skipped: 3, ..job("job-skip", 0) })).await;
+    rec.record(Record::JobCreated(NewJob { targets: vec![pending("b")], ..job("job-noskip", 1) })).await;
+    s.flush().await.unwrap();
+    let s = h.reopen().await;
+    let (record, _) = s.job("job-skip").await.unwrap();
+    assert_eq!(record, crate::JobRecord { targets: 1, skipped: 3, ..stored("job-skip", 0) });
+    assert_eq!(s.job("job-noskip").await.unwrap().0.skipped, 0);
+    let listed = s.jobs(10).await.unwrap();
+    let skipped: Vec<(&str, u64)> = listed.iter().map(|j| (j.id.as_str(), j.skipped)).collect();
+    assert_eq!(skipped, [("job-noskip", 0), ("job-skip", 3)]);
+}
+
 /// Pending and offline targets, settled in time and late: a late answer is kept beside a
 /// `timeout` (which stays, with its error and in the summary), and ignored after `ok`, `error`
 /// or `offline`.
@@ -716,6 +733,7 @@ fn stored(id: &str, at: i64) -> crate::JobRecord {
         finished_at: None,
         state: JobPhase::Running,
         targets: 0,
+        skipped: new.skipped,
         summary: BTreeMap::new(),
     }
 }

@@ -115,6 +115,7 @@ macro_rules! conformance_tests {
             debug_output_hides_secrets,
             failures_are_told_apart,
             job_created_and_settled,
+            job_skipped_count_is_kept,
             job_ended_settles_pending,
             jobs_ordering_limit_summary,
             job_by_id_or_prefix,

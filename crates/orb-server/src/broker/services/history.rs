@@ -110,6 +110,7 @@ fn job_info(j: &JobRecord) -> JobInfo {
         finished_at: j.finished_at.map(rfc3339),
         state: j.state,
         targets: j.targets,
+        skipped: j.skipped,
         summary,
     }
 }
