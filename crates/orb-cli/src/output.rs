@@ -77,7 +77,10 @@ pub fn print_structured<T: Serialize>(value: &T, format: Format) -> Result<(), F
 
 /// One YAML document, starting with `---` so several can follow each other.
 pub fn yaml<T: Serialize>(value: &T) -> Result<String, Failure> {
-    let body = serde_norway::to_string(value).map_err(|e| Failure::new(exit::FAILED, e.to_string()))?;
+    // Through a JSON value first: results are raw JSON, which only serde_json can serialise.
+    let fail = |e: String| Failure::new(exit::FAILED, e);
+    let value = serde_json::to_value(value).map_err(|e| fail(e.to_string()))?;
+    let body = serde_norway::to_string(&value).map_err(|e| fail(e.to_string()))?;
     Ok(format!("---\n{body}"))
 }
 
@@ -161,6 +164,10 @@ mod tests {
     fn yaml_documents_start_with_a_separator_and_cuts_are_marked() {
         let text = yaml(&serde_json::json!({"id": "web-1", "tags": {"role": "web"}})).unwrap();
         assert!(text.starts_with("---\n") && text.contains("id: web-1") && text.contains("role: web"), "{text}");
+        // Raw JSON results become YAML like any other value.
+        let raw = serde_json::value::RawValue::from_string(r#"{"a":[1,2]}"#.to_owned()).unwrap();
+        let text = yaml(&serde_json::json!({"result": raw})).unwrap();
+        assert!(text.contains("result:\n  a:\n  - 1\n  - 2"), "{text}");
         assert_eq!(cut("abcdef", 4), "abc…");
         assert_eq!(cut("abc", 4), "abc");
     }

@@ -210,6 +210,7 @@ fn output_formats_and_the_timeout_alias() {
     let text = stdout(&out);
     assert_eq!(text.matches("---\n").count(), 3, "{text}");
     assert_eq!(text.matches("status: ok").count(), 2, "{text}");
+    assert_eq!(text.matches("result:\n  pong: true").count(), 2, "results are YAML too: {text}");
     assert!(text.contains("summary:") && text.contains("job:"), "{text}");
     // Names: the device ids, one per line.
     let out = server.client("send").args(["*", "ping", "-o", "name"]).output().unwrap();

@@ -285,7 +285,11 @@ async fn job_whose_command_no_target_declares_is_refused_before_anything_is_sent
     assert_eq!(e.message, "no target declares command 'pnig'; did you mean 'ping'?");
     let e = refused(op.submit(JobRequest::new("dev-1", "reboot").deadline(WAIT)).await);
     assert_eq!((e.code, e.message.as_str()), (ErrorCode::UnknownCommand, "no target declares command 'reboot'"));
-    // The job list holds neither: nothing was started.
+    // A pre-registered device that never connected has declared nothing yet: it changes nothing.
+    let _: serde_json::Value = op.call_json("$orb.devices.add", &json!({"id": "dev-3"}), WAIT).await.unwrap();
+    let e = refused(op.submit(JobRequest::new("dev-*", "pnig").deadline(WAIT)).await);
+    assert_eq!(e.message, "no target declares command 'pnig'; did you mean 'ping'?");
+    // The job list holds none: nothing was started.
     let jobs: Vec<serde_json::Value> = op.call_json("$orb.jobs.list", &json!({}), WAIT).await.unwrap();
     assert!(jobs.is_empty(), "{jobs:?}");
 }

@@ -273,7 +273,8 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `server_shutdown`, `bad_body`, `bad_selector`, `unknown_group`, `no_match`
     /// (also when `select: online` finds every matched device offline), `unknown_command` (no
-    /// target declares the command, though every target declared its commands),
+    /// target declares the command, though every target declared its commands; devices that
+    /// never connected are left out),
     /// `too_many_jobs`, `frame_too_large`; nothing is sent then.
     pub fn submit(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
         self.0.policy.check(&who.identity, &Action::SubmitJob { command: &spec.command, target: &spec.target })?;
@@ -299,12 +300,14 @@ impl Broker {
             return Err(ErrorBody::new(ErrorCode::NoMatch, msg));
         }
         let registry = &self.0.registry;
-        declared::check(
-            &spec.command,
-            targets
-                .iter()
-                .map(|t| registry.get(t.id.as_str()).map_or_else(|| Arc::from([]), |k| Arc::clone(&k.commands))),
-        )?;
+        // A pre-registered device that never connected has declared nothing yet: it says nothing
+        // about the command (it ends `offline`), so it neither allows nor refuses it.
+        let lists = targets.iter().filter_map(|t| match registry.get(t.id.as_str()) {
+            Some(k) if k.first_seen.is_none() && t.session.is_none() => None,
+            Some(k) => Some(Arc::clone(&k.commands)),
+            None => Some(Arc::from([])),
+        });
+        declared::check(&spec.command, lists)?;
         self.0.jobs.start(who, spec, targets, skipped, &self.limits())
     }
 
