@@ -419,8 +419,8 @@ pub struct JobsArgs {
     /// its results (table), one JSON object or YAML.
     #[command(flatten)]
     pub output: crate::output::OutputArgs,
-    /// At most this many jobs, newest first [server default: 50].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// At most this many jobs (1 to 999), newest first [server default: 50].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=999))]
     pub limit: Option<u32>,
     #[command(subcommand)]
     pub action: Option<JobsCommand>,

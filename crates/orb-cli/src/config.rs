@@ -532,7 +532,9 @@ pub fn user_dir() -> Option<PathBuf> {
 }
 
 /// The configuration file of client commands: `--config`, else `$ORB_CONFIG`, else
-/// `USER_DIR/config.toml`, else `/etc/orb/orb.toml`, each of the last two only when it exists.
+/// `USER_DIR/config.toml` when it exists, else `/etc/orb/orb.toml` when this user may read it (on
+/// a server's host it is often readable by root only, and an operator's `orb send` must not
+/// fail on it).
 pub fn client_config_path(
     flag: Option<&Path>,
     orb_config: Option<&std::ffi::OsStr>,
@@ -546,7 +548,7 @@ pub fn client_config_path(
         return Some(PathBuf::from(p));
     }
     let user = user_dir.map(|d| d.join(USER_CONFIG)).filter(|p| p.exists());
-    user.or_else(|| system.exists().then(|| system.to_path_buf()))
+    user.or_else(|| std::fs::File::open(system).is_ok().then(|| system.to_path_buf()))
 }
 
 /// The `[client]` settings of client commands: defaults, the file [`client_config_path`] finds

@@ -212,6 +212,9 @@ fn explain(plan: &Plan, mut f: Failure) -> Failure {
 /// Connects as an operator, turning failures into exit codes (69 unreachable, 77 refused).
 pub async fn operator(args: &ConnectArgs) -> Result<Client, Failure> {
     let plan = plan(args)?;
+    if let Some(warning) = &plan.borrowed {
+        eprintln!("warning: {warning}");
+    }
     let token = token(&plan)?;
     let cfg = ClientConfig { max_frame: OPERATOR_MAX_FRAME, ..ClientConfig::operator(plan.url.clone(), token) };
     Client::connect(cfg, Handlers::new()).await.map_err(|e| explain(&plan, Failure::from(e)))

@@ -35,12 +35,11 @@ fn expansion_hint_in(folder: &Path, usage: &str, target: &str, command: Option<&
 }
 
 fn check_selector_in(folder: &Path, usage: &str, target: &str, command: Option<&str>) -> Result<(), Failure> {
-    // A device id may well be a file name here; a command name that is one too means `*` was
-    // expanded into (at least) two names.
-    if let Some(command) = command.filter(|c| is_entry(folder, c)) {
-        let file = if is_entry(folder, target) { target } else { command };
+    // A device id or a command may well be a file name here; both at once mean `*` was expanded
+    // into (at least) two names.
+    if is_entry(folder, target) && command.is_some_and(|c| is_entry(folder, c)) {
         return Err(Failure::usage(format!(
-            "'{file}' is a file in this folder: the shell expanded '*' into file names; quote the selector: {usage} '*' COMMAND"
+            "'{target}' is a file in this folder: the shell expanded '*' into file names; quote the selector: {usage} '*' COMMAND"
         )));
     }
     Selector::parse(target).map(drop).map_err(|e| {
@@ -136,6 +135,8 @@ mod tests {
         assert_eq!(expansion_hint_in(dir.path(), "orb send", "web-1", Some("ping")), None);
         assert!(check_selector_in(dir.path(), "orb send", "web-1", Some("ping")).is_ok());
         assert!(check_selector_in(dir.path(), "orb send", "*", Some("ping")).is_ok());
+        // A command that is a folder's name here (`deploy/`) is just a command.
+        assert!(check_selector_in(dir.path(), "orb send", "tag:role=web", Some("orb-data")).is_ok());
         assert!(!is_entry(dir.path(), ".."));
     }
 }

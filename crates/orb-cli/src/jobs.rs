@@ -26,9 +26,13 @@ const ANSWER: Duration = Duration::from_secs(15);
 const DEFAULT_LIMIT: u32 = 50;
 /// The most jobs the server lists at once.
 const MAX_LIMIT: u32 = 1000;
-/// How often `orb jobs wait` asks for a running job's new results. Results are recorded in
-/// batches at least every 250 ms, so asking more often would find nothing new.
-const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// How soon `orb jobs wait` asks again for a running job's new results after some came. Results
+/// are recorded in batches at least every 250 ms, so asking more often would find nothing new.
+const FOLLOW_FIRST: Duration = Duration::from_millis(250);
+/// The longest pause between two asks while nothing changes (each ask reads the whole job).
+const FOLLOW_MAX: Duration = Duration::from_secs(2);
+/// How long after a job's deadline `orb jobs wait` still waits for it to end.
+const FOLLOW_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// Runs `orb jobs [SUB-COMMAND]`.
 pub async fn run(args: JobsArgs) -> Result<u8, Failure> {
@@ -46,8 +50,9 @@ pub async fn run(args: JobsArgs) -> Result<u8, Failure> {
 
 async fn list(client: &Client, args: &JobsArgs) -> Result<u8, Failure> {
     let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
-    // One job more than shown: the next older one, so the short ids shown are unique among all
-    // jobs (ids are time-ordered, so only that neighbour and the shown ones can share a prefix).
+    // One job more than shown (`--limit` stops one below the server's maximum): the next older
+    // one, so the short ids shown are unique among all jobs (ids are time-ordered, so only that
+    // neighbour and the shown ones can share a prefix).
     let query = JobsQuery { limit: Some((limit + 1).min(MAX_LIMIT)) };
     let mut jobs: Vec<JobInfo> = client.call_json(commands::JOBS_LIST, &query, ANSWER).await?;
     let len = prefix_len(&jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>());
@@ -193,22 +198,24 @@ fn targets(d: &JobDetail) -> Vec<String> {
 }
 
 /// `orb jobs wait ID` / `orb jobs show ID --follow`: the results known now, then the others as
-/// the store records them (asked for every [`FOLLOW_EVERY`]), then the summary; `orb send`'s
-/// exit code. Ends when the job does (its deadline bounds it).
+/// the store records them (asked for again after [`FOLLOW_FIRST`], backing off to
+/// [`FOLLOW_MAX`] while nothing changes), then the summary; `orb send`'s exit code. Ends when
+/// the job does, or [`FOLLOW_GRACE`] after its deadline (a job whose server died stays
+/// `running` in a shared store): then exit 1, naming the targets still pending.
 async fn wait(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure> {
     let mut d = fetch(client, id).await?;
     let format = out.format();
     let mut printer = ResultPrinter::new(format, !out.no_headers, &targets(&d));
-    let deadline = chrono::DateTime::parse_from_rfc3339(&d.job.deadline_at).ok();
-    let left = || {
-        deadline.map_or(Duration::ZERO, |t| {
-            (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or_default()
-        })
-    };
-    let total = d.results.len() + d.pending.len();
-    printer.show_progress(total, &d.job.id, left());
+    let deadline = chrono::DateTime::parse_from_rfc3339(&d.job.deadline_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    let left = || (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+    let give_up = deadline + FOLLOW_GRACE;
+    printer.show_progress(d.results.len() + d.pending.len(), &d.job.id, left());
     let mut shown: HashSet<String> = HashSet::new();
+    let mut pause = FOLLOW_FIRST;
     loop {
+        let before = shown.len();
         for r in d.results.iter().filter(|r| !shown.contains(&r.device)) {
             printer.result(r)?;
         }
@@ -216,13 +223,37 @@ async fn wait(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure
         if d.job.state != JobPhase::Running {
             break;
         }
+        if chrono::Utc::now() > give_up {
+            printer.clear_progress();
+            return Err(Failure::new(
+                exit::FAILED,
+                format!(
+                    "job {} is still running {}s after its deadline ({} target(s) pending: {}); its server may be gone: orb jobs show {}",
+                    d.job.id,
+                    FOLLOW_GRACE.num_seconds(),
+                    d.pending.len(),
+                    render_list(&d.pending),
+                    d.job.id
+                ),
+            ));
+        }
         printer.set_time_left(left());
-        tokio::time::sleep(FOLLOW_EVERY).await;
+        pause = if shown.len() > before { FOLLOW_FIRST } else { (pause * 2).min(FOLLOW_MAX) };
+        tokio::time::sleep(pause).await;
         d = fetch(client, &d.job.id).await?;
     }
     let summary = JobSummary { job: d.job.id.clone(), summary: d.job.summary.clone(), skipped: d.job.skipped };
     printer.finish(&d.results, &summary)?;
     Ok(results::exit_code(&d.results))
+}
+
+/// The first few of `ids`, then how many more.
+fn render_list(ids: &[String]) -> String {
+    let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+    match ids.len().saturating_sub(shown.len()) {
+        0 => shown.join(", "),
+        more => format!("{}, and {more} more", shown.join(", ")),
+    }
 }
 
 async fn cancel(client: &Client, format: Format, id: &str) -> Result<u8, Failure> {

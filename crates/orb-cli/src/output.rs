@@ -77,9 +77,11 @@ pub fn print_structured<T: Serialize>(value: &T, format: Format) -> Result<(), F
 
 /// One YAML document, starting with `---` so several can follow each other.
 pub fn yaml<T: Serialize>(value: &T) -> Result<String, Failure> {
-    // Through a JSON value first: results are raw JSON, which only serde_json can serialise.
+    // Through JSON text first: results are raw JSON, which only serde_json can write. A YAML
+    // value keeps the keys in their order.
     let fail = |e: String| Failure::new(exit::FAILED, e);
-    let value = serde_json::to_value(value).map_err(|e| fail(e.to_string()))?;
+    let json = serde_json::to_string(value).map_err(|e| fail(e.to_string()))?;
+    let value: serde_norway::Value = serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
     let body = serde_norway::to_string(&value).map_err(|e| fail(e.to_string()))?;
     Ok(format!("---\n{body}"))
 }

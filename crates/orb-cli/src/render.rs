@@ -89,16 +89,26 @@ pub fn grouped_summary(results: &[TargetResult], width: Option<usize>) -> Vec<St
     }
     let mut v: Vec<(String, usize)> = groups.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rest: Vec<(String, usize)> = v.split_off(v.len().min(MAX_GROUPS));
     let shown: Vec<String> = v.iter().map(|(k, _)| width.map_or_else(|| k.clone(), |w| cut(k, w))).collect();
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &shown {
         *seen.entry(s.as_str()).or_default() += 1;
     }
-    v.iter()
+    let mut lines: Vec<String> = v
+        .iter()
         .zip(&shown)
         .map(|((k, n), s)| if seen[s.as_str()] > 1 { format!("{n} × {k}") } else { format!("{n} × {s}") })
-        .collect()
+        .collect();
+    if !rest.is_empty() {
+        let targets: usize = rest.iter().map(|(_, n)| n).sum();
+        lines.push(format!("{targets} × one of {} other results (see the rows above)", rest.len()));
+    }
+    lines
 }
+
+/// Distinct outcomes the summary lists; the rarer ones are counted on one line.
+const MAX_GROUPS: usize = 10;
 
 /// The device list's columns, tags last (values may hold spaces); `wide` adds the address,
 /// transport, connected-since and the declared commands before the tags.
@@ -403,5 +413,10 @@ mod tests {
         let cut = grouped_summary(&rs, Some(40));
         assert_eq!(cut[0], r#"1 × "short""#);
         assert!(cut[1].ends_with('…') && cut[1].chars().count() < 50, "{cut:?}");
+        // A thousand distinct results: the ten most frequent, then one line for the others.
+        let rs: Vec<TargetResult> = (0..1000).map(|i| ok(&format!("d-{i}"), &i.to_string())).collect();
+        let lines = grouped_summary(&rs, None);
+        assert_eq!(lines.len(), 11, "{lines:?}");
+        assert_eq!(lines[10], "990 × one of 990 other results (see the rows above)");
     }
 }

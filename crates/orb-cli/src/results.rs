@@ -163,13 +163,15 @@ pub fn exit_code(results: &[TargetResult]) -> u8 {
     if !results.is_empty() && results.iter().all(|r| r.status == Status::Ok) { exit::OK } else { exit::FAILED }
 }
 
-/// The result value, or `code: message` for a failure.
+/// The result value, or `code: message` for a failure. Devices write these: control characters
+/// (a terminal's escape sequences, line breaks) are shown escaped, never sent to the terminal.
 pub fn outcome_text(r: &TargetResult) -> String {
-    match (&r.result, &r.error) {
+    let text = match (&r.result, &r.error) {
         (Some(v), _) => v.get().to_owned(),
         (None, Some(e)) => format!("{}: {}", e.code, e.message),
         (None, None) => String::new(),
-    }
+    };
+    if text.chars().any(char::is_control) { text.escape_debug().to_string() } else { text }
 }
 
 fn paint(status: Status, text: &str) -> String {
@@ -209,6 +211,21 @@ fn progress_bar(total: usize) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_text_cannot_drive_the_terminal() {
+        let r = TargetResult {
+            device: "web-1".into(),
+            status: Status::Error,
+            result: None,
+            error: Some(orb_proto::ErrorBody::new(orb_proto::ErrorCode::BadArgs, "bad\u{1b}[2J\nthing")),
+            elapsed_ms: None,
+            late: None,
+        };
+        let text = outcome_text(&r);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.contains("\\u{1b}[2J\\nthing"), "{text}");
+    }
 
     #[test]
     fn time_left_is_short() {

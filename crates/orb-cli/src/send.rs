@@ -5,12 +5,15 @@
 //! second Ctrl-C within 3 s cancels it, and a third one stops waiting for the cancel's answer;
 //! all exit 130.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use orb_client::{Client, ClientError, JobRequest, JobUpdate};
 use orb_proto::ErrorCode;
 use orb_proto::history::{JobCancelled, JobRef};
-use orb_proto::message::{JobAccepted, JobSummary, ResolveQuery, Resolved, TargetResult, commands};
+use orb_proto::message::{
+    DeviceInfo, DevicesQuery, JobAccepted, JobSummary, ResolveQuery, Resolved, TargetResult, commands,
+};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::Instant;
 
@@ -30,7 +33,14 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
 
     if args.dry_run {
         let q = ResolveQuery { selector: args.target.clone() };
-        let r: Resolved = client.call_json(commands::SELECTOR_RESOLVE, &q, args.wait).await?;
+        let mut r: Resolved = client.call_json(commands::SELECTOR_RESOLVE, &q, args.wait).await?;
+        if args.online {
+            // The matching devices connected now: those `--online` would target.
+            let q = DevicesQuery { selector: Some(args.target.clone()), connected: true };
+            let connected: Vec<DeviceInfo> = client.call_json(commands::DEVICES_LIST, &q, args.wait).await?;
+            let connected: HashSet<String> = connected.into_iter().map(|d| d.id).collect();
+            r.devices.retain(|d| connected.contains(d));
+        }
         client.close().await;
         return print_dry_run(&args, &r, format);
     }

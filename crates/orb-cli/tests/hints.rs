@@ -111,6 +111,12 @@ fn send_online_skips_a_registered_device_that_is_not_connected_and_says_so() {
     let shown: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(shown["job"]["skipped"], 1, "{shown}");
 
+    // --dry-run --online lists the devices --online would target.
+    let out = server.client("send").args(["*", "ping", "--online", "--dry-run"]).output().unwrap();
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "web-1\n"), "{}", stderr(&out));
+    let out = server.client("send").args(["*", "ping", "--dry-run"]).output().unwrap();
+    assert_eq!(stdout(&out), "web-1\nweb-2\n");
+
     let out = server.client("send").args(["web-2", "ping", "--online"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
     assert!(

@@ -38,10 +38,15 @@ impl ServerUrl {
     /// [`UrlError`] for other schemes (including `tls://`/`wss://`, not yet supported) or a bad port.
     pub fn parse(s: &str) -> Result<ServerUrl, UrlError> {
         let err = |reason: &str| UrlError { url: s.to_owned(), reason: reason.to_owned() };
-        if s.starts_with("ws://") {
+        if let Some(after_scheme) = s.strip_prefix("ws://") {
             let u = url::Url::parse(s).map_err(|e| err(&e.to_string()))?;
-            let host = u.host_str().ok_or_else(|| err("missing host"))?.to_owned();
-            let port = u.port().unwrap_or(DEFAULT_HTTP_PORT);
+            // IPv6 hosts come bracketed from the url crate; kept bare, like tcp:// ones.
+            let host = u.host_str().ok_or_else(|| err("missing host"))?.trim_start_matches('[').trim_end_matches(']');
+            let host = host.to_owned();
+            // The url crate drops a port equal to the scheme's default (80): tell `ws://h:80`
+            // from `ws://h`, which means orb's HTTP port.
+            let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
+            let port = u.port().unwrap_or(if authority.ends_with(":80") { 80 } else { DEFAULT_HTTP_PORT });
             let path = if u.path().is_empty() || u.path() == "/" { WS_PATH } else { u.path() };
             return Ok(ServerUrl::Ws { url: format!("ws://{}:{port}{path}", bracket(&host)), host });
         }
@@ -69,7 +74,9 @@ impl ServerUrl {
         match self {
             ServerUrl::Tcp { host, port } => format!("{}:{port}", bracket(host)),
             ServerUrl::Ws { url, host } => {
-                let port = url::Url::parse(url).ok().and_then(|u| u.port()).unwrap_or(DEFAULT_HTTP_PORT);
+                // The stored URL always names its port, but the url crate reports 80 as none.
+                let port =
+                    url::Url::parse(url).ok().and_then(|u| u.port_or_known_default()).unwrap_or(DEFAULT_HTTP_PORT);
                 format!("{}:{port}", bracket(host))
             }
         }
@@ -122,6 +129,15 @@ mod tests {
         assert_eq!(ServerUrl::parse("ws://127.0.0.1:7780").unwrap().to_string(), "ws://127.0.0.1:7780/v1/ws");
         assert_eq!(ServerUrl::parse("ws://h:1/x").unwrap().to_string(), "ws://h:1/x");
         assert_eq!(ServerUrl::parse("tcp://[::1]:7700").unwrap().host(), "::1");
+        // ws: IPv6 hosts bare, and port 80 kept (the url crate reports it as no port).
+        let ws = ServerUrl::parse("ws://[::1]:7780/v1/ws").unwrap();
+        assert_eq!(
+            (ws.host(), ws.to_string().as_str(), ws.authority().as_str()),
+            ("::1", "ws://[::1]:7780/v1/ws", "[::1]:7780")
+        );
+        let ws = ServerUrl::parse("ws://orb.example:80/v1/ws").unwrap();
+        assert_eq!((ws.to_string().as_str(), ws.authority().as_str()), ("ws://orb.example:80/v1/ws", "orb.example:80"));
+        assert_eq!(ServerUrl::parse("ws://orb.example").unwrap().authority(), "orb.example:7780");
     }
 
     #[test]
@@ -136,6 +152,7 @@ mod tests {
         assert!(ServerUrl::parse("127.0.0.2:1").unwrap().is_loopback());
         assert!(ServerUrl::parse("ws://localhost:1").unwrap().is_loopback());
         assert!(ServerUrl::parse("tcp://[::1]:1").unwrap().is_loopback());
+        assert!(ServerUrl::parse("ws://[::1]:1").unwrap().is_loopback());
         assert!(!ServerUrl::parse("example.org:1").unwrap().is_loopback());
     }
 }

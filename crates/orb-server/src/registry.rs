@@ -113,7 +113,8 @@ pub fn store_error(e: StoreError) -> ErrorBody {
 
 /// One shared copy of each declared command list: a fleet declares a handful of different
 /// lists, so each device holds a pointer, not its own copy. Bounded: past [`Interner::MAX`]
-/// lists it starts over (lists already handed out stay valid, only sharing is lost).
+/// lists it forgets those no device holds, or else starts over (lists already handed out stay
+/// valid, only sharing is lost).
 #[derive(Default)]
 struct Interner(std::sync::Mutex<std::collections::HashSet<Arc<[String]>>>);
 
@@ -127,7 +128,11 @@ impl Interner {
             return Arc::clone(shared);
         }
         if set.len() >= Interner::MAX {
-            set.clear();
+            // Lists no device holds any more go first; if all are in use, sharing starts over.
+            set.retain(|l| Arc::strong_count(l) > 1);
+            if set.len() >= Interner::MAX {
+                set.clear();
+            }
         }
         let shared: Arc<[String]> = list.into();
         set.insert(Arc::clone(&shared));

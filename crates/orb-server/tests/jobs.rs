@@ -289,6 +289,16 @@ async fn job_whose_command_no_target_declares_is_refused_before_anything_is_sent
     let _: serde_json::Value = op.call_json("$orb.devices.add", &json!({"id": "dev-3"}), WAIT).await.unwrap();
     let e = refused(op.submit(JobRequest::new("dev-*", "pnig").deadline(WAIT)).await);
     assert_eq!(e.message, "no target declares command 'pnig'; did you mean 'ping'?");
+    // A command name longer than any device may declare is a bad request (no suggestion is
+    // searched for it); so is one sent as a plain request.
+    let long = "p".repeat(orb_proto::message::MAX_COMMAND_NAME + 1);
+    let e = refused(op.submit(JobRequest::new("dev-*", &long).deadline(WAIT)).await);
+    assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.message);
+    assert!(e.message.contains("longer than 128 bytes"), "{}", e.message);
+    match op.request("dev-1", &long, Bytes::from_static(b"null"), WAIT).await {
+        Err(ClientError::Remote(e)) => assert_eq!(e.code, ErrorCode::BadRequest),
+        other => panic!("expected bad_request, got {other:?}"),
+    }
     // The job list holds none: nothing was started.
     let jobs: Vec<serde_json::Value> = op.call_json("$orb.jobs.list", &json!({}), WAIT).await.unwrap();
     assert!(jobs.is_empty(), "{jobs:?}");

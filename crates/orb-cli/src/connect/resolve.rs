@@ -180,6 +180,9 @@ pub struct Plan {
     pub server_source: ServerSource,
     /// Where the token comes from.
     pub token: TokenSource,
+    /// Set when the token is a context's (or `[client]`'s) and goes to a server other than the
+    /// one saved beside it, given by a flag or the environment: said on stderr before connecting.
+    pub borrowed: Option<String>,
 }
 
 /// Applies the precedence: for the server and for the token separately, flags, then the
@@ -228,7 +231,15 @@ pub fn resolve(i: &Inputs) -> Result<Plan, Failure> {
     } else {
         TokenSource::None
     };
-    Ok(Plan { url, server_source, token })
+    let own_server = match &token {
+        TokenSource::Context { .. } => ctx.and_then(|c| c.server.clone()),
+        TokenSource::Config { .. } => i.config_server.as_ref().map(|s| s.value.clone()),
+        _ => None,
+    };
+    let borrowed = own_server.filter(|own| *own != server).map(|own| {
+        format!("the token of {} (saved for {own}) goes to {server} from {}", token.label(), server_source.label())
+    });
+    Ok(Plan { url, server_source, token, borrowed })
 }
 
 /// How the context in force was chosen.
@@ -339,6 +350,9 @@ mod tests {
         let p = resolve(&i).unwrap();
         assert_eq!(p.server_source, ServerSource::Flag);
         assert_eq!(p.token, TokenSource::Context { name: "prod".into(), file: "/ctx.token".into() });
+        // ...and says so, since that token was saved for another server.
+        let warning = p.borrowed.expect("a warning");
+        assert!(warning.contains("context prod") && warning.contains("from --server"), "{warning}");
         // A context with a server but no token file falls through to [client] token_file.
         i.flags.server = None;
         i.context.as_mut().unwrap().token_file = None;

@@ -4,7 +4,7 @@
 //! names are suggested ("did you mean 'ping'?"). A target that declared nothing may handle
 //! anything, so then the command goes out as usual.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use orb_proto::{ErrorBody, ErrorCode, excerpt};
 
@@ -12,23 +12,29 @@ use orb_proto::{ErrorBody, ErrorCode, excerpt};
 const SUGGESTED: usize = 3;
 
 /// Checks `command` against the declared command lists of a job's targets, one per target (an
-/// empty list: the target declared nothing).
+/// empty list: the target declared nothing). Lists are interned (one allocation per distinct
+/// list), so each distinct list is scanned once however many targets share it.
 ///
 /// # Errors
 /// `unknown_command` when every list is non-empty and none holds `command`.
 pub(crate) fn check<L: AsRef<[String]>>(command: &str, lists: impl IntoIterator<Item = L>) -> Result<(), ErrorBody> {
-    let mut declared = BTreeSet::new();
+    let mut seen: HashSet<(*const String, usize)> = HashSet::new();
+    let mut distinct: Vec<L> = Vec::new();
     for list in lists {
-        let list = list.as_ref();
-        if list.is_empty() || list.iter().any(|c| c == command) {
+        let names = list.as_ref();
+        if !seen.insert((names.as_ptr(), names.len())) {
+            continue;
+        }
+        if names.is_empty() || names.iter().any(|c| c == command) {
             return Ok(());
         }
-        declared.extend(list.iter().cloned());
+        distinct.push(list);
     }
-    if declared.is_empty() {
+    if distinct.is_empty() {
         // No target at all: nothing to say (the caller refuses an empty job on its own).
         return Ok(());
     }
+    let declared: BTreeSet<&str> = distinct.iter().flat_map(|l| l.as_ref().iter().map(String::as_str)).collect();
     let mut message = format!("no target declares command '{}'", excerpt(command));
     let close = closest(command, &declared);
     if !close.is_empty() {
@@ -41,12 +47,18 @@ pub(crate) fn check<L: AsRef<[String]>>(command: &str, lists: impl IntoIterator<
 /// The declared names nearest to `name` by edit distance (a swap of two neighbours counts as
 /// one edit), when near enough to be a typo: at most a third of the longer name's characters
 /// (and at least one) differ. Equally near names are all given, up to [`SUGGESTED`].
-fn closest<'a>(name: &str, declared: &'a BTreeSet<String>) -> Vec<&'a str> {
+fn closest<'a>(name: &str, declared: &BTreeSet<&'a str>) -> Vec<&'a str> {
+    let len = name.chars().count();
     let mut best = usize::MAX;
     let mut out = Vec::new();
-    for candidate in declared {
-        let longer = name.chars().count().max(candidate.chars().count());
-        let allowed = (longer / 3).max(1);
+    for &candidate in declared {
+        let candidate_len = candidate.chars().count();
+        let allowed = (len.max(candidate_len) / 3).max(1);
+        // The length difference is a lower bound of the distance: most names are skipped here,
+        // before the quadratic comparison.
+        if len.abs_diff(candidate_len) > allowed {
+            continue;
+        }
         let d = strsim::damerau_levenshtein(name, candidate);
         if d > allowed || d > best {
             continue;
@@ -56,7 +68,7 @@ fn closest<'a>(name: &str, declared: &'a BTreeSet<String>) -> Vec<&'a str> {
             out.clear();
         }
         if out.len() < SUGGESTED {
-            out.push(candidate.as_str());
+            out.push(candidate);
         }
     }
     out

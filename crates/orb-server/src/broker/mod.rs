@@ -279,6 +279,7 @@ impl Broker {
     pub fn submit(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
         self.0.policy.check(&who.identity, &Action::SubmitJob { command: &spec.command, target: &spec.target })?;
         self.refuse_when_draining()?;
+        check_command_name(&spec.command)?;
         check_args(spec.args.as_ref())?;
         let sel = self.parse_selector(&spec.target)?;
         let mut targets = self.resolve(&sel);
@@ -321,6 +322,7 @@ impl Broker {
             .policy
             .check(&who.identity, &Action::Request { to: &spec.to, command: &spec.command })
             .and_then(|()| self.refuse_when_draining())
+            .and_then(|()| check_command_name(&spec.command))
             .and_then(|()| check_args(spec.args.as_ref()))
         {
             return sink.complete(refusal(e));
@@ -455,6 +457,17 @@ const RELAY_RESERVE: usize = 1024;
 
 /// Refuses arguments that break the body limits (depth, string validity), so nothing stored can
 /// become unreadable.
+/// A command for devices is named like the ones they declare: at most
+/// [`orb_proto::message::MAX_COMMAND_NAME`] bytes.
+fn check_command_name(command: &str) -> Result<(), ErrorBody> {
+    let max = orb_proto::message::MAX_COMMAND_NAME;
+    if command.len() > max {
+        let msg = format!("command name '{}' is longer than {max} bytes", orb_proto::excerpt(command));
+        return Err(ErrorBody::new(ErrorCode::BadRequest, msg));
+    }
+    Ok(())
+}
+
 fn check_args(args: Option<&Bytes>) -> Result<(), ErrorBody> {
     match args {
         Some(a) => orb_proto::body::check(a)
