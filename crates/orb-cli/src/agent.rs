@@ -88,7 +88,7 @@ fn sys_info(started: std::time::Instant) -> serde_json::Value {
 
 /// Takes the exclusive lock on `dir/agent.lock`, so two agents never share one data folder.
 fn lock_data_dir(dir: &Path) -> Result<File, Failure> {
-    credentials::create_dir(dir)
+    crate::private_file::create_dir(dir)
         .map_err(|e| Failure::new(exit::CONFIG, format!("cannot create agent data folder {}: {e}", dir.display())))?;
     let path = dir.join("agent.lock");
     let file = File::options()

@@ -2,8 +2,6 @@
 //! the server issued at enrollment (or that `orb devices add` printed), written atomically and
 //! private to the user (folder 0700, file 0600).
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -43,14 +41,6 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
-/// Creates `dir` (and its parents) with mode 0700 when missing.
-///
-/// # Errors
-/// The I/O error.
-pub fn create_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
 /// Reads `dir/credentials.json`; `Ok(None)` when there is none.
 ///
 /// # Errors
@@ -79,29 +69,16 @@ pub fn load(dir: &Path) -> Result<Option<Credentials>, String> {
 /// # Errors
 /// The I/O error (the message never contains the secret).
 pub fn save(dir: &Path, c: &Credentials) -> std::io::Result<()> {
-    create_dir(dir)?;
-    let json = serde_json::to_vec_pretty(c).map_err(std::io::Error::other)?;
-    let tmp = dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        // The mode above is filtered by the umask and ignored for an existing file: set it outright.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path(dir))?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    let mut json = serde_json::to_vec_pretty(c).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    crate::private_file::write(dir, FILE, &json)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn sample() -> Credentials {
         Credentials {

@@ -35,6 +35,7 @@ mod man;
 mod meta;
 mod online;
 mod output;
+mod private_file;
 mod render;
 mod results;
 mod send;

@@ -3,9 +3,7 @@
 //! configuration folder ([`crate::config::user_dir`]). Files are written atomically with mode 0600
 //! (folders created 0700). A context never holds a token, only the path of a file holding one.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -117,7 +115,7 @@ impl Store {
         let body = toml::to_string(c).map_err(|e| format!("cannot encode context {name}: {e}"))?;
         let text =
             format!("# orb context '{name}', written by `orb context add`. Never a token: only its file.\n{body}");
-        write_private(&self.dir.join(CONTEXTS), &format!("{name}.toml"), text.as_bytes())
+        crate::private_file::write(&self.dir.join(CONTEXTS), &format!("{name}.toml"), text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", self.path(name).display()))
     }
 
@@ -165,7 +163,7 @@ impl Store {
         match name {
             Some(name) => {
                 check_name(name)?;
-                write_private(&self.dir, SELECTED, format!("{name}\n").as_bytes())
+                crate::private_file::write(&self.dir, SELECTED, format!("{name}\n").as_bytes())
                     .map_err(|e| format!("cannot write {}: {e}", file.display()))
             }
             None => match std::fs::remove_file(&file) {
@@ -177,31 +175,12 @@ impl Store {
     }
 }
 
-/// Writes `dir/file` atomically and privately: a temporary file created with mode 0600 in `dir`
-/// (created 0700 when missing), written and synced, renamed over the old one, then `dir` synced.
-/// A reader sees the old content or the new, never a part.
-fn write_private(dir: &Path, file: &str, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let tmp = dir.join(format!(".{file}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        // The mode above is filtered by the umask and ignored for an existing file: set it outright.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(file))?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     fn prod() -> Context {
         Context {
