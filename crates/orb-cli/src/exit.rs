@@ -51,7 +51,13 @@ impl From<ClientError> for Failure {
             ClientError::Unreachable { .. } | ClientError::WrongPort { .. } => UNREACHABLE,
             ClientError::Refused(b) | ClientError::Remote(b) => match b.code {
                 ErrorCode::AuthFailed | ErrorCode::Forbidden | ErrorCode::IdTaken | ErrorCode::Revoked => DENIED,
-                ErrorCode::BadSelector | ErrorCode::UnknownGroup | ErrorCode::BadArgs | ErrorCode::BadId => USAGE,
+                // `unknown_command` refusing a whole job: no target declares the command (a typo,
+                // answered with "did you mean"); nothing was sent.
+                ErrorCode::BadSelector
+                | ErrorCode::UnknownGroup
+                | ErrorCode::BadArgs
+                | ErrorCode::BadId
+                | ErrorCode::UnknownCommand => USAGE,
                 _ => FAILED,
             },
             _ => FAILED,

@@ -47,7 +47,7 @@ fn a_command_no_target_declares_gets_did_you_mean_and_nothing_is_sent() {
     let _agent = server.agent("web-1", &[]);
     server.wait_connected(&["web-1"]);
     let out = server.client("send").args(["web-1", "pnig"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
     assert!(
         stderr(&out).contains("no target declares command 'pnig'; did you mean 'ping'?"),
         "stderr: {}",

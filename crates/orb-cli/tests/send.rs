@@ -86,9 +86,9 @@ fn human_output_is_a_table_and_a_summary() {
 fn failures_map_to_the_documented_exit_codes() {
     let (server, _agents) = two_agents();
 
-    // A command no agent declares: refused before anything is sent, exit 1, no result lines.
+    // A command no agent declares: refused before anything is sent, exit 2 (a usage mistake), no result lines.
     let out = server.client("send").args(["*", "reboot", "--json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
     assert!(stderr(&out).contains("unknown_command: no target declares command 'reboot'"), "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "stdout: {}", stdout(&out));
 
