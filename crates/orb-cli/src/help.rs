@@ -22,8 +22,7 @@ Exit codes:
   2    usage: an unknown flag or sub-command, a missing argument, a bad selector, JSON argument,
        KEY=VALUE or client --server URL, a command no target declares (nothing was sent)
   69   unavailable: the server (or its database) cannot be reached, or the URL names the wrong
-       port; orb serve cannot listen;
-       orb agent gave up (--give-up-after)
+       port; orb serve cannot listen; orb agent gave up (--give-up-after)
   70   internal error
   75   temporary: the data folder is in use by another orb serve or orb agent
   77   refused: a wrong or missing token, a revoked or unknown device credential

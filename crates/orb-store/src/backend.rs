@@ -65,6 +65,9 @@ pub(crate) struct Pools {
     pub(crate) read: AnyPool,
     /// Where the writer takes its connection for each batch.
     pub(crate) write: AnyPool,
+    /// The durability settings read back from the writer's connection at open
+    /// ([`crate::Store::durability`]).
+    pub(crate) durability: String,
     /// SQLite: the database's lock, held while the store is open (see [`lock_database`]);
     /// released by [`Pools::close`], or when the store is dropped. `None` for PostgreSQL, which
     /// several nodes share.
@@ -128,7 +131,29 @@ async fn connect_sqlite(path: &Path, url: &StoreUrl) -> Result<Pools, StoreError
     let write = sqlite_pool(1, true).connect_with(options.clone()).await.map_err(|e| fail("open", &e))?;
     SQLITE_MIGRATIONS.run(&write).await.map_err(|e| fail("migrate", &e))?;
     let read = sqlite_pool(SQLITE_READERS, false).connect_with(options).await.map_err(|e| fail("open", &e))?;
-    Ok(Pools { backend: Backend::Sqlite, read, write, lock: Mutex::new(Some(lock)) })
+    let durability = sqlite_durability(&write).await.map_err(|e| fail("check", &e))?;
+    Ok(Pools { backend: Backend::Sqlite, read, write, durability, lock: Mutex::new(Some(lock)) })
+}
+
+/// Reads back what the writer's connection commits with: WAL, and `synchronous=FULL` (2), so a
+/// commit that returned is on disk. Anything else is refused: acknowledged means on disk.
+async fn sqlite_durability(write: &AnyPool) -> Result<String, String> {
+    use sqlx::Row;
+    let mut conn = write.acquire().await.map_err(|e| e.to_string())?;
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| e.to_string())?;
+    let sync: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| e.to_string())?;
+    if !mode.eq_ignore_ascii_case("wal") || sync != 2 {
+        return Err(format!("its durability: journal_mode={mode} synchronous={sync}, orb needs wal and 2 (FULL)"));
+    }
+    Ok("journal_mode=wal synchronous=FULL".to_owned())
 }
 
 /// Takes the exclusive lock on `DATABASE.lock` beside the SQLite database at `path` (its folder
@@ -210,12 +235,42 @@ async fn connect_postgres(text: &str, url: &StoreUrl) -> Result<Pools, StoreErro
     let pool = AnyPoolOptions::new()
         .max_connections(POSTGRES_POOL)
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // Whatever the database's default, orb's commits wait for the WAL flush.
+        .after_connect(|conn, _meta| {
+            Box::pin(async move { conn.execute("SET synchronous_commit = on").await.map(drop) })
+        })
         .connect_with(options)
         .await
         .map_err(|e| fail(&e))?;
+    let durability = postgres_durability(&pool).await.map_err(|e| fail(&e))?;
     POSTGRES_MIGRATIONS
         .run(&pool)
         .await
         .map_err(|e| StoreError::Unavailable(format!("cannot migrate {}: {e}", url.redacted())))?;
-    Ok(Pools { backend: Backend::Postgres, read: pool.clone(), write: pool, lock: Mutex::new(None) })
+    Ok(Pools { backend: Backend::Postgres, read: pool.clone(), write: pool, durability, lock: Mutex::new(None) })
+}
+
+/// Reads back `synchronous_commit` (must not be `off`: a commit that returned is flushed) and
+/// `fsync` (when `off`, the database server itself does not make commits durable: a warning,
+/// since that is the database operator's choice, often a throw-away test database).
+async fn postgres_durability(pool: &AnyPool) -> Result<String, String> {
+    use sqlx::Row;
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    let mut show = async |name: &str| -> Result<String, String> {
+        let sql = format!("SHOW {name}");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut *conn)
+            .await
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| e.to_string())
+    };
+    let commit = show("synchronous_commit").await?;
+    let fsync = show("fsync").await?;
+    if commit.eq_ignore_ascii_case("off") {
+        return Err("synchronous_commit is off on this connection; orb needs it on".to_owned());
+    }
+    if fsync.eq_ignore_ascii_case("off") {
+        tracing::warn!("the PostgreSQL server runs with fsync=off: commits orb acknowledges may be lost in a crash");
+    }
+    Ok(format!("synchronous_commit={commit} fsync={fsync}"))
 }

@@ -76,7 +76,7 @@ use chrono::{DateTime, Utc};
 /// be reached, created or migrated; a PostgreSQL server that does not answer fails within seconds.
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
     let pools = backend::connect(url).await?;
-    tracing::info!(store = %url.redacted(), backend = pools.backend.name(), "store open");
+    tracing::info!(store = %url.redacted(), backend = pools.backend.name(), durability = %pools.durability, "store open");
     Ok(Arc::new(store::SqlStore::start(pools)))
 }
 
@@ -92,6 +92,11 @@ pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>, StoreError> {
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+
+    /// How commits are made durable, as read back from the store's own connection when it
+    /// opened: `journal_mode=wal synchronous=FULL` (SQLite), `synchronous_commit=on fsync=on`
+    /// (PostgreSQL). A store whose commits would not be on disk when they return does not open.
+    fn durability(&self) -> &str;
 
     /// Where batched records go (cheap to clone).
     fn recorder(&self) -> Recorder;

@@ -75,6 +75,10 @@ impl Store for SqlStore {
         self.pools.backend.name()
     }
 
+    fn durability(&self) -> &str {
+        &self.pools.durability
+    }
+
     fn recorder(&self) -> Recorder {
         Recorder { tx: self.tx.clone() }
     }

@@ -169,6 +169,26 @@ pub async fn connection_records_update_inventory(h: &Harness) {
     assert_eq!(s.devices().await.unwrap().len(), 1);
 }
 
+/// The store reads back, from its own connection, that a commit is on disk when it returns:
+/// SQLite in WAL with `synchronous=FULL`; PostgreSQL with `synchronous_commit=on` (set by the
+/// store on every connection, whatever the database's default).
+pub async fn commits_are_durable(h: &Harness) {
+    let s = h.store();
+    let want = match s.backend() {
+        "sqlite" => "journal_mode=wal synchronous=FULL",
+        _ => "synchronous_commit=on fsync=",
+    };
+    assert!(s.durability().starts_with(want), "{} durability: {}", s.backend(), s.durability());
+    if let Some(pg) = &h.postgres {
+        // A database whose default is `off`: the store's connections still commit with `on`.
+        let mut conn = super::raw(h).await;
+        let sql = format!("ALTER DATABASE {} SET synchronous_commit = off", pg.name());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+        let s = h.reopen().await;
+        assert!(s.durability().starts_with(want), "postgres durability: {}", s.durability());
+    }
+}
+
 /// Records become visible after `flush`, applied in order.
 pub async fn flush_makes_records_visible(h: &Harness) {
     let s = h.store();

@@ -106,6 +106,7 @@ macro_rules! conformance_tests {
             revoke_erases_secret_and_remove_forgets,
             operator_tags_set_and_remove,
             connection_records_update_inventory,
+            commits_are_durable,
             flush_makes_records_visible,
             group_commit_concurrent_writes,
             failing_record_does_not_sink_its_batch,
