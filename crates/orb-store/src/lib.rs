@@ -38,6 +38,7 @@ mod bulk;
 mod error;
 pub mod model;
 mod query;
+mod queue;
 mod registry;
 mod rows;
 mod store;
@@ -49,8 +50,8 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    Connection, Device, JobEnd, JobRecord, LateAnswer, NewDevice, NewJob, NewTarget, Record, Recorder, TargetOutcome,
-    TargetRecord,
+    Connection, Device, Enqueued, JobEnd, JobRecord, LateAnswer, NewDevice, NewJob, NewQueued, NewTarget, QueueCounts,
+    QueueLimits, Queued, Record, Recorder, TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -173,6 +174,35 @@ pub trait Store: Send + Sync + 'static {
     /// steps of at most 10,000 jobs, each its own transaction, so other writes go between
     /// steps. Returns how many jobs were deleted.
     async fn prune_jobs(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError>;
+
+    /// Holds commands for devices until they connect: each is committed, in order, before this
+    /// returns, unless its device's queue would then exceed `limits` (that one is refused, the
+    /// others are stored). One answer per command, in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a command for the same job and device is queued already
+    /// (nothing of this call is stored then); `Unavailable`.
+    async fn enqueue(&self, commands: Vec<NewQueued>, limits: QueueLimits) -> Result<Vec<Enqueued>, StoreError>;
+
+    /// A device's held commands, oldest first, at most `limit`: waiting ones and those handed
+    /// over whose outcome is not settled yet.
+    async fn queued_for(&self, device: &str, limit: u32) -> Result<Vec<Queued>, StoreError>;
+
+    /// Records that command `id` was handed to its device at `at`; returns its attempt number
+    /// (1 the first time), committed before this returns.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when it is not held (settled or expired meanwhile).
+    async fn delivered(&self, id: i64, at: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Forgets command `id` (its outcome is settled); false when it was not held.
+    async fn dequeue(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Removes and returns the commands still waiting (never handed over) whose TTL passed by `now`.
+    async fn expire_queued(&self, now: DateTime<Utc>) -> Result<Vec<Queued>, StoreError>;
+
+    /// Every device's queue counts (devices with nothing held are absent).
+    async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>, StoreError>;
 
     /// Flushes and closes: the writer commits what it holds, connections close.
     async fn close(&self);

@@ -322,3 +322,73 @@ impl Recorder {
         self.tx.try_send(crate::writer::Op::Record(record)).is_ok()
     }
 }
+
+/// A command to hold for a device until it connects or its TTL passes (a job sent with a TTL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewQueued {
+    /// The job.
+    pub job_id: String,
+    /// The device it waits for.
+    pub device: String,
+    /// Command name.
+    pub command: String,
+    /// Arguments (JSON text).
+    pub args: Option<String>,
+    /// Who sent the job (operator session name or device id).
+    pub sender: String,
+    /// The deadline the command gets when it is delivered, in milliseconds.
+    pub wait_ms: u64,
+    /// When it was queued.
+    pub queued_at: DateTime<Utc>,
+    /// When it expires if not delivered by then.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl NewQueued {
+    /// What it counts against its device's byte budget: command, arguments and sender.
+    pub fn bytes(&self) -> u64 {
+        (self.command.len() + self.args.as_ref().map_or(0, String::len) + self.sender.len()) as u64
+    }
+}
+
+/// A held command as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Its place in its device's queue (increasing: oldest first).
+    pub id: i64,
+    /// What was queued.
+    pub command: NewQueued,
+    /// How many times it was handed to its device.
+    pub attempts: u64,
+    /// When it was last handed to its device (`None`: still waiting).
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// How much one device's queue may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Commands.
+    pub max_commands: u64,
+    /// Bytes, as [`NewQueued::bytes`] counts them.
+    pub max_bytes: u64,
+}
+
+/// What became of one command handed to [`crate::Store::enqueue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Committed, with its id.
+    Queued(i64),
+    /// Refused: its device's queue is full (the reason says which limit); nothing was stored.
+    Full(String),
+}
+
+/// A device's queue at a glance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Commands waiting for delivery.
+    pub queued: u64,
+    /// Commands handed to the device whose outcome is not settled yet.
+    pub in_flight: u64,
+    /// Bytes held, waiting or in flight.
+    pub bytes: u64,
+}

@@ -75,6 +75,10 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::RecoverJobs { node, at, message } => recover_jobs(conn, node, *at, message).await,
         Write::PruneJobs { before, keep } => prune_jobs(conn, *before, *keep).await,
         Write::PruneMore(bound) => prune_step(conn, bound).await,
+        Write::Enqueue { commands, limits } => crate::queue::enqueue(conn, commands, *limits).await,
+        Write::Delivered { id, at } => crate::queue::delivered(conn, *id, *at).await,
+        Write::Dequeue(id) => crate::queue::dequeue(conn, *id).await,
+        Write::ExpireQueued(now) => crate::queue::expire(conn, *now).await,
     }
 }
 

@@ -12,7 +12,10 @@ use tokio::task::JoinHandle;
 
 use crate::backend::Pools;
 use crate::writer::{self, Op, Write, Written};
-use crate::{Device, JobRecord, NewDevice, Recorder, Store, StoreError, TargetRecord, query};
+use crate::{
+    Device, Enqueued, JobRecord, NewDevice, NewQueued, QueueCounts, QueueLimits, Queued, Recorder, Store, StoreError,
+    TargetRecord, query,
+};
 
 /// A store over SQLite or PostgreSQL.
 pub(crate) struct SqlStore {
@@ -143,6 +146,41 @@ impl Store for SqlStore {
 
     async fn recover_jobs(&self, node: &str, at: DateTime<Utc>, message: &str) -> Result<u64, StoreError> {
         self.write_count(Write::RecoverJobs { node: node.to_owned(), at, message: message.to_owned() }).await
+    }
+
+    async fn enqueue(&self, commands: Vec<NewQueued>, limits: QueueLimits) -> Result<Vec<Enqueued>, StoreError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.write(Write::Enqueue { commands, limits }).await? {
+            Written::Enqueued(out) => Ok(out),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn queued_for(&self, device: &str, limit: u32) -> Result<Vec<Queued>, StoreError> {
+        self.check_open()?;
+        crate::queue::queued_for(&self.pools.read, device, limit).await
+    }
+
+    async fn delivered(&self, id: i64, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.write_count(Write::Delivered { id, at }).await
+    }
+
+    async fn dequeue(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.write_count(Write::Dequeue(id)).await? > 0)
+    }
+
+    async fn expire_queued(&self, now: DateTime<Utc>) -> Result<Vec<Queued>, StoreError> {
+        match self.write(Write::ExpireQueued(now)).await? {
+            Written::Queued(out) => Ok(out),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>, StoreError> {
+        self.check_open()?;
+        crate::queue::counts(&self.pools.read).await
     }
 
     async fn prune_jobs(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError> {

@@ -80,6 +80,20 @@ pub(crate) enum Write {
     },
     /// A further step of a prune (each in its own transaction, so other writes run between).
     PruneMore(PruneBound),
+    /// Commands held for devices (`queue.rs`).
+    Enqueue {
+        commands: Vec<crate::NewQueued>,
+        limits: crate::QueueLimits,
+    },
+    /// A held command handed to its device.
+    Delivered {
+        id: i64,
+        at: DateTime<Utc>,
+    },
+    /// A held command settled.
+    Dequeue(i64),
+    /// Held commands whose TTL passed before delivery.
+    ExpireQueued(DateTime<Utc>),
 }
 
 impl Write {
@@ -94,6 +108,10 @@ impl Write {
             Write::CancelJob { .. } => "cancel_job",
             Write::RecoverJobs { .. } => "recover_jobs",
             Write::PruneJobs { .. } | Write::PruneMore(_) => "prune_jobs",
+            Write::Enqueue { .. } => "enqueue",
+            Write::Delivered { .. } => "delivered",
+            Write::Dequeue(_) => "dequeue",
+            Write::ExpireQueued(_) => "expire_queued",
         }
     }
 
@@ -104,7 +122,14 @@ impl Write {
             Write::SetSecret { id, .. } | Write::Revoke(id) | Write::Remove(id) | Write::SetOperatorTags { id, .. } => {
                 Some(id)
             }
-            Write::CancelJob { .. } | Write::RecoverJobs { .. } | Write::PruneJobs { .. } | Write::PruneMore(_) => None,
+            Write::CancelJob { .. }
+            | Write::RecoverJobs { .. }
+            | Write::PruneJobs { .. }
+            | Write::PruneMore(_)
+            | Write::Enqueue { .. }
+            | Write::Delivered { .. }
+            | Write::Dequeue(_)
+            | Write::ExpireQueued(_) => None,
         }
     }
 }
@@ -137,6 +162,10 @@ pub(crate) enum Written {
         deleted: u64,
         more: Option<PruneBound>,
     },
+    /// What became of each enqueued command.
+    Enqueued(Vec<crate::Enqueued>),
+    /// Held commands removed.
+    Queued(Vec<crate::Queued>),
 }
 
 /// Starts the writer on `pool`; it runs until it receives [`Op::Close`] or every sender is gone.

@@ -13,11 +13,13 @@
 
 mod devices;
 mod jobs;
+mod queue;
 mod stored;
 mod temp;
 
 pub use devices::*;
 pub use jobs::*;
+pub use queue::*;
 pub use stored::*;
 pub use temp::{POSTGRES_URL_VAR, TempPostgres, TempSqlite};
 
@@ -135,6 +137,11 @@ macro_rules! conformance_tests {
             late_rows_written_over_a_timeout_stay_readable,
             an_old_database_upgrades_in_place,
             damaged_rows_never_fail_a_whole_read,
+            queue_keeps_order_per_device,
+            queue_limits_refuse_per_device,
+            queue_delivery_and_settling,
+            queue_expiry_takes_only_waiting_commands,
+            queue_survives_a_restart,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {

@@ -1,0 +1,206 @@
+//! Commands held for devices until they connect (jobs sent with a TTL): the awaited writes the
+//! writer runs in its batch transaction (enqueue within each device's limits, record a delivery,
+//! settle, expire) and the reads (a device's queue, everyone's counts). Rows are deleted when the
+//! command is settled or expires, so the table holds only what is still owed to a device.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::backend::unavailable;
+use crate::rows::ms;
+use crate::writer::Written;
+use crate::{Enqueued, NewQueued, QueueCounts, QueueLimits, Queued, StoreError};
+
+/// What the inner `Result` of a write carries: the answer, or a refusal for the caller.
+type Answer = Result<Written, StoreError>;
+
+const COLUMNS: &str =
+    "id, job_id, device, command, args, sender, wait_ms, queued_at, expires_at, attempts, delivered_at";
+
+/// Stores `commands` in order, each unless its device's queue would exceed `limits`. A command
+/// for a job and device already held refuses the whole call before anything is written.
+pub(crate) async fn enqueue(
+    conn: &mut AnyConnection,
+    commands: &[NewQueued],
+    limits: QueueLimits,
+) -> Result<Answer, sqlx::Error> {
+    for c in commands {
+        let held = sqlx::query("SELECT id FROM queued_commands WHERE job_id = $1 AND device = $2")
+            .bind(&c.job_id)
+            .bind(&c.device)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if held.is_some() {
+            let what = format!("queued command of job {} for device {}", c.job_id, c.device);
+            return Ok(Err(StoreError::Conflict(what)));
+        }
+    }
+    // Per device: what it holds now, grown by what this call adds.
+    let mut held: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut out = Vec::with_capacity(commands.len());
+    for c in commands {
+        let (count, bytes) = match held.get(c.device.as_str()) {
+            Some(h) => *h,
+            None => {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS b FROM queued_commands WHERE device = $1",
+                )
+                .bind(&c.device)
+                .fetch_one(&mut *conn)
+                .await?;
+                (non_negative(&row, "n")?, non_negative(&row, "b")?)
+            }
+        };
+        let size = c.bytes();
+        if count + 1 > limits.max_commands {
+            out.push(Enqueued::Full(format!("device {} has {count} commands queued, the most it may hold", c.device)));
+            held.insert(&c.device, (count, bytes));
+            continue;
+        }
+        if bytes + size > limits.max_bytes {
+            out.push(Enqueued::Full(format!(
+                "device {} has {bytes} bytes queued; {size} more would exceed its {} bytes",
+                c.device, limits.max_bytes
+            )));
+            held.insert(&c.device, (count, bytes));
+            continue;
+        }
+        let row = sqlx::query(
+            "INSERT INTO queued_commands \
+             (job_id, device, command, args, sender, wait_ms, queued_at, expires_at, bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(&c.job_id)
+        .bind(&c.device)
+        .bind(&c.command)
+        .bind(c.args.as_deref())
+        .bind(&c.sender)
+        .bind(i64::try_from(c.wait_ms).unwrap_or(i64::MAX))
+        .bind(ms(c.queued_at))
+        .bind(ms(c.expires_at))
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .fetch_one(&mut *conn)
+        .await?;
+        out.push(Enqueued::Queued(row.try_get("id")?));
+        held.insert(&c.device, (count + 1, bytes + size));
+    }
+    Ok(Ok(Written::Enqueued(out)))
+}
+
+/// One more attempt of command `id`, handed over at `at`; answers its attempt number.
+pub(crate) async fn delivered(conn: &mut AnyConnection, id: i64, at: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE queued_commands SET attempts = attempts + 1, delivered_at = $2 WHERE id = $1 RETURNING attempts",
+    )
+    .bind(id)
+    .bind(ms(at))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(Err(StoreError::NotFound(format!("queued command {id}")))) };
+    Ok(Ok(Written::Count(non_negative(&row, "attempts")?)))
+}
+
+/// Forgets command `id`; `Count(1)` when it was held, `Count(0)` when not.
+pub(crate) async fn dequeue(conn: &mut AnyConnection, id: i64) -> Result<Answer, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM queued_commands WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(Ok(Written::Count(done.rows_affected())))
+}
+
+/// Removes the commands never handed over whose TTL passed by `now`, and answers them.
+pub(crate) async fn expire(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
+    const DUE: &str = "delivered_at IS NULL AND expires_at <= $1";
+    let sql = format!("SELECT {COLUMNS} FROM queued_commands WHERE {DUE} ORDER BY id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now)).fetch_all(&mut *conn).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM queued_commands WHERE {DUE}")))
+        .bind(ms(now))
+        .execute(&mut *conn)
+        .await?;
+    Ok(Ok(Written::Queued(rows.iter().filter_map(queued).collect())))
+}
+
+/// A device's held commands, oldest first.
+pub(crate) async fn queued_for(pool: &AnyPool, device: &str, limit: u32) -> Result<Vec<Queued>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM queued_commands WHERE device = $1 ORDER BY id LIMIT $2");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(device)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    Ok(rows.iter().filter_map(queued).collect())
+}
+
+/// Every device's counts.
+pub(crate) async fn counts(pool: &AnyPool) -> Result<BTreeMap<String, QueueCounts>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT device, \
+         CAST(SUM(CASE WHEN delivered_at IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS queued, \
+         CAST(SUM(CASE WHEN delivered_at IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS in_flight, \
+         CAST(SUM(bytes) AS BIGINT) AS bytes \
+         FROM queued_commands GROUP BY device",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(unavailable)?;
+    let mut out = BTreeMap::new();
+    for row in &rows {
+        let counts = (|| -> Result<(String, QueueCounts), sqlx::Error> {
+            let c = QueueCounts {
+                queued: non_negative(row, "queued")?,
+                in_flight: non_negative(row, "in_flight")?,
+                bytes: non_negative(row, "bytes")?,
+            };
+            Ok((row.try_get("device")?, c))
+        })();
+        match counts {
+            Ok((device, c)) => {
+                out.insert(device, c);
+            }
+            Err(e) => tracing::warn!(error = %e, "a queue count could not be read; left out"),
+        }
+    }
+    Ok(out)
+}
+
+/// A count or size column (an `i64` in SQL, never negative in this table).
+fn non_negative(row: &AnyRow, col: &str) -> Result<u64, sqlx::Error> {
+    let v: i64 = row.try_get(col)?;
+    Ok(u64::try_from(v).unwrap_or(0))
+}
+
+/// A held command, or `None` (logged) when its row cannot be read: one damaged row never fails
+/// the read of a queue.
+fn queued(row: &AnyRow) -> Option<Queued> {
+    let read = || -> Result<Queued, sqlx::Error> {
+        let time = |col: &str| -> Result<DateTime<Utc>, sqlx::Error> {
+            let v: i64 = row.try_get(col)?;
+            DateTime::from_timestamp_millis(v).ok_or_else(|| sqlx::Error::Decode(format!("{col} out of range").into()))
+        };
+        let delivered_at: Option<i64> = row.try_get("delivered_at")?;
+        Ok(Queued {
+            id: row.try_get("id")?,
+            command: NewQueued {
+                job_id: row.try_get("job_id")?,
+                device: row.try_get("device")?,
+                command: row.try_get("command")?,
+                args: row.try_get("args")?,
+                sender: row.try_get("sender")?,
+                wait_ms: non_negative(row, "wait_ms")?,
+                queued_at: time("queued_at")?,
+                expires_at: time("expires_at")?,
+            },
+            attempts: non_negative(row, "attempts")?,
+            delivered_at: delivered_at.and_then(DateTime::from_timestamp_millis),
+        })
+    };
+    match read() {
+        Ok(q) => Some(q),
+        Err(e) => {
+            tracing::warn!(error = %e, "a queued command could not be read; skipped");
+            None
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Conformance cases for the commands held for devices (jobs sent with a TTL): order per
+//! device, limits per device, delivery attempts, settling, expiry, restarts. Run per backend by
+//! `conformance_tests!`.
+
+use super::{Harness, t};
+use crate::{Enqueued, NewQueued, QueueCounts, QueueLimits, StoreError};
+
+const ROOMY: QueueLimits = QueueLimits { max_commands: 100, max_bytes: 1 << 20 };
+
+fn held(job: &str, device: &str, expires_ms: i64) -> NewQueued {
+    NewQueued {
+        job_id: job.to_owned(),
+        device: device.to_owned(),
+        command: "ping".to_owned(),
+        args: Some(format!(r#"{{"job":"{job}"}}"#)),
+        sender: "op-1".to_owned(),
+        wait_ms: 5_000,
+        queued_at: t(1_000),
+        expires_at: t(expires_ms),
+    }
+}
+
+fn ids(out: &[Enqueued]) -> Vec<i64> {
+    out.iter()
+        .map(|e| match e {
+            Enqueued::Queued(id) => *id,
+            Enqueued::Full(why) => panic!("refused: {why}"),
+        })
+        .collect()
+}
+
+/// Commands come back per device, oldest first, exactly as queued; counts per device.
+pub async fn queue_keeps_order_per_device(h: &Harness) {
+    let s = h.store();
+    let first = ids(&s.enqueue(vec![held("j1", "a", 9_000), held("j1", "b", 9_000)], ROOMY).await.unwrap());
+    let more = ids(&s.enqueue(vec![held("j2", "a", 9_000), held("j3", "a", 9_000)], ROOMY).await.unwrap());
+    assert!(first[0] < more[0] && more[0] < more[1], "ids grow: {first:?} {more:?}");
+    let a = s.queued_for("a", 10).await.unwrap();
+    let jobs: Vec<&str> = a.iter().map(|q| q.command.job_id.as_str()).collect();
+    assert_eq!(jobs, ["j1", "j2", "j3"]);
+    assert_eq!(a[0].command, held("j1", "a", 9_000), "stored as given");
+    assert_eq!((a[0].attempts, a[0].delivered_at), (0, None));
+    assert_eq!(s.queued_for("a", 2).await.unwrap().len(), 2, "the limit holds");
+    assert!(s.queued_for("nobody", 10).await.unwrap().is_empty());
+    let counts = s.queue_counts().await.unwrap();
+    let bytes = held("j1", "a", 0).bytes();
+    assert_eq!(counts["a"], QueueCounts { queued: 3, in_flight: 0, bytes: 3 * bytes });
+    assert_eq!(counts["b"].queued, 1);
+    assert_eq!(counts.len(), 2);
+    // The same job twice for one device is refused, and nothing of that call is stored.
+    let again = s.enqueue(vec![held("j9", "c", 9_000), held("j1", "a", 9_000)], ROOMY).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(s.queued_for("c", 10).await.unwrap().is_empty());
+}
+
+/// A device's queue is bounded in commands and bytes; a full one refuses that command only.
+pub async fn queue_limits_refuse_per_device(h: &Harness) {
+    let s = h.store();
+    let limits = QueueLimits { max_commands: 2, max_bytes: 1 << 20 };
+    let out = s
+        .enqueue(
+            vec![held("j1", "a", 9_000), held("j2", "a", 9_000), held("j3", "a", 9_000), held("j3", "b", 9_000)],
+            limits,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out[0], Enqueued::Queued(_)) && matches!(out[1], Enqueued::Queued(_)), "{out:?}");
+    assert!(matches!(&out[2], Enqueued::Full(why) if why.contains("device a")), "{out:?}");
+    assert!(matches!(out[3], Enqueued::Queued(_)), "another device is not affected: {out:?}");
+    let out = s.enqueue(vec![held("j4", "a", 9_000)], limits).await.unwrap();
+    assert!(matches!(out[0], Enqueued::Full(_)), "still full in a later call: {out:?}");
+    assert_eq!(s.queued_for("a", 10).await.unwrap().len(), 2);
+    // Bytes: room for one command of this size, not two.
+    let size = held("j1", "c", 0).bytes();
+    let limits = QueueLimits { max_commands: 100, max_bytes: size + size / 2 };
+    let out = s.enqueue(vec![held("j1", "c", 9_000), held("j2", "c", 9_000)], limits).await.unwrap();
+    assert!(matches!(out[0], Enqueued::Queued(_)), "{out:?}");
+    assert!(matches!(&out[1], Enqueued::Full(why) if why.contains("bytes")), "{out:?}");
+}
+
+/// Handing a command over counts attempts and makes it in flight; settling forgets it.
+pub async fn queue_delivery_and_settling(h: &Harness) {
+    let s = h.store();
+    let id = ids(&s.enqueue(vec![held("j1", "a", 9_000)], ROOMY).await.unwrap())[0];
+    assert_eq!(s.delivered(id, t(2_000)).await.unwrap(), 1);
+    assert_eq!(s.delivered(id, t(3_000)).await.unwrap(), 2, "a second delivery is attempt 2");
+    let q = &s.queued_for("a", 10).await.unwrap()[0];
+    assert_eq!((q.attempts, q.delivered_at), (2, Some(t(3_000))));
+    assert_eq!(s.queue_counts().await.unwrap()["a"], QueueCounts { queued: 0, in_flight: 1, bytes: q.command.bytes() });
+    assert!(s.dequeue(id).await.unwrap());
+    assert!(!s.dequeue(id).await.unwrap(), "settled once");
+    assert!(matches!(s.delivered(id, t(4_000)).await, Err(StoreError::NotFound(_))));
+    assert!(s.queue_counts().await.unwrap().is_empty());
+}
+
+/// Expiry removes the commands still waiting whose TTL passed, never one handed over.
+pub async fn queue_expiry_takes_only_waiting_commands(h: &Harness) {
+    let s = h.store();
+    let out = ids(&s
+        .enqueue(vec![held("j1", "a", 5_000), held("j2", "a", 8_000), held("j3", "b", 5_000)], ROOMY)
+        .await
+        .unwrap());
+    s.delivered(out[2], t(4_000)).await.unwrap();
+    assert!(s.expire_queued(t(4_999)).await.unwrap().is_empty(), "nothing is due yet");
+    let expired = s.expire_queued(t(5_000)).await.unwrap();
+    let jobs: Vec<(&str, &str)> =
+        expired.iter().map(|q| (q.command.job_id.as_str(), q.command.device.as_str())).collect();
+    assert_eq!(jobs, [("j1", "a")], "j3 was handed over: its outcome settles it, not its TTL");
+    assert!(s.expire_queued(t(5_000)).await.unwrap().is_empty(), "expired once");
+    let left: Vec<i64> = s.queued_for("a", 10).await.unwrap().iter().map(|q| q.id).collect();
+    assert_eq!(left, [out[1]]);
+}
+
+/// What is queued is committed: a restarted store still holds it, in order.
+pub async fn queue_survives_a_restart(h: &Harness) {
+    let s = h.store();
+    ids(&s.enqueue(vec![held("j1", "a", 9_000), held("j2", "a", 9_000)], ROOMY).await.unwrap());
+    let s = h.reopen().await;
+    let jobs: Vec<String> = s.queued_for("a", 10).await.unwrap().into_iter().map(|q| q.command.job_id).collect();
+    assert_eq!(jobs, ["j1", "j2"]);
+}
