@@ -293,6 +293,11 @@ pub struct SendArgs {
     pub wait: Duration,
     #[command(flatten)]
     pub output: crate::output::OutputArgs,
+    /// Hold the command for targets that are not connected, up to this long: it is delivered
+    /// when they connect (their status is `queued` meanwhile; `orb jobs wait ID` follows them),
+    /// or they end `expired` [default: not held: such targets end `offline`].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub ttl: Option<Duration>,
     /// Show which devices match; send nothing.
     #[arg(long, conflicts_with = "async_")]
     pub dry_run: bool,

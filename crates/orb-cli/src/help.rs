@@ -93,6 +93,7 @@ Examples:
   orb send '*' sys.info -o yaml               # also: -o wide (nothing cut), json, name (ids)
   orb send '*' ping --timeout 3s --no-headers # --timeout is --wait
   orb send '*' sleep 60000 --async --wait 2m  # prints the job id and returns: orb jobs wait ID
+  orb send 'cam-*' sys.info --ttl 1h          # offline cameras get it when they connect (queued)
 
 Selectors:
   '*', ids (web-1,web-2), globs (cam-*), tag:KEY=VALUE, group:NAME, combined with and, or, not and

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use orb_client::Client;
 use orb_proto::Status;
@@ -212,18 +212,25 @@ async fn wait(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure
     let left = || (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
     let give_up = deadline + FOLLOW_GRACE;
     printer.show_progress(d.results.len() + d.pending.len(), &d.job.id, left());
-    let mut shown: HashSet<String> = HashSet::new();
+    // What each device was shown with: a held command's target is shown again when it settles.
+    let mut shown: HashMap<String, Status> = HashMap::new();
     let mut pause = FOLLOW_FIRST;
     loop {
-        let before = shown.len();
-        for r in d.results.iter().filter(|r| !shown.contains(&r.device)) {
-            printer.result(r)?;
+        let mut changed = false;
+        for r in &d.results {
+            if shown.get(&r.device) != Some(&r.status) {
+                printer.result(r)?;
+                shown.insert(r.device.clone(), r.status);
+                changed = true;
+            }
         }
-        shown.extend(d.results.iter().map(|r| r.device.clone()));
         if d.job.state != JobPhase::Running {
             break;
         }
-        if chrono::Utc::now() > give_up {
+        // Commands held for devices (`--ttl`) keep a job running past its deadline, until they
+        // are delivered or expire (the server bounds their TTL).
+        let held = d.results.iter().any(|r| r.status == Status::Queued);
+        if !held && chrono::Utc::now() > give_up {
             printer.clear_progress();
             return Err(Failure::new(
                 exit::FAILED,
@@ -238,7 +245,7 @@ async fn wait(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure
             ));
         }
         printer.set_time_left(left());
-        pause = if shown.len() > before { FOLLOW_FIRST } else { (pause * 2).min(FOLLOW_MAX) };
+        pause = if changed { FOLLOW_FIRST } else { (pause * 2).min(FOLLOW_MAX) };
         tokio::time::sleep(pause).await;
         d = fetch(client, &d.job.id).await?;
     }

@@ -45,7 +45,10 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         return print_dry_run(&args, &r, format);
     }
 
-    let request = JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait);
+    let mut request = JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait);
+    if let Some(ttl) = args.ttl {
+        request = request.ttl(ttl);
+    }
     let mut job = match client.submit(request.select(crate::online::select(args.online))).await {
         Ok(job) => job,
         Err(ClientError::Remote(e)) if e.code == ErrorCode::NoMatch => {

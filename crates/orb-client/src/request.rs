@@ -1,5 +1,6 @@
 //! What a job asks for: [`JobRequest`], the command, its targets and the options of a job
-//! (deadline, which matched devices to target), handed to [`crate::Client::submit`]. New job
+//! (deadline, which matched devices to target, how long to wait for offline ones), handed to
+//! [`crate::Client::submit`]. New job
 //! options become new fields with a default, so callers keep compiling.
 
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub struct JobRequest {
     pub deadline: Duration,
     /// Which matched devices become targets (default [`Select::All`]).
     pub select: Select,
+    /// How long the command waits, stored by the server, for a target that is not connected
+    /// (default `None`: such a target ends `offline`).
+    pub ttl: Option<Duration>,
 }
 
 impl JobRequest {
@@ -44,6 +48,7 @@ impl JobRequest {
             args: Bytes::from_static(b"null"),
             deadline: JobRequest::DEFAULT_DEADLINE,
             select: Select::All,
+            ttl: None,
         }
     }
 
@@ -65,6 +70,14 @@ impl JobRequest {
     #[must_use]
     pub fn select(mut self, select: Select) -> JobRequest {
         self.select = select;
+        self
+    }
+
+    /// Holds the command for targets that are not connected, up to `ttl`: the server delivers
+    /// it when they connect (their status is `queued` meanwhile), or ends them `expired`.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> JobRequest {
+        self.ttl = Some(ttl);
         self
     }
 }

@@ -492,14 +492,14 @@ pub(crate) mod arb {
         (
             arb_kind(),
             (s(), s(), s(), s(), s(), s(), s()),
-            (n(), s(), s(), status, n(), s()),
+            (n(), n(), s(), n(), s(), status, n(), s()),
             (proptest::option::of(arb_error()), proptest::option::of(arb_json())),
         )
             .prop_map(
                 |(
                     kind,
                     (id, re, cmd, target, select, to, from),
-                    (deadline_ms, job, device, status, elapsed_ms, topic),
+                    (deadline_ms, ttl_ms, job, attempt, device, status, elapsed_ms, topic),
                     (error, body),
                 )| Envelope {
                     kind,
@@ -511,7 +511,9 @@ pub(crate) mod arb {
                     to,
                     from,
                     deadline_ms,
+                    ttl_ms,
                     job,
+                    attempt,
                     device,
                     status,
                     elapsed_ms,
@@ -560,7 +562,9 @@ pub(crate) mod arb {
             to: Some("web-1".into()),
             from: Some("$server".into()),
             deadline_ms: Some(u64::MAX),
+            ttl_ms: Some(86_400_000),
             job: Some("0199a3f2-7c4e-7b1a-9d2e-5f6a7b8c9d0e".into()),
+            attempt: Some(2),
             device: Some("web-2".into()),
             status: Some(Status::Cancelled),
             elapsed_ms: Some(0),
@@ -652,7 +656,9 @@ mod tests {
             to,
             from,
             deadline_ms,
+            ttl_ms,
             job,
+            attempt,
             device,
             status,
             elapsed_ms,
@@ -663,13 +669,14 @@ mod tests {
         assert_eq!(kind, Kind::Cmd);
         assert!(id.is_some() && re.is_some() && cmd.is_some() && target.is_some() && select.is_some() && to.is_some());
         assert!(from.is_some() && deadline_ms.is_some() && job.is_some() && device.is_some() && status.is_some());
+        assert!(ttl_ms.is_some() && attempt.is_some());
         assert!(elapsed_ms.is_some() && topic.is_some() && error.is_some() && body.is_some());
         // Member order is the table order of docs/protocol.md section 3: kind first, body last.
         let doc = include_str!("../../../docs/protocol.md");
         let section = &doc[doc.find("## 3. The envelope").unwrap()..doc.find("### 3.1").unwrap()];
         let documented: Vec<&str> =
             section.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
-        assert_eq!(documented.len(), 16, "{documented:?}");
+        assert_eq!(documented.len(), 18, "{documented:?}");
         assert_eq!(member_names(&frame), documented);
     }
 

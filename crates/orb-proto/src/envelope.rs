@@ -299,8 +299,13 @@ envelope_fields! {
     from: String,
     /// Relative deadline in milliseconds from when the receiver got the frame.
     deadline_ms: u64,
+    /// How long a job's command may wait for a device that is not connected, in milliseconds
+    /// (a `cmd` with `target`; absent: it does not wait).
+    ttl_ms: u64,
     /// Job id (ack, event, reply that ends a job; cmd delivered as part of a job).
     job: String,
+    /// Which delivery of a held command this is: 1, 2, ... (a `cmd` delivered from the queue).
+    attempt: u64,
     /// The device an `event` is about.
     device: String,
     /// A target's outcome (`event`).

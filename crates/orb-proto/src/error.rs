@@ -85,6 +85,9 @@ error_codes! {
     TooManyJobs = "too_many_jobs", 429, "the client already has the maximum number of jobs in flight";
     RateLimited = "rate_limited", 429, "too many attempts from this address in a short time (new device enrollments); try again later";
     Cancelled = "cancelled", 409, "the command was cancelled before it finished";
+    QueueFull = "queue_full", 507, "the device's queue of held commands is full (count or bytes); this command was not queued";
+    Expired = "expired", 410, "the command's TTL passed before its device connected; it never ran";
+    Interrupted = "interrupted", 500, "the command was handed to the device, which disconnected before answering; it is not run again";
     IdTaken = "id_taken", 409, "the device id is registered with its own secret; only that secret may connect as it";
     Revoked = "revoked", 403, "the device's credential was revoked by an operator";
     DeviceNotFound = "device_not_found", 404, "no device with this id is registered";

@@ -1,5 +1,6 @@
 //! Background upkeep until shutdown: every second, requests past their deadline are answered
-//! `timeout` and ended jobs past their late window forgotten (the client library enforces its own
+//! `timeout`, ended jobs past their late window forgotten and held commands past their TTL
+//! ended `expired` (the client library enforces its own
 //! deadline precisely; this frees the server's records); every minute, job retention (by age and
 //! count) and a coarse `last_seen` for connected devices, so a `kill -9` loses at most a minute
 //! of it.
@@ -35,7 +36,10 @@ pub(crate) async fn run(broker: Broker, store: Arc<RwLock<StoreConfig>>, shutdow
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            now = expire.tick() => broker.expire(now),
+            now = expire.tick() => {
+                broker.expire(now);
+                broker.expire_held().await;
+            }
             _ = retention.tick() => {
                 let cfg = store.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 prune(&broker, &cfg).await;

@@ -34,6 +34,7 @@ async fn a_job_submitted_through_the_broker_yields_typed_events_with_no_session(
         args: None,
         deadline: Some(WAIT),
         select: Select::All,
+        ttl: None,
     };
     let mut handle = broker.submit(&admin(), spec).unwrap();
     assert_eq!(handle.accepted.targets, vec!["b-1", "b-2"]);
@@ -115,7 +116,14 @@ async fn requests_and_calls_through_the_broker_are_answered_to_in_process_sinks(
 
     // The one policy applies to every adapter alike: a device identity may not submit jobs.
     let device = Requester::new(Identity::device(orb_proto::DeviceId::new("r-1").unwrap()));
-    let spec = JobSpec { command: "ping".into(), target: "*".into(), args: None, deadline: None, select: Select::All };
+    let spec = JobSpec {
+        command: "ping".into(),
+        target: "*".into(),
+        args: None,
+        deadline: None,
+        select: Select::All,
+        ttl: None,
+    };
     assert_eq!(broker.submit(&device, spec).err().unwrap().code, ErrorCode::Forbidden);
     assert_eq!(broker.devices_list(&device, &DevicesQuery::default()).await.unwrap_err().code, ErrorCode::Forbidden);
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, Row};
 
 use crate::Record;
@@ -39,7 +40,22 @@ pub(crate) async fn record(conn: &mut AnyConnection, record: &Record) -> Result<
         Record::JobCreated(job) => job_created(conn, job).await,
         Record::TargetsSettled(outcomes) => targets_settled(conn, outcomes).await,
         Record::JobEnded(end) => job_ended(conn, end).await,
+        Record::HeldSettled { job, at } => held_settled(conn, job, *at).await,
     }
+}
+
+/// A held command of `job` settled (answered or expired): the job is done when its live part is
+/// over (`finished_at` set) and no command of it is held any more.
+async fn held_settled(conn: &mut AnyConnection, job: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET state = 'done', finished_at = $2 WHERE id = $1 AND state = 'running' \
+         AND finished_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM queued_commands WHERE job_id = $1)",
+    )
+    .bind(job)
+    .bind(ms(at))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 async fn connected(conn: &mut AnyConnection, c: &Connection) -> Result<(), sqlx::Error> {
@@ -126,8 +142,9 @@ async fn targets_settled(conn: &mut AnyConnection, outcomes: &[TargetOutcome]) -
     Ok(())
 }
 
-/// Settles pending targets only: an upsert whose update applies where `status IS NULL` (a target
-/// that already has a status keeps it; a pending target, which has no row, gets one). Rows
+/// Settles pending targets only: an upsert whose update applies where `status IS NULL` or
+/// `queued` (a target that already has a final status keeps it; a pending target, which has no
+/// row, gets one; a held command's outcome replaces its `queued`). Rows
 /// come from a `VALUES` list (columns `column1`.. on both backends) filtered to jobs that exist:
 /// an outcome for an unknown job (pruned, or its creation lost) is skipped rather than failing
 /// the foreign key, which would send the whole batch down the slow path.
@@ -145,7 +162,7 @@ async fn on_time_chunk(conn: &mut AnyConnection, chunk: &[&TargetOutcome]) -> Re
          ON CONFLICT (job_id, device_id) DO UPDATE SET status = excluded.status, result = excluded.result, \
          error_code = excluded.error_code, error_message = excluded.error_message, \
          elapsed_ms = excluded.elapsed_ms, answered_at = excluded.answered_at \
-         WHERE job_targets.status IS NULL",
+         WHERE job_targets.status IS NULL OR job_targets.status = 'queued'",
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
     for o in chunk {
@@ -194,13 +211,19 @@ async fn late_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(),
     .map(drop)
 }
 
+/// The live part of a job ended: its state becomes `end.state`, unless commands of it are still
+/// held for devices (sent with a TTL): then it stays `running` until the last of them settles
+/// ([`held_settled`]); `finished_at` marks that the live part is over either way.
 async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET state = $2, finished_at = $3 WHERE id = $1")
-        .bind(&end.job)
-        .bind(end.state.as_str())
-        .bind(ms(end.at))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE jobs SET state = CASE WHEN EXISTS (SELECT 1 FROM queued_commands WHERE job_id = $1) \
+         THEN 'running' ELSE $2 END, finished_at = $3 WHERE id = $1",
+    )
+    .bind(&end.job)
+    .bind(end.state.as_str())
+    .bind(ms(end.at))
+    .execute(&mut *conn)
+    .await?;
     if let Some((status, error)) = &end.pending_become {
         settle_pending(conn, &end.job, status.as_str(), error.code.as_str(), &error.message).await?;
     }

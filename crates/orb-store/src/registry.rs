@@ -133,7 +133,8 @@ async fn cancel_job(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Re
 }
 
 /// Ends the running jobs of `node`, and running jobs without a node (stored before jobs had
-/// one); running jobs of other nodes are theirs to end.
+/// one); running jobs of other nodes are theirs to end. Their pending targets become `timeout`;
+/// a job with commands still held for devices stays running until those settle.
 async fn recover_jobs(
     conn: &mut AnyConnection,
     node: &str,
@@ -149,7 +150,12 @@ async fn recover_jobs(
         let id: String = sqlx::Row::try_get(row, "id")?;
         settle_pending(conn, &id, "timeout", ErrorCode::Timeout.as_str(), message).await?;
     }
-    let sql = format!("UPDATE jobs SET state = 'done', finished_at = $2 WHERE {OWNED}");
+    // A job with commands still held for devices stays running (they are delivered after the
+    // restart); its live part is over.
+    let sql = format!(
+        "UPDATE jobs SET state = CASE WHEN EXISTS (SELECT 1 FROM queued_commands q WHERE q.job_id = jobs.id) \
+         THEN 'running' ELSE 'done' END, finished_at = $2 WHERE {OWNED}"
+    );
     let done = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(node).bind(ms(at)).execute(conn).await?;
     Ok(Ok(Written::Count(done.rows_affected())))
 }

@@ -256,6 +256,7 @@ pub(crate) fn job(row: &AnyRow) -> Option<JobRecord> {
         phase
     });
     let created_at = f.time("created_at", DateTime::UNIX_EPOCH, "1970-01-01");
+    let state = state.unwrap_or(JobPhase::Done);
     Some(JobRecord {
         node: f.opt_text("node"),
         requester: f.text("requester"),
@@ -264,8 +265,10 @@ pub(crate) fn job(row: &AnyRow) -> Option<JobRecord> {
         args: f.opt_text("args"),
         created_at,
         deadline_at: f.time("deadline_at", created_at, "its creation time"),
-        finished_at: f.opt_time("finished_at"),
-        state: state.unwrap_or(JobPhase::Done),
+        // A job whose commands are still held for devices is running; its live part's end is
+        // not when it finished.
+        finished_at: if state == JobPhase::Running { None } else { f.opt_time("finished_at") },
+        state,
         targets: f.count("target_count"),
         skipped: f.count("skipped"),
         summary: BTreeMap::new(),

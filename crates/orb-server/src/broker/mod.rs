@@ -12,6 +12,7 @@
 //! against the commands its targets declared).
 
 mod declared;
+mod held;
 mod policy;
 mod queries;
 pub mod services;
@@ -92,6 +93,8 @@ struct Inner {
     drain_deadline: std::sync::Mutex<Option<Instant>>,
     /// Cancelled when the server has stopped serving sessions.
     shutdown: CancellationToken,
+    /// Devices whose held commands are being delivered now.
+    delivering: held::Delivering,
 }
 
 /// What [`Broker::new`] is made of.
@@ -109,8 +112,13 @@ pub(crate) struct Parts {
 impl Broker {
     pub(crate) fn new(p: Parts) -> Broker {
         let correlations = Arc::new(Correlations::new(p.node.clone()));
-        let jobs =
-            Jobs::new(p.node.clone(), Arc::clone(&correlations), p.registry.recorder().clone(), p.tracker.clone());
+        let jobs = Jobs::new(
+            p.node.clone(),
+            Arc::clone(&correlations),
+            p.registry.recorder().clone(),
+            Arc::clone(p.registry.store()),
+            p.tracker.clone(),
+        );
         Broker(Arc::new(Inner {
             node: p.node,
             registry: p.registry,
@@ -129,6 +137,7 @@ impl Broker {
             draining: AtomicBool::new(false),
             drain_deadline: std::sync::Mutex::new(None),
             shutdown: p.shutdown,
+            delivering: held::Delivering::default(),
         }))
     }
 
@@ -266,6 +275,17 @@ impl Broker {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out.dedup_by(|a, b| a.id == b.id);
         out
+    }
+
+    /// Starts delivering the commands held for `device` (jobs sent with a TTL) now that it is
+    /// connected: one at a time, oldest first, in a task of its own.
+    pub fn deliver_held(&self, device: DeviceId) {
+        self.0.tracker.spawn(held::deliver(self.clone(), device));
+    }
+
+    /// Ends the held commands whose TTL passed (status `expired`); run every second.
+    pub async fn expire_held(&self) {
+        held::expire(self).await;
     }
 
     /// Submits a job: the one way every adapter starts one.

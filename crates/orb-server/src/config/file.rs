@@ -87,6 +87,12 @@ pub struct LimitsSection {
     pub request_deadline: String,
     /// Longest deadline a command may ask for.
     pub max_deadline: String,
+    /// Longest TTL a job may ask for.
+    pub max_ttl: String,
+    /// Commands one device's queue may hold.
+    pub max_queued_per_device: u64,
+    /// Bytes one device's queue may hold.
+    pub max_queued_bytes_per_device: u64,
 }
 
 impl Default for LimitsSection {
@@ -109,6 +115,9 @@ impl Default for LimitsSection {
             job_deadline: "10s".into(),
             request_deadline: "30s".into(),
             max_deadline: "24h".into(),
+            max_ttl: "7d".into(),
+            max_queued_per_device: l.max_queued_per_device as u64,
+            max_queued_bytes_per_device: l.max_queued_bytes_per_device as u64,
         }
     }
 }
@@ -257,12 +266,21 @@ impl ServerFile {
             max_inflight_jobs: p.size("limits.max_inflight_jobs", l.max_inflight_jobs, 0, MAX_COUNT),
             job_buffer_bytes: p.size("limits.job_buffer_bytes", l.job_buffer_bytes, 1024, MAX_SIZE),
             enrollments_per_ip: l.enrollments_per_ip,
+            max_ttl: p.duration("limits.max_ttl", &l.max_ttl),
+            max_queued_per_device: p.size("limits.max_queued_per_device", l.max_queued_per_device, 1, MAX_COUNT),
+            max_queued_bytes_per_device: p.size(
+                "limits.max_queued_bytes_per_device",
+                l.max_queued_bytes_per_device,
+                1024,
+                MAX_SIZE,
+            ),
             ..Limits::default()
         };
         for (key, d) in [
             ("limits.job_deadline", limits.default_job_deadline),
             ("limits.request_deadline", limits.default_request_deadline),
             ("limits.max_deadline", limits.max_deadline),
+            ("limits.max_ttl", limits.max_ttl),
         ] {
             if d > MAX_DEADLINE {
                 p.0.push(format!("'{key}' must be at most 30 days"));

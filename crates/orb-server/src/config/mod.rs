@@ -181,6 +181,12 @@ pub struct Limits {
     /// New device ids one source address may enroll per second, in bursts of as many (0:
     /// unlimited); more get `rate_limited`.
     pub enrollments_per_ip: u32,
+    /// Longest TTL a job may ask for (its command waits that long for offline targets).
+    pub max_ttl: Duration,
+    /// Commands one device's queue may hold; more get `queue_full`.
+    pub max_queued_per_device: usize,
+    /// Bytes (command, arguments, sender) one device's queue may hold; more get `queue_full`.
+    pub max_queued_bytes_per_device: usize,
 }
 
 impl Default for Limits {
@@ -202,6 +208,9 @@ impl Default for Limits {
             max_inflight_jobs: 64,
             job_buffer_bytes: 8 * 1024 * 1024,
             enrollments_per_ip: 50,
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_queued_per_device: 1000,
+            max_queued_bytes_per_device: 16 * 1024 * 1024,
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct JobHandle {
     pub accepted: JobAccepted,
     /// Its events.
     pub events: JobEvents,
+    /// For a job with a TTL: resolves once the commands held for its offline targets are
+    /// committed (or refused) — acknowledge the job only then. `None`: acknowledge at once.
+    pub committed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// The reading end of a job's events.

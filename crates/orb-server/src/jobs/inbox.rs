@@ -29,6 +29,9 @@ pub(crate) enum Outcome {
     Timeout(ErrorBody),
     /// Pending when the job was cancelled.
     Cancelled,
+    /// Not connected; the command is held for it (a job with a TTL) and delivered when it
+    /// connects: its outcome is stored then.
+    Queued,
 }
 
 impl Outcome {
@@ -48,7 +51,7 @@ impl Outcome {
         match self {
             Outcome::Ok(body) => Some(Ok(body)),
             Outcome::Error(e) | Outcome::Timeout(e) => Some(Err(e)),
-            Outcome::Offline | Outcome::Cancelled => None,
+            Outcome::Offline | Outcome::Cancelled | Outcome::Queued => None,
         }
     }
 
@@ -59,6 +62,7 @@ impl Outcome {
             Outcome::Offline => Status::Offline,
             Outcome::Timeout(_) => Status::Timeout,
             Outcome::Cancelled => Status::Cancelled,
+            Outcome::Queued => Status::Queued,
         }
     }
 
@@ -69,6 +73,7 @@ impl Outcome {
             Outcome::Error(e) | Outcome::Timeout(e) => Some(e.clone()),
             Outcome::Offline => Some(ErrorBody::new(ErrorCode::DeviceOffline, "the device was not connected")),
             Outcome::Cancelled => Some(ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled")),
+            Outcome::Queued => None,
         }
     }
 }

@@ -25,7 +25,7 @@ use chrono::Utc;
 use dashmap::DashMap;
 use orb_proto::message::{JobAccepted, Select};
 use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind};
-use orb_store::{NewJob, Recorder};
+use orb_store::{NewJob, NewQueued, QueueLimits, Recorder, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +37,7 @@ use crate::node::NodeId;
 use crate::router::correlation::{Answer, Correlations};
 use crate::router::sessions::Target;
 use inbox::{JobInbox, Outcome};
-use run::JobRun;
+use run::{Hold, JobRun};
 
 /// What a job is: a command with arguments for every device a selector matches, with a deadline.
 /// Every adapter (wire session, HTTP API, scheduler) submits this through the broker.
@@ -54,6 +54,9 @@ pub struct JobSpec {
     pub deadline: Option<Duration>,
     /// Which matched devices become targets: all of them, or only those connected now.
     pub select: Select,
+    /// How long the command waits, stored, for targets that are not connected (`None`: they end
+    /// `offline`); capped at `limits.max_ttl`.
+    pub ttl: Option<Duration>,
 }
 
 /// The jobs this server runs, by id: to cancel them and to wait for them at shutdown.
@@ -87,6 +90,8 @@ pub struct Jobs {
     correlations: Arc<Correlations>,
     running: RunningJobs,
     recorder: Recorder,
+    /// Where commands held for devices go (jobs with a TTL).
+    store: Arc<dyn Store>,
     tracker: TaskTracker,
     stop: CancellationToken,
     readers: Arc<events::Readers>,
@@ -95,13 +100,20 @@ pub struct Jobs {
 impl Jobs {
     /// Jobs of `node`, answered through `correlations`, recorded by `recorder`, their tasks on
     /// `tracker`.
-    pub(crate) fn new(node: NodeId, correlations: Arc<Correlations>, recorder: Recorder, tracker: TaskTracker) -> Jobs {
+    pub(crate) fn new(
+        node: NodeId,
+        correlations: Arc<Correlations>,
+        recorder: Recorder,
+        store: Arc<dyn Store>,
+        tracker: TaskTracker,
+    ) -> Jobs {
         Jobs {
             accepting: std::sync::atomic::AtomicBool::new(true),
             node,
             correlations,
             running: RunningJobs::default(),
             recorder,
+            store,
             tracker,
             stop: CancellationToken::new(),
             readers: Arc::default(),
@@ -168,10 +180,17 @@ impl Jobs {
         }
 
         let started = Instant::now();
+        let ttl = spec.ttl.filter(|t| !t.is_zero()).map(|t| t.min(limits.max_ttl));
+        // With a TTL, a target that is not connected is held for it instead of ending `offline`.
+        let mut held = Vec::new();
         let mut delivered = Vec::with_capacity(targets.len());
         for (i, t) in targets.iter().enumerate() {
             let Some(session) = &t.session else {
-                inbox.settle(i, None, Outcome::Offline);
+                if ttl.is_some() {
+                    held.push(i);
+                } else {
+                    inbox.settle(i, None, Outcome::Offline);
+                }
                 delivered.push(None);
                 continue;
             };
@@ -181,6 +200,10 @@ impl Jobs {
             let slot = u32::try_from(i).unwrap_or(u32::MAX);
             match session.outbox.deliver_noticed(frame, Arc::clone(&inbox) as _, slot) {
                 Ok(()) => delivered.push(Some(session.outbox.clone())),
+                Err(crate::router::delivery::DeliveryError::Closed) if ttl.is_some() => {
+                    held.push(i);
+                    delivered.push(None);
+                }
                 Err(crate::router::delivery::DeliveryError::Closed) => {
                     inbox.settle(i, None, Outcome::Offline);
                     delivered.push(None);
@@ -219,6 +242,38 @@ impl Jobs {
         };
         let (events_tx, events) =
             events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));
+        let (hold, committed) = match ttl {
+            None => (None, None),
+            Some(ttl) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let now = Utc::now();
+                let wait_ms = deadline_ms;
+                let rows = held
+                    .into_iter()
+                    .map(|i| {
+                        let command = NewQueued {
+                            job_id: job_id.clone(),
+                            device: devices[i].to_string(),
+                            command: record.command.clone(),
+                            args: record.args.clone(),
+                            sender: record.requester.clone(),
+                            wait_ms,
+                            queued_at: now,
+                            expires_at: chrono::Duration::from_std(ttl)
+                                .ok()
+                                .and_then(|d| now.checked_add_signed(d))
+                                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+                        };
+                        (i, command)
+                    })
+                    .collect();
+                let limits = QueueLimits {
+                    max_commands: limits.max_queued_per_device as u64,
+                    max_bytes: limits.max_queued_bytes_per_device as u64,
+                };
+                (Some(Hold { rows, limits, committed: tx }), Some(rx))
+            }
+        };
         let run = JobRun {
             job_id,
             correlation,
@@ -234,11 +289,13 @@ impl Jobs {
             correlations: Arc::clone(&self.correlations),
             running: self.running.clone(),
             stop: self.stop.clone(),
+            hold,
+            store: self.store.clone(),
             _slot: slot,
         };
         drop(inbox);
         self.tracker.spawn(run.run());
-        Ok(JobHandle { accepted, events })
+        Ok(JobHandle { accepted, events, committed })
     }
 
     /// Cancels running job `job` (full id): the receiver gets the targets that were pending.

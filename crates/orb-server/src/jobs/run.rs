@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use orb_proto::history::JobPhase;
 use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
-use orb_store::{JobEnd, NewJob, NewTarget, Record, Recorder, TargetOutcome};
-use tokio::sync::mpsc;
+use orb_store::{Enqueued, JobEnd, NewJob, NewQueued, NewTarget, QueueLimits, Record, Recorder, Store, TargetOutcome};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -49,9 +49,24 @@ pub(crate) struct JobRun {
     pub(crate) running: RunningJobs,
     /// Cancelled when the server stops: pending targets end as `timeout` at once.
     pub(crate) stop: CancellationToken,
+    /// Commands to hold for targets that are not connected (a job with a TTL).
+    pub(crate) hold: Option<Hold>,
+    /// Where they are held.
+    pub(crate) store: Arc<dyn Store>,
     /// The job's place in its requester's quota, shared with the job's reader (released when
     /// both are done).
     pub(crate) _slot: Arc<JobSlot>,
+}
+
+/// What a job with a TTL holds for its targets that are not connected, before it is
+/// acknowledged.
+pub(crate) struct Hold {
+    /// Target slot and the command held for it.
+    pub(crate) rows: Vec<(usize, NewQueued)>,
+    /// How much each device's queue may hold.
+    pub(crate) limits: QueueLimits,
+    /// Told once they are committed (or refused): the requester is acknowledged then.
+    pub(crate) committed: oneshot::Sender<()>,
 }
 
 impl JobRun {
@@ -63,6 +78,9 @@ impl JobRun {
         }
         let mut state = JobState::new(self.devices.len());
         let mut unrecorded = Vec::new();
+        if let Some(hold) = self.hold.take() {
+            self.hold_for_offline_targets(hold, &mut state, &mut unrecorded).await;
+        }
         let deadline = tokio::time::sleep_until(self.deadline);
         tokio::pin!(deadline);
         let stop = self.stop.clone();
@@ -118,6 +136,34 @@ impl JobRun {
         self.correlations.end_job(&self.correlation, self.job_id.clone(), LATE_WINDOW);
         self.record_late_arrivals().await;
         self.running.finish(&self.job_id);
+    }
+
+    /// Holds the commands of the targets that are not connected (one awaited, group-committed
+    /// write), then tells the requester: `queued` for each one held, `error` `queue_full` for
+    /// one whose device's queue is full, `error` `store_unavailable` when the store failed.
+    /// Only then is the job acknowledged.
+    async fn hold_for_offline_targets(&mut self, hold: Hold, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let Hold { rows, limits, committed } = hold;
+        let (slots, commands): (Vec<usize>, Vec<NewQueued>) = rows.into_iter().unzip();
+        let outcomes = match self.store.enqueue(commands, limits).await {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .map(|e| match e {
+                    Enqueued::Queued(_) => Outcome::Queued,
+                    Enqueued::Full(why) => Outcome::Error(ErrorBody::new(ErrorCode::QueueFull, why)),
+                })
+                .collect(),
+            Err(e) => {
+                let error = crate::registry::store_error(e);
+                slots.iter().map(|_| Outcome::Error(error.clone())).collect::<Vec<_>>()
+            }
+        };
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            if state.settle(slot, outcome.status()) {
+                self.settled(slot, outcome, None, out);
+            }
+        }
+        let _ = committed.send(());
     }
 
     /// Answers that reached the inbox after the job ended but before its correlation said so:
@@ -180,7 +226,7 @@ impl JobRun {
         let error = outcome.error();
         let result = match outcome {
             Outcome::Ok(body) => Some(String::from_utf8_lossy(&body).into_owned()),
-            Outcome::Error(_) | Outcome::Offline | Outcome::Timeout(_) | Outcome::Cancelled => None,
+            Outcome::Error(_) | Outcome::Offline | Outcome::Timeout(_) | Outcome::Cancelled | Outcome::Queued => None,
         };
         out.push(TargetOutcome {
             job: self.job_id.clone(),

@@ -34,7 +34,10 @@ impl Session {
                 self.reply_err(id, ErrorBody::new(ErrorCode::BadRequest, "cmd has both to and target; use one"))
             }
             (Some(target), None) => match orb_proto::message::Select::from_wire(env.select.as_deref()) {
-                Ok(select) => self.submit(id, JobSpec { command, target, args: env.body, deadline, select }),
+                Ok(select) => {
+                    let ttl = env.ttl_ms.filter(|ms| *ms > 0).map(Duration::from_millis);
+                    self.submit(id, JobSpec { command, target, args: env.body, deadline, select, ttl });
+                }
                 Err(e) => self.reply_err(id, e),
             },
             (None, _) if env.select.is_some() => self.reply_err(
@@ -58,9 +61,22 @@ impl Session {
         ack.job = Some(job.clone());
         // The server's own answer, listing every target: like a `$orb.` listing it may exceed
         // the frame limit on a large fleet (operator tools accept up to 64 MiB from the server).
-        let _ = self.outbox.reply(self.outbox.codec.encode(&ack));
+        let ack = self.outbox.codec.encode(&ack);
         let outbox = self.outbox.clone();
-        self.shared.broker.tracker().spawn(forward(handle.events, outbox, re, job));
+        match handle.committed {
+            None => {
+                let _ = self.outbox.reply(ack);
+                self.shared.broker.tracker().spawn(forward(handle.events, outbox, re, job));
+            }
+            // A job with a TTL is acknowledged once what it holds for offline targets is on disk.
+            Some(committed) => {
+                self.shared.broker.tracker().spawn(async move {
+                    let _ = committed.await;
+                    let _ = outbox.reply(ack);
+                    forward(handle.events, outbox, re, job).await;
+                });
+            }
+        }
     }
 
     /// A request to one device: the reply is encoded by a [`WireReply`] when it comes.

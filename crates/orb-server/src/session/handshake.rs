@@ -128,7 +128,7 @@ pub(super) async fn handshake<R: FrameSource>(
             match registry.get(id.as_str()) {
                 None => outbox.closer.close(CloseReason::Removed),
                 Some(k) if k.revoked => outbox.closer.close(CloseReason::Revoked),
-                Some(_) => {}
+                Some(_) => broker.deliver_held(id.clone()),
             }
             (Registered::Device(registration), Some(record))
         }

@@ -142,6 +142,7 @@ macro_rules! conformance_tests {
             queue_delivery_and_settling,
             queue_expiry_takes_only_waiting_commands,
             queue_survives_a_restart,
+            a_job_with_held_commands_ends_when_they_settle,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {

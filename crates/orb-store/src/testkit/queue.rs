@@ -119,3 +119,65 @@ pub async fn queue_survives_a_restart(h: &Harness) {
     let jobs: Vec<String> = s.queued_for("a", 10).await.unwrap().into_iter().map(|q| q.command.job_id).collect();
     assert_eq!(jobs, ["j1", "j2"]);
 }
+
+/// A job whose command is held for a device stays running after its live part ends (and after
+/// a restart's recovery); the held command's outcome replaces `queued`, and the job is done when
+/// the last held command settles.
+pub async fn a_job_with_held_commands_ends_when_they_settle(h: &Harness) {
+    use orb_proto::Status;
+    use orb_proto::history::JobPhase;
+
+    use super::devices::{NODE, job};
+    use crate::{JobEnd, NewJob, NewTarget, Record, TargetOutcome};
+
+    let s = h.store();
+    let rec = s.recorder();
+    let target = |d: &str| NewTarget { device: d.to_owned(), status: None, error: None };
+    let settled = |d: &str, status: Status, result: Option<&str>| TargetOutcome {
+        job: "held-1".to_owned(),
+        device: d.to_owned(),
+        status,
+        result: result.map(str::to_owned),
+        error: None,
+        elapsed_ms: None,
+        at: t(2_000),
+        late: false,
+    };
+    rec.record(Record::JobCreated(NewJob { targets: vec![target("a"), target("b"), target("c")], ..job("held-1", 0) }))
+        .await;
+    let held_b = ids(&s.enqueue(vec![held("held-1", "b", 90_000)], ROOMY).await.unwrap())[0];
+    rec.record(Record::TargetsSettled(vec![settled("a", Status::Ok, Some("1")), settled("b", Status::Queued, None)]))
+        .await;
+    // The live part ends; `c` never answered (timeout), `b` is still held.
+    let timeout = orb_proto::ErrorBody::new(orb_proto::ErrorCode::Timeout, "no answer");
+    let end = JobEnd {
+        job: "held-1".into(),
+        at: t(10_000),
+        state: JobPhase::Done,
+        pending_become: Some((Status::Timeout, timeout)),
+    };
+    rec.record(Record::JobEnded(end)).await;
+    s.flush().await.unwrap();
+    let (record, targets) = s.job("held-1").await.unwrap();
+    assert_eq!((record.state, record.finished_at), (JobPhase::Running, None), "held commands keep it running");
+    let status: Vec<Option<Status>> = targets.iter().map(|t| t.status).collect();
+    assert_eq!(status, [Some(Status::Ok), Some(Status::Queued), Some(Status::Timeout)]);
+
+    // A restart's recovery leaves it running.
+    assert_eq!(s.recover_jobs(NODE, t(20_000), "server restarted").await.unwrap(), 1);
+    assert_eq!(s.job("held-1").await.unwrap().0.state, JobPhase::Running);
+
+    // The held command is delivered and answered: its outcome replaces `queued`, the job ends.
+    rec.record(Record::TargetsSettled(vec![settled("b", Status::Ok, Some("2"))])).await;
+    assert!(s.dequeue(held_b).await.unwrap());
+    rec.record(Record::HeldSettled { job: "held-1".into(), at: t(30_000) }).await;
+    s.flush().await.unwrap();
+    let (record, targets) = s.job("held-1").await.unwrap();
+    assert_eq!((record.state, record.finished_at), (JobPhase::Done, Some(t(30_000))));
+    assert_eq!(targets[1].status, Some(Status::Ok));
+    assert_eq!(targets[1].result.as_deref(), Some("2"));
+    // A final status is never replaced by a late `queued`.
+    rec.record(Record::TargetsSettled(vec![settled("b", Status::Queued, None)])).await;
+    s.flush().await.unwrap();
+    assert_eq!(s.job("held-1").await.unwrap().1[1].status, Some(Status::Ok));
+}

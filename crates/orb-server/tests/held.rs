@@ -1,0 +1,149 @@
+//! Jobs sent with a TTL: a target that is not connected gets its command held (committed before
+//! the job is acknowledged) and reported `queued`; the command is delivered when the device
+//! connects — also after a server restart — and its outcome stored; a full queue refuses with
+//! `queue_full`; a TTL that passes first makes it `expired`.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_client::{Client, Context, Handlers, JobRequest};
+use orb_proto::history::{JobDetail, JobPhase};
+use orb_proto::message::commands;
+use orb_proto::{ErrorCode, Status};
+use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, within};
+use serde_json::json;
+
+/// Connects `id` once (it enrolls and becomes known), then disconnects it.
+async fn known_but_offline(server: &TestServer, id: &str) {
+    let agent = server.agent(Transport::Tcp, id, &[], basic_handlers()).await;
+    agent.close().await;
+    within("the session's end", agent.closed()).await;
+    for _ in 0..500 {
+        if server.server.broker().sessions().get(id).is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{id} is still connected");
+}
+
+/// The job as stored, once `done(detail)` holds (polled: the store settles in the background).
+async fn stored_until(op: &Client, job: &str, done: impl Fn(&JobDetail) -> bool) -> JobDetail {
+    for _ in 0..500 {
+        let d: JobDetail = call(op, commands::JOBS_SHOW, json!({ "id": job })).await;
+        if done(&d) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d: JobDetail = call(op, commands::JOBS_SHOW, json!({ "id": job })).await;
+    panic!("the stored job never got there: {d:?}");
+}
+
+fn echo(hi: &str) -> JobRequest {
+    JobRequest::new("dev-1", "echo").args(Bytes::from(format!("\"{hi}\""))).deadline(Duration::from_millis(300))
+}
+
+#[tokio::test]
+async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_stored() {
+    let server = TestServer::start().await;
+    known_but_offline(&server, "dev-1").await;
+    let op = server.operator(Transport::Tcp).await;
+
+    let job = within("the ack", op.submit(echo("hi").ttl(Duration::from_secs(60)))).await.unwrap();
+    let id = job.id().to_owned();
+    let out = finish_job(job).await;
+    assert_eq!(out.result("dev-1").status, Status::Queued, "{:?}", out.results);
+    assert_eq!(out.summary.summary[&Status::Queued], 1);
+    // Stored: still running, the target queued.
+    let d = stored_until(&op, &id, |d| !d.results.is_empty()).await;
+    assert_eq!((d.job.state, d.results[0].status), (JobPhase::Running, Status::Queued));
+
+    // The device connects: the command is delivered (attempt 1) and its answer stored.
+    let attempts = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&attempts);
+    let handlers = basic_handlers().on("echo", move |c: Context| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            serde_json::from_slice::<serde_json::Value>(&c.args)
+                .map_err(|e| orb_proto::ErrorBody::new(ErrorCode::BadArgs, e.to_string()))
+        }
+    });
+    let _agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
+    let d = stored_until(&op, &id, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!(d.results[0].status, Status::Ok, "{d:?}");
+    assert_eq!(d.results[0].result.as_ref().map(|r| r.get()), Some(r#""hi""#));
+    assert!(d.job.finished_at.is_some());
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "run exactly once");
+}
+
+#[tokio::test]
+async fn held_commands_survive_a_restart_and_are_delivered_in_order() {
+    let server = TestServer::start().await;
+    known_but_offline(&server, "dev-1").await;
+    let op = server.operator(Transport::Tcp).await;
+    let mut ids = Vec::new();
+    for word in ["one", "two", "three"] {
+        let job = within("the ack", op.submit(echo(word).ttl(Duration::from_secs(60)))).await.unwrap();
+        ids.push(job.id().to_owned());
+        finish_job(job).await;
+    }
+    op.close().await;
+    let server = server.restart(|_| {}).await;
+    let op = server.operator(Transport::Tcp).await;
+
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&order);
+    let handlers = Handlers::new().on("echo", move |c: Context| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let word: String = c.args()?;
+            seen.lock().unwrap().push(word.clone());
+            Ok(json!(word))
+        }
+    });
+    let _agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
+    for (id, word) in ids.iter().zip(["one", "two", "three"]) {
+        let d = stored_until(&op, id, |d| d.job.state == JobPhase::Done).await;
+        assert_eq!(d.results[0].result.as_ref().map(|r| r.get().to_owned()), Some(format!("\"{word}\"")));
+    }
+    assert_eq!(*order.lock().unwrap(), ["one", "two", "three"], "delivered oldest first, each once");
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_with_queue_full_and_a_passed_ttl_expires() {
+    let server = TestServer::start_with(|cfg| cfg.limits.max_queued_per_device = 1, |b| b).await;
+    known_but_offline(&server, "dev-1").await;
+    let op = server.operator(Transport::Tcp).await;
+
+    let first = within("the ack", op.submit(echo("a").ttl(Duration::from_millis(300)))).await.unwrap();
+    let first_id = first.id().to_owned();
+    assert_eq!(finish_job(first).await.result("dev-1").status, Status::Queued);
+    let second = within("the ack", op.submit(echo("b").ttl(Duration::from_secs(60)))).await.unwrap();
+    let out = finish_job(second).await;
+    assert_eq!(out.result("dev-1").status, Status::Error);
+    assert_eq!(out.error_code("dev-1"), "queue_full");
+
+    // The first one's TTL passes before the device connects: expired, the job done.
+    let d = stored_until(&op, &first_id, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!(d.results[0].status, Status::Expired, "{d:?}");
+    assert_eq!(d.results[0].error.as_ref().map(|e| e.code.clone()), Some(ErrorCode::Expired));
+    // Expired ones are never delivered.
+    let ran = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&ran);
+    let handlers = Handlers::new().on("echo", move |_c: Context| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(json!(null))
+        }
+    });
+    let _agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
+    let again = within("a job", op.submit(JobRequest::new("dev-1", "echo").deadline(WAIT))).await.unwrap();
+    finish_job(again).await;
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "only the new job ran");
+}
