@@ -33,13 +33,24 @@ pub(crate) async fn run(broker: Broker, store: Arc<RwLock<StoreConfig>>, shutdow
     let mut retention = tokio::time::interval(RETENTION_EVERY);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = Utc::now();
+    // Held commands are swept by a task of their own: a slow store never delays request timeouts.
+    let held = {
+        let (broker, shutdown) = (broker.clone(), shutdown.clone());
+        let mut tick = every(EXPIRE_EVERY);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => broker.expire_held().await,
+                }
+            }
+        })
+    };
+    let _stop_held = StopOnDrop(held);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            now = expire.tick() => {
-                broker.expire(now);
-                broker.expire_held().await;
-            }
+            now = expire.tick() => broker.expire(now),
             _ = retention.tick() => {
                 let cfg = store.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 prune(&broker, &cfg).await;
@@ -74,5 +85,14 @@ fn sweep_seen(broker: &Broker, since: DateTime<Utc>) {
         {
             broker.registry().seen(session.record.id.as_str(), at);
         }
+    }
+}
+
+/// Aborts a task when dropped (the held-command sweep ends with the maintenance loop).
+struct StopOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -147,3 +147,45 @@ async fn a_full_queue_refuses_with_queue_full_and_a_passed_ttl_expires() {
     finish_job(again).await;
     assert_eq!(ran.load(Ordering::SeqCst), 1, "only the new job ran");
 }
+
+#[tokio::test]
+async fn a_held_command_whose_device_leaves_before_answering_ends_interrupted_and_never_runs_twice() {
+    let server = TestServer::start().await;
+    known_but_offline(&server, "dev-1").await;
+    let op = server.operator(Transport::Tcp).await;
+    let job = within("the ack", op.submit(echo("once").ttl(Duration::from_secs(60)))).await.unwrap();
+    let id = job.id().to_owned();
+    finish_job(job).await;
+
+    // The device gets it (attempt 1), starts it, and goes away without answering.
+    let received = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicU64::new(0));
+    let (got, count) = (Arc::clone(&received), Arc::clone(&runs));
+    let handlers = Handlers::new().on("echo", move |_c: Context| {
+        let (got, count) = (Arc::clone(&got), Arc::clone(&count));
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            got.notify_one();
+            std::future::pending::<()>().await;
+            Ok(json!(null))
+        }
+    });
+    let agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
+    within("the delivery", received.notified()).await;
+    agent.close().await;
+
+    // Back again: the command is not sent a second time; it ends `interrupted`.
+    let (count, again) = (Arc::clone(&runs), Arc::clone(&runs));
+    let handlers = Handlers::new().on("echo", move |_c: Context| {
+        let count = Arc::clone(&count);
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            Ok(json!(null))
+        }
+    });
+    let _agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
+    let d = stored_until(&op, &id, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!(d.results[0].status, Status::Error, "{d:?}");
+    assert_eq!(d.results[0].error.as_ref().map(|e| e.code.clone()), Some(ErrorCode::Interrupted));
+    assert_eq!(again.load(Ordering::SeqCst), 1, "run once, never again");
+}

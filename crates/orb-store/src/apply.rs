@@ -40,13 +40,12 @@ pub(crate) async fn record(conn: &mut AnyConnection, record: &Record) -> Result<
         Record::JobCreated(job) => job_created(conn, job).await,
         Record::TargetsSettled(outcomes) => targets_settled(conn, outcomes).await,
         Record::JobEnded(end) => job_ended(conn, end).await,
-        Record::HeldSettled { job, at } => held_settled(conn, job, *at).await,
     }
 }
 
-/// A held command of `job` settled (answered or expired): the job is done when its live part is
-/// over (`finished_at` set) and no command of it is held any more.
-async fn held_settled(conn: &mut AnyConnection, job: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
+/// A held command of `job` settled (answered, expired or interrupted): the job is done when its
+/// live part is over (`finished_at` set) and no command of it is held any more.
+pub(crate) async fn held_settled(conn: &mut AnyConnection, job: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE jobs SET state = 'done', finished_at = $2 WHERE id = $1 AND state = 'running' \
          AND finished_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM queued_commands WHERE job_id = $1)",
@@ -215,6 +214,10 @@ async fn late_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(),
 /// held for devices (sent with a TTL): then it stays `running` until the last of them settles
 /// ([`held_settled`]); `finished_at` marks that the live part is over either way.
 async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::Error> {
+    if end.state == orb_proto::history::JobPhase::Cancelled {
+        // Cancelled: what is still waiting for a device is dropped (handed-over ones settle).
+        crate::queue::cancel_waiting(conn, &end.job, end.at).await?;
+    }
     sqlx::query(
         "UPDATE jobs SET state = CASE WHEN EXISTS (SELECT 1 FROM queued_commands WHERE job_id = $1) \
          THEN 'running' ELSE $2 END, finished_at = $3 WHERE id = $1",

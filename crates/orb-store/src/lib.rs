@@ -188,18 +188,26 @@ pub trait Store: Send + Sync + 'static {
     /// over whose outcome is not settled yet.
     async fn queued_for(&self, device: &str, limit: u32) -> Result<Vec<Queued>, StoreError>;
 
-    /// Records that command `id` was handed to its device at `at`; returns its attempt number
-    /// (1 the first time), committed before this returns.
+    /// Claims command `id` for a delivery at `at` (before it is sent): answers its attempt
+    /// number (1 the first time), committed before this returns.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] when it is not held (settled or expired meanwhile).
+    /// [`StoreError::NotFound`] when it is no longer waiting: settled, expired (its TTL passed
+    /// by `at`), or claimed already — do not send it then.
     async fn delivered(&self, id: i64, at: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    /// Forgets command `id` (its outcome is settled); false when it was not held.
+    /// Gives back a claim whose command never reached the device; false when there was none.
+    async fn undelivered(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Forgets command `id` (record its outcome first) and ends its job when it was the last
+    /// one held and the job's live part is over; false when it was not held.
     async fn dequeue(&self, id: i64) -> Result<bool, StoreError>;
 
-    /// Removes and returns the commands still waiting (never handed over) whose TTL passed by `now`.
-    async fn expire_queued(&self, now: DateTime<Utc>) -> Result<Vec<Queued>, StoreError>;
+    /// Removes and returns at most `limit` held commands that are over, their targets' statuses
+    /// written in the same transaction: waiting ones whose TTL passed by `now` (`expired`), and
+    /// handed-over ones whose answer cannot come any more (`error` `interrupted`: delivered
+    /// longer ago than their deadline and a minute). Their jobs end when nothing else is held.
+    async fn expire_queued(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Queued>, StoreError>;
 
     /// Every device's queue counts (devices with nothing held are absent).
     async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>, StoreError>;

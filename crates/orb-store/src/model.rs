@@ -237,13 +237,6 @@ pub enum Record {
     TargetsSettled(Vec<TargetOutcome>),
     /// A job ended.
     JobEnded(JobEnd),
-    /// A command of the job held for a device settled: the job ends if it was the last one.
-    HeldSettled {
-        /// Job id.
-        job: String,
-        /// When.
-        at: DateTime<Utc>,
-    },
 }
 
 /// A stored job.

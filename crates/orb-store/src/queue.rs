@@ -86,39 +86,132 @@ pub(crate) async fn enqueue(
         .await?;
         out.push(Enqueued::Queued(row.try_get("id")?));
         held.insert(&c.device, (count + 1, bytes + size));
+        // The target's status is `queued` from the same commit: a crash after the ack cannot
+        // leave it pending (which recovery would turn into `timeout`).
+        sqlx::query(
+            "INSERT INTO job_targets (job_id, device_id, status) SELECT $1, $2, 'queued' \
+             WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1) \
+             ON CONFLICT (job_id, device_id) DO UPDATE SET status = 'queued' WHERE job_targets.status IS NULL",
+        )
+        .bind(&c.job_id)
+        .bind(&c.device)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(Ok(Written::Enqueued(out)))
 }
 
-/// One more attempt of command `id`, handed over at `at`; answers its attempt number.
+/// Claims command `id` for a delivery at `at`, if it is still waiting and its TTL has not
+/// passed: answers its attempt number, or `NotFound` (settled, expired, or handed over already).
 pub(crate) async fn delivered(conn: &mut AnyConnection, id: i64, at: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
     let row = sqlx::query(
-        "UPDATE queued_commands SET attempts = attempts + 1, delivered_at = $2 WHERE id = $1 RETURNING attempts",
+        "UPDATE queued_commands SET attempts = attempts + 1, delivered_at = $2 \
+         WHERE id = $1 AND delivered_at IS NULL AND expires_at > $2 RETURNING attempts",
     )
     .bind(id)
     .bind(ms(at))
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(Err(StoreError::NotFound(format!("queued command {id}")))) };
+    let Some(row) = row else { return Ok(Err(StoreError::NotFound(format!("waiting command {id}")))) };
     Ok(Ok(Written::Count(non_negative(&row, "attempts")?)))
 }
 
-/// Forgets command `id`; `Count(1)` when it was held, `Count(0)` when not.
-pub(crate) async fn dequeue(conn: &mut AnyConnection, id: i64) -> Result<Answer, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM queued_commands WHERE id = $1").bind(id).execute(conn).await?;
+/// Gives back a claim that never reached the device (its session closed first).
+pub(crate) async fn undelivered(conn: &mut AnyConnection, id: i64) -> Result<Answer, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE queued_commands SET attempts = attempts - 1, delivered_at = NULL \
+         WHERE id = $1 AND delivered_at IS NOT NULL",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(Ok(Written::Count(done.rows_affected())))
 }
 
-/// Removes the commands never handed over whose TTL passed by `now`, and answers them.
-pub(crate) async fn expire(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
-    const DUE: &str = "delivered_at IS NULL AND expires_at <= $1";
-    let sql = format!("SELECT {COLUMNS} FROM queued_commands WHERE {DUE} ORDER BY id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now)).fetch_all(&mut *conn).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM queued_commands WHERE {DUE}")))
+/// Forgets command `id` (its outcome was recorded before, in the writer's order) and ends its
+/// job when it was the last one held and the job's live part is over; `Count(1)` when it was
+/// held, `Count(0)` when not.
+pub(crate) async fn dequeue(conn: &mut AnyConnection, id: i64, at: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
+    let row = sqlx::query("DELETE FROM queued_commands WHERE id = $1 RETURNING job_id")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(Ok(Written::Count(0))) };
+    let job: String = row.try_get("job_id")?;
+    crate::apply::held_settled(conn, &job, at).await?;
+    Ok(Ok(Written::Count(1)))
+}
+
+/// Removes, in one transaction with their targets' statuses and their jobs' ends, at most
+/// `limit` held commands that are over: those still waiting whose TTL passed by `now` (their
+/// target becomes `expired`) and those handed over whose answer cannot come any more (delivered
+/// longer ago than their deadline and a minute: `interrupted`). Answers them.
+pub(crate) async fn expire(conn: &mut AnyConnection, now: DateTime<Utc>, limit: u32) -> Result<Answer, sqlx::Error> {
+    const OVER: &str = "(delivered_at IS NULL AND expires_at <= $1) \
+         OR (delivered_at IS NOT NULL AND delivered_at + wait_ms + 60000 <= $1)";
+    let sql = format!(
+        "DELETE FROM queued_commands WHERE id IN (SELECT id FROM queued_commands WHERE {OVER} ORDER BY id LIMIT $2) \
+         RETURNING {COLUMNS}"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(ms(now)).bind(i64::from(limit)).fetch_all(&mut *conn).await?;
+    let over: Vec<Queued> = rows.iter().filter_map(queued).collect();
+    for q in &over {
+        let (status, code, message) = match q.delivered_at {
+            None => (
+                "expired",
+                "expired",
+                format!("the TTL passed before device {} connected; the command never ran", q.command.device),
+            ),
+            Some(_) => (
+                "error",
+                "interrupted",
+                "the command was handed to the device, whose answer was lost; it is not run again".to_owned(),
+            ),
+        };
+        sqlx::query(
+            "UPDATE job_targets SET status = $3, error_code = $4, error_message = $5, answered_at = $6 \
+             WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'queued')",
+        )
+        .bind(&q.command.job_id)
+        .bind(&q.command.device)
+        .bind(status)
+        .bind(code)
+        .bind(message)
         .bind(ms(now))
         .execute(&mut *conn)
         .await?;
-    Ok(Ok(Written::Queued(rows.iter().filter_map(queued).collect())))
+        crate::apply::held_settled(conn, &q.command.job_id, now).await?;
+    }
+    Ok(Ok(Written::Queued(over)))
+}
+
+/// Drops the commands of `job` still waiting (never handed over) and makes their targets
+/// `cancelled`; answers their devices.
+pub(crate) async fn cancel_waiting(
+    conn: &mut AnyConnection,
+    job: &str,
+    at: DateTime<Utc>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query("DELETE FROM queued_commands WHERE job_id = $1 AND delivered_at IS NULL RETURNING device")
+        .bind(job)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut devices = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let device: String = row.try_get("device")?;
+        sqlx::query(
+            "UPDATE job_targets SET status = 'cancelled', error_code = 'cancelled', \
+             error_message = 'the job was cancelled', answered_at = $3 \
+             WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'queued')",
+        )
+        .bind(job)
+        .bind(&device)
+        .bind(ms(at))
+        .execute(&mut *conn)
+        .await?;
+        devices.push(device);
+    }
+    Ok(devices)
 }
 
 /// A device's held commands, oldest first.

@@ -77,8 +77,9 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::PruneMore(bound) => prune_step(conn, bound).await,
         Write::Enqueue { commands, limits } => crate::queue::enqueue(conn, commands, *limits).await,
         Write::Delivered { id, at } => crate::queue::delivered(conn, *id, *at).await,
-        Write::Dequeue(id) => crate::queue::dequeue(conn, *id).await,
-        Write::ExpireQueued(now) => crate::queue::expire(conn, *now).await,
+        Write::Undelivered(id) => crate::queue::undelivered(conn, *id).await,
+        Write::Dequeue { id, at } => crate::queue::dequeue(conn, *id, *at).await,
+        Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
     }
 }
 
@@ -123,7 +124,9 @@ async fn cancel_job(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Re
     if state != orb_proto::history::JobPhase::Running.as_str() {
         return Ok(Ok(Written::Ids(Vec::new())));
     }
-    let ids = settle_pending(conn, id, "cancelled", "cancelled", "the job was cancelled").await?;
+    let mut ids = settle_pending(conn, id, "cancelled", "cancelled", "the job was cancelled").await?;
+    ids.extend(crate::queue::cancel_waiting(conn, id, at).await?);
+    ids.sort();
     sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1")
         .bind(id)
         .bind(ms(at))

@@ -167,12 +167,16 @@ impl Store for SqlStore {
         self.write_count(Write::Delivered { id, at }).await
     }
 
-    async fn dequeue(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.write_count(Write::Dequeue(id)).await? > 0)
+    async fn undelivered(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.write_count(Write::Undelivered(id)).await? > 0)
     }
 
-    async fn expire_queued(&self, now: DateTime<Utc>) -> Result<Vec<Queued>, StoreError> {
-        match self.write(Write::ExpireQueued(now)).await? {
+    async fn dequeue(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.write_count(Write::Dequeue { id, at: Utc::now() }).await? > 0)
+    }
+
+    async fn expire_queued(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Queued>, StoreError> {
+        match self.write(Write::ExpireQueued { now, limit }).await? {
             Written::Queued(out) => Ok(out),
             other => Err(unexpected(&other)),
         }

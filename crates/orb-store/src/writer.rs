@@ -85,15 +85,23 @@ pub(crate) enum Write {
         commands: Vec<crate::NewQueued>,
         limits: crate::QueueLimits,
     },
-    /// A held command handed to its device.
+    /// A held command claimed for a delivery.
     Delivered {
         id: i64,
         at: DateTime<Utc>,
     },
+    /// A claim given back (the command never reached the device).
+    Undelivered(i64),
     /// A held command settled.
-    Dequeue(i64),
-    /// Held commands whose TTL passed before delivery.
-    ExpireQueued(DateTime<Utc>),
+    Dequeue {
+        id: i64,
+        at: DateTime<Utc>,
+    },
+    /// Held commands that are over (TTL passed, or an answer that cannot come any more).
+    ExpireQueued {
+        now: DateTime<Utc>,
+        limit: u32,
+    },
 }
 
 impl Write {
@@ -110,8 +118,9 @@ impl Write {
             Write::PruneJobs { .. } | Write::PruneMore(_) => "prune_jobs",
             Write::Enqueue { .. } => "enqueue",
             Write::Delivered { .. } => "delivered",
-            Write::Dequeue(_) => "dequeue",
-            Write::ExpireQueued(_) => "expire_queued",
+            Write::Undelivered(_) => "undelivered",
+            Write::Dequeue { .. } => "dequeue",
+            Write::ExpireQueued { .. } => "expire_queued",
         }
     }
 
@@ -128,8 +137,9 @@ impl Write {
             | Write::PruneMore(_)
             | Write::Enqueue { .. }
             | Write::Delivered { .. }
-            | Write::Dequeue(_)
-            | Write::ExpireQueued(_) => None,
+            | Write::Undelivered(_)
+            | Write::Dequeue { .. }
+            | Write::ExpireQueued { .. } => None,
         }
     }
 }

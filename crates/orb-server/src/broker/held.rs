@@ -4,7 +4,7 @@
 //! before whose answer was lost (the server restarted meanwhile) is not sent again: it ends
 //! `error` `interrupted`. The job's stored state turns `done` when its last held command settles.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,23 +20,163 @@ use crate::router::correlation::{PendingRequest, Reply, ReplySink};
 
 /// Held commands read from the store at a time.
 const BATCH: u32 = 256;
+/// Reads of a device's queue one delivery loop makes at most (a bound, far above any queue).
+const MAX_ROUNDS: usize = 1 << 16;
+/// Held commands the sweep ends at a time.
+const EXPIRE_BATCH: u32 = 1000;
 
-/// The devices whose held commands are being delivered now (one delivery loop per device).
+/// Which devices have commands held for them, and which are being delivered to now.
 #[derive(Default)]
-pub(crate) struct Delivering(Mutex<HashSet<DeviceId>>);
+pub(crate) struct Delivering(Mutex<DeliveringState>);
+
+#[derive(Default)]
+struct DeliveringState {
+    /// Devices with commands held for them (seeded from the store at start, grown as commands
+    /// are held, shrunk when a delivery loop empties a queue): a device not in it connects
+    /// without a store read.
+    held: HashSet<DeviceId>,
+    /// Devices with a delivery loop running, and whether it must read the queue once more
+    /// before it ends (a trigger came while it ran).
+    running: HashMap<DeviceId, bool>,
+}
 
 impl Delivering {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<DeviceId>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DeliveringState> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks `device` as having held commands.
+    pub(crate) fn hold(&self, device: DeviceId) {
+        self.lock().held.insert(device);
     }
 }
 
-/// Takes `device` off [`Delivering`] when its loop ends.
-struct Turn<'a>(&'a Delivering, DeviceId);
+/// Starts a delivery loop for `device`, unless nothing is held for it, or one runs (then that
+/// one reads the queue again before it ends).
+pub(crate) fn start(broker: &Broker, device: DeviceId) {
+    {
+        let mut st = broker.0.delivering.lock();
+        if !st.held.contains(&device) {
+            return;
+        }
+        if let Some(again) = st.running.get_mut(&device) {
+            *again = true;
+            return;
+        }
+        st.running.insert(device.clone(), false);
+    }
+    broker.0.tracker.spawn(deliver(broker.clone(), device));
+}
 
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.0.lock().remove(&self.1);
+/// Delivers `device`'s held commands, one at a time, while it stays connected; reads its queue
+/// once more when triggered meanwhile.
+async fn deliver(broker: Broker, device: DeviceId) {
+    loop {
+        let emptied = deliver_pass(&broker, &device).await;
+        let mut st = broker.0.delivering.lock();
+        if emptied {
+            st.held.remove(&device);
+        }
+        match st.running.get_mut(&device) {
+            Some(again) if *again => *again = false,
+            _ => {
+                st.running.remove(&device);
+                return;
+            }
+        }
+    }
+}
+
+/// One pass over the queue: true when it found the queue empty.
+async fn deliver_pass(broker: &Broker, device: &DeviceId) -> bool {
+    let store = Arc::clone(broker.registry().store());
+    let mut after = 0_i64;
+    for _ in 0..MAX_ROUNDS {
+        let rows = match store.queued_for(device.as_str(), BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(agent.id = %device, error = %e, "cannot read held commands");
+                return false;
+            }
+        };
+        let rows: Vec<Queued> = rows.into_iter().filter(|q| q.id > after).collect();
+        if rows.is_empty() {
+            return after == 0;
+        }
+        for q in rows {
+            after = q.id;
+            if q.delivered_at.is_some() {
+                // Handed over before, its answer lost (a restart, or a session that ended):
+                // not run again.
+                let e = ErrorBody::new(
+                    ErrorCode::Interrupted,
+                    "the command was handed to the device, whose answer was lost; it is not run again",
+                );
+                settle(broker, &q, Status::Error, None, Some(e), None).await;
+                continue;
+            }
+            if broker.is_draining() {
+                return false;
+            }
+            match send(broker, device, &q).await {
+                Sent::Skipped => continue,
+                Sent::NotConnected => return false,
+                Sent::Answered(reply, took) => {
+                    let elapsed = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+                    match reply.answer {
+                        Ok(body) => {
+                            let result = Some(String::from_utf8_lossy(&body).into_owned());
+                            settle(broker, &q, Status::Ok, result, None, elapsed).await;
+                        }
+                        // The server is stopping: the claim stays; after the restart the
+                        // command ends `interrupted` (it may have run).
+                        Err(e) if e.code == ErrorCode::ServerShutdown => return false,
+                        Err(e) if e.code == ErrorCode::Timeout => {
+                            settle(broker, &q, Status::Timeout, None, Some(e), elapsed).await;
+                        }
+                        Err(e) => settle(broker, &q, Status::Error, None, Some(e), elapsed).await,
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Devices with commands held for them at start (from the store), and every device a command
+/// is held for from then on: one connected now has its held commands delivered at once (it
+/// connected after its job started, before the command was committed). Holds the broker
+/// weakly and ends at shutdown.
+pub(crate) async fn newly_held(
+    broker: std::sync::Weak<super::Inner>,
+    mut held: tokio::sync::mpsc::UnboundedReceiver<DeviceId>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    if let Some(inner) = broker.upgrade() {
+        let broker = Broker(inner);
+        match broker.registry().store().queue_counts().await {
+            Ok(counts) => {
+                for device in counts.into_keys().filter_map(|d| DeviceId::new(&d).ok()) {
+                    broker.0.delivering.hold(device.clone());
+                    if broker.sessions().get(device.as_str()).is_some() {
+                        start(&broker, device);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read which devices have held commands"),
+        }
+    }
+    loop {
+        let device = tokio::select! {
+            () = shutdown.cancelled() => return,
+            d = held.recv() => match d { Some(d) => d, None => return },
+        };
+        let Some(inner) = broker.upgrade() else { return };
+        let broker = Broker(inner);
+        broker.0.delivering.hold(device.clone());
+        if broker.sessions().get(device.as_str()).is_some() {
+            start(&broker, device);
+        }
     }
 }
 
@@ -44,63 +184,36 @@ impl Drop for Turn<'_> {
 enum Sent {
     /// The device answered (or its deadline passed).
     Answered(Reply, Duration),
-    /// The device is not connected (any more): the command stays held.
+    /// It was not sent: settled, expired or claimed meanwhile, or too large (then settled).
+    Skipped,
+    /// The device is not connected (any more).
     NotConnected,
 }
 
-/// Delivers `device`'s held commands, one at a time, while it stays connected.
-pub(crate) async fn deliver(broker: Broker, device: DeviceId) {
-    if !broker.0.delivering.lock().insert(device.clone()) {
-        return; // A loop for this device runs already; it finds the new session.
-    }
-    let _turn = Turn(&broker.0.delivering, device.clone());
-    let store = Arc::clone(broker.registry().store());
-    let max_rounds = broker.limits().max_queued_per_device / BATCH as usize + 2;
-    let mut after = 0_i64;
-    for _ in 0..max_rounds {
-        let rows = match store.queued_for(device.as_str(), BATCH).await {
-            Ok(rows) => rows,
-            Err(e) => return tracing::warn!(agent.id = %device, error = %e, "cannot read held commands"),
-        };
-        let rows: Vec<Queued> = rows.into_iter().filter(|q| q.id > after).collect();
-        if rows.is_empty() {
-            return;
-        }
-        for q in rows {
-            after = q.id;
-            if q.delivered_at.is_some() {
-                let e = ErrorBody::new(
-                    ErrorCode::Interrupted,
-                    "the command was handed to the device, whose answer was lost; it is not run again",
-                );
-                settle(&broker, &q, Status::Error, None, Some(e), None).await;
-                continue;
-            }
-            match send(&broker, &device, &q).await {
-                Sent::NotConnected => return,
-                Sent::Answered(reply, took) => {
-                    let elapsed = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
-                    match reply.answer {
-                        Ok(body) => {
-                            let result = Some(String::from_utf8_lossy(&body).into_owned());
-                            settle(&broker, &q, Status::Ok, result, None, elapsed).await;
-                        }
-                        Err(e) if e.code == ErrorCode::Timeout => {
-                            settle(&broker, &q, Status::Timeout, None, Some(e), elapsed).await;
-                        }
-                        Err(e) => settle(&broker, &q, Status::Error, None, Some(e), elapsed).await,
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Hands `q` to `device`'s session (waiting for room in its queue) and waits for the answer.
+/// Claims `q`, hands it to `device`'s session (waiting for room in its queue) and waits for the
+/// answer or the session's end.
 async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
     let Some(session) = broker.sessions().get(device.as_str()) else { return Sent::NotConnected };
+    let store = broker.registry().store();
     let limits = broker.limits();
-    let wait = Duration::from_millis(q.command.wait_ms).clamp(Duration::from_millis(1), limits.max_deadline);
+    let wait = Duration::from_millis(q.command.wait_ms).min(limits.max_deadline).max(Duration::from_millis(1));
+    // Claimed before it is sent: an expired or settled command is never sent, and the attempt
+    // number is the stored one.
+    let attempt = match store.delivered(q.id, Utc::now()).await {
+        Ok(attempt) => attempt,
+        Err(StoreError::NotFound(_)) => return Sent::Skipped,
+        Err(e) => {
+            tracing::warn!(job = q.command.job_id, error = %e, "cannot claim a held command");
+            return Sent::NotConnected;
+        }
+    };
+    let mut env = Envelope::new(Kind::Cmd);
+    env.cmd = Some(q.command.command.clone());
+    env.from = Some(q.command.sender.clone());
+    env.deadline_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    env.job = Some(q.command.job_id.clone());
+    env.attempt = Some(attempt);
+    env.body = q.command.args.as_ref().map(|a| Bytes::from(a.clone().into_bytes()));
     let (tx, rx) = oneshot::channel();
     let started = Instant::now();
     let id = broker.0.correlations.open_request(PendingRequest {
@@ -108,15 +221,21 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
         deadline: crate::jobs::instant_after(started, wait),
         sink: Box::new(HeldReply(Mutex::new(Some(tx)))),
     });
-    let mut env = Envelope::new(Kind::Cmd);
     env.id = Some(id.to_string());
-    env.cmd = Some(q.command.command.clone());
-    env.from = Some(q.command.sender.clone());
-    env.deadline_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-    env.job = Some(q.command.job_id.clone());
-    env.attempt = Some(q.attempts + 1);
-    env.body = q.command.args.as_ref().map(|a| Bytes::from(a.clone().into_bytes()));
     let mut frame = session.outbox.codec.encode(&env);
+    if frame.len() > session.outbox.max_frame {
+        broker.0.correlations.withdraw_request(&id);
+        let e = ErrorBody::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "the command frame would be {} bytes, above the device's limit of {}",
+                frame.len(),
+                session.outbox.max_frame
+            ),
+        );
+        settle(broker, q, Status::Error, None, Some(e), None).await;
+        return Sent::Skipped;
+    }
     session.outbox.trace_out(&frame);
     // Bulk work: it waits for room in the lower half of the queue, leaving the rest to others.
     let queued = loop {
@@ -133,17 +252,24 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
     };
     if !queued {
         broker.0.correlations.withdraw_request(&id);
+        // It never reached the device: the claim is given back.
+        if let Err(e) = store.undelivered(q.id).await {
+            tracing::warn!(job = q.command.job_id, error = %e, "cannot give back a held command's claim");
+        }
         return Sent::NotConnected;
     }
-    // Recorded once it is on its way: a restart before the answer makes it `interrupted`.
-    match broker.registry().store().delivered(q.id, Utc::now()).await {
-        Ok(_) | Err(StoreError::NotFound(_)) => {}
-        Err(e) => tracing::warn!(job = q.command.job_id, error = %e, "cannot record a held command's delivery"),
-    }
-    match rx.await {
-        Ok(reply) => Sent::Answered(reply, started.elapsed()),
-        // The correlation was dropped without an answer (the server is stopping).
-        Err(_) => Sent::NotConnected,
+    tokio::select! {
+        reply = rx => match reply {
+            Ok(reply) => Sent::Answered(reply, started.elapsed()),
+            // The correlation was dropped without an answer (the server is stopping).
+            Err(_) => Sent::NotConnected,
+        },
+        // The session ended before the answer: the command stays claimed and ends
+        // `interrupted` (at the next connection, or a minute past its deadline).
+        () = session.outbox.tx.closed() => {
+            broker.0.correlations.withdraw_request(&id);
+            Sent::NotConnected
+        }
     }
 }
 
@@ -170,34 +296,21 @@ async fn settle(
         at,
         late: false,
     };
+    // Recorded before the dequeue in the writer's order: the outcome is committed by the time
+    // the command is forgotten (and its job ended when it was the last).
     recorder.record(Record::TargetsSettled(vec![outcome])).await;
     if let Err(e) = broker.registry().store().dequeue(q.id).await {
         tracing::warn!(job, error = %e, "cannot forget a settled held command");
     }
-    recorder.record(Record::HeldSettled { job, at }).await;
 }
 
-/// Ends the held commands whose TTL passed before their device connected: `expired`.
+/// Ends the held commands that are over (TTL passed: `expired`; handed over, answer lost:
+/// `interrupted`); the store writes their statuses in the same transaction.
 pub(crate) async fn expire(broker: &Broker) {
-    let expired = match broker.registry().store().expire_queued(Utc::now()).await {
-        Ok(expired) => expired,
-        Err(e) => return tracing::warn!(error = %e, "cannot expire held commands; retrying later"),
-    };
-    let recorder = broker.registry().recorder();
-    for q in expired {
-        let message = format!("the TTL passed before device {} connected; the command never ran", q.command.device);
-        let outcome = TargetOutcome {
-            job: q.command.job_id.clone(),
-            device: q.command.device.clone(),
-            status: Status::Expired,
-            result: None,
-            error: Some(ErrorBody::new(ErrorCode::Expired, message)),
-            elapsed_ms: None,
-            at: Utc::now(),
-            late: false,
-        };
-        recorder.record(Record::TargetsSettled(vec![outcome])).await;
-        recorder.record(Record::HeldSettled { job: q.command.job_id, at: Utc::now() }).await;
+    match broker.registry().store().expire_queued(Utc::now(), EXPIRE_BATCH).await {
+        Ok(over) if over.is_empty() => {}
+        Ok(over) => tracing::debug!(commands = over.len(), "held commands expired"),
+        Err(e) => tracing::warn!(error = %e, "cannot expire held commands; retrying later"),
     }
 }
 

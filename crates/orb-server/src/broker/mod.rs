@@ -112,14 +112,16 @@ pub(crate) struct Parts {
 impl Broker {
     pub(crate) fn new(p: Parts) -> Broker {
         let correlations = Arc::new(Correlations::new(p.node.clone()));
+        let (held_tx, held_rx) = mpsc::unbounded_channel();
         let jobs = Jobs::new(
             p.node.clone(),
             Arc::clone(&correlations),
             p.registry.recorder().clone(),
             Arc::clone(p.registry.store()),
+            held_tx,
             p.tracker.clone(),
         );
-        Broker(Arc::new(Inner {
+        let broker = Broker(Arc::new(Inner {
             node: p.node,
             registry: p.registry,
             sessions: Arc::new(Sessions::default()),
@@ -138,7 +140,9 @@ impl Broker {
             drain_deadline: std::sync::Mutex::new(None),
             shutdown: p.shutdown,
             delivering: held::Delivering::default(),
-        }))
+        }));
+        broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
+        broker
     }
 
     /// This server's node id.
@@ -280,7 +284,7 @@ impl Broker {
     /// Starts delivering the commands held for `device` (jobs sent with a TTL) now that it is
     /// connected: one at a time, oldest first, in a task of its own.
     pub fn deliver_held(&self, device: DeviceId) {
-        self.0.tracker.spawn(held::deliver(self.clone(), device));
+        held::start(self, device);
     }
 
     /// Ends the held commands whose TTL passed (status `expired`); run every second.

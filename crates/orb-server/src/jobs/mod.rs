@@ -39,6 +39,9 @@ use crate::router::sessions::Target;
 use inbox::{JobInbox, Outcome};
 use run::{Hold, JobRun};
 
+/// Bytes (command, arguments, requester per target) one job may hold for its offline targets.
+pub const MAX_HELD_BYTES_PER_JOB: u64 = 64 << 20;
+
 /// What a job is: a command with arguments for every device a selector matches, with a deadline.
 /// Every adapter (wire session, HTTP API, scheduler) submits this through the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +95,8 @@ pub struct Jobs {
     recorder: Recorder,
     /// Where commands held for devices go (jobs with a TTL).
     store: Arc<dyn Store>,
+    /// Told each device a command was held for (the broker delivers at once if it is connected).
+    held_tx: mpsc::UnboundedSender<DeviceId>,
     tracker: TaskTracker,
     stop: CancellationToken,
     readers: Arc<events::Readers>,
@@ -105,6 +110,7 @@ impl Jobs {
         correlations: Arc<Correlations>,
         recorder: Recorder,
         store: Arc<dyn Store>,
+        held_tx: mpsc::UnboundedSender<DeviceId>,
         tracker: TaskTracker,
     ) -> Jobs {
         Jobs {
@@ -114,6 +120,7 @@ impl Jobs {
             running: RunningJobs::default(),
             recorder,
             store,
+            held_tx,
             tracker,
             stop: CancellationToken::new(),
             readers: Arc::default(),
@@ -243,14 +250,17 @@ impl Jobs {
         let (events_tx, events) =
             events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));
         let (hold, committed) = match ttl {
+            Some(_) if held.is_empty() => (None, None),
             None => (None, None),
             Some(ttl) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let now = Utc::now();
                 let wait_ms = deadline_ms;
+                // One job holds at most MAX_HELD_BYTES_PER_JOB in all: beyond, `queue_full`.
+                let mut held_bytes = 0_u64;
                 let rows = held
                     .into_iter()
-                    .map(|i| {
+                    .filter_map(|i| {
                         let command = NewQueued {
                             job_id: job_id.clone(),
                             device: devices[i].to_string(),
@@ -264,7 +274,14 @@ impl Jobs {
                                 .and_then(|d| now.checked_add_signed(d))
                                 .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
                         };
-                        (i, command)
+                        held_bytes += command.bytes();
+                        if held_bytes > MAX_HELD_BYTES_PER_JOB {
+                            let why =
+                                format!("the job holds at most {MAX_HELD_BYTES_PER_JOB} bytes for offline targets");
+                            inbox.settle(i, None, Outcome::Error(ErrorBody::new(ErrorCode::QueueFull, why)));
+                            return None;
+                        }
+                        Some((i, command))
                     })
                     .collect();
                 let limits = QueueLimits {
@@ -291,6 +308,7 @@ impl Jobs {
             stop: self.stop.clone(),
             hold,
             store: self.store.clone(),
+            held_tx: self.held_tx.clone(),
             _slot: slot,
         };
         drop(inbox);

@@ -53,6 +53,8 @@ pub(crate) struct JobRun {
     pub(crate) hold: Option<Hold>,
     /// Where they are held.
     pub(crate) store: Arc<dyn Store>,
+    /// Told each device a command was held for.
+    pub(crate) held_tx: mpsc::UnboundedSender<DeviceId>,
     /// The job's place in its requester's quota, shared with the job's reader (released when
     /// both are done).
     pub(crate) _slot: Arc<JobSlot>,
@@ -159,6 +161,9 @@ impl JobRun {
             }
         };
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            if matches!(outcome, Outcome::Queued) {
+                let _ = self.held_tx.send(self.devices[slot].clone());
+            }
             if state.settle(slot, outcome.status()) {
                 self.settled(slot, outcome, None, out);
             }

@@ -140,9 +140,10 @@ macro_rules! conformance_tests {
             queue_keeps_order_per_device,
             queue_limits_refuse_per_device,
             queue_delivery_and_settling,
-            queue_expiry_takes_only_waiting_commands,
+            queue_expiry_takes_what_is_over,
             queue_survives_a_restart,
             a_job_with_held_commands_ends_when_they_settle,
+            cancelling_a_job_drops_its_waiting_held_commands,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {

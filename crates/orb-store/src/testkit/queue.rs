@@ -83,32 +83,46 @@ pub async fn queue_delivery_and_settling(h: &Harness) {
     let s = h.store();
     let id = ids(&s.enqueue(vec![held("j1", "a", 9_000)], ROOMY).await.unwrap())[0];
     assert_eq!(s.delivered(id, t(2_000)).await.unwrap(), 1);
-    assert_eq!(s.delivered(id, t(3_000)).await.unwrap(), 2, "a second delivery is attempt 2");
+    assert!(matches!(s.delivered(id, t(2_500)).await, Err(StoreError::NotFound(_))), "claimed once");
+    assert!(s.undelivered(id).await.unwrap(), "a claim that never reached the device is given back");
+    assert_eq!(s.delivered(id, t(3_000)).await.unwrap(), 1, "the first never reached it: attempt 1 again");
     let q = &s.queued_for("a", 10).await.unwrap()[0];
-    assert_eq!((q.attempts, q.delivered_at), (2, Some(t(3_000))));
+    assert_eq!((q.attempts, q.delivered_at), (1, Some(t(3_000))));
     assert_eq!(s.queue_counts().await.unwrap()["a"], QueueCounts { queued: 0, in_flight: 1, bytes: q.command.bytes() });
     assert!(s.dequeue(id).await.unwrap());
     assert!(!s.dequeue(id).await.unwrap(), "settled once");
     assert!(matches!(s.delivered(id, t(4_000)).await, Err(StoreError::NotFound(_))));
     assert!(s.queue_counts().await.unwrap().is_empty());
+    // A command whose TTL passed is not claimed, even before the sweep removed it.
+    let late = ids(&s.enqueue(vec![held("j2", "a", 5_000)], ROOMY).await.unwrap())[0];
+    assert!(matches!(s.delivered(late, t(5_000)).await, Err(StoreError::NotFound(_))));
 }
 
-/// Expiry removes the commands still waiting whose TTL passed, never one handed over.
-pub async fn queue_expiry_takes_only_waiting_commands(h: &Harness) {
+/// Expiry removes the commands still waiting whose TTL passed, and those handed over whose
+/// answer cannot come any more (a minute past their deadline); at most `limit` at a time.
+pub async fn queue_expiry_takes_what_is_over(h: &Harness) {
     let s = h.store();
     let out = ids(&s
-        .enqueue(vec![held("j1", "a", 5_000), held("j2", "a", 8_000), held("j3", "b", 5_000)], ROOMY)
+        .enqueue(
+            vec![held("j1", "a", 5_000), held("j2", "a", 8_000), held("j3", "b", 5_000), held("j4", "c", 5_000)],
+            ROOMY,
+        )
         .await
         .unwrap());
     s.delivered(out[2], t(4_000)).await.unwrap();
-    assert!(s.expire_queued(t(4_999)).await.unwrap().is_empty(), "nothing is due yet");
-    let expired = s.expire_queued(t(5_000)).await.unwrap();
-    let jobs: Vec<(&str, &str)> =
-        expired.iter().map(|q| (q.command.job_id.as_str(), q.command.device.as_str())).collect();
-    assert_eq!(jobs, [("j1", "a")], "j3 was handed over: its outcome settles it, not its TTL");
-    assert!(s.expire_queued(t(5_000)).await.unwrap().is_empty(), "expired once");
+    assert!(s.expire_queued(t(4_999), 100).await.unwrap().is_empty(), "nothing is due yet");
+    let expired = s.expire_queued(t(5_000), 1).await.unwrap();
+    assert_eq!(expired.len(), 1, "the limit holds");
+    let expired = s.expire_queued(t(5_000), 100).await.unwrap();
+    let jobs: Vec<&str> = expired.iter().map(|q| q.command.job_id.as_str()).collect();
+    assert_eq!(jobs, ["j4"], "j3 was handed over: its deadline and a minute bound it, not its TTL");
+    assert!(s.expire_queued(t(5_000), 100).await.unwrap().is_empty(), "expired once");
     let left: Vec<i64> = s.queued_for("a", 10).await.unwrap().iter().map(|q| q.id).collect();
     assert_eq!(left, [out[1]]);
+    // Handed over at 4 s with a 5 s deadline: over at 4 + 5 + 60 s.
+    assert!(s.expire_queued(t(68_999), 100).await.unwrap().iter().all(|q| q.id != out[2]));
+    let over = s.expire_queued(t(69_000), 100).await.unwrap();
+    assert!(over.iter().any(|q| q.id == out[2] && q.delivered_at == Some(t(4_000))), "{over:?}");
 }
 
 /// What is queued is committed: a restarted store still holds it, in order.
@@ -146,6 +160,7 @@ pub async fn a_job_with_held_commands_ends_when_they_settle(h: &Harness) {
     rec.record(Record::JobCreated(NewJob { targets: vec![target("a"), target("b"), target("c")], ..job("held-1", 0) }))
         .await;
     let held_b = ids(&s.enqueue(vec![held("held-1", "b", 90_000)], ROOMY).await.unwrap())[0];
+    assert_eq!(s.job("held-1").await.unwrap().1[1].status, Some(Status::Queued), "queued in the same commit");
     rec.record(Record::TargetsSettled(vec![settled("a", Status::Ok, Some("1")), settled("b", Status::Queued, None)]))
         .await;
     // The live part ends; `c` never answered (timeout), `b` is still held.
@@ -170,14 +185,36 @@ pub async fn a_job_with_held_commands_ends_when_they_settle(h: &Harness) {
     // The held command is delivered and answered: its outcome replaces `queued`, the job ends.
     rec.record(Record::TargetsSettled(vec![settled("b", Status::Ok, Some("2"))])).await;
     assert!(s.dequeue(held_b).await.unwrap());
-    rec.record(Record::HeldSettled { job: "held-1".into(), at: t(30_000) }).await;
-    s.flush().await.unwrap();
     let (record, targets) = s.job("held-1").await.unwrap();
-    assert_eq!((record.state, record.finished_at), (JobPhase::Done, Some(t(30_000))));
+    assert_eq!(record.state, JobPhase::Done);
+    assert!(record.finished_at.is_some());
     assert_eq!(targets[1].status, Some(Status::Ok));
     assert_eq!(targets[1].result.as_deref(), Some("2"));
     // A final status is never replaced by a late `queued`.
     rec.record(Record::TargetsSettled(vec![settled("b", Status::Queued, None)])).await;
     s.flush().await.unwrap();
     assert_eq!(s.job("held-1").await.unwrap().1[1].status, Some(Status::Ok));
+}
+
+/// Cancelling a job drops the commands it still holds for devices: their targets are
+/// `cancelled`, nothing is delivered later, and the job ends `cancelled`.
+pub async fn cancelling_a_job_drops_its_waiting_held_commands(h: &Harness) {
+    use orb_proto::Status;
+    use orb_proto::history::JobPhase;
+
+    use super::devices::job;
+    use crate::{NewJob, NewTarget, Record};
+
+    let s = h.store();
+    let target = |d: &str| NewTarget { device: d.to_owned(), status: None, error: None };
+    s.recorder()
+        .record(Record::JobCreated(NewJob { targets: vec![target("a"), target("b")], ..job("held-2", 0) }))
+        .await;
+    ids(&s.enqueue(vec![held("held-2", "a", 90_000), held("held-2", "b", 90_000)], ROOMY).await.unwrap());
+    let cancelled = s.cancel_job("held-2", t(5_000)).await.unwrap();
+    assert_eq!(cancelled, ["a", "b"]);
+    assert!(s.queued_for("a", 10).await.unwrap().is_empty() && s.queued_for("b", 10).await.unwrap().is_empty());
+    let (record, targets) = s.job("held-2").await.unwrap();
+    assert_eq!(record.state, JobPhase::Cancelled);
+    assert!(targets.iter().all(|t| t.status == Some(Status::Cancelled)), "{targets:?}");
 }
