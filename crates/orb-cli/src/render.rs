@@ -117,7 +117,7 @@ pub fn devices_table(devices: &[DeviceInfo], format: Format, headers: bool) -> S
     let wide = format == Format::Wide;
     let mut header = vec!["ID", "STATUS", "AGENT", "LAST SEEN", "RTT"];
     if wide {
-        header.extend(["ADDRESS", "TRANSPORT", "CONNECTED SINCE", "COMMANDS"]);
+        header.extend(["ADDRESS", "TRANSPORT", "CONNECTED SINCE", "HELD", "COMMANDS"]);
     }
     header.push("TAGS");
     let rows: Vec<Vec<String>> = devices
@@ -138,6 +138,7 @@ pub fn devices_table(devices: &[DeviceInfo], format: Format, headers: bool) -> S
                     d.remote_addr.clone().unwrap_or_else(|| "-".into()),
                     d.transport.clone().unwrap_or_else(|| "-".into()),
                     d.connected_since.clone().unwrap_or_else(|| "-".into()),
+                    d.held.to_string(),
                     if d.commands.is_empty() { "-".to_owned() } else { d.commands.join(",") },
                 ]);
             }
@@ -283,6 +284,22 @@ pub fn device_detail(d: &DeviceDetail, now: chrono::DateTime<chrono::Utc>) -> St
     row(&mut out, "agent", d.agent_version.as_deref().unwrap_or("-"));
     row(&mut out, "commands", &if d.commands.is_empty() { "-".to_owned() } else { d.commands.join(", ") });
     out.push('\n');
+    if !d.held.is_empty() {
+        let _ = writeln!(out, "held commands (sent with --ttl; oldest first)");
+        for h in &d.held {
+            let state =
+                if h.attempts == 0 { "waiting".to_owned() } else { format!("delivered (attempt {})", h.attempts) };
+            let _ = writeln!(
+                out,
+                "  {:<15} job {}  held {}  expires {}  {state}",
+                h.command,
+                h.job,
+                ago(&h.queued_at, now),
+                h.expires_at
+            );
+        }
+        out.push('\n');
+    }
     match &d.connection {
         None => {
             let _ = writeln!(out, "connection      none (not connected)");

@@ -22,6 +22,9 @@ fn a_command_sent_with_a_ttl_waits_for_its_device_and_jobs_wait_follows_it() {
     assert!(text.contains("1 queued"), "{text}");
     let job = text.lines().last().unwrap().split_whitespace().nth(1).unwrap().trim_end_matches(':').to_owned();
 
+    let shown = stdout(&server.client("devices").args(["show", "web-1"]).output().unwrap());
+    assert!(shown.contains("held commands") && shown.contains(&job) && shown.contains("waiting"), "{shown}");
+
     let _agent = server.agent("web-1", &[]);
     let out = server.client("jobs").args(["wait", &job, "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));

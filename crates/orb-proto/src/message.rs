@@ -365,6 +365,9 @@ pub struct DeviceInfo {
     /// RFC 3339 UTC time the device was last heard from.
     #[serde(default)]
     pub last_seen: Option<String>,
+    /// Commands held for it (jobs sent with a TTL), waiting or handed over and not answered yet.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// Arguments of [`commands::SELECTOR_RESOLVE`].

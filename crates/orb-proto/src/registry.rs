@@ -94,6 +94,26 @@ pub struct DeviceDetail {
     pub flaps: u64,
     /// The live connection, when connected.
     pub connection: Option<ConnectionStats>,
+    /// Commands held for it (jobs sent with a TTL), oldest first, at most 100. Absent from
+    /// servers before held commands existed: read as none.
+    #[serde(default)]
+    pub held: Vec<HeldCommand>,
+}
+
+/// A command held for a device (a job sent with a TTL): waiting for it, or handed over and not
+/// answered yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldCommand {
+    /// The job.
+    pub job: String,
+    /// Command name.
+    pub command: String,
+    /// RFC 3339 UTC time it was held.
+    pub queued_at: String,
+    /// RFC 3339 UTC time its TTL passes.
+    pub expires_at: String,
+    /// Times it was handed to the device (0: still waiting).
+    pub attempts: u64,
 }
 
 /// Statistics of a live connection.

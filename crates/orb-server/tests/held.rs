@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use orb_client::{Client, Context, Handlers, JobRequest};
 use orb_proto::history::{JobDetail, JobPhase};
-use orb_proto::message::commands;
+use orb_proto::message::{DeviceInfo, commands};
+use orb_proto::registry::DeviceDetail;
 use orb_proto::{ErrorCode, Status};
 use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, within};
 use serde_json::json;
@@ -61,6 +62,15 @@ async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_sto
     // Stored: still running, the target queued.
     let d = stored_until(&op, &id, |d| !d.results.is_empty()).await;
     assert_eq!((d.job.state, d.results[0].status), (JobPhase::Running, Status::Queued));
+    // The inventory says what is held for the device.
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
+    assert_eq!(shown.held.len(), 1);
+    assert_eq!(
+        (shown.held[0].job.as_str(), shown.held[0].command.as_str(), shown.held[0].attempts),
+        (id.as_str(), "echo", 0)
+    );
+    let listed: Vec<DeviceInfo> = call(&op, commands::DEVICES_LIST, json!({})).await;
+    assert_eq!(listed.iter().find(|d| d.id == "dev-1").map(|d| d.held), Some(1));
 
     // The device connects: the command is delivered (attempt 1) and its answer stored.
     let attempts = Arc::new(AtomicU64::new(0));
@@ -79,6 +89,8 @@ async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_sto
     assert_eq!(d.results[0].result.as_ref().map(|r| r.get()), Some(r#""hi""#));
     assert!(d.job.finished_at.is_some());
     assert_eq!(attempts.load(Ordering::SeqCst), 1, "run exactly once");
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
+    assert!(shown.held.is_empty(), "{:?}", shown.held);
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use orb_proto::message::{DeviceInfo, DevicesQuery};
 use orb_proto::registry::{
-    ConnectionStats, DeviceAdd, DeviceCredential, DeviceDetail, DeviceRef, DeviceTags, DevicesSummary,
+    ConnectionStats, DeviceAdd, DeviceCredential, DeviceDetail, DeviceRef, DeviceTags, DevicesSummary, HeldCommand,
 };
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use orb_store::Device;
@@ -40,12 +40,15 @@ impl Broker {
         let store = self.registry().store();
         store.flush().await.map_err(store_error)?;
         let devices = store.devices().await.map_err(store_error)?;
+        let held = store.queue_counts().await.map_err(store_error)?;
         Ok(devices
             .iter()
             .filter(|d| wanted.contains(&d.id))
             .map(|d| {
                 let live = self.sessions().get(&d.id);
-                device_info(d, live.as_ref().map(|s| s.record.as_ref()))
+                let mut info = device_info(d, live.as_ref().map(|s| s.record.as_ref()));
+                info.held = held.get(&d.id).map_or(0, |c| c.queued + c.in_flight);
+                info
             })
             .collect())
     }
@@ -59,7 +62,21 @@ impl Broker {
         let store = self.registry().store();
         store.flush().await.map_err(store_error)?;
         let device = store.device(&r.id).await.map_err(store_error)?.ok_or_else(|| unknown(&r.id))?;
-        Ok(self.detail(&device))
+        let mut d = self.detail(&device);
+        d.held = store
+            .queued_for(&r.id, SHOWN_HELD)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|q| HeldCommand {
+                job: q.command.job_id,
+                command: q.command.command,
+                queued_at: rfc3339(q.command.queued_at),
+                expires_at: rfc3339(q.command.expires_at),
+                attempts: q.attempts,
+            })
+            .collect();
+        Ok(d)
     }
 
     /// `$orb.devices.summary`: defined versus connected.
@@ -126,6 +143,9 @@ impl Broker {
     }
 }
 
+/// Held commands `$orb.devices.show` lists at most.
+const SHOWN_HELD: u32 = 100;
+
 fn unknown(id: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::DeviceNotFound, format!("no device {} is registered", orb_proto::excerpt(id)))
 }
@@ -157,6 +177,7 @@ pub fn device_info(d: &Device, live: Option<&DeviceRecord>) -> DeviceInfo {
         rtt_ms: live.and_then(DeviceRecord::rtt_ms),
         revoked: d.revoked,
         last_seen: if live.is_some() { Some(rfc3339(Utc::now())) } else { d.last_seen.map(rfc3339) },
+        held: 0,
     }
 }
 
@@ -185,6 +206,7 @@ fn detail(d: &Device, live: Option<&DeviceRecord>) -> DeviceDetail {
         connections: d.connections,
         flaps: d.flaps,
         connection: live.map(connection_stats),
+        held: Vec::new(),
     }
 }
 
