@@ -304,6 +304,12 @@ pub const BENCH_STORM: &str = "\
 Examples:
   orb bench storm --agents 1000 --trials 3";
 
+/// `orb bench held`.
+#[cfg(feature = "server")]
+pub const BENCH_HELD: &str = "\
+Examples:
+  orb bench held --devices 10000 --trials 5   # held commands committed per second";
+
 /// `orb version`.
 pub const VERSION: &str = "\
 Examples:

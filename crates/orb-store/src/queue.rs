@@ -3,13 +3,14 @@
 //! settle, expire) and the reads (a device's queue, everyone's counts). Rows are deleted when the
 //! command is settled or expires, so the table holds only what is still owed to a device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::backend::unavailable;
+use crate::bulk::Placeholders;
 use crate::rows::ms;
 use crate::writer::Written;
 use crate::{Enqueued, NewQueued, QueueCounts, QueueLimits, Queued, StoreError};
@@ -20,84 +21,135 @@ type Answer = Result<Written, StoreError>;
 const COLUMNS: &str =
     "id, job_id, device, command, args, sender, wait_ms, queued_at, expires_at, attempts, delivered_at";
 
+/// Rows per multi-row statement: 9 parameters each, far below SQLite's 32766 and PostgreSQL's
+/// 65535 parameter limits.
+const CHUNK: usize = 500;
+
 /// Stores `commands` in order, each unless its device's queue would exceed `limits`. A command
-/// for a job and device already held refuses the whole call before anything is written.
+/// for a job and device already held refuses the whole call before anything is written. Built
+/// for jobs that hold thousands at once: a few statements per 500 commands, not one per command.
 pub(crate) async fn enqueue(
     conn: &mut AnyConnection,
     commands: &[NewQueued],
     limits: QueueLimits,
 ) -> Result<Answer, sqlx::Error> {
-    for c in commands {
-        let held = sqlx::query("SELECT id FROM queued_commands WHERE job_id = $1 AND device = $2")
-            .bind(&c.job_id)
-            .bind(&c.device)
-            .fetch_optional(&mut *conn)
+    let style = Placeholders::of(conn);
+    // Already held, per job.
+    let jobs: BTreeSet<&str> = commands.iter().map(|c| c.job_id.as_str()).collect();
+    let mut held_by_job: BTreeMap<&str, BTreeMap<String, i64>> = BTreeMap::new();
+    for job in &jobs {
+        let rows = sqlx::query("SELECT id, device FROM queued_commands WHERE job_id = $1")
+            .bind(*job)
+            .fetch_all(&mut *conn)
             .await?;
-        if held.is_some() {
-            let what = format!("queued command of job {} for device {}", c.job_id, c.device);
-            return Ok(Err(StoreError::Conflict(what)));
+        let mut devices = BTreeMap::new();
+        for row in &rows {
+            devices.insert(row.try_get::<String, _>("device")?, row.try_get::<i64, _>("id")?);
+        }
+        held_by_job.insert(job, devices);
+    }
+    if let Some(c) =
+        commands.iter().find(|c| held_by_job.get(c.job_id.as_str()).is_some_and(|d| d.contains_key(&c.device)))
+    {
+        let what = format!("queued command of job {} for device {}", c.job_id, c.device);
+        return Ok(Err(StoreError::Conflict(what)));
+    }
+    // What each device holds now.
+    let devices: Vec<&str> = commands.iter().map(|c| c.device.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut held: BTreeMap<&str, (u64, u64)> = devices.iter().map(|d| (*d, (0, 0))).collect();
+    for chunk in devices.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT device, COUNT(*) AS n, CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS b FROM queued_commands \
+             WHERE device IN ({}) GROUP BY device",
+            style.list(chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in chunk {
+            query = query.bind(*d);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let device: String = row.try_get("device")?;
+            if let Some(h) = held.get_mut(device.as_str()) {
+                *h = (non_negative(&row, "n")?, non_negative(&row, "b")?);
+            }
         }
     }
-    // Per device: what it holds now, grown by what this call adds.
-    let mut held: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    let mut out = Vec::with_capacity(commands.len());
+    // Which fit, in order; the others are refused.
+    let mut out: Vec<Option<Enqueued>> = Vec::with_capacity(commands.len());
+    let mut fitting: Vec<&NewQueued> = Vec::new();
     for c in commands {
-        let (count, bytes) = match held.get(c.device.as_str()) {
-            Some(h) => *h,
-            None => {
-                let row = sqlx::query(
-                    "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS b FROM queued_commands WHERE device = $1",
-                )
-                .bind(&c.device)
-                .fetch_one(&mut *conn)
-                .await?;
-                (non_negative(&row, "n")?, non_negative(&row, "b")?)
-            }
-        };
+        let (count, bytes) = held.get(c.device.as_str()).copied().unwrap_or((0, 0));
         let size = c.bytes();
         if count + 1 > limits.max_commands {
-            out.push(Enqueued::Full(format!("device {} has {count} commands queued, the most it may hold", c.device)));
-            held.insert(&c.device, (count, bytes));
-            continue;
-        }
-        if bytes + size > limits.max_bytes {
-            out.push(Enqueued::Full(format!(
+            out.push(Some(Enqueued::Full(format!(
+                "device {} has {count} commands queued, the most it may hold",
+                c.device
+            ))));
+        } else if bytes + size > limits.max_bytes {
+            out.push(Some(Enqueued::Full(format!(
                 "device {} has {bytes} bytes queued; {size} more would exceed its {} bytes",
                 c.device, limits.max_bytes
-            )));
-            held.insert(&c.device, (count, bytes));
-            continue;
+            ))));
+        } else {
+            held.insert(&c.device, (count + 1, bytes + size));
+            fitting.push(c);
+            out.push(None);
         }
-        let row = sqlx::query(
-            "INSERT INTO queued_commands \
-             (job_id, device, command, args, sender, wait_ms, queued_at, expires_at, bytes) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-        )
-        .bind(&c.job_id)
-        .bind(&c.device)
-        .bind(&c.command)
-        .bind(c.args.as_deref())
-        .bind(&c.sender)
-        .bind(i64::try_from(c.wait_ms).unwrap_or(i64::MAX))
-        .bind(ms(c.queued_at))
-        .bind(ms(c.expires_at))
-        .bind(i64::try_from(size).unwrap_or(i64::MAX))
-        .fetch_one(&mut *conn)
-        .await?;
-        out.push(Enqueued::Queued(row.try_get("id")?));
-        held.insert(&c.device, (count + 1, bytes + size));
-        // The target's status is `queued` from the same commit: a crash after the ack cannot
-        // leave it pending (which recovery would turn into `timeout`).
-        sqlx::query(
-            "INSERT INTO job_targets (job_id, device_id, status) SELECT $1, $2, 'queued' \
-             WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1) \
-             ON CONFLICT (job_id, device_id) DO UPDATE SET status = 'queued' WHERE job_targets.status IS NULL",
-        )
-        .bind(&c.job_id)
-        .bind(&c.device)
-        .execute(&mut *conn)
-        .await?;
     }
+    for chunk in fitting.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO queued_commands \
+             (job_id, device, command, args, sender, wait_ms, queued_at, expires_at, bytes) VALUES {}",
+            style.rows(chunk.len(), 9)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for c in chunk {
+            query = query
+                .bind(&c.job_id)
+                .bind(&c.device)
+                .bind(&c.command)
+                .bind(c.args.as_deref())
+                .bind(&c.sender)
+                .bind(i64::try_from(c.wait_ms).unwrap_or(i64::MAX))
+                .bind(ms(c.queued_at))
+                .bind(ms(c.expires_at))
+                .bind(i64::try_from(c.bytes()).unwrap_or(i64::MAX));
+        }
+        query.execute(&mut *conn).await?;
+        // The targets' status is `queued` from the same commit: a crash after the ack cannot
+        // leave them pending (which recovery would turn into `timeout`).
+        let sql = format!(
+            "INSERT INTO job_targets (job_id, device_id, status) SELECT v.column1, v.column2, 'queued' \
+             FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.id = v.column1) \
+             ON CONFLICT (job_id, device_id) DO UPDATE SET status = 'queued' WHERE job_targets.status IS NULL",
+            style.rows(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for c in chunk {
+            query = query.bind(&c.job_id).bind(&c.device);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    // Their ids: one command per job and device, so the pair names the row.
+    let mut ids: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for job in &jobs {
+        let rows = sqlx::query("SELECT id, device FROM queued_commands WHERE job_id = $1")
+            .bind(*job)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in &rows {
+            ids.insert(((*job).to_owned(), row.try_get("device")?), row.try_get("id")?);
+        }
+    }
+    let out = out
+        .into_iter()
+        .zip(commands)
+        .map(|(refused, c)| {
+            refused.unwrap_or_else(|| {
+                Enqueued::Queued(ids.get(&(c.job_id.clone(), c.device.clone())).copied().unwrap_or_default())
+            })
+        })
+        .collect();
     Ok(Ok(Written::Enqueued(out)))
 }
 

@@ -1,9 +1,10 @@
 //! `orb bench`: end-to-end measurements of a real server, optionally side by side with NATS on
 //! the same machine in the same run. The server runs as a child process (or embedded, or
 //! external), the simulated agents in another child process (`orb bench-swarm`), and time is
-//! measured at the requester, here. Scenarios: [`fanout`], [`rr`], [`idle`], [`storm`].
+//! measured at the requester, here. Scenarios: [`fanout`], [`rr`], [`idle`], [`storm`], [`held`].
 
 mod fanout;
+mod held;
 mod idle;
 mod proc;
 mod rr;
@@ -65,6 +66,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         agents: usize,
         /// Measured restarts.
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// One job with a TTL to N offline devices: held commands committed per second (to the ack).
+    #[command(after_help = crate::help::BENCH_HELD)]
+    Held {
+        /// Number of registered, offline devices.
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        /// Measured jobs.
         #[arg(long, default_value_t = 5)]
         trials: usize,
         #[command(flatten)]
@@ -279,7 +292,8 @@ pub async fn run(cmd: BenchCommand) -> Result<u8, Failure> {
         BenchCommand::Fanout { common, .. }
         | BenchCommand::Rr { common, .. }
         | BenchCommand::Idle { common, .. }
-        | BenchCommand::Storm { common, .. } => common,
+        | BenchCommand::Storm { common, .. }
+        | BenchCommand::Held { common, .. } => common,
     };
     check_codec(&common.codec)?;
     match cmd {
@@ -289,6 +303,7 @@ pub async fn run(cmd: BenchCommand) -> Result<u8, Failure> {
         }
         BenchCommand::Idle { connections, common } => idle::run(connections.max(1), &common).await,
         BenchCommand::Storm { agents, trials, common } => storm::run(agents.max(1), trials.max(1), &common).await,
+        BenchCommand::Held { devices, trials, common } => held::run(devices.max(1), trials.max(1), &common).await,
     }
 }
 
