@@ -201,3 +201,51 @@ async fn a_held_command_whose_device_leaves_before_answering_ends_interrupted_an
     assert_eq!(d.results[0].error.as_ref().map(|e| e.code.clone()), Some(ErrorCode::Interrupted));
     assert_eq!(again.load(Ordering::SeqCst), 1, "run once, never again");
 }
+
+#[tokio::test]
+async fn a_command_still_queued_when_its_device_disconnects_is_held_with_a_ttl() {
+    use orb_testkit::{RawTcp, hello_json};
+    let server = TestServer::start_with(
+        |c| {
+            c.limits.max_frame = 512 * 1024;
+            c.limits.outbound_queue_bytes = 64 * 1024 * 1024;
+        },
+        |b| b,
+    )
+    .await;
+    // A device with a small receive buffer that never reads: the server's writes to it stall.
+    let stalled = server.raw_agent("stall-1").await;
+    // Requests that fill its socket buffers and queue, then the job (with a TTL), whose command
+    // queues behind them; the device goes away with it still queued.
+    let mut op = RawTcp::connect(server.server.tcp_addr()).await;
+    op.send_json(&hello_json("operator", server.server.admin_token().expose(), None)).await.unwrap();
+    assert_eq!(op.read_json().await.unwrap()["kind"], "welcome");
+    let body = format!("\"{}\"", "x".repeat(500 * 1024));
+    for i in 0..16 {
+        let f =
+            format!(r#"{{"kind":"cmd","id":"r{i}","cmd":"echo","to":"stall-1","deadline_ms":60000,"body":{body}}}"#);
+        op.send_frame(f.as_bytes()).await.unwrap();
+    }
+    let job = json!({"kind": "cmd", "id": "job", "cmd": "ping", "target": "stall-1", "deadline_ms": 60_000, "ttl_ms": 600_000});
+    op.send_json(&job).await.unwrap();
+    let mut job_id = None;
+    for _ in 0..100 {
+        let f = op.read_json().await.expect("a frame");
+        if f["kind"] == "ack" {
+            job_id = f["job"].as_str().map(str::to_owned);
+            break;
+        }
+    }
+    let job_id = job_id.expect("the job was accepted");
+    drop(stalled);
+    let event = loop {
+        let f = op.read_json().await.expect("the job's event");
+        if f["kind"] == "event" {
+            break f;
+        }
+    };
+    assert_eq!(event["status"], "queued", "held, not offline: {event}");
+    let op = server.operator(Transport::Tcp).await;
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "stall-1"})).await;
+    assert_eq!(shown.held.iter().map(|h| h.job.as_str()).collect::<Vec<_>>(), [job_id.as_str()]);
+}

@@ -37,7 +37,7 @@ use crate::node::NodeId;
 use crate::router::correlation::{Answer, Correlations};
 use crate::router::sessions::Target;
 use inbox::{JobInbox, Outcome};
-use run::{Hold, JobRun};
+use run::{Hold, HoldTemplate, JobRun};
 
 /// Bytes (command, arguments, requester per target) one job may hold for its offline targets.
 pub const MAX_HELD_BYTES_PER_JOB: u64 = 64 << 20;
@@ -249,47 +249,46 @@ impl Jobs {
         };
         let (events_tx, events) =
             events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));
-        let (hold, committed) = match ttl {
-            Some(_) if held.is_empty() => (None, None),
-            None => (None, None),
-            Some(ttl) => {
+        // With a TTL: what a held command of this job looks like (its device set per target),
+        // and the commands held at once for the targets that are not connected.
+        let template = ttl.map(|ttl| {
+            let now = Utc::now();
+            let command = NewQueued {
+                job_id: job_id.clone(),
+                device: String::new(),
+                command: record.command.clone(),
+                args: record.args.clone(),
+                sender: record.requester.clone(),
+                wait_ms: deadline_ms,
+                queued_at: now,
+                expires_at: chrono::Duration::from_std(ttl)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+            };
+            let limits = QueueLimits {
+                max_commands: limits.max_queued_per_device as u64,
+                max_bytes: limits.max_queued_bytes_per_device as u64,
+            };
+            HoldTemplate { command, limits, bytes: 0 }
+        });
+        let (hold, committed) = match &template {
+            Some(template) if !held.is_empty() => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                let now = Utc::now();
-                let wait_ms = deadline_ms;
-                // One job holds at most MAX_HELD_BYTES_PER_JOB in all: beyond, `queue_full`.
-                let mut held_bytes = 0_u64;
+                let mut template = template.clone();
                 let rows = held
                     .into_iter()
-                    .filter_map(|i| {
-                        let command = NewQueued {
-                            job_id: job_id.clone(),
-                            device: devices[i].to_string(),
-                            command: record.command.clone(),
-                            args: record.args.clone(),
-                            sender: record.requester.clone(),
-                            wait_ms,
-                            queued_at: now,
-                            expires_at: chrono::Duration::from_std(ttl)
-                                .ok()
-                                .and_then(|d| now.checked_add_signed(d))
-                                .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
-                        };
-                        held_bytes += command.bytes();
-                        if held_bytes > MAX_HELD_BYTES_PER_JOB {
-                            let why =
-                                format!("the job holds at most {MAX_HELD_BYTES_PER_JOB} bytes for offline targets");
-                            inbox.settle(i, None, Outcome::Error(ErrorBody::new(ErrorCode::QueueFull, why)));
-                            return None;
+                    .filter_map(|i| match template.for_device(&devices[i]) {
+                        Ok(command) => Some((i, command)),
+                        Err(e) => {
+                            inbox.settle(i, None, Outcome::Error(e));
+                            None
                         }
-                        Some((i, command))
                     })
                     .collect();
-                let limits = QueueLimits {
-                    max_commands: limits.max_queued_per_device as u64,
-                    max_bytes: limits.max_queued_bytes_per_device as u64,
-                };
-                (Some(Hold { rows, limits, committed: tx }), Some(rx))
+                (Some(Hold { rows, committed: tx }), Some(rx))
             }
+            _ => (None, None),
         };
         let run = JobRun {
             job_id,
@@ -307,6 +306,7 @@ impl Jobs {
             running: self.running.clone(),
             stop: self.stop.clone(),
             hold,
+            template,
             store: self.store.clone(),
             held_tx: self.held_tx.clone(),
             _slot: slot,

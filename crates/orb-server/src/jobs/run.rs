@@ -51,6 +51,8 @@ pub(crate) struct JobRun {
     pub(crate) stop: CancellationToken,
     /// Commands to hold for targets that are not connected (a job with a TTL).
     pub(crate) hold: Option<Hold>,
+    /// How to hold one more (a job with a TTL).
+    pub(crate) template: Option<HoldTemplate>,
     /// Where they are held.
     pub(crate) store: Arc<dyn Store>,
     /// Told each device a command was held for.
@@ -65,10 +67,36 @@ pub(crate) struct JobRun {
 pub(crate) struct Hold {
     /// Target slot and the command held for it.
     pub(crate) rows: Vec<(usize, NewQueued)>,
-    /// How much each device's queue may hold.
-    pub(crate) limits: QueueLimits,
     /// Told once they are committed (or refused): the requester is acknowledged then.
     pub(crate) committed: oneshot::Sender<()>,
+}
+
+/// How a job with a TTL holds a command for one of its targets: at the start, and later for a
+/// target whose session closed before its command left the server.
+#[derive(Clone)]
+pub(crate) struct HoldTemplate {
+    /// The command, its device left blank.
+    pub(crate) command: NewQueued,
+    /// How much each device's queue may hold.
+    pub(crate) limits: QueueLimits,
+    /// Bytes this job holds so far (at most [`super::MAX_HELD_BYTES_PER_JOB`]).
+    pub(crate) bytes: u64,
+}
+
+impl HoldTemplate {
+    /// The command held for `device`, counted against the job's byte cap.
+    ///
+    /// # Errors
+    /// `queue_full` when the job would hold more than its cap.
+    pub(crate) fn for_device(&mut self, device: &DeviceId) -> Result<NewQueued, ErrorBody> {
+        let command = NewQueued { device: device.to_string(), ..self.command.clone() };
+        self.bytes += command.bytes();
+        if self.bytes > super::MAX_HELD_BYTES_PER_JOB {
+            let why = format!("the job holds at most {} bytes for offline targets", super::MAX_HELD_BYTES_PER_JOB);
+            return Err(ErrorBody::new(ErrorCode::QueueFull, why));
+        }
+        Ok(command)
+    }
 }
 
 impl JobRun {
@@ -95,6 +123,16 @@ impl JobRun {
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
+                    // With a TTL, a target whose session closed before its command left the
+                    // server gets it held instead of ending `offline`.
+                    Some(JobMsg::Answer { index, at: None, outcome: Outcome::Offline })
+                        if self.template.is_some() && state.pending().contains(&index) =>
+                    {
+                        self.hold_late(index, &mut state, &mut unrecorded).await;
+                        if state.is_done() {
+                            break (JobPhase::Done, None);
+                        }
+                    }
                     Some(JobMsg::Answer { index, at, outcome }) => {
                         if state.settle(index, outcome.status()) {
                             let elapsed = at.map(|at| at.saturating_duration_since(self.started));
@@ -145,7 +183,29 @@ impl JobRun {
     /// one whose device's queue is full, `error` `store_unavailable` when the store failed.
     /// Only then is the job acknowledged.
     async fn hold_for_offline_targets(&mut self, hold: Hold, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
-        let Hold { rows, limits, committed } = hold;
+        let Hold { rows, committed } = hold;
+        self.hold_rows(rows, state, out).await;
+        let _ = committed.send(());
+    }
+
+    /// Holds the command of target `index`, whose session closed before the command left the
+    /// server (it never reached the device).
+    async fn hold_late(&mut self, index: usize, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let Some(template) = self.template.as_mut() else { return };
+        match template.for_device(&self.devices[index]) {
+            Ok(command) => self.hold_rows(vec![(index, command)], state, out).await,
+            Err(e) => {
+                if state.settle(index, Status::Error) {
+                    self.settled(index, Outcome::Error(e), None, out);
+                }
+            }
+        }
+    }
+
+    /// Holds `rows` (one awaited write) and settles each target: `queued`, `queue_full`, or
+    /// `store_unavailable`.
+    async fn hold_rows(&mut self, rows: Vec<(usize, NewQueued)>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let Some(limits) = self.template.as_ref().map(|t| t.limits) else { return };
         let (slots, commands): (Vec<usize>, Vec<NewQueued>) = rows.into_iter().unzip();
         let outcomes = match self.store.enqueue(commands, limits).await {
             Ok(outcomes) => outcomes
@@ -168,7 +228,6 @@ impl JobRun {
                 self.settled(slot, outcome, None, out);
             }
         }
-        let _ = committed.send(());
     }
 
     /// Answers that reached the inbox after the job ended but before its correlation said so:
