@@ -331,15 +331,7 @@ async fn a_command_still_queued_when_its_device_disconnects_is_offline_at_once()
     let stalled = server.raw_agent("stall-1").await;
     // A hand-driven operator, so its frames reach the server in this order: requests that fill
     // the device's socket buffers and queue, then the job, whose command queues behind them.
-    let mut op = RawTcp::connect(server.server.tcp_addr()).await;
-    op.send_json(&hello_json("operator", server.server.admin_token().expose(), None)).await.unwrap();
-    assert_eq!(op.read_json().await.unwrap()["kind"], "welcome");
-    let body = format!("\"{}\"", "x".repeat(500 * 1024));
-    for i in 0..16 {
-        let f =
-            format!(r#"{{"kind":"cmd","id":"r{i}","cmd":"echo","to":"stall-1","deadline_ms":60000,"body":{body}}}"#);
-        op.send_frame(f.as_bytes()).await.unwrap();
-    }
+    let mut op = server.operator_stalling("stall-1").await;
     op.send_json(&json!({"kind": "cmd", "id": "job", "cmd": "ping", "target": "stall-1", "deadline_ms": 60_000}))
         .await
         .unwrap();

@@ -204,7 +204,6 @@ async fn a_held_command_whose_device_leaves_before_answering_ends_interrupted_an
 
 #[tokio::test]
 async fn a_command_still_queued_when_its_device_disconnects_is_held_with_a_ttl() {
-    use orb_testkit::{RawTcp, hello_json};
     let server = TestServer::start_with(
         |c| {
             c.limits.max_frame = 512 * 1024;
@@ -217,15 +216,7 @@ async fn a_command_still_queued_when_its_device_disconnects_is_held_with_a_ttl()
     let stalled = server.raw_agent("stall-1").await;
     // Requests that fill its socket buffers and queue, then the job (with a TTL), whose command
     // queues behind them; the device goes away with it still queued.
-    let mut op = RawTcp::connect(server.server.tcp_addr()).await;
-    op.send_json(&hello_json("operator", server.server.admin_token().expose(), None)).await.unwrap();
-    assert_eq!(op.read_json().await.unwrap()["kind"], "welcome");
-    let body = format!("\"{}\"", "x".repeat(500 * 1024));
-    for i in 0..16 {
-        let f =
-            format!(r#"{{"kind":"cmd","id":"r{i}","cmd":"echo","to":"stall-1","deadline_ms":60000,"body":{body}}}"#);
-        op.send_frame(f.as_bytes()).await.unwrap();
-    }
+    let mut op = server.operator_stalling("stall-1").await;
     let job = json!({"kind": "cmd", "id": "job", "cmd": "ping", "target": "stall-1", "deadline_ms": 60_000, "ttl_ms": 600_000});
     op.send_json(&job).await.unwrap();
     let mut job_id = None;

@@ -429,4 +429,25 @@ impl TestServer {
         assert_eq!(welcome["kind"], "welcome", "{welcome}");
         raw
     }
+
+    /// A hand-framed operator that completed the handshake and has sent requests to `device`
+    /// (a [`TestServer::raw_agent`] that does not read) big enough to fill its socket buffers
+    /// and the server's queue for it: a command sent next stays queued on the server. Needs a
+    /// server with `max_frame` of at least 512 KiB and a 64 MiB outbound queue.
+    ///
+    /// # Panics
+    /// When the server does not welcome it or a frame cannot be sent.
+    pub async fn operator_stalling(&self, device: &str) -> RawTcp {
+        let mut op = RawTcp::connect(self.server.tcp_addr()).await;
+        op.send_json(&hello_json("operator", self.server.admin_token().expose(), None)).await.expect("hello sent");
+        assert_eq!(op.read_json().await.expect("welcome")["kind"], "welcome");
+        let body = format!("\"{}\"", "x".repeat(500 * 1024));
+        for i in 0..16 {
+            let f = format!(
+                r#"{{"kind":"cmd","id":"r{i}","cmd":"echo","to":"{device}","deadline_ms":60000,"body":{body}}}"#
+            );
+            op.send_frame(f.as_bytes()).await.expect("a request sent");
+        }
+        op
+    }
 }
