@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::durable::{Journal, OutboxMessage};
 use crate::error::ClientError;
 use crate::job::Job;
 use crate::request::{JobRequest, Select};
@@ -56,6 +57,11 @@ pub struct ClientConfig {
     /// The envelope codec to ask for. The hello offers it first, then `json`; the connection uses
     /// what the server chose (`welcome.codec`; a server without MessagePack answers `json`).
     pub codec: Codec,
+    /// The agent's journal of held commands (see [`crate::durable`]): with it, a held command
+    /// (one delivered with an `attempt`) is recorded before its handler runs and answered from
+    /// the journal when delivered again, so it never runs twice; the hello says `durable`, so
+    /// the server redelivers what it did not get an answer for. Agents only.
+    pub journal: Option<Journal>,
 }
 
 impl ClientConfig {
@@ -75,6 +81,7 @@ impl ClientConfig {
             outbound_queue: 1024,
             bind: None,
             codec: Codec::Json,
+            journal: None,
         }
     }
 
@@ -109,6 +116,8 @@ struct Inner {
     welcome: Welcome,
     /// The codec every frame after the welcome uses, both ways.
     codec: Codec,
+    /// Held commands are journaled here (agents with a data folder).
+    journal: Option<Journal>,
     stop: CancellationToken,
     close_reason: OnceLock<String>,
     /// Cancelled when the writer task has ended (queued frames written, socket closed).
@@ -183,6 +192,7 @@ impl Client {
             commands: handlers.names(),
             agent: Some(config.agent.clone()),
             codecs: offered_codecs(config.codec),
+            durable: config.journal.is_some(),
         };
         // The hello and the welcome are JSON whatever codec is negotiated.
         let frame = orb_proto::encode(&Envelope::new(Kind::Hello).with_json_body(&hello));
@@ -227,6 +237,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             welcome,
             codec,
+            journal: config.journal.clone(),
             stop: stop.clone(),
             close_reason: OnceLock::new(),
             writer_done: CancellationToken::new(),
@@ -284,6 +295,24 @@ impl Client {
         env.body = Some(args);
         env.deadline_ms = Some(millis(timeout));
         self.round_trip(env, timeout).await
+    }
+
+    /// Sends one outbox message to the server (a `cmd` with `msg` and `at_ms`) and waits for
+    /// its acknowledgement: the server answers once it has stored the message (or has it
+    /// already).
+    pub(crate) async fn send_outbox(&self, m: &OutboxMessage, timeout: Duration) -> Result<Bytes, ClientError> {
+        let mut env = Envelope::new(Kind::Cmd);
+        env.cmd = Some(m.cmd.clone());
+        env.body = Some(m.body.clone());
+        env.msg = Some(m.msg.clone());
+        env.at_ms = u64::try_from(m.created_at.timestamp_millis()).ok();
+        env.deadline_ms = Some(millis(timeout));
+        self.round_trip(env, timeout).await
+    }
+
+    /// Resolves when the connection has closed.
+    pub(crate) async fn closed_quietly(&self) {
+        self.inner.stop.cancelled().await;
     }
 
     /// [`Client::call`] with typed arguments and result.
@@ -655,6 +684,17 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
         return;
     }
     let handler = handlers.get(&cmd);
+    if let (Some(journal), Some(job), Some(_)) = (&inner.journal, &ctx.job, env.attempt) {
+        // A held command: journaled, so a redelivery never runs it twice.
+        let (journal, job) = (journal.clone(), job.clone());
+        let running = inner.running.start(&id, cancel);
+        inner.tasks.spawn(async move {
+            let result = run_journaled(&journal, &job, handler, ctx).await;
+            drop(running);
+            let _ = tx.send(handler::reply_frame(codec, id, result)).await;
+        });
+        return;
+    }
     let mut run = Box::pin(handler::run(handler, ctx));
     // Most handlers (ping, echo) finish without waiting: answer them here, saving a task spawn
     // and a wake-up per command. The first poll used a no-op waker; the spawned task polls again
@@ -674,6 +714,17 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
         drop(running);
         let _ = tx.send(handler::reply_frame(codec, id, result)).await;
     });
+}
+
+/// Runs held command `job` at most once (see [`Journal::run_once`]).
+async fn run_journaled(
+    journal: &Journal,
+    job: &str,
+    handler: Option<Arc<dyn handler::Handler>>,
+    ctx: Context,
+) -> handler::HandlerResult {
+    let cmd = ctx.cmd.clone();
+    journal.run_once(job, &cmd, handler::run(handler, ctx)).await
 }
 
 /// Sends a `ping` every heartbeat interval so the server (and NATs) keep the link open.

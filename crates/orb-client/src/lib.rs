@@ -7,7 +7,11 @@
 //!   [`JobUpdate`]s;
 //! - [`Client::request`] is a plain request to one device; [`Client::call`] a command to the server;
 //! - [`Persistent`] keeps an agent connected, and after enrollment (a welcome issuing a device
-//!   secret, [`LinkEvent::Enrolled`]) connects with that id and secret instead of the token.
+//!   secret, [`LinkEvent::Enrolled`]) connects with that id and secret instead of the token;
+//! - [`durable::AgentStore`] gives an agent a journal (held commands never run twice) and an
+//!   outbox ([`durable::Outbox::send`] returns once a message is on disk locally; its
+//!   [`durable::Receipt`] tells when the server has stored it), attached with
+//!   [`Persistent::durable`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), orb_client::ClientError> {
@@ -22,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod client;
+pub mod durable;
 mod error;
 mod job;
 mod persistent;

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientConfig};
+use crate::durable::AgentStore;
 use crate::error::ClientError;
 use crate::url::ServerUrl;
 use orb_io::handler::Handlers;
@@ -132,6 +133,8 @@ pub struct Persistent {
     handlers: Handlers,
     backoff: Backoff,
     current: watch::Sender<Option<Client>>,
+    /// The agent's journal and outbox, when it has a data folder.
+    store: Option<AgentStore>,
 }
 
 impl Persistent {
@@ -141,7 +144,16 @@ impl Persistent {
     /// When `urls` is empty.
     pub fn new(base: ClientConfig, urls: Vec<ServerUrl>, handlers: Handlers, backoff: Backoff) -> Persistent {
         assert!(!urls.is_empty(), "a persistent connection needs at least one server");
-        Persistent { base, urls, handlers, backoff, current: watch::channel(None).0 }
+        Persistent { base, urls, handlers, backoff, current: watch::channel(None).0, store: None }
+    }
+
+    /// Makes the link durable with `store`: every connection journals held commands (so a
+    /// redelivered one never runs twice) and flushes the outbox while it lives.
+    #[must_use]
+    pub fn durable(mut self, store: AgentStore) -> Persistent {
+        self.base.journal = Some(store.journal().clone());
+        self.store = Some(store);
+        self
     }
 
     /// The live connection, `None` while disconnected.
@@ -202,6 +214,11 @@ impl Persistent {
                         first_seen: welcome.first_seen.clone(),
                     });
                     self.current.send_replace(Some(client.clone()));
+                    // Ends by itself when the connection closes.
+                    if let Some(store) = &self.store {
+                        let (outbox, client) = (store.outbox().clone(), client.clone());
+                        tokio::spawn(async move { outbox.flush(&client).await });
+                    }
                     let reason = tokio::select! {
                         () = stop.cancelled() => return Ok(()),
                         r = client.closed() => r,

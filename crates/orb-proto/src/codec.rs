@@ -493,14 +493,14 @@ pub(crate) mod arb {
             arb_kind(),
             (s(), s(), s(), s(), s(), s(), s()),
             (n(), n(), s(), n(), s(), status, n(), s()),
-            (proptest::option::of(arb_error()), proptest::option::of(arb_json())),
+            (proptest::option::of(arb_error()), proptest::option::of(arb_json()), s(), n()),
         )
             .prop_map(
                 |(
                     kind,
                     (id, re, cmd, target, select, to, from),
                     (deadline_ms, ttl_ms, job, attempt, device, status, elapsed_ms, topic),
-                    (error, body),
+                    (error, body, msg, at_ms),
                 )| Envelope {
                     kind,
                     id,
@@ -514,6 +514,8 @@ pub(crate) mod arb {
                     ttl_ms,
                     job,
                     attempt,
+                    msg,
+                    at_ms,
                     device,
                     status,
                     elapsed_ms,
@@ -565,6 +567,8 @@ pub(crate) mod arb {
             ttl_ms: Some(86_400_000),
             job: Some("0199a3f2-7c4e-7b1a-9d2e-5f6a7b8c9d0e".into()),
             attempt: Some(2),
+            msg: Some("0199a3f2-8000-7b1a-9d2e-000000000001".into()),
+            at_ms: Some(1_764_979_200_000),
             device: Some("web-2".into()),
             status: Some(Status::Cancelled),
             elapsed_ms: Some(0),
@@ -659,6 +663,8 @@ mod tests {
             ttl_ms,
             job,
             attempt,
+            msg,
+            at_ms,
             device,
             status,
             elapsed_ms,
@@ -669,14 +675,14 @@ mod tests {
         assert_eq!(kind, Kind::Cmd);
         assert!(id.is_some() && re.is_some() && cmd.is_some() && target.is_some() && select.is_some() && to.is_some());
         assert!(from.is_some() && deadline_ms.is_some() && job.is_some() && device.is_some() && status.is_some());
-        assert!(ttl_ms.is_some() && attempt.is_some());
+        assert!(ttl_ms.is_some() && attempt.is_some() && msg.is_some() && at_ms.is_some());
         assert!(elapsed_ms.is_some() && topic.is_some() && error.is_some() && body.is_some());
         // Member order is the table order of docs/protocol.md section 3: kind first, body last.
         let doc = include_str!("../../../docs/protocol.md");
         let section = &doc[doc.find("## 3. The envelope").unwrap()..doc.find("### 3.1").unwrap()];
         let documented: Vec<&str> =
             section.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
-        assert_eq!(documented.len(), 18, "{documented:?}");
+        assert_eq!(documented.len(), 20, "{documented:?}");
         assert_eq!(member_names(&frame), documented);
     }
 

@@ -306,6 +306,13 @@ envelope_fields! {
     job: String,
     /// Which delivery of a held command this is: 1, 2, ... (a `cmd` delivered from the queue).
     attempt: u64,
+    /// A durable message's id, chosen by the sending agent and kept across resends (a `cmd` from
+    /// an agent's outbox): the server stores each id once per device and answers a resend as a
+    /// duplicate.
+    msg: String,
+    /// When the sender created the message, in milliseconds since the Unix epoch (a `cmd` from an
+    /// agent's outbox: its original time, however late it is flushed).
+    at_ms: u64,
     /// The device an `event` is about.
     device: String,
     /// A target's outcome (`event`).

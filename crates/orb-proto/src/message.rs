@@ -89,6 +89,12 @@ pub struct Hello {
     /// answers with its choice in [`Welcome::codec`]. Empty (or absent): JSON.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codecs: Vec<String>,
+    /// The agent keeps a durable journal of the held commands it runs (keyed by job id): a held
+    /// command delivered again (a higher `attempt`) is answered from it, never run twice. The
+    /// server redelivers a held command whose answer was lost only to an agent that says so;
+    /// for others it ends `interrupted`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub durable: bool,
 }
 
 /// Most tags a hello may report.

@@ -196,6 +196,7 @@ mod tests {
             commands: vec![],
             agent: None,
             codecs: vec![],
+            durable: false,
         }
     }
 

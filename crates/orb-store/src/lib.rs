@@ -36,6 +36,7 @@ mod apply;
 mod backend;
 mod bulk;
 mod error;
+mod messages;
 pub mod model;
 mod query;
 mod queue;
@@ -50,8 +51,8 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    Connection, Device, Enqueued, JobEnd, JobRecord, LateAnswer, NewDevice, NewJob, NewQueued, NewTarget, QueueCounts,
-    QueueLimits, Queued, Record, Recorder, TargetOutcome, TargetRecord,
+    Connection, Device, Enqueued, JobEnd, JobRecord, LateAnswer, NewDevice, NewJob, NewMessage, NewQueued, NewTarget,
+    QueueCounts, QueueLimits, Queued, Record, Recorder, StoredMessage, TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -189,12 +190,14 @@ pub trait Store: Send + Sync + 'static {
     async fn queued_for(&self, device: &str, limit: u32) -> Result<Vec<Queued>, StoreError>;
 
     /// Claims command `id` for a delivery at `at` (before it is sent): answers its attempt
-    /// number (1 the first time), committed before this returns.
+    /// number (1 the first time), committed before this returns. With `again`, a command handed
+    /// over before (whose answer was lost) is claimed too, for a redelivery to a device that
+    /// keeps a journal, even past its TTL (the device may hold its answer).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] when it is no longer waiting: settled, expired (its TTL passed
-    /// by `at`), or claimed already — do not send it then.
-    async fn delivered(&self, id: i64, at: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// by `at`), or (without `again`) claimed already — do not send it then.
+    async fn delivered(&self, id: i64, at: DateTime<Utc>, again: bool) -> Result<u64, StoreError>;
 
     /// Gives back a claim whose command never reached the device; false when there was none.
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError>;
@@ -208,6 +211,14 @@ pub trait Store: Send + Sync + 'static {
     /// handed-over ones whose answer cannot come any more (`error` `interrupted`: delivered
     /// longer ago than their deadline and a minute). Their jobs end when nothing else is held.
     async fn expire_queued(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Queued>, StoreError>;
+
+    /// Stores messages devices sent from their durable outbox, in order, each once per (device,
+    /// msg), committed before this returns; then trims each device to its newest `keep`.
+    /// Answers, per message, whether it was new (false: a duplicate, nothing written).
+    async fn store_messages(&self, messages: Vec<NewMessage>, keep: u64) -> Result<Vec<bool>, StoreError>;
+
+    /// `device`'s newest `limit` stored messages, oldest first.
+    async fn messages_for(&self, device: &str, limit: u32) -> Result<Vec<StoredMessage>, StoreError>;
 
     /// Every device's queue counts (devices with nothing held are absent).
     async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>, StoreError>;

@@ -392,3 +392,29 @@ pub struct QueueCounts {
     /// Bytes held, waiting or in flight.
     pub bytes: u64,
 }
+
+/// A message a device sent from its durable outbox, to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The device.
+    pub device: String,
+    /// Its id, chosen by the device, unique per device (the duplicate key).
+    pub msg: String,
+    /// Command name.
+    pub command: String,
+    /// JSON body.
+    pub body: Option<String>,
+    /// When the device sent it (its clock).
+    pub sent_at: DateTime<Utc>,
+    /// When the server received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A stored device message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Row id: the order the server stored messages in.
+    pub id: i64,
+    /// The message.
+    pub message: NewMessage,
+}

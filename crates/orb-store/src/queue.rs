@@ -154,14 +154,22 @@ pub(crate) async fn enqueue(
 }
 
 /// Claims command `id` for a delivery at `at`, if it is still waiting and its TTL has not
-/// passed: answers its attempt number, or `NotFound` (settled, expired, or handed over already).
-pub(crate) async fn delivered(conn: &mut AnyConnection, id: i64, at: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
+/// passed, or (with `again`) if it was handed over before: answers its attempt number, or
+/// `NotFound` (settled, expired, or handed over already).
+pub(crate) async fn delivered(
+    conn: &mut AnyConnection,
+    id: i64,
+    at: DateTime<Utc>,
+    again: bool,
+) -> Result<Answer, sqlx::Error> {
     let row = sqlx::query(
         "UPDATE queued_commands SET attempts = attempts + 1, delivered_at = $2 \
-         WHERE id = $1 AND delivered_at IS NULL AND expires_at > $2 RETURNING attempts",
+         WHERE id = $1 AND ((delivered_at IS NULL AND expires_at > $2) OR (delivered_at IS NOT NULL AND $3)) \
+         RETURNING attempts",
     )
     .bind(id)
     .bind(ms(at))
+    .bind(again)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Err(StoreError::NotFound(format!("waiting command {id}")))) };
@@ -197,10 +205,11 @@ pub(crate) async fn dequeue(conn: &mut AnyConnection, id: i64, at: DateTime<Utc>
 /// Removes, in one transaction with their targets' statuses and their jobs' ends, at most
 /// `limit` held commands that are over: those still waiting whose TTL passed by `now` (their
 /// target becomes `expired`) and those handed over whose answer cannot come any more (delivered
-/// longer ago than their deadline and a minute: `interrupted`). Answers them.
+/// longer ago than their deadline and a minute, and their TTL passed — until then a device with
+/// a journal may reconnect and answer a redelivery: `interrupted`). Answers them.
 pub(crate) async fn expire(conn: &mut AnyConnection, now: DateTime<Utc>, limit: u32) -> Result<Answer, sqlx::Error> {
     const OVER: &str = "(delivered_at IS NULL AND expires_at <= $1) \
-         OR (delivered_at IS NOT NULL AND delivered_at + wait_ms + 60000 <= $1)";
+         OR (delivered_at IS NOT NULL AND delivered_at + wait_ms + 60000 <= $1 AND expires_at <= $1)";
     let sql = format!(
         "DELETE FROM queued_commands WHERE id IN (SELECT id FROM queued_commands WHERE {OVER} ORDER BY id LIMIT $2) \
          RETURNING {COLUMNS}"

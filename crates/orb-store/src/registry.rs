@@ -76,10 +76,11 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::PruneJobs { before, keep } => prune_jobs(conn, *before, *keep).await,
         Write::PruneMore(bound) => prune_step(conn, bound).await,
         Write::Enqueue { commands, limits } => crate::queue::enqueue(conn, commands, *limits).await,
-        Write::Delivered { id, at } => crate::queue::delivered(conn, *id, *at).await,
+        Write::Delivered { id, at, again } => crate::queue::delivered(conn, *id, *at, *again).await,
         Write::Undelivered(id) => crate::queue::undelivered(conn, *id).await,
         Write::Dequeue { id, at } => crate::queue::dequeue(conn, *id, *at).await,
         Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
+        Write::StoreMessages { messages, keep } => crate::messages::store(conn, messages, *keep).await,
     }
 }
 

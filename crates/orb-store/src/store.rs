@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use crate::backend::Pools;
 use crate::writer::{self, Op, Write, Written};
 use crate::{
-    Device, Enqueued, JobRecord, NewDevice, NewQueued, QueueCounts, QueueLimits, Queued, Recorder, Store, StoreError,
-    TargetRecord, query,
+    Device, Enqueued, JobRecord, NewDevice, NewMessage, NewQueued, QueueCounts, QueueLimits, Queued, Recorder, Store,
+    StoreError, StoredMessage, TargetRecord, query,
 };
 
 /// A store over SQLite or PostgreSQL.
@@ -163,8 +163,20 @@ impl Store for SqlStore {
         crate::queue::queued_for(&self.pools.read, device, limit).await
     }
 
-    async fn delivered(&self, id: i64, at: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.write_count(Write::Delivered { id, at }).await
+    async fn delivered(&self, id: i64, at: DateTime<Utc>, again: bool) -> Result<u64, StoreError> {
+        self.write_count(Write::Delivered { id, at, again }).await
+    }
+
+    async fn store_messages(&self, messages: Vec<NewMessage>, keep: u64) -> Result<Vec<bool>, StoreError> {
+        match self.write(Write::StoreMessages { messages, keep }).await? {
+            Written::Stored(fresh) => Ok(fresh),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn messages_for(&self, device: &str, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+        self.check_open()?;
+        crate::messages::newest(&self.pools.read, device, limit).await
     }
 
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError> {

@@ -89,6 +89,7 @@ pub(crate) enum Write {
     Delivered {
         id: i64,
         at: DateTime<Utc>,
+        again: bool,
     },
     /// A claim given back (the command never reached the device).
     Undelivered(i64),
@@ -101,6 +102,11 @@ pub(crate) enum Write {
     ExpireQueued {
         now: DateTime<Utc>,
         limit: u32,
+    },
+    /// Messages from devices' outboxes (`messages.rs`).
+    StoreMessages {
+        messages: Vec<crate::NewMessage>,
+        keep: u64,
     },
 }
 
@@ -121,6 +127,7 @@ impl Write {
             Write::Undelivered(_) => "undelivered",
             Write::Dequeue { .. } => "dequeue",
             Write::ExpireQueued { .. } => "expire_queued",
+            Write::StoreMessages { .. } => "store_messages",
         }
     }
 
@@ -139,7 +146,8 @@ impl Write {
             | Write::Delivered { .. }
             | Write::Undelivered(_)
             | Write::Dequeue { .. }
-            | Write::ExpireQueued { .. } => None,
+            | Write::ExpireQueued { .. }
+            | Write::StoreMessages { .. } => None,
         }
     }
 }
@@ -176,6 +184,8 @@ pub(crate) enum Written {
     Enqueued(Vec<crate::Enqueued>),
     /// Held commands removed.
     Queued(Vec<crate::Queued>),
+    /// Per stored message, whether it was new.
+    Stored(Vec<bool>),
 }
 
 /// Starts the writer on `pool`; it runs until it receives [`Op::Close`] or every sender is gone.

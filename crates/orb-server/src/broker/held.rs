@@ -1,8 +1,10 @@
 //! Commands held for devices (jobs sent with a TTL), after the job's live part: delivered one at
 //! a time, oldest first, when their device connects (each with its attempt number), their
 //! outcome stored as the target's; expired when the TTL passes first. A command handed over
-//! before whose answer was lost (the server restarted meanwhile) is not sent again: it ends
-//! `error` `interrupted`. The job's stored state turns `done` when its last held command settles.
+//! before whose answer was lost (the session ended, or the server restarted) is delivered again
+//! to a device that keeps a journal (hello `durable`: it answers from the journal, never running
+//! it twice); to any other it is not sent again and ends `error` `interrupted`. The job's
+//! stored state turns `done` when its last held command settles.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -105,9 +107,12 @@ async fn deliver_pass(broker: &Broker, device: &DeviceId) -> bool {
         }
         for q in rows {
             after = q.id;
-            if q.delivered_at.is_some() {
-                // Handed over before, its answer lost (a restart, or a session that ended):
-                // not run again.
+            let Some(durable) = broker.sessions().get(device.as_str()).map(|s| s.record.durable) else {
+                return false;
+            };
+            if q.delivered_at.is_some() && !durable {
+                // Handed over before, its answer lost (a restart, or a session that ended), to
+                // a device without a journal: not run again.
                 let e = ErrorBody::new(
                     ErrorCode::Interrupted,
                     "the command was handed to the device, whose answer was lost; it is not run again",
@@ -199,7 +204,9 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
     let wait = Duration::from_millis(q.command.wait_ms).min(limits.max_deadline).max(Duration::from_millis(1));
     // Claimed before it is sent: an expired or settled command is never sent, and the attempt
     // number is the stored one.
-    let attempt = match store.delivered(q.id, Utc::now()).await {
+    // A device with a journal gets again what it was handed before (it answers from the
+    // journal, never running it twice).
+    let attempt = match store.delivered(q.id, Utc::now(), session.record.durable).await {
         Ok(attempt) => attempt,
         Err(StoreError::NotFound(_)) => return Sent::Skipped,
         Err(e) => {

@@ -33,6 +33,9 @@ pub struct DeviceRecord {
     pub rtt_us: AtomicU64,
     /// Frames and bytes in both directions, and when the last ones passed.
     pub stats: Arc<LinkStats>,
+    /// The agent keeps a journal (hello `durable`): a held command whose answer was lost may be
+    /// delivered to it again.
+    pub durable: bool,
 }
 
 impl DeviceRecord {

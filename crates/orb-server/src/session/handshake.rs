@@ -112,6 +112,7 @@ pub(super) async fn handshake<R: FrameSource>(
                 transport: peer.transport,
                 rtt_us: std::sync::atomic::AtomicU64::new(0),
                 stats: Arc::clone(&stats),
+                durable: hello.durable,
             });
             let registration = sessions.register(DeviceSession { outbox: outbox.clone(), record: Arc::clone(&record) });
             registry.connected(orb_store::Connection {

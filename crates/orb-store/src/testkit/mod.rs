@@ -142,6 +142,7 @@ macro_rules! conformance_tests {
             queue_delivery_and_settling,
             queue_expiry_takes_what_is_over,
             queue_survives_a_restart,
+            device_messages_are_stored_once_and_trimmed,
             a_job_with_held_commands_ends_when_they_settle,
             cancelling_a_job_drops_its_waiting_held_commands,
         );

@@ -82,20 +82,23 @@ pub async fn queue_limits_refuse_per_device(h: &Harness) {
 pub async fn queue_delivery_and_settling(h: &Harness) {
     let s = h.store();
     let id = ids(&s.enqueue(vec![held("j1", "a", 9_000)], ROOMY).await.unwrap())[0];
-    assert_eq!(s.delivered(id, t(2_000)).await.unwrap(), 1);
-    assert!(matches!(s.delivered(id, t(2_500)).await, Err(StoreError::NotFound(_))), "claimed once");
+    assert_eq!(s.delivered(id, t(2_000), false).await.unwrap(), 1);
+    assert!(matches!(s.delivered(id, t(2_500), false).await, Err(StoreError::NotFound(_))), "claimed once");
     assert!(s.undelivered(id).await.unwrap(), "a claim that never reached the device is given back");
-    assert_eq!(s.delivered(id, t(3_000)).await.unwrap(), 1, "the first never reached it: attempt 1 again");
+    assert_eq!(s.delivered(id, t(3_000), false).await.unwrap(), 1, "the first never reached it: attempt 1 again");
     let q = &s.queued_for("a", 10).await.unwrap()[0];
     assert_eq!((q.attempts, q.delivered_at), (1, Some(t(3_000))));
     assert_eq!(s.queue_counts().await.unwrap()["a"], QueueCounts { queued: 0, in_flight: 1, bytes: q.command.bytes() });
+    // Redelivery to a device with a journal: claimed again, even past the TTL, attempt 2.
+    assert_eq!(s.delivered(id, t(9_500), true).await.unwrap(), 2);
+    assert_eq!(s.queued_for("a", 10).await.unwrap()[0].delivered_at, Some(t(9_500)));
     assert!(s.dequeue(id).await.unwrap());
     assert!(!s.dequeue(id).await.unwrap(), "settled once");
-    assert!(matches!(s.delivered(id, t(4_000)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delivered(id, t(4_000), true).await, Err(StoreError::NotFound(_))));
     assert!(s.queue_counts().await.unwrap().is_empty());
     // A command whose TTL passed is not claimed, even before the sweep removed it.
     let late = ids(&s.enqueue(vec![held("j2", "a", 5_000)], ROOMY).await.unwrap())[0];
-    assert!(matches!(s.delivered(late, t(5_000)).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(s.delivered(late, t(5_000), true).await, Err(StoreError::NotFound(_))));
 }
 
 /// Expiry removes the commands still waiting whose TTL passed, and those handed over whose
@@ -109,7 +112,7 @@ pub async fn queue_expiry_takes_what_is_over(h: &Harness) {
         )
         .await
         .unwrap());
-    s.delivered(out[2], t(4_000)).await.unwrap();
+    s.delivered(out[2], t(4_000), false).await.unwrap();
     assert!(s.expire_queued(t(4_999), 100).await.unwrap().is_empty(), "nothing is due yet");
     let expired = s.expire_queued(t(5_000), 1).await.unwrap();
     assert_eq!(expired.len(), 1, "the limit holds");
@@ -123,6 +126,13 @@ pub async fn queue_expiry_takes_what_is_over(h: &Harness) {
     assert!(s.expire_queued(t(68_999), 100).await.unwrap().iter().all(|q| q.id != out[2]));
     let over = s.expire_queued(t(69_000), 100).await.unwrap();
     assert!(over.iter().any(|q| q.id == out[2] && q.delivered_at == Some(t(4_000))), "{over:?}");
+    // Handed over, with a TTL beyond deadline + a minute: kept until the TTL (a device with a
+    // journal may come back and answer a redelivery).
+    let long = ids(&s.enqueue(vec![held("j5", "d", 200_000)], ROOMY).await.unwrap())[0];
+    s.delivered(long, t(70_000), false).await.unwrap();
+    assert!(s.expire_queued(t(199_999), 100).await.unwrap().iter().all(|q| q.id != long));
+    let over = s.expire_queued(t(200_000), 100).await.unwrap();
+    assert!(over.iter().any(|q| q.id == long), "{over:?}");
 }
 
 /// What is queued is committed: a restarted store still holds it, in order.
@@ -217,4 +227,32 @@ pub async fn cancelling_a_job_drops_its_waiting_held_commands(h: &Harness) {
     let (record, targets) = s.job("held-2").await.unwrap();
     assert_eq!(record.state, JobPhase::Cancelled);
     assert!(targets.iter().all(|t| t.status == Some(Status::Cancelled)), "{targets:?}");
+}
+
+/// Device messages are stored once per (device, msg), in order, survive a restart, and each
+/// device keeps its newest `keep`.
+pub async fn device_messages_are_stored_once_and_trimmed(h: &Harness) {
+    use crate::NewMessage;
+    let msg = |device: &str, id: &str| NewMessage {
+        device: device.to_owned(),
+        msg: id.to_owned(),
+        command: "reading".to_owned(),
+        body: Some(format!(r#"{{"n":"{id}"}}"#)),
+        sent_at: t(1_000),
+        received_at: t(2_000),
+    };
+    let s = h.store();
+    let fresh = s.store_messages(vec![msg("a", "m1"), msg("a", "m2"), msg("b", "m1"), msg("a", "m1")], 3).await.unwrap();
+    assert_eq!(fresh, [true, true, true, false], "a resend in the same batch is a duplicate");
+    assert_eq!(s.store_messages(vec![msg("a", "m2"), msg("a", "m3")], 3).await.unwrap(), [false, true]);
+    let s = h.reopen().await;
+    let stored: Vec<String> = s.messages_for("a", 10).await.unwrap().into_iter().map(|m| m.message.msg).collect();
+    assert_eq!(stored, ["m1", "m2", "m3"], "oldest first, each once");
+    assert_eq!(s.messages_for("a", 10).await.unwrap()[0].message, msg("a", "m1"));
+    assert_eq!(s.store_messages(vec![msg("a", "m4")], 3).await.unwrap(), [true]);
+    let stored: Vec<String> = s.messages_for("a", 10).await.unwrap().into_iter().map(|m| m.message.msg).collect();
+    assert_eq!(stored, ["m2", "m3", "m4"], "the newest 3 are kept");
+    let newest: Vec<String> = s.messages_for("a", 2).await.unwrap().into_iter().map(|m| m.message.msg).collect();
+    assert_eq!(newest, ["m3", "m4"]);
+    assert_eq!(s.messages_for("b", 10).await.unwrap().len(), 1, "another device is not trimmed");
 }

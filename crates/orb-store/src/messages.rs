@@ -1,0 +1,96 @@
+//! Messages devices sent from their durable outbox: the awaited write that stores a batch once
+//! per (device, msg) and trims each device to its newest `keep`, and the read of a device's
+//! newest ones.
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::backend::unavailable;
+use crate::rows::ms;
+use crate::writer::Written;
+use crate::{NewMessage, StoreError, StoredMessage};
+
+/// Stores `messages` in order, each unless its (device, msg) is stored already; then deletes
+/// what each device holds beyond its newest `keep`. Answers, per message, whether it was new.
+pub(crate) async fn store(
+    conn: &mut AnyConnection,
+    messages: &[NewMessage],
+    keep: u64,
+) -> Result<Result<Written, StoreError>, sqlx::Error> {
+    let mut fresh = Vec::with_capacity(messages.len());
+    for m in messages {
+        let row = sqlx::query(
+            "INSERT INTO device_messages (device, msg, command, body, sent_at, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device, msg) DO NOTHING RETURNING id",
+        )
+        .bind(&m.device)
+        .bind(&m.msg)
+        .bind(&m.command)
+        .bind(m.body.as_deref())
+        .bind(ms(m.sent_at))
+        .bind(ms(m.received_at))
+        .fetch_optional(&mut *conn)
+        .await?;
+        fresh.push(row.is_some());
+    }
+    let mut devices: Vec<&str> = messages.iter().map(|m| m.device.as_str()).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    for device in devices {
+        sqlx::query(
+            "DELETE FROM device_messages WHERE device = $1 AND id <= \
+             (SELECT id FROM device_messages WHERE device = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+        )
+        .bind(device)
+        .bind(keep)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Ok(Written::Stored(fresh)))
+}
+
+/// `device`'s newest `limit` messages, oldest first.
+pub(crate) async fn newest(pool: &AnyPool, device: &str, limit: u32) -> Result<Vec<StoredMessage>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, device, msg, command, body, sent_at, received_at FROM device_messages \
+         WHERE device = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(device)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .map_err(unavailable)?;
+    let mut out: Vec<StoredMessage> = rows.iter().filter_map(message).collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// A stored message, or `None` (logged) when its row cannot be read.
+fn message(row: &AnyRow) -> Option<StoredMessage> {
+    let read = || -> Result<StoredMessage, sqlx::Error> {
+        let time = |col: &str| -> Result<DateTime<Utc>, sqlx::Error> {
+            let v: i64 = row.try_get(col)?;
+            DateTime::from_timestamp_millis(v).ok_or_else(|| sqlx::Error::Decode(format!("{col} out of range").into()))
+        };
+        Ok(StoredMessage {
+            id: row.try_get("id")?,
+            message: NewMessage {
+                device: row.try_get("device")?,
+                msg: row.try_get("msg")?,
+                command: row.try_get("command")?,
+                body: row.try_get("body")?,
+                sent_at: time("sent_at")?,
+                received_at: time("received_at")?,
+            },
+        })
+    };
+    match read() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "a device message could not be read; skipped");
+            None
+        }
+    }
+}
