@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use orb_client::durable::AgentStore;
 use orb_client::{Backoff, ClientConfig, Context, Handlers, LinkEvent, Persistent, ServerUrl};
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use tokio::signal::unix::{SignalKind, signal};
@@ -276,7 +277,11 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         max: settings.agent.backoff_max,
         give_up_after: settings.agent.give_up_after,
     };
-    let link = Persistent::new(base, urls, builtin_handlers(), backoff);
+    let store_path = data.join("agent.db");
+    let store = AgentStore::open(&store_path, settings.agent.durable)
+        .await
+        .map_err(|e| Failure::new(exit::CONFIG, format!("{e}; the agent keeps its journal and outbox there")))?;
+    let link = Persistent::new(base, urls, builtin_handlers(), backoff).durable(store);
     let current = link.current();
     let stop = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;

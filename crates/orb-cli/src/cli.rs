@@ -359,6 +359,15 @@ pub enum DevicesCommand {
         /// Device id.
         id: String,
     },
+    /// A device's newest messages from its durable outbox, oldest first.
+    #[command(after_help = crate::help::DEVICES_MESSAGES)]
+    Messages {
+        /// Device id.
+        id: String,
+        /// Show the newest N (at most 10000).
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
     /// Pre-register a device and print its credential (shown only this once).
     #[command(after_help = crate::help::DEVICES_ADD)]
     Add {

@@ -7,6 +7,7 @@
 //! commands find their file differently ([`client_config_path`]) and read only `[client]`
 //! ([`Layers::client`]).
 
+use orb_client::durable::{DurableLimits, JournalLimits, OutboxLimits};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,6 +84,14 @@ pub struct AgentSection {
     pub give_up_after: Option<String>,
     /// Time running commands get to finish on SIGTERM.
     pub grace: String,
+    /// Journal entries (held commands run) older than this are forgotten.
+    pub journal_max_age: String,
+    /// Journal entries kept at most.
+    pub journal_max_entries: u64,
+    /// Messages the outbox holds at most.
+    pub outbox_max_messages: u64,
+    /// Bytes the outbox holds at most.
+    pub outbox_max_bytes: u64,
 }
 
 impl Default for AgentSection {
@@ -99,6 +108,10 @@ impl Default for AgentSection {
             backoff_max: "30s".into(),
             give_up_after: None,
             grace: "10s".into(),
+            journal_max_age: "8d".into(),
+            journal_max_entries: JournalLimits::default().max_entries,
+            outbox_max_messages: OutboxLimits::default().max_messages,
+            outbox_max_bytes: OutboxLimits::default().max_bytes,
         }
     }
 }
@@ -410,6 +423,8 @@ pub struct TypedAgent {
     pub give_up_after: Option<Duration>,
     /// Grace for running commands on SIGTERM.
     pub grace: Duration,
+    /// Bounds of the journal and the outbox in `agent.db`.
+    pub durable: DurableLimits,
 }
 
 fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
@@ -433,7 +448,23 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         backoff_max: dur("agent.backoff_max", &a.backoff_max),
         give_up_after: a.give_up_after.as_deref().map(|g| dur("agent.give_up_after", g)),
         grace: dur("agent.grace", &a.grace),
+        durable: DurableLimits {
+            journal: JournalLimits {
+                max_age: dur("agent.journal_max_age", &a.journal_max_age),
+                max_entries: a.journal_max_entries,
+            },
+            outbox: OutboxLimits { max_messages: a.outbox_max_messages, max_bytes: a.outbox_max_bytes },
+        },
     };
+    for (name, v) in [
+        ("agent.journal_max_entries", a.journal_max_entries),
+        ("agent.outbox_max_messages", a.outbox_max_messages),
+        ("agent.outbox_max_bytes", a.outbox_max_bytes),
+    ] {
+        if v == 0 {
+            p.push(format!("'{name}' must be above zero"));
+        }
+    }
     if agent.backoff_max < agent.backoff_min {
         p.push("'agent.backoff_max' must not be shorter than 'agent.backoff_min'".into());
     }

@@ -118,6 +118,15 @@ Examples:
   orb devices show web-1
   orb devices show web-1 --json | jq .tags";
 
+/// `orb devices messages`.
+pub const DEVICES_MESSAGES: &str = "\
+Messages an agent sent from its durable outbox (orb_client::durable::Outbox::send): each stored
+once by the server, in the order the agent sent them, kept up to limits.max_messages_per_device.
+
+Examples:
+  orb devices messages gw-7
+  orb devices messages gw-7 --limit 1000 --json | jq -c '.[] | {sent_at, body}'";
+
 /// `orb devices add`.
 pub const DEVICES_ADD: &str = "\
 Examples:

@@ -87,7 +87,7 @@ error_codes! {
     Cancelled = "cancelled", 409, "the command was cancelled before it finished";
     QueueFull = "queue_full", 507, "the device's queue of held commands is full (count or bytes); this command was not queued";
     Expired = "expired", 410, "the command's TTL passed before its device connected; it never ran";
-    Interrupted = "interrupted", 500, "the command was handed to the device, whose answer was lost (it disconnected, or the server restarted); it is not run again";
+    Interrupted = "interrupted", 500, "the command was handed to the device, whose answer was lost (it disconnected, or the server restarted), or the agent stopped while running it (its journal says so); it is not run again";
     IdTaken = "id_taken", 409, "the device id is registered with its own secret; only that secret may connect as it";
     Revoked = "revoked", 403, "the device's credential was revoked by an operator";
     DeviceNotFound = "device_not_found", 404, "no device with this id is registered";

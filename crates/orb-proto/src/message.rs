@@ -34,6 +34,9 @@ pub mod commands {
     pub const DEVICES_REVOKE: &str = "$orb.devices.revoke";
     /// Set or remove operator tags. Args: [`crate::registry::DeviceTags`]; result: [`crate::registry::DeviceDetail`].
     pub const DEVICES_TAG: &str = "$orb.devices.tag";
+    /// A device's newest messages from its durable outbox, oldest first. Args:
+    /// [`crate::registry::MessagesQuery`]; result: array of [`crate::registry::DeviceMessage`].
+    pub const DEVICES_MESSAGES: &str = "$orb.devices.messages";
     /// Recent jobs, newest first. Args: [`crate::history::JobsQuery`]; result: array of [`crate::history::JobInfo`].
     pub const JOBS_LIST: &str = "$orb.jobs.list";
     /// One job with every target's result. Args: [`crate::history::JobRef`]; result: [`crate::history::JobDetail`].

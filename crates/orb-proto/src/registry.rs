@@ -142,3 +142,37 @@ pub struct ConnectionStats {
     /// Last measured round-trip time, in milliseconds.
     pub rtt_ms: Option<f64>,
 }
+
+/// Arguments of [`crate::message::commands::DEVICES_MESSAGES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagesQuery {
+    /// Device id.
+    pub id: String,
+    /// The newest this many (default [`MessagesQuery::DEFAULT_LIMIT`], at most
+    /// [`MessagesQuery::MAX_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl MessagesQuery {
+    /// Messages answered when the query names no limit.
+    pub const DEFAULT_LIMIT: u32 = 100;
+    /// Most messages one answer holds.
+    pub const MAX_LIMIT: u32 = 10_000;
+}
+
+/// A message a device sent from its durable outbox, as stored by the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceMessage {
+    /// The device's id for the message (unique per device).
+    pub msg: String,
+    /// Command name.
+    pub command: String,
+    /// JSON body, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Box<serde_json::value::RawValue>>,
+    /// RFC 3339 UTC time, with milliseconds, the device created it (its clock).
+    pub sent_at: String,
+    /// RFC 3339 UTC time, with milliseconds, the server stored it.
+    pub received_at: String,
+}

@@ -9,40 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use orb_client::{Client, Context, Handlers, JobRequest};
-use orb_proto::history::{JobDetail, JobPhase};
+use orb_client::{Context, Handlers, JobRequest};
+use orb_proto::history::JobPhase;
 use orb_proto::message::{DeviceInfo, commands};
 use orb_proto::registry::DeviceDetail;
 use orb_proto::{ErrorCode, Status};
-use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, within};
+use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, stored_until, within};
 use serde_json::json;
-
-/// Connects `id` once (it enrolls and becomes known), then disconnects it.
-async fn known_but_offline(server: &TestServer, id: &str) {
-    let agent = server.agent(Transport::Tcp, id, &[], basic_handlers()).await;
-    agent.close().await;
-    within("the session's end", agent.closed()).await;
-    for _ in 0..500 {
-        if server.server.broker().sessions().get(id).is_none() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{id} is still connected");
-}
-
-/// The job as stored, once `done(detail)` holds (polled: the store settles in the background).
-async fn stored_until(op: &Client, job: &str, done: impl Fn(&JobDetail) -> bool) -> JobDetail {
-    for _ in 0..500 {
-        let d: JobDetail = call(op, commands::JOBS_SHOW, json!({ "id": job })).await;
-        if done(&d) {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let d: JobDetail = call(op, commands::JOBS_SHOW, json!({ "id": job })).await;
-    panic!("the stored job never got there: {d:?}");
-}
 
 fn echo(hi: &str) -> JobRequest {
     JobRequest::new("dev-1", "echo").args(Bytes::from(format!("\"{hi}\""))).deadline(Duration::from_millis(300))
@@ -51,7 +24,7 @@ fn echo(hi: &str) -> JobRequest {
 #[tokio::test]
 async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_stored() {
     let server = TestServer::start().await;
-    known_but_offline(&server, "dev-1").await;
+    server.known_but_offline("dev-1").await;
     let op = server.operator(Transport::Tcp).await;
 
     let job = within("the ack", op.submit(echo("hi").ttl(Duration::from_secs(60)))).await.unwrap();
@@ -96,7 +69,7 @@ async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_sto
 #[tokio::test]
 async fn held_commands_survive_a_restart_and_are_delivered_in_order() {
     let server = TestServer::start().await;
-    known_but_offline(&server, "dev-1").await;
+    server.known_but_offline("dev-1").await;
     let op = server.operator(Transport::Tcp).await;
     let mut ids = Vec::new();
     for word in ["one", "two", "three"] {
@@ -129,7 +102,7 @@ async fn held_commands_survive_a_restart_and_are_delivered_in_order() {
 #[tokio::test]
 async fn a_full_queue_refuses_with_queue_full_and_a_passed_ttl_expires() {
     let server = TestServer::start_with(|cfg| cfg.limits.max_queued_per_device = 1, |b| b).await;
-    known_but_offline(&server, "dev-1").await;
+    server.known_but_offline("dev-1").await;
     let op = server.operator(Transport::Tcp).await;
 
     let first = within("the ack", op.submit(echo("a").ttl(Duration::from_millis(300)))).await.unwrap();
@@ -163,7 +136,7 @@ async fn a_full_queue_refuses_with_queue_full_and_a_passed_ttl_expires() {
 #[tokio::test]
 async fn a_held_command_whose_device_leaves_before_answering_ends_interrupted_and_never_runs_twice() {
     let server = TestServer::start().await;
-    known_but_offline(&server, "dev-1").await;
+    server.known_but_offline("dev-1").await;
     let op = server.operator(Transport::Tcp).await;
     let job = within("the ack", op.submit(echo("once").ttl(Duration::from_secs(60)))).await.unwrap();
     let id = job.id().to_owned();

@@ -19,6 +19,27 @@ use tokio::net::TcpStream;
 /// How long a test waits for anything that should happen promptly before it fails instead of hanging.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The job as stored, once `done(detail)` holds (polled: the store settles in the background).
+///
+/// # Panics
+/// When it does not get there within about [`WAIT`].
+pub async fn stored_until(
+    op: &Client,
+    job: &str,
+    done: impl Fn(&orb_proto::history::JobDetail) -> bool,
+) -> orb_proto::history::JobDetail {
+    let show = orb_proto::message::commands::JOBS_SHOW;
+    for _ in 0..500 {
+        let d: orb_proto::history::JobDetail = call(op, show, serde_json::json!({ "id": job })).await;
+        if done(&d) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d: orb_proto::history::JobDetail = call(op, show, serde_json::json!({ "id": job })).await;
+    panic!("the stored job never got there: {d:?}");
+}
+
 /// Awaits `fut` for at most [`WAIT`].
 ///
 /// # Panics
@@ -141,15 +162,48 @@ impl TestServer {
     pub async fn agent(&self, transport: Transport, id: &str, tags: &[(&str, &str)], handlers: Handlers) -> Client {
         let mut cfg = self.agent_config(transport, id);
         cfg.tags = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        cfg.secret = self.secret_of(id);
+        self.agent_with(cfg, handlers).await
+    }
+
+    /// Connects an agent with `cfg` (from [`TestServer::agent_config`], changed by the test: a
+    /// journal, say), presenting the secret of its id when it has one, keeping the one issued.
+    ///
+    /// # Panics
+    /// When the connection is refused (a test failure).
+    pub async fn agent_with(&self, mut cfg: ClientConfig, handlers: Handlers) -> Client {
+        let id = cfg.id.clone().unwrap_or_default();
+        cfg.secret = self.secret_of(&id);
         let client = Client::connect(cfg, handlers).await.expect("agent connects");
         if let Some(secret) = &client.welcome().secret {
-            self.secrets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(id.to_owned(), secret.clone());
+            self.secrets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, secret.clone());
         }
         client
+    }
+
+    /// Connects `id` once (it enrolls and becomes known), then disconnects it and waits until
+    /// the server has seen it go.
+    ///
+    /// # Panics
+    /// When the server still lists the session after [`WAIT`].
+    pub async fn known_but_offline(&self, id: &str) {
+        let agent = self.agent(Transport::Tcp, id, &[], basic_handlers()).await;
+        agent.close().await;
+        within("the session's end", agent.closed()).await;
+        self.wait_until_gone(id).await;
+    }
+
+    /// Waits until the server no longer lists a session for device `id`.
+    ///
+    /// # Panics
+    /// When it still does after [`WAIT`].
+    pub async fn wait_until_gone(&self, id: &str) {
+        for _ in 0..1000 {
+            if self.server.broker().sessions().get(id).is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{id} is still connected");
     }
 
     /// Connects an operator (admin token).

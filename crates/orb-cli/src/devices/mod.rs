@@ -9,7 +9,9 @@ use std::time::Duration;
 use orb_client::Client;
 use orb_proto::DeviceId;
 use orb_proto::message::{DeviceInfo, DevicesQuery, commands};
-use orb_proto::registry::{DeviceAdd, DeviceCredential, DeviceDetail, DeviceRef, DevicesSummary};
+use orb_proto::registry::{
+    DeviceAdd, DeviceCredential, DeviceDetail, DeviceMessage, DeviceRef, DevicesSummary, MessagesQuery,
+};
 
 use crate::cli::{DevicesArgs, DevicesCommand};
 use crate::connect;
@@ -30,6 +32,7 @@ pub async fn run(args: DevicesArgs) -> Result<u8, Failure> {
         None if args.summary => summary(&args).await,
         None => list(&args).await,
         Some(DevicesCommand::Show { ref id }) => show(&args, id).await,
+        Some(DevicesCommand::Messages { ref id, limit }) => messages(&args, id, limit).await,
         Some(DevicesCommand::Add { ref id, ref tags }) => add(&args, id, tags).await,
         Some(DevicesCommand::Rm { ref bulk }) => bulk::run(&args, bulk, Change::Remove).await,
         Some(DevicesCommand::Revoke { ref bulk }) => bulk::run(&args, bulk, Change::Revoke).await,
@@ -119,6 +122,36 @@ async fn show(args: &DevicesArgs, id: &str) -> Result<u8, Failure> {
         f @ (Format::Json | Format::Yaml) => output::print_structured(&d, f)?,
         Format::Name => outln!("{}", d.id),
         Format::Table | Format::Wide => out!("{}", render::device_detail(&d, chrono::Utc::now())),
+    }
+    Ok(exit::OK)
+}
+
+async fn messages(args: &DevicesArgs, id: &str, limit: u32) -> Result<u8, Failure> {
+    let id = device_id(id)?;
+    let client = connect::operator(&args.connect).await?;
+    let query = MessagesQuery { id: id.clone(), limit: Some(limit) };
+    let list: Vec<DeviceMessage> = call(&client, commands::DEVICES_MESSAGES, &query).await?;
+    let format = args.output.format();
+    match format {
+        Format::Json | Format::Yaml => output::print_structured(&list, format)?,
+        Format::Name => list.iter().for_each(|m| outln!("{}", m.msg)),
+        Format::Table | Format::Wide if list.is_empty() => eprintln!("device {id} sent no outbox messages"),
+        Format::Table | Format::Wide => {
+            let header = ["SENT", "RECEIVED", "COMMAND", "BODY"];
+            // Bodies are cut only for a person reading a terminal; piped output is whole.
+            let cut = format == Format::Table && output::stdout_is_terminal();
+            let width = output::terminal_width().saturating_sub(72).max(20);
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|m| {
+                    let body = m.body.as_ref().map_or("null", |b| b.get());
+                    let body = if cut { output::cut(body, width) } else { body.to_owned() };
+                    vec![m.sent_at.clone(), m.received_at.clone(), m.command.clone(), body]
+                })
+                .collect();
+            let header = (!args.output.no_headers).then_some(&header[..]);
+            out!("{}", output::plain_table(header, &rows));
+        }
     }
     Ok(exit::OK)
 }

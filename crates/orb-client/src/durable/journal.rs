@@ -88,10 +88,10 @@ impl Journal {
         run: impl std::future::Future<Output = HandlerResult>,
     ) -> HandlerResult {
         let in_progress = self.lock_running().get(job).cloned();
-        if let Some(mut outcome) = in_progress {
-            if let Ok(done) = outcome.wait_for(Option::is_some).await {
-                return done.clone().unwrap_or_else(|| unreachable_outcome(cmd));
-            }
+        if let Some(mut outcome) = in_progress
+            && let Ok(done) = outcome.wait_for(Option::is_some).await
+        {
+            return done.clone().unwrap_or_else(|| unreachable_outcome(cmd));
         }
         match self.begin(job, cmd).await {
             Ok(known) => {

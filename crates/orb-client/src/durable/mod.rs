@@ -14,8 +14,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use journal::{Journal, JournalLimits, Journaled};
-pub use outbox::{Outbox, OutboxLimits, Receipt};
 pub(crate) use outbox::OutboxMessage;
+pub use outbox::{Outbox, OutboxLimits, Receipt};
 
 /// Why the agent's durable state failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,11 +85,8 @@ impl AgentStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT);
         // One connection: every write is serialised anyway, and the outbox batches its own.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
+        let pool =
+            SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(|e| fail(e.to_string()))?;
         sqlx::migrate!("./migrations").run(&pool).await.map_err(|e| fail(e.to_string()))?;
         check_durability(&pool).await.map_err(fail)?;
         let journal = Journal::new(pool.clone(), limits.journal);

@@ -62,6 +62,7 @@ struct Pending {
 }
 
 /// Told when the server has stored a message, or refused it for good.
+#[derive(Debug)]
 pub struct Receipt {
     msg: String,
     acked: oneshot::Receiver<Result<(), String>>,
@@ -132,7 +133,8 @@ const MAX_CMD: usize = orb_proto::message::MAX_COMMAND_NAME;
 
 impl Outbox {
     pub(super) async fn start(pool: SqlitePool, limits: OutboxLimits) -> Result<Outbox, DurableError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox").fetch_one(&pool).await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n, COALESCE(SUM(bytes), 0) AS b FROM outbox").fetch_one(&pool).await?;
         let usage = Usage {
             messages: u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0),
             bytes: u64::try_from(row.try_get::<i64, _>("b")?).unwrap_or(0),
@@ -281,13 +283,12 @@ impl Outbox {
 
     /// At most `limit` messages after `seq`, oldest first.
     async fn pending_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxMessage>, DurableError> {
-        let rows = sqlx::query(
-            "SELECT seq, msg, cmd, body, created_at FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(seq)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.shared.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT seq, msg, cmd, body, created_at FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(seq)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.shared.pool)
+                .await?;
         rows.iter()
             .map(|row| {
                 let created: i64 = row.try_get("created_at")?;
@@ -394,7 +395,7 @@ async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         for (p, _) in accepted {
-            let _ = p.done.send(committed.as_ref().map(|()| ()).map_err(|e| DurableError::Storage(e.to_string())));
+            let _ = p.done.send(committed.as_ref().copied().map_err(|e| DurableError::Storage(e.to_string())));
         }
         shared.added.notify_waiters();
     }
@@ -418,4 +419,70 @@ async fn insert(pool: &SqlitePool, accepted: &[(Pending, u64)]) -> Result<(), sq
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Never held across an await.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::durable::{AgentStore, DurableLimits};
+
+    async fn open(dir: &std::path::Path, outbox: OutboxLimits) -> Outbox {
+        let limits = DurableLimits { outbox, ..DurableLimits::default() };
+        AgentStore::open(&dir.join("agent.db"), limits).await.unwrap().outbox().clone()
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_refuses_new_messages_and_keeps_every_accepted_one_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = OutboxLimits { max_messages: 2, max_bytes: 1024 };
+        let outbox = open(dir.path(), limits).await;
+        let a = outbox.send("reading", Bytes::from_static(b"1")).await.unwrap();
+        outbox.send("reading", Bytes::from_static(b"2")).await.unwrap();
+        let e = outbox.send("reading", Bytes::from_static(b"3")).await.unwrap_err();
+        assert!(matches!(&e, DurableError::Full(m) if m.contains("2 messages")), "{e}");
+        drop(outbox);
+        let outbox = open(dir.path(), limits).await;
+        assert_eq!(outbox.len(), 2, "both accepted messages are still there");
+        let kept = outbox.pending_after(0, 10).await.unwrap();
+        assert_eq!(kept.iter().map(|m| m.body.clone()).collect::<Vec<_>>(), [Bytes::from("1"), Bytes::from("2")]);
+        assert_eq!(kept[0].msg, a.id(), "the id is kept, so a resend is recognised");
+        assert!(outbox.send("reading", Bytes::from_static(b"3")).await.is_err(), "still full after the restart");
+        // Bytes: a message that would pass the limit is refused, a smaller one is not.
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path(), OutboxLimits { max_messages: 10, max_bytes: 20 }).await;
+        let e = outbox.send("reading", Bytes::from(format!("\"{}\"", "x".repeat(20)))).await.unwrap_err();
+        assert!(matches!(&e, DurableError::Full(m) if m.contains("bytes")), "{e}");
+        outbox.send("reading", Bytes::from_static(b"1")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_messages_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path(), OutboxLimits::default()).await;
+        for (cmd, body) in [("", "1"), ("$orb.devices.list", "1"), ("reading", "{not json")] {
+            let e = outbox.send(cmd, Bytes::from(body)).await.unwrap_err();
+            assert!(matches!(e, DurableError::Invalid(_)), "{cmd} {body}: {e}");
+        }
+        let long = "x".repeat(MAX_CMD + 1);
+        assert!(matches!(outbox.send(&long, Bytes::from("1")).await, Err(DurableError::Invalid(_))));
+        assert!(outbox.is_empty());
+    }
+
+    #[tokio::test]
+    async fn many_senders_at_once_are_committed_in_groups_and_all_kept_in_order_of_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path(), OutboxLimits::default()).await;
+        let sends = (0..200).map(|n| {
+            let outbox = outbox.clone();
+            async move { outbox.send("reading", Bytes::from(n.to_string())).await.unwrap() }
+        });
+        let receipts = futures_util::future::join_all(sends).await;
+        assert_eq!(outbox.len(), 200);
+        let kept = outbox.pending_after(0, 1000).await.unwrap();
+        let ids: std::collections::HashSet<&str> = receipts.iter().map(Receipt::id).collect();
+        assert_eq!(kept.len(), 200);
+        assert!(kept.iter().all(|m| ids.contains(m.msg.as_str())));
+        assert!(kept.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
 }

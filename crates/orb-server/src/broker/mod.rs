@@ -13,10 +13,12 @@
 
 mod declared;
 mod held;
+mod messages;
 mod policy;
 mod queries;
 pub mod services;
 
+pub use messages::{MAX_MESSAGE_ID, MessageSpec, Stored};
 pub use policy::{Action, Policy};
 
 use std::collections::BTreeMap;

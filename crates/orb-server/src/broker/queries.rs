@@ -27,6 +27,7 @@ pub(super) async fn answer(broker: &Broker, who: &Requester, name: &str, args: B
         commands::DEVICES_REMOVE => encode(&broker.device_remove(who, decode(name, &args)?).await?),
         commands::DEVICES_REVOKE => encode(&broker.device_revoke(who, &decode(name, &args)?).await?),
         commands::DEVICES_TAG => encode(&broker.device_tag(who, &decode(name, &args)?).await?),
+        commands::DEVICES_MESSAGES => encode(&broker.device_messages(who, &decode(name, &args)?).await?),
         commands::JOBS_LIST => encode(&broker.jobs_list(who, &decode_or_default(name, &args)?).await?),
         commands::JOBS_SHOW => encode(&broker.job_show(who, &decode(name, &args)?).await?),
         commands::JOBS_CANCEL => encode(&broker.job_cancel(who, &decode(name, &args)?).await?),

@@ -93,6 +93,8 @@ pub struct LimitsSection {
     pub max_queued_per_device: u64,
     /// Bytes one device's queue may hold.
     pub max_queued_bytes_per_device: u64,
+    /// Outbox messages kept per device.
+    pub max_messages_per_device: u64,
 }
 
 impl Default for LimitsSection {
@@ -118,6 +120,7 @@ impl Default for LimitsSection {
             max_ttl: "7d".into(),
             max_queued_per_device: l.max_queued_per_device as u64,
             max_queued_bytes_per_device: l.max_queued_bytes_per_device as u64,
+            max_messages_per_device: l.max_messages_per_device as u64,
         }
     }
 }
@@ -274,6 +277,7 @@ impl ServerFile {
                 1024,
                 MAX_SIZE,
             ),
+            max_messages_per_device: p.size("limits.max_messages_per_device", l.max_messages_per_device, 1, MAX_COUNT),
             ..Limits::default()
         };
         for (key, d) in [

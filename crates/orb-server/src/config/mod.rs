@@ -187,6 +187,9 @@ pub struct Limits {
     pub max_queued_per_device: usize,
     /// Bytes (command, arguments, sender) one device's queue may hold; more get `queue_full`.
     pub max_queued_bytes_per_device: usize,
+    /// Messages from its outbox the server keeps per device (the newest; older ones are
+    /// deleted as new ones arrive, and a resend of a deleted one would be stored again).
+    pub max_messages_per_device: usize,
 }
 
 impl Default for Limits {
@@ -211,6 +214,7 @@ impl Default for Limits {
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             max_queued_per_device: 1000,
             max_queued_bytes_per_device: 16 * 1024 * 1024,
+            max_messages_per_device: 10_000,
         }
     }
 }

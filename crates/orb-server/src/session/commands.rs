@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use orb_io::queue::TrySendError;
 use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
+use tokio::sync::mpsc;
 
 use super::run::Session;
-use crate::broker::{CallSpec, RequestSpec};
+use crate::broker::{CallSpec, MessageSpec, RequestSpec, Stored};
 use crate::identity::OpenCommand;
 use crate::jobs::{JobEvent, JobEvents, JobSpec};
 use crate::router::correlation::{Reply, ReplySink};
@@ -27,6 +28,21 @@ impl Session {
         let Some(command) = env.cmd.filter(|c| !c.is_empty()) else {
             return self.reply_err(id, ErrorBody::new(ErrorCode::BadRequest, "cmd needs a command name"));
         };
+        if let Some(msg) = env.msg {
+            if env.target.is_some() || env.to.is_some() {
+                let e = ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    "an outbox message (cmd with msg) goes to the server: no to or target",
+                );
+                return self.reply_err(id, e);
+            }
+            let sent_at = env
+                .at_ms
+                .and_then(|ms| i64::try_from(ms).ok())
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .unwrap_or_else(chrono::Utc::now);
+            return self.store_message(id, MessageSpec { msg, command, body: env.body, sent_at });
+        }
         // `deadline_ms: 0` is the same as no deadline: the server's default applies.
         let deadline = env.deadline_ms.filter(|ms| *ms > 0).map(Duration::from_millis);
         match (env.target, env.to) {
@@ -79,6 +95,21 @@ impl Session {
         }
     }
 
+    /// An outbox message: queued, in arrival order, for a task that stores what has arrived in
+    /// one call and acknowledges each once committed. Each counts as an open command until
+    /// acknowledged, so a device that sends faster than the store commits is read more slowly.
+    fn store_message(&mut self, re: String, spec: MessageSpec) {
+        let open = self.requester.open_command();
+        let queue = self.messages.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (broker, requester, outbox) = (self.shared.broker.clone(), self.requester.clone(), self.outbox.clone());
+            self.shared.broker.tracker().spawn(store_in_order(broker, requester, outbox, rx));
+            MessageQueue(tx)
+        });
+        // The task lives as long as the session's sender does.
+        let _ = queue.0.send((re, spec, open));
+    }
+
     /// A request to one device: the reply is encoded by a [`WireReply`] when it comes.
     fn request(&self, re: String, spec: RequestSpec) {
         let sink = WireReply { outbox: self.outbox.clone(), re, _open: self.requester.open_command() };
@@ -104,6 +135,38 @@ impl Session {
             let _ = outbox.reply(frame);
             drop(open);
         });
+    }
+}
+
+/// Outbox messages waiting to be stored, each with the id to answer and its open-command mark.
+/// Unbounded, yet bounded by the session's limit of open commands (the read loop pauses there).
+pub(crate) struct MessageQueue(mpsc::UnboundedSender<(String, MessageSpec, OpenCommand)>);
+
+/// Outbox messages stored per store call at most.
+const MESSAGE_BATCH: usize = 512;
+
+/// Stores a session's outbox messages in arrival order, what has arrived together in one call
+/// (one commit), and acknowledges each: `{"stored": true}` when new, `{"duplicate": true}` for
+/// a resend of one stored before.
+async fn store_in_order(
+    broker: crate::broker::Broker,
+    requester: crate::identity::Requester,
+    outbox: Outbox,
+    mut rx: mpsc::UnboundedReceiver<(String, MessageSpec, OpenCommand)>,
+) {
+    let mut batch = Vec::with_capacity(MESSAGE_BATCH);
+    while rx.recv_many(&mut batch, MESSAGE_BATCH).await > 0 {
+        let specs = batch.iter().map(|(_, spec, _)| spec.clone()).collect();
+        let answers = broker.store_messages(&requester, specs).await;
+        for ((re, _, open), answer) in batch.drain(..).zip(answers) {
+            let env = match answer {
+                Ok(Stored::New) => Envelope::reply_ok(re, bytes::Bytes::from_static(br#"{"stored":true}"#)),
+                Ok(Stored::Duplicate) => Envelope::reply_ok(re, bytes::Bytes::from_static(br#"{"duplicate":true}"#)),
+                Err(e) => Envelope::reply_err(re, e.code, e.message),
+            };
+            let _ = outbox.reply_env(&env);
+            drop(open);
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub(super) struct Session {
     /// The server's outstanding ping: its id and when it was sent (for RTT).
     ping: Option<(u64, Instant)>,
     pings_sent: u64,
+    /// Outbox messages on their way to the store, in arrival order (started with the first).
+    pub(super) messages: Option<super::commands::MessageQueue>,
 }
 
 /// Two clocks counted in heartbeat intervals (the frame path reads no clock; an idle session
@@ -107,7 +109,18 @@ impl Session {
         record: Option<Arc<DeviceRecord>>,
         stats: Arc<LinkStats>,
     ) -> Session {
-        Session { shared, outbox, requester, registered, record, last: None, stats, ping: None, pings_sent: 0 }
+        Session {
+            shared,
+            outbox,
+            requester,
+            registered,
+            record,
+            last: None,
+            stats,
+            ping: None,
+            pings_sent: 0,
+            messages: None,
+        }
     }
 
     /// The session's name (device id or `op-N`).

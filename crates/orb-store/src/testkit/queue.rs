@@ -242,7 +242,8 @@ pub async fn device_messages_are_stored_once_and_trimmed(h: &Harness) {
         received_at: t(2_000),
     };
     let s = h.store();
-    let fresh = s.store_messages(vec![msg("a", "m1"), msg("a", "m2"), msg("b", "m1"), msg("a", "m1")], 3).await.unwrap();
+    let fresh =
+        s.store_messages(vec![msg("a", "m1"), msg("a", "m2"), msg("b", "m1"), msg("a", "m1")], 3).await.unwrap();
     assert_eq!(fresh, [true, true, true, false], "a resend in the same batch is a duplicate");
     assert_eq!(s.store_messages(vec![msg("a", "m2"), msg("a", "m3")], 3).await.unwrap(), [false, true]);
     let s = h.reopen().await;

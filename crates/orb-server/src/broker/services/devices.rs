@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use orb_proto::message::{DeviceInfo, DevicesQuery};
 use orb_proto::registry::{
-    ConnectionStats, DeviceAdd, DeviceCredential, DeviceDetail, DeviceRef, DeviceTags, DevicesSummary, HeldCommand,
+    ConnectionStats, DeviceAdd, DeviceCredential, DeviceDetail, DeviceMessage, DeviceRef, DeviceTags, DevicesSummary,
+    HeldCommand, MessagesQuery,
 };
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use orb_store::Device;
@@ -77,6 +78,30 @@ impl Broker {
             })
             .collect();
         Ok(d)
+    }
+
+    /// `$orb.devices.messages`: a device's newest outbox messages, oldest first.
+    ///
+    /// # Errors
+    /// `forbidden`, `device_not_found`, `store_unavailable`.
+    pub async fn device_messages(&self, who: &Requester, q: &MessagesQuery) -> Result<Vec<DeviceMessage>, ErrorBody> {
+        self.may(who, "$orb.devices.messages")?;
+        let store = self.registry().store();
+        store.flush().await.map_err(store_error)?;
+        store.device(&q.id).await.map_err(store_error)?.ok_or_else(|| unknown(&q.id))?;
+        let limit = q.limit.unwrap_or(MessagesQuery::DEFAULT_LIMIT).clamp(1, MessagesQuery::MAX_LIMIT);
+        let stored = store.messages_for(&q.id, limit).await.map_err(store_error)?;
+        Ok(stored
+            .into_iter()
+            .map(|m| DeviceMessage {
+                msg: m.message.msg,
+                command: m.message.command,
+                body: m.message.body.as_deref().and_then(super::raw_json),
+                // Milliseconds: a device may send many in one second, and their order shows.
+                sent_at: m.message.sent_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                received_at: m.message.received_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            })
+            .collect())
     }
 
     /// `$orb.devices.summary`: defined versus connected.
