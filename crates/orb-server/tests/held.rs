@@ -213,3 +213,41 @@ async fn a_command_still_queued_when_its_device_disconnects_is_held_with_a_ttl()
     let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "stall-1"})).await;
     assert_eq!(shown.held.iter().map(|h| h.job.as_str()).collect::<Vec<_>>(), [job_id.as_str()]);
 }
+
+#[tokio::test]
+async fn a_ttl_job_to_a_connected_device_goes_through_its_queue_and_answers_live() {
+    let server = TestServer::start().await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&order);
+    let handlers = Handlers::new().on("echo", move |c: Context| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let word: String = c.args()?;
+            seen.lock().unwrap().push(word.clone());
+            Ok(json!(word))
+        }
+    });
+    let _agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
+    let op = server.operator(Transport::Tcp).await;
+    let jobs = ["one", "two", "three"].map(|w| {
+        let op = op.clone();
+        async move {
+            let job = op.submit(echo(w).deadline(Duration::from_secs(5)).ttl(Duration::from_secs(60))).await.unwrap();
+            let id = job.id().to_owned();
+            (id, finish_job(job).await)
+        }
+    });
+    let mut ids = Vec::new();
+    for job in jobs {
+        let (id, out) = within("the job", job).await;
+        assert_eq!(out.result("dev-1").status, Status::Ok, "answered live: {:?}", out.results);
+        ids.push(id);
+    }
+    assert_eq!(*order.lock().unwrap(), ["one", "two", "three"], "in order of submission");
+    for id in &ids {
+        let d = stored_until(&op, id, |d| d.results.first().is_some_and(|r| r.status == Status::Ok)).await;
+        assert!(d.results[0].result.is_some());
+    }
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
+    assert!(shown.held.is_empty(), "nothing left held: {:?}", shown.held);
+}

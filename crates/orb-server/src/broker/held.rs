@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Broker;
+use crate::jobs::Outcome;
 use crate::router::correlation::{PendingRequest, Reply, ReplySink};
 
 /// Held commands read from the store at a time.
@@ -263,6 +264,7 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
         if let Err(e) = store.undelivered(q.id).await {
             tracing::warn!(job = q.command.job_id, error = %e, "cannot give back a held command's claim");
         }
+        broker.jobs().held_answered(&q.command.job_id, device, Outcome::Queued, None);
         return Sent::NotConnected;
     }
     tokio::select! {
@@ -271,10 +273,13 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
             // The correlation was dropped without an answer (the server is stopping).
             Err(_) => Sent::NotConnected,
         },
-        // The session ended before the answer: the command stays claimed and ends
-        // `interrupted` (at the next connection, or a minute past its deadline).
+        // The session ended before the answer: the command stays claimed; at the next
+        // connection it is delivered again to a device with a journal, else it ends
+        // `interrupted` (then, or a minute past its deadline and TTL). A job still in its live
+        // part tells its requester `queued`.
         () = session.outbox.tx.closed() => {
             broker.0.correlations.withdraw_request(&id);
+            broker.jobs().held_answered(&q.command.job_id, device, Outcome::Queued, None);
             Sent::NotConnected
         }
     }
@@ -305,10 +310,26 @@ async fn settle(
     };
     // Recorded before the dequeue in the writer's order: the outcome is committed by the time
     // the command is forgotten (and its job ended when it was the last).
+    let told = live_outcome(&outcome);
     recorder.record(Record::TargetsSettled(vec![outcome])).await;
     if let Err(e) = broker.registry().store().dequeue(q.id).await {
         tracing::warn!(job, error = %e, "cannot forget a settled held command");
     }
+    // A job still in its live part tells its requester (its device was connected at the start).
+    if let (Some(told), Ok(device)) = (told, DeviceId::new(&q.command.device)) {
+        broker.jobs().held_answered(&job, &device, told, Some(Instant::now()));
+    }
+}
+
+/// A stored outcome as the live job's, for the statuses a delivery ends with.
+fn live_outcome(o: &TargetOutcome) -> Option<Outcome> {
+    let error = || o.error.clone().unwrap_or_else(|| ErrorBody::new(ErrorCode::Internal, "no detail"));
+    Some(match o.status {
+        Status::Ok => Outcome::Ok(Bytes::from(o.result.clone().unwrap_or_else(|| "null".to_owned()).into_bytes())),
+        Status::Timeout => Outcome::Timeout(error()),
+        Status::Error => Outcome::Error(error()),
+        _ => return None,
+    })
 }
 
 /// Ends the held commands that are over (TTL passed: `expired`; handed over, answer lost:

@@ -88,6 +88,8 @@ pub(crate) enum JobMsg {
         at: Option<Instant>,
         /// The outcome.
         outcome: Outcome,
+        /// Recorded already (a held command's outcome, stored by its delivery loop): only told.
+        recorded: bool,
     },
     /// Cancel every pending target; answer with their ids.
     Cancel(oneshot::Sender<Vec<String>>),
@@ -114,7 +116,17 @@ impl JobInbox {
         if flag.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _ = self.tx.send(JobMsg::Answer { index, at, outcome });
+        let _ = self.tx.send(JobMsg::Answer { index, at, outcome, recorded: false });
+    }
+
+    /// Settles `device`'s target with an outcome that is recorded already, unless it has one.
+    pub(crate) fn settle_recorded(&self, device: &DeviceId, at: Option<Instant>, outcome: Outcome) {
+        let Some(&index) = self.index.get(device) else { return };
+        let Some(flag) = self.answered.get(index) else { return };
+        if flag.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = self.tx.send(JobMsg::Answer { index, at, outcome, recorded: true });
     }
 
     /// Asks the job's task to cancel every pending target; the receiver gets their ids (it fails

@@ -36,8 +36,9 @@ use crate::identity::Requester;
 use crate::node::NodeId;
 use crate::router::correlation::{Answer, Correlations};
 use crate::router::sessions::Target;
-use inbox::{JobInbox, Outcome};
-use run::{Hold, HoldTemplate, JobRun};
+use inbox::JobInbox;
+pub(crate) use inbox::Outcome;
+use run::{HeldRow, Hold, HoldTemplate, JobRun};
 
 /// Bytes (command, arguments, requester per target) one job may hold for its offline targets.
 pub const MAX_HELD_BYTES_PER_JOB: u64 = 64 << 20;
@@ -188,16 +189,19 @@ impl Jobs {
 
         let started = Instant::now();
         let ttl = spec.ttl.filter(|t| !t.is_zero()).map(|t| t.min(limits.max_ttl));
-        // With a TTL, a target that is not connected is held for it instead of ending `offline`.
+        // With a TTL every target's command is held, committed before the ack, and delivered by
+        // its device's delivery loop (in order with what is held for it already, journaled by
+        // agents that keep one); one not connected is reported `queued` at once.
         let mut held = Vec::new();
         let mut delivered = Vec::with_capacity(targets.len());
         for (i, t) in targets.iter().enumerate() {
+            if ttl.is_some() {
+                held.push((i, t.session.is_some()));
+                delivered.push(None);
+                continue;
+            }
             let Some(session) = &t.session else {
-                if ttl.is_some() {
-                    held.push(i);
-                } else {
-                    inbox.settle(i, None, Outcome::Offline);
-                }
+                inbox.settle(i, None, Outcome::Offline);
                 delivered.push(None);
                 continue;
             };
@@ -207,10 +211,6 @@ impl Jobs {
             let slot = u32::try_from(i).unwrap_or(u32::MAX);
             match session.outbox.deliver_noticed(frame, Arc::clone(&inbox) as _, slot) {
                 Ok(()) => delivered.push(Some(session.outbox.clone())),
-                Err(crate::router::delivery::DeliveryError::Closed) if ttl.is_some() => {
-                    held.push(i);
-                    delivered.push(None);
-                }
                 Err(crate::router::delivery::DeliveryError::Closed) => {
                     inbox.settle(i, None, Outcome::Offline);
                     delivered.push(None);
@@ -250,7 +250,7 @@ impl Jobs {
         let (events_tx, events) =
             events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));
         // With a TTL: what a held command of this job looks like (its device set per target),
-        // and the commands held at once for the targets that are not connected.
+        // and the commands held for its targets.
         let template = ttl.map(|ttl| {
             let now = Utc::now();
             let command = NewQueued {
@@ -278,8 +278,8 @@ impl Jobs {
                 let mut template = template.clone();
                 let rows = held
                     .into_iter()
-                    .filter_map(|i| match template.for_device(&devices[i]) {
-                        Ok(command) => Some((i, command)),
+                    .filter_map(|(i, online)| match template.for_device(&devices[i]) {
+                        Ok(command) => Some(HeldRow { slot: i, command, online }),
                         Err(e) => {
                             inbox.settle(i, None, Outcome::Error(e));
                             None
@@ -321,6 +321,15 @@ impl Jobs {
     pub(crate) fn cancel(&self, job: &str) -> Option<oneshot::Receiver<Vec<String>>> {
         let inbox = self.running.0.jobs.get(job).map(|e| Arc::clone(e.value()))?;
         Some(inbox.cancel())
+    }
+
+    /// Tells running job `job` the outcome of its held command for `device` (delivered by the
+    /// device's delivery loop, and already recorded): its requester hears it like any answer.
+    /// Nothing when the job's live part is over.
+    pub(crate) fn held_answered(&self, job: &str, device: &DeviceId, outcome: Outcome, at: Option<Instant>) {
+        if let Some(inbox) = self.running.0.jobs.get(job).map(|e| Arc::clone(e.value())) {
+            inbox.settle_recorded(device, at, outcome);
+        }
     }
 
     /// Jobs running now.

@@ -62,17 +62,27 @@ pub(crate) struct JobRun {
     pub(crate) _slot: Arc<JobSlot>,
 }
 
-/// What a job with a TTL holds for its targets that are not connected, before it is
-/// acknowledged.
+/// What a job with a TTL holds for its targets, before it is acknowledged.
 pub(crate) struct Hold {
-    /// Target slot and the command held for it.
-    pub(crate) rows: Vec<(usize, NewQueued)>,
+    /// The commands held.
+    pub(crate) rows: Vec<HeldRow>,
     /// Told once they are committed (or refused): the requester is acknowledged then.
     pub(crate) committed: oneshot::Sender<()>,
 }
 
-/// How a job with a TTL holds a command for one of its targets: at the start, and later for a
-/// target whose session closed before its command left the server.
+/// The command held for one target of a job with a TTL.
+pub(crate) struct HeldRow {
+    /// The target's slot.
+    pub(crate) slot: usize,
+    /// The command.
+    pub(crate) command: NewQueued,
+    /// The device was connected when the job started: its delivery loop sends the command
+    /// now, and the outcome comes to the job while it runs (one not connected is `queued` at
+    /// once).
+    pub(crate) online: bool,
+}
+
+/// How a job with a TTL holds a command for one of its targets.
 #[derive(Clone)]
 pub(crate) struct HoldTemplate {
     /// The command, its device left blank.
@@ -123,20 +133,14 @@ impl JobRun {
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
-                    // With a TTL, a target whose session closed before its command left the
-                    // server gets it held instead of ending `offline`.
-                    Some(JobMsg::Answer { index, at: None, outcome: Outcome::Offline })
-                        if self.template.is_some() && state.pending().contains(&index) =>
-                    {
-                        self.hold_late(index, &mut state, &mut unrecorded).await;
-                        if state.is_done() {
-                            break (JobPhase::Done, None);
-                        }
-                    }
-                    Some(JobMsg::Answer { index, at, outcome }) => {
+                    Some(JobMsg::Answer { index, at, outcome, recorded }) => {
                         if state.settle(index, outcome.status()) {
                             let elapsed = at.map(|at| at.saturating_duration_since(self.started));
-                            self.settled(index, outcome, elapsed, &mut unrecorded);
+                            if recorded {
+                                self.tell(index, &outcome, elapsed.map(millis));
+                            } else {
+                                self.settled(index, outcome, elapsed, &mut unrecorded);
+                            }
                         }
                         if unrecorded.len() >= RECORD_BATCH {
                             self.record(&mut unrecorded).await;
@@ -188,25 +192,17 @@ impl JobRun {
         let _ = committed.send(());
     }
 
-    /// Holds the command of target `index`, whose session closed before the command left the
-    /// server (it never reached the device).
-    async fn hold_late(&mut self, index: usize, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
-        let Some(template) = self.template.as_mut() else { return };
-        match template.for_device(&self.devices[index]) {
-            Ok(command) => self.hold_rows(vec![(index, command)], state, out).await,
-            Err(e) => {
-                if state.settle(index, Status::Error) {
-                    self.settled(index, Outcome::Error(e), None, out);
-                }
-            }
-        }
-    }
-
-    /// Holds `rows` (one awaited write) and settles each target: `queued`, `queue_full`, or
-    /// `store_unavailable`.
-    async fn hold_rows(&mut self, rows: Vec<(usize, NewQueued)>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+    /// Holds `rows` (one awaited write) and settles each target that is not connected
+    /// (`queued`) or was refused (`queue_full`, `store_unavailable`); a connected one's delivery
+    /// loop is started and its outcome awaited.
+    async fn hold_rows(&mut self, rows: Vec<HeldRow>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
         let Some(limits) = self.template.as_ref().map(|t| t.limits) else { return };
-        let (slots, commands): (Vec<usize>, Vec<NewQueued>) = rows.into_iter().unzip();
+        let mut slots = Vec::with_capacity(rows.len());
+        let mut commands = Vec::with_capacity(rows.len());
+        for row in rows {
+            slots.push((row.slot, row.online));
+            commands.push(row.command);
+        }
         let outcomes = match self.store.enqueue(commands, limits).await {
             Ok(outcomes) => outcomes
                 .into_iter()
@@ -220,9 +216,12 @@ impl JobRun {
                 slots.iter().map(|_| Outcome::Error(error.clone())).collect::<Vec<_>>()
             }
         };
-        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+        for ((slot, online), outcome) in slots.into_iter().zip(outcomes) {
             if matches!(outcome, Outcome::Queued) {
                 let _ = self.held_tx.send(self.devices[slot].clone());
+                if online {
+                    continue;
+                }
             }
             if state.settle(slot, outcome.status()) {
                 self.settled(slot, outcome, None, out);
@@ -235,7 +234,7 @@ impl JobRun {
     async fn record_late_arrivals(&mut self) {
         let mut late = Vec::new();
         while let Ok(msg) = self.rx.try_recv() {
-            if let JobMsg::Answer { index, at: Some(_), outcome } = msg
+            if let JobMsg::Answer { index, at: Some(_), outcome, recorded: false } = msg
                 && let Some(answer) = outcome.into_answer()
             {
                 late.push(super::late_outcome(self.job_id.clone(), &self.devices[index], answer));
@@ -246,12 +245,15 @@ impl JobRun {
         }
     }
 
-    /// Every pending target becomes `timeout` with `message`. Returns what the store makes of
-    /// targets still pending there.
+    /// Every pending target becomes `timeout` with `message` — in a job with a TTL, `queued`:
+    /// its command is held, its outcome stored when it comes. Returns what the store makes of
+    /// targets still pending there (held ones are `queued` there already).
     fn expire(&mut self, state: &mut JobState, message: &str) -> Option<(Status, ErrorBody)> {
         let timeout = ErrorBody::new(ErrorCode::Timeout, message);
-        for i in state.expire() {
-            self.tell(i, &Outcome::Timeout(timeout.clone()), None);
+        let held = self.template.is_some();
+        for i in state.expire_as(if held { Status::Queued } else { Status::Timeout }) {
+            let outcome = if held { Outcome::Queued } else { Outcome::Timeout(timeout.clone()) };
+            self.tell(i, &outcome, None);
         }
         Some((Status::Timeout, timeout))
     }

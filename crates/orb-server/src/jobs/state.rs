@@ -35,11 +35,12 @@ impl JobState {
         self.statuses.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect()
     }
 
-    /// The deadline passed: every pending target becomes `timeout`. Returns their indices.
-    pub fn expire(&mut self) -> Vec<usize> {
+    /// The deadline passed: every pending target becomes `status` (`timeout`, or `queued` for a
+    /// job whose commands are held). Returns their indices.
+    pub fn expire_as(&mut self, status: Status) -> Vec<usize> {
         let pending = self.pending();
         for &i in &pending {
-            self.settle(i, Status::Timeout);
+            self.settle(i, status);
         }
         pending
     }
@@ -81,10 +82,10 @@ mod tests {
     fn expiry_times_out_only_pending_targets() {
         let mut s = JobState::new(3);
         s.settle(1, Status::Ok);
-        assert_eq!(s.expire(), vec![0, 2]);
+        assert_eq!(s.expire_as(Status::Timeout), vec![0, 2]);
         assert!(s.is_done());
         assert_eq!(s.summary("j".into()).summary[&Status::Timeout], 2);
-        assert!(s.expire().is_empty());
+        assert!(s.expire_as(Status::Queued).is_empty());
     }
 
     #[test]
