@@ -291,6 +291,7 @@ pub const BENCH_FANOUT: &str = "\
 Examples:
   orb bench fanout --agents 1000
   orb bench fanout --agents 10000 --vs nats --rounds 3
+  orb bench fanout --agents 10000 --ttl 1h      # every command held (committed) before the ack
   orb bench fanout --server tcp://orb.example:7700 --token \"$ADMIN\" --agent-token \"$AGENT\"";
 
 /// `orb bench rr`.

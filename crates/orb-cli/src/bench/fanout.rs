@@ -73,7 +73,7 @@ struct OrbRound {
     rss_mib: Option<f64>,
 }
 
-async fn orb_side(n: usize, trials: usize, common: &CommonArgs) -> Result<OrbRound, Failure> {
+async fn orb_side(n: usize, trials: usize, ttl: Option<Duration>, common: &CommonArgs) -> Result<OrbRound, Failure> {
     let target = Target::start(common).await?;
     let _swarm = target.orb_swarm(n, "f-", false)?;
     let op = target.operator().await?;
@@ -83,11 +83,13 @@ async fn orb_side(n: usize, trials: usize, common: &CommonArgs) -> Result<OrbRou
         if t == 1 {
             cpu_before = target.pid().and_then(super::proc::cpu_time);
         }
+        let mut request =
+            JobRequest::new("f-*", "ping").args(Bytes::from_static(b"null")).deadline(Duration::from_secs(60));
+        if let Some(ttl) = ttl {
+            request = request.ttl(ttl);
+        }
         let start = Instant::now();
-        let mut job = op
-            .submit(JobRequest::new("f-*", "ping").args(Bytes::from_static(b"null")).deadline(Duration::from_secs(60)))
-            .await
-            .map_err(fail)?;
+        let mut job = op.submit(request).await.map_err(fail)?;
         let mut trial = Trial { latencies: Vec::with_capacity(n), errors: 0 };
         while let Some(u) = job.next().await {
             match u {
@@ -161,10 +163,10 @@ fn line(name: &str, s: &Side) -> String {
 }
 
 /// Runs the scenario.
-pub async fn run(n: usize, trials: usize, common: &CommonArgs) -> Result<u8, Failure> {
+pub async fn run(n: usize, trials: usize, ttl: Option<Duration>, common: &CommonArgs) -> Result<u8, Failure> {
     let (mut orb_trials, mut nats_trials, mut cpu, mut rss, mut mode) = (Vec::new(), Vec::new(), Vec::new(), None, "");
     for _ in 0..common.rounds {
-        let round = orb_side(n, trials, common).await?;
+        let round = orb_side(n, trials, ttl, common).await?;
         orb_trials.extend(round.trials);
         cpu.extend(round.cpu_ms_per_job);
         rss = round.rss_mib.or(rss);
@@ -178,8 +180,9 @@ pub async fn run(n: usize, trials: usize, common: &CommonArgs) -> Result<u8, Fai
     orb.server_rss_mib = rss;
     let nats = common.vs.map(|_| summarise(&nats_trials));
     let ratio = nats.as_ref().map(|x| orb.last_ms.median / x.last_ms.median);
+    let held = ttl.map(|t| format!(", sent with --ttl {}", humantime::format_duration(t))).unwrap_or_default();
     let mut lines = vec![format!(
-        "fanout: one command to {n} agents, all replies back; {} round(s) of {trials} trials after a warm-up (server: {mode}, codec {})",
+        "fanout: one command to {n} agents, all replies back{held}; {} round(s) of {trials} trials after a warm-up (server: {mode}, codec {})",
         common.rounds, common.codec
     )];
     lines.push(line("orb", &orb));
@@ -190,7 +193,7 @@ pub async fn run(n: usize, trials: usize, common: &CommonArgs) -> Result<u8, Fai
         lines.push(format!("  ratio {r:.3} (orb time to last reply / NATS time; below 1.0 orb is faster)"));
     }
     let json = serde_json::json!({
-        "scenario": "fanout", "agents": n, "trials": trials, "rounds": common.rounds, "server": mode, "codec": common.codec,
+        "scenario": "fanout", "agents": n, "trials": trials, "ttl_ms": ttl.map(|t| t.as_millis() as u64), "rounds": common.rounds, "server": mode, "codec": common.codec,
         "orb": orb, "nats": nats, "ratio": ratio,
     });
     report(common, &lines, &json);

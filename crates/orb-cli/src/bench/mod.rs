@@ -32,6 +32,10 @@ pub enum BenchCommand {
         /// Measured trials (after one warm-up).
         #[arg(long, default_value_t = 5)]
         trials: usize,
+        /// Send the job with this TTL: every target's command is held (committed) before the
+        /// ack and delivered through its device's queue (compare with the same run without).
+        #[arg(long, value_parser = crate::cli::parse_duration, value_name = "DURATION")]
+        ttl: Option<Duration>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -297,7 +301,7 @@ pub async fn run(cmd: BenchCommand) -> Result<u8, Failure> {
     };
     check_codec(&common.codec)?;
     match cmd {
-        BenchCommand::Fanout { agents, trials, common } => fanout::run(agents, trials.max(1), &common).await,
+        BenchCommand::Fanout { agents, trials, ttl, common } => fanout::run(agents, trials.max(1), ttl, &common).await,
         BenchCommand::Rr { inflight, count, trials, common } => {
             rr::run(inflight.max(1), count.max(1), trials.max(1), &common).await
         }
