@@ -195,7 +195,7 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Sends the outbox over `client`, oldest first, at most [`WINDOW`] unacknowledged at a time,
+    /// Sends the outbox over `client`, oldest first, at most 256 unacknowledged at a time,
     /// and deletes each message the server stored; then waits for new ones. Returns when the
     /// connection closes (what was not acknowledged is sent again on the next one).
     pub async fn flush(&self, client: &Client) {
