@@ -284,6 +284,15 @@ pub fn device_detail(d: &DeviceDetail, now: chrono::DateTime<chrono::Utc>) -> St
     row(&mut out, "agent", d.agent_version.as_deref().unwrap_or("-"));
     row(&mut out, "commands", &if d.commands.is_empty() { "-".to_owned() } else { d.commands.join(", ") });
     out.push('\n');
+    let c = &d.delivery;
+    if c.delivered > 0 || c.queued > 0 || c.in_flight > 0 {
+        let _ = writeln!(out, "delivery (commands sent with --ttl)");
+        row(&mut out, "queued", &c.queued.to_string());
+        row(&mut out, "in flight", &c.in_flight.to_string());
+        row(&mut out, "delivered", &c.delivered.to_string());
+        row(&mut out, "acknowledged", &c.acknowledged.to_string());
+        out.push('\n');
+    }
     if !d.held.is_empty() {
         let _ = writeln!(out, "held commands (sent with --ttl; oldest first)");
         for h in &d.held {

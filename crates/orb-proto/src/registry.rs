@@ -98,6 +98,23 @@ pub struct DeviceDetail {
     /// servers before held commands existed: read as none.
     #[serde(default)]
     pub held: Vec<HeldCommand>,
+    /// Held commands for it, counted: waiting, handed over and not settled, delivered in all,
+    /// answered in all. Absent from older servers: read as zeros.
+    #[serde(default)]
+    pub delivery: DeliveryCounts,
+}
+
+/// A device's held commands counted ("sent vs acknowledged").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryCounts {
+    /// Waiting for delivery.
+    pub queued: u64,
+    /// Handed over, outcome not settled yet.
+    pub in_flight: u64,
+    /// Deliveries since registration (redeliveries included).
+    pub delivered: u64,
+    /// Deliveries the device answered since registration.
+    pub acknowledged: u64,
 }
 
 /// A command held for a device (a job sent with a TTL): waiting for it, or handed over and not

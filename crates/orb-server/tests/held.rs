@@ -38,6 +38,7 @@ async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_sto
     // The inventory says what is held for the device.
     let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
     assert_eq!(shown.held.len(), 1);
+    assert_eq!((shown.delivery.queued, shown.delivery.delivered), (1, 0), "{:?}", shown.delivery);
     assert_eq!(
         (shown.held[0].job.as_str(), shown.held[0].command.as_str(), shown.held[0].attempts),
         (id.as_str(), "echo", 0)
@@ -64,6 +65,8 @@ async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_sto
     assert_eq!(attempts.load(Ordering::SeqCst), 1, "run exactly once");
     let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
     assert!(shown.held.is_empty(), "{:?}", shown.held);
+    let c = shown.delivery;
+    assert_eq!((c.queued, c.in_flight, c.delivered, c.acknowledged), (0, 0, 1, 1), "{c:?}");
 }
 
 #[tokio::test]

@@ -202,9 +202,10 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back a claim whose command never reached the device; false when there was none.
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError>;
 
-    /// Forgets command `id` (record its outcome first) and ends its job when it was the last
-    /// one held and the job's live part is over; false when it was not held.
-    async fn dequeue(&self, id: i64) -> Result<bool, StoreError>;
+    /// Forgets command `id` (record its outcome first), counts it in its device's
+    /// `acknowledged` when the device `answered` it, and ends its job when it was the last one
+    /// held and the job's live part is over; false when it was not held.
+    async fn dequeue(&self, id: i64, answered: bool) -> Result<bool, StoreError>;
 
     /// Removes and returns at most `limit` held commands that are over, their targets' statuses
     /// written in the same transaction: waiting ones whose TTL passed by `now` (`expired`), and

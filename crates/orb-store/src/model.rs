@@ -44,6 +44,10 @@ pub struct Device {
     pub connections: u64,
     /// Connections that began within [`FLAP_WINDOW_MS`] of the previous disconnection.
     pub flaps: u64,
+    /// Held commands handed to it (every delivery, redeliveries included).
+    pub delivered: u64,
+    /// Held commands it answered.
+    pub acknowledged: u64,
 }
 
 /// A reconnection sooner than this after a disconnection counts as a flap.
@@ -99,6 +103,8 @@ impl std::fmt::Debug for Device {
             .field("transport", &self.transport)
             .field("connections", &self.connections)
             .field("flaps", &self.flaps)
+            .field("delivered", &self.delivered)
+            .field("acknowledged", &self.acknowledged)
             .finish()
     }
 }

@@ -165,7 +165,7 @@ pub(crate) async fn delivered(
     let row = sqlx::query(
         "UPDATE queued_commands SET attempts = attempts + 1, delivered_at = $2 \
          WHERE id = $1 AND ((delivered_at IS NULL AND expires_at > $2) OR (delivered_at IS NOT NULL AND $3)) \
-         RETURNING attempts",
+         RETURNING attempts, device",
     )
     .bind(id)
     .bind(ms(at))
@@ -173,31 +173,51 @@ pub(crate) async fn delivered(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Err(StoreError::NotFound(format!("waiting command {id}")))) };
+    let device: String = row.try_get("device")?;
+    sqlx::query("UPDATE devices SET delivered = delivered + 1 WHERE id = $1").bind(&device).execute(&mut *conn).await?;
     Ok(Ok(Written::Count(non_negative(&row, "attempts")?)))
 }
 
 /// Gives back a claim that never reached the device (its session closed first).
 pub(crate) async fn undelivered(conn: &mut AnyConnection, id: i64) -> Result<Answer, sqlx::Error> {
-    let done = sqlx::query(
+    let row = sqlx::query(
         "UPDATE queued_commands SET attempts = attempts - 1, delivered_at = NULL \
-         WHERE id = $1 AND delivered_at IS NOT NULL",
+         WHERE id = $1 AND delivered_at IS NOT NULL RETURNING device",
     )
     .bind(id)
-    .execute(conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(Ok(Written::Count(done.rows_affected())))
+    let Some(row) = row else { return Ok(Ok(Written::Count(0))) };
+    let device: String = row.try_get("device")?;
+    sqlx::query("UPDATE devices SET delivered = delivered - 1 WHERE id = $1 AND delivered > 0")
+        .bind(&device)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Ok(Written::Count(1)))
 }
 
-/// Forgets command `id` (its outcome was recorded before, in the writer's order) and ends its
-/// job when it was the last one held and the job's live part is over; `Count(1)` when it was
-/// held, `Count(0)` when not.
-pub(crate) async fn dequeue(conn: &mut AnyConnection, id: i64, at: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
-    let row = sqlx::query("DELETE FROM queued_commands WHERE id = $1 RETURNING job_id")
+/// Forgets command `id` (its outcome was recorded before, in the writer's order), counts it as
+/// acknowledged by its device when the device `answered`, and ends its job when it was the last
+/// one held and the job's live part is over; `Count(1)` when it was held, `Count(0)` when not.
+pub(crate) async fn dequeue(
+    conn: &mut AnyConnection,
+    id: i64,
+    at: DateTime<Utc>,
+    answered: bool,
+) -> Result<Answer, sqlx::Error> {
+    let row = sqlx::query("DELETE FROM queued_commands WHERE id = $1 RETURNING job_id, device")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else { return Ok(Ok(Written::Count(0))) };
     let job: String = row.try_get("job_id")?;
+    if answered {
+        let device: String = row.try_get("device")?;
+        sqlx::query("UPDATE devices SET acknowledged = acknowledged + 1 WHERE id = $1")
+            .bind(&device)
+            .execute(&mut *conn)
+            .await?;
+    }
     crate::apply::held_settled(conn, &job, at).await?;
     Ok(Ok(Written::Count(1)))
 }

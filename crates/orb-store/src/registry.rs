@@ -78,7 +78,7 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::Enqueue { commands, limits } => crate::queue::enqueue(conn, commands, *limits).await,
         Write::Delivered { id, at, again } => crate::queue::delivered(conn, *id, *at, *again).await,
         Write::Undelivered(id) => crate::queue::undelivered(conn, *id).await,
-        Write::Dequeue { id, at } => crate::queue::dequeue(conn, *id, *at).await,
+        Write::Dequeue { id, at, answered } => crate::queue::dequeue(conn, *id, *at, *answered).await,
         Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
         Write::StoreMessages { messages, keep } => crate::messages::store(conn, messages, *keep).await,
     }

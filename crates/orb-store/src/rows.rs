@@ -16,7 +16,7 @@ use crate::{Device, JobRecord, LateAnswer, StoreError, TargetRecord};
 /// The columns [`device`] reads, in a `SELECT` over `devices`.
 pub(crate) const DEVICE_COLUMNS: &str = "id, secret_hash, revoked, reported_tags, operator_tags, \
      agent_version, commands, registered_at, first_seen, last_seen, last_disconnect, \
-     last_remote_addr, user_agent, transport, connections, flaps";
+     last_remote_addr, user_agent, transport, connections, flaps, delivered, acknowledged";
 
 /// The columns [`job`] reads, in a `SELECT` over `jobs`.
 pub(crate) const JOB_COLUMNS: &str =
@@ -238,6 +238,8 @@ pub(crate) fn device(row: &AnyRow) -> Option<Device> {
         transport: f.opt_text("transport"),
         connections: f.count("connections"),
         flaps: f.count("flaps"),
+        delivered: f.count("delivered"),
+        acknowledged: f.count("acknowledged"),
         id,
     })
 }

@@ -183,8 +183,8 @@ impl Store for SqlStore {
         Ok(self.write_count(Write::Undelivered(id)).await? > 0)
     }
 
-    async fn dequeue(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(self.write_count(Write::Dequeue { id, at: Utc::now() }).await? > 0)
+    async fn dequeue(&self, id: i64, answered: bool) -> Result<bool, StoreError> {
+        Ok(self.write_count(Write::Dequeue { id, at: Utc::now(), answered }).await? > 0)
     }
 
     async fn expire_queued(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Queued>, StoreError> {

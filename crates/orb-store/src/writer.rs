@@ -97,6 +97,7 @@ pub(crate) enum Write {
     Dequeue {
         id: i64,
         at: DateTime<Utc>,
+        answered: bool,
     },
     /// Held commands that are over (TTL passed, or an answer that cannot come any more).
     ExpireQueued {

@@ -312,7 +312,8 @@ async fn settle(
     // the command is forgotten (and its job ended when it was the last).
     let told = live_outcome(&outcome);
     recorder.record(Record::TargetsSettled(vec![outcome])).await;
-    if let Err(e) = broker.registry().store().dequeue(q.id).await {
+    let answered = matches!(status, Status::Ok | Status::Error) && elapsed_ms.is_some();
+    if let Err(e) = broker.registry().store().dequeue(q.id, answered).await {
         tracing::warn!(job, error = %e, "cannot forget a settled held command");
     }
     // A job still in its live part tells its requester (its device was connected at the start).

@@ -81,6 +81,7 @@ pub async fn queue_limits_refuse_per_device(h: &Harness) {
 /// Handing a command over counts attempts and makes it in flight; settling forgets it.
 pub async fn queue_delivery_and_settling(h: &Harness) {
     let s = h.store();
+    s.add_device(super::new_device("a")).await.unwrap();
     let id = ids(&s.enqueue(vec![held("j1", "a", 9_000)], ROOMY).await.unwrap())[0];
     assert_eq!(s.delivered(id, t(2_000), false).await.unwrap(), 1);
     assert!(matches!(s.delivered(id, t(2_500), false).await, Err(StoreError::NotFound(_))), "claimed once");
@@ -92,8 +93,11 @@ pub async fn queue_delivery_and_settling(h: &Harness) {
     // Redelivery to a device with a journal: claimed again, even past the TTL, attempt 2.
     assert_eq!(s.delivered(id, t(9_500), true).await.unwrap(), 2);
     assert_eq!(s.queued_for("a", 10).await.unwrap()[0].delivered_at, Some(t(9_500)));
-    assert!(s.dequeue(id).await.unwrap());
-    assert!(!s.dequeue(id).await.unwrap(), "settled once");
+    assert!(s.dequeue(id, true).await.unwrap());
+    assert!(!s.dequeue(id, true).await.unwrap(), "settled once");
+    // Three claims, one given back: two deliveries, of which one answered.
+    let a = s.device("a").await.unwrap().unwrap();
+    assert_eq!((a.delivered, a.acknowledged), (2, 1), "{a:?}");
     assert!(matches!(s.delivered(id, t(4_000), true).await, Err(StoreError::NotFound(_))));
     assert!(s.queue_counts().await.unwrap().is_empty());
     // A command whose TTL passed is not claimed, even before the sweep removed it.
@@ -194,7 +198,7 @@ pub async fn a_job_with_held_commands_ends_when_they_settle(h: &Harness) {
 
     // The held command is delivered and answered: its outcome replaces `queued`, the job ends.
     rec.record(Record::TargetsSettled(vec![settled("b", Status::Ok, Some("2"))])).await;
-    assert!(s.dequeue(held_b).await.unwrap());
+    assert!(s.dequeue(held_b, true).await.unwrap());
     let (record, targets) = s.job("held-1").await.unwrap();
     assert_eq!(record.state, JobPhase::Done);
     assert!(record.finished_at.is_some());

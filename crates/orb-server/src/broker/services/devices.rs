@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use orb_proto::message::{DeviceInfo, DevicesQuery};
 use orb_proto::registry::{
-    ConnectionStats, DeviceAdd, DeviceCredential, DeviceDetail, DeviceMessage, DeviceRef, DeviceTags, DevicesSummary,
-    HeldCommand, MessagesQuery,
+    ConnectionStats, DeliveryCounts, DeviceAdd, DeviceCredential, DeviceDetail, DeviceMessage, DeviceRef, DeviceTags,
+    DevicesSummary, HeldCommand, MessagesQuery,
 };
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use orb_store::Device;
@@ -77,6 +77,10 @@ impl Broker {
                 attempts: q.attempts,
             })
             .collect();
+        if let Some(counts) = store.queue_counts().await.map_err(store_error)?.get(&r.id) {
+            d.delivery.queued = counts.queued;
+            d.delivery.in_flight = counts.in_flight;
+        }
         Ok(d)
     }
 
@@ -232,6 +236,7 @@ fn detail(d: &Device, live: Option<&DeviceRecord>) -> DeviceDetail {
         flaps: d.flaps,
         connection: live.map(connection_stats),
         held: Vec::new(),
+        delivery: DeliveryCounts { delivered: d.delivered, acknowledged: d.acknowledged, ..DeliveryCounts::default() },
     }
 }
 
