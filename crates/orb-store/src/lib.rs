@@ -51,8 +51,9 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    Connection, Device, Enqueued, JobEnd, JobRecord, LateAnswer, NewDevice, NewJob, NewMessage, NewQueued, NewTarget,
-    QueueCounts, QueueLimits, Queued, Record, Recorder, StoredMessage, TargetOutcome, TargetRecord,
+    Connection, Device, Enqueued, JobEnd, JobRecord, LateAnswer, MessageLimits, NewDevice, NewJob, NewMessage,
+    NewQueued, NewTarget, QueueCounts, QueueLimits, Queued, Record, Recorder, StoredMessage, TargetOutcome,
+    TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -214,9 +215,10 @@ pub trait Store: Send + Sync + 'static {
     async fn expire_queued(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Queued>, StoreError>;
 
     /// Stores messages devices sent from their durable outbox, in order, each once per (device,
-    /// msg), committed before this returns; then trims each device to its newest `keep`.
-    /// Answers, per message, whether it was new (false: a duplicate, nothing written).
-    async fn store_messages(&self, messages: Vec<NewMessage>, keep: u64) -> Result<Vec<bool>, StoreError>;
+    /// msg), committed before this returns; then trims each device to its newest messages
+    /// within `limits` (count and bytes). Answers, per message, whether it was new (false: a
+    /// duplicate, nothing written).
+    async fn store_messages(&self, messages: Vec<NewMessage>, limits: MessageLimits) -> Result<Vec<bool>, StoreError>;
 
     /// `device`'s newest `limit` stored messages, oldest first.
     async fn messages_for(&self, device: &str, limit: u32) -> Result<Vec<StoredMessage>, StoreError>;

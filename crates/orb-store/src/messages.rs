@@ -9,20 +9,21 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use crate::backend::unavailable;
 use crate::rows::ms;
 use crate::writer::Written;
-use crate::{NewMessage, StoreError, StoredMessage};
+use crate::{MessageLimits, NewMessage, StoreError, StoredMessage};
 
 /// Stores `messages` in order, each unless its (device, msg) is stored already; then deletes
-/// what each device holds beyond its newest `keep`. Answers, per message, whether it was new.
+/// what each device holds beyond its newest messages within `limits` (count, then bytes).
+/// Answers, per message, whether it was new.
 pub(crate) async fn store(
     conn: &mut AnyConnection,
     messages: &[NewMessage],
-    keep: u64,
+    limits: MessageLimits,
 ) -> Result<Result<Written, StoreError>, sqlx::Error> {
     let mut fresh = Vec::with_capacity(messages.len());
     for m in messages {
         let row = sqlx::query(
-            "INSERT INTO device_messages (device, msg, command, body, sent_at, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device, msg) DO NOTHING RETURNING id",
+            "INSERT INTO device_messages (device, msg, command, body, sent_at, received_at, bytes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (device, msg) DO NOTHING RETURNING id",
         )
         .bind(&m.device)
         .bind(&m.msg)
@@ -30,6 +31,7 @@ pub(crate) async fn store(
         .bind(m.body.as_deref())
         .bind(ms(m.sent_at))
         .bind(ms(m.received_at))
+        .bind(i64::try_from(m.bytes()).unwrap_or(i64::MAX))
         .fetch_optional(&mut *conn)
         .await?;
         fresh.push(row.is_some());
@@ -37,7 +39,8 @@ pub(crate) async fn store(
     let mut devices: Vec<&str> = messages.iter().map(|m| m.device.as_str()).collect();
     devices.sort_unstable();
     devices.dedup();
-    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    let keep = i64::try_from(limits.max_messages).unwrap_or(i64::MAX);
+    let max_bytes = i64::try_from(limits.max_bytes).unwrap_or(i64::MAX);
     for device in devices {
         sqlx::query(
             "DELETE FROM device_messages WHERE device = $1 AND id <= \
@@ -45,6 +48,17 @@ pub(crate) async fn store(
         )
         .bind(device)
         .bind(keep)
+        .execute(&mut *conn)
+        .await?;
+        // The newest message whose running total (newest first) passes the bytes bound goes,
+        // with every older one.
+        sqlx::query(
+            "DELETE FROM device_messages WHERE device = $1 AND id <= \
+             (SELECT MAX(id) FROM (SELECT id, SUM(bytes) OVER (ORDER BY id DESC) AS total \
+              FROM device_messages WHERE device = $1) AS newest_first WHERE total > $2)",
+        )
+        .bind(device)
+        .bind(max_bytes)
         .execute(&mut *conn)
         .await?;
     }

@@ -416,6 +416,22 @@ pub struct NewMessage {
     pub received_at: DateTime<Utc>,
 }
 
+/// How much of its outbox messages the server keeps per device: the newest, within both bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageLimits {
+    /// Messages.
+    pub max_messages: u64,
+    /// Bytes (id, command name and body).
+    pub max_bytes: u64,
+}
+
+impl NewMessage {
+    /// The bytes it counts against [`MessageLimits::max_bytes`].
+    pub fn bytes(&self) -> u64 {
+        (self.msg.len() + self.command.len() + self.body.as_ref().map_or(0, String::len)) as u64
+    }
+}
+
 /// A stored device message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {

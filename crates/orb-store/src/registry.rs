@@ -80,7 +80,7 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::Undelivered(id) => crate::queue::undelivered(conn, *id).await,
         Write::Dequeue { id, at, answered } => crate::queue::dequeue(conn, *id, *at, *answered).await,
         Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
-        Write::StoreMessages { messages, keep } => crate::messages::store(conn, messages, *keep).await,
+        Write::StoreMessages { messages, limits } => crate::messages::store(conn, messages, *limits).await,
     }
 }
 

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use crate::backend::Pools;
 use crate::writer::{self, Op, Write, Written};
 use crate::{
-    Device, Enqueued, JobRecord, NewDevice, NewMessage, NewQueued, QueueCounts, QueueLimits, Queued, Recorder, Store,
-    StoreError, StoredMessage, TargetRecord, query,
+    Device, Enqueued, JobRecord, MessageLimits, NewDevice, NewMessage, NewQueued, QueueCounts, QueueLimits, Queued,
+    Recorder, Store, StoreError, StoredMessage, TargetRecord, query,
 };
 
 /// A store over SQLite or PostgreSQL.
@@ -167,8 +167,8 @@ impl Store for SqlStore {
         self.write_count(Write::Delivered { id, at, again }).await
     }
 
-    async fn store_messages(&self, messages: Vec<NewMessage>, keep: u64) -> Result<Vec<bool>, StoreError> {
-        match self.write(Write::StoreMessages { messages, keep }).await? {
+    async fn store_messages(&self, messages: Vec<NewMessage>, limits: MessageLimits) -> Result<Vec<bool>, StoreError> {
+        match self.write(Write::StoreMessages { messages, limits }).await? {
             Written::Stored(fresh) => Ok(fresh),
             other => Err(unexpected(&other)),
         }

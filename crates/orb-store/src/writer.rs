@@ -107,7 +107,7 @@ pub(crate) enum Write {
     /// Messages from devices' outboxes (`messages.rs`).
     StoreMessages {
         messages: Vec<crate::NewMessage>,
-        keep: u64,
+        limits: crate::MessageLimits,
     },
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use orb_io::handler::{self, Context};
 use orb_proto::{ErrorBody, ErrorCode};
-use orb_store::NewMessage;
+use orb_store::{MessageLimits, NewMessage};
 use tokio_util::sync::CancellationToken;
 
 use super::{Action, Broker, check_args, check_command_name};
@@ -71,7 +71,11 @@ impl Broker {
         if accepted.is_empty() {
             return answers;
         }
-        let keep = self.limits().max_messages_per_device as u64;
+        let limits = self.limits();
+        let keep = MessageLimits {
+            max_messages: limits.max_messages_per_device as u64,
+            max_bytes: limits.max_message_bytes_per_device as u64,
+        };
         let fresh = match self.registry().store().store_messages(accepted, keep).await {
             Ok(fresh) => fresh,
             Err(e) => {

@@ -95,6 +95,8 @@ pub struct LimitsSection {
     pub max_queued_bytes_per_device: u64,
     /// Outbox messages kept per device.
     pub max_messages_per_device: u64,
+    /// Bytes of outbox messages kept per device.
+    pub max_message_bytes_per_device: u64,
 }
 
 impl Default for LimitsSection {
@@ -121,6 +123,7 @@ impl Default for LimitsSection {
             max_queued_per_device: l.max_queued_per_device as u64,
             max_queued_bytes_per_device: l.max_queued_bytes_per_device as u64,
             max_messages_per_device: l.max_messages_per_device as u64,
+            max_message_bytes_per_device: l.max_message_bytes_per_device as u64,
         }
     }
 }
@@ -278,6 +281,12 @@ impl ServerFile {
                 MAX_SIZE,
             ),
             max_messages_per_device: p.size("limits.max_messages_per_device", l.max_messages_per_device, 1, MAX_COUNT),
+            max_message_bytes_per_device: p.size(
+                "limits.max_message_bytes_per_device",
+                l.max_message_bytes_per_device,
+                1024,
+                MAX_SIZE,
+            ),
             ..Limits::default()
         };
         for (key, d) in [

@@ -190,6 +190,9 @@ pub struct Limits {
     /// Messages from its outbox the server keeps per device (the newest; older ones are
     /// deleted as new ones arrive, and a resend of a deleted one would be stored again).
     pub max_messages_per_device: usize,
+    /// Bytes (id, command name, body) of outbox messages the server keeps per device (the
+    /// newest within it).
+    pub max_message_bytes_per_device: usize,
 }
 
 impl Default for Limits {
@@ -215,6 +218,7 @@ impl Default for Limits {
             max_queued_per_device: 1000,
             max_queued_bytes_per_device: 16 * 1024 * 1024,
             max_messages_per_device: 10_000,
+            max_message_bytes_per_device: 16 * 1024 * 1024,
         }
     }
 }

@@ -236,7 +236,7 @@ pub async fn cancelling_a_job_drops_its_waiting_held_commands(h: &Harness) {
 /// Device messages are stored once per (device, msg), in order, survive a restart, and each
 /// device keeps its newest `keep`.
 pub async fn device_messages_are_stored_once_and_trimmed(h: &Harness) {
-    use crate::NewMessage;
+    use crate::{MessageLimits, NewMessage};
     let msg = |device: &str, id: &str| NewMessage {
         device: device.to_owned(),
         msg: id.to_owned(),
@@ -245,19 +245,27 @@ pub async fn device_messages_are_stored_once_and_trimmed(h: &Harness) {
         sent_at: t(1_000),
         received_at: t(2_000),
     };
+    let three = MessageLimits { max_messages: 3, max_bytes: 1 << 20 };
     let s = h.store();
     let fresh =
-        s.store_messages(vec![msg("a", "m1"), msg("a", "m2"), msg("b", "m1"), msg("a", "m1")], 3).await.unwrap();
+        s.store_messages(vec![msg("a", "m1"), msg("a", "m2"), msg("b", "m1"), msg("a", "m1")], three).await.unwrap();
     assert_eq!(fresh, [true, true, true, false], "a resend in the same batch is a duplicate");
-    assert_eq!(s.store_messages(vec![msg("a", "m2"), msg("a", "m3")], 3).await.unwrap(), [false, true]);
+    assert_eq!(s.store_messages(vec![msg("a", "m2"), msg("a", "m3")], three).await.unwrap(), [false, true]);
     let s = h.reopen().await;
     let stored: Vec<String> = s.messages_for("a", 10).await.unwrap().into_iter().map(|m| m.message.msg).collect();
     assert_eq!(stored, ["m1", "m2", "m3"], "oldest first, each once");
     assert_eq!(s.messages_for("a", 10).await.unwrap()[0].message, msg("a", "m1"));
-    assert_eq!(s.store_messages(vec![msg("a", "m4")], 3).await.unwrap(), [true]);
+    assert_eq!(s.store_messages(vec![msg("a", "m4")], three).await.unwrap(), [true]);
     let stored: Vec<String> = s.messages_for("a", 10).await.unwrap().into_iter().map(|m| m.message.msg).collect();
     assert_eq!(stored, ["m2", "m3", "m4"], "the newest 3 are kept");
     let newest: Vec<String> = s.messages_for("a", 2).await.unwrap().into_iter().map(|m| m.message.msg).collect();
     assert_eq!(newest, ["m3", "m4"]);
     assert_eq!(s.messages_for("b", 10).await.unwrap().len(), 1, "another device is not trimmed");
+    // Bytes: room for two messages of this size, not three.
+    let size = msg("c", "m1").bytes();
+    let two = MessageLimits { max_messages: 100, max_bytes: 2 * size + size / 2 };
+    let fresh = s.store_messages(vec![msg("c", "m1"), msg("c", "m2"), msg("c", "m3")], two).await.unwrap();
+    assert_eq!(fresh, [true, true, true]);
+    let stored: Vec<String> = s.messages_for("c", 10).await.unwrap().into_iter().map(|m| m.message.msg).collect();
+    assert_eq!(stored, ["m2", "m3"], "the newest within the bytes bound are kept");
 }
