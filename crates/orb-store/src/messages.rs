@@ -2,7 +2,6 @@
 //! per (device, msg) and trims each device to its newest `keep`, and the read of a device's
 //! newest ones.
 
-use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
@@ -84,10 +83,7 @@ pub(crate) async fn newest(pool: &AnyPool, device: &str, limit: u32) -> Result<V
 /// A stored message, or `None` (logged) when its row cannot be read.
 fn message(row: &AnyRow) -> Option<StoredMessage> {
     let read = || -> Result<StoredMessage, sqlx::Error> {
-        let time = |col: &str| -> Result<DateTime<Utc>, sqlx::Error> {
-            let v: i64 = row.try_get(col)?;
-            DateTime::from_timestamp_millis(v).ok_or_else(|| sqlx::Error::Decode(format!("{col} out of range").into()))
-        };
+        let time = |col: &str| crate::rows::time_column(row, col);
         Ok(StoredMessage {
             id: row.try_get("id")?,
             message: NewMessage {

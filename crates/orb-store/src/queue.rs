@@ -349,10 +349,7 @@ fn non_negative(row: &AnyRow, col: &str) -> Result<u64, sqlx::Error> {
 /// the read of a queue.
 fn queued(row: &AnyRow) -> Option<Queued> {
     let read = || -> Result<Queued, sqlx::Error> {
-        let time = |col: &str| -> Result<DateTime<Utc>, sqlx::Error> {
-            let v: i64 = row.try_get(col)?;
-            DateTime::from_timestamp_millis(v).ok_or_else(|| sqlx::Error::Decode(format!("{col} out of range").into()))
-        };
+        let time = |col: &str| crate::rows::time_column(row, col);
         let delivered_at: Option<i64> = row.try_get("delivered_at")?;
         Ok(Queued {
             id: row.try_get("id")?,

@@ -31,6 +31,12 @@ pub(crate) fn ms(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
 
+/// A time column (Unix milliseconds) that must hold a time.
+pub(crate) fn time_column(row: &AnyRow, col: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    let v: i64 = row.try_get(col)?;
+    DateTime::from_timestamp_millis(v).ok_or_else(|| sqlx::Error::Decode(format!("{col} out of range").into()))
+}
+
 /// A string map as stored: JSON text.
 pub(crate) fn map_json(map: &BTreeMap<String, String>) -> String {
     serde_json::to_string(map).expect("a map of strings always serializes")
