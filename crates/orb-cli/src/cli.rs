@@ -64,6 +64,14 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(hide = true)]
     BenchSwarm(crate::bench::swarm::SwarmArgs),
+    /// Check durability: SIGKILL the server and agents at random, then verify nothing was lost, run twice or reordered.
+    #[cfg(feature = "server")]
+    #[command(after_help = crate::help::CRASHCHECK)]
+    Crashcheck(crate::crashcheck::CrashArgs),
+    /// The agent `orb crashcheck` starts and kills (started by it; not for direct use).
+    #[cfg(feature = "server")]
+    #[command(hide = true)]
+    CrashcheckAgent(crate::crashcheck::agent::CrashAgentArgs),
     /// Print version information (`--json`: protocol version and features too).
     #[command(after_help = crate::help::VERSION)]
     Version {

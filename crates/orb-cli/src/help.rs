@@ -320,6 +320,20 @@ pub const BENCH_HELD: &str = "\
 Examples:
   orb bench held --devices 10000 --trials 5   # held commands committed per second";
 
+/// `orb crashcheck`.
+#[cfg(feature = "server")]
+pub const CRASHCHECK: &str = "\
+Starts `orb serve` and several agents as processes in a temporary folder, submits numbered
+commands with a TTL while the agents send numbered events through their outboxes, SIGKILLs the
+server and agents at moments drawn from a seed, and checks what the processes recorded: 0 lost,
+0 executed twice, 0 reordered, 0 unexpected (interrupted commands are counted). Exit 0 when it
+passed, 1 when it found an anomaly (the folder is then kept).
+
+Examples:
+  orb crashcheck                              # 5 kill cycles, 2000 commands, 2000 events
+  ORB_CRASH_SEED=42 orb crashcheck            # replay a kill schedule
+  orb crashcheck --long --json                # 30 cycles, 20000 commands, 20000 events";
+
 /// `orb version`.
 pub const VERSION: &str = "\
 Examples:

@@ -21,6 +21,8 @@ mod cli;
 mod config;
 mod connect;
 mod context;
+#[cfg(feature = "server")]
+mod crashcheck;
 mod credentials;
 #[cfg(feature = "server")]
 mod demo;
@@ -120,6 +122,13 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
             client_logging()?;
             bench::swarm::run(args).await
         }
+        #[cfg(feature = "server")]
+        cli::Command::Crashcheck(args) => {
+            client_logging()?;
+            crashcheck::run(args).await
+        }
+        #[cfg(feature = "server")]
+        cli::Command::CrashcheckAgent(args) => crashcheck::agent::run(args).await,
         cli::Command::Version { json } => Ok(meta::version(json)),
         cli::Command::Completions { shell } => Ok(meta::completions(shell)),
         cli::Command::Man(args) => man::run(args),

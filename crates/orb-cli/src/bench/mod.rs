@@ -6,7 +6,7 @@
 mod fanout;
 mod held;
 mod idle;
-mod proc;
+pub mod proc;
 mod rr;
 mod stats;
 mod storm;

@@ -61,6 +61,11 @@ impl ChildGuard {
         }
     }
 
+    /// The exit status, when the process has ended by itself.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Kills the process at once (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         self.stdin = None;
