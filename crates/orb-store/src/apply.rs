@@ -130,8 +130,11 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
 const SETTLED_COLUMNS: usize = 8;
 
 /// On-time outcomes in bulk (one statement per [`TARGET_CHUNK`]); late ones (rare) one by one.
-async fn targets_settled(conn: &mut AnyConnection, outcomes: &[TargetOutcome]) -> Result<(), sqlx::Error> {
-    let (late, on_time): (Vec<&TargetOutcome>, Vec<&TargetOutcome>) = outcomes.iter().partition(|o| o.late);
+pub(crate) async fn targets_settled<'a>(
+    conn: &mut AnyConnection,
+    outcomes: impl IntoIterator<Item = &'a TargetOutcome>,
+) -> Result<(), sqlx::Error> {
+    let (late, on_time): (Vec<&TargetOutcome>, Vec<&TargetOutcome>) = outcomes.into_iter().partition(|o| o.late);
     for chunk in on_time.chunks(TARGET_CHUNK) {
         on_time_chunk(conn, chunk).await?;
     }

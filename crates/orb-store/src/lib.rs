@@ -51,8 +51,8 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    Connection, Device, Enqueued, JobEnd, JobRecord, LateAnswer, MessageLimits, NewDevice, NewJob, NewMessage,
-    NewQueued, NewTarget, QueueCounts, QueueLimits, Queued, Record, Recorder, StoredMessage, TargetOutcome,
+    Connection, Device, Enqueued, HeldOutcome, JobEnd, JobRecord, LateAnswer, MessageLimits, NewDevice, NewJob,
+    NewMessage, NewQueued, NewTarget, QueueCounts, QueueLimits, Queued, Record, Recorder, StoredMessage, TargetOutcome,
     TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
@@ -203,10 +203,16 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back a claim whose command never reached the device; false when there was none.
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError>;
 
-    /// Forgets command `id` (record its outcome first), counts it in its device's
-    /// `acknowledged` when the device `answered` it, and ends its job when it was the last one
-    /// held and the job's live part is over; false when it was not held.
-    async fn dequeue(&self, id: i64, answered: bool) -> Result<bool, StoreError>;
+    /// Claims the waiting commands `ids` for their first delivery at `at`, in one commit:
+    /// answers `(id, attempt)` for each one claimed; one settled, expired (its TTL passed by
+    /// `at`) or claimed already is left out — do not send it.
+    async fn claim(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<(i64, u64)>, StoreError>;
+
+    /// Settles held commands in one commit: records each outcome as its target's (replacing
+    /// `queued`), forgets the command, counts it in its device's `acknowledged` when the device
+    /// answered it, and ends its job when it was the last one held and the job's live part is
+    /// over. Per command, in order: whether it was still held.
+    async fn settle_held(&self, settled: Vec<HeldOutcome>) -> Result<Vec<bool>, StoreError>;
 
     /// Removes and returns at most `limit` held commands that are over, their targets' statuses
     /// written in the same transaction: waiting ones whose TTL passed by `now` (`expired`), and

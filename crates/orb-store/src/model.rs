@@ -379,6 +379,17 @@ pub struct QueueLimits {
     pub max_bytes: u64,
 }
 
+/// A held command's outcome, for [`crate::Store::settle_held`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldOutcome {
+    /// The held command.
+    pub id: i64,
+    /// Its target's outcome.
+    pub outcome: TargetOutcome,
+    /// Whether the device answered it (counted in the device's `acknowledged`).
+    pub answered: bool,
+}
+
 /// What became of one command handed to [`crate::Store::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Enqueued {

@@ -196,30 +196,101 @@ pub(crate) async fn undelivered(conn: &mut AnyConnection, id: i64) -> Result<Ans
     Ok(Ok(Written::Count(1)))
 }
 
-/// Forgets command `id` (its outcome was recorded before, in the writer's order), counts it as
-/// acknowledged by its device when the device `answered`, and ends its job when it was the last
-/// one held and the job's live part is over; `Count(1)` when it was held, `Count(0)` when not.
-pub(crate) async fn dequeue(
-    conn: &mut AnyConnection,
-    id: i64,
-    at: DateTime<Utc>,
-    answered: bool,
-) -> Result<Answer, sqlx::Error> {
-    let row = sqlx::query("DELETE FROM queued_commands WHERE id = $1 RETURNING job_id, device")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(row) = row else { return Ok(Ok(Written::Count(0))) };
-    let job: String = row.try_get("job_id")?;
-    if answered {
-        let device: String = row.try_get("device")?;
-        sqlx::query("UPDATE devices SET acknowledged = acknowledged + 1 WHERE id = $1")
-            .bind(&device)
-            .execute(&mut *conn)
-            .await?;
+/// Claims the waiting commands `ids` for their first delivery at `at` (those not settled,
+/// expired or claimed already), a few statements per 500, and counts them in their devices'
+/// `delivered`: answers `(id, attempt)` for each one claimed.
+pub(crate) async fn claim(conn: &mut AnyConnection, ids: &[i64], at: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
+    let style = Placeholders::of(conn);
+    let mut claimed = Vec::with_capacity(ids.len());
+    let mut devices: Vec<String> = Vec::with_capacity(ids.len());
+    // `at` is an integer the server computed: written into the statement, so the list's
+    // placeholders number from 1 in both styles.
+    let at = ms(at);
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "UPDATE queued_commands SET attempts = attempts + 1, delivered_at = {at} \
+             WHERE id IN ({}) AND delivered_at IS NULL AND expires_at > {at} RETURNING id, attempts, device",
+            style.list(chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            claimed.push((row.try_get::<i64, _>("id")?, non_negative(&row, "attempts")?));
+            devices.push(row.try_get("device")?);
+        }
     }
-    crate::apply::held_settled(conn, &job, at).await?;
-    Ok(Ok(Written::Count(1)))
+    count_per_device(conn, style, "delivered", &devices).await?;
+    Ok(Ok(Written::Claimed(claimed)))
+}
+
+/// Settles held commands: records their outcomes as their targets' (replacing `queued`),
+/// deletes them, counts the answered ones in their devices' `acknowledged`, and ends each job
+/// whose last held command this was (and whose live part is over). Answers, per command,
+/// whether it was still held.
+pub(crate) async fn settle_held(
+    conn: &mut AnyConnection,
+    settled: &[crate::HeldOutcome],
+    at: DateTime<Utc>,
+) -> Result<Answer, sqlx::Error> {
+    crate::apply::targets_settled(conn, settled.iter().map(|h| &h.outcome)).await?;
+    let style = Placeholders::of(conn);
+    let mut removed: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    for chunk in settled.chunks(CHUNK) {
+        let sql = format!(
+            "DELETE FROM queued_commands WHERE id IN ({}) RETURNING id, job_id, device",
+            style.list(chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for h in chunk {
+            query = query.bind(h.id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            removed.insert(row.try_get("id")?, (row.try_get("job_id")?, row.try_get("device")?));
+        }
+    }
+    let answered: Vec<String> = settled
+        .iter()
+        .filter(|h| h.answered)
+        .filter_map(|h| removed.get(&h.id).map(|(_, device)| device.clone()))
+        .collect();
+    count_per_device(conn, style, "acknowledged", &answered).await?;
+    let jobs: BTreeSet<&str> = removed.values().map(|(job, _)| job.as_str()).collect();
+    for job in jobs {
+        crate::apply::held_settled(conn, job, at).await?;
+    }
+    Ok(Ok(Written::Stored(settled.iter().map(|h| removed.contains_key(&h.id)).collect())))
+}
+
+/// Adds to the `counter` column of each device in `devices` how often it appears there, a
+/// statement per 500 devices that share a count (almost always one count: 1).
+async fn count_per_device(
+    conn: &mut AnyConnection,
+    style: Placeholders,
+    counter: &'static str,
+    devices: &[String],
+) -> Result<(), sqlx::Error> {
+    let mut per_device: BTreeMap<&str, i64> = BTreeMap::new();
+    for d in devices {
+        *per_device.entry(d.as_str()).or_insert(0) += 1;
+    }
+    let mut by_count: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
+    for (device, n) in per_device {
+        by_count.entry(n).or_default().push(device);
+    }
+    for (n, devices) in by_count {
+        for chunk in devices.chunks(CHUNK) {
+            let sql =
+                format!("UPDATE devices SET {counter} = {counter} + {n} WHERE id IN ({})", style.list(chunk.len()));
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                query = query.bind(*d);
+            }
+            query.execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes, in one transaction with their targets' statuses and their jobs' ends, at most

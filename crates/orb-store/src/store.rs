@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::HeldOutcome;
 use crate::backend::Pools;
 use crate::writer::{self, Op, Write, Written};
 use crate::{
@@ -183,8 +184,24 @@ impl Store for SqlStore {
         Ok(self.write_count(Write::Undelivered(id)).await? > 0)
     }
 
-    async fn dequeue(&self, id: i64, answered: bool) -> Result<bool, StoreError> {
-        Ok(self.write_count(Write::Dequeue { id, at: Utc::now(), answered }).await? > 0)
+    async fn claim(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<(i64, u64)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.write(Write::Claim { ids, at }).await? {
+            Written::Claimed(claimed) => Ok(claimed),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn settle_held(&self, settled: Vec<HeldOutcome>) -> Result<Vec<bool>, StoreError> {
+        if settled.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.write(Write::SettleHeld { settled, at: Utc::now() }).await? {
+            Written::Stored(held) => Ok(held),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn expire_queued(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Queued>, StoreError> {

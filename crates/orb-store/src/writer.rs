@@ -93,11 +93,15 @@ pub(crate) enum Write {
     },
     /// A claim given back (the command never reached the device).
     Undelivered(i64),
-    /// A held command settled.
-    Dequeue {
-        id: i64,
+    /// Waiting held commands claimed for their first delivery.
+    Claim {
+        ids: Vec<i64>,
         at: DateTime<Utc>,
-        answered: bool,
+    },
+    /// Held commands settled: their outcomes recorded, the commands forgotten.
+    SettleHeld {
+        settled: Vec<crate::HeldOutcome>,
+        at: DateTime<Utc>,
     },
     /// Held commands that are over (TTL passed, or an answer that cannot come any more).
     ExpireQueued {
@@ -126,7 +130,8 @@ impl Write {
             Write::Enqueue { .. } => "enqueue",
             Write::Delivered { .. } => "delivered",
             Write::Undelivered(_) => "undelivered",
-            Write::Dequeue { .. } => "dequeue",
+            Write::Claim { .. } => "claim",
+            Write::SettleHeld { .. } => "settle_held",
             Write::ExpireQueued { .. } => "expire_queued",
             Write::StoreMessages { .. } => "store_messages",
         }
@@ -146,7 +151,8 @@ impl Write {
             | Write::Enqueue { .. }
             | Write::Delivered { .. }
             | Write::Undelivered(_)
-            | Write::Dequeue { .. }
+            | Write::Claim { .. }
+            | Write::SettleHeld { .. }
             | Write::ExpireQueued { .. }
             | Write::StoreMessages { .. } => None,
         }
@@ -185,8 +191,10 @@ pub(crate) enum Written {
     Enqueued(Vec<crate::Enqueued>),
     /// Held commands removed.
     Queued(Vec<crate::Queued>),
-    /// Per stored message, whether it was new.
+    /// Per stored message, whether it was new; per settled held command, whether it was held.
     Stored(Vec<bool>),
+    /// Held commands claimed, with their attempt numbers.
+    Claimed(Vec<(i64, u64)>),
 }
 
 /// Starts the writer on `pool`; it runs until it receives [`Op::Close`] or every sender is gone.

@@ -13,18 +13,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
-use orb_store::{Queued, Record, StoreError, TargetOutcome};
+use orb_store::{HeldOutcome, Queued, StoreError, TargetOutcome};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Broker;
-use crate::jobs::Outcome;
+use crate::jobs::{HeldNotice, Outcome};
 use crate::router::correlation::{PendingRequest, Reply, ReplySink};
 
 /// Held commands read from the store at a time.
 const BATCH: u32 = 256;
 /// Reads of a device's queue one delivery loop makes at most (a bound, far above any queue).
 const MAX_ROUNDS: usize = 1 << 16;
+/// Newly held commands claimed in one commit at most.
+const CLAIM_BATCH: usize = 4096;
 /// Held commands the sweep ends at a time.
 const EXPIRE_BATCH: u32 = 1000;
 
@@ -52,6 +54,19 @@ impl Delivering {
     pub(crate) fn hold(&self, device: DeviceId) {
         self.lock().held.insert(device);
     }
+
+    /// Marks `device` as having held commands and a delivery loop, if it had neither: then
+    /// the command just held for it is the only one (anything held later triggers the loop
+    /// again), and the caller must run the loop.
+    fn reserve(&self, device: &DeviceId) -> bool {
+        let mut st = self.lock();
+        if st.held.contains(device) || st.running.contains_key(device) {
+            return false;
+        }
+        st.held.insert(device.clone());
+        st.running.insert(device.clone(), false);
+        true
+    }
 }
 
 /// Starts a delivery loop for `device`, unless nothing is held for it, or one runs (then that
@@ -68,21 +83,26 @@ pub(crate) fn start(broker: &Broker, device: DeviceId) {
         }
         st.running.insert(device.clone(), false);
     }
-    broker.0.tracker.spawn(deliver(broker.clone(), device));
+    broker.0.tracker.spawn(deliver(broker.clone(), device, None));
 }
 
-/// Delivers `device`'s held commands, one at a time, while it stays connected; reads its queue
+/// Delivers `device`'s held commands, one at a time, while it stays connected: first `claimed`
+/// (the only one held, claimed already) when given, else what its queue holds; reads its queue
 /// once more when triggered meanwhile.
-async fn deliver(broker: Broker, device: DeviceId) {
+async fn deliver(broker: Broker, device: DeviceId, mut claimed: Option<(Queued, u64)>) {
     loop {
-        let emptied = deliver_pass(&broker, &device).await;
+        let emptied = match claimed.take() {
+            Some((q, attempt)) => matches!(deliver_one(&broker, &device, &q, Some(attempt)).await, Step::Next),
+            None => deliver_pass(&broker, &device).await,
+        };
         let mut st = broker.0.delivering.lock();
-        if emptied {
-            st.held.remove(&device);
-        }
         match st.running.get_mut(&device) {
+            // Triggered meanwhile: something more may be held (the trigger marked it so).
             Some(again) if *again => *again = false,
             _ => {
+                if emptied {
+                    st.held.remove(&device);
+                }
                 st.running.remove(&device);
                 return;
             }
@@ -108,54 +128,72 @@ async fn deliver_pass(broker: &Broker, device: &DeviceId) -> bool {
         }
         for q in rows {
             after = q.id;
-            let Some(durable) = broker.sessions().get(device.as_str()).map(|s| s.record.durable) else {
+            if matches!(deliver_one(broker, device, &q, None).await, Step::Stop) {
                 return false;
-            };
-            if q.delivered_at.is_some() && !durable {
-                // Handed over before, its answer lost (a restart, or a session that ended), to
-                // a device without a journal: not run again.
-                let e = ErrorBody::new(
-                    ErrorCode::Interrupted,
-                    "the command was handed to the device, whose answer was lost; it is not run again",
-                );
-                settle(broker, &q, Status::Error, None, Some(e), None).await;
-                continue;
-            }
-            if broker.is_draining() {
-                return false;
-            }
-            match send(broker, device, &q).await {
-                Sent::Skipped => continue,
-                Sent::NotConnected => return false,
-                Sent::Answered(reply, took) => {
-                    let elapsed = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
-                    match reply.answer {
-                        Ok(body) => {
-                            let result = Some(String::from_utf8_lossy(&body).into_owned());
-                            settle(broker, &q, Status::Ok, result, None, elapsed).await;
-                        }
-                        // The server is stopping: the claim stays; after the restart the
-                        // command ends `interrupted` (it may have run).
-                        Err(e) if e.code == ErrorCode::ServerShutdown => return false,
-                        Err(e) if e.code == ErrorCode::Timeout => {
-                            settle(broker, &q, Status::Timeout, None, Some(e), elapsed).await;
-                        }
-                        Err(e) => settle(broker, &q, Status::Error, None, Some(e), elapsed).await,
-                    }
-                }
             }
         }
     }
     false
 }
 
-/// Devices with commands held for them at start (from the store), and every device a command
-/// is held for from then on: one connected now has its held commands delivered at once (it
-/// connected after its job started, before the command was committed). Holds the broker
+/// Whether a delivery loop goes on with the next held command.
+enum Step {
+    Next,
+    Stop,
+}
+
+/// Delivers held command `q` (claiming it first, unless `claimed` gives its attempt) and
+/// settles it with the device's answer; `Stop` when the device is gone or the server stops.
+async fn deliver_one(broker: &Broker, device: &DeviceId, q: &Queued, claimed: Option<u64>) -> Step {
+    let Some(durable) = broker.sessions().get(device.as_str()).map(|s| s.record.durable) else {
+        not_reached(broker, device, q, claimed.is_some()).await;
+        return Step::Stop;
+    };
+    if claimed.is_none() && q.delivered_at.is_some() && !durable {
+        // Handed over before, its answer lost (a restart, or a session that ended), to a device
+        // without a journal: not run again.
+        let e = ErrorBody::new(
+            ErrorCode::Interrupted,
+            "the command was handed to the device, whose answer was lost; it is not run again",
+        );
+        settle(broker, q, Status::Error, None, Some(e), None).await;
+        return Step::Next;
+    }
+    if broker.is_draining() {
+        return Step::Stop;
+    }
+    match send(broker, device, q, claimed).await {
+        Sent::Skipped => Step::Next,
+        Sent::NotConnected => Step::Stop,
+        Sent::Answered(reply, took) => {
+            let elapsed = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+            match reply.answer {
+                Ok(body) => {
+                    let result = Some(String::from_utf8_lossy(&body).into_owned());
+                    settle(broker, q, Status::Ok, result, None, elapsed).await;
+                }
+                // The server is stopping: the claim stays; after the restart the command ends
+                // `interrupted` (it may have run), or is delivered again to a durable device.
+                Err(e) if e.code == ErrorCode::ServerShutdown => return Step::Stop,
+                Err(e) if e.code == ErrorCode::Timeout => {
+                    settle(broker, q, Status::Timeout, None, Some(e), elapsed).await;
+                }
+                Err(e) => settle(broker, q, Status::Error, None, Some(e), elapsed).await,
+            }
+            Step::Next
+        }
+    }
+}
+
+/// Devices with commands held for them at start (from the store), and every command held
+/// from then on: a device connected now has its held commands delivered at once. A command
+/// held for a connected device that has nothing else held and no delivery loop — the common case
+/// of a fan-out with a TTL — is claimed together with the others that arrived with it (one
+/// commit) and handed to a new loop as it is, without reading the queue. Holds the broker
 /// weakly and ends at shutdown.
 pub(crate) async fn newly_held(
     broker: std::sync::Weak<super::Inner>,
-    mut held: tokio::sync::mpsc::UnboundedReceiver<DeviceId>,
+    mut held: tokio::sync::mpsc::UnboundedReceiver<HeldNotice>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     if let Some(inner) = broker.upgrade() {
@@ -172,17 +210,48 @@ pub(crate) async fn newly_held(
             Err(e) => tracing::warn!(error = %e, "cannot read which devices have held commands"),
         }
     }
+    let mut notices = Vec::with_capacity(CLAIM_BATCH);
     loop {
-        let device = tokio::select! {
+        tokio::select! {
             () = shutdown.cancelled() => return,
-            d = held.recv() => match d { Some(d) => d, None => return },
-        };
+            n = held.recv_many(&mut notices, CLAIM_BATCH) => if n == 0 { return },
+        }
         let Some(inner) = broker.upgrade() else { return };
         let broker = Broker(inner);
-        broker.0.delivering.hold(device.clone());
-        if broker.sessions().get(device.as_str()).is_some() {
-            start(&broker, device);
+        let mut alone = Vec::new();
+        for HeldNotice { device, row } in notices.drain(..) {
+            let connected = broker.sessions().get(device.as_str()).is_some();
+            match row {
+                Some(q) if connected && broker.0.delivering.reserve(&device) => alone.push((device, q)),
+                _ => {
+                    broker.0.delivering.hold(device.clone());
+                    if connected {
+                        start(&broker, device);
+                    }
+                }
+            }
         }
+        if !alone.is_empty() {
+            claim_and_deliver(&broker, alone).await;
+        }
+    }
+}
+
+/// Claims the commands of devices reserved by [`Delivering::reserve`] in one commit and starts
+/// each device's loop with its command; one that could not be claimed (settled or claimed
+/// meanwhile, or the store failed) is left to the loop, which reads the queue.
+async fn claim_and_deliver(broker: &Broker, alone: Vec<(DeviceId, Queued)>) {
+    let ids = alone.iter().map(|(_, q)| q.id).collect();
+    let attempts: HashMap<i64, u64> = match broker.registry().store().claim(ids, Utc::now()).await {
+        Ok(claimed) => claimed.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, commands = alone.len(), "cannot claim held commands; reading the queues");
+            HashMap::new()
+        }
+    };
+    for (device, q) in alone {
+        let claimed = attempts.get(&q.id).map(|&attempt| (q, attempt));
+        broker.0.tracker.spawn(deliver(broker.clone(), device, claimed));
     }
 }
 
@@ -196,10 +265,13 @@ enum Sent {
     NotConnected,
 }
 
-/// Claims `q`, hands it to `device`'s session (waiting for room in its queue) and waits for the
-/// answer or the session's end.
-async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
-    let Some(session) = broker.sessions().get(device.as_str()) else { return Sent::NotConnected };
+/// Claims `q` (unless `claimed` gives its attempt), hands it to `device`'s session (waiting for
+/// room in its queue) and waits for the answer or the session's end.
+async fn send(broker: &Broker, device: &DeviceId, q: &Queued, claimed: Option<u64>) -> Sent {
+    let Some(session) = broker.sessions().get(device.as_str()) else {
+        not_reached(broker, device, q, claimed.is_some()).await;
+        return Sent::NotConnected;
+    };
     let store = broker.registry().store();
     let limits = broker.limits();
     let wait = Duration::from_millis(q.command.wait_ms).min(limits.max_deadline).max(Duration::from_millis(1));
@@ -207,13 +279,16 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
     // number is the stored one.
     // A device with a journal gets again what it was handed before (it answers from the
     // journal, never running it twice).
-    let attempt = match store.delivered(q.id, Utc::now(), session.record.durable).await {
-        Ok(attempt) => attempt,
-        Err(StoreError::NotFound(_)) => return Sent::Skipped,
-        Err(e) => {
-            tracing::warn!(job = q.command.job_id, error = %e, "cannot claim a held command");
-            return Sent::NotConnected;
-        }
+    let attempt = match claimed {
+        Some(attempt) => attempt,
+        None => match store.delivered(q.id, Utc::now(), session.record.durable).await {
+            Ok(attempt) => attempt,
+            Err(StoreError::NotFound(_)) => return Sent::Skipped,
+            Err(e) => {
+                tracing::warn!(job = q.command.job_id, error = %e, "cannot claim a held command");
+                return Sent::NotConnected;
+            }
+        },
     };
     let mut env = Envelope::new(Kind::Cmd);
     env.cmd = Some(q.command.command.clone());
@@ -260,11 +335,7 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
     };
     if !queued {
         broker.0.correlations.withdraw_request(&id);
-        // It never reached the device: the claim is given back.
-        if let Err(e) = store.undelivered(q.id).await {
-            tracing::warn!(job = q.command.job_id, error = %e, "cannot give back a held command's claim");
-        }
-        broker.jobs().held_answered(&q.command.job_id, device, Outcome::Queued, None);
+        not_reached(broker, device, q, true).await;
         return Sent::NotConnected;
     }
     tokio::select! {
@@ -285,8 +356,18 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued) -> Sent {
     }
 }
 
-/// Stores a held command's outcome as its target's, forgets the command, and lets the job end
-/// if it was its last one.
+/// Held command `q` did not reach `device` (gone before it was sent): its claim, if it was
+/// `claimed`, is given back, and a job still in its live part tells its requester `queued`.
+async fn not_reached(broker: &Broker, device: &DeviceId, q: &Queued, claimed: bool) {
+    if claimed && let Err(e) = broker.registry().store().undelivered(q.id).await {
+        tracing::warn!(job = q.command.job_id, error = %e, "cannot give back a held command's claim");
+    }
+    broker.jobs().held_answered(&q.command.job_id, device, Outcome::Queued, None);
+}
+
+/// Stores a held command's outcome as its target's and forgets the command in one commit
+/// (shared with other loops' through the [`super::settler::Settler`]), letting the job end if it
+/// was its last one; then tells the job if its live part still runs.
 async fn settle(
     broker: &Broker,
     q: &Queued,
@@ -295,8 +376,6 @@ async fn settle(
     error: Option<ErrorBody>,
     elapsed_ms: Option<u64>,
 ) {
-    let recorder = broker.registry().recorder();
-    let at = Utc::now();
     let job = q.command.job_id.clone();
     let outcome = TargetOutcome {
         job: job.clone(),
@@ -305,16 +384,13 @@ async fn settle(
         result,
         error,
         elapsed_ms,
-        at,
+        at: Utc::now(),
         late: false,
     };
-    // Recorded before the dequeue in the writer's order: the outcome is committed by the time
-    // the command is forgotten (and its job ended when it was the last).
     let told = live_outcome(&outcome);
-    recorder.record(Record::TargetsSettled(vec![outcome])).await;
     let answered = matches!(status, Status::Ok | Status::Error) && elapsed_ms.is_some();
-    if let Err(e) = broker.registry().store().dequeue(q.id, answered).await {
-        tracing::warn!(job, error = %e, "cannot forget a settled held command");
+    if let Err(e) = broker.0.settler.settle(HeldOutcome { id: q.id, outcome, answered }).await {
+        tracing::warn!(job, error = %e, "cannot settle a held command");
     }
     // A job still in its live part tells its requester (its device was connected at the start).
     if let (Some(told), Ok(device)) = (told, DeviceId::new(&q.command.device)) {

@@ -17,6 +17,7 @@ mod messages;
 mod policy;
 mod queries;
 pub mod services;
+mod settler;
 
 pub use messages::{MAX_MESSAGE_ID, MessageSpec, Stored};
 pub use policy::{Action, Policy};
@@ -97,6 +98,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Devices whose held commands are being delivered now.
     delivering: held::Delivering,
+    /// Held commands' outcomes, committed in groups.
+    settler: settler::Settler,
 }
 
 /// What [`Broker::new`] is made of.
@@ -123,6 +126,7 @@ impl Broker {
             held_tx,
             p.tracker.clone(),
         );
+        let settler = settler::Settler::start(Arc::clone(p.registry.store()));
         let broker = Broker(Arc::new(Inner {
             node: p.node,
             registry: p.registry,
@@ -142,6 +146,7 @@ impl Broker {
             drain_deadline: std::sync::Mutex::new(None),
             shutdown: p.shutdown,
             delivering: held::Delivering::default(),
+            settler,
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         broker

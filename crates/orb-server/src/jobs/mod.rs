@@ -15,6 +15,7 @@ mod run;
 mod state;
 
 pub use events::{JobEvent, JobEvents, JobHandle, Settled};
+pub(crate) use run::HeldNotice;
 pub use state::JobState;
 
 use std::sync::Arc;
@@ -97,7 +98,7 @@ pub struct Jobs {
     /// Where commands held for devices go (jobs with a TTL).
     store: Arc<dyn Store>,
     /// Told each device a command was held for (the broker delivers at once if it is connected).
-    held_tx: mpsc::UnboundedSender<DeviceId>,
+    held_tx: mpsc::UnboundedSender<HeldNotice>,
     tracker: TaskTracker,
     stop: CancellationToken,
     readers: Arc<events::Readers>,
@@ -111,7 +112,7 @@ impl Jobs {
         correlations: Arc<Correlations>,
         recorder: Recorder,
         store: Arc<dyn Store>,
-        held_tx: mpsc::UnboundedSender<DeviceId>,
+        held_tx: mpsc::UnboundedSender<HeldNotice>,
         tracker: TaskTracker,
     ) -> Jobs {
         Jobs {

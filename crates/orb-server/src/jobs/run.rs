@@ -9,7 +9,9 @@ use std::time::Duration;
 use chrono::Utc;
 use orb_proto::history::JobPhase;
 use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
-use orb_store::{Enqueued, JobEnd, NewJob, NewQueued, NewTarget, QueueLimits, Record, Recorder, Store, TargetOutcome};
+use orb_store::{
+    Enqueued, JobEnd, NewJob, NewQueued, NewTarget, QueueLimits, Queued, Record, Recorder, Store, TargetOutcome,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -56,7 +58,7 @@ pub(crate) struct JobRun {
     /// Where they are held.
     pub(crate) store: Arc<dyn Store>,
     /// Told each device a command was held for.
-    pub(crate) held_tx: mpsc::UnboundedSender<DeviceId>,
+    pub(crate) held_tx: mpsc::UnboundedSender<HeldNotice>,
     /// The job's place in its requester's quota, shared with the job's reader (released when
     /// both are done).
     pub(crate) _slot: Arc<JobSlot>,
@@ -80,6 +82,15 @@ pub(crate) struct HeldRow {
     /// now, and the outcome comes to the job while it runs (one not connected is `queued` at
     /// once).
     pub(crate) online: bool,
+}
+
+/// Told to the broker for each command a job held: a device connected now gets it delivered.
+pub(crate) struct HeldNotice {
+    /// The device.
+    pub(crate) device: DeviceId,
+    /// For a device connected when the job started: the command as held, so a delivery loop
+    /// can take it without reading the device's queue.
+    pub(crate) row: Option<Queued>,
 }
 
 /// How a job with a TTL holds a command for one of its targets.
@@ -200,29 +211,24 @@ impl JobRun {
         let mut slots = Vec::with_capacity(rows.len());
         let mut commands = Vec::with_capacity(rows.len());
         for row in rows {
-            slots.push((row.slot, row.online));
+            slots.push((row.slot, row.online.then(|| row.command.clone())));
             commands.push(row.command);
         }
-        let outcomes = match self.store.enqueue(commands, limits).await {
-            Ok(outcomes) => outcomes
-                .into_iter()
-                .map(|e| match e {
-                    Enqueued::Queued(_) => Outcome::Queued,
-                    Enqueued::Full(why) => Outcome::Error(ErrorBody::new(ErrorCode::QueueFull, why)),
-                })
-                .collect(),
-            Err(e) => {
-                let error = crate::registry::store_error(e);
-                slots.iter().map(|_| Outcome::Error(error.clone())).collect::<Vec<_>>()
-            }
-        };
-        for ((slot, online), outcome) in slots.into_iter().zip(outcomes) {
-            if matches!(outcome, Outcome::Queued) {
-                let _ = self.held_tx.send(self.devices[slot].clone());
-                if online {
-                    continue;
+        let enqueued = self.store.enqueue(commands, limits).await.map_err(crate::registry::store_error);
+        for (n, (slot, online)) in slots.into_iter().enumerate() {
+            let outcome = match enqueued.as_ref().map(|all| &all[n]) {
+                Ok(Enqueued::Queued(id)) => {
+                    let row = online.map(|command| Queued { id: *id, command, attempts: 0, delivered_at: None });
+                    let connected = row.is_some();
+                    let _ = self.held_tx.send(HeldNotice { device: self.devices[slot].clone(), row });
+                    if connected {
+                        continue;
+                    }
+                    Outcome::Queued
                 }
-            }
+                Ok(Enqueued::Full(why)) => Outcome::Error(ErrorBody::new(ErrorCode::QueueFull, why.clone())),
+                Err(error) => Outcome::Error(error.clone()),
+            };
             if state.settle(slot, outcome.status()) {
                 self.settled(slot, outcome, None, out);
             }

@@ -3,7 +3,7 @@
 //! `conformance_tests!`.
 
 use super::{Harness, t};
-use crate::{Enqueued, NewQueued, QueueCounts, QueueLimits, StoreError};
+use crate::{Enqueued, HeldOutcome, NewQueued, QueueCounts, QueueLimits, StoreError, TargetOutcome};
 
 const ROOMY: QueueLimits = QueueLimits { max_commands: 100, max_bytes: 1 << 20 };
 
@@ -18,6 +18,21 @@ fn held(job: &str, device: &str, expires_ms: i64) -> NewQueued {
         queued_at: t(1_000),
         expires_at: t(expires_ms),
     }
+}
+
+/// Settles held command `id` (of `job`, for `device`) with `ok`, answered by the device.
+fn answered(id: i64, job: &str, device: &str, result: &str) -> HeldOutcome {
+    let outcome = TargetOutcome {
+        job: job.to_owned(),
+        device: device.to_owned(),
+        status: orb_proto::Status::Ok,
+        result: Some(result.to_owned()),
+        error: None,
+        elapsed_ms: Some(5),
+        at: t(2_000),
+        late: false,
+    };
+    HeldOutcome { id, outcome, answered: true }
 }
 
 fn ids(out: &[Enqueued]) -> Vec<i64> {
@@ -93,8 +108,8 @@ pub async fn queue_delivery_and_settling(h: &Harness) {
     // Redelivery to a device with a journal: claimed again, even past the TTL, attempt 2.
     assert_eq!(s.delivered(id, t(9_500), true).await.unwrap(), 2);
     assert_eq!(s.queued_for("a", 10).await.unwrap()[0].delivered_at, Some(t(9_500)));
-    assert!(s.dequeue(id, true).await.unwrap());
-    assert!(!s.dequeue(id, true).await.unwrap(), "settled once");
+    assert_eq!(s.settle_held(vec![answered(id, "j1", "a", "1")]).await.unwrap(), [true]);
+    assert_eq!(s.settle_held(vec![answered(id, "j1", "a", "1")]).await.unwrap(), [false], "settled once");
     // Three claims, one given back: two deliveries, of which one answered.
     let a = s.device("a").await.unwrap().unwrap();
     assert_eq!((a.delivered, a.acknowledged), (2, 1), "{a:?}");
@@ -103,6 +118,45 @@ pub async fn queue_delivery_and_settling(h: &Harness) {
     // A command whose TTL passed is not claimed, even before the sweep removed it.
     let late = ids(&s.enqueue(vec![held("j2", "a", 5_000)], ROOMY).await.unwrap())[0];
     assert!(matches!(s.delivered(late, t(5_000), true).await, Err(StoreError::NotFound(_))));
+}
+
+/// Many waiting commands are claimed in one call, each once; settled together, each once.
+pub async fn queue_claims_and_settles_in_bulk(h: &Harness) {
+    let s = h.store();
+    for d in ["a", "b", "c"] {
+        s.add_device(super::new_device(d)).await.unwrap();
+    }
+    let out = ids(&s
+        .enqueue(
+            vec![held("j1", "a", 9_000), held("j1", "b", 9_000), held("j1", "c", 3_000), held("j2", "a", 9_000)],
+            ROOMY,
+        )
+        .await
+        .unwrap());
+    s.delivered(out[3], t(2_000), false).await.unwrap();
+    // c's TTL passed by 3 s; j2's command for a is claimed already.
+    let claimed = s.claim(out.clone(), t(3_000)).await.unwrap();
+    assert_eq!(claimed, [(out[0], 1), (out[1], 1)]);
+    assert!(s.claim(vec![out[0], out[1]], t(3_000)).await.unwrap().is_empty(), "claimed once");
+    assert!(s.claim(Vec::new(), t(3_000)).await.unwrap().is_empty());
+    let a = s.queued_for("a", 10).await.unwrap();
+    assert_eq!((a[0].attempts, a[0].delivered_at), (1, Some(t(3_000))));
+    assert_eq!(s.device("a").await.unwrap().unwrap().delivered, 2);
+    assert_eq!(s.device("b").await.unwrap().unwrap().delivered, 1);
+
+    let mut unanswered = answered(out[1], "j1", "b", "2");
+    unanswered.answered = false;
+    let held_now =
+        s.settle_held(vec![answered(out[0], "j1", "a", "1"), unanswered, answered(out[3], "j2", "a", "3")]).await;
+    assert_eq!(held_now.unwrap(), [true, true, true]);
+    assert_eq!(s.device("a").await.unwrap().unwrap().acknowledged, 2);
+    assert_eq!(s.device("b").await.unwrap().unwrap().acknowledged, 0, "not answered: not acknowledged");
+    let mut left = Vec::new();
+    for d in ["a", "b", "c"] {
+        left.extend(s.queued_for(d, 10).await.unwrap().iter().map(|q| q.id));
+    }
+    assert_eq!(left, [out[2]], "only the expired one is still there, for the sweep");
+    assert!(s.settle_held(Vec::new()).await.unwrap().is_empty());
 }
 
 /// Expiry removes the commands still waiting whose TTL passed, and those handed over whose
@@ -197,8 +251,7 @@ pub async fn a_job_with_held_commands_ends_when_they_settle(h: &Harness) {
     assert_eq!(s.job("held-1").await.unwrap().0.state, JobPhase::Running);
 
     // The held command is delivered and answered: its outcome replaces `queued`, the job ends.
-    rec.record(Record::TargetsSettled(vec![settled("b", Status::Ok, Some("2"))])).await;
-    assert!(s.dequeue(held_b, true).await.unwrap());
+    assert_eq!(s.settle_held(vec![answered(held_b, "held-1", "b", "2")]).await.unwrap(), [true]);
     let (record, targets) = s.job("held-1").await.unwrap();
     assert_eq!(record.state, JobPhase::Done);
     assert!(record.finished_at.is_some());
