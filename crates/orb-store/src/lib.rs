@@ -179,7 +179,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Holds commands for devices until they connect: each is committed, in order, before this
     /// returns, unless its device's queue would then exceed `limits` (that one is refused, the
-    /// others are stored). One answer per command, in order.
+    /// others are stored); one marked [`NewQueued::handed_over`] is stored claimed for its
+    /// first delivery. One answer per command, in order.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when a command for the same job and device is queued already
@@ -202,11 +203,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives back a claim whose command never reached the device; false when there was none.
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError>;
-
-    /// Claims the waiting commands `ids` for their first delivery at `at`, in one commit:
-    /// answers `(id, attempt)` for each one claimed; one settled, expired (its TTL passed by
-    /// `at`) or claimed already is left out — do not send it.
-    async fn claim(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<(i64, u64)>, StoreError>;
 
     /// Settles held commands in one commit: records each outcome as its target's (replacing
     /// `queued`), forgets the command, counts it in its device's `acknowledged` when the device

@@ -348,6 +348,10 @@ pub struct NewQueued {
     pub queued_at: DateTime<Utc>,
     /// When it expires if not delivered by then.
     pub expires_at: DateTime<Utc>,
+    /// Stored as handed over already (attempt 1, `delivered_at` = `queued_at`, counted in the
+    /// device's `delivered`), in the commit that holds it: for a connected device whose delivery
+    /// loop sends it right after. Read back: whether it has been handed over.
+    pub handed_over: bool,
 }
 
 impl NewQueued {

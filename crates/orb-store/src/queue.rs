@@ -21,7 +21,7 @@ type Answer = Result<Written, StoreError>;
 const COLUMNS: &str =
     "id, job_id, device, command, args, sender, wait_ms, queued_at, expires_at, attempts, delivered_at";
 
-/// Rows per multi-row statement: 9 parameters each, far below SQLite's 32766 and PostgreSQL's
+/// Rows per multi-row statement: 11 parameters each, far below SQLite's 32766 and PostgreSQL's
 /// 65535 parameter limits.
 const CHUNK: usize = 500;
 
@@ -98,9 +98,9 @@ pub(crate) async fn enqueue(
     }
     for chunk in fitting.chunks(CHUNK) {
         let sql = format!(
-            "INSERT INTO queued_commands \
-             (job_id, device, command, args, sender, wait_ms, queued_at, expires_at, bytes) VALUES {}",
-            style.rows(chunk.len(), 9)
+            "INSERT INTO queued_commands (job_id, device, command, args, sender, wait_ms, queued_at, expires_at, \
+             bytes, attempts, delivered_at) VALUES {}",
+            style.rows(chunk.len(), 11)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for c in chunk {
@@ -113,7 +113,9 @@ pub(crate) async fn enqueue(
                 .bind(i64::try_from(c.wait_ms).unwrap_or(i64::MAX))
                 .bind(ms(c.queued_at))
                 .bind(ms(c.expires_at))
-                .bind(i64::try_from(c.bytes()).unwrap_or(i64::MAX));
+                .bind(i64::try_from(c.bytes()).unwrap_or(i64::MAX))
+                .bind(i64::from(c.handed_over))
+                .bind(c.handed_over.then(|| ms(c.queued_at)));
         }
         query.execute(&mut *conn).await?;
         // The targets' status is `queued` from the same commit: a crash after the ack cannot
@@ -130,6 +132,8 @@ pub(crate) async fn enqueue(
         }
         query.execute(&mut *conn).await?;
     }
+    let handed_over: Vec<String> = fitting.iter().filter(|c| c.handed_over).map(|c| c.device.clone()).collect();
+    count_per_device(conn, style, "delivered", &handed_over).await?;
     // Their ids: one command per job and device, so the pair names the row.
     let mut ids: BTreeMap<(String, String), i64> = BTreeMap::new();
     for job in &jobs {
@@ -194,35 +198,6 @@ pub(crate) async fn undelivered(conn: &mut AnyConnection, id: i64) -> Result<Ans
         .execute(&mut *conn)
         .await?;
     Ok(Ok(Written::Count(1)))
-}
-
-/// Claims the waiting commands `ids` for their first delivery at `at` (those not settled,
-/// expired or claimed already), a few statements per 500, and counts them in their devices'
-/// `delivered`: answers `(id, attempt)` for each one claimed.
-pub(crate) async fn claim(conn: &mut AnyConnection, ids: &[i64], at: DateTime<Utc>) -> Result<Answer, sqlx::Error> {
-    let style = Placeholders::of(conn);
-    let mut claimed = Vec::with_capacity(ids.len());
-    let mut devices: Vec<String> = Vec::with_capacity(ids.len());
-    // `at` is an integer the server computed: written into the statement, so the list's
-    // placeholders number from 1 in both styles.
-    let at = ms(at);
-    for chunk in ids.chunks(CHUNK) {
-        let sql = format!(
-            "UPDATE queued_commands SET attempts = attempts + 1, delivered_at = {at} \
-             WHERE id IN ({}) AND delivered_at IS NULL AND expires_at > {at} RETURNING id, attempts, device",
-            style.list(chunk.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            claimed.push((row.try_get::<i64, _>("id")?, non_negative(&row, "attempts")?));
-            devices.push(row.try_get("device")?);
-        }
-    }
-    count_per_device(conn, style, "delivered", &devices).await?;
-    Ok(Ok(Written::Claimed(claimed)))
 }
 
 /// Settles held commands: records their outcomes as their targets' (replacing `queued`),
@@ -433,6 +408,7 @@ fn queued(row: &AnyRow) -> Option<Queued> {
                 wait_ms: non_negative(row, "wait_ms")?,
                 queued_at: time("queued_at")?,
                 expires_at: time("expires_at")?,
+                handed_over: delivered_at.is_some(),
             },
             attempts: non_negative(row, "attempts")?,
             delivered_at: delivered_at.and_then(DateTime::from_timestamp_millis),

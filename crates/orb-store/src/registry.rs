@@ -78,7 +78,6 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::Enqueue { commands, limits } => crate::queue::enqueue(conn, commands, *limits).await,
         Write::Delivered { id, at, again } => crate::queue::delivered(conn, *id, *at, *again).await,
         Write::Undelivered(id) => crate::queue::undelivered(conn, *id).await,
-        Write::Claim { ids, at } => crate::queue::claim(conn, ids, *at).await,
         Write::SettleHeld { settled, at } => crate::queue::settle_held(conn, settled, *at).await,
         Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
         Write::StoreMessages { messages, limits } => crate::messages::store(conn, messages, *limits).await,

@@ -184,16 +184,6 @@ impl Store for SqlStore {
         Ok(self.write_count(Write::Undelivered(id)).await? > 0)
     }
 
-    async fn claim(&self, ids: Vec<i64>, at: DateTime<Utc>) -> Result<Vec<(i64, u64)>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        match self.write(Write::Claim { ids, at }).await? {
-            Written::Claimed(claimed) => Ok(claimed),
-            other => Err(unexpected(&other)),
-        }
-    }
-
     async fn settle_held(&self, settled: Vec<HeldOutcome>) -> Result<Vec<bool>, StoreError> {
         if settled.is_empty() {
             return Ok(Vec::new());

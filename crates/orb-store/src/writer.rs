@@ -93,11 +93,6 @@ pub(crate) enum Write {
     },
     /// A claim given back (the command never reached the device).
     Undelivered(i64),
-    /// Waiting held commands claimed for their first delivery.
-    Claim {
-        ids: Vec<i64>,
-        at: DateTime<Utc>,
-    },
     /// Held commands settled: their outcomes recorded, the commands forgotten.
     SettleHeld {
         settled: Vec<crate::HeldOutcome>,
@@ -130,7 +125,6 @@ impl Write {
             Write::Enqueue { .. } => "enqueue",
             Write::Delivered { .. } => "delivered",
             Write::Undelivered(_) => "undelivered",
-            Write::Claim { .. } => "claim",
             Write::SettleHeld { .. } => "settle_held",
             Write::ExpireQueued { .. } => "expire_queued",
             Write::StoreMessages { .. } => "store_messages",
@@ -151,7 +145,6 @@ impl Write {
             | Write::Enqueue { .. }
             | Write::Delivered { .. }
             | Write::Undelivered(_)
-            | Write::Claim { .. }
             | Write::SettleHeld { .. }
             | Write::ExpireQueued { .. }
             | Write::StoreMessages { .. } => None,
@@ -193,8 +186,6 @@ pub(crate) enum Written {
     Queued(Vec<crate::Queued>),
     /// Per stored message, whether it was new; per settled held command, whether it was held.
     Stored(Vec<bool>),
-    /// Held commands claimed, with their attempt numbers.
-    Claimed(Vec<(i64, u64)>),
 }
 
 /// Starts the writer on `pool`; it runs until it receives [`Op::Close`] or every sender is gone.

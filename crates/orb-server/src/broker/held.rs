@@ -25,8 +25,6 @@ use crate::router::correlation::{PendingRequest, Reply, ReplySink};
 const BATCH: u32 = 256;
 /// Reads of a device's queue one delivery loop makes at most (a bound, far above any queue).
 const MAX_ROUNDS: usize = 1 << 16;
-/// Newly held commands claimed in one commit at most.
-const CLAIM_BATCH: usize = 4096;
 /// Held commands the sweep ends at a time.
 const EXPIRE_BATCH: u32 = 1000;
 
@@ -40,6 +38,9 @@ struct DeliveringState {
     /// are held, shrunk when a delivery loop empties a queue): a device not in it connects
     /// without a store read.
     held: HashSet<DeviceId>,
+    /// Whether `held` has been seeded from the store: until then no device is reserved (one
+    /// may have older commands held).
+    seeded: bool,
     /// Devices with a delivery loop running, and whether it must read the queue once more
     /// before it ends (a trigger came while it ran).
     running: HashMap<DeviceId, bool>,
@@ -56,11 +57,12 @@ impl Delivering {
     }
 
     /// Marks `device` as having held commands and a delivery loop, if it had neither: then
-    /// the command just held for it is the only one (anything held later triggers the loop
-    /// again), and the caller must run the loop.
-    fn reserve(&self, device: &DeviceId) -> bool {
+    /// the command about to be held for it will be the only one (anything held later triggers
+    /// the loop again), and the caller must make sure the loop runs ([`HeldNotice::HandedOver`]
+    /// or [`HeldNotice::NotHeld`]).
+    pub(crate) fn reserve(&self, device: &DeviceId) -> bool {
         let mut st = self.lock();
-        if st.held.contains(device) || st.running.contains_key(device) {
+        if !st.seeded || st.held.contains(device) || st.running.contains_key(device) {
             return false;
         }
         st.held.insert(device.clone());
@@ -186,11 +188,10 @@ async fn deliver_one(broker: &Broker, device: &DeviceId, q: &Queued, claimed: Op
 }
 
 /// Devices with commands held for them at start (from the store), and every command held
-/// from then on: a device connected now has its held commands delivered at once. A command
-/// held for a connected device that has nothing else held and no delivery loop — the common case
-/// of a fan-out with a TTL — is claimed together with the others that arrived with it (one
-/// commit) and handed to a new loop as it is, without reading the queue. Holds the broker
-/// weakly and ends at shutdown.
+/// from then on: a device connected now has its held commands delivered at once; one a job
+/// reserved (a connected device with nothing else held — the common case of a fan-out with a
+/// TTL) gets a delivery loop that starts with the command, handed over in the commit that held
+/// it, without reading the queue. Holds the broker weakly and ends at shutdown.
 pub(crate) async fn newly_held(
     broker: std::sync::Weak<super::Inner>,
     mut held: tokio::sync::mpsc::UnboundedReceiver<HeldNotice>,
@@ -206,52 +207,37 @@ pub(crate) async fn newly_held(
                         start(&broker, device);
                     }
                 }
+                // Only now may a job hand a command over directly (no older one is unknown).
+                broker.0.delivering.lock().seeded = true;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read which devices have held commands"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot read which devices have held commands; every held command goes through its queue"
+            ),
         }
     }
-    let mut notices = Vec::with_capacity(CLAIM_BATCH);
     loop {
-        tokio::select! {
+        let notice = tokio::select! {
             () = shutdown.cancelled() => return,
-            n = held.recv_many(&mut notices, CLAIM_BATCH) => if n == 0 { return },
-        }
+            n = held.recv() => match n { Some(n) => n, None => return },
+        };
         let Some(inner) = broker.upgrade() else { return };
         let broker = Broker(inner);
-        let mut alone = Vec::new();
-        for HeldNotice { device, row } in notices.drain(..) {
-            let connected = broker.sessions().get(device.as_str()).is_some();
-            match row {
-                Some(q) if connected && broker.0.delivering.reserve(&device) => alone.push((device, q)),
-                _ => {
-                    broker.0.delivering.hold(device.clone());
-                    if connected {
-                        start(&broker, device);
-                    }
+        match notice {
+            HeldNotice::Held(device) => {
+                broker.0.delivering.hold(device.clone());
+                if broker.sessions().get(device.as_str()).is_some() {
+                    start(&broker, device);
                 }
             }
+            HeldNotice::HandedOver(device, q) => {
+                let attempt = q.attempts;
+                broker.0.tracker.spawn(deliver(broker.clone(), device, Some((q, attempt))));
+            }
+            HeldNotice::NotHeld(device) => {
+                broker.0.tracker.spawn(deliver(broker.clone(), device, None));
+            }
         }
-        if !alone.is_empty() {
-            claim_and_deliver(&broker, alone).await;
-        }
-    }
-}
-
-/// Claims the commands of devices reserved by [`Delivering::reserve`] in one commit and starts
-/// each device's loop with its command; one that could not be claimed (settled or claimed
-/// meanwhile, or the store failed) is left to the loop, which reads the queue.
-async fn claim_and_deliver(broker: &Broker, alone: Vec<(DeviceId, Queued)>) {
-    let ids = alone.iter().map(|(_, q)| q.id).collect();
-    let attempts: HashMap<i64, u64> = match broker.registry().store().claim(ids, Utc::now()).await {
-        Ok(claimed) => claimed.into_iter().collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, commands = alone.len(), "cannot claim held commands; reading the queues");
-            HashMap::new()
-        }
-    };
-    for (device, q) in alone {
-        let claimed = attempts.get(&q.id).map(|&attempt| (q, attempt));
-        broker.0.tracker.spawn(deliver(broker.clone(), device, claimed));
     }
 }
 

@@ -22,6 +22,8 @@ mod settler;
 pub use messages::{MAX_MESSAGE_ID, MessageSpec, Stored};
 pub use policy::{Action, Policy};
 
+pub(crate) use held::Delivering;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -96,8 +98,8 @@ struct Inner {
     drain_deadline: std::sync::Mutex<Option<Instant>>,
     /// Cancelled when the server has stopped serving sessions.
     shutdown: CancellationToken,
-    /// Devices whose held commands are being delivered now.
-    delivering: held::Delivering,
+    /// Devices with held commands, and those whose held commands are being delivered now.
+    delivering: Arc<held::Delivering>,
     /// Held commands' outcomes, committed in groups.
     settler: settler::Settler,
 }
@@ -118,12 +120,14 @@ impl Broker {
     pub(crate) fn new(p: Parts) -> Broker {
         let correlations = Arc::new(Correlations::new(p.node.clone()));
         let (held_tx, held_rx) = mpsc::unbounded_channel();
+        let delivering = Arc::new(held::Delivering::default());
         let jobs = Jobs::new(
             p.node.clone(),
             Arc::clone(&correlations),
             p.registry.recorder().clone(),
             Arc::clone(p.registry.store()),
             held_tx,
+            Arc::clone(&delivering),
             p.tracker.clone(),
         );
         let settler = settler::Settler::start(Arc::clone(p.registry.store()));
@@ -145,7 +149,7 @@ impl Broker {
             draining: AtomicBool::new(false),
             drain_deadline: std::sync::Mutex::new(None),
             shutdown: p.shutdown,
-            delivering: held::Delivering::default(),
+            delivering,
             settler,
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));

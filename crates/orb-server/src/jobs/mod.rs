@@ -16,6 +16,8 @@ mod state;
 
 pub use events::{JobEvent, JobEvents, JobHandle, Settled};
 pub(crate) use run::HeldNotice;
+
+use crate::broker::Delivering;
 pub use state::JobState;
 
 use std::sync::Arc;
@@ -99,6 +101,9 @@ pub struct Jobs {
     store: Arc<dyn Store>,
     /// Told each device a command was held for (the broker delivers at once if it is connected).
     held_tx: mpsc::UnboundedSender<HeldNotice>,
+    /// Which devices have held commands or a delivery loop: a job reserves a connected device
+    /// that has neither, and hands its command over in the commit that holds it.
+    delivering: Arc<Delivering>,
     tracker: TaskTracker,
     stop: CancellationToken,
     readers: Arc<events::Readers>,
@@ -113,6 +118,7 @@ impl Jobs {
         recorder: Recorder,
         store: Arc<dyn Store>,
         held_tx: mpsc::UnboundedSender<HeldNotice>,
+        delivering: Arc<Delivering>,
         tracker: TaskTracker,
     ) -> Jobs {
         Jobs {
@@ -123,6 +129,7 @@ impl Jobs {
             recorder,
             store,
             held_tx,
+            delivering,
             tracker,
             stop: CancellationToken::new(),
             readers: Arc::default(),
@@ -266,6 +273,7 @@ impl Jobs {
                     .ok()
                     .and_then(|d| now.checked_add_signed(d))
                     .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
+                handed_over: false,
             };
             let limits = QueueLimits {
                 max_commands: limits.max_queued_per_device as u64,
@@ -310,6 +318,7 @@ impl Jobs {
             template,
             store: self.store.clone(),
             held_tx: self.held_tx.clone(),
+            delivering: Arc::clone(&self.delivering),
             _slot: slot,
         };
         drop(inbox);

@@ -20,6 +20,7 @@ use super::RunningJobs;
 use super::events::{EventsTx, JobEvent, Settled};
 use super::inbox::{JobMsg, Outcome};
 use super::state::JobState;
+use crate::broker::Delivering;
 use crate::identity::JobSlot;
 use crate::router::correlation::{CorrelationId, Correlations};
 use crate::router::delivery::Outbox;
@@ -59,6 +60,8 @@ pub(crate) struct JobRun {
     pub(crate) store: Arc<dyn Store>,
     /// Told each device a command was held for.
     pub(crate) held_tx: mpsc::UnboundedSender<HeldNotice>,
+    /// Reservations of connected devices' delivery loops (see [`Delivering::reserve`]).
+    pub(crate) delivering: Arc<Delivering>,
     /// The job's place in its requester's quota, shared with the job's reader (released when
     /// both are done).
     pub(crate) _slot: Arc<JobSlot>,
@@ -84,13 +87,16 @@ pub(crate) struct HeldRow {
     pub(crate) online: bool,
 }
 
-/// Told to the broker for each command a job held: a device connected now gets it delivered.
-pub(crate) struct HeldNotice {
-    /// The device.
-    pub(crate) device: DeviceId,
-    /// For a device connected when the job started: the command as held, so a delivery loop
-    /// can take it without reading the device's queue.
-    pub(crate) row: Option<Queued>,
+/// Told to the broker for each command a job held, or meant to.
+pub(crate) enum HeldNotice {
+    /// A command was held for the device: it is delivered at once if the device is connected.
+    Held(DeviceId),
+    /// The device was reserved for this command, which was held as handed over already: the
+    /// device's delivery loop starts with it, without reading the queue.
+    HandedOver(DeviceId, Queued),
+    /// The device was reserved, but its command was not held (refused, or the store failed):
+    /// its delivery loop runs to end the reservation.
+    NotHeld(DeviceId),
 }
 
 /// How a job with a TTL holds a command for one of its targets.
@@ -210,28 +216,50 @@ impl JobRun {
         let Some(limits) = self.template.as_ref().map(|t| t.limits) else { return };
         let mut slots = Vec::with_capacity(rows.len());
         let mut commands = Vec::with_capacity(rows.len());
-        for row in rows {
-            slots.push((row.slot, row.online.then(|| row.command.clone())));
+        for mut row in rows {
+            // A connected device with nothing held and no delivery loop gets its command
+            // handed over in the commit that holds it, and sent right after.
+            row.command.handed_over = row.online && self.delivering.reserve(&self.devices[row.slot]);
+            slots.push((row.slot, row.online, row.command.handed_over.then(|| row.command.clone())));
             commands.push(row.command);
         }
         let enqueued = self.store.enqueue(commands, limits).await.map_err(crate::registry::store_error);
-        for (n, (slot, online)) in slots.into_iter().enumerate() {
+        for (n, (slot, online, handed_over)) in slots.into_iter().enumerate() {
+            let device = self.devices[slot].clone();
             let outcome = match enqueued.as_ref().map(|all| &all[n]) {
                 Ok(Enqueued::Queued(id)) => {
-                    let row = online.map(|command| Queued { id: *id, command, attempts: 0, delivered_at: None });
-                    let connected = row.is_some();
-                    let _ = self.held_tx.send(HeldNotice { device: self.devices[slot].clone(), row });
-                    if connected {
+                    let notice = match handed_over {
+                        Some(command) => {
+                            let q = Queued { id: *id, command, attempts: 1, delivered_at: None };
+                            HeldNotice::HandedOver(device, q)
+                        }
+                        None => HeldNotice::Held(device),
+                    };
+                    let _ = self.held_tx.send(notice);
+                    if online {
                         continue;
                     }
                     Outcome::Queued
                 }
-                Ok(Enqueued::Full(why)) => Outcome::Error(ErrorBody::new(ErrorCode::QueueFull, why.clone())),
-                Err(error) => Outcome::Error(error.clone()),
+                Ok(Enqueued::Full(why)) => {
+                    self.not_held(handed_over.is_some(), device);
+                    Outcome::Error(ErrorBody::new(ErrorCode::QueueFull, why.clone()))
+                }
+                Err(error) => {
+                    self.not_held(handed_over.is_some(), device);
+                    Outcome::Error(error.clone())
+                }
             };
             if state.settle(slot, outcome.status()) {
                 self.settled(slot, outcome, None, out);
             }
+        }
+    }
+
+    /// Ends the reservation of `device` for a command that was not held.
+    fn not_held(&self, reserved: bool, device: DeviceId) {
+        if reserved {
+            let _ = self.held_tx.send(HeldNotice::NotHeld(device));
         }
     }
 

@@ -140,7 +140,7 @@ macro_rules! conformance_tests {
             queue_keeps_order_per_device,
             queue_limits_refuse_per_device,
             queue_delivery_and_settling,
-            queue_claims_and_settles_in_bulk,
+            queue_holds_handed_over_and_settles_in_bulk,
             queue_expiry_takes_what_is_over,
             queue_survives_a_restart,
             device_messages_are_stored_once_and_trimmed,

@@ -17,6 +17,7 @@ fn held(job: &str, device: &str, expires_ms: i64) -> NewQueued {
         wait_ms: 5_000,
         queued_at: t(1_000),
         expires_at: t(expires_ms),
+        handed_over: false,
     }
 }
 
@@ -120,29 +121,26 @@ pub async fn queue_delivery_and_settling(h: &Harness) {
     assert!(matches!(s.delivered(late, t(5_000), true).await, Err(StoreError::NotFound(_))));
 }
 
-/// Many waiting commands are claimed in one call, each once; settled together, each once.
-pub async fn queue_claims_and_settles_in_bulk(h: &Harness) {
+/// Commands held as handed over already (for connected devices) are stored claimed, attempt 1,
+/// in the same commit; many settle together, each once.
+pub async fn queue_holds_handed_over_and_settles_in_bulk(h: &Harness) {
     let s = h.store();
     for d in ["a", "b", "c"] {
         s.add_device(super::new_device(d)).await.unwrap();
     }
+    let handed = |job: &str, device: &str| NewQueued { handed_over: true, ..held(job, device, 9_000) };
     let out = ids(&s
-        .enqueue(
-            vec![held("j1", "a", 9_000), held("j1", "b", 9_000), held("j1", "c", 3_000), held("j2", "a", 9_000)],
-            ROOMY,
-        )
+        .enqueue(vec![handed("j1", "a"), handed("j1", "b"), held("j1", "c", 3_000), held("j2", "a", 9_000)], ROOMY)
         .await
         .unwrap());
-    s.delivered(out[3], t(2_000), false).await.unwrap();
-    // c's TTL passed by 3 s; j2's command for a is claimed already.
-    let claimed = s.claim(out.clone(), t(3_000)).await.unwrap();
-    assert_eq!(claimed, [(out[0], 1), (out[1], 1)]);
-    assert!(s.claim(vec![out[0], out[1]], t(3_000)).await.unwrap().is_empty(), "claimed once");
-    assert!(s.claim(Vec::new(), t(3_000)).await.unwrap().is_empty());
     let a = s.queued_for("a", 10).await.unwrap();
-    assert_eq!((a[0].attempts, a[0].delivered_at), (1, Some(t(3_000))));
-    assert_eq!(s.device("a").await.unwrap().unwrap().delivered, 2);
-    assert_eq!(s.device("b").await.unwrap().unwrap().delivered, 1);
+    assert_eq!((a[0].attempts, a[0].delivered_at, a[0].command.handed_over), (1, Some(t(1_000)), true));
+    assert_eq!((a[1].attempts, a[1].delivered_at, a[1].command.handed_over), (0, None, false));
+    assert!(matches!(s.delivered(out[0], t(2_000), false).await, Err(StoreError::NotFound(_))), "claimed already");
+    assert_eq!(s.device("a").await.unwrap().unwrap().delivered, 1);
+    assert_eq!(s.device("c").await.unwrap().unwrap().delivered, 0);
+    assert_eq!(s.queue_counts().await.unwrap()["b"].in_flight, 1);
+    s.delivered(out[3], t(2_000), false).await.unwrap();
 
     let mut unanswered = answered(out[1], "j1", "b", "2");
     unanswered.answered = false;
@@ -155,7 +153,7 @@ pub async fn queue_claims_and_settles_in_bulk(h: &Harness) {
     for d in ["a", "b", "c"] {
         left.extend(s.queued_for(d, 10).await.unwrap().iter().map(|q| q.id));
     }
-    assert_eq!(left, [out[2]], "only the expired one is still there, for the sweep");
+    assert_eq!(left, [out[2]], "only c's command, never handed over, still waits");
     assert!(s.settle_held(Vec::new()).await.unwrap().is_empty());
 }
 
