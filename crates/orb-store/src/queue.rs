@@ -96,10 +96,13 @@ pub(crate) async fn enqueue(
             out.push(None);
         }
     }
+    // Their ids, as the inserts return them: one command per job and device, so the pair names
+    // the row.
+    let mut ids: BTreeMap<(String, String), i64> = BTreeMap::new();
     for chunk in fitting.chunks(CHUNK) {
         let sql = format!(
             "INSERT INTO queued_commands (job_id, device, command, args, sender, wait_ms, queued_at, expires_at, \
-             bytes, attempts, delivered_at) VALUES {}",
+             bytes, attempts, delivered_at) VALUES {} RETURNING id, job_id, device",
             style.rows(chunk.len(), 11)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -117,7 +120,9 @@ pub(crate) async fn enqueue(
                 .bind(i64::from(c.handed_over))
                 .bind(c.handed_over.then(|| ms(c.queued_at)));
         }
-        query.execute(&mut *conn).await?;
+        for row in query.fetch_all(&mut *conn).await? {
+            ids.insert((row.try_get("job_id")?, row.try_get("device")?), row.try_get("id")?);
+        }
         // The targets' status is `queued` from the same commit: a crash after the ack cannot
         // leave them pending (which recovery would turn into `timeout`).
         let sql = format!(
@@ -134,17 +139,6 @@ pub(crate) async fn enqueue(
     }
     let handed_over: Vec<String> = fitting.iter().filter(|c| c.handed_over).map(|c| c.device.clone()).collect();
     count_per_device(conn, style, "delivered", &handed_over).await?;
-    // Their ids: one command per job and device, so the pair names the row.
-    let mut ids: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for job in &jobs {
-        let rows = sqlx::query("SELECT id, device FROM queued_commands WHERE job_id = $1")
-            .bind(*job)
-            .fetch_all(&mut *conn)
-            .await?;
-        for row in &rows {
-            ids.insert(((*job).to_owned(), row.try_get("device")?), row.try_get("id")?);
-        }
-    }
     let out = out
         .into_iter()
         .zip(commands)
