@@ -6,14 +6,14 @@
 //! it twice); to any other it is not sent again and ends `error` `interrupted`. The job's
 //! stored state turns `done` when its last held command settles.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
-use orb_store::{HeldOutcome, Queued, StoreError, TargetOutcome};
+use orb_store::{HeldOutcome, NewQueued, Queued, StoreError, TargetOutcome};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -34,10 +34,13 @@ pub(crate) struct Delivering(Mutex<DeliveringState>);
 
 #[derive(Default)]
 struct DeliveringState {
-    /// Devices with commands held for them (seeded from the store at start, grown as commands
-    /// are held, shrunk when a delivery loop empties a queue): a device not in it connects
-    /// without a store read.
-    held: HashSet<DeviceId>,
+    /// Devices with commands held for them (seeded from the store at start, marked as commands
+    /// are held, unmarked when a delivery loop empties a queue), each with the number of its
+    /// latest mark: a device not in it connects without a store read, and a loop unmarks a
+    /// device only if nobody marked it since the loop read its queue.
+    held: HashMap<DeviceId, u64>,
+    /// The last mark given.
+    marks: u64,
     /// Whether `held` has been seeded from the store: until then no device is reserved (one
     /// may have older commands held).
     seeded: bool,
@@ -46,28 +49,64 @@ struct DeliveringState {
     running: HashMap<DeviceId, bool>,
 }
 
+impl DeliveringState {
+    fn mark(&mut self, device: DeviceId) {
+        self.marks += 1;
+        self.held.insert(device, self.marks);
+    }
+}
+
 impl Delivering {
     fn lock(&self) -> std::sync::MutexGuard<'_, DeliveringState> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Marks `device` as having held commands.
+    /// Marks `device` as having held commands. A job marks each device it held a command for
+    /// before it is acknowledged, so a later job sees it (and never overtakes that command).
     pub(crate) fn hold(&self, device: DeviceId) {
-        self.lock().held.insert(device);
+        self.lock().mark(device);
     }
 
     /// Marks `device` as having held commands and a delivery loop, if it had neither: then
     /// the command about to be held for it will be the only one (anything held later triggers
-    /// the loop again), and the caller must make sure the loop runs ([`HeldNotice::HandedOver`]
-    /// or [`HeldNotice::NotHeld`]).
+    /// the loop again), and the caller must start the loop ([`HeldNotice::HandedOver`], or
+    /// [`HeldNotice::NotHeld`] when the command was not held).
     pub(crate) fn reserve(&self, device: &DeviceId) -> bool {
         let mut st = self.lock();
-        if !st.seeded || st.held.contains(device) || st.running.contains_key(device) {
+        if !st.seeded || st.held.contains_key(device) || st.running.contains_key(device) {
             return false;
         }
-        st.held.insert(device.clone());
+        st.mark(device.clone());
         st.running.insert(device.clone(), false);
         true
+    }
+}
+
+impl Delivering {
+    /// `device`'s latest mark, read as a delivery pass begins.
+    fn mark_of(&self, device: &DeviceId) -> Option<u64> {
+        self.lock().held.get(device).copied()
+    }
+
+    /// After a delivery pass that began at `mark` and found the queue `emptied`: whether the
+    /// loop goes on (it was triggered meanwhile); else the loop ends, and the device is unmarked
+    /// if its queue was emptied and nobody marked it since the pass began.
+    fn pass_done(&self, device: &DeviceId, mark: Option<u64>, emptied: bool) -> bool {
+        let mut st = self.lock();
+        match st.running.get_mut(device) {
+            // Triggered meanwhile: something more may be held (the trigger marked it so).
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                if emptied && st.held.get(device).copied() == mark {
+                    st.held.remove(device);
+                }
+                st.running.remove(device);
+                false
+            }
+        }
     }
 }
 
@@ -76,7 +115,7 @@ impl Delivering {
 pub(crate) fn start(broker: &Broker, device: DeviceId) {
     {
         let mut st = broker.0.delivering.lock();
-        if !st.held.contains(&device) {
+        if !st.held.contains_key(&device) {
             return;
         }
         if let Some(again) = st.running.get_mut(&device) {
@@ -88,26 +127,18 @@ pub(crate) fn start(broker: &Broker, device: DeviceId) {
     broker.0.tracker.spawn(deliver(broker.clone(), device, None));
 }
 
-/// Delivers `device`'s held commands, one at a time, while it stays connected: first `claimed`
-/// (the only one held, claimed already) when given, else what its queue holds; reads its queue
-/// once more when triggered meanwhile.
-async fn deliver(broker: Broker, device: DeviceId, mut claimed: Option<(Queued, u64)>) {
+/// Delivers `device`'s held commands, one at a time, while it stays connected: first
+/// `handed_over` (claimed by its job in the commit that held it) when given, then what its queue
+/// holds; reads its queue once more when triggered meanwhile.
+async fn deliver(broker: Broker, device: DeviceId, mut handed_over: Option<Queued>) {
     loop {
-        let emptied = match claimed.take() {
-            Some((q, attempt)) => matches!(deliver_one(&broker, &device, &q, Some(attempt)).await, Step::Next),
+        let mark = broker.0.delivering.mark_of(&device);
+        let emptied = match handed_over.take() {
+            Some(q) => matches!(deliver_handed_over(&broker, &device, &q).await, Step::Next),
             None => deliver_pass(&broker, &device).await,
         };
-        let mut st = broker.0.delivering.lock();
-        match st.running.get_mut(&device) {
-            // Triggered meanwhile: something more may be held (the trigger marked it so).
-            Some(again) if *again => *again = false,
-            _ => {
-                if emptied {
-                    st.held.remove(&device);
-                }
-                st.running.remove(&device);
-                return;
-            }
+        if !broker.0.delivering.pass_done(&device, mark, emptied) {
+            return;
         }
     }
 }
@@ -130,7 +161,7 @@ async fn deliver_pass(broker: &Broker, device: &DeviceId) -> bool {
         }
         for q in rows {
             after = q.id;
-            if matches!(deliver_one(broker, device, &q, None).await, Step::Stop) {
+            if matches!(deliver_queued(broker, device, &q).await, Step::Stop) {
                 return false;
             }
         }
@@ -144,43 +175,82 @@ enum Step {
     Stop,
 }
 
-/// Delivers held command `q` (claiming it first, unless `claimed` gives its attempt) and
-/// settles it with the device's answer; `Stop` when the device is gone or the server stops.
-async fn deliver_one(broker: &Broker, device: &DeviceId, q: &Queued, claimed: Option<u64>) -> Step {
+/// Delivers held command `q` from the queue: claims it (a device with a journal gets again what
+/// it was handed before), sends it, settles it with the answer; `Stop` when the device is gone
+/// or the server stops.
+async fn deliver_queued(broker: &Broker, device: &DeviceId, q: &Queued) -> Step {
     let Some(durable) = broker.sessions().get(device.as_str()).map(|s| s.record.durable) else {
-        not_reached(broker, device, q, claimed.is_some()).await;
+        broker.jobs().held_answered(&q.command.job_id, device, Outcome::Queued, None);
         return Step::Stop;
     };
-    if claimed.is_none() && q.delivered_at.is_some() && !durable {
+    if q.delivered_at.is_some() && !durable {
         // Handed over before, its answer lost (a restart, or a session that ended), to a device
         // without a journal: not run again.
         let e = ErrorBody::new(
             ErrorCode::Interrupted,
             "the command was handed to the device, whose answer was lost; it is not run again",
         );
-        settle(broker, q, Status::Error, None, Some(e), None).await;
+        settle(broker, &q.command, q.id, Status::Error, None, Some(e), None).await;
         return Step::Next;
     }
     if broker.is_draining() {
         return Step::Stop;
     }
-    match send(broker, device, q, claimed).await {
-        Sent::Skipped => Step::Next,
-        Sent::NotConnected => Step::Stop,
+    // Claimed before it is sent: an expired or settled command is never sent, and the attempt
+    // number is the stored one.
+    let attempt = match broker.registry().store().delivered(q.id, Utc::now(), durable).await {
+        Ok(attempt) => attempt,
+        Err(StoreError::NotFound(_)) => return Step::Next,
+        Err(e) => {
+            tracing::warn!(job = q.command.job_id, error = %e, "cannot claim a held command");
+            return Step::Stop;
+        }
+    };
+    let sent = send(broker, device, &q.command, attempt).await;
+    finish(broker, device, &q.command, q.id, sent).await
+}
+
+/// Delivers a command its job handed over (attempt 1, claimed in the commit that held it).
+async fn deliver_handed_over(broker: &Broker, device: &DeviceId, q: &Queued) -> Step {
+    let sent = if broker.is_draining() { Sent::NotReached } else { send(broker, device, &q.command, q.attempts).await };
+    finish(broker, device, &q.command, q.id, sent).await
+}
+
+/// Settles held command `id` after a delivery: the answer (or timeout) becomes its outcome; one
+/// that never reached the device gives its claim back and its live job hears `queued`; one whose
+/// session ended after it was sent stays claimed (see [`send`]).
+async fn finish(broker: &Broker, device: &DeviceId, command: &NewQueued, id: i64, sent: Sent) -> Step {
+    match sent {
+        Sent::NotReached => {
+            if let Err(e) = broker.registry().store().undelivered(id).await {
+                tracing::warn!(job = command.job_id, error = %e, "cannot give back a held command's claim");
+            }
+            broker.jobs().held_answered(&command.job_id, device, Outcome::Queued, None);
+            Step::Stop
+        }
+        Sent::Lost => {
+            broker.jobs().held_answered(&command.job_id, device, Outcome::Queued, None);
+            Step::Stop
+        }
+        Sent::Stopping => Step::Stop,
+        Sent::TooLarge(e) => {
+            settle(broker, command, id, Status::Error, None, Some(e), None).await;
+            Step::Next
+        }
         Sent::Answered(reply, took) => {
             let elapsed = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
             match reply.answer {
                 Ok(body) => {
                     let result = Some(String::from_utf8_lossy(&body).into_owned());
-                    settle(broker, q, Status::Ok, result, None, elapsed).await;
+                    settle(broker, command, id, Status::Ok, result, None, elapsed).await;
                 }
                 // The server is stopping: the claim stays; after the restart the command ends
                 // `interrupted` (it may have run), or is delivered again to a durable device.
                 Err(e) if e.code == ErrorCode::ServerShutdown => return Step::Stop,
                 Err(e) if e.code == ErrorCode::Timeout => {
-                    settle(broker, q, Status::Timeout, None, Some(e), elapsed).await;
+                    settle(broker, command, id, Status::Timeout, None, Some(e), elapsed).await;
                 }
-                Err(e) => settle(broker, q, Status::Error, None, Some(e), elapsed).await,
+                Err(e) => settle(broker, command, id, Status::Error, None, Some(e), elapsed).await,
             }
             Step::Next
         }
@@ -190,8 +260,8 @@ async fn deliver_one(broker: &Broker, device: &DeviceId, q: &Queued, claimed: Op
 /// Devices with commands held for them at start (from the store), and every command held
 /// from then on: a device connected now has its held commands delivered at once; one a job
 /// reserved (a connected device with nothing else held — the common case of a fan-out with a
-/// TTL) gets a delivery loop that starts with the command, handed over in the commit that held
-/// it, without reading the queue. Holds the broker weakly and ends at shutdown.
+/// TTL) gets a delivery loop that starts with the command the job handed over in the commit
+/// that held it, without reading the queue. Holds the broker weakly and ends at shutdown.
 pub(crate) async fn newly_held(
     broker: std::sync::Weak<super::Inner>,
     mut held: tokio::sync::mpsc::UnboundedReceiver<HeldNotice>,
@@ -225,14 +295,12 @@ pub(crate) async fn newly_held(
         let broker = Broker(inner);
         match notice {
             HeldNotice::Held(device) => {
-                broker.0.delivering.hold(device.clone());
                 if broker.sessions().get(device.as_str()).is_some() {
                     start(&broker, device);
                 }
             }
             HeldNotice::HandedOver(device, q) => {
-                let attempt = q.attempts;
-                broker.0.tracker.spawn(deliver(broker.clone(), device, Some((q, attempt))));
+                broker.0.tracker.spawn(deliver(broker.clone(), device, Some(q)));
             }
             HeldNotice::NotHeld(device) => {
                 broker.0.tracker.spawn(deliver(broker.clone(), device, None));
@@ -245,44 +313,29 @@ pub(crate) async fn newly_held(
 enum Sent {
     /// The device answered (or its deadline passed).
     Answered(Reply, Duration),
-    /// It was not sent: settled, expired or claimed meanwhile, or too large (then settled).
-    Skipped,
-    /// The device is not connected (any more).
-    NotConnected,
+    /// It never reached the device (not connected, or its session closed first).
+    NotReached,
+    /// It was sent, then the session ended before the answer.
+    Lost,
+    /// Its frame is larger than the device accepts (not sent).
+    TooLarge(ErrorBody),
+    /// The server is stopping (the answer's correlation was dropped).
+    Stopping,
 }
 
-/// Claims `q` (unless `claimed` gives its attempt), hands it to `device`'s session (waiting for
-/// room in its queue) and waits for the answer or the session's end.
-async fn send(broker: &Broker, device: &DeviceId, q: &Queued, claimed: Option<u64>) -> Sent {
-    let Some(session) = broker.sessions().get(device.as_str()) else {
-        not_reached(broker, device, q, claimed.is_some()).await;
-        return Sent::NotConnected;
-    };
-    let store = broker.registry().store();
+/// Hands `command` (attempt `attempt`) to `device`'s session, waiting for room in its queue,
+/// and waits for the answer or the session's end.
+async fn send(broker: &Broker, device: &DeviceId, command: &NewQueued, attempt: u64) -> Sent {
+    let Some(session) = broker.sessions().get(device.as_str()) else { return Sent::NotReached };
     let limits = broker.limits();
-    let wait = Duration::from_millis(q.command.wait_ms).min(limits.max_deadline).max(Duration::from_millis(1));
-    // Claimed before it is sent: an expired or settled command is never sent, and the attempt
-    // number is the stored one.
-    // A device with a journal gets again what it was handed before (it answers from the
-    // journal, never running it twice).
-    let attempt = match claimed {
-        Some(attempt) => attempt,
-        None => match store.delivered(q.id, Utc::now(), session.record.durable).await {
-            Ok(attempt) => attempt,
-            Err(StoreError::NotFound(_)) => return Sent::Skipped,
-            Err(e) => {
-                tracing::warn!(job = q.command.job_id, error = %e, "cannot claim a held command");
-                return Sent::NotConnected;
-            }
-        },
-    };
+    let wait = Duration::from_millis(command.wait_ms).min(limits.max_deadline).max(Duration::from_millis(1));
     let mut env = Envelope::new(Kind::Cmd);
-    env.cmd = Some(q.command.command.clone());
-    env.from = Some(q.command.sender.clone());
+    env.cmd = Some(command.command.clone());
+    env.from = Some(command.sender.clone());
     env.deadline_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-    env.job = Some(q.command.job_id.clone());
+    env.job = Some(command.job_id.clone());
     env.attempt = Some(attempt);
-    env.body = q.command.args.as_ref().map(|a| Bytes::from(a.clone().into_bytes()));
+    env.body = command.args.as_ref().map(|a| Bytes::from(a.clone().into_bytes()));
     let (tx, rx) = oneshot::channel();
     let started = Instant::now();
     let id = broker.0.correlations.open_request(PendingRequest {
@@ -294,16 +347,14 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued, claimed: Option<u6
     let mut frame = session.outbox.codec.encode(&env);
     if frame.len() > session.outbox.max_frame {
         broker.0.correlations.withdraw_request(&id);
-        let e = ErrorBody::new(
+        return Sent::TooLarge(ErrorBody::new(
             ErrorCode::FrameTooLarge,
             format!(
                 "the command frame would be {} bytes, above the device's limit of {}",
                 frame.len(),
                 session.outbox.max_frame
             ),
-        );
-        settle(broker, q, Status::Error, None, Some(e), None).await;
-        return Sent::Skipped;
+        ));
     }
     session.outbox.trace_out(&frame);
     // Bulk work: it waits for room in the lower half of the queue, leaving the rest to others.
@@ -321,51 +372,39 @@ async fn send(broker: &Broker, device: &DeviceId, q: &Queued, claimed: Option<u6
     };
     if !queued {
         broker.0.correlations.withdraw_request(&id);
-        not_reached(broker, device, q, true).await;
-        return Sent::NotConnected;
+        return Sent::NotReached;
     }
     tokio::select! {
         reply = rx => match reply {
             Ok(reply) => Sent::Answered(reply, started.elapsed()),
-            // The correlation was dropped without an answer (the server is stopping).
-            Err(_) => Sent::NotConnected,
+            Err(_) => Sent::Stopping,
         },
         // The session ended before the answer: the command stays claimed; at the next
         // connection it is delivered again to a device with a journal, else it ends
-        // `interrupted` (then, or a minute past its deadline and TTL). A job still in its live
-        // part tells its requester `queued`.
+        // `interrupted` (then, or a minute past its deadline and TTL).
         () = session.outbox.tx.closed() => {
             broker.0.correlations.withdraw_request(&id);
-            broker.jobs().held_answered(&q.command.job_id, device, Outcome::Queued, None);
-            Sent::NotConnected
+            Sent::Lost
         }
     }
 }
 
-/// Held command `q` did not reach `device` (gone before it was sent): its claim, if it was
-/// `claimed`, is given back, and a job still in its live part tells its requester `queued`.
-async fn not_reached(broker: &Broker, device: &DeviceId, q: &Queued, claimed: bool) {
-    if claimed && let Err(e) = broker.registry().store().undelivered(q.id).await {
-        tracing::warn!(job = q.command.job_id, error = %e, "cannot give back a held command's claim");
-    }
-    broker.jobs().held_answered(&q.command.job_id, device, Outcome::Queued, None);
-}
-
-/// Stores a held command's outcome as its target's and forgets the command in one commit
+/// Stores held command `id`'s outcome as its target's and forgets the command in one commit
 /// (shared with other loops' through the [`super::settler::Settler`]), letting the job end if it
 /// was its last one; then tells the job if its live part still runs.
 async fn settle(
     broker: &Broker,
-    q: &Queued,
+    command: &NewQueued,
+    id: i64,
     status: Status,
     result: Option<String>,
     error: Option<ErrorBody>,
     elapsed_ms: Option<u64>,
 ) {
-    let job = q.command.job_id.clone();
+    let job = command.job_id.clone();
     let outcome = TargetOutcome {
         job: job.clone(),
-        device: q.command.device.clone(),
+        device: command.device.clone(),
         status,
         result,
         error,
@@ -375,11 +414,11 @@ async fn settle(
     };
     let told = live_outcome(&outcome);
     let answered = matches!(status, Status::Ok | Status::Error) && elapsed_ms.is_some();
-    if let Err(e) = broker.0.settler.settle(HeldOutcome { id: q.id, outcome, answered }).await {
+    if let Err(e) = broker.0.settler.settle(HeldOutcome { id, outcome, answered }).await {
         tracing::warn!(job, error = %e, "cannot settle a held command");
     }
     // A job still in its live part tells its requester (its device was connected at the start).
-    if let (Some(told), Ok(device)) = (told, DeviceId::new(&q.command.device)) {
+    if let (Some(told), Ok(device)) = (told, DeviceId::new(&command.device)) {
         broker.jobs().held_answered(&job, &device, told, Some(Instant::now()));
     }
 }
@@ -417,5 +456,62 @@ impl ReplySink for HeldReply {
 
     fn is_gone(&self) -> bool {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn seeded() -> Delivering {
+        let d = Delivering::default();
+        d.lock().seeded = true;
+        d
+    }
+
+    #[test]
+    fn a_device_is_reserved_only_with_nothing_held_and_no_loop_after_seeding() {
+        let dev = DeviceId::new("d-1").unwrap();
+        let unseeded = Delivering::default();
+        assert!(!unseeded.reserve(&dev), "before the store's held commands are known");
+        let d = seeded();
+        assert!(d.reserve(&dev));
+        assert!(!d.reserve(&dev), "its loop runs now");
+        let other = DeviceId::new("d-2").unwrap();
+        d.hold(other.clone());
+        assert!(!d.reserve(&other), "something is held for it");
+    }
+
+    #[test]
+    fn a_loop_unmarks_a_device_only_when_nobody_marked_it_since_its_pass_began() {
+        let dev = DeviceId::new("d-1").unwrap();
+        let d = seeded();
+        assert!(d.reserve(&dev));
+        let mark = d.mark_of(&dev);
+        // A job holds another command for the device while the pass runs (its row was not
+        // there when the pass read the queue): the loop ends, the device stays marked.
+        d.hold(dev.clone());
+        assert!(!d.pass_done(&dev, mark, true));
+        assert!(d.mark_of(&dev).is_some(), "still marked: its command waits");
+        assert!(!d.reserve(&dev), "so no later job overtakes it");
+        // A pass that began after the last mark unmarks it.
+        d.lock().running.insert(dev.clone(), false);
+        let mark = d.mark_of(&dev);
+        assert!(!d.pass_done(&dev, mark, true));
+        assert!(d.mark_of(&dev).is_none());
+        assert!(d.reserve(&dev));
+    }
+
+    #[test]
+    fn a_loop_triggered_meanwhile_goes_on() {
+        let dev = DeviceId::new("d-1").unwrap();
+        let d = seeded();
+        assert!(d.reserve(&dev));
+        let mark = d.mark_of(&dev);
+        d.lock().running.insert(dev.clone(), true);
+        assert!(d.pass_done(&dev, mark, true), "triggered: one more pass");
+        assert!(!d.pass_done(&dev, mark, true));
+        assert!(d.mark_of(&dev).is_none());
     }
 }

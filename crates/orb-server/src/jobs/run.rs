@@ -87,15 +87,16 @@ pub(crate) struct HeldRow {
     pub(crate) online: bool,
 }
 
-/// Told to the broker for each command a job held, or meant to.
+/// Told to the broker for each command a job holds.
 pub(crate) enum HeldNotice {
-    /// A command was held for the device: it is delivered at once if the device is connected.
+    /// A command was held for the device (committed; the device is marked): it is delivered at
+    /// once if the device is connected.
     Held(DeviceId),
-    /// The device was reserved for this command, which was held as handed over already: the
+    /// The device was reserved for this command, committed as handed over already: the
     /// device's delivery loop starts with it, without reading the queue.
     HandedOver(DeviceId, Queued),
-    /// The device was reserved, but its command was not held (refused, or the store failed):
-    /// its delivery loop runs to end the reservation.
+    /// The device was reserved, but its command was not held (the store failed): its delivery
+    /// loop runs to end the reservation.
     NotHeld(DeviceId),
 }
 
@@ -217,49 +218,46 @@ impl JobRun {
         let mut slots = Vec::with_capacity(rows.len());
         let mut commands = Vec::with_capacity(rows.len());
         for mut row in rows {
-            // A connected device with nothing held and no delivery loop gets its command
-            // handed over in the commit that holds it, and sent right after.
-            row.command.handed_over = row.online && self.delivering.reserve(&self.devices[row.slot]);
+            // A connected device with nothing held and no delivery loop gets its command handed
+            // over in the commit that holds it, and sent right after. Only a command that fits
+            // an empty queue, so the commit does not refuse it.
+            let fits = limits.max_commands >= 1 && row.command.bytes() <= limits.max_bytes;
+            row.command.handed_over = row.online && fits && self.delivering.reserve(&self.devices[row.slot]);
             slots.push((row.slot, row.online, row.command.handed_over.then(|| row.command.clone())));
             commands.push(row.command);
         }
         let enqueued = self.store.enqueue(commands, limits).await.map_err(crate::registry::store_error);
         for (n, (slot, online, handed_over)) in slots.into_iter().enumerate() {
             let device = self.devices[slot].clone();
-            let outcome = match enqueued.as_ref().map(|all| &all[n]) {
-                Ok(Enqueued::Queued(id)) => {
-                    let notice = match handed_over {
-                        Some(command) => {
-                            let q = Queued { id: *id, command, attempts: 1, delivered_at: None };
-                            HeldNotice::HandedOver(device, q)
-                        }
-                        None => HeldNotice::Held(device),
-                    };
-                    let _ = self.held_tx.send(notice);
-                    if online {
-                        continue;
-                    }
-                    Outcome::Queued
+            let held = match enqueued.as_ref().map(|all| &all[n]) {
+                Ok(Enqueued::Queued(id)) => Ok(*id),
+                Ok(Enqueued::Full(why)) => Err(ErrorBody::new(ErrorCode::QueueFull, why.clone())),
+                Err(error) => Err(error.clone()),
+            };
+            let notice = match (&held, handed_over) {
+                (Ok(id), Some(command)) => {
+                    Some(HeldNotice::HandedOver(device, Queued { id: *id, command, attempts: 1, delivered_at: None }))
                 }
-                Ok(Enqueued::Full(why)) => {
-                    self.not_held(handed_over.is_some(), device);
-                    Outcome::Error(ErrorBody::new(ErrorCode::QueueFull, why.clone()))
+                (Err(_), Some(_)) => Some(HeldNotice::NotHeld(device)),
+                (Ok(_), None) => {
+                    // Marked before the ack: a job submitted after it sees that the device has
+                    // this command held, and never overtakes it.
+                    self.delivering.hold(device.clone());
+                    Some(HeldNotice::Held(device))
                 }
-                Err(error) => {
-                    self.not_held(handed_over.is_some(), device);
-                    Outcome::Error(error.clone())
-                }
+                (Err(_), None) => None,
+            };
+            if let Some(notice) = notice {
+                let _ = self.held_tx.send(notice);
+            }
+            let outcome = match held {
+                Ok(_) if online => continue,
+                Ok(_) => Outcome::Queued,
+                Err(e) => Outcome::Error(e),
             };
             if state.settle(slot, outcome.status()) {
                 self.settled(slot, outcome, None, out);
             }
-        }
-    }
-
-    /// Ends the reservation of `device` for a command that was not held.
-    fn not_held(&self, reserved: bool, device: DeviceId) {
-        if reserved {
-            let _ = self.held_tx.send(HeldNotice::NotHeld(device));
         }
     }
 
