@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use sqlx::{AnyPool, Row};
 
 use crate::backend::{Backend, unavailable};
-use crate::rows::{self, DEVICE_COLUMNS, JOB_COLUMNS, TARGET_COLUMNS};
+use crate::rows::{self, DEVICE_COLUMNS, DEVICES, JOB_COLUMNS, TARGET_COLUMNS};
 use crate::{AMBIGUOUS_CANDIDATES, Device, JobRecord, StoreError, TargetRecord};
 
 /// Every device, in id order (byte order, the same on both backends whatever the collation).
 pub(crate) async fn devices(pool: &AnyPool) -> Result<Vec<Device>, StoreError> {
-    let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices");
+    let sql = format!("SELECT {DEVICE_COLUMNS} FROM {DEVICES}");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.map_err(unavailable)?;
     let mut devices: Vec<Device> = rows.iter().filter_map(rows::device).collect();
     devices.sort_unstable_by(|a, b| a.id.cmp(&b.id));
@@ -22,7 +22,7 @@ pub(crate) async fn devices(pool: &AnyPool) -> Result<Vec<Device>, StoreError> {
 
 /// One device.
 pub(crate) async fn device(pool: &AnyPool, id: &str) -> Result<Option<Device>, StoreError> {
-    let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
+    let sql = format!("SELECT {DEVICE_COLUMNS} FROM {DEVICES} WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await.map_err(unavailable)?;
     Ok(row.as_ref().and_then(rows::device))
 }

@@ -172,7 +172,7 @@ pub(crate) async fn delivered(
     .await?;
     let Some(row) = row else { return Ok(Err(StoreError::NotFound(format!("waiting command {id}")))) };
     let device: String = row.try_get("device")?;
-    sqlx::query("UPDATE devices SET delivered = delivered + 1 WHERE id = $1").bind(&device).execute(&mut *conn).await?;
+    count_per_device(conn, Placeholders::of(conn), "delivered", &[device]).await?;
     Ok(Ok(Written::Count(non_negative(&row, "attempts")?)))
 }
 
@@ -187,7 +187,7 @@ pub(crate) async fn undelivered(conn: &mut AnyConnection, id: i64) -> Result<Ans
     .await?;
     let Some(row) = row else { return Ok(Ok(Written::Count(0))) };
     let device: String = row.try_get("device")?;
-    sqlx::query("UPDATE devices SET delivered = delivered - 1 WHERE id = $1 AND delivered > 0")
+    sqlx::query("UPDATE device_deliveries SET delivered = delivered - 1 WHERE device = $1 AND delivered > 0")
         .bind(&device)
         .execute(&mut *conn)
         .await?;
@@ -232,8 +232,9 @@ pub(crate) async fn settle_held(
     Ok(Ok(Written::Stored(settled.iter().map(|h| removed.contains_key(&h.id)).collect())))
 }
 
-/// Adds to the `counter` column of each device in `devices` how often it appears there, a
-/// statement per 500 devices that share a count (almost always one count: 1).
+/// Adds to the `counter` column of each device in `devices` (`delivered` or `acknowledged`, in
+/// `device_deliveries`) how often it appears there: one upsert per 500 devices. A device no
+/// longer registered is skipped.
 async fn count_per_device(
     conn: &mut AnyConnection,
     style: Placeholders,
@@ -244,20 +245,19 @@ async fn count_per_device(
     for d in devices {
         *per_device.entry(d.as_str()).or_insert(0) += 1;
     }
-    let mut by_count: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
-    for (device, n) in per_device {
-        by_count.entry(n).or_default().push(device);
-    }
-    for (n, devices) in by_count {
-        for chunk in devices.chunks(CHUNK) {
-            let sql =
-                format!("UPDATE devices SET {counter} = {counter} + {n} WHERE id IN ({})", style.list(chunk.len()));
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for d in chunk {
-                query = query.bind(*d);
-            }
-            query.execute(&mut *conn).await?;
+    let counts: Vec<(&str, i64)> = per_device.into_iter().collect();
+    for chunk in counts.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO device_deliveries (device, {counter}) SELECT v.column1, v.column2 FROM (VALUES {}) AS v \
+             WHERE EXISTS (SELECT 1 FROM devices WHERE devices.id = v.column1) \
+             ON CONFLICT (device) DO UPDATE SET {counter} = device_deliveries.{counter} + excluded.{counter}",
+            style.rows(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (device, n) in chunk {
+            query = query.bind(*device).bind(*n);
         }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use orb_proto::ErrorCode;
 use sqlx::AnyConnection;
 
 use crate::apply::settle_pending;
-use crate::rows::{self, DEVICE_COLUMNS, map_json, ms};
+use crate::rows::{self, DEVICE_COLUMNS, DEVICES, map_json, ms};
 use crate::writer::{PruneBound, Write, Written};
 use crate::{Device, NewDevice, StoreError};
 
@@ -41,6 +41,7 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
             reread(conn, id).await
         }
         Write::Remove(id) => {
+            sqlx::query("DELETE FROM device_deliveries WHERE device = $1").bind(id).execute(&mut *conn).await?;
             let done = sqlx::query("DELETE FROM devices WHERE id = $1").bind(id).execute(conn).await?;
             Ok(if done.rows_affected() == 0 { Err(no_device(id)) } else { Ok(Written::Nothing) })
         }
@@ -90,7 +91,7 @@ fn no_device(id: &str) -> StoreError {
 
 /// Reads one device inside the writer's transaction.
 pub(crate) async fn device(conn: &mut AnyConnection, id: &str) -> Result<Option<Device>, sqlx::Error> {
-    let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1");
+    let sql = format!("SELECT {DEVICE_COLUMNS} FROM {DEVICES} WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await?;
     Ok(row.as_ref().and_then(rows::device))
 }

@@ -13,10 +13,14 @@ use sqlx::any::AnyRow;
 
 use crate::{Device, JobRecord, LateAnswer, StoreError, TargetRecord};
 
-/// The columns [`device`] reads, in a `SELECT` over `devices`.
+/// The columns [`device`] reads, in a `SELECT` over [`DEVICES`].
 pub(crate) const DEVICE_COLUMNS: &str = "id, secret_hash, revoked, reported_tags, operator_tags, \
      agent_version, commands, registered_at, first_seen, last_seen, last_disconnect, \
-     last_remote_addr, user_agent, transport, connections, flaps, delivered, acknowledged";
+     last_remote_addr, user_agent, transport, connections, flaps, \
+     COALESCE(dd.delivered, 0) AS delivered, COALESCE(dd.acknowledged, 0) AS acknowledged";
+
+/// What [`DEVICE_COLUMNS`] are selected from: each device with its delivery counts.
+pub(crate) const DEVICES: &str = "devices LEFT JOIN device_deliveries dd ON dd.device = devices.id";
 
 /// The columns [`job`] reads, in a `SELECT` over `jobs`.
 pub(crate) const JOB_COLUMNS: &str =

@@ -136,6 +136,7 @@ macro_rules! conformance_tests {
             late_answers_are_kept_beside_the_timeout,
             late_rows_written_over_a_timeout_stay_readable,
             an_old_database_upgrades_in_place,
+            delivery_counts_move_to_their_own_table,
             damaged_rows_never_fail_a_whole_read,
             queue_keeps_order_per_device,
             queue_limits_refuse_per_device,

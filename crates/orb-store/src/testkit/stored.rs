@@ -103,6 +103,62 @@ pub async fn an_old_database_upgrades_in_place(h: &Harness) {
     }
 }
 
+/// The last migration with delivery counts in `devices` (0011 moves them to their own table).
+const COUNTS_IN_DEVICES: i64 = 10;
+
+/// A database at migration 10 with delivery counts in its devices' rows: opening it moves them to
+/// `device_deliveries`, they read back unchanged and keep counting; removing a device drops them.
+pub async fn delivery_counts_move_to_their_own_table(h: &Harness) {
+    let (backend, sqlite, postgres) = match h.url() {
+        StoreUrl::Sqlite(_) => (Backend::Sqlite, Some(TempSqlite::new()), None),
+        StoreUrl::Postgres(_) => (Backend::Postgres, None, TempPostgres::create().await),
+    };
+    let url = match (&sqlite, &postgres) {
+        (Some(temp), _) => {
+            let url = temp.url();
+            if let StoreUrl::Sqlite(path) = &url {
+                std::fs::File::create(path).unwrap();
+            }
+            url
+        }
+        (_, Some(temp)) => temp.url(),
+        _ => unreachable!("the harness's backend has a temporary database"),
+    };
+    let mut conn = raw_at(&url).await;
+    let all = migrations(backend);
+    let old = Migrator {
+        migrations: Cow::Owned(all.migrations.iter().filter(|m| m.version <= COUNTS_IN_DEVICES).cloned().collect()),
+        ..Migrator::DEFAULT
+    };
+    old.run(&mut conn).await.unwrap();
+    let at = ms(t(0));
+    let revoked = if backend == Backend::Sqlite { "0" } else { "FALSE" };
+    exec(
+        &mut conn,
+        &format!(
+            "INSERT INTO devices (id, revoked, reported_tags, operator_tags, commands, registered_at, delivered, \
+             acknowledged) VALUES ('busy', {revoked}, '{{}}', '{{}}', '[]', {at}, 7, 5), \
+             ('idle', {revoked}, '{{}}', '{{}}', '[]', {at}, 0, 0);"
+        ),
+    )
+    .await;
+    sqlx::Connection::close(conn).await.unwrap();
+
+    let s = crate::open(&url).await.unwrap();
+    let counts = |d: crate::Device| (d.delivered, d.acknowledged);
+    assert_eq!(counts(s.device("busy").await.unwrap().unwrap()), (7, 5));
+    assert_eq!(counts(s.device("idle").await.unwrap().unwrap()), (0, 0));
+    let listed: Vec<(String, u64)> = s.devices().await.unwrap().into_iter().map(|d| (d.id, d.delivered)).collect();
+    assert_eq!(listed, [("busy".to_owned(), 7), ("idle".to_owned(), 0)]);
+    s.remove_device("busy").await.unwrap();
+    s.add_device(super::new_device("busy")).await.unwrap();
+    assert_eq!(counts(s.device("busy").await.unwrap().unwrap()), (0, 0), "a removed device's counts go with it");
+    s.close().await;
+    if let Some(pg) = postgres {
+        pg.drop_db().await;
+    }
+}
+
 /// One damaged row (or a value a newer version wrote) never fails a whole read: values that
 /// cannot be read (unknown status or state, malformed tags, commands or target list, a secret
 /// hash of the wrong length, times out of range, negative counts) read as a stated fallback,
