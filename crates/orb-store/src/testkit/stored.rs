@@ -13,16 +13,18 @@ use crate::backend::{Backend, migrations};
 use crate::rows::ms;
 use crate::{LateAnswer, StoreUrl};
 
-/// The last migration of the version before jobs had nodes and late answers had columns.
-const BEFORE_NODES: i64 = 3;
+/// A database of its own (the harness's is at the current schema already) on the harness's
+/// backend, schema'd by the migrations up to `version` only, with a raw connection to fill it.
+struct Older {
+    backend: Backend,
+    url: StoreUrl,
+    conn: sqlx::AnyConnection,
+    /// Dropped by the case when it is done.
+    postgres: Option<TempPostgres>,
+    _sqlite: Option<TempSqlite>,
+}
 
-/// A database schema'd by migrations 1 to 3 only, holding what that version wrote: a device, a
-/// running job with a target list (one target answered), a running job from before target lists
-/// (pending rows with a NULL status), and a finished job whose timeout a late answer replaced
-/// (`late` set). Opening it migrates it in place; everything reads back, the old jobs without a
-/// node (so any node's `recover_jobs` ends them).
-pub async fn an_old_database_upgrades_in_place(h: &Harness) {
-    // A database of its own: the harness's is at the current schema already.
+async fn older(h: &Harness, version: i64) -> Older {
     let (backend, sqlite, postgres) = match h.url() {
         StoreUrl::Sqlite(_) => (Backend::Sqlite, Some(TempSqlite::new()), None),
         StoreUrl::Postgres(_) => (Backend::Postgres, None, TempPostgres::create().await),
@@ -41,10 +43,23 @@ pub async fn an_old_database_upgrades_in_place(h: &Harness) {
     let mut conn = raw_at(&url).await;
     let all = migrations(backend);
     let old = Migrator {
-        migrations: Cow::Owned(all.migrations.iter().filter(|m| m.version <= BEFORE_NODES).cloned().collect()),
+        migrations: Cow::Owned(all.migrations.iter().filter(|m| m.version <= version).cloned().collect()),
         ..Migrator::DEFAULT
     };
     old.run(&mut conn).await.unwrap();
+    Older { backend, url, conn, postgres, _sqlite: sqlite }
+}
+
+/// The last migration of the version before jobs had nodes and late answers had columns.
+const BEFORE_NODES: i64 = 3;
+
+/// A database schema'd by migrations 1 to 3 only, holding what that version wrote: a device, a
+/// running job with a target list (one target answered), a running job from before target lists
+/// (pending rows with a NULL status), and a finished job whose timeout a late answer replaced
+/// (`late` set). Opening it migrates it in place; everything reads back, the old jobs without a
+/// node (so any node's `recover_jobs` ends them).
+pub async fn an_old_database_upgrades_in_place(h: &Harness) {
+    let Older { backend, url, mut conn, postgres, _sqlite } = older(h, BEFORE_NODES).await;
 
     let (at, answered) = (ms(t(0)), ms(t(31_000)));
     let revoked = if backend == Backend::Sqlite { "0" } else { "FALSE" };
@@ -109,28 +124,7 @@ const COUNTS_IN_DEVICES: i64 = 10;
 /// A database at migration 10 with delivery counts in its devices' rows: opening it moves them to
 /// `device_deliveries`, they read back unchanged and keep counting; removing a device drops them.
 pub async fn delivery_counts_move_to_their_own_table(h: &Harness) {
-    let (backend, sqlite, postgres) = match h.url() {
-        StoreUrl::Sqlite(_) => (Backend::Sqlite, Some(TempSqlite::new()), None),
-        StoreUrl::Postgres(_) => (Backend::Postgres, None, TempPostgres::create().await),
-    };
-    let url = match (&sqlite, &postgres) {
-        (Some(temp), _) => {
-            let url = temp.url();
-            if let StoreUrl::Sqlite(path) = &url {
-                std::fs::File::create(path).unwrap();
-            }
-            url
-        }
-        (_, Some(temp)) => temp.url(),
-        _ => unreachable!("the harness's backend has a temporary database"),
-    };
-    let mut conn = raw_at(&url).await;
-    let all = migrations(backend);
-    let old = Migrator {
-        migrations: Cow::Owned(all.migrations.iter().filter(|m| m.version <= COUNTS_IN_DEVICES).cloned().collect()),
-        ..Migrator::DEFAULT
-    };
-    old.run(&mut conn).await.unwrap();
+    let Older { backend, url, mut conn, postgres, _sqlite } = older(h, COUNTS_IN_DEVICES).await;
     let at = ms(t(0));
     let revoked = if backend == Backend::Sqlite { "0" } else { "FALSE" };
     exec(
