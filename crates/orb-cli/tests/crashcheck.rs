@@ -56,4 +56,9 @@ fn a_bad_seed_or_size_is_a_usage_error() {
     assert!(stderr(&out).contains("ORB_CRASH_SEED"), "{}", stderr(&out));
     let out = orb_cmd(dir.path()).args(["crashcheck", "--agents", "1", "--events", "20000"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    // A folder holding an earlier run's logs would be judged as this run's.
+    std::fs::write(dir.path().join("executed.log"), "1\n").unwrap();
+    let out = orb_cmd(dir.path()).arg("crashcheck").arg("--dir").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
 }

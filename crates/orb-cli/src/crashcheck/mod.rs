@@ -52,7 +52,8 @@ pub struct CrashArgs {
     /// The larger run whose results docs/reliability.md records.
     #[arg(long)]
     pub long: bool,
-    /// Keep the data folders and logs here (default: a temporary folder, kept only on failure).
+    /// Keep the data folders and logs here, a new or empty folder (default: a temporary folder, kept only on
+    /// failure).
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Print the report as one JSON object.
@@ -122,6 +123,12 @@ struct Kills {
 /// Runs the check; exit 0 when it passed, 1 when it found an anomaly.
 pub async fn run(args: CrashArgs) -> Result<u8, Failure> {
     let plan = Plan::from(&args)?;
+    if let Some(dir) = &args.dir
+        && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+    {
+        // Logs of an earlier run would be judged as this run's.
+        return Err(Failure::usage(format!("--dir {} is not empty: give a new or empty folder", dir.display())));
+    }
     let started = Instant::now();
     eprintln!(
         "orb crashcheck: seed {} (ORB_CRASH_SEED={} replays this kill schedule); {} agents, {} kill cycles of {:?}, \
