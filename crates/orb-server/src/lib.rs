@@ -364,6 +364,10 @@ impl Server {
         self.shutdown.cancel();
         self.tracker.close();
         let tasks_done = tokio::time::timeout(rest(), self.tracker.wait()).await.is_ok();
+        // Delivery loops have ended: their counts go to the store before it closes.
+        if tokio::time::timeout(rest(), self.broker.write_delivery_counts()).await.is_err() {
+            tracing::warn!("the delivery counts were not written in time");
+        }
         // Sessions and jobs have recorded their ends: write the last batch, close the database
         // (bounded too: a database that stopped answering must not hold the exit).
         if tokio::time::timeout(rest(), self.store.close()).await.is_err() {

@@ -1,7 +1,8 @@
 //! Background upkeep until shutdown: every second, requests past their deadline are answered
 //! `timeout`, ended jobs past their late window forgotten and held commands past their TTL
 //! ended `expired` (the client library enforces its own
-//! deadline precisely; this frees the server's records); every minute, job retention (by age and
+//! deadline precisely; this frees the server's records); every five seconds, the delivery counts
+//! gathered in memory written to the store; every minute, job retention (by age and
 //! count) and a coarse `last_seen` for connected devices, so a `kill -9` loses at most a minute
 //! of it.
 
@@ -33,15 +34,17 @@ pub(crate) async fn run(broker: Broker, store: Arc<RwLock<StoreConfig>>, shutdow
     let mut retention = tokio::time::interval(RETENTION_EVERY);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = Utc::now();
-    // Held commands are swept by a task of their own: a slow store never delays request timeouts.
+    // Held commands are swept (and delivery counts written) by a task of their own: a slow store
+    // never delays request timeouts.
     let held = {
         let (broker, shutdown) = (broker.clone(), shutdown.clone());
-        let mut tick = every(EXPIRE_EVERY);
+        let (mut tick, mut counts) = (every(EXPIRE_EVERY), every(crate::broker::tally::WRITE_EVERY));
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = tick.tick() => broker.expire_held().await,
+                    _ = counts.tick() => broker.write_delivery_counts().await,
                 }
             }
         })

@@ -57,7 +57,7 @@ async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_sto
                 .map_err(|e| orb_proto::ErrorBody::new(ErrorCode::BadArgs, e.to_string()))
         }
     });
-    let _agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
+    let agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
     let d = stored_until(&op, &id, |d| d.job.state == JobPhase::Done).await;
     assert_eq!(d.results[0].status, Status::Ok, "{d:?}");
     assert_eq!(d.results[0].result.as_ref().map(|r| r.get()), Some(r#""hi""#));
@@ -67,6 +67,14 @@ async fn a_held_command_is_delivered_when_its_device_connects_and_its_result_sto
     assert!(shown.held.is_empty(), "{:?}", shown.held);
     let c = shown.delivery;
     assert_eq!((c.queued, c.in_flight, c.delivered, c.acknowledged), (0, 0, 1, 1), "{c:?}");
+
+    // The counts are kept in memory for a few seconds; a graceful stop writes them.
+    drop(agent);
+    op.close().await;
+    let server = server.restart(|_| {}).await;
+    let op = server.operator(Transport::Tcp).await;
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
+    assert_eq!((shown.delivery.delivered, shown.delivery.acknowledged), (1, 1), "{:?}", shown.delivery);
 }
 
 #[tokio::test]

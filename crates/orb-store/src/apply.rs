@@ -238,7 +238,9 @@ async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::E
 
 /// Gives every pending target of `job` a final status and error; returns their ids in id order.
 /// Pending are the listed targets without a row (rows for them are inserted in bulk) and rows
-/// with a NULL status (a job stored before the list existed), which are updated.
+/// with a NULL status (a job stored before the list existed), which are updated. A pending
+/// target whose command is held for its device (a job with a TTL does not write `queued` in the
+/// commit that holds it) becomes `queued` instead, and is not among those returned.
 pub(crate) async fn settle_pending(
     conn: &mut AnyConnection,
     job: &str,
@@ -264,19 +266,27 @@ pub(crate) async fn settle_pending(
         }
         with_row.insert(device);
     }
-    let missing: Vec<String> = list.unwrap_or_default().into_iter().filter(|d| !with_row.contains(d)).collect();
+    let held: HashSet<String> = sqlx::query("SELECT device FROM queued_commands WHERE job_id = $1")
+        .bind(job)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| row.try_get("device"))
+        .collect::<Result<_, _>>()?;
+    let (queued, missing): (Vec<String>, Vec<String>) =
+        list.unwrap_or_default().into_iter().filter(|d| !with_row.contains(d)).partition(|d| held.contains(d));
+    let unset: Vec<String> = unset.into_iter().filter(|d| !held.contains(d)).collect();
 
-    let style = Placeholders::of(conn);
-    for chunk in missing.chunks(TARGET_CHUNK) {
-        let sql = format!(
-            "INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES {}",
-            style.rows(chunk.len(), 5)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
-        for device in chunk {
-            query = query.bind(job).bind(device).bind(status).bind(code).bind(message);
-        }
-        query.execute(&mut *conn).await?;
+    insert_targets(conn, job, &queued, ("queued", None, None)).await?;
+    insert_targets(conn, job, &missing, (status, Some(code), Some(message))).await?;
+    if !held.is_empty() {
+        sqlx::query(
+            "UPDATE job_targets SET status = 'queued' WHERE job_id = $1 AND status IS NULL \
+             AND device_id IN (SELECT device FROM queued_commands WHERE job_id = $1)",
+        )
+        .bind(job)
+        .execute(&mut *conn)
+        .await?;
     }
     if !unset.is_empty() {
         sqlx::query(
@@ -295,4 +305,27 @@ pub(crate) async fn settle_pending(
     settled.sort_unstable();
     settled.dedup();
     Ok(settled)
+}
+
+/// Inserts a row per device in `devices` for `job`'s targets, all with the same status and
+/// error (code, message): one statement per [`TARGET_CHUNK`].
+async fn insert_targets(
+    conn: &mut AnyConnection,
+    job: &str,
+    devices: &[String],
+    (status, code, message): (&str, Option<&str>, Option<&str>),
+) -> Result<(), sqlx::Error> {
+    let style = Placeholders::of(conn);
+    for chunk in devices.chunks(TARGET_CHUNK) {
+        let sql = format!(
+            "INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES {}",
+            style.rows(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
+        for device in chunk {
+            query = query.bind(job).bind(device).bind(status).bind(code).bind(message);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }

@@ -28,8 +28,26 @@ impl Placeholders {
     /// `(p, p, ...), (p, p, ...)`: `rows` tuples of `columns` parameters, numbered from 1 in
     /// binding order (row by row, column by column).
     pub(crate) fn rows(self, rows: usize, columns: usize) -> String {
+        self.rows_after(0, rows, columns)
+    }
+
+    /// `p, p, ...`: `n` parameters, numbered from 1, for values a statement shares across its
+    /// rows (bound before the rows, which then start at `n + 1`: [`Placeholders::rows_after`]).
+    pub(crate) fn shared(self, n: usize) -> Vec<String> {
+        (1..=n)
+            .map(|i| match self {
+                Placeholders::Anonymous => "?".to_owned(),
+                Placeholders::Numbered => format!("${i}"),
+            })
+            .collect()
+    }
+
+    /// Like [`Placeholders::rows`], numbered from `before + 1`: rows that follow `before` other
+    /// parameters in binding order. (SQLite numbers `?` in the order they appear in the text, so
+    /// the others must appear before the rows there too.)
+    pub(crate) fn rows_after(self, before: usize, rows: usize, columns: usize) -> String {
         let mut sql = String::with_capacity(rows * columns * 6);
-        let mut n = 0;
+        let mut n = before;
         for r in 0..rows {
             sql.push_str(if r == 0 { "(" } else { ", (" });
             for c in 0..columns {
@@ -67,5 +85,8 @@ mod tests {
         assert_eq!(Placeholders::Anonymous.rows(2, 2), "(?, ?), (?, ?)");
         assert_eq!(Placeholders::Numbered.list(3), "$1, $2, $3");
         assert_eq!(Placeholders::Anonymous.list(2), "?, ?");
+        assert_eq!(Placeholders::Numbered.shared(2), ["$1", "$2"]);
+        assert_eq!(Placeholders::Numbered.rows_after(2, 2, 1), "($3), ($4)");
+        assert_eq!(Placeholders::Anonymous.rows_after(2, 1, 2), "(?, ?)");
     }
 }

@@ -51,9 +51,9 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    Connection, Device, Enqueued, HeldOutcome, JobEnd, JobRecord, LateAnswer, MessageLimits, NewDevice, NewJob,
-    NewMessage, NewQueued, NewTarget, QueueCounts, QueueLimits, Queued, Record, Recorder, StoredMessage, TargetOutcome,
-    TargetRecord,
+    Connection, DeliveryCount, Device, Enqueued, HeldOutcome, JobEnd, JobRecord, LateAnswer, MessageLimits, NewDevice,
+    NewJob, NewMessage, NewQueued, NewTarget, QueueCounts, QueueLimits, Queued, Record, Recorder, StoredMessage,
+    TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -205,10 +205,13 @@ pub trait Store: Send + Sync + 'static {
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError>;
 
     /// Settles held commands in one commit: records each outcome as its target's (replacing
-    /// `queued`), forgets the command, counts it in its device's `acknowledged` when the device
-    /// answered it, and ends its job when it was the last one held and the job's live part is
-    /// over. Per command, in order: whether it was still held.
+    /// `queued`), forgets the command, and ends its job when it was the last one held and the
+    /// job's live part is over. Per command, in order: whether it was still held.
     async fn settle_held(&self, settled: Vec<HeldOutcome>) -> Result<Vec<bool>, StoreError>;
+
+    /// Adds to devices' `delivered` and `acknowledged` counts (the broker counts in memory and
+    /// writes them now and then); a device no longer registered is skipped.
+    async fn count_deliveries(&self, counts: Vec<DeliveryCount>) -> Result<(), StoreError>;
 
     /// Removes and returns at most `limit` held commands that are over, their targets' statuses
     /// written in the same transaction: waiting ones whose TTL passed by `now` (`expired`), and

@@ -348,9 +348,9 @@ pub struct NewQueued {
     pub queued_at: DateTime<Utc>,
     /// When it expires if not delivered by then.
     pub expires_at: DateTime<Utc>,
-    /// Stored as handed over already (attempt 1, `delivered_at` = `queued_at`, counted in the
-    /// device's `delivered`), in the commit that holds it: for a connected device whose delivery
-    /// loop sends it right after. Read back: whether it has been handed over.
+    /// Stored as handed over already (attempt 1, `delivered_at` = `queued_at`), in the commit
+    /// that holds it: for a connected device whose delivery loop sends it right after. Read
+    /// back: whether it has been handed over.
     pub handed_over: bool,
 }
 
@@ -390,8 +390,17 @@ pub struct HeldOutcome {
     pub id: i64,
     /// Its target's outcome.
     pub outcome: TargetOutcome,
-    /// Whether the device answered it (counted in the device's `acknowledged`).
-    pub answered: bool,
+}
+
+/// What to add to a device's delivery counts ([`crate::Store::count_deliveries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryCount {
+    /// Device id.
+    pub device: String,
+    /// Deliveries (negative: claims given back).
+    pub delivered: i64,
+    /// Answers received.
+    pub acknowledged: i64,
 }
 
 /// What became of one command handed to [`crate::Store::enqueue`].

@@ -99,46 +99,11 @@ pub(crate) async fn enqueue(
     // Their ids, as the inserts return them: one command per job and device, so the pair names
     // the row.
     let mut ids: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for chunk in fitting.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO queued_commands (job_id, device, command, args, sender, wait_ms, queued_at, expires_at, \
-             bytes, attempts, delivered_at) VALUES {} RETURNING id, job_id, device",
-            style.rows(chunk.len(), 11)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for c in chunk {
-            query = query
-                .bind(&c.job_id)
-                .bind(&c.device)
-                .bind(&c.command)
-                .bind(c.args.as_deref())
-                .bind(&c.sender)
-                .bind(i64::try_from(c.wait_ms).unwrap_or(i64::MAX))
-                .bind(ms(c.queued_at))
-                .bind(ms(c.expires_at))
-                .bind(i64::try_from(c.bytes()).unwrap_or(i64::MAX))
-                .bind(i64::from(c.handed_over))
-                .bind(c.handed_over.then(|| ms(c.queued_at)));
+    for run in same_command_runs(&fitting) {
+        for chunk in run.chunks(CHUNK) {
+            insert_run(conn, style, chunk, &mut ids).await?;
         }
-        for row in query.fetch_all(&mut *conn).await? {
-            ids.insert((row.try_get("job_id")?, row.try_get("device")?), row.try_get("id")?);
-        }
-        // The targets' status is `queued` from the same commit: a crash after the ack cannot
-        // leave them pending (which recovery would turn into `timeout`).
-        let sql = format!(
-            "INSERT INTO job_targets (job_id, device_id, status) SELECT v.column1, v.column2, 'queued' \
-             FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.id = v.column1) \
-             ON CONFLICT (job_id, device_id) DO UPDATE SET status = 'queued' WHERE job_targets.status IS NULL",
-            style.rows(chunk.len(), 2)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for c in chunk {
-            query = query.bind(&c.job_id).bind(&c.device);
-        }
-        query.execute(&mut *conn).await?;
     }
-    let handed_over: Vec<String> = fitting.iter().filter(|c| c.handed_over).map(|c| c.device.clone()).collect();
-    count_per_device(conn, style, "delivered", &handed_over).await?;
     let out = out
         .into_iter()
         .zip(commands)
@@ -149,6 +114,53 @@ pub(crate) async fn enqueue(
         })
         .collect();
     Ok(Ok(Written::Enqueued(out)))
+}
+
+/// The columns a job's held commands share: bound once per statement, not once per row.
+const SHARED_COLUMNS: &str = "job_id, command, args, sender, wait_ms, queued_at, expires_at, bytes";
+
+/// Splits `commands` into runs of consecutive commands that differ only in their device and
+/// whether they are handed over (a job's commands: one run).
+fn same_command_runs<'a>(commands: &'a [&'a NewQueued]) -> Vec<&'a [&'a NewQueued]> {
+    let same = |a: &NewQueued, b: &NewQueued| {
+        (&a.job_id, &a.command, &a.args, &a.sender, a.wait_ms, a.queued_at, a.expires_at)
+            == (&b.job_id, &b.command, &b.args, &b.sender, b.wait_ms, b.queued_at, b.expires_at)
+    };
+    commands.chunk_by(|a, b| same(a, b)).collect()
+}
+
+/// Inserts `run` (commands that share everything but their device and hand-over: at most
+/// [`CHUNK`]) with one statement, and adds their ids to `ids`.
+async fn insert_run(
+    conn: &mut AnyConnection,
+    style: Placeholders,
+    run: &[&NewQueued],
+    ids: &mut BTreeMap<(String, String), i64>,
+) -> Result<(), sqlx::Error> {
+    let Some(first) = run.first() else { return Ok(()) };
+    let shared = style.shared(8);
+    let sql = format!(
+        "INSERT INTO queued_commands ({SHARED_COLUMNS}, device, attempts, delivered_at) \
+         SELECT {}, v.column1, v.column2, v.column3 FROM (VALUES {}) AS v RETURNING id, device",
+        shared.join(", "),
+        style.rows_after(shared.len(), run.len(), 3)
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&first.job_id)
+        .bind(&first.command)
+        .bind(first.args.as_deref())
+        .bind(&first.sender)
+        .bind(i64::try_from(first.wait_ms).unwrap_or(i64::MAX))
+        .bind(ms(first.queued_at))
+        .bind(ms(first.expires_at))
+        .bind(i64::try_from(first.bytes()).unwrap_or(i64::MAX));
+    for c in run {
+        query = query.bind(&c.device).bind(i64::from(c.handed_over)).bind(c.handed_over.then(|| ms(c.queued_at)));
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        ids.insert((first.job_id.clone(), row.try_get("device")?), row.try_get("id")?);
+    }
+    Ok(())
 }
 
 /// Claims command `id` for a delivery at `at`, if it is still waiting and its TTL has not
@@ -163,7 +175,7 @@ pub(crate) async fn delivered(
     let row = sqlx::query(
         "UPDATE queued_commands SET attempts = attempts + 1, delivered_at = $2 \
          WHERE id = $1 AND ((delivered_at IS NULL AND expires_at > $2) OR (delivered_at IS NOT NULL AND $3)) \
-         RETURNING attempts, device",
+         RETURNING attempts",
     )
     .bind(id)
     .bind(ms(at))
@@ -171,33 +183,24 @@ pub(crate) async fn delivered(
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(Err(StoreError::NotFound(format!("waiting command {id}")))) };
-    let device: String = row.try_get("device")?;
-    count_per_device(conn, Placeholders::of(conn), "delivered", &[device]).await?;
     Ok(Ok(Written::Count(non_negative(&row, "attempts")?)))
 }
 
 /// Gives back a claim that never reached the device (its session closed first).
 pub(crate) async fn undelivered(conn: &mut AnyConnection, id: i64) -> Result<Answer, sqlx::Error> {
-    let row = sqlx::query(
+    let done = sqlx::query(
         "UPDATE queued_commands SET attempts = attempts - 1, delivered_at = NULL \
-         WHERE id = $1 AND delivered_at IS NOT NULL RETURNING device",
+         WHERE id = $1 AND delivered_at IS NOT NULL",
     )
     .bind(id)
-    .fetch_optional(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(Ok(Written::Count(0))) };
-    let device: String = row.try_get("device")?;
-    sqlx::query("UPDATE device_deliveries SET delivered = delivered - 1 WHERE device = $1 AND delivered > 0")
-        .bind(&device)
-        .execute(&mut *conn)
-        .await?;
-    Ok(Ok(Written::Count(1)))
+    Ok(Ok(Written::Count(done.rows_affected())))
 }
 
 /// Settles held commands: records their outcomes as their targets' (replacing `queued`),
-/// deletes them, counts the answered ones in their devices' `acknowledged`, and ends each job
-/// whose last held command this was (and whose live part is over). Answers, per command,
-/// whether it was still held.
+/// deletes them, and ends each job whose last held command this was (and whose live part is
+/// over). Answers, per command, whether it was still held.
 pub(crate) async fn settle_held(
     conn: &mut AnyConnection,
     settled: &[crate::HeldOutcome],
@@ -205,61 +208,48 @@ pub(crate) async fn settle_held(
 ) -> Result<Answer, sqlx::Error> {
     crate::apply::targets_settled(conn, settled.iter().map(|h| &h.outcome)).await?;
     let style = Placeholders::of(conn);
-    let mut removed: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    let mut removed: BTreeSet<i64> = BTreeSet::new();
     for chunk in settled.chunks(CHUNK) {
-        let sql = format!(
-            "DELETE FROM queued_commands WHERE id IN ({}) RETURNING id, job_id, device",
-            style.list(chunk.len())
-        );
+        let sql = format!("DELETE FROM queued_commands WHERE id IN ({}) RETURNING id", style.list(chunk.len()));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for h in chunk {
             query = query.bind(h.id);
         }
         for row in query.fetch_all(&mut *conn).await? {
-            removed.insert(row.try_get("id")?, (row.try_get("job_id")?, row.try_get("device")?));
+            removed.insert(row.try_get("id")?);
         }
     }
-    let answered: Vec<String> = settled
-        .iter()
-        .filter(|h| h.answered)
-        .filter_map(|h| removed.get(&h.id).map(|(_, device)| device.clone()))
-        .collect();
-    count_per_device(conn, style, "acknowledged", &answered).await?;
-    let jobs: BTreeSet<&str> = removed.values().map(|(job, _)| job.as_str()).collect();
+    let jobs: BTreeSet<&str> =
+        settled.iter().filter(|h| removed.contains(&h.id)).map(|h| h.outcome.job.as_str()).collect();
     for job in jobs {
         crate::apply::held_settled(conn, job, at).await?;
     }
-    Ok(Ok(Written::Stored(settled.iter().map(|h| removed.contains_key(&h.id)).collect())))
+    Ok(Ok(Written::Stored(settled.iter().map(|h| removed.contains(&h.id)).collect())))
 }
 
-/// Adds to the `counter` column of each device in `devices` (`delivered` or `acknowledged`, in
-/// `device_deliveries`) how often it appears there: one upsert per 500 devices. A device no
-/// longer registered is skipped.
-async fn count_per_device(
+/// Adds `counts` to their devices' `delivered` and `acknowledged` (in `device_deliveries`): one
+/// upsert per 500 devices. A device no longer registered is skipped.
+pub(crate) async fn count_deliveries(
     conn: &mut AnyConnection,
-    style: Placeholders,
-    counter: &'static str,
-    devices: &[String],
-) -> Result<(), sqlx::Error> {
-    let mut per_device: BTreeMap<&str, i64> = BTreeMap::new();
-    for d in devices {
-        *per_device.entry(d.as_str()).or_insert(0) += 1;
-    }
-    let counts: Vec<(&str, i64)> = per_device.into_iter().collect();
+    counts: &[crate::DeliveryCount],
+) -> Result<Answer, sqlx::Error> {
+    let style = Placeholders::of(conn);
     for chunk in counts.chunks(CHUNK) {
         let sql = format!(
-            "INSERT INTO device_deliveries (device, {counter}) SELECT v.column1, v.column2 FROM (VALUES {}) AS v \
+            "INSERT INTO device_deliveries (device, delivered, acknowledged) \
+             SELECT v.column1, v.column2, v.column3 FROM (VALUES {}) AS v \
              WHERE EXISTS (SELECT 1 FROM devices WHERE devices.id = v.column1) \
-             ON CONFLICT (device) DO UPDATE SET {counter} = device_deliveries.{counter} + excluded.{counter}",
-            style.rows(chunk.len(), 2)
+             ON CONFLICT (device) DO UPDATE SET delivered = device_deliveries.delivered + excluded.delivered, \
+             acknowledged = device_deliveries.acknowledged + excluded.acknowledged",
+            style.rows(chunk.len(), 3)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (device, n) in chunk {
-            query = query.bind(*device).bind(*n);
+        for c in chunk {
+            query = query.bind(&c.device).bind(c.delivered).bind(c.acknowledged);
         }
         query.execute(&mut *conn).await?;
     }
-    Ok(())
+    Ok(Ok(Written::Count(counts.len() as u64)))
 }
 
 /// Removes, in one transaction with their targets' statuses and their jobs' ends, at most
@@ -289,9 +279,15 @@ pub(crate) async fn expire(conn: &mut AnyConnection, now: DateTime<Utc>, limit: 
                 "the command was handed to the device, whose answer was lost; it is not run again".to_owned(),
             ),
         };
+        // An upsert: the target may have no row yet (its `queued` outcome is written with the
+        // job's batched records, or when its live part ends).
         sqlx::query(
-            "UPDATE job_targets SET status = $3, error_code = $4, error_message = $5, answered_at = $6 \
-             WHERE job_id = $1 AND device_id = $2 AND (status IS NULL OR status = 'queued')",
+            "INSERT INTO job_targets (job_id, device_id, status, error_code, error_message, answered_at) \
+             SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1) \
+             ON CONFLICT (job_id, device_id) DO UPDATE SET status = excluded.status, \
+             error_code = excluded.error_code, error_message = excluded.error_message, \
+             answered_at = excluded.answered_at \
+             WHERE job_targets.status IS NULL OR job_targets.status = 'queued'",
         )
         .bind(&q.command.job_id)
         .bind(&q.command.device)

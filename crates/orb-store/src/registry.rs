@@ -80,6 +80,7 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::Delivered { id, at, again } => crate::queue::delivered(conn, *id, *at, *again).await,
         Write::Undelivered(id) => crate::queue::undelivered(conn, *id).await,
         Write::SettleHeld { settled, at } => crate::queue::settle_held(conn, settled, *at).await,
+        Write::CountDeliveries(counts) => crate::queue::count_deliveries(conn, counts).await,
         Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
         Write::StoreMessages { messages, limits } => crate::messages::store(conn, messages, *limits).await,
     }

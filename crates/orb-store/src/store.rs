@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::HeldOutcome;
 use crate::backend::Pools;
 use crate::writer::{self, Op, Write, Written};
+use crate::{DeliveryCount, HeldOutcome};
 use crate::{
     Device, Enqueued, JobRecord, MessageLimits, NewDevice, NewMessage, NewQueued, QueueCounts, QueueLimits, Queued,
     Recorder, Store, StoreError, StoredMessage, TargetRecord, query,
@@ -192,6 +192,13 @@ impl Store for SqlStore {
             Written::Stored(held) => Ok(held),
             other => Err(unexpected(&other)),
         }
+    }
+
+    async fn count_deliveries(&self, counts: Vec<DeliveryCount>) -> Result<(), StoreError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        self.write_count(Write::CountDeliveries(counts)).await.map(drop)
     }
 
     async fn expire_queued(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Queued>, StoreError> {

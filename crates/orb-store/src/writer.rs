@@ -98,6 +98,8 @@ pub(crate) enum Write {
         settled: Vec<crate::HeldOutcome>,
         at: DateTime<Utc>,
     },
+    /// Delivery counts added to devices' (`queue.rs`).
+    CountDeliveries(Vec<crate::DeliveryCount>),
     /// Held commands that are over (TTL passed, or an answer that cannot come any more).
     ExpireQueued {
         now: DateTime<Utc>,
@@ -126,6 +128,7 @@ impl Write {
             Write::Delivered { .. } => "delivered",
             Write::Undelivered(_) => "undelivered",
             Write::SettleHeld { .. } => "settle_held",
+            Write::CountDeliveries(_) => "count_deliveries",
             Write::ExpireQueued { .. } => "expire_queued",
             Write::StoreMessages { .. } => "store_messages",
         }
@@ -146,6 +149,7 @@ impl Write {
             | Write::Delivered { .. }
             | Write::Undelivered(_)
             | Write::SettleHeld { .. }
+            | Write::CountDeliveries(_)
             | Write::ExpireQueued { .. }
             | Write::StoreMessages { .. } => None,
         }

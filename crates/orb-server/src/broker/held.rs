@@ -206,12 +206,14 @@ async fn deliver_queued(broker: &Broker, device: &DeviceId, q: &Queued) -> Step 
             return Step::Stop;
         }
     };
+    broker.0.tally.delivered(device.as_str(), 1);
     let sent = send(broker, device, &q.command, attempt).await;
     finish(broker, device, &q.command, q.id, sent).await
 }
 
 /// Delivers a command its job handed over (attempt 1, claimed in the commit that held it).
 async fn deliver_handed_over(broker: &Broker, device: &DeviceId, q: &Queued) -> Step {
+    broker.0.tally.delivered(device.as_str(), 1);
     let sent = if broker.is_draining() { Sent::NotReached } else { send(broker, device, &q.command, q.attempts).await };
     finish(broker, device, &q.command, q.id, sent).await
 }
@@ -222,8 +224,10 @@ async fn deliver_handed_over(broker: &Broker, device: &DeviceId, q: &Queued) -> 
 async fn finish(broker: &Broker, device: &DeviceId, command: &NewQueued, id: i64, sent: Sent) -> Step {
     match sent {
         Sent::NotReached => {
-            if let Err(e) = broker.registry().store().undelivered(id).await {
-                tracing::warn!(job = command.job_id, error = %e, "cannot give back a held command's claim");
+            match broker.registry().store().undelivered(id).await {
+                Ok(true) => broker.0.tally.delivered(device.as_str(), -1),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(job = command.job_id, error = %e, "cannot give back a held command's claim"),
             }
             broker.jobs().held_answered(&command.job_id, device, Outcome::Queued, None);
             Step::Stop
@@ -414,7 +418,7 @@ async fn settle(
     };
     let told = live_outcome(&outcome);
     let answered = matches!(status, Status::Ok | Status::Error) && elapsed_ms.is_some();
-    if let Err(e) = broker.0.settler.settle(HeldOutcome { id, outcome, answered }).await {
+    if let Err(e) = broker.0.settler.settle(HeldOutcome { id, outcome }, answered).await {
         tracing::warn!(job, error = %e, "cannot settle a held command");
     }
     // A job still in its live part tells its requester (its device was connected at the start).

@@ -18,6 +18,7 @@ mod policy;
 mod queries;
 pub mod services;
 mod settler;
+pub(crate) mod tally;
 
 pub use messages::{MAX_MESSAGE_ID, MessageSpec, Stored};
 pub use policy::{Action, Policy};
@@ -102,6 +103,8 @@ struct Inner {
     delivering: Arc<held::Delivering>,
     /// Held commands' outcomes, committed in groups.
     settler: settler::Settler,
+    /// Devices' delivery counts not written to the store yet.
+    tally: Arc<tally::Tally>,
 }
 
 /// What [`Broker::new`] is made of.
@@ -130,7 +133,8 @@ impl Broker {
             Arc::clone(&delivering),
             p.tracker.clone(),
         );
-        let settler = settler::Settler::start(Arc::clone(p.registry.store()));
+        let tally = Arc::new(tally::Tally::default());
+        let settler = settler::Settler::start(Arc::clone(p.registry.store()), Arc::clone(&tally));
         let broker = Broker(Arc::new(Inner {
             node: p.node,
             registry: p.registry,
@@ -151,6 +155,7 @@ impl Broker {
             shutdown: p.shutdown,
             delivering,
             settler,
+            tally,
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         broker
@@ -301,6 +306,14 @@ impl Broker {
     /// Ends the held commands whose TTL passed (status `expired`); run every second.
     pub async fn expire_held(&self) {
         held::expire(self).await;
+    }
+
+    /// Adds the delivery counts gathered in memory to the store (every few seconds, and at
+    /// shutdown); logged when the store fails (they are kept and written next time).
+    pub(crate) async fn write_delivery_counts(&self) {
+        if let Err(e) = self.0.tally.write(self.registry().store().as_ref()).await {
+            tracing::warn!(error = %e, "cannot write delivery counts; kept for the next try");
+        }
     }
 
     /// Submits a job: the one way every adapter starts one.

@@ -142,10 +142,12 @@ macro_rules! conformance_tests {
             queue_limits_refuse_per_device,
             queue_delivery_and_settling,
             queue_holds_handed_over_and_settles_in_bulk,
+            delivery_counts_add_up,
             queue_expiry_takes_what_is_over,
             queue_survives_a_restart,
             device_messages_are_stored_once_and_trimmed,
             a_job_with_held_commands_ends_when_they_settle,
+            an_expired_command_settles_its_target,
             cancelling_a_job_drops_its_waiting_held_commands,
         );
     };

@@ -12,6 +12,7 @@ use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use orb_store::Device;
 
 use super::rfc3339;
+use crate::broker::tally::plus;
 use crate::broker::{Action, Broker};
 use crate::close::CloseReason;
 use crate::identity::Requester;
@@ -62,8 +63,11 @@ impl Broker {
         self.may(who, "$orb.devices.show")?;
         let store = self.registry().store();
         store.flush().await.map_err(store_error)?;
-        let device = store.device(&r.id).await.map_err(store_error)?.ok_or_else(|| unknown(&r.id))?;
+        let (device, pending) = self.0.tally.read(&r.id, store.device(&r.id)).await;
+        let device = device.map_err(store_error)?.ok_or_else(|| unknown(&r.id))?;
         let mut d = self.detail(&device);
+        d.delivery.delivered = plus(d.delivery.delivered, pending.0);
+        d.delivery.acknowledged = plus(d.delivery.acknowledged, pending.1);
         d.held = store
             .queued_for(&r.id, SHOWN_HELD)
             .await
