@@ -1,7 +1,7 @@
 //! `orb bench held`: one job sent with a TTL to N registered devices that are all offline, so
 //! every target's command is held: the time from submitting to the ack, which the server sends
 //! only once every held command is committed (group commit), gives held commands per second.
-//! Between trials the job is cancelled, which drops what it holds.
+//! The jobs are cancelled after the last trial, which drops what they hold.
 
 use std::time::{Duration, Instant};
 
@@ -49,14 +49,18 @@ pub async fn run(n: usize, trials: usize, common: &CommonArgs) -> Result<u8, Fai
         added.map_err(fail)?;
     }
     drop(adds);
+    // Jobs are cancelled after the last trial, not between trials: a cancel deletes what its
+    // job held, and that work would land in the next trial's commit.
     let mut times = Vec::with_capacity(trials);
+    let mut held_jobs = Vec::with_capacity(trials);
     for _ in 0..trials {
         let request = JobRequest::new("h-*", "ping").deadline(Duration::from_secs(10)).ttl(Duration::from_secs(3600));
         let start = Instant::now();
         let job = op.submit(request).await.map_err(fail)?;
         times.push(ms(start.elapsed()));
-        let id = job.id().to_owned();
-        drop(job);
+        held_jobs.push(job.id().to_owned());
+    }
+    for id in held_jobs {
         let _: JobCancelled = op.call_json(commands::JOBS_CANCEL, &JobRef { id }, answer).await.map_err(fail)?;
     }
     op.close().await;
