@@ -49,6 +49,9 @@ pub enum Command {
     /// Send one admin message to a server: QUIT, RELOAD, LOG_ROTATE or PING.
     #[command(after_help = crate::help::SIGNAL)]
     Signal(SignalArgs),
+    /// Recurring schedules: preview when a cron expression or interval fires.
+    #[command(subcommand, after_help = crate::help::SCHEDULE)]
+    Schedule(ScheduleCommand),
     /// Named servers with their token files (add, use, ls, show, rm), like `nats context`.
     #[command(subcommand)]
     #[command(after_help = crate::help::CONTEXT)]
@@ -473,6 +476,61 @@ pub enum JobsCommand {
         /// Job id, or a unique prefix of it.
         id: String,
     },
+}
+
+/// `orb schedule ...`. Sub-commands that talk to a server will flatten [`ConnectArgs`] into
+/// their own args (and join [`Command::connect_mut`]); `preview` runs locally.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Print the next firing times of a cron expression or an interval; contacts no server and
+    /// stores nothing.
+    #[command(after_help = crate::help::SCHEDULE_PREVIEW)]
+    Preview(SchedulePreviewArgs),
+}
+
+/// How a recurring schedule repeats: exactly one of `--cron` and `--every`.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct RepeatArgs {
+    /// Crontab expression: 5 fields (minute hour day-of-month month day-of-week), 6 with seconds
+    /// first, or @yearly, @monthly, @weekly, @daily, @hourly; evaluated in the --tz zone.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
+    /// Fixed interval from 1s to 365days (90s, 5m, 1h 30m, 2days), anchored at --from.
+    #[arg(long, value_name = "DURATION")]
+    pub every: Option<String>,
+}
+
+/// `orb schedule preview`.
+#[derive(Debug, Args)]
+pub struct SchedulePreviewArgs {
+    #[command(flatten)]
+    pub repeat: RepeatArgs,
+    /// IANA time zone (Europe/Berlin, America/New_York, UTC) that --cron is evaluated in,
+    /// local --from times are read in and times are shown in [default: this machine's zone:
+    /// $TZ, else the system setting; UTC when neither is an IANA name].
+    #[arg(long, value_name = "ZONE")]
+    pub tz: Option<String>,
+    /// Start: list firings strictly after this time, RFC 3339 (2026-03-29T00:00:00+01:00) or
+    /// local YYYY-MM-DD HH:MM[:SS] in the --tz zone; may be in the past [default: now].
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// How many firing times to print.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = preview_count)]
+    pub count: usize,
+    /// One JSON array of UTC times (RFC 3339), nothing else.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--count`: 1 to [`orb_schedule::MAX_PREVIEW`].
+fn preview_count(s: &str) -> Result<usize, String> {
+    let max = orb_schedule::MAX_PREVIEW;
+    match s.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("must be 1 to {max} (the most orb schedule preview prints)")),
+        Err(_) => Err(format!("'{s}' is not a number from 1 to {max}")),
+    }
 }
 
 /// `orb demo`.

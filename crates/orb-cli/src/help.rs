@@ -192,6 +192,36 @@ Examples:
   orb jobs cancel 0198c2f1                    # pending targets become cancelled
   orb jobs cancel 0198c2f1 --json";
 
+/// `orb schedule`.
+pub const SCHEDULE: &str = "\
+Examples:
+  orb schedule preview --cron '0 9 * * MON-FRI' --tz Europe/Berlin   # the next 10 firings
+  orb schedule preview --every 90m --count 3 --json";
+
+/// `orb schedule preview`.
+pub const SCHEDULE_PREVIEW: &str = "\
+Output:
+  One line per firing: the time in the zone, with its offset, then in UTC.
+    2026-03-29T03:00:00+02:00  (2026-03-29T01:00:00Z)
+  --json prints one array of the UTC times: [\"2026-03-29T01:00:00Z\", ...].
+
+Cron:
+  Fields accept numbers, names (JAN, MON), lists, ranges, */n steps, and L, W, #. When both
+  day-of-month and day-of-week are restricted, a day matching either fires (as in Vixie cron).
+  Daylight saving time, where the clock skips or repeats an hour:
+  - second, minute and hour single values (30 2 * * *): a skipped time fires once, when the clock
+    resumes (03:00); a repeated time fires once, on its first pass
+  - second, minute or hour starting with * (*/30 * * * *, 0 * * * *): skipped times do not fire;
+    repeated times fire on both passes
+  - any other (30 2,14 * * *): skipped times do not fire; repeated times fire once
+
+Examples:
+  orb schedule preview --cron '0 9 * * MON-FRI' --tz Europe/Berlin   # weekdays, 09:00 in Berlin
+  orb schedule preview --cron '30 2 * * *' --tz Europe/Berlin --from '2026-03-28 12:00'
+  orb schedule preview --cron '0 0 L * *' --count 12    # midnight on the last day of each month
+  orb schedule preview --every 90m --from 2026-06-01T08:00:00Z --count 3
+  orb schedule preview --cron @hourly --json | jq -r '.[0]'    # the next firing, in UTC";
+
 /// `orb context`: where client settings come from, and examples.
 pub const CONTEXT: &str = "\
 Each setting of a client command (send, devices, jobs, signal) comes from the first of: the flags

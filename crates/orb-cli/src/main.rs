@@ -40,6 +40,7 @@ mod output;
 mod private_file;
 mod render;
 mod results;
+mod schedule;
 mod send;
 #[cfg(feature = "server")]
 mod serve;
@@ -110,6 +111,7 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
             client_logging()?;
             demo::run(args).await
         }
+        cli::Command::Schedule(cmd) => schedule::run(cmd),
         cli::Command::Context(cmd) => context::run(cmd, config),
         cli::Command::Config(cmd) => meta::config(cmd, config),
         #[cfg(feature = "server")]

@@ -73,6 +73,8 @@ fn every_sub_command_help_has_examples_and_no_empty_env_value() {
         "jobs show",
         "jobs cancel",
         "signal",
+        "schedule",
+        "schedule preview",
         "config",
         "config check",
         "demo",

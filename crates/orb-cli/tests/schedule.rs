@@ -1,0 +1,137 @@
+//! End-to-end tests of `orb schedule preview`: the real binary, no server, exact firing times
+//! across a DST change, both output formats, and the refusals (exit 2, `error: CODE: ...`).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{orb_cmd, stderr, stdout};
+
+/// `orb schedule preview ARGS` in `cwd`, with the machine's zone pinned to UTC unless the
+/// arguments give `--tz`.
+fn preview(cwd: &Path, args: &[&str]) -> Output {
+    orb_cmd(cwd).args(["schedule", "preview"]).args(args).env("TZ", "UTC").output().unwrap()
+}
+
+/// Runs a preview that must succeed; its stdout parsed as the `--json` array of strings.
+fn preview_json(args: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = preview(dir.path(), &[args, &["--json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{args:?}: not one JSON array ({e}):\n{}", stdout(&out)))
+}
+
+/// Asserts a refused preview: exit 2, nothing on stdout, and `want` in the error.
+fn assert_refused(args: &[&str], want: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = preview(dir.path(), args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "{args:?} printed: {}", stdout(&out));
+    assert!(stderr(&out).contains(want), "{args:?}: {want:?} not in: {}", stderr(&out));
+}
+
+#[test]
+fn cron_preview_in_berlin_follows_the_spring_forward_change() {
+    // 2026-03-29: Berlin's clock jumps from 02:00 CET (01:00Z) to 03:00 CEST.
+    // Hourly: 01:00 CET, then 03:00 CEST; 02:00 does not exist that night.
+    assert_eq!(
+        preview_json(&[
+            "--cron",
+            "0 * * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--from",
+            "2026-03-28T23:30:00Z",
+            "--count",
+            "4"
+        ]),
+        ["2026-03-29T00:00:00Z", "2026-03-29T01:00:00Z", "2026-03-29T02:00:00Z", "2026-03-29T03:00:00Z"]
+    );
+    // A fixed 02:30 fires once when the clock resumes (03:00 CEST), then 02:30 CEST; `--from`
+    // is a local time read in the --tz zone (12:00 CET = 11:00Z).
+    assert_eq!(
+        preview_json(&["--cron", "30 2 * * *", "--tz", "Europe/Berlin", "--from", "2026-03-28 12:00", "--count", "3"]),
+        ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z", "2026-03-31T00:30:00Z"]
+    );
+}
+
+#[test]
+fn every_preview_is_anchored_at_from() {
+    assert_eq!(
+        preview_json(&["--every", "90m", "--from", "2026-06-01T08:00:00Z", "--count", "3"]),
+        ["2026-06-01T09:30:00Z", "2026-06-01T11:00:00Z", "2026-06-01T12:30:00Z"]
+    );
+}
+
+#[test]
+fn human_output_shows_the_zone_time_then_utc_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = preview(
+        dir.path(),
+        &["--cron", "30 2 * * *", "--tz", "Europe/Berlin", "--from", "2026-03-28 12:00", "--count", "2"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "2026-03-29T03:00:00+02:00  (2026-03-29T01:00:00Z)\n2026-03-30T02:30:00+02:00  (2026-03-30T00:30:00Z)\n"
+    );
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    // No server was needed, and nothing was written: no data folder, no client configuration.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "files appeared in the working folder");
+}
+
+#[test]
+fn without_tz_cron_runs_in_the_machines_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = orb_cmd(dir.path())
+        .args(["schedule", "preview", "--cron", "0 9 * * *", "--from", "2026-01-10 12:00", "--count", "1"])
+        .env("TZ", "America/New_York")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "2026-01-11T09:00:00-05:00  (2026-01-11T14:00:00Z)\n");
+    // Ten firings by default.
+    assert_eq!(preview_json(&["--every", "1h"]).len(), 10);
+}
+
+#[test]
+fn an_invalid_cron_expression_is_refused_naming_the_field() {
+    assert_refused(
+        &["--cron", "0 25 * * *"],
+        "error: invalid_cron: cron field 2 (hour) `25`: number out of bounds; allowed 0-23",
+    );
+    assert_refused(&["--cron", "0 0 * * FOO"], "error: invalid_cron: cron field 5 (day of week) `FOO`");
+    assert_refused(&["--cron", "0 0 30 2 *"], "error: invalid_cron: cron `0 0 30 2 *`: never fires");
+}
+
+#[test]
+fn an_unknown_zone_is_refused() {
+    assert_refused(
+        &["--cron", "0 9 * * *", "--tz", "Mars/Olympus"],
+        "error: unknown_zone: unknown time zone `Mars/Olympus`",
+    );
+}
+
+#[test]
+fn a_zero_or_sub_second_interval_is_refused() {
+    assert_refused(&["--every", "0s"], "error: zero_interval: duration `0s` is zero");
+    assert_refused(&["--every", "500ms"], "error: invalid_duration: duration `500ms`: shorter than the minimum");
+    assert_refused(&["--every", "366days"], "error: invalid_duration: duration `366days`: longer than the maximum");
+}
+
+#[test]
+fn a_count_over_the_maximum_is_refused_naming_it() {
+    assert_refused(&["--every", "1m", "--count", "1001"], "1000");
+    assert_refused(&["--every", "1m", "--count", "0"], "1000");
+    assert_eq!(preview_json(&["--every", "1s", "--count", "1000"]).len(), 1000);
+}
+
+#[test]
+fn exactly_one_of_cron_and_every_is_required() {
+    assert_refused(&["--cron", "@daily", "--every", "1h"], "cannot be used with");
+    assert_refused(&[], "--cron <EXPR>|--every <DURATION>");
+    assert_refused(&["--every", "1h", "--from", "tomorrow"], "error: invalid_time: time `tomorrow`");
+}

@@ -1,0 +1,178 @@
+//! Cron expressions through croner: [`CronSchedule`] parses one (naming the field at fault when
+//! it is wrong) and finds its firings in an IANA zone, with the DST rules documented on
+//! [`crate::next_after`]. Crate-internal: callers go through `parse_cron` and the `Spec` functions.
+
+use chrono::offset::LocalResult;
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::errors::CronError;
+use croner::parser::{CronParser, Seconds, Year};
+
+use crate::{ScheduleError, parse_zone};
+
+/// A cron field: its name and what it accepts, for error messages.
+struct Field {
+    name: &'static str,
+    allowed: &'static str,
+}
+
+/// The six fields of a 6-field expression; a 5-field one starts at `minute`.
+const FIELDS: [Field; 6] = [
+    Field { name: "second", allowed: "0-59 and * , - /" },
+    Field { name: "minute", allowed: "0-59 and * , - /" },
+    Field { name: "hour", allowed: "0-23 and * , - /" },
+    Field { name: "day of month", allowed: "1-31 and * , - / ? L W" },
+    Field { name: "month", allowed: "1-12 or JAN-DEC and * , - /" },
+    Field { name: "day of week", allowed: "0-7 or SUN-SAT (0 and 7 are Sunday) and * , - / ? L #" },
+];
+
+/// The one parser configuration orb accepts: seconds optional, no year field, and croner's
+/// default OR of day-of-month and day-of-week when both are restricted (as Vixie cron does).
+fn parser() -> CronParser {
+    CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build()
+}
+
+/// A parsed cron expression in its zone.
+#[derive(Debug)]
+pub(crate) struct CronSchedule {
+    cron: Cron,
+    tz: Tz,
+    /// Whether a second, minute or hour field starts with `*` (`*`, `*/15`): such a job runs
+    /// on wall-clock times, so it fires again in an hour the clock repeats. Any other job fires
+    /// once per wall-clock time, as in Vixie cron.
+    wildcard_time: bool,
+}
+
+impl CronSchedule {
+    /// Parses `expr` in zone `tz` and checks that it fires at all (`0 0 30 2 *` never does).
+    /// The check searches up to croner's year limit, a few milliseconds: use it where a
+    /// schedule is accepted, and [`CronSchedule::compile`] where it is evaluated.
+    pub(crate) fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
+        let schedule = Self::compile(expr, tz)?;
+        let epoch = DateTime::UNIX_EPOCH.with_timezone(&schedule.tz);
+        if schedule.cron.find_next_occurrence(&epoch, true).is_err() {
+            return Err(ScheduleError::Cron { expr: expr.to_owned(), reason: "never fires".to_owned() });
+        }
+        Ok(schedule)
+    }
+
+    /// Parses `expr` in zone `tz`, without checking that it ever fires.
+    pub(crate) fn compile(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
+        let tz = parse_zone(tz)?;
+        let whole = |reason: String| ScheduleError::Cron { expr: expr.to_owned(), reason };
+        let fields: Vec<&str> = expr.split_whitespace().collect();
+        let cron = match fields.len() {
+            5 | 6 => parser()
+                .parse(expr)
+                .map_err(|e| locate(&fields, &FIELDS[6 - fields.len()..]).unwrap_or_else(|| whole(describe(&e))))?,
+            1 if fields[0].starts_with('@') => parser().parse(expr).map_err(|_| {
+                whole("unknown nickname: expected @yearly, @annually, @monthly, @weekly, @daily or @hourly".to_owned())
+            })?,
+            n => {
+                return Err(whole(format!(
+                    "{n} fields: expected 5 (minute hour day-of-month month day-of-week) or 6 (second first)"
+                )));
+            }
+        };
+        // croner keeps the pattern with nicknames expanded, so this sees `@hourly` as `0 * * * *`.
+        let parts: Vec<&str> = cron.as_str().split_whitespace().collect();
+        let time_of_day = &parts[..parts.len().saturating_sub(3)];
+        let wildcard_time = time_of_day.iter().any(|f| f.starts_with('*'));
+        Ok(Self { cron, tz, wildcard_time })
+    }
+
+    /// The first firing strictly after `after`, or `None` when there is none before croner's
+    /// year limit (5000).
+    pub(crate) fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut from = after.with_timezone(&self.tz);
+        loop {
+            let next = self.cron.find_next_occurrence(&from, false).ok()?;
+            // croner fires a single-valued time (`30 1 * * *`) once in a repeated hour, but a
+            // list or range (`30 1,13 * * *`) on both passes; orb fires the latter once too.
+            if self.wildcard_time || !self.is_second_pass(&next) {
+                return Some(next.to_utc());
+            }
+            from = next;
+        }
+    }
+
+    /// Whether `t` is the later of two instants with the same wall-clock time (fall-back).
+    fn is_second_pass(&self, t: &DateTime<Tz>) -> bool {
+        matches!(
+            self.tz.from_local_datetime(&t.naive_local()),
+            LocalResult::Ambiguous(_, later) if later == *t
+        )
+    }
+}
+
+/// Finds the first field that croner refuses on its own (the others set to `*`), so the error
+/// can name it. `None` when no single field is at fault.
+fn locate(fields: &[&str], names: &[Field]) -> Option<ScheduleError> {
+    (0..fields.len()).find_map(|i| {
+        let probe: Vec<&str> = (0..fields.len()).map(|j| if j == i { fields[i] } else { "*" }).collect();
+        let err = parser().parse(&probe.join(" ")).err()?;
+        Some(ScheduleError::CronField {
+            position: i + 1,
+            name: names[i].name,
+            value: fields[i].to_owned(),
+            reason: format!("{}; allowed {}", describe(&err), names[i].allowed),
+        })
+    })
+}
+
+/// croner's message, in orb's style: lowercase, no trailing period.
+fn describe(err: &CronError) -> String {
+    let text = match err {
+        CronError::ComponentError(m) | CronError::InvalidPattern(m) => m.clone(),
+        CronError::IllegalCharacters(m) => m.trim_start_matches("CronPattern contains ").to_owned(),
+        other => other.to_string(),
+    };
+    let text = text.trim_end_matches('.');
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| first.to_lowercase().chain(chars).collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_time_is_a_star_in_second_minute_or_hour() {
+        for (expr, wildcard) in [
+            ("*/30 * * * *", true),
+            ("0 * * * *", true),
+            ("@hourly", true),
+            ("*/5 30 2 * * *", true),
+            ("30 2 * * *", false),
+            ("30 2,14 * * *", false),
+            ("0 1-3 * * *", false),
+            ("@daily", false),
+        ] {
+            assert_eq!(CronSchedule::compile(expr, "UTC").unwrap().wildcard_time, wildcard, "{expr}");
+        }
+    }
+
+    #[test]
+    fn second_pass_is_the_later_instant_of_a_repeated_wall_time() {
+        let schedule = CronSchedule::compile("30 1 * * *", "America/New_York").unwrap();
+        // 2026-11-01 01:30 happens at 05:30Z (EDT) and again at 06:30Z (EST).
+        let first = DateTime::parse_from_rfc3339("2026-11-01T05:30:00Z").unwrap().with_timezone(&schedule.tz);
+        let second = DateTime::parse_from_rfc3339("2026-11-01T06:30:00Z").unwrap().with_timezone(&schedule.tz);
+        assert!(!schedule.is_second_pass(&first));
+        assert!(schedule.is_second_pass(&second));
+    }
+
+    #[test]
+    fn errors_read_in_orb_style() {
+        let err = CronSchedule::compile("0 0 * * FOO", "UTC").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cron field 5 (day of week) `FOO`: illegal character 'F' in part 'FOO'; \
+             allowed 0-7 or SUN-SAT (0 and 7 are Sunday) and * , - / ? L #"
+        );
+        let err = CronSchedule::compile("@fortnightly", "UTC").unwrap_err();
+        assert!(err.to_string().starts_with("cron `@fortnightly`: unknown nickname"), "{err}");
+    }
+}
