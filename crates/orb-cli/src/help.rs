@@ -20,7 +20,8 @@ Exit codes:
   1    failed: a target was not ok, nothing matched, or the server answered with an error
        (device_not_found, job_not_found, ...)
   2    usage: an unknown flag or sub-command, a missing argument, a bad selector, JSON argument,
-       KEY=VALUE or client --server URL, a command no target declares (nothing was sent)
+       KEY=VALUE or client --server URL, a command no target declares, a schedule orb schedule
+       refuses (invalid_cron, unknown_zone, ...) (nothing was sent)
   69   unavailable: the server (or its database) cannot be reached, or the URL names the wrong
        port; orb serve cannot listen; orb agent gave up (--give-up-after)
   70   internal error
