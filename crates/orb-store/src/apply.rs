@@ -15,7 +15,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::Record;
 use crate::bulk::Placeholders;
-use crate::model::{Connection, FLAP_WINDOW_MS, JobEnd, NewJob, NewTarget, TargetOutcome};
+use crate::model::{Connection, FLAP_WINDOW_MS, JobEnd, NewJob, TargetOutcome};
 use crate::rows::{list_json, map_json, ms};
 
 /// Targets per multi-row `INSERT`: 4 parameters each plus the job id, far below SQLite's 32766
@@ -104,26 +104,17 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     .await?;
 
     // Pending targets are in the list only; rows are for targets that start with a status.
-    let settled: Vec<&NewTarget> = job.targets.iter().filter(|t| t.status.is_some()).collect();
-    let style = Placeholders::of(conn);
-    for chunk in settled.chunks(TARGET_CHUNK) {
-        let sql = format!(
-            "INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES {}",
-            style.rows(chunk.len(), 5)
-        );
-        // Full chunks repeat, so their prepared statement is worth caching; a remainder is not.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
-        for t in chunk {
-            query = query
-                .bind(&job.id)
-                .bind(&t.device)
-                .bind(t.status.map(|s| s.as_str()))
-                .bind(t.error.as_ref().map(|e| e.code.as_str()))
-                .bind(t.error.as_ref().map(|e| e.message.as_str()));
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+    let settled: Vec<TargetRow<'_>> = job
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let error = t.error.as_ref();
+            t.status.map(|s| {
+                (t.device.as_str(), s.as_str(), error.map(|e| e.code.as_str()), error.map(|e| e.message.as_str()))
+            })
+        })
+        .collect();
+    insert_targets(conn, &job.id, &settled).await
 }
 
 /// Columns of one settled target in the bulk upsert.
@@ -277,8 +268,11 @@ pub(crate) async fn settle_pending(
         list.unwrap_or_default().into_iter().filter(|d| !with_row.contains(d)).partition(|d| held.contains(d));
     let unset: Vec<String> = unset.into_iter().filter(|d| !held.contains(d)).collect();
 
-    insert_targets(conn, job, &queued, ("queued", None, None)).await?;
-    insert_targets(conn, job, &missing, (status, Some(code), Some(message))).await?;
+    let queued: Vec<TargetRow<'_>> = queued.iter().map(|d| (d.as_str(), "queued", None, None)).collect();
+    insert_targets(conn, job, &queued).await?;
+    let missing_rows: Vec<TargetRow<'_>> =
+        missing.iter().map(|d| (d.as_str(), status, Some(code), Some(message))).collect();
+    insert_targets(conn, job, &missing_rows).await?;
     if !held.is_empty() {
         sqlx::query(
             "UPDATE job_targets SET status = 'queued' WHERE job_id = $1 AND status IS NULL \
@@ -307,23 +301,21 @@ pub(crate) async fn settle_pending(
     Ok(settled)
 }
 
-/// Inserts a row per device in `devices` for `job`'s targets, all with the same status and
-/// error (code, message): one statement per [`TARGET_CHUNK`].
-async fn insert_targets(
-    conn: &mut AnyConnection,
-    job: &str,
-    devices: &[String],
-    (status, code, message): (&str, Option<&str>, Option<&str>),
-) -> Result<(), sqlx::Error> {
+/// A target row to insert: device, status, error code, error message.
+type TargetRow<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
+
+/// Inserts `rows` as `job`'s targets: one statement per [`TARGET_CHUNK`].
+async fn insert_targets(conn: &mut AnyConnection, job: &str, rows: &[TargetRow<'_>]) -> Result<(), sqlx::Error> {
     let style = Placeholders::of(conn);
-    for chunk in devices.chunks(TARGET_CHUNK) {
+    for chunk in rows.chunks(TARGET_CHUNK) {
         let sql = format!(
             "INSERT INTO job_targets (job_id, device_id, status, error_code, error_message) VALUES {}",
             style.rows(chunk.len(), 5)
         );
+        // Full chunks repeat, so their prepared statement is worth caching; a remainder is not.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
-        for device in chunk {
-            query = query.bind(job).bind(device).bind(status).bind(code).bind(message);
+        for (device, status, code, message) in chunk {
+            query = query.bind(job).bind(*device).bind(*status).bind(*code).bind(*message);
         }
         query.execute(&mut *conn).await?;
     }
