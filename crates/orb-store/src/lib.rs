@@ -42,6 +42,7 @@ mod query;
 mod queue;
 mod registry;
 mod rows;
+mod schedules;
 mod store;
 #[cfg(feature = "testkit")]
 #[allow(clippy::unwrap_used)] // test support: a panic is how a failed check reports
@@ -51,9 +52,9 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    Connection, DeliveryCount, Device, Enqueued, HeldOutcome, JobEnd, JobRecord, LateAnswer, MessageLimits, NewDevice,
-    NewJob, NewMessage, NewQueued, NewTarget, QueueCounts, QueueLimits, Queued, Record, Recorder, StoredMessage,
-    TargetOutcome, TargetRecord,
+    Connection, DeliveryCount, Device, Enqueued, Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer, MessageLimits,
+    NewDevice, NewJob, NewMessage, NewQueued, NewSchedule, NewTarget, QueueCounts, QueueLimits, Queued, Record,
+    Recorder, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoredMessage, TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -212,6 +213,55 @@ pub trait Store: Send + Sync + 'static {
     /// Adds to devices' `delivered` and `acknowledged` counts (the broker counts in memory and
     /// writes them now and then); a device no longer registered is skipped.
     async fn count_deliveries(&self, counts: Vec<DeliveryCount>) -> Result<(), StoreError>;
+
+    /// Stores a schedule (committed before it returns), unless `limits` refuse it.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when its id is taken.
+    async fn create_schedule(
+        &self,
+        schedule: NewSchedule,
+        limits: ScheduleLimits,
+    ) -> Result<ScheduleCreated, StoreError>;
+
+    /// Every stored schedule, by id.
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// One schedule by id or unique id prefix (case-insensitive).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Ambiguous`].
+    async fn schedule(&self, id_or_prefix: &str) -> Result<ScheduleRecord, StoreError>;
+
+    /// Pauses a schedule (`paused_at` set) or resumes it (`None`), and sets its next firing time.
+    /// False when there is no such schedule.
+    async fn pause_schedule(
+        &self,
+        id: &str,
+        paused_at: Option<DateTime<Utc>>,
+        next_fire_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes a schedule (the jobs it fired stay, still linked to its id). False when there is
+    /// no such schedule.
+    async fn remove_schedule(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Moves a schedule's next firing time on, and when it fires stores its job in the same
+    /// commit, awaiting dispatch (`due_at`): a firing is stored exactly once. False when the
+    /// schedule is gone, paused, or its next firing time is no longer `firing.expected` (another
+    /// node or an earlier wake-up moved it); nothing is written then.
+    async fn advance_schedule(&self, firing: Firing) -> Result<bool, StoreError>;
+
+    /// Marks a fired job dispatched (before any of its commands is sent): false when it was
+    /// already, or is not a fired job awaiting dispatch — then it must not be dispatched.
+    async fn dispatch_firing(&self, job: &str) -> Result<bool, StoreError>;
+
+    /// Fired jobs of `node` still awaiting dispatch (a crash came between the firing and its
+    /// dispatch): `(job id, schedule id)`, oldest first.
+    async fn undispatched_firings(&self, node: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Records why a schedule's last firing could not start (`None`: it started).
+    async fn schedule_error(&self, id: &str, error: Option<String>) -> Result<(), StoreError>;
 
     /// Removes and returns at most `limit` held commands that are over, their targets' statuses
     /// written in the same transaction: waiting ones whose TTL passed by `now` (`expired`), and

@@ -168,6 +168,9 @@ pub struct NewJob {
     /// Devices the selector matched that were not targeted because they were not connected
     /// (a job that targets connected devices only).
     pub skipped: u64,
+    /// The schedule whose firing this job is (its row exists already, stored by
+    /// [`crate::Store::advance_schedule`]: this record completes it).
+    pub schedule: Option<String>,
 }
 
 /// One target of a new job.
@@ -463,4 +466,91 @@ pub struct StoredMessage {
     pub id: i64,
     /// The message.
     pub message: NewMessage,
+}
+
+/// A schedule to store (decision 0014): a job template and when it fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSchedule {
+    /// Schedule id (UUID v7 text).
+    pub id: String,
+    /// When it fires: `orb_schedule::Spec` as JSON (the store does not read it).
+    pub spec: String,
+    /// What to do with firings missed while no server ran: `skip` or `run-once`.
+    pub missed: String,
+    /// The firings' target selector.
+    pub selector: String,
+    /// Command name.
+    pub command: String,
+    /// Arguments (JSON text).
+    pub args: Option<String>,
+    /// Each firing's deadline, in milliseconds.
+    pub wait_ms: u64,
+    /// Each firing's TTL for targets that are not connected, in milliseconds.
+    pub ttl_ms: Option<u64>,
+    /// Who created it (session name).
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Its first firing (`None`: it never fires).
+    pub next_fire_at: Option<DateTime<Utc>>,
+}
+
+impl NewSchedule {
+    /// What it counts against `limits.max_schedule_bytes`: every text it stores.
+    pub fn bytes(&self) -> u64 {
+        [&self.spec, &self.missed, &self.selector, &self.command, &self.created_by]
+            .iter()
+            .map(|s| s.len() as u64)
+            .sum::<u64>()
+            + self.args.as_ref().map_or(0, |a| a.len() as u64)
+    }
+}
+
+/// A stored schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    /// What was stored (with `next_fire_at` as it is now).
+    pub schedule: NewSchedule,
+    /// When it was paused (`None`: active).
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Its last firing.
+    pub last_fired_at: Option<DateTime<Utc>>,
+    /// How often it fired.
+    pub fired: u64,
+    /// Why its last firing's job could not start, if it could not.
+    pub last_error: Option<String>,
+}
+
+/// Bounds on stored schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleLimits {
+    /// Schedules stored at once.
+    pub max_schedules: u64,
+    /// Bytes of one schedule, as [`NewSchedule::bytes`] counts them.
+    pub max_bytes: u64,
+}
+
+/// What became of [`crate::Store::create_schedule`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleCreated {
+    /// Stored.
+    Created,
+    /// Refused: a limit would be exceeded (why).
+    Full(String),
+}
+
+/// A schedule's next firing time moved on, with the job it fires now if it fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firing {
+    /// The schedule.
+    pub schedule: String,
+    /// Its `next_fire_at` when read: the move happens only if it is still that (and the schedule
+    /// is not paused), so a firing is stored once.
+    pub expected: DateTime<Utc>,
+    /// Its next firing time after this one (`None`: it never fires again).
+    pub next: Option<DateTime<Utc>>,
+    /// The job it fires now, stored awaiting its dispatch (`None`: a missed firing skipped).
+    pub job: Option<NewJob>,
+    /// When.
+    pub at: DateTime<Utc>,
 }

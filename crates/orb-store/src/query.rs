@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use crate::backend::{Backend, unavailable};
@@ -67,59 +68,8 @@ pub(crate) async fn job(
     id_or_prefix: &str,
 ) -> Result<(JobRecord, Vec<TargetRecord>), StoreError> {
     let not_found = || StoreError::NotFound(format!("job {id_or_prefix}"));
-    if id_or_prefix.is_empty() {
-        return Err(not_found());
-    }
-    let lower = id_or_prefix.to_ascii_lowercase();
-    let exact = format!("SELECT {JOB_COLUMNS}, targets FROM jobs WHERE id = $1");
-    let mut row = None;
-    for id in [id_or_prefix, lower.as_str()] {
-        row = sqlx::query(sqlx::AssertSqlSafe(exact.as_str()))
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .map_err(unavailable)?;
-        if row.is_some() || lower == id_or_prefix {
-            break;
-        }
-    }
-    if row.is_none() {
-        let id = match backend {
-            Backend::Sqlite => "id",
-            Backend::Postgres => r#"id COLLATE "C""#,
-        };
-        let (range, end) = match prefix_end(&lower) {
-            Some(end) => (format!("{id} >= $1 AND {id} < $2"), Some(end)),
-            None => (format!("{id} >= $1"), None),
-        };
-        let matches = format!("SELECT {JOB_COLUMNS}, targets FROM jobs WHERE {range} ORDER BY {id} LIMIT 2");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(matches)).bind(&lower);
-        if let Some(end) = &end {
-            query = query.bind(end);
-        }
-        let mut found = query.fetch_all(pool).await.map_err(unavailable)?;
-        if found.len() > 1 {
-            let mut query =
-                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM jobs WHERE {range}"))).bind(&lower);
-            if let Some(end) = &end {
-                query = query.bind(end);
-            }
-            let count = query.fetch_one(pool).await.map_err(unavailable)?;
-            let first = format!("SELECT id FROM jobs WHERE {range} ORDER BY {id} LIMIT {AMBIGUOUS_CANDIDATES}");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(first)).bind(&lower);
-            if let Some(end) = &end {
-                query = query.bind(end);
-            }
-            let candidates = query.fetch_all(pool).await.map_err(unavailable)?;
-            let candidates = candidates.iter().filter_map(|r| r.try_get::<String, _>("id").ok()).collect();
-            return Err(StoreError::Ambiguous {
-                prefix: id_or_prefix.to_owned(),
-                count: rows::count(&count)?,
-                candidates,
-            });
-        }
-        row = found.pop();
-    }
+    let columns = format!("{JOB_COLUMNS}, targets");
+    let row = by_id_or_prefix(pool, backend, "jobs", &columns, id_or_prefix).await?;
     let Some(row) = row else { return Err(not_found()) };
     let Some(mut job) = rows::job(&row) else { return Err(not_found()) };
     let list = rows::target_list(&row, &job.id);
@@ -146,6 +96,70 @@ pub(crate) async fn job(
         *job.summary.entry(status).or_default() += 1;
     }
     Ok((job, targets))
+}
+
+/// The row of `table` (selecting `columns`) whose id is `id_or_prefix`, else the one whose id
+/// starts with it (lowercased: ids are lowercase hex UUIDs), compared in byte order on both
+/// backends: `id >= prefix AND id < successor`, a range the primary key serves.
+///
+/// # Errors
+/// [`StoreError::Ambiguous`] when the prefix matches several rows (the first few named).
+pub(crate) async fn by_id_or_prefix(
+    pool: &AnyPool,
+    backend: Backend,
+    table: &'static str,
+    columns: &str,
+    id_or_prefix: &str,
+) -> Result<Option<AnyRow>, StoreError> {
+    if id_or_prefix.is_empty() {
+        return Ok(None);
+    }
+    let lower = id_or_prefix.to_ascii_lowercase();
+    let exact = format!("SELECT {columns} FROM {table} WHERE id = $1");
+    let mut ids = vec![id_or_prefix];
+    if lower != id_or_prefix {
+        ids.push(&lower);
+    }
+    for id in ids {
+        let row = sqlx::query(sqlx::AssertSqlSafe(exact.as_str()))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(unavailable)?;
+        if row.is_some() {
+            return Ok(row);
+        }
+    }
+    let id = match backend {
+        Backend::Sqlite => "id",
+        Backend::Postgres => r#"id COLLATE "C""#,
+    };
+    let (range, end) = match prefix_end(&lower) {
+        Some(end) => (format!("{id} >= $1 AND {id} < $2"), Some(end)),
+        None => (format!("{id} >= $1"), None),
+    };
+    let bind = |sql: String| {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lower.clone());
+        if let Some(end) = &end {
+            query = query.bind(end.clone());
+        }
+        query
+    };
+    let mut found = bind(format!("SELECT {columns} FROM {table} WHERE {range} ORDER BY {id} LIMIT 2"))
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    if found.len() > 1 {
+        let count = bind(format!("SELECT COUNT(*) AS n FROM {table} WHERE {range}"))
+            .fetch_one(pool)
+            .await
+            .map_err(unavailable)?;
+        let first = format!("SELECT id FROM {table} WHERE {range} ORDER BY {id} LIMIT {AMBIGUOUS_CANDIDATES}");
+        let candidates = bind(first).fetch_all(pool).await.map_err(unavailable)?;
+        let candidates = candidates.iter().filter_map(|r| r.try_get::<String, _>("id").ok()).collect();
+        return Err(StoreError::Ambiguous { prefix: id_or_prefix.to_owned(), count: rows::count(&count)?, candidates });
+    }
+    Ok(found.pop())
 }
 
 /// The smallest string above every string that starts with `prefix`, in byte (= code point)

@@ -81,6 +81,14 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::Undelivered(id) => crate::queue::undelivered(conn, *id).await,
         Write::SettleHeld { settled, at } => crate::queue::settle_held(conn, settled, *at).await,
         Write::CountDeliveries(counts) => crate::queue::count_deliveries(conn, counts).await,
+        Write::CreateSchedule { schedule, limits } => crate::schedules::create(conn, schedule, *limits).await,
+        Write::PauseSchedule { id, paused_at, next_fire_at } => {
+            crate::schedules::pause(conn, id, *paused_at, *next_fire_at).await
+        }
+        Write::RemoveSchedule(id) => crate::schedules::remove(conn, id).await,
+        Write::AdvanceSchedule(firing) => crate::schedules::advance(conn, firing).await,
+        Write::DispatchFiring(job) => crate::schedules::dispatch(conn, job).await,
+        Write::ScheduleError { id, error } => crate::schedules::set_error(conn, id, error.as_deref()).await,
         Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
         Write::StoreMessages { messages, limits } => crate::messages::store(conn, messages, *limits).await,
     }
@@ -147,7 +155,8 @@ async fn recover_jobs(
     at: DateTime<Utc>,
     message: &str,
 ) -> Result<Answer, sqlx::Error> {
-    const OWNED: &str = "state = 'running' AND (node = $1 OR node IS NULL)";
+    // A schedule's fired job still awaiting dispatch is not ended: the scheduler dispatches it.
+    const OWNED: &str = "state = 'running' AND (node = $1 OR node IS NULL) AND due_at IS NULL";
     let running = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT id FROM jobs WHERE {OWNED}")))
         .bind(node)
         .fetch_all(&mut *conn)

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::Pools;
 use crate::writer::{self, Op, Write, Written};
-use crate::{DeliveryCount, HeldOutcome};
+use crate::{DeliveryCount, Firing, HeldOutcome, NewSchedule, ScheduleCreated, ScheduleLimits, ScheduleRecord};
 use crate::{
     Device, Enqueued, JobRecord, MessageLimits, NewDevice, NewMessage, NewQueued, QueueCounts, QueueLimits, Queued,
     Recorder, Store, StoreError, StoredMessage, TargetRecord, query,
@@ -199,6 +199,58 @@ impl Store for SqlStore {
             return Ok(());
         }
         self.write_count(Write::CountDeliveries(counts)).await.map(drop)
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: NewSchedule,
+        limits: ScheduleLimits,
+    ) -> Result<ScheduleCreated, StoreError> {
+        match self.write(Write::CreateSchedule { schedule, limits }).await? {
+            Written::ScheduleCreated(created) => Ok(created),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.check_open()?;
+        crate::schedules::all(&self.pools.read).await
+    }
+
+    async fn schedule(&self, id_or_prefix: &str) -> Result<ScheduleRecord, StoreError> {
+        self.check_open()?;
+        crate::schedules::one(&self.pools.read, self.pools.backend, id_or_prefix).await
+    }
+
+    async fn pause_schedule(
+        &self,
+        id: &str,
+        paused_at: Option<DateTime<Utc>>,
+        next_fire_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let write = Write::PauseSchedule { id: id.to_owned(), paused_at, next_fire_at };
+        Ok(self.write_count(write).await? > 0)
+    }
+
+    async fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.write_count(Write::RemoveSchedule(id.to_owned())).await? > 0)
+    }
+
+    async fn advance_schedule(&self, firing: Firing) -> Result<bool, StoreError> {
+        Ok(self.write_count(Write::AdvanceSchedule(Box::new(firing))).await? > 0)
+    }
+
+    async fn dispatch_firing(&self, job: &str) -> Result<bool, StoreError> {
+        Ok(self.write_count(Write::DispatchFiring(job.to_owned())).await? > 0)
+    }
+
+    async fn undispatched_firings(&self, node: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.check_open()?;
+        crate::schedules::undispatched(&self.pools.read, node).await
+    }
+
+    async fn schedule_error(&self, id: &str, error: Option<String>) -> Result<(), StoreError> {
+        self.write_count(Write::ScheduleError { id: id.to_owned(), error }).await.map(drop)
     }
 
     async fn expire_queued(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Queued>, StoreError> {

@@ -100,6 +100,24 @@ pub(crate) enum Write {
     },
     /// Delivery counts added to devices' (`queue.rs`).
     CountDeliveries(Vec<crate::DeliveryCount>),
+    /// Schedules (`schedules.rs`): stored, paused or resumed, removed, advanced (a firing),
+    /// a firing's job dispatched, a firing's error.
+    CreateSchedule {
+        schedule: crate::NewSchedule,
+        limits: crate::ScheduleLimits,
+    },
+    PauseSchedule {
+        id: String,
+        paused_at: Option<DateTime<Utc>>,
+        next_fire_at: Option<DateTime<Utc>>,
+    },
+    RemoveSchedule(String),
+    AdvanceSchedule(Box<crate::Firing>),
+    DispatchFiring(String),
+    ScheduleError {
+        id: String,
+        error: Option<String>,
+    },
     /// Held commands that are over (TTL passed, or an answer that cannot come any more).
     ExpireQueued {
         now: DateTime<Utc>,
@@ -129,6 +147,12 @@ impl Write {
             Write::Undelivered(_) => "undelivered",
             Write::SettleHeld { .. } => "settle_held",
             Write::CountDeliveries(_) => "count_deliveries",
+            Write::CreateSchedule { .. } => "create_schedule",
+            Write::PauseSchedule { .. } => "pause_schedule",
+            Write::RemoveSchedule(_) => "remove_schedule",
+            Write::AdvanceSchedule(_) => "advance_schedule",
+            Write::DispatchFiring(_) => "dispatch_firing",
+            Write::ScheduleError { .. } => "schedule_error",
             Write::ExpireQueued { .. } => "expire_queued",
             Write::StoreMessages { .. } => "store_messages",
         }
@@ -150,6 +174,12 @@ impl Write {
             | Write::Undelivered(_)
             | Write::SettleHeld { .. }
             | Write::CountDeliveries(_)
+            | Write::CreateSchedule { .. }
+            | Write::PauseSchedule { .. }
+            | Write::RemoveSchedule(_)
+            | Write::AdvanceSchedule(_)
+            | Write::DispatchFiring(_)
+            | Write::ScheduleError { .. }
             | Write::ExpireQueued { .. }
             | Write::StoreMessages { .. } => None,
         }
@@ -190,6 +220,8 @@ pub(crate) enum Written {
     Queued(Vec<crate::Queued>),
     /// Per stored message, whether it was new; per settled held command, whether it was held.
     Stored(Vec<bool>),
+    /// What became of a schedule to store.
+    ScheduleCreated(crate::ScheduleCreated),
 }
 
 /// Starts the writer on `pool`; it runs until it receives [`Op::Close`] or every sender is gone.

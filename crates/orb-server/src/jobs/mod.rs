@@ -254,6 +254,7 @@ impl Jobs {
             // Filled by the job's task, after the command has gone out.
             targets: Vec::new(),
             skipped,
+            schedule: None,
         };
         let (events_tx, events) =
             events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));

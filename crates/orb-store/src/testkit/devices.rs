@@ -449,5 +449,6 @@ pub(crate) fn job(id: &str, at: i64) -> NewJob {
         deadline_at: t(at + 30_000),
         targets: Vec::new(),
         skipped: 0,
+        schedule: None,
     }
 }

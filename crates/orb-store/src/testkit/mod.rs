@@ -14,12 +14,14 @@
 mod devices;
 mod jobs;
 mod queue;
+mod schedules;
 mod stored;
 mod temp;
 
 pub use devices::*;
 pub use jobs::*;
 pub use queue::*;
+pub use schedules::*;
 pub use stored::*;
 pub use temp::{POSTGRES_URL_VAR, TempPostgres, TempSqlite};
 
@@ -149,6 +151,9 @@ macro_rules! conformance_tests {
             a_job_with_held_commands_ends_when_they_settle,
             an_expired_command_settles_its_target,
             cancelling_a_job_drops_its_waiting_held_commands,
+            schedules_are_stored_within_limits,
+            a_firing_is_stored_once,
+            a_paused_schedule_does_not_fire,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {
