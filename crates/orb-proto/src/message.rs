@@ -43,6 +43,18 @@ pub mod commands {
     pub const JOBS_SHOW: &str = "$orb.jobs.show";
     /// Cancel a job's pending targets. Args: [`crate::history::JobRef`]; result: [`crate::history::JobCancelled`].
     pub const JOBS_CANCEL: &str = "$orb.jobs.cancel";
+    /// Store a schedule. Args: [`crate::schedule::ScheduleCreate`]; result: [`crate::schedule::ScheduleInfo`].
+    pub const SCHEDULES_CREATE: &str = "$orb.schedules.create";
+    /// Every stored schedule, by id. No args; result: array of [`crate::schedule::ScheduleInfo`].
+    pub const SCHEDULES_LIST: &str = "$orb.schedules.list";
+    /// One schedule. Args: [`crate::schedule::ScheduleRef`]; result: [`crate::schedule::ScheduleInfo`].
+    pub const SCHEDULES_SHOW: &str = "$orb.schedules.show";
+    /// Stop a schedule firing until resumed. Args: [`crate::schedule::ScheduleRef`]; result: [`crate::schedule::ScheduleInfo`].
+    pub const SCHEDULES_PAUSE: &str = "$orb.schedules.pause";
+    /// Let a paused schedule fire again, from its next firing time after now. Args: [`crate::schedule::ScheduleRef`]; result: [`crate::schedule::ScheduleInfo`].
+    pub const SCHEDULES_RESUME: &str = "$orb.schedules.resume";
+    /// Remove a schedule (the jobs it fired stay). Args: [`crate::schedule::ScheduleRef`]; result: [`crate::schedule::ScheduleInfo`] as it was.
+    pub const SCHEDULES_REMOVE: &str = "$orb.schedules.remove";
 }
 
 /// Who a connection is: a device (a target of jobs) or an operator (CLI, scripts; never a target).

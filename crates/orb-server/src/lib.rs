@@ -46,6 +46,7 @@ mod maintenance;
 pub mod node;
 pub mod registry;
 pub mod router;
+pub mod scheduler;
 mod session;
 pub mod tokens;
 
@@ -157,6 +158,7 @@ impl ServerBuilder {
         tracker.spawn(listener::http::run(http, Arc::clone(&shared)));
         let store_config = Arc::new(RwLock::new(cfg.store.clone()));
         tracker.spawn(maintenance::run(broker.clone(), Arc::clone(&store_config), shutdown.clone()));
+        tracker.spawn(scheduler::run(broker.clone(), shutdown.clone()));
         tracing::info!(
             %tcp_addr,
             %http_addr,

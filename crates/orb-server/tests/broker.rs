@@ -35,6 +35,7 @@ async fn a_job_submitted_through_the_broker_yields_typed_events_with_no_session(
         deadline: Some(WAIT),
         select: Select::All,
         ttl: None,
+        firing: None,
     };
     let mut handle = broker.submit(&admin(), spec).unwrap();
     assert_eq!(handle.accepted.targets, vec!["b-1", "b-2"]);
@@ -123,6 +124,7 @@ async fn requests_and_calls_through_the_broker_are_answered_to_in_process_sinks(
         deadline: None,
         select: Select::All,
         ttl: None,
+        firing: None,
     };
     assert_eq!(broker.submit(&device, spec).err().unwrap().code, ErrorCode::Forbidden);
     assert_eq!(broker.devices_list(&device, &DevicesQuery::default()).await.unwrap_err().code, ErrorCode::Forbidden);

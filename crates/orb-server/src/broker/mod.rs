@@ -105,6 +105,8 @@ struct Inner {
     settler: settler::Settler,
     /// Devices' delivery counts not written to the store yet.
     tally: Arc<tally::Tally>,
+    /// Told when a schedule is created, paused, resumed or removed: the scheduler wakes.
+    schedules_changed: tokio::sync::Notify,
 }
 
 /// What [`Broker::new`] is made of.
@@ -156,6 +158,7 @@ impl Broker {
             delivering,
             settler,
             tally,
+            schedules_changed: tokio::sync::Notify::new(),
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         broker
@@ -306,6 +309,11 @@ impl Broker {
     /// Ends the held commands whose TTL passed (status `expired`); run every second.
     pub async fn expire_held(&self) {
         held::expire(self).await;
+    }
+
+    /// Resolves when a schedule changed since the last call (a change meanwhile is not lost).
+    pub(crate) async fn schedules_changed(&self) {
+        self.0.schedules_changed.notified().await;
     }
 
     /// Adds the delivery counts gathered in memory to the store (every few seconds, and at
@@ -507,7 +515,7 @@ const RELAY_RESERVE: usize = 1024;
 /// become unreadable.
 /// A command for devices is named like the ones they declare: at most
 /// [`orb_proto::message::MAX_COMMAND_NAME`] bytes.
-fn check_command_name(command: &str) -> Result<(), ErrorBody> {
+pub(crate) fn check_command_name(command: &str) -> Result<(), ErrorBody> {
     let max = orb_proto::message::MAX_COMMAND_NAME;
     if command.len() > max {
         let msg = format!("command name '{}' is longer than {max} bytes", orb_proto::excerpt(command));
@@ -516,7 +524,7 @@ fn check_command_name(command: &str) -> Result<(), ErrorBody> {
     Ok(())
 }
 
-fn check_args(args: Option<&Bytes>) -> Result<(), ErrorBody> {
+pub(crate) fn check_args(args: Option<&Bytes>) -> Result<(), ErrorBody> {
     match args {
         Some(a) => orb_proto::body::check(a)
             .map_err(|e| ErrorBody::new(ErrorCode::BadBody, format!("the arguments were refused: {e}"))),

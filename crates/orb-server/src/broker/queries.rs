@@ -31,6 +31,12 @@ pub(super) async fn answer(broker: &Broker, who: &Requester, name: &str, args: B
         commands::JOBS_LIST => encode(&broker.jobs_list(who, &decode_or_default(name, &args)?).await?),
         commands::JOBS_SHOW => encode(&broker.job_show(who, &decode(name, &args)?).await?),
         commands::JOBS_CANCEL => encode(&broker.job_cancel(who, &decode(name, &args)?).await?),
+        commands::SCHEDULES_CREATE => encode(&broker.schedule_create(who, decode(name, &args)?).await?),
+        commands::SCHEDULES_LIST => encode(&broker.schedules_list(who).await?),
+        commands::SCHEDULES_SHOW => encode(&broker.schedule_show(who, &decode(name, &args)?).await?),
+        commands::SCHEDULES_PAUSE => encode(&broker.schedule_pause(who, &decode(name, &args)?).await?),
+        commands::SCHEDULES_RESUME => encode(&broker.schedule_resume(who, &decode(name, &args)?).await?),
+        commands::SCHEDULES_REMOVE => encode(&broker.schedule_remove(who, &decode(name, &args)?).await?),
         _ => Err(ErrorBody::new(
             ErrorCode::UnknownCommand,
             format!("no server command named {}", orb_proto::excerpt(name)),

@@ -93,6 +93,10 @@ pub struct LimitsSection {
     pub max_queued_per_device: u64,
     /// Bytes one device's queue may hold.
     pub max_queued_bytes_per_device: u64,
+    /// Schedules stored.
+    pub max_schedules: u64,
+    /// Bytes of one schedule.
+    pub max_schedule_bytes: u64,
     /// Outbox messages kept per device.
     pub max_messages_per_device: u64,
     /// Bytes of outbox messages kept per device.
@@ -122,6 +126,8 @@ impl Default for LimitsSection {
             max_ttl: "7d".into(),
             max_queued_per_device: l.max_queued_per_device as u64,
             max_queued_bytes_per_device: l.max_queued_bytes_per_device as u64,
+            max_schedules: l.max_schedules as u64,
+            max_schedule_bytes: l.max_schedule_bytes as u64,
             max_messages_per_device: l.max_messages_per_device as u64,
             max_message_bytes_per_device: l.max_message_bytes_per_device as u64,
         }
@@ -280,6 +286,8 @@ impl ServerFile {
                 1024,
                 MAX_SIZE,
             ),
+            max_schedules: p.size("limits.max_schedules", l.max_schedules, 0, MAX_COUNT),
+            max_schedule_bytes: p.size("limits.max_schedule_bytes", l.max_schedule_bytes, 1024, MAX_SIZE),
             max_messages_per_device: p.size("limits.max_messages_per_device", l.max_messages_per_device, 1, MAX_COUNT),
             max_message_bytes_per_device: p.size(
                 "limits.max_message_bytes_per_device",

@@ -187,6 +187,11 @@ pub struct Limits {
     pub max_queued_per_device: usize,
     /// Bytes (command, arguments, sender) one device's queue may hold; more get `queue_full`.
     pub max_queued_bytes_per_device: usize,
+    /// Schedules the server stores; more get `too_many_schedules`.
+    pub max_schedules: usize,
+    /// Bytes of one schedule (spec, selector, command, arguments, creator); more get
+    /// `too_many_schedules`.
+    pub max_schedule_bytes: usize,
     /// Messages from its outbox the server keeps per device (the newest; older ones are
     /// deleted as new ones arrive, and a resend of a deleted one would be stored again).
     pub max_messages_per_device: usize,
@@ -217,6 +222,8 @@ impl Default for Limits {
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             max_queued_per_device: 1000,
             max_queued_bytes_per_device: 16 * 1024 * 1024,
+            max_schedules: 10_000,
+            max_schedule_bytes: 64 * 1024,
             max_messages_per_device: 10_000,
             max_message_bytes_per_device: 16 * 1024 * 1024,
         }

@@ -64,6 +64,18 @@ pub struct JobSpec {
     /// How long the command waits, stored, for targets that are not connected (`None`: they end
     /// `offline`); capped at `limits.max_ttl`.
     pub ttl: Option<Duration>,
+    /// The schedule firing this job is (its id and row were stored with the firing), if any.
+    pub firing: Option<FiringRef>,
+}
+
+/// A schedule's firing that a job carries out: the job's id (its row stored with the firing)
+/// and the schedule's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiringRef {
+    /// The job id the firing stored.
+    pub job: String,
+    /// The schedule.
+    pub schedule: String,
 }
 
 /// The jobs this server runs, by id: to cancel them and to wait for them at shutdown.
@@ -153,7 +165,7 @@ impl Jobs {
         let slot = Arc::new(requester.job_slot(limits.max_inflight_jobs)?);
         let deadline = spec.deadline.unwrap_or(limits.default_job_deadline).min(limits.max_deadline);
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-        let job_id = uuid::Uuid::now_v7().to_string();
+        let job_id = spec.firing.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |f| f.job.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let inbox = Arc::new(JobInbox::new(targets.iter().map(|t| t.id.clone()), tx));
         let correlation = self.correlations.open_job(&job_id, Arc::clone(&inbox) as _);
@@ -254,7 +266,7 @@ impl Jobs {
             // Filled by the job's task, after the command has gone out.
             targets: Vec::new(),
             skipped,
-            schedule: None,
+            schedule: spec.firing.map(|f| f.schedule),
         };
         let (events_tx, events) =
             events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));

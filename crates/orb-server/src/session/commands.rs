@@ -52,7 +52,7 @@ impl Session {
             (Some(target), None) => match orb_proto::message::Select::from_wire(env.select.as_deref()) {
                 Ok(select) => {
                     let ttl = env.ttl_ms.filter(|ms| *ms > 0).map(Duration::from_millis);
-                    self.submit(id, JobSpec { command, target, args: env.body, deadline, select, ttl });
+                    self.submit(id, JobSpec { command, target, args: env.body, deadline, select, ttl, firing: None });
                 }
                 Err(e) => self.reply_err(id, e),
             },

@@ -6,6 +6,7 @@
 
 pub mod devices;
 pub mod history;
+pub mod schedules;
 pub mod server;
 
 use chrono::{DateTime, Utc};

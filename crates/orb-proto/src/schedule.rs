@@ -1,0 +1,73 @@
+//! Typed bodies of the schedule commands (`$orb.schedules.*`, decision 0014): create a stored
+//! schedule (a job template and when it fires), list and show them, pause, resume and remove
+//! one. The server's scheduler fires each one through the same door as an operator's job.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub use orb_schedule::{MissedPolicy, Spec};
+
+/// Arguments of [`crate::message::commands::SCHEDULES_CREATE`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleCreate {
+    /// Target selector, resolved at each firing (devices that match later are included).
+    pub target: String,
+    /// Command name.
+    pub command: String,
+    /// Arguments (JSON), absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Box<RawValue>>,
+    /// Each firing's deadline in milliseconds (server default when absent, capped at its maximum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Each firing's TTL for targets that are not connected, in milliseconds (as `ttl_ms` of a job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+    /// When it fires.
+    pub spec: Spec,
+    /// What to do with firings missed while no server ran (default `skip`).
+    #[serde(default)]
+    pub missed: MissedPolicy,
+}
+
+/// Arguments naming one schedule: its id or a unique prefix of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRef {
+    /// Schedule id or unique prefix.
+    pub id: String,
+}
+
+/// A stored schedule: the result of create, show, pause and resume, and the elements of list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// Schedule id (a UUID v7).
+    pub id: String,
+    /// Target selector.
+    pub target: String,
+    /// Command name.
+    pub command: String,
+    /// Arguments (JSON), null when none.
+    pub args: Option<Box<RawValue>>,
+    /// Each firing's deadline, in milliseconds.
+    pub deadline_ms: u64,
+    /// Each firing's TTL for targets that are not connected, in milliseconds.
+    pub ttl_ms: Option<u64>,
+    /// When it fires; `null` when the stored value cannot be read (it never fires then).
+    pub spec: Option<Spec>,
+    /// What is done with firings missed while no server ran.
+    pub missed: String,
+    /// Who created it.
+    pub created_by: String,
+    /// RFC 3339 UTC creation time.
+    pub created_at: String,
+    /// RFC 3339 UTC time it was paused; absent when active.
+    pub paused_at: Option<String>,
+    /// RFC 3339 UTC time of its next firing; absent when it fires no more (or is paused).
+    pub next_fire_at: Option<String>,
+    /// RFC 3339 UTC time of its last firing.
+    pub last_fired_at: Option<String>,
+    /// How many times it fired.
+    pub fired: u64,
+    /// Why its last firing's job could not start (`code: message`), if it could not.
+    pub last_error: Option<String>,
+}

@@ -1,0 +1,197 @@
+//! The schedule services (`$orb.schedules.*`, decision 0014): create a stored schedule (checked
+//! as the job it fires would be, then committed), list, show, pause, resume and remove. The
+//! scheduler (`crate::scheduler`) is woken after every change; it fires schedules through the
+//! broker's one door.
+
+use chrono::{DateTime, Utc};
+use orb_proto::schedule::{MissedPolicy, ScheduleCreate, ScheduleInfo, ScheduleRef, Spec};
+use orb_proto::{ErrorBody, ErrorCode};
+use orb_store::{NewSchedule, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoreError};
+
+use super::{raw_json, rfc3339};
+use crate::broker::{Action, Broker, check_args, check_command_name};
+use crate::identity::Requester;
+use crate::registry::store_error;
+
+impl Broker {
+    /// `$orb.schedules.create`: checks the schedule as the job it fires would be checked (policy,
+    /// command name, arguments, selector syntax) and when it fires, then stores it (committed)
+    /// and wakes the scheduler. Targets are resolved at each firing.
+    ///
+    /// # Errors
+    /// `forbidden`, `bad_body`, `bad_selector`, `unknown_group`, `bad_schedule`,
+    /// `too_many_schedules`, `store_unavailable`.
+    pub async fn schedule_create(&self, who: &Requester, c: ScheduleCreate) -> Result<ScheduleInfo, ErrorBody> {
+        self.policy().check(&who.identity, &Action::SubmitJob { command: &c.command, target: &c.target })?;
+        check_command_name(&c.command)?;
+        let args = c.args.as_ref().map(|a| bytes::Bytes::copy_from_slice(a.get().as_bytes()));
+        check_args(args.as_ref())?;
+        self.parse_selector(&c.target)?;
+        let bad = |message: String| ErrorBody::new(ErrorCode::BadSchedule, message);
+        c.spec.validate().map_err(|e| bad(format!("{}: {e}", e.code())))?;
+        let now = Utc::now();
+        let Some(first) = orb_schedule::next_after(&c.spec, now) else {
+            return Err(bad("the schedule never fires after now (its time is in the past)".to_owned()));
+        };
+        let limits = self.limits();
+        let wait = c.deadline_ms.map_or(limits.default_job_deadline, std::time::Duration::from_millis);
+        let new = NewSchedule {
+            id: uuid::Uuid::now_v7().to_string(),
+            spec: serde_json::to_string(&c.spec).map_err(|e| bad(e.to_string()))?,
+            missed: c.missed.as_str().to_owned(),
+            selector: c.target,
+            command: c.command,
+            args: c.args.map(|a| a.get().to_owned()),
+            wait_ms: u64::try_from(wait.min(limits.max_deadline).as_millis()).unwrap_or(u64::MAX),
+            ttl_ms: c.ttl_ms.map(|t| t.min(u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX))),
+            created_by: who.identity.name.clone(),
+            created_at: now,
+            next_fire_at: Some(first),
+        };
+        let bounds =
+            ScheduleLimits { max_schedules: limits.max_schedules as u64, max_bytes: limits.max_schedule_bytes as u64 };
+        let store = self.registry().store();
+        match store.create_schedule(new.clone(), bounds).await.map_err(store_error)? {
+            ScheduleCreated::Created => {}
+            ScheduleCreated::Full(why) => return Err(ErrorBody::new(ErrorCode::TooManySchedules, why)),
+        }
+        self.0.schedules_changed.notify_one();
+        let record = ScheduleRecord { schedule: new, paused_at: None, last_fired_at: None, fired: 0, last_error: None };
+        Ok(schedule_info(&record))
+    }
+
+    /// `$orb.schedules.list`: every stored schedule, by id.
+    ///
+    /// # Errors
+    /// `forbidden`, `store_unavailable`.
+    pub async fn schedules_list(&self, who: &Requester) -> Result<Vec<ScheduleInfo>, ErrorBody> {
+        self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.list" })?;
+        let all = self.registry().store().schedules().await.map_err(store_error)?;
+        Ok(all.iter().map(schedule_info).collect())
+    }
+
+    /// `$orb.schedules.show`: one schedule, by id or unique prefix.
+    ///
+    /// # Errors
+    /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
+    pub async fn schedule_show(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
+        self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.show" })?;
+        Ok(schedule_info(&self.find_schedule(r).await?))
+    }
+
+    /// `$orb.schedules.pause`: the schedule stops firing until resumed (a firing already
+    /// started goes on).
+    ///
+    /// # Errors
+    /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
+    pub async fn schedule_pause(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
+        self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.pause" })?;
+        let mut s = self.find_schedule(r).await?;
+        if s.paused_at.is_none() {
+            let now = Utc::now();
+            self.set_paused(&s.schedule.id, Some(now), s.schedule.next_fire_at).await?;
+            s.paused_at = Some(now);
+        }
+        Ok(schedule_info(&s))
+    }
+
+    /// `$orb.schedules.resume`: a paused schedule fires again, from its first firing time after
+    /// now (what it missed while paused is not made up).
+    ///
+    /// # Errors
+    /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
+    pub async fn schedule_resume(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
+        self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.resume" })?;
+        let mut s = self.find_schedule(r).await?;
+        if s.paused_at.is_some() {
+            let next = spec_of(&s).and_then(|spec| orb_schedule::next_after(&spec, Utc::now()));
+            self.set_paused(&s.schedule.id, None, next).await?;
+            (s.paused_at, s.schedule.next_fire_at) = (None, next);
+        }
+        Ok(schedule_info(&s))
+    }
+
+    /// `$orb.schedules.remove`: the schedule is forgotten (the jobs it fired stay in the
+    /// history); answers it as it was.
+    ///
+    /// # Errors
+    /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
+    pub async fn schedule_remove(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
+        self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.remove" })?;
+        let s = self.find_schedule(r).await?;
+        if !self.registry().store().remove_schedule(&s.schedule.id).await.map_err(store_error)? {
+            return Err(not_found(&r.id));
+        }
+        self.0.schedules_changed.notify_one();
+        Ok(schedule_info(&s))
+    }
+
+    async fn find_schedule(&self, r: &ScheduleRef) -> Result<ScheduleRecord, ErrorBody> {
+        self.registry().store().schedule(&r.id).await.map_err(|e| match e {
+            StoreError::NotFound(_) => not_found(&r.id),
+            StoreError::Ambiguous { prefix, count, candidates } => ErrorBody::new(
+                ErrorCode::AmbiguousId,
+                format!("{count} schedules start with {prefix}: {}", candidates.join(", ")),
+            ),
+            other => store_error(other),
+        })
+    }
+
+    async fn set_paused(
+        &self,
+        id: &str,
+        paused_at: Option<DateTime<Utc>>,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<(), ErrorBody> {
+        let store = self.registry().store();
+        if !store.pause_schedule(id, paused_at, next).await.map_err(store_error)? {
+            return Err(not_found(id));
+        }
+        self.0.schedules_changed.notify_one();
+        Ok(())
+    }
+}
+
+fn not_found(id: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::ScheduleNotFound, format!("no schedule {}", orb_proto::excerpt(id)))
+}
+
+/// A stored schedule's spec, `None` (logged) when it cannot be read.
+pub(crate) fn spec_of(s: &ScheduleRecord) -> Option<Spec> {
+    match serde_json::from_str::<Spec>(&s.schedule.spec).map_err(|e| e.to_string()).and_then(|spec| {
+        spec.validate().map_err(|e| e.to_string())?;
+        Ok(spec)
+    }) {
+        Ok(spec) => Some(spec),
+        Err(e) => {
+            tracing::warn!(schedule = s.schedule.id, error = %e, "a stored schedule's spec cannot be read; it does not fire");
+            None
+        }
+    }
+}
+
+/// A stored schedule's missed-firing policy (`skip` when it cannot be read).
+pub(crate) fn missed_of(s: &ScheduleRecord) -> MissedPolicy {
+    s.schedule.missed.parse().unwrap_or_default()
+}
+
+fn schedule_info(s: &ScheduleRecord) -> ScheduleInfo {
+    let n = &s.schedule;
+    ScheduleInfo {
+        id: n.id.clone(),
+        target: n.selector.clone(),
+        command: n.command.clone(),
+        args: n.args.as_deref().and_then(raw_json),
+        deadline_ms: n.wait_ms,
+        ttl_ms: n.ttl_ms,
+        spec: serde_json::from_str(&n.spec).ok(),
+        missed: n.missed.clone(),
+        created_by: n.created_by.clone(),
+        created_at: rfc3339(n.created_at),
+        paused_at: s.paused_at.map(rfc3339),
+        next_fire_at: if s.paused_at.is_some() { None } else { n.next_fire_at.map(rfc3339) },
+        last_fired_at: s.last_fired_at.map(rfc3339),
+        fired: s.fired,
+        last_error: s.last_error.clone(),
+    }
+}

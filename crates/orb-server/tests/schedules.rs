@@ -1,0 +1,102 @@
+//! Stored schedules over the wire (`$orb.schedules.*`): a schedule fires once through the
+//! broker's one door (its job in the history, linked to it), bad input is refused with nothing
+//! stored, the count is bounded, and pause, resume and remove do what they say.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use orb_client::Context;
+use orb_proto::ErrorCode;
+use orb_proto::history::{JobDetail, JobInfo, JobPhase};
+use orb_proto::message::commands;
+use orb_proto::schedule::ScheduleInfo;
+use orb_testkit::{TestServer, Transport, basic_handlers, call, refused, stored_until, within};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+#[tokio::test]
+async fn a_schedule_fires_once_through_the_one_door_and_its_job_is_linked() {
+    let server = TestServer::start().await;
+    let (ran_tx, mut ran) = mpsc::unbounded_channel();
+    let ran_tx = Arc::new(ran_tx);
+    let handlers = basic_handlers().on("stamp", move |c: Context| {
+        let ran_tx = Arc::clone(&ran_tx);
+        async move {
+            let _ = ran_tx.send(c.job.clone());
+            Ok(json!("stamped"))
+        }
+    });
+    let _agent = server.agent(Transport::Tcp, "s-1", &[], handlers).await;
+    let op = server.operator(Transport::Tcp).await;
+
+    let at = (Utc::now() + chrono::Duration::milliseconds(300)).to_rfc3339();
+    let spec = json!({"kind": "at", "at": at});
+    let created: ScheduleInfo = call(
+        &op,
+        commands::SCHEDULES_CREATE,
+        json!({"target": "s-*", "command": "stamp", "deadline_ms": 5000, "spec": spec}),
+    )
+    .await;
+    assert_eq!((created.fired, created.missed.as_str(), created.target.as_str()), (0, "skip", "s-*"));
+    assert!(created.next_fire_at.is_some());
+
+    // It fires: the device runs the command once, as part of a job linked to the schedule.
+    let job = within("the firing", ran.recv()).await.expect("the handler ran").expect("a job id");
+    let d: JobDetail = stored_until(&op, &job, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!(d.results[0].device, "s-1");
+    assert_eq!(d.job.requester, format!("schedule:{}", created.id));
+    let shown: ScheduleInfo = call(&op, commands::SCHEDULES_SHOW, json!({"id": &created.id[..13]})).await;
+    assert_eq!((shown.fired, shown.next_fire_at.as_deref(), shown.last_error), (1, None, None));
+    assert!(shown.last_fired_at.is_some());
+    let listed: Vec<JobInfo> = call(&op, commands::JOBS_LIST, json!({})).await;
+    assert_eq!(listed.iter().filter(|j| j.requester == d.job.requester).count(), 1, "fired once");
+    assert!(ran.try_recv().is_err(), "ran once");
+}
+
+#[tokio::test]
+async fn bad_schedules_are_refused_and_nothing_is_stored() {
+    let server = TestServer::start_with(|cfg| cfg.limits.max_schedules = 1, |b| b).await;
+    let op = server.operator(Transport::Tcp).await;
+    let create = |spec: serde_json::Value| json!({"target": "*", "command": "ping", "spec": spec});
+    let past = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let cases = [
+        (json!({"kind": "at", "at": past}), ErrorCode::BadSchedule),
+        (json!({"kind": "cron", "expr": "0 25 * * *", "tz": "UTC"}), ErrorCode::BadSchedule),
+        (json!({"kind": "cron", "expr": "0 2 * * *", "tz": "Mars/Olympus"}), ErrorCode::BadSchedule),
+        (json!({"kind": "every", "every_ms": 0, "anchor": Utc::now().to_rfc3339()}), ErrorCode::BadSchedule),
+    ];
+    for (spec, code) in cases {
+        assert_eq!(refused(&op, commands::SCHEDULES_CREATE, create(spec.clone())).await, code, "{spec}");
+    }
+    let bad_selector =
+        json!({"target": "tag:", "command": "ping", "spec": {"kind": "cron", "expr": "@daily", "tz": "UTC"}});
+    assert_eq!(refused(&op, commands::SCHEDULES_CREATE, bad_selector).await, ErrorCode::BadSelector);
+    assert!(call::<Vec<ScheduleInfo>>(&op, commands::SCHEDULES_LIST, json!(null)).await.is_empty(), "nothing stored");
+
+    let daily = create(json!({"kind": "cron", "expr": "0 2 * * *", "tz": "Europe/Berlin"}));
+    let _: ScheduleInfo = call(&op, commands::SCHEDULES_CREATE, daily.clone()).await;
+    assert_eq!(refused(&op, commands::SCHEDULES_CREATE, daily).await, ErrorCode::TooManySchedules);
+}
+
+#[tokio::test]
+async fn pause_resume_and_remove() {
+    let server = TestServer::start().await;
+    let op = server.operator(Transport::Tcp).await;
+    let spec = json!({"kind": "every", "every_ms": 3_600_000, "anchor": Utc::now().to_rfc3339()});
+    let s: ScheduleInfo = call(
+        &op,
+        commands::SCHEDULES_CREATE,
+        json!({"target": "*", "command": "ping", "spec": spec, "missed": "run-once"}),
+    )
+    .await;
+    assert_eq!(s.missed, "run-once");
+    let id = json!({"id": s.id});
+    let paused: ScheduleInfo = call(&op, commands::SCHEDULES_PAUSE, id.clone()).await;
+    assert!(paused.paused_at.is_some() && paused.next_fire_at.is_none(), "{paused:?}");
+    let resumed: ScheduleInfo = call(&op, commands::SCHEDULES_RESUME, id.clone()).await;
+    assert!(resumed.paused_at.is_none() && resumed.next_fire_at.is_some(), "{resumed:?}");
+    let removed: ScheduleInfo = call(&op, commands::SCHEDULES_REMOVE, id.clone()).await;
+    assert_eq!(removed.id, s.id);
+    assert_eq!(refused(&op, commands::SCHEDULES_SHOW, id.clone()).await, ErrorCode::ScheduleNotFound);
+    assert_eq!(refused(&op, commands::SCHEDULES_REMOVE, id).await, ErrorCode::ScheduleNotFound);
+}
