@@ -148,6 +148,13 @@ impl Command {
             Command::Devices(a) => Some(&mut a.connect),
             Command::Jobs(a) => Some(&mut a.connect),
             Command::Signal(a) => Some(&mut a.connect),
+            Command::Schedule(ScheduleCommand::List(a)) => Some(&mut a.connect),
+            Command::Schedule(
+                ScheduleCommand::Show(a)
+                | ScheduleCommand::Pause(a)
+                | ScheduleCommand::Resume(a)
+                | ScheduleCommand::Rm(a),
+            ) => Some(&mut a.connect),
             _ => None,
         }
     }
@@ -320,6 +327,35 @@ pub struct SendArgs {
     /// registered device that is not running does not fail every '*'.
     #[arg(long)]
     pub online: bool,
+    #[command(flatten)]
+    pub when: WhenArgs,
+    /// IANA time zone for --cron and a local --at (default: this machine's zone).
+    #[arg(long, value_name = "ZONE", requires = "when", help_heading = "Scheduling")]
+    pub tz: Option<String>,
+    /// Firings missed while no server ran: skip (default) or run-once (fire once when it is back).
+    #[arg(long, value_name = "POLICY", requires = "when", help_heading = "Scheduling")]
+    pub missed: Option<String>,
+}
+
+/// When `orb send` runs its job: now (without these), or later as a schedule stored on the
+/// server, which fires it through the same door (`orb schedule list`).
+#[derive(Debug, Clone, Default, Args)]
+#[group(id = "when", multiple = false, conflicts_with_all = ["async_", "online"])]
+pub struct WhenArgs {
+    /// Run it once at TIME, RFC 3339 (2026-12-24T18:00:00+01:00) or local YYYY-MM-DD HH:MM[:SS]
+    /// in --tz: stores a schedule and prints its id.
+    #[arg(long, value_name = "TIME", help_heading = "Scheduling")]
+    pub at: Option<String>,
+    /// Run it once after DURATION (90s, 10m, 2h): stores a schedule and prints its id.
+    #[arg(long = "in", value_name = "DURATION", help_heading = "Scheduling")]
+    pub in_: Option<String>,
+    /// Run it every DURATION (1s to 365days), the first time one interval from now.
+    #[arg(long, value_name = "DURATION", help_heading = "Scheduling")]
+    pub every: Option<String>,
+    /// Run it on a crontab schedule: 5 fields (minute hour day-of-month month day-of-week), 6
+    /// with seconds first, or @daily, @hourly, ... (`orb schedule preview` shows the times).
+    #[arg(long, value_name = "EXPR", help_heading = "Scheduling")]
+    pub cron: Option<String>,
 }
 
 /// What `-o` means for `orb send`.
@@ -482,10 +518,45 @@ pub enum JobsCommand {
 /// their own args (and join [`Command::connect_mut`]); `preview` runs locally.
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
+    /// Stored schedules: id, next firing, how often it fired, command and selector.
+    #[command(alias = "ls", after_help = crate::help::SCHEDULE_LIST)]
+    List(ScheduleListArgs),
+    /// One schedule in full (id or unique prefix).
+    #[command(after_help = crate::help::SCHEDULE_SHOW)]
+    Show(ScheduleIdArgs),
+    /// Stop a schedule firing until it is resumed.
+    #[command(after_help = crate::help::SCHEDULE_PAUSE)]
+    Pause(ScheduleIdArgs),
+    /// Let a paused schedule fire again, from its next firing time after now.
+    #[command(after_help = crate::help::SCHEDULE_RESUME)]
+    Resume(ScheduleIdArgs),
+    /// Remove a schedule (the jobs it fired stay in the history).
+    #[command(alias = "remove", after_help = crate::help::SCHEDULE_RM)]
+    Rm(ScheduleIdArgs),
     /// Print the next firing times of a cron expression or an interval; contacts no server and
     /// stores nothing.
     #[command(after_help = crate::help::SCHEDULE_PREVIEW)]
     Preview(SchedulePreviewArgs),
+}
+
+/// `orb schedule list`.
+#[derive(Debug, Args)]
+pub struct ScheduleListArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
+}
+
+/// `orb schedule show|pause|resume|rm ID`.
+#[derive(Debug, Args)]
+pub struct ScheduleIdArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Schedule id or a unique prefix of it.
+    pub id: String,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
 }
 
 /// How a recurring schedule repeats: exactly one of `--cron` and `--every`.

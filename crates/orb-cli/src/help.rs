@@ -95,6 +95,8 @@ Examples:
   orb send '*' ping --timeout 3s --no-headers # --timeout is --wait
   orb send '*' sleep 60000 --async --wait 2m  # prints the job id and returns: orb jobs wait ID
   orb send 'cam-*' sys.info --ttl 1h          # offline cameras get it when they connect (queued)
+  orb send '*' backup --cron '0 2 * * *' --tz Europe/Berlin   # every night at 02:00: a schedule
+  orb send gw-1 reboot --at '2026-12-24 18:00'  # once, at a local time (also --in 2h, --every 30s)
 
 Selectors:
   '*', ids (web-1,web-2), globs (cam-*), tag:KEY=VALUE, group:NAME, combined with and, or, not and
@@ -195,9 +197,43 @@ Examples:
 
 /// `orb schedule`.
 pub const SCHEDULE: &str = "\
+Schedules are made with orb send --at, --in, --every or --cron; the server stores them and fires
+each firing once, as a job (orb jobs lists them, requester schedule:ID).
+
 Examples:
+  orb send '*' backup --cron '0 2 * * *' --tz Europe/Berlin   # prints the schedule's id
+  orb schedule list                           # id, next firing, times fired, command, selector
+  orb schedule show 0198c2f1                  # one in full (id or unique prefix)
+  orb schedule pause 0198c2f1                 # also: resume, rm
   orb schedule preview --cron '0 9 * * MON-FRI' --tz Europe/Berlin   # the next 10 firings
   orb schedule preview --every 90m --count 3 --json";
+
+/// `orb schedule show`.
+pub const SCHEDULE_SHOW: &str = "\
+Examples:
+  orb schedule show 01a24c88-4358             # id or unique prefix
+  orb schedule show 01a24c88 --json | jq .next_fire_at";
+
+/// `orb schedule pause`.
+pub const SCHEDULE_PAUSE: &str = "\
+Examples:
+  orb schedule pause 01a24c88                 # no firing until orb schedule resume";
+
+/// `orb schedule resume`.
+pub const SCHEDULE_RESUME: &str = "\
+Examples:
+  orb schedule resume 01a24c88                # fires again from its next time after now";
+
+/// `orb schedule rm`.
+pub const SCHEDULE_RM: &str = "\
+Examples:
+  orb schedule rm 01a24c88                    # the jobs it fired stay in orb jobs";
+
+/// `orb schedule list`.
+pub const SCHEDULE_LIST: &str = "\
+Examples:
+  orb schedule list
+  orb schedule list --json | jq -r '.[] | select(.last_error != null) | .id'";
 
 /// `orb schedule preview`.
 pub const SCHEDULE_PREVIEW: &str = "\

@@ -111,7 +111,10 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
             client_logging()?;
             demo::run(args).await
         }
-        cli::Command::Schedule(cmd) => schedule::run(cmd),
+        cli::Command::Schedule(cmd) => {
+            client_logging()?;
+            schedule::run(cmd).await
+        }
         cli::Command::Context(cmd) => context::run(cmd, config),
         cli::Command::Config(cmd) => meta::config(cmd, config),
         #[cfg(feature = "server")]

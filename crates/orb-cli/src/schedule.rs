@@ -1,18 +1,190 @@
-//! `orb schedule`: recurring schedules. `preview` reads `--cron`/`--every`, `--tz` and `--from`
-//! with orb-schedule, asks it for the next firing times and prints them; it runs on this machine
-//! alone, contacting no server and storing nothing.
+//! `orb schedule` and `orb send --at/--in/--every/--cron`: stored schedules. `orb send` turns its
+//! scheduling flags into a spec with orb-schedule (bad input is a usage error, nothing sent) and
+//! stores it with `$orb.schedules.create`; `list`, `show`, `pause`, `resume` and `rm` call the
+//! other `$orb.schedules.*` commands. `preview` reads `--cron`/`--every`, `--tz` and `--from`,
+//! asks orb-schedule for the next firing times and prints them; it contacts no server.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Local, Offset, SecondsFormat, SubsecRound, TimeZone, Utc};
+use orb_client::Client;
+use orb_proto::message::commands;
+use orb_proto::schedule::{MissedPolicy, ScheduleCreate, ScheduleInfo, ScheduleRef};
 use orb_schedule::{ScheduleError, Spec, Tz};
+use serde_json::value::RawValue;
 
-use crate::cli::{RepeatArgs, ScheduleCommand, SchedulePreviewArgs};
+use crate::cli::{RepeatArgs, ScheduleCommand, ScheduleIdArgs, SchedulePreviewArgs, SendArgs};
+use crate::connect;
 use crate::exit::{self, Failure};
+use crate::output::{self, Format, OutputArgs};
+use crate::render;
+
+/// How long the server gets to answer.
+const ANSWER: Duration = Duration::from_secs(15);
 
 /// `orb schedule ...`.
-pub fn run(cmd: ScheduleCommand) -> Result<u8, Failure> {
+pub async fn run(cmd: ScheduleCommand) -> Result<u8, Failure> {
     match cmd {
         ScheduleCommand::Preview(args) => preview(&args),
+        ScheduleCommand::List(args) => {
+            let client = connect::operator(&args.connect).await?;
+            let all = client.call_json::<_, Vec<ScheduleInfo>>(commands::SCHEDULES_LIST, &(), ANSWER).await;
+            client.close().await;
+            print_list(&all?, &args.output)
+        }
+        ScheduleCommand::Show(a) => one(&a, commands::SCHEDULES_SHOW, None).await,
+        ScheduleCommand::Pause(a) => one(&a, commands::SCHEDULES_PAUSE, Some("paused")).await,
+        ScheduleCommand::Resume(a) => one(&a, commands::SCHEDULES_RESUME, Some("resumed")).await,
+        ScheduleCommand::Rm(a) => one(&a, commands::SCHEDULES_REMOVE, Some("removed")).await,
     }
+}
+
+/// The spec `orb send`'s scheduling flags describe, `None` without them (the job runs now).
+///
+/// # Errors
+/// A usage failure `CODE: MESSAGE` (an unknown zone, a time in the past, a bad cron expression
+/// or interval, an unknown `--missed`).
+pub fn send_spec(args: &SendArgs, now: DateTime<Utc>) -> Result<Option<(Spec, MissedPolicy)>, Failure> {
+    let when = &args.when;
+    let zone = || match &args.tz {
+        Some(name) => orb_schedule::parse_zone(name),
+        None => Ok(local_zone()),
+    };
+    let spec = match (&when.at, &when.in_, &when.every, &when.cron) {
+        (Some(at), ..) => orb_schedule::parse_at(at, &zone().map_err(usage)?, now),
+        (_, Some(after), ..) => orb_schedule::parse_in(after, now),
+        (_, _, Some(every), _) => orb_schedule::parse_every(every, now),
+        (_, _, _, Some(expr)) => orb_schedule::parse_cron(expr, zone().map_err(usage)?.name()),
+        (None, None, None, None) => return Ok(None),
+    }
+    .map_err(usage)?;
+    let missed = match &args.missed {
+        Some(text) => text.parse().map_err(usage)?,
+        None => MissedPolicy::default(),
+    };
+    Ok(Some((spec, missed)))
+}
+
+/// `orb send ... --at/--in/--every/--cron`: stores the schedule; prints its id (or the schedule
+/// with `--json`), and when it fires first.
+pub async fn create(
+    client: &Client,
+    args: &SendArgs,
+    body: &bytes::Bytes,
+    (spec, missed): (Spec, MissedPolicy),
+) -> Result<u8, Failure> {
+    let args_json = (body.as_ref() != b"null")
+        .then(|| RawValue::from_string(String::from_utf8_lossy(body).into_owned()))
+        .transpose()
+        .map_err(|e| Failure::usage(format!("bad_args: {e}")))?;
+    let create = ScheduleCreate {
+        target: args.target.clone(),
+        command: args.command.clone(),
+        args: args_json,
+        deadline_ms: Some(u64::try_from(args.wait.as_millis()).unwrap_or(u64::MAX)),
+        ttl_ms: args.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        spec,
+        missed,
+    };
+    let s: ScheduleInfo = client.call_json(commands::SCHEDULES_CREATE, &create, ANSWER).await?;
+    match args.output.format() {
+        format @ (Format::Json | Format::Yaml) => output::print_structured(&s, format)?,
+        Format::Name => outln!("{}", s.id),
+        Format::Table | Format::Wide => {
+            outln!("{}", s.id);
+            eprintln!(
+                "schedule stored: {} on '{}', first at {} (orb schedule show {})",
+                s.command,
+                s.target,
+                s.next_fire_at.as_deref().unwrap_or("-"),
+                short(&s.id)
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `show`, `pause`, `resume`, `rm`: one schedule by id or prefix.
+async fn one(a: &ScheduleIdArgs, command: &str, done: Option<&str>) -> Result<u8, Failure> {
+    let client = connect::operator(&a.connect).await?;
+    let answer = client.call_json::<_, ScheduleInfo>(command, &ScheduleRef { id: a.id.clone() }, ANSWER).await;
+    client.close().await;
+    let s = answer?;
+    match a.output.format() {
+        format @ (Format::Json | Format::Yaml) => output::print_structured(&s, format)?,
+        Format::Name => outln!("{}", s.id),
+        Format::Table | Format::Wide => match done {
+            Some(done) => outln!("schedule {} {done}", s.id),
+            None => print_one(&s),
+        },
+    }
+    Ok(exit::OK)
+}
+
+fn print_one(s: &ScheduleInfo) {
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    outln!("schedule {}", s.id);
+    match &s.args {
+        Some(a) => outln!("  command    {} {}", s.command, a.get()),
+        None => outln!("  command    {}", s.command),
+    }
+    outln!("  selector   {}", s.target);
+    outln!("  when       {}", s.spec.as_ref().map_or_else(|| "unreadable".to_owned(), describe));
+    outln!("  missed     {}", s.missed);
+    outln!("  deadline   {} ms", s.deadline_ms);
+    outln!("  ttl        {}", s.ttl_ms.map_or_else(|| "-".to_owned(), |t| format!("{t} ms")));
+    outln!("  next       {}", dash(s.next_fire_at.as_deref()));
+    outln!("  last       {}", dash(s.last_fired_at.as_deref()));
+    outln!("  fired      {}", s.fired);
+    outln!("  paused     {}", dash(s.paused_at.as_deref()));
+    outln!("  created    {} by {}", s.created_at, s.created_by);
+    if let Some(e) = &s.last_error {
+        outln!("  last error {e}");
+    }
+}
+
+fn print_list(all: &[ScheduleInfo], out: &OutputArgs) -> Result<u8, Failure> {
+    let format = out.format();
+    match format {
+        Format::Json | Format::Yaml => output::print_structured(&all, format)?,
+        Format::Name => all.iter().for_each(|s| outln!("{}", s.id)),
+        Format::Table | Format::Wide if all.is_empty() => eprintln!("no schedules stored"),
+        Format::Table | Format::Wide => {
+            let header = ["ID", "NEXT", "FIRED", "WHEN", "COMMAND", "SELECTOR"];
+            let rows = all
+                .iter()
+                .map(|s| {
+                    let next = match (&s.paused_at, &s.next_fire_at) {
+                        (Some(_), _) => "paused".to_owned(),
+                        (None, Some(t)) => t.clone(),
+                        (None, None) => "-".to_owned(),
+                    };
+                    let id = if format == Format::Wide { s.id.clone() } else { short(&s.id).to_owned() };
+                    let when = s.spec.as_ref().map_or_else(|| "unreadable".to_owned(), describe);
+                    vec![id, next, s.fired.to_string(), when, s.command.clone(), s.target.clone()]
+                })
+                .collect();
+            outln!("{}", render::table(&header, rows, !out.no_headers, |_, _| None));
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// A spec as people write it: `at 2026-...`, `every 90s`, `cron '0 2 * * *' Europe/Berlin`.
+fn describe(spec: &Spec) -> String {
+    match spec {
+        Spec::At { at } => format!("at {}", rfc3339_utc(at)),
+        Spec::Every { every_ms, .. } => {
+            format!("every {}", humantime::format_duration(Duration::from_millis(*every_ms)))
+        }
+        Spec::Cron { expr, tz } => format!("cron '{expr}' {tz}"),
+    }
+}
+
+/// The first 13 characters of an id (time and a little randomness: unique in practice; the
+/// server says `ambiguous_id` otherwise).
+fn short(id: &str) -> &str {
+    id.get(..13).unwrap_or(id)
 }
 
 /// `orb schedule preview`: one line per firing, or one JSON array with `--json`.

@@ -28,6 +28,7 @@ use crate::results::{self, ResultPrinter};
 pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     crate::hints::check_selector("orb send", &args.target, Some(&args.command))?;
     let body = input::command_args(args.args.as_deref())?;
+    let schedule = crate::schedule::send_spec(&args, chrono::Utc::now())?;
     let client = connect::operator(&args.connect).await?;
     let format = args.output.format();
 
@@ -43,6 +44,12 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         }
         client.close().await;
         return print_dry_run(&args, &r, format);
+    }
+
+    if let Some(spec) = schedule {
+        let done = crate::schedule::create(&client, &args, &body, spec).await;
+        client.close().await;
+        return done;
     }
 
     let mut request = JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait);

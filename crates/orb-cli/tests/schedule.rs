@@ -135,3 +135,101 @@ fn exactly_one_of_cron_and_every_is_required() {
     assert_refused(&[], "--cron <EXPR>|--every <DURATION>");
     assert_refused(&["--every", "1h", "--from", "tomorrow"], "error: invalid_time: time `tomorrow`");
 }
+
+/// A schedule made with `orb send --in` fires once across a crash between its firing's commit
+/// and its dispatch: the server aborts there (the test-only crash point), and the restarted
+/// server dispatches that firing's job, once; its command is held (`--ttl`) for the device,
+/// which answers it when it is back.
+#[test]
+fn a_firing_runs_once_across_a_crash_between_its_commit_and_its_dispatch() {
+    use common::{ADMIN, Proc, STARTUP, Server, agent_cmd, free_port, poll_until, serve_cmd};
+    use serde_json::Value;
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut crashing = serve_cmd(dir.path(), &listen);
+    crashing.env("ORB_TEST_CRASH_AFTER_FIRING", "1");
+    let mut server = Server::spawn(dir, crashing);
+    let _agent = Proc::spawn("orb agent sch-1", agent_cmd(server.cwd(), &server.tcp, "sch-1"));
+    server.wait_connected(&["sch-1"]);
+
+    let out =
+        server.client("send").args(["sch-1", "echo", "once", "--in", "1s", "--ttl", "1m", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let created: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["fired"], 0);
+
+    let status = server.proc.wait_exit(STARTUP);
+    assert!(!status.success(), "the crash point aborts the server: {status:?}");
+    let Server { dir, proc, .. } = server;
+    drop(proc);
+    let restart = serve_cmd(dir.path(), &listen);
+    let server = Server::spawn(dir, restart);
+
+    // The firing is dispatched after the restart: one job for the schedule, answered once.
+    let json = |sub: &[&str]| -> Value {
+        let out = orb_cmd(server.cwd())
+            .args(sub)
+            .args(["--server", &server.tcp, "--token", ADMIN, "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{sub:?}: {}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let requester = format!("schedule:{id}");
+    let mut job = String::new();
+    poll_until("the fired job is done", || {
+        let jobs = json(&["jobs"]);
+        let fired: Vec<&Value> =
+            jobs.as_array().unwrap().iter().filter(|j| j["requester"] == requester.as_str()).collect();
+        assert!(fired.len() <= 1, "fired once: {jobs}");
+        match fired.first() {
+            Some(j) if j["state"] == "done" => {
+                job = j["id"].as_str().unwrap().to_owned();
+                true
+            }
+            _ => false,
+        }
+    });
+    let detail = json(&["jobs", "show", &job]);
+    let results = detail["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{detail}");
+    assert_eq!((results[0]["device"].as_str(), results[0]["status"].as_str()), (Some("sch-1"), Some("ok")), "{detail}");
+    assert_eq!(results[0]["result"], "once");
+    let shown = json(&["schedule", "show", &id]);
+    assert_eq!(shown["fired"], 1, "{shown}");
+    assert!(shown["next_fire_at"].is_null(), "an --in schedule fires once: {shown}");
+}
+
+/// `orb send`'s scheduling flags are checked before anything is sent: bad input exits 2 with the
+/// code and the value at fault, without contacting the server (none listens here).
+#[test]
+fn send_scheduling_flags_are_checked_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let send = |args: &[&str]| {
+        orb_cmd(dir.path())
+            .args(["send", "--server", "tcp://127.0.0.1:9", "--token", "x", "web-1", "ping"])
+            .args(args)
+            .env("TZ", "UTC")
+            .output()
+            .unwrap()
+    };
+    for (args, want) in [
+        (&["--at", "2020-01-01 10:00"][..], "in_the_past"),
+        (&["--cron", "0 25 * * *"][..], "invalid_cron: cron field 2 (hour)"),
+        (&["--cron", "@daily", "--tz", "Mars/Olympus"][..], "unknown_zone"),
+        (&["--every", "0s"][..], "zero_interval"),
+        (&["--in", "soon"][..], "invalid_duration"),
+        (&["--every", "1m", "--missed", "always"][..], "invalid_policy"),
+    ] {
+        let out = send(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty());
+    }
+    // Flags that make no sense together are usage errors too.
+    for args in [&["--at", "2030-01-01 10:00", "--every", "1m"][..], &["--every", "1m", "--async"], &["--tz", "UTC"]] {
+        assert_eq!(send(args).status.code(), Some(2), "{args:?}");
+    }
+}
