@@ -483,6 +483,9 @@ pub struct JobsArgs {
     /// At most this many jobs (1 to 999), newest first [server default: 50].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=999))]
     pub limit: Option<u32>,
+    /// Only the jobs this schedule fired (id or unique prefix).
+    #[arg(long, value_name = "ID")]
+    pub schedule: Option<String>,
     #[command(subcommand)]
     pub action: Option<JobsCommand>,
 }

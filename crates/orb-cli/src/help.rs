@@ -173,7 +173,8 @@ Examples:
   orb jobs show 0198c2f1                      # one job, by id or a unique prefix of it
   orb jobs wait 0198c2f1                      # the rest of a running job; exits like orb send
   orb jobs -o wide                            # full ids, times, requester
-  orb jobs cancel 0198c2f1                    # stop a running job";
+  orb jobs cancel 0198c2f1                    # stop a running job
+  orb jobs --schedule 01a24c88                # the jobs a schedule fired";
 
 /// `orb jobs show`.
 pub const JOBS_SHOW: &str = "\

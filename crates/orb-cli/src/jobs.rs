@@ -12,6 +12,7 @@ use orb_client::Client;
 use orb_proto::Status;
 use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobPhase, JobRef, JobsQuery};
 use orb_proto::message::{JobSummary, commands};
+use orb_proto::schedule::{ScheduleInfo, ScheduleRef};
 
 use crate::cli::{JobsArgs, JobsCommand};
 use crate::connect;
@@ -53,7 +54,16 @@ async fn list(client: &Client, args: &JobsArgs) -> Result<u8, Failure> {
     // One job more than shown (`--limit` stops one below the server's maximum): the next older
     // one, so the short ids shown are unique among all jobs (ids are time-ordered, so only that
     // neighbour and the shown ones can share a prefix).
-    let query = JobsQuery { limit: Some((limit + 1).min(MAX_LIMIT)) };
+    // A schedule given by a prefix is resolved to its full id first (the filter is exact).
+    let schedule = match &args.schedule {
+        Some(id) => {
+            let s: ScheduleInfo =
+                client.call_json(commands::SCHEDULES_SHOW, &ScheduleRef { id: id.clone() }, ANSWER).await?;
+            Some(s.id)
+        }
+        None => None,
+    };
+    let query = JobsQuery { limit: Some((limit + 1).min(MAX_LIMIT)), schedule };
     let mut jobs: Vec<JobInfo> = client.call_json(commands::JOBS_LIST, &query, ANSWER).await?;
     let len = prefix_len(&jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>());
     jobs.truncate(limit as usize);

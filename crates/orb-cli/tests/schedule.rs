@@ -197,6 +197,9 @@ fn a_firing_runs_once_across_a_crash_between_its_commit_and_its_dispatch() {
     assert_eq!(results.len(), 1, "{detail}");
     assert_eq!((results[0]["device"].as_str(), results[0]["status"].as_str()), (Some("sch-1"), Some("ok")), "{detail}");
     assert_eq!(results[0]["result"], "once");
+    let by_schedule = json(&["jobs", "--schedule", &id[..13]]);
+    assert_eq!(by_schedule.as_array().unwrap().len(), 1, "{by_schedule}");
+    assert_eq!(by_schedule[0]["id"], job.as_str());
     let shown = json(&["schedule", "show", &id]);
     assert_eq!(shown["fired"], 1, "{shown}");
     assert!(shown["next_fire_at"].is_null(), "an --in schedule fires once: {shown}");

@@ -15,6 +15,9 @@ pub struct JobsQuery {
     /// At most this many jobs, newest first (server default 50, at most 1000).
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only the jobs this schedule fired (its full id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// Arguments naming one job: its id or a unique prefix of it.

@@ -78,6 +78,11 @@ async fn tick(broker: &Broker, now: DateTime<Utc>) -> Duration {
     };
     let mut earliest: Option<DateTime<Utc>> = None;
     for s in schedules {
+        // A stopping server fires nothing (its job would be refused); the next start does,
+        // following the schedule's missed-firing policy.
+        if broker.is_draining() {
+            return RETRY;
+        }
         let Some(mut next) = s.schedule.next_fire_at.filter(|_| s.paused_at.is_none()) else { continue };
         if next <= now {
             match fire(broker, &s, next, now).await {

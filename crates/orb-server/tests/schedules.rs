@@ -50,6 +50,8 @@ async fn a_schedule_fires_once_through_the_one_door_and_its_job_is_linked() {
     assert!(shown.last_fired_at.is_some());
     let listed: Vec<JobInfo> = call(&op, commands::JOBS_LIST, json!({})).await;
     assert_eq!(listed.iter().filter(|j| j.requester == d.job.requester).count(), 1, "fired once");
+    let fired: Vec<JobInfo> = call(&op, commands::JOBS_LIST, json!({"schedule": created.id})).await;
+    assert_eq!(fired.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [job.as_str()], "its jobs, by schedule");
     assert!(ran.try_recv().is_err(), "ran once");
 }
 

@@ -152,6 +152,9 @@ pub trait Store: Send + Sync + 'static {
     /// The most recent jobs, newest first.
     async fn jobs(&self, limit: u32) -> Result<Vec<JobRecord>, StoreError>;
 
+    /// The most recent jobs schedule `schedule` fired, newest first.
+    async fn schedule_jobs(&self, schedule: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError>;
+
     /// One job and its targets (in device id order), by full id or unique prefix.
     ///
     /// # Errors

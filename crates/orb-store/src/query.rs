@@ -28,22 +28,29 @@ pub(crate) async fn device(pool: &AnyPool, id: &str) -> Result<Option<Device>, S
     Ok(row.as_ref().and_then(rows::device))
 }
 
-/// The newest `limit` jobs, newest first, with their summaries.
-pub(crate) async fn jobs(pool: &AnyPool, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
-    let newest = format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1");
-    let rows =
-        sqlx::query(sqlx::AssertSqlSafe(newest)).bind(i64::from(limit)).fetch_all(pool).await.map_err(unavailable)?;
+/// The newest `limit` jobs (of `schedule` only, when given), newest first, with their summaries.
+pub(crate) async fn jobs(pool: &AnyPool, limit: u32, schedule: Option<&str>) -> Result<Vec<JobRecord>, StoreError> {
+    let filter = if schedule.is_some() { "WHERE schedule_id = $2" } else { "" };
+    let newest = format!("SELECT id FROM jobs {filter} ORDER BY created_at DESC, id DESC LIMIT $1");
+    let bind = |sql: String| {
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i64::from(limit));
+        match schedule {
+            Some(s) => query.bind(s.to_owned()),
+            None => query,
+        }
+    };
+    let rows = bind(format!("SELECT {JOB_COLUMNS} FROM jobs {filter} ORDER BY created_at DESC, id DESC LIMIT $1"))
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
     let mut jobs: Vec<JobRecord> = rows.iter().filter_map(rows::job).collect();
     if jobs.is_empty() {
         return Ok(jobs);
     }
-    let summary = sqlx::query(
+    let summary = bind(format!(
         "SELECT job_id, status, COUNT(*) AS n FROM job_targets \
-         WHERE status IS NOT NULL AND job_id IN \
-             (SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT $1) \
-         GROUP BY job_id, status",
-    )
-    .bind(i64::from(limit))
+         WHERE status IS NOT NULL AND job_id IN ({newest}) GROUP BY job_id, status"
+    ))
     .fetch_all(pool)
     .await
     .map_err(unavailable)?;

@@ -130,7 +130,12 @@ impl Store for SqlStore {
 
     async fn jobs(&self, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
         self.check_open()?;
-        query::jobs(&self.pools.read, limit).await
+        query::jobs(&self.pools.read, limit, None).await
+    }
+
+    async fn schedule_jobs(&self, schedule: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+        self.check_open()?;
+        query::jobs(&self.pools.read, limit, Some(schedule)).await
     }
 
     async fn job(&self, id_or_prefix: &str) -> Result<(JobRecord, Vec<TargetRecord>), StoreError> {

@@ -71,7 +71,7 @@ pub async fn schedules_are_stored_within_limits(h: &Harness) {
 /// A firing moves the next firing time on only from the time it was read with, and stores its
 /// job in the same commit, awaiting dispatch: a second attempt (another node, a repeated
 /// wake-up) stores nothing. Recovery leaves the fired job for the scheduler, which dispatches it
-/// once; the job's creation record completes it.
+/// once; the job's creation record completes it. The schedule's jobs are listed by it.
 pub async fn a_firing_is_stored_once(h: &Harness) {
     let s = h.store();
     s.add_device(new_device("a")).await.unwrap();
@@ -109,6 +109,15 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
     assert!(s.advance_schedule(firing("sch-1", 3_000, None, Some("job-f3"))).await.unwrap());
     assert_eq!(s.schedule("sch-1").await.unwrap().schedule.next_fire_at, None);
     assert!(!s.advance_schedule(firing("gone", 3_000, None, Some("job-x"))).await.unwrap());
+
+    // The jobs a schedule fired, newest first; other jobs are not among them.
+    s.recorder().record(Record::JobCreated(job("job-plain", 2_500))).await;
+    s.flush().await.unwrap();
+    let fired: Vec<String> = s.schedule_jobs("sch-1", 10).await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(fired, ["job-f3", "job-f1"]);
+    assert_eq!(s.schedule_jobs("sch-1", 1).await.unwrap().len(), 1);
+    assert!(s.schedule_jobs("nope", 10).await.unwrap().is_empty());
+    assert_eq!(s.jobs(10).await.unwrap().len(), 3, "the plain list has them all");
 }
 
 /// A paused schedule does not fire; resuming sets its next firing time. Errors are recorded and

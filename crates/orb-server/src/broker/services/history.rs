@@ -23,7 +23,7 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
 
 impl Broker {
-    /// `$orb.jobs.list`: the most recent jobs, newest first.
+    /// `$orb.jobs.list`: the most recent jobs (of one schedule, when asked), newest first.
     ///
     /// # Errors
     /// `forbidden`, `store_unavailable`.
@@ -32,7 +32,11 @@ impl Broker {
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let store = self.registry().store();
         store.flush().await.map_err(store_error)?;
-        let jobs = store.jobs(limit).await.map_err(store_error)?;
+        let jobs = match &q.schedule {
+            Some(schedule) => store.schedule_jobs(schedule, limit).await,
+            None => store.jobs(limit).await,
+        }
+        .map_err(store_error)?;
         Ok(jobs.iter().map(job_info).collect())
     }
 
