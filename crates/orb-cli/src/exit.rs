@@ -57,6 +57,7 @@ impl From<ClientError> for Failure {
                 | ErrorCode::UnknownGroup
                 | ErrorCode::BadArgs
                 | ErrorCode::BadId
+                | ErrorCode::BadSchedule
                 | ErrorCode::UnknownCommand => USAGE,
                 _ => FAILED,
             },

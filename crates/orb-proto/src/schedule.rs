@@ -46,7 +46,7 @@ pub struct ScheduleInfo {
     pub target: String,
     /// Command name.
     pub command: String,
-    /// Arguments (JSON), null when none.
+    /// Arguments (JSON), null when none; always null in `$orb.schedules.list` (`show` has them).
     pub args: Option<Box<RawValue>>,
     /// Each firing's deadline, in milliseconds.
     pub deadline_ms: u64,
@@ -60,9 +60,9 @@ pub struct ScheduleInfo {
     pub created_by: String,
     /// RFC 3339 UTC creation time.
     pub created_at: String,
-    /// RFC 3339 UTC time it was paused; absent when active.
+    /// RFC 3339 UTC time it was paused; null when active.
     pub paused_at: Option<String>,
-    /// RFC 3339 UTC time of its next firing; absent when it fires no more (or is paused).
+    /// RFC 3339 UTC time of its next firing; null while paused.
     pub next_fire_at: Option<String>,
     /// RFC 3339 UTC time of its last firing.
     pub last_fired_at: Option<String>,

@@ -1,18 +1,23 @@
 //! The scheduler (decision 0014): fires stored schedules through the broker's one door, as an
-//! operator's job would be submitted. At start it dispatches the firings a crash left
-//! undispatched; then it sleeps until the earliest next firing (at most a minute, and woken at
-//! once when a schedule changes), and at each wake-up asks `orb_schedule::due` what each due
-//! schedule does: fire now (its job stored with the schedule's next firing time in one commit,
-//! then marked dispatched, then submitted) or skip what was missed. A firing is stored once even
+//! operator's job would be submitted. It sleeps until the earliest next firing (at most a
+//! minute, and woken at once when a schedule changes); at each wake-up it dispatches the firings
+//! left undispatched (a crash between a firing's commit and its dispatch), then asks
+//! `orb_schedule::due` what each due schedule does: fire now (its job stored with the schedule's
+//! next firing time in one commit, then marked dispatched, then submitted) or skip what was
+//! missed. After a start, what was due before it waits one heartbeat interval, so the devices
+//! that were connected are back when it fires. A firing is stored once even
 //! when two nodes or two wake-ups race (the store compares the next firing time it was read
 //! with); a job is dispatched once (marked before any command is sent).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use orb_proto::history::JobPhase;
 use orb_proto::message::{Role, Select};
-use orb_store::{Firing, JobEnd, NewJob, Record, ScheduleRecord};
+use orb_store::{FiredJob, Firing, JobEnd, NewJob, Record, ScheduleRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -26,178 +31,258 @@ const GRACE: Duration = Duration::from_secs(60);
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// A wake-up after the store failed.
 const RETRY: Duration = Duration::from_secs(1);
-/// Test-only crash point: with this variable set to `1`, the process aborts right after a
-/// firing's commit, before its dispatch (the restart must dispatch it, once).
+/// Due schedules fired per wake-up at most (the next wake-up follows at once).
+const BATCH: u32 = 256;
+/// Test-only crash point (debug builds only): with this variable set to `1`, the process aborts
+/// right after a firing's commit, before its dispatch (the restart must dispatch it, once).
 pub const CRASH_AFTER_FIRING_VAR: &str = "ORB_TEST_CRASH_AFTER_FIRING";
+
+/// The scheduler's state across wake-ups.
+struct Scheduler {
+    broker: Broker,
+    /// Until then, firings that were due before this start (missed, or left undispatched by a
+    /// crash) wait: the devices connected before the restart get one heartbeat interval to come
+    /// back, so such a firing reaches them.
+    reconnect_until: DateTime<Utc>,
+    started: DateTime<Utc>,
+    /// One requester per schedule: its running jobs count against `limits.max_inflight_jobs`
+    /// like an operator's (a firing beyond is refused `too_many_jobs`, kept as its last error).
+    requesters: HashMap<String, Requester>,
+}
 
 /// Runs the scheduler until `shutdown`.
 pub(crate) async fn run(broker: Broker, shutdown: CancellationToken) {
-    recover(&broker).await;
+    let started = Utc::now();
+    let grace = chrono::Duration::from_std(broker.limits().heartbeat).unwrap_or(chrono::Duration::zero());
+    let reconnect_until = started.checked_add_signed(grace).unwrap_or(started);
+    let mut scheduler = Scheduler { broker, reconnect_until, started, requesters: HashMap::new() };
     loop {
-        let wait = tick(&broker, Utc::now()).await;
+        let wait = scheduler.tick(Utc::now()).await;
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = broker.schedules_changed() => {}
+            () = scheduler.broker.schedules_changed() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// Dispatches this node's fired jobs that a crash left awaiting dispatch.
-async fn recover(broker: &Broker) {
-    let store = broker.registry().store();
-    let firings = match store.undispatched_firings(broker.node().as_str()).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read firings awaiting dispatch");
-            return;
-        }
-    };
-    for (job, schedule) in firings {
-        match store.schedule(&schedule).await {
-            Ok(s) => {
-                tracing::info!(job, schedule, "dispatching a firing stored before the last stop");
-                dispatch(broker, &job, &s).await;
-            }
-            Err(e) => {
-                tracing::warn!(job, schedule, error = %e, "a fired job's schedule is gone; the job ends");
-                end_job(broker, &job).await;
-            }
-        }
-    }
-}
-
-/// Fires every due schedule; answers how long to sleep.
-async fn tick(broker: &Broker, now: DateTime<Utc>) -> Duration {
-    let schedules = match broker.registry().store().schedules().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read schedules");
-            return RETRY;
-        }
-    };
-    let mut earliest: Option<DateTime<Utc>> = None;
-    for s in schedules {
+impl Scheduler {
+    /// Dispatches what a crash left undispatched, fires every due schedule, and answers how
+    /// long to sleep.
+    async fn tick(&mut self, now: DateTime<Utc>) -> Duration {
         // A stopping server fires nothing (its job would be refused); the next start does,
-        // following the schedule's missed-firing policy.
-        if broker.is_draining() {
+        // following each schedule's missed-firing policy.
+        if self.broker.is_draining() {
             return RETRY;
         }
-        let Some(mut next) = s.schedule.next_fire_at.filter(|_| s.paused_at.is_none()) else { continue };
-        if next <= now {
-            match fire(broker, &s, next, now).await {
-                Some(after) => next = after,
-                None => continue,
+        let waiting = now < self.reconnect_until;
+        if !waiting && let Err(e) = self.undispatched().await {
+            tracing::warn!(error = %e, "cannot read firings awaiting dispatch");
+            return RETRY;
+        }
+        let store = Arc::clone(self.broker.registry().store());
+        let due = match store.due_schedules(now, BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read due schedules");
+                return RETRY;
+            }
+        };
+        let full = due.len() == BATCH as usize;
+        for s in due {
+            let Some(expected) = s.schedule.next_fire_at else { continue };
+            if waiting && expected < self.started {
+                continue;
+            }
+            if self.broker.is_draining() {
+                return RETRY;
+            }
+            self.fire(&s, expected, now).await;
+        }
+        if full {
+            return Duration::ZERO;
+        }
+        let next = match store.next_firing().await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the next firing time");
+                return RETRY;
+            }
+        };
+        // While waiting for devices to reconnect, what was due before the start (and the
+        // firings awaiting dispatch) waits until then.
+        let next = match (next, waiting) {
+            (Some(t), true) => Some(t.max(self.started).min(self.reconnect_until)),
+            (None, true) => Some(self.reconnect_until),
+            (next, false) => next,
+        };
+        let wait = next.map_or(MAX_SLEEP, |t| (t - now).to_std().unwrap_or(Duration::ZERO));
+        wait.min(MAX_SLEEP)
+    }
+
+    /// Dispatches this node's fired jobs still awaiting dispatch (a crash between a firing's
+    /// commit and its dispatch, or a dispatch whose store write failed).
+    async fn undispatched(&mut self) -> Result<(), orb_store::StoreError> {
+        let store = Arc::clone(self.broker.registry().store());
+        for fired in store.undispatched_firings(self.broker.node().as_str()).await? {
+            tracing::info!(job = fired.job, schedule = fired.schedule, "dispatching a firing not dispatched yet");
+            let template = Template::of_fired(&fired);
+            self.dispatch(&fired.job, &template).await;
+        }
+        Ok(())
+    }
+
+    /// Fires (or skips) schedule `s`, due at `expected`.
+    async fn fire(&mut self, s: &ScheduleRecord, expected: DateTime<Utc>, now: DateTime<Utc>) {
+        let store = Arc::clone(self.broker.registry().store());
+        let id = &s.schedule.id;
+        let Some(spec) = spec_of(s) else {
+            // Unreadable (damaged, or written by a newer version): paused, so it neither fires
+            // nor wakes the scheduler again; an operator can fix and resume it.
+            let why = "its stored spec cannot be read; paused".to_owned();
+            if let Err(e) = store.pause_schedule(id, Some(now), s.schedule.next_fire_at).await {
+                tracing::warn!(schedule = id, error = %e, "cannot pause an unreadable schedule");
+            }
+            self.record_error(id, Some(why)).await;
+            return;
+        };
+        let policy = missed_of(s);
+        let due = orb_schedule::due(&spec, policy, expected, now, GRACE);
+        let wait = chrono::Duration::milliseconds(i64::try_from(s.schedule.wait_ms).unwrap_or(i64::MAX));
+        let job = due.fire_now.then(|| NewJob {
+            id: uuid::Uuid::now_v7().to_string(),
+            node: self.broker.node().to_string(),
+            requester: requester_name(id),
+            selector: s.schedule.selector.clone(),
+            command: s.schedule.command.clone(),
+            args: s.schedule.args.clone(),
+            created_at: now,
+            deadline_at: now.checked_add_signed(wait).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            targets: Vec::new(),
+            skipped: 0,
+            schedule: Some(id.clone()),
+        });
+        let job_id = job.as_ref().map(|j| j.id.clone());
+        let firing = Firing { schedule: id.clone(), expected, next: due.next, job, ttl_ms: s.schedule.ttl_ms, at: now };
+        match store.advance_schedule(firing).await {
+            Ok(true) => {}
+            // Moved by another node or paused meanwhile: the next wake-up reads it again.
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(schedule = id, error = %e, "cannot store a schedule's firing");
+                return;
             }
         }
-        earliest = Some(earliest.map_or(next, |e| e.min(next)));
-    }
-    earliest.map_or(MAX_SLEEP, |e| (e - now).to_std().unwrap_or(Duration::ZERO).min(MAX_SLEEP))
-}
-
-/// Fires (or skips) schedule `s`, due at `expected`; answers its next firing time, `None` when
-/// it fires no more or was moved by someone else (the next wake-up reads it again).
-async fn fire(
-    broker: &Broker,
-    s: &ScheduleRecord,
-    expected: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let store = broker.registry().store();
-    let id = &s.schedule.id;
-    let spec = spec_of(s);
-    let policy = missed_of(s);
-    let due = match &spec {
-        Some(spec) => orb_schedule::due(spec, policy, expected, now, GRACE),
-        // Unreadable: it never fires; its next firing time is cleared.
-        None => orb_schedule::Due { fire_now: false, missed: 0, next: None },
-    };
-    let job = due.fire_now.then(|| NewJob {
-        id: uuid::Uuid::now_v7().to_string(),
-        node: broker.node().to_string(),
-        requester: requester_name(id),
-        selector: s.schedule.selector.clone(),
-        command: s.schedule.command.clone(),
-        args: s.schedule.args.clone(),
-        created_at: now,
-        deadline_at: now + chrono::Duration::milliseconds(i64::try_from(s.schedule.wait_ms).unwrap_or(i64::MAX)),
-        targets: Vec::new(),
-        skipped: 0,
-        schedule: Some(id.clone()),
-    });
-    let job_id = job.as_ref().map(|j| j.id.clone());
-    let firing = Firing { schedule: id.clone(), expected, next: due.next, job, at: now };
-    match store.advance_schedule(firing).await {
-        Ok(true) => {}
-        Ok(false) => return None,
-        Err(e) => {
-            tracing::warn!(schedule = id, error = %e, "cannot store a schedule's firing");
-            return None;
+        if due.missed > 0 {
+            tracing::info!(
+                schedule = id,
+                missed = due.missed,
+                policy = policy.as_str(),
+                "firings missed while no server ran"
+            );
+        }
+        if let Some(job) = job_id {
+            if cfg!(debug_assertions) && std::env::var(CRASH_AFTER_FIRING_VAR).as_deref() == Ok("1") {
+                tracing::error!(schedule = id, job, "{CRASH_AFTER_FIRING_VAR}: aborting after the firing's commit");
+                std::process::abort();
+            }
+            self.dispatch(&job, &Template::of(s)).await;
         }
     }
-    if due.missed > 0 {
-        tracing::info!(
-            schedule = id,
-            missed = due.missed,
-            policy = policy.as_str(),
-            "firings missed while no server ran"
-        );
-    }
-    if let Some(job) = job_id {
-        if std::env::var(CRASH_AFTER_FIRING_VAR).as_deref() == Ok("1") {
-            tracing::error!(schedule = id, job, "{CRASH_AFTER_FIRING_VAR}: aborting after the firing's commit");
-            std::process::abort();
-        }
-        dispatch(broker, &job, s).await;
-    }
-    due.next
-}
 
-/// Dispatches fired job `job` of schedule `s`: marked dispatched (once), then submitted through
-/// the broker's one door. A refusal (nothing matches, ...) ends the job and is kept as the
-/// schedule's last error.
-async fn dispatch(broker: &Broker, job: &str, s: &ScheduleRecord) {
-    let store = broker.registry().store();
-    let id = &s.schedule.id;
-    match store.dispatch_firing(job).await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(e) => {
-            tracing::warn!(schedule = id, job, error = %e, "cannot mark a fired job dispatched; it is dispatched at the next start");
+    /// Dispatches fired job `job`: marked dispatched (once), then submitted through the broker's
+    /// one door. A refusal (nothing matches, too many of its jobs running, ...) ends the job and
+    /// is kept as the schedule's last error. A stopping server leaves it for the next start.
+    async fn dispatch(&mut self, job: &str, t: &Template) {
+        if self.broker.is_draining() {
             return;
         }
-    }
-    let spec = JobSpec {
-        command: s.schedule.command.clone(),
-        target: s.schedule.selector.clone(),
-        args: s.schedule.args.clone().map(Bytes::from),
-        deadline: Some(Duration::from_millis(s.schedule.wait_ms)),
-        select: Select::All,
-        ttl: s.schedule.ttl_ms.map(Duration::from_millis),
-        firing: Some(FiringRef { job: job.to_owned(), schedule: id.clone() }),
-    };
-    let who = Requester::new(Identity { name: requester_name(id), role: Role::Operator, device: None, admin: true });
-    let error = match broker.submit(&who, spec) {
-        // Nobody reads its events: the job runs to its end and its results are stored.
-        Ok(_handle) => None,
-        Err(e) => {
-            tracing::info!(schedule = id, job, code = %e.code, "a schedule's firing did not start: {}", e.message);
-            end_job(broker, job).await;
-            Some(format!("{}: {}", e.code, e.message))
+        let store = Arc::clone(self.broker.registry().store());
+        match store.dispatch_firing(job).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(schedule = t.schedule, job, error = %e, "cannot mark a fired job dispatched; tried again");
+                return;
+            }
         }
-    };
-    if (error.is_some() || s.last_error.is_some())
-        && let Err(e) = store.schedule_error(id, error).await
-    {
-        tracing::warn!(schedule = id, error = %e, "cannot record a schedule's last error");
+        let spec = JobSpec {
+            command: t.command.clone(),
+            target: t.selector.clone(),
+            args: t.args.clone().map(Bytes::from),
+            deadline: Some(Duration::from_millis(t.wait_ms)),
+            select: Select::All,
+            ttl: t.ttl_ms.map(Duration::from_millis),
+            firing: Some(FiringRef { job: job.to_owned(), schedule: t.schedule.clone() }),
+        };
+        let who = self.requesters.entry(t.schedule.clone()).or_insert_with(|| {
+            Requester::new(Identity {
+                name: requester_name(&t.schedule),
+                role: Role::Operator,
+                device: None,
+                admin: true,
+            })
+        });
+        let error = match self.broker.submit(who, spec) {
+            // Nobody reads its events: the job runs to its end and its results are stored.
+            Ok(_handle) => None,
+            Err(e) => {
+                tracing::info!(schedule = t.schedule, job, code = %e.code, "a schedule's firing did not start: {}", e.message);
+                let end = JobEnd { job: job.to_owned(), at: Utc::now(), state: JobPhase::Done, pending_become: None };
+                self.broker.registry().recorder().record(Record::JobEnded(end)).await;
+                Some(format!("{}: {}", e.code, e.message))
+            }
+        };
+        if error.is_some() || t.had_error {
+            self.record_error(&t.schedule, error).await;
+        }
+    }
+
+    async fn record_error(&self, id: &str, error: Option<String>) {
+        if let Err(e) = self.broker.registry().store().schedule_error(id, error).await {
+            tracing::warn!(schedule = id, error = %e, "cannot record a schedule's last error");
+        }
     }
 }
 
-/// Ends a fired job that did not start (no targets).
-async fn end_job(broker: &Broker, job: &str) {
-    let end =
-        JobEnd { job: job.to_owned(), at: Utc::now(), state: orb_proto::history::JobPhase::Done, pending_become: None };
-    broker.registry().recorder().record(Record::JobEnded(end)).await;
+/// What a firing's job runs: from its schedule, or (awaiting dispatch since a crash) from the
+/// job's own row.
+struct Template {
+    schedule: String,
+    selector: String,
+    command: String,
+    args: Option<String>,
+    wait_ms: u64,
+    ttl_ms: Option<u64>,
+    had_error: bool,
+}
+
+impl Template {
+    fn of(s: &ScheduleRecord) -> Template {
+        Template {
+            schedule: s.schedule.id.clone(),
+            selector: s.schedule.selector.clone(),
+            command: s.schedule.command.clone(),
+            args: s.schedule.args.clone(),
+            wait_ms: s.schedule.wait_ms,
+            ttl_ms: s.schedule.ttl_ms,
+            had_error: s.last_error.is_some(),
+        }
+    }
+
+    /// From the fired job's own row (its schedule may be gone: a one-shot schedule is deleted
+    /// by its last firing).
+    fn of_fired(f: &FiredJob) -> Template {
+        Template {
+            schedule: f.schedule.clone(),
+            selector: f.selector.clone(),
+            command: f.command.clone(),
+            args: f.args.clone(),
+            wait_ms: f.wait_ms,
+            ttl_ms: f.ttl_ms,
+            had_error: false,
+        }
+    }
 }
 
 /// The requester name a schedule's jobs show in the history.

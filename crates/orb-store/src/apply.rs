@@ -243,7 +243,7 @@ async fn job_ended(conn: &mut AnyConnection, end: &JobEnd) -> Result<(), sqlx::E
     }
     sqlx::query(
         "UPDATE jobs SET state = CASE WHEN EXISTS (SELECT 1 FROM queued_commands WHERE job_id = $1) \
-         THEN 'running' ELSE $2 END, finished_at = $3 WHERE id = $1",
+         THEN 'running' ELSE $2 END, finished_at = $3, due_at = NULL WHERE id = $1",
     )
     .bind(&end.job)
     .bind(end.state.as_str())

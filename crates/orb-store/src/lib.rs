@@ -52,9 +52,9 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    Connection, DeliveryCount, Device, Enqueued, Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer, MessageLimits,
-    NewDevice, NewJob, NewMessage, NewQueued, NewSchedule, NewTarget, QueueCounts, QueueLimits, Queued, Record,
-    Recorder, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoredMessage, TargetOutcome, TargetRecord,
+    Connection, DeliveryCount, Device, Enqueued, FiredJob, Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer,
+    MessageLimits, NewDevice, NewJob, NewMessage, NewQueued, NewSchedule, NewTarget, QueueCounts, QueueLimits, Queued,
+    Record, Recorder, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoredMessage, TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -227,8 +227,15 @@ pub trait Store: Send + Sync + 'static {
         limits: ScheduleLimits,
     ) -> Result<ScheduleCreated, StoreError>;
 
-    /// Every stored schedule, by id.
+    /// Every stored schedule, by id, without its arguments (`args` is `None`; [`Store::schedule`]
+    /// has them).
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Active schedules due by `before`, earliest first, at most `limit`.
+    async fn due_schedules(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// The earliest next firing time of an active schedule.
+    async fn next_firing(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// One schedule by id or unique id prefix (case-insensitive).
     ///
@@ -236,8 +243,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::NotFound`], [`StoreError::Ambiguous`].
     async fn schedule(&self, id_or_prefix: &str) -> Result<ScheduleRecord, StoreError>;
 
-    /// Pauses a schedule (`paused_at` set) or resumes it (`None`), and sets its next firing time.
-    /// False when there is no such schedule.
+    /// Pauses an active schedule (`paused_at` set) or resumes a paused one (`None`), and sets its
+    /// next firing time. False when there is no such schedule, or it is paused (active) already.
     async fn pause_schedule(
         &self,
         id: &str,
@@ -249,19 +256,21 @@ pub trait Store: Send + Sync + 'static {
     /// no such schedule.
     async fn remove_schedule(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Moves a schedule's next firing time on, and when it fires stores its job in the same
-    /// commit, awaiting dispatch (`due_at`): a firing is stored exactly once. False when the
+    /// Moves a schedule's next firing time on (deletes it when it fires no more: `next` is
+    /// `None`), and when it fires stores its job in the same commit, awaiting dispatch (`due_at`):
+    /// a firing is stored exactly once. False when the
     /// schedule is gone, paused, or its next firing time is no longer `firing.expected` (another
     /// node or an earlier wake-up moved it); nothing is written then.
     async fn advance_schedule(&self, firing: Firing) -> Result<bool, StoreError>;
 
     /// Marks a fired job dispatched (before any of its commands is sent): false when it was
-    /// already, or is not a fired job awaiting dispatch — then it must not be dispatched.
+    /// already, or is not a running fired job awaiting dispatch (cancelled, ended) — then it must
+    /// not be dispatched.
     async fn dispatch_firing(&self, job: &str) -> Result<bool, StoreError>;
 
     /// Fired jobs of `node` still awaiting dispatch (a crash came between the firing and its
-    /// dispatch): `(job id, schedule id)`, oldest first.
-    async fn undispatched_firings(&self, node: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// dispatch), oldest first, with what they run.
+    async fn undispatched_firings(&self, node: &str) -> Result<Vec<FiredJob>, StoreError>;
 
     /// Records why a schedule's last firing could not start (`None`: it started).
     async fn schedule_error(&self, id: &str, error: Option<String>) -> Result<(), StoreError>;

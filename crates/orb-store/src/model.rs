@@ -551,6 +551,28 @@ pub struct Firing {
     pub next: Option<DateTime<Utc>>,
     /// The job it fires now, stored awaiting its dispatch (`None`: a missed firing skipped).
     pub job: Option<NewJob>,
+    /// That job's TTL for targets that are not connected, in milliseconds (stored with it, so a
+    /// dispatch after a crash needs nothing else).
+    pub ttl_ms: Option<u64>,
     /// When.
     pub at: DateTime<Utc>,
+}
+
+/// A fired job awaiting dispatch ([`crate::Store::undispatched_firings`]): what it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredJob {
+    /// The job.
+    pub job: String,
+    /// The schedule that fired it.
+    pub schedule: String,
+    /// Target selector.
+    pub selector: String,
+    /// Command name.
+    pub command: String,
+    /// Arguments (JSON text).
+    pub args: Option<String>,
+    /// Its deadline, in milliseconds from its firing.
+    pub wait_ms: u64,
+    /// Its TTL for targets that are not connected, in milliseconds.
+    pub ttl_ms: Option<u64>,
 }

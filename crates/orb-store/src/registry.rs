@@ -138,7 +138,7 @@ async fn cancel_job(conn: &mut AnyConnection, id: &str, at: DateTime<Utc>) -> Re
     let mut ids = settle_pending(conn, id, "cancelled", "cancelled", "the job was cancelled").await?;
     ids.extend(crate::queue::cancel_waiting(conn, id, at).await?);
     ids.sort();
-    sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1")
+    sqlx::query("UPDATE jobs SET state = 'cancelled', finished_at = $2, due_at = NULL WHERE id = $1")
         .bind(id)
         .bind(ms(at))
         .execute(&mut *conn)

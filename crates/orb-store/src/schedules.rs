@@ -11,7 +11,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use crate::backend::{Backend, unavailable};
 use crate::rows::ms;
 use crate::writer::Written;
-use crate::{Firing, NewSchedule, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoreError};
+use crate::{FiredJob, Firing, NewSchedule, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoreError};
 
 type Answer = Result<Written, StoreError>;
 
@@ -62,14 +62,17 @@ pub(crate) async fn create(
     Ok(Ok(Written::ScheduleCreated(ScheduleCreated::Created)))
 }
 
-/// Pauses (`paused_at` set) or resumes a schedule, with its next firing time.
+/// Pauses (`paused_at` set) an active schedule, or resumes a paused one, with its next firing
+/// time; a schedule already so is left as it is (0).
 pub(crate) async fn pause(
     conn: &mut AnyConnection,
     id: &str,
     paused_at: Option<DateTime<Utc>>,
     next_fire_at: Option<DateTime<Utc>>,
 ) -> Result<Answer, sqlx::Error> {
-    let done = sqlx::query("UPDATE schedules SET paused_at = $2, next_fire_at = $3 WHERE id = $1")
+    let was = if paused_at.is_some() { "paused_at IS NULL" } else { "paused_at IS NOT NULL" };
+    let sql = format!("UPDATE schedules SET paused_at = $2, next_fire_at = $3 WHERE id = $1 AND {was}");
+    let done = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(paused_at.map(ms))
         .bind(next_fire_at.map(ms))
@@ -85,30 +88,42 @@ pub(crate) async fn remove(conn: &mut AnyConnection, id: &str) -> Result<Answer,
 }
 
 /// Moves a schedule on from `firing.expected` (if it is still there and not paused) and, when it
-/// fires, stores its job awaiting dispatch, in the same transaction.
+/// fires, stores its job awaiting dispatch, in the same transaction. A schedule that fires no
+/// more (`firing.next` is `None`) is deleted instead: its jobs stay, linked to its id.
 pub(crate) async fn advance(conn: &mut AnyConnection, firing: &Firing) -> Result<Answer, sqlx::Error> {
     let fires = firing.job.is_some();
-    let moved = sqlx::query(
-        "UPDATE schedules SET next_fire_at = $3, \
-         last_fired_at = CASE WHEN $4 = 1 THEN $5 ELSE last_fired_at END, \
-         fired = fired + $4 \
-         WHERE id = $1 AND next_fire_at = $2 AND paused_at IS NULL",
-    )
-    .bind(&firing.schedule)
-    .bind(ms(firing.expected))
-    .bind(firing.next.map(ms))
-    .bind(i64::from(fires))
-    .bind(ms(firing.at))
-    .execute(&mut *conn)
-    .await?;
+    let moved = match firing.next {
+        Some(next) => {
+            sqlx::query(
+                "UPDATE schedules SET next_fire_at = $3, \
+                 last_fired_at = CASE WHEN $4 = 1 THEN $5 ELSE last_fired_at END, \
+                 fired = fired + $4 \
+                 WHERE id = $1 AND next_fire_at = $2 AND paused_at IS NULL",
+            )
+            .bind(&firing.schedule)
+            .bind(ms(firing.expected))
+            .bind(ms(next))
+            .bind(i64::from(fires))
+            .bind(ms(firing.at))
+            .execute(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query("DELETE FROM schedules WHERE id = $1 AND next_fire_at = $2 AND paused_at IS NULL")
+                .bind(&firing.schedule)
+                .bind(ms(firing.expected))
+                .execute(&mut *conn)
+                .await?
+        }
+    };
     if moved.rows_affected() == 0 {
         return Ok(Ok(Written::Count(0)));
     }
     if let Some(job) = &firing.job {
         sqlx::query(
             "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count, \
-             targets, node, skipped, schedule_id, due_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 0, '[]', $8, 0, $9, $10)",
+             targets, node, skipped, schedule_id, due_at, ttl_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 0, '[]', $8, 0, $9, $10, $11)",
         )
         .bind(&job.id)
         .bind(&job.requester)
@@ -120,6 +135,7 @@ pub(crate) async fn advance(conn: &mut AnyConnection, firing: &Firing) -> Result
         .bind(&job.node)
         .bind(&firing.schedule)
         .bind(ms(firing.at))
+        .bind(firing.ttl_ms.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
         .execute(&mut *conn)
         .await?;
     }
@@ -128,7 +144,7 @@ pub(crate) async fn advance(conn: &mut AnyConnection, firing: &Firing) -> Result
 
 /// Marks a fired job dispatched, once.
 pub(crate) async fn dispatch(conn: &mut AnyConnection, job: &str) -> Result<Answer, sqlx::Error> {
-    let done = sqlx::query("UPDATE jobs SET due_at = NULL WHERE id = $1 AND due_at IS NOT NULL")
+    let done = sqlx::query("UPDATE jobs SET due_at = NULL WHERE id = $1 AND due_at IS NOT NULL AND state = 'running'")
         .bind(job)
         .execute(&mut *conn)
         .await?;
@@ -142,11 +158,38 @@ pub(crate) async fn set_error(conn: &mut AnyConnection, id: &str, error: Option<
     Ok(Ok(Written::Count(done.rows_affected())))
 }
 
-/// Every schedule, by id; one whose row cannot be read is left out (logged).
+/// Every schedule, by id, without its arguments (they may be large; [`one`] has them); one whose
+/// row cannot be read is left out (logged).
 pub(crate) async fn all(pool: &AnyPool) -> Result<Vec<ScheduleRecord>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM schedules ORDER BY id");
+    let columns = COLUMNS.replace("args,", "CAST(NULL AS TEXT) AS args,");
+    let sql = format!("SELECT {columns} FROM schedules ORDER BY id");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.map_err(unavailable)?;
     Ok(rows.iter().filter_map(schedule).collect())
+}
+
+/// Active schedules due by `before`, earliest first, at most `limit`.
+pub(crate) async fn due(pool: &AnyPool, before: DateTime<Utc>, limit: u32) -> Result<Vec<ScheduleRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM schedules WHERE paused_at IS NULL AND next_fire_at <= $1 \
+         ORDER BY next_fire_at, id LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ms(before))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(unavailable)?;
+    Ok(rows.iter().filter_map(schedule).collect())
+}
+
+/// The earliest next firing time of an active schedule.
+pub(crate) async fn earliest(pool: &AnyPool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row = sqlx::query("SELECT MIN(next_fire_at) AS t FROM schedules WHERE paused_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(unavailable)?;
+    let t: Option<i64> = row.try_get("t").map_err(unavailable)?;
+    Ok(t.and_then(DateTime::from_timestamp_millis))
 }
 
 /// One schedule by id or unique prefix.
@@ -156,17 +199,38 @@ pub(crate) async fn one(pool: &AnyPool, backend: Backend, id_or_prefix: &str) ->
     row.as_ref().and_then(schedule).ok_or_else(not_found)
 }
 
-/// `node`'s fired jobs still awaiting dispatch, oldest first: `(job, schedule)`.
-pub(crate) async fn undispatched(pool: &AnyPool, node: &str) -> Result<Vec<(String, String)>, StoreError> {
+/// `node`'s fired jobs still awaiting dispatch, oldest first; one whose row cannot be read is
+/// left out (logged).
+pub(crate) async fn undispatched(pool: &AnyPool, node: &str) -> Result<Vec<FiredJob>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, schedule_id FROM jobs WHERE due_at IS NOT NULL AND node = $1 AND schedule_id IS NOT NULL \
+        "SELECT id, schedule_id, selector, command, args, created_at, deadline_at, ttl_ms FROM jobs \
+         WHERE due_at IS NOT NULL AND node = $1 AND state = 'running' AND schedule_id IS NOT NULL \
          ORDER BY due_at, id",
     )
     .bind(node)
     .fetch_all(pool)
     .await
     .map_err(unavailable)?;
-    Ok(rows.iter().filter_map(|r| Some((r.try_get("id").ok()?, r.try_get("schedule_id").ok()?))).collect())
+    let read = |r: &AnyRow| -> Result<FiredJob, sqlx::Error> {
+        let (created, deadline): (i64, i64) = (r.try_get("created_at")?, r.try_get("deadline_at")?);
+        Ok(FiredJob {
+            job: r.try_get("id")?,
+            schedule: r.try_get("schedule_id")?,
+            selector: r.try_get("selector")?,
+            command: r.try_get("command")?,
+            args: r.try_get("args")?,
+            wait_ms: u64::try_from(deadline.saturating_sub(created)).unwrap_or(0),
+            ttl_ms: r.try_get::<Option<i64>, _>("ttl_ms")?.map(|t| u64::try_from(t).unwrap_or(0)),
+        })
+    };
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            read(r)
+                .map_err(|e| tracing::warn!(error = %e, "a fired job awaiting dispatch could not be read; skipped"))
+                .ok()
+        })
+        .collect())
 }
 
 /// A schedule, or `None` (logged) when its row cannot be read.

@@ -222,6 +222,16 @@ impl Store for SqlStore {
         crate::schedules::all(&self.pools.read).await
     }
 
+    async fn due_schedules(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.check_open()?;
+        crate::schedules::due(&self.pools.read, before, limit).await
+    }
+
+    async fn next_firing(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.check_open()?;
+        crate::schedules::earliest(&self.pools.read).await
+    }
+
     async fn schedule(&self, id_or_prefix: &str) -> Result<ScheduleRecord, StoreError> {
         self.check_open()?;
         crate::schedules::one(&self.pools.read, self.pools.backend, id_or_prefix).await
@@ -249,7 +259,7 @@ impl Store for SqlStore {
         Ok(self.write_count(Write::DispatchFiring(job.to_owned())).await? > 0)
     }
 
-    async fn undispatched_firings(&self, node: &str) -> Result<Vec<(String, String)>, StoreError> {
+    async fn undispatched_firings(&self, node: &str) -> Result<Vec<crate::FiredJob>, StoreError> {
         self.check_open()?;
         crate::schedules::undispatched(&self.pools.read, node).await
     }

@@ -1,7 +1,7 @@
 -- Stored schedules (decision 0014): a job template, when it fires (`spec`, JSON of
 -- orb_schedule::Spec), what to do with firings missed while the server was down, and when it
--- fires next (NULL: never again). A firing stores its job in the same commit as the schedule's
--- next firing time, with `due_at` set until the job is dispatched. Keep in step with
+-- fires next. A firing stores its job in the same commit as the schedule's next firing time (or,
+-- for its last firing, the schedule's deletion), with `due_at` set until the job is dispatched. Keep in step with
 -- ../sqlite/0012_schedules.sql.
 
 CREATE TABLE schedules (
@@ -27,5 +27,7 @@ CREATE INDEX schedules_next_fire ON schedules (next_fire_at);
 
 ALTER TABLE jobs ADD COLUMN schedule_id TEXT;
 ALTER TABLE jobs ADD COLUMN due_at BIGINT;
+ALTER TABLE jobs ADD COLUMN ttl_ms BIGINT;
 
 CREATE INDEX jobs_schedule ON jobs (schedule_id, created_at);
+CREATE INDEX jobs_due ON jobs (due_at) WHERE due_at IS NOT NULL;

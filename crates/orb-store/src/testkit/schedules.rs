@@ -7,7 +7,7 @@ use orb_proto::history::JobPhase;
 
 use super::devices::{NODE, job};
 use super::{Harness, new_device, t};
-use crate::{Firing, NewJob, NewSchedule, NewTarget, Record, ScheduleCreated, ScheduleLimits, StoreError};
+use crate::{FiredJob, Firing, NewJob, NewSchedule, NewTarget, Record, ScheduleCreated, ScheduleLimits, StoreError};
 
 const ROOMY: ScheduleLimits = ScheduleLimits { max_schedules: 100, max_bytes: 1 << 16 };
 
@@ -33,6 +33,7 @@ fn firing(id: &str, expected: i64, next: Option<i64>, job_id: Option<&str>) -> F
         expected: t(expected),
         next: next.map(t),
         job: job_id.map(|j| NewJob { schedule: Some(id.to_owned()), ..job(j, expected) }),
+        ttl_ms: Some(60_000),
         at: t(expected),
     }
 }
@@ -54,7 +55,8 @@ pub async fn schedules_are_stored_within_limits(h: &Harness) {
     let all = s.schedules().await.unwrap();
     let ids: Vec<&str> = all.iter().map(|r| r.schedule.id.as_str()).collect();
     assert_eq!(ids, ["sch-a1", "sch-b2"]);
-    assert_eq!(all[0].schedule, schedule("sch-a1", 1_000), "stored as given");
+    assert_eq!(all[0].schedule, NewSchedule { args: None, ..schedule("sch-a1", 1_000) }, "listed without args");
+    assert_eq!(s.schedule("sch-a1").await.unwrap().schedule, schedule("sch-a1", 1_000), "stored as given");
     assert_eq!((all[0].paused_at, all[0].last_fired_at, all[0].fired, &all[0].last_error), (None, None, 0, &None));
     assert_eq!(s.schedule("SCH-B").await.unwrap().schedule.id, "sch-b2", "a unique prefix, any case");
     assert!(matches!(s.schedule("sch-").await, Err(StoreError::Ambiguous { count: 2, .. })));
@@ -85,7 +87,16 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
     // Stored running, awaiting dispatch; a restart's recovery leaves it to the scheduler.
     let (record, targets) = s.job("job-f1").await.unwrap();
     assert_eq!((record.state, record.targets, targets.len()), (JobPhase::Running, 0, 0));
-    assert_eq!(s.undispatched_firings(NODE).await.unwrap(), [("job-f1".to_owned(), "sch-1".to_owned())]);
+    let fired = FiredJob {
+        job: "job-f1".to_owned(),
+        schedule: "sch-1".to_owned(),
+        selector: "all".to_owned(),
+        command: "uptime".to_owned(),
+        args: Some(r#"{"v":true}"#.to_owned()),
+        wait_ms: 30_000,
+        ttl_ms: Some(60_000),
+    };
+    assert_eq!(s.undispatched_firings(NODE).await.unwrap(), [fired], "with what it runs");
     assert!(s.undispatched_firings("node-b").await.unwrap().is_empty(), "another node's are not ours");
     assert_eq!(s.recover_jobs(NODE, t(1_500), "restarted").await.unwrap(), 0);
     assert_eq!(s.job("job-f1").await.unwrap().0.state, JobPhase::Running);
@@ -105,10 +116,23 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
     assert!(s.advance_schedule(firing("sch-1", 2_000, Some(3_000), None)).await.unwrap());
     let r = s.schedule("sch-1").await.unwrap();
     assert_eq!((r.schedule.next_fire_at, r.fired), (Some(t(3_000)), 1));
-    // The last firing: nothing after it.
+    // Due schedules, earliest first; the earliest next firing.
+    s.create_schedule(schedule("sch-later", 9_000), ROOMY).await.unwrap();
+    let due: Vec<String> = s.due_schedules(t(3_000), 10).await.unwrap().into_iter().map(|r| r.schedule.id).collect();
+    assert_eq!(due, ["sch-1"]);
+    assert_eq!(s.next_firing().await.unwrap(), Some(t(3_000)));
+    // The last firing: the schedule is deleted with it (its jobs stay).
     assert!(s.advance_schedule(firing("sch-1", 3_000, None, Some("job-f3"))).await.unwrap());
-    assert_eq!(s.schedule("sch-1").await.unwrap().schedule.next_fire_at, None);
+    assert!(matches!(s.schedule("sch-1").await, Err(StoreError::NotFound(_))));
+    assert_eq!(s.next_firing().await.unwrap(), Some(t(9_000)));
     assert!(!s.advance_schedule(firing("gone", 3_000, None, Some("job-x"))).await.unwrap());
+
+    // A fired job cancelled before its dispatch is never dispatched.
+    s.dispatch_firing("job-f3").await.unwrap();
+    assert!(s.advance_schedule(firing("sch-later", 9_000, Some(10_000), Some("job-c"))).await.unwrap());
+    s.cancel_job("job-c", t(9_500)).await.unwrap();
+    assert!(!s.dispatch_firing("job-c").await.unwrap(), "cancelled: not dispatched");
+    assert!(s.undispatched_firings(NODE).await.unwrap().is_empty());
 
     // The jobs a schedule fired, newest first; other jobs are not among them.
     s.recorder().record(Record::JobCreated(job("job-plain", 2_500))).await;
@@ -117,7 +141,7 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
     assert_eq!(fired, ["job-f3", "job-f1"]);
     assert_eq!(s.schedule_jobs("sch-1", 1).await.unwrap().len(), 1);
     assert!(s.schedule_jobs("nope", 10).await.unwrap().is_empty());
-    assert_eq!(s.jobs(10).await.unwrap().len(), 3, "the plain list has them all");
+    assert_eq!(s.jobs(10).await.unwrap().len(), 4, "the plain list has them all");
 }
 
 /// A paused schedule does not fire; resuming sets its next firing time. Errors are recorded and
@@ -126,9 +150,13 @@ pub async fn a_paused_schedule_does_not_fire(h: &Harness) {
     let s = h.store();
     s.create_schedule(schedule("sch-p", 1_000), ROOMY).await.unwrap();
     assert!(s.pause_schedule("sch-p", Some(t(500)), Some(t(1_000))).await.unwrap());
+    assert!(!s.pause_schedule("sch-p", Some(t(600)), Some(t(1_000))).await.unwrap(), "paused already");
+    assert!(s.due_schedules(t(5_000), 10).await.unwrap().is_empty(), "a paused schedule is not due");
+    assert_eq!(s.next_firing().await.unwrap(), None);
     assert!(!s.advance_schedule(firing("sch-p", 1_000, Some(2_000), Some("job-p1"))).await.unwrap());
     assert_eq!(s.schedule("sch-p").await.unwrap().paused_at, Some(t(500)));
     assert!(s.pause_schedule("sch-p", None, Some(t(5_000))).await.unwrap());
+    assert!(!s.pause_schedule("sch-p", None, Some(t(7_000))).await.unwrap(), "active already");
     let r = s.schedule("sch-p").await.unwrap();
     assert_eq!((r.paused_at, r.schedule.next_fire_at), (None, Some(t(5_000))));
     assert!(s.advance_schedule(firing("sch-p", 5_000, Some(6_000), Some("job-p2"))).await.unwrap());

@@ -60,7 +60,8 @@ impl Broker {
         Ok(schedule_info(&record))
     }
 
-    /// `$orb.schedules.list`: every stored schedule, by id.
+    /// `$orb.schedules.list`: every stored schedule, by id, without its arguments (up to
+    /// `limits.max_schedule_bytes` each; `show` has them), so the answer stays small.
     ///
     /// # Errors
     /// `forbidden`, `store_unavailable`.
@@ -80,35 +81,32 @@ impl Broker {
     }
 
     /// `$orb.schedules.pause`: the schedule stops firing until resumed (a firing already
-    /// started goes on).
+    /// started goes on); a paused one is answered as it is.
     ///
     /// # Errors
     /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
     pub async fn schedule_pause(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
         self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.pause" })?;
-        let mut s = self.find_schedule(r).await?;
+        let s = self.find_schedule(r).await?;
         if s.paused_at.is_none() {
-            let now = Utc::now();
-            self.set_paused(&s.schedule.id, Some(now), s.schedule.next_fire_at).await?;
-            s.paused_at = Some(now);
+            self.set_paused(&s.schedule.id, Some(Utc::now()), s.schedule.next_fire_at).await?;
         }
-        Ok(schedule_info(&s))
+        Ok(schedule_info(&self.find_schedule(r).await?))
     }
 
     /// `$orb.schedules.resume`: a paused schedule fires again, from its first firing time after
-    /// now (what it missed while paused is not made up).
+    /// now (what it missed while paused is not made up); an active one is answered as it is.
     ///
     /// # Errors
     /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
     pub async fn schedule_resume(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
         self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.resume" })?;
-        let mut s = self.find_schedule(r).await?;
+        let s = self.find_schedule(r).await?;
         if s.paused_at.is_some() {
             let next = spec_of(&s).and_then(|spec| orb_schedule::next_after(&spec, Utc::now()));
             self.set_paused(&s.schedule.id, None, next).await?;
-            (s.paused_at, s.schedule.next_fire_at) = (None, next);
         }
-        Ok(schedule_info(&s))
+        Ok(schedule_info(&self.find_schedule(r).await?))
     }
 
     /// `$orb.schedules.remove`: the schedule is forgotten (the jobs it fired stay in the
@@ -143,11 +141,10 @@ impl Broker {
         paused_at: Option<DateTime<Utc>>,
         next: Option<DateTime<Utc>>,
     ) -> Result<(), ErrorBody> {
-        let store = self.registry().store();
-        if !store.pause_schedule(id, paused_at, next).await.map_err(store_error)? {
-            return Err(not_found(id));
+        // Unchanged when someone else paused (resumed) it meanwhile: the answer reads it again.
+        if self.registry().store().pause_schedule(id, paused_at, next).await.map_err(store_error)? {
+            self.0.schedules_changed.notify_one();
         }
-        self.0.schedules_changed.notify_one();
         Ok(())
     }
 }
