@@ -85,52 +85,30 @@ async fn connected(conn: &mut AnyConnection, c: &Connection) -> Result<(), sqlx:
 async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx::Error> {
     let list: Vec<&str> = job.targets.iter().map(|t| t.device.as_str()).collect();
     let list = serde_json::to_string(&list).expect("a list of strings always serializes");
-    let count = i64::try_from(job.targets.len()).unwrap_or(i64::MAX);
-    let skipped = i64::try_from(job.skipped).unwrap_or(i64::MAX);
     // A schedule's firing stored its job's row already (`schedules::advance`): completed here.
-    let completed = match &job.schedule {
-        Some(_) => {
-            sqlx::query(
-                "UPDATE jobs SET requester = $2, selector = $3, command = $4, args = $5, created_at = $6, \
-             deadline_at = $7, target_count = $8, targets = $9, skipped = $10 WHERE id = $1",
-            )
-            .bind(&job.id)
-            .bind(&job.requester)
-            .bind(&job.selector)
-            .bind(&job.command)
-            .bind(&job.args)
-            .bind(ms(job.created_at))
-            .bind(ms(job.deadline_at))
-            .bind(count)
-            .bind(&list)
-            .bind(skipped)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-                > 0
-        }
-        None => false,
-    };
-    if !completed {
-        sqlx::query(
-            "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count, \
-             targets, node, skipped, schedule_id) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $11, $12)",
-        )
-        .bind(&job.id)
-        .bind(&job.requester)
-        .bind(&job.selector)
-        .bind(&job.command)
-        .bind(&job.args)
-        .bind(ms(job.created_at))
-        .bind(ms(job.deadline_at))
-        .bind(count)
-        .bind(&list)
-        .bind(&job.node)
-        .bind(skipped)
-        .bind(&job.schedule)
-        .execute(&mut *conn)
-        .await?;
-    }
+    // Any other existing row is left as it is.
+    sqlx::query(
+        "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count, \
+         targets, node, skipped, schedule_id) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $11, $12) \
+         ON CONFLICT (id) DO UPDATE SET requester = excluded.requester, selector = excluded.selector, \
+         command = excluded.command, args = excluded.args, created_at = excluded.created_at, \
+         deadline_at = excluded.deadline_at, target_count = excluded.target_count, targets = excluded.targets, \
+         skipped = excluded.skipped WHERE jobs.schedule_id IS NOT NULL",
+    )
+    .bind(&job.id)
+    .bind(&job.requester)
+    .bind(&job.selector)
+    .bind(&job.command)
+    .bind(&job.args)
+    .bind(ms(job.created_at))
+    .bind(ms(job.deadline_at))
+    .bind(i64::try_from(job.targets.len()).unwrap_or(i64::MAX))
+    .bind(list)
+    .bind(&job.node)
+    .bind(i64::try_from(job.skipped).unwrap_or(i64::MAX))
+    .bind(&job.schedule)
+    .execute(&mut *conn)
+    .await?;
 
     // Pending targets are in the list only; rows are for targets that start with a status.
     let settled: Vec<TargetRow<'_>> = job
