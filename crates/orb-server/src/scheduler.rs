@@ -89,6 +89,7 @@ impl Scheduler {
             }
         };
         let full = due.len() == BATCH as usize;
+        let mut stuck = false;
         for s in due {
             let Some(expected) = s.schedule.next_fire_at else { continue };
             if waiting && expected < self.started {
@@ -97,9 +98,14 @@ impl Scheduler {
             if self.broker.is_draining() {
                 return RETRY;
             }
-            self.fire(&s, expected, now).await;
+            stuck |= !self.fire(&s, expected, now).await;
         }
-        if full {
+        // A schedule that did not move on (the store failed, another node moved it) is read
+        // again a little later, never in a tight loop.
+        if stuck {
+            return RETRY;
+        }
+        if full && !waiting {
             return Duration::ZERO;
         }
         let next = match store.next_firing().await {
@@ -132,8 +138,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Fires (or skips) schedule `s`, due at `expected`.
-    async fn fire(&mut self, s: &ScheduleRecord, expected: DateTime<Utc>, now: DateTime<Utc>) {
+    /// Fires (or skips) schedule `s`, due at `expected`; false when it did not move on.
+    async fn fire(&mut self, s: &ScheduleRecord, expected: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         let store = Arc::clone(self.broker.registry().store());
         let id = &s.schedule.id;
         let Some(spec) = spec_of(s) else {
@@ -144,7 +150,7 @@ impl Scheduler {
                 tracing::warn!(schedule = id, error = %e, "cannot pause an unreadable schedule");
             }
             self.record_error(id, Some(why)).await;
-            return;
+            return true;
         };
         let policy = missed_of(s);
         let due = orb_schedule::due(&spec, policy, expected, now, GRACE);
@@ -167,10 +173,10 @@ impl Scheduler {
         match store.advance_schedule(firing).await {
             Ok(true) => {}
             // Moved by another node or paused meanwhile: the next wake-up reads it again.
-            Ok(false) => return,
+            Ok(false) => return false,
             Err(e) => {
                 tracing::warn!(schedule = id, error = %e, "cannot store a schedule's firing");
-                return;
+                return false;
             }
         }
         if due.missed > 0 {
@@ -188,6 +194,7 @@ impl Scheduler {
             }
             self.dispatch(&job, &Template::of(s)).await;
         }
+        true
     }
 
     /// Dispatches fired job `job`: marked dispatched (once), then submitted through the broker's
