@@ -89,17 +89,17 @@ fn failed(j: &JobInfo) -> u64 {
     j.summary.iter().filter(|(s, _)| **s != Status::Ok).map(|(_, n)| n).sum()
 }
 
-/// How many leading characters name each of `ids` unambiguously among them: at least 8. Job ids
-/// are UUID v7, whose first 8 characters are a timestamp changing about once a minute, so jobs
-/// sent close together need more (ids are accepted as prefixes).
-fn prefix_len(ids: &[&str]) -> usize {
+/// How many leading characters name each of `ids` unambiguously among them: at least 8. Job and
+/// schedule ids are UUID v7, whose first 8 characters are a timestamp changing about once a
+/// minute, so ids made close together need more (ids are accepted as prefixes).
+pub(crate) fn prefix_len(ids: &[&str]) -> usize {
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     let common = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
     sorted.windows(2).map(|w| common(w[0], w[1]) + 1).max().unwrap_or(0).max(8)
 }
 
-fn short_id(id: &str, len: usize) -> &str {
+pub(crate) fn short_id(id: &str, len: usize) -> &str {
     id.get(..len).unwrap_or(id)
 }
 

@@ -97,7 +97,7 @@ pub async fn create(
                 s.command,
                 s.target,
                 s.next_fire_at.as_deref().unwrap_or("-"),
-                short(&s.id)
+                crate::jobs::short_id(&s.id, 13)
             );
         }
     }
@@ -151,6 +151,12 @@ fn print_list(all: &[ScheduleInfo], out: &OutputArgs) -> Result<u8, Failure> {
         Format::Table | Format::Wide if all.is_empty() => eprintln!("no schedules stored"),
         Format::Table | Format::Wide => {
             let header = ["ID", "NEXT", "FIRED", "WHEN", "COMMAND", "SELECTOR"];
+            // The list holds every schedule, so these short ids are unique among all of them.
+            let len = if format == Format::Wide {
+                usize::MAX
+            } else {
+                crate::jobs::prefix_len(&all.iter().map(|s| s.id.as_str()).collect::<Vec<_>>())
+            };
             let rows = all
                 .iter()
                 .map(|s| {
@@ -159,7 +165,7 @@ fn print_list(all: &[ScheduleInfo], out: &OutputArgs) -> Result<u8, Failure> {
                         (None, Some(t)) => t.clone(),
                         (None, None) => "-".to_owned(),
                     };
-                    let id = if format == Format::Wide { s.id.clone() } else { short(&s.id).to_owned() };
+                    let id = crate::jobs::short_id(&s.id, len).to_owned();
                     let when = s.spec.as_ref().map_or_else(|| "unreadable".to_owned(), describe);
                     vec![id, next, s.fired.to_string(), when, s.command.clone(), s.target.clone()]
                 })
@@ -179,12 +185,6 @@ fn describe(spec: &Spec) -> String {
         }
         Spec::Cron { expr, tz } => format!("cron '{expr}' {tz}"),
     }
-}
-
-/// The first 13 characters of an id (time and a little randomness: unique in practice; the
-/// server says `ambiguous_id` otherwise).
-fn short(id: &str) -> &str {
-    id.get(..13).unwrap_or(id)
 }
 
 /// `orb schedule preview`: one line per firing, or one JSON array with `--json`.
