@@ -328,6 +328,8 @@ pub struct SendArgs {
     #[arg(long)]
     pub online: bool,
     #[command(flatten)]
+    pub rollout: RolloutArgs,
+    #[command(flatten)]
     pub when: WhenArgs,
     /// IANA time zone for --cron and a local --at (default: this machine's zone).
     #[arg(long, value_name = "ZONE", requires = "when", help_heading = "Scheduling")]
@@ -335,6 +337,35 @@ pub struct SendArgs {
     /// Firings missed while no server ran: skip (default) or run-once (fire once when it is back).
     #[arg(long, value_name = "POLICY", requires = "when", help_heading = "Scheduling")]
     pub missed: Option<String>,
+}
+
+/// How `orb send`'s job reaches its targets: all at once (without these), spread over a window,
+/// or a batch at a time (also for each firing of a schedule).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RolloutArgs {
+    /// Spread the dispatch over DURATION (up to 1day): each device waits its own stable offset
+    /// within the window, so thousands do not answer at once (with --batch: within each batch).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Rollout")]
+    pub splay: Option<Duration>,
+    /// Run on N targets (25) or P% of them (10%) at a time; the next batch starts when every
+    /// target of one has an outcome. Progress shows the batch.
+    #[arg(long, value_name = "N|P%", value_parser = parse_batch, help_heading = "Rollout")]
+    pub batch: Option<orb_proto::rollout::BatchSize>,
+    /// Wait DURATION between one batch's end and the next one's start.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "batch", help_heading = "Rollout")]
+    pub batch_wait: Option<Duration>,
+    /// Stop once more than P% of the targets that ran failed (error or timeout), checked as each
+    /// batch ends: the targets not started end cancelled.
+    #[arg(long, value_name = "P%", value_parser = parse_abort, requires = "batch", help_heading = "Rollout")]
+    pub abort_on_failure: Option<u8>,
+}
+
+fn parse_batch(s: &str) -> Result<orb_proto::rollout::BatchSize, String> {
+    s.parse().map_err(|e: orb_proto::ErrorBody| e.message)
+}
+
+fn parse_abort(s: &str) -> Result<u8, String> {
+    orb_proto::rollout::parse_abort_pct(s).map_err(|e| e.message)
 }
 
 /// When `orb send` runs its job: now (without these), or later as a schedule stored on the

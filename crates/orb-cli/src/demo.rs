@@ -86,6 +86,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
             match u {
                 JobUpdate::Result(r) => results.push(r),
                 JobUpdate::Done(s) => summary = Some(s),
+                JobUpdate::Batch(_) => {}
             }
         }
         let summary = summary.ok_or_else(|| fail("job", "ended without a summary"))?;

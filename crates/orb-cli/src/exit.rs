@@ -58,6 +58,7 @@ impl From<ClientError> for Failure {
                 | ErrorCode::BadArgs
                 | ErrorCode::BadId
                 | ErrorCode::BadSchedule
+                | ErrorCode::BadRollout
                 | ErrorCode::UnknownCommand => USAGE,
                 _ => FAILED,
             },

@@ -173,13 +173,16 @@ async fn show(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure
     outln!("  deadline   {}", j.deadline_at);
     outln!("  finished   {}", j.finished_at.as_deref().unwrap_or("-"));
     outln!("  state      {}", j.state.as_str());
+    if let Some(r) = &j.rollout {
+        outln!("  rollout    {}", crate::rollout::describe(r));
+    }
     outln!();
     if !d.results.is_empty() {
         let mut printer = ResultPrinter::new(format, !out.no_headers, &targets(&d));
         for r in &d.results {
             printer.result(r)?;
         }
-        let summary = JobSummary { job: j.id.clone(), summary: j.summary.clone(), skipped: j.skipped };
+        let summary = JobSummary { job: j.id.clone(), summary: j.summary.clone(), skipped: j.skipped, aborted: None };
         printer.finish(&d.results, &summary)?;
         print_late(&d);
     }
@@ -263,7 +266,8 @@ async fn wait(client: &Client, out: &OutputArgs, id: &str) -> Result<u8, Failure
         tokio::time::sleep(pause).await;
         d = fetch(client, &d.job.id).await?;
     }
-    let summary = JobSummary { job: d.job.id.clone(), summary: d.job.summary.clone(), skipped: d.job.skipped };
+    let summary =
+        JobSummary { job: d.job.id.clone(), summary: d.job.summary.clone(), skipped: d.job.skipped, aborted: None };
     printer.finish(&d.results, &summary)?;
     Ok(results::exit_code(&d.results))
 }

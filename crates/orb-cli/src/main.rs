@@ -40,6 +40,7 @@ mod output;
 mod private_file;
 mod render;
 mod results;
+mod rollout;
 mod schedule;
 mod send;
 #[cfg(feature = "server")]

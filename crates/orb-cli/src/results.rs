@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use orb_proto::Status;
-use orb_proto::message::{JobSummary, TargetResult};
+use orb_proto::message::{BatchStarted, JobSummary, TargetResult};
 
 use crate::exit::{self, Failure};
 use crate::output::{self, Format};
@@ -59,6 +59,23 @@ impl ResultPrinter {
             pb.set_prefix(format!("job {job}"));
             pb.set_message(time_left(deadline));
             self.progress = Some(pb);
+        }
+    }
+
+    /// A batch started: said on stderr (table formats), and on the progress line.
+    pub fn batch(&self, b: &BatchStarted) {
+        if !matches!(self.format, Format::Table | Format::Wide) {
+            return;
+        }
+        let line = format!("batch {}/{} started: {} target(s)", b.batch, b.batches, b.targets);
+        match &self.progress {
+            Some(pb) => {
+                let prefix = pb.prefix();
+                let job = prefix.split("  batch").next().unwrap_or_default().to_owned();
+                pb.set_prefix(format!("{job}  batch {}/{}", b.batch, b.batches));
+                pb.suspend(|| eprintln!("{line}"));
+            }
+            None => eprintln!("{line}"),
         }
     }
 
@@ -137,6 +154,11 @@ impl ResultPrinter {
                 }
                 outln!("{}", job_line(summary));
             }
+        }
+        if let Some(why) = &summary.aborted
+            && !matches!(self.format, Format::Json | Format::Yaml)
+        {
+            eprintln!("rollout aborted: {why}");
         }
         Ok(())
     }

@@ -72,6 +72,7 @@ pub async fn create(
     args: &SendArgs,
     body: &bytes::Bytes,
     (spec, missed): (Spec, MissedPolicy),
+    rollout: orb_proto::rollout::Rollout,
 ) -> Result<u8, Failure> {
     let args_json = (body.as_ref() != b"null")
         .then(|| RawValue::from_string(String::from_utf8_lossy(body).into_owned()))
@@ -83,6 +84,7 @@ pub async fn create(
         args: args_json,
         deadline_ms: Some(u64::try_from(args.wait.as_millis()).unwrap_or(u64::MAX)),
         ttl_ms: args.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        rollout,
         spec,
         missed,
     };
@@ -133,6 +135,7 @@ fn print_one(s: &ScheduleInfo) {
     outln!("  missed     {}", s.missed);
     outln!("  deadline   {} ms", s.deadline_ms);
     outln!("  ttl        {}", s.ttl_ms.map_or_else(|| "-".to_owned(), |t| format!("{t} ms")));
+    outln!("  rollout    {}", crate::rollout::describe(&s.rollout.unwrap_or_default()));
     outln!("  next       {}", dash(s.next_fire_at.as_deref()));
     outln!("  last       {}", dash(s.last_fired_at.as_deref()));
     outln!("  fired      {}", s.fired);

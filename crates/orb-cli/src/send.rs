@@ -29,6 +29,7 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     crate::hints::check_selector("orb send", &args.target, Some(&args.command))?;
     let body = input::command_args(args.args.as_deref())?;
     let schedule = crate::schedule::send_spec(&args, chrono::Utc::now())?;
+    let rollout = crate::rollout::from_args(&args.rollout)?;
     let client = connect::operator(&args.connect).await?;
     let format = args.output.format();
 
@@ -47,12 +48,12 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     }
 
     if let Some(spec) = schedule {
-        let done = crate::schedule::create(&client, &args, &body, spec).await;
+        let done = crate::schedule::create(&client, &args, &body, spec, rollout).await;
         client.close().await;
         return done;
     }
 
-    let mut request = JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait);
+    let mut request = JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait).rollout(rollout);
     if let Some(ttl) = args.ttl {
         request = request.ttl(ttl);
     }
@@ -80,7 +81,10 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, format!("signal handler: {e}")))?;
     // Logged once Ctrl-C detaches (tests wait for this line before interrupting).
     tracing::debug!(job = job.id(), targets = job.accepted.targets.len(), "job accepted");
-    let deadline = Instant::now() + Duration::from_millis(job.accepted.deadline_ms);
+    // Each target's deadline runs from its dispatch: a splayed one's may be the window later, a
+    // batched one's from its batch's start.
+    let per_target = Duration::from_millis(job.accepted.deadline_ms) + rollout.splay();
+    let mut deadline = Instant::now() + per_target;
     let mut printer = ResultPrinter::new(format, !args.output.no_headers, &job.accepted.targets);
     printer.show_progress(job.accepted.targets.len(), job.id(), deadline.saturating_duration_since(Instant::now()));
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -108,6 +112,10 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
                 results.push(r);
             }
             JobUpdate::Done(s) => summary = Some(s),
+            JobUpdate::Batch(b) => {
+                deadline = Instant::now() + per_target;
+                printer.batch(&b);
+            }
         }
     }
     let job_id = job.id().to_owned();

@@ -358,7 +358,7 @@ impl Client {
     /// `unknown_command` or `forbidden`; [`ClientError::Protocol`] when the arguments are not
     /// valid JSON (nothing is sent then).
     pub async fn submit(&self, job: JobRequest) -> Result<Job, ClientError> {
-        let JobRequest { target, command, args, deadline, select, ttl } = job;
+        let JobRequest { target, command, args, deadline, select, ttl, rollout } = job;
         check_json(&args)?;
         let (id, id_str) = self.next_waiter();
         let (stx, mut srx) = mpsc::unbounded_channel();
@@ -370,6 +370,7 @@ impl Client {
         // Absent means all: what servers before `select` existed do.
         env.select = (select != Select::All).then(|| select.as_str().to_owned());
         env.ttl_ms = ttl.map(millis);
+        rollout.write_to(&mut env);
         env.cmd = Some(command);
         env.body = Some(args);
         env.deadline_ms = Some(millis(deadline));

@@ -2,7 +2,7 @@
 //! per target as it arrives, then the summary.
 
 use bytes::Bytes;
-use orb_proto::message::{JobAccepted, JobSummary, TargetResult};
+use orb_proto::message::{BatchStarted, JobAccepted, JobSummary, TargetResult};
 use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind, Status};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -14,6 +14,8 @@ use crate::client::Client;
 pub enum JobUpdate {
     /// One target's outcome.
     Result(TargetResult),
+    /// A batch of a staged job started (jobs submitted with a batch size only).
+    Batch(BatchStarted),
     /// The job ended; no more updates follow.
     Done(JobSummary),
 }
@@ -48,19 +50,30 @@ impl Job {
         if self.done {
             return None;
         }
-        let env = self.rx.recv().await?;
-        match env.kind {
-            Kind::Event => Some(JobUpdate::Result(target_result(env))),
-            Kind::Reply if env.error.is_none() => {
-                self.done = true;
-                let summary =
-                    env.json_body::<JobSummary>().unwrap_or_else(|_| JobSummary::empty(self.accepted.job.clone()));
-                Some(JobUpdate::Done(summary))
-            }
-            _ => {
-                self.done = true;
-                None
-            }
+        // Each turn takes one frame off the stream; only a malformed batch event is skipped.
+        loop {
+            let env = self.rx.recv().await?;
+            return match env.kind {
+                // An event about no device: a batch started.
+                Kind::Event if env.device.is_none() => match env.json_body::<BatchStarted>() {
+                    Ok(batch) => Some(JobUpdate::Batch(batch)),
+                    Err(e) => {
+                        tracing::warn!(job = self.accepted.job, "an event about no device skipped: {}", e.message);
+                        continue;
+                    }
+                },
+                Kind::Event => Some(JobUpdate::Result(target_result(env))),
+                Kind::Reply if env.error.is_none() => {
+                    self.done = true;
+                    let summary =
+                        env.json_body::<JobSummary>().unwrap_or_else(|_| JobSummary::empty(self.accepted.job.clone()));
+                    Some(JobUpdate::Done(summary))
+                }
+                _ => {
+                    self.done = true;
+                    None
+                }
+            };
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 pub use orb_proto::message::Select;
+use orb_proto::rollout::Rollout;
 
 /// A job to submit: `command` to every device `target` matches. Build it with
 /// [`JobRequest::new`] and the setters; every option has a default.
@@ -34,6 +35,9 @@ pub struct JobRequest {
     /// How long the command waits, stored by the server, for a target that is not connected
     /// (default `None`: such a target ends `offline`).
     pub ttl: Option<Duration>,
+    /// How the job reaches its targets: all at once (default), spread over a splay window, or
+    /// in batches with an abort threshold.
+    pub rollout: Rollout,
 }
 
 impl JobRequest {
@@ -49,6 +53,7 @@ impl JobRequest {
             deadline: JobRequest::DEFAULT_DEADLINE,
             select: Select::All,
             ttl: None,
+            rollout: Rollout::default(),
         }
     }
 
@@ -78,6 +83,15 @@ impl JobRequest {
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> JobRequest {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the rollout: a splay window, batches, an abort threshold (checked by the server:
+    /// `bad_rollout`). A batched job's stream has a [`crate::JobUpdate::Batch`] as each batch
+    /// starts.
+    #[must_use]
+    pub fn rollout(mut self, rollout: Rollout) -> JobRequest {
+        self.rollout = rollout;
         self
     }
 }

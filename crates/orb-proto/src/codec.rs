@@ -494,6 +494,7 @@ pub(crate) mod arb {
             (s(), s(), s(), s(), s(), s(), s()),
             (n(), n(), s(), n(), s(), status, n(), s()),
             (proptest::option::of(arb_error()), proptest::option::of(arb_json()), s(), n()),
+            (n(), s(), n(), n()),
         )
             .prop_map(
                 |(
@@ -501,6 +502,7 @@ pub(crate) mod arb {
                     (id, re, cmd, target, select, to, from),
                     (deadline_ms, ttl_ms, job, attempt, device, status, elapsed_ms, topic),
                     (error, body, msg, at_ms),
+                    (splay_ms, batch, batch_wait_ms, abort_on_failure_pct),
                 )| Envelope {
                     kind,
                     id,
@@ -512,6 +514,10 @@ pub(crate) mod arb {
                     from,
                     deadline_ms,
                     ttl_ms,
+                    splay_ms,
+                    batch,
+                    batch_wait_ms,
+                    abort_on_failure_pct,
                     job,
                     attempt,
                     msg,
@@ -565,6 +571,10 @@ pub(crate) mod arb {
             from: Some("$server".into()),
             deadline_ms: Some(u64::MAX),
             ttl_ms: Some(86_400_000),
+            splay_ms: Some(60_000),
+            batch: Some("10%".into()),
+            batch_wait_ms: Some(5_000),
+            abort_on_failure_pct: Some(5),
             job: Some("0199a3f2-7c4e-7b1a-9d2e-5f6a7b8c9d0e".into()),
             attempt: Some(2),
             msg: Some("0199a3f2-8000-7b1a-9d2e-000000000001".into()),
@@ -661,6 +671,10 @@ mod tests {
             from,
             deadline_ms,
             ttl_ms,
+            splay_ms,
+            batch,
+            batch_wait_ms,
+            abort_on_failure_pct,
             job,
             attempt,
             msg,
@@ -676,13 +690,14 @@ mod tests {
         assert!(id.is_some() && re.is_some() && cmd.is_some() && target.is_some() && select.is_some() && to.is_some());
         assert!(from.is_some() && deadline_ms.is_some() && job.is_some() && device.is_some() && status.is_some());
         assert!(ttl_ms.is_some() && attempt.is_some() && msg.is_some() && at_ms.is_some());
+        assert!(splay_ms.is_some() && batch.is_some() && batch_wait_ms.is_some() && abort_on_failure_pct.is_some());
         assert!(elapsed_ms.is_some() && topic.is_some() && error.is_some() && body.is_some());
         // Member order is the table order of docs/protocol.md section 3: kind first, body last.
         let doc = include_str!("../../../docs/protocol.md");
         let section = &doc[doc.find("## 3. The envelope").unwrap()..doc.find("### 3.1").unwrap()];
         let documented: Vec<&str> =
             section.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
-        assert_eq!(documented.len(), 20, "{documented:?}");
+        assert_eq!(documented.len(), 24, "{documented:?}");
         assert_eq!(member_names(&frame), documented);
     }
 

@@ -302,6 +302,17 @@ envelope_fields! {
     /// How long a job's command may wait for a device that is not connected, in milliseconds
     /// (a `cmd` with `target`; absent: it does not wait).
     ttl_ms: u64,
+    /// Milliseconds over which a job's dispatch is spread, per device (a `cmd` with `target`;
+    /// see [`crate::rollout::Rollout`]).
+    splay_ms: u64,
+    /// Targets per batch of a job, a count (`"25"`) or a percentage (`"10%"`) (a `cmd` with
+    /// `target`).
+    batch: String,
+    /// Milliseconds between one batch's end and the next one's start (a `cmd` with `batch`).
+    batch_wait_ms: u64,
+    /// Abort a batched job once more than this percentage of its finished targets failed (a
+    /// `cmd` with `batch`).
+    abort_on_failure_pct: u64,
     /// Job id (ack, event, reply that ends a job; cmd delivered as part of a job).
     job: String,
     /// Which delivery of a held command this is: 1, 2, ... (a `cmd` delivered from the queue).

@@ -97,6 +97,7 @@ error_codes! {
     JobFinished = "job_finished", 409, "the job already finished, so there is nothing left to cancel";
     WrongNode = "wrong_node", 409, "the job is run by another server node sharing the store; ask that node";
     BadSchedule = "bad_schedule", 400, "the schedule cannot be stored: its time is in the past, its cron expression, zone or interval is invalid, or it never fires (the message names the value at fault)";
+    BadRollout = "bad_rollout", 400, "the job's rollout options are invalid: a batch of 0, a percentage outside 0-100, a splay or batch wait above a day, or batch options without a batch size (the message names the value at fault)";
     ScheduleNotFound = "schedule_not_found", 404, "no stored schedule has this id or id prefix";
     TooManySchedules = "too_many_schedules", 507, "the server stores its maximum number of schedules (limits.max_schedules), or this one is larger than limits.max_schedule_bytes";
     StoreUnavailable = "store_unavailable", 503, "the server could not read or write its store; the message says why";

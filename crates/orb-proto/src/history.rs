@@ -87,6 +87,9 @@ pub struct JobInfo {
     /// (`select: online`). Absent from servers before it existed: read as 0.
     #[serde(default)]
     pub skipped: u64,
+    /// How it reached its targets (splay, batches); absent for all at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
     /// Count per final status (every status present); targets still pending are not counted.
     pub summary: BTreeMap<Status, u64>,
 }

@@ -16,6 +16,7 @@ pub mod history;
 pub mod id;
 pub mod message;
 pub mod registry;
+pub mod rollout;
 pub mod schedule;
 pub mod selector;
 pub mod text;

@@ -302,6 +302,22 @@ pub struct JobSummary {
     /// online`, as in the ack); absent when none were.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skipped: u64,
+    /// Why a batched job stopped starting batches (its failures passed the abort threshold);
+    /// absent when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
+}
+
+/// Body of the `event` (without `device`) that a batched job sends its requester as each batch
+/// starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchStarted {
+    /// The batch's number, from 1.
+    pub batch: u32,
+    /// How many batches the job has.
+    pub batches: u32,
+    /// How many targets this batch runs on.
+    pub targets: u32,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -311,7 +327,7 @@ fn is_zero(n: &u64) -> bool {
 impl JobSummary {
     /// A summary with every status at zero.
     pub fn empty(job: String) -> JobSummary {
-        JobSummary { job, summary: Status::ALL.iter().map(|s| (*s, 0)).collect(), skipped: 0 }
+        JobSummary { job, summary: Status::ALL.iter().map(|s| (*s, 0)).collect(), skipped: 0, aborted: None }
     }
 }
 

@@ -7,6 +7,8 @@ use serde_json::value::RawValue;
 
 pub use orb_schedule::{MissedPolicy, Spec};
 
+use crate::rollout::Rollout;
+
 /// Arguments of [`crate::message::commands::SCHEDULES_CREATE`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScheduleCreate {
@@ -23,6 +25,9 @@ pub struct ScheduleCreate {
     /// Each firing's TTL for targets that are not connected, in milliseconds (as `ttl_ms` of a job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// How each firing's job reaches its targets (splay, batches); absent: all at once.
+    #[serde(default, skip_serializing_if = "Rollout::is_default")]
+    pub rollout: Rollout,
     /// When it fires.
     pub spec: Spec,
     /// What to do with firings missed while no server ran (default `skip`).
@@ -52,6 +57,10 @@ pub struct ScheduleInfo {
     pub deadline_ms: u64,
     /// Each firing's TTL for targets that are not connected, in milliseconds.
     pub ttl_ms: Option<u64>,
+    /// How each firing's job reaches its targets; absent for all at once (and when the stored
+    /// value cannot be read: its firings then fail with `bad_rollout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
     /// When it fires; `null` when the stored value cannot be read (it never fires then).
     pub spec: Option<Spec>,
     /// What is done with firings missed while no server ran.

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use orb_proto::history::JobPhase;
 use orb_proto::message::{Role, Select};
+use orb_proto::rollout::Rollout;
 use orb_store::{FiredJob, Firing, JobEnd, NewJob, Record, ScheduleRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -167,6 +168,7 @@ impl Scheduler {
             targets: Vec::new(),
             skipped: 0,
             schedule: Some(id.clone()),
+            rollout: s.schedule.rollout.clone(),
         });
         let job_id = job.as_ref().map(|j| j.id.clone());
         let firing = Firing { schedule: id.clone(), expected, next: due.next, job, ttl_ms: s.schedule.ttl_ms, at: now };
@@ -213,7 +215,7 @@ impl Scheduler {
                 return;
             }
         }
-        let spec = JobSpec {
+        let spec = |rollout| JobSpec {
             command: t.command.clone(),
             target: t.selector.clone(),
             args: t.args.clone().map(Bytes::from),
@@ -221,6 +223,7 @@ impl Scheduler {
             select: Select::All,
             ttl: t.ttl_ms.map(Duration::from_millis),
             firing: Some(FiringRef { job: job.to_owned(), schedule: t.schedule.clone() }),
+            rollout,
         };
         let who = self.requesters.entry(t.schedule.clone()).or_insert_with(|| {
             Requester::new(Identity {
@@ -230,7 +233,8 @@ impl Scheduler {
                 admin: true,
             })
         });
-        let error = match self.broker.submit(who, spec) {
+        let submitted = Rollout::from_stored(t.rollout.as_deref()).and_then(|r| self.broker.submit(who, spec(r)));
+        let error = match submitted {
             // Nobody reads its events: the job runs to its end and its results are stored.
             Ok(_handle) => None,
             Err(e) => {
@@ -261,6 +265,7 @@ struct Template {
     args: Option<String>,
     wait_ms: u64,
     ttl_ms: Option<u64>,
+    rollout: Option<String>,
     had_error: bool,
 }
 
@@ -273,6 +278,7 @@ impl Template {
             args: s.schedule.args.clone(),
             wait_ms: s.schedule.wait_ms,
             ttl_ms: s.schedule.ttl_ms,
+            rollout: s.schedule.rollout.clone(),
             had_error: s.last_error.is_some(),
         }
     }
@@ -287,6 +293,7 @@ impl Template {
             args: f.args.clone(),
             wait_ms: f.wait_ms,
             ttl_ms: f.ttl_ms,
+            rollout: f.rollout.clone(),
             had_error: false,
         }
     }

@@ -96,6 +96,7 @@ async fn agent_that_stops_reading_is_disconnected_as_slow_consumer_and_others_ke
                     done = true;
                     break;
                 }
+                Some(JobUpdate::Batch(b)) => panic!("not a batched job: {b:?}"),
                 None => break,
             }
         }

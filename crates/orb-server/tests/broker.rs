@@ -36,6 +36,7 @@ async fn a_job_submitted_through_the_broker_yields_typed_events_with_no_session(
         select: Select::All,
         ttl: None,
         firing: None,
+        rollout: Default::default(),
     };
     let mut handle = broker.submit(&admin(), spec).unwrap();
     assert_eq!(handle.accepted.targets, vec!["b-1", "b-2"]);
@@ -44,7 +45,7 @@ async fn a_job_submitted_through_the_broker_yields_typed_events_with_no_session(
         match within("a job event", handle.events.next()).await.expect("the stream ends with the summary") {
             JobEvent::Settled(s) => settled.push(s),
             JobEvent::Ended(summary) => break summary,
-            JobEvent::Lagged { .. } => panic!("nothing is slow here"),
+            JobEvent::Lagged { .. } | JobEvent::Batch(_) => panic!("nothing is slow or batched here"),
         }
     };
     assert_eq!(within("the end of the stream", handle.events.next()).await, None);
@@ -125,6 +126,7 @@ async fn requests_and_calls_through_the_broker_are_answered_to_in_process_sinks(
         select: Select::All,
         ttl: None,
         firing: None,
+        rollout: Default::default(),
     };
     assert_eq!(broker.submit(&device, spec).err().unwrap().code, ErrorCode::Forbidden);
     assert_eq!(broker.devices_list(&device, &DevicesQuery::default()).await.unwrap_err().code, ErrorCode::Forbidden);

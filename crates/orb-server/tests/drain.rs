@@ -51,6 +51,7 @@ async fn every_requester_gets_its_whole_job_stream_before_goodbye_with_thousands
                             timeouts += 1;
                         }
                         Some(JobUpdate::Done(summary)) => return (timeouts, summary),
+                        Some(JobUpdate::Batch(b)) => panic!("not a batched job: {b:?}"),
                         None => panic!("the stream ended after {timeouts} events, without the summary"),
                     }
                 }

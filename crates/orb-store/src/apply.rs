@@ -89,11 +89,12 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     // Any other existing row is left as it is.
     sqlx::query(
         "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count, \
-         targets, node, skipped, schedule_id) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $11, $12) \
+         targets, node, skipped, schedule_id, rollout) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (id) DO UPDATE SET requester = excluded.requester, selector = excluded.selector, \
          command = excluded.command, args = excluded.args, created_at = excluded.created_at, \
          deadline_at = excluded.deadline_at, target_count = excluded.target_count, targets = excluded.targets, \
-         skipped = excluded.skipped WHERE jobs.schedule_id IS NOT NULL",
+         skipped = excluded.skipped, rollout = excluded.rollout WHERE jobs.schedule_id IS NOT NULL",
     )
     .bind(&job.id)
     .bind(&job.requester)
@@ -107,6 +108,7 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
     .bind(&job.node)
     .bind(i64::try_from(job.skipped).unwrap_or(i64::MAX))
     .bind(&job.schedule)
+    .bind(&job.rollout)
     .execute(&mut *conn)
     .await?;
 

@@ -171,6 +171,8 @@ pub struct NewJob {
     /// The schedule whose firing this job is (its row exists already, stored by
     /// [`crate::Store::advance_schedule`]: this record completes it).
     pub schedule: Option<String>,
+    /// How it reaches its targets: `orb_proto::rollout::Rollout` as JSON; `None` for all at once.
+    pub rollout: Option<String>,
 }
 
 /// One target of a new job.
@@ -275,6 +277,8 @@ pub struct JobRecord {
     pub targets: u64,
     /// Devices the selector matched that were not targeted because they were not connected.
     pub skipped: u64,
+    /// How it reaches its targets: `orb_proto::rollout::Rollout` as JSON; `None` for all at once.
+    pub rollout: Option<String>,
     /// Count per final status (only statuses with at least one target).
     pub summary: BTreeMap<Status, u64>,
 }
@@ -487,6 +491,8 @@ pub struct NewSchedule {
     pub wait_ms: u64,
     /// Each firing's TTL for targets that are not connected, in milliseconds.
     pub ttl_ms: Option<u64>,
+    /// Each firing's rollout: `orb_proto::rollout::Rollout` as JSON; `None` for all at once.
+    pub rollout: Option<String>,
     /// Who created it (session name).
     pub created_by: String,
     /// When.
@@ -503,6 +509,7 @@ impl NewSchedule {
             .map(|s| s.len() as u64)
             .sum::<u64>()
             + self.args.as_ref().map_or(0, |a| a.len() as u64)
+            + self.rollout.as_ref().map_or(0, |r| r.len() as u64)
     }
 }
 
@@ -575,4 +582,6 @@ pub struct FiredJob {
     pub wait_ms: u64,
     /// Its TTL for targets that are not connected, in milliseconds.
     pub ttl_ms: Option<u64>,
+    /// Its rollout: `orb_proto::rollout::Rollout` as JSON; `None` for all at once.
+    pub rollout: Option<String>,
 }

@@ -23,8 +23,8 @@ pub(crate) const DEVICE_COLUMNS: &str = "id, secret_hash, revoked, reported_tags
 pub(crate) const DEVICES: &str = "devices LEFT JOIN device_deliveries dd ON dd.device = devices.id";
 
 /// The columns [`job`] reads, in a `SELECT` over `jobs`.
-pub(crate) const JOB_COLUMNS: &str =
-    "id, node, requester, selector, command, args, created_at, deadline_at, finished_at, state, target_count, skipped";
+pub(crate) const JOB_COLUMNS: &str = "id, node, requester, selector, command, args, created_at, deadline_at, finished_at, state, target_count, skipped, \
+     rollout";
 
 /// The columns [`target`] reads, in a `SELECT` over `job_targets`.
 pub(crate) const TARGET_COLUMNS: &str = "device_id, status, result, error_code, error_message, elapsed_ms, \
@@ -283,6 +283,7 @@ pub(crate) fn job(row: &AnyRow) -> Option<JobRecord> {
         state,
         targets: f.count("target_count"),
         skipped: f.count("skipped"),
+        rollout: f.opt_text("rollout"),
         summary: BTreeMap::new(),
         id,
     })

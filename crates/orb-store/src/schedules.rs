@@ -15,7 +15,7 @@ use crate::{FiredJob, Firing, NewSchedule, ScheduleCreated, ScheduleLimits, Sche
 
 type Answer = Result<Written, StoreError>;
 
-const COLUMNS: &str = "id, spec, missed, selector, command, args, wait_ms, ttl_ms, created_by, created_at, \
+const COLUMNS: &str = "id, spec, missed, selector, command, args, wait_ms, ttl_ms, rollout, created_by, created_at, \
      paused_at, next_fire_at, last_fired_at, fired, last_error";
 
 /// Stores `s` unless there are `limits.max_schedules` already or it is larger than
@@ -43,7 +43,7 @@ pub(crate) async fn create(
     }
     sqlx::query(
         "INSERT INTO schedules (id, spec, missed, selector, command, args, wait_ms, ttl_ms, created_by, created_at, \
-         bytes, next_fire_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         bytes, next_fire_at, rollout) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&s.id)
     .bind(&s.spec)
@@ -57,6 +57,7 @@ pub(crate) async fn create(
     .bind(ms(s.created_at))
     .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
     .bind(s.next_fire_at.map(ms))
+    .bind(s.rollout.as_deref())
     .execute(&mut *conn)
     .await?;
     Ok(Ok(Written::ScheduleCreated(ScheduleCreated::Created)))
@@ -122,8 +123,8 @@ pub(crate) async fn advance(conn: &mut AnyConnection, firing: &Firing) -> Result
     if let Some(job) = &firing.job {
         sqlx::query(
             "INSERT INTO jobs (id, requester, selector, command, args, created_at, deadline_at, state, target_count, \
-             targets, node, skipped, schedule_id, due_at, ttl_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 0, '[]', $8, 0, $9, $10, $11)",
+             targets, node, skipped, schedule_id, due_at, ttl_ms, rollout) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', 0, '[]', $8, 0, $9, $10, $11, $12)",
         )
         .bind(&job.id)
         .bind(&job.requester)
@@ -136,6 +137,7 @@ pub(crate) async fn advance(conn: &mut AnyConnection, firing: &Firing) -> Result
         .bind(&firing.schedule)
         .bind(ms(firing.at))
         .bind(firing.ttl_ms.map(|t| i64::try_from(t).unwrap_or(i64::MAX)))
+        .bind(job.rollout.as_deref())
         .execute(&mut *conn)
         .await?;
     }
@@ -203,7 +205,7 @@ pub(crate) async fn one(pool: &AnyPool, backend: Backend, id_or_prefix: &str) ->
 /// left out (logged).
 pub(crate) async fn undispatched(pool: &AnyPool, node: &str) -> Result<Vec<FiredJob>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, schedule_id, selector, command, args, created_at, deadline_at, ttl_ms FROM jobs \
+        "SELECT id, schedule_id, selector, command, args, created_at, deadline_at, ttl_ms, rollout FROM jobs \
          WHERE due_at IS NOT NULL AND node = $1 AND state = 'running' AND schedule_id IS NOT NULL \
          ORDER BY due_at, id",
     )
@@ -221,6 +223,7 @@ pub(crate) async fn undispatched(pool: &AnyPool, node: &str) -> Result<Vec<Fired
             args: r.try_get("args")?,
             wait_ms: u64::try_from(deadline.saturating_sub(created)).unwrap_or(0),
             ttl_ms: r.try_get::<Option<i64>, _>("ttl_ms")?.map(|t| u64::try_from(t).unwrap_or(0)),
+            rollout: r.try_get("rollout")?,
         })
     };
     Ok(rows
@@ -252,6 +255,7 @@ fn schedule(row: &AnyRow) -> Option<ScheduleRecord> {
                 args: row.try_get("args")?,
                 wait_ms: count("wait_ms")?,
                 ttl_ms: row.try_get::<Option<i64>, _>("ttl_ms")?.map(|t| u64::try_from(t).unwrap_or(0)),
+                rollout: row.try_get("rollout")?,
                 created_by: row.try_get("created_by")?,
                 created_at: time("created_at")?,
                 next_fire_at: optional_time("next_fire_at")?,

@@ -250,6 +250,8 @@ pub struct JobOutcome {
     pub results: Vec<TargetResult>,
     /// The summary that ended the job.
     pub summary: JobSummary,
+    /// The batches a batched job started, in order.
+    pub batches: Vec<orb_proto::message::BatchStarted>,
 }
 
 impl JobOutcome {
@@ -306,9 +308,15 @@ impl JobOutcome {
 pub async fn finish_job(mut job: Job) -> JobOutcome {
     let accepted = job.accepted.clone();
     let mut results: Vec<TargetResult> = Vec::new();
-    // A job sends one result per target and one summary: anything beyond that is a bug.
-    for _ in 0..=accepted.targets.len() {
+    let mut batches = Vec::new();
+    // A job sends one result per target, at most one batch start per target and one summary:
+    // anything beyond that is a bug.
+    for _ in 0..=2 * accepted.targets.len() {
         match within("a job update", job.next()).await {
+            Some(JobUpdate::Batch(b)) => {
+                assert_eq!(b.batch as usize, batches.len() + 1, "batches start in order: {batches:?} then {b:?}");
+                batches.push(b);
+            }
             Some(JobUpdate::Result(r)) => {
                 assert!(
                     accepted.targets.contains(&r.device),
@@ -335,7 +343,7 @@ pub async fn finish_job(mut job: Job) -> JobOutcome {
                     let n = results.iter().filter(|r| r.status == s).count() as u64;
                     assert_eq!(summary.summary[&s], n, "summary count of {s}: {summary:?}");
                 }
-                return JobOutcome { accepted, results, summary };
+                return JobOutcome { accepted, results, summary, batches };
             }
             None => panic!("job stream ended without a summary after {results:?}"),
         }

@@ -728,7 +728,7 @@ mod tests {
                 serde_json::from_slice(&crate::codec::encode(&e)).unwrap();
             m.keys().cloned().collect()
         };
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 24);
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(sorted, json_names, "the same fields as JSON");
@@ -745,8 +745,8 @@ mod tests {
             every_field_nil.push(NIL);
         }
         let every_field_nil = hex(&every_field_nil);
-        // 20 fields: a map16 header.
-        let frame = unhex(&format!("de0014{kind_cmd}{every_field_nil}"));
+        // 24 fields: a map16 header.
+        let frame = unhex(&format!("de0018{kind_cmd}{every_field_nil}"));
         assert_eq!(decode(&Bytes::from(frame)).unwrap(), Envelope::new(Kind::Cmd));
         let e = decode(&Bytes::from(unhex(&format!("83{kind_cmd}a26964c0a26964a131")))).unwrap_err();
         assert!(e.to_string().contains("duplicate field `id`"), "{e}");

@@ -126,21 +126,23 @@ impl Broker {
         let correlations = Arc::new(Correlations::new(p.node.clone()));
         let (held_tx, held_rx) = mpsc::unbounded_channel();
         let delivering = Arc::new(held::Delivering::default());
-        let jobs = Jobs::new(
-            p.node.clone(),
-            Arc::clone(&correlations),
-            p.registry.recorder().clone(),
-            Arc::clone(p.registry.store()),
+        let sessions = Arc::new(Sessions::default());
+        let jobs = Jobs::new(crate::jobs::JobsParts {
+            node: p.node.clone(),
+            correlations: Arc::clone(&correlations),
+            recorder: p.registry.recorder().clone(),
+            store: Arc::clone(p.registry.store()),
             held_tx,
-            Arc::clone(&delivering),
-            p.tracker.clone(),
-        );
+            delivering: Arc::clone(&delivering),
+            sessions: Arc::clone(&sessions),
+            tracker: p.tracker.clone(),
+        });
         let tally = Arc::new(tally::Tally::default());
         let settler = settler::Settler::start(Arc::clone(p.registry.store()), Arc::clone(&tally));
         let broker = Broker(Arc::new(Inner {
             node: p.node,
             registry: p.registry,
-            sessions: Arc::new(Sessions::default()),
+            sessions,
             correlations,
             admission: Arc::new(Admission::default()),
             stats: Stats::default(),

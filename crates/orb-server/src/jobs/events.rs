@@ -34,6 +34,8 @@ pub struct Settled {
 pub enum JobEvent {
     /// A target settled.
     Settled(Settled),
+    /// A batch of a staged job started.
+    Batch(orb_proto::message::BatchStarted),
     /// The job ended: the last event.
     Ended(JobSummary),
     /// The reader fell more than the buffer behind: the last event; the job runs on unreported.
@@ -54,7 +56,7 @@ impl JobEvent {
                     + s.result.as_ref().map_or(0, Bytes::len)
                     + s.error.as_ref().map_or(0, |e| e.message.len())
             }
-            JobEvent::Ended(_) | JobEvent::Lagged { .. } => OVERHEAD,
+            JobEvent::Batch(_) | JobEvent::Ended(_) | JobEvent::Lagged { .. } => OVERHEAD,
         }
     }
 }

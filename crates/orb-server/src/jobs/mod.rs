@@ -6,12 +6,18 @@
 //! the job and every outcome in the store. A requester that goes away stops receiving events; the
 //! job runs to its end and its results are stored.
 //!
+//! A staged job (a rollout with a splay or batches, decision 0015) sends nothing from `start`:
+//! its task dispatches each target when its timetable says (`stages`, `staged`).
+//!
 //! Modules: `state` (the pure target state machine), `inbox` (first answer per target wins),
-//! `events` (the bounded event stream), `run` (the job's task).
+//! `events` (the bounded event stream), `run` (the job's task), `stages` (a staged job's pure
+//! timetable), `staged` (its dispatch).
 
 mod events;
 mod inbox;
 mod run;
+mod staged;
+mod stages;
 mod state;
 
 pub use events::{JobEvent, JobEvents, JobHandle, Settled};
@@ -27,6 +33,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use dashmap::DashMap;
 use orb_proto::message::{JobAccepted, Select};
+use orb_proto::rollout::Rollout;
 use orb_proto::{Codec, DeviceId, Envelope, ErrorBody, ErrorCode, Kind};
 use orb_store::{NewJob, NewQueued, QueueLimits, Recorder, Store};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -38,7 +45,7 @@ use crate::config::Limits;
 use crate::identity::Requester;
 use crate::node::NodeId;
 use crate::router::correlation::{Answer, Correlations};
-use crate::router::sessions::Target;
+use crate::router::sessions::{Sessions, Target};
 use inbox::JobInbox;
 pub(crate) use inbox::Outcome;
 use run::{HeldRow, Hold, HoldTemplate, JobRun};
@@ -66,6 +73,9 @@ pub struct JobSpec {
     pub ttl: Option<Duration>,
     /// The schedule firing this job is (its id and row were stored with the firing), if any.
     pub firing: Option<FiringRef>,
+    /// How the job reaches its targets: all at once (the default), spread over a splay window,
+    /// or in batches with an abort threshold.
+    pub rollout: Rollout,
 }
 
 /// A schedule's firing that a job carries out: the job's id (its row stored with the firing)
@@ -119,20 +129,33 @@ pub struct Jobs {
     tracker: TaskTracker,
     stop: CancellationToken,
     readers: Arc<events::Readers>,
+    /// Where a staged job finds its targets' sessions when it dispatches to them.
+    sessions: Arc<Sessions>,
+}
+
+/// What [`Jobs::new`] is made of.
+pub(crate) struct JobsParts {
+    pub(crate) node: NodeId,
+    /// Where answers are routed to their jobs.
+    pub(crate) correlations: Arc<Correlations>,
+    /// Where jobs and outcomes are recorded.
+    pub(crate) recorder: Recorder,
+    /// Where commands are held (jobs with a TTL).
+    pub(crate) store: Arc<dyn Store>,
+    /// Told each device a command was held for.
+    pub(crate) held_tx: mpsc::UnboundedSender<HeldNotice>,
+    /// Reservations of connected devices' delivery loops.
+    pub(crate) delivering: Arc<Delivering>,
+    /// The connected sessions (a staged job looks its targets up at dispatch).
+    pub(crate) sessions: Arc<Sessions>,
+    /// Where job tasks run.
+    pub(crate) tracker: TaskTracker,
 }
 
 impl Jobs {
-    /// Jobs of `node`, answered through `correlations`, recorded by `recorder`, their tasks on
-    /// `tracker`.
-    pub(crate) fn new(
-        node: NodeId,
-        correlations: Arc<Correlations>,
-        recorder: Recorder,
-        store: Arc<dyn Store>,
-        held_tx: mpsc::UnboundedSender<HeldNotice>,
-        delivering: Arc<Delivering>,
-        tracker: TaskTracker,
-    ) -> Jobs {
+    /// The jobs subsystem made of `parts`.
+    pub(crate) fn new(parts: JobsParts) -> Jobs {
+        let JobsParts { node, correlations, recorder, store, held_tx, delivering, sessions, tracker } = parts;
         Jobs {
             accepting: std::sync::atomic::AtomicBool::new(true),
             node,
@@ -145,6 +168,7 @@ impl Jobs {
             tracker,
             stop: CancellationToken::new(),
             readers: Arc::default(),
+            sessions,
         }
     }
 
@@ -152,8 +176,9 @@ impl Jobs {
     /// matched devices were left out (not connected, with [`Select::Online`]).
     ///
     /// # Errors
-    /// `too_many_jobs` when the requester is at its limit; `frame_too_large` when the command
-    /// frame would exceed the frame limit. Nothing is sent then.
+    /// `bad_rollout` when the rollout's options are out of bounds; `too_many_jobs` when the
+    /// requester is at its limit; `frame_too_large` when the command frame would exceed the
+    /// frame limit. Nothing is sent then.
     pub(crate) fn start(
         &self,
         requester: &Requester,
@@ -162,6 +187,7 @@ impl Jobs {
         skipped: u64,
         limits: &Limits,
     ) -> Result<JobHandle, ErrorBody> {
+        spec.rollout.check()?;
         let slot = Arc::new(requester.job_slot(limits.max_inflight_jobs)?);
         let deadline = spec.deadline.unwrap_or(limits.default_job_deadline).min(limits.max_deadline);
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
@@ -212,9 +238,15 @@ impl Jobs {
         // With a TTL every target's command is held, committed before the ack, and delivered by
         // its device's delivery loop (in order with what is held for it already, journaled by
         // agents that keep one); one not connected is reported `queued` at once.
+        // A staged job's task dispatches each target when its timetable says.
+        let staged = spec.rollout.is_staged();
         let mut held = Vec::new();
         let mut delivered = Vec::with_capacity(targets.len());
         for (i, t) in targets.iter().enumerate() {
+            if staged {
+                delivered.push(None);
+                continue;
+            }
             if ttl.is_some() {
                 held.push((i, t.session.is_some()));
                 delivered.push(None);
@@ -251,6 +283,9 @@ impl Jobs {
             skipped,
         };
         let created_at = Utc::now();
+        // A splayed job's last target may be dispatched at the end of the window; a batched
+        // job's end is not known (each target's deadline runs from its dispatch).
+        let last_deadline = deadline + if spec.rollout.batch.is_none() { spec.rollout.splay() } else { Duration::ZERO };
         let record = NewJob {
             id: job_id.clone(),
             node: self.node.to_string(),
@@ -259,7 +294,7 @@ impl Jobs {
             command: spec.command,
             args: spec.args.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
             created_at,
-            deadline_at: chrono::Duration::from_std(deadline)
+            deadline_at: chrono::Duration::from_std(last_deadline)
                 .ok()
                 .and_then(|d| created_at.checked_add_signed(d))
                 .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC),
@@ -267,6 +302,7 @@ impl Jobs {
             targets: Vec::new(),
             skipped,
             schedule: spec.firing.map(|f| f.schedule),
+            rollout: spec.rollout.stored(),
         };
         let (events_tx, events) =
             events::channel(limits.job_buffer_bytes, Arc::clone(&self.readers), Arc::clone(&slot));
@@ -312,6 +348,17 @@ impl Jobs {
             }
             _ => (None, None),
         };
+        let staged = staged.then(|| {
+            staged::Staged::new(
+                spec.rollout,
+                deadline,
+                started,
+                cmd,
+                frames,
+                Arc::clone(&self.sessions),
+                Arc::clone(&inbox),
+            )
+        });
         let run = JobRun {
             job_id,
             correlation,
@@ -332,6 +379,7 @@ impl Jobs {
             store: self.store.clone(),
             held_tx: self.held_tx.clone(),
             delivering: Arc::clone(&self.delivering),
+            staged,
             _slot: slot,
         };
         drop(inbox);
@@ -423,7 +471,7 @@ pub(crate) fn late_outcome(job: String, device: &DeviceId, answer: Answer) -> or
     }
 }
 
-fn codec_slot(codec: Codec) -> usize {
+pub(crate) fn codec_slot(codec: Codec) -> usize {
     match codec {
         Codec::Json => 0,
         Codec::MsgPack => 1,

@@ -62,6 +62,9 @@ pub(crate) struct JobRun {
     pub(crate) held_tx: mpsc::UnboundedSender<HeldNotice>,
     /// Reservations of connected devices' delivery loops (see [`Delivering::reserve`]).
     pub(crate) delivering: Arc<Delivering>,
+    /// A staged job's timetable and what it dispatches with (`None`: everything went out at
+    /// the start).
+    pub(crate) staged: Option<super::staged::Staged>,
     /// The job's place in its requester's quota, shared with the job's reader (released when
     /// both are done).
     pub(crate) _slot: Arc<JobSlot>,
@@ -134,10 +137,18 @@ impl JobRun {
                 self.devices.iter().map(|d| NewTarget { device: d.to_string(), status: None, error: None }).collect();
             self.recorder.record(Record::JobCreated(record)).await;
         }
-        let mut state = JobState::new(self.devices.len());
+        let mut state = match &self.staged {
+            Some(staged) => staged.state(self.devices.len()),
+            None => JobState::new(self.devices.len()),
+        };
         let mut unrecorded = Vec::new();
         if let Some(hold) = self.hold.take() {
             self.hold_for_offline_targets(hold, &mut state, &mut unrecorded).await;
+        }
+        // A staged job's targets get their own deadlines from their dispatch, not the job's.
+        let staged = self.staged.is_some();
+        if staged {
+            self.advance_stages(&mut state, &mut unrecorded).await;
         }
         let deadline = tokio::time::sleep_until(self.deadline);
         tokio::pin!(deadline);
@@ -148,23 +159,31 @@ impl JobRun {
         let mut record_tick = tokio::time::interval_at(Instant::now() + RECORD_EVERY, RECORD_EVERY);
         record_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (phase, pending_become) = loop {
+            if state.is_done() {
+                break (JobPhase::Done, None);
+            }
+            let wake = self.staged.as_ref().and_then(|s| s.stages.next_wake());
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
                     Some(JobMsg::Answer { index, at, outcome, recorded }) => {
-                        if state.settle(index, outcome.status()) {
+                        let status = outcome.status();
+                        if state.settle(index, status) {
                             let elapsed = at.map(|at| at.saturating_duration_since(self.started));
                             if recorded {
                                 self.tell(index, &outcome, elapsed.map(millis));
                             } else {
                                 self.settled(index, outcome, elapsed, &mut unrecorded);
                             }
+                            if self.staged.as_ref().is_some_and(|s| s.stages.batch_ended(&state)) {
+                                self.advance_stages(&mut state, &mut unrecorded).await;
+                            }
+                        } else if staged && !recorded && at.is_some() {
+                            // A staged job's target whose own deadline passed answered late.
+                            self.late_answer(index, outcome).await;
                         }
                         if unrecorded.len() >= RECORD_BATCH {
                             self.record(&mut unrecorded).await;
-                        }
-                        if state.is_done() {
-                            break (JobPhase::Done, None);
                         }
                     }
                     Some(JobMsg::Cancel(reply)) => {
@@ -176,9 +195,12 @@ impl JobRun {
                     // Every sender is gone: cannot happen while `running` holds the inbox.
                     None => break (JobPhase::Done, self.expire(&mut state, "the job lost its inbox")),
                 },
-                () = &mut deadline => {
+                () = &mut deadline, if !staged => {
                     let ms = self.deadline.duration_since(self.started).as_millis();
                     break (JobPhase::Done, self.expire(&mut state, &format!("no answer within {ms} ms")));
+                }
+                () = tokio::time::sleep_until(wake.unwrap_or(self.started)), if wake.is_some() => {
+                    self.advance_stages(&mut state, &mut unrecorded).await;
                 }
                 () = &mut stopping => {
                     break (JobPhase::Done, self.expire(&mut state, "the server stopped before this target answered"));
@@ -188,6 +210,7 @@ impl JobRun {
         };
         let mut summary = state.summary(self.job_id.clone());
         summary.skipped = self.skipped;
+        summary.aborted = self.staged.as_mut().and_then(|s| s.aborted.take());
         self.events.push(JobEvent::Ended(summary));
         self.record(&mut unrecorded).await;
         let end = JobEnd { job: self.job_id.clone(), at: Utc::now(), state: phase, pending_become };
@@ -213,7 +236,7 @@ impl JobRun {
     /// Holds `rows` (one awaited write) and settles each target that is not connected
     /// (`queued`) or was refused (`queue_full`, `store_unavailable`); a connected one's delivery
     /// loop is started and its outcome awaited.
-    async fn hold_rows(&mut self, rows: Vec<HeldRow>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+    pub(super) async fn hold_rows(&mut self, rows: Vec<HeldRow>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
         let Some(limits) = self.template.as_ref().map(|t| t.limits) else { return };
         let mut slots = Vec::with_capacity(rows.len());
         let mut commands = Vec::with_capacity(rows.len());
@@ -258,6 +281,15 @@ impl JobRun {
             if state.settle(slot, outcome.status()) {
                 self.settled(slot, outcome, None, out);
             }
+        }
+    }
+
+    /// An answer of a target that had ended `timeout` while the job runs on (a staged job's
+    /// group deadline): stored as a late answer, as after the job's end.
+    async fn late_answer(&mut self, index: usize, outcome: Outcome) {
+        if let Some(answer) = outcome.into_answer() {
+            let late = super::late_outcome(self.job_id.clone(), &self.devices[index], answer);
+            self.recorder.record(Record::TargetsSettled(vec![late])).await;
         }
     }
 
@@ -317,7 +349,13 @@ impl JobRun {
 
     /// Tells the requester one outcome and keeps it for the recorder. (Targets timed out by the
     /// deadline or cancelled are written with the job's end, in one statement.)
-    fn settled(&mut self, index: usize, outcome: Outcome, elapsed: Option<Duration>, out: &mut Vec<TargetOutcome>) {
+    pub(super) fn settled(
+        &mut self,
+        index: usize,
+        outcome: Outcome,
+        elapsed: Option<Duration>,
+        out: &mut Vec<TargetOutcome>,
+    ) {
         let elapsed_ms = elapsed.map(millis);
         self.tell(index, &outcome, elapsed_ms);
         let status = outcome.status();

@@ -1,4 +1,5 @@
-//! The pure state of a job's targets: which ended how. No I/O, no clock; the job's task
+//! The pure state of a job's targets: which ended how, and how many of each batch (a staged
+//! job's consecutive runs of targets) are still pending. No I/O, no clock; the job's task
 //! (`run.rs`) drives it.
 
 use orb_proto::Status;
@@ -9,12 +10,57 @@ use orb_proto::message::JobSummary;
 pub struct JobState {
     statuses: Vec<Option<Status>>,
     remaining: usize,
+    /// Targets per batch: target `i` is in batch `i / batch_size`.
+    batch_size: usize,
+    /// Pending targets per batch.
+    batch_pending: Vec<usize>,
 }
 
 impl JobState {
-    /// A job with `n` targets, all pending.
+    /// A job with `n` targets, all pending, in one batch.
     pub fn new(n: usize) -> JobState {
-        JobState { statuses: vec![None; n], remaining: n }
+        JobState::in_batches(n, n)
+    }
+
+    /// A job with `n` targets, all pending, in batches of `size` consecutive targets (the last
+    /// one may be smaller).
+    pub fn in_batches(n: usize, size: usize) -> JobState {
+        let size = size.clamp(1, n.max(1));
+        let batch_pending = (0..n.div_ceil(size)).map(|b| size.min(n - b * size)).collect();
+        JobState { statuses: vec![None; n], remaining: n, batch_size: size, batch_pending }
+    }
+
+    /// How many batches there are.
+    pub fn batches(&self) -> usize {
+        self.batch_pending.len()
+    }
+
+    /// The targets of batch `b` (empty past the last).
+    pub fn batch(&self, b: usize) -> std::ops::Range<usize> {
+        let n = self.statuses.len();
+        (b * self.batch_size).min(n)..((b + 1) * self.batch_size).min(n)
+    }
+
+    /// Whether every target of batch `b` has a final status.
+    pub fn batch_done(&self, b: usize) -> bool {
+        self.batch_pending.get(b).is_none_or(|p| *p == 0)
+    }
+
+    /// Targets that ran and failed (`error`, `timeout`) and that ran at all (`ok` too): what an
+    /// abort threshold weighs. Offline, held, expired, denied and cancelled targets did not run.
+    pub fn failed_of_finished(&self) -> (u64, u64) {
+        let (mut failed, mut finished) = (0, 0);
+        for s in self.statuses.iter().flatten() {
+            match s {
+                Status::Error | Status::Timeout => {
+                    failed += 1;
+                    finished += 1;
+                }
+                Status::Ok => finished += 1,
+                _ => {}
+            }
+        }
+        (failed, finished)
     }
 
     /// Moves target `i` to a final status. Returns false (and changes nothing) when it already
@@ -24,6 +70,7 @@ impl JobState {
             Some(slot @ None) => {
                 *slot = Some(status);
                 self.remaining -= 1;
+                self.batch_pending[i / self.batch_size] -= 1;
                 true
             }
             _ => false,
@@ -86,6 +133,24 @@ mod tests {
         assert!(s.is_done());
         assert_eq!(s.summary("j".into()).summary[&Status::Timeout], 2);
         assert!(s.expire_as(Status::Queued).is_empty());
+    }
+
+    #[test]
+    fn batches_are_consecutive_targets_and_end_when_each_has_an_outcome() {
+        let mut s = JobState::in_batches(5, 2);
+        assert_eq!(s.batches(), 3);
+        assert_eq!((s.batch(0), s.batch(2), s.batch(3)), (0..2, 4..5, 5..5));
+        assert!(!s.batch_done(0));
+        s.settle(0, Status::Ok);
+        s.settle(1, Status::Timeout);
+        assert!(s.batch_done(0) && !s.batch_done(1));
+        s.settle(4, Status::Offline);
+        assert!(s.batch_done(2));
+        assert!(s.batch_done(7), "no such batch: nothing pending in it");
+        assert_eq!(s.failed_of_finished(), (1, 2), "offline did not run");
+        let one = JobState::new(3);
+        assert_eq!((one.batches(), one.batch(0)), (1, 0..3));
+        assert_eq!(JobState::new(0).batches(), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use orb_io::queue::TrySendError;
+use orb_proto::rollout::Rollout;
 use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
 use tokio::sync::mpsc;
 
@@ -20,6 +21,8 @@ use crate::router::delivery::Outbox;
 
 impl Session {
     pub(super) fn on_cmd(&mut self, env: Envelope) {
+        // Read before the envelope is taken apart (a few absent fields on every other command).
+        let rollout = Rollout::from_envelope(&env);
         let Some(id) = env.id else {
             // Nothing to answer with `re`: an error frame without it, the connection stays open.
             self.answer(&Envelope::error(None, ErrorCode::BadRequest, "cmd needs an id"));
@@ -52,7 +55,13 @@ impl Session {
             (Some(target), None) => match orb_proto::message::Select::from_wire(env.select.as_deref()) {
                 Ok(select) => {
                     let ttl = env.ttl_ms.filter(|ms| *ms > 0).map(Duration::from_millis);
-                    self.submit(id, JobSpec { command, target, args: env.body, deadline, select, ttl, firing: None });
+                    let rollout = match rollout {
+                        Ok(r) => r,
+                        Err(e) => return self.reply_err(id, e),
+                    };
+                    let spec =
+                        JobSpec { command, target, args: env.body, deadline, select, ttl, firing: None, rollout };
+                    self.submit(id, spec);
                 }
                 Err(e) => self.reply_err(id, e),
             },
@@ -234,6 +243,12 @@ fn event_envelope(event: JobEvent, re: &str, job: &str) -> Envelope {
             ev.elapsed_ms = s.elapsed_ms;
             ev.body = s.result;
             ev.error = s.error;
+            ev
+        }
+        JobEvent::Batch(batch) => {
+            let mut ev = Envelope::new(Kind::Event).with_json_body(&batch);
+            ev.re = Some(re.to_owned());
+            ev.job = Some(job.to_owned());
             ev
         }
         JobEvent::Ended(summary) => {

@@ -450,5 +450,6 @@ pub(crate) fn job(id: &str, at: i64) -> NewJob {
         targets: Vec::new(),
         skipped: 0,
         schedule: None,
+        rollout: None,
     }
 }

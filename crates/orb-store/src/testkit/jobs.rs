@@ -734,6 +734,7 @@ fn stored(id: &str, at: i64) -> crate::JobRecord {
         state: JobPhase::Running,
         targets: 0,
         skipped: new.skipped,
+        rollout: new.rollout,
         summary: BTreeMap::new(),
     }
 }

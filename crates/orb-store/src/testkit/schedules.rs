@@ -9,6 +9,9 @@ use super::devices::{NODE, job};
 use super::{Harness, new_device, t};
 use crate::{FiredJob, Firing, NewJob, NewSchedule, NewTarget, Record, ScheduleCreated, ScheduleLimits, StoreError};
 
+/// A rollout as the server stores it (the store does not read it).
+const ROLLOUT: &str = r#"{"batch":"10%","abort_on_failure_pct":5}"#;
+
 const ROOMY: ScheduleLimits = ScheduleLimits { max_schedules: 100, max_bytes: 1 << 16 };
 
 fn schedule(id: &str, next_ms: i64) -> NewSchedule {
@@ -21,6 +24,7 @@ fn schedule(id: &str, next_ms: i64) -> NewSchedule {
         args: Some(r#"{"v":1}"#.to_owned()),
         wait_ms: 5_000,
         ttl_ms: Some(60_000),
+        rollout: Some(ROLLOUT.to_owned()),
         created_by: "op-1".to_owned(),
         created_at: t(0),
         next_fire_at: Some(t(next_ms)),
@@ -32,7 +36,11 @@ fn firing(id: &str, expected: i64, next: Option<i64>, job_id: Option<&str>) -> F
         schedule: id.to_owned(),
         expected: t(expected),
         next: next.map(t),
-        job: job_id.map(|j| NewJob { schedule: Some(id.to_owned()), ..job(j, expected) }),
+        job: job_id.map(|j| NewJob {
+            schedule: Some(id.to_owned()),
+            rollout: Some(ROLLOUT.to_owned()),
+            ..job(j, expected)
+        }),
         ttl_ms: Some(60_000),
         at: t(expected),
     }
@@ -87,6 +95,7 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
     // Stored running, awaiting dispatch; a restart's recovery leaves it to the scheduler.
     let (record, targets) = s.job("job-f1").await.unwrap();
     assert_eq!((record.state, record.targets, targets.len()), (JobPhase::Running, 0, 0));
+    assert_eq!(record.rollout.as_deref(), Some(ROLLOUT), "the firing's rollout is the job's");
     let fired = FiredJob {
         job: "job-f1".to_owned(),
         schedule: "sch-1".to_owned(),
@@ -95,6 +104,7 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
         args: Some(r#"{"v":true}"#.to_owned()),
         wait_ms: 30_000,
         ttl_ms: Some(60_000),
+        rollout: Some(ROLLOUT.to_owned()),
     };
     assert_eq!(s.undispatched_firings(NODE).await.unwrap(), [fired], "with what it runs");
     assert!(s.undispatched_firings("node-b").await.unwrap().is_empty(), "another node's are not ours");
@@ -105,7 +115,12 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
     assert!(!s.dispatch_firing("job-f1").await.unwrap(), "dispatched once");
     assert!(s.undispatched_firings(NODE).await.unwrap().is_empty());
     let target = NewTarget { device: "a".to_owned(), status: None, error: None };
-    let created = NewJob { targets: vec![target], schedule: Some("sch-1".to_owned()), ..job("job-f1", 1_000) };
+    let created = NewJob {
+        targets: vec![target],
+        schedule: Some("sch-1".to_owned()),
+        rollout: Some(ROLLOUT.to_owned()),
+        ..job("job-f1", 1_000)
+    };
     s.recorder().record(Record::JobCreated(created)).await;
     s.flush().await.unwrap();
     let (record, targets) = s.job("job-f1").await.unwrap();

@@ -115,6 +115,7 @@ fn job_info(j: &JobRecord) -> JobInfo {
         state: j.state,
         targets: j.targets,
         skipped: j.skipped,
+        rollout: j.rollout.as_deref().and_then(|r| orb_proto::rollout::Rollout::from_stored(Some(r)).ok()),
         summary,
     }
 }

@@ -19,7 +19,7 @@ impl Broker {
     /// and wakes the scheduler. Targets are resolved at each firing.
     ///
     /// # Errors
-    /// `forbidden`, `bad_body`, `bad_selector`, `unknown_group`, `bad_schedule`,
+    /// `forbidden`, `bad_body`, `bad_selector`, `unknown_group`, `bad_schedule`, `bad_rollout`,
     /// `too_many_schedules`, `store_unavailable`.
     pub async fn schedule_create(&self, who: &Requester, c: ScheduleCreate) -> Result<ScheduleInfo, ErrorBody> {
         self.policy().check(&who.identity, &Action::SubmitJob { command: &c.command, target: &c.target })?;
@@ -27,6 +27,7 @@ impl Broker {
         let args = c.args.as_ref().map(|a| bytes::Bytes::copy_from_slice(a.get().as_bytes()));
         check_args(args.as_ref())?;
         self.parse_selector(&c.target)?;
+        c.rollout.check()?;
         let bad = |message: String| ErrorBody::new(ErrorCode::BadSchedule, message);
         c.spec.validate().map_err(|e| bad(format!("{}: {e}", e.code())))?;
         let now = Utc::now();
@@ -44,6 +45,7 @@ impl Broker {
             args: c.args.map(|a| a.get().to_owned()),
             wait_ms: u64::try_from(wait.min(limits.max_deadline).as_millis()).unwrap_or(u64::MAX),
             ttl_ms: c.ttl_ms.map(|t| t.min(u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX))),
+            rollout: c.rollout.stored(),
             created_by: who.identity.name.clone(),
             created_at: now,
             next_fire_at: Some(first),
@@ -181,6 +183,7 @@ fn schedule_info(s: &ScheduleRecord) -> ScheduleInfo {
         args: n.args.as_deref().and_then(raw_json),
         deadline_ms: n.wait_ms,
         ttl_ms: n.ttl_ms,
+        rollout: n.rollout.as_deref().and_then(|r| orb_proto::rollout::Rollout::from_stored(Some(r)).ok()),
         spec: serde_json::from_str(&n.spec).ok(),
         missed: n.missed.clone(),
         created_by: n.created_by.clone(),

@@ -1,0 +1,186 @@
+//! A staged job's dispatch (decision 0015), run by the job's own task: at each wake-up its
+//! timetable ([`Stages`]) says which targets are due; each is looked up among the connected
+//! sessions then (not when the job started, which may be minutes earlier) and sent the command
+//! frame encoded once per codec, or, in a job with a TTL, held like any other. Groups whose
+//! deadline passed end `timeout` (`queued` with a TTL); a batch that ended starts the next one
+//! after the batch wait, unless failures passed the abort threshold: then the targets never
+//! started end `cancelled`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_proto::message::BatchStarted;
+use orb_proto::rollout::Rollout;
+use orb_proto::{Envelope, ErrorBody, ErrorCode, Status};
+use orb_store::TargetOutcome;
+use tokio::time::Instant;
+
+use super::events::JobEvent;
+use super::inbox::{JobInbox, Outcome};
+use super::run::{HeldRow, JobRun};
+use super::stages::Stages;
+use super::state::JobState;
+use crate::router::delivery::DeliveryError;
+use crate::router::sessions::Sessions;
+
+/// What a staged job needs to dispatch on its own.
+pub(crate) struct Staged {
+    pub(crate) stages: Stages,
+    /// The command frame, before its encodings.
+    cmd: Envelope,
+    /// Its encoding per codec, made on first use.
+    frames: [Option<Bytes>; 2],
+    sessions: Arc<Sessions>,
+    /// Where the targets' answers go (the command is delivered noticed by it).
+    inbox: Arc<JobInbox>,
+    deadline: Duration,
+    /// Why no more batches start, once the abort threshold was passed.
+    pub(crate) aborted: Option<String>,
+}
+
+impl Staged {
+    /// A staged job whose first batch starts at `start`.
+    pub(crate) fn new(
+        rollout: Rollout,
+        deadline: Duration,
+        start: Instant,
+        cmd: Envelope,
+        frames: [Option<Bytes>; 2],
+        sessions: Arc<Sessions>,
+        inbox: Arc<JobInbox>,
+    ) -> Staged {
+        Staged { stages: Stages::new(rollout, deadline, start), cmd, frames, sessions, inbox, deadline, aborted: None }
+    }
+
+    /// The job's targets in batches of the rollout's size.
+    pub(crate) fn state(&self, targets: usize) -> JobState {
+        let size = self.stages.rollout.batch.map_or(targets, |b| b.of(targets));
+        JobState::in_batches(targets, size)
+    }
+}
+
+impl JobRun {
+    /// Does what the timetable says is due now; repeated (at most once per batch, plus once)
+    /// while a batch ends at once (every target offline, say) and the next starts without a
+    /// wait.
+    pub(crate) async fn advance_stages(&mut self, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        for _ in 0..=state.batches() {
+            let now = Instant::now();
+            let Some(staged) = self.staged.as_mut() else { return };
+            if staged.stages.batch_ended(state) {
+                let (failed, finished) = state.failed_of_finished();
+                if staged.stages.rollout.should_abort(failed, finished) {
+                    let pct = staged.stages.rollout.abort_on_failure_pct.unwrap_or(0);
+                    staged.aborted = Some(format!(
+                        "{failed} of {finished} targets that ran failed ({:.1}%), above the {pct}% allowed: \
+                         the targets not started were cancelled",
+                        failed as f64 * 100.0 / finished as f64
+                    ));
+                    let rest = staged.stages.abort(state);
+                    for i in rest {
+                        if state.settle(i, Status::Cancelled) {
+                            self.settled(i, Outcome::Cancelled, None, out);
+                        }
+                    }
+                    return;
+                }
+                staged.stages.schedule_next(now);
+            }
+            let batched = staged.stages.rollout.batch.is_some();
+            let due = staged.stages.take_due(now, &self.devices, state);
+            if due == super::stages::Due::default() {
+                return;
+            }
+            if !due.expired.is_empty() {
+                self.expire_group(due.expired, state, out);
+            }
+            // Only a job sent with a batch size hears of batches (a splay alone is one batch).
+            if let Some(batch) = due.batch_started.filter(|_| batched) {
+                let targets = state.batch(batch).len();
+                let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                self.events.push(JobEvent::Batch(BatchStarted {
+                    batch: to_u32(batch + 1),
+                    batches: to_u32(state.batches()),
+                    targets: to_u32(targets),
+                }));
+            }
+            if !due.dispatch.is_empty() {
+                self.dispatch(due.dispatch, state, out).await;
+            }
+        }
+    }
+
+    /// The pending targets of a group whose deadline passed end `timeout` — `queued` in a job
+    /// with a TTL (its command is held; the outcome is stored when it comes).
+    fn expire_group(&mut self, group: Vec<usize>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let ms = self.staged.as_ref().map_or(0, |s| s.deadline.as_millis());
+        let held = self.template.is_some();
+        for i in group {
+            let outcome = if held {
+                Outcome::Queued
+            } else {
+                Outcome::Timeout(ErrorBody::new(ErrorCode::Timeout, format!("no answer within {ms} ms")))
+            };
+            if state.settle(i, outcome.status()) {
+                self.settled(i, outcome, None, out);
+            }
+        }
+    }
+
+    /// Sends the command to targets `due` that are connected now (or holds it for each, in a
+    /// job with a TTL); one that is not connected ends `offline`.
+    async fn dispatch(&mut self, due: Vec<usize>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let Some(staged) = self.staged.as_mut() else { return };
+        if let Some(template) = self.template.as_mut() {
+            let mut rows = Vec::with_capacity(due.len());
+            let mut refused = Vec::new();
+            for i in due {
+                let online = staged.sessions.is_connected(self.devices[i].as_str());
+                match template.for_device(&self.devices[i]) {
+                    Ok(command) => rows.push(HeldRow { slot: i, command, online }),
+                    Err(e) => refused.push((i, e)),
+                }
+            }
+            for (i, e) in refused {
+                if state.settle(i, Status::Error) {
+                    self.settled(i, Outcome::Error(e), None, out);
+                }
+            }
+            return self.hold_rows(rows, state, out).await;
+        }
+        let mut ended = Vec::new();
+        for i in due {
+            let Some(session) = staged.sessions.get(self.devices[i].as_str()) else {
+                ended.push((i, Outcome::Offline));
+                continue;
+            };
+            let codec = session.outbox.codec;
+            let cmd = &staged.cmd;
+            let frame = staged.frames[super::codec_slot(codec)].get_or_insert_with(|| codec.encode(cmd)).clone();
+            if frame.len() > session.outbox.max_frame {
+                let why = format!(
+                    "the command frame would be {} bytes, above the device's frame limit of {} bytes",
+                    frame.len(),
+                    session.outbox.max_frame
+                );
+                ended.push((i, Outcome::Error(ErrorBody::new(ErrorCode::FrameTooLarge, why))));
+                continue;
+            }
+            let slot = u32::try_from(i).unwrap_or(u32::MAX);
+            match session.outbox.deliver_noticed(frame, Arc::clone(&staged.inbox) as _, slot) {
+                Ok(()) => self.delivered[i] = Some(session.outbox.clone()),
+                Err(DeliveryError::Closed) => ended.push((i, Outcome::Offline)),
+                Err(DeliveryError::SlowConsumer) => {
+                    let e = ErrorBody::new(ErrorCode::SlowConsumer, "the device's queue was full; it was disconnected");
+                    ended.push((i, Outcome::Error(e)));
+                }
+            }
+        }
+        for (i, outcome) in ended {
+            if state.settle(i, outcome.status()) {
+                self.settled(i, outcome, None, out);
+            }
+        }
+    }
+}
