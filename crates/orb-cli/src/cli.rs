@@ -35,7 +35,7 @@ pub enum Command {
     Agent(AgentArgs),
     /// Send a command to every device a selector matches and print one result per device.
     #[command(after_help = crate::help::SEND, mut_arg("output", |a| a.help(SEND_OUTPUT)))]
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// List known devices (online, offline, revoked); show, add, remove, revoke and tag them.
     #[command(after_help = crate::help::DEVICES)]
     Devices(DevicesArgs),

@@ -93,7 +93,7 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
         cli::Command::Agent(args) => agent::run(args, config, cli.verbose).await,
         cli::Command::Send(args) => {
             client_logging()?;
-            send::run(args).await
+            send::run(*args).await
         }
         cli::Command::Devices(args) => {
             client_logging()?;

@@ -113,9 +113,19 @@ impl Rollout {
         *self == Rollout::default()
     }
 
-    /// As stored with a job or schedule: JSON, `None` for the default.
+    /// The same rollout with zero durations left out (a zero splay or batch wait is none).
+    pub fn normalized(self) -> Rollout {
+        Rollout {
+            splay_ms: self.splay_ms.filter(|s| *s > 0),
+            batch_wait_ms: self.batch_wait_ms.filter(|w| *w > 0),
+            ..self
+        }
+    }
+
+    /// As stored with a job or schedule: JSON of the normalized rollout, `None` for the default.
     pub fn stored(&self) -> Option<String> {
-        (!self.is_default()).then(|| serde_json::to_string(self).expect("a rollout always serialises"))
+        let r = self.normalized();
+        (!r.is_default()).then(|| serde_json::to_string(&r).expect("a rollout always serialises"))
     }
 
     /// A stored rollout (`None`: the default).
@@ -199,13 +209,13 @@ impl Rollout {
             p => p.map(|p| p as u8),
         };
         let r = Rollout {
-            splay_ms: env.splay_ms.filter(|s| *s > 0),
+            splay_ms: env.splay_ms,
             batch: env.batch.as_deref().map(str::parse).transpose()?,
             batch_wait_ms: env.batch_wait_ms,
             abort_on_failure_pct,
         };
         r.check()?;
-        Ok(r)
+        Ok(r.normalized())
     }
 
     /// Sets a job `cmd`'s rollout fields (absent for the defaults).
@@ -294,6 +304,7 @@ mod tests {
         assert!(ok.is_staged());
         assert!(!Rollout::default().is_staged());
         assert!(!Rollout { splay_ms: Some(0), ..Rollout::default() }.is_staged());
+        assert_eq!(Rollout { splay_ms: Some(0), batch_wait_ms: Some(0), ..Rollout::default() }.stored(), None);
     }
 
     #[test]

@@ -169,3 +169,63 @@ async fn bad_rollouts_are_refused_and_nothing_runs() {
     let jobs: Vec<JobInfo> = call(&op, commands::JOBS_LIST, json!({})).await;
     assert!(jobs.is_empty(), "nothing stored: {jobs:?}");
 }
+
+#[tokio::test]
+async fn a_target_past_its_own_deadline_times_out_and_its_late_answer_is_kept() {
+    let server = TestServer::start().await;
+    let slow = basic_handlers().on("step", |_c: Context| async {
+        // Slower than the 300 ms deadline: the device gives up at its own deadline, which runs
+        // from when the command reached it, so its `timeout` answer comes just after the
+        // server's (the case a late answer racing its own `timeout` record must survive).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(json!("too late"))
+    });
+    let _slow = server.agent(Transport::Tcp, "l-1", &[], slow).await;
+    let log: Log = Arc::default();
+    let _fast = agents(&server, &["l-2"], &log, &[]).await;
+    let op = server.operator(Transport::Tcp).await;
+
+    let rollout = Rollout { batch: Some(BatchSize::Count(1)), ..Rollout::default() };
+    let request = step("l-*", rollout).deadline(Duration::from_millis(300));
+    let outcome = finish_job(op.submit(request).await.unwrap()).await;
+    assert_eq!(outcome.result("l-1").status, Status::Timeout, "its own deadline, from its dispatch");
+    assert_eq!(outcome.result("l-2").status, Status::Ok, "the next batch started after the timeout");
+    let d: JobDetail =
+        stored_until(&op, &outcome.accepted.job, |d| d.results.iter().any(|r| r.device == "l-1" && r.late.is_some()))
+            .await;
+    let late = d.results.iter().find(|r| r.device == "l-1").and_then(|r| r.late.clone()).unwrap();
+    assert_eq!((late.status, late.error.map(|e| e.code)), (Status::Timeout, Some(ErrorCode::Timeout)), "the device's own");
+}
+
+#[tokio::test]
+async fn cancelling_a_rollout_cancels_the_targets_not_started() {
+    let server = TestServer::start().await;
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let started_tx = Arc::new(started_tx);
+    let blocking = basic_handlers().on("step", move |c: Context| {
+        let started_tx = Arc::clone(&started_tx);
+        async move {
+            let _ = started_tx.send(());
+            // Runs until the job is cancelled.
+            c.cancel.cancelled().await;
+            Ok(json!("stopped"))
+        }
+    });
+    let _first = server.agent(Transport::Tcp, "c-1", &[], blocking).await;
+    let log: Log = Arc::default();
+    let _rest = agents(&server, &["c-2", "c-3"], &log, &[]).await;
+    let op = server.operator(Transport::Tcp).await;
+
+    let rollout = Rollout { batch: Some(BatchSize::Count(1)), ..Rollout::default() };
+    let job = op.submit(step("c-*", rollout)).await.unwrap();
+    let id = job.accepted.job.clone();
+    within("the first batch's command", started.recv()).await.unwrap();
+    let cancelled: serde_json::Value = call(&op, commands::JOBS_CANCEL, json!({ "id": id })).await;
+    let mut ids: Vec<String> = serde_json::from_value(cancelled["cancelled"].clone()).unwrap();
+    ids.sort();
+    assert_eq!(ids, ["c-1", "c-2", "c-3"], "the running target and those not started");
+    let outcome = finish_job(job).await;
+    assert_eq!(outcome.count(Status::Cancelled), 3);
+    assert_eq!(outcome.batches.len(), 1, "no batch started after the cancel");
+    assert!(ran_at(&log, "c-2").is_none() && ran_at(&log, "c-3").is_none(), "never sent");
+}

@@ -128,6 +128,8 @@ pub struct Jobs {
     delivering: Arc<Delivering>,
     tracker: TaskTracker,
     stop: CancellationToken,
+    /// Cancelled when the server starts draining (staged jobs start no more targets).
+    draining: CancellationToken,
     readers: Arc<events::Readers>,
     /// Where a staged job finds its targets' sessions when it dispatches to them.
     sessions: Arc<Sessions>,
@@ -167,6 +169,7 @@ impl Jobs {
             delivering,
             tracker,
             stop: CancellationToken::new(),
+            draining: CancellationToken::new(),
             readers: Arc::default(),
             sessions,
         }
@@ -283,9 +286,13 @@ impl Jobs {
             skipped,
         };
         let created_at = Utc::now();
-        // A splayed job's last target may be dispatched at the end of the window; a batched
-        // job's end is not known (each target's deadline runs from its dispatch).
-        let last_deadline = deadline + if spec.rollout.batch.is_none() { spec.rollout.splay() } else { Duration::ZERO };
+        // The latest a staged job's last target can time out: each batch lasts at most the splay
+        // window plus the deadline, with the batch wait between batches.
+        let batches = spec.rollout.batch.map_or(1, |b| devices.len().div_ceil(b.of(devices.len())).max(1));
+        let per_batch = spec.rollout.splay() + deadline;
+        let last_deadline = per_batch
+            .saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX))
+            .saturating_add(spec.rollout.batch_wait().saturating_mul(u32::try_from(batches - 1).unwrap_or(u32::MAX)));
         let record = NewJob {
             id: job_id.clone(),
             node: self.node.to_string(),
@@ -374,6 +381,7 @@ impl Jobs {
             correlations: Arc::clone(&self.correlations),
             running: self.running.clone(),
             stop: self.stop.clone(),
+            draining: self.draining.clone(),
             hold,
             template,
             store: self.store.clone(),
@@ -436,6 +444,7 @@ impl Jobs {
     /// No job starts from now on (the server is draining).
     pub(crate) fn stop_accepting(&self) {
         self.accepting.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.draining.cancel();
     }
 
     /// Ends every running job now (the server is stopping): pending targets become `timeout`.

@@ -52,6 +52,8 @@ pub(crate) struct JobRun {
     pub(crate) running: RunningJobs,
     /// Cancelled when the server stops: pending targets end as `timeout` at once.
     pub(crate) stop: CancellationToken,
+    /// Cancelled when the server starts draining: a staged job starts no more targets.
+    pub(crate) draining: CancellationToken,
     /// Commands to hold for targets that are not connected (a job with a TTL).
     pub(crate) hold: Option<Hold>,
     /// How to hold one more (a job with a TTL).
@@ -155,6 +157,10 @@ impl JobRun {
         let stop = self.stop.clone();
         let stopping = stop.cancelled();
         tokio::pin!(stopping);
+        let draining = self.draining.clone();
+        let drain_started = draining.cancelled();
+        tokio::pin!(drain_started);
+        let mut drained = false;
         // Outcomes go to the store in batches: when a batch is full, every RECORD_EVERY, at the end.
         let mut record_tick = tokio::time::interval_at(Instant::now() + RECORD_EVERY, RECORD_EVERY);
         record_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,7 +186,7 @@ impl JobRun {
                             }
                         } else if staged && !recorded && at.is_some() {
                             // A staged job's target whose own deadline passed answered late.
-                            self.late_answer(index, outcome).await;
+                            self.late_answer(index, outcome, &mut unrecorded);
                         }
                         if unrecorded.len() >= RECORD_BATCH {
                             self.record(&mut unrecorded).await;
@@ -202,7 +208,16 @@ impl JobRun {
                 () = tokio::time::sleep_until(wake.unwrap_or(self.started)), if wake.is_some() => {
                     self.advance_stages(&mut state, &mut unrecorded).await;
                 }
+                () = &mut drain_started, if staged && !drained => {
+                    drained = true;
+                    let why = "the server is stopping: the targets not started were cancelled";
+                    self.cancel_not_started(why, &mut state, &mut unrecorded);
+                }
                 () = &mut stopping => {
+                    if staged {
+                        let why = "the server stopped: the targets not started were cancelled";
+                        self.cancel_not_started(why, &mut state, &mut unrecorded);
+                    }
                     break (JobPhase::Done, self.expire(&mut state, "the server stopped before this target answered"));
                 }
                 _ = record_tick.tick(), if !unrecorded.is_empty() => self.record(&mut unrecorded).await,
@@ -285,11 +300,12 @@ impl JobRun {
     }
 
     /// An answer of a target that had ended `timeout` while the job runs on (a staged job's
-    /// group deadline): stored as a late answer, as after the job's end.
-    async fn late_answer(&mut self, index: usize, outcome: Outcome) {
+    /// group deadline): stored as a late answer, as after the job's end. It goes with the
+    /// outcomes not recorded yet, which are written before it (the `timeout` it sits beside may
+    /// be among them).
+    fn late_answer(&mut self, index: usize, outcome: Outcome, out: &mut Vec<TargetOutcome>) {
         if let Some(answer) = outcome.into_answer() {
-            let late = super::late_outcome(self.job_id.clone(), &self.devices[index], answer);
-            self.recorder.record(Record::TargetsSettled(vec![late])).await;
+            out.push(super::late_outcome(self.job_id.clone(), &self.devices[index], answer));
         }
     }
 

@@ -72,18 +72,12 @@ impl JobRun {
                 let (failed, finished) = state.failed_of_finished();
                 if staged.stages.rollout.should_abort(failed, finished) {
                     let pct = staged.stages.rollout.abort_on_failure_pct.unwrap_or(0);
-                    staged.aborted = Some(format!(
+                    let why = format!(
                         "{failed} of {finished} targets that ran failed ({:.1}%), above the {pct}% allowed: \
                          the targets not started were cancelled",
                         failed as f64 * 100.0 / finished as f64
-                    ));
-                    let rest = staged.stages.abort(state);
-                    for i in rest {
-                        if state.settle(i, Status::Cancelled) {
-                            self.settled(i, Outcome::Cancelled, None, out);
-                        }
-                    }
-                    return;
+                    );
+                    return self.cancel_not_started(&why, state, out);
                 }
                 staged.stages.schedule_next(now);
             }
@@ -107,6 +101,22 @@ impl JobRun {
             }
             if !due.dispatch.is_empty() {
                 self.dispatch(due.dispatch, state, out).await;
+            }
+        }
+    }
+
+    /// No further target starts (the abort threshold was passed, or the server is stopping):
+    /// those not started end `cancelled`, and the summary says `why` (the first reason given).
+    pub(crate) fn cancel_not_started(&mut self, why: &str, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let Some(staged) = self.staged.as_mut() else { return };
+        let rest = staged.stages.abort(state);
+        if rest.is_empty() {
+            return;
+        }
+        staged.aborted.get_or_insert_with(|| why.to_owned());
+        for i in rest {
+            if state.settle(i, Status::Cancelled) {
+                self.settled(i, Outcome::Cancelled, None, out);
             }
         }
     }

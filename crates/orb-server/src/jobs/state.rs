@@ -14,6 +14,9 @@ pub struct JobState {
     batch_size: usize,
     /// Pending targets per batch.
     batch_pending: Vec<usize>,
+    /// Targets that ran (`ok`, `error`, `timeout`), and those of them that failed.
+    ran: u64,
+    failed: u64,
 }
 
 impl JobState {
@@ -27,7 +30,7 @@ impl JobState {
     pub fn in_batches(n: usize, size: usize) -> JobState {
         let size = size.clamp(1, n.max(1));
         let batch_pending = (0..n.div_ceil(size)).map(|b| size.min(n - b * size)).collect();
-        JobState { statuses: vec![None; n], remaining: n, batch_size: size, batch_pending }
+        JobState { statuses: vec![None; n], remaining: n, batch_size: size, batch_pending, ran: 0, failed: 0 }
     }
 
     /// How many batches there are.
@@ -49,18 +52,7 @@ impl JobState {
     /// Targets that ran and failed (`error`, `timeout`) and that ran at all (`ok` too): what an
     /// abort threshold weighs. Offline, held, expired, denied and cancelled targets did not run.
     pub fn failed_of_finished(&self) -> (u64, u64) {
-        let (mut failed, mut finished) = (0, 0);
-        for s in self.statuses.iter().flatten() {
-            match s {
-                Status::Error | Status::Timeout => {
-                    failed += 1;
-                    finished += 1;
-                }
-                Status::Ok => finished += 1,
-                _ => {}
-            }
-        }
-        (failed, finished)
+        (self.failed, self.ran)
     }
 
     /// Moves target `i` to a final status. Returns false (and changes nothing) when it already
@@ -71,6 +63,14 @@ impl JobState {
                 *slot = Some(status);
                 self.remaining -= 1;
                 self.batch_pending[i / self.batch_size] -= 1;
+                match status {
+                    Status::Error | Status::Timeout => {
+                        self.ran += 1;
+                        self.failed += 1;
+                    }
+                    Status::Ok => self.ran += 1,
+                    _ => {}
+                }
                 true
             }
             _ => false,

@@ -69,6 +69,13 @@ impl Session {
                 id,
                 ErrorBody::new(ErrorCode::BadRequest, "select applies to jobs only (a cmd with target)"),
             ),
+            (None, _) if !matches!(rollout, Ok(r) if r.is_default()) => self.reply_err(
+                id,
+                ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    "splay_ms, batch, batch_wait_ms and abort_on_failure_pct apply to jobs only (a cmd with target)",
+                ),
+            ),
             (None, Some(to)) => self.request(id, RequestSpec { to, command, args: env.body, deadline }),
             (None, None) => self.call(id, CallSpec { command, args: env.body, deadline }),
         }

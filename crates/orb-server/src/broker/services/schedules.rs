@@ -45,7 +45,7 @@ impl Broker {
             args: c.args.map(|a| a.get().to_owned()),
             wait_ms: u64::try_from(wait.min(limits.max_deadline).as_millis()).unwrap_or(u64::MAX),
             ttl_ms: c.ttl_ms.map(|t| t.min(u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX))),
-            rollout: c.rollout.stored(),
+            rollout: c.rollout.normalized().stored(),
             created_by: who.identity.name.clone(),
             created_at: now,
             next_fire_at: Some(first),
