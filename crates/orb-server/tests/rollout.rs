@@ -194,7 +194,11 @@ async fn a_target_past_its_own_deadline_times_out_and_its_late_answer_is_kept() 
         stored_until(&op, &outcome.accepted.job, |d| d.results.iter().any(|r| r.device == "l-1" && r.late.is_some()))
             .await;
     let late = d.results.iter().find(|r| r.device == "l-1").and_then(|r| r.late.clone()).unwrap();
-    assert_eq!((late.status, late.error.map(|e| e.code)), (Status::Timeout, Some(ErrorCode::Timeout)), "the device's own");
+    assert_eq!(
+        (late.status, late.error.map(|e| e.code)),
+        (Status::Timeout, Some(ErrorCode::Timeout)),
+        "the device's own"
+    );
 }
 
 #[tokio::test]
