@@ -337,6 +337,12 @@ pub struct SendArgs {
     /// Firings missed while no server ran: skip (default) or run-once (fire once when it is back).
     #[arg(long, value_name = "POLICY", requires = "when", help_heading = "Scheduling")]
     pub missed: Option<String>,
+    /// Run the schedule on each matching device, by its own clock, also while it is disconnected
+    /// (devices that match later get it too); each run's result reaches the server through the
+    /// device's outbox and is listed by `orb jobs --schedule ID`. With --missed, "no server ran"
+    /// reads "the agent did not run".
+    #[arg(long, requires = "when", conflicts_with_all = ["ttl", "splay", "batch"], help_heading = "Scheduling")]
+    pub on_agent: bool,
 }
 
 /// How `orb send`'s job reaches its targets: all at once (without these), spread over a window,

@@ -87,6 +87,7 @@ pub async fn create(
         rollout,
         spec,
         missed,
+        on_agent: args.on_agent,
     };
     let s: ScheduleInfo = client.call_json(commands::SCHEDULES_CREATE, &create, ANSWER).await?;
     match args.output.format() {
@@ -94,13 +95,20 @@ pub async fn create(
         Format::Name => outln!("{}", s.id),
         Format::Table | Format::Wide => {
             outln!("{}", s.id);
-            eprintln!(
-                "schedule stored: {} on '{}', first at {} (orb schedule show {})",
-                s.command,
-                s.target,
-                s.next_fire_at.as_deref().unwrap_or("-"),
-                crate::jobs::short_id(&s.id, 13)
-            );
+            let short = crate::jobs::short_id(&s.id, 13);
+            if s.on_agent {
+                eprintln!(
+                    "schedule stored: {} on '{}', run by each matching device on its own clock; its runs: orb jobs --schedule {short}",
+                    s.command, s.target
+                );
+            } else {
+                eprintln!(
+                    "schedule stored: {} on '{}', first at {} (orb schedule show {short})",
+                    s.command,
+                    s.target,
+                    s.next_fire_at.as_deref().unwrap_or("-"),
+                );
+            }
         }
     }
     Ok(exit::OK)
@@ -133,6 +141,9 @@ fn print_one(s: &ScheduleInfo) {
     outln!("  selector   {}", s.target);
     outln!("  when       {}", s.spec.as_ref().map_or_else(|| "unreadable".to_owned(), describe));
     outln!("  missed     {}", s.missed);
+    if s.on_agent {
+        outln!("  runs on    each matching device, by its own clock (also while disconnected)");
+    }
     outln!("  deadline   {} ms", s.deadline_ms);
     outln!("  ttl        {}", s.ttl_ms.map_or_else(|| "-".to_owned(), |t| format!("{t} ms")));
     outln!("  rollout    {}", crate::rollout::describe(&s.rollout.unwrap_or_default()));
@@ -165,6 +176,7 @@ fn print_list(all: &[ScheduleInfo], out: &OutputArgs) -> Result<u8, Failure> {
                 .map(|s| {
                     let next = match (&s.paused_at, &s.next_fire_at) {
                         (Some(_), _) => "paused".to_owned(),
+                        (None, _) if s.on_agent => "on each device".to_owned(),
                         (None, Some(t)) => t.clone(),
                         (None, None) => "-".to_owned(),
                     };

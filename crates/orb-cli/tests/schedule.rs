@@ -238,7 +238,15 @@ fn send_scheduling_flags_are_checked_before_anything_is_sent() {
         assert!(stdout(&out).is_empty());
     }
     // Flags that make no sense together are usage errors too.
-    for args in [&["--at", "2030-01-01 10:00", "--every", "1m"][..], &["--every", "1m", "--async"], &["--tz", "UTC"]] {
+    for args in [
+        &["--at", "2030-01-01 10:00", "--every", "1m"][..],
+        &["--every", "1m", "--async"],
+        &["--tz", "UTC"],
+        // A schedule run on the agents: it needs a when, and takes no TTL or rollout.
+        &["--on-agent"],
+        &["--every", "1m", "--on-agent", "--ttl", "1h"],
+        &["--every", "1m", "--on-agent", "--batch", "10%"],
+    ] {
         assert_eq!(send(args).status.code(), Some(2), "{args:?}");
     }
 }

@@ -37,6 +37,7 @@ mod url;
 pub use client::{Client, ClientConfig};
 pub use error::ClientError;
 pub use job::{Job, JobUpdate};
+pub use orb_io::clock::Clock;
 pub use orb_io::handler::{self, Context, Handler, HandlerResult, Handlers};
 pub use orb_proto::Codec;
 pub use orb_proto::message::Role;

@@ -17,10 +17,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, ClientConfig};
-use crate::durable::AgentStore;
+use crate::durable::{AgentStore, LocalSchedules};
 use crate::error::ClientError;
 use crate::url::ServerUrl;
+use orb_io::clock::Clock;
+use orb_io::handler::Context;
 use orb_io::handler::Handlers;
+use orb_proto::message::commands;
+use orb_proto::schedule::AgentSchedules;
 
 /// Reconnect timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,8 +137,10 @@ pub struct Persistent {
     handlers: Handlers,
     backoff: Backoff,
     current: watch::Sender<Option<Client>>,
-    /// The agent's journal and outbox, when it has a data folder.
+    /// The agent's journal, outbox and local schedules, when it has a data folder.
     store: Option<AgentStore>,
+    /// What time it is, for the local schedules.
+    clock: Clock,
 }
 
 impl Persistent {
@@ -144,15 +150,32 @@ impl Persistent {
     /// When `urls` is empty.
     pub fn new(base: ClientConfig, urls: Vec<ServerUrl>, handlers: Handlers, backoff: Backoff) -> Persistent {
         assert!(!urls.is_empty(), "a persistent connection needs at least one server");
-        Persistent { base, urls, handlers, backoff, current: watch::channel(None).0, store: None }
+        Persistent {
+            base,
+            urls,
+            handlers,
+            backoff,
+            current: watch::channel(None).0,
+            store: None,
+            clock: Clock::system(),
+        }
     }
 
     /// Makes the link durable with `store`: every connection journals held commands (so a
-    /// redelivered one never runs twice) and flushes the outbox while it lives.
+    /// redelivered one never runs twice) and flushes the outbox while it lives; the agent-local
+    /// schedules the server syncs (`$orb.schedules.sync`, declared in the hello) are kept there
+    /// and fire while [`Persistent::run`] runs, connected or not.
     #[must_use]
     pub fn durable(mut self, store: AgentStore) -> Persistent {
         self.base.journal = Some(store.journal().clone());
         self.store = Some(store);
+        self
+    }
+
+    /// Reads the time for the local schedules from `clock` (tests drive it with paused time).
+    #[must_use]
+    pub fn clock(mut self, clock: Clock) -> Persistent {
+        self.clock = clock;
         self
     }
 
@@ -187,12 +210,22 @@ impl Persistent {
         let mut refusals = 0usize;
         // Changes once, when a welcome issues a device secret.
         let mut base = self.base.clone();
+        // A durable agent runs its local schedules for as long as the link runs, connected or not.
+        let mut handlers = self.handlers.clone();
+        let _local_schedules = self.store.as_ref().map(|store| {
+            handlers = with_schedule_sync(handlers.clone(), store.schedules().clone(), self.clock.clone());
+            let local = stop.child_token();
+            let (schedules, outbox, clock) = (store.schedules().clone(), store.outbox().clone(), self.clock.clone());
+            let (own, firing) = (self.handlers.clone(), local.clone());
+            tokio::spawn(async move { schedules.run(own, outbox, clock, firing).await });
+            local.drop_guard()
+        });
         loop {
             let url = self.urls[index].clone();
             let config = ClientConfig { url: url.clone(), ..base.clone() };
             let result = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
-                r = Client::connect(config, self.handlers.clone()) => r,
+                r = Client::connect(config, handlers.clone()) => r,
             };
             let delay = match result {
                 Ok(client) => {
@@ -289,6 +322,22 @@ impl Persistent {
 /// Refusals that no retry can fix.
 fn fatal_at_once(code: &ErrorCode) -> bool {
     matches!(code, ErrorCode::BadId | ErrorCode::UnsupportedVersion | ErrorCode::BadRequest)
+}
+
+/// `handlers` with the one the server calls to set this device's local schedules
+/// (`$orb.schedules.sync`: the whole set, kept in `schedules`).
+fn with_schedule_sync(handlers: Handlers, schedules: LocalSchedules, clock: Clock) -> Handlers {
+    handlers.on(commands::SCHEDULES_SYNC, move |c: Context| {
+        let (schedules, clock) = (schedules.clone(), clock.clone());
+        async move {
+            let set: AgentSchedules = c.args()?;
+            let kept = schedules
+                .sync(&set.schedules, clock.now())
+                .await
+                .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("the local schedules were not kept: {e}")))?;
+            Ok(serde_json::json!({ "schedules": kept }))
+        }
+    })
 }
 
 /// Refusals of this device's credential by one server, which another server (with another store)

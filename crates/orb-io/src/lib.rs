@@ -9,6 +9,7 @@
 //! - [`secret`]: a credential that never shows itself in logs or printed configuration.
 //! - [`sniff`]: HTTP recognised where orb frames were expected (a client on the wrong port), and
 //!   the plain HTTP answer the TCP port gives an HTTP client.
+//! - [`clock`]: the wall clock, injectable, so schedulers can be tested with paused time.
 //! - [`handler`]: command handlers by name and [`handler::run`], which runs one with its deadline
 //!   and survives its panic.
 //!
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod handler;
 pub mod queue;
 pub mod secret;

@@ -55,6 +55,13 @@ pub mod commands {
     pub const SCHEDULES_RESUME: &str = "$orb.schedules.resume";
     /// Remove a schedule (the jobs it fired stay). Args: [`crate::schedule::ScheduleRef`]; result: [`crate::schedule::ScheduleInfo`] as it was.
     pub const SCHEDULES_REMOVE: &str = "$orb.schedules.remove";
+    /// Server to device (a request to an agent that declares it): the agent-local schedules the
+    /// device runs, all of them; it keeps exactly these. Args: [`crate::schedule::AgentSchedules`];
+    /// result: `{"schedules": N}`.
+    pub const SCHEDULES_SYNC: &str = "$orb.schedules.sync";
+    /// Device to server, through its outbox: one firing of an agent-local schedule. Body:
+    /// [`crate::schedule::ScheduleRan`]; stored as a job of one target, linked to the schedule.
+    pub const SCHEDULES_RAN: &str = "$orb.schedules.ran";
 }
 
 /// Who a connection is: a device (a target of jobs) or an operator (CLI, scripts; never a target).

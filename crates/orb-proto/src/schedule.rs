@@ -33,6 +33,10 @@ pub struct ScheduleCreate {
     /// What to do with firings missed while no server ran (default `skip`).
     #[serde(default)]
     pub missed: MissedPolicy,
+    /// Run on each matching device's own clock (also while it is disconnected) instead of being
+    /// fired by the server (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_agent: bool,
 }
 
 /// Arguments naming one schedule: its id or a unique prefix of it.
@@ -65,6 +69,10 @@ pub struct ScheduleInfo {
     pub spec: Option<Spec>,
     /// What is done with firings missed while no server ran.
     pub missed: String,
+    /// It runs on each matching device's own clock (`next_fire_at` is then null: each device
+    /// keeps its own).
+    #[serde(default)]
+    pub on_agent: bool,
     /// Who created it.
     pub created_by: String,
     /// RFC 3339 UTC creation time.
@@ -79,4 +87,81 @@ pub struct ScheduleInfo {
     pub fired: u64,
     /// Why its last firing's job could not start (`code: message`), if it could not.
     pub last_error: Option<String>,
+}
+
+/// Arguments of [`crate::message::commands::SCHEDULES_SYNC`]: every agent-local schedule the
+/// device runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSchedules {
+    /// The schedules, by id.
+    pub schedules: Vec<AgentSchedule>,
+}
+
+/// One agent-local schedule as the server sends it to a device: the device fires it on its own
+/// clock, runs `command` with `args` through its own handler, and reports each firing through its
+/// outbox ([`ScheduleRan`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSchedule {
+    /// The schedule's id.
+    pub id: String,
+    /// When it fires.
+    pub spec: Spec,
+    /// What to do with firings missed while the agent was not running.
+    #[serde(default)]
+    pub missed: MissedPolicy,
+    /// Command name.
+    pub command: String,
+    /// Arguments (JSON), absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Box<RawValue>>,
+    /// Each firing's deadline, in milliseconds.
+    pub deadline_ms: u64,
+}
+
+/// Body of [`crate::message::commands::SCHEDULES_RAN`]: one firing of an agent-local schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleRan {
+    /// The schedule.
+    pub schedule: String,
+    /// The command it ran.
+    pub command: String,
+    /// RFC 3339 UTC time of the firing, by the device's clock.
+    pub fired_at: String,
+    /// How it ended: `ok`, `error` or `timeout`.
+    pub status: crate::Status,
+    /// The handler's result (status `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// Why it failed (other statuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::ErrorBody>,
+    /// Milliseconds the handler ran.
+    pub elapsed_ms: u64,
+}
+
+impl ScheduleRan {
+    /// The report of a firing of `schedule` at `fired_at` (RFC 3339) that ran `command` for
+    /// `elapsed_ms` and ended with `outcome` (an error with code `timeout` is status `timeout`).
+    pub fn new(
+        schedule: &str,
+        command: &str,
+        fired_at: String,
+        elapsed_ms: u64,
+        outcome: Result<serde_json::Value, crate::ErrorBody>,
+    ) -> ScheduleRan {
+        let (status, result, error) = match outcome {
+            Ok(v) => (crate::Status::Ok, serde_json::value::to_raw_value(&v).ok(), None),
+            Err(e) if e.code == crate::ErrorCode::Timeout => (crate::Status::Timeout, None, Some(e)),
+            Err(e) => (crate::Status::Error, None, Some(e)),
+        };
+        ScheduleRan {
+            schedule: schedule.to_owned(),
+            command: command.to_owned(),
+            fired_at,
+            status,
+            result,
+            error,
+            elapsed_ms,
+        }
+    }
 }

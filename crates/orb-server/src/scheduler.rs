@@ -117,9 +117,11 @@ impl Scheduler {
             }
         };
         // While waiting for devices to reconnect, what was due before the start (and the
-        // firings awaiting dispatch) waits until then.
+        // firings awaiting dispatch) waits until then; what falls due after the start fires on
+        // time.
         let next = match (next, waiting) {
-            (Some(t), true) => Some(t.max(self.started).min(self.reconnect_until)),
+            (Some(t), true) if t < self.started => Some(self.reconnect_until),
+            (Some(t), true) => Some(t.min(self.reconnect_until)),
             (None, true) => Some(self.reconnect_until),
             (next, false) => next,
         };
@@ -302,4 +304,99 @@ impl Template {
 /// The requester name a schedule's jobs show in the history.
 fn requester_name(schedule: &str) -> String {
     format!("schedule:{schedule}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The scheduler driven by an injected clock: each wake-up gets the time the test chooses
+    //! (`tick(now)`), so hours of firings, a server stopped for hours and a clock set back are
+    //! tested in an instant, against the real store, without waiting.
+
+    use super::*;
+    use orb_proto::schedule::MissedPolicy;
+    use orb_schedule::Spec;
+    use orb_store::{NewSchedule, ScheduleLimits};
+
+    fn every_10m(id: &str, t0: DateTime<Utc>, missed: MissedPolicy) -> NewSchedule {
+        let spec = Spec::Every { every_ms: 600_000, anchor: t0 };
+        NewSchedule {
+            id: id.to_owned(),
+            spec: serde_json::to_string(&spec).unwrap(),
+            missed: missed.as_str().to_owned(),
+            selector: "nobody-*".to_owned(),
+            command: "ping".to_owned(),
+            args: None,
+            wait_ms: 1_000,
+            ttl_ms: None,
+            rollout: None,
+            on_agent: false,
+            created_by: "test".to_owned(),
+            created_at: t0,
+            next_fire_at: orb_schedule::next_after(&spec, t0),
+        }
+    }
+
+    fn scheduler(broker: &Broker, started: DateTime<Utc>, reconnect: chrono::Duration) -> Scheduler {
+        Scheduler { broker: broker.clone(), reconnect_until: started + reconnect, started, requesters: HashMap::new() }
+    }
+
+    #[tokio::test]
+    async fn firings_follow_the_injected_clock_through_hours_a_stopped_server_and_a_clock_set_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let server =
+            crate::ServerBuilder::new(crate::ServerConfig::for_tests(dir.path().to_path_buf())).start().await.unwrap();
+        let broker = server.broker().clone();
+        let store = Arc::clone(broker.registry().store());
+        // Years ahead of the wall clock, so the server's own scheduler never finds them due.
+        let t0: DateTime<Utc> = "2031-01-01T00:00:00Z".parse().unwrap();
+        let limits = ScheduleLimits { max_schedules: 10, max_bytes: 1 << 16 };
+        store.create_schedule(every_10m("sch-skip", t0, MissedPolicy::Skip), limits).await.unwrap();
+        store.create_schedule(every_10m("sch-once", t0, MissedPolicy::RunOnce), limits).await.unwrap();
+        let fired = |id: &'static str| {
+            let store = Arc::clone(&store);
+            async move { store.schedule(id).await.unwrap() }
+        };
+
+        // Six hours, each wake-up when the scheduler asked for it: 36 firings each, none twice.
+        let mut s = scheduler(&broker, t0, chrono::Duration::zero());
+        let end = t0 + chrono::Duration::hours(6);
+        let mut now = t0;
+        let mut wakes = 0;
+        while now <= end {
+            let wait = s.tick(now).await;
+            assert!(wait > Duration::ZERO && wait <= MAX_SLEEP, "{wait:?} at {now}");
+            now += chrono::Duration::from_std(wait).unwrap();
+            wakes += 1;
+            assert!(wakes < 1000, "bounded");
+        }
+        assert_eq!(wakes, 361, "a wake-up a minute: the longest sleep");
+        for id in ["sch-skip", "sch-once"] {
+            let r = fired(id).await;
+            assert_eq!(r.fired, 36, "{id}");
+            assert_eq!(r.last_fired_at, Some(end));
+            assert_eq!(r.schedule.next_fire_at, Some(end + chrono::Duration::minutes(10)));
+        }
+        assert_eq!(store.schedule_jobs("sch-once", 100).await.unwrap().len(), 36, "a job per firing");
+        // Nothing matches: each firing's job was refused, and the schedule says why.
+        assert!(fired("sch-once").await.last_error.unwrap().starts_with("no_match"));
+
+        // Stopped for three hours, started 3 minutes past a firing time (beyond the grace): what
+        // was due waits a heartbeat for devices to return, then `skip` drops it and `run-once`
+        // fires once.
+        let start = end + chrono::Duration::minutes(183);
+        let mut s = scheduler(&broker, start, chrono::Duration::seconds(15));
+        assert_eq!(s.tick(start).await, Duration::from_secs(15), "waits for devices to reconnect");
+        assert_eq!(fired("sch-once").await.fired, 36, "nothing fired while waiting");
+        s.tick(start + chrono::Duration::seconds(15)).await;
+        let (skip, once) = (fired("sch-skip").await, fired("sch-once").await);
+        assert_eq!((skip.fired, once.fired), (36, 37));
+        let next = end + chrono::Duration::minutes(190);
+        assert_eq!((skip.schedule.next_fire_at, once.schedule.next_fire_at), (Some(next), Some(next)));
+
+        // The clock set back an hour: nothing is due again, nothing fires twice.
+        s.tick(start - chrono::Duration::hours(1)).await;
+        assert_eq!((fired("sch-skip").await.fired, fired("sch-once").await.fired), (36, 37));
+        server.drain(Duration::from_millis(100)).await;
+    }
 }

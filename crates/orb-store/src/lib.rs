@@ -231,6 +231,9 @@ pub trait Store: Send + Sync + 'static {
     /// has them).
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
 
+    /// The active (not paused) agent-local schedules, by id, with their arguments.
+    async fn agent_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+
     /// Active schedules due by `before`, earliest first, at most `limit`.
     async fn due_schedules(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ScheduleRecord>, StoreError>;
 

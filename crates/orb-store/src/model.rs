@@ -493,6 +493,9 @@ pub struct NewSchedule {
     pub ttl_ms: Option<u64>,
     /// Each firing's rollout: `orb_proto::rollout::Rollout` as JSON; `None` for all at once.
     pub rollout: Option<String>,
+    /// Run by each matching device on its own clock, never fired by the server (its
+    /// `next_fire_at` stays `None`).
+    pub on_agent: bool,
     /// Who created it (session name).
     pub created_by: String,
     /// When.

@@ -15,7 +15,7 @@ use crate::{FiredJob, Firing, NewSchedule, ScheduleCreated, ScheduleLimits, Sche
 
 type Answer = Result<Written, StoreError>;
 
-const COLUMNS: &str = "id, spec, missed, selector, command, args, wait_ms, ttl_ms, rollout, created_by, created_at, \
+const COLUMNS: &str = "id, spec, missed, selector, command, args, wait_ms, ttl_ms, rollout, on_agent, created_by, created_at, \
      paused_at, next_fire_at, last_fired_at, fired, last_error";
 
 /// Stores `s` unless there are `limits.max_schedules` already or it is larger than
@@ -43,7 +43,7 @@ pub(crate) async fn create(
     }
     sqlx::query(
         "INSERT INTO schedules (id, spec, missed, selector, command, args, wait_ms, ttl_ms, created_by, created_at, \
-         bytes, next_fire_at, rollout) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         bytes, next_fire_at, rollout, on_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&s.id)
     .bind(&s.spec)
@@ -58,6 +58,7 @@ pub(crate) async fn create(
     .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
     .bind(s.next_fire_at.map(ms))
     .bind(s.rollout.as_deref())
+    .bind(i64::from(s.on_agent))
     .execute(&mut *conn)
     .await?;
     Ok(Ok(Written::ScheduleCreated(ScheduleCreated::Created)))
@@ -184,6 +185,13 @@ pub(crate) async fn due(pool: &AnyPool, before: DateTime<Utc>, limit: u32) -> Re
     Ok(rows.iter().filter_map(schedule).collect())
 }
 
+/// The active agent-local schedules, by id, with their arguments.
+pub(crate) async fn on_agents(pool: &AnyPool) -> Result<Vec<ScheduleRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM schedules WHERE on_agent = 1 AND paused_at IS NULL ORDER BY id");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await.map_err(unavailable)?;
+    Ok(rows.iter().filter_map(schedule).collect())
+}
+
 /// The earliest next firing time of an active schedule.
 pub(crate) async fn earliest(pool: &AnyPool) -> Result<Option<DateTime<Utc>>, StoreError> {
     let row = sqlx::query("SELECT MIN(next_fire_at) AS t FROM schedules WHERE paused_at IS NULL")
@@ -256,6 +264,7 @@ fn schedule(row: &AnyRow) -> Option<ScheduleRecord> {
                 wait_ms: count("wait_ms")?,
                 ttl_ms: row.try_get::<Option<i64>, _>("ttl_ms")?.map(|t| u64::try_from(t).unwrap_or(0)),
                 rollout: row.try_get("rollout")?,
+                on_agent: row.try_get::<i64, _>("on_agent")? != 0,
                 created_by: row.try_get("created_by")?,
                 created_at: time("created_at")?,
                 next_fire_at: optional_time("next_fire_at")?,

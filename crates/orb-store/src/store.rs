@@ -222,6 +222,11 @@ impl Store for SqlStore {
         crate::schedules::all(&self.pools.read).await
     }
 
+    async fn agent_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.check_open()?;
+        crate::schedules::on_agents(&self.pools.read).await
+    }
+
     async fn due_schedules(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ScheduleRecord>, StoreError> {
         self.check_open()?;
         crate::schedules::due(&self.pools.read, before, limit).await

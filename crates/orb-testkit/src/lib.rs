@@ -120,13 +120,27 @@ impl TestServer {
     /// # Panics
     /// When the server cannot start again (a test failure).
     pub async fn restart(self, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        self.restart_after(async {}, tweak).await.0
+    }
+
+    /// [`TestServer::restart`], awaiting `while_down` between the stop and the start (what
+    /// clients do while no server runs); its output comes back with the new server.
+    ///
+    /// # Panics
+    /// When the server does not start again.
+    pub async fn restart_after<F: Future>(
+        self,
+        while_down: F,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> (TestServer, F::Output) {
         let TestServer { server, data, secrets } = self;
         server.drain(Duration::from_millis(500)).await;
         drop(server);
+        let out = while_down.await;
         let mut cfg = ServerConfig::for_tests(data.path().to_path_buf());
         tweak(&mut cfg);
         let server = ServerBuilder::new(cfg).start().await.expect("server starts again");
-        TestServer { server, data, secrets }
+        (TestServer { server, data, secrets }, out)
     }
 
     /// The device secret [`TestServer::agent`] got for `id`, if it enrolled.

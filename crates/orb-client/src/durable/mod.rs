@@ -1,11 +1,13 @@
 //! The agent's durable state in one SQLite file (`agent.db` in its data folder; WAL,
 //! `synchronous=FULL`, so a write that returned survives a crash or power loss): the
-//! [`Journal`] of held commands it ran (effectively-once execution) and the [`Outbox`] of
-//! messages it sent that the server has not acknowledged yet. [`AgentStore::open`] opens both;
+//! [`Journal`] of held commands it ran (effectively-once execution), the [`Outbox`] of
+//! messages it sent that the server has not acknowledged yet, and the [`LocalSchedules`] it runs
+//! on its own clock. [`AgentStore::open`] opens them;
 //! the client hands them to each connection ([`crate::ClientConfig::journal`], [`crate::Persistent`]).
 
 mod journal;
 mod outbox;
+mod schedules;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -16,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use journal::{Journal, JournalLimits, Journaled};
 pub(crate) use outbox::OutboxMessage;
 pub use outbox::{Outbox, OutboxLimits, Receipt};
+pub use schedules::{LocalSchedule, LocalSchedules};
 
 /// Why the agent's durable state failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,7 @@ pub struct DurableLimits {
 pub struct AgentStore {
     journal: Journal,
     outbox: Outbox,
+    schedules: LocalSchedules,
 }
 
 /// How long a write waits for SQLite's lock (only this process writes; the agent's data folder
@@ -91,8 +95,9 @@ impl AgentStore {
         check_durability(&pool).await.map_err(fail)?;
         let journal = Journal::new(pool.clone(), limits.journal);
         journal.prune(chrono::Utc::now()).await?;
+        let schedules = LocalSchedules::new(pool.clone());
         let outbox = Outbox::start(pool, limits.outbox).await?;
-        Ok(AgentStore { journal, outbox })
+        Ok(AgentStore { journal, outbox, schedules })
     }
 
     /// The journal of held commands.
@@ -103,6 +108,11 @@ impl AgentStore {
     /// The outbox.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// The schedules this device runs on its own clock.
+    pub fn schedules(&self) -> &LocalSchedules {
+        &self.schedules
     }
 }
 

@@ -166,6 +166,16 @@ impl Outbox {
                 orb_proto::RESERVED_PREFIX
             )));
         }
+        self.commit(cmd, body).await
+    }
+
+    /// [`Outbox::send`] for the client's own reports to the server (a `$orb.` command, such as a
+    /// local schedule's firing).
+    pub(crate) async fn send_reserved(&self, cmd: &'static str, body: Bytes) -> Result<Receipt, DurableError> {
+        self.commit(cmd, body).await
+    }
+
+    async fn commit(&self, cmd: &str, body: Bytes) -> Result<Receipt, DurableError> {
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             return Err(DurableError::Invalid(format!("the body is not JSON: {e}")));
         }

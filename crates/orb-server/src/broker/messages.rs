@@ -89,7 +89,14 @@ impl Broker {
                 continue;
             }
             if fresh.next() == Some(true) {
-                self.hand_to_handler(who, m);
+                if m.command == orb_proto::message::commands::SCHEDULES_RAN {
+                    // Checked above: a local schedule's firing, stored as a job.
+                    if let Ok(ran) = super::agent_schedules::check_local_run(m.body.as_ref()) {
+                        self.record_local_run(&device, m.sent_at, &ran).await;
+                    }
+                } else {
+                    self.hand_to_handler(who, m);
+                }
             } else {
                 *answer = Ok(Stored::Duplicate);
             }
@@ -103,6 +110,9 @@ impl Broker {
                 ErrorCode::BadRequest,
                 format!("msg must be 1 to {MAX_MESSAGE_ID} bytes without control characters"),
             ));
+        }
+        if m.command == orb_proto::message::commands::SCHEDULES_RAN {
+            return super::agent_schedules::check_local_run(m.body.as_ref()).map(drop);
         }
         if m.command.starts_with(orb_proto::RESERVED_PREFIX) {
             return Err(ErrorBody::new(

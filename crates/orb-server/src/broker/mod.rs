@@ -11,6 +11,7 @@
 //! command names mapped onto them, for the wire protocol), `declared` (a job's command checked
 //! against the commands its targets declared).
 
+mod agent_schedules;
 mod declared;
 mod held;
 mod messages;
@@ -338,6 +339,7 @@ impl Broker {
         self.0.policy.check(&who.identity, &Action::SubmitJob { command: &spec.command, target: &spec.target })?;
         self.refuse_when_draining()?;
         check_command_name(&spec.command)?;
+        check_not_reserved(&spec.command)?;
         check_args(spec.args.as_ref())?;
         let sel = self.parse_selector(&spec.target)?;
         let mut targets = self.resolve(&sel);
@@ -374,6 +376,15 @@ impl Broker {
     /// device's, a `timeout` at the deadline, or the refusal (`forbidden`, `server_shutdown`,
     /// `bad_body`, `device_offline`, `frame_too_large`).
     pub fn request(&self, who: &Requester, spec: RequestSpec, sink: Box<dyn ReplySink>) {
+        if let Err(e) = check_not_reserved(&spec.command) {
+            return sink.complete(Reply { from: None, answer: Err(e) });
+        }
+        self.send_request(who, spec, sink);
+    }
+
+    /// [`Broker::request`] without the check that the command is not one of the server's own
+    /// (`$orb.`): the server sends those to devices itself (a sync of agent-local schedules).
+    fn send_request(&self, who: &Requester, spec: RequestSpec, sink: Box<dyn ReplySink>) {
         let refusal = |e: ErrorBody| Reply { from: None, answer: Err(e) };
         if let Err(e) = self
             .0
@@ -521,6 +532,18 @@ pub(crate) fn check_command_name(command: &str) -> Result<(), ErrorBody> {
     let max = orb_proto::message::MAX_COMMAND_NAME;
     if command.len() > max {
         let msg = format!("command name '{}' is longer than {max} bytes", orb_proto::excerpt(command));
+        return Err(ErrorBody::new(ErrorCode::BadRequest, msg));
+    }
+    Ok(())
+}
+
+/// Commands named `$orb.` are the server's own: a client may not send them to devices.
+fn check_not_reserved(command: &str) -> Result<(), ErrorBody> {
+    if command.starts_with(RESERVED_PREFIX) {
+        let msg = format!(
+            "{RESERVED_PREFIX} commands go to the server, never to devices ('{}')",
+            orb_proto::excerpt(command)
+        );
         return Err(ErrorBody::new(ErrorCode::BadRequest, msg));
     }
     Ok(())

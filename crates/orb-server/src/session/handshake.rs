@@ -129,7 +129,12 @@ pub(super) async fn handshake<R: FrameSource>(
             match registry.get(id.as_str()) {
                 None => outbox.closer.close(CloseReason::Removed),
                 Some(k) if k.revoked => outbox.closer.close(CloseReason::Revoked),
-                Some(_) => broker.deliver_held(id.clone()),
+                Some(k) => {
+                    broker.deliver_held(id.clone());
+                    if k.commands.iter().any(|c| c == orb_proto::message::commands::SCHEDULES_SYNC) {
+                        broker.sync_agent_schedules(Some(id.clone()));
+                    }
+                }
             }
             (Registered::Device(registration), Some(record))
         }

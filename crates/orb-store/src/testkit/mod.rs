@@ -154,6 +154,7 @@ macro_rules! conformance_tests {
             schedules_are_stored_within_limits,
             a_firing_is_stored_once,
             a_paused_schedule_does_not_fire,
+            agent_schedules_are_listed_while_active,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {

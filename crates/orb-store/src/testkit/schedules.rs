@@ -25,6 +25,7 @@ fn schedule(id: &str, next_ms: i64) -> NewSchedule {
         wait_ms: 5_000,
         ttl_ms: Some(60_000),
         rollout: Some(ROLLOUT.to_owned()),
+        on_agent: false,
         created_by: "op-1".to_owned(),
         created_at: t(0),
         next_fire_at: Some(t(next_ms)),
@@ -181,4 +182,19 @@ pub async fn a_paused_schedule_does_not_fire(h: &Harness) {
     assert_eq!(s.schedule("sch-p").await.unwrap().last_error.as_deref(), Some("no_match: no known device matches"));
     s.schedule_error("sch-p", None).await.unwrap();
     assert_eq!(s.schedule("sch-p").await.unwrap().last_error, None);
+}
+
+/// An agent-local schedule is stored without a next firing (the server never fires it), listed
+/// with its arguments among the active agent-local schedules, and left out while paused.
+pub async fn agent_schedules_are_listed_while_active(h: &Harness) {
+    let s = h.store();
+    let local = NewSchedule { on_agent: true, next_fire_at: None, ..schedule("sch-local", 1_000) };
+    s.create_schedule(local.clone(), ROOMY).await.unwrap();
+    s.create_schedule(schedule("sch-server", 1_000), ROOMY).await.unwrap();
+    let listed = s.agent_schedules().await.unwrap();
+    assert_eq!(listed.iter().map(|r| &r.schedule).collect::<Vec<_>>(), [&local], "with its args, on_agent kept");
+    assert_eq!(s.next_firing().await.unwrap(), Some(t(1_000)), "only the server's schedule fires");
+    assert_eq!(s.due_schedules(t(5_000), 10).await.unwrap().len(), 1);
+    assert!(s.pause_schedule("sch-local", Some(t(500)), None).await.unwrap());
+    assert!(s.agent_schedules().await.unwrap().is_empty(), "paused: not run by devices");
 }

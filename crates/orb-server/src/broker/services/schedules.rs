@@ -28,6 +28,13 @@ impl Broker {
         check_args(args.as_ref())?;
         self.parse_selector(&c.target)?;
         c.rollout.check()?;
+        let bad_schedule = |message: &str| ErrorBody::new(ErrorCode::BadSchedule, message);
+        if c.on_agent && !c.rollout.normalized().is_default() {
+            return Err(bad_schedule("a schedule run on agents has no rollout: each device runs it on its own"));
+        }
+        if c.on_agent && c.ttl_ms.is_some() {
+            return Err(bad_schedule("a schedule run on agents has no TTL: each device runs it, connected or not"));
+        }
         let bad = |message: String| ErrorBody::new(ErrorCode::BadSchedule, message);
         c.spec.validate().map_err(|e| bad(format!("{}: {e}", e.code())))?;
         let now = Utc::now();
@@ -46,9 +53,11 @@ impl Broker {
             wait_ms: u64::try_from(wait.min(limits.max_deadline).as_millis()).unwrap_or(u64::MAX),
             ttl_ms: c.ttl_ms.map(|t| t.min(u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX))),
             rollout: c.rollout.normalized().stored(),
+            on_agent: c.on_agent,
             created_by: who.identity.name.clone(),
             created_at: now,
-            next_fire_at: Some(first),
+            // The server never fires an agent-local schedule: each device keeps its own time.
+            next_fire_at: (!c.on_agent).then_some(first),
         };
         let bounds =
             ScheduleLimits { max_schedules: limits.max_schedules as u64, max_bytes: limits.max_schedule_bytes as u64 };
@@ -57,7 +66,7 @@ impl Broker {
             ScheduleCreated::Created => {}
             ScheduleCreated::Full(why) => return Err(ErrorBody::new(ErrorCode::TooManySchedules, why)),
         }
-        self.0.schedules_changed.notify_one();
+        self.schedule_changed(new.on_agent);
         let record = ScheduleRecord { schedule: new, paused_at: None, last_fired_at: None, fired: 0, last_error: None };
         Ok(schedule_info(&record))
     }
@@ -91,7 +100,7 @@ impl Broker {
         self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.pause" })?;
         let s = self.find_schedule(r).await?;
         if s.paused_at.is_none() {
-            self.set_paused(&s.schedule.id, Some(Utc::now()), s.schedule.next_fire_at).await?;
+            self.set_paused(&s, Some(Utc::now()), s.schedule.next_fire_at).await?;
         }
         Ok(schedule_info(&self.find_schedule(r).await?))
     }
@@ -106,7 +115,7 @@ impl Broker {
         let s = self.find_schedule(r).await?;
         if s.paused_at.is_some() {
             let next = spec_of(&s).and_then(|spec| orb_schedule::next_after(&spec, Utc::now()));
-            self.set_paused(&s.schedule.id, None, next).await?;
+            self.set_paused(&s, None, next.filter(|_| !s.schedule.on_agent)).await?;
         }
         Ok(schedule_info(&self.find_schedule(r).await?))
     }
@@ -122,7 +131,7 @@ impl Broker {
         if !self.registry().store().remove_schedule(&s.schedule.id).await.map_err(store_error)? {
             return Err(not_found(&r.id));
         }
-        self.0.schedules_changed.notify_one();
+        self.schedule_changed(s.schedule.on_agent);
         Ok(schedule_info(&s))
     }
 
@@ -139,15 +148,25 @@ impl Broker {
 
     async fn set_paused(
         &self,
-        id: &str,
+        s: &ScheduleRecord,
         paused_at: Option<DateTime<Utc>>,
         next: Option<DateTime<Utc>>,
     ) -> Result<(), ErrorBody> {
         // Unchanged when someone else paused (resumed) it meanwhile: the answer reads it again.
-        if self.registry().store().pause_schedule(id, paused_at, next).await.map_err(store_error)? {
-            self.0.schedules_changed.notify_one();
+        if self.registry().store().pause_schedule(&s.schedule.id, paused_at, next).await.map_err(store_error)? {
+            self.schedule_changed(s.schedule.on_agent);
         }
         Ok(())
+    }
+
+    /// A schedule was created, paused, resumed or removed: the scheduler wakes, or for an
+    /// agent-local one, every connected device gets its set again.
+    fn schedule_changed(&self, on_agent: bool) {
+        if on_agent {
+            self.sync_agent_schedules(None);
+        } else {
+            self.0.schedules_changed.notify_one();
+        }
     }
 }
 
@@ -186,6 +205,7 @@ fn schedule_info(s: &ScheduleRecord) -> ScheduleInfo {
         rollout: n.rollout.as_deref().and_then(|r| orb_proto::rollout::Rollout::from_stored(Some(r)).ok()),
         spec: serde_json::from_str(&n.spec).ok(),
         missed: n.missed.clone(),
+        on_agent: n.on_agent,
         created_by: n.created_by.clone(),
         created_at: rfc3339(n.created_at),
         paused_at: s.paused_at.map(rfc3339),
