@@ -182,7 +182,9 @@ fn print_list(all: &[ScheduleInfo], out: &OutputArgs) -> Result<u8, Failure> {
                     };
                     let id = crate::jobs::short_id(&s.id, len).to_owned();
                     let when = s.spec.as_ref().map_or_else(|| "unreadable".to_owned(), describe);
-                    vec![id, next, s.fired.to_string(), when, s.command.clone(), s.target.clone()]
+                    // The devices count their own runs: `orb jobs --schedule ID` lists them.
+                    let fired = if s.on_agent { "-".to_owned() } else { s.fired.to_string() };
+                    vec![id, next, fired, when, s.command.clone(), s.target.clone()]
                 })
                 .collect();
             outln!("{}", render::table(&header, rows, !out.no_headers, |_, _| None));

@@ -332,10 +332,13 @@ fn with_schedule_sync(handlers: Handlers, schedules: LocalSchedules, clock: Cloc
         async move {
             let set: AgentSchedules = c.args()?;
             let kept = schedules
-                .sync(&set.schedules, clock.now())
+                .sync(set.version, &set.schedules, clock.now())
                 .await
                 .map_err(|e| ErrorBody::new(ErrorCode::Internal, format!("the local schedules were not kept: {e}")))?;
-            Ok(serde_json::json!({ "schedules": kept }))
+            Ok(match kept {
+                Some(n) => serde_json::json!({ "schedules": n }),
+                None => serde_json::json!({ "stale": true }),
+            })
         }
     })
 }

@@ -93,6 +93,9 @@ pub struct ScheduleInfo {
 /// device runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentSchedules {
+    /// Which sync this is: a device applies a set only if its version is not older than the
+    /// last one it applied (two syncs may be handled out of order).
+    pub version: u64,
     /// The schedules, by id.
     pub schedules: Vec<AgentSchedule>,
 }

@@ -139,6 +139,13 @@ async fn an_agent_runs_its_schedule_on_its_own_clock_also_while_no_server_runs()
     // A device that matches later gets it when it connects; removing it removes it everywhere.
     let later = LocalAgent::start(&server, "la-2").await;
     later.holds(1).await;
+    // Paused, the devices drop it; resumed, they run it again.
+    let _: ScheduleInfo = call(&op, commands::SCHEDULES_PAUSE, json!({ "id": created.id })).await;
+    agent.holds(0).await;
+    later.holds(0).await;
+    let _: ScheduleInfo = call(&op, commands::SCHEDULES_RESUME, json!({ "id": created.id })).await;
+    agent.holds(1).await;
+    later.holds(1).await;
     let _: ScheduleInfo = call(&op, commands::SCHEDULES_REMOVE, json!({ "id": created.id })).await;
     agent.holds(0).await;
     later.holds(0).await;
@@ -162,13 +169,48 @@ async fn clients_may_not_send_the_servers_own_commands_to_devices() {
     let e =
         op.request("la-3", commands::SCHEDULES_SYNC, bytes::Bytes::from_static(b"{}"), Duration::from_secs(5)).await;
     assert!(matches!(&e, Err(orb_client::ClientError::Remote(b)) if b.code == ErrorCode::BadRequest), "{e:?}");
-    // A schedule run on agents takes neither a rollout nor a TTL.
+    // A schedule run on agents repeats, and takes neither a rollout nor a TTL; no schedule runs
+    // one of the server's own commands.
     let spec = json!({"kind": "every", "every_ms": 1000, "anchor": Utc::now().to_rfc3339()});
-    for extra in [json!({"ttl_ms": 1000}), json!({"rollout": {"batch": "1"}})] {
+    let at = json!({"kind": "at", "at": (Utc::now() + chrono::Duration::hours(1)).to_rfc3339()});
+    for (extra, code) in [
+        (json!({"ttl_ms": 1000}), ErrorCode::BadSchedule),
+        (json!({"rollout": {"batch": "1"}}), ErrorCode::BadSchedule),
+        (json!({"spec": at}), ErrorCode::BadSchedule),
+        (json!({"command": "$orb.schedules.sync"}), ErrorCode::BadRequest),
+    ] {
         let mut create = json!({"target": "*", "command": "stamp", "spec": spec, "on_agent": true});
         create.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        let code = orb_testkit::refused(&op, commands::SCHEDULES_CREATE, create).await;
-        assert_eq!(code, ErrorCode::BadSchedule);
+        assert_eq!(orb_testkit::refused(&op, commands::SCHEDULES_CREATE, create).await, code, "{extra}");
     }
     drop(agent);
+}
+
+#[tokio::test]
+async fn a_resent_run_report_is_stored_once_and_never_in_the_future() {
+    let server = TestServer::start().await;
+    let mut raw = server.raw_agent("la-4").await;
+    let future = (Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let report = |id: &str| {
+        json!({"kind": "cmd", "id": id, "cmd": commands::SCHEDULES_RAN, "msg": "run-1", "at_ms": 1_764_979_200_000_u64,
+               "body": {"schedule": "sch-x", "command": "stamp", "fired_at": future, "status": "ok",
+                        "result": "stamped", "elapsed_ms": 3}})
+    };
+    for (id, answer) in [("1", json!({"stored": true})), ("2", json!({"duplicate": true}))] {
+        raw.send_json(&report(id)).await.unwrap();
+        let reply = within("the acknowledgement", raw.read_json()).await.unwrap();
+        assert_eq!(reply["body"], answer, "{reply}");
+    }
+    let bad = json!({"kind": "cmd", "id": "3", "cmd": commands::SCHEDULES_RAN, "msg": "run-2",
+                     "body": {"schedule": "sch-x", "command": "stamp", "fired_at": future, "status": "queued", "elapsed_ms": 1}});
+    raw.send_json(&bad).await.unwrap();
+    let reply = within("the refusal", raw.read_json()).await.unwrap();
+    assert_eq!(reply["error"]["code"], "bad_body", "{reply}");
+
+    let op = server.operator(Transport::Tcp).await;
+    let runs: Vec<JobInfo> = call(&op, commands::JOBS_LIST, json!({ "schedule": "sch-x" })).await;
+    assert_eq!(runs.len(), 1, "stored once: {runs:?}");
+    let at = chrono::DateTime::parse_from_rfc3339(&runs[0].created_at).unwrap();
+    assert!(at <= Utc::now(), "a run is never in the future: {at}");
+    assert_eq!((runs[0].state, runs[0].summary[&orb_proto::Status::Ok]), (JobPhase::Done, 1));
 }

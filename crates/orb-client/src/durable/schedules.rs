@@ -36,6 +36,9 @@ pub struct LocalSchedules {
     pool: SqlitePool,
     /// Told when the set changed: the firing task reads it again.
     changed: Arc<Notify>,
+    /// The version of the last set applied (syncs are applied one at a time, never an older one
+    /// over a newer one).
+    applied: Arc<tokio::sync::Mutex<u64>>,
 }
 
 /// One stored local schedule and when it fires next.
@@ -49,16 +52,26 @@ pub struct LocalSchedule {
 
 impl LocalSchedules {
     pub(crate) fn new(pool: SqlitePool) -> LocalSchedules {
-        LocalSchedules { pool, changed: Arc::default() }
+        LocalSchedules { pool, changed: Arc::default(), applied: Arc::default() }
     }
 
-    /// Makes `list` the set this device runs, in one transaction: a schedule kept unchanged
-    /// keeps its next firing, a new or changed one starts from its first firing after `now`, one
-    /// not in `list` is removed. Returns how many are kept.
+    /// Makes `list` the set this device runs, in one transaction, unless a set of a newer
+    /// `version` was applied already (then nothing changes: `Ok(None)`): a schedule kept
+    /// unchanged keeps its next firing, a new or changed one starts from its first firing after
+    /// `now`, one not in `list` is removed. Returns how many are kept.
     ///
     /// # Errors
     /// [`DurableError::Storage`] when the store fails (nothing changed).
-    pub async fn sync(&self, list: &[AgentSchedule], now: DateTime<Utc>) -> Result<usize, DurableError> {
+    pub async fn sync(
+        &self,
+        version: u64,
+        list: &[AgentSchedule],
+        now: DateTime<Utc>,
+    ) -> Result<Option<usize>, DurableError> {
+        let mut applied = self.applied.lock().await;
+        if version < *applied {
+            return Ok(None);
+        }
         let mut tx = self.pool.begin().await?;
         let stored: Vec<(String, String)> = sqlx::query("SELECT id, definition FROM local_schedules")
             .fetch_all(&mut *tx)
@@ -87,8 +100,9 @@ impl LocalSchedules {
             .await?;
         }
         tx.commit().await?;
+        *applied = version;
         self.changed.notify_one();
-        Ok(list.len())
+        Ok(Some(list.len()))
     }
 
     /// Every stored schedule, by id; one that cannot be read is left out (logged).
@@ -308,7 +322,7 @@ mod tests {
         let t0 = "2026-12-06T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
         let a = every_10s("a", t0, MissedPolicy::Skip);
         let b = every_10s("b", t0, MissedPolicy::Skip);
-        assert_eq!(store.schedules().sync(&[a.clone(), b.clone()], t0).await.unwrap(), 2);
+        assert_eq!(store.schedules().sync(1, &[a.clone(), b.clone()], t0).await.unwrap(), Some(2));
         let next = |all: &[LocalSchedule], id: &str| all.iter().find(|s| s.schedule.id == id).unwrap().next_fire_at;
         let all = store.schedules().all().await.unwrap();
         assert_eq!(next(&all, "a"), Some(t0 + chrono::Duration::seconds(10)));
@@ -316,11 +330,12 @@ mod tests {
         // Later, `a` unchanged keeps its next firing; `b` changed starts again; `c` is gone.
         let later = t0 + chrono::Duration::seconds(25);
         let b2 = AgentSchedule { command: "other".to_owned(), ..b };
-        store.schedules().sync(&[a, b2], later).await.unwrap();
+        store.schedules().sync(2, &[a, b2], later).await.unwrap();
+        assert_eq!(store.schedules().sync(1, &[], later).await.unwrap(), None, "an older set is ignored");
         let all = store.schedules().all().await.unwrap();
         assert_eq!(next(&all, "a"), Some(t0 + chrono::Duration::seconds(10)), "kept");
         assert_eq!(next(&all, "b"), Some(t0 + chrono::Duration::seconds(30)), "changed: from now");
-        store.schedules().sync(&[], later).await.unwrap();
+        store.schedules().sync(3, &[], later).await.unwrap();
         assert!(store.schedules().all().await.unwrap().is_empty(), "removed");
     }
 
@@ -332,7 +347,7 @@ mod tests {
         let (handlers, mut ran) = probe();
         let set = |t: DateTime<Utc>| *now.lock().unwrap() = t;
         let mins = chrono::Duration::minutes;
-        store.schedules().sync(&[every("s-1", 600_000, t0, MissedPolicy::Skip)], t0).await.unwrap();
+        store.schedules().sync(1, &[every("s-1", 600_000, t0, MissedPolicy::Skip)], t0).await.unwrap();
         let running = Arc::default();
         let (local, outbox) = (store.schedules(), store.outbox());
 
@@ -364,7 +379,11 @@ mod tests {
         assert_eq!(sent[1].fired_at, "2026-12-06T13:10:00.000Z");
 
         // A firing 5 s away: the task sleeps exactly until it.
-        store.schedules().sync(&[every_10s("s-2", t0 + mins(190), MissedPolicy::Skip)], t0 + mins(190)).await.unwrap();
+        store
+            .schedules()
+            .sync(2, &[every_10s("s-2", t0 + mins(190), MissedPolicy::Skip)], t0 + mins(190))
+            .await
+            .unwrap();
         set(t0 + mins(190) + chrono::Duration::seconds(5));
         let wait = local.fire_due(&handlers, outbox, &clock, &running).await.unwrap();
         assert_eq!(wait, Duration::from_secs(5));
@@ -377,7 +396,7 @@ mod tests {
         let (clock, now) = hand_clock(t0);
         let (handlers, mut ran) = probe();
         let missing = AgentSchedule { command: "nope".to_owned(), ..every("s-2", 600_000, t0, MissedPolicy::Skip) };
-        store.schedules().sync(&[every("s-1", 600_000, t0, MissedPolicy::RunOnce), missing], t0).await.unwrap();
+        store.schedules().sync(1, &[every("s-1", 600_000, t0, MissedPolicy::RunOnce), missing], t0).await.unwrap();
         *now.lock().unwrap() = t0 + chrono::Duration::minutes(122);
         let running = Arc::default();
         store.schedules().fire_due(&handlers, store.outbox(), &clock, &running).await.unwrap();

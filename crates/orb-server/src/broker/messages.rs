@@ -84,21 +84,33 @@ impl Broker {
             }
         };
         let mut fresh = fresh.into_iter();
-        for (answer, m) in answers.iter_mut().zip(&messages) {
+        let mut runs = Vec::new();
+        for (i, (answer, m)) in answers.iter_mut().zip(&messages).enumerate() {
             if answer.is_err() {
                 continue;
             }
-            if fresh.next() == Some(true) {
-                if m.command == orb_proto::message::commands::SCHEDULES_RAN {
-                    // Checked above: a local schedule's firing, stored as a job.
-                    if let Ok(ran) = super::agent_schedules::check_local_run(m.body.as_ref()) {
-                        self.record_local_run(&device, m.sent_at, &ran).await;
-                    }
-                } else {
-                    self.hand_to_handler(who, m);
+            let new = fresh.next() == Some(true);
+            if m.command == orb_proto::message::commands::SCHEDULES_RAN {
+                // A local schedule's firing (checked above), stored as a job: also on a resend,
+                // whose job id is the same, so a recording a crash cut short is completed.
+                if let Ok(ran) = super::agent_schedules::check_local_run(m.body.as_ref()) {
+                    self.record_local_run(&device, &m.msg, m.sent_at, now, &ran).await;
+                    runs.push(i);
                 }
-            } else {
+            } else if new {
+                self.hand_to_handler(who, m);
+            }
+            if !new {
                 *answer = Ok(Stored::Duplicate);
+            }
+        }
+        // A run is acknowledged once its job is committed; else the device sends it again.
+        if !runs.is_empty()
+            && let Err(e) = self.registry().store().flush().await
+        {
+            let e = ErrorBody::new(ErrorCode::StoreUnavailable, format!("the run was not stored: {e}"));
+            for i in runs {
+                answers[i] = Err(e.clone());
             }
         }
         answers
@@ -111,10 +123,8 @@ impl Broker {
                 format!("msg must be 1 to {MAX_MESSAGE_ID} bytes without control characters"),
             ));
         }
-        if m.command == orb_proto::message::commands::SCHEDULES_RAN {
-            return super::agent_schedules::check_local_run(m.body.as_ref()).map(drop);
-        }
-        if m.command.starts_with(orb_proto::RESERVED_PREFIX) {
+        if m.command.starts_with(orb_proto::RESERVED_PREFIX) && m.command != orb_proto::message::commands::SCHEDULES_RAN
+        {
             return Err(ErrorBody::new(
                 ErrorCode::BadRequest,
                 format!("an outbox message may not use a {} command", orb_proto::RESERVED_PREFIX),
@@ -126,6 +136,9 @@ impl Broker {
             && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
         {
             return Err(ErrorBody::new(ErrorCode::BadBody, "the message body is not JSON"));
+        }
+        if m.command == orb_proto::message::commands::SCHEDULES_RAN {
+            super::agent_schedules::check_local_run(m.body.as_ref())?;
         }
         self.0.policy.check(&who.identity, &Action::Call { command: &m.command })
     }

@@ -108,6 +108,8 @@ struct Inner {
     tally: Arc<tally::Tally>,
     /// Told when a schedule is created, paused, resumed or removed: the scheduler wakes.
     schedules_changed: tokio::sync::Notify,
+    /// Devices owed their agent-local schedules.
+    agent_sync: Arc<agent_schedules::SyncQueue>,
 }
 
 /// What [`Broker::new`] is made of.
@@ -162,8 +164,11 @@ impl Broker {
             settler,
             tally,
             schedules_changed: tokio::sync::Notify::new(),
+            agent_sync: Arc::default(),
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
+        let (weak, queue) = (Arc::downgrade(&broker.0), Arc::clone(&broker.0.agent_sync));
+        broker.0.tracker.spawn(agent_schedules::run(weak, queue, broker.0.shutdown.clone()));
         broker
     }
 
@@ -223,9 +228,11 @@ impl Broker {
         *self.0.limits.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(limits);
     }
 
-    /// Replaces the named groups (configuration reload).
+    /// Replaces the named groups (configuration reload); devices get their agent-local
+    /// schedules again (a `group:` selector may match others now).
     pub fn set_groups(&self, groups: BTreeMap<String, Selector>) {
         *self.0.groups.write().unwrap_or_else(std::sync::PoisonError::into_inner) = groups;
+        self.sync_agent_schedules(None);
     }
 
     /// Stops accepting jobs and requests (graceful stop): new ones are refused with
@@ -538,7 +545,7 @@ pub(crate) fn check_command_name(command: &str) -> Result<(), ErrorBody> {
 }
 
 /// Commands named `$orb.` are the server's own: a client may not send them to devices.
-fn check_not_reserved(command: &str) -> Result<(), ErrorBody> {
+pub(crate) fn check_not_reserved(command: &str) -> Result<(), ErrorBody> {
     if command.starts_with(RESERVED_PREFIX) {
         let msg = format!(
             "{RESERVED_PREFIX} commands go to the server, never to devices ('{}')",

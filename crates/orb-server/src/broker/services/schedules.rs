@@ -24,6 +24,7 @@ impl Broker {
     pub async fn schedule_create(&self, who: &Requester, c: ScheduleCreate) -> Result<ScheduleInfo, ErrorBody> {
         self.policy().check(&who.identity, &Action::SubmitJob { command: &c.command, target: &c.target })?;
         check_command_name(&c.command)?;
+        crate::broker::check_not_reserved(&c.command)?;
         let args = c.args.as_ref().map(|a| bytes::Bytes::copy_from_slice(a.get().as_bytes()));
         check_args(args.as_ref())?;
         self.parse_selector(&c.target)?;
@@ -31,6 +32,11 @@ impl Broker {
         let bad_schedule = |message: &str| ErrorBody::new(ErrorCode::BadSchedule, message);
         if c.on_agent && !c.rollout.normalized().is_default() {
             return Err(bad_schedule("a schedule run on agents has no rollout: each device runs it on its own"));
+        }
+        if c.on_agent && matches!(c.spec, Spec::At { .. }) {
+            return Err(bad_schedule(
+                "a schedule run on agents repeats (every or cron): each device runs it from when it gets it",
+            ));
         }
         if c.on_agent && c.ttl_ms.is_some() {
             return Err(bad_schedule("a schedule run on agents has no TTL: each device runs it, connected or not"));
