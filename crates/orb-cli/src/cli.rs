@@ -46,6 +46,12 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(after_help = crate::help::DEMO)]
     Demo(DemoArgs),
+    /// Publish one message on a topic (its subscribers get it once each).
+    #[command(after_help = crate::help::PUB)]
+    Pub(PubArgs),
+    /// Print the messages published on topics matching a pattern as they arrive.
+    #[command(after_help = crate::help::SUB)]
+    Sub(SubArgs),
     /// Send one admin message to a server: QUIT, RELOAD, LOG_ROTATE or PING.
     #[command(after_help = crate::help::SIGNAL)]
     Signal(SignalArgs),
@@ -148,6 +154,8 @@ impl Command {
             Command::Devices(a) => Some(&mut a.connect),
             Command::Jobs(a) => Some(&mut a.connect),
             Command::Signal(a) => Some(&mut a.connect),
+            Command::Pub(a) => Some(&mut a.connect),
+            Command::Sub(a) => Some(&mut a.connect),
             Command::Schedule(ScheduleCommand::List(a)) => Some(&mut a.connect),
             Command::Schedule(
                 ScheduleCommand::Show(a)
@@ -399,6 +407,35 @@ pub struct WhenArgs {
 const SEND_OUTPUT: &str = "Output format: table (default: a row per target as its result arrives), wide (nothing \
 cut), json (one object per target per line, then the summary line), yaml (one document per target, then the \
 summary), name (the device ids)";
+
+/// `orb pub`.
+#[derive(Debug, Args)]
+pub struct PubArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Topic: dot-separated segments (telemetry.gw-1.cpu); no wildcards, not under $orb.
+    pub topic: String,
+    /// Body as JSON; a bare word is taken as a JSON string [default: null].
+    pub body: Option<String>,
+}
+
+/// `orb sub`.
+#[derive(Debug, Args)]
+pub struct SubArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Pattern: a topic whose segments may be * (exactly one) and whose last may be > (the
+    /// rest): telemetry.*.cpu, telemetry.>, $orb.> (the server's events).
+    pub pattern: String,
+    /// Stop after N messages (exit 0; 1 if the timeout comes first).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after DURATION (exit 0 without --count).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
+}
 
 /// `orb signal`.
 #[derive(Debug, Args)]

@@ -313,6 +313,21 @@ Examples:
   orb signal LOG_ROTATE                       # reopen the log file
   orb signal QUIT --server tcp://orb.example:7700 --token-file admin.token   # drain and stop";
 
+/// `orb pub`.
+pub const PUB: &str = "\
+Examples:
+  orb pub telemetry.gw-1.temp '{\"c\": 21.5}'    # every subscriber of a matching pattern gets it once
+  orb pub alerts.door open                     # a bare word is a JSON string
+Messages under $orb. are the server's own (presence, jobs): clients may not publish there.";
+
+/// `orb sub`.
+pub const SUB: &str = "\
+Examples:
+  orb sub 'telemetry.>'                        # everything under telemetry: TOPIC  BODY per line
+  orb sub 'telemetry.*.temp' --json --count 5  # one object per line (topic, body, from, seq)
+  orb sub 'alerts.>' --timeout 30s             # stop after 30 s
+A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.";
+
 /// `orb config`.
 pub const CONFIG: &str = "\
 Examples:

@@ -38,6 +38,7 @@ mod meta;
 mod online;
 mod output;
 mod private_file;
+mod pubsub;
 mod render;
 mod results;
 mod rollout;
@@ -106,6 +107,14 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
         cli::Command::Signal(args) => {
             client_logging()?;
             signal::run(args).await
+        }
+        cli::Command::Pub(args) => {
+            client_logging()?;
+            pubsub::publish(args).await
+        }
+        cli::Command::Sub(args) => {
+            client_logging()?;
+            pubsub::subscribe(args).await
         }
         #[cfg(feature = "server")]
         cli::Command::Demo(args) => {

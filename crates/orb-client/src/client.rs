@@ -122,6 +122,8 @@ struct Inner {
     close_reason: OnceLock<String>,
     /// Cancelled when the writer task has ended (queued frames written, socket closed).
     writer_done: CancellationToken,
+    /// This connection's pub/sub subscriptions.
+    subs: crate::subscription::Subscriptions,
 }
 
 /// A connected client. Clones share the connection; it closes on [`Client::close`], when the
@@ -241,6 +243,7 @@ impl Client {
             stop: stop.clone(),
             close_reason: OnceLock::new(),
             writer_done: CancellationToken::new(),
+            subs: crate::subscription::Subscriptions::default(),
         });
         let stopped = stop.clone().cancelled_owned();
         let writer = transport::write_loop(sink, rx, async move {
@@ -330,8 +333,19 @@ impl Client {
         serde_json::from_slice(&res).map_err(|e| ClientError::Protocol(format!("{cmd} result: {e}")))
     }
 
-    async fn round_trip(&self, mut env: Envelope, timeout: Duration) -> Result<Bytes, ClientError> {
+    async fn round_trip(&self, env: Envelope, timeout: Duration) -> Result<Bytes, ClientError> {
         let (id, tx_once) = self.next_waiter();
+        self.round_trip_as(id, tx_once, env, timeout).await
+    }
+
+    /// [`Client::round_trip`] with the frame's id chosen by the caller (`id`, as text `tx_once`).
+    async fn round_trip_as(
+        &self,
+        id: u64,
+        tx_once: String,
+        mut env: Envelope,
+        timeout: Duration,
+    ) -> Result<Bytes, ClientError> {
         let (otx, orx) = oneshot::channel();
         self.register(id, Waiter::Once(otx));
         // Unregisters on every exit, including a caller dropping this future.
@@ -347,6 +361,54 @@ impl Client {
             (Kind::Reply, None) => Ok(answer.body.unwrap_or_else(|| Bytes::from_static(b"null"))),
             (k, None) => Err(ClientError::Protocol(format!("unexpected {} answering a command", k.as_str()))),
         }
+    }
+
+    /// Publishes `body` (one JSON value) on `topic`. Returns how many connections the server
+    /// queued it for (subscribers, each once).
+    ///
+    /// # Errors
+    /// [`ClientError::Remote`] with `bad_topic`, `forbidden` (a `$orb.` topic), `bad_body`,
+    /// `frame_too_large`; [`ClientError::Protocol`] when `body` is not JSON (nothing sent).
+    pub async fn publish(&self, topic: &str, body: Bytes, timeout: Duration) -> Result<u64, ClientError> {
+        check_json(&body)?;
+        let mut env = Envelope::new(Kind::Pub);
+        env.topic = Some(topic.to_owned());
+        env.body = Some(body);
+        let answer = self.round_trip(env, timeout).await?;
+        let v: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        v["delivered"].as_u64().ok_or_else(|| ClientError::Protocol(format!("pub answered with {v}")))
+    }
+
+    /// Subscribes to `pattern` (`*` one segment, a final `>` the rest): the [`Subscription`]
+    /// yields what is published on matching topics from the server's answer on, until it is
+    /// dropped (which unsubscribes).
+    ///
+    /// # Errors
+    /// [`ClientError::Remote`] with `bad_topic` (checked here first: nothing sent),
+    /// `forbidden`, `too_many_subscriptions`.
+    ///
+    /// [`Subscription`]: crate::Subscription
+    pub async fn subscribe(&self, pattern: &str, timeout: Duration) -> Result<crate::Subscription, ClientError> {
+        let parsed = orb_proto::topic::Pattern::parse(pattern).map_err(ClientError::Remote)?;
+        let (id, id_text) = self.next_waiter();
+        // Listening before the server subscribes: nothing published after its answer is missed.
+        let (rx, dropped) = self.inner.subs.add(id, parsed);
+        let mut env = Envelope::new(Kind::Sub);
+        env.topic = Some(pattern.to_owned());
+        if let Err(e) = self.round_trip_as(id, id_text, env, timeout).await {
+            self.inner.subs.remove(id);
+            return Err(e);
+        }
+        Ok(crate::Subscription { id, pattern: pattern.to_owned(), rx, dropped, client: self.clone() })
+    }
+
+    /// Ends subscription `id` here and asks the server to end it (no answer awaited; a closed
+    /// connection has ended it already).
+    pub(crate) fn unsubscribe_quietly(&self, id: u64) {
+        self.inner.subs.remove(id);
+        let mut env = Envelope::new(Kind::Unsub);
+        env.re = Some(id.to_string());
+        let _ = self.inner.tx.try_send(self.inner.codec.encode(&env));
     }
 
     /// Submits a job: its command to every device its selector matches (those connected, with
@@ -492,6 +554,8 @@ impl Inner {
         let _ = self.close_reason.set(reason);
         self.stop.cancel();
         self.lock_waiters().clear();
+        // Subscriptions end with the connection: their inboxes end once read.
+        self.subs.clear();
     }
 }
 
@@ -608,6 +672,11 @@ async fn read_loop<R: FrameSource>(inner: Arc<Inner>, mut source: R, handlers: H
             Kind::Reply | Kind::Ack | Kind::Event | Kind::Error if env.re.is_some() => deliver(&inner, env).await,
             Kind::Error => tracing::warn!(error = ?env.error, "server reported an error"),
             Kind::Cmd => run_command(&inner, &handlers, env),
+            Kind::Pub => {
+                let from = env.from.unwrap_or_default();
+                let body = env.body.unwrap_or_else(|| Bytes::from_static(b"null"));
+                inner.subs.route(env.topic.as_deref().unwrap_or_default(), from, body);
+            }
             Kind::Cancel => {
                 let re = env.re.as_deref().unwrap_or_default();
                 let found = inner.running.cancel(re);

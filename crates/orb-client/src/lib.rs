@@ -32,6 +32,7 @@ mod job;
 mod persistent;
 mod request;
 mod running;
+mod subscription;
 mod url;
 
 pub use client::{Client, ClientConfig};
@@ -43,4 +44,5 @@ pub use orb_proto::Codec;
 pub use orb_proto::message::Role;
 pub use persistent::{Backoff, LinkEvent, Persistent};
 pub use request::{JobRequest, Select};
+pub use subscription::{INBOX, Message, Subscription};
 pub use url::{ServerUrl, UrlError};

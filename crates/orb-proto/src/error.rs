@@ -100,6 +100,8 @@ error_codes! {
     BadRollout = "bad_rollout", 400, "the job's rollout options are invalid: a batch of 0, a percentage outside 0-100, a splay or batch wait above a day, or batch options without a batch size (the message names the value at fault)";
     ScheduleNotFound = "schedule_not_found", 404, "no stored schedule has this id or id prefix";
     TooManySchedules = "too_many_schedules", 507, "the server stores its maximum number of schedules (limits.max_schedules), or this one is larger than limits.max_schedule_bytes";
+    BadTopic = "bad_topic", 400, "a topic or subscription pattern is malformed: an empty segment, whitespace, a wildcard inside a segment or in a topic to publish on, > not last, too long (the message names the segment)";
+    TooManySubscriptions = "too_many_subscriptions", 429, "the connection holds its limit of subscriptions (limits.max_subscriptions)";
     StoreUnavailable = "store_unavailable", 503, "the server could not read or write its store; the message says why";
     Internal = "internal", 500, "an unexpected server fault; the message says more";
 }

@@ -20,6 +20,7 @@ pub mod rollout;
 pub mod schedule;
 pub mod selector;
 pub mod text;
+pub mod topic;
 
 pub use codec::{Codec, DecodeError, decode, encode};
 pub use envelope::{Envelope, ErrorBody, Kind, Status};

@@ -231,8 +231,8 @@ async fn after_a_msgpack_welcome_every_frame_is_msgpack_and_json_is_a_bad_frame(
     let res = within("the relayed reply", request).await.unwrap().unwrap();
     assert_eq!(&res[..], b"{\"echoed\" : true}", "the MessagePack agent's body reaches the JSON operator verbatim");
 
-    // Unknown kinds are answered `unsupported` in MessagePack, and the session stays open.
-    let mut sub = Envelope::new(Kind::Sub);
+    // Reserved kinds are answered `unsupported` in MessagePack, and the session stays open.
+    let mut sub = Envelope::new(Kind::Config);
     sub.id = Some("s1".into());
     raw.send_frame(&Codec::MsgPack.encode(&sub)).await.unwrap();
     let e = read_msgpack(&mut raw).await;

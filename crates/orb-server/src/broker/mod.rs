@@ -16,6 +16,7 @@ mod declared;
 mod held;
 mod messages;
 mod policy;
+mod pubsub;
 mod queries;
 pub mod services;
 mod settler;
@@ -110,6 +111,8 @@ struct Inner {
     schedules_changed: tokio::sync::Notify,
     /// Devices owed their agent-local schedules.
     agent_sync: Arc<agent_schedules::SyncQueue>,
+    /// Every connection's pub/sub subscriptions.
+    topics: crate::router::topics::Topics,
 }
 
 /// What [`Broker::new`] is made of.
@@ -165,6 +168,7 @@ impl Broker {
             tally,
             schedules_changed: tokio::sync::Notify::new(),
             agent_sync: Arc::default(),
+            topics: crate::router::topics::Topics::default(),
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         let (weak, queue) = (Arc::downgrade(&broker.0), Arc::clone(&broker.0.agent_sync));

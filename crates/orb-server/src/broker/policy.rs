@@ -37,6 +37,16 @@ pub enum Action<'a> {
     },
     /// Send an admin message to the server process (`orb signal`).
     Signal,
+    /// Publish on `topic` (never a `$orb.` one: those are refused before the policy).
+    Publish {
+        /// The topic.
+        topic: &'a str,
+    },
+    /// Subscribe to `pattern`.
+    Subscribe {
+        /// The pattern.
+        pattern: &'a str,
+    },
 }
 
 /// The access policy.
@@ -54,7 +64,13 @@ impl Policy {
             Err(ErrorBody::new(ErrorCode::Forbidden, format!("{what} need an operator session (admin token)")))
         };
         match action {
-            Action::Call { .. } => Ok(()),
+            Action::Call { .. } | Action::Publish { .. } => Ok(()),
+            // The server's own events (`$orb.`: presence, jobs) are for operators.
+            Action::Subscribe { pattern } if operator || !pattern.starts_with(orb_proto::topic::RESERVED) => Ok(()),
+            Action::Subscribe { pattern } => Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("subscriptions to {} need an operator session", orb_proto::excerpt(pattern)),
+            )),
             _ if operator => Ok(()),
             Action::SubmitJob { .. } => forbidden("jobs".into()),
             Action::Request { .. } => forbidden("requests to devices".into()),

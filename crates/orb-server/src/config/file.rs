@@ -97,6 +97,8 @@ pub struct LimitsSection {
     pub max_schedules: u64,
     /// Bytes of one schedule.
     pub max_schedule_bytes: u64,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: u64,
     /// Outbox messages kept per device.
     pub max_messages_per_device: u64,
     /// Bytes of outbox messages kept per device.
@@ -128,6 +130,7 @@ impl Default for LimitsSection {
             max_queued_bytes_per_device: l.max_queued_bytes_per_device as u64,
             max_schedules: l.max_schedules as u64,
             max_schedule_bytes: l.max_schedule_bytes as u64,
+            max_subscriptions: l.max_subscriptions as u64,
             max_messages_per_device: l.max_messages_per_device as u64,
             max_message_bytes_per_device: l.max_message_bytes_per_device as u64,
         }
@@ -288,6 +291,7 @@ impl ServerFile {
             ),
             max_schedules: p.size("limits.max_schedules", l.max_schedules, 0, MAX_COUNT),
             max_schedule_bytes: p.size("limits.max_schedule_bytes", l.max_schedule_bytes, 1024, MAX_SIZE),
+            max_subscriptions: p.size("limits.max_subscriptions", l.max_subscriptions, 1, MAX_COUNT),
             max_messages_per_device: p.size("limits.max_messages_per_device", l.max_messages_per_device, 1, MAX_COUNT),
             max_message_bytes_per_device: p.size(
                 "limits.max_message_bytes_per_device",

@@ -192,6 +192,9 @@ pub struct Limits {
     /// Bytes of one schedule (spec, selector, command, arguments, creator); more get
     /// `too_many_schedules`.
     pub max_schedule_bytes: usize,
+    /// Subscriptions (pub/sub patterns) one connection may hold; more get
+    /// `too_many_subscriptions`.
+    pub max_subscriptions: usize,
     /// Messages from its outbox the server keeps per device (the newest; older ones are
     /// deleted as new ones arrive, and a resend of a deleted one would be stored again).
     pub max_messages_per_device: usize,
@@ -224,6 +227,7 @@ impl Default for Limits {
             max_queued_bytes_per_device: 16 * 1024 * 1024,
             max_schedules: 10_000,
             max_schedule_bytes: 64 * 1024,
+            max_subscriptions: 1000,
             max_messages_per_device: 10_000,
             max_message_bytes_per_device: 16 * 1024 * 1024,
         }

@@ -8,3 +8,4 @@ pub mod correlation;
 pub mod delivery;
 pub mod sessions;
 pub mod stats;
+pub(crate) mod topics;

@@ -6,6 +6,7 @@
 
 mod commands;
 mod handshake;
+mod pubsub;
 mod run;
 
 use std::net::SocketAddr;

@@ -141,6 +141,7 @@ impl Session {
     /// The session ended for `reason`: a device's disconnection is recorded (a replaced session's
     /// end is not the device's: its successor is connected).
     pub(super) fn ended(&self, reason: CloseReason) {
+        self.shared.broker.connection_closed(self.outbox.conn);
         if let Registered::Device(r) = &self.registered
             && reason != CloseReason::Replaced
         {
@@ -252,7 +253,10 @@ impl Session {
                 let msg = format!("{} is not valid from a client on an established session", env.kind.as_str());
                 self.answer(&Envelope::error(env.id, ErrorCode::BadRequest, msg));
             }
-            Kind::Pub | Kind::Sub | Kind::Unsub | Kind::Config | Kind::Unknown => {
+            Kind::Pub => self.on_pub(env),
+            Kind::Sub => self.on_sub(env),
+            Kind::Unsub => self.on_unsub(env),
+            Kind::Config | Kind::Unknown => {
                 let msg = "this message kind is not supported by this server".to_owned();
                 self.answer(&Envelope::error(env.id, ErrorCode::Unsupported, msg));
             }

@@ -1,0 +1,48 @@
+//! `orb pub` and `orb sub` from the binary: a subscriber prints what is published on matching
+//! topics, one JSON object per line with `--json`, and stops after `--count`; bad topics exit 2
+//! before anything is sent.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{ADMIN, Proc, STARTUP, Server, orb, orb_cmd, stderr};
+use serde_json::Value;
+
+#[test]
+fn a_subscriber_prints_what_is_published_and_stops_after_count() {
+    let server = Server::start();
+    let mut cmd = orb(server.cwd());
+    cmd.args(["sub", "telemetry.>", "--json", "--count", "2", "--server", &server.tcp, "--token", ADMIN]);
+    let (mut sub, lines) = Proc::with_stdout("orb sub", cmd);
+    sub.wait_for_line(STARTUP, |l| l.contains("subscribed to telemetry.>"));
+
+    for (topic, body) in
+        [("telemetry.gw-1.temp", r#"{"c":21.5}"#), ("other.topic", "1"), ("telemetry.gw-2.temp", "hot")]
+    {
+        let out = server.client("pub").args([topic, body]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let first: Value = serde_json::from_str(&lines.next(STARTUP).unwrap()).unwrap();
+    assert_eq!(first["topic"], "telemetry.gw-1.temp");
+    assert_eq!(first["body"], serde_json::json!({"c": 21.5}));
+    assert_eq!(first["retained"], false);
+    let second: Value = serde_json::from_str(&lines.next(STARTUP).unwrap()).unwrap();
+    assert_eq!((second["topic"].as_str(), second["body"].as_str()), (Some("telemetry.gw-2.temp"), Some("hot")));
+    assert!(sub.wait_exit(STARTUP).success(), "exits 0 after --count");
+
+    // Nothing to wait for: the timeout ends it, with 1 when a count was not reached.
+    let out = server.client("sub").args(["nothing.>", "--count", "1", "--timeout", "300ms"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0 of 1 messages"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_topics_exit_2_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["pub", "a..b", "1"][..], &["pub", "a.*", "1"], &["sub", "a.>.b"], &["sub", ""]] {
+        let out =
+            orb_cmd(dir.path()).args(args).args(["--server", "tcp://127.0.0.1:9", "--token", "x"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("bad_topic"), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -1,0 +1,230 @@
+//! Topics and subscription patterns (section 7 of the pub/sub protocol): a topic is
+//! dot-separated segments (`telemetry.gw-1.cpu`); a pattern may use `*` for exactly one segment
+//! and a final `>` for one or more remaining segments (`telemetry.*.cpu`, `telemetry.>`). Names
+//! under `$orb.` are the server's: only it publishes there. Checked and matched here, sans I/O.
+
+use crate::envelope::ErrorBody;
+use crate::error::ErrorCode;
+
+/// Longest topic or pattern, in bytes.
+pub const MAX_TOPIC: usize = 256;
+/// Most segments in a topic or pattern.
+pub const MAX_SEGMENTS: usize = 32;
+/// The namespace only the server publishes in.
+pub const RESERVED: &str = "$orb.";
+
+/// A checked topic a message is published on: no wildcards.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(String);
+
+/// A checked subscription pattern: a topic whose segments may be `*`, and whose last may be `>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pattern(String);
+
+impl Topic {
+    /// Checks `text` as a topic to publish on.
+    ///
+    /// # Errors
+    /// `bad_topic` naming the segment or character at fault.
+    pub fn parse(text: &str) -> Result<Topic, ErrorBody> {
+        for (i, seg) in segments(text)?.enumerate() {
+            if seg == "*" || seg == ">" {
+                return Err(bad(text, &format!("segment {} is a wildcard; publish on a topic without * or >", i + 1)));
+            }
+        }
+        Ok(Topic(text.to_owned()))
+    }
+
+    /// The topic as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is in the server's `$orb.` namespace.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(RESERVED)
+    }
+}
+
+impl Pattern {
+    /// Checks `text` as a subscription pattern.
+    ///
+    /// # Errors
+    /// `bad_topic` naming the segment at fault (a `>` that is not last, a wildcard inside a
+    /// segment).
+    pub fn parse(text: &str) -> Result<Pattern, ErrorBody> {
+        let segs: Vec<&str> = segments(text)?.collect();
+        for (i, seg) in segs.iter().enumerate() {
+            if *seg == ">" && i + 1 != segs.len() {
+                return Err(bad(text, &format!("segment {}: > stands for the rest and must come last", i + 1)));
+            }
+        }
+        Ok(Pattern(text.to_owned()))
+    }
+
+    /// The pattern as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `topic` matches.
+    pub fn matches(&self, topic: &Topic) -> bool {
+        matches(&self.0, &topic.0)
+    }
+
+    /// The pattern's segments.
+    pub fn segments(&self) -> std::str::Split<'_, char> {
+        self.0.split('.')
+    }
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether checked `pattern` matches checked `topic`, segment by segment. A pattern starting
+/// with a wildcard does not match a topic whose first segment starts with `$` (the server's
+/// `$orb.` events reach only those who name them, as MQTT does for `$` topics).
+fn matches(pattern: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (pattern.starts_with('*') || pattern.starts_with('>')) {
+        return false;
+    }
+    let mut topic = topic.split('.');
+    for p in pattern.split('.') {
+        match (p, topic.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    topic.next().is_none()
+}
+
+/// The segments of `text`, each checked: not empty, no whitespace or control characters, a
+/// wildcard only as a whole segment.
+fn segments(text: &str) -> Result<std::str::Split<'_, char>, ErrorBody> {
+    if text.is_empty() {
+        return Err(bad(text, "it is empty"));
+    }
+    if text.len() > MAX_TOPIC {
+        return Err(bad(text, &format!("it is longer than {MAX_TOPIC} bytes")));
+    }
+    let count = text.split('.').count();
+    if count > MAX_SEGMENTS {
+        return Err(bad(text, &format!("it has {count} segments, more than {MAX_SEGMENTS}")));
+    }
+    for (i, seg) in text.split('.').enumerate() {
+        let n = i + 1;
+        if seg.is_empty() {
+            return Err(bad(text, &format!("segment {n} is empty (two dots, or a dot at an end)")));
+        }
+        if seg.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad(text, &format!("segment {n} contains whitespace or a control character")));
+        }
+        if seg != "*" && seg != ">" && (seg.contains('*') || seg.contains('>')) {
+            return Err(bad(text, &format!("segment {n}: * and > stand alone as a whole segment")));
+        }
+    }
+    Ok(text.split('.'))
+}
+
+fn bad(text: &str, why: &str) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BadTopic, format!("topic '{}': {why}", crate::excerpt(text)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn m(pattern: &str, topic: &str) -> bool {
+        Pattern::parse(pattern).unwrap().matches(&Topic::parse(topic).unwrap())
+    }
+
+    #[test]
+    fn wildcards_match_one_segment_or_the_rest() {
+        assert!(m("a.b.c", "a.b.c"));
+        assert!(!m("a.b.c", "a.b"));
+        assert!(!m("a.b", "a.b.c"));
+        assert!(m("a.*.c", "a.x.c"));
+        assert!(!m("a.*.c", "a.x.y.c"));
+        assert!(m("a.>", "a.b"));
+        assert!(m("a.>", "a.b.c.d"));
+        assert!(!m("a.>", "a"), "> is one or more segments");
+        assert!(m(">", "anything.at.all"));
+        assert!(m("*", "one"));
+        assert!(!m("*", "one.two"));
+        assert!(m("*.*.>", "a.b.c"));
+        assert!(!m("*.*.>", "a.b"));
+        assert!(!m(">", "$orb.presence.gw-1"), "wildcards do not reach $ topics");
+        assert!(!m("*.presence.>", "$orb.presence.gw-1"));
+        assert!(m("$orb.>", "$orb.presence.gw-1"));
+        assert!(m("$orb.*.gw-1", "$orb.presence.gw-1"));
+    }
+
+    #[test]
+    fn bad_topics_and_patterns_name_the_segment() {
+        for (text, says) in [
+            ("", "empty"),
+            ("a..b", "segment 2 is empty"),
+            (".a", "segment 1 is empty"),
+            ("a.", "segment 2 is empty"),
+            ("a b", "whitespace"),
+            ("a.b*", "stand alone"),
+            ("a.>.c", "must come last"),
+        ] {
+            let e = Pattern::parse(text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadTopic);
+            assert!(e.message.contains(says), "{text}: {}", e.message);
+        }
+        assert!(Topic::parse("a.*").unwrap_err().message.contains("segment 2 is a wildcard"));
+        assert!(Topic::parse(&"a".repeat(MAX_TOPIC + 1)).is_err());
+        assert!(Topic::parse(&vec!["a"; MAX_SEGMENTS + 1].join(".")).is_err());
+        assert!(Topic::parse("$orb.presence.gw-1").unwrap().is_reserved());
+        assert!(!Topic::parse("orb.presence").unwrap().is_reserved());
+    }
+
+    /// The obvious matcher, written independently: wildcards expanded recursively.
+    fn brute(p: &[&str], t: &[&str]) -> bool {
+        if t.first().is_some_and(|s| s.starts_with('$')) && matches!(p.first(), Some(&"*" | &">")) {
+            return false;
+        }
+        brute_segments(p, t)
+    }
+
+    fn brute_segments(p: &[&str], t: &[&str]) -> bool {
+        match (p.first(), t.first()) {
+            (None, None) => true,
+            (Some(&">"), Some(_)) => p.len() == 1,
+            (Some(&"*"), Some(_)) => brute_segments(&p[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => brute_segments(&p[1..], &t[1..]),
+            _ => false,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_matcher_agrees_with_the_brute_force_one(
+            topic in prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "$orb"]), 1..6),
+            pattern in prop::collection::vec(prop::sample::select(vec!["a", "b", "*", "$orb"]), 1..6),
+            tail in any::<bool>(),
+        ) {
+            let mut pattern = pattern;
+            if tail {
+                pattern.push(">");
+            }
+            let (p, t) = (pattern.join("."), topic.join("."));
+            prop_assert_eq!(m(&p, &t), brute(&pattern, &topic), "{} vs {}", p, t);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Publish and subscribe through the one door (issue 13): a client publishes a JSON body on a
+//! topic; every connection subscribed to a matching pattern gets it once, as one `pub` frame
+//! encoded once per codec in use and queued on the connection's bounded outbox (a full one is
+//! closed as a slow consumer, as for commands: nobody else waits). Subscriptions live with their
+//! connection (`router::topics`) and end with it. `$orb.` topics are the server's own: clients
+//! may subscribe to them, never publish.
+
+use bytes::Bytes;
+use orb_proto::topic::{Pattern, Topic};
+use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
+
+use super::{Action, Broker, RELAY_RESERVE, check_args};
+use crate::identity::Requester;
+use crate::router::delivery::Outbox;
+use crate::router::topics::SubscribeError;
+
+impl Broker {
+    /// Publishes `body` (JSON, `None` for null) on `topic` as `who`. Returns how many
+    /// connections it was queued for.
+    ///
+    /// # Errors
+    /// `bad_topic`, `forbidden` (a `$orb.` topic, or the policy), `bad_body`, `frame_too_large`
+    /// (a body that would not fit a subscriber's frame with the topic and sender added).
+    pub fn publish(&self, who: &Requester, topic: &str, body: Option<Bytes>) -> Result<usize, ErrorBody> {
+        let topic = Topic::parse(topic)?;
+        if topic.is_reserved() {
+            let msg = format!("{} topics are published by the server only", orb_proto::topic::RESERVED);
+            return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
+        }
+        self.0.policy.check(&who.identity, &Action::Publish { topic: topic.as_str() })?;
+        check_args(body.as_ref())?;
+        let room = self.limits().max_frame.saturating_sub(RELAY_RESERVE);
+        if let Some(b) = body.as_ref().filter(|b| b.len() > room) {
+            let msg = format!("the body is {} bytes; a publication carries at most {room}", b.len());
+            return Err(ErrorBody::new(ErrorCode::FrameTooLarge, msg));
+        }
+        Ok(self.fan_out(&topic, &who.identity.name, body))
+    }
+
+    /// Queues one `pub` frame for every connection subscribed to `topic`.
+    fn fan_out(&self, topic: &Topic, from: &str, body: Option<Bytes>) -> usize {
+        let subscribers = self.0.topics.matching(topic);
+        if subscribers.is_empty() {
+            return 0;
+        }
+        let mut env = Envelope::new(Kind::Pub);
+        env.topic = Some(topic.as_str().to_owned());
+        env.from = Some(from.to_owned());
+        env.body = body;
+        let mut frames: [Option<Bytes>; 2] = [None, None];
+        subscribers
+            .into_iter()
+            .filter(|outbox| {
+                let frame =
+                    frames[crate::jobs::codec_slot(outbox.codec)].get_or_insert_with(|| outbox.codec.encode(&env));
+                outbox.deliver(frame.clone()).is_ok()
+            })
+            .count()
+    }
+
+    /// Subscribes `outbox`'s connection to `pattern` under the client's `id` (a second
+    /// subscription with the same id replaces the first).
+    ///
+    /// # Errors
+    /// `bad_topic`, `forbidden`, `too_many_subscriptions` (`limits.max_subscriptions` per
+    /// connection).
+    pub fn subscribe(&self, who: &Requester, outbox: &Outbox, id: &str, pattern: &str) -> Result<Pattern, ErrorBody> {
+        let pattern = Pattern::parse(pattern)?;
+        self.0.policy.check(&who.identity, &Action::Subscribe { pattern: pattern.as_str() })?;
+        let max = self.limits().max_subscriptions;
+        self.0.topics.subscribe(outbox, id, pattern.clone(), max).map_err(|SubscribeError::TooMany(n)| {
+            let msg = format!("this connection holds {n} subscriptions, the most one may (limits.max_subscriptions)");
+            ErrorBody::new(ErrorCode::TooManySubscriptions, msg)
+        })?;
+        Ok(pattern)
+    }
+
+    /// Ends subscription `id` of connection `conn`; false when there was none.
+    pub fn unsubscribe(&self, conn: u64, id: &str) -> bool {
+        self.0.topics.unsubscribe(conn, id)
+    }
+
+    /// Connection `conn` closed: its subscriptions end.
+    pub(crate) fn connection_closed(&self, conn: u64) {
+        self.0.topics.drop_connection(conn);
+    }
+
+    /// Subscriptions held now, over all connections.
+    pub fn subscriptions(&self) -> usize {
+        self.0.topics.count()
+    }
+}

@@ -1,0 +1,238 @@
+//! Subscriptions by pattern (pub/sub, issue 13): a tree of topic segments where each node keeps
+//! the connections whose pattern ends there, or ends there with `>`; `*` is a child of its own.
+//! A publication walks the tree once along its topic's segments and collects each matching
+//! connection once, however many of its patterns match. Each connection's subscriptions are also
+//! kept by id, to unsubscribe one and to drop them all when it closes. Bounded per connection.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use orb_proto::topic::{Pattern, Topic};
+
+use super::delivery::Outbox;
+
+/// One tree node: subscribers (by connection id, with how to reach them, `V`) whose pattern
+/// ends here, or ends here with `>`.
+struct Node<V> {
+    children: HashMap<String, Node<V>>,
+    star: Option<Box<Node<V>>>,
+    here: HashMap<u64, Entry<V>>,
+    rest: HashMap<u64, Entry<V>>,
+}
+
+impl<V> Default for Node<V> {
+    fn default() -> Self {
+        Node { children: HashMap::new(), star: None, here: HashMap::new(), rest: HashMap::new() }
+    }
+}
+
+/// A connection at a node: how to reach it, and how many of its patterns end there.
+struct Entry<V> {
+    value: V,
+    patterns: usize,
+}
+
+impl<V: Clone> Node<V> {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.star.is_none() && self.here.is_empty() && self.rest.is_empty()
+    }
+
+    fn insert<'a>(&mut self, mut segments: impl Iterator<Item = &'a str>, conn: u64, value: &V) {
+        let slot = match segments.next() {
+            None => &mut self.here,
+            Some(">") => &mut self.rest,
+            Some("*") => return self.star.get_or_insert_with(Box::default).insert(segments, conn, value),
+            Some(seg) => return self.children.entry(seg.to_owned()).or_default().insert(segments, conn, value),
+        };
+        slot.entry(conn).or_insert_with(|| Entry { value: value.clone(), patterns: 0 }).patterns += 1;
+    }
+
+    /// Removes one pattern of `conn`; prunes nodes left empty.
+    fn remove<'a>(&mut self, mut segments: impl Iterator<Item = &'a str>, conn: u64) {
+        let slot = match segments.next() {
+            None => &mut self.here,
+            Some(">") => &mut self.rest,
+            Some("*") => {
+                if let Some(star) = &mut self.star {
+                    star.remove(segments, conn);
+                    if star.is_empty() {
+                        self.star = None;
+                    }
+                }
+                return;
+            }
+            Some(seg) => {
+                if let Some(child) = self.children.get_mut(seg) {
+                    child.remove(segments, conn);
+                    if child.is_empty() {
+                        self.children.remove(seg);
+                    }
+                }
+                return;
+            }
+        };
+        if let Some(entry) = slot.get_mut(&conn) {
+            entry.patterns -= 1;
+            if entry.patterns == 0 {
+                slot.remove(&conn);
+            }
+        }
+    }
+
+    /// Adds the connections whose patterns match `segments`; `root`: this is the tree's root,
+    /// where wildcards do not match a `$` segment (see `orb_proto::topic`).
+    fn collect(&self, segments: &[&str], out: &mut HashMap<u64, V>, root: bool) {
+        let Some((first, rest)) = segments.split_first() else {
+            add(&self.here, out);
+            return;
+        };
+        let wildcards = !(root && first.starts_with('$'));
+        if wildcards {
+            add(&self.rest, out);
+        }
+        if let Some(child) = self.children.get(*first) {
+            child.collect(rest, out, false);
+        }
+        if let Some(star) = self.star.as_ref().filter(|_| wildcards) {
+            star.collect(rest, out, false);
+        }
+    }
+}
+
+fn add<V: Clone>(entries: &HashMap<u64, Entry<V>>, out: &mut HashMap<u64, V>) {
+    for (conn, e) in entries {
+        out.entry(*conn).or_insert_with(|| e.value.clone());
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SubscribeError {
+    /// The connection holds its limit of subscriptions.
+    TooMany(usize),
+}
+
+/// Every subscription of every connection.
+#[derive(Default)]
+pub(crate) struct Topics {
+    tree: RwLock<Node<Outbox>>,
+    /// Each connection's subscriptions by the id it gave them.
+    by_conn: Mutex<HashMap<u64, HashMap<String, Pattern>>>,
+}
+
+impl Topics {
+    /// Subscribes `outbox`'s connection to `pattern` under `id` (replacing what that id named),
+    /// unless it holds `max` subscriptions already.
+    pub(crate) fn subscribe(
+        &self,
+        outbox: &Outbox,
+        id: &str,
+        pattern: Pattern,
+        max: usize,
+    ) -> Result<(), SubscribeError> {
+        let mut by_conn = self.by_conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let subs = by_conn.entry(outbox.conn).or_default();
+        if !subs.contains_key(id) && subs.len() >= max {
+            return Err(SubscribeError::TooMany(max));
+        }
+        let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = subs.insert(id.to_owned(), pattern.clone()) {
+            tree.remove(old.segments(), outbox.conn);
+        }
+        tree.insert(pattern.segments(), outbox.conn, outbox);
+        Ok(())
+    }
+
+    /// Ends subscription `id` of connection `conn`; false when it has none by that id.
+    pub(crate) fn unsubscribe(&self, conn: u64, id: &str) -> bool {
+        let mut by_conn = self.by_conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(pattern) = by_conn.get_mut(&conn).and_then(|subs| subs.remove(id)) else { return false };
+        self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(pattern.segments(), conn);
+        true
+    }
+
+    /// Ends every subscription of connection `conn` (it closed).
+    pub(crate) fn drop_connection(&self, conn: u64) {
+        let subs = self.by_conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&conn);
+        if let Some(subs) = subs {
+            let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for pattern in subs.values() {
+                tree.remove(pattern.segments(), conn);
+            }
+        }
+    }
+
+    /// The connections subscribed to `topic`, each once.
+    pub(crate) fn matching(&self, topic: &Topic) -> Vec<Outbox> {
+        let segments: Vec<&str> = topic.as_str().split('.').collect();
+        let mut out = HashMap::new();
+        self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner).collect(&segments, &mut out, true);
+        out.into_values().collect()
+    }
+
+    /// Subscriptions held now, over all connections.
+    pub(crate) fn count(&self) -> usize {
+        self.by_conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(HashMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn matching(tree: &Node<()>, topic: &str) -> Vec<u64> {
+        let segments: Vec<&str> = topic.split('.').collect();
+        let mut out = HashMap::new();
+        tree.collect(&segments, &mut out, true);
+        let mut conns: Vec<u64> = out.into_keys().collect();
+        conns.sort_unstable();
+        conns
+    }
+
+    #[test]
+    fn a_connection_is_found_once_and_removed_patterns_are_gone() {
+        let mut tree = Node::default();
+        tree.insert("a.*".split('.'), 1, &());
+        tree.insert("a.>".split('.'), 1, &());
+        tree.insert("a.b".split('.'), 2, &());
+        assert_eq!(matching(&tree, "a.b"), [1, 2], "once per connection");
+        assert_eq!(matching(&tree, "a.b.c"), [1]);
+        assert!(matching(&tree, "a").is_empty());
+        tree.remove("a.*".split('.'), 1);
+        assert_eq!(matching(&tree, "a.b"), [1, 2], "a.> still matches");
+        tree.remove("a.>".split('.'), 1);
+        tree.remove("a.b".split('.'), 2);
+        assert!(tree.is_empty(), "pruned");
+    }
+
+    proptest! {
+        /// The tree finds exactly the connections a pattern-by-pattern check finds.
+        #[test]
+        fn the_tree_agrees_with_matching_each_pattern(
+            subs in prop::collection::vec(
+                (0u64..4, prop::collection::vec(prop::sample::select(vec!["a", "b", "*", "$orb"]), 1..4), any::<bool>()),
+                0..12,
+            ),
+            topic in prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "$orb"]), 1..5),
+        ) {
+            let mut tree = Node::default();
+            let mut patterns = Vec::new();
+            for (conn, segs, tail) in subs {
+                let mut segs = segs;
+                if tail {
+                    segs.push(">");
+                }
+                let text = segs.join(".");
+                tree.insert(text.split('.'), conn, &());
+                patterns.push((conn, Pattern::parse(&text).unwrap()));
+            }
+            let topic = Topic::parse(&topic.join(".")).unwrap();
+            let mut expected: Vec<u64> = patterns.iter().filter(|(_, p)| p.matches(&topic)).map(|(c, _)| *c).collect();
+            expected.sort_unstable();
+            expected.dedup();
+            prop_assert_eq!(matching(&tree, topic.as_str()), expected);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Pub/sub over the wire (issue 13): publications reach every connection subscribed to a
+//! matching pattern once, agents and operators alike, over both codecs; `$orb.` topics are the
+//! server's (no client publishes there, wildcards do not reach them, agents may not subscribe);
+//! bad topics and too many subscriptions are refused with their codes; a subscription ends when
+//! dropped or with its connection; a subscriber that stops reading is closed as a slow consumer
+//! without holding the publisher up.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_client::{Client, ClientError, Codec, Message};
+use orb_proto::ErrorCode;
+use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, within};
+
+async fn next(sub: &mut orb_client::Subscription) -> Message {
+    within("a message", sub.next()).await.expect("the subscription is open")
+}
+
+fn remote(r: Result<impl std::fmt::Debug, ClientError>) -> ErrorCode {
+    match r {
+        Err(ClientError::Remote(e)) => e.code,
+        other => panic!("not refused by the server: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn publications_reach_each_matching_connection_once() {
+    let server = TestServer::start().await;
+    let op = server.operator(Transport::Tcp).await;
+    let agent = server.agent(Transport::Ws, "ps-1", &[], basic_handlers()).await;
+    let mut cfg = server.operator_config(Transport::Tcp);
+    cfg.codec = Codec::MsgPack;
+    let packed = Client::connect(cfg, orb_client::Handlers::new()).await.unwrap();
+
+    let mut all = op.subscribe("telemetry.>", WAIT).await.unwrap();
+    let mut cpu = op.subscribe("telemetry.*.cpu", WAIT).await.unwrap();
+    let mut on_agent = agent.subscribe("telemetry.ps-1.*", WAIT).await.unwrap();
+    let mut on_msgpack = packed.subscribe("telemetry.>", WAIT).await.unwrap();
+
+    // From an agent: the operator's connection gets it once (two of its patterns match, each
+    // local subscription sees it), the agent's own and the MessagePack connection too.
+    let n = agent.publish("telemetry.ps-1.cpu", Bytes::from_static(br#"{"load":0.5}"#), WAIT).await.unwrap();
+    assert_eq!(n, 3, "three connections subscribed");
+    for m in [next(&mut all).await, next(&mut cpu).await, next(&mut on_agent).await, next(&mut on_msgpack).await] {
+        assert_eq!(
+            (m.topic.as_str(), m.from.as_str(), &m.body[..]),
+            ("telemetry.ps-1.cpu", "ps-1", &br#"{"load":0.5}"#[..])
+        );
+    }
+    // Only what matches: `telemetry.*.cpu` does not see a memory reading.
+    assert_eq!(op.publish("telemetry.ps-1.mem", Bytes::from_static(b"7"), WAIT).await.unwrap(), 3);
+    let m = next(&mut all).await;
+    assert_eq!((m.topic.as_str(), m.seq), ("telemetry.ps-1.mem", 2), "numbered per connection");
+    assert!(cpu.take_pending().is_empty());
+    assert_eq!(next(&mut on_agent).await.topic, "telemetry.ps-1.mem");
+    assert_eq!(op.publish("other.topic", Bytes::from_static(b"null"), WAIT).await.unwrap(), 0);
+
+    // Dropped, a subscription ends; the connection's others go on.
+    drop(on_agent);
+    drop(all);
+    let n = agent.publish("telemetry.ps-1.cpu", Bytes::from_static(b"1"), WAIT).await.unwrap();
+    assert_eq!(n, 2, "the operator (cpu) and the MessagePack client; the agent unsubscribed");
+    assert_eq!(next(&mut cpu).await.body, Bytes::from_static(b"1"));
+    // A closed connection's subscriptions end with it.
+    packed.close().await;
+    drop(on_msgpack);
+    for _ in 0..500 {
+        if server.server.broker().subscriptions() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.server.broker().subscriptions(), 1, "only the operator's cpu subscription is left");
+}
+
+#[tokio::test]
+async fn the_servers_namespace_and_bad_input_are_refused() {
+    let server = TestServer::start_with(|cfg| cfg.limits.max_subscriptions = 2, |b| b).await;
+    let op = server.operator(Transport::Tcp).await;
+    let agent = server.agent(Transport::Tcp, "ps-2", &[], basic_handlers()).await;
+
+    assert_eq!(remote(op.publish("$orb.presence.ps-2", Bytes::from_static(b"1"), WAIT).await), ErrorCode::Forbidden);
+    assert_eq!(
+        remote(agent.subscribe("$orb.>", WAIT).await),
+        ErrorCode::Forbidden,
+        "the server's events are for operators"
+    );
+    let mut everything = op.subscribe(">", WAIT).await.unwrap();
+    let _events = op.subscribe("$orb.>", WAIT).await.unwrap();
+    assert_eq!(remote(op.subscribe("more.>", WAIT).await), ErrorCode::TooManySubscriptions);
+    for topic in ["a..b", "a.*", "a b", "", "a.>"] {
+        assert_eq!(remote(op.publish(topic, Bytes::from_static(b"1"), WAIT).await), ErrorCode::BadTopic, "{topic:?}");
+    }
+    assert_eq!(remote(agent.subscribe("a.>.b", WAIT).await), ErrorCode::BadTopic);
+    // A body past the limits is refused, never relayed.
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    assert_eq!(remote(op.publish("deep", Bytes::from(deep), WAIT).await), ErrorCode::BadBody);
+    assert_eq!(agent.publish("fine", Bytes::from_static(b"\"ok\""), WAIT).await.unwrap(), 1);
+    assert_eq!(next(&mut everything).await.topic, "fine");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_closed_and_the_publisher_never_waits() {
+    let server = TestServer::start().await;
+    let op = server.operator(Transport::Tcp).await;
+    let mut stalled = orb_testkit::RawTcp::connect_small_buffer(server.server.tcp_addr()).await;
+    stalled.send_json(&orb_testkit::hello_json("operator", server.server.admin_token().expose(), None)).await.unwrap();
+    let _welcome = within("welcome", stalled.read_json()).await;
+    stalled.send_json(&serde_json::json!({"kind": "sub", "id": "1", "topic": "flood.>"})).await.unwrap();
+    let _ack = within("the subscription", stalled.read_json()).await;
+    let mut reader = op.subscribe("flood.>", WAIT).await.unwrap();
+
+    // The raw connection reads nothing more: its queue fills and it is closed, while every
+    // publication is answered at once and the reading subscriber gets them all.
+    let body = Bytes::from(vec![b'1'; 60_000]);
+    let mut reached = Vec::new();
+    for i in 0..400 {
+        reached.push(
+            within("a publication's answer", op.publish(&format!("flood.{i}"), body.clone(), WAIT)).await.unwrap(),
+        );
+        assert_eq!(next(&mut reader).await.topic, format!("flood.{i}"));
+    }
+    assert_eq!(reached.first(), Some(&2));
+    assert_eq!(reached.last(), Some(&1), "the stalled subscriber was closed: {reached:?}");
+}
