@@ -52,6 +52,9 @@ pub enum Command {
     /// Print the messages published on topics matching a pattern as they arrive.
     #[command(after_help = crate::help::SUB)]
     Sub(SubArgs),
+    /// Print the server's own events as they happen: devices coming and going ($orb.>).
+    #[command(after_help = crate::help::TAIL)]
+    Tail(TailArgs),
     /// Send one admin message to a server: QUIT, RELOAD, LOG_ROTATE or PING.
     #[command(after_help = crate::help::SIGNAL)]
     Signal(SignalArgs),
@@ -155,7 +158,8 @@ impl Command {
             Command::Jobs(a) => Some(&mut a.connect),
             Command::Signal(a) => Some(&mut a.connect),
             Command::Pub(a) => Some(&mut a.connect),
-            Command::Sub(a) => Some(&mut a.connect),
+            Command::Sub(a) => Some(&mut a.follow.connect),
+            Command::Tail(a) => Some(&mut a.follow.connect),
             Command::Schedule(ScheduleCommand::List(a)) => Some(&mut a.connect),
             Command::Schedule(
                 ScheduleCommand::Show(a)
@@ -422,11 +426,25 @@ pub struct PubArgs {
 /// `orb sub`.
 #[derive(Debug, Args)]
 pub struct SubArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
     /// Pattern: a topic whose segments may be * (exactly one) and whose last may be > (the
     /// rest): telemetry.*.cpu, telemetry.>, $orb.> (the server's events).
     pub pattern: String,
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// `orb tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// How `orb sub` and `orb tail` follow messages: where from, until when, printed how.
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Stop after N messages (exit 0; 1 if the timeout comes first).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,

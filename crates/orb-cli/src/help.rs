@@ -328,6 +328,13 @@ Examples:
   orb sub 'alerts.>' --timeout 30s             # stop after 30 s
 A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.";
 
+/// `orb tail`.
+pub const TAIL: &str = "\
+Examples:
+  orb tail                                     # TIME  gw-1 online, TIME  gw-1 offline (reason)
+  orb tail --json                              # one object per line: topic, body, from, seq
+  orb sub '$orb.presence.gw-*'                 # only some devices' comings and goings";
+
 /// `orb config`.
 pub const CONFIG: &str = "\
 Examples:

@@ -116,6 +116,10 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
             client_logging()?;
             pubsub::subscribe(args).await
         }
+        cli::Command::Tail(args) => {
+            client_logging()?;
+            pubsub::tail(args).await
+        }
         #[cfg(feature = "server")]
         cli::Command::Demo(args) => {
             client_logging()?;

@@ -1,12 +1,13 @@
-//! `orb pub` and `orb sub`: publish one message on a topic; print the messages published on
-//! topics matching a pattern as they arrive, one per line (`TOPIC  BODY`, or with `--json` one
-//! object per line), until `--count` of them or `--timeout`.
+//! `orb pub`, `orb sub` and `orb tail`: publish one message on a topic; print the messages
+//! published on topics matching a pattern as they arrive, one per line (`TOPIC  BODY`, or with
+//! `--json` one object per line), until `--count` of them or `--timeout`; `orb tail` does that
+//! for the server's own events (`$orb.>`), presence told in words.
 
 use std::time::Duration;
 
 use orb_proto::topic::{Pattern, Topic};
 
-use crate::cli::{PubArgs, SubArgs};
+use crate::cli::{FollowArgs, PubArgs, SubArgs, TailArgs};
 use crate::connect;
 use crate::exit::{self, Failure};
 use crate::input;
@@ -32,10 +33,38 @@ pub async fn publish(args: PubArgs) -> Result<u8, Failure> {
 /// asked for; 1 when the timeout came first or the connection closed.
 pub async fn subscribe(args: SubArgs) -> Result<u8, Failure> {
     Pattern::parse(&args.pattern).map_err(|e| Failure::usage(format!("{}: {}", e.code, e.message)))?;
+    follow(&args.pattern, args.follow, plain_line).await
+}
+
+/// `orb tail`: `orb sub '$orb.>'` with presence events in words.
+pub async fn tail(args: TailArgs) -> Result<u8, Failure> {
+    follow("$orb.>", args.follow, event_line).await
+}
+
+/// `TOPIC  BODY`, control characters escaped.
+fn plain_line(m: &orb_client::Message) -> String {
+    let body = String::from_utf8_lossy(&m.body);
+    let text = if body.chars().any(char::is_control) { body.escape_debug().to_string() } else { body.into_owned() };
+    format!("{}  {text}", m.topic)
+}
+
+/// A server event in words: `2026-12-06T21:30:00.123Z  gw-1 offline (heartbeat_timeout)`.
+fn event_line(m: &orb_client::Message) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
+    let text = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
+    if m.topic.starts_with("$orb.presence.") {
+        let reason = v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
+        return format!("{}  {} {}{reason}", text("at"), text("id"), text("status"));
+    }
+    plain_line(m)
+}
+
+/// Subscribes to `pattern` and prints each message with `line` (or as JSON) as `args` say.
+async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) -> String) -> Result<u8, Failure> {
     let client = connect::operator(&args.connect).await?;
-    let mut sub = client.subscribe(&args.pattern, ANSWER).await?;
+    let mut sub = client.subscribe(pattern, ANSWER).await?;
     // On stderr, so scripts know from when on publications reach them.
-    eprintln!("subscribed to {}", args.pattern);
+    eprintln!("subscribed to {pattern}");
     let json = args.output.format() == Format::Json;
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = 0u64;
@@ -58,16 +87,13 @@ pub async fn subscribe(args: SubArgs) -> Result<u8, Failure> {
             break Err(Failure::new(exit::FAILED, "the connection closed".to_owned()));
         };
         seen += 1;
-        let body = String::from_utf8_lossy(&m.body);
         if json {
             let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
-            let line =
+            let object =
                 serde_json::json!({"topic": m.topic, "body": body, "from": m.from, "retained": false, "seq": m.seq});
-            outln!("{line}");
+            outln!("{object}");
         } else {
-            let text =
-                if body.chars().any(char::is_control) { body.escape_debug().to_string() } else { body.into_owned() };
-            outln!("{}  {text}", m.topic);
+            outln!("{}", line(&m));
         }
     };
     drop(sub);

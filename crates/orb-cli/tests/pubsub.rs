@@ -46,3 +46,19 @@ fn bad_topics_exit_2_before_anything_is_sent() {
         assert!(stderr(&out).contains("bad_topic"), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn tail_shows_a_device_coming_and_going() {
+    let server = Server::start();
+    let mut cmd = orb(server.cwd());
+    cmd.args(["tail", "--count", "2", "--server", &server.tcp, "--token", ADMIN]);
+    let (mut tail, lines) = Proc::with_stdout("orb tail", cmd);
+    tail.wait_for_line(STARTUP, |l| l.contains("subscribed to $orb.>"));
+    let agent = server.agent("tl-1", &[]);
+    let online = lines.next(STARTUP).unwrap();
+    assert!(online.ends_with("tl-1 online"), "{online}");
+    drop(agent); // SIGKILL: no bye
+    let offline = lines.next(STARTUP).unwrap();
+    assert!(offline.contains("tl-1 offline ("), "{offline}");
+    assert!(tail.wait_exit(STARTUP).success());
+}

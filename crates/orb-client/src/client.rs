@@ -62,6 +62,9 @@ pub struct ClientConfig {
     /// the journal when delivered again, so it never runs twice; the hello says `durable`, so
     /// the server redelivers what it did not get an answer for. Agents only.
     pub journal: Option<Journal>,
+    /// A last will: the server publishes it if this connection ends without [`Client::close`]
+    /// (the process died, the link broke).
+    pub will: Option<orb_proto::message::Will>,
 }
 
 impl ClientConfig {
@@ -82,6 +85,7 @@ impl ClientConfig {
             bind: None,
             codec: Codec::Json,
             journal: None,
+            will: None,
         }
     }
 
@@ -195,6 +199,7 @@ impl Client {
             agent: Some(config.agent.clone()),
             codecs: offered_codecs(config.codec),
             durable: config.journal.is_some(),
+            will: config.will.clone(),
         };
         // The hello and the welcome are JSON whatever codec is negotiated.
         let frame = orb_proto::encode(&Envelope::new(Kind::Hello).with_json_body(&hello));

@@ -117,7 +117,37 @@ pub struct Hello {
     /// for others it ends `interrupted`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub durable: bool,
+    /// A last will: published by the server if this connection ends without a `bye` (the
+    /// process died, the link broke, it stopped answering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will: Option<Will>,
 }
+
+/// Bytes a last will's body may have.
+pub const MAX_WILL_BODY: usize = 64 * 1024;
+
+/// A last will ([`Hello::will`]): a publication the server makes for a client that vanished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Will {
+    /// The topic (not under `$orb.`).
+    pub topic: String,
+    /// The body (JSON), null when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<RawJson>,
+}
+
+/// JSON kept as written, compared by its text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<RawValue>);
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for RawJson {}
 
 /// Most tags a hello may report.
 pub const MAX_HELLO_TAGS: usize = 64;
@@ -170,6 +200,21 @@ impl Hello {
                 continue;
             };
             return bad(format!("hello command name '{}' {problem}", echo(name)));
+        }
+        if let Some(will) = &self.will {
+            let topic = crate::topic::Topic::parse(&will.topic)
+                .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("hello will: {}", e.message)))?;
+            if topic.is_reserved() {
+                return bad(format!("hello will topic '{}' is the server's ($orb.)", echo(&will.topic)));
+            }
+            if let Some(body) = &will.body {
+                let text = body.0.get();
+                if text.len() > MAX_WILL_BODY {
+                    return bad(format!("hello will body is {} bytes, more than {MAX_WILL_BODY}", text.len()));
+                }
+                crate::body::check(text.as_bytes())
+                    .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("hello will body: {e}")))?;
+            }
         }
         if let Some(agent) = self.agent.as_deref().filter(|a| a.len() > MAX_AGENT_NAME) {
             return bad(format!("hello agent '{}' is longer than {MAX_AGENT_NAME} bytes", echo(agent)));

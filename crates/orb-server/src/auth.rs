@@ -197,6 +197,7 @@ mod tests {
             agent: None,
             codecs: vec![],
             durable: false,
+            will: None,
         }
     }
 

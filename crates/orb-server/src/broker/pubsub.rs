@@ -37,6 +37,38 @@ impl Broker {
         Ok(self.fan_out(&topic, &who.identity.name, body))
     }
 
+    /// Publishes the server's own event `body` on `$orb.` topic `topic` (presence).
+    pub(crate) fn publish_event(&self, topic: &str, body: &serde_json::Value) {
+        match Topic::parse(topic) {
+            Ok(topic) => {
+                let body = Bytes::from(serde_json::to_vec(body).expect("a JSON value serialises"));
+                self.fan_out(&topic, "$server", Some(body));
+            }
+            Err(e) => {
+                tracing::warn!(topic = %orb_proto::excerpt(topic), "an event on a bad topic was not published: {}", e.message)
+            }
+        }
+    }
+
+    /// `$orb.presence.<id>`: device `id` connected (`reason` `None`) or disconnected for `reason`.
+    pub(crate) fn publish_presence(&self, id: &orb_proto::DeviceId, reason: Option<&str>) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let body = match reason {
+            None => serde_json::json!({"id": id.as_str(), "status": "online", "at": at}),
+            Some(r) => serde_json::json!({"id": id.as_str(), "status": "offline", "reason": r, "at": at}),
+        };
+        self.publish_event(&format!("$orb.presence.{id}"), &body);
+    }
+
+    /// Publishes the last will `will` of `who`, whose connection ended without a `bye`.
+    pub(crate) fn publish_will(&self, who: &Requester, will: &orb_proto::message::Will) {
+        let body = will.body.as_ref().map(|b| Bytes::copy_from_slice(b.0.get().as_bytes()));
+        // Checked in the hello; its topic may have become unpublishable only by policy.
+        if let Err(e) = self.publish(who, &will.topic, body) {
+            tracing::warn!(who = who.identity.name, code = %e.code, "a last will was not published: {}", e.message);
+        }
+    }
+
     /// Queues one `pub` frame for every connection subscribed to `topic`.
     fn fan_out(&self, topic: &Topic, from: &str, body: Option<Bytes>) -> usize {
         let subscribers = self.0.topics.matching(topic);

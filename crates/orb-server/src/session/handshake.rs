@@ -39,6 +39,7 @@ pub(super) async fn handshake<R: FrameSource>(
     let broker = &shared.broker;
     let limits = broker.limits();
     let hello = read_hello(shared, source, limits.handshake_timeout, &stats).await?;
+    let will = hello.will.clone();
     // The hello is held to the protocol's limits (tags, commands, lengths) before anything else
     // looks at it.
     hello.check().map_err(refuse)?;
@@ -130,6 +131,7 @@ pub(super) async fn handshake<R: FrameSource>(
                 None => outbox.closer.close(CloseReason::Removed),
                 Some(k) if k.revoked => outbox.closer.close(CloseReason::Revoked),
                 Some(k) => {
+                    broker.publish_presence(&id, None);
                     broker.deliver_held(id.clone());
                     if k.commands.iter().any(|c| c == orb_proto::message::commands::SCHEDULES_SYNC) {
                         broker.sync_agent_schedules(Some(id.clone()));
@@ -141,7 +143,9 @@ pub(super) async fn handshake<R: FrameSource>(
         None => (Registered::Operator { _guard: sessions.register_operator() }, None),
     };
     tracing::debug!(name = identity.name, codec = codec.as_str(), "session established");
-    Ok(Session::new(Arc::clone(shared), outbox, Requester::new(identity), registered, record, stats))
+    let mut session = Session::new(Arc::clone(shared), outbox, Requester::new(identity), registered, record, stats);
+    session.will = will;
+    Ok(session)
 }
 
 /// Reads the first frame and decodes it as a `hello`.

@@ -43,6 +43,10 @@ pub(super) struct Session {
     pings_sent: u64,
     /// Outbox messages on their way to the store, in arrival order (started with the first).
     pub(super) messages: Option<super::commands::MessageQueue>,
+    /// The client's last will, published if the connection ends without a `bye`.
+    pub(super) will: Option<orb_proto::message::Will>,
+    /// The client said `bye`: its end is normal, whatever the socket does next.
+    said_bye: bool,
 }
 
 /// Two clocks counted in heartbeat intervals (the frame path reads no clock; an idle session
@@ -120,6 +124,8 @@ impl Session {
             ping: None,
             pings_sent: 0,
             messages: None,
+            will: None,
+            said_bye: false,
         }
     }
 
@@ -141,11 +147,28 @@ impl Session {
     /// The session ended for `reason`: a device's disconnection is recorded (a replaced session's
     /// end is not the device's: its successor is connected).
     pub(super) fn ended(&self, reason: CloseReason) {
-        self.shared.broker.connection_closed(self.outbox.conn);
+        let broker = &self.shared.broker;
+        broker.connection_closed(self.outbox.conn);
+        // Without a `bye` the client vanished: its will is published (a server stopping, or an
+        // operator ending the session, is not the client's failure).
+        let vanished = !self.said_bye
+            && matches!(
+                reason,
+                CloseReason::PeerClosed
+                    | CloseReason::HeartbeatTimeout
+                    | CloseReason::ProtocolViolation
+                    | CloseReason::SlowConsumer
+                    | CloseReason::FrameTooLarge
+            );
+        if let Some(will) = self.will.as_ref().filter(|_| vanished) {
+            broker.publish_will(&self.requester, will);
+        }
         if let Registered::Device(r) = &self.registered
             && reason != CloseReason::Replaced
         {
-            self.shared.broker.registry().disconnected(r.id().as_str(), chrono::Utc::now());
+            broker.registry().disconnected(r.id().as_str(), chrono::Utc::now());
+            let why = if vanished && reason == CloseReason::PeerClosed { "connection_lost" } else { reason.as_str() };
+            broker.publish_presence(r.id(), Some(why));
         }
     }
 
@@ -246,7 +269,10 @@ impl Session {
                 self.answer(&pong);
             }
             Kind::Pong => self.on_pong(env.re.as_deref(), Instant::now()),
-            Kind::Bye => return Err(CloseReason::PeerClosed),
+            Kind::Bye => {
+                self.said_bye = true;
+                return Err(CloseReason::PeerClosed);
+            }
             // Answering an error with an error could loop between two peers: it is only logged.
             Kind::Error => tracing::debug!(error = ?env.error, "peer reported an error"),
             Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event | Kind::Cancel => {
