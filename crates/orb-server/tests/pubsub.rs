@@ -124,3 +124,27 @@ async fn a_subscriber_that_stops_reading_is_closed_and_the_publisher_never_waits
     assert_eq!(reached.first(), Some(&2));
     assert_eq!(reached.last(), Some(&1), "the stalled subscriber was closed: {reached:?}");
 }
+
+#[tokio::test]
+async fn a_job_publishes_its_progress_for_subscribers() {
+    let server = TestServer::start().await;
+    let op = server.operator(Transport::Tcp).await;
+    let _a = server.agent(Transport::Tcp, "jp-1", &[], basic_handlers()).await;
+    server.known_but_offline("jp-2").await;
+    let mut progress = op.subscribe("$orb.job.>", WAIT).await.unwrap();
+    let job = op.submit(orb_client::JobRequest::new("jp-*", "ping")).await.unwrap();
+    let id = job.id().to_owned();
+    let outcome = orb_testkit::finish_job(job).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let m = next(&mut progress).await;
+        assert_eq!((m.topic.clone(), m.from.as_str()), (format!("$orb.job.{id}"), "$server"));
+        let v: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+        statuses.push((v["device"].as_str().unwrap().to_owned(), v["status"].as_str().unwrap().to_owned()));
+    }
+    statuses.sort();
+    assert_eq!(statuses, [("jp-1".to_owned(), "ok".to_owned()), ("jp-2".to_owned(), "offline".to_owned())]);
+    let end: serde_json::Value = serde_json::from_slice(&next(&mut progress).await.body).unwrap();
+    assert_eq!((end["ended"].as_bool(), end["summary"]["ok"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(outcome.count(orb_proto::Status::Ok), 1);
+}

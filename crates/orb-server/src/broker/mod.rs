@@ -111,8 +111,8 @@ struct Inner {
     schedules_changed: tokio::sync::Notify,
     /// Devices owed their agent-local schedules.
     agent_sync: Arc<agent_schedules::SyncQueue>,
-    /// Every connection's pub/sub subscriptions.
-    topics: crate::router::topics::Topics,
+    /// Every connection's pub/sub subscriptions (shared with the jobs, which publish progress).
+    topics: Arc<crate::router::topics::Topics>,
 }
 
 /// What [`Broker::new`] is made of.
@@ -133,6 +133,7 @@ impl Broker {
         let (held_tx, held_rx) = mpsc::unbounded_channel();
         let delivering = Arc::new(held::Delivering::default());
         let sessions = Arc::new(Sessions::default());
+        let topics = Arc::new(crate::router::topics::Topics::default());
         let jobs = Jobs::new(crate::jobs::JobsParts {
             node: p.node.clone(),
             correlations: Arc::clone(&correlations),
@@ -141,6 +142,7 @@ impl Broker {
             held_tx,
             delivering: Arc::clone(&delivering),
             sessions: Arc::clone(&sessions),
+            topics: Arc::clone(&topics),
             tracker: p.tracker.clone(),
         });
         let tally = Arc::new(tally::Tally::default());
@@ -168,7 +170,7 @@ impl Broker {
             tally,
             schedules_changed: tokio::sync::Notify::new(),
             agent_sync: Arc::default(),
-            topics: crate::router::topics::Topics::default(),
+            topics,
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         let (weak, queue) = (Arc::downgrade(&broker.0), Arc::clone(&broker.0.agent_sync));

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use orb_proto::topic::{Pattern, Topic};
-use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
+use orb_proto::{ErrorBody, ErrorCode};
 
 use super::{Action, Broker, RELAY_RESERVE, check_args};
 use crate::identity::Requester;
@@ -71,23 +71,7 @@ impl Broker {
 
     /// Queues one `pub` frame for every connection subscribed to `topic`.
     fn fan_out(&self, topic: &Topic, from: &str, body: Option<Bytes>) -> usize {
-        let subscribers = self.0.topics.matching(topic);
-        if subscribers.is_empty() {
-            return 0;
-        }
-        let mut env = Envelope::new(Kind::Pub);
-        env.topic = Some(topic.as_str().to_owned());
-        env.from = Some(from.to_owned());
-        env.body = body;
-        let mut frames: [Option<Bytes>; 2] = [None, None];
-        subscribers
-            .into_iter()
-            .filter(|outbox| {
-                let frame =
-                    frames[crate::jobs::codec_slot(outbox.codec)].get_or_insert_with(|| outbox.codec.encode(&env));
-                outbox.deliver(frame.clone()).is_ok()
-            })
-            .count()
+        self.0.topics.publish(topic, from, || body)
     }
 
     /// Subscribes `outbox`'s connection to `pattern` under the client's `id` (a second

@@ -15,6 +15,7 @@
 
 mod events;
 mod inbox;
+mod progress;
 mod run;
 mod staged;
 mod stages;
@@ -133,6 +134,8 @@ pub struct Jobs {
     readers: Arc<events::Readers>,
     /// Where a staged job finds its targets' sessions when it dispatches to them.
     sessions: Arc<Sessions>,
+    /// Where jobs publish their progress.
+    topics: Arc<crate::router::topics::Topics>,
 }
 
 /// What [`Jobs::new`] is made of.
@@ -150,6 +153,8 @@ pub(crate) struct JobsParts {
     pub(crate) delivering: Arc<Delivering>,
     /// The connected sessions (a staged job looks its targets up at dispatch).
     pub(crate) sessions: Arc<Sessions>,
+    /// Pub/sub subscriptions: each job publishes its progress on `$orb.job.<id>`.
+    pub(crate) topics: Arc<crate::router::topics::Topics>,
     /// Where job tasks run.
     pub(crate) tracker: TaskTracker,
 }
@@ -157,7 +162,7 @@ pub(crate) struct JobsParts {
 impl Jobs {
     /// The jobs subsystem made of `parts`.
     pub(crate) fn new(parts: JobsParts) -> Jobs {
-        let JobsParts { node, correlations, recorder, store, held_tx, delivering, sessions, tracker } = parts;
+        let JobsParts { node, correlations, recorder, store, held_tx, delivering, sessions, topics, tracker } = parts;
         Jobs {
             accepting: std::sync::atomic::AtomicBool::new(true),
             node,
@@ -172,6 +177,7 @@ impl Jobs {
             draining: CancellationToken::new(),
             readers: Arc::default(),
             sessions,
+            topics,
         }
     }
 
@@ -366,6 +372,7 @@ impl Jobs {
                 Arc::clone(&inbox),
             )
         });
+        let progress = progress::Progress::new(Arc::clone(&self.topics), &job_id);
         let run = JobRun {
             job_id,
             correlation,
@@ -388,6 +395,7 @@ impl Jobs {
             held_tx: self.held_tx.clone(),
             delivering: Arc::clone(&self.delivering),
             staged,
+            progress,
             _slot: slot,
         };
         drop(inbox);

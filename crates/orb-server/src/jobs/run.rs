@@ -67,6 +67,8 @@ pub(crate) struct JobRun {
     /// A staged job's timetable and what it dispatches with (`None`: everything went out at
     /// the start).
     pub(crate) staged: Option<super::staged::Staged>,
+    /// Where its progress is published (`$orb.job.<id>`).
+    pub(crate) progress: super::progress::Progress,
     /// The job's place in its requester's quota, shared with the job's reader (released when
     /// both are done).
     pub(crate) _slot: Arc<JobSlot>,
@@ -226,6 +228,7 @@ impl JobRun {
         let mut summary = state.summary(self.job_id.clone());
         summary.skipped = self.skipped;
         summary.aborted = self.staged.as_mut().and_then(|s| s.aborted.take());
+        self.progress.ended(&summary);
         self.events.push(JobEvent::Ended(summary));
         self.record(&mut unrecorded).await;
         let end = JobEnd { job: self.job_id.clone(), at: Utc::now(), state: phase, pending_become };
@@ -393,6 +396,7 @@ impl JobRun {
     }
 
     fn tell(&self, index: usize, outcome: &Outcome, elapsed_ms: Option<u64>) {
+        self.progress.settled(&self.devices[index], outcome, elapsed_ms);
         if !self.events.is_read() {
             return;
         }

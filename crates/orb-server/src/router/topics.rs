@@ -5,9 +5,12 @@
 //! kept by id, to unsubscribe one and to drop them all when it closes. Bounded per connection.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use bytes::Bytes;
 use orb_proto::topic::{Pattern, Topic};
+use orb_proto::{Envelope, Kind};
 
 use super::delivery::Outbox;
 
@@ -118,6 +121,9 @@ pub(crate) struct Topics {
     tree: RwLock<Node<Outbox>>,
     /// Each connection's subscriptions by the id it gave them.
     by_conn: Mutex<HashMap<u64, HashMap<String, Pattern>>>,
+    /// Subscriptions held, read without a lock: a publication with no subscriber anywhere (a
+    /// job's progress, most of the time) costs one atomic load.
+    held: AtomicUsize,
 }
 
 impl Topics {
@@ -138,6 +144,8 @@ impl Topics {
         let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(old) = subs.insert(id.to_owned(), pattern.clone()) {
             tree.remove(old.segments(), outbox.conn);
+        } else {
+            self.held.fetch_add(1, Ordering::Relaxed);
         }
         tree.insert(pattern.segments(), outbox.conn, outbox);
         Ok(())
@@ -147,6 +155,7 @@ impl Topics {
     pub(crate) fn unsubscribe(&self, conn: u64, id: &str) -> bool {
         let mut by_conn = self.by_conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(pattern) = by_conn.get_mut(&conn).and_then(|subs| subs.remove(id)) else { return false };
+        self.held.fetch_sub(1, Ordering::Relaxed);
         self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(pattern.segments(), conn);
         true
     }
@@ -155,6 +164,7 @@ impl Topics {
     pub(crate) fn drop_connection(&self, conn: u64) {
         let subs = self.by_conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&conn);
         if let Some(subs) = subs {
+            self.held.fetch_sub(subs.len(), Ordering::Relaxed);
             let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             for pattern in subs.values() {
                 tree.remove(pattern.segments(), conn);
@@ -164,15 +174,41 @@ impl Topics {
 
     /// The connections subscribed to `topic`, each once.
     pub(crate) fn matching(&self, topic: &Topic) -> Vec<Outbox> {
+        if self.held.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
         let segments: Vec<&str> = topic.as_str().split('.').collect();
         let mut out = HashMap::new();
         self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner).collect(&segments, &mut out, true);
         out.into_values().collect()
     }
 
+    /// Queues one `pub` frame (`topic`, `from`, the body `body` makes) for every connection
+    /// subscribed to `topic`, encoded once per codec; the body is made only when someone is
+    /// subscribed. Returns how many connections it was queued for.
+    pub(crate) fn publish(&self, topic: &Topic, from: &str, body: impl FnOnce() -> Option<Bytes>) -> usize {
+        let subscribers = self.matching(topic);
+        if subscribers.is_empty() {
+            return 0;
+        }
+        let mut env = Envelope::new(Kind::Pub);
+        env.topic = Some(topic.as_str().to_owned());
+        env.from = Some(from.to_owned());
+        env.body = body();
+        let mut frames: [Option<Bytes>; 2] = [None, None];
+        subscribers
+            .into_iter()
+            .filter(|outbox| {
+                let frame =
+                    frames[crate::jobs::codec_slot(outbox.codec)].get_or_insert_with(|| outbox.codec.encode(&env));
+                outbox.deliver(frame.clone()).is_ok()
+            })
+            .count()
+    }
+
     /// Subscriptions held now, over all connections.
     pub(crate) fn count(&self) -> usize {
-        self.by_conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(HashMap::len).sum()
+        self.held.load(Ordering::Relaxed)
     }
 }
 
