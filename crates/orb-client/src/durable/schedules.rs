@@ -41,6 +41,14 @@ pub struct LocalSchedules {
     applied: Arc<tokio::sync::Mutex<u64>>,
 }
 
+/// The firings running now (by schedule id: one at a time per schedule), ended when the firing
+/// task stops.
+#[derive(Default)]
+struct Firings {
+    ids: Mutex<HashSet<String>>,
+    stop: CancellationToken,
+}
+
 /// One stored local schedule and when it fires next.
 #[derive(Debug, Clone)]
 pub struct LocalSchedule {
@@ -149,7 +157,7 @@ impl LocalSchedules {
     /// Fires the schedules as they come due, by `clock`, until `stop`: each firing runs its
     /// command's handler from `handlers` and sends the outcome through `outbox`.
     pub async fn run(&self, handlers: Handlers, outbox: Outbox, clock: Clock, stop: CancellationToken) {
-        let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let running = Arc::new(Firings { ids: Mutex::default(), stop: stop.child_token() });
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -176,7 +184,7 @@ impl LocalSchedules {
         handlers: &Handlers,
         outbox: &Outbox,
         clock: &Clock,
-        running: &Arc<Mutex<HashSet<String>>>,
+        running: &Arc<Firings>,
     ) -> Result<Duration, DurableError> {
         let now = clock.now();
         let mut earliest: Option<DateTime<Utc>> = None;
@@ -204,14 +212,19 @@ impl LocalSchedules {
             if !due.fire_now {
                 continue;
             }
-            if !running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(s.id.clone()) {
+            if !running.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(s.id.clone()) {
                 tracing::warn!(schedule = s.id, "a local firing skipped: the previous one still runs");
                 continue;
             }
             let (handlers, outbox, running) = (handlers.clone(), outbox.clone(), Arc::clone(running));
             tokio::spawn(async move {
-                fire(&s, now, &handlers, &outbox).await;
-                running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&s.id);
+                // Stopped with the firing task (the agent is stopping): the run ends unreported,
+                // as if the agent had crashed; its next firing time is committed already.
+                tokio::select! {
+                    () = fire(&s, now, &handlers, &outbox) => {}
+                    () = running.stop.cancelled() => {}
+                }
+                running.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&s.id);
             });
         }
         let wait = earliest.map_or(MAX_SLEEP, |t| (t - now).to_std().unwrap_or(Duration::ZERO));
