@@ -245,9 +245,6 @@ async fn settle(
         let mut histories = Vec::with_capacity(devices.len());
         for (d, device) in devices.iter().enumerate() {
             let agent_dir = cluster.setup().agent_dir(d);
-            let executed = history::read_executed(&history::executed_path(&agent_dir)).map_err(fail)?;
-            let events = history::read_events(&history::events_path(&agent_dir)).map_err(fail)?;
-            let stored = op.stored_events(device).await?;
             let mut numbered = BTreeMap::new();
             for (&n, s) in &submitted[d] {
                 let submission = match s {
@@ -266,6 +263,12 @@ async fn settle(
                 };
                 numbered.insert(n, submission);
             }
+            // Read after the outcomes: an agent writes its run before it answers, so every run
+            // whose outcome was just seen is in the file (read first, a command finishing in
+            // between would look answered but never run).
+            let executed = history::read_executed(&history::executed_path(&agent_dir)).map_err(fail)?;
+            let events = history::read_events(&history::events_path(&agent_dir)).map_err(fail)?;
+            let stored = op.stored_events(device).await?;
             let all_generated = events.sent.contains(&events_per_agent) || events_per_agent == 0;
             let stored_set: HashSet<u64> = stored.iter().copied().collect();
             let all_stored = events.sent.iter().all(|n| stored_set.contains(n));
