@@ -1,7 +1,8 @@
 //! orb wire protocol v1, sans I/O: the [`Envelope`] every frame carries, its [`codec`]s (JSON, and
 //! MessagePack negotiated in `hello` as a [`Codec`]; bodies are JSON bytes in both), the limits
 //! a body must respect ([`body`]), typed bodies for the handshake and jobs ([`message`]), the
-//! device registry ([`registry`]) and job history ([`history`]), stable [`ErrorCode`]s, device
+//! device registry ([`registry`]) and job history ([`history`]), schedules ([`schedule`]), job
+//! rollouts ([`rollout`]), pub/sub topics ([`topic`]), stable [`ErrorCode`]s, device
 //! ids ([`id`]), target [`selector`]s and short echoes of refused input ([`excerpt`]). The
 //! server, the client library and the CLI all use this one crate, so the codec cannot drift
 //! between them. Transports (TCP frames, WebSocket) live in the crates that do I/O.
