@@ -28,6 +28,7 @@ pub const USER_CONFIG: &str = "config.toml";
 /// build (which has no server to configure).
 #[cfg(feature = "server")]
 mod server_sections {
+    pub use orb_server::config::AclConfig as AclSection;
     pub use orb_server::config::file::{LimitsSection, ServerSection, ShutdownSection, StoreSection};
 }
 #[cfg(not(feature = "server"))]
@@ -36,11 +37,12 @@ mod server_sections {
     pub type LimitsSection = toml::Table;
     pub type ShutdownSection = toml::Table;
     pub type StoreSection = toml::Table;
+    pub type AclSection = toml::Table;
 }
-use server_sections::{LimitsSection, ServerSection, ShutdownSection, StoreSection};
+use server_sections::{AclSection, LimitsSection, ServerSection, ShutdownSection, StoreSection};
 
 /// The sections that belong to the server.
-const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "groups"];
+const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "acl", "groups"];
 
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +170,8 @@ pub struct FileConfig {
     pub agent: AgentSection,
     /// `[client]`.
     pub client: ClientSection,
+    /// `[acl]`: what agents may do beyond answering.
+    pub acl: AclSection,
     /// `[groups]`: NAME = "selector".
     pub groups: BTreeMap<String, String>,
 }
@@ -494,6 +498,7 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         limits: file.limits.clone(),
         shutdown: file.shutdown.clone(),
         store: file.store.clone(),
+        acl: file.acl.clone(),
         groups: file.groups.clone(),
     }
     .validate()
@@ -631,6 +636,23 @@ mod tests {
                 assert!(documented, "{section}.{k} missing from default.toml");
             }
         }
+    }
+
+    #[test]
+    #[cfg(feature = "server")]
+    fn acl_rules_are_read_and_checked() {
+        let mut l = Layers::defaults();
+        l.text(
+            "[acl]\nagent_publish = [\"telemetry.{id}.>\"]\n[[acl.peers]]\nfrom = \"ctl-*\"\nto = \"group:workers\"\ncommands = [\"*\"]\n[groups]\nworkers = \"w-*\"\n",
+            "orb.toml",
+        );
+        let settings = l.finish().unwrap();
+        assert_eq!(settings.server.acl.agent_publish, ["telemetry.{id}.>"]);
+        assert_eq!(settings.server.acl.peers[0].to, "group:workers");
+        let mut l = Layers::defaults();
+        l.text("[[acl.peers]]\nfrom = \"ctl-*\"\nto = \"group:nope\"\ncommands = []\n", "orb.toml");
+        let all = l.finish().unwrap_err().join("\n");
+        assert!(all.contains("acl.peers[0].to") && all.contains("acl.peers[0].commands"), "{all}");
     }
 
     #[test]

@@ -76,6 +76,28 @@ impl Pattern {
     pub fn segments(&self) -> std::str::Split<'_, char> {
         self.0.split('.')
     }
+
+    /// Whether every topic `other` matches, this pattern matches too (an allow-list entry
+    /// `telemetry.>` covers a subscription to `telemetry.*.cpu`, not one to `>`).
+    pub fn covers(&self, other: &Pattern) -> bool {
+        let (mine, theirs): (Vec<&str>, Vec<&str>) = (self.segments().collect(), other.segments().collect());
+        // A leading wildcard here does not match `$` topics, which a leading `$x` there names.
+        if matches!(mine[0], "*" | ">") && theirs[0].starts_with('$') {
+            return false;
+        }
+        covers(&mine, &theirs)
+    }
+}
+
+fn covers(mine: &[&str], theirs: &[&str]) -> bool {
+    match (mine.first(), theirs.first()) {
+        (None, None) => true,
+        // Whatever `theirs` still needs is one segment or more, all of which `>` takes.
+        (Some(&">"), Some(_)) => true,
+        (Some(&"*"), Some(t)) if *t != ">" => covers(&mine[1..], &theirs[1..]),
+        (Some(m), Some(t)) if m == t && *m != "*" => covers(&mine[1..], &theirs[1..]),
+        _ => false,
+    }
 }
 
 impl std::fmt::Display for Topic {
@@ -225,6 +247,29 @@ mod tests {
             }
             let (p, t) = (pattern.join("."), topic.join("."));
             prop_assert_eq!(m(&p, &t), brute(&pattern, &topic), "{} vs {}", p, t);
+        }
+
+        /// `a.covers(b)` exactly when no topic (up to one segment longer than either pattern)
+        /// matches `b` but not `a`.
+        #[test]
+        fn covers_agrees_with_trying_every_short_topic(
+            a in prop::collection::vec(prop::sample::select(vec!["a", "$orb", "*", ">"]), 1..4),
+            b in prop::collection::vec(prop::sample::select(vec!["a", "$orb", "*", ">"]), 1..4),
+        ) {
+            let (a, b) = (a.join("."), b.join("."));
+            let (Ok(pa), Ok(pb)) = (Pattern::parse(&a), Pattern::parse(&b)) else { return Ok(()) };
+            let alphabet = ["a", "b", "$orb"];
+            let mut topics: Vec<Vec<&str>> = vec![vec![]];
+            let mut all = Vec::new();
+            for _ in 0..5 {
+                topics = topics
+                    .iter()
+                    .flat_map(|t| alphabet.iter().map(move |s| [t.as_slice(), &[*s]].concat()))
+                    .collect();
+                all.extend(topics.iter().map(|t| Topic::parse(&t.join(".")).unwrap()));
+            }
+            let brute = all.iter().all(|t| !pb.matches(t) || pa.matches(t));
+            prop_assert_eq!(pa.covers(&pb), brute, "{} covers {}", a, b);
         }
     }
 }

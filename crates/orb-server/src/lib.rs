@@ -108,6 +108,7 @@ impl ServerBuilder {
     pub async fn start(self) -> Result<Server, ServerError> {
         let cfg = self.config;
         let groups = parse_groups(&cfg.groups)?;
+        let acl = broker::Acl::compile(&cfg.acl, &groups).map_err(ServerError::Config)?;
         let (admin, agent) = load_tokens(&cfg)?;
         let store_url = match &cfg.store.url {
             Some(url) => orb_store::StoreUrl::parse(url).map_err(|e| ServerError::Config(vec![e.to_string()]))?,
@@ -147,6 +148,7 @@ impl ServerBuilder {
             node: node.clone(),
             registry,
             limits: cfg.limits.clone(),
+            acl,
             groups,
             handlers: self.handlers,
             admin_tx,
@@ -314,12 +316,14 @@ impl Server {
     /// [`ServerError::Config`] when a group does not parse; nothing changes then.
     pub fn reload(&self, new: ServerConfig) -> Result<Reloaded, ServerError> {
         let groups = parse_groups(&new.groups)?;
+        let acl = broker::Acl::compile(&new.acl, &groups).map_err(ServerError::Config)?;
         let cfg = ServerConfig { data_dir: self.config.data_dir.clone(), ..new.clone() };
         let (admin, agent) = load_tokens(&cfg)?;
         if let Some(auth) = &self.token_auth {
             auth.set_tokens(&admin, &agent);
         }
         self.broker.set_groups(groups);
+        self.broker.policy().set_acl(acl);
         self.broker.set_limits(new.limits.clone());
         *self.store_config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.store.clone();
         let restart_required = self.config.restart_required(&new);

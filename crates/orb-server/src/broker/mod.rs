@@ -23,7 +23,7 @@ mod settler;
 pub(crate) mod tally;
 
 pub use messages::{MAX_MESSAGE_ID, MessageSpec, Stored};
-pub use policy::{Action, Policy};
+pub use policy::{Acl, Action, Policy, Reach};
 
 pub(crate) use held::Delivering;
 
@@ -120,6 +120,7 @@ pub(crate) struct Parts {
     pub node: NodeId,
     pub registry: Arc<Registry>,
     pub limits: Limits,
+    pub acl: Acl,
     pub groups: BTreeMap<String, Selector>,
     pub handlers: Handlers,
     pub admin_tx: mpsc::Sender<AdminRequest>,
@@ -159,7 +160,7 @@ impl Broker {
             max_frame: std::sync::atomic::AtomicUsize::new(p.limits.max_frame),
             limits: RwLock::new(Arc::new(p.limits)),
             handlers: p.handlers,
-            policy: Policy,
+            policy: Policy::new(p.acl),
             admin_tx: p.admin_tx,
             tracker: p.tracker,
             draining: AtomicBool::new(false),
@@ -349,7 +350,7 @@ impl Broker {
     /// never connected are left out),
     /// `too_many_jobs`, `frame_too_large`; nothing is sent then.
     pub fn submit(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
-        self.0.policy.check(&who.identity, &Action::SubmitJob { command: &spec.command, target: &spec.target })?;
+        let reach = self.reach(who, &spec.command)?;
         self.refuse_when_draining()?;
         check_command_name(&spec.command)?;
         check_not_reserved(&spec.command)?;
@@ -359,6 +360,19 @@ impl Broker {
         if targets.is_empty() {
             let msg = format!("no known device matches '{}'", orb_proto::excerpt(&spec.target));
             return Err(ErrorBody::new(ErrorCode::NoMatch, msg));
+        }
+        if reach != Reach::Any {
+            let matched = targets.len();
+            targets.retain(|t| self.0.registry.get(t.id.as_str()).is_some_and(|k| reach.allows(&k)));
+            if targets.is_empty() {
+                let msg = format!(
+                    "none of the {matched} device(s) matching '{}' may receive '{}' from {} (acl.peers)",
+                    orb_proto::excerpt(&spec.target),
+                    orb_proto::excerpt(&spec.command),
+                    who.identity.name
+                );
+                return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
+            }
         }
         let matched = targets.len();
         if spec.select == Select::Online {
@@ -400,9 +414,19 @@ impl Broker {
     fn send_request(&self, who: &Requester, spec: RequestSpec, sink: Box<dyn ReplySink>) {
         let refusal = |e: ErrorBody| Reply { from: None, answer: Err(e) };
         if let Err(e) = self
-            .0
-            .policy
-            .check(&who.identity, &Action::Request { to: &spec.to, command: &spec.command })
+            .reach(who, &spec.command)
+            .and_then(|reach| match self.0.registry.get(&spec.to) {
+                Some(k) if !reach.allows(&k) => Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "{} may not send '{}' to {} (acl.peers)",
+                        who.identity.name,
+                        orb_proto::excerpt(&spec.command),
+                        orb_proto::excerpt(&spec.to)
+                    ),
+                )),
+                _ => Ok(()),
+            })
             .and_then(|()| self.refuse_when_draining())
             .and_then(|()| check_command_name(&spec.command))
             .and_then(|()| check_args(spec.args.as_ref()))
@@ -447,6 +471,12 @@ impl Broker {
         {
             sink.complete(refusal(e));
         }
+    }
+
+    /// Which devices `who` may send `command` to (see [`Policy::reach`]).
+    fn reach(&self, who: &Requester, command: &str) -> Result<Reach, ErrorBody> {
+        let sender = who.identity.device.as_ref().and_then(|d| self.0.registry.get(d.as_str()));
+        self.0.policy.reach(&who.identity, sender.as_deref(), command)
     }
 
     /// Calls the server itself: a reserved `$orb.` query or an application handler registered

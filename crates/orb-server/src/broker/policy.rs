@@ -1,28 +1,31 @@
 //! Who may do what: one place for every permission check the broker makes, so access rules
-//! (ACLs, roles) extend this and nothing else. Today: operators (admin token) may do everything;
-//! agents may call the server's application handlers only.
+//! (roles, finer ACLs) extend this and nothing else. Operators (admin token) may do everything.
+//! Agents may call the server's application handlers; publish and subscribe where the `[acl]`
+//! allow-lists say (outside `$orb.`); and send commands to other devices only where an
+//! `[acl.peers]` rule allows (none by default). The rules are compiled once per configuration
+//! (selectors parsed, `group:` names expanded) and replaced as a whole on reload.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use orb_proto::message::Role;
-use orb_proto::{ErrorBody, ErrorCode};
+use orb_proto::topic::{Pattern, Topic};
+use orb_proto::{ErrorBody, ErrorCode, Selector, Subject};
 
+use crate::config::AclConfig;
 use crate::identity::Identity;
+use crate::registry::Known;
 
-/// Something a client asks the broker to do.
+/// Something a client asks the broker to do (jobs and requests to devices are checked with
+/// [`Policy::reach`] instead: what they may reach depends on the targets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action<'a> {
-    /// Run `command` on every device `target` matches (a job).
-    SubmitJob {
+    /// Store a schedule that runs `command` on `target`.
+    Schedule {
         /// Command name.
         command: &'a str,
         /// Selector.
         target: &'a str,
-    },
-    /// Send `command` to the one device `to` (a plain request).
-    Request {
-        /// Device id.
-        to: &'a str,
-        /// Command name.
-        command: &'a str,
     },
     /// Call an application handler registered on the server.
     Call {
@@ -49,34 +52,261 @@ pub enum Action<'a> {
     },
 }
 
-/// The access policy.
-#[derive(Debug, Clone, Default)]
-pub struct Policy;
+/// Which devices a client's command may go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Any device (operators).
+    Any,
+    /// The devices one of these selectors matches by id and operator-set tags (an agent, by
+    /// its `[acl.peers]` rules).
+    Only(Vec<Selector>),
+}
+
+impl Reach {
+    /// Whether `target` may get the command.
+    pub fn allows(&self, target: &Known) -> bool {
+        match self {
+            Reach::Any => true,
+            Reach::Only(to) => to.iter().any(|sel| sel.matches(&OperatorView(target))),
+        }
+    }
+}
+
+/// A device as access rules see it: its id and the tags operators set, never the tags it
+/// reports about itself (a device must not widen its own rights).
+struct OperatorView<'a>(&'a Known);
+
+impl Subject for OperatorView<'_> {
+    fn id(&self) -> &str {
+        &self.0.id
+    }
+    fn tag(&self, key: &str) -> Option<&str> {
+        self.0.operator_tags.get(key).map(String::as_str)
+    }
+}
+
+/// One allow-list entry for topics: a pattern, or one naming the device's own id (`{id}`).
+#[derive(Debug, Clone)]
+enum TopicRule {
+    Pattern(Pattern),
+    /// A pattern with `{id}` segments, replaced by the device's id when checked.
+    PerDevice(String),
+}
+
+impl TopicRule {
+    fn for_device(&self, id: &str) -> Option<Pattern> {
+        match self {
+            TopicRule::Pattern(p) => Some(p.clone()),
+            TopicRule::PerDevice(t) => Pattern::parse(&t.replace(ID_VAR, id)).ok(),
+        }
+    }
+}
+
+/// The placeholder for the device's own id in a topic allow-list entry.
+const ID_VAR: &str = "{id}";
+
+/// A command-name rule of `[acl.peers]`: `*` (any), `NAME`, or `PREFIX*`.
+#[derive(Debug, Clone)]
+enum CommandRule {
+    Exact(String),
+    Prefix(String),
+}
+
+impl CommandRule {
+    fn matches(&self, command: &str) -> bool {
+        match self {
+            CommandRule::Exact(c) => c == command,
+            CommandRule::Prefix(p) => command.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// One compiled `[[acl.peers]]` rule: devices `from` may send `commands` to devices `to`.
+#[derive(Debug, Clone)]
+struct PeerRule {
+    from: Selector,
+    to: Selector,
+    commands: Vec<CommandRule>,
+}
+
+/// The compiled `[acl]` section.
+#[derive(Debug, Clone)]
+pub struct Acl {
+    publish: Vec<TopicRule>,
+    subscribe: Vec<TopicRule>,
+    peers: Vec<PeerRule>,
+}
+
+impl Default for Acl {
+    fn default() -> Self {
+        let groups = BTreeMap::new();
+        Acl::compile(&AclConfig::default(), &groups).expect("the default [acl] compiles")
+    }
+}
+
+impl Acl {
+    /// Compiles `config`, expanding `group:` names with `groups`.
+    ///
+    /// # Errors
+    /// Every problem, one message each naming its key.
+    pub fn compile(config: &AclConfig, groups: &BTreeMap<String, Selector>) -> Result<Acl, Vec<String>> {
+        let mut problems = Vec::new();
+        let publish = topic_rules("acl.agent_publish", &config.agent_publish, &mut problems);
+        let subscribe = topic_rules("acl.agent_subscribe", &config.agent_subscribe, &mut problems);
+        let selector = |key: String, text: &str, problems: &mut Vec<String>| {
+            Selector::parse(text)
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.expand_groups(&|name| groups.get(name).cloned()).map_err(|e| e.to_string()))
+                .map_err(|e| problems.push(format!("'{key}' = \"{}\": {e}", orb_proto::excerpt(text))))
+                .ok()
+        };
+        let mut peers = Vec::new();
+        for (i, rule) in config.peers.iter().enumerate() {
+            let from = selector(format!("acl.peers[{i}].from"), &rule.from, &mut problems);
+            let to = selector(format!("acl.peers[{i}].to"), &rule.to, &mut problems);
+            let mut commands = Vec::new();
+            for c in &rule.commands {
+                match c.strip_suffix('*') {
+                    Some(prefix) if !prefix.contains('*') => commands.push(CommandRule::Prefix(prefix.to_owned())),
+                    None if !c.is_empty() && !c.contains('*') => commands.push(CommandRule::Exact(c.clone())),
+                    _ => problems.push(format!(
+                        "'acl.peers[{i}].commands': \"{}\" is not a command name, NAME* or *",
+                        orb_proto::excerpt(c)
+                    )),
+                }
+            }
+            if rule.commands.is_empty() {
+                problems.push(format!("'acl.peers[{i}].commands' is empty: name the commands, or \"*\" for any"));
+            }
+            if let (Some(from), Some(to)) = (from, to) {
+                peers.push(PeerRule { from, to, commands });
+            }
+        }
+        if problems.is_empty() { Ok(Acl { publish, subscribe, peers }) } else { Err(problems) }
+    }
+}
+
+fn topic_rules(key: &str, entries: &[String], problems: &mut Vec<String>) -> Vec<TopicRule> {
+    let mut rules = Vec::new();
+    for text in entries {
+        let bad = |why: String| format!("'{key}': \"{}\": {why}", orb_proto::excerpt(text));
+        if text.starts_with(orb_proto::topic::RESERVED) {
+            problems.push(bad("the server's $orb. topics are for operators only".into()));
+            continue;
+        }
+        let per_device = text.contains(ID_VAR);
+        if per_device && text.split('.').any(|seg| seg.contains(ID_VAR) && seg != ID_VAR) {
+            problems.push(bad(format!("{ID_VAR} stands alone as a whole segment")));
+            continue;
+        }
+        match Pattern::parse(&text.replace(ID_VAR, "x")) {
+            Ok(_) if per_device => rules.push(TopicRule::PerDevice(text.clone())),
+            Ok(p) => rules.push(TopicRule::Pattern(p)),
+            Err(e) => problems.push(bad(e.message)),
+        }
+    }
+    rules
+}
+
+/// The access policy: fixed rules for roles, and the configured [`Acl`] (replaced on reload).
+#[derive(Debug, Default)]
+pub struct Policy {
+    acl: RwLock<Arc<Acl>>,
+}
 
 impl Policy {
+    /// A policy with `acl`.
+    pub fn new(acl: Acl) -> Policy {
+        Policy { acl: RwLock::new(Arc::new(acl)) }
+    }
+
+    /// Replaces the ACL (configuration reload): every check from now on uses the new rules.
+    pub fn set_acl(&self, acl: Acl) {
+        *self.acl.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(acl);
+    }
+
+    fn acl(&self) -> Arc<Acl> {
+        Arc::clone(&self.acl.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     /// Whether `who` may do `action`.
     ///
     /// # Errors
     /// `forbidden` saying what would be needed.
     pub fn check(&self, who: &Identity, action: &Action<'_>) -> Result<(), ErrorBody> {
-        let operator = who.role == Role::Operator;
+        if who.role == Role::Operator {
+            return Ok(());
+        }
+        let device = who.device.as_ref().map_or(who.name.as_str(), orb_proto::DeviceId::as_str);
         let forbidden = |what: String| {
             Err(ErrorBody::new(ErrorCode::Forbidden, format!("{what} need an operator session (admin token)")))
         };
         match action {
-            Action::Call { .. } | Action::Publish { .. } => Ok(()),
-            // The server's own events (`$orb.`: presence, jobs) are for operators.
-            Action::Subscribe { pattern } if operator || !pattern.starts_with(orb_proto::topic::RESERVED) => Ok(()),
-            Action::Subscribe { pattern } => Err(ErrorBody::new(
-                ErrorCode::Forbidden,
-                format!("subscriptions to {} need an operator session", orb_proto::excerpt(pattern)),
-            )),
-            _ if operator => Ok(()),
-            Action::SubmitJob { .. } => forbidden("jobs".into()),
-            Action::Request { .. } => forbidden("requests to devices".into()),
+            Action::Call { .. } => Ok(()),
+            Action::Publish { topic } => {
+                let allowed = Topic::parse(topic).is_ok_and(|topic| {
+                    self.acl().publish.iter().filter_map(|r| r.for_device(device)).any(|p| p.matches(&topic))
+                });
+                if allowed {
+                    return Ok(());
+                }
+                let msg = format!(
+                    "device {device} may not publish on '{}': no entry of acl.agent_publish allows it",
+                    orb_proto::excerpt(topic)
+                );
+                Err(ErrorBody::new(ErrorCode::Forbidden, msg))
+            }
+            Action::Subscribe { pattern } => {
+                // The server's own events (`$orb.`: presence, jobs) are for operators.
+                let msg = if pattern.starts_with(orb_proto::topic::RESERVED) {
+                    format!("subscriptions to {} need an operator session", orb_proto::excerpt(pattern))
+                } else if Pattern::parse(pattern).is_ok_and(|wanted| {
+                    self.acl().subscribe.iter().filter_map(|r| r.for_device(device)).any(|p| p.covers(&wanted))
+                }) {
+                    return Ok(());
+                } else {
+                    format!(
+                        "device {device} may not subscribe to '{}': no entry of acl.agent_subscribe covers it",
+                        orb_proto::excerpt(pattern)
+                    )
+                };
+                Err(ErrorBody::new(ErrorCode::Forbidden, msg))
+            }
+            Action::Schedule { .. } => forbidden("schedules".into()),
             Action::Query { name } => forbidden(format!("{} and the other $orb. queries", orb_proto::excerpt(name))),
             Action::Signal => forbidden("admin signals".into()),
         }
+    }
+
+    /// Which devices `who` may send `command` to: any for operators; for an agent (`sender`, as
+    /// the registry knows it) the `to` selectors of the `[acl.peers]` rules whose `from` it
+    /// matches and whose commands include `command`.
+    ///
+    /// # Errors
+    /// `forbidden` when no rule lets the agent send `command` anywhere.
+    pub fn reach(&self, who: &Identity, sender: Option<&Known>, command: &str) -> Result<Reach, ErrorBody> {
+        if who.role == Role::Operator {
+            return Ok(Reach::Any);
+        }
+        let to: Vec<Selector> = match sender {
+            Some(sender) => self
+                .acl()
+                .peers
+                .iter()
+                .filter(|r| r.from.matches(&OperatorView(sender)) && r.commands.iter().any(|c| c.matches(command)))
+                .map(|r| r.to.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        if to.is_empty() {
+            let msg = format!(
+                "{} may not send '{}' to other devices: no [[acl.peers]] rule allows it (device-to-device commands are denied unless configured)",
+                who.name,
+                orb_proto::excerpt(command)
+            );
+            return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
+        }
+        Ok(Reach::Only(to))
     }
 }
 
@@ -84,23 +314,114 @@ impl Policy {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::PeerRuleConfig;
     use orb_proto::DeviceId;
 
+    fn known(id: &str, operator: &[(&str, &str)], reported: &[(&str, &str)]) -> Known {
+        let tags = |t: &[(&str, &str)]| t.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Known {
+            id: id.into(),
+            secret_hash: None,
+            revoked: false,
+            first_seen: None,
+            reported_tags: tags(reported),
+            operator_tags: tags(operator),
+            commands: Arc::from([]),
+        }
+    }
+
+    fn agent(id: &str) -> Identity {
+        Identity::device(DeviceId::new(id).unwrap())
+    }
+
     #[test]
-    fn agents_may_only_call_handlers_and_operators_may_do_everything() {
-        let p = Policy;
-        let agent = Identity::device(DeviceId::new("cam-1").unwrap());
+    fn agents_may_call_handlers_and_operators_may_do_everything() {
+        let p = Policy::default();
         let op = Identity::admin("op-1");
         let actions = [
-            Action::SubmitJob { command: "ping", target: "*" },
-            Action::Request { to: "cam-2", command: "ping" },
+            Action::Schedule { command: "ping", target: "*" },
             Action::Query { name: "$orb.devices.list" },
             Action::Signal,
         ];
         for a in actions {
-            assert_eq!(p.check(&agent, &a).unwrap_err().code, ErrorCode::Forbidden, "{a:?}");
+            assert_eq!(p.check(&agent("cam-1"), &a).unwrap_err().code, ErrorCode::Forbidden, "{a:?}");
             assert!(p.check(&op, &a).is_ok());
         }
-        assert!(p.check(&agent, &Action::Call { command: "report" }).is_ok());
+        assert!(p.check(&agent("cam-1"), &Action::Call { command: "report" }).is_ok());
+        assert_eq!(p.reach(&op, None, "ping").unwrap(), Reach::Any);
+    }
+
+    #[test]
+    fn device_to_device_is_denied_unless_a_rule_allows_it() {
+        let sender = known("ctl-1", &[("role", "controller")], &[]);
+        let p = Policy::default();
+        let e = p.reach(&agent("ctl-1"), Some(&sender), "ping").unwrap_err();
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        assert!(e.message.contains("acl.peers"), "{}", e.message);
+
+        let config = AclConfig {
+            peers: vec![PeerRuleConfig {
+                from: "tag:role=controller".into(),
+                to: "w-*".into(),
+                commands: vec!["motor.*".into(), "ping".into()],
+            }],
+            ..AclConfig::default()
+        };
+        let p = Policy::new(Acl::compile(&config, &BTreeMap::new()).unwrap());
+        let reach = p.reach(&agent("ctl-1"), Some(&sender), "motor.stop").unwrap();
+        assert!(reach.allows(&known("w-1", &[], &[])));
+        assert!(!reach.allows(&known("cam-1", &[], &[])));
+        assert!(p.reach(&agent("ctl-1"), Some(&sender), "reboot").is_err(), "command not listed");
+        // A device claiming the tag itself gains nothing: rules read operator tags only.
+        let pretender = known("cam-9", &[], &[("role", "controller")]);
+        assert!(p.reach(&agent("cam-9"), Some(&pretender), "ping").is_err());
+    }
+
+    #[test]
+    fn topic_allow_lists_with_the_devices_own_id() {
+        let config = AclConfig {
+            agent_publish: vec!["telemetry.{id}.>".into(), "events.*".into()],
+            agent_subscribe: vec!["commands.{id}.>".into(), "broadcast.>".into()],
+            ..AclConfig::default()
+        };
+        let p = Policy::new(Acl::compile(&config, &BTreeMap::new()).unwrap());
+        let gw = agent("gw-1");
+        let publish = |t| p.check(&gw, &Action::Publish { topic: t }).is_ok();
+        assert!(publish("telemetry.gw-1.cpu"));
+        assert!(!publish("telemetry.gw-2.cpu"), "another device's topic");
+        assert!(publish("events.boot"));
+        assert!(!publish("events.boot.extra"));
+        let subscribe = |pat| p.check(&gw, &Action::Subscribe { pattern: pat }).is_ok();
+        assert!(subscribe("commands.gw-1.>"));
+        assert!(subscribe("broadcast.*.x"));
+        assert!(!subscribe(">"), "wider than allowed");
+        assert!(!subscribe("commands.*.>"));
+        assert!(!subscribe("$orb.presence.>"));
+        // Operators are not bound by the agents' lists.
+        assert!(p.check(&Identity::admin("op"), &Action::Publish { topic: "anything" }).is_ok());
+    }
+
+    #[test]
+    fn bad_rules_are_reported_naming_their_key() {
+        let config = AclConfig {
+            agent_publish: vec!["a..b".into(), "$orb.x".into(), "t.x{id}".into()],
+            agent_subscribe: vec![],
+            peers: vec![PeerRuleConfig { from: "(".into(), to: "group:nope".into(), commands: vec!["a*b".into()] }],
+        };
+        let all = Acl::compile(&config, &BTreeMap::new()).unwrap_err().join("\n");
+        for says in [
+            "acl.agent_publish",
+            "$orb.",
+            "whole segment",
+            "acl.peers[0].from",
+            "acl.peers[0].to",
+            "acl.peers[0].commands",
+        ] {
+            assert!(all.contains(says), "{says} missing from:\n{all}");
+        }
+        // An empty list denies; it never means "everything".
+        let config = AclConfig { agent_publish: vec![], ..AclConfig::default() };
+        let p = Policy::new(Acl::compile(&config, &BTreeMap::new()).unwrap());
+        assert!(p.check(&agent("gw-1"), &Action::Publish { topic: "a" }).is_err());
     }
 }

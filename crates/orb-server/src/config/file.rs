@@ -1,4 +1,4 @@
-//! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]` and
+//! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]` and
 //! `[groups]` as the file writes them (durations as text like `10s`, addresses as text), with
 //! serde defaults and unknown keys refused. [`ServerFile::validate`] turns them into a
 //! [`ServerConfig`], reporting every problem at once. Secrets (tokens, the store URL's password)
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{Limits, Secret, ServerConfig, StoreConfig, parse_groups};
+use super::{AclConfig, Limits, Secret, ServerConfig, StoreConfig, parse_groups};
 
 /// `[server]`: listeners, data folder, node id, credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,6 +189,8 @@ pub struct ServerFile {
     pub store: StoreSection,
     /// `[groups]`: NAME = "selector".
     pub groups: BTreeMap<String, String>,
+    /// `[acl]`.
+    pub acl: AclConfig,
 }
 
 /// Collects problems while typing values.
@@ -340,8 +342,13 @@ impl ServerFile {
             job_retention_count: st.job_retention_count,
         };
         let grace = p.duration("shutdown.grace", &self.shutdown.grace);
-        if let Err(problems) = parse_groups(&self.groups) {
-            p.0.extend(problems);
+        match parse_groups(&self.groups) {
+            Ok(groups) => {
+                if let Err(problems) = crate::broker::Acl::compile(&self.acl, &groups) {
+                    p.0.extend(problems);
+                }
+            }
+            Err(problems) => p.0.extend(problems),
         }
         if !p.0.is_empty() {
             return Err(p.0);
@@ -357,6 +364,7 @@ impl ServerFile {
             limits,
             store,
             grace,
+            acl: self.acl.clone(),
         })
     }
 }

@@ -37,6 +37,43 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Time jobs in flight get to finish on a graceful stop ([`crate::Server::shutdown`]).
     pub grace: Duration,
+    /// What agents may do beyond answering commands (`[acl]`).
+    pub acl: AclConfig,
+}
+
+/// `[acl]`: what agents may do beyond answering commands and calling the server's handlers
+/// (operators with the admin token may do everything). Hot-reloaded. An empty list allows
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AclConfig {
+    /// Topic patterns agents may publish on (`{id}`: the device's own id as a whole segment).
+    /// Default `[">"]`: any topic outside `$orb.`.
+    pub agent_publish: Vec<String>,
+    /// Patterns agents may subscribe within (a subscription must fall inside one of them).
+    /// Default `[">"]`: anything outside `$orb.`.
+    pub agent_subscribe: Vec<String>,
+    /// Device-to-device commands: none unless a rule allows them.
+    pub peers: Vec<PeerRuleConfig>,
+}
+
+impl Default for AclConfig {
+    fn default() -> Self {
+        AclConfig { agent_publish: vec![">".into()], agent_subscribe: vec![">".into()], peers: Vec::new() }
+    }
+}
+
+/// `[[acl.peers]]`: devices matching `from` may send `commands` to devices matching `to`
+/// (selectors match ids and operator-set tags only, never tags a device reports).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRuleConfig {
+    /// Selector of the senders.
+    pub from: String,
+    /// Selector of the devices they may send to.
+    pub to: String,
+    /// Command names: `NAME`, `PREFIX*`, or `*` for any.
+    pub commands: Vec<String>,
 }
 
 /// The store: which database, and the job history's retention.
@@ -69,6 +106,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
+            acl: AclConfig::default(),
         }
     }
 }
@@ -105,6 +143,7 @@ impl ServerConfig {
             limits: Limits { enrollments_per_ip: 0, ..Limits::default() },
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
+            acl: AclConfig::default(),
         }
     }
 }

@@ -85,6 +85,10 @@ pub(super) async fn handshake<R: FrameSource>(
             Identity { name: format!("op-{}", outbox.conn), role: principal.role, device: None, admin: principal.admin }
         }
     };
+    // A last will is published as this client: it must be allowed to publish there.
+    if let Some(will) = &will {
+        broker.policy().check(&identity, &crate::broker::Action::Publish { topic: &will.topic }).map_err(refuse)?;
+    }
     let welcome = Welcome {
         version: hello.version,
         id: identity.name.clone(),

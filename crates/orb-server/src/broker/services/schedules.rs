@@ -22,7 +22,7 @@ impl Broker {
     /// `forbidden`, `bad_body`, `bad_selector`, `unknown_group`, `bad_schedule`, `bad_rollout`,
     /// `too_many_schedules`, `store_unavailable`.
     pub async fn schedule_create(&self, who: &Requester, c: ScheduleCreate) -> Result<ScheduleInfo, ErrorBody> {
-        self.policy().check(&who.identity, &Action::SubmitJob { command: &c.command, target: &c.target })?;
+        self.policy().check(&who.identity, &Action::Schedule { command: &c.command, target: &c.target })?;
         check_command_name(&c.command)?;
         crate::broker::check_not_reserved(&c.command)?;
         let args = c.args.as_ref().map(|a| bytes::Bytes::copy_from_slice(a.get().as_bytes()));
