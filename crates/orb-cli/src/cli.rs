@@ -339,6 +339,10 @@ pub struct SendArgs {
     /// registered device that is not running does not fail every '*'.
     #[arg(long)]
     pub online: bool,
+    /// Exactly one of the matching connected devices: the one with the fewest such commands in
+    /// flight. If it disconnects before answering, the command goes to another.
+    #[arg(long, conflicts_with_all = ["online", "ttl", "when", "splay", "batch"])]
+    pub one: bool,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     #[command(flatten)]

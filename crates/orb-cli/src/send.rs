@@ -36,8 +36,8 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     if args.dry_run {
         let q = ResolveQuery { selector: args.target.clone() };
         let mut r: Resolved = client.call_json(commands::SELECTOR_RESOLVE, &q, args.wait).await?;
-        if args.online {
-            // The matching devices connected now: those `--online` would target.
+        if args.online || args.one {
+            // The matching devices connected now: those `--online` would target (`--one`: one of them).
             let q = DevicesQuery { selector: Some(args.target.clone()), connected: true };
             let connected: Vec<DeviceInfo> = client.call_json(commands::DEVICES_LIST, &q, args.wait).await?;
             let connected: HashSet<String> = connected.into_iter().map(|d| d.id).collect();
@@ -57,12 +57,13 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
     if let Some(ttl) = args.ttl {
         request = request.ttl(ttl);
     }
-    let mut job = match client.submit(request.select(crate::online::select(args.online))).await {
+    let mut job = match client.submit(request.select(crate::online::select(args.online, args.one))).await {
         Ok(job) => job,
         Err(ClientError::Remote(e)) if e.code == ErrorCode::NoMatch => {
             client.close().await;
             // With --online the server's message says how many matched devices are offline.
-            let mut message = if args.online { e.message } else { format!("no device matches '{}'", args.target) };
+            let mut message =
+                if args.online || args.one { e.message } else { format!("no device matches '{}'", args.target) };
             if let Some(hint) = crate::hints::expansion_hint("orb send", &args.target, Some(&args.command)) {
                 message = format!("{message}; {hint}");
             }

@@ -3,7 +3,7 @@
 //! address to use and exits 69; a command no target declares is refused with the nearest
 //! declared name before anything is sent; `role=web` suggests `tag:role=web`; a selector the
 //! shell expanded into file names suggests quoting; `--online` skips devices that are not
-//! connected and says how many; a handler that outlives the deadline and a target that never
+//! connected and says how many, `--one` runs on exactly one; a handler that outlives the deadline and a target that never
 //! answers are both `timeout`.
 #![allow(clippy::unwrap_used)]
 
@@ -163,4 +163,20 @@ impl Drop for Thaw {
     fn drop(&mut self) {
         send_signal(self.0, "CONT");
     }
+}
+
+#[test]
+fn send_one_runs_on_exactly_one_matching_device() {
+    let server = Server::start();
+    let (_w1, _w2) = (server.agent("w-1", &[]), server.agent("w-2", &[]));
+    server.wait_connected(&["w-1", "w-2"]);
+    let out = server.client("send").args(["w-*", "ping", "--one", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "one result and the summary: {lines:?}");
+    assert!(lines[0]["device"].as_str().unwrap().starts_with("w-"), "{}", lines[0]);
+    assert_eq!(lines[0]["status"], "ok");
+    // It takes no TTL or batches: refused before anything is sent.
+    let out = server.client("send").args(["w-*", "ping", "--one", "--ttl", "1m"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
 }

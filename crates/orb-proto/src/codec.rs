@@ -201,6 +201,11 @@ impl<'de, A: MapAccess<'de>> FieldReader for JsonField<'_, 'de, A> {
     }
 
     #[inline]
+    fn bool(&mut self) -> Result<Option<bool>, A::Error> {
+        self.map.next_value::<Option<bool>>()
+    }
+
+    #[inline]
     fn status(&mut self) -> Result<Option<Status>, A::Error> {
         Ok(self.map.next_value::<Option<StatusName>>()?.map(|s| s.0))
     }
@@ -389,6 +394,12 @@ impl FieldWriter for JsonWriter<'_> {
     }
 
     #[inline]
+    fn bool(&mut self, name: &'static str, value: bool) {
+        self.member(name);
+        self.0.extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    #[inline]
     fn error(&mut self, name: &'static str, value: &ErrorBody) {
         self.member(name);
         self.0.extend_from_slice(b"{\"code\":");
@@ -494,7 +505,7 @@ pub(crate) mod arb {
             (s(), s(), s(), s(), s(), s(), s()),
             (n(), n(), s(), n(), s(), status, n(), s()),
             (proptest::option::of(arb_error()), proptest::option::of(arb_json()), s(), n()),
-            (n(), s(), n(), n()),
+            (n(), s(), n(), n(), proptest::option::of(any::<bool>())),
         )
             .prop_map(
                 |(
@@ -502,7 +513,7 @@ pub(crate) mod arb {
                     (id, re, cmd, target, select, to, from),
                     (deadline_ms, ttl_ms, job, attempt, device, status, elapsed_ms, topic),
                     (error, body, msg, at_ms),
-                    (splay_ms, batch, batch_wait_ms, abort_on_failure_pct),
+                    (splay_ms, batch, batch_wait_ms, abort_on_failure_pct, retain),
                 )| Envelope {
                     kind,
                     id,
@@ -526,6 +537,7 @@ pub(crate) mod arb {
                     status,
                     elapsed_ms,
                     topic,
+                    retain,
                     error,
                     body: body.map(|b| Bytes::from(serde_json::to_vec(&b).expect("a Value serialises"))),
                 },
@@ -544,6 +556,9 @@ pub(crate) mod arb {
                 self.0.push(name);
             }
             fn uint(&mut self, name: &'static str, _: u64) {
+                self.0.push(name);
+            }
+            fn bool(&mut self, name: &'static str, _: bool) {
                 self.0.push(name);
             }
             fn error(&mut self, name: &'static str, _: &ErrorBody) {
@@ -583,6 +598,7 @@ pub(crate) mod arb {
             status: Some(Status::Cancelled),
             elapsed_ms: Some(0),
             topic: Some("metrics.cpu".into()),
+            retain: Some(true),
             error: Some(ErrorBody::new(ErrorCode::HandlerError, "boom: \"x\"")),
             body: Some(Bytes::from_static(br#"{"unit": "nginx", "n": [1, 2.5e3, null], "s": "\ud83d\ude00"}"#)),
         }
@@ -683,6 +699,7 @@ mod tests {
             status,
             elapsed_ms,
             topic,
+            retain,
             error,
             body,
         } = decode(&frame).unwrap();
@@ -691,13 +708,13 @@ mod tests {
         assert!(from.is_some() && deadline_ms.is_some() && job.is_some() && device.is_some() && status.is_some());
         assert!(ttl_ms.is_some() && attempt.is_some() && msg.is_some() && at_ms.is_some());
         assert!(splay_ms.is_some() && batch.is_some() && batch_wait_ms.is_some() && abort_on_failure_pct.is_some());
-        assert!(elapsed_ms.is_some() && topic.is_some() && error.is_some() && body.is_some());
+        assert!(elapsed_ms.is_some() && topic.is_some() && retain.is_some() && error.is_some() && body.is_some());
         // Member order is the table order of docs/protocol.md section 3: kind first, body last.
         let doc = include_str!("../../../docs/protocol.md");
         let section = &doc[doc.find("## 3. The envelope").unwrap()..doc.find("### 3.1").unwrap()];
         let documented: Vec<&str> =
             section.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
-        assert_eq!(documented.len(), 24, "{documented:?}");
+        assert_eq!(documented.len(), 25, "{documented:?}");
         assert_eq!(member_names(&frame), documented);
     }
 

@@ -330,8 +330,11 @@ envelope_fields! {
     status: Status,
     /// Milliseconds from dispatch to answer (`event`).
     elapsed_ms: u64,
-    /// Topic name (reserved for pub/sub).
+    /// Topic name (`pub`, `sub`).
     topic: String,
+    /// A `pub` to keep as its topic's retained message (client to server); a retained message
+    /// delivered when the subscription started (server to client).
+    retain: bool,
     /// Error code and message (`error`, failed `reply` or `event`).
     error: ErrorBody,
 }
@@ -397,6 +400,8 @@ pub(crate) trait FieldWriter {
     fn str(&mut self, name: &'static str, value: &str);
     /// A non-negative integer field.
     fn uint(&mut self, name: &'static str, value: u64);
+    /// A boolean field.
+    fn bool(&mut self, name: &'static str, value: bool);
     /// An `{"code", "message"}` field.
     fn error(&mut self, name: &'static str, value: &ErrorBody);
     /// The `body`, always last: JSON bytes copied verbatim.
@@ -417,6 +422,8 @@ pub(crate) trait FieldReader {
     fn string(&mut self) -> Result<Option<String>, Self::Error>;
     /// A non-negative integer.
     fn uint(&mut self) -> Result<Option<u64>, Self::Error>;
+    /// A boolean.
+    fn bool(&mut self) -> Result<Option<bool>, Self::Error>;
     /// A [`Status`] wire name; a name outside the fixed set is an error.
     fn status(&mut self) -> Result<Option<Status>, Self::Error>;
     /// An error object: `code` and `message` strings, both required.
@@ -454,6 +461,18 @@ impl FieldValue for u64 {
     #[inline]
     fn read<R: FieldReader>(r: &mut R) -> Result<Option<Self>, R::Error> {
         r.uint()
+    }
+}
+
+impl FieldValue for bool {
+    #[inline]
+    fn write<W: FieldWriter>(&self, name: &'static str, w: &mut W) {
+        w.bool(name, *self);
+    }
+
+    #[inline]
+    fn read<R: FieldReader>(r: &mut R) -> Result<Option<Self>, R::Error> {
+        r.bool()
     }
 }
 

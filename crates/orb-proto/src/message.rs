@@ -306,7 +306,7 @@ pub struct JobAccepted {
 }
 
 /// Which of the known devices a job's selector matches it targets: the envelope's `select`
-/// field on a `cmd` with `target`. More modes may come (`one`: any one of them).
+/// field on a `cmd` with `target`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Select {
     /// Every matched device; those that are not connected end at once as `offline`. The default
@@ -316,6 +316,10 @@ pub enum Select {
     /// Only the matched devices connected now; the others are skipped (counted in
     /// [`JobAccepted::skipped`], given no outcome).
     Online,
+    /// Exactly one of the matched devices connected now (the one with the fewest such commands
+    /// in flight); if it disconnects before answering, the command goes to another. The others
+    /// are skipped.
+    One,
 }
 
 impl Select {
@@ -324,20 +328,22 @@ impl Select {
         match self {
             Select::All => "all",
             Select::Online => "online",
+            Select::One => "one",
         }
     }
 
     /// Parses the envelope's `select` field: absent is [`Select::All`].
     ///
     /// # Errors
-    /// `bad_request` naming the value for anything but `all` and `online`.
+    /// `bad_request` naming the value for anything but `all`, `online` and `one`.
     pub fn from_wire(value: Option<&str>) -> Result<Select, ErrorBody> {
         match value {
             None | Some("all") => Ok(Select::All),
             Some("online") => Ok(Select::Online),
+            Some("one") => Ok(Select::One),
             Some(other) => Err(ErrorBody::new(
                 ErrorCode::BadRequest,
-                format!("unknown select '{}': expected 'all' or 'online'", excerpt(other)),
+                format!("unknown select '{}': expected 'all', 'online' or 'one'", excerpt(other)),
             )),
         }
     }
@@ -519,12 +525,12 @@ mod tests {
     #[test]
     fn select_parses_its_wire_names_and_refuses_anything_else_naming_it() {
         assert_eq!(Select::from_wire(None).unwrap(), Select::All);
-        for s in [Select::All, Select::Online] {
+        for s in [Select::All, Select::Online, Select::One] {
             assert_eq!(Select::from_wire(Some(s.as_str())).unwrap(), s);
         }
         let e = Select::from_wire(Some("Online")).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
-        assert_eq!(e.message, "unknown select 'Online': expected 'all' or 'online'");
+        assert_eq!(e.message, "unknown select 'Online': expected 'all', 'online' or 'one'");
     }
 
     #[test]

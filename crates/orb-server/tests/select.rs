@@ -99,11 +99,11 @@ async fn a_select_the_server_does_not_know_is_bad_request_naming_it() {
     let mut raw = server.raw_tcp().await;
     raw.send_json(&hello_json("operator", server.server.admin_token().expose(), None)).await.unwrap();
     assert_eq!(raw.read_json().await.unwrap()["kind"], "welcome");
-    raw.send_json(&json!({"kind": "cmd", "id": "1", "cmd": "ping", "target": "*", "select": "one"})).await.unwrap();
+    raw.send_json(&json!({"kind": "cmd", "id": "1", "cmd": "ping", "target": "*", "select": "any"})).await.unwrap();
     let r = next(&mut raw).await;
     assert_eq!((r["kind"].as_str(), r["re"].as_str()), (Some("reply"), Some("1")), "{r}");
     assert_eq!(r["error"]["code"], "bad_request");
-    assert_eq!(r["error"]["message"], "unknown select 'one': expected 'all' or 'online'");
+    assert_eq!(r["error"]["message"], "unknown select 'any': expected 'all', 'online' or 'one'");
     raw.send_json(&json!({"kind": "cmd", "id": "2", "cmd": "ping", "to": "on-1", "select": "online"})).await.unwrap();
     let r = next(&mut raw).await;
     assert_eq!((r["re"].as_str(), r["error"]["code"].as_str()), (Some("2"), Some("bad_request")), "{r}");

@@ -40,6 +40,10 @@ pub(crate) async fn record(conn: &mut AnyConnection, record: &Record) -> Result<
         Record::JobCreated(job) => job_created(conn, job).await,
         Record::TargetsSettled(outcomes) => targets_settled(conn, outcomes).await,
         Record::JobEnded(end) => job_ended(conn, end).await,
+        Record::JobRetargeted { job, targets } => {
+            let list = serde_json::to_string(targets).expect("a list of strings always serializes");
+            sqlx::query("UPDATE jobs SET targets = $2 WHERE id = $1").bind(job).bind(list).execute(conn).await.map(drop)
+        }
     }
 }
 

@@ -41,6 +41,7 @@ pub mod model;
 mod query;
 mod queue;
 mod registry;
+mod retained;
 mod rows;
 mod schedules;
 mod store;
@@ -54,7 +55,8 @@ pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
     Connection, DeliveryCount, Device, Enqueued, FiredJob, Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer,
     MessageLimits, NewDevice, NewJob, NewMessage, NewQueued, NewSchedule, NewTarget, QueueCounts, QueueLimits, Queued,
-    Record, Recorder, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoredMessage, TargetOutcome, TargetRecord,
+    Record, Recorder, Retained, RetainedChange, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoredMessage,
+    TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -292,6 +294,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// `device`'s newest `limit` stored messages, oldest first.
     async fn messages_for(&self, device: &str, limit: u32) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// Sets and clears topics' retained publications, in order, committed before this returns.
+    async fn retain(&self, changes: Vec<RetainedChange>) -> Result<(), StoreError>;
+
+    /// Every retained publication, by topic (rows that cannot be read are left out, logged).
+    async fn retained(&self) -> Result<Vec<Retained>, StoreError>;
 
     /// Every device's queue counts (devices with nothing held are absent).
     async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>, StoreError>;

@@ -248,6 +248,14 @@ pub enum Record {
     TargetsSettled(Vec<TargetOutcome>),
     /// A job ended.
     JobEnded(JobEnd),
+    /// A pending target of a job moved to another device ("any one of": the first disconnected
+    /// before answering): the job's target list is now `targets`.
+    JobRetargeted {
+        /// Job id.
+        job: String,
+        /// The job's targets, in slot order.
+        targets: Vec<String>,
+    },
 }
 
 /// A stored job.
@@ -587,4 +595,26 @@ pub struct FiredJob {
     pub ttl_ms: Option<u64>,
     /// Its rollout: `orb_proto::rollout::Rollout` as JSON; `None` for all at once.
     pub rollout: Option<String>,
+}
+
+/// A topic's retained publication (pub/sub).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retained {
+    /// The topic.
+    pub topic: String,
+    /// The body, JSON text.
+    pub body: String,
+    /// Who published it: a device id or an operator session's name.
+    pub sender: String,
+    /// When it was published.
+    pub at: DateTime<Utc>,
+}
+
+/// A change to the retained publications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetainedChange {
+    /// The topic retains this message now (replacing what it retained).
+    Set(Retained),
+    /// The topic retains nothing any more.
+    Clear(String),
 }

@@ -91,6 +91,7 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::ScheduleError { id, error } => crate::schedules::set_error(conn, id, error.as_deref()).await,
         Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
         Write::StoreMessages { messages, limits } => crate::messages::store(conn, messages, *limits).await,
+        Write::Retain(changes) => crate::retained::apply(conn, changes).await,
     }
 }
 

@@ -185,6 +185,18 @@ impl Store for SqlStore {
         crate::messages::newest(&self.pools.read, device, limit).await
     }
 
+    async fn retain(&self, changes: Vec<crate::RetainedChange>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.write_nothing(Write::Retain(changes)).await
+    }
+
+    async fn retained(&self) -> Result<Vec<crate::Retained>, StoreError> {
+        self.check_open()?;
+        crate::retained::all(&self.pools.read).await
+    }
+
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError> {
         Ok(self.write_count(Write::Undelivered(id)).await? > 0)
     }

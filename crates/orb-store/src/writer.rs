@@ -128,6 +128,8 @@ pub(crate) enum Write {
         messages: Vec<crate::NewMessage>,
         limits: crate::MessageLimits,
     },
+    /// Retained publications set or cleared, in order (`retained.rs`).
+    Retain(Vec<crate::RetainedChange>),
 }
 
 impl Write {
@@ -155,6 +157,7 @@ impl Write {
             Write::ScheduleError { .. } => "schedule_error",
             Write::ExpireQueued { .. } => "expire_queued",
             Write::StoreMessages { .. } => "store_messages",
+            Write::Retain(_) => "retain",
         }
     }
 
@@ -181,7 +184,8 @@ impl Write {
             | Write::DispatchFiring(_)
             | Write::ScheduleError { .. }
             | Write::ExpireQueued { .. }
-            | Write::StoreMessages { .. } => None,
+            | Write::StoreMessages { .. }
+            | Write::Retain(_) => None,
         }
     }
 }

@@ -63,6 +63,12 @@ impl FieldWriter for MsgPackWriter<'_> {
     }
 
     #[inline]
+    fn bool(&mut self, name: &'static str, value: bool) {
+        write_str(self.0, name);
+        self.0.push(if value { 0xc3 } else { 0xc2 });
+    }
+
+    #[inline]
     fn error(&mut self, name: &'static str, value: &ErrorBody) {
         write_str(self.0, name);
         write_map_len(self.0, 2);
@@ -235,6 +241,15 @@ impl FieldReader for MsgPackField<'_, '_> {
     #[inline]
     fn uint(&mut self) -> Result<Option<u64>, DecodeError> {
         self.value(Reader::uint)
+    }
+
+    #[inline]
+    fn bool(&mut self) -> Result<Option<bool>, DecodeError> {
+        self.value(|r| match r.byte()? {
+            0xc2 => Ok(false),
+            0xc3 => Ok(true),
+            m => Err(err(format!("expected true or false, found {}", describe(m)))),
+        })
     }
 
     #[inline]
@@ -728,7 +743,7 @@ mod tests {
                 serde_json::from_slice(&crate::codec::encode(&e)).unwrap();
             m.keys().cloned().collect()
         };
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), 25);
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(sorted, json_names, "the same fields as JSON");
@@ -745,8 +760,8 @@ mod tests {
             every_field_nil.push(NIL);
         }
         let every_field_nil = hex(&every_field_nil);
-        // 24 fields: a map16 header.
-        let frame = unhex(&format!("de0018{kind_cmd}{every_field_nil}"));
+        // 25 fields: a map16 header.
+        let frame = unhex(&format!("de0019{kind_cmd}{every_field_nil}"));
         assert_eq!(decode(&Bytes::from(frame)).unwrap(), Envelope::new(Kind::Cmd));
         let e = decode(&Bytes::from(unhex(&format!("83{kind_cmd}a26964c0a26964a131")))).unwrap_err();
         assert!(e.to_string().contains("duplicate field `id`"), "{e}");

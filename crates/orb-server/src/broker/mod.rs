@@ -375,7 +375,11 @@ impl Broker {
             }
         }
         let matched = targets.len();
-        if spec.select == Select::Online {
+        if spec.select == Select::One && (spec.ttl.is_some_and(|t| !t.is_zero()) || spec.rollout.is_staged()) {
+            let msg = "select one sends to one connected device now: it takes no ttl, splay or batch";
+            return Err(ErrorBody::new(ErrorCode::BadRequest, msg));
+        }
+        if matches!(spec.select, Select::Online | Select::One) {
             targets.retain(|t| t.session.is_some());
         }
         let skipped = (matched - targets.len()) as u64;

@@ -100,6 +100,9 @@ pub(crate) struct JobInbox {
     index: HashMap<DeviceId, usize>,
     answered: Vec<AtomicBool>,
     tx: mpsc::UnboundedSender<JobMsg>,
+    /// An "any one of" job's one target: the device its command went to last (it moves when
+    /// that one disconnects); answers from any other device are ignored.
+    one: Option<std::sync::Mutex<DeviceId>>,
 }
 
 impl JobInbox {
@@ -107,7 +110,36 @@ impl JobInbox {
     pub(crate) fn new(targets: impl Iterator<Item = DeviceId>, tx: mpsc::UnboundedSender<JobMsg>) -> JobInbox {
         let index: HashMap<DeviceId, usize> = targets.enumerate().map(|(i, d)| (d, i)).collect();
         let answered = (0..index.len()).map(|_| AtomicBool::new(false)).collect();
-        JobInbox { index, answered, tx }
+        JobInbox { index, answered, tx, one: None }
+    }
+
+    /// The inbox of an "any one of" job whose one target is `device` for now.
+    pub(crate) fn one_of(device: DeviceId, tx: mpsc::UnboundedSender<JobMsg>) -> JobInbox {
+        JobInbox {
+            index: HashMap::new(),
+            answered: vec![AtomicBool::new(false)],
+            tx,
+            one: Some(std::sync::Mutex::new(device)),
+        }
+    }
+
+    /// An "any one of" job's target moved to `device`: only its answer counts from now on.
+    pub(crate) fn move_one(&self, device: DeviceId) {
+        if let Some(one) = &self.one {
+            *one.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = device;
+        }
+    }
+
+    /// Whether target `index` has an outcome (it may still be on its way to the task).
+    pub(crate) fn is_answered(&self, index: usize) -> bool {
+        self.answered.get(index).is_some_and(|a| a.load(Ordering::Acquire))
+    }
+
+    fn slot_of(&self, device: &DeviceId) -> Option<usize> {
+        match &self.one {
+            Some(one) => (*one.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == *device).then_some(0),
+            None => self.index.get(device).copied(),
+        }
     }
 
     /// Settles target `index` unless it already has an outcome.
@@ -121,7 +153,7 @@ impl JobInbox {
 
     /// Settles `device`'s target with an outcome that is recorded already, unless it has one.
     pub(crate) fn settle_recorded(&self, device: &DeviceId, at: Option<Instant>, outcome: Outcome) {
-        let Some(&index) = self.index.get(device) else { return };
+        let Some(index) = self.slot_of(device) else { return };
         let Some(flag) = self.answered.get(index) else { return };
         if flag.swap(true, Ordering::AcqRel) {
             return;
@@ -140,8 +172,8 @@ impl JobInbox {
 
 impl JobReplies for JobInbox {
     fn answer(&self, from: &DeviceId, answer: Answer, at: Instant) {
-        match self.index.get(from) {
-            Some(&index) => self.settle(index, Some(at), Outcome::of_answer(answer)),
+        match self.slot_of(from) {
+            Some(index) => self.settle(index, Some(at), Outcome::of_answer(answer)),
             None => tracing::debug!(agent.id = %from, "reply from a device that is not a target ignored"),
         }
     }
@@ -149,6 +181,10 @@ impl JobReplies for JobInbox {
 
 impl Undelivered for JobInbox {
     fn undelivered(&self, slot: u32) {
+        // An "any one of" job watches its device's session itself and moves the command on.
+        if self.one.is_some() {
+            return;
+        }
         self.settle(slot as usize, None, Outcome::Offline);
     }
 }

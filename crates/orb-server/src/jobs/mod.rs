@@ -9,12 +9,15 @@
 //! A staged job (a rollout with a splay or batches, decision 0015) sends nothing from `start`:
 //! its task dispatches each target when its timetable says (`stages`, `staged`).
 //!
+//! An "any one of" job (`select: one`) has one target, chosen and moved on by `one`.
+//!
 //! Modules: `state` (the pure target state machine), `inbox` (first answer per target wins),
 //! `events` (the bounded event stream), `run` (the job's task), `stages` (a staged job's pure
-//! timetable), `staged` (its dispatch).
+//! timetable), `staged` (its dispatch), `one` ("any one of").
 
 mod events;
 mod inbox;
+mod one;
 mod progress;
 mod run;
 mod staged;
@@ -136,6 +139,8 @@ pub struct Jobs {
     sessions: Arc<Sessions>,
     /// Where jobs publish their progress.
     topics: Arc<crate::router::topics::Topics>,
+    /// "Any one of" commands in flight per device.
+    one_load: Arc<one::OneLoad>,
 }
 
 /// What [`Jobs::new`] is made of.
@@ -178,6 +183,7 @@ impl Jobs {
             readers: Arc::default(),
             sessions,
             topics,
+            one_load: Arc::default(),
         }
     }
 
@@ -202,7 +208,12 @@ impl Jobs {
         let deadline_ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         let job_id = spec.firing.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |f| f.job.clone());
         let (tx, rx) = mpsc::unbounded_channel();
-        let inbox = Arc::new(JobInbox::new(targets.iter().map(|t| t.id.clone()), tx));
+        let one = spec.select == Select::One;
+        let inbox = Arc::new(if one {
+            JobInbox::one_of(targets[0].id.clone(), tx)
+        } else {
+            JobInbox::new(targets.iter().map(|t| t.id.clone()), tx)
+        });
         let correlation = self.correlations.open_job(&job_id, Arc::clone(&inbox) as _);
 
         let mut cmd = Envelope::new(Kind::Cmd);
@@ -242,6 +253,27 @@ impl Jobs {
             return Err(ErrorBody::new(ErrorCode::ServerShutdown, "the server is stopping and accepts no new work"));
         }
 
+        // "Any one of": the command goes to one of the candidates now; the job's one target is
+        // that device (or, when every candidate has gone meanwhile, the first, `offline`).
+        let mut one_of = None;
+        let targets = if one {
+            let candidates: Vec<DeviceId> = targets.iter().map(|t| t.id.clone()).collect();
+            let first = candidates[0].clone();
+            let mut o = one::OneOf::new(
+                candidates,
+                Arc::clone(&self.one_load),
+                Arc::clone(&inbox),
+                cmd.clone(),
+                frames.clone(),
+                Arc::clone(&self.sessions),
+            );
+            let id = o.dispatch().map_or(first, |(id, _)| id);
+            one_of = Some(o);
+            vec![Target { id, session: None }]
+        } else {
+            targets
+        };
+
         let started = Instant::now();
         let ttl = spec.ttl.filter(|t| !t.is_zero()).map(|t| t.min(limits.max_ttl));
         // With a TTL every target's command is held, committed before the ack, and delivered by
@@ -252,6 +284,13 @@ impl Jobs {
         let mut held = Vec::new();
         let mut delivered = Vec::with_capacity(targets.len());
         for (i, t) in targets.iter().enumerate() {
+            if let Some(o) = &one_of {
+                delivered.push(o.current.as_ref().map(|(_, outbox)| outbox.clone()));
+                if o.current.is_none() {
+                    inbox.settle(i, None, Outcome::Offline);
+                }
+                continue;
+            }
             if staged {
                 delivered.push(None);
                 continue;
@@ -395,6 +434,7 @@ impl Jobs {
             held_tx: self.held_tx.clone(),
             delivering: Arc::clone(&self.delivering),
             staged,
+            one: one_of,
             progress,
             _slot: slot,
         };

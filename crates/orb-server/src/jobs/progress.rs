@@ -38,6 +38,17 @@ impl Progress {
         });
     }
 
+    /// An "any one of" job's command moved from `from` (its session ended for `reason` before
+    /// it answered) to `to`: `{"job", "moved": {"from", "to", "reason"}}`.
+    pub(crate) fn moved(&self, from: &DeviceId, to: &DeviceId, reason: &str) {
+        let Some(topic) = &self.topic else { return };
+        self.topics.publish(topic, "$server", || {
+            json(&serde_json::json!({
+                "job": self.job, "moved": {"from": from.as_str(), "to": to.as_str(), "reason": reason},
+            }))
+        });
+    }
+
     /// The job's end: `{"job", "ended": true, "summary", "skipped", "aborted"}`.
     pub(crate) fn ended(&self, summary: &JobSummary) {
         let Some(topic) = &self.topic else { return };

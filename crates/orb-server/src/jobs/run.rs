@@ -21,6 +21,7 @@ use super::events::{EventsTx, JobEvent, Settled};
 use super::inbox::{JobMsg, Outcome};
 use super::state::JobState;
 use crate::broker::Delivering;
+use crate::close::CloseReason;
 use crate::identity::JobSlot;
 use crate::router::correlation::{CorrelationId, Correlations};
 use crate::router::delivery::Outbox;
@@ -67,6 +68,8 @@ pub(crate) struct JobRun {
     /// A staged job's timetable and what it dispatches with (`None`: everything went out at
     /// the start).
     pub(crate) staged: Option<super::staged::Staged>,
+    /// An "any one of" job's dispatch: where its command is, where it goes next.
+    pub(crate) one: Option<super::one::OneOf>,
     /// Where its progress is published (`$orb.job.<id>`).
     pub(crate) progress: super::progress::Progress,
     /// The job's place in its requester's quota, shared with the job's reader (released when
@@ -171,6 +174,8 @@ impl JobRun {
                 break (JobPhase::Done, None);
             }
             let wake = self.staged.as_ref().and_then(|s| s.stages.next_wake());
+            // An "any one of" job watches the session its command went to.
+            let watched = self.one.as_ref().and_then(|o| o.current.as_ref()).map(|(_, outbox)| outbox.closer.clone());
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
@@ -203,6 +208,9 @@ impl JobRun {
                     // Every sender is gone: cannot happen while `running` holds the inbox.
                     None => break (JobPhase::Done, self.expire(&mut state, "the job lost its inbox")),
                 },
+                reason = async { watched.as_ref().expect("guarded").closed().await }, if watched.is_some() => {
+                    self.one_lost(reason, &mut state, &mut unrecorded).await;
+                }
                 () = &mut deadline, if !staged => {
                     let ms = self.deadline.duration_since(self.started).as_millis();
                     break (JobPhase::Done, self.expire(&mut state, &format!("no answer within {ms} ms")));
@@ -225,6 +233,9 @@ impl JobRun {
                 _ = record_tick.tick(), if !unrecorded.is_empty() => self.record(&mut unrecorded).await,
             }
         };
+        if let Some(one) = &mut self.one {
+            one.release();
+        }
         let mut summary = state.summary(self.job_id.clone());
         summary.skipped = self.skipped;
         summary.aborted = self.staged.as_mut().and_then(|s| s.aborted.take());
@@ -298,6 +309,34 @@ impl JobRun {
             };
             if state.settle(slot, outcome.status()) {
                 self.settled(slot, outcome, None, out);
+            }
+        }
+    }
+
+    /// The session of the device an "any one of" job's command went to ended (`reason`) before
+    /// it answered: the command goes to the next matching device still connected, or, with none
+    /// left, the target ends `offline`. An answer already on its way wins (nothing moves).
+    async fn one_lost(&mut self, reason: CloseReason, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let Some(one) = self.one.as_mut() else { return };
+        if state.is_done() || one.answered() {
+            one.release();
+            return;
+        }
+        let from = self.devices[0].clone();
+        match one.dispatch() {
+            Some((to, outbox)) => {
+                tracing::debug!(job = self.job_id, from = %from, to = %to, reason = reason.as_str(), "the command moved on");
+                self.devices[0] = to.clone();
+                self.delivered[0] = Some(outbox);
+                let targets = vec![to.to_string()];
+                self.recorder.record(Record::JobRetargeted { job: self.job_id.clone(), targets }).await;
+                self.progress.moved(&from, &to, reason.as_str());
+            }
+            None => {
+                self.delivered[0] = None;
+                if state.settle(0, Status::Offline) {
+                    self.settled(0, Outcome::Offline, None, out);
+                }
             }
         }
     }

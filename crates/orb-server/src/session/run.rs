@@ -147,6 +147,8 @@ impl Session {
     /// The session ended for `reason`: a device's disconnection is recorded (a replaced session's
     /// end is not the device's: its successor is connected).
     pub(super) fn ended(&self, reason: CloseReason) {
+        // Whoever watches this session (an "any one of" job) learns it ended, whatever ended it.
+        self.outbox.closer.close(reason);
         let broker = &self.shared.broker;
         broker.connection_closed(self.outbox.conn);
         // Without a `bye` the client vanished: its will is published (a server stopping, or an

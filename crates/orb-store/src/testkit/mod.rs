@@ -14,6 +14,7 @@
 mod devices;
 mod jobs;
 mod queue;
+mod retained;
 mod schedules;
 mod stored;
 mod temp;
@@ -21,6 +22,7 @@ mod temp;
 pub use devices::*;
 pub use jobs::*;
 pub use queue::*;
+pub use retained::*;
 pub use schedules::*;
 pub use stored::*;
 pub use temp::{POSTGRES_URL_VAR, TempPostgres, TempSqlite};
@@ -155,6 +157,7 @@ macro_rules! conformance_tests {
             a_firing_is_stored_once,
             a_paused_schedule_does_not_fire,
             agent_schedules_are_listed_while_active,
+            retained_messages_are_set_replaced_cleared_and_kept,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {
