@@ -425,6 +425,10 @@ pub struct PubArgs {
     pub topic: String,
     /// Body as JSON; a bare word is taken as a JSON string [default: null].
     pub body: Option<String>,
+    /// Keep it as the topic's retained message (stored): every later subscription that matches
+    /// gets it first. A null body clears the topic's retained message.
+    #[arg(long)]
+    pub retain: bool,
 }
 
 /// `orb sub`.

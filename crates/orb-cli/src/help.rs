@@ -318,13 +318,16 @@ pub const PUB: &str = "\
 Examples:
   orb pub telemetry.gw-1.temp '{\"c\": 21.5}'    # every subscriber of a matching pattern gets it once
   orb pub alerts.door open                     # a bare word is a JSON string
+  orb pub config.gw-1.rate 30 --retain         # kept: every later subscriber gets it first
+  orb pub config.gw-1.rate null --retain       # clears the topic's retained message
 Messages under $orb. are the server's own (presence, jobs): clients may not publish there.";
 
 /// `orb sub`.
 pub const SUB: &str = "\
 Examples:
   orb sub 'telemetry.>'                        # everything under telemetry: TOPIC  BODY per line
-  orb sub 'telemetry.*.temp' --json --count 5  # one object per line (topic, body, from, seq)
+  orb sub 'telemetry.*.temp' --json --count 5  # one object per line (topic, body, from, retained, seq)
+  orb sub 'config.>' --count 3                 # retained messages come first and count too
   orb sub 'alerts.>' --timeout 30s             # stop after 30 s
 A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.";
 

@@ -1,7 +1,8 @@
-//! `orb pub`, `orb sub` and `orb tail`: publish one message on a topic; print the messages
-//! published on topics matching a pattern as they arrive, one per line (`TOPIC  BODY`, or with
-//! `--json` one object per line), until `--count` of them or `--timeout`; `orb tail` does that
-//! for the server's own events (`$orb.>`), presence told in words.
+//! `orb pub`, `orb sub` and `orb tail`: publish one message on a topic (retained or not); print
+//! the messages published on topics matching a pattern as they arrive (the retained ones a new
+//! subscription gets first included), one per line (`TOPIC  BODY`, or with `--json` one object
+//! per line), until `--count` of them or `--timeout`; `orb tail` does that for the server's own
+//! events (`$orb.>`), presence told in words.
 
 use std::time::Duration;
 
@@ -16,16 +17,21 @@ use crate::output::Format;
 /// How long the server gets to answer.
 const ANSWER: Duration = Duration::from_secs(15);
 
-/// `orb pub TOPIC [BODY]`: exits 0 once the server has queued it (for however many subscribers,
-/// none included).
+/// `orb pub TOPIC [BODY] [--retain]`: exits 0 once the server has queued it (for however many
+/// subscribers, none included), and with `--retain` stored it.
 pub async fn publish(args: PubArgs) -> Result<u8, Failure> {
     Topic::parse(&args.topic).map_err(|e| Failure::usage(format!("{}: {}", e.code, e.message)))?;
     let body = input::command_args(args.body.as_deref())?;
     let client = connect::operator(&args.connect).await?;
-    let delivered = client.publish(&args.topic, body, ANSWER).await;
+    let delivered = if args.retain {
+        client.publish_retained(&args.topic, body, ANSWER).await
+    } else {
+        client.publish(&args.topic, body, ANSWER).await
+    };
     client.close().await;
     let delivered = delivered?;
-    eprintln!("published on {} to {delivered} subscriber(s)", args.topic);
+    let retained = if args.retain { " (retained)" } else { "" };
+    eprintln!("published on {} to {delivered} subscriber(s){retained}", args.topic);
     Ok(exit::OK)
 }
 
@@ -89,8 +95,7 @@ async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) 
         seen += 1;
         if json {
             let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
-            let object =
-                serde_json::json!({"topic": m.topic, "body": body, "from": m.from, "retained": false, "seq": m.seq});
+            let object = serde_json::json!({"topic": m.topic, "body": body, "from": m.from, "retained": m.retained, "seq": m.seq});
             outln!("{object}");
         } else {
             outln!("{}", line(&m));

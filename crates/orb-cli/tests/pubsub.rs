@@ -62,3 +62,32 @@ fn tail_shows_a_device_coming_and_going() {
     assert!(offline.contains("tl-1 offline ("), "{offline}");
     assert!(tail.wait_exit(STARTUP).success());
 }
+
+#[test]
+fn retained_messages_come_first_count_and_survive_a_restart() {
+    let server = Server::start();
+    for (topic, body) in [("config.gw-1.rate", "30"), ("config.gw-2.rate", "60"), ("config.gw-3.rate", "90")] {
+        let out = server.client("pub").args([topic, body, "--retain"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(stderr(&out).contains("(retained)"), "{}", stderr(&out));
+    }
+    let out = server.client("pub").args(["config.gw-3.rate", "null", "--retain"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "a null body clears: {}", stderr(&out));
+
+    // Acknowledged means stored: a kill -9 loses none of it.
+    let server = server.restart();
+    // Two retained, in topic order, then one live: --count 3 counts them all.
+    let mut cmd = orb(server.cwd());
+    cmd.args(["sub", "config.>", "--json", "--count", "3", "--server", &server.tcp, "--token", ADMIN]);
+    let (mut sub, lines) = Proc::with_stdout("orb sub", cmd);
+    let first: Value = serde_json::from_str(&lines.next(STARTUP).unwrap()).unwrap();
+    let second: Value = serde_json::from_str(&lines.next(STARTUP).unwrap()).unwrap();
+    assert_eq!((first["topic"].as_str(), first["body"].as_i64()), (Some("config.gw-1.rate"), Some(30)), "{first}");
+    assert_eq!(second["topic"], "config.gw-2.rate");
+    assert_eq!((first["retained"].as_bool(), second["retained"].as_bool()), (Some(true), Some(true)));
+    let out = server.client("pub").args(["config.gw-4.rate", "5"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let live: Value = serde_json::from_str(&lines.next(STARTUP).unwrap()).unwrap();
+    assert_eq!((live["topic"].as_str(), live["retained"].as_bool()), (Some("config.gw-4.rate"), Some(false)));
+    assert!(sub.wait_exit(STARTUP).success(), "exits 0 after --count");
+}

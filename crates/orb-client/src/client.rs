@@ -375,9 +375,25 @@ impl Client {
     /// [`ClientError::Remote`] with `bad_topic`, `forbidden` (a `$orb.` topic), `bad_body`,
     /// `frame_too_large`; [`ClientError::Protocol`] when `body` is not JSON (nothing sent).
     pub async fn publish(&self, topic: &str, body: Bytes, timeout: Duration) -> Result<u64, ClientError> {
+        self.publish_as(topic, body, false, timeout).await
+    }
+
+    /// [`Client::publish`], and the server keeps it as `topic`'s retained publication (stored;
+    /// sent first to every subscription that starts later and matches); a `null` body clears
+    /// it. Returns once the server has stored it.
+    ///
+    /// # Errors
+    /// As [`Client::publish`], and [`ClientError::Remote`] with `too_many_retained` or
+    /// `store_unavailable`.
+    pub async fn publish_retained(&self, topic: &str, body: Bytes, timeout: Duration) -> Result<u64, ClientError> {
+        self.publish_as(topic, body, true, timeout).await
+    }
+
+    async fn publish_as(&self, topic: &str, body: Bytes, retain: bool, timeout: Duration) -> Result<u64, ClientError> {
         check_json(&body)?;
         let mut env = Envelope::new(Kind::Pub);
         env.topic = Some(topic.to_owned());
+        env.retain = retain.then_some(true);
         env.body = Some(body);
         let answer = self.round_trip(env, timeout).await?;
         let v: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -680,7 +696,8 @@ async fn read_loop<R: FrameSource>(inner: Arc<Inner>, mut source: R, handlers: H
             Kind::Pub => {
                 let from = env.from.unwrap_or_default();
                 let body = env.body.unwrap_or_else(|| Bytes::from_static(b"null"));
-                inner.subs.route(env.topic.as_deref().unwrap_or_default(), from, body);
+                let to = env.re.as_deref().filter(|_| env.retain == Some(true));
+                inner.subs.route(env.topic.as_deref().unwrap_or_default(), from, body, to);
             }
             Kind::Cancel => {
                 let re = env.re.as_deref().unwrap_or_default();

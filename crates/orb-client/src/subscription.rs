@@ -2,7 +2,8 @@
 //! the server for a pattern and returns a [`Subscription`], an inbox of the [`Message`]s
 //! published on matching topics, numbered in arrival order on this connection. The server sends
 //! each publication once per connection; the client hands it to every local subscription whose
-//! pattern matches. An inbox holds at most [`INBOX`] unread messages: beyond, new ones are
+//! pattern matches. A retained publication the server sends when a subscription starts names
+//! that subscription (`re`) and goes to it alone. An inbox holds at most [`INBOX`] unread messages: beyond, new ones are
 //! dropped and counted ([`Subscription::dropped`]), so a subscription nobody reads never stalls
 //! the connection.
 
@@ -28,6 +29,8 @@ pub struct Message {
     pub from: String,
     /// The body (JSON).
     pub body: Bytes,
+    /// A retained publication, sent when the subscription started (published before it).
+    pub retained: bool,
 }
 
 /// The local end of one subscription.
@@ -64,18 +67,29 @@ impl Subscriptions {
         self.lock().clear();
     }
 
-    /// Hands a publication to every subscription whose pattern matches `topic`.
-    pub(crate) fn route(&self, topic: &str, from: String, body: Bytes) {
+    /// Hands a publication to every subscription whose pattern matches `topic`, or, for a
+    /// retained one sent as a subscription started, to that subscription (`to`) alone.
+    pub(crate) fn route(&self, topic: &str, from: String, body: Bytes, to: Option<&str>) {
         let Ok(topic) = Topic::parse(topic) else {
             tracing::debug!(topic = %orb_proto::excerpt(topic), "publication on a malformed topic ignored");
             return;
         };
         let seq = self.received.fetch_add(1, Ordering::Relaxed) + 1;
-        let message = Message { seq, topic: topic.as_str().to_owned(), from, body };
-        for local in self.lock().values().filter(|l| l.pattern.matches(&topic)) {
+        let to = match to.map(str::parse::<u64>) {
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => return tracing::debug!("retained publication for no subscription of ours ignored"),
+            None => None,
+        };
+        let message = Message { seq, topic: topic.as_str().to_owned(), from, body, retained: to.is_some() };
+        let subs = self.lock();
+        let deliver = |local: &Local| {
             if local.tx.try_send(message.clone()).is_err() {
                 local.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        };
+        match to {
+            Some(id) => subs.get(&id).into_iter().for_each(deliver),
+            None => subs.values().filter(|l| l.pattern.matches(&topic)).for_each(deliver),
         }
     }
 

@@ -205,6 +205,34 @@ impl QueueTx {
         self.push_plain(frame, Level::Answers)
     }
 
+    /// Queues `frames` together, in order, when the queue is below its limits (or empty),
+    /// however many and large they are: a burst whose size the caller bounds elsewhere (the
+    /// retained publications a new subscription is sent: at most the server's
+    /// `max_retained_bytes`). The reader of a connection stops reading while its queue is full,
+    /// so one such burst at a time goes past the limits.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] (with the first frame) when the queue is at its limits;
+    /// [`TrySendError::Closed`] after the receiver is gone. Nothing is queued then.
+    pub fn send_burst(&self, frames: Vec<Bytes>) -> Result<(), TrySendError> {
+        let Some(first) = frames.first().cloned() else { return Ok(()) };
+        {
+            let mut st = self.0.lock();
+            if st.closed {
+                return Err(TrySendError::Closed(first));
+            }
+            if !st.items.is_empty() && !st.below(self.0.limits.at(Level::Full)) {
+                return Err(TrySendError::Full(first));
+            }
+            for frame in frames {
+                st.bytes += frame.len();
+                st.items.push_back(Item { frame, notice: None });
+            }
+        }
+        self.0.readable.notify_one();
+        Ok(())
+    }
+
     /// Queues `frame`, waiting for room within the limits.
     ///
     /// # Errors
@@ -471,6 +499,20 @@ mod tests {
         drop(rx);
         assert!(matches!(tx.try_send(Bytes::from_static(b"4")), Err(TrySendError::Closed(_))));
         assert!(tx.is_closed());
+    }
+
+    #[test]
+    fn a_burst_goes_in_whole_below_the_limits_and_not_at_them() {
+        let (tx, mut rx) = bounded(Limits::new(2, 1000));
+        tx.try_send(frame(1)).unwrap();
+        tx.send_burst(vec![frame(600), frame(600), frame(600)]).unwrap();
+        assert!(tx.is_full(), "past the limits by the burst");
+        assert!(matches!(tx.send_burst(vec![frame(1)]), Err(TrySendError::Full(_))), "not at them");
+        tx.send_burst(Vec::new()).unwrap();
+        let mut batch = Batch::default();
+        assert_eq!(rx.drain_into(&mut batch, usize::MAX, usize::MAX), 4, "in order, all of it");
+        drop(rx);
+        assert!(matches!(tx.send_burst(vec![frame(1)]), Err(TrySendError::Closed(_))));
     }
 
     #[test]

@@ -132,6 +132,7 @@ impl ServerBuilder {
             n => tracing::warn!(jobs = n, "jobs left running by the previous server process were ended"),
         }
         let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
+        let retained = store.retained().await?;
         let (auth, token_auth): (Arc<dyn Authenticator>, _) = match self.auth {
             Some(custom) => (custom, None),
             None => {
@@ -149,6 +150,7 @@ impl ServerBuilder {
             registry,
             limits: cfg.limits.clone(),
             acl,
+            retained,
             groups,
             handlers: self.handlers,
             admin_tx,

@@ -3,7 +3,8 @@
 //! server's (no client publishes there, wildcards do not reach them, agents may not subscribe);
 //! bad topics and too many subscriptions are refused with their codes; a subscription ends when
 //! dropped or with its connection; a subscriber that stops reading is closed as a slow consumer
-//! without holding the publisher up.
+//! without holding the publisher up. Retained publications go first to each new subscription
+//! (to it alone), bounded in count, cleared by a null body, and kept across a restart.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -147,4 +148,67 @@ async fn a_job_publishes_its_progress_for_subscribers() {
     let end: serde_json::Value = serde_json::from_slice(&next(&mut progress).await.body).unwrap();
     assert_eq!((end["ended"].as_bool(), end["summary"]["ok"].as_u64()), (Some(true), Some(1)));
     assert_eq!(outcome.count(orb_proto::Status::Ok), 1);
+}
+
+#[tokio::test]
+async fn retained_publications_come_first_to_each_new_subscription_only() {
+    let server = TestServer::start_with(|cfg| cfg.limits.max_retained = 3, |b| b).await;
+    let op = server.operator(Transport::Tcp).await;
+    let agent = server.agent(Transport::Ws, "rt-1", &[], basic_handlers()).await;
+    let body = |s: &'static str| Bytes::from_static(s.as_bytes());
+    let mut early = op.subscribe("cfg.>", WAIT).await.unwrap();
+    // Retained from an agent and an operator; replaced; delivered live to `early` as well.
+    assert_eq!(agent.publish_retained("cfg.b", body("1"), WAIT).await.unwrap(), 1);
+    op.publish_retained("cfg.a", body(r#"{"v":1}"#), WAIT).await.unwrap();
+    op.publish_retained("cfg.a", body(r#"{"v":2}"#), WAIT).await.unwrap();
+    op.publish_retained("cfg.c.deep", body("[\"x\",\"y\"]"), WAIT).await.unwrap();
+    for _ in 0..4 {
+        assert!(!next(&mut early).await.retained, "live delivery is not marked retained");
+    }
+    assert_eq!(server.server.broker().retained().0, 3);
+    // A fourth topic is refused, and not delivered; replacing one is fine.
+    assert_eq!(remote(op.publish_retained("cfg.d", body("1"), WAIT).await), ErrorCode::TooManyRetained);
+    op.publish_retained("cfg.b", body("2"), WAIT).await.unwrap();
+    assert_eq!(next(&mut early).await.body, body("2"), "cfg.d never went out");
+
+    // A new subscription gets the matching retained ones first, by topic, then live ones; the
+    // connection's older subscription gets no second copy.
+    let mut late = op.subscribe("cfg.*", WAIT).await.unwrap();
+    op.publish("cfg.live", body("0"), WAIT).await.unwrap();
+    let got: Vec<(String, bool, Bytes)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let m = next(&mut late).await;
+            v.push((m.topic, m.retained, m.body));
+        }
+        v
+    };
+    assert_eq!(
+        got,
+        [
+            ("cfg.a".to_owned(), true, body(r#"{"v":2}"#)),
+            ("cfg.b".to_owned(), true, body("2")),
+            ("cfg.live".to_owned(), false, body("0")),
+        ],
+        "cfg.c.deep does not match cfg.*"
+    );
+    assert_eq!(next(&mut early).await.topic, "cfg.live");
+    assert!(early.take_pending().is_empty(), "no retained copies for the older subscription");
+    let m = {
+        let mut from_agent = agent.subscribe("cfg.b", WAIT).await.unwrap();
+        next(&mut from_agent).await
+    };
+    assert_eq!((m.from.as_str(), m.retained), (op.welcome().id.as_str(), true), "{m:?}");
+
+    // A null body clears; the count frees up. Retained publications are stored: a restart
+    // keeps them.
+    op.publish_retained("cfg.b", body("null"), WAIT).await.unwrap();
+    op.publish_retained("cfg.d", body("4"), WAIT).await.unwrap();
+    drop((early, late, op, agent));
+    let server = server.restart(|cfg| cfg.limits.max_retained = 3).await;
+    let op = server.operator(Transport::Tcp).await;
+    let mut sub = op.subscribe(">", WAIT).await.unwrap();
+    let topics: Vec<String> = vec![next(&mut sub).await.topic, next(&mut sub).await.topic, next(&mut sub).await.topic];
+    assert_eq!(topics, ["cfg.a", "cfg.c.deep", "cfg.d"]);
+    assert!(sub.take_pending().is_empty());
 }

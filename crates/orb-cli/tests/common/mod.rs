@@ -203,7 +203,18 @@ pub struct Server {
 impl Server {
     /// Starts `orb serve` with the fixed test tokens.
     pub fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap())
+    }
+
+    /// Kills the server (SIGKILL: nothing flushed on the way out) and starts it again on the
+    /// same data folder, on new ports.
+    pub fn restart(self) -> Server {
+        let Server { proc, dir, .. } = self;
+        drop(proc);
+        Server::start_in(dir)
+    }
+
+    fn start_in(dir: TempDir) -> Server {
         let data = dir.path().join("server-data");
         let mut cmd = orb(dir.path());
         cmd.arg("serve").args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data"]).arg(&data).args([

@@ -113,6 +113,10 @@ struct Inner {
     agent_sync: Arc<agent_schedules::SyncQueue>,
     /// Every connection's pub/sub subscriptions (shared with the jobs, which publish progress).
     topics: Arc<crate::router::topics::Topics>,
+    /// Each topic's retained publication (locked while one is retained or a subscription
+    /// starts), and where changes go to be stored.
+    retained: std::sync::Mutex<crate::router::retained::RetainedSet>,
+    retained_writer: crate::router::retained::RetainedWriter,
 }
 
 /// What [`Broker::new`] is made of.
@@ -121,6 +125,8 @@ pub(crate) struct Parts {
     pub registry: Arc<Registry>,
     pub limits: Limits,
     pub acl: Acl,
+    /// The retained publications the store kept.
+    pub retained: Vec<orb_store::Retained>,
     pub groups: BTreeMap<String, Selector>,
     pub handlers: Handlers,
     pub admin_tx: mpsc::Sender<AdminRequest>,
@@ -148,6 +154,11 @@ impl Broker {
         });
         let tally = Arc::new(tally::Tally::default());
         let settler = settler::Settler::start(Arc::clone(p.registry.store()), Arc::clone(&tally));
+        let retained_writer = crate::router::retained::RetainedWriter::start(
+            Arc::clone(p.registry.store()),
+            &p.tracker,
+            p.shutdown.clone(),
+        );
         let broker = Broker(Arc::new(Inner {
             node: p.node,
             registry: p.registry,
@@ -172,6 +183,8 @@ impl Broker {
             schedules_changed: tokio::sync::Notify::new(),
             agent_sync: Arc::default(),
             topics,
+            retained: std::sync::Mutex::new(crate::router::retained::RetainedSet::load(p.retained)),
+            retained_writer,
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         let (weak, queue) = (Arc::downgrade(&broker.0), Arc::clone(&broker.0.agent_sync));

@@ -3,15 +3,19 @@
 //! encoded once per codec in use and queued on the connection's bounded outbox (a full one is
 //! closed as a slow consumer, as for commands: nobody else waits). Subscriptions live with their
 //! connection (`router::topics`) and end with it. `$orb.` topics are the server's own: clients
-//! may subscribe to them, never publish.
+//! may subscribe to them, never publish. A publication may be retained (`router::retained`):
+//! kept per topic, stored, and sent first to every new subscription it matches.
 
 use bytes::Bytes;
 use orb_proto::topic::{Pattern, Topic};
-use orb_proto::{ErrorBody, ErrorCode};
+use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
+use orb_store::RetainedChange;
+use tokio::sync::oneshot;
 
 use super::{Action, Broker, RELAY_RESERVE, check_args};
 use crate::identity::Requester;
 use crate::router::delivery::Outbox;
+use crate::router::retained::Kept;
 use crate::router::topics::SubscribeError;
 
 impl Broker {
@@ -22,19 +26,65 @@ impl Broker {
     /// `bad_topic`, `forbidden` (a `$orb.` topic, or the policy), `bad_body`, `frame_too_large`
     /// (a body that would not fit a subscriber's frame with the topic and sender added).
     pub fn publish(&self, who: &Requester, topic: &str, body: Option<Bytes>) -> Result<usize, ErrorBody> {
+        let topic = self.check_publication(who, topic, body.as_ref())?;
+        Ok(self.fan_out(&topic, &who.identity.name, body))
+    }
+
+    /// [`Broker::publish`], and `topic` retains `body` from now on (a `null` or absent body
+    /// clears what it retained): new subscriptions it matches are sent it first. Returns how
+    /// many connections it was queued for, and a receiver told once the change is committed to
+    /// the store. Retained changes are applied, delivered and stored in one order.
+    ///
+    /// # Errors
+    /// As [`Broker::publish`], and `too_many_retained` (`limits.max_retained`,
+    /// `limits.max_retained_bytes`): then nothing is retained or delivered.
+    pub fn publish_retained(
+        &self,
+        who: &Requester,
+        topic: &str,
+        body: Option<Bytes>,
+    ) -> Result<(usize, oneshot::Receiver<Result<(), ErrorBody>>), ErrorBody> {
+        let topic = self.check_publication(who, topic, body.as_ref())?;
+        let from = who.identity.name.clone();
+        let mut retained = self.0.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let change = match body.as_ref().filter(|b| b.as_ref() != b"null") {
+            None => {
+                retained.clear(&topic);
+                RetainedChange::Clear(topic.as_str().to_owned())
+            }
+            Some(b) => {
+                let kept = Kept { body: b.clone(), from: from.clone(), at: chrono::Utc::now() };
+                let limits = self.limits();
+                retained.set(&topic, kept.clone(), limits.max_retained, limits.max_retained_bytes)?;
+                RetainedChange::Set(orb_store::Retained {
+                    topic: topic.as_str().to_owned(),
+                    body: String::from_utf8_lossy(&kept.body).into_owned(),
+                    sender: from.clone(),
+                    at: kept.at,
+                })
+            }
+        };
+        let committed = self.0.retained_writer.write(change);
+        let delivered = self.fan_out(&topic, &from, body);
+        drop(retained);
+        Ok((delivered, committed))
+    }
+
+    /// Checks a publication: its topic, the policy, its body.
+    fn check_publication(&self, who: &Requester, topic: &str, body: Option<&Bytes>) -> Result<Topic, ErrorBody> {
         let topic = Topic::parse(topic)?;
         if topic.is_reserved() {
             let msg = format!("{} topics are published by the server only", orb_proto::topic::RESERVED);
             return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
         }
         self.0.policy.check(&who.identity, &Action::Publish { topic: topic.as_str() })?;
-        check_args(body.as_ref())?;
+        check_args(body)?;
         let room = self.limits().max_frame.saturating_sub(RELAY_RESERVE);
-        if let Some(b) = body.as_ref().filter(|b| b.len() > room) {
+        if let Some(b) = body.filter(|b| b.len() > room) {
             let msg = format!("the body is {} bytes; a publication carries at most {room}", b.len());
             return Err(ErrorBody::new(ErrorCode::FrameTooLarge, msg));
         }
-        Ok(self.fan_out(&topic, &who.identity.name, body))
+        Ok(topic)
     }
 
     /// Publishes the server's own event `body` on `$orb.` topic `topic` (presence).
@@ -75,7 +125,9 @@ impl Broker {
     }
 
     /// Subscribes `outbox`'s connection to `pattern` under the client's `id` (a second
-    /// subscription with the same id replaces the first).
+    /// subscription with the same id replaces the first). The retained publications it matches
+    /// are queued first, by topic, each a `pub` with `retain` and `re` = `id` (for this
+    /// subscription only), before anything published later.
     ///
     /// # Errors
     /// `bad_topic`, `forbidden`, `too_many_subscriptions` (`limits.max_subscriptions` per
@@ -84,10 +136,33 @@ impl Broker {
         let pattern = Pattern::parse(pattern)?;
         self.0.policy.check(&who.identity, &Action::Subscribe { pattern: pattern.as_str() })?;
         let max = self.limits().max_subscriptions;
-        self.0.topics.subscribe(outbox, id, pattern.clone(), max).map_err(|SubscribeError::TooMany(n)| {
-            let msg = format!("this connection holds {n} subscriptions, the most one may (limits.max_subscriptions)");
-            ErrorBody::new(ErrorCode::TooManySubscriptions, msg)
-        })?;
+        // Held until the subscription takes effect: a retained publication is either among those
+        // sent first or published after, live.
+        let retained = self.0.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let send_retained = || {
+            let frames: Vec<Bytes> = retained
+                .matching(&pattern)
+                .map(|(topic, kept)| {
+                    let mut env = Envelope::new(Kind::Pub);
+                    env.re = Some(id.to_owned());
+                    env.topic = Some(topic.as_str().to_owned());
+                    env.from = Some(kept.from.clone());
+                    env.retain = Some(true);
+                    env.body = Some(kept.body.clone());
+                    outbox.codec.encode(&env)
+                })
+                .collect();
+            if outbox.tx.send_burst(frames).is_err() {
+                outbox.closer.close(crate::close::CloseReason::SlowConsumer);
+            }
+        };
+        self.0.topics.subscribe(outbox, id, pattern.clone(), max, send_retained).map_err(
+            |SubscribeError::TooMany(n)| {
+                let msg =
+                    format!("this connection holds {n} subscriptions, the most one may (limits.max_subscriptions)");
+                ErrorBody::new(ErrorCode::TooManySubscriptions, msg)
+            },
+        )?;
         Ok(pattern)
     }
 
@@ -104,5 +179,10 @@ impl Broker {
     /// Subscriptions held now, over all connections.
     pub fn subscriptions(&self) -> usize {
         self.0.topics.count()
+    }
+
+    /// Topics with a retained publication, and their bytes.
+    pub fn retained(&self) -> (usize, usize) {
+        self.0.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).size()
     }
 }

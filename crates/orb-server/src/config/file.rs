@@ -99,6 +99,10 @@ pub struct LimitsSection {
     pub max_schedule_bytes: u64,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: u64,
+    /// Topics with a retained publication.
+    pub max_retained: u64,
+    /// Bytes of all retained publications.
+    pub max_retained_bytes: u64,
     /// Outbox messages kept per device.
     pub max_messages_per_device: u64,
     /// Bytes of outbox messages kept per device.
@@ -131,6 +135,8 @@ impl Default for LimitsSection {
             max_schedules: l.max_schedules as u64,
             max_schedule_bytes: l.max_schedule_bytes as u64,
             max_subscriptions: l.max_subscriptions as u64,
+            max_retained: l.max_retained as u64,
+            max_retained_bytes: l.max_retained_bytes as u64,
             max_messages_per_device: l.max_messages_per_device as u64,
             max_message_bytes_per_device: l.max_message_bytes_per_device as u64,
         }
@@ -294,6 +300,8 @@ impl ServerFile {
             max_schedules: p.size("limits.max_schedules", l.max_schedules, 0, MAX_COUNT),
             max_schedule_bytes: p.size("limits.max_schedule_bytes", l.max_schedule_bytes, 1024, MAX_SIZE),
             max_subscriptions: p.size("limits.max_subscriptions", l.max_subscriptions, 1, MAX_COUNT),
+            max_retained: p.size("limits.max_retained", l.max_retained, 0, MAX_COUNT),
+            max_retained_bytes: p.size("limits.max_retained_bytes", l.max_retained_bytes, 1024, MAX_SIZE),
             max_messages_per_device: p.size("limits.max_messages_per_device", l.max_messages_per_device, 1, MAX_COUNT),
             max_message_bytes_per_device: p.size(
                 "limits.max_message_bytes_per_device",

@@ -234,6 +234,12 @@ pub struct Limits {
     /// Subscriptions (pub/sub patterns) one connection may hold; more get
     /// `too_many_subscriptions`.
     pub max_subscriptions: usize,
+    /// Topics with a retained publication the server keeps; a new one beyond gets
+    /// `too_many_retained`.
+    pub max_retained: usize,
+    /// Bytes (topic, body, publisher) of all retained publications; beyond, `too_many_retained`.
+    /// Also what one subscription may be sent at once when it starts.
+    pub max_retained_bytes: usize,
     /// Messages from its outbox the server keeps per device (the newest; older ones are
     /// deleted as new ones arrive, and a resend of a deleted one would be stored again).
     pub max_messages_per_device: usize,
@@ -267,6 +273,8 @@ impl Default for Limits {
             max_schedules: 10_000,
             max_schedule_bytes: 64 * 1024,
             max_subscriptions: 1000,
+            max_retained: 10_000,
+            max_retained_bytes: 16 * 1024 * 1024,
             max_messages_per_device: 10_000,
             max_message_bytes_per_device: 16 * 1024 * 1024,
         }

@@ -128,19 +128,22 @@ pub(crate) struct Topics {
 
 impl Topics {
     /// Subscribes `outbox`'s connection to `pattern` under `id` (replacing what that id named),
-    /// unless it holds `max` subscriptions already.
+    /// unless it holds `max` subscriptions already; `first` runs once it is allowed, before the
+    /// subscription takes effect (it queues the retained publications, so they come first).
     pub(crate) fn subscribe(
         &self,
         outbox: &Outbox,
         id: &str,
         pattern: Pattern,
         max: usize,
+        first: impl FnOnce(),
     ) -> Result<(), SubscribeError> {
         let mut by_conn = self.by_conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let subs = by_conn.entry(outbox.conn).or_default();
         if !subs.contains_key(id) && subs.len() >= max {
             return Err(SubscribeError::TooMany(max));
         }
+        first();
         let mut tree = self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(old) = subs.insert(id.to_owned(), pattern.clone()) {
             tree.remove(old.segments(), outbox.conn);

@@ -1,6 +1,7 @@
 //! `pub`, `sub` and `unsub` frames of a wire session as broker calls (pub/sub, issue 13): a
-//! publication (answered with how many connections it reached when it has an `id`), a
-//! subscription for this connection under the frame's `id`, and its end (`re` names it).
+//! publication (answered with how many connections it reached when it has an `id`; a retained
+//! one once it is committed), a subscription for this connection under the frame's `id`, and
+//! its end (`re` names it).
 
 use bytes::Bytes;
 use orb_proto::{Envelope, ErrorBody, ErrorCode};
@@ -9,6 +10,9 @@ use super::run::Session;
 
 impl Session {
     pub(super) fn on_pub(&mut self, env: Envelope) {
+        if env.retain == Some(true) {
+            return self.on_retained_pub(env);
+        }
         let result = match env.topic.as_deref() {
             Some(topic) => self.shared.broker.publish(&self.requester, topic, env.body),
             None => Err(ErrorBody::new(ErrorCode::BadRequest, "pub needs a topic")),
@@ -19,6 +23,41 @@ impl Session {
             (None, Ok(_)) => {}
             (None, Err(e)) => self.answer(&Envelope::error(None, e.code, e.message)),
         }
+    }
+
+    /// A publication to retain: delivered now, answered once the store has it (it counts as an
+    /// open command until then, so a client cannot run ahead of the store).
+    fn on_retained_pub(&mut self, env: Envelope) {
+        let result = match env.topic.as_deref() {
+            Some(topic) => self.shared.broker.publish_retained(&self.requester, topic, env.body),
+            None => Err(ErrorBody::new(ErrorCode::BadRequest, "pub needs a topic")),
+        };
+        let (delivered, committed) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return match env.id {
+                    Some(id) => self.reply_err(id, e),
+                    None => self.answer(&Envelope::error(None, e.code, e.message)),
+                };
+            }
+        };
+        let open = self.requester.open_command();
+        let outbox = self.outbox.clone();
+        self.shared.broker.tracker().spawn(async move {
+            let stored = committed.await.unwrap_or_else(|_| {
+                Err(ErrorBody::new(ErrorCode::ServerShutdown, "the server stopped before the publication was stored"))
+            });
+            let answer = match (env.id, stored) {
+                (Some(id), Ok(())) => {
+                    Envelope::reply_ok(id, json(&serde_json::json!({ "delivered": delivered, "retained": true })))
+                }
+                (Some(id), Err(e)) => Envelope::reply_err(id, e.code, e.message),
+                (None, Ok(())) => return drop(open),
+                (None, Err(e)) => Envelope::error(None, e.code, e.message),
+            };
+            let _ = outbox.reply_env(&answer);
+            drop(open);
+        });
     }
 
     pub(super) fn on_sub(&mut self, env: Envelope) {
