@@ -326,7 +326,7 @@ Messages under $orb. are the server's own (presence, jobs): clients may not publ
 pub const SUB: &str = "\
 Examples:
   orb sub 'telemetry.>'                        # everything under telemetry: TOPIC  BODY per line
-  orb sub 'telemetry.*.temp' --json --count 5  # one object per line (topic, body, from, retained, seq)
+  orb sub 'telemetry.*.temp' --json --count 5  # one object per line (topic, body, retained, ...)
   orb sub 'config.>' --count 3                 # retained messages come first and count too
   orb sub 'alerts.>' --timeout 30s             # stop after 30 s
 A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.";
