@@ -376,7 +376,8 @@ Examples:
   orb bench fanout --agents 10000 --vs nats   # against the NATS server at $ORB_BENCH_NATS_URL
   orb bench rr --inflight 64 --count 50000
   orb bench idle --connections 19000
-  orb bench storm --agents 1000 --json";
+  orb bench storm --agents 1000 --json
+  orb bench pubsub --subscribers 1000 --vs nats";
 
 /// `orb bench fanout`.
 #[cfg(feature = "server")]
@@ -412,6 +413,22 @@ Examples:
 pub const BENCH_HELD: &str = "\
 Examples:
   orb bench held --devices 10000 --trials 5   # held commands committed per second";
+
+/// `orb bench pubsub`.
+#[cfg(feature = "server")]
+pub const BENCH_PUBSUB: &str = "\
+Examples:
+  orb bench pubsub --subscribers 100
+  orb bench pubsub --subscribers 1000 --rounds 3 --vs nats
+  orb bench pubsub --subscribers 10 --messages 50000 --probes 500 --codec msgpack --json
+
+One connection publishes, N connections (a separate process) subscribe to its topic. Per trial:
+--messages bodies of 100 bytes published as fast as the window allows (a burst of 256 starts once
+every subscriber has the burst two before it: no slow-consumer close with default limits), timed
+until every subscriber has all of them (deliveries per second = messages x N / time); then
+--probes messages one at a time, each stamped with the publisher's clock and timed by every
+subscriber on arrival (delivery latency; \"last of N\": until the last subscriber had it). With --vs
+nats the same pacing, bodies and reporting against NATS.";
 
 /// `orb crashcheck`.
 #[cfg(feature = "server")]

@@ -51,6 +51,37 @@ fn rr_and_idle_and_storm_run_with_small_workloads() {
 }
 
 #[test]
+fn pubsub_delivers_every_message_to_every_subscriber_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    // 600 messages: three bursts, the last one short, so the window is waited on.
+    let out = orb_cmd(dir.path())
+        .args(["bench", "pubsub", "--subscribers", "5", "--messages", "600", "--probes", "5", "--trials", "1"])
+        .args(["--codec", "msgpack", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let v = last_json(&out);
+    assert_eq!(v["scenario"], "pubsub");
+    assert_eq!(v["subscribers"], 5);
+    assert_eq!(v["messages"], 600);
+    assert_eq!(v["server"], "child process");
+    assert!(v["orb"]["deliveries_per_second"]["median"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["orb"]["p50_us"]["median"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["orb"]["server_cpu_us_per_delivery"].is_number(), "{v}");
+    assert!(v["ratio"].is_null(), "no peer was asked for");
+
+    let embedded = orb_cmd(dir.path())
+        .args(["bench", "pubsub", "--subscribers", "3", "--messages", "10", "--probes", "2", "--trials", "1"])
+        .args(["--embedded", "--json"])
+        .output()
+        .unwrap();
+    assert!(embedded.status.success(), "stderr: {}", stderr(&embedded));
+    let v = last_json(&embedded);
+    assert_eq!(v["server"], "embedded");
+    assert!(v["orb"]["server_cpu_us_per_delivery"].is_null(), "the server shares this process: {v}");
+}
+
+#[test]
 fn bad_bench_options_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = orb_cmd(dir.path()).args(["bench", "fanout", "--codec", "xml"]).output().unwrap();
@@ -60,7 +91,7 @@ fn bad_bench_options_are_usage_errors() {
 }
 
 #[test]
-fn fanout_and_rr_compare_with_nats() {
+fn fanout_rr_and_pubsub_compare_with_nats() {
     let Ok(nats) = std::env::var("ORB_TEST_NATS_URL") else {
         assert!(std::env::var("CI").is_err(), "ORB_TEST_NATS_URL must be set under CI");
         eprintln!("skipped: ORB_TEST_NATS_URL is not set");
@@ -70,6 +101,7 @@ fn fanout_and_rr_compare_with_nats() {
     for args in [
         &["fanout", "--agents", "20", "--trials", "2"][..],
         &["rr", "--inflight", "2", "--count", "200", "--trials", "1"],
+        &["pubsub", "--subscribers", "5", "--messages", "600", "--probes", "5", "--trials", "1"],
     ] {
         let out = orb_cmd(dir.path())
             .arg("bench")

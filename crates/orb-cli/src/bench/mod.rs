@@ -1,12 +1,14 @@
 //! `orb bench`: end-to-end measurements of a real server, optionally side by side with NATS on
 //! the same machine in the same run. The server runs as a child process (or embedded, or
 //! external), the simulated agents in another child process (`orb bench-swarm`), and time is
-//! measured at the requester, here. Scenarios: [`fanout`], [`rr`], [`idle`], [`storm`], [`held`].
+//! measured at the requester, here. Scenarios: [`fanout`], [`rr`], [`idle`], [`storm`], [`held`],
+//! [`pubsub`].
 
 mod fanout;
 mod held;
 mod idle;
 pub mod proc;
+pub mod pubsub;
 mod rr;
 mod stats;
 mod storm;
@@ -82,6 +84,24 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10_000)]
         devices: usize,
         /// Measured jobs.
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// One publisher, N subscribers of its topic: publish throughput and delivery latency.
+    #[command(after_help = crate::help::BENCH_PUBSUB)]
+    Pubsub {
+        /// Number of subscriber connections.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Messages published per trial [default: 1,000,000 / subscribers, within 1,000..=100,000].
+        #[arg(long)]
+        messages: Option<usize>,
+        /// Latency probes per trial: one message at a time, the next once every subscriber has it.
+        #[arg(long, default_value_t = 100)]
+        probes: usize,
+        /// Measured trials (after one warm-up).
         #[arg(long, default_value_t = 5)]
         trials: usize,
         #[command(flatten)]
@@ -257,14 +277,27 @@ impl Target {
 
     /// Starts `n` orb agents named `PREFIX0..` in a swarm process; returns once all are connected.
     pub fn orb_swarm(&self, n: usize, prefix: &str, persistent: bool) -> Result<ChildGuard, Failure> {
-        let mut cmd = Command::new(proc::orb_exe()?);
-        cmd.args(["bench-swarm", "--side", "orb", "--server", &self.url, "--token", &self.agent])
-            .args(["--agents", &n.to_string(), "--prefix", prefix, "--codec", &self.codec])
-            .env("ORB_LOG", "error");
+        let mut cmd = self.orb_swarm_command(n, prefix)?;
         if persistent {
             cmd.arg("--persistent");
         }
         swarm_ready(cmd, n)
+    }
+
+    /// Starts `n` orb agents in a swarm process, each subscribed to the pub/sub bench topic;
+    /// returns once all are subscribed.
+    pub fn orb_pubsub_swarm(&self, n: usize) -> Result<ChildGuard, Failure> {
+        let mut cmd = self.orb_swarm_command(n, "ps-")?;
+        cmd.arg("--pubsub");
+        swarm_ready(cmd, n)
+    }
+
+    fn orb_swarm_command(&self, n: usize, prefix: &str) -> Result<Command, Failure> {
+        let mut cmd = Command::new(proc::orb_exe()?);
+        cmd.args(["bench-swarm", "--side", "orb", "--server", &self.url, "--token", &self.agent])
+            .args(["--agents", &n.to_string(), "--prefix", prefix, "--codec", &self.codec])
+            .env("ORB_LOG", "error");
+        Ok(cmd)
     }
 }
 
@@ -273,6 +306,15 @@ pub fn nats_swarm(n: usize, role: &str) -> Result<ChildGuard, Failure> {
     let mut cmd = Command::new(proc::orb_exe()?);
     cmd.args(["bench-swarm", "--side", "nats", "--server", &nats_url(), "--agents", &n.to_string()])
         .args(["--nats-role", role])
+        .env("ORB_LOG", "error");
+    swarm_ready(cmd, n)
+}
+
+/// Starts `n` NATS connections in a swarm process, each subscribed to the pub/sub bench subject;
+/// returns once the server has every subscription.
+pub fn nats_pubsub_swarm(n: usize) -> Result<ChildGuard, Failure> {
+    let mut cmd = Command::new(proc::orb_exe()?);
+    cmd.args(["bench-swarm", "--side", "nats", "--server", &nats_url(), "--agents", &n.to_string(), "--pubsub"])
         .env("ORB_LOG", "error");
     swarm_ready(cmd, n)
 }
@@ -297,7 +339,8 @@ pub async fn run(cmd: BenchCommand) -> Result<u8, Failure> {
         | BenchCommand::Rr { common, .. }
         | BenchCommand::Idle { common, .. }
         | BenchCommand::Storm { common, .. }
-        | BenchCommand::Held { common, .. } => common,
+        | BenchCommand::Held { common, .. }
+        | BenchCommand::Pubsub { common, .. } => common,
     };
     check_codec(&common.codec)?;
     match cmd {
@@ -308,6 +351,11 @@ pub async fn run(cmd: BenchCommand) -> Result<u8, Failure> {
         BenchCommand::Idle { connections, common } => idle::run(connections.max(1), &common).await,
         BenchCommand::Storm { agents, trials, common } => storm::run(agents.max(1), trials.max(1), &common).await,
         BenchCommand::Held { devices, trials, common } => held::run(devices.max(1), trials.max(1), &common).await,
+        BenchCommand::Pubsub { subscribers, messages, probes, trials, common } => {
+            let subscribers = subscribers.max(1);
+            let messages = messages.unwrap_or_else(|| pubsub::default_messages(subscribers)).max(1);
+            pubsub::run(subscribers, messages, probes.max(1), trials.max(1), &common).await
+        }
     }
 }
 

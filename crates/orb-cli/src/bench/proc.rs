@@ -61,6 +61,22 @@ impl ChildGuard {
         }
     }
 
+    /// Hands the lines still to come to async code: a thread forwards them to the returned
+    /// channel (which ends when the child's stream does). [`ChildGuard::wait_line`] sees none
+    /// afterwards.
+    pub fn follow(&mut self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let lines = std::mem::replace(&mut self.lines, mpsc::channel().1);
+        std::thread::spawn(move || {
+            while let Ok(line) = lines.recv() {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
     /// The exit status, when the process has ended by itself.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
