@@ -103,6 +103,7 @@ error_codes! {
     BadTopic = "bad_topic", 400, "a topic or subscription pattern is malformed: an empty segment, whitespace, a wildcard inside a segment or in a topic to publish on, > not last, too long (the message names the segment)";
     TooManySubscriptions = "too_many_subscriptions", 429, "the connection holds its limit of subscriptions (limits.max_subscriptions)";
     TooManyRetained = "too_many_retained", 507, "the server retains its maximum number of topics (limits.max_retained) or bytes (limits.max_retained_bytes); this publication was not retained (nor delivered)";
+    NotFound = "not_found", 404, "the HTTP API has no such endpoint";
     StoreUnavailable = "store_unavailable", 503, "the server could not read or write its store; the message says why";
     Internal = "internal", 500, "an unexpected server fault; the message says more";
 }

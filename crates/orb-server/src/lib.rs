@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod api;
 pub mod auth;
 pub mod broker;
 pub mod close;

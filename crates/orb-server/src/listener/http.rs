@@ -3,8 +3,8 @@
 //! connection limits as the TCP port (a connection over them gets `503` and is closed) and
 //! serves it with hyper, whose header timeout (the handshake timeout) closes connections that
 //! never finish a request, idle keep-alive ones included. An upgraded WebSocket keeps the
-//! connection's place in the limits until its session ends. The REST API, event streams,
-//! metrics and dashboard join this router with later issues.
+//! connection's place in the limits until its session ends. The REST API (`crate::api`) shares
+//! the router; event streams, metrics and the dashboard join it next.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,14 +31,18 @@ struct Admitted {
     guard: Arc<ConnectionGuard>,
 }
 
-/// Builds the axum application.
+/// Builds the axum application: the agent WebSocket, health, and the REST API (`crate::api`),
+/// request bodies limited to the frame limit.
 fn app(shared: Arc<Shared>) -> HttpRouter {
+    let max_body = shared.broker.limits().max_frame;
     HttpRouter::new()
         .route(WS_PATH, get(upgrade))
         .route("/healthz", get(health))
         .route("/v1/health", get(health))
         .route("/readyz", get(ready))
-        .with_state(shared)
+        .with_state(Arc::clone(&shared))
+        .merge(crate::api::routes(shared))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }
 
 async fn upgrade(

@@ -1,0 +1,52 @@
+//! A refusal as an HTTP response: the wire protocol's error codes with their HTTP statuses
+//! (`ErrorCode::http_status`), the body `{"code": ..., "message": ...}`; and a JSON body that
+//! does not parse or fit, told the same way (`bad_request`).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use orb_proto::{ErrorBody, ErrorCode};
+
+/// A refusal.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub(crate) ErrorBody);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.0)).into_response()
+    }
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(e: ErrorBody) -> Self {
+        ApiError(e)
+    }
+}
+
+fn bad_request(what: &str, why: &str) -> ApiError {
+    ApiError(ErrorBody::new(ErrorCode::BadRequest, format!("{what}: {}", orb_proto::excerpt(why))))
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        bad_request("the JSON body", &r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        bad_request("the query string", &r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        bad_request("the path", &r.body_text())
+    }
+}
+
+/// A path under `/v1/` that names nothing.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(ErrorBody::new(ErrorCode::NotFound, format!("no such endpoint: {}", orb_proto::excerpt(uri.path()))))
+}

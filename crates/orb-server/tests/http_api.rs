@@ -1,0 +1,183 @@
+//! The REST API under `/v1/` (issue 14) over real HTTP on loopback: every endpoint with the admin
+//! token; no token or a wrong one is `401` with `{"code", "message"}`; refusals carry the wire
+//! protocol's codes and their HTTP statuses; a job waited for answers its results as
+//! `orb send --json` prints them; the same typed services as the CLI, so both see one state.
+#![allow(clippy::unwrap_used)]
+
+use orb_testkit::{TestServer, Transport, WAIT, basic_handlers};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Http {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new(server: &TestServer) -> Http {
+        Http {
+            base: format!("http://{}", server.server.http_addr()),
+            token: server.server.admin_token().expose().to_owned(),
+            client: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.bearer_auth(&self.token).send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.delete(format!("{}{path}", self.base))).await
+    }
+}
+
+#[tokio::test]
+async fn a_token_is_required_and_refusals_say_why() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let url = format!("{}/v1/status", http.base);
+    let resp = http.client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "auth_failed", "{body}");
+    let resp = http.client.get(&url).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // The agent token is not an operator's.
+    let agent = server.server.agent_token().expose().to_owned();
+    let resp = http.client.get(&url).bearer_auth(agent).send().await.unwrap();
+    assert!(matches!(resp.status().as_u16(), 401 | 403), "{}", resp.status());
+    // Health stays public.
+    assert_eq!(http.client.get(format!("{}/healthz", http.base)).send().await.unwrap().status(), StatusCode::OK);
+
+    let (status, body) = http.get("/v1/nothing-here").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{body}");
+    let (status, body) = http.post("/v1/jobs", json!({"target": "(", "command": "ping"})).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_selector")), "{body}");
+    let (status, body) = http.post("/v1/jobs", json!({"target": "*", "command": "ping", "bogus": 1})).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let (status, body) = http.post("/v1/jobs", json!({"target": "*", "command": "ping", "wait": "soon"})).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let (status, body) = http.post("/v1/jobs", json!({"target": "nobody", "command": "ping"})).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("no_match")), "{body}");
+    let (status, body) = http.get("/v1/jobs/ffffffff").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("job_not_found")), "{body}");
+    let (status, _) = http.get("/v1/devices?limit=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// The basic handlers and `hang`, which never answers (until cancelled).
+fn hanging() -> orb_client::Handlers {
+    basic_handlers().on("hang", |_c: orb_client::Context| async {
+        std::future::pending::<()>().await;
+        Ok(json!(null))
+    })
+}
+
+#[tokio::test]
+async fn status_devices_jobs_and_publish() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let _agents = [
+        server.agent(Transport::Tcp, "web-1", &[("role", "web")], basic_handlers()).await,
+        server.agent(Transport::Ws, "web-2", &[("role", "web")], basic_handlers()).await,
+        server.agent(Transport::Tcp, "db-1", &[("role", "db")], hanging()).await,
+    ];
+    let (status, s) = http.get("/v1/status").await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(
+        (s["agents"].as_u64(), s["devices_known"].as_u64(), s["store"].as_str()),
+        (Some(3), Some(3), Some("sqlite"))
+    );
+    assert!(s["node"].as_str().is_some_and(|n| !n.is_empty()) && s["uptime_s"].is_i64(), "{s}");
+
+    // Devices: filtered by selector, paged by id.
+    let (_, page) = http.get("/v1/devices?selector=tag:role%3Dweb").await;
+    let ids: Vec<&str> = page["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["web-1", "web-2"]);
+    let (_, first) = http.get("/v1/devices?limit=2").await;
+    assert_eq!(first["devices"].as_array().unwrap().len(), 2);
+    assert_eq!(first["next"], "web-1", "{first}");
+    let (_, second) = http.get("/v1/devices?limit=2&after=web-1").await;
+    assert_eq!(second["devices"][0]["id"], "web-2");
+    assert!(second["next"].is_null(), "{second}");
+    let (status, one) = http.get("/v1/devices/db-1").await;
+    assert_eq!((status, one["id"].as_str()), (StatusCode::OK, Some("db-1")), "{one}");
+    let (status, missing) = http.get("/v1/devices/nope").await;
+    assert_eq!((status, missing["code"].as_str()), (StatusCode::NOT_FOUND, Some("device_not_found")));
+
+    // A job waited for: results as `orb send --json` prints them, and the summary.
+    let (status, done) = http
+        .post("/v1/jobs", json!({"target": "tag:role=web", "command": "echo", "args": {"n": 1}, "wait": "5s"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let results = done["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["status"], "ok");
+    assert_eq!(results[0]["result"], json!({"n": 1}));
+    assert_eq!(done["summary"]["summary"]["ok"], 2, "{done}");
+    let job = done["job"].as_str().unwrap().to_owned();
+    // The same job in the history, as the CLI reads it.
+    let (status, shown) = http.get(&format!("/v1/jobs/{}", &job[..8])).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["job"]["id"], job.as_str());
+    let (_, listed) = http.get("/v1/jobs?limit=5").await;
+    assert_eq!(listed[0]["id"], job.as_str(), "{listed}");
+
+    // Without waiting: 202 and the accepted job; cancelled while it runs.
+    let (status, accepted) = http.post("/v1/jobs", json!({"target": "db-1", "command": "hang", "wait": null})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(accepted["targets"], json!(["db-1"]));
+    let id = accepted["job"].as_str().unwrap();
+    let (status, cancelled) = http.delete(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+
+    // Publish, retained: an operator's subscription sees it.
+    let op = server.operator(Transport::Tcp).await;
+    let mut sub = op.subscribe("cfg.>", WAIT).await.unwrap();
+    let (status, published) = http.post("/v1/publish", json!({"topic": "cfg.rate", "body": 30, "retain": true})).await;
+    assert_eq!(
+        (status, published["delivered"].as_u64(), published["retained"].as_bool()),
+        (StatusCode::OK, Some(1), Some(true))
+    );
+    let m = orb_testkit::within("the publication", sub.next()).await.unwrap();
+    assert_eq!((m.topic.as_str(), &m.body[..]), ("cfg.rate", &b"30"[..]));
+    let (status, refused) = http.post("/v1/publish", json!({"topic": "$orb.x", "body": 1})).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
+}
+
+#[tokio::test]
+async fn schedules_are_created_paused_resumed_and_deleted() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let _agent = server.agent(Transport::Tcp, "web-1", &[], basic_handlers()).await;
+    let (status, created) = http
+        .post("/v1/schedules", json!({"target": "web-1", "command": "ping", "spec": {"kind": "every", "every_ms": 3_600_000, "anchor": "2026-01-01T00:00:00Z"}}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (_, listed) = http.get("/v1/schedules").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let (status, paused) = http.post(&format!("/v1/schedules/{id}/pause"), json!(null)).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert!(!paused["paused_at"].is_null(), "{paused}");
+    let (status, _) = http.post(&format!("/v1/schedules/{id}/resume"), json!(null)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = http.get(&format!("/v1/schedules/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = http.delete(&format!("/v1/schedules/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, gone) = http.get(&format!("/v1/schedules/{id}")).await;
+    assert_eq!((status, gone["code"].as_str()), (StatusCode::NOT_FOUND, Some("schedule_not_found")));
+}
