@@ -697,7 +697,7 @@ async fn read_loop<R: FrameSource>(inner: Arc<Inner>, mut source: R, handlers: H
                 let from = env.from.unwrap_or_default();
                 let body = env.body.unwrap_or_else(|| Bytes::from_static(b"null"));
                 let to = env.re.as_deref().filter(|_| env.retain == Some(true));
-                inner.subs.route(env.topic.as_deref().unwrap_or_default(), from, body, to);
+                inner.subs.route(env.topic.unwrap_or_default(), from, body, to);
             }
             Kind::Cancel => {
                 let re = env.re.as_deref().unwrap_or_default();

@@ -69,27 +69,36 @@ impl Subscriptions {
 
     /// Hands a publication to every subscription whose pattern matches `topic`, or, for a
     /// retained one sent as a subscription started, to that subscription (`to`) alone.
-    pub(crate) fn route(&self, topic: &str, from: String, body: Bytes, to: Option<&str>) {
-        let Ok(topic) = Topic::parse(topic) else {
-            tracing::debug!(topic = %orb_proto::excerpt(topic), "publication on a malformed topic ignored");
-            return;
-        };
+    pub(crate) fn route(&self, topic: String, from: String, body: Bytes, to: Option<&str>) {
+        let topic = Topic::relayed(topic);
         let seq = self.received.fetch_add(1, Ordering::Relaxed) + 1;
         let to = match to.map(str::parse::<u64>) {
             Some(Ok(id)) => Some(id),
             Some(Err(_)) => return tracing::debug!("retained publication for no subscription of ours ignored"),
             None => None,
         };
-        let message = Message { seq, topic: topic.as_str().to_owned(), from, body, retained: to.is_some() };
+        let retained = to.is_some();
         let subs = self.lock();
-        let deliver = |local: &Local| {
-            if local.tx.try_send(message.clone()).is_err() {
+        let deliver = |local: &Local, m: Message| {
+            if local.tx.try_send(m).is_err() {
                 local.dropped.fetch_add(1, Ordering::Relaxed);
             }
         };
-        match to {
-            Some(id) => subs.get(&id).into_iter().for_each(deliver),
-            None => subs.values().filter(|l| l.pattern.matches(&topic)).for_each(deliver),
+        // A copy for each but the last subscription, which gets the message itself.
+        let mut previous: Option<&Local> = None;
+        let matching = subs.iter().filter(|(id, l)| match to {
+            Some(to) => **id == to,
+            None => l.pattern.matches(&topic),
+        });
+        for (_, local) in matching {
+            if let Some(p) = previous.replace(local) {
+                let copy =
+                    Message { seq, topic: topic.as_str().to_owned(), from: from.clone(), body: body.clone(), retained };
+                deliver(p, copy);
+            }
+        }
+        if let Some(p) = previous {
+            deliver(p, Message { seq, topic: topic.into_string(), from, body, retained });
         }
     }
 

@@ -44,6 +44,17 @@ impl Topic {
     pub fn is_reserved(&self) -> bool {
         self.0.starts_with(RESERVED)
     }
+
+    /// The topic as an owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// A topic as the server relayed it (checked there): taken as is, without checking it again
+    /// (a client's hot path). A malformed one merely matches nothing sensible.
+    pub fn relayed(text: String) -> Topic {
+        Topic(text)
+    }
 }
 
 impl Pattern {
@@ -67,9 +78,17 @@ impl Pattern {
         &self.0
     }
 
-    /// Whether `topic` matches.
+    /// Whether `topic` matches. A pattern without wildcards is one comparison, and `a.b.>` a
+    /// prefix test; others are matched segment by segment.
     pub fn matches(&self, topic: &Topic) -> bool {
-        matches(&self.0, &topic.0)
+        let (p, t) = (self.0.as_str(), topic.0.as_str());
+        if !p.contains(['*', '>']) {
+            return p == t;
+        }
+        if let Some(prefix) = p.strip_suffix(".>").filter(|pre| !pre.contains(['*', '>'])) {
+            return t.len() > prefix.len() + 1 && t.starts_with(prefix) && t.as_bytes()[prefix.len()] == b'.';
+        }
+        matches(p, t)
     }
 
     /// The pattern's segments.
@@ -171,6 +190,22 @@ mod tests {
 
     fn m(pattern: &str, topic: &str) -> bool {
         Pattern::parse(pattern).unwrap().matches(&Topic::parse(topic).unwrap())
+    }
+
+    #[test]
+    fn the_fast_paths_agree_with_the_segment_matcher() {
+        for (p, t) in [
+            ("a.b", "a.b"),
+            ("a.b", "a.bc"),
+            ("a.b.>", "a.b.c"),
+            ("a.b.>", "a.b"),
+            ("a.b.>", "a.bc.d"),
+            ("a.b.>", "a.b.c.d"),
+            ("$orb.>", "$orb.x"),
+        ] {
+            let pattern = Pattern::parse(p).unwrap();
+            assert_eq!(pattern.matches(&Topic::parse(t).unwrap()), matches(p, t), "{p} vs {t}");
+        }
     }
 
     #[test]
