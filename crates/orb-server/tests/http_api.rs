@@ -181,3 +181,47 @@ async fn schedules_are_created_paused_resumed_and_deleted() {
     let (status, gone) = http.get(&format!("/v1/schedules/{id}")).await;
     assert_eq!((status, gone["code"].as_str()), (StatusCode::NOT_FOUND, Some("schedule_not_found")));
 }
+
+#[tokio::test]
+async fn events_stream_publications_as_server_sent_events() {
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let op = server.operator(Transport::Tcp).await;
+    op.publish_retained("cfg.rate", bytes::Bytes::from_static(b"30"), WAIT).await.unwrap();
+    let url = format!("{}/v1/events?pattern=cfg.%3E", http.base);
+    let mut resp = reqwest::Client::new().get(&url).bearer_auth(&http.token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    // Reads events until `n` data lines came; each is one JSON object.
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let mut read = async |n: usize, events: &mut Vec<Value>| {
+        while events.len() < n {
+            let chunk = orb_testkit::within("an event", resp.chunk()).await.unwrap().expect("the stream is open");
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    assert!(block.contains("event: pub"), "{block}");
+                    events.push(serde_json::from_str(data).unwrap());
+                }
+            }
+        }
+    };
+    read(1, &mut events).await;
+    assert_eq!(events[0], json!({"topic": "cfg.rate", "from": op.welcome().id, "body": 30, "retained": true}));
+    op.publish("cfg.mode", bytes::Bytes::from_static(br#"{"a":["x","y"]}"#), WAIT).await.unwrap();
+    read(2, &mut events).await;
+    assert_eq!(events[1]["body"], json!({"a": ["x", "y"]}));
+    assert_eq!(events[1]["retained"], false);
+    assert_eq!(server.server.broker().subscriptions(), 1);
+    drop(resp);
+    // The client went away: its subscription ends.
+    for _ in 0..500 {
+        if server.server.broker().subscriptions() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.server.broker().subscriptions(), 0);
+}

@@ -5,13 +5,14 @@
 //! code's HTTP status, as `docs/errors.md` lists them.
 //!
 //! Modules: `error` (refusals as responses), `auth` (the bearer token), `jobs`, `devices`,
-//! `schedules`, `server` (status, publish).
+//! `schedules`, `server` (status, publish), `events` (publications as Server-Sent Events).
 //!
 //! [`Authenticator`]: crate::auth::Authenticator
 
 mod auth;
 mod devices;
 mod error;
+mod events;
 mod jobs;
 mod schedules;
 mod server;
@@ -38,6 +39,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/status", get(server::status))
         .route("/v1/publish", post(server::publish))
+        .route("/v1/events", get(events::stream))
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{id}", get(devices::show))
         .route("/v1/jobs", get(jobs::list).post(jobs::submit))
