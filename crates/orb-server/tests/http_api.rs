@@ -225,3 +225,26 @@ async fn events_stream_publications_as_server_sent_events() {
     }
     assert_eq!(server.server.broker().subscriptions(), 0);
 }
+
+#[tokio::test]
+async fn events_over_a_websocket_need_the_token_and_carry_presence() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let server = TestServer::start().await;
+    let http = Http::new(&server);
+    let url = format!("ws://{}/v1/events/ws?pattern=%24orb.presence.%3E", server.server.http_addr());
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(refused.is_err(), "no token, no upgrade");
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {}", http.token).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let _agent = server.agent(Transport::Tcp, "gw-1", &[], basic_handlers()).await;
+    let message = orb_testkit::within("a presence event", ws.next()).await.unwrap().unwrap();
+    let v: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (v["topic"].as_str(), v["body"]["status"].as_str()),
+        (Some("$orb.presence.gw-1"), Some("online")),
+        "{v}"
+    );
+}

@@ -1,16 +1,19 @@
-//! `GET /v1/events?pattern=P`: the publications on topics matching `P` (default `$orb.>`:
-//! presence and job progress) as Server-Sent Events, one `pub` event each whose data is
-//! `{"topic", "from", "body", "retained"}` (the retained publications `P` matches come first).
+//! `GET /v1/events?pattern=P` and `GET /v1/events/ws?pattern=P`: the publications on topics
+//! matching `P` (default `$orb.>`: presence and job progress) as Server-Sent Events (one `pub`
+//! event each) or WebSocket text messages, each `{"topic", "from", "body", "retained"}` (the
+//! retained publications `P` matches come first).
 //! The stream subscribes through `Broker::subscribe` like any subscriber, with a delivery queue of
 //! its own bounded as a connection's (`limits.outbound_queue`, `outbound_queue_bytes`): a client
 //! that reads too slowly is cut off (slow consumer), never the publishers held up. Its
-//! subscription ends when the client goes away.
+//! subscription ends when the client goes away; the stream ends when the server stops.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Query, State};
+use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use bytes::Bytes;
 use futures_util::Stream;
@@ -46,69 +49,114 @@ impl Drop for Subscribed {
     }
 }
 
-/// What the stream holds between events.
+/// One subscriber's publications, in order.
 struct Feed {
     rx: QueueRx,
     closer: Closer,
+    shutdown: tokio_util::sync::CancellationToken,
     batch: Batch,
     pending: VecDeque<Bytes>,
     _subscribed: Subscribed,
 }
 
-/// `GET /v1/events?pattern=P`.
+impl Feed {
+    /// Subscribes `who` to `pattern` (default `$orb.>`).
+    fn open(api: &Api, who: &crate::identity::Requester, pattern: Option<String>) -> Result<Feed, ApiError> {
+        let pattern = pattern.unwrap_or_else(|| "$orb.>".to_owned());
+        let broker = &api.shared.broker;
+        let limits = broker.limits();
+        let (tx, rx) =
+            orb_io::queue::bounded(orb_io::queue::Limits::new(limits.outbound_queue, limits.outbound_queue_bytes));
+        let outbox = Outbox {
+            conn: broker.sessions().next_conn_id(),
+            tx,
+            closer: Closer::default(),
+            codec: Codec::Json,
+            max_frame: limits.max_frame,
+        };
+        broker.subscribe(who, &outbox, "events", &pattern)?;
+        Ok(Feed {
+            rx,
+            closer: outbox.closer.clone(),
+            shutdown: broker.shutdown_token().clone(),
+            batch: Batch::default(),
+            pending: VecDeque::new(),
+            _subscribed: Subscribed { broker: broker.clone(), conn: outbox.conn },
+        })
+    }
+
+    /// The next publication as `{"topic", "from", "body", "retained"}`; `None` once the
+    /// subscriber was cut off or the server stops.
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Some(publication(&frame));
+            }
+            tokio::select! {
+                _ = self.closer.closed() => return None,
+                () = self.shutdown.cancelled() => return None,
+                _ = self.rx.recv_into(&mut self.batch, 64, usize::MAX) => {
+                    self.pending.extend(self.batch.frames().iter().cloned());
+                    self.batch.written();
+                }
+            }
+        }
+    }
+}
+
+/// `GET /v1/events?pattern=P`: Server-Sent Events.
 pub(crate) async fn stream(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(q) = query?;
-    let pattern = q.pattern.unwrap_or_else(|| "$orb.>".to_owned());
-    let broker = &api.shared.broker;
-    let limits = broker.limits();
-    let (tx, rx) =
-        orb_io::queue::bounded(orb_io::queue::Limits::new(limits.outbound_queue, limits.outbound_queue_bytes));
-    let outbox = Outbox {
-        conn: broker.sessions().next_conn_id(),
-        tx,
-        closer: Closer::default(),
-        codec: Codec::Json,
-        max_frame: limits.max_frame,
-    };
-    broker.subscribe(&who, &outbox, "events", &pattern)?;
-    let feed = Feed {
-        rx,
-        closer: outbox.closer.clone(),
-        batch: Batch::default(),
-        pending: VecDeque::new(),
-        _subscribed: Subscribed { broker: broker.clone(), conn: outbox.conn },
-    };
+    let feed = Feed::open(&api, &who, q.pattern)?;
     let events = futures_util::stream::unfold(feed, |mut feed| async move {
-        loop {
-            if let Some(frame) = feed.pending.pop_front() {
-                let event = event_of(&frame);
-                return Some((Ok(event), feed));
-            }
-            tokio::select! {
-                _ = feed.closer.closed() => return None,
-                _ = feed.rx.recv_into(&mut feed.batch, 64, usize::MAX) => {
-                    feed.pending.extend(feed.batch.frames().iter().cloned());
-                    feed.batch.written();
-                }
-            }
-        }
+        let data = feed.next().await?;
+        let event = Event::default().event("pub").json_data(data).unwrap_or_else(|_| Event::default().event("pub"));
+        Some((Ok(event), feed))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// A publication (the JSON `pub` frame queued for the stream) as an SSE event.
-fn event_of(frame: &Bytes) -> Event {
-    let data = match Codec::Json.decode(frame) {
+/// `GET /v1/events/ws?pattern=P`: the same as WebSocket text messages (messages from the client
+/// are ignored; a close ends it).
+pub(crate) async fn websocket(
+    State(api): State<Arc<Api>>,
+    Operator(who): Operator,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Query(q) = query?;
+    let mut feed = Feed::open(&api, &who, q.pattern)?;
+    Ok(upgrade.on_upgrade(move |mut socket| async move {
+        loop {
+            tokio::select! {
+                next = feed.next() => {
+                    let Some(data) = next else { break };
+                    if socket.send(Message::Text(data.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                incoming = socket.recv() => match incoming {
+                    None | Some(Err(_) | Ok(Message::Close(_))) => break,
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+        let _ = socket.send(Message::Close(None)).await;
+    }))
+}
+
+/// A publication (the JSON `pub` frame queued for the feed) as the API shows it.
+fn publication(frame: &Bytes) -> serde_json::Value {
+    match Codec::Json.decode(frame) {
         Ok(Envelope { topic, from, retain, body, .. }) => {
             let body: serde_json::Value =
                 body.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null);
             serde_json::json!({"topic": topic, "from": from, "body": body, "retained": retain.unwrap_or(false)})
         }
         Err(e) => serde_json::json!({"error": e.to_string()}),
-    };
-    Event::default().event("pub").json_data(data).unwrap_or_else(|_| Event::default().event("pub"))
+    }
 }

@@ -5,7 +5,7 @@
 //! code's HTTP status, as `docs/errors.md` lists them.
 //!
 //! Modules: `error` (refusals as responses), `auth` (the bearer token), `jobs`, `devices`,
-//! `schedules`, `server` (status, publish), `events` (publications as Server-Sent Events).
+//! `schedules`, `server` (status, publish), `events` (publications as Server-Sent Events or WebSocket messages).
 //!
 //! [`Authenticator`]: crate::auth::Authenticator
 
@@ -40,6 +40,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(server::status))
         .route("/v1/publish", post(server::publish))
         .route("/v1/events", get(events::stream))
+        .route("/v1/events/ws", get(events::websocket))
         .route("/v1/devices", get(devices::list))
         .route("/v1/devices/{id}", get(devices::show))
         .route("/v1/jobs", get(jobs::list).post(jobs::submit))
