@@ -316,9 +316,10 @@ pub enum Select {
     /// Only the matched devices connected now; the others are skipped (counted in
     /// [`JobAccepted::skipped`], given no outcome).
     Online,
-    /// Exactly one of the matched devices connected now (the one with the fewest such commands
-    /// in flight); if it disconnects before answering, the command goes to another. The others
-    /// are skipped.
+    /// Exactly one of the matched devices connected now that declares the command (or declared
+    /// nothing): the one with the fewest such commands in flight; if it disconnects before
+    /// answering, the command goes to another. Matched devices that are not connected are counted
+    /// in [`JobAccepted::skipped`]; the connected ones not picked are not.
     One,
 }
 

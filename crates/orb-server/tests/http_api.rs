@@ -75,6 +75,11 @@ async fn a_token_is_required_and_refusals_say_why() {
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("job_not_found")), "{body}");
     let (status, _) = http.get("/v1/devices?limit=0").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = http.get("/v1/jobs/%FF").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let big = json!({"target": "*", "command": "echo", "args": "x".repeat(2 << 20)});
+    let (status, body) = http.post("/v1/jobs", big).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("frame_too_large")), "{body}");
 }
 
 /// The basic handlers and `hang`, which never answers (until cancelled).

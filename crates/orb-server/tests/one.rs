@@ -150,6 +150,19 @@ async fn a_device_that_disconnects_mid_command_hands_it_to_another() {
 }
 
 #[tokio::test]
+async fn only_a_device_that_declares_the_command_is_picked() {
+    let server = TestServer::start().await;
+    let work = basic_handlers().on("work", |_c: orb_client::Context| async { Ok(json!("done")) });
+    let _w1 = server.agent(Transport::Tcp, "w-1", &[], work).await;
+    let _w2 = server.agent(Transport::Tcp, "w-2", &[], basic_handlers()).await;
+    let op = server.operator(Transport::Tcp).await;
+    for _ in 0..4 {
+        let r = result_of(within("the ack", op.submit(one("w-*", "work"))).await.unwrap()).await;
+        assert_eq!((r.device.as_str(), r.status), ("w-1", Status::Ok), "{r:?}");
+    }
+}
+
+#[tokio::test]
 async fn with_nobody_left_the_target_is_offline() {
     let server = TestServer::start().await;
     let mut w1 = server.raw_agent("w-1").await;

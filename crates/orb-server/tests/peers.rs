@@ -78,7 +78,7 @@ async fn an_allowed_agent_runs_a_job_on_the_devices_its_rule_reaches() {
     assert_eq!(&reply[..], b"[\"a\",\"b\"]");
     assert_eq!(refused(ctl.request("cam-1", "echo", Bytes::from_static(b"1"), WAIT).await).code, ErrorCode::Forbidden);
     let e = refused(ctl.submit(JobRequest::new("cam-*", "echo")).await);
-    assert!(e.message.contains("none of the 1 device(s)"), "{}", e.message);
+    assert!(e.message.contains("no device matching 'cam-*'"), "{}", e.message);
     assert_eq!(refused(ctl.submit(JobRequest::new("w-1", "ping")).await).code, ErrorCode::Forbidden);
     // The workers may not answer back in kind: rules are one-way.
     let w1 = server.agent(Transport::Tcp, "w-9", &[], basic_handlers()).await;
@@ -104,6 +104,9 @@ async fn agents_publish_and_subscribe_where_the_allow_lists_say() {
     let op = server.operator(Transport::Tcp).await;
     let body = || Bytes::from_static(b"1");
     gw.publish("telemetry.gw-1.cpu", body(), WAIT).await.unwrap();
+    // Retaining is server-wide state: not an agent's unless acl.agent_retain says so.
+    let e = refused(gw.publish_retained("telemetry.gw-1.cpu", body(), WAIT).await);
+    assert!(e.message.contains("acl.agent_retain"), "{}", e.message);
     let e = refused(gw.publish("telemetry.gw-2.cpu", body(), WAIT).await);
     assert_eq!(e.code, ErrorCode::Forbidden);
     assert!(e.message.contains("acl.agent_publish"), "{}", e.message);

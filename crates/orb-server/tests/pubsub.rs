@@ -152,7 +152,14 @@ async fn a_job_publishes_its_progress_for_subscribers() {
 
 #[tokio::test]
 async fn retained_publications_come_first_to_each_new_subscription_only() {
-    let server = TestServer::start_with(|cfg| cfg.limits.max_retained = 3, |b| b).await;
+    let server = TestServer::start_with(
+        |cfg| {
+            cfg.limits.max_retained = 3;
+            cfg.acl.agent_retain = vec!["cfg.>".into()];
+        },
+        |b| b,
+    )
+    .await;
     let op = server.operator(Transport::Tcp).await;
     let agent = server.agent(Transport::Ws, "rt-1", &[], basic_handlers()).await;
     let body = |s: &'static str| Bytes::from_static(s.as_bytes());

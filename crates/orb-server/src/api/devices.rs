@@ -72,7 +72,8 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
+    let Path(id) = path?;
     Ok(Json(api.shared.broker.device_show(&who, &DeviceRef { id }).await?))
 }

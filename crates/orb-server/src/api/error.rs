@@ -30,6 +30,10 @@ fn bad_request(what: &str, why: &str) -> ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            let msg = "the body is larger than the server's frame limit (limits.max_frame)";
+            return ApiError(ErrorBody::new(ErrorCode::FrameTooLarge, msg));
+        }
         bad_request("the JSON body", &r.body_text())
     }
 }

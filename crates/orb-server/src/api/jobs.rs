@@ -142,8 +142,9 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<JobDetail>, ApiError> {
+    let Path(id) = path?;
     Ok(Json(api.shared.broker.job_show(&who, &JobRef { id }).await?))
 }
 
@@ -151,7 +152,8 @@ pub(crate) async fn show(
 pub(crate) async fn cancel(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<JobCancelled>, ApiError> {
+    let Path(id) = path?;
     Ok(Json(api.shared.broker.job_cancel(&who, &JobRef { id }).await?))
 }

@@ -34,8 +34,9 @@ pub(crate) async fn list(
 pub(crate) async fn show(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ScheduleInfo>, ApiError> {
+    let Path(id) = path?;
     Ok(Json(api.shared.broker.schedule_show(&who, &ScheduleRef { id }).await?))
 }
 
@@ -43,8 +44,9 @@ pub(crate) async fn show(
 pub(crate) async fn pause(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ScheduleInfo>, ApiError> {
+    let Path(id) = path?;
     Ok(Json(api.shared.broker.schedule_pause(&who, &ScheduleRef { id }).await?))
 }
 
@@ -52,8 +54,9 @@ pub(crate) async fn pause(
 pub(crate) async fn resume(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ScheduleInfo>, ApiError> {
+    let Path(id) = path?;
     Ok(Json(api.shared.broker.schedule_resume(&who, &ScheduleRef { id }).await?))
 }
 
@@ -61,7 +64,8 @@ pub(crate) async fn resume(
 pub(crate) async fn remove(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ScheduleInfo>, ApiError> {
+    let Path(id) = path?;
     Ok(Json(api.shared.broker.schedule_remove(&who, &ScheduleRef { id }).await?))
 }

@@ -375,11 +375,10 @@ impl Broker {
             return Err(ErrorBody::new(ErrorCode::NoMatch, msg));
         }
         if reach != Reach::Any {
-            let matched = targets.len();
             targets.retain(|t| self.0.registry.get(t.id.as_str()).is_some_and(|k| reach.allows(&k)));
             if targets.is_empty() {
                 let msg = format!(
-                    "none of the {matched} device(s) matching '{}' may receive '{}' from {} (acl.peers)",
+                    "no device matching '{}' may receive '{}' from {} (acl.peers)",
                     orb_proto::excerpt(&spec.target),
                     orb_proto::excerpt(&spec.command),
                     who.identity.name
@@ -413,6 +412,13 @@ impl Broker {
             None => Some(Arc::from([])),
         });
         declared::check(&spec.command, lists)?;
+        if spec.select == Select::One {
+            // "Any one of" goes to a device that can run it: one that declares the command, or
+            // declared nothing.
+            targets.retain(|t| {
+                registry.get(t.id.as_str()).is_none_or(|k| k.commands.is_empty() || k.commands.contains(&spec.command))
+            });
+        }
         self.0.jobs.start(who, spec, targets, skipped, &self.limits())
     }
 
@@ -433,7 +439,9 @@ impl Broker {
         if let Err(e) = self
             .reach(who, &spec.command)
             .and_then(|reach| match self.0.registry.get(&spec.to) {
-                Some(k) if !reach.allows(&k) => Err(ErrorBody::new(
+                Some(k) if reach.allows(&k) => Ok(()),
+                _ if reach == Reach::Any => Ok(()),
+                _ => Err(ErrorBody::new(
                     ErrorCode::Forbidden,
                     format!(
                         "{} may not send '{}' to {} (acl.peers)",
@@ -442,7 +450,6 @@ impl Broker {
                         orb_proto::excerpt(&spec.to)
                     ),
                 )),
-                _ => Ok(()),
             })
             .and_then(|()| self.refuse_when_draining())
             .and_then(|()| check_command_name(&spec.command))

@@ -45,6 +45,11 @@ pub enum Action<'a> {
         /// The topic.
         topic: &'a str,
     },
+    /// Keep a publication as `topic`'s retained one (or clear it): server-wide state.
+    Retain {
+        /// The topic.
+        topic: &'a str,
+    },
     /// Subscribe to `pattern`.
     Subscribe {
         /// The pattern.
@@ -94,10 +99,11 @@ enum TopicRule {
 }
 
 impl TopicRule {
-    fn for_device(&self, id: &str) -> Option<Pattern> {
+    /// The pattern for device `id`; `None` for an `{id}` entry when the session is no device.
+    fn for_device(&self, id: Option<&str>) -> Option<Pattern> {
         match self {
             TopicRule::Pattern(p) => Some(p.clone()),
-            TopicRule::PerDevice(t) => Pattern::parse(&t.replace(ID_VAR, id)).ok(),
+            TopicRule::PerDevice(t) => Pattern::parse(&t.replace(ID_VAR, id?)).ok(),
         }
     }
 }
@@ -133,6 +139,7 @@ struct PeerRule {
 #[derive(Debug, Clone)]
 pub struct Acl {
     publish: Vec<TopicRule>,
+    retain: Vec<TopicRule>,
     subscribe: Vec<TopicRule>,
     peers: Vec<PeerRule>,
 }
@@ -152,6 +159,7 @@ impl Acl {
     pub fn compile(config: &AclConfig, groups: &BTreeMap<String, Selector>) -> Result<Acl, Vec<String>> {
         let mut problems = Vec::new();
         let publish = topic_rules("acl.agent_publish", &config.agent_publish, &mut problems);
+        let retain = topic_rules("acl.agent_retain", &config.agent_retain, &mut problems);
         let subscribe = topic_rules("acl.agent_subscribe", &config.agent_subscribe, &mut problems);
         let selector = |key: String, text: &str, problems: &mut Vec<String>| {
             Selector::parse(text)
@@ -182,7 +190,7 @@ impl Acl {
                 peers.push(PeerRule { from, to, commands });
             }
         }
-        if problems.is_empty() { Ok(Acl { publish, subscribe, peers }) } else { Err(problems) }
+        if problems.is_empty() { Ok(Acl { publish, retain, subscribe, peers }) } else { Err(problems) }
     }
 }
 
@@ -237,23 +245,25 @@ impl Policy {
         if who.role == Role::Operator {
             return Ok(());
         }
-        let device = who.device.as_ref().map_or(who.name.as_str(), orb_proto::DeviceId::as_str);
+        // `{id}` entries name a device's own topics: a session that is no device has none.
+        let device = who.device.as_ref().map(orb_proto::DeviceId::as_str);
         let forbidden = |what: String| {
             Err(ErrorBody::new(ErrorCode::Forbidden, format!("{what} need an operator session (admin token)")))
         };
         match action {
             Action::Call { .. } => Ok(()),
-            Action::Publish { topic } => {
-                let allowed = Topic::parse(topic).is_ok_and(|topic| {
-                    self.acl().publish.iter().filter_map(|r| r.for_device(device)).any(|p| p.matches(&topic))
-                });
+            Action::Publish { topic } | Action::Retain { topic } => {
+                let (rules, key, what) = match action {
+                    Action::Retain { .. } => (&self.acl().retain, "acl.agent_retain", "retain"),
+                    _ => (&self.acl().publish, "acl.agent_publish", "publish on"),
+                };
+                let allowed = Topic::parse(topic)
+                    .is_ok_and(|topic| rules.iter().filter_map(|r| r.for_device(device)).any(|p| p.matches(&topic)));
                 if allowed {
                     return Ok(());
                 }
-                let msg = format!(
-                    "device {device} may not publish on '{}': no entry of acl.agent_publish allows it",
-                    orb_proto::excerpt(topic)
-                );
+                let msg =
+                    format!("{} may not {what} '{}': no entry of {key} allows it", who.name, orb_proto::excerpt(topic));
                 Err(ErrorBody::new(ErrorCode::Forbidden, msg))
             }
             Action::Subscribe { pattern } => {
@@ -266,7 +276,8 @@ impl Policy {
                     return Ok(());
                 } else {
                     format!(
-                        "device {device} may not subscribe to '{}': no entry of acl.agent_subscribe covers it",
+                        "{} may not subscribe to '{}': no entry of acl.agent_subscribe covers it",
+                        who.name,
                         orb_proto::excerpt(pattern)
                     )
                 };
@@ -391,6 +402,10 @@ mod tests {
         assert!(!publish("telemetry.gw-2.cpu"), "another device's topic");
         assert!(publish("events.boot"));
         assert!(!publish("events.boot.extra"));
+        assert!(p.check(&gw, &Action::Retain { topic: "telemetry.gw-1.cpu" }).is_err(), "retaining: none by default");
+        // A session that is no device has no `{id}` topics.
+        let nameless = Identity { device: None, ..agent("gw-1") };
+        assert!(p.check(&nameless, &Action::Publish { topic: "telemetry.gw-1.cpu" }).is_err());
         let subscribe = |pat| p.check(&gw, &Action::Subscribe { pattern: pat }).is_ok();
         assert!(subscribe("commands.gw-1.>"));
         assert!(subscribe("broadcast.*.x"));
@@ -405,12 +420,14 @@ mod tests {
     fn bad_rules_are_reported_naming_their_key() {
         let config = AclConfig {
             agent_publish: vec!["a..b".into(), "$orb.x".into(), "t.x{id}".into()],
+            agent_retain: vec!["r.>.x".into()],
             agent_subscribe: vec![],
             peers: vec![PeerRuleConfig { from: "(".into(), to: "group:nope".into(), commands: vec!["a*b".into()] }],
         };
         let all = Acl::compile(&config, &BTreeMap::new()).unwrap_err().join("\n");
         for says in [
             "acl.agent_publish",
+            "acl.agent_retain",
             "$orb.",
             "whole segment",
             "acl.peers[0].from",

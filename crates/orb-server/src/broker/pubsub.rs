@@ -45,6 +45,7 @@ impl Broker {
         body: Option<Bytes>,
     ) -> Result<(usize, oneshot::Receiver<Result<(), ErrorBody>>), ErrorBody> {
         let topic = self.check_publication(who, topic, body.as_ref())?;
+        self.0.policy.check(&who.identity, &Action::Retain { topic: topic.as_str() })?;
         let from = who.identity.name.clone();
         let mut retained = self.0.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let change = match body.as_ref().filter(|b| b.as_ref() != b"null") {
@@ -139,19 +140,20 @@ impl Broker {
         // Held until the subscription takes effect: a retained publication is either among those
         // sent first or published after, live.
         let retained = self.0.retained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Encoded before the subscriptions' lock is taken (only this one is held meanwhile).
+        let frames: Vec<Bytes> = retained
+            .matching(&pattern)
+            .map(|(topic, kept)| {
+                let mut env = Envelope::new(Kind::Pub);
+                env.re = Some(id.to_owned());
+                env.topic = Some(topic.as_str().to_owned());
+                env.from = Some(kept.from.clone());
+                env.retain = Some(true);
+                env.body = Some(kept.body.clone());
+                outbox.codec.encode(&env)
+            })
+            .collect();
         let send_retained = || {
-            let frames: Vec<Bytes> = retained
-                .matching(&pattern)
-                .map(|(topic, kept)| {
-                    let mut env = Envelope::new(Kind::Pub);
-                    env.re = Some(id.to_owned());
-                    env.topic = Some(topic.as_str().to_owned());
-                    env.from = Some(kept.from.clone());
-                    env.retain = Some(true);
-                    env.body = Some(kept.body.clone());
-                    outbox.codec.encode(&env)
-                })
-                .collect();
             if outbox.tx.send_burst(frames).is_err() {
                 outbox.closer.close(crate::close::CloseReason::SlowConsumer);
             }

@@ -50,6 +50,10 @@ pub struct AclConfig {
     /// Topic patterns agents may publish on (`{id}`: the device's own id as a whole segment).
     /// Default `[">"]`: any topic outside `$orb.`.
     pub agent_publish: Vec<String>,
+    /// Topic patterns on which agents may also keep (or clear) the retained publication, which
+    /// every later subscriber gets. Default `[]`: none (retained publications are server-wide
+    /// state; operators set them).
+    pub agent_retain: Vec<String>,
     /// Patterns agents may subscribe within (a subscription must fall inside one of them).
     /// Default `[">"]`: anything outside `$orb.`.
     pub agent_subscribe: Vec<String>,
@@ -59,7 +63,12 @@ pub struct AclConfig {
 
 impl Default for AclConfig {
     fn default() -> Self {
-        AclConfig { agent_publish: vec![">".into()], agent_subscribe: vec![">".into()], peers: Vec::new() }
+        AclConfig {
+            agent_publish: vec![">".into()],
+            agent_retain: Vec::new(),
+            agent_subscribe: vec![">".into()],
+            peers: Vec::new(),
+        }
     }
 }
 

@@ -123,11 +123,17 @@ impl JobInbox {
         }
     }
 
-    /// An "any one of" job's target moved to `device`: only its answer counts from now on.
-    pub(crate) fn move_one(&self, device: DeviceId) {
-        if let Some(one) = &self.one {
-            *one.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = device;
+    /// An "any one of" job's target moves to `device`: only its answer counts from now on.
+    /// False (and nothing moves) when the current device's answer came meanwhile: decided under
+    /// the same lock as an answer's, so an answer is never credited to the device moved to.
+    pub(crate) fn move_one(&self, device: DeviceId) -> bool {
+        let Some(one) = &self.one else { return false };
+        let mut current = one.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.is_answered(0) {
+            return false;
         }
+        *current = device;
+        true
     }
 
     /// Whether target `index` has an outcome (it may still be on its way to the task).
@@ -135,11 +141,33 @@ impl JobInbox {
         self.answered.get(index).is_some_and(|a| a.load(Ordering::Acquire))
     }
 
-    fn slot_of(&self, device: &DeviceId) -> Option<usize> {
-        match &self.one {
-            Some(one) => (*one.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == *device).then_some(0),
-            None => self.index.get(device).copied(),
+    /// Settles `device`'s target (`recorded`: with an outcome recorded already) unless it has an
+    /// outcome. For an "any one of" job, only the current device's, checked under the lock a
+    /// move takes.
+    fn settle_device(&self, device: &DeviceId, at: Option<Instant>, outcome: Outcome, recorded: bool) -> bool {
+        let _current = match &self.one {
+            Some(one) => {
+                let current = one.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if *current != *device {
+                    return false;
+                }
+                Some(current)
+            }
+            None => None,
+        };
+        let index = if self.one.is_some() {
+            0
+        } else {
+            match self.index.get(device) {
+                Some(i) => *i,
+                None => return false,
+            }
+        };
+        let Some(flag) = self.answered.get(index) else { return false };
+        if !flag.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(JobMsg::Answer { index, at, outcome, recorded });
         }
+        true
     }
 
     /// Settles target `index` unless it already has an outcome.
@@ -153,12 +181,7 @@ impl JobInbox {
 
     /// Settles `device`'s target with an outcome that is recorded already, unless it has one.
     pub(crate) fn settle_recorded(&self, device: &DeviceId, at: Option<Instant>, outcome: Outcome) {
-        let Some(index) = self.slot_of(device) else { return };
-        let Some(flag) = self.answered.get(index) else { return };
-        if flag.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let _ = self.tx.send(JobMsg::Answer { index, at, outcome, recorded: true });
+        self.settle_device(device, at, outcome, true);
     }
 
     /// Asks the job's task to cancel every pending target; the receiver gets their ids (it fails
@@ -172,9 +195,8 @@ impl JobInbox {
 
 impl JobReplies for JobInbox {
     fn answer(&self, from: &DeviceId, answer: Answer, at: Instant) {
-        match self.slot_of(from) {
-            Some(index) => self.settle(index, Some(at), Outcome::of_answer(answer)),
-            None => tracing::debug!(agent.id = %from, "reply from a device that is not a target ignored"),
+        if !self.settle_device(from, Some(at), Outcome::of_answer(answer), false) {
+            tracing::debug!(agent.id = %from, "reply from a device that is not a target ignored");
         }
     }
 }

@@ -79,8 +79,11 @@ impl OneOf {
         while let Some(i) = self.load.pick(&self.spares) {
             let device = self.spares.swap_remove(i);
             let Some(session) = self.sessions.get(device.as_str()) else { continue };
-            // Before the command leaves: a quick answer must find the inbox expecting it.
-            self.inbox.move_one(device.clone());
+            // Before the command leaves: a quick answer must find the inbox expecting it. When the
+            // current device's answer came meanwhile, nothing moves.
+            if !self.inbox.move_one(device.clone()) {
+                return None;
+            }
             let codec = session.outbox.codec;
             let frame = self.frames[super::codec_slot(codec)].get_or_insert_with(|| codec.encode(&self.cmd)).clone();
             if frame.len() > session.outbox.max_frame || session.outbox.deliver(frame).is_err() {

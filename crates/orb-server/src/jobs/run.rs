@@ -332,6 +332,8 @@ impl JobRun {
                 self.recorder.record(Record::JobRetargeted { job: self.job_id.clone(), targets }).await;
                 self.progress.moved(&from, &to, reason.as_str());
             }
+            // The device's answer came after all: it is on its way to this task.
+            None if one.answered() => {}
             None => {
                 self.delivered[0] = None;
                 if state.settle(0, Status::Offline) {
