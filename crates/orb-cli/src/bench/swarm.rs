@@ -295,23 +295,33 @@ async fn orb_subscriber(
     let mut sub = client.subscribe(PUBSUB_TOPIC, Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
     let client = client.clone();
     tokio::spawn(async move {
-        let mut tally = Tally::default();
-        loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return,
-                m = sub.next() => m,
-            };
-            let Some(message) = message else { break };
-            if let Some(report) = tally.on(&message.body, crate::bench::pubsub::now_us()) {
-                let _ = reports.send(report);
-            }
-        }
-        if !stop.is_cancelled() {
+        let bodies = futures_util::stream::unfold(&mut sub, |s| async move { s.next().await.map(|m| (m.body, s)) });
+        if !tally_until_stopped(Box::pin(bodies), &reports, &stop).await {
             let why = format!("orb subscription ended ({}), {} dropped", client.closed().await, sub.dropped());
             let _ = reports.send(Report::Ended(why));
         }
     });
     Ok(())
+}
+
+/// Counts the message bodies of one subscription, reporting as [`Tally`] says, until `stop`
+/// (true) or the subscription ends (false): the same loop for both brokers.
+async fn tally_until_stopped(
+    mut bodies: impl futures_util::Stream<Item = Bytes> + Unpin,
+    reports: &mpsc::UnboundedSender<Report>,
+    stop: &CancellationToken,
+) -> bool {
+    let mut tally = Tally::default();
+    loop {
+        let body = tokio::select! {
+            () = stop.cancelled() => return true,
+            b = bodies.next() => b,
+        };
+        let Some(body) = body else { return stop.is_cancelled() };
+        if let Some(report) = tally.on(&body, crate::bench::pubsub::now_us()) {
+            let _ = reports.send(report);
+        }
+    }
 }
 
 /// Subscribes a NATS connection to [`PUBSUB_TOPIC`] and counts what arrives, until `stop`.
@@ -322,7 +332,7 @@ async fn nats_subscriber(
     reports: mpsc::UnboundedSender<Report>,
     stop: CancellationToken,
 ) -> Result<(), String> {
-    let mut sub = client.subscribe(PUBSUB_TOPIC).await.map_err(|e| e.to_string())?;
+    let sub = client.subscribe(PUBSUB_TOPIC).await.map_err(|e| e.to_string())?;
     let inbox = client.new_inbox();
     let mut check = client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
     client.publish(inbox, Bytes::new()).await.map_err(|e| e.to_string())?;
@@ -333,18 +343,7 @@ async fn nats_subscriber(
     }
     let _ = check.unsubscribe().await;
     tokio::spawn(async move {
-        let mut tally = Tally::default();
-        loop {
-            let message = tokio::select! {
-                () = stop.cancelled() => return,
-                m = sub.next() => m,
-            };
-            let Some(message) = message else { break };
-            if let Some(report) = tally.on(&message.payload, crate::bench::pubsub::now_us()) {
-                let _ = reports.send(report);
-            }
-        }
-        if !stop.is_cancelled() {
+        if !tally_until_stopped(sub.map(|m| m.payload), &reports, &stop).await {
             let _ = reports.send(Report::Ended("NATS subscription ended".into()));
         }
     });
