@@ -39,6 +39,7 @@ pub mod auth;
 pub mod broker;
 pub mod close;
 pub mod config;
+mod dashboard;
 mod error;
 pub mod identity;
 pub mod jobs;
@@ -158,7 +159,12 @@ impl ServerBuilder {
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
         });
-        let shared = Arc::new(Shared { broker: broker.clone(), auth, stop_accepting: stop_accepting.clone() });
+        let shared = Arc::new(Shared {
+            broker: broker.clone(),
+            auth,
+            stop_accepting: stop_accepting.clone(),
+            logins: dashboard::Logins::default(),
+        });
         tracker.spawn(listener::tcp::run(tcp, Arc::clone(&shared)));
         tracker.spawn(listener::http::run(http, Arc::clone(&shared)));
         let store_config = Arc::new(RwLock::new(cfg.store.clone()));

@@ -9,7 +9,7 @@
 //!
 //! [`Authenticator`]: crate::auth::Authenticator
 
-mod auth;
+pub(crate) mod auth;
 mod devices;
 mod error;
 mod events;

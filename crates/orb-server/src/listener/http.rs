@@ -4,7 +4,7 @@
 //! serves it with hyper, whose header timeout (the handshake timeout) closes connections that
 //! never finish a request, idle keep-alive ones included. An upgraded WebSocket keeps the
 //! connection's place in the limits until its session ends. The REST API (`crate::api`) shares
-//! the router; event streams, metrics and the dashboard join it next.
+//! the router, and so does the dashboard (`crate::dashboard`) at `/`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +41,7 @@ fn app(shared: Arc<Shared>) -> HttpRouter {
         .route("/v1/health", get(health))
         .route("/readyz", get(ready))
         .with_state(Arc::clone(&shared))
+        .merge(crate::dashboard::routes(Arc::clone(&shared)))
         .merge(crate::api::routes(shared))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub auth: Arc<dyn Authenticator>,
     /// Cancelled first on a graceful stop: listeners stop accepting, sessions stay.
     pub stop_accepting: CancellationToken,
+    /// The dashboard's sign-ins (session cookies).
+    pub logins: crate::dashboard::Logins,
 }
 
 /// Where a connection comes from.
