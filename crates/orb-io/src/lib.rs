@@ -12,6 +12,8 @@
 //! - [`clock`]: the wall clock, injectable, so schedulers can be tested with paused time.
 //! - [`handler`]: command handlers by name and [`handler::run`], which runs one with its deadline
 //!   and survives its panic.
+//! - `tls` (feature `tls`): rustls configurations from PEM files, the device identity of a client
+//!   certificate; with `dev-certs`, a development CA.
 //!
 //! No protocol logic lives here beyond framing: envelopes and codecs are `orb-proto`'s.
 #![forbid(unsafe_code)]
@@ -23,5 +25,7 @@ pub mod queue;
 pub mod secret;
 pub mod signal;
 pub mod sniff;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 pub mod ws;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -115,8 +115,7 @@ pub fn tcp(stream: TcpStream, max_frame: usize) -> io::Result<(TcpSource, TcpSin
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
     let http = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let source =
-        TcpSource { inner: r, buf: BytesMut::new(), eof: false, framed: false, http: Arc::clone(&http), max_frame };
+    let source = TcpSource { inner: r, framer: Framer::new(max_frame, Arc::clone(&http)) };
     Ok((source, TcpSink { inner: w, http }))
 }
 
@@ -125,6 +124,16 @@ pub fn tcp(stream: TcpStream, max_frame: usize) -> io::Result<(TcpSource, TcpSin
 /// complete frame has been taken, so idle connections cost no read memory.
 pub struct TcpSource {
     inner: OwnedReadHalf,
+    framer: Framer,
+}
+
+/// Most bytes reserved per read. A frame's buffer grows by at most this much per read as its
+/// bytes actually arrive, so a peer announcing a large frame cannot make us allocate it up front.
+const READ_CHUNK: usize = 4096;
+
+/// The length-prefix framing of a byte stream, shared by plain TCP and TLS: the bytes read so
+/// far and the frames taken from them.
+struct Framer {
     buf: BytesMut,
     eof: bool,
     /// A frame header within the limit was read: the peer speaks orb frames, no HTTP check.
@@ -134,11 +143,11 @@ pub struct TcpSource {
     max_frame: usize,
 }
 
-/// Most bytes reserved per read. A frame's buffer grows by at most this much per read as its
-/// bytes actually arrive, so a peer announcing a large frame cannot make us allocate it up front.
-const READ_CHUNK: usize = 4096;
+impl Framer {
+    fn new(max_frame: usize, http: Arc<std::sync::atomic::AtomicBool>) -> Framer {
+        Framer { buf: BytesMut::new(), eof: false, framed: false, http, max_frame }
+    }
 
-impl TcpSource {
     /// A complete frame at the front of the buffer, split off without copying.
     ///
     /// # Errors
@@ -165,6 +174,15 @@ impl TcpSource {
         Ok(Some(self.buf.split_to(len).freeze()))
     }
 
+    /// The end of the input: `None` after a clean close, an error when it cut a frame short.
+    fn at_eof(&self) -> Result<Option<Bytes>, TransportError> {
+        if self.buf.is_empty() {
+            Ok(None)
+        } else {
+            Err(TransportError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame")))
+        }
+    }
+
     /// Room for the next read: what the pending frame still needs, at most [`READ_CHUNK`].
     fn reserve_for_read(&mut self) {
         let needed = match self.buf.get(..4) {
@@ -180,25 +198,22 @@ impl TcpSource {
 
 impl FrameSource for TcpSource {
     async fn next_frame(&mut self) -> Result<Option<Bytes>, TransportError> {
+        let f = &mut self.framer;
         loop {
-            if let Some(frame) = self.take_frame()? {
+            if let Some(frame) = f.take_frame()? {
                 return Ok(Some(frame));
             }
-            if self.eof {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(TransportError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame")))
-                };
+            if f.eof {
+                return f.at_eof();
             }
-            self.reserve_for_read();
-            match self.inner.try_read_buf(&mut self.buf) {
-                Ok(0) => self.eof = true,
+            f.reserve_for_read();
+            match self.inner.try_read_buf(&mut f.buf) {
+                Ok(0) => f.eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Nothing to read: wait without holding a buffer if no partial frame is kept.
-                    if self.buf.is_empty() {
-                        self.buf = BytesMut::new();
+                    if f.buf.is_empty() {
+                        f.buf = BytesMut::new();
                     }
                     self.inner.readable().await?;
                 }
@@ -228,28 +243,97 @@ impl FrameSink for TcpSink {
             }
             return Ok(());
         }
-        for chunk in batch.chunks(FRAMES_PER_WRITE) {
-            let mut prefixes = Vec::with_capacity(chunk.len());
-            for frame in chunk {
-                let len = u32::try_from(frame.len())
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame exceeds u32"))?;
-                prefixes.push(len.to_be_bytes());
+        write_frames(&mut self.inner, batch).await
+    }
+
+    async fn close(&mut self, _code: CloseCode) {
+        let _ = self.inner.shutdown().await;
+    }
+}
+
+/// Writes `batch` as length-prefixed frames with vectored writes, [`FRAMES_PER_WRITE`] at a time.
+async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, batch: &[Bytes]) -> io::Result<()> {
+    for chunk in batch.chunks(FRAMES_PER_WRITE) {
+        let mut prefixes = Vec::with_capacity(chunk.len());
+        for frame in chunk {
+            let len = u32::try_from(frame.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame exceeds u32"))?;
+            prefixes.push(len.to_be_bytes());
+        }
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+        for (prefix, frame) in prefixes.iter().zip(chunk) {
+            slices.push(IoSlice::new(prefix));
+            slices.push(IoSlice::new(frame));
+        }
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        while !rest.is_empty() {
+            let n = w.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "connection accepts no more data"));
             }
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
-            for (prefix, frame) in prefixes.iter().zip(chunk) {
-                slices.push(IoSlice::new(prefix));
-                slices.push(IoSlice::new(frame));
+            IoSlice::advance_slices(&mut rest, n);
+        }
+    }
+    Ok(())
+}
+
+/// Splits any byte stream (a TLS stream, say) into a length-prefixed frame source and sink, with
+/// the same framing, limits and HTTP recognition as [`tcp`].
+///
+/// Unlike [`TcpSource`], the source keeps a read buffer of up to [`READ_CHUNK`] bytes while the
+/// connection is idle (a generic stream cannot be waited on without one), and the two halves
+/// share the stream through [`tokio::io::split`]'s lock: plain TCP stays on [`tcp`].
+pub fn stream<S>(s: S, max_frame: usize) -> (StreamSource<ReadHalf<S>>, StreamSink<WriteHalf<S>>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(s);
+    let http = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (StreamSource { inner: r, framer: Framer::new(max_frame, Arc::clone(&http)) }, StreamSink { inner: w, http })
+}
+
+/// Read half of a framed byte stream ([`stream`]).
+pub struct StreamSource<R> {
+    inner: R,
+    framer: Framer,
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> FrameSource for StreamSource<R> {
+    async fn next_frame(&mut self) -> Result<Option<Bytes>, TransportError> {
+        let f = &mut self.framer;
+        loop {
+            if let Some(frame) = f.take_frame()? {
+                return Ok(Some(frame));
             }
-            let mut rest: &mut [IoSlice<'_>] = &mut slices;
-            while !rest.is_empty() {
-                let n = self.inner.write_vectored(rest).await?;
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::WriteZero, "connection accepts no more data"));
-                }
-                IoSlice::advance_slices(&mut rest, n);
+            if f.eof {
+                return f.at_eof();
+            }
+            f.reserve_for_read();
+            // Cancel-safe: a read that has not completed has taken nothing from the stream.
+            if self.inner.read_buf(&mut f.buf).await? == 0 {
+                f.eof = true;
             }
         }
-        Ok(())
+    }
+}
+
+/// Write half of a framed byte stream ([`stream`]); flushed after every batch.
+pub struct StreamSink<W> {
+    inner: W,
+    /// The peer sent an HTTP request: frames are written as they are (an HTTP answer).
+    http: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameSink for StreamSink<W> {
+    async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        if self.http.load(Ordering::Acquire) {
+            for answer in batch {
+                self.inner.write_all(answer).await?;
+            }
+        } else {
+            write_frames(&mut self.inner, batch).await?;
+        }
+        self.inner.flush().await
     }
 
     async fn close(&mut self, _code: CloseCode) {
@@ -470,6 +554,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_generic_stream_frames_like_tcp_and_flushes_each_batch() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (mut src, _) = stream(a, 1024);
+        let (_, mut sink) = stream(b, 1024);
+        let big = Bytes::from(vec![7u8; 300]);
+        sink.send_batch(&[Bytes::from_static(b"abc"), big.clone()]).await.unwrap();
+        assert_eq!(src.next_frame().await.unwrap().unwrap(), "abc");
+        assert_eq!(src.next_frame().await.unwrap().unwrap(), big);
+        sink.send_batch(&[Bytes::from(vec![0u8; 2000])]).await.unwrap();
+        assert!(matches!(src.next_frame().await, Err(TransportError::FrameTooLarge { max: 1024 })));
+        sink.close(CloseCode::Normal).await;
+    }
+
+    #[tokio::test]
     async fn an_http_answer_first_is_reported_with_its_status_line() {
         let (mut src, mut peer) = pair(1024).await;
         peer.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await.unwrap();
@@ -496,7 +594,7 @@ mod tests {
         // Announce 16 MiB against a 1 KiB limit.
         peer.write_all(&[1, 0, 0, 0, b'x']).await.unwrap();
         assert!(matches!(src.next_frame().await, Err(TransportError::FrameTooLarge { max: 1024 })));
-        assert!(src.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.buf.capacity());
+        assert!(src.framer.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.framer.buf.capacity());
     }
 
     #[tokio::test]
@@ -509,6 +607,6 @@ mod tests {
         assert!(
             matches!(src.next_frame().await, Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof)
         );
-        assert!(src.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.buf.capacity());
+        assert!(src.framer.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.framer.buf.capacity());
     }
 }

@@ -1,31 +1,42 @@
-//! The client side of WebSocket (tokio-tungstenite): one binary message per frame.
+//! The client side of WebSocket (tokio-tungstenite): one binary message per frame, over any
+//! connected byte stream (plain TCP for `ws://`, a TLS stream for `wss://`): the caller connects
+//! (trying every address of the host) and secures the stream, this module does the upgrade.
 
 use std::io;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::sniff::WrongProtocol;
 use crate::transport::{CloseCode, FrameSink, FrameSource, TransportError};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A byte stream a WebSocket can run over.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
 
-/// Connects to `url` and splits the socket into a frame source and sink.
-pub async fn connect(url: &str, max_frame: usize) -> Result<(WsSource, WsSink), TransportError> {
+/// Upgrades `stream`, already connected to `url`'s host, to a WebSocket at `url` and splits it
+/// into a frame source and sink.
+pub async fn connect<S: Stream>(
+    stream: S,
+    url: &str,
+    max_frame: usize,
+) -> Result<(WsSource<S>, WsSink<S>), TransportError> {
     let config = WebSocketConfig::default().max_message_size(Some(max_frame)).max_frame_size(Some(max_frame));
     let (ws, _resp) =
-        tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|e| match e {
+        tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.map_err(|e| match e {
             // Answered, but not with a WebSocket: say what the server said (an orb TCP port says
             // which port to use instead).
             tokio_tungstenite::tungstenite::Error::Http(resp) => TransportError::Http(WrongProtocol::Refused {
                 status: resp.status().as_u16(),
                 body: resp.body().as_deref().map(crate::sniff::body_text).unwrap_or_default(),
             }),
+            // Kept as it is: a TLS alert inside says why the server refused us.
+            tokio_tungstenite::tungstenite::Error::Io(e) => TransportError::Io(e),
             e => TransportError::Io(io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())),
         })?;
     let (sink, stream) = ws.split();
@@ -33,12 +44,12 @@ pub async fn connect(url: &str, max_frame: usize) -> Result<(WsSource, WsSink), 
 }
 
 /// Read half of a client WebSocket.
-pub struct WsSource {
-    inner: SplitStream<Ws>,
+pub struct WsSource<S> {
+    inner: SplitStream<WebSocketStream<S>>,
     max_frame: usize,
 }
 
-impl FrameSource for WsSource {
+impl<S: Stream> FrameSource for WsSource<S> {
     async fn next_frame(&mut self) -> Result<Option<Bytes>, TransportError> {
         loop {
             match self.inner.next().await {
@@ -46,6 +57,7 @@ impl FrameSource for WsSource {
                 Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => {
                     return Err(TransportError::FrameTooLarge { max: self.max_frame });
                 }
+                Some(Err(tokio_tungstenite::tungstenite::Error::Io(e))) => return Err(TransportError::Io(e)),
                 Some(Err(e)) => return Err(TransportError::Io(io::Error::other(e.to_string()))),
                 Some(Ok(Message::Binary(b))) => return Ok(Some(b)),
                 Some(Ok(Message::Text(t))) => return Ok(Some(Bytes::from(t))),
@@ -57,11 +69,11 @@ impl FrameSource for WsSource {
 }
 
 /// Write half of a client WebSocket.
-pub struct WsSink {
-    inner: SplitSink<Ws, Message>,
+pub struct WsSink<S> {
+    inner: SplitSink<WebSocketStream<S>, Message>,
 }
 
-impl FrameSink for WsSink {
+impl<S: Stream> FrameSink for WsSink<S> {
     async fn send_batch(&mut self, batch: &[Bytes]) -> io::Result<()> {
         for f in batch {
             self.inner.feed(Message::Binary(f.clone())).await.map_err(io::Error::other)?;
