@@ -217,9 +217,15 @@ fn refusal(e: orb_client::ClientError, id: Option<&str>, data: &Path, with_secre
             credentials::path(data).display()
         ),
         Some(ErrorCode::AuthFailed) if with_secret => format!("; {}", secret_refused_hint(data)),
+        Some(ErrorCode::IdMismatch) => {
+            "; a client certificate names its device: run the agent with that --id, or without --id".to_owned()
+        }
         _ => String::new(),
     };
-    let denied = matches!(e.code(), Some(ErrorCode::IdTaken | ErrorCode::Revoked | ErrorCode::DeviceNotFound));
+    let denied = matches!(
+        e.code(),
+        Some(ErrorCode::IdTaken | ErrorCode::Revoked | ErrorCode::DeviceNotFound | ErrorCode::IdMismatch)
+    );
     let mut f = Failure::from(e);
     if denied {
         f.code = exit::DENIED;

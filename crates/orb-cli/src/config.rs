@@ -1,7 +1,7 @@
 //! The configuration file (`orb.toml`) and its layering: built-in defaults, then the file
 //! (`--config`, `$ORB_CONFIG`, `/etc/orb/orb.toml`), then `ORB_<SECTION>__<KEY>` environment
 //! variables, then command-line flags. [`Layers::finish`] reports every problem at once. The
-//! server's sections (`[server]`, `[limits]`, `[shutdown]`, `[store]`, `[groups]`) are
+//! server's sections (`[server]`, `[limits]`, `[shutdown]`, `[store]`, `[tls]`, `[groups]`) are
 //! `orb_server`'s schema and its `validate`; this module adds only `[log]`, `[agent]` and
 //! `[client]`, and layers. The agent-only build carries the server's sections unread. Client
 //! commands find their file differently ([`client_config_path`]) and read only `[client]`
@@ -29,7 +29,7 @@ pub const USER_CONFIG: &str = "config.toml";
 #[cfg(feature = "server")]
 mod server_sections {
     pub use orb_server::config::AclConfig as AclSection;
-    pub use orb_server::config::file::{LimitsSection, ServerSection, ShutdownSection, StoreSection};
+    pub use orb_server::config::file::{LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection};
 }
 #[cfg(not(feature = "server"))]
 mod server_sections {
@@ -38,11 +38,12 @@ mod server_sections {
     pub type ShutdownSection = toml::Table;
     pub type StoreSection = toml::Table;
     pub type AclSection = toml::Table;
+    pub type TlsSection = toml::Table;
 }
-use server_sections::{AclSection, LimitsSection, ServerSection, ShutdownSection, StoreSection};
+use server_sections::{AclSection, LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection};
 
 /// The sections that belong to the server.
-const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "acl", "groups"];
+const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "acl", "tls", "groups"];
 
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +173,8 @@ pub struct FileConfig {
     pub client: ClientSection,
     /// `[acl]`: what agents may do beyond answering.
     pub acl: AclSection,
+    /// `[tls]`: the server's certificate, key and client CA.
+    pub tls: TlsSection,
     /// `[groups]`: NAME = "selector".
     pub groups: BTreeMap<String, String>,
 }
@@ -499,6 +502,7 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         shutdown: file.shutdown.clone(),
         store: file.store.clone(),
         acl: file.acl.clone(),
+        tls: file.tls.clone(),
         groups: file.groups.clone(),
     }
     .validate()

@@ -48,9 +48,13 @@ impl Failure {
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Failure {
         let code = match &e {
-            ClientError::Unreachable { .. } | ClientError::WrongPort { .. } => UNREACHABLE,
+            ClientError::Unreachable { .. } | ClientError::WrongPort { .. } | ClientError::Tls { .. } => UNREACHABLE,
             ClientError::Refused(b) | ClientError::Remote(b) => match b.code {
-                ErrorCode::AuthFailed | ErrorCode::Forbidden | ErrorCode::IdTaken | ErrorCode::Revoked => DENIED,
+                ErrorCode::AuthFailed
+                | ErrorCode::Forbidden
+                | ErrorCode::IdTaken
+                | ErrorCode::Revoked
+                | ErrorCode::IdMismatch => DENIED,
                 // `unknown_command` refusing a whole job: no target declares the command (a typo,
                 // answered with "did you mean"); nothing was sent.
                 ErrorCode::BadSelector

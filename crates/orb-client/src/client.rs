@@ -23,6 +23,7 @@ use crate::running::Running;
 use crate::url::ServerUrl;
 use orb_io::handler::{self, Context, Handlers};
 use orb_io::queue::{QueueTx, TrySendError};
+use orb_io::tls::ClientTls;
 use orb_io::transport::{self, FrameSink, FrameSource, TransportError, WrongProtocol};
 
 /// How to connect.
@@ -65,6 +66,10 @@ pub struct ClientConfig {
     /// A last will: the server publishes it if this connection ends without [`Client::close`]
     /// (the process died, the link broke).
     pub will: Option<orb_proto::message::Will>,
+    /// For `tls://` and `wss://`: the CA to trust (default: the system's trust store) and a
+    /// client certificate (mTLS). The files are read at each connect, so renewed ones are used
+    /// on the next reconnect.
+    pub tls: ClientTls,
 }
 
 impl ClientConfig {
@@ -86,6 +91,7 @@ impl ClientConfig {
             codec: Codec::Json,
             journal: None,
             will: None,
+            tls: ClientTls::default(),
         }
     }
 
@@ -148,34 +154,46 @@ impl Client {
         let url = config.url.to_string();
         let timeout = config.connect_timeout;
         let unreachable = |reason: String| ClientError::Unreachable { url: url.clone(), reason };
+        let timed_out = || unreachable("connect timed out".into());
+        // The TLS configuration first: a missing or bad file is reported before any network I/O.
+        let tls = match config.url.is_tls() {
+            true => Some(config.tls.load().map_err(|e| ClientError::Tls { url: url.clone(), reason: e.to_string() })?),
+            false => None,
+        };
+        let (host, port) = (config.url.host().to_owned(), config.url.port());
+        let deadline = Instant::now() + timeout;
+        let stream = tokio::time::timeout_at(deadline, tcp_connect(&host, port, config.bind, timeout))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| unreachable(e.to_string()))?;
         match &config.url {
-            ServerUrl::Tcp { host, port } => {
-                let stream = tokio::time::timeout(timeout, tcp_connect(host, *port, config.bind))
-                    .await
-                    .map_err(|_| unreachable("connect timed out".into()))?
-                    .map_err(|e| unreachable(e.to_string()))?;
+            ServerUrl::Tcp { .. } => {
                 let (source, sink) =
                     transport::tcp(stream, config.max_frame).map_err(|e| unreachable(e.to_string()))?;
                 Client::handshake(config, handlers, source, sink).await
             }
+            ServerUrl::Tls { .. } => {
+                let stream = secure(stream, tls, &host, &url, deadline).await?;
+                let (source, sink) = transport::stream(stream, config.max_frame);
+                Client::handshake(config, handlers, source, sink).await
+            }
             ServerUrl::Ws { url: ws_url, .. } => {
-                let (source, sink) =
-                    tokio::time::timeout(timeout, orb_io::ws::client::connect(ws_url, config.max_frame))
-                        .await
-                        .map_err(|_| unreachable("connect timed out".into()))?
-                        .map_err(|e| match e {
-                            TransportError::Http(WrongProtocol::Refused { body, .. })
-                                if body.starts_with(orb_io::sniff::TCP_PORT_ANSWER_START) =>
-                            {
-                                let hint = format!(
-                                    "this is orb's TCP port; use tcp://{} (WebSocket is on the HTTP port, {})",
-                                    config.url.authority(),
-                                    orb_proto::WS_PATH
-                                );
-                                ClientError::WrongPort { url: url.clone(), hint }
-                            }
-                            e => unreachable(e.to_string()),
-                        })?;
+                let ws_url = ws_url.clone();
+                let upgrade = orb_io::ws::client::connect(stream, &ws_url, config.max_frame);
+                let (source, sink) = tokio::time::timeout_at(deadline, upgrade)
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| ws_failure(&config.url, e))?;
+                Client::handshake(config, handlers, source, sink).await
+            }
+            ServerUrl::Wss { url: ws_url, .. } => {
+                let ws_url = ws_url.clone();
+                let stream = secure(stream, tls, &host, &url, deadline).await?;
+                let upgrade = orb_io::ws::client::connect(stream, &ws_url, config.max_frame);
+                let (source, sink) = tokio::time::timeout_at(deadline, upgrade)
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| ws_failure(&config.url, e))?;
                 Client::handshake(config, handlers, source, sink).await
             }
         }
@@ -210,6 +228,8 @@ impl Client {
             .map_err(|_| ClientError::Timeout(config.connect_timeout.as_millis()))?
             .map_err(|e| match e {
                 TransportError::Http(WrongProtocol::Response { .. }) => http_port(&config.url),
+                // With TLS 1.3 a refused client certificate shows on the first read.
+                TransportError::Io(e) if orb_io::tls::explain(&e).is_some() => tls_failure(&config.url.to_string(), &e),
                 e => closed(e.to_string()),
             })?
             .ok_or_else(|| closed("server closed the connection during the handshake".into()))?;
@@ -217,9 +237,11 @@ impl Client {
         let welcome: Welcome = match env.kind {
             Kind::Welcome => env.json_body().map_err(|e| ClientError::Protocol(e.message))?,
             Kind::Error => {
-                return Err(ClientError::Refused(
-                    env.error.unwrap_or_else(|| ErrorBody::new(orb_proto::ErrorCode::Internal, "refused")),
-                ));
+                let e = env.error.unwrap_or_else(|| ErrorBody::new(orb_proto::ErrorCode::Internal, "refused"));
+                if e.code == orb_proto::ErrorCode::TlsRequired {
+                    return Err(tls_port(&config.url));
+                }
+                return Err(ClientError::Refused(e));
             }
             other => {
                 return Err(ClientError::Protocol(format!("expected welcome, got {}", other.as_str())));
@@ -583,10 +605,11 @@ impl Inner {
 /// The error for a `tcp://` connection answered in HTTP: it reached an HTTP port, most likely
 /// orb's own, so the error says which address to use instead.
 fn http_port(server: &ServerUrl) -> ClientError {
+    let (ws, tcp) = if server.is_tls() { ("wss", "tls") } else { ("ws", "tcp") };
     ClientError::WrongPort {
         url: server.to_string(),
         hint: format!(
-            "this is orb's HTTP port; use ws://{}{}, or tcp:// on the agent port ({} by default)",
+            "this is orb's HTTP port; use {ws}://{}{}, or {tcp}:// on the agent port ({} by default)",
             server.authority(),
             orb_proto::WS_PATH,
             orb_proto::DEFAULT_TCP_PORT
@@ -612,27 +635,125 @@ fn offered_codecs(preferred: Codec) -> Vec<String> {
     v
 }
 
-/// Connects over TCP, from `bind` when given.
-async fn tcp_connect(host: &str, port: u16, bind: Option<std::net::IpAddr>) -> std::io::Result<tokio::net::TcpStream> {
-    let Some(local) = bind else {
-        return tokio::net::TcpStream::connect((host, port)).await;
-    };
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}"));
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        if addr.is_ipv4() != local.is_ipv4() {
-            continue;
-        }
-        let socket = if local.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-        // An explicit bind picks a port without regard to the destination; allow ports still in
-        // TIME_WAIT from earlier connections so many short runs do not exhaust the range.
-        socket.set_reuseaddr(true)?;
-        socket.bind(std::net::SocketAddr::new(local, 0))?;
-        match socket.connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
+/// Connects over TCP to the first address of `host` that accepts, trying each address it
+/// resolves to in turn (each gets an equal share of `timeout`, at least a second, so one address
+/// that drops packets does not use up the whole time), from `bind` when given. The error names
+/// every address tried.
+async fn tcp_connect(
+    host: &str,
+    port: u16,
+    bind: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await?
+        .filter(|a| bind.is_none_or(|local| a.is_ipv4() == local.is_ipv4()))
+        .collect();
+    connect_any(host, &addrs, bind, timeout).await
+}
+
+/// Connects to the first of `addrs` (the addresses of `host`) that accepts ([`tcp_connect`]).
+async fn connect_any(
+    host: &str,
+    addrs: &[std::net::SocketAddr],
+    bind: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no address for {host}")));
+    }
+    let count = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
+    let share = (timeout / count).max(Duration::from_secs(1));
+    let mut failures = Vec::new();
+    for &addr in addrs {
+        let attempt = async {
+            let socket =
+                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            if let Some(local) = bind {
+                // An explicit bind picks a port without regard to the destination; allow ports
+                // still in TIME_WAIT from earlier connections so many short runs do not exhaust
+                // the range.
+                socket.set_reuseaddr(true)?;
+                socket.bind(std::net::SocketAddr::new(local, 0))?;
+            }
+            socket.connect(addr).await
+        };
+        match tokio::time::timeout(share, attempt).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => failures.push((addr, e.to_string(), e.kind())),
+            Err(_) => failures.push((addr, "timed out".to_owned(), std::io::ErrorKind::TimedOut)),
         }
     }
-    Err(last)
+    if let [(_, _, kind)] = failures.as_slice() {
+        let (_, reason, _) = &failures[0];
+        return Err(std::io::Error::new(*kind, reason.clone()));
+    }
+    let kind = failures.last().map_or(std::io::ErrorKind::Other, |f| f.2);
+    let tried: Vec<String> = failures.iter().map(|(a, e, _)| format!("{a}: {e}")).collect();
+    Err(std::io::Error::new(kind, format!("every address of {host} failed ({})", tried.join("; "))))
+}
+
+/// Runs the TLS handshake on `stream` for `host` (SNI and the name checked in the server's
+/// certificate), by `deadline`.
+async fn secure(
+    stream: tokio::net::TcpStream,
+    tls: Option<Arc<orb_io::tls::rustls::ClientConfig>>,
+    host: &str,
+    url: &str,
+    deadline: Instant,
+) -> Result<orb_io::tls::tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
+    let failed = |reason: String| ClientError::Tls { url: url.to_owned(), reason };
+    let tls = tls.ok_or_else(|| failed("no TLS configuration".into()))?;
+    let name = orb_io::tls::server_name(host).map_err(|e| failed(e.to_string()))?;
+    let connector = orb_io::tls::tokio_rustls::TlsConnector::from(tls);
+    match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await {
+        Err(_) => Err(ClientError::Unreachable { url: url.to_owned(), reason: "the TLS handshake timed out".into() }),
+        Ok(Err(e)) => Err(tls_failure(url, &e)),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// The error for a TLS handshake (or first read) that failed, in words a person can act on.
+fn tls_failure(url: &str, e: &std::io::Error) -> ClientError {
+    match orb_io::tls::explain(e) {
+        Some(reason) => ClientError::Tls { url: url.to_owned(), reason },
+        None => ClientError::Unreachable { url: url.to_owned(), reason: format!("TLS handshake failed: {e}") },
+    }
+}
+
+/// The error for a WebSocket upgrade that failed: a plain or TLS port answering otherwise than
+/// expected says which address to use.
+fn ws_failure(server: &ServerUrl, e: TransportError) -> ClientError {
+    let url = server.to_string();
+    match e {
+        TransportError::Http(WrongProtocol::Refused { body, .. })
+            if body.starts_with(orb_io::sniff::TCP_PORT_ANSWER_START) =>
+        {
+            let scheme = if server.is_tls() { "tls" } else { "tcp" };
+            let hint = format!(
+                "this is orb's TCP port; use {scheme}://{} (WebSocket is on the HTTP port, {})",
+                server.authority(),
+                orb_proto::WS_PATH
+            );
+            ClientError::WrongPort { url, hint }
+        }
+        TransportError::Http(WrongProtocol::Refused { body, .. })
+            if body.starts_with(orb_io::sniff::TLS_PORT_ANSWER_START) =>
+        {
+            tls_port(server)
+        }
+        TransportError::Io(e) if orb_io::tls::explain(&e).is_some() => tls_failure(&url, &e),
+        e => ClientError::Unreachable { url, reason: e.to_string() },
+    }
+}
+
+/// The error for a plain (`tcp://`, `ws://`) connection to a port that speaks TLS only.
+fn tls_port(server: &ServerUrl) -> ClientError {
+    let secure = match server {
+        ServerUrl::Ws { url, .. } => url.replacen("ws://", "wss://", 1),
+        _ => format!("tls://{}", server.authority()),
+    };
+    ClientError::WrongPort { url: server.to_string(), hint: format!("this port speaks TLS only; use {secure}") }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -923,6 +1044,24 @@ pub(crate) mod scripted {
 mod tests {
     use super::scripted::Scripted;
     use super::*;
+
+    #[tokio::test]
+    async fn every_address_is_tried_in_turn_and_a_failure_names_each() {
+        let closed = {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        let s = connect_any("h", &[closed, open], None, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(s.peer_addr().unwrap(), open);
+        let e = connect_any("h", &[closed, closed], None, Duration::from_secs(5)).await.unwrap_err();
+        assert!(e.to_string().starts_with("every address of h failed"), "{e}");
+        assert_eq!(e.to_string().matches(&closed.to_string()).count(), 2, "{e}");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        let e = connect_any("h", &[], None, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(e.to_string(), "no address for h");
+    }
 
     #[tokio::test]
     async fn a_cancel_frame_cancels_the_running_handler_and_the_table_empties() {

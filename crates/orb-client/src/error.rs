@@ -23,6 +23,16 @@ pub enum ClientError {
         /// What the port is and what to use.
         hint: String,
     },
+    /// TLS could not be set up: a CA, certificate or key file that cannot be used, or a
+    /// handshake that failed (the server's certificate is not trusted, or the server refused
+    /// this client's certificate). `reason` says which and what to do.
+    #[error("TLS with {url} failed: {reason}")]
+    Tls {
+        /// The URL tried.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The server refused the hello (`auth_failed`, `bad_id`, `unsupported_version`, ...).
     #[error("server refused the connection: {0}")]
     Refused(ErrorBody),

@@ -321,7 +321,7 @@ impl Persistent {
 
 /// Refusals that no retry can fix.
 fn fatal_at_once(code: &ErrorCode) -> bool {
-    matches!(code, ErrorCode::BadId | ErrorCode::UnsupportedVersion | ErrorCode::BadRequest)
+    matches!(code, ErrorCode::BadId | ErrorCode::UnsupportedVersion | ErrorCode::BadRequest | ErrorCode::IdMismatch)
 }
 
 /// `handlers` with the one the server calls to set this device's local schedules

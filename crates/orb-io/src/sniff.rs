@@ -39,6 +39,17 @@ pub const TCP_PORT_ANSWER: &str = "this is orb's TCP port; use tcp://HOST:PORT (
 /// How [`TCP_PORT_ANSWER`] starts.
 pub const TCP_PORT_ANSWER_START: &str = "this is orb's TCP port";
 
+/// The body of the answer a TLS-only port gives a plain HTTP or WebSocket client.
+pub const TLS_PORT_ANSWER: &str = "this port speaks TLS only; use https:// or wss:// (tls:// on the agent port)";
+
+/// How [`TLS_PORT_ANSWER`] starts.
+pub const TLS_PORT_ANSWER_START: &str = "this port speaks TLS only";
+
+/// Whether the first bytes of a connection are an HTTP request (at least four are needed).
+pub fn is_http_request(head: &[u8]) -> bool {
+    recognise(head) == Some(WrongProtocol::Request)
+}
+
 /// Request methods an HTTP client starts with, each followed by a space; `PRI ` is the HTTP/2
 /// preface. Four bytes are enough to tell each apart from a frame header.
 const REQUEST_STARTS: [&[u8; 4]; 10] =

@@ -90,6 +90,8 @@ error_codes! {
     Interrupted = "interrupted", 500, "the command was handed to the device, whose answer was lost (it disconnected, or the server restarted), or the agent stopped while running it (its journal says so); it is not run again";
     IdTaken = "id_taken", 409, "the device id is registered with its own secret; only that secret may connect as it";
     Revoked = "revoked", 403, "the device's credential was revoked by an operator";
+    IdMismatch = "id_mismatch", 403, "the hello's id is not the device id its verified client certificate names (URI SAN `urn:orb:device:ID`, else CN)";
+    TlsRequired = "tls_required", 426, "the port speaks TLS only: connect with tls:// (agent port) or wss:// and https:// (HTTP port)";
     DeviceNotFound = "device_not_found", 404, "no device with this id is registered";
     DeviceExists = "device_exists", 409, "a device with this id is already registered";
     JobNotFound = "job_not_found", 404, "no stored job has this id or id prefix";

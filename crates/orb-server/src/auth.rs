@@ -1,8 +1,9 @@
-//! Authentication of a `hello`: the [`Authenticator`] trait (mTLS identities plug in here later)
-//! and [`TokenAuth`], the default: the shared admin and agent tokens (SHA-256 digests compared in
-//! constant time) plus each device's own secret from the [`Registry`]. The agent token enrolls
-//! new ids (issuing a device secret to agents that ask); once an id has a secret, only that secret
-//! connects as it. The session calls this once per connection.
+//! Authentication of a `hello`: the [`Authenticator`] trait and [`TokenAuth`], the default: the
+//! shared admin and agent tokens (SHA-256 digests compared in constant time), each device's own
+//! secret from the [`Registry`], and a verified client certificate ([`PeerCredentials`], mTLS),
+//! which authenticates the device it names. The agent token enrolls new ids (issuing a device
+//! secret to agents that ask); once an id has a secret, only that secret (or a certificate naming
+//! the id) connects as it. The session calls this once per connection.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +30,22 @@ pub struct Principal {
     pub issued_secret: Option<String>,
 }
 
+/// A client certificate the TLS handshake verified against the client CA, and the device id it
+/// names (URI SAN `urn:orb:device:ID`, else its CN: `orb_io::tls::identity`), or why it names
+/// none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The device id the certificate names, not yet checked as a device id; or why it names none.
+    pub identity: Result<String, String>,
+}
+
+/// What the transport established about the peer before its `hello`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// A verified client certificate (TLS listeners with a client CA).
+    pub client_cert: Option<ClientCertificate>,
+}
+
 /// Checks the credentials of a `hello`.
 pub trait Authenticator: Send + Sync + 'static {
     /// Returns the principal, or an error body (`auth_failed`, `bad_id`, `forbidden`, `id_taken`,
@@ -37,6 +54,18 @@ pub trait Authenticator: Send + Sync + 'static {
         &'a self,
         hello: &'a Hello,
     ) -> Pin<Box<dyn Future<Output = Result<Principal, ErrorBody>> + Send + 'a>>;
+
+    /// [`Authenticator::authenticate`] with what the transport established: the session calls
+    /// this one. The default ignores `peer` (the hello's own credentials must do); [`TokenAuth`]
+    /// takes a verified client certificate as the credential of the device it names.
+    fn authenticate_peer<'a>(
+        &'a self,
+        hello: &'a Hello,
+        peer: &'a PeerCredentials,
+    ) -> Pin<Box<dyn Future<Output = Result<Principal, ErrorBody>> + Send + 'a>> {
+        let _ = peer;
+        self.authenticate(hello)
+    }
 }
 
 /// The shared tokens (agent and admin) and the registry's device secrets.
@@ -170,12 +199,70 @@ fn generated_id() -> DeviceId {
     DeviceId::new(&format!("dev-{}", hex::encode(raw))).unwrap_or_else(|_| unreachable!("generated ids are valid"))
 }
 
+impl TokenAuth {
+    /// An agent presenting a verified client certificate is the device the certificate names:
+    /// its hello's `id` must be that id or absent (`id_mismatch`), and the certificate is its
+    /// credential (a token or secret in the hello is not needed, and not looked at). A device
+    /// that connects with a certificate is closed to the shared tokens from then on: it is
+    /// registered (when new) or kept with a device secret no one knows, so the agent token gets
+    /// `id_taken` for it. A revoked device is refused (here for a new registration racing a
+    /// revoke, and by the handshake). Operators still need the admin token: a certificate makes
+    /// no one an operator.
+    async fn check_certificate(&self, hello: &Hello, cert: &ClientCertificate) -> Result<Principal, ErrorBody> {
+        let named = cert.identity.as_deref().map_err(|why| {
+            tracing::info!(why, "client certificate names no device");
+            ErrorBody::new(AUTH_FAILED, why.clone())
+        })?;
+        let device = DeviceId::new(named).map_err(|e| {
+            let named = orb_proto::excerpt(named);
+            ErrorBody::new(
+                ErrorCode::BadId,
+                format!("the client certificate names '{named}', which is not a valid device id: {e}"),
+            )
+        })?;
+        if let Some(id) = hello.id.as_deref()
+            && id != device.as_str()
+        {
+            let id = orb_proto::excerpt(id);
+            return Err(ErrorBody::new(
+                ErrorCode::IdMismatch,
+                format!(
+                    "the hello's id '{id}' is not the device the client certificate names ({device}); connect as {device} or without an id"
+                ),
+            ));
+        }
+        match self.registry.get(device.as_str()) {
+            Some(known) if known.revoked => return Err(registry::revoked(device.as_str())),
+            Some(known) if known.secret_hash.is_some() => {}
+            Some(_) => self.registry.set_secret(device.as_str(), IssuedSecret::generate().hash).await?,
+            None => match self.registry.add(&device, Some(IssuedSecret::generate().hash), Default::default()).await {
+                Ok(_) => {}
+                // Registered meanwhile by another connection: the handshake checks it.
+                Err(e) if e.code == ErrorCode::DeviceExists => {}
+                Err(e) => return Err(e),
+            },
+        }
+        Ok(Principal { role: Role::Agent, device: Some(device), admin: false, issued_secret: None })
+    }
+}
+
 impl Authenticator for TokenAuth {
     fn authenticate<'a>(
         &'a self,
         hello: &'a Hello,
     ) -> Pin<Box<dyn Future<Output = Result<Principal, ErrorBody>> + Send + 'a>> {
         Box::pin(self.check(hello))
+    }
+
+    fn authenticate_peer<'a>(
+        &'a self,
+        hello: &'a Hello,
+        peer: &'a PeerCredentials,
+    ) -> Pin<Box<dyn Future<Output = Result<Principal, ErrorBody>> + Send + 'a>> {
+        match &peer.client_cert {
+            Some(cert) if hello.role == Role::Agent => Box::pin(self.check_certificate(hello, cert)),
+            _ => Box::pin(self.check(hello)),
+        }
     }
 }
 
@@ -248,6 +335,45 @@ mod tests {
         assert!(!revoked.message.contains("revoked"), "nothing revealed to a secret that does not match");
         // Holders of the agent token learn that the id is revoked.
         assert_eq!(a.check(&enroll).await.unwrap_err().code, ErrorCode::Revoked);
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_authenticates_the_device_it_names_and_only_that_one() {
+        let (a, _dir) = auth().await;
+        let cert = |id: Result<&str, &str>| PeerCredentials {
+            client_cert: Some(ClientCertificate { identity: id.map(str::to_owned).map_err(str::to_owned) }),
+        };
+        let cam = cert(Ok("cam-1"));
+        // No token, no secret: the certificate is the credential; the id may be left out.
+        let p = a.authenticate_peer(&hello(Role::Agent, None, None), &cam).await.unwrap();
+        assert_eq!((p.device.unwrap().as_str(), p.admin, p.issued_secret), ("cam-1", false, None));
+        let p = a.authenticate_peer(&hello(Role::Agent, None, Some("cam-1")), &cam).await.unwrap();
+        assert_eq!(p.device.unwrap().as_str(), "cam-1");
+        // Claiming another device is refused, even with the agent token.
+        let e = a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("cam-2")), &cam).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::IdMismatch);
+        assert!(e.message.contains("cam-1") && e.message.contains("cam-2"), "{}", e.message);
+        // A certificate naming something that is not a device id, or nothing.
+        let e = a.authenticate_peer(&hello(Role::Agent, None, None), &cert(Ok("a b"))).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadId);
+        let e = a.authenticate_peer(&hello(Role::Agent, None, None), &cert(Err("names no device"))).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        // Operators are not made by a certificate: the admin token still decides.
+        let e = a.authenticate_peer(&hello(Role::Operator, None, None), &cam).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthFailed);
+        assert!(a.authenticate_peer(&hello(Role::Operator, Some("admin-secret"), None), &cam).await.unwrap().admin);
+        // Without a certificate, tokens work as before, but not for a device that has used one.
+        let none = PeerCredentials::default();
+        assert!(a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("web-1")), &none).await.is_ok());
+        let e = a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("cam-1")), &none).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::IdTaken);
+        // A device enrolled with the token, then given a certificate, is closed to the token too.
+        a.authenticate_peer(&hello(Role::Agent, None, None), &cert(Ok("web-1"))).await.unwrap();
+        let e = a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("web-1")), &none).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::IdTaken);
+        a.registry.revoke("web-1").await.unwrap();
+        let e = a.authenticate_peer(&hello(Role::Agent, None, None), &cert(Ok("web-1"))).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Revoked);
     }
 
     #[tokio::test]

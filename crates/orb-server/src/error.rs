@@ -33,6 +33,9 @@ pub enum ServerError {
     /// The configuration is invalid (every problem listed).
     #[error("invalid configuration: {}", .0.join("; "))]
     Config(Vec<String>),
+    /// The TLS certificate, key or client CA could not be used (`[tls]`).
+    #[error("tls: {0}")]
+    Tls(#[from] orb_io::tls::TlsError),
     /// The store could not be opened, migrated or read.
     #[error(transparent)]
     Store(#[from] orb_store::StoreError),

@@ -122,6 +122,7 @@ impl ServerBuilder {
         let node = NodeId::load_or_generate(&cfg.data_dir, cfg.node_id.as_deref())?;
         let tcp = listen(cfg.listen)?;
         let http = listen(cfg.http)?;
+        let tls = cfg.tls.as_ref().map(listener::tls::Tls::load).transpose()?.map(Arc::new);
         let local = |l: &TcpListener, addr| l.local_addr().map_err(|source| ServerError::Bind { addr, source });
         let tcp_addr = local(&tcp, cfg.listen)?;
         let http_addr = local(&http, cfg.http)?;
@@ -162,6 +163,7 @@ impl ServerBuilder {
         let shared = Arc::new(Shared {
             broker: broker.clone(),
             auth,
+            tls: tls.clone(),
             stop_accepting: stop_accepting.clone(),
             logins: dashboard::Logins::default(),
         });
@@ -173,6 +175,7 @@ impl ServerBuilder {
         tracing::info!(
             %tcp_addr,
             %http_addr,
+            tls = tls.is_some(),
             node = %node,
             data = %cfg.data_dir.display(),
             store = %store_url.redacted(),
@@ -189,6 +192,7 @@ impl ServerBuilder {
             admin_token: admin,
             agent_token: agent,
             token_auth,
+            tls,
             config: cfg,
             admin_rx: Some(admin_rx),
             store,
@@ -258,6 +262,8 @@ pub struct Server {
     admin_token: Secret,
     agent_token: Secret,
     token_auth: Option<Arc<TokenAuth>>,
+    /// TLS on both listeners, when configured: reloaded with the configuration.
+    tls: Option<Arc<listener::tls::Tls>>,
     /// The configuration the server started with (a reload compares against it).
     config: ServerConfig,
     admin_rx: Option<tokio::sync::mpsc::Receiver<AdminRequest>>,
@@ -274,9 +280,14 @@ impl Server {
         self.tcp_addr
     }
 
-    /// Bound HTTP address; the WebSocket is at `ws://ADDR/v1/ws`.
+    /// Bound HTTP address; the WebSocket is at `ws://ADDR/v1/ws` (`wss://` with TLS).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Whether both listeners speak TLS only (`[tls]`).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The operator token in force at start.
@@ -318,16 +329,24 @@ impl Server {
     }
 
     /// Applies a new configuration while connections stay up: tokens, groups, limits (queue
-    /// sizes and the frame limit apply to new connections) and retention. Settings that need a
-    /// restart are listed in the answer and logged; they stay as they were.
+    /// sizes and the frame limit apply to new connections), retention, and the TLS certificate,
+    /// key and client CA (re-read from their files; new handshakes use them, connections up keep
+    /// theirs). Settings that need a restart (turning TLS on or off among them) are listed in the
+    /// answer and logged; they stay as they were.
     ///
     /// # Errors
-    /// [`ServerError::Config`] when a group does not parse; nothing changes then.
+    /// [`ServerError::Config`] when a group does not parse, [`ServerError::Tls`] when a TLS file
+    /// cannot be used; nothing changes then.
     pub fn reload(&self, new: ServerConfig) -> Result<Reloaded, ServerError> {
         let groups = parse_groups(&new.groups)?;
         let acl = broker::Acl::compile(&new.acl, &groups).map_err(ServerError::Config)?;
         let cfg = ServerConfig { data_dir: self.config.data_dir.clone(), ..new.clone() };
         let (admin, agent) = load_tokens(&cfg)?;
+        // First of what changes, since it can still fail: the rest is applied only after it.
+        if let (Some(tls), Some(files)) = (&self.tls, &new.tls) {
+            tls.reload(files)?;
+            tracing::info!(cert = %files.cert.display(), "TLS certificate, key and client CA reloaded");
+        }
         if let Some(auth) = &self.token_auth {
             auth.set_tokens(&admin, &agent);
         }

@@ -1,7 +1,9 @@
 //! Test helpers: [`TestServer`] runs a real server on `127.0.0.1:0` with a temporary data
 //! folder, and hands out connected agents and operators over TCP or WebSocket. [`within`] bounds
 //! an await, [`finish_job`] reads a job to its end, and [`RawTcp`] speaks the framing by hand
-//! (for handshake refusals and peers that misbehave).
+//! (for handshake refusals and peers that misbehave). [`Pki`] makes a development CA with
+//! server and client certificates per test, and [`TestServer::start_tls`] a server that speaks
+//! TLS only, whose clients connect over `tls://` and `wss://`.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -9,7 +11,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use orb_client::{Client, ClientConfig, Handlers, Job, JobUpdate, ServerUrl};
+pub use orb_io::tls::dev::{DevCa, Issued};
+pub use orb_io::tls::{ClientTls, ServerTls};
 use orb_proto::Status;
 use orb_proto::message::{JobAccepted, JobSummary, TargetResult};
 use orb_server::{Server, ServerBuilder, ServerConfig};
@@ -79,6 +85,98 @@ pub struct TestServer {
     /// Device secrets issued to the agents [`TestServer::agent`] connected, by id: like an
     /// agent's data folder, so a second connection with the same id is the same device.
     secrets: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// What clients of a TLS server trust and present.
+    client_tls: ClientTls,
+}
+
+/// A development CA for one test (`orb_io::tls::dev`), with its files in a temporary folder:
+/// `ca.crt`, `server.crt` and `server.key` (for `localhost`, `127.0.0.1`, `::1`), and client
+/// certificates made on demand.
+pub struct Pki {
+    /// The folder holding the files.
+    pub dir: tempfile::TempDir,
+    /// The CA.
+    pub ca: DevCa,
+}
+
+impl Pki {
+    /// A new CA and server certificate.
+    ///
+    /// # Panics
+    /// When generating or writing fails (a test failure).
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = DevCa::generate("orb test CA").expect("CA");
+        std::fs::write(dir.path().join("ca.crt"), &ca.ca.cert_pem).expect("write ca.crt");
+        let pki = Pki { dir, ca };
+        pki.issue_server("server");
+        pki
+    }
+
+    /// A path in the folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `ca.crt`.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.path("ca.crt")
+    }
+
+    /// Writes a new server certificate and key as `NAME.crt` and `NAME.key` (replacing them).
+    ///
+    /// # Panics
+    /// When generating or writing fails.
+    pub fn issue_server(&self, name: &str) -> Issued {
+        let issued = self.ca.server(&[]).expect("server certificate");
+        self.write(name, &issued);
+        issued
+    }
+
+    /// Writes `issued` as `NAME.crt` and `NAME.key`.
+    ///
+    /// # Panics
+    /// When writing fails.
+    pub fn write(&self, name: &str, issued: &Issued) {
+        std::fs::write(self.path(&format!("{name}.crt")), &issued.cert_pem).expect("write certificate");
+        std::fs::write(self.path(&format!("{name}.key")), &issued.key_pem).expect("write key");
+    }
+
+    /// The server side: `server.crt`, `server.key`, and with `client_ca` this CA for client
+    /// certificates (required or not).
+    pub fn server_tls(&self, client_ca: bool, require_client_cert: bool) -> ServerTls {
+        ServerTls {
+            cert: self.path("server.crt"),
+            key: self.path("server.key"),
+            client_ca: client_ca.then(|| self.ca_cert()),
+            require_client_cert,
+        }
+    }
+
+    /// A client trusting this CA, without a certificate of its own.
+    pub fn trusting(&self) -> ClientTls {
+        ClientTls { ca_cert: Some(self.ca_cert()), cert: None, key: None }
+    }
+
+    /// A client trusting this CA with a certificate for device `id` (written as `client-ID.*`).
+    ///
+    /// # Panics
+    /// When generating or writing fails.
+    pub fn client(&self, id: &str) -> ClientTls {
+        let name = format!("client-{id}");
+        self.write(&name, &self.ca.client(id).expect("client certificate"));
+        ClientTls {
+            ca_cert: Some(self.ca_cert()),
+            cert: Some(self.path(&format!("{name}.crt"))),
+            key: Some(self.path(&format!("{name}.key"))),
+        }
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
+    }
 }
 
 /// Which transport a test client uses.
@@ -111,7 +209,23 @@ impl TestServer {
         let mut cfg = ServerConfig::for_tests(data.path().to_path_buf());
         tweak(&mut cfg);
         let server = build(ServerBuilder::new(cfg)).start().await.expect("server starts");
-        TestServer { server, data, secrets: Default::default() }
+        TestServer { server, data, secrets: Default::default(), client_tls: ClientTls::default() }
+    }
+
+    /// Starts a server speaking TLS only with `tls`; its clients ([`TestServer::url`],
+    /// [`TestServer::agent`], ...) connect over `tls://` and `wss://` with `client`.
+    ///
+    /// # Panics
+    /// When the server cannot start (a test failure).
+    pub async fn start_tls(tls: ServerTls, client: ClientTls) -> TestServer {
+        let mut server = TestServer::start_with(|c| c.tls = Some(tls), |b| b).await;
+        server.client_tls = client;
+        server
+    }
+
+    /// What clients of this server trust and present (TLS servers).
+    pub fn client_tls(&self) -> &ClientTls {
+        &self.client_tls
     }
 
     /// Stops this server gracefully (jobs in flight get half a second) and starts a new one on
@@ -133,14 +247,14 @@ impl TestServer {
         while_down: F,
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> (TestServer, F::Output) {
-        let TestServer { server, data, secrets } = self;
+        let TestServer { server, data, secrets, client_tls } = self;
         server.drain(Duration::from_millis(500)).await;
         drop(server);
         let out = while_down.await;
         let mut cfg = ServerConfig::for_tests(data.path().to_path_buf());
         tweak(&mut cfg);
         let server = ServerBuilder::new(cfg).start().await.expect("server starts again");
-        (TestServer { server, data, secrets }, out)
+        (TestServer { server, data, secrets, client_tls }, out)
     }
 
     /// The device secret [`TestServer::agent`] got for `id`, if it enrolled.
@@ -148,11 +262,14 @@ impl TestServer {
         self.secrets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
     }
 
-    /// The server URL for `transport`.
+    /// The server URL for `transport`: `tls://` and `wss://` when the server speaks TLS.
     pub fn url(&self, transport: Transport) -> ServerUrl {
-        let s = match transport {
-            Transport::Tcp => format!("tcp://{}", self.server.tcp_addr()),
-            Transport::Ws => format!("ws://{}/v1/ws", self.server.http_addr()),
+        let tls = self.server.tls_enabled();
+        let s = match (transport, tls) {
+            (Transport::Tcp, false) => format!("tcp://{}", self.server.tcp_addr()),
+            (Transport::Tcp, true) => format!("tls://{}", self.server.tcp_addr()),
+            (Transport::Ws, false) => format!("ws://{}/v1/ws", self.server.http_addr()),
+            (Transport::Ws, true) => format!("wss://{}/v1/ws", self.server.http_addr()),
         };
         ServerUrl::parse(&s).expect("valid url")
     }
@@ -160,12 +277,16 @@ impl TestServer {
     /// The configuration [`TestServer::agent`] connects with (agent token), for tests that
     /// change something first (the codec, say).
     pub fn agent_config(&self, transport: Transport, id: &str) -> ClientConfig {
-        ClientConfig::agent(self.url(transport), Some(self.server.agent_token().expose().to_owned()), id)
+        let mut cfg = ClientConfig::agent(self.url(transport), Some(self.server.agent_token().expose().to_owned()), id);
+        cfg.tls = self.client_tls.clone();
+        cfg
     }
 
     /// The configuration [`TestServer::operator`] connects with (admin token).
     pub fn operator_config(&self, transport: Transport) -> ClientConfig {
-        ClientConfig::operator(self.url(transport), Some(self.server.admin_token().expose().to_owned()))
+        let mut cfg = ClientConfig::operator(self.url(transport), Some(self.server.admin_token().expose().to_owned()));
+        cfg.tls = self.client_tls.clone();
+        cfg
     }
 
     /// Connects an agent with `id`, `tags` (`k=v`) and `handlers`.

@@ -1,5 +1,5 @@
-//! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]` and
-//! `[groups]` as the file writes them (durations as text like `10s`, addresses as text), with
+//! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]`,
+//! `[tls]` and `[groups]` as the file writes them (durations as text like `10s`, addresses as text), with
 //! serde defaults and unknown keys refused. [`ServerFile::validate`] turns them into a
 //! [`ServerConfig`], reporting every problem at once. Secrets (tokens, the store URL's password)
 //! serialize redacted, so `orb config show` prints this schema as is.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{AclConfig, Limits, Secret, ServerConfig, StoreConfig, parse_groups};
+use super::{AclConfig, Limits, Secret, ServerConfig, StoreConfig, TlsConfig, parse_groups};
 
 /// `[server]`: listeners, data folder, node id, credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +177,61 @@ impl Default for StoreSection {
     }
 }
 
+/// `[tls]`: TLS on both listeners when `cert` and `key` are set (paths to PEM files, re-read on
+/// every reload).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// The server's certificate chain (PEM, leaf first); empty: no TLS.
+    pub cert: String,
+    /// The server's private key (PEM).
+    pub key: String,
+    /// CA certificates (PEM) client certificates are verified against; empty: none asked for.
+    pub client_ca: String,
+    /// Refuse clients without a certificate from `client_ca`.
+    pub require_client_cert: bool,
+}
+
+impl TlsSection {
+    /// The typed form: `None` without a certificate; every problem in `p`. The files are read
+    /// once to check them (the server reads them again when it starts or reloads).
+    fn validate(&self, problems: &mut Vec<String>) -> Option<TlsConfig> {
+        let path = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
+        let (cert, key, client_ca) = (path(&self.cert), path(&self.key), path(&self.client_ca));
+        let (cert, key) = match (cert, key) {
+            (Some(c), Some(k)) => (c, k),
+            (None, None) => {
+                if client_ca.is_some() || self.require_client_cert {
+                    problems.push("'tls.client_ca' and 'tls.require_client_cert' need 'tls.cert' and 'tls.key'".into());
+                }
+                return None;
+            }
+            (Some(_), None) => {
+                problems.push("'tls.cert' needs 'tls.key' (the certificate's private key)".into());
+                return None;
+            }
+            (None, Some(_)) => {
+                problems.push("'tls.key' needs 'tls.cert' (the certificate it belongs to)".into());
+                return None;
+            }
+        };
+        if self.require_client_cert && client_ca.is_none() {
+            problems.push(
+                "'tls.require_client_cert' needs 'tls.client_ca' (the CA client certificates must chain to)".into(),
+            );
+            return None;
+        }
+        let tls = TlsConfig { cert, key, client_ca, require_client_cert: self.require_client_cert };
+        match tls.load() {
+            Ok(_) => Some(tls),
+            Err(e) => {
+                problems.push(format!("'tls': {e}"));
+                None
+            }
+        }
+    }
+}
+
 fn redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&orb_store::redact_url(url))
 }
@@ -197,6 +252,8 @@ pub struct ServerFile {
     pub groups: BTreeMap<String, String>,
     /// `[acl]`.
     pub acl: AclConfig,
+    /// `[tls]`.
+    pub tls: TlsSection,
 }
 
 /// Collects problems while typing values.
@@ -350,6 +407,7 @@ impl ServerFile {
             job_retention_count: st.job_retention_count,
         };
         let grace = p.duration("shutdown.grace", &self.shutdown.grace);
+        let tls = self.tls.validate(&mut p.0);
         match parse_groups(&self.groups) {
             Ok(groups) => {
                 if let Err(problems) = crate::broker::Acl::compile(&self.acl, &groups) {
@@ -373,6 +431,7 @@ impl ServerFile {
             store,
             grace,
             acl: self.acl.clone(),
+            tls,
         })
     }
 }
@@ -426,6 +485,29 @@ mod tests {
         let shown = toml::to_string(&f).unwrap();
         assert!(!shown.contains("hunter2") && !shown.contains("p?ss"), "{shown}");
         assert!(shown.contains("postgres://orb:<redacted>@db.example/orb"), "{shown}");
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_with_its_key_and_a_client_ca_for_required_client_certificates() {
+        let problems = |t: TlsSection| {
+            let f = ServerFile { tls: t, ..ServerFile::default() };
+            f.validate().err().unwrap_or_default().join("\n")
+        };
+        assert!(ServerFile::default().validate().unwrap().tls.is_none());
+        let e = problems(TlsSection { cert: "c.pem".into(), ..TlsSection::default() });
+        assert!(e.contains("'tls.cert' needs 'tls.key'"), "{e}");
+        let e = problems(TlsSection { require_client_cert: true, ..TlsSection::default() });
+        assert!(e.contains("need 'tls.cert'"), "{e}");
+        let e = problems(TlsSection {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            require_client_cert: true,
+            ..TlsSection::default()
+        });
+        assert!(e.contains("needs 'tls.client_ca'"), "{e}");
+        let e =
+            problems(TlsSection { cert: "/nonexistent/c.pem".into(), key: "k.pem".into(), ..TlsSection::default() });
+        assert!(e.contains("'tls': cannot read certificate /nonexistent/c.pem"), "{e}");
     }
 
     #[test]

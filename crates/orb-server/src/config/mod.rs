@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use orb_io::secret::Secret;
+/// `[tls]`: the server's certificate and key, the client CA; re-read on every reload.
+pub use orb_io::tls::ServerTls as TlsConfig;
 use orb_proto::{DEFAULT_HTTP_PORT, DEFAULT_MAX_FRAME, DEFAULT_TCP_PORT, Selector};
 
 /// Everything a server needs to start.
@@ -39,6 +41,9 @@ pub struct ServerConfig {
     pub grace: Duration,
     /// What agents may do beyond answering commands (`[acl]`).
     pub acl: AclConfig,
+    /// TLS on both listeners (`[tls]`): with it, the TCP port speaks `tls://` only and the HTTP
+    /// port `https://` and `wss://` only. `None`: plain TCP and HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[acl]`: what agents may do beyond answering commands and calling the server's handlers
@@ -116,6 +121,7 @@ impl Default for ServerConfig {
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
             acl: AclConfig::default(),
+            tls: None,
         }
     }
 }
@@ -135,6 +141,8 @@ impl ServerConfig {
         check("server.data", self.data_dir != new.data_dir);
         check("server.node_id", self.node_id != new.node_id);
         check("store.url", self.store.url != new.store.url);
+        // Certificates, key and client CA are re-read on reload; turning TLS on or off is not.
+        check("tls", self.tls.is_some() != new.tls.is_some());
         keys
     }
 
@@ -153,6 +161,7 @@ impl ServerConfig {
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
             acl: AclConfig::default(),
+            tls: None,
         }
     }
 }

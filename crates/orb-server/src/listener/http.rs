@@ -4,7 +4,9 @@
 //! serves it with hyper, whose header timeout (the handshake timeout) closes connections that
 //! never finish a request, idle keep-alive ones included. An upgraded WebSocket keeps the
 //! connection's place in the limits until its session ends. The REST API (`crate::api`) shares
-//! the router, and so does the dashboard (`crate::dashboard`) at `/`.
+//! the router, and so does the dashboard (`crate::dashboard`) at `/`. With `[tls]` every
+//! connection goes through the TLS handshake first (`super::tls`): the port serves `https://` and
+//! `wss://` only, and a client certificate reaches the WebSocket session it becomes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +19,12 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use orb_proto::{ErrorBody, WS_PATH};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use super::tls::{self, Accepted};
+use crate::auth::{ClientCertificate, PeerCredentials};
 use crate::router::admission::ConnectionGuard;
 use crate::session::{self, Shared};
 
@@ -29,6 +33,8 @@ use crate::session::{self, Shared};
 struct Admitted {
     peer: SocketAddr,
     guard: Arc<ConnectionGuard>,
+    /// Over TLS: the verified client certificate, if one was presented.
+    tls: Option<Option<ClientCertificate>>,
 }
 
 /// Builds the axum application: the agent WebSocket, health, and the REST API (`crate::api`),
@@ -57,7 +63,12 @@ async fn upgrade(
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect());
-    let peer = session::Peer { addr: admitted.peer, transport: "ws", user_agent };
+    let (transport, client_cert) = match admitted.tls {
+        Some(cert) => ("wss", cert),
+        None => ("ws", None),
+    };
+    let credentials = PeerCredentials { client_cert };
+    let peer = session::Peer { addr: admitted.peer, transport, user_agent, credentials };
     upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
         let (source, sink) = orb_io::ws::server::split(socket, max);
         let tracker = shared.broker.tracker().clone();
@@ -87,9 +98,29 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
     super::accept_loop(listener, &shared, "http", |stream, peer, admitted| {
         let broker = &shared.broker;
         let limits = broker.limits();
+        if let Some(tls) = shared.tls.clone() {
+            let (app, shared) = (app.clone(), Arc::clone(&shared));
+            broker.tracker().spawn(async move {
+                match tls::accept(&tls, stream, peer, limits.handshake_timeout).await {
+                    Accepted::Tls(stream, cert) => match admitted {
+                        Ok(guard) => {
+                            let admitted = Admitted { peer, guard: Arc::new(guard), tls: Some(cert) };
+                            serve(*stream, admitted, app, shared, limits.handshake_timeout).await;
+                        }
+                        Err(e) => refuse(*stream, e, limits.close_linger).await,
+                    },
+                    Accepted::Plain { stream, http } => {
+                        tracing::debug!(peer.addr = %peer, http, "plain client on the HTTPS port");
+                        tls::refuse_plain(stream, http, false, limits.close_linger).await;
+                    }
+                    Accepted::Gone => {}
+                }
+            });
+            return;
+        }
         match admitted {
             Ok(guard) => {
-                let admitted = Admitted { peer, guard: Arc::new(guard) };
+                let admitted = Admitted { peer, guard: Arc::new(guard), tls: None };
                 let conn = serve(stream, admitted, app.clone(), Arc::clone(&shared), limits.handshake_timeout);
                 broker.tracker().spawn(conn);
             }
@@ -103,7 +134,10 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
 
 /// Serves one admitted connection (HTTP/1.1, with upgrades) until it closes, the header timeout
 /// passes, or the listeners stop (then it finishes the request in progress).
-async fn serve(stream: TcpStream, admitted: Admitted, app: HttpRouter, shared: Arc<Shared>, header_timeout: Duration) {
+async fn serve<S>(stream: S, admitted: Admitted, app: HttpRouter, shared: Arc<Shared>, header_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer = admitted.peer;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(admitted.clone());
@@ -126,7 +160,7 @@ async fn serve(stream: TcpStream, admitted: Admitted, app: HttpRouter, shared: A
 }
 
 /// Answers a connection over the limits with `503` and the error body, then closes it.
-async fn refuse(mut stream: TcpStream, e: ErrorBody, linger: Duration) {
+async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, e: ErrorBody, linger: Duration) {
     let body = serde_json::json!({ "code": e.code, "message": e.message }).to_string();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -1,10 +1,12 @@
 //! Accept loops: [`tcp`] takes length-prefixed TCP connections, [`http`] serves the HTTP port
 //! (the agent WebSocket at `/v1/ws`, health and readiness). Both admit every connection under the
 //! same connection limits before anything else, and the WebSocket is adapted to the same frame
-//! interface (`orb_io::ws::server`), so a session never knows which transport it runs on.
+//! interface (`orb_io::ws::server`), so a session never knows which transport it runs on. With
+//! `[tls]`, both take each connection through [`tls`] first.
 
 pub mod http;
 pub mod tcp;
+pub(crate) mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -52,17 +52,20 @@ pub(super) async fn handshake<R: FrameSource>(
     }
     let registry = broker.registry();
     // A hello that would register a new device id counts against its address's enrollment rate.
+    // (A device with a verified client certificate is vouched for by the client CA: not counted.)
     let enrolls = hello.role == Role::Agent
         && hello.secret.is_none()
+        && peer.credentials.client_cert.is_none()
         && hello.id.as_deref().is_none_or(|id| registry.get(id).is_none());
     if enrolls {
         broker.admission().enroll(peer.addr.ip(), limits.enrollments_per_ip, Instant::now()).map_err(refuse)?;
     }
     // A custom authenticator may do I/O: it gets the handshake timeout too.
-    let principal = tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate(&hello))
-        .await
-        .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")))
-        .map_err(refuse)?;
+    let principal =
+        tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate_peer(&hello, &peer.credentials))
+            .await
+            .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")))
+            .map_err(refuse)?;
     // The registry knows every device that connects (an authenticator other than the default
     // registers nothing itself); a revoked one is refused whatever authenticated it.
     let known = match &principal.device {

@@ -34,6 +34,8 @@ const ANSWER_SLACK: usize = 64;
 pub(crate) struct Shared {
     pub broker: Broker,
     pub auth: Arc<dyn Authenticator>,
+    /// TLS on both listeners (`[tls]`), reloadable.
+    pub tls: Option<Arc<crate::listener::tls::Tls>>,
     /// Cancelled first on a graceful stop: listeners stop accepting, sessions stay.
     pub stop_accepting: CancellationToken,
     /// The dashboard's sign-ins (session cookies).
@@ -44,10 +46,12 @@ pub(crate) struct Shared {
 pub(crate) struct Peer {
     /// Remote address.
     pub addr: SocketAddr,
-    /// `tcp` or `ws`.
+    /// `tcp`, `tls`, `ws` or `wss`.
     pub transport: &'static str,
     /// The WebSocket handshake's `User-Agent` header.
     pub user_agent: Option<String>,
+    /// What the transport established: a verified client certificate.
+    pub credentials: crate::auth::PeerCredentials,
 }
 
 /// Serves one accepted connection until it closes. `admitted` is the listener's admission: a
