@@ -144,6 +144,11 @@ fn load(args: &AgentArgs, config_flag: Option<&Path>) -> Result<Settings, Failur
     if let Some(v) = &args.log_file {
         layers.set("log", "file", s(&v.display().to_string()), flag);
     }
+    for (key, v) in [("ca_cert", &args.ca_cert), ("cert", &args.cert), ("key", &args.key)] {
+        if let Some(v) = v {
+            layers.set("agent", key, s(&v.display().to_string()), flag);
+        }
+    }
     layers.finish().map_err(|p| Failure::new(exit::CONFIG, format!("invalid configuration:\n  {}", p.join("\n  "))))
 }
 
@@ -278,6 +283,16 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     base.enroll = enroll;
     base.tags = a.tags.clone();
     base.agent = AGENT_NAME.to_owned();
+    base.tls = orb_client::ClientTls {
+        ca_cert: a.ca_cert.as_ref().map(PathBuf::from),
+        cert: a.cert.as_ref().map(PathBuf::from),
+        key: a.key.as_ref().map(PathBuf::from),
+    };
+    // The files are read now (a bad one is exit 78), and again at every connect (renewed ones
+    // are used on the next reconnect).
+    for url in &urls {
+        connect::check_tls(url, &base.tls)?;
+    }
     let backoff = Backoff {
         min: settings.agent.backoff_min,
         max: settings.agent.backoff_max,

@@ -68,6 +68,10 @@ pub enum Command {
     /// Print, check or show the configuration.
     #[command(subcommand, after_help = crate::help::CONFIG)]
     Config(ConfigCommand),
+    /// Certificates for TLS: `orb cert dev` makes a development CA, server and client certificates.
+    #[cfg(feature = "server")]
+    #[command(subcommand, after_help = crate::help::CERT)]
+    Cert(CertCommand),
     /// Measure a real server end to end (fanout, rr, idle, storm), optionally against NATS.
     #[cfg(feature = "server")]
     #[command(subcommand, after_help = crate::help::BENCH)]
@@ -102,6 +106,36 @@ pub enum Command {
     Man(ManArgs),
 }
 
+/// `orb cert ...`.
+#[cfg(feature = "server")]
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Make a development CA (ca.crt, ca.key), a server certificate (server.crt, server.key) for
+    /// localhost, 127.0.0.1, ::1 and each --host, and a client certificate per --client ID.
+    #[command(after_help = crate::help::CERT_DEV)]
+    Dev(CertDevArgs),
+}
+
+/// `orb cert dev`.
+#[cfg(feature = "server")]
+#[derive(Debug, Args)]
+pub struct CertDevArgs {
+    /// The folder to write into (created if missing). A ca.crt and ca.key already there are
+    /// reused, so clients can be added later.
+    #[arg(long, value_name = "DIR", default_value = "orb-certs")]
+    pub out: PathBuf,
+    /// Another name (DNS name or IP address) for the server certificate (repeatable).
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// Also make client-ID.crt and client-ID.key for device ID (repeatable): CN ID, URI SAN
+    /// urn:orb:device:ID.
+    #[arg(long = "client", value_name = "ID")]
+    pub clients: Vec<String>,
+    /// Replace server and client files that exist (never the CA).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// `orb config ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -128,8 +162,8 @@ pub enum ConfigCommand {
 /// configuration file's `[client]`, the default (see `orb context --help`).
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
-    /// Server URL: tcp://HOST:PORT or ws://HOST:PORT/v1/ws. Else $ORB_SERVER, the context's,
-    /// [client] server, or tcp://127.0.0.1:7700.
+    /// Server URL: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/v1/ws or wss://HOST:PORT/v1/ws.
+    /// Else $ORB_SERVER, the context's, [client] server, or tcp://127.0.0.1:7700.
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
     /// Admin token (visible to other local users in `ps`: prefer --token-file). Else $ORB_TOKEN,
@@ -144,9 +178,26 @@ pub struct ConnectArgs {
     /// selected, or [client] context.
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// The configuration file given with the global `--config` (copied here by `main`).
     #[arg(skip)]
     pub config: Option<PathBuf>,
+}
+
+/// TLS settings of a client (`tls://` and `wss://` servers): whom to trust and what to present.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) the server's certificate must chain to, for tls:// and wss:// [default:
+    /// the context's, else the system's trust store].
+    #[arg(long, global = true, env = "ORB_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) to present (mTLS); needs --key.
+    #[arg(long, global = true, env = "ORB_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "ORB_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 impl Command {
@@ -213,12 +264,21 @@ pub enum ContextCommand {
 pub struct ContextAddArgs {
     /// Context name: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}.
     pub name: String,
-    /// Server URL: tcp://HOST:PORT or ws://HOST:PORT/v1/ws.
+    /// Server URL: tcp://HOST:PORT, tls://HOST:PORT, ws://HOST:PORT/v1/ws or wss://HOST:PORT/v1/ws.
     #[arg(long, value_name = "URL")]
     pub server: String,
     /// File holding the admin token; its absolute path is saved, never the token.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) for a tls:// or wss:// server; its absolute path is saved.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) to present; its absolute path is saved. Needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); its absolute path is saved.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// A line of text shown by `orb context ls`.
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
@@ -270,12 +330,27 @@ pub struct ServeArgs {
     /// Write logs to this file (reopened on SIGHUP and LOG_ROTATE) instead of stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Server certificate chain (PEM): with it (and --tls-key) both ports speak TLS only, the TCP
+    /// port tls://, the HTTP port https:// and wss://. Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) client certificates are verified against (mTLS); a verified
+    /// certificate authenticates the device it names.
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate from --tls-client-ca.
+    #[arg(long)]
+    pub require_client_cert: bool,
 }
 
 /// `orb agent`. Flags override the `[agent]` section of the configuration file and environment.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Server URL(s): repeat or comma-separate; later ones are backups [default: tcp://127.0.0.1:7700].
+    /// Server URL(s): tcp://, tls://, ws:// or wss://; repeat or comma-separate; later ones are
+    /// backups [default: tcp://127.0.0.1:7700].
     #[arg(long, env = "ORB_SERVER", value_delimiter = ',')]
     pub server: Vec<String>,
     /// Agent token. On loopback, read from ./orb-data/agent.token when not given.
@@ -305,6 +380,17 @@ pub struct AgentArgs {
     /// Write logs to this file instead of stderr.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// CA certificate (PEM) the server's certificate must chain to, for tls:// and wss://
+    /// [default: the system's trust store].
+    #[arg(long, env = "ORB_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) to present (mTLS): it authenticates this device (URI SAN
+    /// urn:orb:device:ID, else CN), so no token is needed. Needs --key.
+    #[arg(long, env = "ORB_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "ORB_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 /// `orb send`.

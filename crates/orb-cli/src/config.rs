@@ -79,6 +79,12 @@ pub struct AgentSection {
     pub tags: BTreeMap<String, String>,
     /// The agent's data folder (default `./orb-agent/<id>`, `./orb-agent/default` without an id).
     pub data: Option<String>,
+    /// CA certificate for `tls://` and `wss://` servers (default: the system's trust store).
+    pub ca_cert: Option<String>,
+    /// Client certificate (mTLS): it authenticates this device.
+    pub cert: Option<String>,
+    /// The client certificate's private key.
+    pub key: Option<String>,
     /// First reconnect delay.
     pub backoff_min: String,
     /// Longest reconnect delay.
@@ -107,6 +113,9 @@ impl Default for AgentSection {
             secret_file: None,
             tags: BTreeMap::new(),
             data: None,
+            ca_cert: None,
+            cert: None,
+            key: None,
             backoff_min: "250ms".into(),
             backoff_max: "30s".into(),
             give_up_after: None,
@@ -202,6 +211,9 @@ fn known_keys() -> BTreeMap<String, Vec<String>> {
     sample.agent.token_file = Some(String::new());
     sample.agent.secret_file = Some(String::new());
     sample.agent.data = Some(String::new());
+    sample.agent.ca_cert = Some(String::new());
+    sample.agent.cert = Some(String::new());
+    sample.agent.key = Some(String::new());
     sample.agent.give_up_after = Some(String::new());
     sample.client.server = Some(String::new());
     sample.client.token_file = Some(String::new());

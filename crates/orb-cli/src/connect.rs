@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use orb_client::{Client, ClientConfig, Handlers, ServerUrl};
 use orb_io::secret::Secret;
+use orb_io::tls::ClientTls;
 
-use crate::cli::ConnectArgs;
+use crate::cli::{ConnectArgs, TlsArgs};
 use crate::config::{self, ClientSettings};
 use crate::context::store::Store;
 use crate::exit::{self, Failure};
@@ -135,8 +136,9 @@ pub fn unknown_context(name: &str, how: Option<&ContextChoice>, store: Option<&S
     Failure::new(exit::CONFIG, format!("context '{name}'{from} does not exist; {known}{fix}"))
 }
 
-/// The context in force, loaded; a context that is named but missing is an error (exit 78).
-fn context_in_force(flag: Option<&str>, settings: &ClientSettings) -> Result<Option<InContext>, Failure> {
+/// The context in force, loaded, with its TLS files; a context that is named but missing is an
+/// error (exit 78).
+fn context_in_force(flag: Option<&str>, settings: &ClientSettings) -> Result<Option<(InContext, ClientTls)>, Failure> {
     let store = context_store();
     let Some((name, how)) = context_choice(flag, settings, store.as_ref())? else { return Ok(None) };
     let Some(s) = store.as_ref() else {
@@ -149,7 +151,10 @@ fn context_in_force(flag: Option<&str>, settings: &ClientSettings) -> Result<Opt
         ));
     };
     match s.load(&name).map_err(|e| Failure::new(exit::CONFIG, e))? {
-        Some(c) => Ok(Some(InContext { name, server: Some(c.server), token_file: c.token_file })),
+        Some(c) => {
+            let tls = ClientTls { ca_cert: c.ca_cert, cert: c.cert, key: c.key };
+            Ok(Some((InContext { name, server: Some(c.server), token_file: c.token_file }, tls)))
+        }
         None => Err(unknown_context(&name, Some(&how), store.as_ref())),
     }
 }
@@ -157,7 +162,7 @@ fn context_in_force(flag: Option<&str>, settings: &ClientSettings) -> Result<Opt
 /// Gathers every input and applies the precedence.
 pub fn plan(args: &ConnectArgs) -> Result<Plan, Failure> {
     let settings = client_settings(args.config.as_deref())?;
-    let context = context_in_force(args.context.as_deref(), &settings)?;
+    let (context, context_tls) = context_in_force(args.context.as_deref(), &settings)?.unzip();
     let configured = |key: &str, v: &Option<String>| {
         v.clone().map(|value| Configured { value, origin: settings.origin(key).to_owned() })
     };
@@ -179,7 +184,28 @@ pub fn plan(args: &ConnectArgs) -> Result<Plan, Failure> {
             .map(|c| Configured { value: PathBuf::from(c.value), origin: c.origin }),
         local_token: local.exists().then_some(local),
     };
-    resolve::resolve(&inputs)
+    let mut plan = resolve::resolve(&inputs)?;
+    plan.tls = tls(&args.tls, context_tls.unwrap_or_default());
+    Ok(plan)
+}
+
+/// The TLS files: the CA from `--ca-cert` / `ORB_CA_CERT`, else the context's; the client
+/// certificate and key as a pair, from the flags / environment, else the context's.
+pub fn tls(given: &TlsArgs, context: ClientTls) -> ClientTls {
+    let (cert, key) = match (&given.cert, &given.key) {
+        (None, None) => (context.cert, context.key),
+        (c, k) => (c.clone(), k.clone()),
+    };
+    ClientTls { ca_cert: given.ca_cert.clone().or(context.ca_cert), cert, key }
+}
+
+/// Reads the TLS files of a `tls://` or `wss://` `url` now, so a missing or bad one is a
+/// configuration error (exit 78) naming it, before anything connects.
+pub fn check_tls(url: &ServerUrl, tls: &ClientTls) -> Result<(), Failure> {
+    if url.is_tls() {
+        tls.load().map_err(|e| Failure::new(exit::CONFIG, format!("TLS for {url}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// The token the plan names, read from its file when it is one.
@@ -216,6 +242,11 @@ pub async fn operator(args: &ConnectArgs) -> Result<Client, Failure> {
         eprintln!("warning: {warning}");
     }
     let token = token(&plan)?;
-    let cfg = ClientConfig { max_frame: OPERATOR_MAX_FRAME, ..ClientConfig::operator(plan.url.clone(), token) };
+    check_tls(&plan.url, &plan.tls)?;
+    let cfg = ClientConfig {
+        max_frame: OPERATOR_MAX_FRAME,
+        tls: plan.tls.clone(),
+        ..ClientConfig::operator(plan.url.clone(), token)
+    };
     Client::connect(cfg, Handlers::new()).await.map_err(|e| explain(&plan, Failure::from(e)))
 }

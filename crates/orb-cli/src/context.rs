@@ -48,6 +48,18 @@ fn add(store: &Store, a: ContextAddArgs) -> Result<u8, Failure> {
         )));
     }
     let token_file = a.token_file.as_deref().map(checked_token_file).transpose()?;
+    let absolute = |p: &Option<std::path::PathBuf>, flag: &str| -> Result<Option<std::path::PathBuf>, Failure> {
+        p.as_deref()
+            .map(|p| {
+                std::path::absolute(p)
+                    .ok()
+                    .filter(|abs| abs.is_file())
+                    .ok_or_else(|| Failure::usage(format!("{flag} {}: no such file", p.display())))
+            })
+            .transpose()
+    };
+    let (ca_cert, cert, key) =
+        (absolute(&a.ca_cert, "--ca-cert")?, absolute(&a.cert, "--cert")?, absolute(&a.key, "--key")?);
     let existing = store.load(&a.name).map_err(|e| Failure::new(exit::CONFIG, e))?;
     if let Some(old) = existing.filter(|_| !a.force) {
         return Err(Failure::usage(format!(
@@ -55,7 +67,7 @@ fn add(store: &Store, a: ContextAddArgs) -> Result<u8, Failure> {
             a.name, old.server, a.name
         )));
     }
-    let context = Context { server: a.server, token_file, description: a.description };
+    let context = Context { server: a.server, token_file, description: a.description, ca_cert, cert, key };
     store.save(&a.name, &context).map_err(|e| Failure::new(exit::FAILED, e))?;
     let token = context.token_file.as_ref().map_or_else(String::new, |f| format!(", token file {}", f.display()));
     outln!("context {} saved: {}{token}", a.name, context.server);
@@ -123,6 +135,9 @@ fn to_json(name: &str, c: &Context, current: bool) -> serde_json::Value {
         "server": c.server,
         "token_file": c.token_file,
         "description": c.description,
+        "ca_cert": c.ca_cert,
+        "cert": c.cert,
+        "key": c.key,
         "current": current,
     })
 }
@@ -192,6 +207,12 @@ fn show(store: &Store, config_file: Option<&Path>, name: Option<String>, as_json
         _ => outln!("token file   none (for a loopback server: ./orb-data/admin.token)"),
     }
     outln!("description  {}", c.description.as_deref().unwrap_or(""));
+    if let Some(f) = &c.ca_cert {
+        outln!("ca cert      {}", f.display());
+    }
+    if let (Some(cert), Some(key)) = (&c.cert, &c.key) {
+        outln!("client cert  {} (key {})", cert.display(), key.display());
+    }
     outln!("in use       {}", how.map_or_else(|| "no".to_owned(), |h| format!("yes ({h})")));
     outln!("file         {}", store.path(&name).display());
     Ok(exit::OK)

@@ -60,7 +60,10 @@ Examples:
   orb serve --data /var/lib/orb --log-file /var/log/orb/orb.log
   orb serve --store postgres://orb@db.example/orb         # PostgreSQL instead of SQLite
   orb serve --group cameras='cam-* and tag:kind=camera'   # selectable as group:cameras
-  orb serve --admin-token-file /etc/orb/admin.token --agent-token-file /etc/orb/agent.token";
+  orb serve --admin-token-file /etc/orb/admin.token --agent-token-file /etc/orb/agent.token
+  orb serve --tls-cert orb-certs/server.crt --tls-key orb-certs/server.key   # tls://, https://, wss://
+  orb serve --tls-cert orb-certs/server.crt --tls-key orb-certs/server.key \
+            --tls-client-ca orb-certs/ca.crt --require-client-cert           # mTLS (orb cert dev)";
 
 /// `orb agent`: the built-in commands, then examples.
 pub const AGENT: &str = "\
@@ -79,6 +82,8 @@ Examples:
   orb agent                                   # no id: the server assigns one when the agent enrolls
   orb agent --server tcp://a.example:7700,tcp://b.example:7700 --token-file agent.token --id web-1
   orb agent --server ws://orb.example:7780/v1/ws --token-file agent.token --id cam-7
+  orb agent --server tls://orb.example:7700 --ca-cert ca.crt --token-file agent.token --id web-1
+  orb agent --server tls://orb.example:7700 --ca-cert ca.crt --cert client-cam-1.crt --key client-cam-1.key
   orb agent --id gw-7 --secret-file gw-7.secret          # pre-registered with orb devices add gw-7
   orb agent --id web-1 --give-up-after 5m     # exit 69 after 5 minutes without a connection";
 
@@ -281,6 +286,7 @@ pub const CONTEXT_ADD: &str = "\
 Examples:
   orb context add prod --server tcp://orb.example:7700 --token-file ~/.config/orb/prod.token
   orb context add lab --server ws://lab.example:7780/v1/ws --token-file lab.token --use
+  orb context add secure --server tls://orb.example:7700 --token-file prod.token --ca-cert ca.crt
   orb context add prod --server tcp://orb2.example:7700 --token-file prod.token --force";
 
 /// `orb context use`.
@@ -337,6 +343,25 @@ Examples:
   orb tail                                     # TIME  gw-1 online, TIME  gw-1 offline (reason)
   orb tail --json                              # one object per line: topic, body, from, seq
   orb sub '$orb.presence.gw-*'                 # only some devices' comings and goings";
+
+/// `orb cert`.
+#[cfg(feature = "server")]
+pub const CERT: &str = "\
+Examples:
+  orb cert dev                                # ./orb-certs: ca, server (localhost, 127.0.0.1, ::1)
+  orb cert dev --host orb.example --client cam-1 --client cam-2";
+
+/// `orb cert dev`.
+#[cfg(feature = "server")]
+pub const CERT_DEV: &str = "\
+Examples:
+  orb cert dev                                # ./orb-certs: ca.crt, ca.key, server.crt, server.key
+  orb cert dev --host orb.example --host 10.0.0.5         # more names for the server certificate
+  orb cert dev --client cam-1                 # later: the CA in ./orb-certs is reused
+  orb cert dev --client cam-1 --force         # replace client-cam-1.crt and .key
+
+For development and trials: the CA key sits beside the certificates it signs. Keys are written
+with mode 0600. docs/security.md shows the serve, agent and send commands that use them.";
 
 /// `orb config`.
 pub const CONFIG: &str = "\

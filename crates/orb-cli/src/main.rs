@@ -17,6 +17,8 @@ macro_rules! out {
 mod agent;
 #[cfg(feature = "server")]
 mod bench;
+#[cfg(feature = "server")]
+mod cert;
 mod cli;
 mod config;
 mod connect;
@@ -49,6 +51,8 @@ mod serve;
 mod signal;
 
 fn main() -> std::process::ExitCode {
+    // One crypto provider for everything TLS in this process (decision 0022).
+    orb_io::tls::install_default_provider();
     let cli = help::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -131,6 +135,8 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
         }
         cli::Command::Context(cmd) => context::run(cmd, config),
         cli::Command::Config(cmd) => meta::config(cmd, config),
+        #[cfg(feature = "server")]
+        cli::Command::Cert(cmd) => cert::run(cmd),
         #[cfg(feature = "server")]
         cli::Command::Bench(cmd) => {
             client_logging()?;

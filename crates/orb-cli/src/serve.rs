@@ -1,7 +1,7 @@
 //! `orb serve`: merge the configuration layers, start the broker, tell systemd it is ready, then
 //! react to signals and admin messages until stopped: SIGTERM/SIGINT/`QUIT` drain and exit 0 (a
-//! second signal forces the exit), SIGHUP/`RELOAD` reload what can change live, SIGHUP and
-//! `LOG_ROTATE` reopen the log file.
+//! second signal forces the exit), SIGHUP/`RELOAD` reload what can change live (TLS certificates
+//! included), SIGHUP and `LOG_ROTATE` reopen the log file.
 
 use std::path::Path;
 
@@ -47,6 +47,18 @@ fn apply_flags(layers: &mut Layers, args: &ServeArgs) -> Result<(), Failure> {
     }
     if let Some(v) = &args.log_file {
         layers.set("log", "file", p(v), flag);
+    }
+    if let Some(v) = &args.tls_cert {
+        layers.set("tls", "cert", p(v), flag);
+    }
+    if let Some(v) = &args.tls_key {
+        layers.set("tls", "key", p(v), flag);
+    }
+    if let Some(v) = &args.tls_client_ca {
+        layers.set("tls", "client_ca", p(v), flag);
+    }
+    if args.require_client_cert {
+        layers.set("tls", "require_client_cert", toml::Value::Boolean(true), flag);
     }
     for (name, sel) in crate::input::pairs(&args.groups, "group")? {
         layers.set("groups", &name, s(&sel), flag);
@@ -115,8 +127,9 @@ pub async fn run(args: ServeArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         }
         _ => Failure::new(exit::CONFIG, e.to_string()),
     })?;
+    let (tcp, ws) = if server.tls_enabled() { ("tls", "wss") } else { ("tcp", "ws") };
     eprintln!(
-        "orb server: agents tcp://{}  websocket ws://{}/v1/ws  data {}  store {}",
+        "orb server: agents {tcp}://{}  websocket {ws}://{}/v1/ws  data {}  store {}",
         server.tcp_addr(),
         server.http_addr(),
         data.display(),
@@ -192,7 +205,8 @@ fn handle_admin(
 }
 
 /// Re-reads the configuration and applies what can change live: log filter, limits, tokens,
-/// groups. Connections stay up. Invalid configuration changes nothing.
+/// groups, the TLS certificate, key and client CA. Connections stay up. Invalid configuration (a
+/// TLS file that cannot be used among it) changes nothing.
 fn reload(
     server: &Server,
     config_flag: Option<&Path>,

@@ -1,6 +1,7 @@
 //! The orb client library, used by agents and by anything that submits work:
 //!
-//! - [`Client::connect`] opens a connection (`tcp://` or `ws://`), sends `hello`, waits for `welcome`;
+//! - [`Client::connect`] opens a connection (`tcp://`, `ws://`, or with TLS `tls://`, `wss://`:
+//!   [`ClientConfig::tls`]), sends `hello`, waits for `welcome`;
 //! - [`Handlers`] answer commands sent to this client (what an agent does); a `cancel` frame from
 //!   the server cancels the running command's [`Context::cancel`] token;
 //! - [`Client::submit`] runs a [`JobRequest`] on every device a selector matches and streams
@@ -40,6 +41,7 @@ pub use error::ClientError;
 pub use job::{Job, JobUpdate};
 pub use orb_io::clock::Clock;
 pub use orb_io::handler::{self, Context, Handler, HandlerResult, Handlers};
+pub use orb_io::tls::ClientTls;
 pub use orb_proto::Codec;
 pub use orb_proto::message::Role;
 pub use persistent::{Backoff, LinkEvent, Persistent};

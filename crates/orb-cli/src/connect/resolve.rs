@@ -183,6 +183,9 @@ pub struct Plan {
     /// Set when the token is a context's (or `[client]`'s) and goes to a server other than the
     /// one saved beside it, given by a flag or the environment: said on stderr before connecting.
     pub borrowed: Option<String>,
+    /// For `tls://` and `wss://`: the CA and client certificate (flags and environment, else the
+    /// context's; set by `connect::plan`).
+    pub tls: orb_io::tls::ClientTls,
 }
 
 /// Applies the precedence: for the server and for the token separately, flags, then the
@@ -239,7 +242,7 @@ pub fn resolve(i: &Inputs) -> Result<Plan, Failure> {
     let borrowed = own_server.filter(|own| *own != server).map(|own| {
         format!("the token of {} (saved for {own}) goes to {server} from {}", token.label(), server_source.label())
     });
-    Ok(Plan { url, server_source, token, borrowed })
+    Ok(Plan { url, server_source, token, borrowed, tls: orb_io::tls::ClientTls::default() })
 }
 
 /// How the context in force was chosen.

@@ -15,7 +15,7 @@ const SELECTED: &str = "context";
 pub const MAX_DESCRIPTION: usize = 200;
 
 /// One context: what `contexts/NAME.toml` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Context {
     /// Server URL (`tcp://HOST:PORT` or `ws://HOST:PORT/v1/ws`).
@@ -26,6 +26,15 @@ pub struct Context {
     /// Free text shown by `orb context ls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// CA certificate for a `tls://` or `wss://` server (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate to present (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 /// Checks a context name: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}` (so it is always a plain file name).
@@ -101,7 +110,11 @@ impl Store {
             Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
         };
         let c: Context = toml::from_str(&text).map_err(|e| {
-            format!("{} is not a context (server, token_file, description): {}", file.display(), e.message())
+            format!(
+                "{} is not a context (server, token_file, description, ca_cert, cert, key): {}",
+                file.display(),
+                e.message()
+            )
         })?;
         Ok(Some(c))
     }
@@ -187,6 +200,7 @@ mod tests {
             server: "tcp://10.0.0.5:7700".into(),
             token_file: Some("/etc/orb/admin.token".into()),
             description: Some("production".into()),
+            ..Context::default()
         }
     }
 
@@ -212,7 +226,8 @@ mod tests {
         assert_eq!(store.names().unwrap(), Vec::<String>::new());
         assert_eq!(store.load("prod").unwrap(), None);
         store.save("prod", &prod()).unwrap();
-        let lab = Context { server: "ws://lab:7780/v1/ws".into(), token_file: None, description: None };
+        let lab =
+            Context { server: "ws://lab:7780/v1/ws".into(), token_file: None, description: None, ..Context::default() };
         store.save("lab", &lab).unwrap();
         assert_eq!(store.names().unwrap(), ["lab", "prod"]);
         assert_eq!(store.load("prod").unwrap(), Some(prod()));
