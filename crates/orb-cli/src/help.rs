@@ -61,9 +61,8 @@ Examples:
   orb serve --store postgres://orb@db.example/orb         # PostgreSQL instead of SQLite
   orb serve --group cameras='cam-* and tag:kind=camera'   # selectable as group:cameras
   orb serve --admin-token-file /etc/orb/admin.token --agent-token-file /etc/orb/agent.token
-  orb serve --tls-cert orb-certs/server.crt --tls-key orb-certs/server.key   # tls://, https://, wss://
-  orb serve --tls-cert orb-certs/server.crt --tls-key orb-certs/server.key \
-            --tls-client-ca orb-certs/ca.crt --require-client-cert           # mTLS (orb cert dev)";
+  orb serve --tls-cert certs/server.crt --tls-key certs/server.key    # tls://, https://, wss://
+  orb serve --tls-cert certs/server.crt --tls-key certs/server.key --tls-client-ca certs/ca.crt";
 
 /// `orb agent`: the built-in commands, then examples.
 pub const AGENT: &str = "\
@@ -83,7 +82,7 @@ Examples:
   orb agent --server tcp://a.example:7700,tcp://b.example:7700 --token-file agent.token --id web-1
   orb agent --server ws://orb.example:7780/v1/ws --token-file agent.token --id cam-7
   orb agent --server tls://orb.example:7700 --ca-cert ca.crt --token-file agent.token --id web-1
-  orb agent --server tls://orb.example:7700 --ca-cert ca.crt --cert client-cam-1.crt --key client-cam-1.key
+  orb agent --server tls://orb.example:7700 --ca-cert ca.crt --cert cam-1.crt --key cam-1.key
   orb agent --id gw-7 --secret-file gw-7.secret          # pre-registered with orb devices add gw-7
   orb agent --id web-1 --give-up-after 5m     # exit 69 after 5 minutes without a connection";
 

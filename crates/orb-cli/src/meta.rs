@@ -51,7 +51,7 @@ pub fn version(json: bool) -> u8 {
             "protocol_version": orb_proto::PROTOCOL_VERSION,
             "min_protocol_version": orb_proto::MIN_PROTOCOL_VERSION,
             "codecs": orb_proto::Codec::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            "transports": ["tcp", "ws"],
+            "transports": ["tcp", "ws", "tls", "wss"],
             "features": features,
         });
         outln!("{v}");

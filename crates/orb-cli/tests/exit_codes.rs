@@ -119,7 +119,7 @@ fn client_commands_exit_2_on_bad_usage_and_change_nothing() {
         let out = client(server.cwd(), args, "http://127.0.0.1:1", ADMIN);
         let what = format!("orb {} --server http://...", args.join(" "));
         assert_code(&out, 2, &what);
-        assert!(stderr(&out).contains("tcp:// or ws://"), "{what}: {}", stderr(&out));
+        assert!(stderr(&out).contains("tcp://, tls://, ws:// or wss://"), "{what}: {}", stderr(&out));
     }
 
     // Nothing was sent, added, tagged or removed.
