@@ -164,9 +164,11 @@ fn error_frame(codec: Codec, e: ErrorBody) -> Bytes {
 /// section 8).
 fn refusal_reason(code: &ErrorCode) -> CloseReason {
     match code {
-        ErrorCode::AuthFailed | ErrorCode::IdTaken | ErrorCode::Revoked | ErrorCode::Forbidden => {
-            CloseReason::AuthFailed
-        }
+        ErrorCode::AuthFailed
+        | ErrorCode::IdTaken
+        | ErrorCode::Revoked
+        | ErrorCode::Forbidden
+        | ErrorCode::IdMismatch => CloseReason::AuthFailed,
         ErrorCode::HandshakeTimeout => CloseReason::HandshakeTimeout,
         ErrorCode::RateLimited => CloseReason::RateLimited,
         ErrorCode::FrameTooLarge => CloseReason::FrameTooLarge,
@@ -204,6 +206,7 @@ mod tests {
             assert!((1000..=1011).contains(&code), "{r}: {code}");
         }
         assert_eq!(refusal_reason(&ErrorCode::IdTaken), CloseReason::AuthFailed);
+        assert_eq!(refusal_reason(&ErrorCode::IdMismatch), CloseReason::AuthFailed);
         assert_eq!(refusal_reason(&ErrorCode::BadId), CloseReason::ProtocolViolation);
         assert_eq!(refusal_reason(&ErrorCode::RateLimited), CloseReason::RateLimited);
         assert_eq!(refusal_reason(&ErrorCode::StoreUnavailable), CloseReason::ServerError);
