@@ -1,5 +1,6 @@
 //! TLS and mTLS over real sockets on loopback, with certificates made per test (`orb_testkit::Pki`):
-//! agents and operators over `tls://` and `wss://` run a job; the REST API over `https://`; a
+//! agents and operators over `tls://` and `wss://` run a job; the REST API over `https://` (and
+//! the dashboard's sign-in sets a `Secure` cookie); a
 //! client trusting another CA fails with a clear error; `require_client_cert` refuses a client
 //! without a certificate and admits one from the CA; a client certificate authenticates the
 //! device it names (and only that one), one from another CA is refused; a reload swaps the
@@ -63,7 +64,7 @@ async fn agents_and_operators_over_tls_and_wss_run_a_job_and_show_their_transpor
 }
 
 #[tokio::test]
-async fn the_rest_api_answers_over_https_with_the_ca_and_plain_http_is_told_to_use_tls() {
+async fn the_rest_api_and_the_dashboard_answer_over_https_and_plain_http_is_told_to_use_tls() {
     let pki = Pki::new();
     let server = TestServer::start_tls(pki.server_tls(false, false), pki.trusting()).await;
     let tls = (*pki.trusting().load().unwrap()).clone();
@@ -76,6 +77,25 @@ async fn the_rest_api_answers_over_https_with_the_ca_and_plain_http_is_told_to_u
     assert!(body.is_object(), "{body}");
     let resp = client.get(format!("{base}/v1/status")).send().await.unwrap();
     assert_eq!(resp.status(), 401, "TLS does not replace the token");
+
+    // A dashboard sign-in over TLS sets a cookie the browser sends back only over TLS.
+    let tls = (*pki.trusting().load().unwrap()).clone();
+    let browser = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    let resp = browser
+        .post(format!("{base}/login"))
+        .header("origin", &base)
+        .form(&[("token", server.server.admin_token().expose())])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_redirection(), "{}", resp.status());
+    let cookie = resp.headers().get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.ends_with("; Secure"), "{cookie}");
 
     let plain = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     let resp = plain.get(format!("http://{}/v1/status", server.server.http_addr())).send().await.unwrap();

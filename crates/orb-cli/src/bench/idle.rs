@@ -47,6 +47,9 @@ async fn agent_rss(target: &Target) -> Result<Option<f64>, Failure> {
         .arg(data.path())
         .env("ORB_LOG", "info")
         .env_remove("ORB_CONFIG");
+    if let Some(ca) = target.ca_cert() {
+        cmd.arg("--ca-cert").arg(ca);
+    }
     let agent = ChildGuard::spawn(cmd, false)?;
     agent.wait_line("agent connected", Duration::from_secs(20))?;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -137,6 +137,10 @@ pub struct CommonArgs {
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
+    /// Run the server with TLS (a development certificate made for the run) and connect the
+    /// requester and the agents over tls://.
+    #[arg(long, conflicts_with = "server")]
+    pub tls: bool,
 }
 
 /// A broker to compare with.
@@ -182,6 +186,8 @@ pub struct Target {
     data: Option<tempfile::TempDir>,
     port: u16,
     codec: String,
+    /// With `--tls`: the folder holding the run's CA and server certificate.
+    tls: Option<tempfile::TempDir>,
 }
 
 impl Target {
@@ -201,16 +207,32 @@ impl Target {
                 data: None,
                 port: 0,
                 codec: common.codec.clone(),
+                tls: None,
             });
         }
         let data = proc::temp_dir()?;
+        let tls = match common.tls {
+            true => {
+                let dir = proc::temp_dir()?;
+                proc::write_dev_certs(dir.path())?;
+                Some(dir)
+            }
+            false => None,
+        };
         let (admin, agent) = ("bench-admin-token-0123456789".to_owned(), "bench-agent-token-0123456789".to_owned());
         if common.embedded {
             let mut cfg = orb_server::ServerConfig::for_tests(data.path().to_path_buf());
             cfg.admin_token = Some(orb_server::Secret::new(admin.clone()));
             cfg.agent_token = Some(orb_server::Secret::new(agent.clone()));
+            cfg.tls = tls.as_ref().map(|d| orb_server::config::TlsConfig {
+                cert: d.path().join("server.crt"),
+                key: d.path().join("server.key"),
+                client_ca: None,
+                require_client_cert: false,
+            });
             let server = orb_server::ServerBuilder::new(cfg).start().await.map_err(fail)?;
-            let url = format!("tcp://{}", server.tcp_addr());
+            let scheme = if tls.is_some() { "tls" } else { "tcp" };
+            let url = format!("{scheme}://{}", server.tcp_addr());
             let port = server.tcp_addr().port();
             return Ok(Target {
                 url,
@@ -221,10 +243,11 @@ impl Target {
                 data: Some(data),
                 port,
                 codec: common.codec.clone(),
+                tls,
             });
         }
         let port = proc::free_port()?;
-        let (child, url) = proc::start_server(data.path(), port, &admin, &agent)?;
+        let (child, url) = proc::start_server(data.path(), port, &admin, &agent, tls.as_ref().map(|d| d.path()))?;
         Ok(Target {
             url,
             admin,
@@ -234,6 +257,7 @@ impl Target {
             data: Some(data),
             port,
             codec: common.codec.clone(),
+            tls,
         })
     }
 
@@ -261,7 +285,8 @@ impl Target {
             return Err(Failure::usage("restarting needs a child server (no --server, no --embedded)"));
         };
         child.kill();
-        let (child, url) = proc::start_server(data.path(), self.port, &self.admin, &self.agent)?;
+        let tls = self.tls.as_ref().map(|d| d.path());
+        let (child, url) = proc::start_server(data.path(), self.port, &self.admin, &self.agent, tls)?;
         self.child = Some(child);
         self.url = url;
         Ok(())
@@ -271,6 +296,7 @@ impl Target {
     pub async fn operator(&self) -> Result<Client, Failure> {
         let url = ServerUrl::parse(&self.url).map_err(fail)?;
         let mut cfg = ClientConfig::operator(url, Some(self.admin.clone()));
+        cfg.tls.ca_cert = self.ca_cert();
         set_codec(&mut cfg, &self.codec);
         Client::connect(cfg, Handlers::new()).await.map_err(fail)
     }
@@ -292,11 +318,19 @@ impl Target {
         swarm_ready(cmd, n)
     }
 
+    /// The run's CA certificate, with `--tls`.
+    pub fn ca_cert(&self) -> Option<std::path::PathBuf> {
+        self.tls.as_ref().map(|d| d.path().join("ca.crt"))
+    }
+
     fn orb_swarm_command(&self, n: usize, prefix: &str) -> Result<Command, Failure> {
         let mut cmd = Command::new(proc::orb_exe()?);
         cmd.args(["bench-swarm", "--side", "orb", "--server", &self.url, "--token", &self.agent])
             .args(["--agents", &n.to_string(), "--prefix", prefix, "--codec", &self.codec])
             .env("ORB_LOG", "error");
+        if let Some(ca) = self.ca_cert() {
+            cmd.arg("--ca-cert").arg(ca);
+        }
         Ok(cmd)
     }
 }

@@ -134,8 +134,16 @@ pub fn temp_dir() -> Result<tempfile::TempDir, Failure> {
     tempfile::tempdir().map_err(|e| fail(e.to_string()))
 }
 
-/// `orb serve` as a child on 127.0.0.1:`port` with default configuration and a fresh data folder.
-pub fn start_server(data: &Path, port: u16, admin: &str, agent: &str) -> Result<(ChildGuard, String), Failure> {
+/// `orb serve` as a child on 127.0.0.1:`port` with default configuration and a fresh data folder;
+/// with `tls`, the folder holding `server.crt` and `server.key` ([`write_dev_certs`]): then it
+/// speaks `tls://`.
+pub fn start_server(
+    data: &Path,
+    port: u16,
+    admin: &str,
+    agent: &str,
+    tls: Option<&Path>,
+) -> Result<(ChildGuard, String), Failure> {
     let mut cmd = Command::new(orb_exe()?);
     cmd.arg("serve")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--http", "127.0.0.1:0"])
@@ -146,12 +154,27 @@ pub fn start_server(data: &Path, port: u16, admin: &str, agent: &str) -> Result<
         // The swarm enrolls thousands of devices from one address: no enrollment rate limit.
         .env("ORB_LIMITS__ENROLLMENTS_PER_IP", "0")
         .env_remove("ORB_CONFIG");
+    if let Some(dir) = tls {
+        cmd.arg("--tls-cert").arg(dir.join("server.crt")).arg("--tls-key").arg(dir.join("server.key"));
+    }
     let child = ChildGuard::spawn(cmd, false)?;
-    let line = child.wait_line("orb server: agents tcp://", Duration::from_secs(20))?;
+    let line = child.wait_line("orb server: agents ", Duration::from_secs(20))?;
     let url = line
         .split_whitespace()
-        .find(|w| w.starts_with("tcp://"))
+        .find(|w| w.starts_with("tcp://") || w.starts_with("tls://"))
         .ok_or_else(|| fail(format!("unexpected server line: {line}")))?
         .to_owned();
     Ok((child, url))
+}
+
+/// Writes a development CA (`ca.crt`) and a server certificate for 127.0.0.1 (`server.crt`,
+/// `server.key`) into `dir`, for `orb bench --tls`.
+pub fn write_dev_certs(dir: &Path) -> Result<(), Failure> {
+    let ca = orb_io::tls::dev::DevCa::generate("orb bench CA").map_err(fail)?;
+    let server = ca.server(&[]).map_err(fail)?;
+    for (name, text) in [("ca.crt", &ca.ca.cert_pem), ("server.crt", &server.cert_pem), ("server.key", &server.key_pem)]
+    {
+        crate::private_file::write(dir, name, text.as_bytes()).map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(())
 }

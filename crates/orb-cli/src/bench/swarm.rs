@@ -74,6 +74,9 @@ pub struct SwarmArgs {
     /// arrives on stdout (`orb bench pubsub`).
     #[arg(long)]
     pub pubsub: bool,
+    /// CA certificate of a tls:// server (`orb bench --tls`).
+    #[arg(long)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// The local address for connection `i`: none (the kernel's choice, which can share ports across
@@ -120,6 +123,7 @@ pub async fn run(args: SwarmArgs) -> Result<u8, Failure> {
                     c.enroll = false;
                     c.bind = source_addr(i);
                     c.connect_timeout = Duration::from_secs(60);
+                    c.tls.ca_cert.clone_from(&args.ca_cert);
                     crate::bench::set_codec(&mut c, &codec);
                     c
                 })

@@ -63,7 +63,8 @@ async fn login(State(shared): State<Arc<Shared>>, headers: HeaderMap, Form(form)
         Ok(()) => {
             let id = shared.logins.start(Requester::new(Identity::admin("dashboard")));
             let mut r = Redirect::to("/").into_response();
-            if let Ok(cookie) = logins::set_cookie(&id, false).parse() {
+            // Served over TLS (`[tls]`): the browser sends the cookie back only over TLS.
+            if let Ok(cookie) = logins::set_cookie(&id, shared.tls.is_some()).parse() {
                 r.headers_mut().insert(header::SET_COOKIE, cookie);
             }
             r
