@@ -723,6 +723,36 @@ mod tests {
         assert_eq!(s.file.groups["cams"], "cam-*");
     }
 
+    #[cfg(feature = "server")]
+    #[test]
+    fn tls_keys_come_from_the_file_and_the_environment_and_bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = orb_io::tls::dev::DevCa::generate("test").unwrap();
+        let server = ca.server(&[]).unwrap();
+        let (crt, key, ca_crt) = (dir.path().join("s.crt"), dir.path().join("s.key"), dir.path().join("ca.crt"));
+        std::fs::write(&crt, &server.cert_pem).unwrap();
+        std::fs::write(&key, &server.key_pem).unwrap();
+        std::fs::write(&ca_crt, &ca.ca.cert_pem).unwrap();
+        let mut l = Layers::defaults();
+        l.text(&format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", crt.display(), key.display()), "orb.toml");
+        l.env([
+            ("ORB_TLS__CLIENT_CA".to_owned(), ca_crt.display().to_string()),
+            ("ORB_TLS__REQUIRE_CLIENT_CERT".to_owned(), "true".to_owned()),
+            // The clients' variables are not configuration keys.
+            ("ORB_CA_CERT".to_owned(), "/nowhere".to_owned()),
+            ("ORB_CERT".to_owned(), "/nowhere".to_owned()),
+            ("ORB_KEY".to_owned(), "/nowhere".to_owned()),
+        ]);
+        let tls = l.finish().unwrap().server.tls.unwrap();
+        assert_eq!((tls.cert, tls.key, tls.client_ca), (crt, key.clone(), Some(ca_crt)));
+        assert!(tls.require_client_cert);
+        let mut l = Layers::defaults();
+        l.env([("ORB_TLS__CERT".to_owned(), "/nowhere/s.crt".to_owned())]);
+        l.env([("ORB_TLS__KEY".to_owned(), key.display().to_string())]);
+        let all = l.finish().unwrap_err().join("\n");
+        assert!(all.contains("'tls': cannot read certificate /nowhere/s.crt"), "{all}");
+    }
+
     #[test]
     fn unknown_env_keys_are_named() {
         let mut l = Layers::defaults();

@@ -635,7 +635,7 @@ fn offered_codecs(preferred: Codec) -> Vec<String> {
     v
 }
 
-/// Connects over TCP to the first address of `host` that accepts, trying each address it
+/// Connects over TCP (`TCP_NODELAY` set) to the first address of `host` that accepts, trying each address it
 /// resolves to in turn (each gets an equal share of `timeout`, at least a second, so one address
 /// that drops packets does not use up the whole time), from `bind` when given. The error names
 /// every address tried.
@@ -679,7 +679,12 @@ async fn connect_any(
             socket.connect(addr).await
         };
         match tokio::time::timeout(share, attempt).await {
-            Ok(Ok(s)) => return Ok(s),
+            Ok(Ok(s)) => {
+                // Frames are batched by the writer: Nagle's algorithm would only add latency
+                // (TLS and WebSocket too).
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
             Ok(Err(e)) => failures.push((addr, e.to_string(), e.kind())),
             Err(_) => failures.push((addr, "timed out".to_owned(), std::io::ErrorKind::TimedOut)),
         }

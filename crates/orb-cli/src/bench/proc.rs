@@ -170,8 +170,8 @@ pub fn start_server(
 /// Writes a development CA (`ca.crt`) and a server certificate for 127.0.0.1 (`server.crt`,
 /// `server.key`) into `dir`, for `orb bench --tls`.
 pub fn write_dev_certs(dir: &Path) -> Result<(), Failure> {
-    let ca = orb_io::tls::dev::DevCa::generate("orb bench CA").map_err(fail)?;
-    let server = ca.server(&[]).map_err(fail)?;
+    let ca = orb_io::tls::dev::DevCa::generate("orb bench CA").map_err(|e| fail(e.to_string()))?;
+    let server = ca.server(&[]).map_err(|e| fail(e.to_string()))?;
     for (name, text) in [("ca.crt", &ca.ca.cert_pem), ("server.crt", &server.cert_pem), ("server.key", &server.key_pem)]
     {
         crate::private_file::write(dir, name, text.as_bytes()).map_err(|e| fail(e.to_string()))?;
