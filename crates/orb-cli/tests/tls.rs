@@ -2,7 +2,8 @@
 //! `orb serve --tls-cert ... --tls-client-ca ... --require-client-cert` and
 //! `orb agent --ca-cert ... --cert ... --key ...` use as they are; the agent is the device its
 //! certificate names without any token; a CA in the folder is reused for clients added later;
-//! operators without a client certificate, or trusting another CA, get a clear error (exit 69);
+//! a context keeps the TLS files; operators without a client certificate, or trusting another CA,
+//! get a clear error (exit 69);
 //! SIGHUP re-reads the certificate while connections stay up.
 #![allow(clippy::unwrap_used)]
 
@@ -81,6 +82,19 @@ fn orb_cert_dev_files_serve_mtls_and_an_agent_with_its_certificate_runs_a_job() 
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("\"transport\":\"tls\""), "{}", stdout(&out));
+
+    // A context keeps the TLS files (absolute paths) beside the server and the token file.
+    std::fs::write(cwd.join("admin.token"), ADMIN).unwrap();
+    std::fs::set_permissions(cwd.join("admin.token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = orb_cmd(cwd)
+        .args(["context", "add", "secure", "--server", &format!("tls://{tcp}"), "--token-file", "admin.token"])
+        .args(tls_args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = orb_cmd(cwd).args(["devices", "--json", "--context", "secure"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"id\":\"cam-1\""), "{}", stdout(&out));
 
     // Without a client certificate: refused, saying what is missing.
     let out = orb_cmd(cwd)
