@@ -418,7 +418,7 @@ pub const BENCH_RR: &str = "\
 Examples:
   orb bench rr --inflight 64 --count 50000
   orb bench rr --codec msgpack --vs nats --json
-  orb bench rr --inflight 64 --count 50000 --tls   # the same over tls:// (a certificate made for the run)";
+  orb bench rr --inflight 64 --count 50000 --tls   # over tls:// (a certificate made for the run)";
 
 /// `orb bench idle`.
 #[cfg(feature = "server")]
