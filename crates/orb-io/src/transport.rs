@@ -280,7 +280,7 @@ async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, batch: &[Bytes]) -> io::
 /// Splits any byte stream (a TLS stream, say) into a length-prefixed frame source and sink, with
 /// the same framing, limits and HTTP recognition as [`tcp`].
 ///
-/// Unlike [`TcpSource`], the source keeps a read buffer of up to [`READ_CHUNK`] bytes while the
+/// Unlike [`TcpSource`], the source keeps a read buffer of up to 4 KiB while the
 /// connection is idle (a generic stream cannot be waited on without one), and the two halves
 /// share the stream through [`tokio::io::split`]'s lock: plain TCP stays on [`tcp`].
 pub fn stream<S>(s: S, max_frame: usize) -> (StreamSource<ReadHalf<S>>, StreamSink<WriteHalf<S>>)
