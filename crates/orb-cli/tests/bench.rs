@@ -27,6 +27,27 @@ fn fanout_runs_against_its_own_server_and_reports_json() {
 }
 
 #[test]
+fn tls_runs_the_server_requester_and_agents_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    // A child server: the agents (a swarm process) and the requester trust the run's CA.
+    let out = orb_cmd(dir.path())
+        .args(["bench", "fanout", "--agents", "10", "--trials", "1", "--tls", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert_eq!(last_json(&out)["orb"]["errors"], 0);
+    // Embedded, and the idle probe agent too.
+    let out = orb_cmd(dir.path())
+        .args(["bench", "rr", "--count", "100", "--trials", "1", "--embedded", "--tls", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(last_json(&out)["orb"]["per_second"]["median"].as_f64().unwrap() > 0.0);
+    let out = orb_cmd(dir.path()).args(["bench", "idle", "--connections", "10", "--tls", "--json"]).output().unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+}
+
+#[test]
 fn rr_and_idle_and_storm_run_with_small_workloads() {
     let dir = tempfile::tempdir().unwrap();
     let rr = orb_cmd(dir.path())
