@@ -4,7 +4,8 @@
 //! certificate names without any token; a CA in the folder is reused for clients added later;
 //! a context keeps the TLS files; operators without a client certificate, or trusting another CA,
 //! get a clear error (exit 69);
-//! SIGHUP re-reads the certificate while connections stay up.
+//! SIGHUP re-reads the certificate while connections stay up; a certificate that cannot be used
+//! at start is exit 78 naming it.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -163,4 +164,34 @@ fn sighup_reloads_the_certificate_while_the_agent_stays_connected() {
         stdout(&ok)
     );
     assert!(!agent.stderr().contains("connection lost"), "{}", agent.stderr());
+}
+
+#[test]
+fn a_certificate_that_cannot_be_used_at_start_is_a_configuration_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let out = orb_cmd(cwd).args(["cert", "dev", "--out", "certs"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (cert, key, expected) in [
+        ("certs/missing.crt", "certs/server.key", "cannot read certificate certs/missing.crt"),
+        ("certs/server.crt", "certs/ca.key", "KeyMismatch"),
+        ("certs/server.key", "certs/server.key", "no certificate in it"),
+    ] {
+        let out = orb_cmd(cwd)
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data", "server-data"])
+            .args(["--tls-cert", cert, "--tls-key", key])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{cert} {key}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("orb server: agents"), "it must not bind: {}", stderr(&out));
+    }
+    // --require-client-cert without the CA to check them against.
+    let out = orb_cmd(cwd)
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data", "server-data"])
+        .args(["--tls-cert", "certs/server.crt", "--tls-key", "certs/server.key", "--require-client-cert"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tls.client_ca"), "{}", stderr(&out));
 }
