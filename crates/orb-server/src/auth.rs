@@ -97,7 +97,7 @@ impl TokenAuth {
                     _ if self.registry.get(id).is_none() => "unknown device".to_owned(),
                     _ => "the device has no secret".to_owned(),
                 };
-                tracing::info!(agent.id = id, why, "device secret refused");
+                tracing::debug!(agent.id = id, why, "device secret refused");
                 Err(ErrorBody::new(AUTH_FAILED, format!("unknown device {id} or wrong secret")))
             }
         }

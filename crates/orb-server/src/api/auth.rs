@@ -7,6 +7,7 @@
 //!
 //! [`Authenticator`]: crate::auth::Authenticator
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -23,11 +24,13 @@ use crate::session::Shared;
 /// An authenticated operator.
 pub(crate) struct Operator(pub(crate) Requester);
 
-/// Checks that `token` is the admin token, as an operator `hello` carrying it would be checked.
+/// Checks that `token` is the admin token, as an operator `hello` carrying it would be checked;
+/// a wrong one counts against the caller's address `ip` (slowed, then `rate_limited`).
 ///
 /// # Errors
-/// `auth_failed` for any other token, `forbidden` for an operator credential without admin rights.
-pub(crate) async fn admin(shared: &Shared, token: &str) -> Result<(), ErrorBody> {
+/// `auth_failed` for any other token, `forbidden` for an operator credential without admin rights,
+/// `rate_limited` once the address failed too often.
+pub(crate) async fn admin(shared: &Shared, token: &str, ip: Option<IpAddr>) -> Result<(), ErrorBody> {
     let hello = Hello {
         version: PROTOCOL_VERSION,
         role: Role::Operator,
@@ -42,7 +45,15 @@ pub(crate) async fn admin(shared: &Shared, token: &str) -> Result<(), ErrorBody>
         durable: false,
         will: None,
     };
-    let principal = shared.auth.authenticate(&hello).await?;
+    let principal = match shared.auth.authenticate(&hello).await {
+        Ok(p) => p,
+        Err(e) if e.code == ErrorCode::AuthFailed => {
+            let Some(ip) = ip else { return Err(e) };
+            let limits = shared.broker.limits();
+            return Err(shared.broker.admission().refuse_failed_auth(ip, &limits, e).await);
+        }
+        Err(e) => return Err(e),
+    };
     if principal.role != Role::Operator || !principal.admin {
         let msg = "the API takes the admin token (roles come with the security work)";
         return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
@@ -65,7 +76,8 @@ impl FromRequestParts<Arc<Api>> for Operator {
             let msg = "this endpoint needs an Authorization: Bearer TOKEN header (the admin token)";
             return Err(ApiError(ErrorBody::new(ErrorCode::AuthFailed, msg)));
         };
-        admin(&api.shared, token).await?;
+        let ip = parts.extensions.get::<crate::listener::http::Admitted>().map(|a| a.peer.ip());
+        admin(&api.shared, token, ip).await?;
         Ok(Operator(api.admin.clone()))
     }
 }

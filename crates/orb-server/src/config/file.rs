@@ -81,6 +81,8 @@ pub struct LimitsSection {
     pub job_buffer_bytes: u64,
     /// New device ids per source address per second (0: unlimited).
     pub enrollments_per_ip: u32,
+    /// Failed authentications per source address per minute before further failures are refused (0: unlimited).
+    pub auth_failures_per_ip: u32,
     /// Deadline of a job that names none.
     pub job_deadline: String,
     /// Deadline of a plain request that names none.
@@ -126,6 +128,7 @@ impl Default for LimitsSection {
             max_inflight_jobs: l.max_inflight_jobs as u64,
             job_buffer_bytes: l.job_buffer_bytes as u64,
             enrollments_per_ip: l.enrollments_per_ip,
+            auth_failures_per_ip: l.auth_failures_per_ip,
             job_deadline: "10s".into(),
             request_deadline: "30s".into(),
             max_deadline: "24h".into(),
@@ -289,6 +292,7 @@ impl ServerFile {
             max_inflight_jobs: p.size("limits.max_inflight_jobs", l.max_inflight_jobs, 0, MAX_COUNT),
             job_buffer_bytes: p.size("limits.job_buffer_bytes", l.job_buffer_bytes, 1024, MAX_SIZE),
             enrollments_per_ip: l.enrollments_per_ip,
+            auth_failures_per_ip: l.auth_failures_per_ip,
             max_ttl: p.duration("limits.max_ttl", &l.max_ttl),
             max_queued_per_device: p.size("limits.max_queued_per_device", l.max_queued_per_device, 1, MAX_COUNT),
             max_queued_bytes_per_device: p.size(

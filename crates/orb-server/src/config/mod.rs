@@ -149,7 +149,7 @@ impl ServerConfig {
             admin_token: Some(Secret::new("test-admin-token-0123456789")),
             agent_token: Some(Secret::new("test-agent-token-0123456789")),
             groups: BTreeMap::new(),
-            limits: Limits { enrollments_per_ip: 0, ..Limits::default() },
+            limits: Limits { enrollments_per_ip: 0, auth_failures_per_ip: 0, ..Limits::default() },
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
             acl: AclConfig::default(),
@@ -229,6 +229,10 @@ pub struct Limits {
     /// New device ids one source address may enroll per second, in bursts of as many (0:
     /// unlimited); more get `rate_limited`.
     pub enrollments_per_ip: u32,
+    /// Failed authentications one source address may make per minute: past half of it each
+    /// refusal waits a second, past all of it further failing attempts get `rate_limited`
+    /// (valid credentials are always admitted). 0: unlimited.
+    pub auth_failures_per_ip: u32,
     /// Longest TTL a job may ask for (its command waits that long for offline targets).
     pub max_ttl: Duration,
     /// Commands one device's queue may hold; more get `queue_full`.
@@ -276,6 +280,7 @@ impl Default for Limits {
             max_inflight_jobs: 64,
             job_buffer_bytes: 8 * 1024 * 1024,
             enrollments_per_ip: 50,
+            auth_failures_per_ip: 30,
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             max_queued_per_device: 1000,
             max_queued_bytes_per_device: 16 * 1024 * 1024,

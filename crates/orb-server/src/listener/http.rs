@@ -26,8 +26,8 @@ use crate::session::{self, Shared};
 
 /// The admitted connection a request came in on, handed to the WebSocket session it becomes.
 #[derive(Clone)]
-struct Admitted {
-    peer: SocketAddr,
+pub(crate) struct Admitted {
+    pub(crate) peer: SocketAddr,
     guard: Arc<ConnectionGuard>,
 }
 

@@ -59,10 +59,17 @@ pub(super) async fn handshake<R: FrameSource>(
         broker.admission().enroll(peer.addr.ip(), limits.enrollments_per_ip, Instant::now()).map_err(refuse)?;
     }
     // A custom authenticator may do I/O: it gets the handshake timeout too.
-    let principal = tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate(&hello))
+    let principal = match tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate(&hello))
         .await
         .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")))
-        .map_err(refuse)?;
+    {
+        Ok(p) => p,
+        // A wrong credential counts against its address (slowed, then `rate_limited`).
+        Err(e) if e.code == ErrorCode::AuthFailed => {
+            return Err(refuse(broker.admission().refuse_failed_auth(peer.addr.ip(), &limits, e).await));
+        }
+        Err(e) => return Err(refuse(e)),
+    };
     // The registry knows every device that connects (an authenticator other than the default
     // registers nothing itself); a revoked one is refused whatever authenticated it.
     let known = match &principal.device {

@@ -115,7 +115,12 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
         let _ = writer.await;
         let id = name.as_deref().unwrap_or("-");
         match reason {
-            CloseReason::PeerClosed | CloseReason::ServerShutdown => {
+            // Refused credentials are logged per address and episode by the failed-auth
+            // limiter (`router::failed_auth`), not once per attempt.
+            CloseReason::PeerClosed
+            | CloseReason::ServerShutdown
+            | CloseReason::AuthFailed
+            | CloseReason::RateLimited => {
                 tracing::debug!(conn, peer.addr = %addr, transport, agent.id = id, reason = %reason, "session closed")
             }
             _ => tracing::info!(conn, peer.addr = %addr, transport, agent.id = id, reason = %reason, "session closed"),
