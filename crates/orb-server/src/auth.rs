@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use orb_proto::message::{Hello, Role};
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
@@ -43,6 +44,8 @@ pub trait Authenticator: Send + Sync + 'static {
 pub struct TokenAuth {
     digests: std::sync::RwLock<([u8; 32], [u8; 32])>,
     registry: Arc<Registry>,
+    /// `acl.token_devices`: devices without a secret may connect with the shared token.
+    token_devices: AtomicBool,
 }
 
 /// Attempts at a fresh random id before giving up (a collision is already unlikely).
@@ -51,7 +54,17 @@ const ID_ATTEMPTS: usize = 4;
 impl TokenAuth {
     /// Builds the authenticator from the two tokens and the registry.
     pub fn new(admin: &Secret, agent: &Secret, registry: Arc<Registry>) -> TokenAuth {
-        TokenAuth { digests: std::sync::RwLock::new((digest(admin.expose()), digest(agent.expose()))), registry }
+        TokenAuth {
+            digests: std::sync::RwLock::new((digest(admin.expose()), digest(agent.expose()))),
+            registry,
+            token_devices: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets `acl.token_devices` (at start and on reload): whether devices without a secret of
+    /// their own may connect with the shared token alone.
+    pub fn set_token_devices(&self, allowed: bool) {
+        self.token_devices.store(allowed, Ordering::Relaxed);
     }
 
     /// Replaces both tokens (configuration reload); sessions already open stay open.
@@ -131,9 +144,23 @@ impl TokenAuth {
         };
         let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
         let issued = hello.enroll.then(IssuedSecret::generate);
+        let token_devices = self.token_devices.load(Ordering::Relaxed);
         match self.registry.get(id) {
             Some(known) if known.revoked => Err(registry::revoked(id)),
             Some(known) if known.secret_hash.is_some() => Err(id_taken(id)),
+            Some(_) if !token_devices => Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "device {id} has no secret of its own and this server admits known devices only by their \
+                     secret (acl.token_devices = false): an operator can remove it (orb devices rm {id}) so it \
+                     enrolls again, or allow shared-token devices"
+                ),
+            )),
+            None if !token_devices && !hello.enroll => Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "this server admits new devices only by enrollment: send enroll: true and keep the secret the \
+                 welcome carries (or an operator sets acl.token_devices = true)",
+            )),
             Some(_) => match issued {
                 // A v1-registered device upgrading: it gets its secret now.
                 Some(s) => {
@@ -211,6 +238,7 @@ mod tests {
     #[tokio::test]
     async fn tokens_map_to_roles() {
         let (a, _dir) = auth().await;
+        a.set_token_devices(true);
         assert!(a.check(&hello(Role::Operator, Some("admin-secret"), None)).await.unwrap().admin);
         let p = a.check(&hello(Role::Agent, Some("agent-secret"), Some("web-1"))).await.unwrap();
         assert_eq!(p.device.unwrap().as_str(), "web-1");
@@ -248,6 +276,28 @@ mod tests {
         assert!(!revoked.message.contains("revoked"), "nothing revealed to a secret that does not match");
         // Holders of the agent token learn that the id is revoked.
         assert_eq!(a.check(&enroll).await.unwrap_err().code, ErrorCode::Revoked);
+    }
+
+    #[tokio::test]
+    async fn the_shared_token_alone_takes_over_no_device_unless_allowed() {
+        let (a, _dir) = auth().await;
+        let v1 = hello(Role::Agent, Some("agent-secret"), Some("cam-1"));
+        // By default a new device must enroll; one without a secret cannot connect by token.
+        assert_eq!(a.check(&v1).await.unwrap_err().code, ErrorCode::Forbidden);
+        a.set_token_devices(true);
+        assert!(a.check(&v1).await.is_ok(), "allowed: a v1 agent registers without a secret");
+        a.set_token_devices(false);
+        for h in
+            [v1.clone(), Hello { enroll: true, ..v1.clone() }, hello(Role::Agent, Some("admin-secret"), Some("cam-1"))]
+        {
+            let e = a.check(&h).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::Forbidden, "{h:?}");
+            assert!(e.message.contains("orb devices rm cam-1"), "{}", e.message);
+        }
+        assert!(a.registry.get("cam-1").unwrap().secret_hash.is_none(), "nobody took it over");
+        // Enrolling a new id is the way in.
+        let enroll = Hello { enroll: true, ..hello(Role::Agent, Some("agent-secret"), Some("cam-2")) };
+        assert!(a.check(&enroll).await.unwrap().issued_secret.is_some());
     }
 
     #[tokio::test]

@@ -139,6 +139,7 @@ impl ServerBuilder {
             Some(custom) => (custom, None),
             None => {
                 let tokens = Arc::new(TokenAuth::new(&admin, &agent, Arc::clone(&registry)));
+                tokens.set_token_devices(cfg.acl.token_devices);
                 (Arc::clone(&tokens) as Arc<dyn Authenticator>, Some(tokens))
             }
         };
@@ -330,6 +331,7 @@ impl Server {
         let (admin, agent) = load_tokens(&cfg)?;
         if let Some(auth) = &self.token_auth {
             auth.set_tokens(&admin, &agent);
+            auth.set_token_devices(new.acl.token_devices);
         }
         self.broker.set_groups(groups);
         self.broker.policy().set_acl(acl);

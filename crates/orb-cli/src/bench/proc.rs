@@ -145,6 +145,8 @@ pub fn start_server(data: &Path, port: u16, admin: &str, agent: &str) -> Result<
         .env("ORB_LOG", "warn")
         // The swarm enrolls thousands of devices from one address: no enrollment rate limit.
         .env("ORB_LIMITS__ENROLLMENTS_PER_IP", "0")
+        // Its devices connect with the shared token alone, like v1 agents, keeping no secrets.
+        .env("ORB_ACL__TOKEN_DEVICES", "true")
         .env_remove("ORB_CONFIG");
     let child = ChildGuard::spawn(cmd, false)?;
     let line = child.wait_line("orb server: agents tcp://", Duration::from_secs(20))?;

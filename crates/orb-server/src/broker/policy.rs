@@ -423,6 +423,7 @@ mod tests {
             agent_retain: vec!["r.>.x".into()],
             agent_subscribe: vec![],
             peers: vec![PeerRuleConfig { from: "(".into(), to: "group:nope".into(), commands: vec!["a*b".into()] }],
+            token_devices: false,
         };
         let all = Acl::compile(&config, &BTreeMap::new()).unwrap_err().join("\n");
         for says in [

@@ -59,6 +59,11 @@ pub struct AclConfig {
     pub agent_subscribe: Vec<String>,
     /// Device-to-device commands: none unless a rule allows them.
     pub peers: Vec<PeerRuleConfig>,
+    /// Whether devices without a secret of their own may connect with the shared agent token
+    /// alone (v1 agents). Default `false`: a known device connects only with its own secret, and
+    /// a new one only by enrolling (`enroll: true`, keeping the secret it is issued), so holding
+    /// the shared token is not enough to take over a device.
+    pub token_devices: bool,
 }
 
 impl Default for AclConfig {
@@ -68,6 +73,7 @@ impl Default for AclConfig {
             agent_retain: Vec::new(),
             agent_subscribe: vec![">".into()],
             peers: Vec::new(),
+            token_devices: false,
         }
     }
 }
@@ -152,7 +158,9 @@ impl ServerConfig {
             limits: Limits { enrollments_per_ip: 0, auth_failures_per_ip: 0, ..Limits::default() },
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
-            acl: AclConfig::default(),
+            // Many tests speak the v1 handshake by hand (the shared token, no enrollment); the
+            // default's refusal has tests of its own.
+            acl: AclConfig { token_devices: true, ..AclConfig::default() },
         }
     }
 }
