@@ -47,6 +47,7 @@ mod send;
 #[cfg(feature = "server")]
 mod serve;
 mod signal;
+mod tokens;
 
 fn main() -> std::process::ExitCode {
     let cli = help::parse();
@@ -99,6 +100,10 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
         cli::Command::Devices(args) => {
             client_logging()?;
             devices::run(args).await
+        }
+        cli::Command::Tokens(args) => {
+            client_logging()?;
+            tokens::run(args).await
         }
         cli::Command::Jobs(args) => {
             client_logging()?;

@@ -21,6 +21,7 @@ pub mod rollout;
 pub mod schedule;
 pub mod selector;
 pub mod text;
+pub mod tokens;
 pub mod topic;
 
 pub use codec::{Codec, DecodeError, decode, encode};

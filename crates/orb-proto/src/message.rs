@@ -62,6 +62,15 @@ pub mod commands {
     /// Device to server, through its outbox: one firing of an agent-local schedule. Body:
     /// [`crate::schedule::ScheduleRan`]; stored as a job of one target, linked to the schedule.
     pub const SCHEDULES_RAN: &str = "$orb.schedules.ran";
+    /// Make an operator token (admin only), shown once. Args: [`crate::tokens::TokenAdd`]; result:
+    /// [`crate::tokens::TokenCreated`].
+    pub const TOKENS_ADD: &str = "$orb.tokens.add";
+    /// The operator tokens (admin only), never the tokens themselves. Result: an array of
+    /// [`crate::tokens::TokenInfo`].
+    pub const TOKENS_LIST: &str = "$orb.tokens.list";
+    /// Revoke an operator token (admin only): its sessions are closed at once. Args:
+    /// [`crate::tokens::TokenRef`]; result: [`crate::tokens::TokenInfo`].
+    pub const TOKENS_REVOKE: &str = "$orb.tokens.revoke";
 }
 
 /// Who a connection is: a device (a target of jobs) or an operator (CLI, scripts; never a target).

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use orb_proto::message::{Hello, Role};
+use orb_proto::tokens::Access;
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
+use crate::operators::OperatorTokens;
 use crate::registry::{self, IssuedSecret, Registry, digest};
 
 /// Who a connection is, once authenticated.
@@ -24,8 +26,11 @@ pub struct Principal {
     pub role: Role,
     /// The device id, for agents.
     pub device: Option<DeviceId>,
-    /// Whether the credential was the admin token (full rights).
-    pub admin: bool,
+    /// What an operator credential allows (`None` for agents; an operator without it has full
+    /// rights).
+    pub access: Option<Access>,
+    /// The named operator token presented, whose validity the policy checks on every request.
+    pub token: Option<String>,
     /// A device secret issued by this handshake (enrollment), sent once in the welcome.
     pub issued_secret: Option<String>,
 }
@@ -46,6 +51,8 @@ pub struct TokenAuth {
     registry: Arc<Registry>,
     /// `acl.token_devices`: devices without a secret may connect with the shared token.
     token_devices: AtomicBool,
+    /// Named operator tokens with roles (`orb tokens add`).
+    operators: Option<Arc<OperatorTokens>>,
 }
 
 /// Attempts at a fresh random id before giving up (a collision is already unlikely).
@@ -58,7 +65,14 @@ impl TokenAuth {
             digests: std::sync::RwLock::new((digest(admin.expose()), digest(agent.expose()))),
             registry,
             token_devices: AtomicBool::new(false),
+            operators: None,
         }
+    }
+
+    /// Also admits the named operator tokens of `operators`, each with its role.
+    #[must_use]
+    pub fn with_operators(self, operators: Arc<OperatorTokens>) -> TokenAuth {
+        TokenAuth { operators: Some(operators), ..self }
     }
 
     /// Sets `acl.token_devices` (at start and on reload): whether devices without a secret of
@@ -84,24 +98,47 @@ impl TokenAuth {
         let is_admin = given.is_some_and(|g| bool::from(g.ct_eq(&admin)));
         let is_agent = given.is_some_and(|g| bool::from(g.ct_eq(&agent)));
         match hello.role {
-            Role::Operator if is_admin => {
-                Ok(Principal { role: Role::Operator, device: None, admin: true, issued_secret: None })
-            }
+            Role::Operator if is_admin => Ok(Principal::operator()),
             Role::Operator if is_agent => Err(ErrorBody::new(
                 ErrorCode::Forbidden,
                 "the agent token cannot open an operator session; use the admin token",
             )),
-            Role::Agent if is_admin || is_agent => self.enroll(hello, is_admin).await,
+            Role::Agent if is_admin || is_agent => self.enroll(hello).await,
             _ if hello.token.is_none() => Err(ErrorBody::new(AUTH_FAILED, "hello carries no token or secret")),
-            _ => Err(ErrorBody::new(AUTH_FAILED, "token is not valid")),
+            _ => match self.operators.as_ref().and_then(|o| o.check(hello.token.as_deref().unwrap_or_default())) {
+                Some((name, access)) if hello.role == Role::Operator => {
+                    Ok(Principal { access: Some(access), token: Some(name), ..Principal::operator() })
+                }
+                Some((name, _)) => Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the operator token {name} cannot connect a device; use the agent token or a device secret"
+                    ),
+                )),
+                None => Err(ErrorBody::new(AUTH_FAILED, "token is not valid")),
+            },
         }
     }
+}
 
+impl Principal {
+    /// An operator with full rights (the admin token).
+    fn operator() -> Principal {
+        Principal { role: Role::Operator, device: None, access: Some(Access::Admin), token: None, issued_secret: None }
+    }
+
+    /// The device `device`, with the secret its enrollment issued.
+    fn agent(device: DeviceId, issued_secret: Option<String>) -> Principal {
+        Principal { role: Role::Agent, device: Some(device), access: None, token: None, issued_secret }
+    }
+}
+
+impl TokenAuth {
     fn check_device_secret(&self, id: Option<&str>, secret: &str) -> Result<Principal, ErrorBody> {
         let id = id.ok_or_else(|| ErrorBody::new(ErrorCode::BadId, "a hello with a device secret needs the id"))?;
         let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
         match self.registry.check_secret(id, secret) {
-            Some(Ok(_)) => Ok(Principal { role: Role::Agent, device: Some(device), admin: false, issued_secret: None }),
+            Some(Ok(_)) => Ok(Principal::agent(device, None)),
             // One answer for an unknown id, a wrong secret and a revoked device: a hello without
             // valid credentials learns nothing about which ids exist. The log says which it was.
             outcome => {
@@ -118,13 +155,8 @@ impl TokenAuth {
 
     /// A device connecting with a shared token: a new id is registered (with a secret when the
     /// agent asked to enroll); a known id is accepted only while it has no secret of its own.
-    async fn enroll(&self, hello: &Hello, admin: bool) -> Result<Principal, ErrorBody> {
-        let principal = |device: DeviceId, issued_secret| Principal {
-            role: Role::Agent,
-            device: Some(device),
-            admin,
-            issued_secret,
-        };
+    async fn enroll(&self, hello: &Hello) -> Result<Principal, ErrorBody> {
+        let principal = Principal::agent;
         let Some(id) = hello.id.as_deref() else {
             if !hello.enroll {
                 return Err(ErrorBody::new(ErrorCode::BadId, "an agent hello needs an id (or enroll: true)"));
@@ -239,7 +271,10 @@ mod tests {
     async fn tokens_map_to_roles() {
         let (a, _dir) = auth().await;
         a.set_token_devices(true);
-        assert!(a.check(&hello(Role::Operator, Some("admin-secret"), None)).await.unwrap().admin);
+        assert_eq!(
+            a.check(&hello(Role::Operator, Some("admin-secret"), None)).await.unwrap().access,
+            Some(Access::Admin)
+        );
         let p = a.check(&hello(Role::Agent, Some("agent-secret"), Some("web-1"))).await.unwrap();
         assert_eq!(p.device.unwrap().as_str(), "web-1");
         assert_eq!(p.issued_secret, None, "a v1 agent (no enroll) gets no secret");

@@ -46,6 +46,7 @@ pub mod jobs;
 mod listener;
 mod maintenance;
 pub mod node;
+pub mod operators;
 pub mod registry;
 pub mod router;
 pub mod scheduler;
@@ -135,10 +136,13 @@ impl ServerBuilder {
         }
         let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
         let retained = store.retained().await?;
+        let operators = Arc::new(operators::OperatorTokens::load(Arc::clone(&store)).await?);
         let (auth, token_auth): (Arc<dyn Authenticator>, _) = match self.auth {
             Some(custom) => (custom, None),
             None => {
-                let tokens = Arc::new(TokenAuth::new(&admin, &agent, Arc::clone(&registry)));
+                let tokens = Arc::new(
+                    TokenAuth::new(&admin, &agent, Arc::clone(&registry)).with_operators(Arc::clone(&operators)),
+                );
                 tokens.set_token_devices(cfg.acl.token_devices);
                 (Arc::clone(&tokens) as Arc<dyn Authenticator>, Some(tokens))
             }
@@ -160,6 +164,7 @@ impl ServerBuilder {
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
         });
+        broker.policy().set_tokens(operators);
         let shared = Arc::new(Shared {
             broker: broker.clone(),
             auth,

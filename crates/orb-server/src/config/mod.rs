@@ -59,6 +59,9 @@ pub struct AclConfig {
     pub agent_subscribe: Vec<String>,
     /// Device-to-device commands: none unless a rule allows them.
     pub peers: Vec<PeerRuleConfig>,
+    /// What tokens with the `operator` role may send and schedule: nothing unless a rule
+    /// allows it.
+    pub operators: Vec<OperatorRuleConfig>,
     /// Whether devices without a secret of their own may connect with the shared agent token
     /// alone (v1 agents). Default `false`: a known device connects only with its own secret, and
     /// a new one only by enrolling (`enroll: true`, keeping the secret it is issued), so holding
@@ -73,6 +76,7 @@ impl Default for AclConfig {
             agent_retain: Vec::new(),
             agent_subscribe: vec![">".into()],
             peers: Vec::new(),
+            operators: Vec::new(),
             token_devices: false,
         }
     }
@@ -85,6 +89,20 @@ impl Default for AclConfig {
 pub struct PeerRuleConfig {
     /// Selector of the senders.
     pub from: String,
+    /// Selector of the devices they may send to.
+    pub to: String,
+    /// Command names: `NAME`, `PREFIX*`, or `*` for any.
+    pub commands: Vec<String>,
+}
+
+/// One `[[acl.operators]]` rule: tokens with the `operator` role (all of them, or those named in
+/// `tokens`) may send `commands` to the devices `to` matches (by id and operator-set tags).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorRuleConfig {
+    /// Token names the rule is for; empty or absent: every token with the `operator` role.
+    #[serde(default)]
+    pub tokens: Vec<String>,
     /// Selector of the devices they may send to.
     pub to: String,
     /// Command names: `NAME`, `PREFIX*`, or `*` for any.

@@ -66,9 +66,10 @@ async fn login(
         return refuse(StatusCode::FORBIDDEN, "sign in from this server's own page");
     }
     let ip = admitted.map(|Extension(a)| a.peer.ip());
-    match crate::api::auth::admin(&shared, form.token.trim(), ip).await {
-        Ok(()) => {
-            let id = shared.logins.start(Requester::new(Identity::admin("dashboard")));
+    let dashboard = Requester::new(Identity::admin("dashboard"));
+    match crate::api::auth::operator(&shared, form.token.trim(), ip, &dashboard).await {
+        Ok(who) => {
+            let id = shared.logins.start(who);
             let mut r = Redirect::to("/").into_response();
             if let Ok(cookie) = logins::set_cookie(&id, false).parse() {
                 r.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -88,9 +88,16 @@ pub(super) async fn handshake<R: FrameSource>(
     let outbox = Outbox { codec, ..outbox.clone() };
     let identity = match (&principal.role, &principal.device) {
         (Role::Agent, Some(id)) => Identity::device(id.clone()),
-        _ => {
-            Identity { name: format!("op-{}", outbox.conn), role: principal.role, device: None, admin: principal.admin }
-        }
+        _ => match (&principal.token, principal.access) {
+            (Some(token), Some(access)) => Identity::token(token, access),
+            _ => Identity {
+                name: format!("op-{}", outbox.conn),
+                role: principal.role,
+                device: None,
+                access: principal.access,
+                token: None,
+            },
+        },
     };
     // A last will is published as this client: it must be allowed to publish there.
     if let Some(will) = &will {
