@@ -3,6 +3,7 @@
 //! does not parse or fit, told the same way (`bad_request`).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use orb_proto::{ErrorBody, ErrorCode};
@@ -47,6 +48,17 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
         bad_request("the path", &r.body_text())
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for ApiError {
+    fn from(r: WebSocketUpgradeRejection) -> Self {
+        let why = format!(
+            "this endpoint is a WebSocket: send GET with Connection: upgrade, Upgrade: websocket, \
+             Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key ({})",
+            orb_proto::excerpt(&r.body_text())
+        );
+        ApiError(ErrorBody::new(ErrorCode::BadRequest, why))
     }
 }
 
