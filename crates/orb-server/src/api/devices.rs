@@ -29,7 +29,7 @@ pub(crate) struct ListQuery {
     /// Only devices this selector matches (syntax as `orb send`: `*`, ids, globs, `tag:K=V`,
     /// `group:NAME`, `and`/`or`/`not`; at most 4096 bytes).
     #[serde(default)]
-    #[param(max_length = 4096, example = "tag:role=web")]
+    #[param(min_length = 1, max_length = 4096, example = "tag:role=web")]
     selector: Option<String>,
     /// Only connected devices.
     #[serde(default)]

@@ -40,7 +40,7 @@ pub(crate) struct EventsQuery {
     /// Topic pattern (default `$orb.>`: presence and job progress): dot-separated segments, `*`
     /// one segment, `>` the rest; `$orb.` topics only when named; at most 256 bytes.
     #[serde(default)]
-    #[param(max_length = 256, example = "$orb.presence.>")]
+    #[param(min_length = 1, max_length = 256, example = "$orb.presence.>")]
     pattern: Option<String>,
 }
 

@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::Api;
 use super::auth::Operator;
+use super::body::Object;
 use super::error::ApiError;
 use super::openapi::{MAX_DURATION_TEXT, refusals};
 use crate::jobs::{JobEvent, JobSpec};
@@ -32,7 +33,7 @@ use crate::jobs::{JobEvent, JobSpec};
 pub(crate) struct NewJob {
     /// Target selector (syntax as `orb send`: `*`, ids, globs, `tag:K=V`, `group:NAME`,
     /// `and`/`or`/`not`; at most 4096 bytes).
-    #[schema(max_length = 4096, example = "*")]
+    #[schema(min_length = 1, max_length = 4096, example = "*")]
     target: String,
     /// Command name (at most 128 bytes; not under `$orb.`).
     #[schema(max_length = 128, example = "ping")]
@@ -136,10 +137,10 @@ pub(crate) async fn submit(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<Json<NewJob>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Object<NewJob>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
-    let Json(body) = body?;
+    let Json(Object(body)) = body?;
     let limits = api.shared.broker.limits();
     let deadline =
         body.wait.as_deref().map(|w| duration("wait", w, limits.max_deadline, "limits.max_deadline")).transpose()?;

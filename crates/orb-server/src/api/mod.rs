@@ -10,13 +10,15 @@
 //! handler's `#[utoipa::path]`: a route cannot exist without its documentation (a test holds this
 //! file to it).
 //!
-//! Modules: `error` (refusals as responses), `auth` (the bearer token), `jobs`, `devices`,
+//! Modules: `error` (refusals as responses), `auth` (the bearer token), `body` (JSON objects),
+//! `jobs`, `devices`,
 //! `schedules`, `server` (status, publish), `events` (publications as Server-Sent Events or
 //! WebSocket messages), `health`, `openapi` (the document).
 //!
 //! [`Authenticator`]: crate::auth::Authenticator
 
 mod auth;
+mod body;
 mod devices;
 mod error;
 mod events;

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::Api;
 use super::auth::Operator;
+use super::body::Object;
 use super::error::ApiError;
 use super::openapi::{millis, refusals};
 
@@ -26,7 +27,7 @@ use super::openapi::{millis, refusals};
 pub(crate) struct NewSchedule {
     /// Target selector, resolved at each firing (devices that match later are included; at most
     /// 4096 bytes).
-    #[schema(max_length = 4096, example = "*")]
+    #[schema(min_length = 1, max_length = 4096, example = "*")]
     target: String,
     /// Command name (at most 128 bytes; not under `$orb.`).
     #[schema(max_length = 128, example = "ping")]
@@ -43,9 +44,11 @@ pub(crate) struct NewSchedule {
     ttl_ms: Option<u64>,
     /// How each firing's job reaches its targets (splay, batches); absent: all at once.
     #[serde(default)]
-    rollout: Rollout,
+    #[schema(value_type = Rollout)]
+    rollout: Object<Rollout>,
     /// When it fires.
-    spec: Spec,
+    #[schema(value_type = Spec)]
+    spec: Object<Spec>,
     /// What to do with firings missed while no server ran (default `skip`).
     #[serde(default)]
     missed: MissedPolicy,
@@ -63,8 +66,8 @@ impl From<NewSchedule> for ScheduleCreate {
             args: s.args,
             deadline_ms: s.deadline_ms,
             ttl_ms: s.ttl_ms,
-            rollout: s.rollout,
-            spec: s.spec,
+            rollout: s.rollout.0,
+            spec: s.spec.0,
             missed: s.missed,
             on_agent: s.on_agent,
         }
@@ -84,9 +87,9 @@ impl From<NewSchedule> for ScheduleCreate {
 pub(crate) async fn create(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    body: Result<Json<NewSchedule>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Object<NewSchedule>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<ScheduleInfo>), ApiError> {
-    let Json(create) = body?;
+    let Json(Object(create)) = body?;
     let limits = api.shared.broker.limits();
     for (field, value, max, key) in [
         ("deadline_ms", create.deadline_ms, limits.max_deadline, "limits.max_deadline"),

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::Api;
 use super::auth::Operator;
+use super::body::Object;
 use super::error::ApiError;
 use super::openapi::refusals;
 
@@ -104,7 +105,7 @@ fn resident_bytes() -> Option<u64> {
 #[schema(example = json!({"topic": "config.gw-1.rate", "body": 30, "retain": true}))]
 pub(crate) struct NewPublication {
     /// The topic: dot-separated segments, no wildcards, not under `$orb.` (at most 256 bytes).
-    #[schema(max_length = 256, example = "config.gw-1.rate")]
+    #[schema(min_length = 1, max_length = 256, example = "config.gw-1.rate")]
     topic: String,
     /// Any JSON value (null when absent).
     #[serde(default)]
@@ -138,9 +139,9 @@ pub(crate) struct Published {
 pub(crate) async fn publish(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    body: Result<Json<NewPublication>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Object<NewPublication>>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Published>, ApiError> {
-    let Json(p) = body?;
+    let Json(Object(p)) = body?;
     let body = p.body.map(|b| Bytes::copy_from_slice(b.get().as_bytes()));
     let broker = &api.shared.broker;
     let delivered = if p.retain {
