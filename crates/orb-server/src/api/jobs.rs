@@ -24,6 +24,7 @@ use super::auth::Operator;
 use super::body::Object;
 use super::error::ApiError;
 use super::openapi::{MAX_DURATION_TEXT, refusals};
+use crate::broker::services::history::MAX_LIMIT as MAX_LIST;
 use crate::jobs::{JobEvent, JobSpec};
 
 /// The body of `POST /v1/jobs`.
@@ -82,9 +83,6 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     schedule: Option<String>,
 }
-
-/// Jobs a list holds at most.
-const MAX_LIST: u32 = 1000;
 
 /// What a job that was waited for ended with.
 #[derive(Debug, Serialize, ToSchema)]

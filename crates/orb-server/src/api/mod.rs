@@ -185,6 +185,44 @@ mod tests {
         }
     }
 
+    /// The maxima written as literals in the attributes are the constants the server checks.
+    #[test]
+    fn literal_maxima_are_the_limits_the_server_checks() {
+        use orb_proto::rollout::{MAX_BATCH_WAIT, MAX_SPLAY};
+        use orb_schedule::{MAX_EVERY, MIN_EVERY};
+
+        let json = serde_json::to_value(documented().into_openapi()).expect("serialises");
+        let ms = |d: std::time::Duration| serde_json::json!(openapi::millis(d));
+        let schemas = &json["components"]["schemas"];
+        let every = schemas["Spec"]["oneOf"]
+            .as_array()
+            .and_then(|kinds| kinds.iter().find(|k| k["properties"].get("every_ms").is_some()))
+            .map(|k| &k["properties"]["every_ms"])
+            .expect("the every spec");
+        assert_eq!((&every["minimum"], &every["maximum"]), (&ms(MIN_EVERY), &ms(MAX_EVERY)));
+        assert_eq!(schemas["Rollout"]["properties"]["splay_ms"]["maximum"], ms(MAX_SPLAY));
+        assert_eq!(schemas["Rollout"]["properties"]["batch_wait_ms"]["maximum"], ms(MAX_BATCH_WAIT));
+        assert_eq!(schemas["Rollout"]["properties"]["abort_on_failure_pct"]["maximum"], 100);
+        let command = orb_proto::message::MAX_COMMAND_NAME;
+        assert_eq!(schemas["NewJob"]["properties"]["command"]["maxLength"], command);
+        assert_eq!(schemas["NewSchedule"]["properties"]["command"]["maxLength"], command);
+        assert_eq!(schemas["NewPublication"]["properties"]["topic"]["maxLength"], orb_proto::topic::MAX_TOPIC);
+        let param = |path: &str, method: &str, name: &str| -> serde_json::Value {
+            let params = json["paths"][path][method]["parameters"].as_array().cloned().unwrap_or_default();
+            params.into_iter().find(|p| p["name"] == name).map(|p| p["schema"].clone()).unwrap_or_default()
+        };
+        assert_eq!(param("/v1/devices", "get", "limit")["maximum"], devices::MAX_PAGE);
+        assert_eq!(param("/v1/jobs", "get", "limit")["maximum"], crate::broker::services::history::MAX_LIMIT);
+        assert_eq!(param("/v1/events", "get", "pattern")["maxLength"], orb_proto::topic::MAX_TOPIC);
+        // The selector's limit is private to its parser: one byte past it is refused.
+        let max_selector = param("/v1/devices", "get", "selector")["maxLength"].as_u64().expect("a maxLength");
+        assert_eq!(schemas["NewJob"]["properties"]["target"]["maxLength"], max_selector);
+        assert_eq!(schemas["NewSchedule"]["properties"]["target"]["maxLength"], max_selector);
+        let at_most = format!("*{}", " ".repeat(usize::try_from(max_selector).expect("small") - 1));
+        assert!(orb_proto::Selector::parse(&at_most).is_ok());
+        assert!(orb_proto::Selector::parse(&format!("{at_most} ")).is_err());
+    }
+
     /// Every `$ref` names a schema the document holds.
     #[test]
     fn every_reference_resolves() {
