@@ -16,6 +16,8 @@ pub mod error;
 pub mod history;
 pub mod id;
 pub mod message;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod registry;
 pub mod rollout;
 pub mod schedule;

@@ -301,6 +301,7 @@ pub struct Bye {
 
 /// Body of the `ack` that accepts a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobAccepted {
     /// The job id (also in the envelope's `job` field).
     pub job: String,
@@ -361,6 +362,7 @@ impl Select {
 
 /// Body of the `reply` that ends a job: how many targets ended in each status (every status listed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSummary {
     /// The job id.
     pub job: String,
@@ -401,12 +403,14 @@ impl JobSummary {
 
 /// One target's outcome, as `orb send --json` prints it (one object per line).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetResult {
     /// Device id.
     pub device: String,
     /// Outcome.
     pub status: Status,
     /// The handler's result (JSON) when `status` is `ok`, else null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub result: Option<Box<RawValue>>,
     /// Code and message when the target did not succeed, else null.
     pub error: Option<ErrorBody>,
@@ -420,10 +424,12 @@ pub struct TargetResult {
 
 /// An answer that arrived after its job's deadline, as the job history shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LateAnswer {
     /// What the answer was: `ok`, `error`, or `timeout` (the device gave up at its deadline).
     pub status: Status,
     /// The result (JSON) when `status` is `ok`, else null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub result: Option<Box<RawValue>>,
     /// Code and message of an error answer, else null.
     pub error: Option<ErrorBody>,
@@ -444,6 +450,7 @@ pub struct DevicesQuery {
 
 /// One device as the inventory lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceInfo {
     /// Device id.
     pub id: String,
