@@ -14,6 +14,7 @@ mod devices;
 mod error;
 mod events;
 mod jobs;
+mod metrics;
 mod schedules;
 mod server;
 
@@ -37,6 +38,7 @@ pub(crate) struct Api {
 pub(crate) fn routes(shared: Arc<Shared>) -> Router {
     let api = Arc::new(Api { shared, admin: Requester::new(Identity::admin("http")) });
     Router::new()
+        .route("/metrics", get(metrics::render))
         .route("/v1/status", get(server::status))
         .route("/v1/publish", post(server::publish))
         .route("/v1/events", get(events::stream))

@@ -43,6 +43,8 @@ pub(crate) struct Status {
     /// Sessions closed since start, per reason.
     closed: std::collections::BTreeMap<String, u64>,
     draining: bool,
+    /// Frames per second by kind, read and sent, over the last 10 s.
+    rates: crate::metrics::Rates,
 }
 
 /// `GET /v1/status`.
@@ -67,6 +69,7 @@ pub(crate) async fn status(State(api): State<Arc<Api>>, Operator(who): Operator)
         rss_bytes: resident_bytes(),
         closed: info.closed,
         draining: info.draining,
+        rates: broker.metrics().rates(),
     }))
 }
 
