@@ -262,7 +262,7 @@ impl Counted {
     /// Says `bye` and reads until the server has closed the connection.
     async fn leave(&mut self) {
         self.send(json!({"kind": "bye"})).await;
-        while let Some(f) = self.read().await {
+        if let Some(f) = self.read().await {
             panic!("nothing is sent after a client's bye: {f}");
         }
     }
