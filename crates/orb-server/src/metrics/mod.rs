@@ -394,7 +394,7 @@ impl Metrics {
         s.outbound_frames.set(sampled.outbound_frames as f64);
         s.outbound_bytes.set(sampled.outbound_bytes as f64);
         s.draining.set(if sampled.draining { 1.0 } else { 0.0 });
-        self.handle.render()
+        in_order(&self.handle.render())
     }
 
     /// Frames per second by kind, each direction, over the last [`rates::WINDOW`] (since start
@@ -417,6 +417,37 @@ impl Metrics {
     fn sample(&self, at: Instant) -> Sample {
         Sample { at, received: self.traffic.received.frames(), sent: self.traffic.sent.frames() }
     }
+}
+
+/// The exporter's text with its metric families sorted by name, and the samples of counters and
+/// gauges by labels (it writes them in hash order): the same series on the same line every time,
+/// for people reading or diffing it. Histograms keep the exporter's order (buckets ascending).
+fn in_order(text: &str) -> String {
+    let mut families: Vec<(&str, Vec<&str>)> = text
+        .split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let mut lines: Vec<&str> = block.lines().collect();
+            let kind = lines.iter().find_map(|l| l.strip_prefix("# TYPE ")).unwrap_or_default();
+            let mut words = kind.split(' ');
+            let (name, kind) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+            if kind == "counter" || kind == "gauge" {
+                let header = lines.iter().take_while(|l| l.starts_with('#')).count();
+                lines[header..].sort_unstable();
+            }
+            (name, lines)
+        })
+        .collect();
+    families.sort_by_key(|(name, _)| *name);
+    let mut out = String::with_capacity(text.len());
+    for (_, lines) in families {
+        for line in lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Counts one established session in `orb_connections` while alive.
@@ -563,6 +594,25 @@ mod tests {
         assert!(text.contains(r#"orb_connections{transport="ws",role="agent"} 0"#), "{text}");
         assert!(text.contains("orb_held_bytes 512"), "{text}");
         assert!(text.contains("orb_draining 0"), "{text}");
+    }
+
+    #[test]
+    fn families_come_sorted_by_name_and_series_by_labels() {
+        let text = Metrics::new(false).render(&Sampled::default());
+        let families: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+        let mut sorted = families.clone();
+        sorted.sort_unstable();
+        assert_eq!(families, sorted);
+        let kinds: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(r#"orb_frames_sent_total{kind=""#))
+            .map(|l| l.split('"').next().unwrap())
+            .collect();
+        assert_eq!(kinds.len(), KINDS.len());
+        assert!(kinds.windows(2).all(|w| w[0] < w[1]), "{kinds:?}");
+        let le: Vec<&str> = text.lines().filter(|l| l.starts_with("orb_command_duration_seconds_bucket")).collect();
+        assert!(le[0].contains(r#"le="0.0005""#) && le[le.len() - 1].contains(r#"le="+Inf""#), "{le:?}");
+        assert!(text.ends_with("\n\n") && !text.contains("\n\n\n"), "{text}");
     }
 
     #[test]
