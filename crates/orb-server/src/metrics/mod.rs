@@ -103,11 +103,11 @@ fn role_name(role: Role) -> &'static str {
 const LATENCY_BUCKETS: [f64; 17] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
-/// Frames and bytes through every wire session, counted where frames are read and where they
-/// are queued for a connection. Plain atomics (the exporter's handles would add a generation
+/// Frames and bytes read from wire sessions and queued for connections, counted where frames are
+/// read and where they are queued. Plain atomics (the exporter's handles would add a generation
 /// count and an indirect call per frame); the two directions are kept on separate cache lines.
 #[derive(Default)]
-pub(crate) struct Traffic {
+struct Traffic {
     received: Direction,
     sent: Direction,
 }
@@ -204,7 +204,7 @@ pub(crate) struct Metrics {
 
 /// How often [`Metrics::tick`] is called (by the maintenance task).
 pub(crate) const TICK: Duration = Duration::from_secs(1);
-/// Histogram samples are folded into their buckets at least this often (each scrape does it
+/// Histogram samples are folded into their buckets every this many ticks (each scrape does it
 /// too): unscraped, they would pile up.
 const UPKEEP_EVERY: u64 = 5;
 
@@ -221,9 +221,13 @@ impl Metrics {
         let by_status =
             |name: &'static str| std::array::from_fn(|i| r.counter(name, &[("status", Status::ALL[i].as_str())]));
         r.describe_counter("orb_frames_received_total", Unit::Count, "frames read from wire sessions, by kind");
-        r.describe_counter("orb_frames_sent_total", Unit::Count, "frames queued for wire sessions, by kind");
+        r.describe_counter(
+            "orb_frames_sent_total",
+            Unit::Count,
+            "frames queued for connections (wire sessions, event streams), by kind",
+        );
         r.describe_counter("orb_received_bytes_total", Unit::Bytes, "bytes of frames read from wire sessions");
-        r.describe_counter("orb_sent_bytes_total", Unit::Bytes, "bytes of frames queued for wire sessions");
+        r.describe_counter("orb_sent_bytes_total", Unit::Bytes, "bytes of frames queued for connections");
         r.describe_gauge("orb_connections", Unit::Count, "established wire sessions, by transport and role");
         r.describe_counter("orb_sessions_closed_total", Unit::Count, "wire sessions closed, by reason");
         r.describe_counter("orb_jobs_started_total", Unit::Count, "jobs started");
@@ -540,7 +544,7 @@ mod tests {
             r#"orb_held_commands{state="in_flight"} 0"#,
             r#"orb_command_duration_seconds_bucket{le="0.0005"} 0"#,
             r#"orb_request_duration_seconds_count 0"#,
-            "# HELP orb_frames_sent_total frames queued for wire sessions, by kind",
+            "# HELP orb_frames_sent_total frames queued for connections (wire sessions, event streams), by kind",
             "# TYPE orb_command_duration_seconds histogram",
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");
