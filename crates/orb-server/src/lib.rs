@@ -16,7 +16,8 @@
 //! (the one door, its policy and typed services), `jobs` (fan-out, results, cancel), `router`
 //! (sessions and delivery, correlations, admission, statistics), `session` (the wire adapter),
 //! `listener` (accept loops: TCP, HTTP), `maintenance` (retention, sweeps), `admin` (messages
-//! for the embedding process), `close` (close reasons).
+//! for the embedding process), `close` (close reasons), `metrics` (Prometheus metrics and
+//! message rates).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), orb_server::ServerError> {
@@ -45,6 +46,7 @@ pub mod identity;
 pub mod jobs;
 mod listener;
 mod maintenance;
+mod metrics;
 pub mod node;
 pub mod operators;
 pub mod registry;
@@ -152,6 +154,7 @@ impl ServerBuilder {
         let stop_accepting = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
+        let metrics = Arc::new(metrics::Metrics::new(cfg.http_options.metrics_public));
         let broker = Broker::new(broker::Parts {
             node: node.clone(),
             registry,
@@ -163,6 +166,7 @@ impl ServerBuilder {
             admin_tx,
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
+            metrics,
         });
         broker.policy().set_tokens(operators);
         let shared = Arc::new(Shared {
@@ -324,7 +328,8 @@ impl Server {
     }
 
     /// Applies a new configuration while connections stay up: tokens, groups, limits (queue
-    /// sizes and the frame limit apply to new connections) and retention. Settings that need a
+    /// sizes and the frame limit apply to new connections), access rules, retention and
+    /// `[http] metrics_public`. Settings that need a
     /// restart are listed in the answer and logged; they stay as they were.
     ///
     /// # Errors
@@ -341,6 +346,7 @@ impl Server {
         self.broker.set_groups(groups);
         self.broker.policy().set_acl(acl);
         self.broker.set_limits(new.limits.clone());
+        self.broker.metrics().set_public(new.http_options.metrics_public);
         *self.store_config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.store.clone();
         let restart_required = self.config.restart_required(&new);
         for key in &restart_required {

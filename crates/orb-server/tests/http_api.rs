@@ -306,11 +306,16 @@ async fn the_openapi_document_is_public_complete_and_holds_the_limits() {
                 assert_eq!(status, StatusCode::OK);
                 continue; // a stream that never ends; dropping it ends the subscription
             }
+            if path == "/metrics" {
+                assert_eq!(status, StatusCode::OK);
+                assert!(resp.text().await.unwrap().contains("orb_"), "the Prometheus text");
+                continue;
+            }
             let body: Value = resp.json().await.unwrap();
             assert_ne!(body["code"], "not_found", "{method} {path} is served: {body}");
         }
     }
-    assert_eq!(operations, 21);
+    assert_eq!(operations, 22);
     let (status, body) = http.get("/v1/not-documented").await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
 

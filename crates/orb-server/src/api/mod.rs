@@ -24,6 +24,7 @@ mod error;
 mod events;
 mod health;
 mod jobs;
+mod metrics;
 pub(crate) mod openapi;
 mod schedules;
 mod server;
@@ -55,6 +56,7 @@ pub(crate) struct Api {
 fn operations() -> Vec<UtoipaMethodRouter<Arc<Api>>> {
     vec![
         routes!(openapi::document),
+        routes!(metrics::render),
         routes!(health::live),
         routes!(health::live_v1),
         routes!(health::ready),
@@ -145,6 +147,7 @@ mod tests {
             "GET /v1/health",
             "GET /readyz",
             "GET /v1/ws",
+            "GET /metrics",
             "GET /v1/status",
             "POST /v1/publish",
             "GET /v1/events",

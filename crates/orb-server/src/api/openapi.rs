@@ -63,8 +63,8 @@ impl utoipa::Modify for Bearer {
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
             .description(Some(
-                "The admin token (DATA/admin.token, or server.admin_token); never read from the URL. Roles \
-                 for other tokens come with the security work.",
+                "The admin token (DATA/admin.token, or server.admin_token), or an operator token \
+                 (`orb tokens add`) acting with its role; never read from the URL.",
             ))
             .build();
         doc.components.get_or_insert_with(Default::default).add_security_scheme(BEARER, SecurityScheme::Http(scheme));
@@ -95,7 +95,8 @@ pub(crate) use refusals;
 pub(crate) fn responses_for(secured: bool, codes: &[ErrorCode]) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
     let mut all: Vec<ErrorCode> = codes.to_vec();
     if secured {
-        all.extend([ErrorCode::AuthFailed, ErrorCode::Forbidden]);
+        // A wrong token counts against its address: past `limits.auth_failures_per_ip`, 429.
+        all.extend([ErrorCode::AuthFailed, ErrorCode::Forbidden, ErrorCode::RateLimited]);
     }
     all.extend([ErrorCode::Internal, ErrorCode::TooManyConnections]);
     let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
@@ -258,7 +259,7 @@ mod tests {
     fn codes_are_grouped_by_their_status_with_the_common_ones() {
         let r = responses_for(true, &[ErrorCode::BadSelector, ErrorCode::BadRequest, ErrorCode::NoMatch]);
         let statuses: Vec<&str> = r.keys().map(String::as_str).collect();
-        assert_eq!(statuses, ["400", "401", "403", "404", "500", "503"]);
+        assert_eq!(statuses, ["400", "401", "403", "404", "429", "500", "503"]);
         let RefOr::T(bad) = &r["400"] else { panic!("inline response") };
         assert!(bad.description.starts_with("`bad_selector`: "), "{}", bad.description);
         assert!(bad.description.contains("; `bad_request`: "), "{}", bad.description);

@@ -52,6 +52,8 @@ pub(crate) struct ServerStatus {
     closed: std::collections::BTreeMap<String, u64>,
     /// Whether the server is draining (stopping gracefully).
     draining: bool,
+    /// Frames per second by kind, read and sent, over the last 10 s.
+    rates: crate::metrics::Rates,
 }
 
 /// `GET /v1/status`: version, node, uptime, sessions, devices, jobs in flight, subscriptions,
@@ -88,6 +90,7 @@ pub(crate) async fn status(
         rss_bytes: resident_bytes(),
         closed: info.closed,
         draining: info.draining,
+        rates: broker.metrics().rates(),
     }))
 }
 

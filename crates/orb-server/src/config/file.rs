@@ -1,5 +1,5 @@
-//! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]` and
-//! `[groups]` as the file writes them (durations as text like `10s`, addresses as text), with
+//! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]`,
+//! `[http]` and `[groups]` as the file writes them (durations as text like `10s`, addresses as text), with
 //! serde defaults and unknown keys refused. [`ServerFile::validate`] turns them into a
 //! [`ServerConfig`], reporting every problem at once. Secrets (tokens, the store URL's password)
 //! serialize redacted, so `orb config show` prints this schema as is.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{AclConfig, Limits, Secret, ServerConfig, StoreConfig, parse_groups};
+use super::{AclConfig, HttpConfig, Limits, Secret, ServerConfig, StoreConfig, parse_groups};
 
 /// `[server]`: listeners, data folder, node id, credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +200,8 @@ pub struct ServerFile {
     pub groups: BTreeMap<String, String>,
     /// `[acl]`.
     pub acl: AclConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
 }
 
 /// Collects problems while typing values.
@@ -377,6 +379,7 @@ impl ServerFile {
             store,
             grace,
             acl: self.acl.clone(),
+            http_options: self.http.clone(),
         })
     }
 }
@@ -436,5 +439,14 @@ mod tests {
     fn unknown_keys_are_refused() {
         let e = toml::from_str::<ServerFile>("[limits]\noutbound_queu = 1\n").unwrap_err();
         assert!(e.to_string().contains("outbound_queu"), "{e}");
+        let e = toml::from_str::<ServerFile>("[http]\nmetrics_publik = true\n").unwrap_err();
+        assert!(e.to_string().contains("metrics_publik"), "{e}");
+    }
+
+    #[test]
+    fn metrics_are_private_unless_the_http_section_says_public() {
+        assert!(!ServerFile::default().validate().unwrap().http_options.metrics_public);
+        let f: ServerFile = toml::from_str("[http]\nmetrics_public = true\n").unwrap();
+        assert!(f.validate().unwrap().http_options.metrics_public);
     }
 }

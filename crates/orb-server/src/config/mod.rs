@@ -39,6 +39,17 @@ pub struct ServerConfig {
     pub grace: Duration,
     /// What agents may do beyond answering commands (`[acl]`).
     pub acl: AclConfig,
+    /// The HTTP port's options (`[http]`; its address is [`ServerConfig::http`]).
+    pub http_options: HttpConfig,
+}
+
+/// `[http]`: options of the HTTP port (its address is `server.http`). Hot-reloaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `GET /metrics` is served without a token (default `false`: the admin token, like the
+    /// REST API). For a scraper on a trusted network that cannot send a bearer token.
+    pub metrics_public: bool,
 }
 
 /// `[acl]`: what agents may do beyond answering commands and calling the server's handlers
@@ -140,6 +151,7 @@ impl Default for ServerConfig {
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
             acl: AclConfig::default(),
+            http_options: HttpConfig::default(),
         }
     }
 }
@@ -179,6 +191,7 @@ impl ServerConfig {
             // Many tests speak the v1 handshake by hand (the shared token, no enrollment); the
             // default's refusal has tests of its own.
             acl: AclConfig { token_devices: true, ..AclConfig::default() },
+            http_options: HttpConfig::default(),
         }
     }
 }
