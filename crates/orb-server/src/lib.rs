@@ -155,6 +155,7 @@ impl ServerBuilder {
         let tracker = TaskTracker::new();
         let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
         let metrics = Arc::new(metrics::Metrics::new(cfg.http_options.metrics_public));
+        let cors = Arc::new(listener::cors::CorsOrigins::new(&cfg.http_options.cors_origins));
         let broker = Broker::new(broker::Parts {
             node: node.clone(),
             registry,
@@ -174,6 +175,7 @@ impl ServerBuilder {
             auth,
             stop_accepting: stop_accepting.clone(),
             logins: dashboard::Logins::default(),
+            cors: Arc::clone(&cors),
         });
         tracker.spawn(listener::tcp::run(tcp, Arc::clone(&shared)));
         tracker.spawn(listener::http::run(http, Arc::clone(&shared)));
@@ -203,6 +205,7 @@ impl ServerBuilder {
             admin_rx: Some(admin_rx),
             store,
             store_config,
+            cors,
             data_lock: std::sync::Mutex::new(Some(data_lock)),
         })
     }
@@ -274,6 +277,8 @@ pub struct Server {
     store: Arc<dyn orb_store::Store>,
     /// Retention, replaced by a reload.
     store_config: Arc<RwLock<StoreConfig>>,
+    /// `[http] cors_origins`, replaced by a reload.
+    cors: Arc<listener::cors::CorsOrigins>,
     /// The data folder's lock, released when the server has stopped.
     data_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
@@ -347,6 +352,7 @@ impl Server {
         self.broker.policy().set_acl(acl);
         self.broker.set_limits(new.limits.clone());
         self.broker.metrics().set_public(new.http_options.metrics_public);
+        self.cors.set(&new.http_options.cors_origins);
         *self.store_config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.store.clone();
         let restart_required = self.config.restart_required(&new);
         for key in &restart_required {

@@ -358,3 +358,40 @@ async fn the_openapi_document_is_public_complete_and_holds_the_limits() {
     let (status, body) = http.post("/v1/jobs", json!({"target": "*", "command": "ping", "wait": "91s"})).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("no_match")), "{body}");
 }
+
+/// CORS is off by default; `[http] cors_origins` lets exactly the listed origins' pages call the
+/// API (preflight answered, responses marked), and a reload changes the list at once.
+#[tokio::test]
+async fn cors_allows_exactly_the_configured_origins() {
+    let server =
+        TestServer::start_with(|cfg| cfg.http_options.cors_origins = vec!["http://app.example".into()], |b| b).await;
+    let http = Http::new(&server);
+    let allowed = |origin: &'static str| {
+        let req = http
+            .client
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/status", http.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization");
+        async move {
+            let resp = req.send().await.unwrap();
+            resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(allowed("http://app.example").await.as_deref(), Some("http://app.example"));
+    assert_eq!(allowed("http://evil.example").await, None);
+    let resp = http
+        .client
+        .get(format!("{}/v1/status", http.base))
+        .bearer_auth(&http.token)
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "http://app.example");
+
+    let cfg = orb_server::ServerConfig::for_tests(server.data.path().to_path_buf());
+    assert!(cfg.http_options.cors_origins.is_empty());
+    server.server.reload(cfg).unwrap();
+    assert_eq!(allowed("http://app.example").await, None, "a reload applies at once");
+}

@@ -364,6 +364,7 @@ impl ServerFile {
             }
             Err(problems) => p.0.extend(problems),
         }
+        p.0.extend(crate::listener::cors::problems(&self.http.cors_origins));
         if !p.0.is_empty() {
             return Err(p.0);
         }

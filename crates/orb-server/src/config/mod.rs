@@ -50,6 +50,9 @@ pub struct HttpConfig {
     /// `GET /metrics` is served without a token (default `false`: the admin token, like the
     /// REST API). For a scraper on a trusted network that cannot send a bearer token.
     pub metrics_public: bool,
+    /// Browser origins (`https://host[:port]`) whose pages may call the API (CORS). Default none:
+    /// the dashboard is served by this port itself and needs none.
+    pub cors_origins: Vec<String>,
 }
 
 /// `[acl]`: what agents may do beyond answering commands and calling the server's handlers

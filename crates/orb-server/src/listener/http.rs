@@ -84,7 +84,9 @@ refusals!(
 /// Serves HTTP until the listeners stop.
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
     // The dashboard's HTML pages are no API: they stay out of the OpenAPI document.
-    let app: HttpRouter = crate::api::routes(Arc::clone(&shared)).merge(crate::dashboard::routes(Arc::clone(&shared)));
+    let app: HttpRouter = crate::api::routes(Arc::clone(&shared))
+        .merge(crate::dashboard::routes(Arc::clone(&shared)))
+        .layer(super::cors::layer(Arc::clone(&shared.cors)));
     super::accept_loop(listener, &shared, "http", |stream, peer, admitted| {
         let broker = &shared.broker;
         let limits = broker.limits();

@@ -3,6 +3,7 @@
 //! same connection limits before anything else, and the WebSocket is adapted to the same frame
 //! interface (`orb_io::ws::server`), so a session never knows which transport it runs on.
 
+pub mod cors;
 pub mod http;
 pub mod tcp;
 

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub stop_accepting: CancellationToken,
     /// The dashboard's sign-ins (session cookies).
     pub logins: crate::dashboard::Logins,
+    /// `[http] cors_origins`, replaced on reload.
+    pub cors: Arc<crate::listener::cors::CorsOrigins>,
 }
 
 /// Where a connection comes from.
