@@ -42,6 +42,9 @@ pub enum Command {
     /// List recent jobs; show one job's results; cancel a running job.
     #[command(after_help = crate::help::JOBS)]
     Jobs(JobsArgs),
+    /// Operator tokens with roles (admin, operator, viewer): add one (shown once), list, revoke.
+    #[command(after_help = crate::help::TOKENS)]
+    Tokens(TokensArgs),
     /// Start an embedded server with in-process agents, run a few jobs, print the results.
     #[cfg(feature = "server")]
     #[command(after_help = crate::help::DEMO)]
@@ -206,6 +209,7 @@ impl Command {
         match self {
             Command::Send(a) => Some(&mut a.connect),
             Command::Devices(a) => Some(&mut a.connect),
+            Command::Tokens(a) => Some(&mut a.connect),
             Command::Jobs(a) => Some(&mut a.connect),
             Command::Signal(a) => Some(&mut a.connect),
             Command::Pub(a) => Some(&mut a.connect),
@@ -559,6 +563,40 @@ pub struct SignalArgs {
     /// Parameters as NAME=VALUE.
     #[arg(value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+}
+
+/// `orb tokens`: the list (no sub-command), or one of the sub-commands.
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Output: the list as a table, one JSON array, YAML or names; a new token as text, one
+    /// JSON object, YAML or the token alone.
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
+    #[command(subcommand)]
+    pub action: Option<TokensCommand>,
+}
+
+/// `orb tokens ...` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Make a token with a role and print it (shown only this once; the server keeps its hash).
+    #[command(after_help = crate::help::TOKENS_ADD)]
+    Add {
+        /// The token's name (the job history shows it as the requester).
+        name: String,
+        /// admin (everything), operator (send and schedule where [[acl.operators]] rules allow,
+        /// cancel, read) or viewer (read only).
+        #[arg(long, value_parser = ["admin", "operator", "viewer"])]
+        role: String,
+    },
+    /// Revoke a token: it admits nobody from its next command on.
+    #[command(after_help = crate::help::TOKENS_REVOKE)]
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 /// `orb devices`: the list (no sub-command), or one of the sub-commands.

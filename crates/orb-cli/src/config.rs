@@ -1,7 +1,8 @@
 //! The configuration file (`orb.toml`) and its layering: built-in defaults, then the file
 //! (`--config`, `$ORB_CONFIG`, `/etc/orb/orb.toml`), then `ORB_<SECTION>__<KEY>` environment
 //! variables, then command-line flags. [`Layers::finish`] reports every problem at once. The
-//! server's sections (`[server]`, `[limits]`, `[shutdown]`, `[store]`, `[tls]`, `[groups]`) are
+//! server's sections (`[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]`, `[http]`, `[tls]`,
+//! `[groups]`) are
 //! `orb_server`'s schema and its `validate`; this module adds only `[log]`, `[agent]` and
 //! `[client]`, and layers. The agent-only build carries the server's sections unread. Client
 //! commands find their file differently ([`client_config_path`]) and read only `[client]`
@@ -29,6 +30,7 @@ pub const USER_CONFIG: &str = "config.toml";
 #[cfg(feature = "server")]
 mod server_sections {
     pub use orb_server::config::AclConfig as AclSection;
+    pub use orb_server::config::HttpConfig as HttpSection;
     pub use orb_server::config::file::{LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection};
 }
 #[cfg(not(feature = "server"))]
@@ -38,12 +40,15 @@ mod server_sections {
     pub type ShutdownSection = toml::Table;
     pub type StoreSection = toml::Table;
     pub type AclSection = toml::Table;
+    pub type HttpSection = toml::Table;
     pub type TlsSection = toml::Table;
 }
-use server_sections::{AclSection, LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection};
+use server_sections::{
+    AclSection, HttpSection, LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection,
+};
 
 /// The sections that belong to the server.
-const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "acl", "tls", "groups"];
+const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "acl", "http", "tls", "groups"];
 
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +187,8 @@ pub struct FileConfig {
     pub client: ClientSection,
     /// `[acl]`: what agents may do beyond answering.
     pub acl: AclSection,
+    /// `[http]`: options of the HTTP port.
+    pub http: HttpSection,
     /// `[tls]`: the server's certificate, key and client CA.
     pub tls: TlsSection,
     /// `[groups]`: NAME = "selector".
@@ -514,6 +521,7 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         shutdown: file.shutdown.clone(),
         store: file.store.clone(),
         acl: file.acl.clone(),
+        http: file.http.clone(),
         tls: file.tls.clone(),
         groups: file.groups.clone(),
     }
@@ -751,6 +759,22 @@ mod tests {
         l.env([("ORB_TLS__KEY".to_owned(), key.display().to_string())]);
         let all = l.finish().unwrap_err().join("\n");
         assert!(all.contains("'tls': cannot read certificate /nowhere/s.crt"), "{all}");
+    }
+
+    #[test]
+    #[cfg(feature = "server")]
+    fn metrics_public_comes_from_the_http_section_or_the_environment() {
+        assert!(!Layers::defaults().finish().unwrap().server.http_options.metrics_public);
+        let mut l = Layers::defaults();
+        l.text("[http]\nmetrics_public = true\n", "orb.toml");
+        assert!(l.finish().unwrap().server.http_options.metrics_public);
+        let mut l = Layers::defaults();
+        l.env([("ORB_HTTP__METRICS_PUBLIC".to_owned(), "true".to_owned())]);
+        assert!(l.finish().unwrap().server.http_options.metrics_public);
+        let mut l = Layers::defaults();
+        l.text("[http]\nmetrics = true\n", "orb.toml");
+        let all = l.finish().unwrap_err().join("\n");
+        assert!(all.contains("http.metrics"), "{all}");
     }
 
     #[test]

@@ -141,6 +141,26 @@ Examples:
   orb devices add gw-7 --json > credentials.json    # exactly the agent's DATA/credentials.json
   orb agent --data DATA                       # then, on the device, with that file in DATA";
 
+/// `orb tokens`.
+pub const TOKENS: &str = "\
+Examples:
+  orb tokens add ci --role operator      # prints the token once; give it to the CI job
+  orb tokens add wall --role viewer      # read-only: a wall screen's dashboard sign-in
+  orb tokens                             # names, roles, when made, when revoked
+  orb tokens revoke ci                   # refused from its next command on
+  ORB_TOKEN=0f3a...9c orb send 'tag:env=staging' deploy   # as the token ci";
+
+/// `orb tokens add`.
+pub const TOKENS_ADD: &str = "\
+Examples:
+  orb tokens add ci --role operator      # sends what [[acl.operators]] rules allow
+  orb tokens add wall --role viewer -o name > wall.token";
+
+/// `orb tokens revoke`.
+pub const TOKENS_REVOKE: &str = "\
+Examples:
+  orb tokens revoke ci                   # its sessions are refused from their next command on";
+
 /// `orb devices rm`.
 pub const DEVICES_RM: &str = "\
 Examples:

@@ -49,6 +49,7 @@ mod send;
 #[cfg(feature = "server")]
 mod serve;
 mod signal;
+mod tokens;
 
 fn main() -> std::process::ExitCode {
     // One crypto provider for everything TLS in this process (decision 0022).
@@ -103,6 +104,10 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
         cli::Command::Devices(args) => {
             client_logging()?;
             devices::run(args).await
+        }
+        cli::Command::Tokens(args) => {
+            client_logging()?;
+            tokens::run(args).await
         }
         cli::Command::Jobs(args) => {
             client_logging()?;

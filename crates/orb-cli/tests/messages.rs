@@ -53,7 +53,7 @@ impl Raw {
 fn messages_a_device_sent_are_listed_once_each_oldest_first() {
     let server = Server::start();
     let mut dev = Raw::connect(&server.tcp);
-    dev.send(&json!({"kind": "hello", "body": {"version": 1, "role": "agent", "token": AGENT, "id": "gw-1"}}));
+    dev.send(&json!({"kind": "hello", "body": {"version": 1, "role": "agent", "token": AGENT, "id": "gw-1", "enroll": true}}));
     assert_eq!(dev.read()["kind"], "welcome");
     let message = |id: &str, msg: &str, n: u64| json!({"kind": "cmd", "id": id, "cmd": "reading", "msg": msg, "at_ms": 1_764_979_200_000_u64 + n, "body": {"n": n}});
     dev.send(&message("1", "m-1", 1));

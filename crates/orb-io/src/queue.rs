@@ -307,6 +307,12 @@ impl QueueTx {
         }
     }
 
+    /// Frames and bytes queued now.
+    pub fn depth(&self) -> (usize, usize) {
+        let st = self.0.lock();
+        (st.items.len(), st.bytes)
+    }
+
     /// Whether no frame is queued.
     pub fn is_empty(&self) -> bool {
         self.0.lock().items.is_empty()

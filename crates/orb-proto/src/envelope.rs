@@ -100,6 +100,7 @@ impl Kind {
 
 /// The outcome of one target of a job. The set is fixed for every protocol feature to come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// The device answered with a result.
@@ -163,6 +164,7 @@ impl std::fmt::Display for Status {
 
 /// A stable code and a human message: how every refusal and failed result is reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Stable snake_case code (see `docs/errors.md`).
     pub code: ErrorCode,

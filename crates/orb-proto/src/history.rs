@@ -29,6 +29,7 @@ pub struct JobRef {
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobPhase {
     /// Some targets have not answered and the deadline has not passed.
@@ -62,6 +63,7 @@ impl JobPhase {
 
 /// One job as the history lists it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     /// Job id (a UUID v7: time-ordered).
     pub id: String,
@@ -72,6 +74,7 @@ pub struct JobInfo {
     /// Command name.
     pub command: String,
     /// Arguments (JSON), null when none were given.
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub args: Option<Box<RawValue>>,
     /// RFC 3339 UTC creation time.
     pub created_at: String,
@@ -96,6 +99,8 @@ pub struct JobInfo {
 
 /// Result of [`crate::message::commands::JOBS_SHOW`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(description = "One job with every target's result."))]
 pub struct JobDetail {
     /// The job.
     pub job: JobInfo,
@@ -107,6 +112,8 @@ pub struct JobDetail {
 
 /// Result of [`crate::message::commands::JOBS_CANCEL`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(description = "What cancelling a job cancelled."))]
 pub struct JobCancelled {
     /// The full job id.
     pub job: String,

@@ -16,11 +16,14 @@ pub mod error;
 pub mod history;
 pub mod id;
 pub mod message;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod registry;
 pub mod rollout;
 pub mod schedule;
 pub mod selector;
 pub mod text;
+pub mod tokens;
 pub mod topic;
 
 pub use codec::{Codec, DecodeError, decode, encode};

@@ -62,6 +62,15 @@ pub mod commands {
     /// Device to server, through its outbox: one firing of an agent-local schedule. Body:
     /// [`crate::schedule::ScheduleRan`]; stored as a job of one target, linked to the schedule.
     pub const SCHEDULES_RAN: &str = "$orb.schedules.ran";
+    /// Make an operator token (admin only), shown once. Args: [`crate::tokens::TokenAdd`]; result:
+    /// [`crate::tokens::TokenCreated`].
+    pub const TOKENS_ADD: &str = "$orb.tokens.add";
+    /// The operator tokens (admin only), never the tokens themselves. Result: an array of
+    /// [`crate::tokens::TokenInfo`].
+    pub const TOKENS_LIST: &str = "$orb.tokens.list";
+    /// Revoke an operator token (admin only): its sessions are closed at once. Args:
+    /// [`crate::tokens::TokenRef`]; result: [`crate::tokens::TokenInfo`].
+    pub const TOKENS_REVOKE: &str = "$orb.tokens.revoke";
 }
 
 /// Who a connection is: a device (a target of jobs) or an operator (CLI, scripts; never a target).
@@ -292,6 +301,7 @@ pub struct Bye {
 
 /// Body of the `ack` that accepts a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobAccepted {
     /// The job id (also in the envelope's `job` field).
     pub job: String,
@@ -352,6 +362,7 @@ impl Select {
 
 /// Body of the `reply` that ends a job: how many targets ended in each status (every status listed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSummary {
     /// The job id.
     pub job: String,
@@ -392,12 +403,14 @@ impl JobSummary {
 
 /// One target's outcome, as `orb send --json` prints it (one object per line).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TargetResult {
     /// Device id.
     pub device: String,
     /// Outcome.
     pub status: Status,
     /// The handler's result (JSON) when `status` is `ok`, else null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub result: Option<Box<RawValue>>,
     /// Code and message when the target did not succeed, else null.
     pub error: Option<ErrorBody>,
@@ -411,10 +424,12 @@ pub struct TargetResult {
 
 /// An answer that arrived after its job's deadline, as the job history shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LateAnswer {
     /// What the answer was: `ok`, `error`, or `timeout` (the device gave up at its deadline).
     pub status: Status,
     /// The result (JSON) when `status` is `ok`, else null.
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub result: Option<Box<RawValue>>,
     /// Code and message of an error answer, else null.
     pub error: Option<ErrorBody>,
@@ -435,6 +450,7 @@ pub struct DevicesQuery {
 
 /// One device as the inventory lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceInfo {
     /// Device id.
     pub id: String,

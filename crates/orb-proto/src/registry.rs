@@ -58,6 +58,7 @@ pub struct DevicesSummary {
 
 /// Everything known about one device: the registry record plus, when connected, its live link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceDetail {
     /// Device id.
     pub id: String,
@@ -106,6 +107,7 @@ pub struct DeviceDetail {
 
 /// A device's held commands counted ("sent vs acknowledged").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryCounts {
     /// Waiting for delivery.
     pub queued: u64,
@@ -120,6 +122,7 @@ pub struct DeliveryCounts {
 /// A command held for a device (a job sent with a TTL): waiting for it, or handed over and not
 /// answered yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeldCommand {
     /// The job.
     pub job: String,
@@ -135,6 +138,7 @@ pub struct HeldCommand {
 
 /// Statistics of a live connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectionStats {
     /// Connection id (the welcome's `session`).
     pub id: u64,

@@ -90,20 +90,25 @@ impl<'de> Deserialize<'de> for BatchSize {
 
 /// How a job reaches its targets. The default sends to every target at once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rollout {
     /// Each target's dispatch is delayed by a stable per-device offset within this many
-    /// milliseconds (from the start of its batch, with `batch`).
+    /// milliseconds (from the start of its batch, with `batch`); at most [`MAX_SPLAY`] (a day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 86_400_000))]
     pub splay_ms: Option<u64>,
     /// Targets per batch; the next batch starts when every target of one has an outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchSize>,
-    /// Milliseconds between one batch's end and the next one's start.
+    /// Milliseconds between one batch's end and the next one's start; at most
+    /// [`MAX_BATCH_WAIT`] (a day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 86_400_000))]
     pub batch_wait_ms: Option<u64>,
     /// Once more than this percentage of the finished targets failed (`error` or `timeout`), no
-    /// further batch starts: the targets not started end `cancelled`.
+    /// further batch starts: the targets not started end `cancelled` (0 to 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub abort_on_failure_pct: Option<u8>,
 }
 

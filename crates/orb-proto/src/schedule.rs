@@ -48,6 +48,7 @@ pub struct ScheduleRef {
 
 /// A stored schedule: the result of create, show, pause and resume, and the elements of list.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleInfo {
     /// Schedule id (a UUID v7).
     pub id: String,
@@ -56,6 +57,7 @@ pub struct ScheduleInfo {
     /// Command name.
     pub command: String,
     /// Arguments (JSON), null when none; always null in `$orb.schedules.list` (`show` has them).
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub args: Option<Box<RawValue>>,
     /// Each firing's deadline, in milliseconds.
     pub deadline_ms: u64,

@@ -21,20 +21,24 @@ pub const MAX_EVERY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// When a schedule fires. JSON: `{"kind": "at", "at": "2026-12-07T17:00:00Z"}`,
 /// `{"kind": "every", "every_ms": 60000, "anchor": "…"}`, `{"kind": "cron", "expr": "0 9 * * 1-5", "tz": "Europe/Berlin"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Spec {
     /// Once, at `at` (`--at`, `--in`).
     At {
-        /// The one firing.
+        /// The one firing (RFC 3339).
+        #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
         at: DateTime<Utc>,
     },
     /// At `anchor + k·every` for every integer k ≥ 0 (`--every`). Anchored, so firings never
     /// drift however late each one is handled. With the anchor at creation time, the first
     /// firing after creation is one interval later.
     Every {
-        /// The interval in milliseconds, within [`MIN_EVERY`]..=[`MAX_EVERY`].
+        /// The interval in milliseconds, within [`MIN_EVERY`]..=[`MAX_EVERY`] (1 s to 365 days).
+        #[cfg_attr(feature = "openapi", schema(minimum = 1000, maximum = 31_536_000_000_u64))]
         every_ms: u64,
-        /// The instant the grid of firings is laid from.
+        /// The instant the grid of firings is laid from (RFC 3339).
+        #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
         anchor: DateTime<Utc>,
     },
     /// Whenever the wall clock in `tz` matches `expr` (`--cron`), with the DST rules described
@@ -90,6 +94,7 @@ pub(crate) fn every_ms_checked(every: Duration, value: &str) -> Result<u64, Sche
 /// What happens to firings that fell due while the server was down (or too late to count as on
 /// time; see [`crate::due`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum MissedPolicy {
     /// Drop missed firings; carry on at the next future one.

@@ -8,13 +8,16 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use orb_proto::message::{Hello, Role};
+use orb_proto::tokens::Access;
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
+use crate::operators::OperatorTokens;
 use crate::registry::{self, IssuedSecret, Registry, digest};
 
 /// Who a connection is, once authenticated.
@@ -24,8 +27,11 @@ pub struct Principal {
     pub role: Role,
     /// The device id, for agents.
     pub device: Option<DeviceId>,
-    /// Whether the credential was the admin token (full rights).
-    pub admin: bool,
+    /// What an operator credential allows (`None` for agents; an operator without it has full
+    /// rights).
+    pub access: Option<Access>,
+    /// The named operator token presented, whose validity the policy checks on every request.
+    pub token: Option<String>,
     /// A device secret issued by this handshake (enrollment), sent once in the welcome.
     pub issued_secret: Option<String>,
 }
@@ -72,6 +78,10 @@ pub trait Authenticator: Send + Sync + 'static {
 pub struct TokenAuth {
     digests: std::sync::RwLock<([u8; 32], [u8; 32])>,
     registry: Arc<Registry>,
+    /// `acl.token_devices`: devices without a secret may connect with the shared token.
+    token_devices: AtomicBool,
+    /// Named operator tokens with roles (`orb tokens add`).
+    operators: Option<Arc<OperatorTokens>>,
 }
 
 /// Attempts at a fresh random id before giving up (a collision is already unlikely).
@@ -80,7 +90,24 @@ const ID_ATTEMPTS: usize = 4;
 impl TokenAuth {
     /// Builds the authenticator from the two tokens and the registry.
     pub fn new(admin: &Secret, agent: &Secret, registry: Arc<Registry>) -> TokenAuth {
-        TokenAuth { digests: std::sync::RwLock::new((digest(admin.expose()), digest(agent.expose()))), registry }
+        TokenAuth {
+            digests: std::sync::RwLock::new((digest(admin.expose()), digest(agent.expose()))),
+            registry,
+            token_devices: AtomicBool::new(false),
+            operators: None,
+        }
+    }
+
+    /// Also admits the named operator tokens of `operators`, each with its role.
+    #[must_use]
+    pub fn with_operators(self, operators: Arc<OperatorTokens>) -> TokenAuth {
+        TokenAuth { operators: Some(operators), ..self }
+    }
+
+    /// Sets `acl.token_devices` (at start and on reload): whether devices without a secret of
+    /// their own may connect with the shared token alone.
+    pub fn set_token_devices(&self, allowed: bool) {
+        self.token_devices.store(allowed, Ordering::Relaxed);
     }
 
     /// Replaces both tokens (configuration reload); sessions already open stay open.
@@ -100,24 +127,47 @@ impl TokenAuth {
         let is_admin = given.is_some_and(|g| bool::from(g.ct_eq(&admin)));
         let is_agent = given.is_some_and(|g| bool::from(g.ct_eq(&agent)));
         match hello.role {
-            Role::Operator if is_admin => {
-                Ok(Principal { role: Role::Operator, device: None, admin: true, issued_secret: None })
-            }
+            Role::Operator if is_admin => Ok(Principal::operator()),
             Role::Operator if is_agent => Err(ErrorBody::new(
                 ErrorCode::Forbidden,
                 "the agent token cannot open an operator session; use the admin token",
             )),
-            Role::Agent if is_admin || is_agent => self.enroll(hello, is_admin).await,
+            Role::Agent if is_admin || is_agent => self.enroll(hello).await,
             _ if hello.token.is_none() => Err(ErrorBody::new(AUTH_FAILED, "hello carries no token or secret")),
-            _ => Err(ErrorBody::new(AUTH_FAILED, "token is not valid")),
+            _ => match self.operators.as_ref().and_then(|o| o.check(hello.token.as_deref().unwrap_or_default())) {
+                Some((name, access)) if hello.role == Role::Operator => {
+                    Ok(Principal { access: Some(access), token: Some(name), ..Principal::operator() })
+                }
+                Some((name, _)) => Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the operator token {name} cannot connect a device; use the agent token or a device secret"
+                    ),
+                )),
+                None => Err(ErrorBody::new(AUTH_FAILED, "token is not valid")),
+            },
         }
     }
+}
 
+impl Principal {
+    /// An operator with full rights (the admin token).
+    fn operator() -> Principal {
+        Principal { role: Role::Operator, device: None, access: Some(Access::Admin), token: None, issued_secret: None }
+    }
+
+    /// The device `device`, with the secret its enrollment issued.
+    fn agent(device: DeviceId, issued_secret: Option<String>) -> Principal {
+        Principal { role: Role::Agent, device: Some(device), access: None, token: None, issued_secret }
+    }
+}
+
+impl TokenAuth {
     fn check_device_secret(&self, id: Option<&str>, secret: &str) -> Result<Principal, ErrorBody> {
         let id = id.ok_or_else(|| ErrorBody::new(ErrorCode::BadId, "a hello with a device secret needs the id"))?;
         let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
         match self.registry.check_secret(id, secret) {
-            Some(Ok(_)) => Ok(Principal { role: Role::Agent, device: Some(device), admin: false, issued_secret: None }),
+            Some(Ok(_)) => Ok(Principal::agent(device, None)),
             // One answer for an unknown id, a wrong secret and a revoked device: a hello without
             // valid credentials learns nothing about which ids exist. The log says which it was.
             outcome => {
@@ -126,7 +176,7 @@ impl TokenAuth {
                     _ if self.registry.get(id).is_none() => "unknown device".to_owned(),
                     _ => "the device has no secret".to_owned(),
                 };
-                tracing::info!(agent.id = id, why, "device secret refused");
+                tracing::debug!(agent.id = id, why, "device secret refused");
                 Err(ErrorBody::new(AUTH_FAILED, format!("unknown device {id} or wrong secret")))
             }
         }
@@ -134,13 +184,8 @@ impl TokenAuth {
 
     /// A device connecting with a shared token: a new id is registered (with a secret when the
     /// agent asked to enroll); a known id is accepted only while it has no secret of its own.
-    async fn enroll(&self, hello: &Hello, admin: bool) -> Result<Principal, ErrorBody> {
-        let principal = |device: DeviceId, issued_secret| Principal {
-            role: Role::Agent,
-            device: Some(device),
-            admin,
-            issued_secret,
-        };
+    async fn enroll(&self, hello: &Hello) -> Result<Principal, ErrorBody> {
+        let principal = Principal::agent;
         let Some(id) = hello.id.as_deref() else {
             if !hello.enroll {
                 return Err(ErrorBody::new(ErrorCode::BadId, "an agent hello needs an id (or enroll: true)"));
@@ -160,9 +205,23 @@ impl TokenAuth {
         };
         let device = DeviceId::new(id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
         let issued = hello.enroll.then(IssuedSecret::generate);
+        let token_devices = self.token_devices.load(Ordering::Relaxed);
         match self.registry.get(id) {
             Some(known) if known.revoked => Err(registry::revoked(id)),
             Some(known) if known.secret_hash.is_some() => Err(id_taken(id)),
+            Some(_) if !token_devices => Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "device {id} has no secret of its own and this server admits known devices only by their \
+                     secret (acl.token_devices = false): an operator can remove it (orb devices rm {id}) so it \
+                     enrolls again, or allow shared-token devices"
+                ),
+            )),
+            None if !token_devices && !hello.enroll => Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "this server admits new devices only by enrollment: send enroll: true and keep the secret the \
+                 welcome carries (or an operator sets acl.token_devices = true)",
+            )),
             Some(_) => match issued {
                 // A v1-registered device upgrading: it gets its secret now.
                 Some(s) => {
@@ -242,7 +301,7 @@ impl TokenAuth {
                 Err(e) => return Err(e),
             },
         }
-        Ok(Principal { role: Role::Agent, device: Some(device), admin: false, issued_secret: None })
+        Ok(Principal::agent(device, None))
     }
 }
 
@@ -298,7 +357,11 @@ mod tests {
     #[tokio::test]
     async fn tokens_map_to_roles() {
         let (a, _dir) = auth().await;
-        assert!(a.check(&hello(Role::Operator, Some("admin-secret"), None)).await.unwrap().admin);
+        a.set_token_devices(true);
+        assert_eq!(
+            a.check(&hello(Role::Operator, Some("admin-secret"), None)).await.unwrap().access,
+            Some(Access::Admin)
+        );
         let p = a.check(&hello(Role::Agent, Some("agent-secret"), Some("web-1"))).await.unwrap();
         assert_eq!(p.device.unwrap().as_str(), "web-1");
         assert_eq!(p.issued_secret, None, "a v1 agent (no enroll) gets no secret");
@@ -346,7 +409,7 @@ mod tests {
         let cam = cert(Ok("cam-1"));
         // No token, no secret: the certificate is the credential; the id may be left out.
         let p = a.authenticate_peer(&hello(Role::Agent, None, None), &cam).await.unwrap();
-        assert_eq!((p.device.unwrap().as_str(), p.admin, p.issued_secret), ("cam-1", false, None));
+        assert_eq!((p.device.unwrap().as_str(), p.access, p.issued_secret), ("cam-1", None, None));
         let p = a.authenticate_peer(&hello(Role::Agent, None, Some("cam-1")), &cam).await.unwrap();
         assert_eq!(p.device.unwrap().as_str(), "cam-1");
         // Claiming another device is refused, even with the agent token.
@@ -361,19 +424,47 @@ mod tests {
         // Operators are not made by a certificate: the admin token still decides.
         let e = a.authenticate_peer(&hello(Role::Operator, None, None), &cam).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::AuthFailed);
-        assert!(a.authenticate_peer(&hello(Role::Operator, Some("admin-secret"), None), &cam).await.unwrap().admin);
+        let op = a.authenticate_peer(&hello(Role::Operator, Some("admin-secret"), None), &cam).await.unwrap();
+        assert_eq!(op.access, Some(Access::Admin));
         // Without a certificate, tokens work as before, but not for a device that has used one.
         let none = PeerCredentials::default();
-        assert!(a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("web-1")), &none).await.is_ok());
-        let e = a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("cam-1")), &none).await.unwrap_err();
+        let enroll = |id: &str| Hello { enroll: true, ..hello(Role::Agent, Some("agent-secret"), Some(id)) };
+        assert!(a.authenticate_peer(&enroll("web-1"), &none).await.is_ok());
+        let e = a.authenticate_peer(&enroll("cam-1"), &none).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::IdTaken);
-        // A device enrolled with the token, then given a certificate, is closed to the token too.
-        a.authenticate_peer(&hello(Role::Agent, None, None), &cert(Ok("web-1"))).await.unwrap();
-        let e = a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("web-1")), &none).await.unwrap_err();
+        // A device without a secret of its own (registered by an operator, or by a v1 agent where
+        // token devices are allowed), once it used a certificate, is closed to the token too.
+        a.set_token_devices(true);
+        assert!(a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("v1-1")), &none).await.is_ok());
+        a.authenticate_peer(&hello(Role::Agent, None, None), &cert(Ok("v1-1"))).await.unwrap();
+        let e = a.authenticate_peer(&hello(Role::Agent, Some("agent-secret"), Some("v1-1")), &none).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::IdTaken);
-        a.registry.revoke("web-1").await.unwrap();
-        let e = a.authenticate_peer(&hello(Role::Agent, None, None), &cert(Ok("web-1"))).await.unwrap_err();
+        a.set_token_devices(false);
+        a.registry.revoke("v1-1").await.unwrap();
+        let e = a.authenticate_peer(&hello(Role::Agent, None, None), &cert(Ok("v1-1"))).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::Revoked);
+    }
+
+    #[tokio::test]
+    async fn the_shared_token_alone_takes_over_no_device_unless_allowed() {
+        let (a, _dir) = auth().await;
+        let v1 = hello(Role::Agent, Some("agent-secret"), Some("cam-1"));
+        // By default a new device must enroll; one without a secret cannot connect by token.
+        assert_eq!(a.check(&v1).await.unwrap_err().code, ErrorCode::Forbidden);
+        a.set_token_devices(true);
+        assert!(a.check(&v1).await.is_ok(), "allowed: a v1 agent registers without a secret");
+        a.set_token_devices(false);
+        for h in
+            [v1.clone(), Hello { enroll: true, ..v1.clone() }, hello(Role::Agent, Some("admin-secret"), Some("cam-1"))]
+        {
+            let e = a.check(&h).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::Forbidden, "{h:?}");
+            assert!(e.message.contains("orb devices rm cam-1"), "{}", e.message);
+        }
+        assert!(a.registry.get("cam-1").unwrap().secret_hash.is_none(), "nobody took it over");
+        // Enrolling a new id is the way in.
+        let enroll = Hello { enroll: true, ..hello(Role::Agent, Some("agent-secret"), Some("cam-2")) };
+        assert!(a.check(&enroll).await.unwrap().issued_secret.is_some());
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use orb_proto::message::Role;
+use orb_proto::tokens::Access;
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use tokio::sync::Notify;
 
@@ -20,19 +21,33 @@ pub struct Identity {
     pub role: Role,
     /// The device, for agents.
     pub device: Option<DeviceId>,
-    /// Whether the credential was the admin token (full rights).
-    pub admin: bool,
+    /// What an operator's credential allows (`None` for agents).
+    pub access: Option<Access>,
+    /// The named operator token it came with, looked up on every check (`None`: the admin
+    /// token, a device credential, or a custom authenticator's).
+    pub token: Option<Arc<str>>,
 }
 
 impl Identity {
     /// An operator holding the admin token, named `name`.
     pub fn admin(name: impl Into<String>) -> Identity {
-        Identity { name: name.into(), role: Role::Operator, device: None, admin: true }
+        Identity { name: name.into(), role: Role::Operator, device: None, access: Some(Access::Admin), token: None }
+    }
+
+    /// An operator holding the named token `token` with role `access`; its name is the token's.
+    pub fn token(token: &str, access: Access) -> Identity {
+        Identity {
+            name: token.to_owned(),
+            role: Role::Operator,
+            device: None,
+            access: Some(access),
+            token: Some(Arc::from(token)),
+        }
     }
 
     /// The device `id`, as an agent.
     pub fn device(id: DeviceId) -> Identity {
-        Identity { name: id.to_string(), role: Role::Agent, device: Some(id), admin: false }
+        Identity { name: id.to_string(), role: Role::Agent, device: Some(id), access: None, token: None }
     }
 }
 

@@ -16,7 +16,8 @@
 //! (the one door, its policy and typed services), `jobs` (fan-out, results, cancel), `router`
 //! (sessions and delivery, correlations, admission, statistics), `session` (the wire adapter),
 //! `listener` (accept loops: TCP, HTTP), `maintenance` (retention, sweeps), `admin` (messages
-//! for the embedding process), `close` (close reasons).
+//! for the embedding process), `close` (close reasons), `metrics` (Prometheus metrics and
+//! message rates).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), orb_server::ServerError> {
@@ -45,7 +46,9 @@ pub mod identity;
 pub mod jobs;
 mod listener;
 mod maintenance;
+mod metrics;
 pub mod node;
+pub mod operators;
 pub mod registry;
 pub mod router;
 pub mod scheduler;
@@ -136,10 +139,14 @@ impl ServerBuilder {
         }
         let registry = Arc::new(Registry::load(Arc::clone(&store)).await?);
         let retained = store.retained().await?;
+        let operators = Arc::new(operators::OperatorTokens::load(Arc::clone(&store)).await?);
         let (auth, token_auth): (Arc<dyn Authenticator>, _) = match self.auth {
             Some(custom) => (custom, None),
             None => {
-                let tokens = Arc::new(TokenAuth::new(&admin, &agent, Arc::clone(&registry)));
+                let tokens = Arc::new(
+                    TokenAuth::new(&admin, &agent, Arc::clone(&registry)).with_operators(Arc::clone(&operators)),
+                );
+                tokens.set_token_devices(cfg.acl.token_devices);
                 (Arc::clone(&tokens) as Arc<dyn Authenticator>, Some(tokens))
             }
         };
@@ -148,6 +155,8 @@ impl ServerBuilder {
         let stop_accepting = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
+        let metrics = Arc::new(metrics::Metrics::new(cfg.http_options.metrics_public));
+        let cors = Arc::new(listener::cors::CorsOrigins::new(&cfg.http_options.cors_origins));
         let broker = Broker::new(broker::Parts {
             node: node.clone(),
             registry,
@@ -159,13 +168,16 @@ impl ServerBuilder {
             admin_tx,
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
+            metrics,
         });
+        broker.policy().set_tokens(operators);
         let shared = Arc::new(Shared {
             broker: broker.clone(),
             auth,
             tls: tls.clone(),
             stop_accepting: stop_accepting.clone(),
             logins: dashboard::Logins::default(),
+            cors: Arc::clone(&cors),
         });
         tracker.spawn(listener::tcp::run(tcp, Arc::clone(&shared)));
         tracker.spawn(listener::http::run(http, Arc::clone(&shared)));
@@ -197,6 +209,7 @@ impl ServerBuilder {
             admin_rx: Some(admin_rx),
             store,
             store_config,
+            cors,
             data_lock: std::sync::Mutex::new(Some(data_lock)),
         })
     }
@@ -270,6 +283,8 @@ pub struct Server {
     store: Arc<dyn orb_store::Store>,
     /// Retention, replaced by a reload.
     store_config: Arc<RwLock<StoreConfig>>,
+    /// `[http] cors_origins`, replaced by a reload.
+    cors: Arc<listener::cors::CorsOrigins>,
     /// The data folder's lock, released when the server has stopped.
     data_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
@@ -329,10 +344,11 @@ impl Server {
     }
 
     /// Applies a new configuration while connections stay up: tokens, groups, limits (queue
-    /// sizes and the frame limit apply to new connections), retention, and the TLS certificate,
-    /// key and client CA (re-read from their files; new handshakes use them, connections up keep
-    /// theirs). Settings that need a restart (turning TLS on or off among them) are listed in the
-    /// answer and logged; they stay as they were.
+    /// sizes and the frame limit apply to new connections), access rules, retention,
+    /// `[http] metrics_public`, and the TLS certificate, key and client CA (re-read from their
+    /// files; new handshakes use them, connections up keep theirs). Settings that need a restart
+    /// (turning TLS on or off among them) are listed in the answer and logged; they stay as they
+    /// were.
     ///
     /// # Errors
     /// [`ServerError::Config`] when a group does not parse, [`ServerError::Tls`] when a TLS file
@@ -349,10 +365,13 @@ impl Server {
         }
         if let Some(auth) = &self.token_auth {
             auth.set_tokens(&admin, &agent);
+            auth.set_token_devices(new.acl.token_devices);
         }
         self.broker.set_groups(groups);
         self.broker.policy().set_acl(acl);
         self.broker.set_limits(new.limits.clone());
+        self.broker.metrics().set_public(new.http_options.metrics_public);
+        self.cors.set(&new.http_options.cors_origins);
         *self.store_config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.store.clone();
         let restart_required = self.config.restart_required(&new);
         for key in &restart_required {

@@ -4,7 +4,8 @@
 //! deadline precisely; this frees the server's records); every five seconds, the delivery counts
 //! gathered in memory written to the store; every minute, job retention (by age and
 //! count) and a coarse `last_seen` for connected devices, so a `kill -9` loses at most a minute
-//! of it.
+//! of it. Every second too, the frame counters are sampled for the message rates of
+//! `GET /v1/status` (`crate::metrics`).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -30,7 +31,8 @@ pub(crate) async fn run(broker: Broker, store: Arc<RwLock<StoreConfig>>, shutdow
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     };
-    let (mut expire, mut seen) = (every(EXPIRE_EVERY), every(SEEN_EVERY));
+    let (mut expire, mut seen, mut sample) = (every(EXPIRE_EVERY), every(SEEN_EVERY), every(crate::metrics::TICK));
+    let mut samples = 0_u64;
     let mut retention = tokio::time::interval(RETENTION_EVERY);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = Utc::now();
@@ -54,6 +56,10 @@ pub(crate) async fn run(broker: Broker, store: Arc<RwLock<StoreConfig>>, shutdow
         tokio::select! {
             () = shutdown.cancelled() => return,
             now = expire.tick() => broker.expire(now),
+            now = sample.tick() => {
+                samples += 1;
+                broker.metrics().tick(now, samples);
+            }
             _ = retention.tick() => {
                 let cfg = store.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 prune(&broker, &cfg).await;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use orb_proto::history::JobPhase;
-use orb_proto::message::{Role, Select};
+use orb_proto::message::Select;
 use orb_proto::rollout::Rollout;
 use orb_store::{FiredJob, Firing, JobEnd, NewJob, Record, ScheduleRecord};
 use tokio_util::sync::CancellationToken;
@@ -227,14 +227,10 @@ impl Scheduler {
             firing: Some(FiringRef { job: job.to_owned(), schedule: t.schedule.clone() }),
             rollout,
         };
-        let who = self.requesters.entry(t.schedule.clone()).or_insert_with(|| {
-            Requester::new(Identity {
-                name: requester_name(&t.schedule),
-                role: Role::Operator,
-                device: None,
-                admin: true,
-            })
-        });
+        let who = self
+            .requesters
+            .entry(t.schedule.clone())
+            .or_insert_with(|| Requester::new(Identity::admin(requester_name(&t.schedule))));
         let submitted = Rollout::from_stored(t.rollout.as_deref()).and_then(|r| self.broker.submit(who, spec(r)));
         let error = match submitted {
             // Nobody reads its events: the job runs to its end and its results are stored.

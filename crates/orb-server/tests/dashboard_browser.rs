@@ -151,6 +151,6 @@ async fn a_person_watches_the_fleet_and_sends_a_command() {
 
     // Signing out ends the session: the page asks for the token again.
     page.find(Locator::Css("header form button")).await.unwrap().click().await.unwrap();
-    within("the sign-in page", async { sees(&page, "main.login", "Admin token").await }).await;
+    within("the sign-in page", async { sees(&page, "main.login", "Token").await }).await;
     page.close().await.unwrap();
 }

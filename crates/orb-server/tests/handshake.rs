@@ -313,3 +313,32 @@ async fn websocket_message_above_max_frame_is_frame_too_large() {
     assert_eq!(ws_refusal(&mut ws).await, "frame_too_large");
     server.wait_for_agents(0).await;
 }
+
+/// By default (`acl.token_devices = false`) the shared agent token alone connects no device: a
+/// new one must enroll, and a device registered without a secret cannot be taken over by anyone
+/// holding the token; the enrolled device connects with its secret.
+#[tokio::test]
+async fn the_shared_token_alone_takes_over_no_device_by_default() {
+    let server = TestServer::start_with(|cfg| cfg.acl.token_devices = false, |b| b).await;
+    let token = server.server.agent_token().expose().to_owned();
+    let mut raw = server.raw_tcp().await;
+    raw.send_json(&hello_json("agent", &token, Some("cam-1"))).await.unwrap();
+    assert_eq!(raw.expect_error().await, "forbidden");
+
+    let mut raw = server.raw_tcp().await;
+    let mut enroll = hello_json("agent", &token, Some("cam-1"));
+    enroll["body"]["enroll"] = Value::Bool(true);
+    raw.send_json(&enroll).await.unwrap();
+    let welcome = raw.read_json().await.unwrap();
+    assert_eq!(welcome["kind"], "welcome", "{welcome}");
+    assert!(welcome["body"]["secret"].is_string(), "{welcome}");
+    drop(raw);
+    server.wait_until_gone("cam-1").await;
+
+    // With the token, enrolling again or not: refused, the device keeps its secret.
+    for hello in [enroll.clone(), hello_json("agent", &token, Some("cam-1"))] {
+        let mut raw = server.raw_tcp().await;
+        raw.send_json(&hello).await.unwrap();
+        assert_eq!(raw.expect_error().await, "id_taken");
+    }
+}

@@ -67,6 +67,17 @@ async fn a_token_is_required_and_refusals_say_why() {
     assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_selector")), "{body}");
     let (status, body) = http.post("/v1/jobs", json!({"target": "*", "command": "ping", "bogus": 1})).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let (status, body) = http.post("/v1/jobs", json!(["*", "ping"])).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("expected a JSON object"), "{body}");
+    let (status, body) = http.post("/v1/jobs?limit=2", json!({"target": "*", "command": "ping"})).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("unknown field `limit`"), "{body}");
+    let (status, body) = http.get("/v1/jobs?limit=1001").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let (status, body) = http.get("/v1/jobs?limit=18446744073709551616").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("the query string: limit: "), "{body}");
     let (status, body) = http.post("/v1/jobs", json!({"target": "*", "command": "ping", "wait": "soon"})).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
     let (status, body) = http.post("/v1/jobs", json!({"target": "nobody", "command": "ping"})).await;
@@ -252,4 +263,135 @@ async fn events_over_a_websocket_need_the_token_and_carry_presence() {
         (Some("$orb.presence.gw-1"), Some("online")),
         "{v}"
     );
+}
+
+/// `GET /v1/openapi.json`: public, OpenAPI 3.1; every operation it lists is served and answers
+/// only statuses it documents; the server's limits are in it, follow a reload and are enforced.
+#[tokio::test]
+async fn the_openapi_document_is_public_complete_and_holds_the_limits() {
+    use std::time::Duration;
+
+    let server = TestServer::start_with(
+        |c| {
+            c.limits.max_deadline = Duration::from_secs(90);
+            c.limits.max_ttl = Duration::from_secs(600);
+        },
+        |b| b,
+    )
+    .await;
+    let http = Http::new(&server);
+    let resp = http.client.get(format!("{}/v1/openapi.json", http.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "no token needed");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let doc: Value = resp.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let url = format!("{}{}", http.base, path.replace("{id}", "nothing-here"));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut req = http.client.request(method.clone(), &url).bearer_auth(&http.token);
+            if op.get("requestBody").is_some() {
+                req = req.json(&json!({}));
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            assert!(
+                op["responses"].get(status.as_str()).is_some(),
+                "{method} {path} answered {status}, which its documentation does not list"
+            );
+            if path == "/v1/events" {
+                assert_eq!(status, StatusCode::OK);
+                continue; // a stream that never ends; dropping it ends the subscription
+            }
+            if path == "/metrics" {
+                assert_eq!(status, StatusCode::OK);
+                assert!(resp.text().await.unwrap().contains("orb_"), "the Prometheus text");
+                continue;
+            }
+            let body: Value = resp.json().await.unwrap();
+            assert_ne!(body["code"], "not_found", "{method} {path} is served: {body}");
+        }
+    }
+    assert_eq!(operations, 22);
+    let (status, body) = http.get("/v1/not-documented").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+
+    let schemas = &doc["components"]["schemas"];
+    let wait = &schemas["NewJob"]["properties"]["wait"];
+    assert!(wait["description"].as_str().unwrap().contains("At most 1m 30s on this server"), "{wait}");
+    assert_eq!(schemas["NewJob"]["properties"]["ttl"]["maxLength"], 64);
+    assert_eq!(schemas["NewSchedule"]["properties"]["deadline_ms"]["maximum"], 90_000);
+    assert_eq!(schemas["NewSchedule"]["properties"]["ttl_ms"]["maximum"], 600_000);
+    let body = &doc["paths"]["/v1/jobs"]["post"]["requestBody"]["description"];
+    let max_frame = server.server.broker().limits().max_frame;
+    assert!(body.as_str().unwrap().starts_with(&format!("At most {max_frame} bytes")), "{body}");
+
+    let every = json!({"kind": "every", "every_ms": 60_000, "anchor": "2026-01-01T00:00:00Z"});
+    for (path, body, says) in [
+        ("/v1/jobs", json!({"target": "*", "command": "ping", "wait": "91s"}), "limits.max_deadline of 1m 30s"),
+        ("/v1/jobs", json!({"target": "*", "command": "ping", "ttl": "601s"}), "limits.max_ttl of 10m"),
+        ("/v1/jobs", json!({"target": "*", "command": "ping", "wait": "1".repeat(65)}), "longer than 64 characters"),
+        (
+            "/v1/schedules",
+            json!({"target": "*", "command": "ping", "spec": every, "deadline_ms": 90_001}),
+            "limits.max_deadline of 90000 ms",
+        ),
+        ("/v1/schedules", json!({"target": "*", "command": "ping", "spec": every, "ttl_ms": 600_001}), "max_ttl"),
+    ] {
+        let (status, refused) = http.post(path, body.clone()).await;
+        assert_eq!((status, refused["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+        assert!(refused["message"].as_str().unwrap().contains(says), "{refused}");
+    }
+    // At the maximum: not refused for its length (no device matches `*` here).
+    let (status, body) = http.post("/v1/jobs", json!({"target": "*", "command": "ping", "wait": "90s"})).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("no_match")), "{body}");
+
+    // A reload's limits are the document's at once.
+    let mut limits = (*server.server.broker().limits()).clone();
+    limits.max_deadline = Duration::from_secs(120);
+    server.server.broker().set_limits(limits);
+    let (_, doc) = http.get("/v1/openapi.json").await;
+    assert_eq!(doc["components"]["schemas"]["NewSchedule"]["properties"]["deadline_ms"]["maximum"], 120_000);
+    let (status, body) = http.post("/v1/jobs", json!({"target": "*", "command": "ping", "wait": "91s"})).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("no_match")), "{body}");
+}
+
+/// CORS is off by default; `[http] cors_origins` lets exactly the listed origins' pages call the
+/// API (preflight answered, responses marked), and a reload changes the list at once.
+#[tokio::test]
+async fn cors_allows_exactly_the_configured_origins() {
+    let server =
+        TestServer::start_with(|cfg| cfg.http_options.cors_origins = vec!["http://app.example".into()], |b| b).await;
+    let http = Http::new(&server);
+    let allowed = |origin: &'static str| {
+        let req = http
+            .client
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/status", http.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization");
+        async move {
+            let resp = req.send().await.unwrap();
+            resp.headers().get("access-control-allow-origin").map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(allowed("http://app.example").await.as_deref(), Some("http://app.example"));
+    assert_eq!(allowed("http://evil.example").await, None);
+    let resp = http
+        .client
+        .get(format!("{}/v1/status", http.base))
+        .bearer_auth(&http.token)
+        .header("origin", "http://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "http://app.example");
+
+    let cfg = orb_server::ServerConfig::for_tests(server.data.path().to_path_buf());
+    assert!(cfg.http_options.cors_origins.is_empty());
+    server.server.reload(cfg).unwrap();
+    assert_eq!(allowed("http://app.example").await, None, "a reload applies at once");
 }

@@ -48,15 +48,16 @@ mod store;
 #[cfg(feature = "testkit")]
 #[allow(clippy::unwrap_used)] // test support: a panic is how a failed check reports
 pub mod testkit;
+mod tokens;
 mod url;
 mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
     Connection, DeliveryCount, Device, Enqueued, FiredJob, Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer,
-    MessageLimits, NewDevice, NewJob, NewMessage, NewQueued, NewSchedule, NewTarget, QueueCounts, QueueLimits, Queued,
-    Record, Recorder, Retained, RetainedChange, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoredMessage,
-    TargetOutcome, TargetRecord,
+    MessageLimits, NewDevice, NewJob, NewMessage, NewQueued, NewSchedule, NewTarget, OperatorToken, QueueCounts,
+    QueueLimits, Queued, Record, Recorder, Retained, RetainedChange, ScheduleCreated, ScheduleLimits, ScheduleRecord,
+    StoredMessage, TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -300,6 +301,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every retained publication, by topic (rows that cannot be read are left out, logged).
     async fn retained(&self) -> Result<Vec<Retained>, StoreError>;
+
+    /// Adds an operator token, committed before it returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the name (or the token) exists already.
+    async fn add_token(&self, token: OperatorToken) -> Result<(), StoreError>;
+
+    /// Marks the token `name` revoked at `at`, committed before it returns.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when there is no such token.
+    async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Every operator token, revoked ones included, by name.
+    async fn tokens(&self) -> Result<Vec<OperatorToken>, StoreError>;
 
     /// Every device's queue counts (devices with nothing held are absent).
     async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>, StoreError>;

@@ -618,3 +618,29 @@ pub enum RetainedChange {
     /// The topic retains nothing any more.
     Clear(String),
 }
+
+/// An operator token (security): a named credential with a role, kept as its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OperatorToken {
+    /// Its name (unique), which the job history and the audit log show.
+    pub name: String,
+    /// `admin`, `operator` or `viewer`.
+    pub role: String,
+    /// SHA-256 of the token.
+    pub hash: [u8; 32],
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked; a revoked token admits nobody.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}

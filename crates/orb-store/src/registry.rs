@@ -92,6 +92,8 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::ExpireQueued { now, limit } => crate::queue::expire(conn, *now, *limit).await,
         Write::StoreMessages { messages, limits } => crate::messages::store(conn, messages, *limits).await,
         Write::Retain(changes) => crate::retained::apply(conn, changes).await,
+        Write::AddToken(token) => crate::tokens::add(conn, token).await,
+        Write::RevokeToken { name, at } => crate::tokens::revoke(conn, name, *at).await,
     }
 }
 

@@ -197,6 +197,19 @@ impl Store for SqlStore {
         crate::retained::all(&self.pools.read).await
     }
 
+    async fn add_token(&self, token: crate::OperatorToken) -> Result<(), StoreError> {
+        self.write_nothing(Write::AddToken(token)).await
+    }
+
+    async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write_nothing(Write::RevokeToken { name: name.to_owned(), at }).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<crate::OperatorToken>, StoreError> {
+        self.check_open()?;
+        crate::tokens::all(&self.pools.read).await
+    }
+
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError> {
         Ok(self.write_count(Write::Undelivered(id)).await? > 0)
     }

@@ -130,6 +130,13 @@ pub(crate) enum Write {
     },
     /// Retained publications set or cleared, in order (`retained.rs`).
     Retain(Vec<crate::RetainedChange>),
+    /// An operator token added (`tokens.rs`).
+    AddToken(crate::OperatorToken),
+    /// An operator token revoked.
+    RevokeToken {
+        name: String,
+        at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl Write {
@@ -158,6 +165,8 @@ impl Write {
             Write::ExpireQueued { .. } => "expire_queued",
             Write::StoreMessages { .. } => "store_messages",
             Write::Retain(_) => "retain",
+            Write::AddToken(_) => "add_token",
+            Write::RevokeToken { .. } => "revoke_token",
         }
     }
 
@@ -185,7 +194,9 @@ impl Write {
             | Write::ScheduleError { .. }
             | Write::ExpireQueued { .. }
             | Write::StoreMessages { .. }
-            | Write::Retain(_) => None,
+            | Write::Retain(_)
+            | Write::AddToken(_)
+            | Write::RevokeToken { .. } => None,
         }
     }
 }

@@ -153,6 +153,8 @@ pub fn start_server(
         .env("ORB_LOG", "warn")
         // The swarm enrolls thousands of devices from one address: no enrollment rate limit.
         .env("ORB_LIMITS__ENROLLMENTS_PER_IP", "0")
+        // Its devices connect with the shared token alone, like v1 agents, keeping no secrets.
+        .env("ORB_ACL__TOKEN_DEVICES", "true")
         .env_remove("ORB_CONFIG");
     if let Some(dir) = tls {
         cmd.arg("--tls-cert").arg(dir.join("server.crt")).arg("--tls-key").arg(dir.join("server.key"));

@@ -1,12 +1,14 @@
 //! Who calls: `Authorization: Bearer TOKEN`, checked by the server's [`Authenticator`] as an
 //! operator `hello` with that token would be (so a custom authenticator governs the API too).
-//! The admin token acts as the API's one requester; anything else is refused `auth_failed`
-//! (401). Tokens are never read from the URL. A dashboard sign-in (its session cookie,
+//! The admin token acts as the API's one requester; a named operator token acts as itself, with
+//! its role (`viewer` reads only, `operator` within its rules); anything else is refused
+//! `auth_failed` (401). Tokens are never read from the URL. A dashboard sign-in (its session cookie,
 //! `crate::dashboard::logins`) also admits reads (`GET`), such as the event feeds the page
 //! opens; whatever changes something needs the bearer token.
 //!
 //! [`Authenticator`]: crate::auth::Authenticator
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -17,17 +19,25 @@ use orb_proto::{ErrorBody, ErrorCode, PROTOCOL_VERSION};
 
 use super::Api;
 use super::error::ApiError;
-use crate::identity::Requester;
+use crate::identity::{Identity, Requester};
 use crate::session::Shared;
 
 /// An authenticated operator.
 pub(crate) struct Operator(pub(crate) Requester);
 
-/// Checks that `token` is the admin token, as an operator `hello` carrying it would be checked.
+/// Checks an operator credential as an operator `hello` carrying it would be checked: the
+/// admin token, or a named operator token with its role. A wrong one counts against the caller's
+/// address `ip` (slowed, then `rate_limited`). `admin` is the requester the admin token acts as.
 ///
 /// # Errors
-/// `auth_failed` for any other token, `forbidden` for an operator credential without admin rights.
-pub(crate) async fn admin(shared: &Shared, token: &str) -> Result<(), ErrorBody> {
+/// `auth_failed` for a token that is none of these, `forbidden` for a credential that is no
+/// operator's (the agent token), `rate_limited` once the address failed too often.
+pub(crate) async fn operator(
+    shared: &Shared,
+    token: &str,
+    ip: Option<IpAddr>,
+    admin: &Requester,
+) -> Result<Requester, ErrorBody> {
     let hello = Hello {
         version: PROTOCOL_VERSION,
         role: Role::Operator,
@@ -42,12 +52,22 @@ pub(crate) async fn admin(shared: &Shared, token: &str) -> Result<(), ErrorBody>
         durable: false,
         will: None,
     };
-    let principal = shared.auth.authenticate(&hello).await?;
-    if principal.role != Role::Operator || !principal.admin {
-        let msg = "the API takes the admin token (roles come with the security work)";
-        return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
+    let principal = match shared.auth.authenticate(&hello).await {
+        Ok(p) => p,
+        Err(e) if e.code == ErrorCode::AuthFailed => {
+            let Some(ip) = ip else { return Err(e) };
+            let limits = shared.broker.limits();
+            return Err(shared.broker.admission().refuse_failed_auth(ip, &limits, e).await);
+        }
+        Err(e) => return Err(e),
+    };
+    if principal.role != Role::Operator {
+        return Err(ErrorBody::new(ErrorCode::Forbidden, "this credential is no operator's"));
     }
-    Ok(())
+    Ok(match (principal.token, principal.access) {
+        (Some(name), Some(access)) => Requester::new(Identity::token(&name, access)),
+        _ => admin.clone(),
+    })
 }
 
 impl FromRequestParts<Arc<Api>> for Operator {
@@ -65,7 +85,7 @@ impl FromRequestParts<Arc<Api>> for Operator {
             let msg = "this endpoint needs an Authorization: Bearer TOKEN header (the admin token)";
             return Err(ApiError(ErrorBody::new(ErrorCode::AuthFailed, msg)));
         };
-        admin(&api.shared, token).await?;
-        Ok(Operator(api.admin.clone()))
+        let ip = parts.extensions.get::<crate::listener::http::Admitted>().map(|a| a.peer.ip());
+        Ok(Operator(operator(&api.shared, token, ip, &api.admin).await?))
     }
 }

@@ -9,10 +9,12 @@ use orb_proto::message::{DeviceInfo, DevicesQuery};
 use orb_proto::registry::{DeviceDetail, DeviceRef};
 use orb_proto::{ErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::Api;
 use super::auth::Operator;
 use super::error::ApiError;
+use super::openapi::refusals;
 
 /// Devices per page when the query names no limit.
 const DEFAULT_PAGE: usize = 100;
@@ -20,11 +22,14 @@ const DEFAULT_PAGE: usize = 100;
 pub(crate) const MAX_PAGE: usize = 1000;
 
 /// `GET /v1/devices` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
-    /// Only devices this selector matches.
+    /// Only devices this selector matches (syntax as `orb send`: `*`, ids, globs, `tag:K=V`,
+    /// `group:NAME`, `and`/`or`/`not`; at most 4096 bytes).
     #[serde(default)]
+    #[param(min_length = 1, max_length = 4096, example = "tag:role=web")]
     selector: Option<String>,
     /// Only connected devices.
     #[serde(default)]
@@ -34,18 +39,29 @@ pub(crate) struct ListQuery {
     after: Option<String>,
     /// Devices per page (default 100, at most 1000).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// One page of devices.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Page {
+    /// Devices, by id.
     devices: Vec<DeviceInfo>,
     /// The `after` of the next page; null on the last.
     next: Option<String>,
 }
 
 /// `GET /v1/devices?selector=S&connected=true&after=ID&limit=N`: devices by id.
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    operation_id = "devices_list",
+    tag = "devices",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "One page of devices", body = Page), ListRefusals)
+)]
 pub(crate) async fn list(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
@@ -69,6 +85,15 @@ pub(crate) async fn list(
 }
 
 /// `GET /v1/devices/{id}`: inventory, tags and their source, live link statistics.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{id}",
+    operation_id = "devices_show",
+    tag = "devices",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The device", body = DeviceDetail), ShowRefusals)
+)]
 pub(crate) async fn show(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
@@ -77,3 +102,13 @@ pub(crate) async fn show(
     let Path(id) = path?;
     Ok(Json(api.shared.broker.device_show(&who, &DeviceRef { id }).await?))
 }
+
+refusals!(
+    /// Refusals of `GET /v1/devices`.
+    ListRefusals, true: BadRequest, BadSelector, UnknownGroup, StoreUnavailable
+);
+
+refusals!(
+    /// Refusals of `GET /v1/devices/{id}`.
+    ShowRefusals, true: BadRequest, DeviceNotFound, StoreUnavailable
+);

@@ -3,6 +3,7 @@
 //! does not parse or fit, told the same way (`bad_request`).
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use orb_proto::{ErrorBody, ErrorCode};
@@ -24,8 +25,15 @@ impl From<ErrorBody> for ApiError {
     }
 }
 
+/// `bad_request` saying what was wrong with `what`: at most `orb_proto::bounded` characters.
 fn bad_request(what: &str, why: &str) -> ApiError {
-    ApiError(ErrorBody::new(ErrorCode::BadRequest, format!("{what}: {}", orb_proto::excerpt(why))))
+    ApiError(ErrorBody::new(ErrorCode::BadRequest, orb_proto::bounded(format!("{what}: {why}"))))
+}
+
+/// serde's words in an axum rejection's text (`Failed to deserialize ...: limit: invalid
+/// digit`): what comes after axum's own sentence, which names no field.
+fn serde_words(text: &str) -> &str {
+    text.split_once(": ").map_or(text, |(_, serde)| serde)
 }
 
 impl From<JsonRejection> for ApiError {
@@ -34,19 +42,39 @@ impl From<JsonRejection> for ApiError {
             let msg = "the body is larger than the server's frame limit (limits.max_frame)";
             return ApiError(ErrorBody::new(ErrorCode::FrameTooLarge, msg));
         }
-        bad_request("the JSON body", &r.body_text())
+        match &r {
+            JsonRejection::JsonDataError(e) => bad_request("the JSON body", serde_words(&e.body_text())),
+            JsonRejection::JsonSyntaxError(e) => bad_request("the JSON body", serde_words(&e.body_text())),
+            _ => bad_request("the JSON body", &r.body_text()),
+        }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        bad_request("the query string", &r.body_text())
+        match &r {
+            QueryRejection::FailedToDeserializeQueryString(e) => {
+                bad_request("the query string", serde_words(&e.body_text()))
+            }
+            _ => bad_request("the query string", &r.body_text()),
+        }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        bad_request("the path", &r.body_text())
+        bad_request("the path", &orb_proto::excerpt(&r.body_text()))
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for ApiError {
+    fn from(r: WebSocketUpgradeRejection) -> Self {
+        let why = format!(
+            "this endpoint is a WebSocket: send GET with Connection: upgrade, Upgrade: websocket, \
+             Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key ({})",
+            orb_proto::excerpt(&r.body_text())
+        );
+        ApiError(ErrorBody::new(ErrorCode::BadRequest, why))
     }
 }
 

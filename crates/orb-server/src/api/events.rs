@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -19,22 +21,42 @@ use bytes::Bytes;
 use futures_util::Stream;
 use orb_io::queue::{Batch, QueueRx};
 use orb_proto::{Codec, Envelope};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::Api;
 use super::auth::Operator;
 use super::error::ApiError;
+use super::openapi::refusals;
 use crate::Broker;
 use crate::close::Closer;
 use crate::router::delivery::Outbox;
 
-/// `GET /v1/events` query.
-#[derive(Debug, Deserialize)]
+/// `GET /v1/events` and `GET /v1/events/ws` query.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
-    /// Topic pattern (default `$orb.>`).
+    /// Topic pattern (default `$orb.>`: presence and job progress): dot-separated segments, `*`
+    /// one segment, `>` the rest; `$orb.` topics only when named; at most 256 bytes.
     #[serde(default)]
+    #[param(min_length = 1, max_length = 256, example = "$orb.presence.>")]
     pattern: Option<String>,
+}
+
+/// One publication, as the event feeds carry it (the data of a `pub` Server-Sent Event, or one
+/// WebSocket text message).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Publication {
+    /// The topic it was published on.
+    topic: Option<String>,
+    /// Who published it: a device id, an operator session, `http` for the API, `$server`.
+    from: Option<String>,
+    /// Its body (JSON), null when none.
+    #[schema(value_type = Value)]
+    body: serde_json::Value,
+    /// A retained publication the pattern matched when the feed started (these come first).
+    retained: bool,
 }
 
 /// Ends the stream's subscription when the stream is dropped (the client went away).
@@ -105,10 +127,25 @@ impl Feed {
 }
 
 /// `GET /v1/events?pattern=P`: Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "events",
+    tag = "events",
+    security(("bearer" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String,
+         description = "One `pub` event per publication on a topic the pattern matches, its data one `Publication` \
+                        object as JSON; comments keep the connection alive. Endless: it ends when the client goes \
+                        away, reads too slowly (`slow_consumer`) or the server stops"),
+        EventsRefusals,
+    )
+)]
 pub(crate) async fn stream(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(q) = query?;
     let feed = Feed::open(&api, &who, q.pattern)?;
@@ -122,13 +159,28 @@ pub(crate) async fn stream(
 
 /// `GET /v1/events/ws?pattern=P`: the same as WebSocket text messages (messages from the client
 /// are ignored; a close ends it).
+#[utoipa::path(
+    get,
+    path = "/v1/events/ws",
+    operation_id = "events_ws",
+    tag = "events",
+    security(("bearer" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 101, description = "A WebSocket upgrade request (`Connection: upgrade`, `Upgrade: websocket`, \
+                                      `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`) becomes a WebSocket: one \
+                                      text message per publication, a `Publication` object as JSON"),
+        WebSocketRefusals,
+    )
+)]
 pub(crate) async fn websocket(
     State(api): State<Arc<Api>>,
     Operator(who): Operator,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query?;
+    let upgrade = upgrade?;
     let mut feed = Feed::open(&api, &who, q.pattern)?;
     Ok(upgrade.on_upgrade(move |mut socket| async move {
         loop {
@@ -155,8 +207,19 @@ fn publication(frame: &Bytes) -> serde_json::Value {
         Ok(Envelope { topic, from, retain, body, .. }) => {
             let body: serde_json::Value =
                 body.and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or(serde_json::Value::Null);
-            serde_json::json!({"topic": topic, "from": from, "body": body, "retained": retain.unwrap_or(false)})
+            let publication = Publication { topic, from, body, retained: retain.unwrap_or(false) };
+            serde_json::to_value(publication).unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}))
         }
         Err(e) => serde_json::json!({"error": e.to_string()}),
     }
 }
+
+refusals!(
+    /// Refusals of `GET /v1/events`.
+    EventsRefusals, true: BadRequest, BadTopic, TooManySubscriptions
+);
+
+refusals!(
+    /// Refusals of `GET /v1/events/ws`: `bad_request` also for a request that is no WebSocket upgrade.
+    WebSocketRefusals, true: BadRequest, BadTopic, TooManySubscriptions
+);

@@ -242,6 +242,9 @@ async fn finish(broker: &Broker, device: &DeviceId, command: &NewQueued, id: i64
             Step::Next
         }
         Sent::Answered(reply, took) => {
+            if reply.from.is_some() {
+                broker.metrics().command_answered(took);
+            }
             let elapsed = Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
             match reply.answer {
                 Ok(body) => {
@@ -361,10 +364,14 @@ async fn send(broker: &Broker, device: &DeviceId, command: &NewQueued, attempt: 
         ));
     }
     session.outbox.trace_out(&frame);
+    let len = frame.len();
     // Bulk work: it waits for room in the lower half of the queue, leaving the rest to others.
     let queued = loop {
         match session.outbox.tx.try_send_half(frame) {
-            Ok(()) => break true,
+            Ok(()) => {
+                broker.metrics().sent(Kind::Cmd, len);
+                break true;
+            }
             Err(orb_io::queue::TrySendError::Closed(_)) => break false,
             Err(orb_io::queue::TrySendError::Full(f)) => {
                 if session.outbox.tx.space_half_for(f.len()).await.is_err() {
@@ -418,8 +425,11 @@ async fn settle(
     };
     let told = live_outcome(&outcome);
     let answered = matches!(status, Status::Ok | Status::Error) && elapsed_ms.is_some();
-    if let Err(e) = broker.0.settler.settle(HeldOutcome { id, outcome }, answered).await {
-        tracing::warn!(job, error = %e, "cannot settle a held command");
+    match broker.0.settler.settle(HeldOutcome { id, outcome }, answered).await {
+        // Counted when it was still held (an expiry may have settled it meanwhile).
+        Ok(true) => broker.metrics().held_settled(status, 1),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(job, error = %e, "cannot settle a held command"),
     }
     // A job still in its live part tells its requester (its device was connected at the start).
     if let (Some(told), Ok(device)) = (told, DeviceId::new(&command.device)) {
@@ -443,7 +453,13 @@ fn live_outcome(o: &TargetOutcome) -> Option<Outcome> {
 pub(crate) async fn expire(broker: &Broker) {
     match broker.registry().store().expire_queued(Utc::now(), EXPIRE_BATCH).await {
         Ok(over) if over.is_empty() => {}
-        Ok(over) => tracing::debug!(commands = over.len(), "held commands expired"),
+        Ok(over) => {
+            // Handed over before, their answers lost: `error` `interrupted`; the rest `expired`.
+            let interrupted = over.iter().filter(|q| q.delivered_at.is_some()).count() as u64;
+            broker.metrics().held_settled(Status::Error, interrupted);
+            broker.metrics().held_settled(Status::Expired, over.len() as u64 - interrupted);
+            tracing::debug!(commands = over.len(), "held commands expired");
+        }
         Err(e) => tracing::warn!(error = %e, "cannot expire held commands; retrying later"),
     }
 }

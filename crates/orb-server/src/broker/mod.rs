@@ -117,6 +117,8 @@ struct Inner {
     /// starts), and where changes go to be stored.
     retained: std::sync::Mutex<crate::router::retained::RetainedSet>,
     retained_writer: crate::router::retained::RetainedWriter,
+    /// The server's metrics (shared with the jobs and the router, which count into them).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What [`Broker::new`] is made of.
@@ -132,6 +134,7 @@ pub(crate) struct Parts {
     pub admin_tx: mpsc::Sender<AdminRequest>,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Broker {
@@ -140,7 +143,7 @@ impl Broker {
         let (held_tx, held_rx) = mpsc::unbounded_channel();
         let delivering = Arc::new(held::Delivering::default());
         let sessions = Arc::new(Sessions::default());
-        let topics = Arc::new(crate::router::topics::Topics::default());
+        let topics = Arc::new(crate::router::topics::Topics::new(Arc::clone(&p.metrics)));
         let jobs = Jobs::new(crate::jobs::JobsParts {
             node: p.node.clone(),
             correlations: Arc::clone(&correlations),
@@ -151,6 +154,7 @@ impl Broker {
             sessions: Arc::clone(&sessions),
             topics: Arc::clone(&topics),
             tracker: p.tracker.clone(),
+            metrics: Arc::clone(&p.metrics),
         });
         let tally = Arc::new(tally::Tally::default());
         let settler = settler::Settler::start(Arc::clone(p.registry.store()), Arc::clone(&tally));
@@ -185,6 +189,7 @@ impl Broker {
             topics,
             retained: std::sync::Mutex::new(crate::router::retained::RetainedSet::load(p.retained)),
             retained_writer,
+            metrics: p.metrics,
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         let (weak, queue) = (Arc::downgrade(&broker.0), Arc::clone(&broker.0.agent_sync));
@@ -215,6 +220,11 @@ impl Broker {
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
         &self.0.stats
+    }
+
+    /// The server's metrics.
+    pub(crate) fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.0.metrics
     }
 
     /// The running jobs.
@@ -488,7 +498,14 @@ impl Broker {
                 ),
             ))
         } else {
-            target.outbox.deliver(frame).err().map(|_| offline())
+            let len = frame.len();
+            match target.outbox.deliver(frame) {
+                Ok(()) => {
+                    self.0.metrics.sent(orb_proto::Kind::Cmd, len);
+                    None
+                }
+                Err(_) => Some(offline()),
+            }
         };
         if let Some(e) = failure
             && let Some(sink) = self.0.correlations.withdraw_request(&id)

@@ -1,6 +1,7 @@
 //! Who may do what: one place for every permission check the broker makes, so access rules
-//! (roles, finer ACLs) extend this and nothing else. Operators (admin token) may do everything.
-//! Agents may call the server's application handlers; publish and subscribe where the `[acl]`
+//! (roles, finer ACLs) extend this and nothing else. Operators with the admin token (or an
+//! `admin` token) may do everything; `operator` tokens read, cancel and change schedules, and
+//! send where `[[acl.operators]]` rules allow; `viewer` tokens only read. Agents may call the server's application handlers; publish and subscribe where the `[acl]`
 //! allow-lists say (outside `$orb.`); and send commands to other devices only where an
 //! `[acl.peers]` rule allows (none by default). The rules are compiled once per configuration
 //! (selectors parsed, `group:` names expanded) and replaced as a whole on reload.
@@ -8,12 +9,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use orb_proto::message::Role;
+use orb_proto::message::{Role, commands};
+use orb_proto::tokens::Access;
 use orb_proto::topic::{Pattern, Topic};
 use orb_proto::{ErrorBody, ErrorCode, Selector, Subject};
 
 use crate::config::AclConfig;
 use crate::identity::Identity;
+use crate::operators::OperatorTokens;
 use crate::registry::Known;
 
 /// Something a client asks the broker to do (jobs and requests to devices are checked with
@@ -135,6 +138,15 @@ struct PeerRule {
     commands: Vec<CommandRule>,
 }
 
+/// One compiled `[[acl.operators]]` rule: operator-role tokens (all, or those in `tokens`) may
+/// send `commands` to devices `to`.
+#[derive(Debug, Clone)]
+struct OperatorRule {
+    tokens: Vec<String>,
+    to: Selector,
+    commands: Vec<CommandRule>,
+}
+
 /// The compiled `[acl]` section.
 #[derive(Debug, Clone)]
 pub struct Acl {
@@ -142,6 +154,7 @@ pub struct Acl {
     retain: Vec<TopicRule>,
     subscribe: Vec<TopicRule>,
     peers: Vec<PeerRule>,
+    operators: Vec<OperatorRule>,
 }
 
 impl Default for Acl {
@@ -172,26 +185,37 @@ impl Acl {
         for (i, rule) in config.peers.iter().enumerate() {
             let from = selector(format!("acl.peers[{i}].from"), &rule.from, &mut problems);
             let to = selector(format!("acl.peers[{i}].to"), &rule.to, &mut problems);
-            let mut commands = Vec::new();
-            for c in &rule.commands {
-                match c.strip_suffix('*') {
-                    Some(prefix) if !prefix.contains('*') => commands.push(CommandRule::Prefix(prefix.to_owned())),
-                    None if !c.is_empty() && !c.contains('*') => commands.push(CommandRule::Exact(c.clone())),
-                    _ => problems.push(format!(
-                        "'acl.peers[{i}].commands': \"{}\" is not a command name, NAME* or *",
-                        orb_proto::excerpt(c)
-                    )),
-                }
-            }
-            if rule.commands.is_empty() {
-                problems.push(format!("'acl.peers[{i}].commands' is empty: name the commands, or \"*\" for any"));
-            }
+            let commands = command_rules(&format!("acl.peers[{i}].commands"), &rule.commands, &mut problems);
             if let (Some(from), Some(to)) = (from, to) {
                 peers.push(PeerRule { from, to, commands });
             }
         }
-        if problems.is_empty() { Ok(Acl { publish, retain, subscribe, peers }) } else { Err(problems) }
+        let mut operators = Vec::new();
+        for (i, rule) in config.operators.iter().enumerate() {
+            let to = selector(format!("acl.operators[{i}].to"), &rule.to, &mut problems);
+            let commands = command_rules(&format!("acl.operators[{i}].commands"), &rule.commands, &mut problems);
+            if let Some(to) = to {
+                operators.push(OperatorRule { tokens: rule.tokens.clone(), to, commands });
+            }
+        }
+        if problems.is_empty() { Ok(Acl { publish, retain, subscribe, peers, operators }) } else { Err(problems) }
     }
+}
+
+/// Compiles the command names of a rule (`key`): `NAME`, `PREFIX*` or `*`; none is a problem.
+fn command_rules(key: &str, entries: &[String], problems: &mut Vec<String>) -> Vec<CommandRule> {
+    let mut commands = Vec::new();
+    for c in entries {
+        match c.strip_suffix('*') {
+            Some(prefix) if !prefix.contains('*') => commands.push(CommandRule::Prefix(prefix.to_owned())),
+            None if !c.is_empty() && !c.contains('*') => commands.push(CommandRule::Exact(c.clone())),
+            _ => problems.push(format!("'{key}': \"{}\" is not a command name, NAME* or *", orb_proto::excerpt(c))),
+        }
+    }
+    if entries.is_empty() {
+        problems.push(format!("'{key}' is empty: name the commands, or \"*\" for any"));
+    }
+    commands
 }
 
 fn topic_rules(key: &str, entries: &[String], problems: &mut Vec<String>) -> Vec<TopicRule> {
@@ -217,15 +241,116 @@ fn topic_rules(key: &str, entries: &[String], problems: &mut Vec<String>) -> Vec
 }
 
 /// The access policy: fixed rules for roles, and the configured [`Acl`] (replaced on reload).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Policy {
     acl: RwLock<Arc<Acl>>,
+    /// The operator tokens, whose names are looked up on every check (a revoked one admits
+    /// nothing more). Unset: no named token is valid.
+    tokens: std::sync::OnceLock<Arc<OperatorTokens>>,
 }
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("acl", &self.acl).finish_non_exhaustive()
+    }
+}
+
+/// The `$orb.` queries that only read: a viewer may ask them.
+const READS: [&str; 10] = [
+    commands::SERVER_INFO,
+    commands::SELECTOR_RESOLVE,
+    commands::DEVICES_LIST,
+    commands::DEVICES_SHOW,
+    commands::DEVICES_SUMMARY,
+    commands::DEVICES_MESSAGES,
+    commands::JOBS_LIST,
+    commands::JOBS_SHOW,
+    commands::SCHEDULES_LIST,
+    commands::SCHEDULES_SHOW,
+];
+
+/// The `$orb.` queries an `operator` may ask beyond the reads: about jobs and schedules.
+const OPERATES: [&str; 4] =
+    [commands::JOBS_CANCEL, commands::SCHEDULES_PAUSE, commands::SCHEDULES_RESUME, commands::SCHEDULES_REMOVE];
 
 impl Policy {
     /// A policy with `acl`.
     pub fn new(acl: Acl) -> Policy {
-        Policy { acl: RwLock::new(Arc::new(acl)) }
+        Policy { acl: RwLock::new(Arc::new(acl)), tokens: std::sync::OnceLock::new() }
+    }
+
+    /// The server's operator tokens, once given.
+    pub fn tokens(&self) -> Option<&Arc<OperatorTokens>> {
+        self.tokens.get()
+    }
+
+    /// Gives the policy the server's operator tokens (once, at start).
+    pub fn set_tokens(&self, tokens: Arc<OperatorTokens>) {
+        let _ = self.tokens.set(tokens);
+    }
+
+    /// What an operator identity may do now: its named token's role while the token is valid,
+    /// else the access its credential gave (an operator without one, from a custom
+    /// authenticator, has full rights as before roles existed).
+    ///
+    /// # Errors
+    /// `forbidden` once its token was revoked.
+    fn access(&self, who: &Identity) -> Result<Access, ErrorBody> {
+        match &who.token {
+            Some(name) => self.tokens.get().and_then(|t| t.access(name)).ok_or_else(|| {
+                ErrorBody::new(ErrorCode::Forbidden, format!("the token {name} was revoked; it admits nothing more"))
+            }),
+            None => Ok(who.access.unwrap_or(Access::Admin)),
+        }
+    }
+
+    /// The operator side of [`Policy::check`].
+    fn check_operator(&self, who: &Identity, action: &Action<'_>) -> Result<(), ErrorBody> {
+        let access = self.access(who)?;
+        let refused = |what: &str| {
+            Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("{} ({} token) may not {what}", who.name, access.as_str()),
+            ))
+        };
+        match (access, action) {
+            (Access::Admin, _) => Ok(()),
+            (_, Action::Query { name }) if READS.contains(name) => Ok(()),
+            (_, Action::Subscribe { .. }) => Ok(()),
+            (Access::Viewer, _) => refused("change anything: the viewer role reads only"),
+            (Access::Operator, Action::Query { name }) if OPERATES.contains(name) => Ok(()),
+            (Access::Operator, Action::Publish { .. } | Action::Retain { .. } | Action::Call { .. }) => Ok(()),
+            (Access::Operator, Action::Schedule { command, target }) => {
+                // A schedule fires later on whatever its selector matches then: only a rule that
+                // reaches every device (`to = "*"`) covers it.
+                let everywhere = self.operator_rules(who, command).iter().any(|to| to.to_string() == "*");
+                if everywhere {
+                    Ok(())
+                } else {
+                    refused(&format!(
+                        "schedule '{}' on '{}': an operator schedules only commands an [[acl.operators]] rule allows on every device (to = \"*\")",
+                        orb_proto::excerpt(command),
+                        orb_proto::excerpt(target)
+                    ))
+                }
+            }
+            (Access::Operator, Action::Query { name }) => refused(&format!(
+                "ask {}: the registry, tokens and audit changes are the admin's",
+                orb_proto::excerpt(name)
+            )),
+            (Access::Operator, Action::Signal) => refused("send admin signals"),
+        }
+    }
+
+    /// The `to` selectors of the `[[acl.operators]]` rules for `who`'s token that allow `command`.
+    fn operator_rules(&self, who: &Identity, command: &str) -> Vec<Selector> {
+        self.acl()
+            .operators
+            .iter()
+            .filter(|r| r.tokens.is_empty() || who.token.as_deref().is_some_and(|t| r.tokens.iter().any(|n| n == t)))
+            .filter(|r| r.commands.iter().any(|c| c.matches(command)))
+            .map(|r| r.to.clone())
+            .collect()
     }
 
     /// Replaces the ACL (configuration reload): every check from now on uses the new rules.
@@ -243,7 +368,7 @@ impl Policy {
     /// `forbidden` saying what would be needed.
     pub fn check(&self, who: &Identity, action: &Action<'_>) -> Result<(), ErrorBody> {
         if who.role == Role::Operator {
-            return Ok(());
+            return self.check_operator(who, action);
         }
         // `{id}` entries name a device's own topics: a session that is no device has none.
         let device = who.device.as_ref().map(orb_proto::DeviceId::as_str);
@@ -297,7 +422,25 @@ impl Policy {
     /// `forbidden` when no rule lets the agent send `command` anywhere.
     pub fn reach(&self, who: &Identity, sender: Option<&Known>, command: &str) -> Result<Reach, ErrorBody> {
         if who.role == Role::Operator {
-            return Ok(Reach::Any);
+            return match self.access(who)? {
+                Access::Admin => Ok(Reach::Any),
+                Access::Viewer => Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!("{} (viewer token) may not send commands: the viewer role reads only", who.name),
+                )),
+                Access::Operator => {
+                    let to = self.operator_rules(who, command);
+                    if to.is_empty() {
+                        let msg = format!(
+                            "{} (operator token) may not send '{}': no [[acl.operators]] rule allows it",
+                            who.name,
+                            orb_proto::excerpt(command)
+                        );
+                        return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
+                    }
+                    Ok(Reach::Only(to))
+                }
+            };
         }
         let to: Vec<Selector> = match sender {
             Some(sender) => self
@@ -423,6 +566,8 @@ mod tests {
             agent_retain: vec!["r.>.x".into()],
             agent_subscribe: vec![],
             peers: vec![PeerRuleConfig { from: "(".into(), to: "group:nope".into(), commands: vec!["a*b".into()] }],
+            operators: vec![],
+            token_devices: false,
         };
         let all = Acl::compile(&config, &BTreeMap::new()).unwrap_err().join("\n");
         for says in [

@@ -154,8 +154,11 @@ impl Broker {
             })
             .collect();
         let send_retained = || {
+            let (n, bytes) = (frames.len() as u64, frames.iter().map(|f| f.len() as u64).sum());
             if outbox.tx.send_burst(frames).is_err() {
                 outbox.closer.close(crate::close::CloseReason::SlowConsumer);
+            } else {
+                self.0.metrics.sent_many(Kind::Pub, n, bytes);
             }
         };
         self.0.topics.subscribe(outbox, id, pattern.clone(), max, send_retained).map_err(

@@ -37,6 +37,9 @@ pub(super) async fn answer(broker: &Broker, who: &Requester, name: &str, args: B
         commands::SCHEDULES_PAUSE => encode(&broker.schedule_pause(who, &decode(name, &args)?).await?),
         commands::SCHEDULES_RESUME => encode(&broker.schedule_resume(who, &decode(name, &args)?).await?),
         commands::SCHEDULES_REMOVE => encode(&broker.schedule_remove(who, &decode(name, &args)?).await?),
+        commands::TOKENS_ADD => encode(&broker.token_add(who, decode(name, &args)?).await?),
+        commands::TOKENS_LIST => encode(&broker.tokens_list(who)?),
+        commands::TOKENS_REVOKE => encode(&broker.token_revoke(who, &decode(name, &args)?).await?),
         _ => Err(ErrorBody::new(
             ErrorCode::UnknownCommand,
             format!("no server command named {}", orb_proto::excerpt(name)),

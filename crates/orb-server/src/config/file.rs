@@ -1,5 +1,5 @@
 //! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]`,
-//! `[tls]` and `[groups]` as the file writes them (durations as text like `10s`, addresses as text), with
+//! `[http]`, `[tls]` and `[groups]` as the file writes them (durations as text like `10s`, addresses as text), with
 //! serde defaults and unknown keys refused. [`ServerFile::validate`] turns them into a
 //! [`ServerConfig`], reporting every problem at once. Secrets (tokens, the store URL's password)
 //! serialize redacted, so `orb config show` prints this schema as is.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{AclConfig, Limits, Secret, ServerConfig, StoreConfig, TlsConfig, parse_groups};
+use super::{AclConfig, HttpConfig, Limits, Secret, ServerConfig, StoreConfig, TlsConfig, parse_groups};
 
 /// `[server]`: listeners, data folder, node id, credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,8 @@ pub struct LimitsSection {
     pub job_buffer_bytes: u64,
     /// New device ids per source address per second (0: unlimited).
     pub enrollments_per_ip: u32,
+    /// Failed authentications per source address per minute before further failures are refused (0: unlimited).
+    pub auth_failures_per_ip: u32,
     /// Deadline of a job that names none.
     pub job_deadline: String,
     /// Deadline of a plain request that names none.
@@ -126,6 +128,7 @@ impl Default for LimitsSection {
             max_inflight_jobs: l.max_inflight_jobs as u64,
             job_buffer_bytes: l.job_buffer_bytes as u64,
             enrollments_per_ip: l.enrollments_per_ip,
+            auth_failures_per_ip: l.auth_failures_per_ip,
             job_deadline: "10s".into(),
             request_deadline: "30s".into(),
             max_deadline: "24h".into(),
@@ -252,6 +255,8 @@ pub struct ServerFile {
     pub groups: BTreeMap<String, String>,
     /// `[acl]`.
     pub acl: AclConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
     /// `[tls]`.
     pub tls: TlsSection,
 }
@@ -346,6 +351,7 @@ impl ServerFile {
             max_inflight_jobs: p.size("limits.max_inflight_jobs", l.max_inflight_jobs, 0, MAX_COUNT),
             job_buffer_bytes: p.size("limits.job_buffer_bytes", l.job_buffer_bytes, 1024, MAX_SIZE),
             enrollments_per_ip: l.enrollments_per_ip,
+            auth_failures_per_ip: l.auth_failures_per_ip,
             max_ttl: p.duration("limits.max_ttl", &l.max_ttl),
             max_queued_per_device: p.size("limits.max_queued_per_device", l.max_queued_per_device, 1, MAX_COUNT),
             max_queued_bytes_per_device: p.size(
@@ -416,6 +422,7 @@ impl ServerFile {
             }
             Err(problems) => p.0.extend(problems),
         }
+        p.0.extend(crate::listener::cors::problems(&self.http.cors_origins));
         if !p.0.is_empty() {
             return Err(p.0);
         }
@@ -431,6 +438,7 @@ impl ServerFile {
             store,
             grace,
             acl: self.acl.clone(),
+            http_options: self.http.clone(),
             tls,
         })
     }
@@ -514,5 +522,14 @@ mod tests {
     fn unknown_keys_are_refused() {
         let e = toml::from_str::<ServerFile>("[limits]\noutbound_queu = 1\n").unwrap_err();
         assert!(e.to_string().contains("outbound_queu"), "{e}");
+        let e = toml::from_str::<ServerFile>("[http]\nmetrics_publik = true\n").unwrap_err();
+        assert!(e.to_string().contains("metrics_publik"), "{e}");
+    }
+
+    #[test]
+    fn metrics_are_private_unless_the_http_section_says_public() {
+        assert!(!ServerFile::default().validate().unwrap().http_options.metrics_public);
+        let f: ServerFile = toml::from_str("[http]\nmetrics_public = true\n").unwrap();
+        assert!(f.validate().unwrap().http_options.metrics_public);
     }
 }

@@ -44,6 +44,20 @@ pub struct ServerConfig {
     /// TLS on both listeners (`[tls]`): with it, the TCP port speaks `tls://` only and the HTTP
     /// port `https://` and `wss://` only. `None`: plain TCP and HTTP.
     pub tls: Option<TlsConfig>,
+    /// The HTTP port's options (`[http]`; its address is [`ServerConfig::http`]).
+    pub http_options: HttpConfig,
+}
+
+/// `[http]`: options of the HTTP port (its address is `server.http`). Hot-reloaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `GET /metrics` is served without a token (default `false`: the admin token, like the
+    /// REST API). For a scraper on a trusted network that cannot send a bearer token.
+    pub metrics_public: bool,
+    /// Browser origins (`https://host[:port]`) whose pages may call the API (CORS). Default none:
+    /// the dashboard is served by this port itself and needs none.
+    pub cors_origins: Vec<String>,
 }
 
 /// `[acl]`: what agents may do beyond answering commands and calling the server's handlers
@@ -64,6 +78,14 @@ pub struct AclConfig {
     pub agent_subscribe: Vec<String>,
     /// Device-to-device commands: none unless a rule allows them.
     pub peers: Vec<PeerRuleConfig>,
+    /// What tokens with the `operator` role may send and schedule: nothing unless a rule
+    /// allows it.
+    pub operators: Vec<OperatorRuleConfig>,
+    /// Whether devices without a secret of their own may connect with the shared agent token
+    /// alone (v1 agents). Default `false`: a known device connects only with its own secret, and
+    /// a new one only by enrolling (`enroll: true`, keeping the secret it is issued), so holding
+    /// the shared token is not enough to take over a device.
+    pub token_devices: bool,
 }
 
 impl Default for AclConfig {
@@ -73,6 +95,8 @@ impl Default for AclConfig {
             agent_retain: Vec::new(),
             agent_subscribe: vec![">".into()],
             peers: Vec::new(),
+            operators: Vec::new(),
+            token_devices: false,
         }
     }
 }
@@ -84,6 +108,20 @@ impl Default for AclConfig {
 pub struct PeerRuleConfig {
     /// Selector of the senders.
     pub from: String,
+    /// Selector of the devices they may send to.
+    pub to: String,
+    /// Command names: `NAME`, `PREFIX*`, or `*` for any.
+    pub commands: Vec<String>,
+}
+
+/// One `[[acl.operators]]` rule: tokens with the `operator` role (all of them, or those named in
+/// `tokens`) may send `commands` to the devices `to` matches (by id and operator-set tags).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorRuleConfig {
+    /// Token names the rule is for; empty or absent: every token with the `operator` role.
+    #[serde(default)]
+    pub tokens: Vec<String>,
     /// Selector of the devices they may send to.
     pub to: String,
     /// Command names: `NAME`, `PREFIX*`, or `*` for any.
@@ -122,6 +160,7 @@ impl Default for ServerConfig {
             grace: Duration::from_secs(10),
             acl: AclConfig::default(),
             tls: None,
+            http_options: HttpConfig::default(),
         }
     }
 }
@@ -157,10 +196,13 @@ impl ServerConfig {
             admin_token: Some(Secret::new("test-admin-token-0123456789")),
             agent_token: Some(Secret::new("test-agent-token-0123456789")),
             groups: BTreeMap::new(),
-            limits: Limits { enrollments_per_ip: 0, ..Limits::default() },
+            limits: Limits { enrollments_per_ip: 0, auth_failures_per_ip: 0, ..Limits::default() },
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
-            acl: AclConfig::default(),
+            // Many tests speak the v1 handshake by hand (the shared token, no enrollment); the
+            // default's refusal has tests of its own.
+            acl: AclConfig { token_devices: true, ..AclConfig::default() },
+            http_options: HttpConfig::default(),
             tls: None,
         }
     }
@@ -238,6 +280,10 @@ pub struct Limits {
     /// New device ids one source address may enroll per second, in bursts of as many (0:
     /// unlimited); more get `rate_limited`.
     pub enrollments_per_ip: u32,
+    /// Failed authentications one source address may make per minute: past half of it each
+    /// refusal waits a second, past all of it further failing attempts get `rate_limited`
+    /// (valid credentials are always admitted). 0: unlimited.
+    pub auth_failures_per_ip: u32,
     /// Longest TTL a job may ask for (its command waits that long for offline targets).
     pub max_ttl: Duration,
     /// Commands one device's queue may hold; more get `queue_full`.
@@ -285,6 +331,7 @@ impl Default for Limits {
             max_inflight_jobs: 64,
             job_buffer_bytes: 8 * 1024 * 1024,
             enrollments_per_ip: 50,
+            auth_failures_per_ip: 30,
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             max_queued_per_device: 1000,
             max_queued_bytes_per_device: 16 * 1024 * 1024,

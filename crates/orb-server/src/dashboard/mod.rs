@@ -12,7 +12,7 @@ mod views;
 
 use std::sync::Arc;
 
-use axum::extract::{Form, State};
+use axum::extract::{Extension, Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use serde::Deserialize;
 pub(crate) use logins::Logins;
 
 use crate::identity::{Identity, Requester};
+use crate::listener::http::Admitted;
 use crate::session::Shared;
 
 /// The dashboard's routes: `/`, `/login`, `/logout`, `/assets/{name}` and the `/ui/` fragments.
@@ -54,14 +55,21 @@ struct SignIn {
 }
 
 /// `POST /login`: the admin token for a session cookie, then back to `/`.
-async fn login(State(shared): State<Arc<Shared>>, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
+async fn login(
+    State(shared): State<Arc<Shared>>,
+    admitted: Option<Extension<Admitted>>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
     let refuse = |status: StatusCode, why: &str| (status, Html(views::login(Some(why)).into_string())).into_response();
     if !logins::same_origin(&headers) {
         return refuse(StatusCode::FORBIDDEN, "sign in from this server's own page");
     }
-    match crate::api::auth::admin(&shared, form.token.trim()).await {
-        Ok(()) => {
-            let id = shared.logins.start(Requester::new(Identity::admin("dashboard")));
+    let ip = admitted.map(|Extension(a)| a.peer.ip());
+    let dashboard = Requester::new(Identity::admin("dashboard"));
+    match crate::api::auth::operator(&shared, form.token.trim(), ip, &dashboard).await {
+        Ok(who) => {
+            let id = shared.logins.start(who);
             let mut r = Redirect::to("/").into_response();
             // Served over TLS (`[tls]`): the browser sends the cookie back only over TLS.
             if let Ok(cookie) = logins::set_cookie(&id, shared.tls.is_some()).parse() {
@@ -69,7 +77,10 @@ async fn login(State(shared): State<Arc<Shared>>, headers: HeaderMap, Form(form)
             }
             r
         }
-        Err(e) => refuse(StatusCode::UNAUTHORIZED, &e.message),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            refuse(status, &e.message)
+        }
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) fn login(problem: Option<&str>) -> Markup {
             main.login {
                 h1 { "orb" }
                 form method="post" action="/login" {
-                    label for="token" { "Admin token" }
+                    label for="token" { "Token" }
                     input #token type="password" name="token" autocomplete="current-password" required autofocus;
                     @if let Some(problem) = problem {
                         p.error role="alert" { (problem) }

@@ -47,6 +47,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Limits;
 use crate::identity::Requester;
+use crate::metrics::Metrics;
 use crate::node::NodeId;
 use crate::router::correlation::{Answer, Correlations};
 use crate::router::sessions::{Sessions, Target};
@@ -141,6 +142,8 @@ pub struct Jobs {
     topics: Arc<crate::router::topics::Topics>,
     /// "Any one of" commands in flight per device.
     one_load: Arc<one::OneLoad>,
+    /// Where commands sent and targets' outcomes are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// What [`Jobs::new`] is made of.
@@ -162,12 +165,15 @@ pub(crate) struct JobsParts {
     pub(crate) topics: Arc<crate::router::topics::Topics>,
     /// Where job tasks run.
     pub(crate) tracker: TaskTracker,
+    /// The server's metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Jobs {
     /// The jobs subsystem made of `parts`.
     pub(crate) fn new(parts: JobsParts) -> Jobs {
-        let JobsParts { node, correlations, recorder, store, held_tx, delivering, sessions, topics, tracker } = parts;
+        let JobsParts { node, correlations, recorder, store, held_tx, delivering, sessions, topics, tracker, metrics } =
+            parts;
         Jobs {
             accepting: std::sync::atomic::AtomicBool::new(true),
             node,
@@ -184,6 +190,7 @@ impl Jobs {
             sessions,
             topics,
             one_load: Arc::default(),
+            metrics,
         }
     }
 
@@ -266,6 +273,7 @@ impl Jobs {
                 cmd.clone(),
                 frames.clone(),
                 Arc::clone(&self.sessions),
+                Arc::clone(&self.metrics),
             );
             let id = o.dispatch().map_or(first, |(id, _)| id);
             one_of = Some(o);
@@ -283,6 +291,8 @@ impl Jobs {
         let staged = spec.rollout.is_staged();
         let mut held = Vec::new();
         let mut delivered = Vec::with_capacity(targets.len());
+        // Commands queued, and their bytes: counted once for the whole fan-out.
+        let (mut sent, mut sent_bytes) = (0_u64, 0_u64);
         for (i, t) in targets.iter().enumerate() {
             if let Some(o) = &one_of {
                 delivered.push(o.current.as_ref().map(|(_, outbox)| outbox.clone()));
@@ -309,8 +319,12 @@ impl Jobs {
                 .clone()
                 .expect("every connected target's codec was encoded above");
             let slot = u32::try_from(i).unwrap_or(u32::MAX);
+            let len = frame.len() as u64;
             match session.outbox.deliver_noticed(frame, Arc::clone(&inbox) as _, slot) {
-                Ok(()) => delivered.push(Some(session.outbox.clone())),
+                Ok(()) => {
+                    (sent, sent_bytes) = (sent + 1, sent_bytes + len);
+                    delivered.push(Some(session.outbox.clone()));
+                }
                 Err(crate::router::delivery::DeliveryError::Closed) => {
                     inbox.settle(i, None, Outcome::Offline);
                     delivered.push(None);
@@ -323,6 +337,8 @@ impl Jobs {
             }
         }
 
+        self.metrics.sent_many(Kind::Cmd, sent, sent_bytes);
+        self.metrics.job_started();
         let devices: Vec<DeviceId> = targets.into_iter().map(|t| t.id).collect();
         let accepted = JobAccepted {
             job: job_id.clone(),
@@ -436,6 +452,7 @@ impl Jobs {
             staged,
             one: one_of,
             progress,
+            metrics: Arc::clone(&self.metrics),
             _slot: slot,
         };
         drop(inbox);

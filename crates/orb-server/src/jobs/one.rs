@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use orb_proto::{DeviceId, Envelope};
+use orb_proto::{DeviceId, Envelope, Kind};
 
 use super::inbox::JobInbox;
+use crate::metrics::Metrics;
 use crate::router::delivery::Outbox;
 use crate::router::sessions::Sessions;
 
@@ -58,6 +59,8 @@ pub(crate) struct OneOf {
     cmd: Envelope,
     frames: [Option<Bytes>; 2],
     sessions: Arc<Sessions>,
+    /// Where the commands sent are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl OneOf {
@@ -68,8 +71,9 @@ impl OneOf {
         cmd: Envelope,
         frames: [Option<Bytes>; 2],
         sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
     ) -> OneOf {
-        OneOf { spares: candidates, current: None, load, inbox, cmd, frames, sessions }
+        OneOf { spares: candidates, current: None, load, inbox, cmd, frames, sessions, metrics }
     }
 
     /// Sends the command to the least busy device not tried yet that is still connected;
@@ -86,9 +90,11 @@ impl OneOf {
             }
             let codec = session.outbox.codec;
             let frame = self.frames[super::codec_slot(codec)].get_or_insert_with(|| codec.encode(&self.cmd)).clone();
-            if frame.len() > session.outbox.max_frame || session.outbox.deliver(frame).is_err() {
+            let len = frame.len();
+            if len > session.outbox.max_frame || session.outbox.deliver(frame).is_err() {
                 continue;
             }
+            self.metrics.sent(Kind::Cmd, len);
             self.load.acquire(&device);
             self.current = Some((device.clone(), session.outbox.clone()));
             return Some((device, session.outbox));

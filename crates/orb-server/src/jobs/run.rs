@@ -23,6 +23,7 @@ use super::state::JobState;
 use crate::broker::Delivering;
 use crate::close::CloseReason;
 use crate::identity::JobSlot;
+use crate::metrics::Metrics;
 use crate::router::correlation::{CorrelationId, Correlations};
 use crate::router::delivery::Outbox;
 
@@ -72,6 +73,8 @@ pub(crate) struct JobRun {
     pub(crate) one: Option<super::one::OneOf>,
     /// Where its progress is published (`$orb.job.<id>`).
     pub(crate) progress: super::progress::Progress,
+    /// Where outcomes, answer times and `cancel` frames are counted.
+    pub(crate) metrics: Arc<Metrics>,
     /// The job's place in its requester's quota, shared with the job's reader (released when
     /// both are done).
     pub(crate) _slot: Arc<JobSlot>,
@@ -183,6 +186,12 @@ impl JobRun {
                         let status = outcome.status();
                         if state.settle(index, status) {
                             let elapsed = at.map(|at| at.saturating_duration_since(self.started));
+                            // A device's own answer, timed from the dispatch (a staged job's
+                            // targets are sent later than its start; a held command's delivery
+                            // loop times its own).
+                            if let Some(took) = elapsed.filter(|_| !recorded && !staged) {
+                                self.metrics.command_answered(took);
+                            }
                             if recorded {
                                 self.tell(index, &outcome, elapsed.map(millis));
                             } else {
@@ -393,7 +402,11 @@ impl JobRun {
             state.settle(i, Status::Cancelled);
             self.tell(i, &Outcome::Cancelled, None);
             if let Some(outbox) = &self.delivered[i] {
-                let _ = outbox.deliver(outbox.codec.encode(&stop));
+                let frame = outbox.codec.encode(&stop);
+                let len = frame.len();
+                if outbox.deliver(frame).is_ok() {
+                    self.metrics.sent(Kind::Cancel, len);
+                }
             }
         }
         pending.into_iter().map(|i| self.devices[i].to_string()).collect()
@@ -436,7 +449,10 @@ impl JobRun {
         });
     }
 
+    /// Tells the requester and the job's progress subscribers one target's outcome (once per
+    /// target: every caller has just settled it), and counts it.
     fn tell(&self, index: usize, outcome: &Outcome, elapsed_ms: Option<u64>) {
+        self.metrics.job_target(outcome.status());
         self.progress.settled(&self.devices[index], outcome, elapsed_ms);
         if !self.events.is_read() {
             return;

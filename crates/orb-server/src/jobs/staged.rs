@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use orb_proto::message::BatchStarted;
 use orb_proto::rollout::Rollout;
-use orb_proto::{Envelope, ErrorBody, ErrorCode, Status};
+use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind, Status};
 use orb_store::TargetOutcome;
 use tokio::time::Instant;
 
@@ -178,8 +178,12 @@ impl JobRun {
                 continue;
             }
             let slot = u32::try_from(i).unwrap_or(u32::MAX);
+            let len = frame.len();
             match session.outbox.deliver_noticed(frame, Arc::clone(&staged.inbox) as _, slot) {
-                Ok(()) => self.delivered[i] = Some(session.outbox.clone()),
+                Ok(()) => {
+                    self.metrics.sent(Kind::Cmd, len);
+                    self.delivered[i] = Some(session.outbox.clone());
+                }
                 Err(DeliveryError::Closed) => ended.push((i, Outcome::Offline)),
                 Err(DeliveryError::SlowConsumer) => {
                     let e = ErrorBody::new(ErrorCode::SlowConsumer, "the device's queue was full; it was disconnected");

@@ -1,63 +1,70 @@
-//! The HTTP port: the agent WebSocket at `/v1/ws`, liveness at `/healthz` (also `/v1/health`)
-//! and readiness at `/readyz`. Its own accept loop admits every connection under the same
-//! connection limits as the TCP port (a connection over them gets `503` and is closed) and
-//! serves it with hyper, whose header timeout (the handshake timeout) closes connections that
-//! never finish a request, idle keep-alive ones included. An upgraded WebSocket keeps the
-//! connection's place in the limits until its session ends. The REST API (`crate::api`) shares
-//! the router, and so does the dashboard (`crate::dashboard`) at `/`. With `[tls]` every
-//! connection goes through the TLS handshake first (`super::tls`): the port serves `https://` and
-//! `wss://` only, and a client certificate reaches the WebSocket session it becomes.
+//! The HTTP port: the routes of `crate::api` (the REST API, health, the OpenAPI document) and the
+//! agent WebSocket at `/v1/ws`, whose handler is here. Its own accept loop admits every
+//! connection under the same connection limits as the TCP port (a connection over them gets
+//! `503` and is closed) and serves it with hyper, whose header timeout (the handshake timeout)
+//! closes connections that never finish a request, idle keep-alive ones included. An upgraded
+//! WebSocket keeps the connection's place in the limits until its session ends. The dashboard's
+//! pages (`crate::dashboard`) share the port, outside the API's document.
+//! With `[tls]` every connection goes through the TLS handshake first (`super::tls`): the port
+//! serves `https://` and `wss://` only, and a client certificate reaches the WebSocket session it
+//! becomes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router as HttpRouter;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Extension, State, WebSocketUpgrade};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use orb_proto::{ErrorBody, WS_PATH};
+use orb_proto::ErrorBody;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::tls::{self, Accepted};
+use crate::api::Api;
+use crate::api::openapi::refusals;
 use crate::auth::{ClientCertificate, PeerCredentials};
 use crate::router::admission::ConnectionGuard;
 use crate::session::{self, Shared};
 
 /// The admitted connection a request came in on, handed to the WebSocket session it becomes.
 #[derive(Clone)]
-struct Admitted {
-    peer: SocketAddr,
+pub(crate) struct Admitted {
+    pub(crate) peer: SocketAddr,
     guard: Arc<ConnectionGuard>,
     /// Over TLS: the verified client certificate, if one was presented.
     tls: Option<Option<ClientCertificate>>,
 }
 
-/// Builds the axum application: the agent WebSocket, health, and the REST API (`crate::api`),
-/// request bodies limited to the frame limit.
-fn app(shared: Arc<Shared>) -> HttpRouter {
-    let max_body = shared.broker.limits().max_frame;
-    HttpRouter::new()
-        .route(WS_PATH, get(upgrade))
-        .route("/healthz", get(health))
-        .route("/v1/health", get(health))
-        .route("/readyz", get(ready))
-        .with_state(Arc::clone(&shared))
-        .merge(crate::dashboard::routes(Arc::clone(&shared)))
-        .merge(crate::api::routes(shared))
-        .layer(axum::extract::DefaultBodyLimit::max(max_body))
-}
-
-async fn upgrade(
-    State(shared): State<Arc<Shared>>,
+/// The agent WebSocket (`orb_proto::WS_PATH`): the wire protocol over WebSocket binary
+/// messages. No bearer token: the client authenticates in its first frame (`hello`).
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    operation_id = "agent_ws",
+    tag = "agents",
+    responses(
+        (status = 101, description = "A WebSocket upgrade request (`Connection: upgrade`, `Upgrade: websocket`, \
+                                      `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`) becomes a session of the \
+                                      wire protocol (docs/protocol.md): binary messages, one frame each, `hello` \
+                                      first"),
+        AgentSocketRefusals,
+    )
+)]
+pub(crate) async fn upgrade(
+    State(api): State<Arc<Api>>,
     Extension(admitted): Extension<Admitted>,
     headers: axum::http::HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> impl IntoResponse {
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(r) => return crate::api::ApiError::from(r).into_response(),
+    };
+    let shared = Arc::clone(&api.shared);
     let max = shared.broker.limits().max_frame;
     let user_agent = headers
         .get(axum::http::header::USER_AGENT)
@@ -69,32 +76,29 @@ async fn upgrade(
     };
     let credentials = PeerCredentials { client_cert };
     let peer = session::Peer { addr: admitted.peer, transport, user_agent, credentials };
-    upgrade.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
-        let (source, sink) = orb_io::ws::server::split(socket, max);
-        let tracker = shared.broker.tracker().clone();
-        tracker.spawn(session::serve(shared, source, sink, peer, Ok(admitted.guard)));
-    })
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let (source, sink) = orb_io::ws::server::split(socket, max);
+            let tracker = shared.broker.tracker().clone();
+            tracker.spawn(session::serve(shared, source, sink, peer, Ok(admitted.guard)));
+        })
+        .into_response()
 }
 
-/// Liveness, for anyone: whether the server is up and whether it is draining; nothing more.
-async fn health(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let status = if shared.broker.is_draining() { "draining" } else { "ok" };
-    Json(serde_json::json!({ "status": status }))
-}
-
-/// Readiness, for anyone: `200` while the server takes work, `503` once it is draining.
-async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.broker.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "ready": false, "status": "draining" })))
-            .into_response()
-    } else {
-        Json(serde_json::json!({ "ready": true, "status": "ok" })).into_response()
-    }
-}
+refusals!(
+    /// Refusals of the agent WebSocket's upgrade: `bad_request` for a request that is no
+    /// WebSocket upgrade (refusals of the session itself are frames, docs/protocol.md).
+    AgentSocketRefusals, false: BadRequest
+);
 
 /// Serves HTTP until the listeners stop.
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>) {
-    let app = app(Arc::clone(&shared));
+    // The dashboard's HTML pages are no API: they stay out of the OpenAPI document.
+    let app: HttpRouter = crate::api::routes(Arc::clone(&shared))
+        .merge(crate::dashboard::routes(Arc::clone(&shared)))
+        .layer(super::cors::layer(Arc::clone(&shared.cors)));
     super::accept_loop(listener, &shared, "http", |stream, peer, admitted| {
         let broker = &shared.broker;
         let limits = broker.limits();

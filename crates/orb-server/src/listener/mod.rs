@@ -4,6 +4,7 @@
 //! interface (`orb_io::ws::server`), so a session never knows which transport it runs on. With
 //! `[tls]`, both take each connection through [`tls`] first.
 
+pub mod cors;
 pub mod http;
 pub mod tcp;
 pub(crate) mod tls;

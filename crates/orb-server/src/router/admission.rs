@@ -1,6 +1,7 @@
 //! Admission: who may hold a connection (total and per-address limits, counted once per
 //! connection whichever port it came in on) and how fast one address may enroll new devices.
-//! A [`ConnectionGuard`] holds a connection's place until it is dropped.
+//! A [`ConnectionGuard`] holds a connection's place until it is dropped. Failed authentications
+//! per address are counted in [`FailedAuth`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,6 +13,7 @@ use dashmap::DashMap;
 use orb_proto::{ErrorBody, ErrorCode};
 use tokio::time::Instant;
 
+use super::failed_auth::FailedAuth;
 use crate::config::Limits;
 
 /// Addresses remembered by the enrollment limiter before idle ones are forgotten.
@@ -23,6 +25,7 @@ pub struct Admission {
     connections: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
     enrollments: Mutex<HashMap<IpAddr, Bucket>>,
+    failed_auth: FailedAuth,
 }
 
 /// A token bucket: `tokens` left, refilled at the configured rate.
@@ -58,6 +61,13 @@ impl Admission {
             ));
         }
         Ok(guard)
+    }
+
+    /// Answers a refused credential from `ip`: counted against `limits.auth_failures_per_ip`,
+    /// it is `refusal` (at once, or after a second once the address failed often) or
+    /// `rate_limited` once the address failed too often (see `failed_auth`).
+    pub async fn refuse_failed_auth(&self, ip: IpAddr, limits: &Limits, refusal: ErrorBody) -> ErrorBody {
+        self.failed_auth.refuse(ip, limits.auth_failures_per_ip, refusal).await
     }
 
     /// Connections held now.

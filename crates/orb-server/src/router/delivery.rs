@@ -69,14 +69,17 @@ impl Outbox {
         self.outcome(self.tx.send_reply(frame))
     }
 
-    /// Encodes `env` with this session's codec and queues it as an answer ([`Outbox::reply`]).
-    /// A frame above the peer's limit is replaced by a `frame_too_large` error answering the
-    /// same `re`, so the peer never receives a frame it must refuse.
+    /// Encodes `env` with this session's codec and queues it as an answer ([`Outbox::reply`]);
+    /// answers the frame's length. A frame above the peer's limit is replaced by a
+    /// `frame_too_large` error answering the same `re` (same kind), so the peer never receives a
+    /// frame it must refuse.
     ///
     /// # Errors
     /// [`DeliveryError`] when the frame was not queued.
-    pub fn reply_env(&self, env: &Envelope) -> Result<(), DeliveryError> {
-        self.reply(self.encode_within_limit(env))
+    pub fn reply_env(&self, env: &Envelope) -> Result<usize, DeliveryError> {
+        let frame = self.encode_within_limit(env);
+        let len = frame.len();
+        self.reply(frame).map(|()| len)
     }
 
     /// `env` encoded with this session's codec; when that exceeds the peer's frame limit, the

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod correlation;
 pub mod delivery;
+pub(crate) mod failed_auth;
 pub(crate) mod retained;
 pub mod sessions;
 pub mod stats;

@@ -112,6 +112,15 @@ impl Sessions {
         self.devices.contains_key(id)
     }
 
+    /// Frames and bytes queued for every connected device, summed (one lock of each queue in
+    /// turn; for metrics).
+    pub fn queued(&self) -> (u64, u64) {
+        self.devices.iter().fold((0, 0), |(frames, bytes), s| {
+            let (f, b) = s.value().outbox.tx.depth();
+            (frames + f as u64, bytes + b as u64)
+        })
+    }
+
     /// Every connected device session.
     pub fn all(&self) -> Vec<DeviceSession> {
         self.devices.iter().map(|e| e.value().clone()).collect()

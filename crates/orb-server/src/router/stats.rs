@@ -31,6 +31,11 @@ impl Stats {
         self.closes[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Closed sessions so far, by reason index (`reason as usize`).
+    pub fn closed(&self) -> [u64; CloseReason::ALL.len()] {
+        std::array::from_fn(|i| self.closes[i].load(Ordering::Relaxed))
+    }
+
     /// Closed sessions so far, per reason.
     pub fn close_counts(&self) -> BTreeMap<&'static str, u64> {
         CloseReason::ALL.iter().map(|r| (r.as_str(), self.closes[*r as usize].load(Ordering::Relaxed))).collect()

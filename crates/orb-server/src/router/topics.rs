@@ -3,16 +3,18 @@
 //! A publication walks the tree once along its topic's segments and collects each matching
 //! connection once, however many of its patterns match. Each connection's subscriptions are also
 //! kept by id, to unsubscribe one and to drop them all when it closes. Bounded per connection.
+//! The `pub` frames queued are counted in the server's metrics.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use orb_proto::topic::{Pattern, Topic};
 use orb_proto::{Envelope, Kind};
 
 use super::delivery::Outbox;
+use crate::metrics::Metrics;
 
 /// One tree node: subscribers (by connection id, with how to reach them, `V`) whose pattern
 /// ends here, or ends here with `>`.
@@ -116,7 +118,6 @@ pub(crate) enum SubscribeError {
 }
 
 /// Every subscription of every connection.
-#[derive(Default)]
 pub(crate) struct Topics {
     tree: RwLock<Node<Outbox>>,
     /// Each connection's subscriptions by the id it gave them.
@@ -124,9 +125,16 @@ pub(crate) struct Topics {
     /// Subscriptions held, read without a lock: a publication with no subscriber anywhere (a
     /// job's progress, most of the time) costs one atomic load.
     held: AtomicUsize,
+    /// Where the `pub` frames queued are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Topics {
+    /// No subscriptions yet; publications counted in `metrics`.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Topics {
+        Topics { tree: RwLock::default(), by_conn: Mutex::default(), held: AtomicUsize::new(0), metrics }
+    }
+
     /// Subscribes `outbox`'s connection to `pattern` under `id` (replacing what that id named),
     /// unless it holds `max` subscriptions already; `first` runs once it is allowed, before the
     /// subscription takes effect (it queues the retained publications, so they come first).
@@ -199,14 +207,21 @@ impl Topics {
         env.from = Some(from.to_owned());
         env.body = body();
         let mut frames: [Option<Bytes>; 2] = [None, None];
-        subscribers
+        let mut bytes = 0;
+        let queued = subscribers
             .into_iter()
             .filter(|outbox| {
                 let frame =
                     frames[crate::jobs::codec_slot(outbox.codec)].get_or_insert_with(|| outbox.codec.encode(&env));
-                outbox.deliver(frame.clone()).is_ok()
+                let len = frame.len() as u64;
+                outbox.deliver(frame.clone()).is_ok_and(|()| {
+                    bytes += len;
+                    true
+                })
             })
-            .count()
+            .count();
+        self.metrics.sent_many(Kind::Pub, queued as u64, bytes);
+        queued
     }
 
     /// Subscriptions held now, over all connections.

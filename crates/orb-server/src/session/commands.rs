@@ -5,17 +5,20 @@
 //! request to one device (`to`) becomes `Broker::request` with a sink that encodes the reply; a
 //! command to the server becomes `Broker::call` on its own task.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use orb_io::queue::TrySendError;
 use orb_proto::rollout::Rollout;
 use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::run::Session;
 use crate::broker::{CallSpec, MessageSpec, RequestSpec, Stored};
 use crate::identity::OpenCommand;
 use crate::jobs::{JobEvent, JobEvents, JobSpec};
+use crate::metrics::Metrics;
 use crate::router::correlation::{Reply, ReplySink};
 use crate::router::delivery::Outbox;
 
@@ -95,17 +98,18 @@ impl Session {
         // the frame limit on a large fleet (operator tools accept up to 64 MiB from the server).
         let ack = self.outbox.codec.encode(&ack);
         let outbox = self.outbox.clone();
+        let metrics = Arc::clone(self.shared.broker.metrics());
         match handle.committed {
             None => {
-                let _ = self.outbox.reply(ack);
-                self.shared.broker.tracker().spawn(forward(handle.events, outbox, re, job));
+                reply_counted(&outbox, &metrics, Kind::Ack, ack);
+                self.shared.broker.tracker().spawn(forward(handle.events, outbox, metrics, re, job));
             }
             // A job with a TTL is acknowledged once what it holds for offline targets is on disk.
             Some(committed) => {
                 self.shared.broker.tracker().spawn(async move {
                     let _ = committed.await;
-                    let _ = outbox.reply(ack);
-                    forward(handle.events, outbox, re, job).await;
+                    reply_counted(&outbox, &metrics, Kind::Ack, ack);
+                    forward(handle.events, outbox, metrics, re, job).await;
                 });
             }
         }
@@ -128,7 +132,13 @@ impl Session {
 
     /// A request to one device: the reply is encoded by a [`WireReply`] when it comes.
     fn request(&self, re: String, spec: RequestSpec) {
-        let sink = WireReply { outbox: self.outbox.clone(), re, _open: self.requester.open_command() };
+        let sink = WireReply {
+            outbox: self.outbox.clone(),
+            re,
+            metrics: Arc::clone(self.shared.broker.metrics()),
+            sent: Instant::now(),
+            _open: self.requester.open_command(),
+        };
         self.shared.broker.request(&self.requester, spec, Box::new(sink));
     }
 
@@ -148,7 +158,7 @@ impl Session {
             // of a large fleet: operator tools accept up to 64 MiB from the server); an
             // application handler's answer is held to it like any relayed result.
             let frame = if query { outbox.codec.encode(&env) } else { outbox.encode_within_limit(&env) };
-            let _ = outbox.reply(frame);
+            reply_counted(&outbox, broker.metrics(), Kind::Reply, frame);
             drop(open);
         });
     }
@@ -180,9 +190,19 @@ async fn store_in_order(
                 Ok(Stored::Duplicate) => Envelope::reply_ok(re, bytes::Bytes::from_static(br#"{"duplicate":true}"#)),
                 Err(e) => Envelope::reply_err(re, e.code, e.message),
             };
-            let _ = outbox.reply_env(&env);
+            if let Ok(len) = outbox.reply_env(&env) {
+                broker.metrics().sent(Kind::Reply, len);
+            }
             drop(open);
         }
+    }
+}
+
+/// Queues `frame`, an answer of `kind`, for the session and counts it.
+fn reply_counted(outbox: &Outbox, metrics: &Metrics, kind: Kind, frame: bytes::Bytes) {
+    let len = frame.len();
+    if outbox.reply(frame).is_ok() {
+        metrics.sent(kind, len);
     }
 }
 
@@ -190,18 +210,28 @@ async fn store_in_order(
 struct WireReply {
     outbox: Outbox,
     re: String,
+    /// Where the reply and the time it took are counted.
+    metrics: Arc<Metrics>,
+    /// When the request was made.
+    sent: Instant,
     /// The request counts as open until its reply is queued.
     _open: OpenCommand,
 }
 
 impl ReplySink for WireReply {
     fn complete(self: Box<Self>, reply: Reply) {
+        // A device's reply (the broker answers the others: refusals, timeouts).
+        if reply.from.is_some() {
+            self.metrics.request_answered(self.sent.elapsed());
+        }
         let mut env = match reply.answer {
             Ok(body) => Envelope::reply_ok(self.re, body),
             Err(e) => Envelope::reply_err(self.re, e.code, e.message),
         };
         env.from = reply.from.map(|d| d.to_string());
-        let _ = self.outbox.reply_env(&env);
+        if let Ok(len) = self.outbox.reply_env(&env) {
+            self.metrics.sent(Kind::Reply, len);
+        }
     }
 
     fn is_gone(&self) -> bool {
@@ -213,7 +243,7 @@ impl ReplySink for WireReply {
 /// frame limit, using at most half the requester's queue. One event at a time leaves the job's
 /// buffer, so what waits here is bounded by that buffer. Ends with the job's last event, or when
 /// the session closes (the job runs on, unreported).
-async fn forward(mut events: JobEvents, outbox: Outbox, re: String, job: String) {
+async fn forward(mut events: JobEvents, outbox: Outbox, metrics: Arc<Metrics>, re: String, job: String) {
     loop {
         let event = tokio::select! {
             biased;
@@ -221,11 +251,16 @@ async fn forward(mut events: JobEvents, outbox: Outbox, re: String, job: String)
             event = events.next() => event,
         };
         let Some(event) = event else { return };
-        let mut frame = outbox.encode_within_limit(&event_envelope(event, &re, &job));
+        let env = event_envelope(event, &re, &job);
+        let mut frame = outbox.encode_within_limit(&env);
         outbox.trace_out(&frame);
+        let len = frame.len();
         loop {
             match outbox.tx.try_send_half(frame) {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics.sent(env.kind, len);
+                    break;
+                }
                 Err(TrySendError::Closed(_)) => return,
                 Err(TrySendError::Full(f)) => {
                     if outbox.tx.space_half_for(f.len()).await.is_err() {

@@ -21,11 +21,11 @@ use crate::identity::{Identity, Requester};
 use crate::router::delivery::Outbox;
 use crate::router::sessions::{DeviceRecord, DeviceSession};
 
-/// Why a handshake failed: the close reason and the frame to send last.
-pub(super) type Refusal = (CloseReason, Option<Bytes>);
+/// Why a handshake failed: the close reason and the frame to send last, with its kind.
+pub(super) type Refusal = (CloseReason, Option<(Kind, Bytes)>);
 
 fn refuse(e: ErrorBody) -> Refusal {
-    (refusal_reason(&e.code), Some(error_frame(Codec::Json, e)))
+    (refusal_reason(&e.code), Some((Kind::Error, error_frame(Codec::Json, e))))
 }
 
 /// Waits for the `hello` and answers it.
@@ -62,10 +62,17 @@ pub(super) async fn handshake<R: FrameSource>(
     }
     // A custom authenticator may do I/O: it gets the handshake timeout too.
     let principal =
-        tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate_peer(&hello, &peer.credentials))
+        match tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate_peer(&hello, &peer.credentials))
             .await
             .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")))
-            .map_err(refuse)?;
+        {
+            Ok(p) => p,
+            // A wrong credential counts against its address (slowed, then `rate_limited`).
+            Err(e) if e.code == ErrorCode::AuthFailed => {
+                return Err(refuse(broker.admission().refuse_failed_auth(peer.addr.ip(), &limits, e).await));
+            }
+            Err(e) => return Err(refuse(e)),
+        };
     // The registry knows every device that connects (an authenticator other than the default
     // registers nothing itself); a revoked one is refused whatever authenticated it.
     let known = match &principal.device {
@@ -84,9 +91,16 @@ pub(super) async fn handshake<R: FrameSource>(
     let outbox = Outbox { codec, ..outbox.clone() };
     let identity = match (&principal.role, &principal.device) {
         (Role::Agent, Some(id)) => Identity::device(id.clone()),
-        _ => {
-            Identity { name: format!("op-{}", outbox.conn), role: principal.role, device: None, admin: principal.admin }
-        }
+        _ => match (&principal.token, principal.access) {
+            (Some(token), Some(access)) => Identity::token(token, access),
+            _ => Identity {
+                name: format!("op-{}", outbox.conn),
+                role: principal.role,
+                device: None,
+                access: principal.access,
+                token: None,
+            },
+        },
     };
     // A last will is published as this client: it must be allowed to publish there.
     if let Some(will) = &will {
@@ -107,7 +121,11 @@ pub(super) async fn handshake<R: FrameSource>(
     };
     // The welcome itself is JSON, so the client can read the choice before switching. Nothing
     // else can be queued yet: the session is not registered.
-    let _ = outbox.reply(orb_proto::encode(&Envelope::new(Kind::Welcome).with_json_body(&welcome)));
+    let frame = orb_proto::encode(&Envelope::new(Kind::Welcome).with_json_body(&welcome));
+    let len = frame.len();
+    if outbox.reply(frame).is_ok() {
+        broker.metrics().sent(Kind::Welcome, len);
+    }
     let sessions = broker.sessions();
     let (registered, record) = match identity.device.clone() {
         Some(id) => {
@@ -168,7 +186,8 @@ async fn read_hello<R: FrameSource>(
             return Err(refuse(ErrorBody::new(ErrorCode::HandshakeTimeout, msg)));
         }
         () = shared.broker.shutdown_token().cancelled() => {
-            return Err((CloseReason::ServerShutdown, goodbye(CloseReason::ServerShutdown, Codec::Json)));
+            let bye = goodbye(CloseReason::ServerShutdown, Codec::Json).map(|f| (Kind::Bye, f));
+            return Err((CloseReason::ServerShutdown, bye));
         }
         f = source.next_frame() => f,
     };
@@ -180,18 +199,21 @@ async fn read_hello<R: FrameSource>(
         }
         Err(e @ TransportError::Protocol(_)) => return Err(refuse(ErrorBody::new(ErrorCode::BadFrame, e.to_string()))),
         // An HTTP or WebSocket client on the TCP port: told so in HTTP (the TCP transport writes
-        // this answer as it is).
+        // this answer as it is; counted as the error it is).
         Err(TransportError::Http(WrongProtocol::Request)) => {
             return Err((
                 CloseReason::ProtocolViolation,
-                Some(orb_io::sniff::bad_request(orb_io::sniff::TCP_PORT_ANSWER)),
+                Some((Kind::Error, orb_io::sniff::bad_request(orb_io::sniff::TCP_PORT_ANSWER))),
             ));
         }
         Err(e @ TransportError::Http(_)) => return Err(refuse(ErrorBody::new(ErrorCode::BadFrame, e.to_string()))),
     };
     stats.received(frame.len());
     // The hello is JSON whatever the client will ask for.
-    let env = orb_proto::decode(&frame).map_err(|e| refuse(ErrorBody::new(ErrorCode::BadFrame, e.to_string())))?;
+    let env = orb_proto::decode(&frame);
+    let kind = env.as_ref().map_or(Kind::Unknown, |env| env.kind);
+    shared.broker.metrics().received(kind, frame.len());
+    let env = env.map_err(|e| refuse(ErrorBody::new(ErrorCode::BadFrame, e.to_string())))?;
     if env.kind != Kind::Hello {
         let msg = format!("the first frame must be hello, not {}", env.kind.as_str());
         return Err(refuse(ErrorBody::new(ErrorCode::HandshakeRequired, msg)));

@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub stop_accepting: CancellationToken,
     /// The dashboard's sign-ins (session cookies).
     pub logins: crate::dashboard::Logins,
+    /// `[http] cors_origins`, replaced on reload.
+    pub cors: Arc<crate::listener::cors::CorsOrigins>,
 }
 
 /// Where a connection comes from.
@@ -98,28 +100,40 @@ pub(crate) async fn serve<R: FrameSource, W: FrameSink>(
 
         let mut name = None;
         let (reason, last) = match admitted {
-            Err(e) => (CloseReason::ConnectionLimit, Some(error_frame(Codec::Json, e))),
+            Err(e) => (CloseReason::ConnectionLimit, Some((Kind::Error, error_frame(Codec::Json, e)))),
             // Boxed: the handshake runs once, and inline its state (authentication, registration,
             // store writes) would enlarge every connection's task for its whole life.
             Ok(_guard) => match Box::pin(handshake::handshake(&shared, &mut source, &outbox, peer, stats)).await {
                 Ok(mut session) => {
+                    let live = broker.metrics().connected(transport, session.requester.identity.role);
                     let reason = session.run(&mut source).await;
+                    drop(live);
                     session.ended(reason);
                     name = Some(session.name().to_owned());
-                    (reason, session.take_last().or_else(|| goodbye(reason, session.codec())))
+                    let last = match session.take_last() {
+                        Some(error) => Some((Kind::Error, error)),
+                        None => goodbye(reason, session.codec()).map(|bye| (Kind::Bye, bye)),
+                    };
+                    (reason, last)
                 }
-                Err((reason, frame)) => (reason, frame),
+                Err((reason, last)) => (reason, last),
             },
         };
         broker.stats().record_close(reason);
-        if let Some(f) = last {
+        if let Some((kind, f)) = last {
+            broker.metrics().sent(kind, f.len());
             outbox.tx.send_last(f);
         }
         stop.raise_with(close_code(reason));
         let _ = writer.await;
         let id = name.as_deref().unwrap_or("-");
         match reason {
-            CloseReason::PeerClosed | CloseReason::ServerShutdown => {
+            // Refused credentials are logged per address and episode by the failed-auth
+            // limiter (`router::failed_auth`), not once per attempt.
+            CloseReason::PeerClosed
+            | CloseReason::ServerShutdown
+            | CloseReason::AuthFailed
+            | CloseReason::RateLimited => {
                 tracing::debug!(conn, peer.addr = %addr, transport, agent.id = id, reason = %reason, "session closed")
             }
             _ => tracing::info!(conn, peer.addr = %addr, transport, agent.id = id, reason = %reason, "session closed"),

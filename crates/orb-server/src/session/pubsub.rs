@@ -43,6 +43,7 @@ impl Session {
         };
         let open = self.requester.open_command();
         let outbox = self.outbox.clone();
+        let metrics = std::sync::Arc::clone(self.shared.broker.metrics());
         self.shared.broker.tracker().spawn(async move {
             let stored = committed.await.unwrap_or_else(|_| {
                 Err(ErrorBody::new(ErrorCode::ServerShutdown, "the server stopped before the publication was stored"))
@@ -55,7 +56,9 @@ impl Session {
                 (None, Ok(())) => return drop(open),
                 (None, Err(e)) => Envelope::error(None, e.code, e.message),
             };
-            let _ = outbox.reply_env(&answer);
+            if let Ok(len) = outbox.reply_env(&answer) {
+                metrics.sent(answer.kind, len);
+            }
             drop(open);
         });
     }

@@ -252,9 +252,14 @@ impl Session {
 
     /// Acts on one frame. `Err` ends the session with that reason.
     fn on_frame(&mut self, frame: &Bytes) -> Result<(), CloseReason> {
+        let metrics = self.shared.broker.metrics();
         let env = match self.outbox.codec.decode(frame) {
-            Ok(env) => env,
+            Ok(env) => {
+                metrics.received(env.kind, frame.len());
+                env
+            }
             Err(e) => {
+                metrics.received(Kind::Unknown, frame.len());
                 self.last = Some(self.error_frame(None, ErrorCode::BadFrame, e.to_string()));
                 return Err(CloseReason::ProtocolViolation);
             }
@@ -343,7 +348,9 @@ impl Session {
     /// Queues `env` (a pong, a ping, an error answering a frame) as an answer: admitted above the
     /// queue's limits, which the read loop's backpressure bounds.
     pub(super) fn answer(&self, env: &Envelope) {
-        let _ = self.outbox.reply_env(env);
+        if let Ok(len) = self.outbox.reply_env(env) {
+            self.shared.broker.metrics().sent(env.kind, len);
+        }
     }
 
     fn error_frame(&self, re: Option<String>, code: ErrorCode, message: impl Into<String>) -> Bytes {

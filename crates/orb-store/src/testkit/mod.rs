@@ -18,6 +18,7 @@ mod retained;
 mod schedules;
 mod stored;
 mod temp;
+mod tokens;
 
 pub use devices::*;
 pub use jobs::*;
@@ -26,6 +27,7 @@ pub use retained::*;
 pub use schedules::*;
 pub use stored::*;
 pub use temp::{POSTGRES_URL_VAR, TempPostgres, TempSqlite};
+pub use tokens::*;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -158,6 +160,7 @@ macro_rules! conformance_tests {
             a_paused_schedule_does_not_fire,
             agent_schedules_are_listed_while_active,
             retained_messages_are_set_replaced_cleared_and_kept,
+            operator_tokens_are_added_revoked_and_kept,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {

@@ -20,7 +20,7 @@ use crate::registry::store_error;
 /// Jobs listed when the query gives no limit.
 const DEFAULT_LIMIT: u32 = 50;
 /// The most jobs one list returns.
-const MAX_LIMIT: u32 = 1000;
+pub(crate) const MAX_LIMIT: u32 = 1000;
 
 impl Broker {
     /// `$orb.jobs.list`: the most recent jobs (of one schedule, when asked), newest first.

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod history;
 pub mod schedules;
 pub mod server;
+pub mod tokens;
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;

@@ -1,5 +1,5 @@
-//! Services about the server itself: information and counters, selector dry runs, and admin
-//! messages for the process that embeds it (`orb signal`).
+//! Services about the server itself: information and counters, its Prometheus metrics, selector
+//! dry runs, and admin messages for the process that embeds it (`orb signal`).
 
 use std::time::Duration;
 
@@ -11,12 +11,17 @@ use super::rfc3339;
 use crate::admin::{AdminMessage, AdminRequest};
 use crate::broker::{Action, Broker};
 use crate::identity::Requester;
+use crate::metrics::Sampled;
 
 /// The server's software name and version, as sent in `welcome`.
 pub const SERVER_NAME: &str = concat!("orb/", env!("CARGO_PKG_VERSION"));
 
 /// How long `orb signal` waits for the embedding process to act on a message.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a scrape waits for the store's count of held commands (the gauges keep their last
+/// values when it takes longer).
+const HELD_COUNT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Broker {
     /// `$orb.server.info`: version, connections, known devices, jobs in flight, close counts.
@@ -37,6 +42,40 @@ impl Broker {
             closed: self.stats().close_counts().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             draining: self.is_draining(),
         })
+    }
+
+    /// The Prometheus text exposition of the server's metrics (`GET /metrics`), with the gauges
+    /// read now: devices known, jobs in flight, subscriptions, retained publications, held
+    /// commands (one store query), queued frames of device sessions, close counts.
+    pub async fn metrics_text(&self) -> String {
+        let held = match tokio::time::timeout(HELD_COUNT_TIMEOUT, self.registry().store().queue_counts()).await {
+            Ok(Ok(counts)) => Some(counts.values().fold((0, 0, 0), |(queued, in_flight, bytes), c| {
+                (queued + c.queued, in_flight + c.in_flight, bytes + c.bytes)
+            })),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "metrics: cannot count held commands");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("metrics: the count of held commands took too long");
+                None
+            }
+        };
+        let (retained_topics, retained_bytes) = self.retained();
+        let (outbound_frames, outbound_bytes) = self.sessions().queued();
+        let sampled = Sampled {
+            closed: self.stats().closed(),
+            devices_known: self.registry().counts().0,
+            jobs_in_flight: self.jobs().in_flight() as u64,
+            subscriptions: self.subscriptions() as u64,
+            retained_topics: retained_topics as u64,
+            retained_bytes: retained_bytes as u64,
+            held,
+            outbound_frames,
+            outbound_bytes,
+            draining: self.is_draining(),
+        };
+        self.metrics().render(&sampled)
     }
 
     /// `$orb.selector.resolve`: the devices a job on this selector would target; nothing is sent.

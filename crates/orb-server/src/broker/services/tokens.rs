@@ -1,0 +1,44 @@
+//! The operator tokens' services (`$orb.tokens.*`, admin only): make one (shown once), list them
+//! (never the tokens), revoke one (every session and API call holding it is refused from its
+//! next command on, since the policy looks the token up on each check).
+
+use orb_proto::tokens::{TokenAdd, TokenCreated, TokenInfo, TokenRef};
+use orb_proto::{ErrorBody, ErrorCode};
+
+use crate::broker::{Action, Broker};
+use crate::identity::Requester;
+use crate::operators::OperatorTokens;
+
+impl Broker {
+    fn operator_tokens(&self, who: &Requester, name: &'static str) -> Result<&OperatorTokens, ErrorBody> {
+        self.policy().check(&who.identity, &Action::Query { name })?;
+        self.policy()
+            .tokens()
+            .map(AsRef::as_ref)
+            .ok_or_else(|| ErrorBody::new(ErrorCode::Unsupported, "this server keeps no operator tokens"))
+    }
+
+    /// `$orb.tokens.add`: a new token with a role, committed before it is shown (once).
+    ///
+    /// # Errors
+    /// `forbidden`, `bad_id` (the name), `id_taken`, `bad_request` (too many), `store_unavailable`.
+    pub async fn token_add(&self, who: &Requester, a: TokenAdd) -> Result<TokenCreated, ErrorBody> {
+        self.operator_tokens(who, orb_proto::message::commands::TOKENS_ADD)?.add(&a.name, a.role).await
+    }
+
+    /// `$orb.tokens.list`: every token, revoked ones included, by name.
+    ///
+    /// # Errors
+    /// `forbidden`.
+    pub fn tokens_list(&self, who: &Requester) -> Result<Vec<TokenInfo>, ErrorBody> {
+        Ok(self.operator_tokens(who, orb_proto::message::commands::TOKENS_LIST)?.list())
+    }
+
+    /// `$orb.tokens.revoke`: the token admits nobody from now on.
+    ///
+    /// # Errors
+    /// `forbidden`, `not_found`, `store_unavailable`.
+    pub async fn token_revoke(&self, who: &Requester, r: &TokenRef) -> Result<TokenInfo, ErrorBody> {
+        self.operator_tokens(who, orb_proto::message::commands::TOKENS_REVOKE)?.revoke(&r.name).await
+    }
+}
