@@ -6,10 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use orb_proto::selector::MAX_INPUT_LEN;
 use orb_proto::{Selector, SelectorErrorKind, Subject};
-
-/// `Selector::parse`'s input limit, in bytes.
-const MAX_INPUT: usize = 4096;
 
 struct Device {
     id: &'static str,
@@ -63,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again.to_string(), shown, "the canonical form is stable");
         }
         Err(e) => assert!(
-            e.kind == SelectorErrorKind::TooLong && shown.len() > MAX_INPUT,
+            e.kind == SelectorErrorKind::TooLong && shown.len() > MAX_INPUT_LEN,
             "{text:?} displays as {shown:?}, which does not parse: {e}"
         ),
     }

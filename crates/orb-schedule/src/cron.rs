@@ -27,6 +27,14 @@ const FIELDS: [Field; 6] = [
     Field { name: "day of week", allowed: "0-7 or SUN-SAT (0 and 7 are Sunday) and * , - / ? L #" },
 ];
 
+/// Longest cron expression accepted, in bytes (as stored: whitespace collapsed). One that lists
+/// every value of all six fields (months and weekdays by name) is 561 bytes; the bound keeps
+/// what croner parses, and what an error echoes, small.
+pub const MAX_CRON_LEN: usize = 1024;
+
+/// Bytes of an over-long expression its error echoes.
+const ECHOED: usize = 64;
+
 /// The one parser configuration orb accepts: seconds optional, no year field, and croner's
 /// default OR of day-of-month and day-of-week when both are restricted (as Vixie cron does).
 fn parser() -> CronParser {
@@ -59,6 +67,16 @@ impl CronSchedule {
 
     /// Parses `expr` in zone `tz`, without checking that it ever fires.
     pub(crate) fn compile(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
+        if expr.len() > MAX_CRON_LEN {
+            let mut cut = ECHOED;
+            while !expr.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            return Err(ScheduleError::Cron {
+                expr: format!("{}…", &expr[..cut]),
+                reason: format!("{} bytes long, more than {MAX_CRON_LEN}", expr.len()),
+            });
+        }
         let tz = parse_zone(tz)?;
         let whole = |reason: String| ScheduleError::Cron { expr: expr.to_owned(), reason };
         let fields: Vec<&str> = expr.split_whitespace().collect();
@@ -162,6 +180,31 @@ mod tests {
         let second = DateTime::parse_from_rfc3339("2026-11-01T06:30:00Z").unwrap().with_timezone(&schedule.tz);
         assert!(!schedule.is_second_pass(&first));
         assert!(schedule.is_second_pass(&second));
+    }
+
+    #[test]
+    fn expressions_longer_than_the_limit_are_refused_with_a_short_echo() {
+        // Every value of every field listed: the longest sensible expression.
+        let all = |from: u32, to: u32| (from..=to).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let months = "JAN,FEB,MAR,APR,MAY,JUN,JUL,AUG,SEP,OCT,NOV,DEC";
+        let days = "SUN,MON,TUE,WED,THU,FRI,SAT";
+        let long_ok = format!("{} {} {} {} {months} {days}", all(0, 59), all(0, 59), all(0, 23), all(1, 31));
+        assert_eq!(long_ok.len(), 561);
+        assert!(CronSchedule::parse(&long_ok, "UTC").is_ok());
+
+        let over = format!("0 0 * * {}", "1,".repeat(MAX_CRON_LEN / 2) + "1");
+        assert!(over.len() > MAX_CRON_LEN);
+        for result in [CronSchedule::parse(&over, "UTC"), CronSchedule::compile(&over, "UTC")] {
+            let err = result.unwrap_err();
+            assert_eq!(err.code(), "invalid_cron");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{} bytes long, more than {MAX_CRON_LEN}", over.len())), "{text}");
+            assert!(text.len() < 150, "the expression is echoed only in part: {text}");
+        }
+        // The cut never splits a character (byte 64 falls inside an `é` here).
+        let wide = format!("a{}", "é".repeat(MAX_CRON_LEN));
+        let text = CronSchedule::compile(&wide, "UTC").unwrap_err().to_string();
+        assert!(text.starts_with(&format!("cron `a{}…`", "é".repeat(31))), "{text}");
     }
 
     #[test]
