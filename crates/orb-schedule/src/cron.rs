@@ -81,9 +81,21 @@ impl CronSchedule {
         let whole = |reason: String| ScheduleError::Cron { expr: expr.to_owned(), reason };
         let fields: Vec<&str> = expr.split_whitespace().collect();
         let cron = match fields.len() {
-            5 | 6 => parser()
-                .parse(expr)
-                .map_err(|e| locate(&fields, &FIELDS[6 - fields.len()..]).unwrap_or_else(|| whole(describe(&e))))?,
+            5 | 6 => {
+                let names = &FIELDS[6 - fields.len()..];
+                // croner reads a field of commas alone as a list of no values: an expression that
+                // never fires, which its search proves only by stepping to the year 5000, one
+                // second or minute at a time (tens of seconds of CPU). Refused up front.
+                if let Some(i) = fields.iter().position(|f| f.split(',').all(str::is_empty)) {
+                    return Err(ScheduleError::CronField {
+                        position: i + 1,
+                        name: names[i].name,
+                        value: fields[i].to_owned(),
+                        reason: format!("a list of no values; allowed {}", names[i].allowed),
+                    });
+                }
+                parser().parse(expr).map_err(|e| locate(&fields, names).unwrap_or_else(|| whole(describe(&e))))?
+            }
             1 if fields[0].starts_with('@') => parser().parse(expr).map_err(|_| {
                 whole("unknown nickname: expected @yearly, @annually, @monthly, @weekly, @daily or @hourly".to_owned())
             })?,
@@ -205,6 +217,35 @@ mod tests {
         let wide = format!("a{}", "é".repeat(MAX_CRON_LEN));
         let text = CronSchedule::compile(&wide, "UTC").unwrap_err().to_string();
         assert!(text.starts_with(&format!("cron `a{}…`", "é".repeat(31))), "{text}");
+    }
+
+    /// Found by the `cron` fuzz target: a field of commas alone made croner search to the year
+    /// 5000 a second at a time (`, * * * * *` took about 30 s to be refused as never firing).
+    #[test]
+    fn a_field_of_commas_alone_is_refused_at_once() {
+        for (expr, position, name) in [
+            (", * * * * *", 1, "second"),
+            (",, 0 * 4 * 3", 1, "second"),
+            ("0 , * * *", 2, "hour"),
+            ("0 0 * * ,", 5, "day of week"),
+            ("0 0 , * *", 3, "day of month"),
+        ] {
+            let started = std::time::Instant::now();
+            let err = CronSchedule::compile(expr, "America/New_York").unwrap_err();
+            assert!(started.elapsed() < std::time::Duration::from_millis(100), "{expr}: {:?}", started.elapsed());
+            match &err {
+                ScheduleError::CronField { position: p, name: n, reason, .. } => {
+                    assert_eq!((*p, *n), (position, name), "{expr}");
+                    assert!(reason.starts_with("a list of no values"), "{expr}: {reason}");
+                }
+                other => panic!("{expr}: {other:?}"),
+            }
+            assert!(CronSchedule::parse(expr, "UTC").is_err());
+        }
+        // Empty items beside real ones are croner's business, as before: they fire.
+        for expr in ["3, * * * *", ",3 * * * *", "0 0 1,,2 * *"] {
+            assert!(CronSchedule::parse(expr, "UTC").is_ok(), "{expr}");
+        }
     }
 
     #[test]
