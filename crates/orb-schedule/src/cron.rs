@@ -27,9 +27,9 @@ const FIELDS: [Field; 6] = [
     Field { name: "day of week", allowed: "0-7 or SUN-SAT (0 and 7 are Sunday) and * , - / ? L #" },
 ];
 
-/// Longest cron expression accepted, in bytes (as stored: whitespace collapsed). One that lists
-/// every value of all six fields (months and weekdays by name) is 561 bytes; the bound keeps
-/// what croner parses, and what an error echoes, small.
+/// Longest cron expression accepted, in bytes (as given in a [`crate::Spec`]; [`crate::parse_cron`]
+/// collapses whitespace first). One that lists every value of all six fields (months and weekdays
+/// by name) is 561 bytes; the bound keeps what croner parses, and what an error echoes, small.
 pub const MAX_CRON_LEN: usize = 1024;
 
 /// Bytes of an over-long expression its error echoes.
