@@ -598,6 +598,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lying_length_prefix_of_four_gibibytes_is_refused_without_allocating_it() {
+        let (mut src, mut peer) = pair(orb_proto::DEFAULT_MAX_FRAME).await;
+        // 0xFFFFFFFF announced against the 1 MiB default, and a few bytes of "payload".
+        peer.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]).await.unwrap();
+        match src.next_frame().await {
+            Err(TransportError::FrameTooLarge { max }) => assert_eq!(max, orb_proto::DEFAULT_MAX_FRAME),
+            other => panic!("expected frame_too_large, got {other:?}"),
+        }
+        assert!(src.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.buf.capacity());
+
+        // With no limit at all the same header is a frame to wait for, still read a chunk at a time.
+        let (mut src, mut peer) = pair(usize::MAX).await;
+        peer.write_all(&[0xFF, 0xFF, 0xFF, 0xFF]).await.unwrap();
+        peer.write_all(&[7u8; 3 * READ_CHUNK]).await.unwrap();
+        drop(peer);
+        assert!(
+            matches!(src.next_frame().await, Err(TransportError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof)
+        );
+        // What arrived and room for one more read, doubled at most as the buffer grows: tens of
+        // KiB, never the 4 GiB announced.
+        let arrived = 4 + 3 * READ_CHUNK;
+        assert!(src.buf.capacity() <= 2 * (arrived + READ_CHUNK), "capacity {}", src.buf.capacity());
+    }
+
+    #[tokio::test]
     async fn a_large_frame_grows_its_buffer_only_as_bytes_arrive() {
         let (mut src, mut peer) = pair(1 << 20).await;
         // Announce 1 MiB, send 10 bytes, then close: the reader must not have reserved 1 MiB.

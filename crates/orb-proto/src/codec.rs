@@ -808,6 +808,27 @@ mod tests {
         assert_eq!(e.error, Some(ErrorBody::new(ErrorCode::Other("disk_full".into()), "m")));
     }
 
+    /// Nesting cannot overflow the decoder's stack: serde_json skips unknown members and reads
+    /// a raw body without recursing (its recursion limit of 128 guards the typed members), so a
+    /// frame nested a million levels deep decodes, its body carried as bytes for the body limits
+    /// (`bad_body`) to refuse wherever it is accepted.
+    #[test]
+    fn nesting_a_million_levels_deep_decodes_without_recursion() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let n = 1_000_000;
+        let e = json(&format!(r#"{{"kind":"cmd","later":{},"body":{}}}"#, deep(n), deep(n))).unwrap();
+        assert_eq!(e.body.as_ref().map(Bytes::len), Some(2 * n));
+        assert_eq!(
+            crate::body::check(e.body.as_deref().unwrap()),
+            Err(crate::body::BodyError::TooDeep { max: crate::body::MAX_BODY_DEPTH })
+        );
+        let e = json(&format!(r#"{{"kind":"error","error":{{"code":"x","message":"m","more":{}}}}}"#, deep(n)));
+        assert_eq!(e.unwrap().error, Some(ErrorBody::new(ErrorCode::Other("x".into()), "m")));
+        // Where a typed member nests, serde_json's recursion limit answers, not the stack.
+        let e = json(&format!(r#"{{"kind":"error","error":{{"code":{}}}}}"#, deep(n))).unwrap_err();
+        assert!(e.to_string().contains("expected a string") || e.to_string().contains("recursion"), "{e}");
+    }
+
     #[test]
     fn decode_errors_never_echo_a_long_value() {
         let long = "x".repeat(1 << 20);

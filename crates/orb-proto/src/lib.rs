@@ -47,3 +47,38 @@ pub const DEFAULT_HTTP_PORT: u16 = 7780;
 pub const WS_PATH: &str = "/v1/ws";
 /// Prefix of the command names reserved for the server's own operator queries.
 pub const RESERVED_PREFIX: &str = "$orb.";
+
+#[cfg(test)]
+mod tests {
+    use crate::message::{
+        MAX_AGENT_NAME, MAX_CODEC_NAME, MAX_CODECS, MAX_COMMAND_NAME, MAX_CREDENTIAL, MAX_HELLO_COMMANDS,
+        MAX_HELLO_TAGS,
+    };
+    use crate::{DEFAULT_MAX_FRAME, body, selector, topic};
+
+    /// The limits table of `docs/protocol.md` (section 10) states the parsers' fixed bounds with
+    /// the values of their constants, so neither can change without the other.
+    #[test]
+    fn the_limits_table_states_each_parser_bound() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let rows = [
+            format!("| body | depth {}, ", body::MAX_BODY_DEPTH),
+            format!(
+                "| hello | {MAX_HELLO_TAGS} tags, {MAX_HELLO_COMMANDS} commands ({MAX_COMMAND_NAME} bytes each), \
+                 {MAX_AGENT_NAME}-byte agent, {MAX_CODECS} codecs ({MAX_CODEC_NAME} bytes each), \
+                 {MAX_CREDENTIAL}-byte `token` and `secret` |"
+            ),
+            format!(
+                "| selector | {} bytes; parentheses and `not` nested at most {} deep |",
+                selector::MAX_INPUT_LEN,
+                selector::MAX_DEPTH
+            ),
+            format!("| topic or pattern | {} bytes, {} segments |", topic::MAX_TOPIC, topic::MAX_SEGMENTS),
+            format!("| cron expression | {} bytes ", orb_schedule::MAX_CRON_LEN),
+            format!("| frame payload | {DEFAULT_MAX_FRAME} bytes "),
+        ];
+        for row in rows {
+            assert!(doc.lines().any(|l| l.starts_with(&row)), "docs/protocol.md section 10 lacks a row starting {row}");
+        }
+    }
+}

@@ -18,8 +18,12 @@ use std::str::FromStr;
 
 use crate::text::excerpt;
 
-const MAX_INPUT_LEN: usize = 4096;
-const MAX_DEPTH: usize = 32;
+/// Longest selector, in bytes; a longer one is refused before it is read
+/// ([`SelectorErrorKind::TooLong`], `bad_selector` on the wire).
+pub const MAX_INPUT_LEN: usize = 4096;
+/// Deepest nesting of parentheses and `not` ([`SelectorErrorKind::TooDeep`]): the parser
+/// recurses per level, so this bounds its stack whatever the input.
+pub const MAX_DEPTH: usize = 32;
 const MAX_ID_LEN: usize = 64;
 const MAX_KEY_LEN: usize = 64;
 const MAX_VALUE_LEN: usize = 256;

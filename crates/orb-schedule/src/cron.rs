@@ -27,6 +27,14 @@ const FIELDS: [Field; 6] = [
     Field { name: "day of week", allowed: "0-7 or SUN-SAT (0 and 7 are Sunday) and * , - / ? L #" },
 ];
 
+/// Longest cron expression accepted, in bytes (as given in a [`crate::Spec`]; [`crate::parse_cron`]
+/// collapses whitespace first). One that lists every value of all six fields (months and weekdays
+/// by name) is 561 bytes; the bound keeps what croner parses, and what an error echoes, small.
+pub const MAX_CRON_LEN: usize = 1024;
+
+/// Bytes of an over-long expression its error echoes.
+const ECHOED: usize = 64;
+
 /// The one parser configuration orb accepts: seconds optional, no year field, and croner's
 /// default OR of day-of-month and day-of-week when both are restricted (as Vixie cron does).
 fn parser() -> CronParser {
@@ -59,13 +67,35 @@ impl CronSchedule {
 
     /// Parses `expr` in zone `tz`, without checking that it ever fires.
     pub(crate) fn compile(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
+        if expr.len() > MAX_CRON_LEN {
+            let mut cut = ECHOED;
+            while !expr.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            return Err(ScheduleError::Cron {
+                expr: format!("{}…", &expr[..cut]),
+                reason: format!("{} bytes long, more than {MAX_CRON_LEN}", expr.len()),
+            });
+        }
         let tz = parse_zone(tz)?;
         let whole = |reason: String| ScheduleError::Cron { expr: expr.to_owned(), reason };
         let fields: Vec<&str> = expr.split_whitespace().collect();
         let cron = match fields.len() {
-            5 | 6 => parser()
-                .parse(expr)
-                .map_err(|e| locate(&fields, &FIELDS[6 - fields.len()..]).unwrap_or_else(|| whole(describe(&e))))?,
+            5 | 6 => {
+                let names = &FIELDS[6 - fields.len()..];
+                // croner reads a field of commas alone as a list of no values: an expression that
+                // never fires, which its search proves only by stepping to the year 5000 one
+                // second or minute at a time (tens of seconds of CPU). Refused up front.
+                if let Some(i) = fields.iter().position(|f| f.split(',').all(str::is_empty)) {
+                    return Err(ScheduleError::CronField {
+                        position: i + 1,
+                        name: names[i].name,
+                        value: fields[i].to_owned(),
+                        reason: format!("a list of no values; allowed {}", names[i].allowed),
+                    });
+                }
+                parser().parse(expr).map_err(|e| locate(&fields, names).unwrap_or_else(|| whole(describe(&e))))?
+            }
             1 if fields[0].starts_with('@') => parser().parse(expr).map_err(|_| {
                 whole("unknown nickname: expected @yearly, @annually, @monthly, @weekly, @daily or @hourly".to_owned())
             })?,
@@ -162,6 +192,60 @@ mod tests {
         let second = DateTime::parse_from_rfc3339("2026-11-01T06:30:00Z").unwrap().with_timezone(&schedule.tz);
         assert!(!schedule.is_second_pass(&first));
         assert!(schedule.is_second_pass(&second));
+    }
+
+    #[test]
+    fn expressions_longer_than_the_limit_are_refused_with_a_short_echo() {
+        // Every value of every field listed: the longest sensible expression.
+        let all = |from: u32, to: u32| (from..=to).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let months = "JAN,FEB,MAR,APR,MAY,JUN,JUL,AUG,SEP,OCT,NOV,DEC";
+        let days = "SUN,MON,TUE,WED,THU,FRI,SAT";
+        let long_ok = format!("{} {} {} {} {months} {days}", all(0, 59), all(0, 59), all(0, 23), all(1, 31));
+        assert_eq!(long_ok.len(), 561);
+        assert!(CronSchedule::parse(&long_ok, "UTC").is_ok());
+
+        let over = format!("0 0 * * {}", "1,".repeat(MAX_CRON_LEN / 2) + "1");
+        assert!(over.len() > MAX_CRON_LEN);
+        for result in [CronSchedule::parse(&over, "UTC"), CronSchedule::compile(&over, "UTC")] {
+            let err = result.unwrap_err();
+            assert_eq!(err.code(), "invalid_cron");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{} bytes long, more than {MAX_CRON_LEN}", over.len())), "{text}");
+            assert!(text.len() < 150, "the expression is echoed only in part: {text}");
+        }
+        // The cut never splits a character (byte 64 falls inside an `é` here).
+        let wide = format!("a{}", "é".repeat(MAX_CRON_LEN));
+        let text = CronSchedule::compile(&wide, "UTC").unwrap_err().to_string();
+        assert!(text.starts_with(&format!("cron `a{}…`", "é".repeat(31))), "{text}");
+    }
+
+    /// Found by the `cron` fuzz target: a field of commas alone made croner search to the year
+    /// 5000 a second at a time (`, * * * * *` took tens of seconds to be refused as never firing).
+    #[test]
+    fn a_field_of_commas_alone_is_refused_at_once() {
+        for (expr, position, name) in [
+            (", * * * * *", 1, "second"),
+            (",, 0 * 4 * 3", 1, "second"),
+            ("0 , * * *", 2, "hour"),
+            ("0 0 * * ,", 5, "day of week"),
+            ("0 0 , * *", 3, "day of month"),
+        ] {
+            let started = std::time::Instant::now();
+            let err = CronSchedule::compile(expr, "America/New_York").unwrap_err();
+            assert!(started.elapsed() < std::time::Duration::from_millis(100), "{expr}: {:?}", started.elapsed());
+            match &err {
+                ScheduleError::CronField { position: p, name: n, reason, .. } => {
+                    assert_eq!((*p, *n), (position, name), "{expr}");
+                    assert!(reason.starts_with("a list of no values"), "{expr}: {reason}");
+                }
+                other => panic!("{expr}: {other:?}"),
+            }
+            assert!(CronSchedule::parse(expr, "UTC").is_err());
+        }
+        // Empty items beside real ones are croner's business, as before: they fire.
+        for expr in ["3, * * * *", ",3 * * * *", "0 0 1,,2 * *"] {
+            assert!(CronSchedule::parse(expr, "UTC").is_ok(), "{expr}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod next;
 mod parse;
 mod spec;
 
+pub use cron::MAX_CRON_LEN;
 pub use due::{Due, MISSED_CAP, due};
 pub use error::ScheduleError;
 pub use next::{MAX_PREVIEW, next_after, preview};

@@ -36,8 +36,8 @@ pub fn parse_zone(name: &str) -> Result<Tz, ScheduleError> {
 ///
 /// [`ScheduleError::UnknownZone`]; [`ScheduleError::CronField`] naming the field at fault,
 /// e.g. "cron field 2 (hour) `25`: number out of bounds; allowed 0-23 and * , - /";
-/// [`ScheduleError::Cron`] for a wrong field count, an unknown nickname, or an expression that
-/// never fires.
+/// [`ScheduleError::Cron`] for a wrong field count, an unknown nickname, an expression longer
+/// than [`crate::MAX_CRON_LEN`] bytes (after collapsing whitespace), or one that never fires.
 pub fn parse_cron(expr: &str, tz: &str) -> Result<Spec, ScheduleError> {
     let zone = parse_zone(tz)?;
     let expr = expr.split_whitespace().collect::<Vec<_>>().join(" ");

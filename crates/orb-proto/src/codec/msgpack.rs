@@ -648,6 +648,45 @@ mod tests {
         assert_eq!(e.body, None);
     }
 
+    /// The decoder never recurses (unknown fields are skipped with a counter) and never
+    /// allocates what a header announces: a million nested arrays are skipped, and maps, strs and
+    /// bins announcing four billion entries or bytes are errors at the end of the frame.
+    #[test]
+    fn nesting_and_lying_lengths_cost_neither_stack_nor_memory() {
+        let n = 1_000_000;
+        let mut f = vec![0x82, 0xa4, b'k', b'i', b'n', b'd', 0xa4, b'p', b'i', b'n', b'g', 0xa5];
+        f.extend_from_slice(b"later");
+        f.extend(std::iter::repeat_n(0x91, n));
+        f.push(0xc0);
+        assert_eq!(decode(&Bytes::from(f)).unwrap().kind, Kind::Ping);
+        // A body nested a million levels deep is one JSON value: carried, for the body limits.
+        let body = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let mut f =
+            vec![0x82, 0xa4, b'k', b'i', b'n', b'd', 0xa3, b'c', b'm', b'd', 0xa4, b'b', b'o', b'd', b'y', 0xc6];
+        f.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+        f.extend_from_slice(body.as_bytes());
+        let e = decode(&Bytes::from(f)).unwrap();
+        assert!(crate::body::check(e.body.as_deref().unwrap()).is_err());
+
+        let max = u32::MAX.to_be_bytes();
+        for lying in [
+            [&[0xdf][..], &max[..]].concat(),
+            [&[0x81, 0xdb][..], &max[..]].concat(),
+            [&[0x81, 0xa4, b'k', b'i', b'n', b'd', 0xdb][..], &max[..]].concat(),
+            [
+                &[0x82, 0xa4, b'k', b'i', b'n', b'd', 0xa4, b'p', b'i', b'n', b'g', 0xa4, b'b', b'o', b'd', b'y', 0xc6]
+                    [..],
+                &max[..],
+            ]
+            .concat(),
+            [&[0x82, 0xa4, b'k', b'i', b'n', b'd', 0xa4, b'p', b'i', b'n', b'g', 0xa1, b'x', 0xdd][..], &max[..]]
+                .concat(),
+        ] {
+            let e = decode(&Bytes::from(lying.clone())).unwrap_err().to_string();
+            assert!(e.contains("unexpected end of frame"), "{lying:02x?}: {e}");
+        }
+    }
+
     #[test]
     fn integers_in_any_width_and_signed_encodings_are_accepted_when_non_negative() {
         for (bytes, want) in [
