@@ -1,7 +1,7 @@
 //! Admission: who may hold a connection (total and per-address limits, counted once per
 //! connection whichever port it came in on) and how fast one address may enroll new devices.
 //! A [`ConnectionGuard`] holds a connection's place until it is dropped. Failed authentications
-//! per address are counted in [`FailedAuth`].
+//! per address are counted by `failed_auth` (the failed-auth limiter).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
