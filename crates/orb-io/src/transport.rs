@@ -606,7 +606,7 @@ mod tests {
             Err(TransportError::FrameTooLarge { max }) => assert_eq!(max, orb_proto::DEFAULT_MAX_FRAME),
             other => panic!("expected frame_too_large, got {other:?}"),
         }
-        assert!(src.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.buf.capacity());
+        assert!(src.framer.buf.capacity() <= 2 * READ_CHUNK, "capacity {}", src.framer.buf.capacity());
 
         // With no limit at all the same header is a frame to wait for, still read a chunk at a time.
         let (mut src, mut peer) = pair(usize::MAX).await;
@@ -619,7 +619,7 @@ mod tests {
         // What arrived and room for one more read, doubled at most as the buffer grows: tens of
         // KiB, never the 4 GiB announced.
         let arrived = 4 + 3 * READ_CHUNK;
-        assert!(src.buf.capacity() <= 2 * (arrived + READ_CHUNK), "capacity {}", src.buf.capacity());
+        assert!(src.framer.buf.capacity() <= 2 * (arrived + READ_CHUNK), "capacity {}", src.framer.buf.capacity());
     }
 
     #[tokio::test]
