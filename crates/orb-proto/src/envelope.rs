@@ -51,6 +51,26 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, `Unknown` last.
+    pub const ALL: [Kind; 16] = [
+        Kind::Hello,
+        Kind::Welcome,
+        Kind::Cmd,
+        Kind::Reply,
+        Kind::Ack,
+        Kind::Pub,
+        Kind::Sub,
+        Kind::Unsub,
+        Kind::Event,
+        Kind::Config,
+        Kind::Ping,
+        Kind::Pong,
+        Kind::Error,
+        Kind::Bye,
+        Kind::Cancel,
+        Kind::Unknown,
+    ];
+
     /// The wire name, e.g. `cmd`.
     #[inline]
     pub fn as_str(self) -> &'static str {
@@ -578,24 +598,7 @@ mod tests {
 
     #[test]
     fn wire_names_parse_back_as_serde_reads_them() {
-        for k in [
-            Kind::Hello,
-            Kind::Welcome,
-            Kind::Cmd,
-            Kind::Reply,
-            Kind::Ack,
-            Kind::Pub,
-            Kind::Sub,
-            Kind::Unsub,
-            Kind::Event,
-            Kind::Config,
-            Kind::Ping,
-            Kind::Pong,
-            Kind::Error,
-            Kind::Bye,
-            Kind::Cancel,
-            Kind::Unknown,
-        ] {
+        for k in Kind::ALL {
             assert_eq!(Kind::from_wire(k.as_str()), k);
             let via_serde: Kind = serde_json::from_value(serde_json::json!(k.as_str())).unwrap();
             assert_eq!(via_serde, k);

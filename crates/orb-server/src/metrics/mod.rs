@@ -28,24 +28,7 @@ use crate::close::CloseReason;
 use rates::{Sample, Window};
 
 /// Every frame kind, at its index in the per-kind counters ([`kind_index`]).
-pub(crate) const KINDS: [Kind; 16] = [
-    Kind::Hello,
-    Kind::Welcome,
-    Kind::Cmd,
-    Kind::Reply,
-    Kind::Ack,
-    Kind::Pub,
-    Kind::Sub,
-    Kind::Unsub,
-    Kind::Event,
-    Kind::Config,
-    Kind::Ping,
-    Kind::Pong,
-    Kind::Error,
-    Kind::Bye,
-    Kind::Cancel,
-    Kind::Unknown,
-];
+pub(crate) const KINDS: [Kind; 16] = Kind::ALL;
 
 /// The index of `kind` in [`KINDS`]. An exhaustive match: a kind added to the protocol fails to
 /// compile here rather than indexing out of bounds.
