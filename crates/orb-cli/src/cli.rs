@@ -590,6 +590,10 @@ pub enum TokensCommand {
         /// cancel, read) or viewer (read only).
         #[arg(long, value_parser = ["admin", "operator", "viewer"])]
         role: String,
+        /// The token expires this long after it is made (e.g. 2h, 30d; at most ten years);
+        /// without it, it never expires.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<Duration>,
     },
     /// Revoke a token: it admits nobody from its next command on.
     #[command(after_help = crate::help::TOKENS_REVOKE)]

@@ -154,7 +154,8 @@ Examples:
 pub const TOKENS_ADD: &str = "\
 Examples:
   orb tokens add ci --role operator      # sends what [[acl.operators]] rules allow
-  orb tokens add wall --role viewer -o name > wall.token";
+  orb tokens add wall --role viewer -o name > wall.token
+  orb tokens add deploy-42 --role operator --expires 2h   # admits nobody after two hours";
 
 /// `orb tokens revoke`.
 pub const TOKENS_REVOKE: &str = "\

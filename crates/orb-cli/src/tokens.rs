@@ -25,9 +25,10 @@ pub async fn run(args: TokensArgs) -> Result<u8, Failure> {
             let tokens: Result<Vec<TokenInfo>, _> = client.call_json(commands::TOKENS_LIST, &(), ANSWER).await;
             tokens.map_err(Failure::from).and_then(|t| list(&t, format, args.output.no_headers))
         }
-        Some(TokensCommand::Add { name, role }) => {
+        Some(TokensCommand::Add { name, role, expires }) => {
             let role = Access::parse(role).ok_or_else(|| Failure::new(exit::USAGE, format!("unknown role {role}")))?;
-            let add = TokenAdd { name: name.clone(), role };
+            let expires_in_ms = expires.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let add = TokenAdd { name: name.clone(), role, expires_in_ms };
             let made: Result<TokenCreated, _> = client.call_json(commands::TOKENS_ADD, &add, ANSWER).await;
             made.map_err(Failure::from).and_then(|t| created(&t, format))
         }
@@ -56,10 +57,11 @@ fn list(tokens: &[TokenInfo], format: Format, no_headers: bool) -> Result<(), Fa
                 .iter()
                 .map(|t| {
                     let revoked = t.revoked_at.clone().unwrap_or_else(|| "-".into());
-                    vec![t.name.clone(), t.role.to_string(), t.created_at.clone(), revoked]
+                    let expires = t.expires_at.clone().unwrap_or_else(|| "never".into());
+                    vec![t.name.clone(), t.role.to_string(), t.created_at.clone(), expires, revoked]
                 })
                 .collect();
-            let header = ["NAME", "ROLE", "CREATED", "REVOKED"];
+            let header = ["NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED"];
             outln!("{}", output::plain_table((!no_headers).then_some(&header[..]), &rows).trim_end());
         }
     }
@@ -71,9 +73,10 @@ fn created(t: &TokenCreated, format: Format) -> Result<(), Failure> {
         f @ (Format::Json | Format::Yaml) => output::print_structured(t, f)?,
         Format::Name => outln!("{}", t.token),
         Format::Table | Format::Wide => {
-            outln!("name   {}", t.name);
-            outln!("role   {}", t.role);
-            outln!("token  {}", t.token);
+            outln!("name     {}", t.name);
+            outln!("role     {}", t.role);
+            outln!("expires  {}", t.expires_at.as_deref().unwrap_or("never"));
+            outln!("token    {}", t.token);
         }
     }
     eprintln!(

@@ -52,7 +52,14 @@ pub struct TokenAdd {
     pub name: String,
     /// Its role.
     pub role: Access,
+    /// It expires this many milliseconds after it is made (1 to [`MAX_TOKEN_LIFETIME_MS`]);
+    /// absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
 }
+
+/// The longest lifetime `$orb.tokens.add` gives a token: ten years.
+pub const MAX_TOKEN_LIFETIME_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 /// Result of `$orb.tokens.add`: the token itself, shown this once (the server keeps its SHA-256).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +70,9 @@ pub struct TokenCreated {
     pub role: Access,
     /// The token: 64 hex characters.
     pub token: String,
+    /// RFC 3339 UTC expiry time; absent: it never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// One token as `$orb.tokens.list` shows it (never the token).
@@ -76,6 +86,9 @@ pub struct TokenInfo {
     pub created_at: String,
     /// RFC 3339 UTC revocation time; null while it is valid.
     pub revoked_at: Option<String>,
+    /// RFC 3339 UTC expiry time (it admits nobody from then on); null: never.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// Arguments of `$orb.tokens.revoke`.

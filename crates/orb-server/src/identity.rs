@@ -49,7 +49,57 @@ impl Identity {
     pub fn device(id: DeviceId) -> Identity {
         Identity { name: id.to_string(), role: Role::Agent, device: Some(id), access: None, token: None }
     }
+
+    /// What the store keeps of this identity's credential beside a held command or a schedule,
+    /// so that the access rules judge it again when the command is delivered or the schedule
+    /// fires: `token:NAME` (a named operator token, looked up then: a revoked one admits
+    /// nothing), `device:ID` (an agent, judged by the `[[acl.peers]]` rules then), `agent` (an
+    /// agent that is no device), or the role of an operator credential without a name
+    /// (`admin`, `operator`, `viewer`).
+    pub fn credential(&self) -> String {
+        match (&self.token, &self.device, self.role) {
+            (Some(token), _, _) => format!("{TOKEN_PREFIX}{token}"),
+            (None, Some(device), Role::Agent) => format!("{DEVICE_PREFIX}{device}"),
+            (None, None, Role::Agent) => AGENT.to_owned(),
+            _ => self.access.unwrap_or(Access::Admin).as_str().to_owned(),
+        }
+    }
+
+    /// The identity stored credential `credential` stands for ([`Identity::credential`]),
+    /// named `name`; `None` when it is not one.
+    pub fn from_credential(name: &str, credential: &str) -> Option<Identity> {
+        let operator = |access, token: Option<&str>| Identity {
+            name: name.to_owned(),
+            role: Role::Operator,
+            device: None,
+            access: Some(access),
+            token: token.map(Arc::from),
+        };
+        if let Some(token) = credential.strip_prefix(TOKEN_PREFIX) {
+            // Its role is the token's, looked up on every check.
+            return (!token.is_empty()).then(|| operator(Access::Operator, Some(token)));
+        }
+        if let Some(device) = credential.strip_prefix(DEVICE_PREFIX) {
+            return DeviceId::new(device).ok().map(|id| Identity { name: name.to_owned(), ..Identity::device(id) });
+        }
+        if credential == AGENT {
+            return Some(Identity {
+                name: name.to_owned(),
+                role: Role::Agent,
+                device: None,
+                access: None,
+                token: None,
+            });
+        }
+        Access::parse(credential).map(|access| operator(access, None))
+    }
 }
+
+/// How [`Identity::credential`] writes a named operator token, a device, and an agent that is no
+/// device.
+const TOKEN_PREFIX: &str = "token:";
+const DEVICE_PREFIX: &str = "device:";
+const AGENT: &str = "agent";
 
 /// One client of the broker: its identity, its running jobs and its open commands.
 #[derive(Debug, Clone)]
@@ -179,5 +229,30 @@ mod tests {
         drop(a);
         waiter.await.unwrap();
         assert_eq!(r.commands_open(), 1);
+    }
+
+    #[test]
+    fn credentials_round_trip_and_strangers_are_refused() {
+        let nameless = Identity { name: "x".into(), role: Role::Agent, device: None, access: None, token: None };
+        let custom = Identity { access: Some(Access::Viewer), ..Identity::admin("op-2") };
+        for who in [
+            Identity::admin("op-1"),
+            Identity::token("ci", Access::Viewer),
+            Identity::device(DeviceId::new("gw-1").unwrap()),
+            nameless,
+            custom,
+        ] {
+            let back = Identity::from_credential(&who.name, &who.credential()).unwrap();
+            // A token's role is looked up when judged: only its name is kept.
+            assert_eq!((back.role, back.device, back.token), (who.role, who.device.clone(), who.token.clone()));
+            if who.token.is_none() {
+                assert_eq!(back.access, who.access, "{}", who.credential());
+            }
+        }
+        assert_eq!(Identity::token("ci", Access::Viewer).credential(), "token:ci");
+        assert_eq!(Identity::device(DeviceId::new("gw-1").unwrap()).credential(), "device:gw-1");
+        for stranger in ["", "root", "token:", "device:", "device:a b"] {
+            assert!(Identity::from_credential("n", stranger).is_none(), "{stranger:?}");
+        }
     }
 }

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use orb_proto::history::JobPhase;
 use orb_proto::message::Select;
 use orb_proto::rollout::Rollout;
+use orb_proto::{ErrorBody, ErrorCode};
 use orb_store::{FiredJob, Firing, JobEnd, NewJob, Record, ScheduleRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -227,11 +228,9 @@ impl Scheduler {
             firing: Some(FiringRef { job: job.to_owned(), schedule: t.schedule.clone() }),
             rollout,
         };
-        let who = self
-            .requesters
-            .entry(t.schedule.clone())
-            .or_insert_with(|| Requester::new(Identity::admin(requester_name(&t.schedule))));
-        let submitted = Rollout::from_stored(t.rollout.as_deref()).and_then(|r| self.broker.submit(who, spec(r)));
+        let submitted = self
+            .requester(&t.schedule, t.credential.as_deref())
+            .and_then(|who| Rollout::from_stored(t.rollout.as_deref()).and_then(|r| self.broker.submit(&who, spec(r))));
         let error = match submitted {
             // Nobody reads its events: the job runs to its end and its results are stored.
             Ok(_handle) => None,
@@ -245,6 +244,20 @@ impl Scheduler {
         if error.is_some() || t.had_error {
             self.record_error(&t.schedule, error).await;
         }
+    }
+
+    /// The requester schedule `schedule`'s firings submit as (one per schedule, so its jobs
+    /// count against one quota).
+    ///
+    /// # Errors
+    /// `forbidden` for a stored credential that is not understood.
+    fn requester(&mut self, schedule: &str, credential: Option<&str>) -> Result<Requester, ErrorBody> {
+        if let Some(who) = self.requesters.get(schedule) {
+            return Ok(who.clone());
+        }
+        let who = Requester::new(firing_identity(schedule, credential)?);
+        self.requesters.insert(schedule.to_owned(), who.clone());
+        Ok(who)
     }
 
     async fn record_error(&self, id: &str, error: Option<String>) {
@@ -264,6 +277,8 @@ struct Template {
     wait_ms: u64,
     ttl_ms: Option<u64>,
     rollout: Option<String>,
+    /// Its creator's credential, as stored.
+    credential: Option<String>,
     had_error: bool,
 }
 
@@ -277,6 +292,7 @@ impl Template {
             wait_ms: s.schedule.wait_ms,
             ttl_ms: s.schedule.ttl_ms,
             rollout: s.schedule.rollout.clone(),
+            credential: s.schedule.credential.clone(),
             had_error: s.last_error.is_some(),
         }
     }
@@ -292,6 +308,7 @@ impl Template {
             wait_ms: f.wait_ms,
             ttl_ms: f.ttl_ms,
             rollout: f.rollout.clone(),
+            credential: f.credential.clone(),
             had_error: false,
         }
     }
@@ -300,6 +317,25 @@ impl Template {
 /// The requester name a schedule's jobs show in the history.
 fn requester_name(schedule: &str) -> String {
     format!("schedule:{schedule}")
+}
+
+/// Who schedule `schedule`'s firings submit as: its creator's credential (`credential`, as
+/// stored), judged by the rules in force at each firing (a revoked token fires nothing), named
+/// after the schedule; the admin for a schedule stored before credentials were kept.
+///
+/// # Errors
+/// `forbidden` for a stored credential that is not understood.
+fn firing_identity(schedule: &str, credential: Option<&str>) -> Result<Identity, ErrorBody> {
+    let name = requester_name(schedule);
+    match credential {
+        None => Ok(Identity::admin(name)),
+        Some(c) => Identity::from_credential(&name, c).ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("the schedule's stored credential '{}' is not understood", orb_proto::excerpt(c)),
+            )
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +364,7 @@ mod tests {
             rollout: None,
             on_agent: false,
             created_by: "test".to_owned(),
+            credential: None,
             created_at: t0,
             next_fire_at: orb_schedule::next_after(&spec, t0),
         }

@@ -357,6 +357,10 @@ pub struct NewQueued {
     pub args: Option<String>,
     /// Who sent the job (operator session name or device id).
     pub sender: String,
+    /// The sender's credential, so access rules are applied again at delivery (`admin`,
+    /// `operator`, `viewer`, `token:NAME` or `device:ID`); `None` for commands held before
+    /// credentials were kept, which keep the rights they were held with.
+    pub credential: Option<String>,
     /// The deadline the command gets when it is delivered, in milliseconds.
     pub wait_ms: u64,
     /// When it was queued.
@@ -372,7 +376,10 @@ pub struct NewQueued {
 impl NewQueued {
     /// What it counts against its device's byte budget: command, arguments and sender.
     pub fn bytes(&self) -> u64 {
-        (self.command.len() + self.args.as_ref().map_or(0, String::len) + self.sender.len()) as u64
+        (self.command.len()
+            + self.args.as_ref().map_or(0, String::len)
+            + self.sender.len()
+            + self.credential.as_ref().map_or(0, String::len)) as u64
     }
 }
 
@@ -506,6 +513,10 @@ pub struct NewSchedule {
     pub on_agent: bool,
     /// Who created it (session name).
     pub created_by: String,
+    /// Its creator's credential, with whose rights each firing runs (`admin`, `operator`,
+    /// `viewer`, `token:NAME` or `device:ID`); `None` for schedules stored before credentials
+    /// were kept: those fire with the admin's rights, as they did.
+    pub credential: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
     /// Its first firing (`None`: it never fires).
@@ -520,6 +531,7 @@ impl NewSchedule {
             .map(|s| s.len() as u64)
             .sum::<u64>()
             + self.args.as_ref().map_or(0, |a| a.len() as u64)
+            + self.credential.as_ref().map_or(0, |c| c.len() as u64)
             + self.rollout.as_ref().map_or(0, |r| r.len() as u64)
     }
 }
@@ -595,6 +607,9 @@ pub struct FiredJob {
     pub ttl_ms: Option<u64>,
     /// Its rollout: `orb_proto::rollout::Rollout` as JSON; `None` for all at once.
     pub rollout: Option<String>,
+    /// Its schedule creator's credential ([`NewSchedule::credential`]); `None`: the admin's
+    /// rights (a schedule stored before credentials were kept, or removed since it fired).
+    pub credential: Option<String>,
 }
 
 /// A topic's retained publication (pub/sub).
@@ -632,6 +647,8 @@ pub struct OperatorToken {
     pub created_at: DateTime<Utc>,
     /// When it was revoked; a revoked token admits nobody.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it expires (`None`: never); an expired token admits nobody.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for OperatorToken {
@@ -641,6 +658,7 @@ impl std::fmt::Debug for OperatorToken {
             .field("role", &self.role)
             .field("created_at", &self.created_at)
             .field("revoked_at", &self.revoked_at)
+            .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
 }

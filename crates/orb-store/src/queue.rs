@@ -19,7 +19,7 @@ use crate::{Enqueued, NewQueued, QueueCounts, QueueLimits, Queued, StoreError};
 type Answer = Result<Written, StoreError>;
 
 const COLUMNS: &str =
-    "id, job_id, device, command, args, sender, wait_ms, queued_at, expires_at, attempts, delivered_at";
+    "id, job_id, device, command, args, sender, credential, wait_ms, queued_at, expires_at, attempts, delivered_at";
 
 /// Rows per multi-row statement: 11 parameters each, far below SQLite's 32766 and PostgreSQL's
 /// 65535 parameter limits.
@@ -117,14 +117,14 @@ pub(crate) async fn enqueue(
 }
 
 /// The columns a job's held commands share: bound once per statement, not once per row.
-const SHARED_COLUMNS: &str = "job_id, command, args, sender, wait_ms, queued_at, expires_at, bytes";
+const SHARED_COLUMNS: &str = "job_id, command, args, sender, credential, wait_ms, queued_at, expires_at, bytes";
 
 /// Splits `commands` into runs of consecutive commands that differ only in their device and
 /// whether they are handed over (a job's commands: one run).
 fn same_command_runs<'a>(commands: &'a [&'a NewQueued]) -> Vec<&'a [&'a NewQueued]> {
     let same = |a: &NewQueued, b: &NewQueued| {
-        (&a.job_id, &a.command, &a.args, &a.sender, a.wait_ms, a.queued_at, a.expires_at)
-            == (&b.job_id, &b.command, &b.args, &b.sender, b.wait_ms, b.queued_at, b.expires_at)
+        (&a.job_id, &a.command, &a.args, &a.sender, &a.credential, a.wait_ms, a.queued_at, a.expires_at)
+            == (&b.job_id, &b.command, &b.args, &b.sender, &b.credential, b.wait_ms, b.queued_at, b.expires_at)
     };
     commands.chunk_by(|a, b| same(a, b)).collect()
 }
@@ -138,7 +138,7 @@ async fn insert_run(
     ids: &mut BTreeMap<(String, String), i64>,
 ) -> Result<(), sqlx::Error> {
     let Some(first) = run.first() else { return Ok(()) };
-    let shared = style.shared(8);
+    let shared = style.shared(9);
     let sql = format!(
         "INSERT INTO queued_commands ({SHARED_COLUMNS}, device, attempts, delivered_at) \
          SELECT {}, v.column1, v.column2, v.column3 FROM (VALUES {}) AS v RETURNING id, device",
@@ -150,6 +150,7 @@ async fn insert_run(
         .bind(&first.command)
         .bind(first.args.as_deref())
         .bind(&first.sender)
+        .bind(first.credential.as_deref())
         .bind(i64::try_from(first.wait_ms).unwrap_or(i64::MAX))
         .bind(ms(first.queued_at))
         .bind(ms(first.expires_at))
@@ -395,6 +396,7 @@ fn queued(row: &AnyRow) -> Option<Queued> {
                 command: row.try_get("command")?,
                 args: row.try_get("args")?,
                 sender: row.try_get("sender")?,
+                credential: row.try_get("credential")?,
                 wait_ms: non_negative(row, "wait_ms")?,
                 queued_at: time("queued_at")?,
                 expires_at: time("expires_at")?,

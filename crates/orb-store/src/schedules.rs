@@ -15,8 +15,8 @@ use crate::{FiredJob, Firing, NewSchedule, ScheduleCreated, ScheduleLimits, Sche
 
 type Answer = Result<Written, StoreError>;
 
-const COLUMNS: &str = "id, spec, missed, selector, command, args, wait_ms, ttl_ms, rollout, on_agent, created_by, created_at, \
-     paused_at, next_fire_at, last_fired_at, fired, last_error";
+const COLUMNS: &str = "id, spec, missed, selector, command, args, wait_ms, ttl_ms, rollout, on_agent, created_by, credential, \
+     created_at, paused_at, next_fire_at, last_fired_at, fired, last_error";
 
 /// Stores `s` unless there are `limits.max_schedules` already or it is larger than
 /// `limits.max_bytes`.
@@ -43,7 +43,8 @@ pub(crate) async fn create(
     }
     sqlx::query(
         "INSERT INTO schedules (id, spec, missed, selector, command, args, wait_ms, ttl_ms, created_by, created_at, \
-         bytes, next_fire_at, rollout, on_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         bytes, next_fire_at, rollout, on_agent, credential) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&s.id)
     .bind(&s.spec)
@@ -59,6 +60,7 @@ pub(crate) async fn create(
     .bind(s.next_fire_at.map(ms))
     .bind(s.rollout.as_deref())
     .bind(i64::from(s.on_agent))
+    .bind(s.credential.as_deref())
     .execute(&mut *conn)
     .await?;
     Ok(Ok(Written::ScheduleCreated(ScheduleCreated::Created)))
@@ -213,7 +215,8 @@ pub(crate) async fn one(pool: &AnyPool, backend: Backend, id_or_prefix: &str) ->
 /// left out (logged).
 pub(crate) async fn undispatched(pool: &AnyPool, node: &str) -> Result<Vec<FiredJob>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, schedule_id, selector, command, args, created_at, deadline_at, ttl_ms, rollout FROM jobs \
+        "SELECT id, schedule_id, selector, command, args, created_at, deadline_at, ttl_ms, rollout, \
+         (SELECT credential FROM schedules WHERE schedules.id = jobs.schedule_id) AS credential FROM jobs \
          WHERE due_at IS NOT NULL AND node = $1 AND state = 'running' AND schedule_id IS NOT NULL \
          ORDER BY due_at, id",
     )
@@ -232,6 +235,7 @@ pub(crate) async fn undispatched(pool: &AnyPool, node: &str) -> Result<Vec<Fired
             wait_ms: u64::try_from(deadline.saturating_sub(created)).unwrap_or(0),
             ttl_ms: r.try_get::<Option<i64>, _>("ttl_ms")?.map(|t| u64::try_from(t).unwrap_or(0)),
             rollout: r.try_get("rollout")?,
+            credential: r.try_get("credential")?,
         })
     };
     Ok(rows
@@ -266,6 +270,7 @@ fn schedule(row: &AnyRow) -> Option<ScheduleRecord> {
                 rollout: row.try_get("rollout")?,
                 on_agent: row.try_get::<i64, _>("on_agent")? != 0,
                 created_by: row.try_get("created_by")?,
+                credential: row.try_get("credential")?,
                 created_at: time("created_at")?,
                 next_fire_at: optional_time("next_fire_at")?,
             },

@@ -22,13 +22,17 @@ pub(crate) async fn add(
     if taken.is_some() {
         return Ok(Err(StoreError::Conflict(format!("token {}", token.name))));
     }
-    sqlx::query("INSERT INTO operator_tokens (name, role, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, NULL)")
-        .bind(&token.name)
-        .bind(&token.role)
-        .bind(token.hash.to_vec())
-        .bind(ms(token.created_at))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO operator_tokens (name, role, hash, created_at, revoked_at, expires_at) \
+         VALUES ($1, $2, $3, $4, NULL, $5)",
+    )
+    .bind(&token.name)
+    .bind(&token.role)
+    .bind(token.hash.to_vec())
+    .bind(ms(token.created_at))
+    .bind(token.expires_at.map(ms))
+    .execute(&mut *conn)
+    .await?;
     Ok(Ok(Written::Nothing))
 }
 
@@ -52,15 +56,17 @@ pub(crate) async fn revoke(
 /// Every token, by name. A row that cannot be read is left out with a warning (never letting
 /// the server start with a token it cannot check is the safe side).
 pub(crate) async fn all(pool: &AnyPool) -> Result<Vec<OperatorToken>, StoreError> {
-    let rows = sqlx::query("SELECT name, role, hash, created_at, revoked_at FROM operator_tokens ORDER BY name")
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable)?;
+    let rows =
+        sqlx::query("SELECT name, role, hash, created_at, revoked_at, expires_at FROM operator_tokens ORDER BY name")
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
     let read = |row: &sqlx::any::AnyRow| -> Result<OperatorToken, sqlx::Error> {
         let hash: Vec<u8> = row.try_get("hash")?;
         let hash = <[u8; 32]>::try_from(hash.as_slice())
             .map_err(|_| sqlx::Error::Decode("the token's hash is not 32 bytes".into()))?;
         let revoked: Option<i64> = row.try_get("revoked_at")?;
+        let expires: Option<i64> = row.try_get("expires_at")?;
         Ok(OperatorToken {
             name: row.try_get("name")?,
             role: row.try_get("role")?,
@@ -68,6 +74,10 @@ pub(crate) async fn all(pool: &AnyPool) -> Result<Vec<OperatorToken>, StoreError
             created_at: time_column(row, "created_at")?,
             revoked_at: match revoked {
                 Some(_) => Some(time_column(row, "revoked_at")?),
+                None => None,
+            },
+            expires_at: match expires {
+                Some(_) => Some(time_column(row, "expires_at")?),
                 None => None,
             },
         })

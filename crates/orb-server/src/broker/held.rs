@@ -3,8 +3,10 @@
 //! outcome stored as the target's; expired when the TTL passes first. A command handed over
 //! before whose answer was lost (the session ended, or the server restarted) is delivered again
 //! to a device that keeps a journal (hello `durable`: it answers from the journal, never running
-//! it twice); to any other it is not sent again and ends `error` `interrupted`. The job's
-//! stored state turns `done` when its last held command settles.
+//! it twice); to any other it is not sent again and ends `error` `interrupted`. Before each
+//! delivery from the queue the sender's rights are judged again (a revoked token or a changed
+//! rule makes it `denied`, never sent). The job's stored state turns `done` when its last held
+//! command settles.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Broker;
+use crate::identity::Identity;
 use crate::jobs::{HeldNotice, Outcome};
 use crate::router::correlation::{PendingRequest, Reply, ReplySink};
 
@@ -196,6 +199,12 @@ async fn deliver_queued(broker: &Broker, device: &DeviceId, q: &Queued) -> Step 
     if broker.is_draining() {
         return Step::Stop;
     }
+    // The sender's rights are judged again now: a token revoked or a rule changed since the
+    // command was held makes it `denied`, and it is never sent.
+    if let Some(e) = refusal(broker, &q.command) {
+        settle(broker, &q.command, q.id, Status::Denied, None, Some(e), None).await;
+        return Step::Next;
+    }
     // Claimed before it is sent: an expired or settled command is never sent, and the attempt
     // number is the stored one.
     let attempt = match broker.registry().store().delivered(q.id, Utc::now(), durable).await {
@@ -209,6 +218,17 @@ async fn deliver_queued(broker: &Broker, device: &DeviceId, q: &Queued) -> Step 
     broker.0.tally.delivered(device.as_str(), 1);
     let sent = send(broker, device, &q.command, attempt).await;
     finish(broker, device, &q.command, q.id, sent).await
+}
+
+/// Why held `command`'s sender may no longer send it to its device, judged by the rules in force
+/// now; `None` when it still may, or when the command was held before credentials were kept.
+fn refusal(broker: &Broker, command: &NewQueued) -> Option<ErrorBody> {
+    let credential = command.credential.as_deref()?;
+    let Some(who) = Identity::from_credential(&command.sender, credential) else {
+        let why = format!("the sender's stored credential '{}' is not understood", orb_proto::excerpt(credential));
+        return Some(ErrorBody::new(ErrorCode::Forbidden, why));
+    };
+    broker.gate(who, command.command.clone()).refusal(&command.device)
 }
 
 /// Delivers a command its job handed over (attempt 1, claimed in the commit that held it).
@@ -307,7 +327,7 @@ pub(crate) async fn newly_held(
                 }
             }
             HeldNotice::HandedOver(device, q) => {
-                broker.0.tracker.spawn(deliver(broker.clone(), device, Some(q)));
+                broker.0.tracker.spawn(deliver(broker.clone(), device, Some(*q)));
             }
             HeldNotice::NotHeld(device) => {
                 broker.0.tracker.spawn(deliver(broker.clone(), device, None));
@@ -444,6 +464,7 @@ fn live_outcome(o: &TargetOutcome) -> Option<Outcome> {
         Status::Ok => Outcome::Ok(Bytes::from(o.result.clone().unwrap_or_else(|| "null".to_owned()).into_bytes())),
         Status::Timeout => Outcome::Timeout(error()),
         Status::Error => Outcome::Error(error()),
+        Status::Denied => Outcome::Denied(error()),
         _ => return None,
     })
 }

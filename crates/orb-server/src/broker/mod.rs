@@ -13,6 +13,7 @@
 
 mod agent_schedules;
 mod declared;
+pub(crate) mod gate;
 mod held;
 mod messages;
 mod policy;
@@ -27,7 +28,7 @@ pub use policy::{Acl, Action, Policy, Reach};
 
 pub(crate) use held::Delivering;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -43,7 +44,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminRequest;
 use crate::config::Limits;
-use crate::identity::Requester;
+use crate::identity::{Identity, Requester};
 use crate::jobs::{JobHandle, JobSpec, Jobs};
 use crate::node::NodeId;
 use crate::registry::Registry;
@@ -93,7 +94,7 @@ struct Inner {
     /// `limits.max_frame`, read on every reply without taking the limits' lock.
     max_frame: std::sync::atomic::AtomicUsize,
     handlers: Handlers,
-    policy: Policy,
+    policy: Arc<Policy>,
     admin_tx: mpsc::Sender<AdminRequest>,
     tracker: TaskTracker,
     draining: AtomicBool,
@@ -175,7 +176,7 @@ impl Broker {
             max_frame: std::sync::atomic::AtomicUsize::new(p.limits.max_frame),
             limits: RwLock::new(Arc::new(p.limits)),
             handlers: p.handlers,
-            policy: Policy::new(p.acl),
+            policy: Arc::new(Policy::new(p.acl)),
             admin_tx: p.admin_tx,
             tracker: p.tracker,
             draining: AtomicBool::new(false),
@@ -384,25 +385,43 @@ impl Broker {
             let msg = format!("no known device matches '{}'", orb_proto::excerpt(&spec.target));
             return Err(ErrorBody::new(ErrorCode::NoMatch, msg));
         }
-        if reach != Reach::Any {
-            targets.retain(|t| self.0.registry.get(t.id.as_str()).is_some_and(|k| reach.allows(&k)));
-            if targets.is_empty() {
-                let msg = format!(
-                    "no device matching '{}' may receive '{}' from {} (acl.peers)",
-                    orb_proto::excerpt(&spec.target),
-                    orb_proto::excerpt(&spec.command),
-                    who.identity.name
-                );
-                return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
-            }
+        // Targets an operator's rules do not reach stay in the job, `denied`; nothing is sent
+        // to them. When none is left, the job is refused. An agent's are left out instead: a
+        // device does not learn which other devices exist.
+        let mut denied: HashSet<DeviceId> = match reach {
+            Reach::Any => HashSet::new(),
+            Reach::Only(_) => targets
+                .iter()
+                .filter(|t| !self.0.registry.get(t.id.as_str()).is_some_and(|k| reach.allows(&k)))
+                .map(|t| t.id.clone())
+                .collect(),
+        };
+        let refused = || {
+            let msg = format!(
+                "no device matching '{}' may receive '{}' from {}: no access rule allows it",
+                orb_proto::excerpt(&spec.target),
+                orb_proto::excerpt(&spec.command),
+                who.identity.name
+            );
+            ErrorBody::new(ErrorCode::Forbidden, msg)
+        };
+        if denied.len() == targets.len() {
+            return Err(refused());
+        }
+        if who.identity.role != orb_proto::message::Role::Operator {
+            targets.retain(|t| !denied.contains(&t.id));
+            denied.clear();
         }
         let matched = targets.len();
         if spec.select == Select::One && (spec.ttl.is_some_and(|t| !t.is_zero()) || spec.rollout.is_staged()) {
             let msg = "select one sends to one connected device now: it takes no ttl, splay or batch";
             return Err(ErrorBody::new(ErrorCode::BadRequest, msg));
         }
-        if matches!(spec.select, Select::Online | Select::One) {
-            targets.retain(|t| t.session.is_some());
+        match spec.select {
+            // "Any one of" picks among the devices it may reach.
+            Select::One => targets.retain(|t| t.session.is_some() && !denied.contains(&t.id)),
+            Select::Online => targets.retain(|t| t.session.is_some()),
+            Select::All => {}
         }
         let skipped = (matched - targets.len()) as u64;
         if targets.is_empty() {
@@ -413,14 +432,18 @@ impl Broker {
             );
             return Err(ErrorBody::new(ErrorCode::NoMatch, msg));
         }
+        if targets.iter().all(|t| denied.contains(&t.id)) {
+            return Err(refused());
+        }
         let registry = &self.0.registry;
         // A pre-registered device that never connected has declared nothing yet: it says nothing
         // about the command (it ends `offline`), so it neither allows nor refuses it.
-        let lists = targets.iter().filter_map(|t| match registry.get(t.id.as_str()) {
-            Some(k) if k.first_seen.is_none() && t.session.is_none() => None,
-            Some(k) => Some(Arc::clone(&k.commands)),
-            None => Some(Arc::from([])),
-        });
+        let lists =
+            targets.iter().filter(|t| !denied.contains(&t.id)).filter_map(|t| match registry.get(t.id.as_str()) {
+                Some(k) if k.first_seen.is_none() && t.session.is_none() => None,
+                Some(k) => Some(Arc::clone(&k.commands)),
+                None => Some(Arc::from([])),
+            });
         declared::check(&spec.command, lists)?;
         if spec.select == Select::One {
             // "Any one of" goes to a device that can run it: one that declares the command, or
@@ -429,7 +452,9 @@ impl Broker {
                 registry.get(t.id.as_str()).is_none_or(|k| k.commands.is_empty() || k.commands.contains(&spec.command))
             });
         }
-        self.0.jobs.start(who, spec, targets, skipped, &self.limits())
+        let gate = self.gate(who.identity.clone(), spec.command.clone());
+        let resolved = crate::jobs::Resolved { targets, skipped, denied };
+        self.0.jobs.start(who, spec, resolved, &self.limits(), gate)
     }
 
     /// Sends a plain request to one connected device; `sink` receives exactly one reply: the
@@ -512,6 +537,12 @@ impl Broker {
         {
             sink.complete(refusal(e));
         }
+    }
+
+    /// The gate that judges again, when a command of `who`'s leaves later, whether `who` may
+    /// still send `command` to its device.
+    pub(crate) fn gate(&self, who: Identity, command: String) -> gate::Gate {
+        gate::Gate::new(Arc::clone(&self.0.policy), Arc::clone(&self.0.registry), who, command)
     }
 
     /// Which devices `who` may send `command` to (see [`Policy::reach`]).

@@ -269,9 +269,15 @@ const READS: [&str; 10] = [
     commands::SCHEDULES_SHOW,
 ];
 
-/// The `$orb.` queries an `operator` may ask beyond the reads: about jobs and schedules.
-const OPERATES: [&str; 4] =
-    [commands::JOBS_CANCEL, commands::SCHEDULES_PAUSE, commands::SCHEDULES_RESUME, commands::SCHEDULES_REMOVE];
+/// The `$orb.` queries an `operator` may ask beyond the reads: about jobs and schedules (a
+/// schedule's creation is judged again by its service, as [`Action::Schedule`]).
+const OPERATES: [&str; 5] = [
+    commands::JOBS_CANCEL,
+    commands::SCHEDULES_CREATE,
+    commands::SCHEDULES_PAUSE,
+    commands::SCHEDULES_RESUME,
+    commands::SCHEDULES_REMOVE,
+];
 
 impl Policy {
     /// A policy with `acl`.
@@ -294,12 +300,13 @@ impl Policy {
     /// authenticator, has full rights as before roles existed).
     ///
     /// # Errors
-    /// `forbidden` once its token was revoked.
+    /// `forbidden` once its token was revoked or expired.
     fn access(&self, who: &Identity) -> Result<Access, ErrorBody> {
         match &who.token {
-            Some(name) => self.tokens.get().and_then(|t| t.access(name)).ok_or_else(|| {
-                ErrorBody::new(ErrorCode::Forbidden, format!("the token {name} was revoked; it admits nothing more"))
-            }),
+            Some(name) => match self.tokens.get() {
+                Some(tokens) => tokens.access(name).map_err(|why| ErrorBody::new(ErrorCode::Forbidden, why)),
+                None => Err(ErrorBody::new(ErrorCode::Forbidden, format!("the token {name} is not known here"))),
+            },
             None => Ok(who.access.unwrap_or(Access::Admin)),
         }
     }

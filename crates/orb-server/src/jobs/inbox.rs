@@ -32,6 +32,8 @@ pub(crate) enum Outcome {
     /// Not connected; the command is held for it (a job with a TTL) and delivered when it
     /// connects: its outcome is stored then.
     Queued,
+    /// The requester's access rules do not reach it (code `forbidden`): nothing was sent.
+    Denied(ErrorBody),
 }
 
 impl Outcome {
@@ -46,12 +48,12 @@ impl Outcome {
     }
 
     /// The device's answer this outcome came from; `None` for outcomes the broker decided
-    /// (offline, cancelled).
+    /// (offline, cancelled, denied).
     pub(crate) fn into_answer(self) -> Option<Answer> {
         match self {
             Outcome::Ok(body) => Some(Ok(body)),
             Outcome::Error(e) | Outcome::Timeout(e) => Some(Err(e)),
-            Outcome::Offline | Outcome::Cancelled | Outcome::Queued => None,
+            Outcome::Offline | Outcome::Cancelled | Outcome::Queued | Outcome::Denied(_) => None,
         }
     }
 
@@ -63,6 +65,7 @@ impl Outcome {
             Outcome::Timeout(_) => Status::Timeout,
             Outcome::Cancelled => Status::Cancelled,
             Outcome::Queued => Status::Queued,
+            Outcome::Denied(_) => Status::Denied,
         }
     }
 
@@ -70,7 +73,7 @@ impl Outcome {
     pub(crate) fn error(&self) -> Option<ErrorBody> {
         match self {
             Outcome::Ok(_) => None,
-            Outcome::Error(e) | Outcome::Timeout(e) => Some(e.clone()),
+            Outcome::Error(e) | Outcome::Timeout(e) | Outcome::Denied(e) => Some(e.clone()),
             Outcome::Offline => Some(ErrorBody::new(ErrorCode::DeviceOffline, "the device was not connected")),
             Outcome::Cancelled => Some(ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled")),
             Outcome::Queued => None,

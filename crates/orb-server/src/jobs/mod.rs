@@ -45,6 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::gate::Gate;
 use crate::config::Limits;
 use crate::identity::Requester;
 use crate::metrics::Metrics;
@@ -205,10 +206,11 @@ impl Jobs {
         &self,
         requester: &Requester,
         spec: JobSpec,
-        targets: Vec<Target>,
-        skipped: u64,
+        resolved: Resolved,
         limits: &Limits,
+        gate: Gate,
     ) -> Result<JobHandle, ErrorBody> {
+        let Resolved { targets, skipped, denied } = resolved;
         spec.rollout.check()?;
         let slot = Arc::new(requester.job_slot(limits.max_inflight_jobs)?);
         let deadline = spec.deadline.unwrap_or(limits.default_job_deadline).min(limits.max_deadline);
@@ -294,6 +296,12 @@ impl Jobs {
         // Commands queued, and their bytes: counted once for the whole fan-out.
         let (mut sent, mut sent_bytes) = (0_u64, 0_u64);
         for (i, t) in targets.iter().enumerate() {
+            if denied.contains(&t.id) {
+                let e = crate::broker::gate::denied(&requester.identity.name, &spec.command, t.id.as_str());
+                inbox.settle(i, None, Outcome::Denied(e));
+                delivered.push(None);
+                continue;
+            }
             if let Some(o) = &one_of {
                 delivered.push(o.current.as_ref().map(|(_, outbox)| outbox.clone()));
                 if o.current.is_none() {
@@ -384,6 +392,7 @@ impl Jobs {
                 command: record.command.clone(),
                 args: record.args.clone(),
                 sender: record.requester.clone(),
+                credential: Some(requester.identity.credential()),
                 wait_ms: deadline_ms,
                 queued_at: now,
                 expires_at: chrono::Duration::from_std(ttl)
@@ -417,15 +426,9 @@ impl Jobs {
             _ => (None, None),
         };
         let staged = staged.then(|| {
-            staged::Staged::new(
-                spec.rollout,
-                deadline,
-                started,
-                cmd,
-                frames,
-                Arc::clone(&self.sessions),
-                Arc::clone(&inbox),
-            )
+            let to =
+                staged::Outgoing { cmd, frames, sessions: Arc::clone(&self.sessions), inbox: Arc::clone(&inbox), gate };
+            staged::Staged::new(spec.rollout, deadline, started, to)
         });
         let progress = progress::Progress::new(Arc::clone(&self.topics), &job_id);
         let run = JobRun {
@@ -516,6 +519,18 @@ impl Jobs {
     pub(crate) fn stop_all(&self) {
         self.stop.cancel();
     }
+}
+
+/// The devices a job goes to, as the broker resolved its selector and judged its requester's
+/// rights.
+pub(crate) struct Resolved {
+    /// The targets, in device id order.
+    pub targets: Vec<Target>,
+    /// Devices the selector matched that were not targeted because they were not connected.
+    pub skipped: u64,
+    /// Targets the requester's access rules do not reach: they end `denied` at once, and
+    /// nothing is sent to them.
+    pub denied: std::collections::HashSet<DeviceId>,
 }
 
 /// `start + d`, or a year after `start` when that cannot be represented (a deadline of

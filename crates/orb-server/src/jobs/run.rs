@@ -107,7 +107,7 @@ pub(crate) enum HeldNotice {
     Held(DeviceId),
     /// The device was reserved for this command, committed as handed over already: the
     /// device's delivery loop starts with it, without reading the queue.
-    HandedOver(DeviceId, Queued),
+    HandedOver(DeviceId, Box<Queued>),
     /// The device was reserved, but its command was not held (the store failed): its delivery
     /// loop runs to end the reservation.
     NotHeld(DeviceId),
@@ -296,9 +296,10 @@ impl JobRun {
                 Err(error) => Err(error.clone()),
             };
             let notice = match (&held, handed_over) {
-                (Ok(id), Some(command)) => {
-                    Some(HeldNotice::HandedOver(device, Queued { id: *id, command, attempts: 1, delivered_at: None }))
-                }
+                (Ok(id), Some(command)) => Some(HeldNotice::HandedOver(
+                    device,
+                    Box::new(Queued { id: *id, command, attempts: 1, delivered_at: None }),
+                )),
                 (Err(_), Some(_)) => Some(HeldNotice::NotHeld(device)),
                 (Ok(_), None) => {
                     // Marked before the ack: a job submitted after it sees that the device has
@@ -435,7 +436,12 @@ impl JobRun {
         let error = outcome.error();
         let result = match outcome {
             Outcome::Ok(body) => Some(String::from_utf8_lossy(&body).into_owned()),
-            Outcome::Error(_) | Outcome::Offline | Outcome::Timeout(_) | Outcome::Cancelled | Outcome::Queued => None,
+            Outcome::Error(_)
+            | Outcome::Offline
+            | Outcome::Timeout(_)
+            | Outcome::Cancelled
+            | Outcome::Queued
+            | Outcome::Denied(_) => None,
         };
         out.push(TargetOutcome {
             job: self.job_id.clone(),

@@ -4,7 +4,8 @@
 //! frame encoded once per codec, or, in a job with a TTL, held like any other. Groups whose
 //! deadline passed end `timeout` (`queued` with a TTL); a batch that ended starts the next one
 //! after the batch wait, unless failures passed the abort threshold: then the targets never
-//! started end `cancelled`.
+//! started end `cancelled`. Each target's turn judges the requester's rights again: one they no
+//! longer reach ends `denied`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use super::inbox::{JobInbox, Outcome};
 use super::run::{HeldRow, JobRun};
 use super::stages::Stages;
 use super::state::JobState;
+use crate::broker::gate::Gate;
 use crate::router::delivery::DeliveryError;
 use crate::router::sessions::Sessions;
 
@@ -37,20 +39,30 @@ pub(crate) struct Staged {
     deadline: Duration,
     /// Why no more batches start, once the abort threshold was passed.
     pub(crate) aborted: Option<String>,
+    /// The requester's rights, judged again as each target's turn comes.
+    gate: Gate,
+}
+
+/// What a staged job sends, and to whom.
+pub(crate) struct Outgoing {
+    /// The command frame, before its encodings.
+    pub(crate) cmd: Envelope,
+    /// Its encodings made already, per codec.
+    pub(crate) frames: [Option<Bytes>; 2],
+    /// The connected sessions, where each target is looked up when its turn comes.
+    pub(crate) sessions: Arc<Sessions>,
+    /// Where the targets' answers go.
+    pub(crate) inbox: Arc<JobInbox>,
+    /// The requester's rights, judged again as each target's turn comes.
+    pub(crate) gate: Gate,
 }
 
 impl Staged {
-    /// A staged job whose first batch starts at `start`.
-    pub(crate) fn new(
-        rollout: Rollout,
-        deadline: Duration,
-        start: Instant,
-        cmd: Envelope,
-        frames: [Option<Bytes>; 2],
-        sessions: Arc<Sessions>,
-        inbox: Arc<JobInbox>,
-    ) -> Staged {
-        Staged { stages: Stages::new(rollout, deadline, start), cmd, frames, sessions, inbox, deadline, aborted: None }
+    /// A staged job whose first batch starts at `start`, sending what `to` says.
+    pub(crate) fn new(rollout: Rollout, deadline: Duration, start: Instant, to: Outgoing) -> Staged {
+        let Outgoing { cmd, frames, sessions, inbox, gate } = to;
+        let stages = Stages::new(rollout, deadline, start);
+        Staged { stages, cmd, frames, sessions, inbox, deadline, aborted: None, gate }
     }
 
     /// The job's targets in batches of the rollout's size.
@@ -141,6 +153,24 @@ impl JobRun {
     /// Sends the command to targets `due` that are connected now (or holds it for each, in a
     /// job with a TTL); one that is not connected ends `offline`.
     async fn dispatch(&mut self, due: Vec<usize>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let Some(staged) = self.staged.as_mut() else { return };
+        // A target settled already (denied at the start) is not sent anything; one the
+        // requester's rules no longer reach (a token revoked, a rule changed) ends `denied`.
+        let mut due = due;
+        due.retain(|&i| !staged.inbox.is_answered(i));
+        let mut denied = Vec::new();
+        due.retain(|&i| match staged.gate.refusal(self.devices[i].as_str()) {
+            Some(e) => {
+                denied.push((i, e));
+                false
+            }
+            None => true,
+        });
+        for (i, e) in denied {
+            if state.settle(i, Status::Denied) {
+                self.settled(i, Outcome::Denied(e), None, out);
+            }
+        }
         let Some(staged) = self.staged.as_mut() else { return };
         if let Some(template) = self.template.as_mut() {
             let mut rows = Vec::with_capacity(due.len());

@@ -14,6 +14,7 @@ fn held(job: &str, device: &str, expires_ms: i64) -> NewQueued {
         command: "ping".to_owned(),
         args: Some(format!(r#"{{"job":"{job}"}}"#)),
         sender: "op-1".to_owned(),
+        credential: Some("token:ops".to_owned()),
         wait_ms: 5_000,
         queued_at: t(1_000),
         expires_at: t(expires_ms),

@@ -27,6 +27,7 @@ fn schedule(id: &str, next_ms: i64) -> NewSchedule {
         rollout: Some(ROLLOUT.to_owned()),
         on_agent: false,
         created_by: "op-1".to_owned(),
+        credential: Some("token:ops".to_owned()),
         created_at: t(0),
         next_fire_at: Some(t(next_ms)),
     }
@@ -106,6 +107,7 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
         wait_ms: 30_000,
         ttl_ms: Some(60_000),
         rollout: Some(ROLLOUT.to_owned()),
+        credential: Some("token:ops".to_owned()),
     };
     assert_eq!(s.undispatched_firings(NODE).await.unwrap(), [fired], "with what it runs");
     assert!(s.undispatched_firings("node-b").await.unwrap().is_empty(), "another node's are not ours");

@@ -61,6 +61,7 @@ impl Broker {
             rollout: c.rollout.normalized().stored(),
             on_agent: c.on_agent,
             created_by: who.identity.name.clone(),
+            credential: Some(who.identity.credential()),
             created_at: now,
             // The server never fires an agent-local schedule: each device keeps its own time.
             next_fire_at: (!c.on_agent).then_some(first),

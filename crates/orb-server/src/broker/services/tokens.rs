@@ -21,9 +21,10 @@ impl Broker {
     /// `$orb.tokens.add`: a new token with a role, committed before it is shown (once).
     ///
     /// # Errors
-    /// `forbidden`, `bad_id` (the name), `id_taken`, `bad_request` (too many), `store_unavailable`.
+    /// `forbidden`, `bad_id` (the name), `id_taken`, `bad_request` (too many, a bad lifetime),
+    /// `store_unavailable`.
     pub async fn token_add(&self, who: &Requester, a: TokenAdd) -> Result<TokenCreated, ErrorBody> {
-        self.operator_tokens(who, orb_proto::message::commands::TOKENS_ADD)?.add(&a.name, a.role).await
+        self.operator_tokens(who, orb_proto::message::commands::TOKENS_ADD)?.add(&a.name, a.role, a.expires_in_ms).await
     }
 
     /// `$orb.tokens.list`: every token, revoked ones included, by name.
