@@ -1,8 +1,9 @@
 //! The handshake of a wire session: the first frame must be a `hello` (JSON) within the
 //! handshake timeout; it is checked against the protocol's limits, the server's rate of new agent
 //! sessions, the enrollment rate of its address and the authenticator, the device is registered,
-//! and the `welcome` (or an `error` and a close reason) is the answer. The welcome is queued before the session is registered, so
-//! nothing routed to the session can reach the client ahead of it.
+//! and the `welcome` (or an `error` and a close reason) is the answer. The welcome is queued
+//! before the session is registered, so nothing routed to the session can reach the client ahead
+//! of it.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! An established wire session's read loop: reads frames and acts on each (commands through
 //! `commands`, device replies to the broker, pings, goodbyes), pings the peer every heartbeat
 //! interval, and applies backpressure: while the session's own outbound queue is full, it has
-//! as many commands in flight as allowed, or it used up its message rate (`pace`), the loop stops
-//! reading from the connection (TCP then slows the sender) instead of failing anything. A peer whose queue stays full for the
-//! heartbeat timeout has stopped reading: it is closed as a slow consumer.
+//! as many commands in flight as allowed, or a frame it sent waits for its message rate (`pace`),
+//! the loop stops reading from the connection (TCP then slows the sender) instead of failing
+//! anything. A peer whose queue stays full for the heartbeat timeout has stopped reading: it is
+//! closed as a slow consumer.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -54,8 +55,9 @@ pub(super) struct Session {
 }
 
 /// Two clocks counted in heartbeat intervals (the frame path reads no clock for them; an idle
-/// session wakes once an interval): how long the peer has said nothing, and how long frames have waited
-/// for it without the writer getting any out.
+/// session wakes once an interval): how long the peer has said nothing, and how long frames have
+/// waited for it without the writer getting any out. Waiting for the message rate is a pause of
+/// the reader, not silence.
 struct Silence {
     /// The interval: the heartbeat, at most half the timeout, at least 1 ms (limits built
     /// through the library API are not validated like the configuration).
