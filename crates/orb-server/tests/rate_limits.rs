@@ -3,8 +3,9 @@
 //! answered, in order) while `orb_rate_limited_total{limit="messages"}` counts the frames delayed;
 //! an operator is not limited by default; agent hellos beyond the connection rate get
 //! `rate_limited` while operators are still admitted, hellos that fail authentication do not use
-//! the rate up, and a refused agent library retries until it is admitted. Nothing here measures
-//! wall-clock time: the assertions count frames, refusals and metrics.
+//! the rate up, and a refused agent library retries until it is admitted; a reloaded message rate
+//! reaches open sessions. Nothing here measures wall-clock time: the assertions count frames,
+//! refusals and metrics.
 #![allow(clippy::unwrap_used)]
 
 use orb_client::{Backoff, ClientConfig, Handlers, LinkEvent, Persistent};
@@ -126,4 +127,34 @@ async fn agent_hellos_beyond_the_connection_rate_are_refused_operators_admitted_
     assert_eq!(refusals, 1 + (events.len() - 2) as u64, "{events:?}");
     assert!(matches!(events[events.len() - 2], LinkEvent::Enrolled { .. }), "{events:?}");
     assert!(matches!(events[events.len() - 1], LinkEvent::Connected { .. }), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_reloaded_message_rate_reaches_open_sessions_at_their_next_heartbeat() {
+    let fast = |c: &mut orb_server::ServerConfig| {
+        c.limits.heartbeat = std::time::Duration::from_millis(100);
+        c.limits.heartbeat_timeout = std::time::Duration::from_secs(5);
+    };
+    let server = TestServer::start_with(fast, |b| b).await;
+    let mut op = server.raw_tcp().await;
+    op.send_json(&hello_json("operator", server.server.admin_token().expose(), None)).await.unwrap();
+    assert_eq!(op.read_json().await.unwrap()["kind"], "welcome");
+    assert_eq!(ping_flood(&mut op, 20).await.len(), 20);
+    assert_eq!(rate_limited(&server, "messages").await, 0);
+
+    let mut cfg = orb_server::ServerConfig::for_tests(server.data.path().to_path_buf());
+    fast(&mut cfg);
+    cfg.limits.operator_messages_per_second = 5;
+    assert!(server.server.reload(cfg).unwrap().restart_required.is_empty());
+    // Two of the server's pings later, a heartbeat has run since the reload.
+    let mut pings = 0;
+    while pings < 2 {
+        if op.read_json().await.unwrap()["kind"] == "ping" {
+            pings += 1;
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+    assert_eq!(ping_flood(&mut op, 10).await, expected);
+    let delayed = rate_limited(&server, "messages").await;
+    assert!((1..=5).contains(&delayed), "{delayed} of 10 frames delayed at 5 a second");
 }
