@@ -199,7 +199,9 @@ impl Persistent {
     ///   [`ClientError::Remote`] with code `revoked`, reason `removed` one with `device_not_found`.
     ///
     /// `auth_failed` (which is also what a server answers a device secret it does not accept,
-    /// whether the id is unknown, revoked or the secret wrong) is retried every `backoff.max`.
+    /// whether the id is unknown, revoked or the secret wrong) is retried every `backoff.max`;
+    /// `rate_limited` (the server admits new agent sessions at a limited rate) with the growing,
+    /// jittered backoff, like a connection failure.
     pub async fn run(&self, stop: &CancellationToken, mut events: impl FnMut(LinkEvent)) -> Result<(), ClientError> {
         // A Send rng: this future runs on any worker thread.
         let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
@@ -547,6 +549,44 @@ mod tests {
             assert!(link.current().borrow().is_none(), "no live client is published after the stop");
             server.await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_rate_limited_hello_is_retried_with_the_growing_backoff_not_given_up() {
+        use crate::client::scripted::Scripted;
+        let (a, url_a) = listen().await;
+        let link = device_link(vec![url_a]);
+        let server = tokio::spawn(async move {
+            for _ in 0..3 {
+                Scripted::accept(&a).await.refuse(ErrorCode::RateLimited).await;
+            }
+            let mut s = Scripted::accept(&a).await;
+            s.welcome("dev-1", None).await;
+            s
+        });
+        let stop = CancellationToken::new();
+        let mut events = Vec::new();
+        let run = link.run(&stop, |e| {
+            if matches!(e, LinkEvent::Connected { .. }) {
+                stop.cancel();
+            }
+            events.push(e);
+        });
+        tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap();
+        drop(server.await.unwrap());
+        let failed: Vec<(Option<ErrorCode>, Duration)> = events
+            .iter()
+            .filter_map(|e| match e {
+                LinkEvent::Failed { code, retry_in, .. } => Some((code.clone(), *retry_in)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 3, "{:?}", describe(&events));
+        assert!(failed.iter().all(|(c, _)| *c == Some(ErrorCode::RateLimited)), "{:?}", describe(&events));
+        // The jittered exponential backoff (not the fixed delay of a refused credential): the first
+        // retry waits the floor.
+        assert_eq!(failed[0].1, Duration::from_millis(1), "{:?}", describe(&events));
+        assert!(matches!(events.last(), Some(LinkEvent::Connected { .. })), "{:?}", describe(&events));
     }
 
     #[tokio::test]

@@ -83,7 +83,7 @@ error_codes! {
     ShuttingDown = "shutting_down", 503, "the receiver is stopping and accepts no new commands";
     TooManyConnections = "too_many_connections", 503, "the server's connection limit (total or per address) is reached";
     TooManyJobs = "too_many_jobs", 429, "the client already has the maximum number of jobs in flight";
-    RateLimited = "rate_limited", 429, "too many attempts from this address in a short time (new device enrollments, failed authentications); try again later";
+    RateLimited = "rate_limited", 429, "too many attempts in a short time: new device enrollments or failed authentications from this address, or new agent sessions on the whole server; try again later";
     Cancelled = "cancelled", 409, "the command was cancelled before it finished";
     QueueFull = "queue_full", 507, "the device's queue of held commands is full (count or bytes); this command was not queued";
     Expired = "expired", 410, "the command's TTL passed before its device connected; it never ran";

@@ -151,8 +151,11 @@ pub fn start_server(
         .arg(data)
         .args(["--admin-token", admin, "--agent-token", agent])
         .env("ORB_LOG", "warn")
-        // The swarm enrolls thousands of devices from one address: no enrollment rate limit.
+        // The swarm enrolls thousands of devices from one address: no enrollment rate limit; it
+        // connects them all at once, and one agent answers as fast as it can: no agent rates.
         .env("ORB_LIMITS__ENROLLMENTS_PER_IP", "0")
+        .env("ORB_LIMITS__AGENT_CONNECTIONS_PER_SECOND", "0")
+        .env("ORB_LIMITS__AGENT_MESSAGES_PER_SECOND", "0")
         // Its devices connect with the shared token alone, like v1 agents, keeping no secrets.
         .env("ORB_ACL__TOKEN_DEVICES", "true")
         .env_remove("ORB_CONFIG");

@@ -83,6 +83,12 @@ pub struct LimitsSection {
     pub enrollments_per_ip: u32,
     /// Failed authentications per source address per minute before further failures are refused (0: unlimited).
     pub auth_failures_per_ip: u32,
+    /// Frames an agent session may send per second (0: unlimited).
+    pub agent_messages_per_second: u32,
+    /// Frames an operator session may send per second (0: unlimited).
+    pub operator_messages_per_second: u32,
+    /// New agent sessions per second, server-wide (0: unlimited).
+    pub agent_connections_per_second: u32,
     /// Deadline of a job that names none.
     pub job_deadline: String,
     /// Deadline of a plain request that names none.
@@ -129,6 +135,9 @@ impl Default for LimitsSection {
             job_buffer_bytes: l.job_buffer_bytes as u64,
             enrollments_per_ip: l.enrollments_per_ip,
             auth_failures_per_ip: l.auth_failures_per_ip,
+            agent_messages_per_second: l.agent_messages_per_second,
+            operator_messages_per_second: l.operator_messages_per_second,
+            agent_connections_per_second: l.agent_connections_per_second,
             job_deadline: "10s".into(),
             request_deadline: "30s".into(),
             max_deadline: "24h".into(),
@@ -352,6 +361,9 @@ impl ServerFile {
             job_buffer_bytes: p.size("limits.job_buffer_bytes", l.job_buffer_bytes, 1024, MAX_SIZE),
             enrollments_per_ip: l.enrollments_per_ip,
             auth_failures_per_ip: l.auth_failures_per_ip,
+            agent_messages_per_second: l.agent_messages_per_second,
+            operator_messages_per_second: l.operator_messages_per_second,
+            agent_connections_per_second: l.agent_connections_per_second,
             max_ttl: p.duration("limits.max_ttl", &l.max_ttl),
             max_queued_per_device: p.size("limits.max_queued_per_device", l.max_queued_per_device, 1, MAX_COUNT),
             max_queued_bytes_per_device: p.size(

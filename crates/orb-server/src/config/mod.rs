@@ -186,7 +186,8 @@ impl ServerConfig {
     }
 
     /// A configuration for tests: both listeners on `127.0.0.1:0`, data in `data_dir`, fixed
-    /// tokens, and no enrollment rate limit (tests enroll many devices from one address).
+    /// tokens, and no rate limits (tests enroll and connect many devices from one address at
+    /// once, and some agents answer thousands of requests a second).
     pub fn for_tests(data_dir: PathBuf) -> ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -196,7 +197,13 @@ impl ServerConfig {
             admin_token: Some(Secret::new("test-admin-token-0123456789")),
             agent_token: Some(Secret::new("test-agent-token-0123456789")),
             groups: BTreeMap::new(),
-            limits: Limits { enrollments_per_ip: 0, auth_failures_per_ip: 0, ..Limits::default() },
+            limits: Limits {
+                enrollments_per_ip: 0,
+                auth_failures_per_ip: 0,
+                agent_messages_per_second: 0,
+                agent_connections_per_second: 0,
+                ..Limits::default()
+            },
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
             // Many tests speak the v1 handshake by hand (the shared token, no enrollment); the
@@ -284,6 +291,17 @@ pub struct Limits {
     /// refusal waits a second, past all of it further failing attempts get `rate_limited`
     /// (valid credentials are always admitted). 0: unlimited.
     pub auth_failures_per_ip: u32,
+    /// Frames an agent session may send per second after its hello, in bursts of as many (0:
+    /// unlimited). Beyond, the server stops reading from the session until the rate allows
+    /// (backpressure: nothing is dropped or refused). Applies to open sessions at their next
+    /// heartbeat after a reload.
+    pub agent_messages_per_second: u32,
+    /// The same for operator sessions (admin and operator tokens); 0 (the default): unlimited.
+    pub operator_messages_per_second: u32,
+    /// New agent sessions the server admits per second, all addresses together, in bursts of as
+    /// many (0: unlimited); more hellos get `rate_limited` (agents retry with backoff). Operator
+    /// hellos are not counted, nor hellos refused before they authenticated.
+    pub agent_connections_per_second: u32,
     /// Longest TTL a job may ask for (its command waits that long for offline targets).
     pub max_ttl: Duration,
     /// Commands one device's queue may hold; more get `queue_full`.
@@ -332,6 +350,9 @@ impl Default for Limits {
             job_buffer_bytes: 8 * 1024 * 1024,
             enrollments_per_ip: 50,
             auth_failures_per_ip: 30,
+            agent_messages_per_second: 1000,
+            operator_messages_per_second: 0,
+            agent_connections_per_second: 1000,
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             max_queued_per_device: 1000,
             max_queued_bytes_per_device: 16 * 1024 * 1024,

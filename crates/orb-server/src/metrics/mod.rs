@@ -81,6 +81,26 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// The rate limits counted in `orb_rate_limited_total`, by its `limit` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateLimit {
+    /// A session's message rate delayed the reading of its next frame.
+    Messages = 0,
+    /// The agent connection rate refused a hello.
+    Connections = 1,
+}
+
+impl RateLimit {
+    const ALL: [RateLimit; 2] = [RateLimit::Messages, RateLimit::Connections];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RateLimit::Messages => "messages",
+            RateLimit::Connections => "connections",
+        }
+    }
+}
+
 /// Upper bounds (seconds) of the latency histograms' buckets: loopback answers take well under
 /// a millisecond, commands on a device may run for minutes.
 const LATENCY_BUCKETS: [f64; 17] =
@@ -178,6 +198,8 @@ pub(crate) struct Metrics {
     held_settled: [Counter; Status::ALL.len()],
     command_seconds: Histogram,
     request_seconds: Histogram,
+    /// Interventions of the rate limits, by [`RateLimit`].
+    rate_limited: [Counter; RateLimit::ALL.len()],
     sampled: SampledHandles,
     /// The frame counters of the last seconds, for [`Metrics::rates`].
     window: Mutex<Window>,
@@ -230,6 +252,12 @@ impl Metrics {
             Unit::Seconds,
             "a plain request to one device from dispatch to its reply",
         );
+        r.describe_counter(
+            "orb_rate_limited_total",
+            Unit::Count,
+            "frames whose reading a session's message rate delayed (limit messages), agent hellos the connection \
+             rate refused (limit connections)",
+        );
         r.describe_gauge("orb_devices_known", Unit::Count, "devices the registry knows");
         r.describe_gauge("orb_jobs_in_flight", Unit::Count, "jobs running");
         r.describe_gauge("orb_subscriptions", Unit::Count, "pub/sub subscriptions held");
@@ -263,6 +291,9 @@ impl Metrics {
             held_settled: by_status("orb_held_commands_settled_total"),
             command_seconds: r.histogram("orb_command_duration_seconds"),
             request_seconds: r.histogram("orb_request_duration_seconds"),
+            rate_limited: std::array::from_fn(|i| {
+                r.counter("orb_rate_limited_total", &[("limit", RateLimit::ALL[i].as_str())])
+            }),
             sampled: SampledHandles {
                 closed: std::array::from_fn(|i| {
                     r.counter("orb_sessions_closed_total", &[("reason", CloseReason::ALL[i].as_str())])
@@ -342,6 +373,11 @@ impl Metrics {
     /// A plain request was answered by its device `took` after it was sent.
     pub(crate) fn request_answered(&self, took: Duration) {
         self.request_seconds.record(took.as_secs_f64());
+    }
+
+    /// A rate limit intervened: a frame's reading delayed, or a hello refused.
+    pub(crate) fn rate_limited(&self, limit: RateLimit) {
+        self.rate_limited[limit as usize].increment(1);
     }
 
     // === exposition ===
@@ -527,6 +563,7 @@ mod tests {
             r#"orb_held_commands{state="in_flight"} 0"#,
             r#"orb_command_duration_seconds_bucket{le="0.0005"} 0"#,
             r#"orb_request_duration_seconds_count 0"#,
+            r#"orb_rate_limited_total{limit="connections"} 0"#,
             "# HELP orb_frames_sent_total frames queued for connections (wire sessions, event streams), by kind",
             "# TYPE orb_command_duration_seconds histogram",
         ] {
@@ -548,6 +585,8 @@ mod tests {
         m.held_settled(Status::Expired, 4);
         m.command_answered(Duration::from_millis(3));
         m.request_answered(Duration::from_secs(2));
+        m.rate_limited(RateLimit::Messages);
+        m.rate_limited(RateLimit::Messages);
         let live = m.connected("ws", Role::Agent);
         let mut sampled = Sampled { devices_known: 7, held: Some((2, 1, 512)), draining: true, ..Sampled::default() };
         sampled.closed[CloseReason::SlowConsumer as usize] = 5;
@@ -572,6 +611,8 @@ mod tests {
             r#"orb_held_commands{state="waiting"} 2"#,
             "orb_held_bytes 512",
             "orb_draining 1",
+            r#"orb_rate_limited_total{limit="messages"} 2"#,
+            r#"orb_rate_limited_total{limit="connections"} 0"#,
         ] {
             assert!(text.contains(series), "{series} missing from:\n{text}");
         }

@@ -1,7 +1,9 @@
 //! Admission: who may hold a connection (total and per-address limits, counted once per
-//! connection whichever port it came in on) and how fast one address may enroll new devices.
-//! A [`ConnectionGuard`] holds a connection's place until it is dropped. Failed authentications
-//! per address are counted by `failed_auth` (the failed-auth limiter).
+//! connection whichever port it came in on), how fast one address may enroll new devices, and how
+//! fast agents may start sessions server-wide. A [`ConnectionGuard`] holds a connection's place
+//! until it is dropped. Failed authentications per address are counted by `failed_auth` (the
+//! failed-auth limiter). [`Bucket`] is the token bucket of these rates and of each session's
+//! message rate (`crate::session`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,21 +20,61 @@ use crate::config::Limits;
 
 /// Addresses remembered by the enrollment limiter before idle ones are forgotten.
 const ENROLL_TABLE_MAX: usize = 10_000;
+/// The connection-rate limiter warns at most this often while it refuses hellos.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Connection counts and the enrollment limiter.
+/// Connection counts and the enrollment and connection-rate limiters.
 #[derive(Default)]
 pub struct Admission {
     connections: AtomicUsize,
     per_ip: DashMap<IpAddr, usize>,
     enrollments: Mutex<HashMap<IpAddr, Bucket>>,
+    agent_sessions: Mutex<AgentSessions>,
     failed_auth: FailedAuth,
 }
 
-/// A token bucket: `tokens` left, refilled at the configured rate.
+/// The server-wide rate of new agent sessions: its bucket (created full at the first hello) and
+/// when the last warning about it was logged.
+#[derive(Default)]
+struct AgentSessions {
+    bucket: Option<Bucket>,
+    warned: Option<Instant>,
+}
+
+/// A token bucket holding at most `rate` tokens (a second's worth: bursts of `rate`), refilled at
+/// `rate` a second. The rate is passed to every call, so a reloaded limit applies at once.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket at `now`.
+    pub(crate) fn full(rate: f64, now: Instant) -> Bucket {
+        Bucket { tokens: rate, at: now }
+    }
+
+    /// The tokens there would be at `now`.
+    fn level(&self, rate: f64, now: Instant) -> f64 {
+        (self.tokens + now.saturating_duration_since(self.at).as_secs_f64() * rate).min(rate)
+    }
+
+    /// Takes one token at `now`; without one, `Err` is how long until there is one.
+    pub(crate) fn take(&mut self, rate: f64, now: Instant) -> Result<(), Duration> {
+        self.tokens = self.level(rate, now);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return Err(Duration::from_secs_f64((1.0 - self.tokens) / rate));
+        }
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Gives back a token taken for something that did not happen.
+    fn give_back(&mut self, rate: f64) {
+        self.tokens = (self.tokens + 1.0).min(rate);
+    }
 }
 
 impl Admission {
@@ -88,23 +130,82 @@ impl Admission {
         let mut table = self.enrollments.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if table.len() >= ENROLL_TABLE_MAX {
             // Forget addresses whose bucket has refilled: they are as good as new.
-            table.retain(|_, b| b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < rate);
+            table.retain(|_, b| b.level(rate, now) < rate);
         }
-        let bucket = table.entry(ip).or_insert(Bucket { tokens: rate, at: now });
-        bucket.tokens = (bucket.tokens + now.saturating_duration_since(bucket.at).as_secs_f64() * rate).min(rate);
-        bucket.at = now;
-        if bucket.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
-            return Err(ErrorBody::new(
+        table.entry(ip).or_insert_with(|| Bucket::full(rate, now)).take(rate, now).map_err(|wait| {
+            ErrorBody::new(
                 ErrorCode::RateLimited,
                 format!(
                     "{ip} enrolled more than {per_second} new devices per second; try again in {} ms",
                     wait.as_millis().max(1)
                 ),
-            ));
+            )
+        })
+    }
+
+    /// Takes one of the new agent sessions the server admits per second (`per_second`, in bursts
+    /// of as many; 0: unlimited), for an agent's hello. The token is given back when the returned
+    /// [`AgentSessionToken`] drops without [`AgentSessionToken::keep`]: a hello refused before it
+    /// authenticated does not use up the agents' rate (hellos without valid credentials are the
+    /// failed-auth limiter's).
+    ///
+    /// # Errors
+    /// `rate_limited` when agents started more sessions than that just now.
+    pub fn agent_session(&self, per_second: u32, now: Instant) -> Result<Option<AgentSessionToken<'_>>, ErrorBody> {
+        if per_second == 0 {
+            return Ok(None);
         }
-        bucket.tokens -= 1.0;
-        Ok(())
+        let rate = f64::from(per_second);
+        let mut state = self.agent_sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = state.bucket.get_or_insert_with(|| Bucket::full(rate, now)).take(rate, now);
+        match taken {
+            Ok(()) => Ok(Some(AgentSessionToken { admission: self, rate, kept: false })),
+            Err(wait) => {
+                if state.warned.is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY) {
+                    state.warned = Some(now);
+                    tracing::warn!(
+                        limit = per_second,
+                        "agents start more than {per_second} sessions a second: their hellos are refused with \
+                         rate_limited and retried by the agents (counted in orb_rate_limited_total; logged at most \
+                         once a minute)"
+                    );
+                }
+                Err(ErrorBody::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "the server admits at most {per_second} new agent sessions per second; try again in {} ms or \
+                         later",
+                        wait.as_millis().max(1)
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// One new agent session's token of the connection rate, given back on drop unless kept.
+#[must_use = "dropped, the token is given back"]
+pub struct AgentSessionToken<'a> {
+    admission: &'a Admission,
+    rate: f64,
+    kept: bool,
+}
+
+impl AgentSessionToken<'_> {
+    /// The hello authenticated: the session counts against the rate.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for AgentSessionToken<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            let mut state = self.admission.agent_sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(bucket) = &mut state.bucket {
+                bucket.give_back(self.rate);
+            }
+        }
     }
 }
 
@@ -154,5 +255,40 @@ mod tests {
         a.enroll(y, 5, now).unwrap();
         a.enroll(x, 5, now + Duration::from_millis(250)).unwrap();
         assert!(a.enroll(x, 0, now).is_ok(), "0 is unlimited");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_holds_a_second_and_says_how_long_to_wait() {
+        let now = Instant::now();
+        let mut b = Bucket::full(4.0, now);
+        for _ in 0..4 {
+            b.take(4.0, now).unwrap();
+        }
+        let ms = |d: Duration| (d.as_secs_f64() * 1e3).round();
+        assert_eq!(b.take(4.0, now).map_err(ms), Err(250.0));
+        assert_eq!(b.take(4.0, now + Duration::from_millis(100)).map_err(ms), Err(150.0));
+        b.take(4.0, now + Duration::from_millis(250)).unwrap();
+        // An idle bucket fills up to one second's worth, no more.
+        let later = now + Duration::from_secs(60);
+        assert!((0..4).all(|_| b.take(4.0, later).is_ok()));
+        assert!(b.take(4.0, later).is_err());
+        b.give_back(4.0);
+        b.take(4.0, later).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn agent_sessions_are_limited_server_wide_refunded_unless_kept_and_refill() {
+        let a = Admission::default();
+        let now = Instant::now();
+        a.agent_session(2, now).unwrap().unwrap().keep();
+        // A hello refused before it authenticated gives its token back.
+        drop(a.agent_session(2, now).unwrap().unwrap());
+        a.agent_session(2, now).unwrap().unwrap().keep();
+        let refused = a.agent_session(2, now).err().unwrap();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        assert!(refused.message.contains("try again in 500 ms"), "{}", refused.message);
+        assert!(a.agent_session(2, now + Duration::from_millis(400)).is_err());
+        a.agent_session(2, now + Duration::from_millis(500)).unwrap().unwrap().keep();
+        assert!(a.agent_session(0, now).unwrap().is_none(), "0 is unlimited");
     }
 }

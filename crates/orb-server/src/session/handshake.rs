@@ -1,8 +1,9 @@
 //! The handshake of a wire session: the first frame must be a `hello` (JSON) within the
-//! handshake timeout; it is checked against the protocol's limits, the enrollment rate of its
-//! address and the authenticator, the device is registered, and the `welcome` (or an `error` and
-//! a close reason) is the answer. The welcome is queued before the session is registered, so
-//! nothing routed to the session can reach the client ahead of it.
+//! handshake timeout; it is checked against the protocol's limits, the server's rate of new agent
+//! sessions, the enrollment rate of its address and the authenticator, the device is registered,
+//! and the `welcome` (or an `error` and a close reason) is the answer. The welcome is queued
+//! before the session is registered, so nothing routed to the session can reach the client ahead
+//! of it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use super::{Peer, Shared, error_frame, goodbye, refusal_reason};
 use crate::broker::services::{rfc3339, server::SERVER_NAME};
 use crate::close::CloseReason;
 use crate::identity::{Identity, Requester};
+use crate::metrics::RateLimit;
 use crate::router::delivery::Outbox;
 use crate::router::sessions::{DeviceRecord, DeviceSession};
 
@@ -50,6 +52,19 @@ pub(super) async fn handshake<R: FrameSource>(
         );
         return Err(refuse(ErrorBody::new(ErrorCode::UnsupportedVersion, msg)));
     }
+    // An agent's hello takes one of the new agent sessions the server admits per second before
+    // anything costly (authentication may write to the store), and gives it back unless it
+    // authenticates: hellos without valid credentials cannot keep the fleet out (the failed-auth
+    // limiter deals with them). The role is the hello's claim until then; operator hellos are not
+    // counted (a false claim fails authentication).
+    let agent_session = match hello.role {
+        Role::Agent => broker
+            .admission()
+            .agent_session(limits.agent_connections_per_second, Instant::now())
+            .inspect_err(|_| broker.metrics().rate_limited(RateLimit::Connections))
+            .map_err(refuse)?,
+        Role::Operator => None,
+    };
     let registry = broker.registry();
     // A hello that would register a new device id counts against its address's enrollment rate.
     // (A device with a verified client certificate is vouched for by the client CA: not counted.)
@@ -61,18 +76,27 @@ pub(super) async fn handshake<R: FrameSource>(
         broker.admission().enroll(peer.addr.ip(), limits.enrollments_per_ip, Instant::now()).map_err(refuse)?;
     }
     // A custom authenticator may do I/O: it gets the handshake timeout too.
-    let principal =
-        match tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate_peer(&hello, &peer.credentials))
+    let authenticated =
+        tokio::time::timeout(limits.handshake_timeout, shared.auth.authenticate_peer(&hello, &peer.credentials))
             .await
-            .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")))
-        {
-            Ok(p) => p,
+            .unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::HandshakeTimeout, "authentication took too long")));
+    let principal = match authenticated {
+        Ok(p) => {
+            if let Some(token) = agent_session {
+                token.keep();
+            }
+            p
+        }
+        Err(e) => {
+            // Given back now, not after the failed-auth penalty's wait.
+            drop(agent_session);
             // A wrong credential counts against its address (slowed, then `rate_limited`).
-            Err(e) if e.code == ErrorCode::AuthFailed => {
+            if e.code == ErrorCode::AuthFailed {
                 return Err(refuse(broker.admission().refuse_failed_auth(peer.addr.ip(), &limits, e).await));
             }
-            Err(e) => return Err(refuse(e)),
-        };
+            return Err(refuse(e));
+        }
+    };
     // The registry knows every device that connects (an authenticator other than the default
     // registers nothing itself); a revoked one is refused whatever authenticated it.
     let known = match &principal.device {

@@ -1,11 +1,13 @@
 //! The wire session: the broker's adapter for one connection, from the first frame to the last.
 //! `handshake` turns `hello` into `welcome` (or a refusal), `run` reads frames and acts on them
-//! with backpressure, `commands` turns `cmd` frames into broker calls and the broker's typed
-//! answers into frames. Only this adapter encodes frames; a writer task drains the connection's
-//! bounded queue to the socket. Every session ends with a typed [`CloseReason`], logged once.
+//! with backpressure (`pace` is the session's message rate), `commands` turns `cmd` frames into
+//! broker calls and the broker's typed answers into frames. Only this adapter encodes frames; a
+//! writer task drains the connection's bounded queue to the socket. Every session ends with a
+//! typed [`CloseReason`], logged once.
 
 mod commands;
 mod handshake;
+mod pace;
 mod pubsub;
 mod run;
 

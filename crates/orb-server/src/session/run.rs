@@ -1,9 +1,10 @@
 //! An established wire session's read loop: reads frames and acts on each (commands through
 //! `commands`, device replies to the broker, pings, goodbyes), pings the peer every heartbeat
-//! interval, and applies backpressure: while the session's own outbound queue is full, or it has
-//! as many commands in flight as allowed, the loop stops reading from the connection (TCP then
-//! slows the sender) instead of failing anything. A peer whose queue stays full for the
-//! heartbeat timeout has stopped reading: it is closed as a slow consumer.
+//! interval, and applies backpressure: while the session's own outbound queue is full, it has
+//! as many commands in flight as allowed, or a frame it sent waits for its message rate (`pace`),
+//! the loop stops reading from the connection (TCP then slows the sender) instead of failing
+//! anything. A peer whose queue stays full for the heartbeat timeout has stopped reading: it is
+//! closed as a slow consumer.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,8 +16,10 @@ use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode, Kind};
 use tokio::time::Instant;
 
 use super::Shared;
+use super::pace::Pace;
 use crate::close::CloseReason;
 use crate::identity::Requester;
+use crate::metrics::RateLimit;
 use crate::router::delivery::{Outbox, trace_envelope};
 use crate::router::sessions::{DeviceRecord, OperatorGuard, Registration};
 
@@ -47,11 +50,14 @@ pub(super) struct Session {
     pub(super) will: Option<orb_proto::message::Will>,
     /// The client said `bye`: its end is normal, whatever the socket does next.
     said_bye: bool,
+    /// The session's message rate.
+    pace: Pace,
 }
 
-/// Two clocks counted in heartbeat intervals (the frame path reads no clock; an idle session
-/// wakes once an interval): how long the peer has said nothing, and how long frames have waited
-/// for it without the writer getting any out.
+/// Two clocks counted in heartbeat intervals (the frame path reads no clock for them; an idle
+/// session wakes once an interval): how long the peer has said nothing, and how long frames have
+/// waited for it without the writer getting any out. Waiting for the message rate is a pause of
+/// the reader, not silence.
 struct Silence {
     /// The interval: the heartbeat, at most half the timeout, at least 1 ms (limits built
     /// through the library API are not validated like the configuration).
@@ -102,6 +108,8 @@ enum Paused {
     QueueFull,
     /// As many commands in flight as allowed.
     InFlight,
+    /// A frame read waits for its token of the message rate, there after this long.
+    Rate(Duration),
 }
 
 impl Session {
@@ -113,6 +121,7 @@ impl Session {
         record: Option<Arc<DeviceRecord>>,
         stats: Arc<LinkStats>,
     ) -> Session {
+        let pace = Pace::new(requester.identity.role, &shared.broker.limits());
         Session {
             shared,
             outbox,
@@ -126,6 +135,7 @@ impl Session {
             messages: None,
             will: None,
             said_bye: false,
+            pace,
         }
     }
 
@@ -187,14 +197,32 @@ impl Session {
         let shutdown = self.shared.broker.shutdown_token().clone();
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
+        // A frame read before its token of the message rate was there.
+        let mut held: Option<Bytes> = None;
         loop {
-            let paused = if self.outbox.tx.is_full() {
+            let mut paused = if self.outbox.tx.is_full() {
                 Paused::QueueFull
             } else if self.requester.commands_open() >= max_inflight {
                 Paused::InFlight
             } else {
                 Paused::No
             };
+            if paused == Paused::No
+                && let Some(frame) = held.take()
+            {
+                match self.pace.take() {
+                    Ok(()) => {
+                        if let Err(reason) = self.on_frame(&frame) {
+                            return reason;
+                        }
+                        continue;
+                    }
+                    Err(wait) => {
+                        held = Some(frame);
+                        paused = Paused::Rate(wait);
+                    }
+                }
+            }
             if paused != Paused::No {
                 // The rare path, in a select of its own with its wait boxed: kept out of the
                 // reading select, it costs idle sessions no memory.
@@ -203,7 +231,9 @@ impl Session {
                 let resume = Box::pin(async move {
                     match paused {
                         Paused::QueueFull => drop(tx.space().await),
-                        _ => requester.commands_below(max_inflight).await,
+                        Paused::InFlight => requester.commands_below(max_inflight).await,
+                        Paused::Rate(wait) => tokio::time::sleep(wait).await,
+                        Paused::No => {}
                     }
                 });
                 tokio::select! {
@@ -227,7 +257,10 @@ impl Session {
                     Ok(Some(f)) => {
                         silence.heard = true;
                         self.stats.received(f.len());
-                        if let Err(reason) = self.on_frame(&f) {
+                        if self.pace.take().is_err() {
+                            self.rate_limited();
+                            held = Some(f);
+                        } else if let Err(reason) = self.on_frame(&f) {
                             return reason;
                         }
                     }
@@ -314,8 +347,23 @@ impl Session {
         self.shared.broker.reply_from(registration.id(), re, answer);
     }
 
+    /// A frame read waits for its token of the message rate: counted, and logged the first time.
+    fn rate_limited(&mut self) {
+        self.shared.broker.metrics().rate_limited(RateLimit::Messages);
+        if self.pace.slowed() {
+            let per_second = self.pace.per_second();
+            tracing::info!(
+                limit = per_second,
+                "the client sends more than {per_second} frames a second: the server reads from it at that rate \
+                 (counted in orb_rate_limited_total; not logged again for this session)"
+            );
+        }
+    }
+
     /// An interval passed: check the peer's silence and reading, then ping it (measuring RTT).
+    /// A reloaded message rate applies from here.
     fn heartbeat(&mut self, silence: &mut Silence, paused: Paused) -> Option<CloseReason> {
+        self.pace.reload(self.requester.identity.role, &self.shared.broker.limits());
         let sent = self.stats.sent_messages.load(Ordering::Relaxed);
         let reason = silence.tick(paused, sent, !self.outbox.tx.is_empty());
         if reason.is_none() {
