@@ -7,11 +7,11 @@
 use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, AnyPool, Row};
 
+use crate::StoreError;
 use crate::backend::unavailable;
 use crate::model::{AUDIT_DETAIL_MAX, AUDIT_TEXT_MAX, AuditEntry, AuditRecord};
 use crate::rows::{ms, time_column};
 use crate::writer::Written;
-use crate::StoreError;
 
 /// The most entries one prune step deletes (each step is its own transaction).
 pub(crate) const PRUNE_STEP: u64 = 10_000;

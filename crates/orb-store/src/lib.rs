@@ -56,10 +56,10 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    AUDIT_DETAIL_MAX, AUDIT_TEXT_MAX, AuditEntry, AuditRecord, Connection, DeliveryCount, Device, Enqueued, FiredJob, Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer,
-    MessageLimits, NewDevice, NewJob, NewMessage, NewQueued, NewSchedule, NewTarget, OperatorToken, QueueCounts,
-    QueueLimits, Queued, Record, Recorder, Retained, RetainedChange, ScheduleCreated, ScheduleLimits, ScheduleRecord,
-    StoredMessage, TargetOutcome, TargetRecord,
+    AUDIT_DETAIL_MAX, AUDIT_TEXT_MAX, AuditEntry, AuditRecord, Connection, DeliveryCount, Device, Enqueued, FiredJob,
+    Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer, MessageLimits, NewDevice, NewJob, NewMessage, NewQueued,
+    NewSchedule, NewTarget, OperatorToken, QueueCounts, QueueLimits, Queued, Record, Recorder, Retained,
+    RetainedChange, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoredMessage, TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 

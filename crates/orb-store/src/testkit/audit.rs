@@ -34,7 +34,8 @@ pub async fn audit_entries_are_appended_filtered_bounded_and_pruned(h: &Harness)
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "ids grow with each entry");
     assert_eq!(all[0].entry, entry(4000, "job.submit", "web-4"), "every field kept");
 
-    let since: Vec<String> = store.audit(Some(t(2000)), 100).await.unwrap().into_iter().map(|r| r.entry.target).collect();
+    let since: Vec<String> =
+        store.audit(Some(t(2000)), 100).await.unwrap().into_iter().map(|r| r.entry.target).collect();
     assert_eq!(since, ["web-4", "web-3", "web-2"], "since is inclusive");
     let limited: Vec<String> = store.audit(None, 2).await.unwrap().into_iter().map(|r| r.entry.target).collect();
     assert_eq!(limited, ["web-4", "web-3"], "the newest within the limit");
