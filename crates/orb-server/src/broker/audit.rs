@@ -94,6 +94,11 @@ impl Audited {
 /// Entries the store could not take (its writer's queue was full), counted for the log.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// Whether `who`'s actions are recorded: an operator that came over the network.
+pub(crate) fn recorded(who: &Requester) -> bool {
+    who.origin().is_some() && who.identity.role == Role::Operator
+}
+
 impl Broker {
     /// Records that `who` did `action` to `target` (`detail`: a JSON object, or null), when the
     /// action is one to record: `who` is an operator that came over the network, and `result` is
@@ -106,10 +111,7 @@ impl Broker {
         detail: serde_json::Value,
         result: &Result<T, ErrorBody>,
     ) {
-        let Some(origin) = who.origin() else { return };
-        if who.identity.role != Role::Operator {
-            return;
-        }
+        let Some(origin) = who.origin().filter(|_| recorded(who)) else { return };
         let (outcome, detail) = match result {
             Ok(_) => ("ok", detail),
             Err(e) if e.code == ErrorCode::Forbidden => {

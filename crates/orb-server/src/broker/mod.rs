@@ -376,7 +376,9 @@ impl Broker {
     /// never connected are left out),
     /// `too_many_jobs`, `frame_too_large`; nothing is sent then.
     pub fn submit(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
-        let Some(_) = who.origin() else { return self.start_job(who, spec) };
+        if !audit::recorded(who) {
+            return self.start_job(who, spec);
+        }
         let (target, command) = (spec.target.clone(), spec.command.clone());
         let result = self.start_job(who, spec);
         let job = result.as_ref().ok().map(|h| h.accepted.job.clone());
@@ -478,13 +480,10 @@ impl Broker {
             .and_then(|()| check_command_name(&spec.command))
             .and_then(|()| check_args(spec.args.as_ref()))
         {
-            self.audit(
-                who,
-                Audited::RequestSend,
-                &spec.to,
-                serde_json::json!({ "command": spec.command }),
-                &Err::<(), _>(e.clone()),
-            );
+            if audit::recorded(who) {
+                let detail = serde_json::json!({ "command": spec.command });
+                self.audit(who, Audited::RequestSend, &spec.to, detail, &Err::<(), _>(e.clone()));
+            }
             return sink.complete(refusal(e));
         }
         let offline = || {
@@ -504,7 +503,7 @@ impl Broker {
         let mut env = orb_proto::Envelope::new(orb_proto::Kind::Cmd);
         env.id = Some(id.to_string());
         // For the audit log: only a client's request is recorded (the server's own are not).
-        let audited = who.origin().map(|_| spec.command.clone());
+        let audited = audit::recorded(who).then(|| spec.command.clone());
         env.cmd = Some(spec.command);
         env.from = Some(who.identity.name.clone());
         env.deadline_ms = Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
