@@ -350,9 +350,9 @@ impl Recorder {
     ///
     /// # Errors
     /// The record, when the writer's queue is full or the store closed.
-    pub fn offer(&self, record: Record) -> Result<(), Record> {
+    pub fn offer(&self, record: Record) -> Result<(), Box<Record>> {
         self.tx.try_send(crate::writer::Op::Record(record)).map_err(|e| match e.into_inner() {
-            crate::writer::Op::Record(record) => record,
+            crate::writer::Op::Record(record) => Box::new(record),
             _ => unreachable!("only a record was sent"),
         })
     }

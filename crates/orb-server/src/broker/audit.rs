@@ -161,7 +161,8 @@ impl Broker {
     /// Hands `entry` to the store's writer without waiting. Entries it cannot take (its queue is
     /// full) are counted and logged instead: the 1st, 2nd, 4th, 8th, ... with their fields.
     fn append_audit(&self, entry: AuditEntry) {
-        let Err(Record::Audit(entry)) = self.registry().recorder().offer(Record::Audit(entry)) else { return };
+        let Err(lost) = self.registry().recorder().offer(Record::Audit(entry)) else { return };
+        let Record::Audit(entry) = *lost else { return };
         let dropped = DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
         if dropped.is_power_of_two() {
             tracing::warn!(
