@@ -1,14 +1,18 @@
 //! The audit log (issue 15): over real sockets, an operator token's job, a refused job, the admin's
 //! schedule and token changes, a job cancel over the API and a configuration reload are each
 //! listed by `$orb.audit.list` and `GET /v1/audit` with who, role, where from and what, newest
-//! first, filtered by `since`; reads are not recorded, and only the admin may read the log.
+//! first, filtered by `since`; reads and the server's own jobs are not recorded, and only the
+//! admin may read the log.
 #![allow(clippy::unwrap_used)]
 
 use orb_client::{Client, ClientConfig, Handlers, JobRequest};
 use orb_proto::ErrorCode;
 use orb_proto::audit::AuditInfo;
+use orb_proto::message::Select;
 use orb_proto::message::commands;
 use orb_server::config::OperatorRuleConfig;
+use orb_server::identity::{Identity, Requester};
+use orb_server::jobs::{JobEvent, JobSpec};
 use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, refused};
 use serde_json::{Value, json};
 
@@ -59,11 +63,28 @@ async fn operator_actions_are_listed_with_who_when_and_from_where() {
     let _: Value = call(&admin, commands::TOKENS_REVOKE, json!({"name": "ci"})).await;
     // Unknown things are plain errors, not audited refusals.
     assert_eq!(refused(&admin, commands::TOKENS_REVOKE, json!({"name": "nobody"})).await, ErrorCode::NotFound);
+    // A plain request to one device is a send too.
+    admin.request("web-1", "ping", bytes::Bytes::from_static(b"null"), WAIT).await.unwrap();
+    // What the server itself starts (as the scheduler's firings do) comes from no client: not recorded.
+    let spec = JobSpec {
+        command: "ping".into(),
+        target: "web-1".into(),
+        args: None,
+        deadline: Some(WAIT),
+        select: Select::All,
+        ttl: None,
+        firing: None,
+        rollout: Default::default(),
+    };
+    let internal = Requester::new(Identity::admin("in-process"));
+    let mut handle = server.server.broker().submit(&internal, spec).unwrap();
+    while !matches!(handle.events.next().await, Some(JobEvent::Ended(_)) | None) {}
 
-    let all: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, Value::Null).await;
+    let full: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, Value::Null).await;
+    let all = &full;
     let job_id = job.summary.job.clone();
     assert_eq!(
-        lines(&all),
+        lines(all),
         [
             "token.add ci ok".to_owned(),
             "job.submit web-1 ok".into(),
@@ -72,9 +93,11 @@ async fn operator_actions_are_listed_with_who_when_and_from_where() {
             "schedule.create * ok".into(),
             format!("schedule.remove {schedule} ok"),
             "token.revoke ci ok".into(),
+            "request.send web-1 ok".into(),
         ]
     );
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let all = &full[1..];
     let sent = &all[5];
     assert_eq!((sent.actor.as_str(), sent.role.as_str()), ("ci", "operator"));
     assert!(sent.source.starts_with("tcp 127.0.0.1:"), "{}", sent.source);
@@ -93,11 +116,11 @@ async fn operator_actions_are_listed_with_who_when_and_from_where() {
 
     // `since` and `limit`.
     let newest: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, json!({"limit": 2})).await;
-    assert_eq!(lines(&newest), ["schedule.remove ".to_owned() + &schedule + " ok", "token.revoke ci ok".into()]);
+    assert_eq!(lines(&newest), ["token.revoke ci ok", "request.send web-1 ok"]);
     let later: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, json!({"since": "2999-01-01T00:00:00Z"})).await;
     assert!(later.is_empty());
-    let since: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, json!({"since": all[0].at})).await;
-    assert!(since.iter().any(|e| e.id == all[0].id) && since.len() <= all.len());
+    let since: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, json!({"since": full[0].at})).await;
+    assert!(since.iter().any(|e| e.id == full[0].id) && since.len() <= full.len(), "since is inclusive");
     assert_eq!(refused(&admin, commands::AUDIT_LIST, json!({"since": "yesterday"})).await, ErrorCode::BadArgs);
 
     // Only the admin reads it.
