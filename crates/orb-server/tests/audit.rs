@@ -127,10 +127,17 @@ async fn operator_actions_are_listed_with_who_when_and_from_where() {
     let wall = token(&admin, "wall", "viewer").await;
     let viewer = connect(&server, &wall).await;
     assert_eq!(refused(&viewer, commands::AUDIT_LIST, Value::Null).await, ErrorCode::Forbidden);
+    assert_eq!(refused(&viewer, commands::SIGNAL, json!({"message": "ping"})).await, ErrorCode::Forbidden);
+    assert_eq!(refused(&viewer, commands::SIGNAL, json!({"message": "QUIT"})).await, ErrorCode::Forbidden);
     let boss = token(&admin, "boss", "admin").await;
     let admin2 = connect(&server, &boss).await;
-    let read: Vec<AuditInfo> = call(&admin2, commands::AUDIT_LIST, json!({"limit": 1})).await;
-    assert_eq!(lines(&read), ["token.add boss ok"], "an admin token reads it; the viewer's refusal is no entry");
+    let read: Vec<AuditInfo> = call(&admin2, commands::AUDIT_LIST, json!({"limit": 2})).await;
+    assert_eq!(
+        lines(&read),
+        ["server.signal  forbidden", "token.add boss ok"],
+        "an admin token reads it; a refused read or PING is no entry, a refused QUIT is"
+    );
+    assert_eq!((read[1].actor.as_str(), read[1].role.as_str()), ("wall", "viewer"));
 }
 
 #[tokio::test]

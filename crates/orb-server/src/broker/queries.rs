@@ -18,7 +18,11 @@ pub(super) async fn answer(broker: &Broker, who: &Requester, name: &str, args: B
     if let Err(e) = broker.policy().check(&who.identity, &action) {
         // A refused change is recorded here, since its service is never reached: its arguments
         // (cut) say what it was about.
-        if let Some(audited) = Audited::of_query(name) {
+        // A `PING` changes nothing, refused or not.
+        let ping = name == commands::SIGNAL
+            && serde_json::from_slice::<orb_proto::message::SignalRequest>(&args)
+                .is_ok_and(|r| r.message.eq_ignore_ascii_case("PING"));
+        if let Some(audited) = Audited::of_query(name).filter(|_| !ping) {
             let detail = serde_json::json!({ "args": orb_proto::excerpt(&String::from_utf8_lossy(&args)) });
             broker.audit(who, audited, "", detail, &Err::<(), _>(e.clone()));
         }
