@@ -45,6 +45,9 @@ pub enum Command {
     /// Operator tokens with roles (admin, operator, viewer): add one (shown once), list, revoke.
     #[command(after_help = crate::help::TOKENS)]
     Tokens(TokensArgs),
+    /// The audit log: who changed what, when and from where (admin only), newest first.
+    #[command(after_help = crate::help::AUDIT)]
+    Audit(AuditArgs),
     /// Start an embedded server with in-process agents, run a few jobs, print the results.
     #[cfg(feature = "server")]
     #[command(after_help = crate::help::DEMO)]
@@ -210,6 +213,7 @@ impl Command {
             Command::Send(a) => Some(&mut a.connect),
             Command::Devices(a) => Some(&mut a.connect),
             Command::Tokens(a) => Some(&mut a.connect),
+            Command::Audit(a) => Some(&mut a.connect),
             Command::Jobs(a) => Some(&mut a.connect),
             Command::Signal(a) => Some(&mut a.connect),
             Command::Pub(a) => Some(&mut a.connect),
@@ -576,6 +580,35 @@ pub struct TokensArgs {
     pub output: crate::output::OutputArgs,
     #[command(subcommand)]
     pub action: Option<TokensCommand>,
+}
+
+/// `orb audit`: the audit log's newest entries.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Output: a table, a wide table (with the details), one JSON array, YAML or the entries'
+    /// ids.
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
+    /// Only entries from this time on: RFC 3339 (2025-06-01T08:00:00Z) or a duration back from
+    /// now (1h, 7d).
+    #[arg(long, value_name = "TIME|DURATION", value_parser = parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many entries (1 to 1000), newest first [server default: 100].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+/// Parses `--since`: an RFC 3339 time, or a duration back from now.
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    let d = humantime::parse_duration(s)
+        .map_err(|_| format!("'{s}' is neither an RFC 3339 time (2025-06-01T08:00:00Z) nor a duration (1h, 7d)"))?;
+    let d = chrono::Duration::from_std(d).map_err(|e| format!("'{s}': {e}"))?;
+    chrono::Utc::now().checked_sub_signed(d).ok_or_else(|| format!("'{s}' reaches before the earliest time"))
 }
 
 /// `orb tokens ...` sub-commands.

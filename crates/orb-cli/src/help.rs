@@ -150,6 +150,14 @@ Examples:
   orb tokens revoke ci                   # refused from its next command on
   ORB_TOKEN=0f3a...9c orb send 'tag:env=staging' deploy   # as the token ci";
 
+/// `orb audit`.
+pub const AUDIT: &str = "\
+Examples:
+  orb audit                              # the newest 100 actions: when, who, from where, what
+  orb audit --since 1h                   # what changed in the last hour
+  orb audit --since 2025-06-01T08:00:00Z --limit 1000 --json > audit.json
+  orb audit -o wide                      # with each action's details (command, job id, refusal)";
+
 /// `orb tokens add`.
 pub const TOKENS_ADD: &str = "\
 Examples:

@@ -15,6 +15,7 @@ macro_rules! out {
 }
 
 mod agent;
+mod audit;
 #[cfg(feature = "server")]
 mod bench;
 #[cfg(feature = "server")]
@@ -108,6 +109,10 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
         cli::Command::Tokens(args) => {
             client_logging()?;
             tokens::run(args).await
+        }
+        cli::Command::Audit(args) => {
+            client_logging()?;
+            audit::run(args).await
         }
         cli::Command::Jobs(args) => {
             client_logging()?;

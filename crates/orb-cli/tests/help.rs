@@ -72,6 +72,7 @@ fn every_sub_command_help_has_examples_and_no_empty_env_value() {
         "jobs",
         "jobs show",
         "jobs cancel",
+        "audit",
         "signal",
         "schedule",
         "schedule preview",

@@ -71,6 +71,9 @@ pub mod commands {
     /// Revoke an operator token (admin only): its sessions are closed at once. Args:
     /// [`crate::tokens::TokenRef`]; result: [`crate::tokens::TokenInfo`].
     pub const TOKENS_REVOKE: &str = "$orb.tokens.revoke";
+    /// The audit log (admin only): operator actions that changed something, newest first. Args:
+    /// [`crate::audit::AuditQuery`]; result: an array of [`crate::audit::AuditInfo`].
+    pub const AUDIT_LIST: &str = "$orb.audit.list";
 }
 
 /// Who a connection is: a device (a target of jobs) or an operator (CLI, scripts; never a target).

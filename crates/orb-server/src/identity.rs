@@ -1,8 +1,10 @@
 //! Who asks the broker for something: an [`Identity`] (name, role, credential) that the policy
 //! judges, and a [`Requester`], one per client (a wire session; later an API token), which also
 //! counts that client's running jobs (its quota) and its commands waiting for an answer (which
-//! its adapter uses for backpressure).
+//! its adapter uses for backpressure), and says where the client is ([`Origin`], for the audit
+//! log).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -101,11 +103,30 @@ const TOKEN_PREFIX: &str = "token:";
 const DEVICE_PREFIX: &str = "device:";
 const AGENT: &str = "agent";
 
-/// One client of the broker: its identity, its running jobs and its open commands.
+/// Where a client's commands come from: the transport and the peer address it connected from.
+/// The audit log records it as `VIA ADDR` (`tcp 10.0.0.5:53122`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// `tcp`, `tls`, `ws`, `wss` (a wire session), `http` (the REST API) or `dashboard`.
+    pub via: &'static str,
+    /// The client's address.
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.via, self.addr)
+    }
+}
+
+/// One client of the broker: its identity, where it is, its running jobs and its open commands.
 #[derive(Debug, Clone)]
 pub struct Requester {
     /// Who it is.
     pub identity: Identity,
+    /// Where it is; `None` for the server's own requesters (the scheduler's firings) and
+    /// in-process callers, whose actions the audit log does not record.
+    origin: Option<Origin>,
     counts: Arc<Counts>,
 }
 
@@ -123,7 +144,18 @@ struct Counts {
 impl Requester {
     /// A client with no job running and no command open.
     pub fn new(identity: Identity) -> Requester {
-        Requester { identity, counts: Arc::default() }
+        Requester { identity, origin: None, counts: Arc::default() }
+    }
+
+    /// The same client (sharing its job quota and open commands) reached from `addr` over `via`.
+    #[must_use]
+    pub fn from_addr(self, via: &'static str, addr: SocketAddr) -> Requester {
+        Requester { origin: Some(Origin { via, addr }), ..self }
+    }
+
+    /// Where the client is, when it came over the network.
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin
     }
 
     /// Counts one more command waiting for its answer, until the ticket is dropped.

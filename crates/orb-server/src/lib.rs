@@ -377,6 +377,10 @@ impl Server {
         for key in &restart_required {
             tracing::warn!(key, "configuration changed a setting that needs a restart; it stays as it was until then");
         }
+        // The ACL, tokens and limits may have changed: the audit log says when (an `orb signal
+        // RELOAD` is recorded beside it with who sent it).
+        let detail = serde_json::json!({ "restart_required": restart_required });
+        self.broker.audit_host(broker::Audited::ConfigReload, "reload", "config", detail);
         Ok(Reloaded { restart_required })
     }
 

@@ -2,8 +2,8 @@
 //! `timeout`, ended jobs past their late window forgotten and held commands past their TTL
 //! ended `expired` (the client library enforces its own
 //! deadline precisely; this frees the server's records); every five seconds, the delivery counts
-//! gathered in memory written to the store; every minute, job retention (by age and
-//! count) and a coarse `last_seen` for connected devices, so a `kill -9` loses at most a minute
+//! gathered in memory written to the store; every minute, job and audit log retention (by age
+//! and count) and a coarse `last_seen` for connected devices, so a `kill -9` loses at most a minute
 //! of it. Every second too, the frame counters are sampled for the message rates of
 //! `GET /v1/status` (`crate::metrics`).
 
@@ -73,15 +73,26 @@ pub(crate) async fn run(broker: Broker, store: Arc<RwLock<StoreConfig>>, shutdow
     }
 }
 
-/// Deletes jobs older than the retention age, then all but the newest `job_retention_count`.
+/// Deletes jobs older than the retention age, then all but the newest `job_retention_count`;
+/// the same for audit log entries (`audit_retention`, `audit_retention_count`).
 pub(crate) async fn prune(broker: &Broker, cfg: &StoreConfig) {
-    let age = chrono::Duration::from_std(cfg.job_retention).unwrap_or(chrono::Duration::MAX);
-    let before = Utc::now().checked_sub_signed(age).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    match broker.registry().store().prune_jobs(before, cfg.job_retention_count).await {
+    let store = broker.registry().store();
+    match store.prune_jobs(older_than(cfg.job_retention), cfg.job_retention_count).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "job retention deleted old jobs"),
         Err(e) => tracing::warn!(error = %e, "job retention failed; retrying later"),
     }
+    match store.prune_audit(older_than(cfg.audit_retention), cfg.audit_retention_count).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "audit retention deleted old audit log entries"),
+        Err(e) => tracing::warn!(error = %e, "audit retention failed; retrying later"),
+    }
+}
+
+/// The time `age` ago (the earliest time when that is out of range).
+fn older_than(age: Duration) -> DateTime<Utc> {
+    let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    Utc::now().checked_sub_signed(age).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Records `last_seen` for every connected device that sent something since `since`.

@@ -315,7 +315,7 @@ async fn the_openapi_document_is_public_complete_and_holds_the_limits() {
             assert_ne!(body["code"], "not_found", "{method} {path} is served: {body}");
         }
     }
-    assert_eq!(operations, 22);
+    assert_eq!(operations, 23);
     let (status, body) = http.get("/v1/not-documented").await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
 

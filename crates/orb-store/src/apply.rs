@@ -44,6 +44,7 @@ pub(crate) async fn record(conn: &mut AnyConnection, record: &Record) -> Result<
             let list = serde_json::to_string(targets).expect("a list of strings always serializes");
             sqlx::query("UPDATE jobs SET targets = $2 WHERE id = $1").bind(job).bind(list).execute(conn).await.map(drop)
         }
+        Record::Audit(entry) => crate::audit::append(conn, entry).await,
     }
 }
 

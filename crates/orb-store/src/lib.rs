@@ -27,12 +27,14 @@
 //!
 //! Modules: `backend` connects and migrates; `writer` is the single writer with group commit;
 //! `apply` (records) and `registry` (awaited writes) hold the write SQL; `query` the reads;
+//! `audit` the audit log (appended as records, read newest first, pruned by retention);
 //! `rows` maps rows to the model; `store` ties them into the [`Store`] implementation that
 //! [`open`] returns; `testkit` (feature `testkit`) is the conformance suite.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod apply;
+mod audit;
 mod backend;
 mod bulk;
 mod error;
@@ -54,10 +56,10 @@ mod writer;
 
 pub use error::{AMBIGUOUS_CANDIDATES, StoreError};
 pub use model::{
-    Connection, DeliveryCount, Device, Enqueued, FiredJob, Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer,
-    MessageLimits, NewDevice, NewJob, NewMessage, NewQueued, NewSchedule, NewTarget, OperatorToken, QueueCounts,
-    QueueLimits, Queued, Record, Recorder, Retained, RetainedChange, ScheduleCreated, ScheduleLimits, ScheduleRecord,
-    StoredMessage, TargetOutcome, TargetRecord,
+    AUDIT_DETAIL_MAX, AUDIT_TEXT_MAX, AuditEntry, AuditRecord, Connection, DeliveryCount, Device, Enqueued, FiredJob,
+    Firing, HeldOutcome, JobEnd, JobRecord, LateAnswer, MessageLimits, NewDevice, NewJob, NewMessage, NewQueued,
+    NewSchedule, NewTarget, OperatorToken, QueueCounts, QueueLimits, Queued, Record, Recorder, Retained,
+    RetainedChange, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoredMessage, TargetOutcome, TargetRecord,
 };
 pub use url::{StoreUrl, redact_url};
 
@@ -316,6 +318,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every operator token, revoked ones included, by name.
     async fn tokens(&self) -> Result<Vec<OperatorToken>, StoreError>;
+
+    /// The audit log's newest `limit` entries at or after `since` (all when `None`), newest
+    /// first. Entries come in as [`Record::Audit`] (batched): [`Store::flush`] first to see the
+    /// latest. A row that cannot be read is left out, logged.
+    async fn audit(&self, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Audit retention: deletes entries made before `before`, and all but the newest `keep`. Works
+    /// in steps of at most 10,000 entries, each its own transaction. Returns how many were
+    /// deleted.
+    async fn prune_audit(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError>;
 
     /// Every device's queue counts (devices with nothing held are absent).
     async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>, StoreError>;

@@ -256,6 +256,8 @@ pub enum Record {
         /// The job's targets, in slot order.
         targets: Vec<String>,
     },
+    /// An operator action for the audit log (appended, never changed).
+    Audit(AuditEntry),
 }
 
 /// A stored job.
@@ -341,6 +343,18 @@ impl Recorder {
     /// Returns false (the record is dropped) when the writer's queue is full or the store closed.
     pub fn try_record(&self, record: Record) -> bool {
         self.tx.try_send(crate::writer::Op::Record(record)).is_ok()
+    }
+
+    /// [`Recorder::try_record`] that hands a record it could not queue back, so the caller can
+    /// say what was lost.
+    ///
+    /// # Errors
+    /// The record, when the writer's queue is full or the store closed.
+    pub fn offer(&self, record: Record) -> Result<(), Box<Record>> {
+        self.tx.try_send(crate::writer::Op::Record(record)).map_err(|e| match e.into_inner() {
+            crate::writer::Op::Record(record) => Box::new(record),
+            _ => unreachable!("only a record was sent"),
+        })
     }
 }
 
@@ -661,4 +675,45 @@ impl std::fmt::Debug for OperatorToken {
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
+}
+
+/// The most bytes the store keeps of an audit entry's short text fields (actor, role, source,
+/// action, target, outcome); longer ones are cut at a character boundary.
+pub const AUDIT_TEXT_MAX: usize = 256;
+/// The most bytes the store keeps of an audit entry's detail; a longer detail is replaced by
+/// `null` (it is JSON text, which a cut would break).
+pub const AUDIT_DETAIL_MAX: usize = 2048;
+
+/// One operator action for the audit log: who did what, to what, when, from where, and whether
+/// it was done. Written in batches as a [`Record::Audit`]; the store bounds its text fields
+/// ([`AUDIT_TEXT_MAX`], [`AUDIT_DETAIL_MAX`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who: an operator token's name, an admin-token session's name (`op-3`, `http`), or
+    /// `server` for what the host did (a configuration reload).
+    pub actor: String,
+    /// Which credential and role: `admin-token`, `admin`, `operator`, `viewer`, `host`.
+    pub role: String,
+    /// From where: the client's transport and address (`tcp 10.0.0.5:53122`), or how the host
+    /// asked (`reload`).
+    pub source: String,
+    /// What: `job.submit`, `schedule.create`, `token.revoke`, ...
+    pub action: String,
+    /// What it was done to: a selector, a job, schedule or device id, a token name.
+    pub target: String,
+    /// `ok`, or the error code it was refused with (`forbidden`).
+    pub outcome: String,
+    /// More about it, as JSON text (`{"command":"reboot","job":"..."}`); `None` when nothing.
+    pub detail: Option<String>,
+}
+
+/// A stored audit entry with its place in the log (increasing: newer entries have larger ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Its id in the log.
+    pub id: i64,
+    /// What was recorded.
+    pub entry: AuditEntry,
 }

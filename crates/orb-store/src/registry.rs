@@ -94,6 +94,7 @@ pub(crate) async fn write(conn: &mut AnyConnection, write: &Write) -> Result<Ans
         Write::Retain(changes) => crate::retained::apply(conn, changes).await,
         Write::AddToken(token) => crate::tokens::add(conn, token).await,
         Write::RevokeToken { name, at } => crate::tokens::revoke(conn, name, *at).await,
+        Write::PruneAudit { before, keep } => crate::audit::prune_step(conn, *before, *keep).await,
     }
 }
 

@@ -210,6 +210,25 @@ impl Store for SqlStore {
         crate::tokens::all(&self.pools.read).await
     }
 
+    async fn audit(&self, since: Option<DateTime<Utc>>, limit: u32) -> Result<Vec<crate::AuditRecord>, StoreError> {
+        self.check_open()?;
+        crate::audit::newest(&self.pools.read, since, limit).await
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>, keep: u64) -> Result<u64, StoreError> {
+        // Step by step, each its own write (and transaction), so other writes go between steps.
+        let mut total = 0_u64;
+        for _ in 0..MAX_PRUNE_STEPS {
+            let deleted = self.write_count(Write::PruneAudit { before, keep }).await?;
+            total = total.saturating_add(deleted);
+            if deleted < crate::audit::PRUNE_STEP {
+                return Ok(total);
+            }
+        }
+        tracing::warn!(deleted = total, "audit pruning stopped after {MAX_PRUNE_STEPS} steps; the next prune goes on");
+        Ok(total)
+    }
+
     async fn undelivered(&self, id: i64) -> Result<bool, StoreError> {
         Ok(self.write_count(Write::Undelivered(id)).await? > 0)
     }

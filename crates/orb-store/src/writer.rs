@@ -137,6 +137,11 @@ pub(crate) enum Write {
         name: String,
         at: chrono::DateTime<chrono::Utc>,
     },
+    /// One step of the audit log's retention (`audit.rs`).
+    PruneAudit {
+        before: DateTime<Utc>,
+        keep: u64,
+    },
 }
 
 impl Write {
@@ -167,6 +172,7 @@ impl Write {
             Write::Retain(_) => "retain",
             Write::AddToken(_) => "add_token",
             Write::RevokeToken { .. } => "revoke_token",
+            Write::PruneAudit { .. } => "prune_audit",
         }
     }
 
@@ -196,7 +202,8 @@ impl Write {
             | Write::StoreMessages { .. }
             | Write::Retain(_)
             | Write::AddToken(_)
-            | Write::RevokeToken { .. } => None,
+            | Write::RevokeToken { .. }
+            | Write::PruneAudit { .. } => None,
         }
     }
 }

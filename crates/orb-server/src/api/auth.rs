@@ -74,18 +74,27 @@ impl FromRequestParts<Arc<Api>> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<crate::listener::http::Admitted>().map(|a| a.peer);
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty())
         else {
             if parts.method == Method::GET
                 && let Some(who) = api.shared.logins.signed_in(&parts.headers)
             {
-                return Ok(Operator(who));
+                return Ok(Operator(from(who, peer, "dashboard")));
             }
             let msg = "this endpoint needs an Authorization: Bearer TOKEN header (the admin token)";
             return Err(ApiError(ErrorBody::new(ErrorCode::AuthFailed, msg)));
         };
-        let ip = parts.extensions.get::<crate::listener::http::Admitted>().map(|a| a.peer.ip());
-        Ok(Operator(operator(&api.shared, token, ip, &api.admin).await?))
+        let who = operator(&api.shared, token, peer.map(|p| p.ip()), &api.admin).await?;
+        Ok(Operator(from(who, peer, "http")))
+    }
+}
+
+/// `who` calling from `peer` over `via` (the audit log's source).
+fn from(who: Requester, peer: Option<std::net::SocketAddr>, via: &'static str) -> Requester {
+    match peer {
+        Some(addr) => who.from_addr(via, addr),
+        None => who,
     }
 }

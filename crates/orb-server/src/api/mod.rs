@@ -12,11 +12,12 @@
 //!
 //! Modules: `error` (refusals as responses), `auth` (the bearer token), `body` (JSON objects),
 //! `jobs`, `devices`,
-//! `schedules`, `server` (status, publish), `events` (publications as Server-Sent Events or
+//! `schedules`, `audit`, `server` (status, publish), `events` (publications as Server-Sent Events or
 //! WebSocket messages), `health`, `openapi` (the document).
 //!
 //! [`Authenticator`]: crate::auth::Authenticator
 
+mod audit;
 pub(crate) mod auth;
 mod body;
 mod devices;
@@ -73,6 +74,7 @@ fn operations() -> Vec<UtoipaMethodRouter<Arc<Api>>> {
         routes!(schedules::show, schedules::remove),
         routes!(schedules::pause),
         routes!(schedules::resume),
+        routes!(audit::list),
     ]
 }
 
@@ -164,6 +166,7 @@ mod tests {
             "DELETE /v1/schedules/{id}",
             "POST /v1/schedules/{id}/pause",
             "POST /v1/schedules/{id}/resume",
+            "GET /v1/audit",
         ]
         .into_iter()
         .map(String::from)

@@ -35,8 +35,8 @@ pub(crate) const MAX_DURATION_TEXT: usize = 64;
 #[openapi(
     info(
         title = "orb",
-        description = "The orb broker's HTTP API: status, devices, jobs, schedules, publications and the \
-                       event feed, as adapters over the same broker calls the wire protocol's `$orb.` queries \
+        description = "The orb broker's HTTP API: status, devices, jobs, schedules, publications, the \
+                       event feed and the audit log, as adapters over the same broker calls the wire protocol's `$orb.` queries \
                        use. Authenticate with `Authorization: Bearer TOKEN` (the admin token); refusals are \
                        `{\"code\", \"message\"}` with the code's HTTP status (docs/errors.md).",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
@@ -48,6 +48,7 @@ pub(crate) const MAX_DURATION_TEXT: usize = 64;
         (name = "devices", description = "The device inventory"),
         (name = "jobs", description = "Commands sent to devices, and their results"),
         (name = "schedules", description = "Stored schedules that fire jobs"),
+        (name = "audit", description = "Operator actions that changed something (admin only)"),
         (name = "events", description = "Publications, as they happen"),
         (name = "health", description = "Liveness and readiness, public"),
         (name = "agents", description = "The agent WebSocket (wire protocol)"),

@@ -9,9 +9,11 @@
 //!
 //! Modules: `policy` (who may do what), `services` (the typed services), `queries` (the `$orb.`
 //! command names mapped onto them, for the wire protocol), `declared` (a job's command checked
-//! against the commands its targets declared).
+//! against the commands its targets declared), `audit` (operator actions recorded for the audit
+//! log, at this door).
 
 mod agent_schedules;
+mod audit;
 mod declared;
 pub(crate) mod gate;
 mod held;
@@ -26,6 +28,7 @@ pub(crate) mod tally;
 pub use messages::{MAX_MESSAGE_ID, MessageSpec, Stored};
 pub use policy::{Acl, Action, Policy, Reach};
 
+pub(crate) use audit::Audited;
 pub(crate) use held::Delivering;
 
 use std::collections::{BTreeMap, HashSet};
@@ -374,6 +377,18 @@ impl Broker {
     /// never connected are left out),
     /// `too_many_jobs`, `frame_too_large`; nothing is sent then.
     pub fn submit(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
+        if !audit::recorded(who) {
+            return self.start_job(who, spec);
+        }
+        let (target, command) = (spec.target.clone(), spec.command.clone());
+        let result = self.start_job(who, spec);
+        let job = result.as_ref().ok().map(|h| h.accepted.job.clone());
+        self.audit(who, Audited::JobSubmit, &target, serde_json::json!({ "command": command, "job": job }), &result);
+        result
+    }
+
+    /// [`Broker::submit`] without its audit.
+    fn start_job(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
         let reach = self.reach(who, &spec.command)?;
         self.refuse_when_draining()?;
         check_command_name(&spec.command)?;
@@ -490,6 +505,10 @@ impl Broker {
             .and_then(|()| check_command_name(&spec.command))
             .and_then(|()| check_args(spec.args.as_ref()))
         {
+            if audit::recorded(who) {
+                let detail = serde_json::json!({ "command": spec.command });
+                self.audit(who, Audited::RequestSend, &spec.to, detail, &Err::<(), _>(e.clone()));
+            }
             return sink.complete(refusal(e));
         }
         let offline = || {
@@ -508,6 +527,8 @@ impl Broker {
         });
         let mut env = orb_proto::Envelope::new(orb_proto::Kind::Cmd);
         env.id = Some(id.to_string());
+        // For the audit log: only a client's request is recorded (the server's own are not).
+        let audited = audit::recorded(who).then(|| spec.command.clone());
         env.cmd = Some(spec.command);
         env.from = Some(who.identity.name.clone());
         env.deadline_ms = Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
@@ -527,6 +548,16 @@ impl Broker {
             match target.outbox.deliver(frame) {
                 Ok(()) => {
                     self.0.metrics.sent(orb_proto::Kind::Cmd, len);
+                    if let Some(command) = audited {
+                        let detail = serde_json::json!({ "command": command });
+                        self.audit(
+                            who,
+                            Audited::RequestSend,
+                            target.record.id.as_str(),
+                            detail,
+                            &Ok::<(), ErrorBody>(()),
+                        );
+                    }
                     None
                 }
                 Err(_) => Some(offline()),

@@ -1,7 +1,8 @@
 //! Who may do what: one place for every permission check the broker makes, so access rules
 //! (roles, finer ACLs) extend this and nothing else. Operators with the admin token (or an
 //! `admin` token) may do everything; `operator` tokens read, cancel and change schedules, and
-//! send where `[[acl.operators]]` rules allow; `viewer` tokens only read. Agents may call the server's application handlers; publish and subscribe where the `[acl]`
+//! send where `[[acl.operators]]` rules allow; `viewer` tokens only read (never the audit log,
+//! which is the admin's). Agents may call the server's application handlers; publish and subscribe where the `[acl]`
 //! allow-lists say (outside `$orb.`); and send commands to other devices only where an
 //! `[acl.peers]` rule allows (none by default). The rules are compiled once per configuration
 //! (selectors parsed, `group:` names expanded) and replaced as a whole on reload.
@@ -322,6 +323,9 @@ impl Policy {
         };
         match (access, action) {
             (Access::Admin, _) => Ok(()),
+            (_, Action::Query { name }) if *name == commands::AUDIT_LIST => {
+                refused("read the audit log: it is the admin's")
+            }
             (_, Action::Query { name }) if READS.contains(name) => Ok(()),
             (_, Action::Subscribe { .. }) => Ok(()),
             (Access::Viewer, _) => refused("change anything: the viewer role reads only"),

@@ -8,14 +8,26 @@ use orb_proto::{ErrorBody, ErrorCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Action, Broker};
+use super::{Action, Audited, Broker};
 use crate::identity::Requester;
 
 /// Answers the `$orb.` command `name` with arguments `args` (JSON, `null` when absent).
 pub(super) async fn answer(broker: &Broker, who: &Requester, name: &str, args: Bytes) -> Result<Bytes, ErrorBody> {
     // Whoever may not query learns nothing more, not even whether the arguments were right.
     let action = if name == commands::SIGNAL { Action::Signal } else { Action::Query { name } };
-    broker.policy().check(&who.identity, &action)?;
+    if let Err(e) = broker.policy().check(&who.identity, &action) {
+        // A refused change is recorded here, since its service is never reached: its arguments
+        // (cut) say what it was about.
+        // A `PING` changes nothing, refused or not.
+        let ping = name == commands::SIGNAL
+            && serde_json::from_slice::<orb_proto::message::SignalRequest>(&args)
+                .is_ok_and(|r| r.message.eq_ignore_ascii_case("PING"));
+        if let Some(audited) = Audited::of_query(name).filter(|_| !ping) {
+            let detail = serde_json::json!({ "args": orb_proto::excerpt(&String::from_utf8_lossy(&args)) });
+            broker.audit(who, audited, "", detail, &Err::<(), _>(e.clone()));
+        }
+        return Err(e);
+    }
     match name {
         commands::SERVER_INFO => encode(&broker.server_info(who)?),
         commands::SELECTOR_RESOLVE => encode(&broker.resolve_selector(who, &decode(name, &args)?)?),
@@ -40,6 +52,7 @@ pub(super) async fn answer(broker: &Broker, who: &Requester, name: &str, args: B
         commands::TOKENS_ADD => encode(&broker.token_add(who, decode(name, &args)?).await?),
         commands::TOKENS_LIST => encode(&broker.tokens_list(who)?),
         commands::TOKENS_REVOKE => encode(&broker.token_revoke(who, &decode(name, &args)?).await?),
+        commands::AUDIT_LIST => encode(&broker.audit_list(who, &decode_or_default(name, &args)?).await?),
         _ => Err(ErrorBody::new(
             ErrorCode::UnknownCommand,
             format!("no server command named {}", orb_proto::excerpt(name)),

@@ -169,7 +169,8 @@ impl Default for ShutdownSection {
     }
 }
 
-/// `[store]`: where the device registry and job history live, and how long jobs are kept.
+/// `[store]`: where the device registry and job history live, and how long jobs and audit log
+/// entries are kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
@@ -181,11 +182,21 @@ pub struct StoreSection {
     pub job_retention: String,
     /// At most this many jobs are kept (the oldest go first).
     pub job_retention_count: u64,
+    /// Audit log entries older than this are deleted.
+    pub audit_retention: String,
+    /// At most this many audit log entries are kept (the oldest go first).
+    pub audit_retention_count: u64,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        StoreSection { url: String::new(), job_retention: "30d".into(), job_retention_count: 100_000 }
+        StoreSection {
+            url: String::new(),
+            job_retention: "30d".into(),
+            job_retention_count: 100_000,
+            audit_retention: "365d".into(),
+            audit_retention_count: 1_000_000,
+        }
     }
 }
 
@@ -419,10 +430,15 @@ impl ServerFile {
         if st.job_retention_count == 0 {
             p.0.push("'store.job_retention_count' must be at least 1".into());
         }
+        if st.audit_retention_count == 0 {
+            p.0.push("'store.audit_retention_count' must be at least 1".into());
+        }
         let store = StoreConfig {
             url,
             job_retention: p.duration("store.job_retention", &st.job_retention),
             job_retention_count: st.job_retention_count,
+            audit_retention: p.duration("store.audit_retention", &st.audit_retention),
+            audit_retention_count: st.audit_retention_count,
         };
         let grace = p.duration("shutdown.grace", &self.shutdown.grace);
         let tls = self.tls.validate(&mut p.0);

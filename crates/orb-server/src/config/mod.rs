@@ -128,7 +128,7 @@ pub struct OperatorRuleConfig {
     pub commands: Vec<String>,
 }
 
-/// The store: which database, and the job history's retention.
+/// The store: which database, and the retention of the job history and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// `sqlite:PATH` or `postgres://...`; `None`: SQLite at `DATA/orb.db`.
@@ -137,11 +137,21 @@ pub struct StoreConfig {
     pub job_retention: Duration,
     /// At most this many jobs are kept (the oldest go first).
     pub job_retention_count: u64,
+    /// Audit log entries older than this are deleted.
+    pub audit_retention: Duration,
+    /// At most this many audit log entries are kept (the oldest go first).
+    pub audit_retention_count: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: None, job_retention: Duration::from_secs(30 * 24 * 3600), job_retention_count: 100_000 }
+        StoreConfig {
+            url: None,
+            job_retention: Duration::from_secs(30 * 24 * 3600),
+            job_retention_count: 100_000,
+            audit_retention: Duration::from_secs(365 * 24 * 3600),
+            audit_retention_count: 1_000_000,
+        }
     }
 }
 

@@ -136,7 +136,13 @@ impl FromRequestParts<Arc<Shared>> for Browser {
     type Rejection = SignInFirst;
 
     async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Self::Rejection> {
-        shared.logins.signed_in(&parts.headers).map(Browser).ok_or(SignInFirst)
+        let who = shared.logins.signed_in(&parts.headers).ok_or(SignInFirst)?;
+        // Where this request comes from (the audit log's source), not where the sign-in did.
+        let peer = parts.extensions.get::<crate::listener::http::Admitted>().map(|a| a.peer);
+        Ok(Browser(match peer {
+            Some(addr) => who.from_addr("dashboard", addr),
+            None => who,
+        }))
     }
 }
 

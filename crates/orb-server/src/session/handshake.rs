@@ -192,7 +192,14 @@ pub(super) async fn handshake<R: FrameSource>(
         None => (Registered::Operator { _guard: sessions.register_operator() }, None),
     };
     tracing::debug!(name = identity.name, codec = codec.as_str(), "session established");
-    let mut session = Session::new(Arc::clone(shared), outbox, Requester::new(identity), registered, record, stats);
+    let mut session = Session::new(
+        Arc::clone(shared),
+        outbox,
+        Requester::new(identity).from_addr(peer.transport, peer.addr),
+        registered,
+        record,
+        stats,
+    );
     session.will = will;
     Ok(session)
 }

@@ -11,6 +11,7 @@
 //! PostgreSQL cases print a line and pass when `ORB_TEST_POSTGRES_URL` is unset, and panic when
 //! it is unset under `CI=true`.
 
+mod audit;
 mod devices;
 mod jobs;
 mod queue;
@@ -20,6 +21,7 @@ mod stored;
 mod temp;
 mod tokens;
 
+pub use audit::*;
 pub use devices::*;
 pub use jobs::*;
 pub use queue::*;
@@ -161,6 +163,7 @@ macro_rules! conformance_tests {
             agent_schedules_are_listed_while_active,
             retained_messages_are_set_replaced_cleared_and_kept,
             operator_tokens_are_added_revoked_and_kept,
+            audit_entries_are_appended_filtered_bounded_and_pruned,
         );
     };
     ($backend:ident: $($case:ident),+ $(,)?) => {

@@ -13,7 +13,7 @@ use orb_store::Device;
 
 use super::rfc3339;
 use crate::broker::tally::plus;
-use crate::broker::{Action, Broker};
+use crate::broker::{Action, Audited, Broker};
 use crate::close::CloseReason;
 use crate::identity::Requester;
 use crate::registry::{IssuedSecret, store_error};
@@ -127,12 +127,18 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `bad_id`, `bad_args` (a tag), `device_exists`, `store_unavailable`.
     pub async fn device_add(&self, who: &Requester, a: DeviceAdd) -> Result<DeviceCredential, ErrorBody> {
-        self.may(who, "$orb.devices.add")?;
-        let id = DeviceId::new(&a.id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
-        check_tags(a.tags.iter())?;
-        let issued = IssuedSecret::generate();
-        self.registry().add(&id, Some(issued.hash), a.tags).await?;
-        Ok(DeviceCredential { id: a.id, secret: issued.secret })
+        let (target, tags) = (a.id.clone(), serde_json::json!({ "tags": a.tags }));
+        let result: Result<DeviceCredential, ErrorBody> = async {
+            self.may(who, "$orb.devices.add")?;
+            let id = DeviceId::new(&a.id).map_err(|e| ErrorBody::new(ErrorCode::BadId, e.to_string()))?;
+            check_tags(a.tags.iter())?;
+            let issued = IssuedSecret::generate();
+            self.registry().add(&id, Some(issued.hash), a.tags).await?;
+            Ok(DeviceCredential { id: a.id, secret: issued.secret })
+        }
+        .await;
+        self.audit(who, Audited::DeviceAdd, &target, tags, &result);
+        result
     }
 
     /// `$orb.devices.remove`: forgets a device and closes its session.
@@ -140,10 +146,16 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `device_not_found`, `store_unavailable`.
     pub async fn device_remove(&self, who: &Requester, r: DeviceRef) -> Result<DeviceRef, ErrorBody> {
-        self.may(who, "$orb.devices.remove")?;
-        self.registry().remove(&r.id).await?;
-        self.sessions().close(&r.id, CloseReason::Removed);
-        Ok(r)
+        let target = r.id.clone();
+        let result: Result<DeviceRef, ErrorBody> = async {
+            self.may(who, "$orb.devices.remove")?;
+            self.registry().remove(&r.id).await?;
+            self.sessions().close(&r.id, CloseReason::Removed);
+            Ok(r)
+        }
+        .await;
+        self.audit(who, Audited::DeviceRemove, &target, serde_json::Value::Null, &result);
+        result
     }
 
     /// `$orb.devices.revoke`: disables the device's credential and closes its session.
@@ -151,10 +163,15 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `device_not_found`, `store_unavailable`.
     pub async fn device_revoke(&self, who: &Requester, r: &DeviceRef) -> Result<DeviceDetail, ErrorBody> {
-        self.may(who, "$orb.devices.revoke")?;
-        let device = self.registry().revoke(&r.id).await?;
-        self.sessions().close(&r.id, CloseReason::Revoked);
-        Ok(detail(&device, None))
+        let result: Result<DeviceDetail, ErrorBody> = async {
+            self.may(who, "$orb.devices.revoke")?;
+            let device = self.registry().revoke(&r.id).await?;
+            self.sessions().close(&r.id, CloseReason::Revoked);
+            Ok(detail(&device, None))
+        }
+        .await;
+        self.audit(who, Audited::DeviceRevoke, &r.id, serde_json::Value::Null, &result);
+        result
     }
 
     /// `$orb.devices.tag`: sets and removes operator tags.
@@ -162,16 +179,21 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `bad_args` (a tag), `device_not_found`, `store_unavailable`.
     pub async fn device_tag(&self, who: &Requester, t: &DeviceTags) -> Result<DeviceDetail, ErrorBody> {
-        self.may(who, "$orb.devices.tag")?;
-        check_tags(t.set.iter())?;
-        static NO_VALUE: String = String::new();
-        check_tags(t.remove.iter().map(|k| (k, &NO_VALUE)))?;
-        let device = self.registry().set_operator_tags(&t.id, &t.set, &t.remove).await?;
-        // Its tags decide which agent-local schedules it runs.
-        if let Ok(id) = orb_proto::DeviceId::new(&device.id) {
-            self.sync_agent_schedules(Some(id));
+        let result: Result<DeviceDetail, ErrorBody> = async {
+            self.may(who, "$orb.devices.tag")?;
+            check_tags(t.set.iter())?;
+            static NO_VALUE: String = String::new();
+            check_tags(t.remove.iter().map(|k| (k, &NO_VALUE)))?;
+            let device = self.registry().set_operator_tags(&t.id, &t.set, &t.remove).await?;
+            // Its tags decide which agent-local schedules it runs.
+            if let Ok(id) = orb_proto::DeviceId::new(&device.id) {
+                self.sync_agent_schedules(Some(id));
+            }
+            Ok(self.detail(&device))
         }
-        Ok(self.detail(&device))
+        .await;
+        self.audit(who, Audited::DeviceTag, &t.id, serde_json::json!({ "set": t.set, "remove": t.remove }), &result);
+        result
     }
 
     fn detail(&self, d: &Device) -> DeviceDetail {

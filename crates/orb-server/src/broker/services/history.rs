@@ -13,7 +13,7 @@ use orb_proto::{ErrorBody, ErrorCode, Status};
 use orb_store::{JobRecord, StoreError, TargetRecord};
 
 use super::{raw_json, rfc3339};
-use crate::broker::{Action, Broker};
+use crate::broker::{Action, Audited, Broker};
 use crate::identity::Requester;
 use crate::registry::store_error;
 
@@ -67,27 +67,38 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `job_not_found`, `ambiguous_id`, `job_finished`, `store_unavailable`.
     pub async fn job_cancel(&self, who: &Requester, r: &JobRef) -> Result<JobCancelled, ErrorBody> {
-        self.policy().check(&who.identity, &Action::Query { name: "$orb.jobs.cancel" })?;
-        let store = self.registry().store();
-        store.flush().await.map_err(store_error)?;
-        let (job, _) = store.job(&r.id).await.map_err(job_error(&r.id))?;
-        let finished =
-            |state: &str| ErrorBody::new(ErrorCode::JobFinished, format!("job {} is already {state}", job.id));
-        if job.state != JobPhase::Running {
-            return Err(finished(job.state.as_str()));
-        }
-        let cancelled = match self.jobs().cancel(&job.id) {
-            Some(answer) => answer.await.map_err(|_| finished("finished"))?,
-            None if job.node.as_deref().is_some_and(|n| n != self.node().as_str()) => {
-                let node = job.node.as_deref().unwrap_or_default();
-                return Err(ErrorBody::new(
-                    ErrorCode::WrongNode,
-                    format!("job {} runs on node {node}; cancel it there", job.id),
-                ));
+        let result: Result<JobCancelled, ErrorBody> = async {
+            self.policy().check(&who.identity, &Action::Query { name: "$orb.jobs.cancel" })?;
+            let store = self.registry().store();
+            store.flush().await.map_err(store_error)?;
+            let (job, _) = store.job(&r.id).await.map_err(job_error(&r.id))?;
+            let finished =
+                |state: &str| ErrorBody::new(ErrorCode::JobFinished, format!("job {} is already {state}", job.id));
+            if job.state != JobPhase::Running {
+                return Err(finished(job.state.as_str()));
             }
-            None => store.cancel_job(&job.id, Utc::now()).await.map_err(job_error(&job.id))?,
-        };
-        Ok(JobCancelled { job: job.id, cancelled })
+            let cancelled = match self.jobs().cancel(&job.id) {
+                Some(answer) => answer.await.map_err(|_| finished("finished"))?,
+                None if job.node.as_deref().is_some_and(|n| n != self.node().as_str()) => {
+                    let node = job.node.as_deref().unwrap_or_default();
+                    return Err(ErrorBody::new(
+                        ErrorCode::WrongNode,
+                        format!("job {} runs on node {node}; cancel it there", job.id),
+                    ));
+                }
+                None => store.cancel_job(&job.id, Utc::now()).await.map_err(job_error(&job.id))?,
+            };
+            Ok(JobCancelled { job: job.id, cancelled })
+        }
+        .await;
+        self.audit(
+            who,
+            Audited::JobCancel,
+            result.as_ref().map_or(r.id.as_str(), |c| c.job.as_str()),
+            serde_json::json!({ "cancelled": result.as_ref().map_or(0, |c| c.cancelled.len()) }),
+            &result,
+        );
+        result
     }
 }
 

@@ -1,9 +1,10 @@
 //! The typed services of the broker, one per `$orb.` query, shared by every adapter (the wire
 //! protocol's `$orb.` commands through `queries`, the HTTP API later), so they can never
-//! disagree: the device registry ([`devices`]), the job history ([`history`]) and the server
-//! itself ([`server`]). Each checks the policy first; registry changes are committed to the store
+//! disagree: the device registry ([`devices`]), the job history ([`history`]), the server
+//! itself ([`server`]) and the audit log ([`audit`]). Each checks the policy first; registry changes are committed to the store
 //! before they return; reads flush the store's batched records first.
 
+pub mod audit;
 pub mod devices;
 pub mod history;
 pub mod schedules;

@@ -9,7 +9,7 @@ use orb_proto::{ErrorBody, ErrorCode};
 use orb_store::{NewSchedule, ScheduleCreated, ScheduleLimits, ScheduleRecord, StoreError};
 
 use super::{raw_json, rfc3339};
-use crate::broker::{Action, Broker, check_args, check_command_name};
+use crate::broker::{Action, Audited, Broker, check_args, check_command_name};
 use crate::identity::Requester;
 use crate::registry::store_error;
 
@@ -22,60 +22,75 @@ impl Broker {
     /// `forbidden`, `bad_body`, `bad_selector`, `unknown_group`, `bad_schedule`, `bad_rollout`,
     /// `too_many_schedules`, `store_unavailable`.
     pub async fn schedule_create(&self, who: &Requester, c: ScheduleCreate) -> Result<ScheduleInfo, ErrorBody> {
-        self.policy().check(&who.identity, &Action::Schedule { command: &c.command, target: &c.target })?;
-        check_command_name(&c.command)?;
-        crate::broker::check_not_reserved(&c.command)?;
-        let args = c.args.as_ref().map(|a| bytes::Bytes::copy_from_slice(a.get().as_bytes()));
-        check_args(args.as_ref())?;
-        self.parse_selector(&c.target)?;
-        c.rollout.check()?;
-        let bad_schedule = |message: &str| ErrorBody::new(ErrorCode::BadSchedule, message);
-        if c.on_agent && !c.rollout.normalized().is_default() {
-            return Err(bad_schedule("a schedule run on agents has no rollout: each device runs it on its own"));
+        let (target, command) = (c.target.clone(), c.command.clone());
+        let result: Result<ScheduleInfo, ErrorBody> = async {
+            self.policy().check(&who.identity, &Action::Schedule { command: &c.command, target: &c.target })?;
+            check_command_name(&c.command)?;
+            crate::broker::check_not_reserved(&c.command)?;
+            let args = c.args.as_ref().map(|a| bytes::Bytes::copy_from_slice(a.get().as_bytes()));
+            check_args(args.as_ref())?;
+            self.parse_selector(&c.target)?;
+            c.rollout.check()?;
+            let bad_schedule = |message: &str| ErrorBody::new(ErrorCode::BadSchedule, message);
+            if c.on_agent && !c.rollout.normalized().is_default() {
+                return Err(bad_schedule("a schedule run on agents has no rollout: each device runs it on its own"));
+            }
+            if c.on_agent && matches!(c.spec, Spec::At { .. }) {
+                return Err(bad_schedule(
+                    "a schedule run on agents repeats (every or cron): each device runs it from when it gets it",
+                ));
+            }
+            if c.on_agent && c.ttl_ms.is_some() {
+                return Err(bad_schedule("a schedule run on agents has no TTL: each device runs it, connected or not"));
+            }
+            let bad = |message: String| ErrorBody::new(ErrorCode::BadSchedule, message);
+            c.spec.validate().map_err(|e| bad(format!("{}: {e}", e.code())))?;
+            let now = Utc::now();
+            let Some(first) = orb_schedule::next_after(&c.spec, now) else {
+                return Err(bad("the schedule never fires after now (its time is in the past)".to_owned()));
+            };
+            let limits = self.limits();
+            let wait = c.deadline_ms.map_or(limits.default_job_deadline, std::time::Duration::from_millis);
+            let new = NewSchedule {
+                id: uuid::Uuid::now_v7().to_string(),
+                spec: serde_json::to_string(&c.spec).map_err(|e| bad(e.to_string()))?,
+                missed: c.missed.as_str().to_owned(),
+                selector: c.target,
+                command: c.command,
+                args: c.args.map(|a| a.get().to_owned()),
+                wait_ms: u64::try_from(wait.min(limits.max_deadline).as_millis()).unwrap_or(u64::MAX),
+                ttl_ms: c.ttl_ms.map(|t| t.min(u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX))),
+                rollout: c.rollout.normalized().stored(),
+                on_agent: c.on_agent,
+                created_by: who.identity.name.clone(),
+                credential: Some(who.identity.credential()),
+                created_at: now,
+                // The server never fires an agent-local schedule: each device keeps its own time.
+                next_fire_at: (!c.on_agent).then_some(first),
+            };
+            let bounds = ScheduleLimits {
+                max_schedules: limits.max_schedules as u64,
+                max_bytes: limits.max_schedule_bytes as u64,
+            };
+            let store = self.registry().store();
+            match store.create_schedule(new.clone(), bounds).await.map_err(store_error)? {
+                ScheduleCreated::Created => {}
+                ScheduleCreated::Full(why) => return Err(ErrorBody::new(ErrorCode::TooManySchedules, why)),
+            }
+            self.schedule_changed(new.on_agent);
+            let record =
+                ScheduleRecord { schedule: new, paused_at: None, last_fired_at: None, fired: 0, last_error: None };
+            Ok(schedule_info(&record))
         }
-        if c.on_agent && matches!(c.spec, Spec::At { .. }) {
-            return Err(bad_schedule(
-                "a schedule run on agents repeats (every or cron): each device runs it from when it gets it",
-            ));
-        }
-        if c.on_agent && c.ttl_ms.is_some() {
-            return Err(bad_schedule("a schedule run on agents has no TTL: each device runs it, connected or not"));
-        }
-        let bad = |message: String| ErrorBody::new(ErrorCode::BadSchedule, message);
-        c.spec.validate().map_err(|e| bad(format!("{}: {e}", e.code())))?;
-        let now = Utc::now();
-        let Some(first) = orb_schedule::next_after(&c.spec, now) else {
-            return Err(bad("the schedule never fires after now (its time is in the past)".to_owned()));
-        };
-        let limits = self.limits();
-        let wait = c.deadline_ms.map_or(limits.default_job_deadline, std::time::Duration::from_millis);
-        let new = NewSchedule {
-            id: uuid::Uuid::now_v7().to_string(),
-            spec: serde_json::to_string(&c.spec).map_err(|e| bad(e.to_string()))?,
-            missed: c.missed.as_str().to_owned(),
-            selector: c.target,
-            command: c.command,
-            args: c.args.map(|a| a.get().to_owned()),
-            wait_ms: u64::try_from(wait.min(limits.max_deadline).as_millis()).unwrap_or(u64::MAX),
-            ttl_ms: c.ttl_ms.map(|t| t.min(u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX))),
-            rollout: c.rollout.normalized().stored(),
-            on_agent: c.on_agent,
-            created_by: who.identity.name.clone(),
-            credential: Some(who.identity.credential()),
-            created_at: now,
-            // The server never fires an agent-local schedule: each device keeps its own time.
-            next_fire_at: (!c.on_agent).then_some(first),
-        };
-        let bounds =
-            ScheduleLimits { max_schedules: limits.max_schedules as u64, max_bytes: limits.max_schedule_bytes as u64 };
-        let store = self.registry().store();
-        match store.create_schedule(new.clone(), bounds).await.map_err(store_error)? {
-            ScheduleCreated::Created => {}
-            ScheduleCreated::Full(why) => return Err(ErrorBody::new(ErrorCode::TooManySchedules, why)),
-        }
-        self.schedule_changed(new.on_agent);
-        let record = ScheduleRecord { schedule: new, paused_at: None, last_fired_at: None, fired: 0, last_error: None };
-        Ok(schedule_info(&record))
+        .await;
+        self.audit(
+            who,
+            Audited::ScheduleCreate,
+            &target,
+            serde_json::json!({ "command": command, "schedule": result.as_ref().ok().map(|s| s.id.as_str()) }),
+            &result,
+        );
+        result
     }
 
     /// `$orb.schedules.list`: every stored schedule, by id, without its arguments (up to
@@ -104,12 +119,23 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
     pub async fn schedule_pause(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
-        self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.pause" })?;
-        let s = self.find_schedule(r).await?;
-        if s.paused_at.is_none() {
-            self.set_paused(&s, Some(Utc::now()), s.schedule.next_fire_at).await?;
+        let result: Result<ScheduleInfo, ErrorBody> = async {
+            self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.pause" })?;
+            let s = self.find_schedule(r).await?;
+            if s.paused_at.is_none() {
+                self.set_paused(&s, Some(Utc::now()), s.schedule.next_fire_at).await?;
+            }
+            Ok(schedule_info(&self.find_schedule(r).await?))
         }
-        Ok(schedule_info(&self.find_schedule(r).await?))
+        .await;
+        self.audit(
+            who,
+            Audited::SchedulePause,
+            result.as_ref().map_or(r.id.as_str(), |s| s.id.as_str()),
+            serde_json::Value::Null,
+            &result,
+        );
+        result
     }
 
     /// `$orb.schedules.resume`: a paused schedule fires again, from its first firing time after
@@ -118,13 +144,24 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
     pub async fn schedule_resume(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
-        self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.resume" })?;
-        let s = self.find_schedule(r).await?;
-        if s.paused_at.is_some() {
-            let next = spec_of(&s).and_then(|spec| orb_schedule::next_after(&spec, Utc::now()));
-            self.set_paused(&s, None, next.filter(|_| !s.schedule.on_agent)).await?;
+        let result: Result<ScheduleInfo, ErrorBody> = async {
+            self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.resume" })?;
+            let s = self.find_schedule(r).await?;
+            if s.paused_at.is_some() {
+                let next = spec_of(&s).and_then(|spec| orb_schedule::next_after(&spec, Utc::now()));
+                self.set_paused(&s, None, next.filter(|_| !s.schedule.on_agent)).await?;
+            }
+            Ok(schedule_info(&self.find_schedule(r).await?))
         }
-        Ok(schedule_info(&self.find_schedule(r).await?))
+        .await;
+        self.audit(
+            who,
+            Audited::ScheduleResume,
+            result.as_ref().map_or(r.id.as_str(), |s| s.id.as_str()),
+            serde_json::Value::Null,
+            &result,
+        );
+        result
     }
 
     /// `$orb.schedules.remove`: the schedule is forgotten (the jobs it fired stay in the
@@ -133,13 +170,24 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
     pub async fn schedule_remove(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
-        self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.remove" })?;
-        let s = self.find_schedule(r).await?;
-        if !self.registry().store().remove_schedule(&s.schedule.id).await.map_err(store_error)? {
-            return Err(not_found(&r.id));
+        let result: Result<ScheduleInfo, ErrorBody> = async {
+            self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.remove" })?;
+            let s = self.find_schedule(r).await?;
+            if !self.registry().store().remove_schedule(&s.schedule.id).await.map_err(store_error)? {
+                return Err(not_found(&r.id));
+            }
+            self.schedule_changed(s.schedule.on_agent);
+            Ok(schedule_info(&s))
         }
-        self.schedule_changed(s.schedule.on_agent);
-        Ok(schedule_info(&s))
+        .await;
+        self.audit(
+            who,
+            Audited::ScheduleRemove,
+            result.as_ref().map_or(r.id.as_str(), |s| s.id.as_str()),
+            serde_json::Value::Null,
+            &result,
+        );
+        result
     }
 
     async fn find_schedule(&self, r: &ScheduleRef) -> Result<ScheduleRecord, ErrorBody> {

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::rfc3339;
 use crate::admin::{AdminMessage, AdminRequest};
-use crate::broker::{Action, Broker};
+use crate::broker::{Action, Audited, Broker};
 use crate::identity::Requester;
 use crate::metrics::Sampled;
 
@@ -98,35 +98,43 @@ impl Broker {
     /// `forbidden`, `bad_args` (unknown message), `unsupported` (nobody takes admin messages),
     /// `timeout`, or the embedding process's answer.
     pub async fn signal(&self, who: &Requester, req: SignalRequest) -> Result<serde_json::Value, ErrorBody> {
-        self.policy().check(&who.identity, &Action::Signal)?;
-        let message = match req.message.to_ascii_uppercase().as_str() {
-            "PING" => {
-                let (agents, operators) = self.sessions().counts();
-                return Ok(serde_json::json!({
-                    "pong": true,
-                    "agents": agents,
-                    "operators": operators,
-                    "jobs_in_flight": self.jobs().in_flight(),
-                    "draining": self.is_draining(),
-                }));
+        let signal = orb_proto::excerpt(&req.message).to_ascii_uppercase();
+        let result: Result<serde_json::Value, ErrorBody> = async {
+            self.policy().check(&who.identity, &Action::Signal)?;
+            let message = match req.message.to_ascii_uppercase().as_str() {
+                "PING" => {
+                    let (agents, operators) = self.sessions().counts();
+                    return Ok(serde_json::json!({
+                        "pong": true,
+                        "agents": agents,
+                        "operators": operators,
+                        "jobs_in_flight": self.jobs().in_flight(),
+                        "draining": self.is_draining(),
+                    }));
+                }
+                "QUIT" => AdminMessage::Quit,
+                "RELOAD" => AdminMessage::Reload,
+                "LOG_ROTATE" => AdminMessage::LogRotate,
+                other => {
+                    return Err(ErrorBody::new(
+                        ErrorCode::BadArgs,
+                        format!("unknown signal '{}'; use QUIT, RELOAD, LOG_ROTATE or PING", orb_proto::excerpt(other)),
+                    ));
+                }
+            };
+            let (reply, answer) = oneshot::channel();
+            let unavailable = || ErrorBody::new(ErrorCode::Unsupported, "this server does not handle admin messages");
+            self.admin_tx().try_send(AdminRequest { message, params: req.params, reply }).map_err(|_| unavailable())?;
+            match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(unavailable()),
+                Err(_) => Err(ErrorBody::new(ErrorCode::Timeout, "the server did not act on the message in time")),
             }
-            "QUIT" => AdminMessage::Quit,
-            "RELOAD" => AdminMessage::Reload,
-            "LOG_ROTATE" => AdminMessage::LogRotate,
-            other => {
-                return Err(ErrorBody::new(
-                    ErrorCode::BadArgs,
-                    format!("unknown signal '{}'; use QUIT, RELOAD, LOG_ROTATE or PING", orb_proto::excerpt(other)),
-                ));
-            }
-        };
-        let (reply, answer) = oneshot::channel();
-        let unavailable = || ErrorBody::new(ErrorCode::Unsupported, "this server does not handle admin messages");
-        self.admin_tx().try_send(AdminRequest { message, params: req.params, reply }).map_err(|_| unavailable())?;
-        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(unavailable()),
-            Err(_) => Err(ErrorBody::new(ErrorCode::Timeout, "the server did not act on the message in time")),
         }
+        .await;
+        if signal != "PING" {
+            self.audit(who, Audited::Signal, &signal, serde_json::Value::Null, &result);
+        }
+        result
     }
 }

@@ -5,7 +5,7 @@
 use orb_proto::tokens::{TokenAdd, TokenCreated, TokenInfo, TokenRef};
 use orb_proto::{ErrorBody, ErrorCode};
 
-use crate::broker::{Action, Broker};
+use crate::broker::{Action, Audited, Broker};
 use crate::identity::Requester;
 use crate::operators::OperatorTokens;
 
@@ -24,7 +24,15 @@ impl Broker {
     /// `forbidden`, `bad_id` (the name), `id_taken`, `bad_request` (too many, a bad lifetime),
     /// `store_unavailable`.
     pub async fn token_add(&self, who: &Requester, a: TokenAdd) -> Result<TokenCreated, ErrorBody> {
-        self.operator_tokens(who, orb_proto::message::commands::TOKENS_ADD)?.add(&a.name, a.role, a.expires_in_ms).await
+        let (target, role) = (a.name.clone(), a.role);
+        let result: Result<TokenCreated, ErrorBody> = async {
+            self.operator_tokens(who, orb_proto::message::commands::TOKENS_ADD)?
+                .add(&a.name, a.role, a.expires_in_ms)
+                .await
+        }
+        .await;
+        self.audit(who, Audited::TokenAdd, &target, serde_json::json!({ "role": role }), &result);
+        result
     }
 
     /// `$orb.tokens.list`: every token, revoked ones included, by name.
@@ -40,6 +48,10 @@ impl Broker {
     /// # Errors
     /// `forbidden`, `not_found`, `store_unavailable`.
     pub async fn token_revoke(&self, who: &Requester, r: &TokenRef) -> Result<TokenInfo, ErrorBody> {
-        self.operator_tokens(who, orb_proto::message::commands::TOKENS_REVOKE)?.revoke(&r.name).await
+        let result: Result<TokenInfo, ErrorBody> =
+            async { self.operator_tokens(who, orb_proto::message::commands::TOKENS_REVOKE)?.revoke(&r.name).await }
+                .await;
+        self.audit(who, Audited::TokenRevoke, &r.name, serde_json::Value::Null, &result);
+        result
     }
 }
