@@ -43,6 +43,6 @@ pub struct AuditInfo {
     pub outcome: String,
     /// More about it (a JSON object: the command, the job id, a refusal's message); null when
     /// nothing.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub detail: Option<Box<RawValue>>,
 }
