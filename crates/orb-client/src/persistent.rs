@@ -440,6 +440,31 @@ mod tests {
         Persistent::new(base, urls, Handlers::new(), backoff)
     }
 
+    /// Runs `link` until it connects (within 10 s): every event it reported.
+    async fn run_until_connected(link: &Persistent) -> Vec<LinkEvent> {
+        let stop = CancellationToken::new();
+        let mut events = Vec::new();
+        let run = link.run(&stop, |e| {
+            if matches!(e, LinkEvent::Connected { .. }) {
+                stop.cancel();
+            }
+            events.push(e);
+        });
+        tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap();
+        events
+    }
+
+    /// The failed attempts among `events`: their codes and the wait before the next.
+    fn failures(events: &[LinkEvent]) -> Vec<(Option<ErrorCode>, Duration)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                LinkEvent::Failed { code, retry_in, .. } => Some((code.clone(), *retry_in)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn describe(events: &[LinkEvent]) -> Vec<String> {
         events.iter().map(|e| format!("{e:?}")).collect()
     }
@@ -564,23 +589,9 @@ mod tests {
             s.welcome("dev-1", None).await;
             s
         });
-        let stop = CancellationToken::new();
-        let mut events = Vec::new();
-        let run = link.run(&stop, |e| {
-            if matches!(e, LinkEvent::Connected { .. }) {
-                stop.cancel();
-            }
-            events.push(e);
-        });
-        tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap();
+        let events = run_until_connected(&link).await;
         drop(server.await.unwrap());
-        let failed: Vec<(Option<ErrorCode>, Duration)> = events
-            .iter()
-            .filter_map(|e| match e {
-                LinkEvent::Failed { code, retry_in, .. } => Some((code.clone(), *retry_in)),
-                _ => None,
-            })
-            .collect();
+        let failed = failures(&events);
         assert_eq!(failed.len(), 3, "{:?}", describe(&events));
         assert!(failed.iter().all(|(c, _)| *c == Some(ErrorCode::RateLimited)), "{:?}", describe(&events));
         // The jittered exponential backoff (not the fixed delay of a refused credential): the first
@@ -601,23 +612,9 @@ mod tests {
             s.welcome("dev-1", None).await;
             s
         });
-        let stop = CancellationToken::new();
-        let mut events = Vec::new();
-        let run = link.run(&stop, |e| {
-            if matches!(e, LinkEvent::Connected { .. }) {
-                stop.cancel();
-            }
-            events.push(e);
-        });
-        tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap();
+        let events = run_until_connected(&link).await;
         drop(server.await.unwrap());
-        let failed: Vec<(Option<ErrorCode>, Duration)> = events
-            .iter()
-            .filter_map(|e| match e {
-                LinkEvent::Failed { code, retry_in, .. } => Some((code.clone(), *retry_in)),
-                _ => None,
-            })
-            .collect();
+        let failed = failures(&events);
         let max = Duration::from_millis(10);
         assert_eq!(
             failed,

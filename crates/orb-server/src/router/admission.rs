@@ -2,7 +2,7 @@
 //! connection whichever port it came in on), how fast one address may enroll new devices, and how
 //! fast agents may start sessions server-wide. A [`ConnectionGuard`] holds a connection's place
 //! until it is dropped. Failed authentications per address are counted by `failed_auth` (the
-//! failed-auth limiter). [`Bucket`] is the token bucket of these rates and of each session's
+//! failed-auth limiter). `Bucket` is the token bucket of these rates and of each session's
 //! message rate (`crate::session`).
 
 use std::collections::HashMap;
