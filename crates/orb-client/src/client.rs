@@ -508,7 +508,9 @@ impl Client {
 
     /// Stops taking new commands (they are answered `shutting_down`), waits up to `grace` for
     /// running handlers to finish and send their replies, then closes. Returns whether every
-    /// handler finished in time.
+    /// handler finished in time. A handler that finishes without waiting is answered inline by
+    /// the connection's reader, outside the handlers this waits for: a handler that triggers the
+    /// drain itself should do so after its first `.await` (see `examples/conversation`).
     pub async fn drain(&self, grace: Duration) -> bool {
         self.inner.draining.store(true, Ordering::Release);
         self.inner.tasks.close();
