@@ -45,6 +45,9 @@ pub enum Command {
     /// Operator tokens with roles (admin, operator, viewer): add one (shown once), list, revoke.
     #[command(after_help = crate::help::TOKENS)]
     Tokens(TokensArgs),
+    /// What the devices handle: each declared command with how many devices declare it.
+    #[command(after_help = crate::help::COMMANDS)]
+    Commands(CommandsArgs),
     /// The audit log: who changed what, when and from where (admin only), newest first.
     #[command(after_help = crate::help::AUDIT)]
     Audit(AuditArgs),
@@ -214,6 +217,7 @@ impl Command {
             Command::Devices(a) => Some(&mut a.connect),
             Command::Tokens(a) => Some(&mut a.connect),
             Command::Audit(a) => Some(&mut a.connect),
+            Command::Commands(a) => Some(&mut a.connect),
             Command::Jobs(a) => Some(&mut a.connect),
             Command::Signal(a) => Some(&mut a.connect),
             Command::Pub(a) => Some(&mut a.connect),
@@ -580,6 +584,22 @@ pub struct TokensArgs {
     pub output: crate::output::OutputArgs,
     #[command(subcommand)]
     pub action: Option<TokensCommand>,
+}
+
+/// `orb commands`: the commands the matching devices declare.
+#[derive(Debug, Args)]
+pub struct CommandsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Only devices matching this selector (default: every known device).
+    pub selector: Option<String>,
+    /// Output: a table, a wide table (with the device ids), one JSON array, YAML or the command
+    /// names.
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
+    /// Only devices connected now.
+    #[arg(long)]
+    pub connected: bool,
 }
 
 /// `orb audit`: the audit log's newest entries.

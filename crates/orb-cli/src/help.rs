@@ -150,6 +150,13 @@ Examples:
   orb tokens revoke ci                   # refused from its next command on
   ORB_TOKEN=0f3a...9c orb send 'tag:env=staging' deploy   # as the token ci";
 
+/// `orb commands`.
+pub const COMMANDS: &str = "\
+Examples:
+  orb commands                           # every command the known devices declare, with counts
+  orb commands 'tag:role=camera' --connected -o wide   # which connected cameras handle what
+  orb commands --json | jq -r '.[].command'";
+
 /// `orb audit`.
 pub const AUDIT: &str = "\
 Examples:

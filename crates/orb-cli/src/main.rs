@@ -21,6 +21,7 @@ mod bench;
 #[cfg(feature = "server")]
 mod cert;
 mod cli;
+mod commands;
 mod config;
 mod connect;
 mod context;
@@ -109,6 +110,10 @@ async fn run(mut cli: cli::Cli) -> Result<u8, exit::Failure> {
         cli::Command::Tokens(args) => {
             client_logging()?;
             tokens::run(args).await
+        }
+        cli::Command::Commands(args) => {
+            client_logging()?;
+            commands::run(args).await
         }
         cli::Command::Audit(args) => {
             client_logging()?;

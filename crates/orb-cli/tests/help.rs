@@ -73,6 +73,7 @@ fn every_sub_command_help_has_examples_and_no_empty_env_value() {
         "jobs show",
         "jobs cancel",
         "audit",
+        "commands",
         "signal",
         "schedule",
         "schedule preview",
