@@ -6,20 +6,16 @@ mod args;
 mod pattern;
 mod run;
 
-use std::time::Duration;
-
 use orb_client::{Context, HandlerResult};
 use orb_proto::{ErrorBody, ErrorCode};
 
-pub use pattern::Pattern;
+use pattern::Pattern;
 
 use crate::config::ExecSection;
 
 /// The user commands run as (`[exec] run_as`), resolved when the configuration loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {
-    /// The user's name, as configured.
-    pub name: String,
     /// Its uid.
     pub uid: u32,
     /// Its primary gid.
@@ -56,7 +52,7 @@ impl Policy {
             }
         }
         let run_as = s.run_as.as_deref().and_then(|name| match nix::unistd::User::from_name(name) {
-            Ok(Some(u)) => Some(RunAs { name: name.to_owned(), uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
+            Ok(Some(u)) => Some(RunAs { uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
             Ok(None) => {
                 problems.push(format!("'exec.run_as' = \"{name}\": no such user on this machine"));
                 None
@@ -105,7 +101,7 @@ pub async fn call(policy: &Policy, c: Context) -> HandlerResult {
         let msg = format!("exec: '{line}' is not allowed by this agent's [exec] allow list; nothing was run");
         return Err(ErrorBody::new(ErrorCode::NotAllowed, msg));
     }
-    tracing::info!(cmd = line, job = c.job.as_deref(), from = c.from, "exec");
+    tracing::info!(cmd = %line, job = c.job.as_deref(), from = %c.from, "exec");
     // Leaving this select drops the run, which kills the command's process group.
     let o = tokio::select! {
         r = run::run(&a, policy) => r?,
@@ -136,6 +132,8 @@ pub async fn call(policy: &Policy, c: Context) -> HandlerResult {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
     use bytes::Bytes;
     use tokio_util::sync::CancellationToken;
 
