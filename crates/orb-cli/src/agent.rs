@@ -317,7 +317,11 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         .await
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e}; the agent keeps its journal and outbox there")))?;
     if let Some(policy) = &settings.exec {
-        tracing::info!(patterns = policy.pattern_count(), "exec is on: [exec] allow lists {} command patterns", policy.pattern_count());
+        tracing::info!(
+            patterns = policy.pattern_count(),
+            "exec is on: [exec] allow lists {} command patterns",
+            policy.pattern_count()
+        );
     }
     let handlers = agent_handlers(settings.exec.clone());
     let link = Persistent::new(base, urls, handlers, backoff).durable(store);

@@ -61,7 +61,10 @@ fn allowed_commands_run_and_answer_their_output() {
     let _agent = agent_with_config(&server, "dev", CONFIG);
     let r = exec(&server, "dev", &json!({"cmd": ["echo", "hi"]}), &[]);
     assert_eq!(r["status"], "ok", "{r}");
-    assert_eq!(r["result"], json!({"exit_code": 0, "signal": null, "stdout": "hi\n", "stderr": "", "truncated": false}));
+    assert_eq!(
+        r["result"],
+        json!({"exit_code": 0, "signal": null, "stdout": "hi\n", "stderr": "", "truncated": false})
+    );
 
     // stdin is fed; the output is capped at max_output (100) bytes per stream.
     let input = "x".repeat(150);
@@ -144,14 +147,18 @@ fn run_as_switches_user_when_the_agent_is_root() {
 fn a_bad_exec_section_stops_the_agent_with_78_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     for (text, says) in [
-        ("[exec]\nallow = [\"echo *\"]\nrun_as = \"no-such-user-orb\"\n", "'exec.run_as' = \"no-such-user-orb\": no such user"),
+        (
+            "[exec]\nallow = [\"echo *\"]\nrun_as = \"no-such-user-orb\"\n",
+            "'exec.run_as' = \"no-such-user-orb\": no such user",
+        ),
         ("[exec]\nallow = [\"echo *\", \"\"]\n", "'exec.allow' entry 1"),
         ("[exec]\nallow = [\"* -s\"]\n", "'exec.allow' entry 0: '* -s'"),
         ("[exec]\nallow = [\"ls -l*\"]\n", "'-l*'"),
     ] {
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();
-        let out = common::agent_cmd(dir.path(), "tcp://127.0.0.1:9", "dev").arg("--config").arg(&path).output().unwrap();
+        let out =
+            common::agent_cmd(dir.path(), "tcp://127.0.0.1:9", "dev").arg("--config").arg(&path).output().unwrap();
         assert_eq!(out.status.code(), Some(78), "{text}: {}", stderr(&out));
         assert!(stderr(&out).contains(says), "{text}: {}", stderr(&out));
     }

@@ -107,10 +107,12 @@ pub async fn call(policy: &Policy, c: Context) -> HandlerResult {
         r = run::run(&a, policy) => r?,
         () = tokio::time::sleep(a.timeout) => {
             let t = humantime::format_duration(a.timeout);
-            return Err(ErrorBody::new(ErrorCode::Timeout, format!("exec: '{line}' ran past its timeout of {t}; its process group was killed")));
+            let msg = format!("exec: '{line}' ran past its timeout of {t}; its process group was killed");
+            return Err(ErrorBody::new(ErrorCode::Timeout, msg));
         }
         () = c.cancel.cancelled() => {
-            return Err(ErrorBody::new(ErrorCode::Cancelled, format!("exec: the job was cancelled; the process group of '{line}' was killed")));
+            let msg = format!("exec: the job was cancelled; the process group of '{line}' was killed");
+            return Err(ErrorBody::new(ErrorCode::Cancelled, msg));
         }
     };
     let result = serde_json::json!({

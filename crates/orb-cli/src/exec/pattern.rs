@@ -115,7 +115,10 @@ mod tests {
         for n in 1..=3 {
             let mut combos: Vec<Vec<&str>> = vec![vec![]];
             for _ in 0..n {
-                combos = combos.into_iter().flat_map(|c| alphabet.iter().map(move |w| [c.clone(), vec![*w]].concat())).collect();
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| alphabet.iter().map(move |w| [c.clone(), vec![*w]].concat()))
+                    .collect();
             }
             for c in combos {
                 patterns.push([vec!["p"], c.clone()].concat());
