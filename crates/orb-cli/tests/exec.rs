@@ -2,6 +2,7 @@
 //! `orb serve` and `orb send`: allowed and refused command lines, a failing command's result, a
 //! timeout and a deadline killing the whole process group, the clean environment, the output cap,
 //! and configurations refused at load.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
