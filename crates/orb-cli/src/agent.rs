@@ -1,8 +1,9 @@
 //! `orb agent`: merge the `[agent]` configuration with flags, lock the agent's data folder,
 //! connect with its saved credential (or enroll with the agent token and save the one the server
 //! issues), keep a permanent connection (backup servers, backoff with jitter) and answer the
-//! built-in commands (`ping`, `echo`, `sys.info`, `sleep`). SIGTERM/SIGINT let running commands
-//! finish (up to the grace period), send their results, and exit 0.
+//! built-in commands (`ping`, `echo`, `sys.info`, `sleep`, and `exec` when `[exec] allow` lists
+//! commands). SIGTERM/SIGINT let running commands finish (up to the grace period), send their
+//! results, and exit 0.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,19 @@ pub fn builtin_handlers() -> Handlers {
                 () = c.cancel.cancelled() => Err(ErrorBody::new(ErrorCode::Cancelled, "sleep: the job was cancelled")),
             }
         })
+}
+
+/// The built-in handlers plus `exec` when the configuration allows commands (so `exec` is
+/// declared in hello only then, and the server refuses it to other agents: `unknown_command`).
+fn agent_handlers(exec: Option<std::sync::Arc<crate::exec::Policy>>) -> Handlers {
+    let handlers = builtin_handlers();
+    match exec {
+        Some(policy) => handlers.on("exec", move |c: Context| {
+            let policy = std::sync::Arc::clone(&policy);
+            async move { crate::exec::call(&policy, c).await }
+        }),
+        None => handlers,
+    }
 }
 
 /// The longest `sleep` (24h): the server's default `max_deadline`, beyond which no job waits anyway.
@@ -302,7 +316,15 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let store = AgentStore::open(&store_path, settings.agent.durable)
         .await
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e}; the agent keeps its journal and outbox there")))?;
-    let link = Persistent::new(base, urls, builtin_handlers(), backoff).durable(store);
+    if let Some(policy) = &settings.exec {
+        tracing::info!(
+            patterns = policy.pattern_count(),
+            "exec is on: [exec] allow lists {} command patterns",
+            policy.pattern_count()
+        );
+    }
+    let handlers = agent_handlers(settings.exec.clone());
+    let link = Persistent::new(base, urls, handlers, backoff).durable(store);
     let current = link.current();
     let stop = CancellationToken::new();
     let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
@@ -461,6 +483,14 @@ mod tests {
         let e = call(ctx("sleep", r#""1h""#, Duration::from_secs(5))).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::Timeout);
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn exec_is_declared_only_when_commands_are_allowed() {
+        assert_eq!(agent_handlers(None).names(), ["echo", "ping", "sleep", "sys.info"]);
+        let section = config::ExecSection { allow: vec!["uname -s".into()], ..config::ExecSection::default() };
+        let policy = crate::exec::Policy::load(&section).unwrap().map(std::sync::Arc::new);
+        assert_eq!(agent_handlers(policy).names(), ["echo", "exec", "ping", "sleep", "sys.info"]);
     }
 
     #[tokio::test]

@@ -167,6 +167,25 @@ impl ClientSection {
     }
 }
 
+/// `[exec]`: the agent's `exec` built-in, off while `allow` is empty (checked by
+/// [`crate::exec::Policy::load`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecSection {
+    /// Allowed argv patterns (`"uname -s"`, `"echo *"`).
+    pub allow: Vec<String>,
+    /// The user commands run as (the agent's own when absent).
+    pub run_as: Option<String>,
+    /// Bytes kept of each of stdout and stderr.
+    pub max_output: u64,
+}
+
+impl Default for ExecSection {
+    fn default() -> Self {
+        ExecSection { allow: Vec::new(), run_as: None, max_output: 65536 }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -185,6 +204,8 @@ pub struct FileConfig {
     pub agent: AgentSection,
     /// `[client]`.
     pub client: ClientSection,
+    /// `[exec]`: the agent's `exec` built-in.
+    pub exec: ExecSection,
     /// `[acl]`: what agents may do beyond answering.
     pub acl: AclSection,
     /// `[http]`: options of the HTTP port.
@@ -222,6 +243,7 @@ fn known_keys() -> BTreeMap<String, Vec<String>> {
     sample.agent.cert = Some(String::new());
     sample.agent.key = Some(String::new());
     sample.agent.give_up_after = Some(String::new());
+    sample.exec.run_as = Some(String::new());
     sample.client.server = Some(String::new());
     sample.client.token_file = Some(String::new());
     sample.client.context = Some(String::new());
@@ -436,6 +458,8 @@ pub struct Settings {
     pub server: orb_server::ServerConfig,
     /// Agent reconnect and stop settings.
     pub agent: TypedAgent,
+    /// The agent's `exec` built-in; `None` (off) while `[exec] allow` is empty.
+    pub exec: Option<std::sync::Arc<crate::exec::Policy>>,
 }
 
 /// `[agent]` timers as typed values.
@@ -514,6 +538,10 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         p.push(format!("'agent.id': {e}"));
     }
     p.extend(file.client.problems().into_iter().map(|(_, m)| m));
+    let exec = crate::exec::Policy::load(&file.exec).unwrap_or_else(|problems| {
+        p.extend(problems);
+        None
+    });
     #[cfg(feature = "server")]
     let server = orb_server::config::file::ServerFile {
         server: file.server.clone(),
@@ -537,6 +565,7 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         #[cfg(feature = "server")]
         server,
         agent,
+        exec: exec.map(std::sync::Arc::new),
     })
 }
 

@@ -75,6 +75,10 @@ Built-in commands:
                                          `timeout` when its deadline comes first
   sys.info   no arguments             -> {\"hostname\", \"os\", \"os_version\", \"arch\", \"agent_version\",
                                           \"uptime_s\", \"agent_uptime_s\", \"clock\"}
+  exec       {\"cmd\": [\"uname\", \"-s\"], \"timeout\": \"30s\", \"stdin\": \"...\"}; off until [exec] allow
+             lists argv patterns (\"echo *\"); no shell, clean environment, process group killed
+                                      -> {\"exit_code\", \"signal\", \"stdout\", \"stderr\", \"truncated\"};
+                                         `not_allowed`, `exit_status` (non-zero exit)
 
 Examples:
   orb agent --id web-1 --tag role=web --tag region=eu    # token from ./orb-data on loopback

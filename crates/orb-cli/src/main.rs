@@ -31,6 +31,7 @@ mod credentials;
 #[cfg(feature = "server")]
 mod demo;
 mod devices;
+mod exec;
 mod exit;
 mod help;
 mod hints;

@@ -167,7 +167,7 @@ fn defaults_claimed_in_help_are_the_defaults_in_force() {
         assert!(option_text(&help, "--json").contains("-o json"), "orb {cmd} --help");
     }
     // The built-in commands are documented where agents are started.
-    for builtin in ["ping", "echo", "sleep", "sys.info"] {
+    for builtin in ["ping", "echo", "sleep", "sys.info", "exec"] {
         assert!(agent.contains(&format!("\n  {builtin} ")), "orb agent --help does not document {builtin}");
     }
 }

@@ -1,0 +1,209 @@
+//! The `exec` built-in of `orb agent`: runs an OS command (an argv, never through a shell) only
+//! when `[exec] allow` permits it, with a timeout, a clean environment and capped output
+//! (docs/agent-commands.md, decision 0028). Off, and not declared, while the list is empty.
+
+mod args;
+mod pattern;
+mod run;
+
+use orb_client::{Context, HandlerResult};
+use orb_proto::{ErrorBody, ErrorCode};
+
+use pattern::Pattern;
+
+use crate::config::ExecSection;
+
+/// The user commands run as (`[exec] run_as`), resolved when the configuration loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+/// The checked `[exec]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The allowed argv patterns.
+    allow: Vec<Pattern>,
+    /// The user to switch to, if any.
+    run_as: Option<RunAs>,
+    /// Bytes kept of each of stdout and stderr.
+    max_output: usize,
+}
+
+/// The largest `[exec] max_output`: the result (both outputs, JSON-escaped) must fit in a frame.
+pub const MAX_OUTPUT_LIMIT: u64 = 128 * 1024;
+
+impl Policy {
+    /// Checks `[exec]`: every `allow` entry parses, `run_as` names an existing user and
+    /// `max_output` is 1 to [`MAX_OUTPUT_LIMIT`] bytes. `None` when `allow` is empty (exec is off).
+    ///
+    /// # Errors
+    /// Every problem, each naming its key (and entry).
+    pub fn load(s: &ExecSection) -> Result<Option<Policy>, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut allow = Vec::with_capacity(s.allow.len());
+        for (i, entry) in s.allow.iter().enumerate() {
+            match Pattern::parse(entry) {
+                Ok(p) => allow.push(p),
+                Err(e) => problems.push(format!("'exec.allow' entry {i}: {e}")),
+            }
+        }
+        let run_as = s.run_as.as_deref().and_then(|name| match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Some(RunAs { uid: u.uid.as_raw(), gid: u.gid.as_raw() }),
+            Ok(None) => {
+                problems.push(format!("'exec.run_as' = \"{name}\": no such user on this machine"));
+                None
+            }
+            Err(e) => {
+                problems.push(format!("'exec.run_as' = \"{name}\": cannot look the user up: {e}"));
+                None
+            }
+        });
+        if s.max_output == 0 || s.max_output > MAX_OUTPUT_LIMIT {
+            problems.push(format!("'exec.max_output' = {} must be 1 to {MAX_OUTPUT_LIMIT} bytes", s.max_output));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if allow.is_empty() {
+            return Ok(None);
+        }
+        let max_output = usize::try_from(s.max_output).unwrap_or(usize::MAX);
+        Ok(Some(Policy { allow, run_as, max_output }))
+    }
+
+    /// How many patterns `allow` has.
+    pub fn pattern_count(&self) -> usize {
+        self.allow.len()
+    }
+
+    /// Whether some `allow` pattern matches `argv`.
+    pub fn allows(&self, argv: &[String]) -> bool {
+        self.allow.iter().any(|p| p.matches(argv))
+    }
+}
+
+/// The command line as people read it in messages, shortened.
+fn shown(argv: &[String]) -> String {
+    orb_proto::excerpt(&argv.join(" ")).into_owned()
+}
+
+/// Handles one `exec`: checks the arguments and the allow list (refused commands run nothing),
+/// runs the command, and answers its result, or `exit_status` with the result in the message
+/// when it failed; `timeout` and `cancelled` kill its process group.
+pub async fn call(policy: &Policy, c: Context) -> HandlerResult {
+    let a = args::parse(&c.args)?;
+    let line = shown(&a.argv);
+    if !policy.allows(&a.argv) {
+        let msg = format!("exec: '{line}' is not allowed by this agent's [exec] allow list; nothing was run");
+        return Err(ErrorBody::new(ErrorCode::NotAllowed, msg));
+    }
+    tracing::info!(cmd = %line, job = c.job.as_deref(), from = %c.from, "exec");
+    // Leaving this select drops the run, which kills the command's process group.
+    let o = tokio::select! {
+        r = run::run(&a, policy) => r?,
+        () = tokio::time::sleep(a.timeout) => {
+            let t = humantime::format_duration(a.timeout);
+            let msg = format!("exec: '{line}' ran past its timeout of {t}; its process group was killed");
+            return Err(ErrorBody::new(ErrorCode::Timeout, msg));
+        }
+        () = c.cancel.cancelled() => {
+            let msg = format!("exec: the job was cancelled; the process group of '{line}' was killed");
+            return Err(ErrorBody::new(ErrorCode::Cancelled, msg));
+        }
+    };
+    let result = serde_json::json!({
+        "exit_code": o.exit_code,
+        "signal": o.signal,
+        "stdout": o.stdout,
+        "stderr": o.stderr,
+        "truncated": o.truncated,
+    });
+    let how = match (o.exit_code, &o.signal) {
+        (Some(0), _) => return Ok(result),
+        (Some(n), _) => format!("exited with status {n}"),
+        (None, Some(s)) => format!("was killed by {s}"),
+        (None, None) => "ended without an exit status".to_owned(),
+    };
+    Err(ErrorBody::new(ErrorCode::ExitStatus, format!("exec: '{line}' {how}; result: {result}")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    fn section(allow: &[&str]) -> ExecSection {
+        ExecSection { allow: allow.iter().map(|s| (*s).to_owned()).collect(), ..ExecSection::default() }
+    }
+
+    fn ctx(args: &str) -> Context {
+        Context {
+            cmd: "exec".into(),
+            from: "op-1".into(),
+            args: Bytes::copy_from_slice(args.as_bytes()),
+            job: Some("job-1".into()),
+            deadline: Duration::from_secs(30),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    #[test]
+    fn an_empty_allow_list_is_off_and_bad_entries_are_named() {
+        assert_eq!(Policy::load(&section(&[])).unwrap(), None);
+        assert!(Policy::load(&section(&["uname -s"])).unwrap().is_some());
+        let e = Policy::load(&section(&["uname -s", "", "* x"])).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("'exec.allow' entry 1: ") && e[0].contains("empty"), "{e:?}");
+        assert!(e[1].starts_with("'exec.allow' entry 2: ") && e[1].contains("'* x'"), "{e:?}");
+    }
+
+    #[test]
+    fn run_as_must_name_a_user_and_max_output_is_bounded() {
+        let mut s = section(&["id -u"]);
+        s.run_as = Some("no-such-user-orb".into());
+        s.max_output = 0;
+        let e = Policy::load(&s).unwrap_err();
+        assert!(e.iter().any(|m| m.contains("'exec.run_as' = \"no-such-user-orb\": no such user")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("'exec.max_output' = 0")), "{e:?}");
+        s.run_as = Some("root".into());
+        s.max_output = 10;
+        let p = Policy::load(&s).unwrap().unwrap();
+        assert_eq!(p.run_as.map(|u| u.uid), Some(0));
+    }
+
+    #[tokio::test]
+    async fn refused_commands_run_nothing_and_failures_carry_the_result() {
+        let p = Policy::load(&section(&["echo *", "false"])).unwrap().unwrap();
+        let v = call(&p, ctx(r#"{"cmd": ["echo", "hi"]}"#)).await.unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"exit_code": 0, "signal": null, "stdout": "hi\n", "stderr": "", "truncated": false})
+        );
+        let e = call(&p, ctx(r#"{"cmd": ["touch", "/tmp/orb-exec-refused"]}"#)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotAllowed);
+        assert!(!std::path::Path::new("/tmp/orb-exec-refused").exists());
+        let e = call(&p, ctx(r#"{"cmd": ["false"]}"#)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExitStatus);
+        let (head, result) = e.message.split_once("; result: ").unwrap();
+        assert_eq!(head, "exec: 'false' exited with status 1");
+        let result: serde_json::Value = serde_json::from_str(result).unwrap();
+        assert_eq!(result["exit_code"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_answers_timeout() {
+        let p = Policy::load(&section(&["sleep *"])).unwrap().unwrap();
+        let e = call(&p, ctx(r#"{"cmd": ["sleep", "30"], "timeout": "200ms"}"#)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Timeout);
+        assert!(e.message.contains("timeout of 200ms"), "{}", e.message);
+    }
+}
