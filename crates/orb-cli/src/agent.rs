@@ -1,8 +1,9 @@
 //! `orb agent`: merge the `[agent]` configuration with flags, lock the agent's data folder,
 //! connect with its saved credential (or enroll with the agent token and save the one the server
 //! issues), keep a permanent connection (backup servers, backoff with jitter) and answer the
-//! built-in commands (`ping`, `echo`, `sys.info`, `sleep`). SIGTERM/SIGINT let running commands
-//! finish (up to the grace period), send their results, and exit 0.
+//! built-in commands (`ping`, `echo`, `sys.info`, `sleep`) and publish its system metrics
+//! (`crate::telemetry`, `[telemetry] interval`). SIGTERM/SIGINT let running commands finish (up
+//! to the grace period), send their results, and exit 0.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,20 +20,24 @@ use crate::connect::{self, TokenKind};
 use crate::credentials::{self, Credentials};
 use crate::exit::{self, Failure};
 use crate::logging;
+use crate::sysmetrics::SysMetrics;
+use crate::telemetry;
 
 /// The agent software name sent in hello.
 pub const AGENT_NAME: &str = concat!("orb-agent/", env!("CARGO_PKG_VERSION"));
 
-/// The built-in command handlers every `orb agent` has.
-pub fn builtin_handlers() -> Handlers {
-    let started = std::time::Instant::now();
+/// The built-in command handlers every `orb agent` has; `sys.info` answers from `metrics`.
+pub fn builtin_handlers(metrics: SysMetrics) -> Handlers {
     Handlers::new()
         .on("ping", |_c: Context| async { Ok(serde_json::json!({"pong": true})) })
         .on("echo", |c: Context| async move {
             serde_json::from_slice::<serde_json::Value>(&c.args)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("echo: {e}")))
         })
-        .on("sys.info", move |_c: Context| async move { Ok(sys_info(started)) })
+        .on("sys.info", move |_c: Context| {
+            let metrics = metrics.clone();
+            async move { Ok(metrics.sample().await) }
+        })
         .on("sleep", |c: Context| async move {
             let wait = sleep_args(&c)?;
             tokio::select! {
@@ -71,20 +76,6 @@ fn sleep_args(c: &Context) -> Result<std::time::Duration, ErrorBody> {
         return Err(bad(format!("at most 24h ({} s asked)", wait.as_secs())));
     }
     Ok(wait)
-}
-
-/// Hostname, OS, architecture, agent version, uptimes and the agent's clock.
-fn sys_info(started: std::time::Instant) -> serde_json::Value {
-    serde_json::json!({
-        "hostname": sysinfo::System::host_name().ok(),
-        "os": std::env::consts::OS,
-        "os_version": sysinfo::System::long_os_version().ok(),
-        "arch": std::env::consts::ARCH,
-        "agent_version": AGENT_NAME,
-        "uptime_s": sysinfo::System::uptime().ok(),
-        "agent_uptime_s": started.elapsed().as_secs(),
-        "clock": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    })
 }
 
 /// Takes the exclusive lock on `dir/agent.lock`, so two agents never share one data folder.
@@ -302,9 +293,13 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let store = AgentStore::open(&store_path, settings.agent.durable)
         .await
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e}; the agent keeps its journal and outbox there")))?;
-    let link = Persistent::new(base, urls, builtin_handlers(), backoff).durable(store);
+    let metrics = SysMetrics::new();
+    let link = Persistent::new(base, urls, builtin_handlers(metrics.clone()), backoff).durable(store);
     let current = link.current();
     let stop = CancellationToken::new();
+    // The telemetry interval: the configured one; a server-pushed one would be sent on this channel.
+    let (_interval_tx, interval) = tokio::sync::watch::channel(settings.agent.telemetry);
+    tokio::spawn(telemetry::run(metrics, link.current(), interval, stop.child_token()));
     let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
     let stopper = stop.clone();
@@ -418,7 +413,7 @@ mod tests {
     }
 
     async fn call(c: Context) -> Result<serde_json::Value, ErrorBody> {
-        handler::run(builtin_handlers().get(&c.cmd), c).await
+        handler::run(builtin_handlers(SysMetrics::new()).get(&c.cmd), c).await
     }
 
     #[test]
@@ -472,10 +467,13 @@ mod tests {
         let info = call(ctx("sys.info", "null", d)).await.unwrap();
         let mut keys: Vec<&str> = info.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(
-            keys,
-            ["agent_uptime_s", "agent_version", "arch", "clock", "hostname", "os", "os_version", "uptime_s"]
-        );
+        // The full shape is the collector's test (`sysmetrics`): here, the command answers it.
+        for key in ["agent_uptime_s", "agent_version", "arch", "clock", "hostname", "os", "os_version", "uptime_s"] {
+            assert!(keys.contains(&key), "{key} missing: {keys:?}");
+        }
+        for key in ["cpu_percent", "cpus", "load_avg", "memory", "swap", "disks", "network"] {
+            assert!(keys.contains(&key), "{key} missing: {keys:?}");
+        }
         assert_eq!(info["agent_version"], AGENT_NAME);
         assert_eq!(info["os"], std::env::consts::OS);
     }

@@ -133,6 +133,20 @@ impl Default for AgentSection {
     }
 }
 
+/// `[telemetry]`: the system metrics `orb agent` publishes on `telemetry.<id>.sys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// How often: a duration (at least 100ms), or `0` / `off` for never.
+    pub interval: String,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection { interval: "60s".into() }
+    }
+}
+
 /// `[client]`: where client commands (`send`, `devices`, `jobs`, `signal`) connect when no flag,
 /// environment variable or context says. Never a token: only the file holding it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +197,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[agent]`.
     pub agent: AgentSection,
+    /// `[telemetry]`.
+    pub telemetry: TelemetrySection,
     /// `[client]`.
     pub client: ClientSection,
     /// `[acl]`: what agents may do beyond answering.
@@ -451,6 +467,8 @@ pub struct TypedAgent {
     pub grace: Duration,
     /// Bounds of the journal and the outbox in `agent.db`.
     pub durable: DurableLimits,
+    /// `[telemetry] interval`: how often the agent publishes its metrics (`None`: never).
+    pub telemetry: Option<Duration>,
 }
 
 fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
@@ -481,6 +499,10 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
             },
             outbox: OutboxLimits { max_messages: a.outbox_max_messages, max_bytes: a.outbox_max_bytes },
         },
+        telemetry: crate::telemetry::parse_interval(&file.telemetry.interval).unwrap_or_else(|e| {
+            p.push(e);
+            None
+        }),
     };
     for (name, v) in [
         ("agent.journal_max_entries", a.journal_max_entries),
