@@ -1,7 +1,6 @@
 //! The dashboard's `/ui/` fragments, the HTML pieces htmx swaps into the shell: the device table
-//! (with each device's latest telemetry: CPU and memory),
-//! the selector preview, the job list, one job's per-device results (polling itself while the
-//! job runs) and the send form's answer. Each is a signed-in browser's call to the same typed
+//! (with each device's latest telemetry: CPU and memory), the selector preview, the job list, one
+//! job's per-device results (polling itself while the job runs) and the send form's answer. Each is a signed-in browser's call to the same typed
 //! broker services the API and the CLI use; a send goes through `Broker::submit` after the
 //! same-origin check.
 
