@@ -293,7 +293,7 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let store = AgentStore::open(&store_path, settings.agent.durable)
         .await
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e}; the agent keeps its journal and outbox there")))?;
-    let metrics = SysMetrics::new();
+    let metrics = SysMetrics::open();
     let link = Persistent::new(base, urls, builtin_handlers(metrics.clone()), backoff).durable(store);
     let current = link.current();
     let stop = CancellationToken::new();
@@ -413,7 +413,7 @@ mod tests {
     }
 
     async fn call(c: Context) -> Result<serde_json::Value, ErrorBody> {
-        handler::run(builtin_handlers(SysMetrics::new()).get(&c.cmd), c).await
+        handler::run(builtin_handlers(SysMetrics::open()).get(&c.cmd), c).await
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
     let n = args.agents as usize;
     let mut agents = Vec::with_capacity(n);
     // One collector for all of them: they run on this one machine.
-    let metrics = crate::sysmetrics::SysMetrics::new();
+    let metrics = crate::sysmetrics::SysMetrics::open();
     for i in 0..n {
         let role = ROLES[i % ROLES.len()];
         let mut c = ClientConfig::agent(

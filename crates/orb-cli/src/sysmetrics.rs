@@ -34,7 +34,7 @@ struct Collector {
 impl SysMetrics {
     /// Opens the collector and takes the first CPU reading (usage is known from the next sample
     /// taken at least `sysinfo::MINIMUM_CPU_UPDATE_INTERVAL` later).
-    pub fn new() -> SysMetrics {
+    pub fn open() -> SysMetrics {
         let mut system = System::new().ok();
         if let Some(s) = &mut system {
             s.refresh_cpu_usage();
@@ -159,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sample_has_every_documented_key_with_its_shape() {
-        let m = SysMetrics::new();
+        let m = SysMetrics::open();
         let v = m.sample().await;
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
@@ -207,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn cpu_usage_is_measured_between_samples_at_least_the_minimum_interval_apart() {
-        let m = SysMetrics::new();
+        let m = SysMetrics::open();
         // At once: no interval passed since the collector opened.
         assert!(m.sample().await["cpu_percent"].is_null());
         if cfg!(target_os = "linux") {
