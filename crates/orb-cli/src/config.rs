@@ -705,7 +705,8 @@ mod tests {
         assert_eq!(interval("[telemetry]\ninterval = 0\n", &[]).unwrap(), None);
         assert_eq!(interval("", &[("ORB_TELEMETRY__INTERVAL", "0")]).unwrap(), None);
         assert_eq!(interval("", &[("ORB_TELEMETRY__INTERVAL", "5m")]).unwrap(), Some(Duration::from_secs(300)));
-        for bad in ["[telemetry]\ninterval = 5\n", "[telemetry]\ninterval = \"5ms\"\n", "[telemetry]\nevery = \"1s\"\n"] {
+        for bad in ["[telemetry]\ninterval = 5\n", "[telemetry]\ninterval = \"5ms\"\n", "[telemetry]\nevery = \"1s\"\n"]
+        {
             let problems = interval(bad, &[]).unwrap_err();
             assert!(problems.iter().any(|p| p.contains("telemetry.")), "{bad}: {problems:?}");
         }

@@ -453,7 +453,9 @@ mod tests {
         .unwrap();
         let now = chrono::DateTime::parse_from_rfc3339("2026-01-02T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
         let text = device_detail(&d, now);
-        for line in ["telemetry (telemetry.web-1.sys)", "(12s ago)", "cpu             12%", "0.50 0.25 0.75", "1.2/8.0 GiB"] {
+        for line in
+            ["telemetry (telemetry.web-1.sys)", "(12s ago)", "cpu             12%", "0.50 0.25 0.75", "1.2/8.0 GiB"]
+        {
             assert!(text.contains(line), "{line}: {text}");
         }
         // A sample without the figures (another agent's shape) shows dashes.

@@ -79,9 +79,10 @@ impl Collector {
         let system = self.system.as_ref();
         v["cpu_percent"] = self.cpu_percent.into();
         v["cpus"] = system.map(|s| s.cpus().len()).filter(|n| *n > 0).into();
-        v["load_avg"] = System::load_average().map_or(serde_json::Value::Null, |l| {
-            serde_json::json!({"one": round2(l.one), "five": round2(l.five), "fifteen": round2(l.fifteen)})
-        });
+        v["load_avg"] = System::load_average().map_or(
+            serde_json::Value::Null,
+            |l| serde_json::json!({"one": round2(l.one), "five": round2(l.five), "fifteen": round2(l.fifteen)}),
+        );
         v["memory"] = system.filter(|s| s.total_memory() > 0).map_or(serde_json::Value::Null, |s| {
             serde_json::json!({
                 "total_bytes": s.total_memory(),
@@ -89,9 +90,10 @@ impl Collector {
                 "available_bytes": s.available_memory(),
             })
         });
-        v["swap"] = system.filter(|s| s.total_memory() > 0).map_or(serde_json::Value::Null, |s| {
-            serde_json::json!({"total_bytes": s.total_swap(), "used_bytes": s.used_swap()})
-        });
+        v["swap"] = system.filter(|s| s.total_memory() > 0).map_or(
+            serde_json::Value::Null,
+            |s| serde_json::json!({"total_bytes": s.total_swap(), "used_bytes": s.used_swap()}),
+        );
         v["disks"] = self.disks.as_mut().map_or_else(Vec::new, disks).into();
         v["network"] = self.networks.as_mut().map_or_else(Vec::new, networks).into();
         v

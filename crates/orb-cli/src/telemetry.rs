@@ -41,9 +41,7 @@ pub fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
             humantime::format_duration(MIN_INTERVAL)
         )),
         Ok(d) => Ok(Some(d)),
-        Err(e) => Err(format!(
-            "'telemetry.interval' = \"{text}\" is not a duration like 60s, nor 0 or \"off\": {e}"
-        )),
+        Err(e) => Err(format!("'telemetry.interval' = \"{text}\" is not a duration like 60s, nor 0 or \"off\": {e}")),
     }
 }
 
@@ -62,8 +60,9 @@ pub async fn run(
     // False once nobody can change the interval any more: the last value stands.
     let mut watching = true;
     loop {
-        let tick = async {
-            match next {
+        let due = next;
+        let tick = async move {
+            match due {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }

@@ -68,7 +68,8 @@ mod tests {
     #[test]
     fn only_the_exact_sys_topic_of_one_device_counts() {
         assert_eq!(device_of("telemetry.web-1.sys"), Some("web-1"));
-        for other in ["telemetry.web-1.cpu", "telemetry.web-1.sys.x", "telemetry..sys", "telemetry.a.b.sys", "x.web-1.sys"]
+        for other in
+            ["telemetry.web-1.cpu", "telemetry.web-1.sys.x", "telemetry..sys", "telemetry.a.b.sys", "x.web-1.sys"]
         {
             assert_eq!(device_of(other), None, "{other}");
         }

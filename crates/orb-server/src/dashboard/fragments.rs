@@ -73,7 +73,8 @@ pub(crate) async fn devices(State(shared): State<Arc<Shared>>, Browser(who): Bro
 /// total), with the time it was received as a tooltip; `—` when there is none.
 fn system_cell(sample: Option<&Sample>) -> Markup {
     let Some(sample) = sample else { return html! { "—" } };
-    let glance = serde_json::from_slice::<serde_json::Value>(&sample.body).map(|v| SysGlance::of(&v)).unwrap_or_default();
+    let glance =
+        serde_json::from_slice::<serde_json::Value>(&sample.body).map(|v| SysGlance::of(&v)).unwrap_or_default();
     let at = sample.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     html! { span.telemetry title={ "received " (at) } { (glance.cpu_text()) " · " (glance.memory_text()) } }
 }
