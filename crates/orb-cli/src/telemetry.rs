@@ -120,6 +120,7 @@ async fn publish(client: &Client, pending: &mut Option<Bytes>, refusal: &mut Opt
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
