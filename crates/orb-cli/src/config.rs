@@ -133,6 +133,39 @@ impl Default for AgentSection {
     }
 }
 
+/// `[telemetry]`: the system metrics `orb agent` publishes on `telemetry.<id>.sys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// How often: a duration (at least 100ms), or `0` / `off` for never (the number 0 too, as
+    /// `ORB_TELEMETRY__INTERVAL=0` gives it).
+    #[serde(deserialize_with = "text_or_zero")]
+    pub interval: String,
+}
+
+/// A string, or the number 0 read as `"0"`.
+fn text_or_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(i64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(s) => Ok(s),
+        Raw::Number(0) => Ok("0".to_owned()),
+        Raw::Number(n) => Err(serde::de::Error::custom(format!(
+            "{n} is not a duration like \"60s\"; 0 or \"off\" turns telemetry off"
+        ))),
+    }
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection { interval: "60s".into() }
+    }
+}
+
 /// `[client]`: where client commands (`send`, `devices`, `jobs`, `signal`) connect when no flag,
 /// environment variable or context says. Never a token: only the file holding it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +235,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// `[agent]`.
     pub agent: AgentSection,
+    /// `[telemetry]`.
+    pub telemetry: TelemetrySection,
     /// `[client]`.
     pub client: ClientSection,
     /// `[exec]`: the agent's `exec` built-in.
@@ -475,6 +510,8 @@ pub struct TypedAgent {
     pub grace: Duration,
     /// Bounds of the journal and the outbox in `agent.db`.
     pub durable: DurableLimits,
+    /// `[telemetry] interval`: how often the agent publishes its metrics (`None`: never).
+    pub telemetry: Option<Duration>,
 }
 
 fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
@@ -505,6 +542,10 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
             },
             outbox: OutboxLimits { max_messages: a.outbox_max_messages, max_bytes: a.outbox_max_bytes },
         },
+        telemetry: crate::telemetry::parse_interval(&file.telemetry.interval).unwrap_or_else(|e| {
+            p.push(e);
+            None
+        }),
     };
     for (name, v) in [
         ("agent.journal_max_entries", a.journal_max_entries),
@@ -677,6 +718,27 @@ mod tests {
         let mut l = Layers::defaults();
         l.text(DEFAULT_TOML, "default.toml");
         assert!(l.finish().is_ok());
+    }
+
+    #[test]
+    fn the_telemetry_interval_is_a_duration_or_off_from_the_file_and_the_environment() {
+        let interval = |text: &str, env: &[(&str, &str)]| {
+            let mut l = Layers::defaults();
+            l.text(text, "orb.toml");
+            l.env(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            l.finish().map(|s| s.agent.telemetry)
+        };
+        assert_eq!(interval("", &[]).unwrap(), Some(Duration::from_secs(60)), "the default");
+        assert_eq!(interval("[telemetry]\ninterval = \"200ms\"\n", &[]).unwrap(), Some(Duration::from_millis(200)));
+        assert_eq!(interval("[telemetry]\ninterval = \"off\"\n", &[]).unwrap(), None);
+        assert_eq!(interval("[telemetry]\ninterval = 0\n", &[]).unwrap(), None);
+        assert_eq!(interval("", &[("ORB_TELEMETRY__INTERVAL", "0")]).unwrap(), None);
+        assert_eq!(interval("", &[("ORB_TELEMETRY__INTERVAL", "5m")]).unwrap(), Some(Duration::from_secs(300)));
+        for bad in ["[telemetry]\ninterval = 5\n", "[telemetry]\ninterval = \"5ms\"\n", "[telemetry]\nevery = \"1s\"\n"]
+        {
+            let problems = interval(bad, &[]).unwrap_err();
+            assert!(problems.iter().any(|p| p.contains("telemetry.")), "{bad}: {problems:?}");
+        }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
 
     let n = args.agents as usize;
     let mut agents = Vec::with_capacity(n);
+    // One collector for all of them: they run on this one machine.
+    let metrics = crate::sysmetrics::SysMetrics::open();
     for i in 0..n {
         let role = ROLES[i % ROLES.len()];
         let mut c = ClientConfig::agent(
@@ -47,7 +49,9 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         c.agent = crate::agent::AGENT_NAME.to_owned();
-        agents.push(Client::connect(c, crate::agent::builtin_handlers()).await.map_err(|e| fail("agent", e))?);
+        agents.push(
+            Client::connect(c, crate::agent::builtin_handlers(metrics.clone())).await.map_err(|e| fail("agent", e))?,
+        );
     }
     outln!("{n} agents connected (tags role=web|db|cache, region=eu|us)\n");
 

@@ -74,11 +74,16 @@ Built-in commands:
                                       -> {\"slept_ms\": N}; `cancelled` when the job is cancelled,
                                          `timeout` when its deadline comes first
   sys.info   no arguments             -> {\"hostname\", \"os\", \"os_version\", \"arch\", \"agent_version\",
-                                          \"uptime_s\", \"agent_uptime_s\", \"clock\"}
+                                          \"uptime_s\", \"agent_uptime_s\", \"clock\", \"cpu_percent\", \"cpus\",
+                                          \"load_avg\", \"memory\", \"swap\", \"disks\", \"network\"}
   exec       {\"cmd\": [\"uname\", \"-s\"], \"timeout\": \"30s\", \"stdin\": \"...\"}; off until [exec] allow
              lists argv patterns (\"echo *\"); no shell, clean environment, process group killed
                                       -> {\"exit_code\", \"signal\", \"stdout\", \"stderr\", \"truncated\"};
                                          `not_allowed`, `exit_status` (non-zero exit)
+
+Telemetry:
+  The same object is published on telemetry.<id>.sys every [telemetry] interval (default 60s;
+  0 or \"off\": never); `orb devices show ID` shows the latest.
 
 Examples:
   orb agent --id web-1 --tag role=web --tag region=eu    # token from ./orb-data on loopback

@@ -52,6 +52,8 @@ mod send;
 #[cfg(feature = "server")]
 mod serve;
 mod signal;
+mod sysmetrics;
+mod telemetry;
 mod tokens;
 
 fn main() -> std::process::ExitCode {

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use orb_proto::Status;
 use orb_proto::message::{DeviceInfo, JobSummary, TargetResult};
-use orb_proto::registry::DeviceDetail;
+use orb_proto::registry::{DeviceDetail, SysGlance};
 
 use crate::output::{self, Format, cut};
 
@@ -252,7 +252,7 @@ pub fn device_tags(d: &DeviceDetail) -> String {
 }
 
 /// Everything about one device in sections: identity and credential, tags with their source,
-/// inventory, the live connection.
+/// inventory, the latest telemetry (when the device published any), the live connection.
 pub fn device_detail(d: &DeviceDetail, now: chrono::DateTime<chrono::Utc>) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -284,6 +284,16 @@ pub fn device_detail(d: &DeviceDetail, now: chrono::DateTime<chrono::Utc>) -> St
     row(&mut out, "agent", d.agent_version.as_deref().unwrap_or("-"));
     row(&mut out, "commands", &if d.commands.is_empty() { "-".to_owned() } else { d.commands.join(", ") });
     out.push('\n');
+    if let Some(t) = &d.telemetry {
+        let g = SysGlance::of(&t.value);
+        let _ = writeln!(out, "telemetry (telemetry.{}.sys)", d.id);
+        row(&mut out, "received", &when(Some(&t.at), now));
+        row(&mut out, "cpu", &g.cpu_text());
+        let load = g.load_avg.map_or_else(|| "-".to_owned(), |[a, b, c]| format!("{a:.2} {b:.2} {c:.2}"));
+        row(&mut out, "load", &load);
+        row(&mut out, "memory", &g.memory_text());
+        out.push('\n');
+    }
     let c = &d.delivery;
     if c.delivered > 0 || c.queued > 0 || c.in_flight > 0 {
         let _ = writeln!(out, "delivery (commands sent with --ttl)");
@@ -425,6 +435,33 @@ mod tests {
         for section in ["device web-1", "credential", "inventory", "connection      none"] {
             assert!(all.contains(section), "{section}: {all}");
         }
+        assert!(!all.contains("telemetry"), "no telemetry, no section: {all}");
+    }
+
+    #[test]
+    fn telemetry_shows_cpu_load_memory_and_its_age() {
+        let mut d: DeviceDetail = serde_json::from_value(serde_json::json!({
+            "id": "web-1", "connected": true, "revoked": false, "credential": "secret",
+            "tags": {}, "reported_tags": {}, "operator_tags": {}, "agent_version": null, "commands": [],
+            "registered_at": "2026-01-02T10:00:00Z", "first_seen": null, "last_seen": null,
+            "last_remote_addr": null, "user_agent": null, "connections": 1, "flaps": 0, "connection": null,
+            "telemetry": {"at": "2026-01-02T09:59:48.000Z", "value": {
+                "cpu_percent": 12.34, "load_avg": {"one": 0.5, "five": 0.25, "fifteen": 0.75},
+                "memory": {"total_bytes": 8_589_934_592_u64, "used_bytes": 1_288_490_189_u64, "available_bytes": 0}
+            }}
+        }))
+        .unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-02T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let text = device_detail(&d, now);
+        for line in
+            ["telemetry (telemetry.web-1.sys)", "(12s ago)", "cpu             12%", "0.50 0.25 0.75", "1.2/8.0 GiB"]
+        {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        // A sample without the figures (another agent's shape) shows dashes.
+        d.telemetry.as_mut().unwrap().value = serde_json::json!({"temp": 40});
+        let text = device_detail(&d, now);
+        assert!(text.contains("cpu             -") && text.contains("memory          -"), "{text}");
     }
 
     #[test]

@@ -166,3 +166,31 @@ fn devices_json_lists_a_fleet_whose_answer_is_far_above_one_mebibyte() {
     assert_eq!(ids.last(), Some(&format!("big-{:05}", DEVICES - 1).as_str()));
     assert_eq!(by_id(list, "big-00042")["tags"]["label7"].as_str().map(str::len), Some(250));
 }
+
+#[test]
+fn an_agent_publishes_telemetry_at_its_configured_interval_and_devices_show_has_it() {
+    let server = Server::start();
+    let config = server.cwd().join("agent.toml");
+    std::fs::write(&config, "[telemetry]\ninterval = \"200ms\"\n").unwrap();
+    let _agent = server.agent_with("tel-1", |cmd| {
+        cmd.arg("--config").arg(&config);
+    });
+    server.wait_connected(&["tel-1"]);
+    let mut shown = Value::Null;
+    common::poll_until("telemetry of tel-1 in `orb devices show`", || {
+        let out = server.client("devices").args(["show", "tel-1", "--json"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+        shown = serde_json::from_slice(&out.stdout).unwrap();
+        !shown["telemetry"].is_null()
+    });
+    let value = &shown["telemetry"]["value"];
+    assert_eq!(value["agent_version"], format!("orb-agent/{}", env!("CARGO_PKG_VERSION")), "{value}");
+    for key in ["cpu_percent", "load_avg", "memory", "swap", "disks", "network", "uptime_s", "hostname", "os"] {
+        assert!(value.get(key).is_some(), "{key} missing: {value}");
+    }
+    assert!(shown["telemetry"]["at"].as_str().unwrap().ends_with('Z'), "{shown}");
+    // The human form has a telemetry section.
+    let out = server.client("devices").args(["show", "tel-1"]).output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("telemetry (telemetry.tel-1.sys)") && text.contains("memory"), "{text}");
+}

@@ -1,5 +1,6 @@
 //! Typed bodies of the device registry's operator commands (`$orb.devices.*`): inventory detail,
-//! summary counts, pre-registration, removal, revocation and operator tags. The server answers
+//! summary counts, pre-registration, removal, revocation and operator tags, and the latest
+//! telemetry a device published ([`DeviceTelemetry`], summarised by [`SysGlance`]). The server answers
 //! them from its registry and store; the CLI renders them.
 
 use std::collections::BTreeMap;
@@ -103,6 +104,63 @@ pub struct DeviceDetail {
     /// answered in all. Absent from older servers: read as zeros.
     #[serde(default)]
     pub delivery: DeliveryCounts,
+    /// The latest system metrics the device published on `telemetry.<id>.sys` since the
+    /// server started; `null` when none. Absent from older servers: read as none.
+    #[serde(default)]
+    pub telemetry: Option<DeviceTelemetry>,
+}
+
+/// A device's latest telemetry sample, as the server received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeviceTelemetry {
+    /// RFC 3339 UTC time, with milliseconds, the server received it.
+    pub at: String,
+    /// The published JSON body: the agent's `sys.info` object (docs/agent-commands.md).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub value: serde_json::Value,
+}
+
+/// The few figures of a `sys.info` object (a telemetry sample) that one-line summaries show,
+/// read leniently: a missing or mistyped figure is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SysGlance {
+    /// CPU usage, percent of all CPUs.
+    pub cpu_percent: Option<f64>,
+    /// Load averages over one, five and fifteen minutes.
+    pub load_avg: Option<[f64; 3]>,
+    /// Memory used and total, in bytes.
+    pub memory: Option<(u64, u64)>,
+}
+
+impl SysGlance {
+    /// Reads the figures of `v`.
+    pub fn of(v: &serde_json::Value) -> SysGlance {
+        let load = &v["load_avg"];
+        let mem = &v["memory"];
+        SysGlance {
+            cpu_percent: v["cpu_percent"].as_f64(),
+            load_avg: match (load["one"].as_f64(), load["five"].as_f64(), load["fifteen"].as_f64()) {
+                (Some(a), Some(b), Some(c)) => Some([a, b, c]),
+                _ => None,
+            },
+            memory: mem["used_bytes"].as_u64().zip(mem["total_bytes"].as_u64()),
+        }
+    }
+
+    /// CPU as `12%`, or `-`.
+    pub fn cpu_text(&self) -> String {
+        self.cpu_percent.map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%"))
+    }
+
+    /// Memory as `1.2/7.8 GiB` (used of total), or `-`.
+    pub fn memory_text(&self) -> String {
+        const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+        self.memory.map_or_else(
+            || "-".to_owned(),
+            |(used, total)| format!("{:.1}/{:.1} GiB", used as f64 / GIB, total as f64 / GIB),
+        )
+    }
 }
 
 /// A device's held commands counted ("sent vs acknowledged").

@@ -124,3 +124,24 @@ async fn a_sign_in_from_another_site_is_refused() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert!(resp.headers().get(SET_COOKIE).is_none());
 }
+
+#[tokio::test]
+async fn the_device_table_shows_each_devices_latest_cpu_and_memory() {
+    let server = TestServer::start().await;
+    let agent = server.agent(Transport::Tcp, "web-1", &[], basic_handlers()).await;
+    let _quiet = server.agent(Transport::Tcp, "web-2", &[], basic_handlers()).await;
+    let sample = r#"{"cpu_percent": 12.4, "memory": {"total_bytes": 8375186227, "used_bytes": 1288490189}}"#;
+    agent.publish("telemetry.web-1.sys", bytes::Bytes::from_static(sample.as_bytes()), WAIT).await.unwrap();
+    let base = format!("http://{}", server.server.http_addr());
+    let http = client();
+    let cookie = sign_in(&http, &base, server.server.admin_token().expose()).await.unwrap();
+    let devices = http.get(format!("{base}/ui/devices")).header(COOKIE, &cookie).send().await.unwrap();
+    let devices = devices.text().await.unwrap();
+    assert!(devices.contains("<th>System</th>"), "{devices}");
+    let row = |id: &str| {
+        let start = devices.find(&format!("data-device=\"{id}\"")).unwrap_or_else(|| panic!("{id}: {devices}"));
+        devices[start..].split("</tr>").next().unwrap().to_owned()
+    };
+    assert!(row("web-1").contains("12% · 1.2/7.8 GiB"), "{}", row("web-1"));
+    assert!(row("web-2").ends_with("<td>—</td>"), "no telemetry: {}", row("web-2"));
+}

@@ -24,6 +24,7 @@ mod queries;
 pub mod services;
 mod settler;
 pub(crate) mod tally;
+pub(crate) mod telemetry;
 
 pub use messages::{MAX_MESSAGE_ID, MessageSpec, Stored};
 pub use policy::{Acl, Action, Policy, Reach};
@@ -123,6 +124,8 @@ struct Inner {
     retained_writer: crate::router::retained::RetainedWriter,
     /// The server's metrics (shared with the jobs and the router, which count into them).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Each device's latest telemetry (`telemetry.<id>.sys`).
+    telemetry: telemetry::Latest,
 }
 
 /// What [`Broker::new`] is made of.
@@ -194,6 +197,7 @@ impl Broker {
             retained: std::sync::Mutex::new(crate::router::retained::RetainedSet::load(p.retained)),
             retained_writer,
             metrics: p.metrics,
+            telemetry: telemetry::Latest::default(),
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         let (weak, queue) = (Arc::downgrade(&broker.0), Arc::clone(&broker.0.agent_sync));
@@ -229,6 +233,11 @@ impl Broker {
     /// The server's metrics.
     pub(crate) fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.0.metrics
+    }
+
+    /// Device `id`'s latest telemetry, when it published any since the server started.
+    pub(crate) fn telemetry(&self, id: &str) -> Option<telemetry::Sample> {
+        self.0.telemetry.get(id)
     }
 
     /// The running jobs.

@@ -4,7 +4,9 @@
 //! closed as a slow consumer, as for commands: nobody else waits). Subscriptions live with their
 //! connection (`router::topics`) and end with it. `$orb.` topics are the server's own: clients
 //! may subscribe to them, never publish. A publication may be retained (`router::retained`):
-//! kept per topic, stored, and sent first to every new subscription it matches.
+//! kept per topic, stored, and sent first to every new subscription it matches. A device's
+//! publication on its own `telemetry.<id>.sys` is also kept as its latest telemetry
+//! (`broker::telemetry`).
 
 use bytes::Bytes;
 use orb_proto::topic::{Pattern, Topic};
@@ -27,6 +29,7 @@ impl Broker {
     /// (a body that would not fit a subscriber's frame with the topic and sender added).
     pub fn publish(&self, who: &Requester, topic: &str, body: Option<Bytes>) -> Result<usize, ErrorBody> {
         let topic = self.check_publication(who, topic, body.as_ref())?;
+        self.note_telemetry(who, &topic, body.as_ref());
         Ok(self.fan_out(&topic, &who.identity.name, body))
     }
 
@@ -66,6 +69,7 @@ impl Broker {
             }
         };
         let committed = self.0.retained_writer.write(change);
+        self.note_telemetry(who, &topic, body.as_ref());
         let delivered = self.fan_out(&topic, &from, body);
         drop(retained);
         Ok((delivered, committed))
@@ -86,6 +90,12 @@ impl Broker {
             return Err(ErrorBody::new(ErrorCode::FrameTooLarge, msg));
         }
         Ok(topic)
+    }
+
+    /// A publication on the publisher's own `telemetry.<id>.sys` becomes its latest telemetry
+    /// (`broker::telemetry`); other topics cost one prefix check.
+    fn note_telemetry(&self, who: &Requester, topic: &Topic, body: Option<&Bytes>) {
+        self.0.telemetry.note(&self.0.registry, &who.identity, topic.as_str(), body);
     }
 
     /// Publishes the server's own event `body` on `$orb.` topic `topic` (presence).

@@ -1,6 +1,6 @@
-//! The dashboard's `/ui/` fragments, the HTML pieces htmx swaps into the shell: the device table,
-//! the selector preview, the job list, one job's per-device results (polling itself while the
-//! job runs) and the send form's answer. Each is a signed-in browser's call to the same typed
+//! The dashboard's `/ui/` fragments, the HTML pieces htmx swaps into the shell: the device table
+//! (with each device's latest telemetry: CPU and memory), the selector preview, the job list, one
+//! job's per-device results (polling itself while the job runs) and the send form's answer. Each is a signed-in browser's call to the same typed
 //! broker services the API and the CLI use; a send goes through `Broker::submit` after the
 //! same-origin check.
 
@@ -14,11 +14,13 @@ use bytes::Bytes;
 use maud::{Markup, html};
 use orb_proto::history::{JobDetail, JobPhase, JobRef, JobsQuery};
 use orb_proto::message::{DeviceInfo, DevicesQuery, ResolveQuery, Select, TargetResult};
+use orb_proto::registry::SysGlance;
 use orb_proto::rollout::Rollout;
 use orb_proto::{ErrorBody, ErrorCode, Status};
 use serde::Deserialize;
 
 use super::logins::{Browser, same_origin};
+use crate::broker::telemetry::Sample;
 use crate::jobs::JobSpec;
 use crate::session::Shared;
 
@@ -58,16 +60,26 @@ pub(crate) async fn devices(State(shared): State<Arc<Shared>>, Browser(who): Bro
         p.counts { (online) " online · " (devices.len() - online) " offline" }
         div.scroll {
             table.devices {
-                thead { tr { th { "" } th { "Device" } th { "Tags" } th { "Last seen" } th { "RTT" } th { "Held" } } }
+                thead { tr { th { "" } th { "Device" } th { "Tags" } th { "Last seen" } th { "RTT" } th { "Held" } th { "System" } } }
                 tbody {
-                    @for d in &devices { (device_row(d)) }
+                    @for d in &devices { (device_row(d, shared.broker.telemetry(&d.id).as_ref())) }
                 }
             }
         }
     }
 }
 
-fn device_row(d: &DeviceInfo) -> Markup {
+/// A device's latest telemetry in a few characters: `12% · 1.2/7.8 GiB` (CPU, memory used of
+/// total), with the time it was received as a tooltip; `—` when there is none.
+fn system_cell(sample: Option<&Sample>) -> Markup {
+    let Some(sample) = sample else { return html! { "—" } };
+    let glance =
+        serde_json::from_slice::<serde_json::Value>(&sample.body).map(|v| SysGlance::of(&v)).unwrap_or_default();
+    let at = sample.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    html! { span.telemetry title={ "received " (at) } { (glance.cpu_text()) " · " (glance.memory_text()) } }
+}
+
+fn device_row(d: &DeviceInfo, telemetry: Option<&Sample>) -> Markup {
     let state = if d.connected { "online" } else { "offline" };
     let last_seen = if d.connected { "now".to_owned() } else { d.last_seen.clone().unwrap_or_else(|| "never".into()) };
     html! {
@@ -78,6 +90,7 @@ fn device_row(d: &DeviceInfo) -> Markup {
             td { (last_seen) }
             td { @if let Some(rtt) = d.rtt_ms { (format!("{rtt:.1} ms")) } @else { "—" } }
             td { (d.held) }
+            td { (system_cell(telemetry)) }
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The device registry's services: list, show and count known devices; pre-register, remove and
 //! revoke them; set operator tags. Registry changes are committed to the store before they
-//! return; revoking or removing a connected device closes its session at once.
+//! return; revoking or removing a connected device closes its session at once. `show` adds the
+//! device's latest telemetry (kept in memory, `broker::telemetry`).
 
 use chrono::{DateTime, Utc};
 use orb_proto::message::{DeviceInfo, DevicesQuery};
 use orb_proto::registry::{
     ConnectionStats, DeliveryCounts, DeviceAdd, DeviceCredential, DeviceDetail, DeviceMessage, DeviceRef, DeviceTags,
-    DevicesSummary, HeldCommand, MessagesQuery,
+    DeviceTelemetry, DevicesSummary, HeldCommand, MessagesQuery,
 };
 use orb_proto::{DeviceId, ErrorBody, ErrorCode};
 use orb_store::Device;
@@ -150,6 +151,7 @@ impl Broker {
         let result: Result<DeviceRef, ErrorBody> = async {
             self.may(who, "$orb.devices.remove")?;
             self.registry().remove(&r.id).await?;
+            self.0.telemetry.forget(&r.id);
             self.sessions().close(&r.id, CloseReason::Removed);
             Ok(r)
         }
@@ -198,7 +200,12 @@ impl Broker {
 
     fn detail(&self, d: &Device) -> DeviceDetail {
         let live = self.sessions().get(&d.id);
-        detail(d, live.as_ref().map(|s| s.record.as_ref()))
+        let mut detail = detail(d, live.as_ref().map(|s| s.record.as_ref()));
+        detail.telemetry = self.telemetry(&d.id).and_then(|t| {
+            let value = serde_json::from_slice(&t.body).ok()?;
+            Some(DeviceTelemetry { at: t.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), value })
+        });
+        detail
     }
 }
 
@@ -267,6 +274,7 @@ fn detail(d: &Device, live: Option<&DeviceRecord>) -> DeviceDetail {
         connection: live.map(connection_stats),
         held: Vec::new(),
         delivery: DeliveryCounts { delivered: d.delivered, acknowledged: d.acknowledged, ..DeliveryCounts::default() },
+        telemetry: None,
     }
 }
 

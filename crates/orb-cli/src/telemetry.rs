@@ -1,0 +1,139 @@
+//! The agent's telemetry: every interval it samples the machine ([`SysMetrics`], the same object
+//! `sys.info` answers) and publishes it on `telemetry.<id>.sys`, `<id>` being the id the server
+//! welcomed it with. The interval comes from a watch channel: today the agent's `[telemetry]
+//! interval` alone (`None`: off); a value the server pushes can replace it there. While offline
+//! only the latest sample is kept (publications are not outbox messages) and it is published as
+//! soon as the agent is connected again.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use orb_client::{Client, ClientError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::sysmetrics::SysMetrics;
+
+/// The topic device `id` publishes its system metrics on.
+pub fn topic(id: &str) -> String {
+    format!("telemetry.{id}.sys")
+}
+
+/// Shortest interval accepted (a shorter one would mostly measure the agent itself).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long the server has to acknowledge one publication.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads `[telemetry] interval`: a duration (at least [`MIN_INTERVAL`]), or `0` / `off` for none.
+///
+/// # Errors
+/// A message naming the key, for anything else.
+pub fn parse_interval(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text == "0" || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Ok(None),
+        Ok(d) if d < MIN_INTERVAL => Err(format!(
+            "'telemetry.interval' = \"{text}\" is shorter than {}; use 0 or \"off\" to turn telemetry off",
+            humantime::format_duration(MIN_INTERVAL)
+        )),
+        Ok(d) => Ok(Some(d)),
+        Err(e) => Err(format!("'telemetry.interval' = \"{text}\" is not a duration like 60s, nor 0 or \"off\": {e}")),
+    }
+}
+
+/// Samples and publishes until `stop` is cancelled. `current` is the live connection (`None`
+/// while offline); `interval` says how often (`None`: not at all, until it changes).
+pub async fn run(
+    metrics: SysMetrics,
+    mut current: watch::Receiver<Option<Client>>,
+    mut interval: watch::Receiver<Option<Duration>>,
+    stop: CancellationToken,
+) {
+    // The latest sample not published yet (one at most: a newer one replaces it).
+    let mut pending: Option<Bytes> = None;
+    let mut refusal: Option<String> = None;
+    let mut next = interval.borrow_and_update().map(|every| tokio::time::Instant::now() + every);
+    // False once nobody can change the interval any more: the last value stands.
+    let mut watching = true;
+    loop {
+        let due = next;
+        let tick = async move {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = interval.changed(), if watching => {
+                match changed {
+                    Ok(()) => next = interval.borrow_and_update().map(|every| tokio::time::Instant::now() + every),
+                    Err(_) => watching = false,
+                }
+                continue;
+            }
+            changed = current.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tick => {
+                let sample = metrics.sample().await;
+                pending = Some(Bytes::from(serde_json::to_vec(&sample).expect("a JSON value serialises")));
+                next = interval.borrow().map(|every| tokio::time::Instant::now() + every);
+            }
+        }
+        let live = current.borrow_and_update().clone();
+        if let (Some(client), Some(_)) = (live, &pending) {
+            publish(&client, &mut pending, &mut refusal).await;
+        }
+    }
+}
+
+/// Publishes the pending sample on `client`. Kept when the connection failed (sent after the
+/// next reconnect); dropped when the server refused it (the next sample is tried anyway).
+async fn publish(client: &Client, pending: &mut Option<Bytes>, refusal: &mut Option<String>) {
+    let Some(body) = pending.clone() else { return };
+    let topic = topic(&client.welcome().id);
+    match client.publish(&topic, body, PUBLISH_TIMEOUT).await {
+        Ok(_) => {
+            *pending = None;
+            if refusal.take().is_some() {
+                tracing::info!(topic, "telemetry is accepted again");
+            }
+        }
+        Err(ClientError::Remote(e)) => {
+            *pending = None;
+            let message = format!("{}: {}", e.code, e.message);
+            // Said once per distinct refusal, not once per sample.
+            if refusal.as_deref() != Some(message.as_str()) {
+                tracing::warn!(topic, code = %e.code, "the server refused telemetry: {}", e.message);
+                *refusal = Some(message);
+            }
+        }
+        Err(e) => tracing::debug!(topic, error = %e, "telemetry not published; kept for the next connection"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_is_a_duration_or_off() {
+        assert_eq!(parse_interval("60s"), Ok(Some(Duration::from_secs(60))));
+        assert_eq!(parse_interval("200ms"), Ok(Some(Duration::from_millis(200))));
+        for off in ["0", "0s", "off", "OFF"] {
+            assert_eq!(parse_interval(off), Ok(None), "{off}");
+        }
+        for bad in ["soon", "50ms", "-1s", ""] {
+            let e = parse_interval(bad).unwrap_err();
+            assert!(e.contains("'telemetry.interval'"), "{bad}: {e}");
+        }
+    }
+}
