@@ -322,7 +322,7 @@ async fn a_device_that_reconnects_declaring_a_new_command_is_sent_it() {
 }
 
 #[tokio::test]
-async fn job_with_unknown_command_reports_error_unknown_command_from_targets_that_declare_nothing() {
+async fn unknown_command_comes_from_targets_that_declare_nothing_and_from_the_server_for_the_rest() {
     let server = TestServer::start().await;
     // No handlers: the hello declares no commands, so the server cannot know what it handles.
     let _a = server.agent(Transport::Tcp, "dev-1", &[], Handlers::new()).await;
@@ -338,6 +338,12 @@ async fn job_with_unknown_command_reports_error_unknown_command_from_targets_tha
     }
     assert_eq!(out.count(Status::Error), 2);
     assert_eq!(out.count(Status::Ok), 0);
+    // dev-1 declared nothing: it was sent the command and answered. dev-2 declares commands, not
+    // this one: the server decided, and nothing reached it.
+    assert!(out.result("dev-1").elapsed_ms.is_some(), "{:?}", out.result("dev-1"));
+    let dev2 = out.result("dev-2");
+    assert!(dev2.elapsed_ms.is_none(), "{dev2:?}");
+    assert!(dev2.error.as_ref().unwrap().message.contains("does not declare 'reboot'"), "{dev2:?}");
 }
 
 /// Handlers that fail on purpose: `fail` with a handler-chosen code, `bad` with `bad_args`,

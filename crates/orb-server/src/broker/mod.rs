@@ -32,7 +32,7 @@ pub use policy::{Acl, Action, Policy, Reach};
 pub(crate) use audit::Audited;
 pub(crate) use held::Delivering;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -49,7 +49,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::AdminRequest;
 use crate::config::Limits;
 use crate::identity::{Identity, Requester};
-use crate::jobs::{JobHandle, JobSpec, Jobs};
+use crate::jobs::{JobHandle, JobSpec, Jobs, Outcome};
 use crate::node::NodeId;
 use crate::registry::Registry;
 use crate::router::admission::Admission;
@@ -460,14 +460,25 @@ impl Broker {
             return Err(refused());
         }
         let registry = &self.0.registry;
-        // A pre-registered device that never connected has declared nothing yet: it says nothing
-        // about the command (it ends `offline`), so it neither allows nor refuses it.
-        let lists =
-            targets.iter().filter(|t| !denied.contains(&t.id)).filter_map(|t| match registry.get(t.id.as_str()) {
-                Some(k) if k.first_seen.is_none() && t.session.is_none() => None,
-                Some(k) => Some(Arc::clone(&k.commands)),
-                None => Some(Arc::from([])),
-            });
+        // What each target declared in its last hello. A pre-registered device that never
+        // connected has declared nothing yet: it says nothing about the command (it ends
+        // `offline`), so it neither allows nor refuses it. One whose list lacks the command is
+        // not sent it: it ends `error` `unknown_command`, decided here (unless no target declares
+        // it at all: then the job is refused).
+        let mut lists = Vec::with_capacity(targets.len());
+        let mut undeclared = Vec::new();
+        for t in targets.iter().filter(|t| !denied.contains(&t.id)) {
+            match registry.get(t.id.as_str()) {
+                Some(k) if k.first_seen.is_none() && t.session.is_none() => {}
+                Some(k) => {
+                    if !k.commands.is_empty() && !k.commands.contains(&spec.command) {
+                        undeclared.push(t.id.clone());
+                    }
+                    lists.push(Arc::clone(&k.commands));
+                }
+                None => lists.push(Arc::from([])),
+            }
+        }
         declared::check(&spec.command, lists)?;
         if spec.select == Select::One {
             // "Any one of" goes to a device that can run it: one that declares the command, or
@@ -476,8 +487,25 @@ impl Broker {
                 registry.get(t.id.as_str()).is_none_or(|k| k.commands.is_empty() || k.commands.contains(&spec.command))
             });
         }
+        // Targets that end at once, nothing sent: denied, or not declaring the command.
+        let name = &who.identity.name;
+        let mut settled: HashMap<DeviceId, Outcome> = denied
+            .into_iter()
+            .map(|id| {
+                let e = gate::denied(name, &spec.command, id.as_str());
+                (id, Outcome::Denied(e))
+            })
+            .collect();
+        for id in undeclared {
+            let msg = format!(
+                "{} does not declare '{}' among the commands it handles; nothing was sent to it",
+                id,
+                orb_proto::excerpt(&spec.command)
+            );
+            settled.insert(id, Outcome::Error(ErrorBody::new(ErrorCode::UnknownCommand, msg)));
+        }
         let gate = self.gate(who.identity.clone(), spec.command.clone());
-        let resolved = crate::jobs::Resolved { targets, skipped, denied };
+        let resolved = crate::jobs::Resolved { targets, skipped, settled };
         self.0.jobs.start(who, spec, resolved, &self.limits(), gate)
     }
 

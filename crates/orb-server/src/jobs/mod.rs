@@ -210,7 +210,7 @@ impl Jobs {
         limits: &Limits,
         gate: Gate,
     ) -> Result<JobHandle, ErrorBody> {
-        let Resolved { targets, skipped, denied } = resolved;
+        let Resolved { targets, skipped, mut settled } = resolved;
         spec.rollout.check()?;
         let slot = Arc::new(requester.job_slot(limits.max_inflight_jobs)?);
         let deadline = spec.deadline.unwrap_or(limits.default_job_deadline).min(limits.max_deadline);
@@ -296,9 +296,8 @@ impl Jobs {
         // Commands queued, and their bytes: counted once for the whole fan-out.
         let (mut sent, mut sent_bytes) = (0_u64, 0_u64);
         for (i, t) in targets.iter().enumerate() {
-            if denied.contains(&t.id) {
-                let e = crate::broker::gate::denied(&requester.identity.name, &spec.command, t.id.as_str());
-                inbox.settle(i, None, Outcome::Denied(e));
+            if let Some(outcome) = settled.remove(&t.id) {
+                inbox.settle(i, None, outcome);
                 delivered.push(None);
                 continue;
             }
@@ -528,9 +527,10 @@ pub(crate) struct Resolved {
     pub targets: Vec<Target>,
     /// Devices the selector matched that were not targeted because they were not connected.
     pub skipped: u64,
-    /// Targets the requester's access rules do not reach: they end `denied` at once, and
-    /// nothing is sent to them.
-    pub denied: std::collections::HashSet<DeviceId>,
+    /// Targets that end at once with this outcome, nothing sent to them: `denied` (the
+    /// requester's access rules do not reach them), or `error` `unknown_command` (they do not
+    /// declare the command).
+    pub settled: std::collections::HashMap<DeviceId, Outcome>,
 }
 
 /// `start + d`, or a year after `start` when that cannot be represented (a deadline of
