@@ -262,3 +262,25 @@ async fn a_ttl_job_to_a_connected_device_goes_through_its_queue_and_answers_live
     let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
     assert!(shown.held.is_empty(), "nothing left held: {:?}", shown.held);
 }
+
+#[tokio::test]
+async fn a_held_command_its_device_does_not_declare_when_it_connects_is_not_sent() {
+    let server = TestServer::start().await;
+    server.known_but_offline("dev-1").await;
+    let handlers = basic_handlers().on("step", |_c: Context| async move { Ok(json!("stepped")) });
+    let _two = server.agent(Transport::Tcp, "dev-2", &[], handlers).await;
+    let op = server.operator(Transport::Tcp).await;
+    let request = JobRequest::new("dev-*", "step").deadline(WAIT).ttl(Duration::from_secs(60));
+    let job = within("the ack", op.submit(request)).await.unwrap();
+    let id = job.id().to_owned();
+    let out = finish_job(job).await;
+    assert_eq!((out.result("dev-1").status, out.result("dev-2").status), (Status::Queued, Status::Ok));
+    // dev-1 comes back still without `step`: the server settles its held command, sends nothing.
+    let _one = server.agent(Transport::Tcp, "dev-1", &[], basic_handlers()).await;
+    let d = stored_until(&op, &id, |d| d.job.state == JobPhase::Done).await;
+    let one = d.results.iter().find(|r| r.device == "dev-1").unwrap();
+    assert_eq!(one.status, Status::Error, "{d:?}");
+    let e = one.error.as_ref().unwrap();
+    assert_eq!(e.code, ErrorCode::UnknownCommand);
+    assert!(e.message.contains("does not declare 'step'"), "{e:?}");
+}

@@ -205,6 +205,12 @@ async fn deliver_queued(broker: &Broker, device: &DeviceId, q: &Queued) -> Step 
         settle(broker, &q.command, q.id, Status::Denied, None, Some(e), None).await;
         return Step::Next;
     }
+    // Nor is a command the device, as it connected now, does not declare.
+    if broker.registry().get(device.as_str()).is_some_and(|k| !super::declares(&k.commands, &q.command.command)) {
+        let e = super::undeclared(device.as_str(), &q.command.command);
+        settle(broker, &q.command, q.id, Status::Error, None, Some(e), None).await;
+        return Step::Next;
+    }
     // Claimed before it is sent: an expired or settled command is never sent, and the attempt
     // number is the stored one.
     let attempt = match broker.registry().store().delivered(q.id, Utc::now(), durable).await {

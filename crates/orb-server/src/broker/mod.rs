@@ -462,17 +462,18 @@ impl Broker {
         let registry = &self.0.registry;
         // What each target declared in its last hello. A pre-registered device that never
         // connected has declared nothing yet: it says nothing about the command (it ends
-        // `offline`), so it neither allows nor refuses it. One whose list lacks the command is
-        // not sent it: it ends `error` `unknown_command`, decided here (unless no target declares
-        // it at all: then the job is refused).
+        // `offline`), so it neither allows nor refuses it. A connected one whose list lacks the
+        // command is not sent it: it ends `error` `unknown_command`, decided here (unless no
+        // target declares it at all: then the job is refused). An offline one may come back
+        // declaring it: a command held for it is judged when it is delivered.
         let mut lists = Vec::with_capacity(targets.len());
-        let mut undeclared = Vec::new();
+        let mut not_declaring = Vec::new();
         for t in targets.iter().filter(|t| !denied.contains(&t.id)) {
             match registry.get(t.id.as_str()) {
                 Some(k) if k.first_seen.is_none() && t.session.is_none() => {}
                 Some(k) => {
-                    if !k.commands.is_empty() && !k.commands.contains(&spec.command) {
-                        undeclared.push(t.id.clone());
+                    if t.session.is_some() && !declares(&k.commands, &spec.command) {
+                        not_declaring.push(t.id.clone());
                     }
                     lists.push(Arc::clone(&k.commands));
                 }
@@ -496,13 +497,9 @@ impl Broker {
                 (id, Outcome::Denied(e))
             })
             .collect();
-        for id in undeclared {
-            let msg = format!(
-                "{} does not declare '{}' among the commands it handles; nothing was sent to it",
-                id,
-                orb_proto::excerpt(&spec.command)
-            );
-            settled.insert(id, Outcome::Error(ErrorBody::new(ErrorCode::UnknownCommand, msg)));
+        for id in not_declaring {
+            let e = undeclared(id.as_str(), &spec.command);
+            settled.insert(id, Outcome::Error(e));
         }
         let gate = self.gate(who.identity.clone(), spec.command.clone());
         let resolved = crate::jobs::Resolved { targets, skipped, settled };
@@ -699,6 +696,22 @@ const RELAY_RESERVE: usize = 1024;
 /// become unreadable.
 /// A command for devices is named like the ones they declare: at most
 /// [`orb_proto::message::MAX_COMMAND_NAME`] bytes.
+/// Whether a device whose last hello declared `declared` handles `command`: it declared it, or
+/// declared nothing (then it may handle anything).
+pub(crate) fn declares(declared: &[String], command: &str) -> bool {
+    declared.is_empty() || declared.iter().any(|c| c == command)
+}
+
+/// The refusal of a command device `device` does not declare, decided by the server.
+pub(crate) fn undeclared(device: &str, command: &str) -> ErrorBody {
+    let msg = format!(
+        "{} does not declare '{}' among the commands it handles; nothing was sent to it",
+        orb_proto::excerpt(device),
+        orb_proto::excerpt(command)
+    );
+    ErrorBody::new(ErrorCode::UnknownCommand, msg)
+}
+
 pub(crate) fn check_command_name(command: &str) -> Result<(), ErrorBody> {
     let max = orb_proto::message::MAX_COMMAND_NAME;
     if command.len() > max {
