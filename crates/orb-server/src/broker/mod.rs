@@ -466,21 +466,27 @@ impl Broker {
         // command is not sent it: it ends `error` `unknown_command`, decided here (unless no
         // target declares it at all: then the job is refused). An offline one may come back
         // declaring it: a command held for it is judged when it is delivered.
-        let mut lists = Vec::with_capacity(targets.len());
+        // Only the lists that lack the command are kept: when every target's does, they name the
+        // closest commands in the refusal (a fan-out whose targets declare it keeps none).
+        let mut lacking = Vec::new();
         let mut not_declaring = Vec::new();
+        let mut someone_declares = false;
         for t in targets.iter().filter(|t| !denied.contains(&t.id)) {
             match registry.get(t.id.as_str()) {
                 Some(k) if k.first_seen.is_none() && t.session.is_none() => {}
+                Some(k) if declares(&k.commands, &spec.command) => someone_declares = true,
                 Some(k) => {
-                    if t.session.is_some() && !declares(&k.commands, &spec.command) {
+                    if t.session.is_some() {
                         not_declaring.push(t.id.clone());
                     }
-                    lists.push(Arc::clone(&k.commands));
+                    lacking.push(Arc::clone(&k.commands));
                 }
-                None => lists.push(Arc::from([])),
+                None => someone_declares = true,
             }
         }
-        declared::check(&spec.command, lists)?;
+        if !someone_declares {
+            declared::check(&spec.command, lacking)?;
+        }
         if spec.select == Select::One {
             // "Any one of" goes to a device that can run it: one that declares the command, or
             // declared nothing.
