@@ -21,6 +21,7 @@ use crate::connect::{self, TokenKind};
 use crate::credentials::{self, Credentials};
 use crate::exit::{self, Failure};
 use crate::logging;
+use crate::pushed::{self, Applier};
 use crate::sysmetrics::SysMetrics;
 use crate::telemetry;
 
@@ -48,18 +49,26 @@ pub fn builtin_handlers(metrics: SysMetrics) -> Handlers {
         })
 }
 
-/// The built-in handlers plus `exec` when the configuration allows commands (so `exec` is
-/// declared in hello only then, and the server refuses it to other agents: `unknown_command`).
-fn agent_handlers(metrics: SysMetrics, exec: Option<std::sync::Arc<crate::exec::Policy>>) -> Handlers {
-    let handlers = builtin_handlers(metrics);
+/// The built-in handlers, `agent.config` (what `settings` applies), and `exec` when the
+/// configuration allows commands or accepts the server's additions (so `exec` is declared in
+/// hello only then, and the server refuses it to other agents: `unknown_command`).
+fn agent_handlers(metrics: SysMetrics, settings: std::sync::Arc<Applier>) -> Handlers {
+    let exec = settings.exec();
+    let handlers = builtin_handlers(metrics).on(AGENT_CONFIG, move |_c: Context| {
+        let settings = std::sync::Arc::clone(&settings);
+        async move { Ok(settings.effective()) }
+    });
     match exec {
         Some(policy) => handlers.on("exec", move |c: Context| {
-            let policy = std::sync::Arc::clone(&policy);
+            let policy = std::sync::Arc::clone(&policy.borrow());
             async move { crate::exec::call(&policy, c).await }
         }),
         None => handlers,
     }
 }
+
+/// The built-in that answers the agent's effective configuration.
+pub const AGENT_CONFIG: &str = "agent.config";
 
 /// The longest `sleep` (24h): the server's default `max_deadline`, beyond which no job waits anyway.
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -256,12 +265,18 @@ fn secret_refused_hint(data: &Path) -> String {
 /// Runs the agent until SIGINT/SIGTERM (exit 0) or until it gives up (exit 69).
 pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Result<u8, Failure> {
     let settings = load(&args, config_flag)?;
-    let directive = std::env::var("ORB_LOG").unwrap_or_else(|_| match verbose {
+    let env_log = std::env::var("ORB_LOG").ok();
+    let log_pinned_by = match (&env_log, verbose) {
+        (Some(_), _) => Some("ORB_LOG"),
+        (None, 0) => None,
+        (None, _) => Some("-v"),
+    };
+    let directive = env_log.unwrap_or_else(|| match verbose {
         0 => settings.file.log.level.clone(),
         1 => "debug".into(),
         _ => "trace".into(),
     });
-    logging::init(&directive, settings.file.log.file.as_deref().map(Path::new))
+    let log = logging::init(&directive, settings.file.log.file.as_deref().map(Path::new))
         .map_err(|e| Failure::new(exit::CONFIG, e))?;
     let a = &settings.file.agent;
     let id = a.id.as_deref().map(DeviceId::new).transpose().map_err(|e| Failure::usage(e.to_string()))?;
@@ -308,20 +323,34 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         .await
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e}; the agent keeps its journal and outbox there")))?;
     if let Some(policy) = &settings.exec {
+        let additions = if policy.accepts_additions() { ", and the server may add patterns" } else { "" };
         tracing::info!(
             patterns = policy.pattern_count(),
-            "exec is on: [exec] allow lists {} command patterns",
+            accepts_additions = policy.accepts_additions(),
+            "exec is on: [exec] allow lists {} command patterns{additions}",
             policy.pattern_count()
         );
     }
+    // The agent's own settings, then what the server pushed last time, then what it pushes now.
+    let local = pushed::Local {
+        telemetry: telemetry::Plan {
+            every: settings.agent.telemetry,
+            metrics: settings.file.telemetry.metrics.as_slice().into(),
+        },
+        log_level: if log_pinned_by.is_some() { directive } else { settings.file.log.level.clone() },
+        log_pinned_by,
+        exec_allow: settings.file.exec.allow.clone(),
+        exec: settings.exec.clone(),
+    };
+    let applier = std::sync::Arc::new(Applier::new(local, data.clone(), log));
+    applier.load_saved();
     let metrics = SysMetrics::open();
-    let handlers = agent_handlers(metrics.clone(), settings.exec.clone());
+    let handlers = agent_handlers(metrics.clone(), std::sync::Arc::clone(&applier));
     let link = Persistent::new(base, urls, handlers, backoff).durable(store);
     let current = link.current();
     let stop = CancellationToken::new();
-    // The telemetry interval: the configured one; a server-pushed one would be sent on this channel.
-    let (_interval_tx, interval) = tokio::sync::watch::channel(settings.agent.telemetry);
-    tokio::spawn(telemetry::run(metrics, link.current(), interval, stop.child_token()));
+    tokio::spawn(pushed::follow(std::sync::Arc::clone(&applier), link.current(), stop.child_token()));
+    tokio::spawn(telemetry::run(metrics, link.current(), applier.telemetry(), stop.child_token()));
     let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
     let stopper = stop.clone();
@@ -480,12 +509,28 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(5));
     }
 
+    fn applier(exec: &config::ExecSection) -> std::sync::Arc<Applier> {
+        let local = pushed::Local {
+            telemetry: telemetry::Plan { every: None, metrics: Vec::new().into() },
+            log_level: "info".into(),
+            log_pinned_by: None,
+            exec_allow: exec.allow.clone(),
+            exec: crate::exec::Policy::load(exec).unwrap().map(std::sync::Arc::new),
+        };
+        let data = std::env::temp_dir().join(format!("orb-agent-test-{}", std::process::id()));
+        std::sync::Arc::new(Applier::new(local, data, logging::LogHandle::detached()))
+    }
+
     #[test]
-    fn exec_is_declared_only_when_commands_are_allowed() {
-        assert_eq!(agent_handlers(SysMetrics::open(), None).names(), ["echo", "ping", "sleep", "sys.info"]);
-        let section = config::ExecSection { allow: vec!["uname -s".into()], ..config::ExecSection::default() };
-        let policy = crate::exec::Policy::load(&section).unwrap().map(std::sync::Arc::new);
-        assert_eq!(agent_handlers(SysMetrics::open(), policy).names(), ["echo", "exec", "ping", "sleep", "sys.info"]);
+    fn exec_is_declared_only_when_commands_are_allowed_or_the_server_may_add_them() {
+        let handlers = |exec: config::ExecSection| agent_handlers(SysMetrics::open(), applier(&exec)).names();
+        let builtins = ["agent.config", "echo", "ping", "sleep", "sys.info"];
+        assert_eq!(handlers(config::ExecSection::default()), builtins);
+        let with_exec = ["agent.config", "echo", "exec", "ping", "sleep", "sys.info"];
+        let allowed = config::ExecSection { allow: vec!["uname -s".into()], ..config::ExecSection::default() };
+        assert_eq!(handlers(allowed), with_exec);
+        let accepting = config::ExecSection { accept_server_additions: true, ..config::ExecSection::default() };
+        assert_eq!(handlers(accepting), with_exec);
     }
 
     #[tokio::test]

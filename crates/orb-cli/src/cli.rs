@@ -30,7 +30,7 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(after_help = crate::help::SERVE)]
     Serve(ServeArgs),
-    /// Run an agent: connect to the server and answer commands (ping, echo, sleep, sys.info; exec when allowed).
+    /// Run an agent: connect to the server and answer commands (ping, echo, sleep, sys.info, agent.config; exec when allowed).
     #[command(after_help = crate::help::AGENT)]
     Agent(AgentArgs),
     /// Send a command to every device a selector matches and print one result per device.

@@ -44,6 +44,7 @@ mod online;
 mod output;
 mod private_file;
 mod pubsub;
+mod pushed;
 mod render;
 mod results;
 mod rollout;

@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent_config;
+pub mod argv;
 pub mod audit;
 pub mod body;
 pub mod codec;

@@ -286,6 +286,10 @@ pub struct Welcome {
     /// RFC 3339 UTC time the server first saw this device (agents only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen: Option<String>,
+    /// Settings the server pushes to this agent (its `[[fleet.agents]]` rules that match the
+    /// device); absent when none match. Later `config` frames replace them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::agent_config::AgentSettings>,
 }
 
 fn json_codec() -> String {

@@ -130,6 +130,17 @@ pub(super) async fn handshake<R: FrameSource>(
     if let Some(will) = &will {
         broker.policy().check(&identity, &crate::broker::Action::Publish { topic: &will.topic }).map_err(refuse)?;
     }
+    // What the `[[fleet.agents]]` rules tell this device, judged by the tags its hello reports
+    // (the registry takes them only below).
+    let settings = match (&identity.device, &known) {
+        (Some(id), Some(k)) => broker.agent_settings_for(&crate::broker::HelloSubject {
+            id: id.as_str(),
+            operator_tags: &k.operator_tags,
+            reported_tags: &hello.tags,
+        }),
+        _ => orb_proto::agent_config::AgentSettings::default(),
+    };
+    let settings_told = crate::broker::settings_digest(&settings);
     let welcome = Welcome {
         version: hello.version,
         id: identity.name.clone(),
@@ -142,6 +153,7 @@ pub(super) async fn handshake<R: FrameSource>(
         secret: principal.issued_secret.clone(),
         known: known.as_ref().is_some_and(|k| k.first_seen.is_some()),
         first_seen: known.as_ref().map(|k| rfc3339(k.first_seen.unwrap_or(now))),
+        config: (!settings.is_empty()).then_some(settings),
     };
     // The welcome itself is JSON, so the client can read the choice before switching. Nothing
     // else can be queued yet: the session is not registered.
@@ -163,6 +175,7 @@ pub(super) async fn handshake<R: FrameSource>(
                 rtt_us: std::sync::atomic::AtomicU64::new(0),
                 stats: Arc::clone(&stats),
                 durable: hello.durable,
+                settings_told: std::sync::Mutex::new(settings_told),
             });
             let registration = sessions.register(DeviceSession { outbox: outbox.clone(), record: Arc::clone(&record) });
             registry.connected(orb_store::Connection {
@@ -181,6 +194,8 @@ pub(super) async fn handshake<R: FrameSource>(
                 Some(k) if k.revoked => outbox.closer.close(CloseReason::Revoked),
                 Some(k) => {
                     broker.publish_presence(&id, None);
+                    // Rules reloaded since the welcome was written reach the device now.
+                    broker.push_agent_settings(&id);
                     broker.deliver_held(id.clone());
                     if k.commands.iter().any(|c| c == orb_proto::message::commands::SCHEDULES_SYNC) {
                         broker.sync_agent_schedules(Some(id.clone()));

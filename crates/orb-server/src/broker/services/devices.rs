@@ -187,8 +187,9 @@ impl Broker {
             static NO_VALUE: String = String::new();
             check_tags(t.remove.iter().map(|k| (k, &NO_VALUE)))?;
             let device = self.registry().set_operator_tags(&t.id, &t.set, &t.remove).await?;
-            // Its tags decide which agent-local schedules it runs.
+            // Its tags decide which agent-local schedules it runs and what settings it is told.
             if let Ok(id) = orb_proto::DeviceId::new(&device.id) {
+                self.push_agent_settings(&id);
                 self.sync_agent_schedules(Some(id));
             }
             Ok(self.detail(&device))
