@@ -13,6 +13,8 @@ use pattern::Pattern;
 
 use crate::config::ExecSection;
 
+pub use args::schema;
+
 /// The user commands run as (`[exec] run_as`), resolved when the configuration loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {
