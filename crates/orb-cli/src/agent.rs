@@ -29,8 +29,9 @@ use crate::telemetry;
 pub const AGENT_NAME: &str = concat!("orb-agent/", env!("CARGO_PKG_VERSION"));
 
 /// The built-in command handlers every `orb agent` has; `sys.info` answers from `metrics`.
+/// `sleep` declares the JSON Schema of the shapes it takes ([`sleep_schema`]).
 pub fn builtin_handlers(metrics: SysMetrics) -> Handlers {
-    Handlers::new()
+    let handlers = Handlers::new()
         .on("ping", |_c: Context| async { Ok(serde_json::json!({"pong": true})) })
         .on("echo", |c: Context| async move {
             serde_json::from_slice::<serde_json::Value>(&c.args)
@@ -39,14 +40,36 @@ pub fn builtin_handlers(metrics: SysMetrics) -> Handlers {
         .on("sys.info", move |_c: Context| {
             let metrics = metrics.clone();
             async move { Ok(metrics.sample().await) }
-        })
-        .on("sleep", |c: Context| async move {
+        });
+    handlers
+        .on_with_schema("sleep", sleep_schema(), |c: Context| async move {
             let wait = sleep_args(&c)?;
             tokio::select! {
                 () = tokio::time::sleep(wait) => Ok(serde_json::json!({"slept_ms": wait.as_millis() as u64})),
                 () = c.cancel.cancelled() => Err(ErrorBody::new(ErrorCode::Cancelled, "sleep: the job was cancelled")),
             }
         })
+        .expect("the sleep schema is valid (a unit test compiles it)")
+}
+
+/// The shapes `sleep` takes: whole milliseconds up to 24 hours, bare or as `{"ms": N}`, or a
+/// duration string. Whether the string parses (and is at most 24 hours) is the handler's check
+/// (`bad_args`): a schema cannot say it.
+fn sleep_schema() -> serde_json::Value {
+    let max = MAX_SLEEP.as_millis() as u64;
+    serde_json::json!({
+        "description": "milliseconds (1500 or {\"ms\": 1500}) or a duration string (\"2s\", \"1m 30s\"), at most 24h",
+        "anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": max},
+            {"type": "string", "minLength": 1},
+            {
+                "type": "object",
+                "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": max}},
+                "required": ["ms"],
+                "additionalProperties": false
+            }
+        ]
+    })
 }
 
 /// The built-in handlers, `agent.config` (what `settings` applies), and `exec` when the
@@ -59,10 +82,12 @@ fn agent_handlers(metrics: SysMetrics, settings: std::sync::Arc<Applier>) -> Han
         async move { Ok(settings.effective()) }
     });
     match exec {
-        Some(policy) => handlers.on("exec", move |c: Context| {
-            let policy = std::sync::Arc::clone(&policy.borrow());
-            async move { crate::exec::call(&policy, c).await }
-        }),
+        Some(policy) => handlers
+            .on_with_schema("exec", crate::exec::schema(), move |c: Context| {
+                let policy = std::sync::Arc::clone(&policy.borrow());
+                async move { crate::exec::call(&policy, c).await }
+            })
+            .expect("the exec schema is valid (a unit test compiles it)"),
         None => handlers,
     }
 }

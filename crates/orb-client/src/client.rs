@@ -217,6 +217,7 @@ impl Client {
             id: config.id.clone(),
             tags: config.tags.clone(),
             commands: handlers.names(),
+            schemas: handlers.schemas(),
             agent: Some(config.agent.clone()),
             codecs: offered_codecs(config.codec),
             durable: config.journal.is_some(),

@@ -12,6 +12,8 @@ use orb_proto::argv::Pattern;
 
 use crate::config::ExecSection;
 
+pub use args::schema;
+
 /// The user commands run as (`[exec] run_as`), resolved when the configuration loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {

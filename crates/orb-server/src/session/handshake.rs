@@ -65,6 +65,12 @@ pub(super) async fn handshake<R: FrameSource>(
             .map_err(refuse)?,
         Role::Operator => None,
     };
+    // An agent's schemas are compiled (and so checked) once it holds an admitted session, before
+    // anything is registered: a hello refused here has changed nothing. Operators declare none.
+    let schemas = match hello.role {
+        Role::Agent => compile_schemas(&hello).map_err(refuse)?,
+        Role::Operator => Default::default(),
+    };
     let registry = broker.registry();
     // A hello that would register a new device id counts against its address's enrollment rate.
     // (A device with a verified client certificate is vouched for by the client CA: not counted.)
@@ -185,6 +191,7 @@ pub(super) async fn handshake<R: FrameSource>(
                 user_agent: peer.user_agent.or_else(|| hello.agent.clone()),
                 agent_version: hello.agent,
                 commands: hello.commands,
+                schemas,
                 reported_tags: hello.tags,
                 transport: peer.transport.to_owned(),
             });
@@ -217,6 +224,24 @@ pub(super) async fn handshake<R: FrameSource>(
     );
     session.will = will;
     Ok(session)
+}
+
+/// Compiles the JSON Schemas a hello declares (already held to their limits by
+/// [`Hello::check`]): the schemas as values, to keep with the declared commands.
+///
+/// # Errors
+/// `bad_request` naming the first command whose schema is not a valid JSON Schema, and why.
+fn compile_schemas(hello: &Hello) -> Result<std::collections::BTreeMap<String, serde_json::Value>, ErrorBody> {
+    hello
+        .schemas
+        .iter()
+        .map(|(name, raw)| {
+            orb_io::schema::ArgsSchema::parse(raw.0.get()).map(|s| (name.clone(), s.source().clone())).map_err(|e| {
+                let msg = format!("hello schema for '{}' {e}", orb_proto::excerpt(name).escape_debug());
+                ErrorBody::new(ErrorCode::BadRequest, orb_proto::bounded(msg))
+            })
+        })
+        .collect()
 }
 
 /// Reads the first frame and decodes it as a `hello`.
