@@ -287,6 +287,51 @@ fn secret_refused_hint(data: &Path) -> String {
     )
 }
 
+/// Cancels `stop` on SIGTERM or SIGINT.
+fn cancel_on_signals(stop: &CancellationToken) -> Result<(), Failure> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        stopper.cancel();
+    });
+    Ok(())
+}
+
+/// `--standalone`: telemetry as JSON lines until SIGINT/SIGTERM (exit 0), under the id given,
+/// the one saved in `data`, or the host name.
+async fn standalone(args: &AgentArgs, id: Option<&DeviceId>, data: &Path, applier: &Applier) -> Result<u8, Failure> {
+    let plan = applier.telemetry();
+    if plan.borrow().every.is_none() {
+        return Err(Failure::new(
+            exit::CONFIG,
+            "telemetry is off ([telemetry] interval = 0): --standalone would have nothing to do",
+        ));
+    }
+    let saved = credentials::load(data).ok().flatten().map(|c| c.id);
+    let host = || {
+        let name = sysinfo::System::host_name().ok()?;
+        DeviceId::new(name.split('.').next()?).ok().map(|d| d.to_string())
+    };
+    let id = id.map(ToString::to_string).or(saved).or_else(host).unwrap_or_else(|| "standalone".to_owned());
+    let sink = crate::standalone::Sink::open(args.telemetry_file.as_deref()).map_err(|e| {
+        let file = args.telemetry_file.as_deref().unwrap_or(Path::new("-")).display().to_string();
+        Failure::new(exit::CONFIG, format!("cannot open --telemetry-file {file}: {e}"))
+    })?;
+    let stop = CancellationToken::new();
+    cancel_on_signals(&stop)?;
+    tracing::info!(id, "standalone: writing telemetry without a server");
+    crate::standalone::run(&id, SysMetrics::open(), plan, sink, stop)
+        .await
+        .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot write telemetry: {e}")))?;
+    tracing::info!("agent stopped");
+    Ok(exit::OK)
+}
+
 /// Runs the agent until SIGINT/SIGTERM (exit 0) or until it gives up (exit 69).
 pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Result<u8, Failure> {
     let settings = load(&args, config_flag)?;
@@ -315,6 +360,22 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         || PathBuf::from("orb-agent").join(id.as_ref().map_or("default", DeviceId::as_str)),
         PathBuf::from,
     );
+    // The agent's own settings, then what the server pushed last time, then what it pushes now.
+    let local = pushed::Local {
+        telemetry: telemetry::Plan {
+            every: settings.agent.telemetry,
+            metrics: settings.file.telemetry.metrics.as_slice().into(),
+        },
+        log_level: if log_pinned_by.is_some() { directive } else { settings.file.log.level.clone() },
+        log_pinned_by,
+        exec_allow: settings.file.exec.allow.clone(),
+        exec: settings.exec.clone(),
+    };
+    let applier = std::sync::Arc::new(Applier::new(local, data.clone(), log));
+    applier.load_saved();
+    if args.standalone {
+        return standalone(&args, id.as_ref(), &data, &applier).await;
+    }
     let _lock = lock_data_dir(&data)?;
     let who = identity(&settings, &urls, &data, id.as_ref())?;
     let enroll = who.secret.is_none();
@@ -356,19 +417,6 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
             policy.pattern_count()
         );
     }
-    // The agent's own settings, then what the server pushed last time, then what it pushes now.
-    let local = pushed::Local {
-        telemetry: telemetry::Plan {
-            every: settings.agent.telemetry,
-            metrics: settings.file.telemetry.metrics.as_slice().into(),
-        },
-        log_level: if log_pinned_by.is_some() { directive } else { settings.file.log.level.clone() },
-        log_pinned_by,
-        exec_allow: settings.file.exec.allow.clone(),
-        exec: settings.exec.clone(),
-    };
-    let applier = std::sync::Arc::new(Applier::new(local, data.clone(), log));
-    applier.load_saved();
     let metrics = SysMetrics::open();
     let handlers = agent_handlers(metrics.clone(), std::sync::Arc::clone(&applier));
     let link = Persistent::new(base, urls, handlers, backoff).durable(store);
@@ -376,16 +424,7 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let stop = CancellationToken::new();
     tokio::spawn(pushed::follow(std::sync::Arc::clone(&applier), link.current(), stop.child_token()));
     tokio::spawn(telemetry::run(metrics, link.current(), applier.telemetry(), stop.child_token()));
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-    let stopper = stop.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        stopper.cancel();
-    });
+    cancel_on_signals(&stop)?;
 
     // Set when an issued credential could not be saved: the agent stops (it could not connect
     // again as this device).

@@ -53,6 +53,7 @@ mod send;
 #[cfg(feature = "server")]
 mod serve;
 mod signal;
+mod standalone;
 mod sysmetrics;
 mod telemetry;
 mod tokens;
