@@ -419,11 +419,12 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     }
     let metrics = SysMetrics::open();
     let handlers = agent_handlers(metrics.clone(), std::sync::Arc::clone(&applier));
+    let outbox = store.outbox().clone();
     let link = Persistent::new(base, urls, handlers, backoff).durable(store);
     let current = link.current();
     let stop = CancellationToken::new();
     tokio::spawn(pushed::follow(std::sync::Arc::clone(&applier), link.current(), stop.child_token()));
-    tokio::spawn(telemetry::run(metrics, link.current(), applier.telemetry(), stop.child_token()));
+    tokio::spawn(telemetry::run(metrics, link.current(), applier.telemetry(), Some(outbox), stop.child_token()));
     cancel_on_signals(&stop)?;
 
     // Set when an issued credential could not be saved: the agent stops (it could not connect

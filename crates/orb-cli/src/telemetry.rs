@@ -2,12 +2,13 @@
 //! `sys.info` answers), keeps the parts its [`Plan`] names, and publishes it on
 //! `telemetry.<id>.sys`, `<id>` being the id the server welcomed it with. The plan comes from a
 //! watch channel: the agent's `[telemetry]` section, or what the server pushes
-//! (`crate::pushed`). While offline only the latest sample is kept (publications are not outbox
-//! messages) and it is published as soon as the agent is connected again.
+//! (`crate::pushed`). Samples taken while disconnected go to the agent's outbox (`$orb.telemetry`,
+//! at most half of it), which the server publishes once it has them.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use orb_client::durable::Outbox;
 use orb_client::{Client, ClientError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -82,10 +83,12 @@ pub async fn run(
     metrics: SysMetrics,
     mut current: watch::Receiver<Option<Client>>,
     mut plan: watch::Receiver<Plan>,
+    outbox: Option<Outbox>,
     stop: CancellationToken,
 ) {
-    // The latest sample not published yet (one at most: a newer one replaces it).
+    // The latest sample not published yet: one at most; an older one goes to the outbox first.
     let mut pending: Option<Bytes> = None;
+    let mut stash = Stash { outbox, full: false };
     let mut refusal: Option<String> = None;
     let mut every = plan.borrow_and_update().every;
     let mut next = every.map(|every| tokio::time::Instant::now() + every);
@@ -121,6 +124,7 @@ pub async fn run(
                 }
             }
             () = tick => {
+                stash.keep(&mut pending).await;
                 let mut sample = metrics.sample().await;
                 keep_metrics(&mut sample, &plan.borrow().metrics);
                 pending = Some(Bytes::from(serde_json::to_vec(&sample).expect("a JSON value serialises")));
@@ -128,8 +132,41 @@ pub async fn run(
             }
         }
         let live = current.borrow_and_update().clone();
-        if let (Some(client), Some(_)) = (live, &pending) {
-            publish(&client, &mut pending, &mut refusal).await;
+        match (live, &pending) {
+            (Some(client), Some(_)) => publish(&client, &mut pending, &mut refusal).await,
+            (None, Some(_)) => stash.keep(&mut pending).await,
+            (_, None) => {}
+        }
+    }
+}
+
+/// Where samples taken while disconnected go: the agent's outbox, which sends them when it is
+/// connected again (`$orb.telemetry`), up to half its limits; without one, or past that, only the
+/// latest sample is kept.
+struct Stash {
+    outbox: Option<Outbox>,
+    /// The outbox refused the last sample (said once until one is taken again).
+    full: bool,
+}
+
+impl Stash {
+    /// Commits `pending` to the outbox, if there is one and it takes it; otherwise `pending`
+    /// stays, to be replaced by a newer sample.
+    async fn keep(&mut self, pending: &mut Option<Bytes>) {
+        let (Some(outbox), Some(body)) = (&self.outbox, pending.clone()) else { return };
+        match outbox.send_telemetry(body).await {
+            Ok(_) => {
+                *pending = None;
+                self.full = false;
+                tracing::debug!("telemetry sample kept in the outbox until the agent is connected");
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.full, true) {
+                    tracing::warn!(
+                        "telemetry taken offline is no longer kept in the outbox: {e}; only the latest sample is"
+                    );
+                }
+            }
         }
     }
 }

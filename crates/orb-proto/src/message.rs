@@ -62,6 +62,10 @@ pub mod commands {
     /// Device to server, through its outbox: one firing of an agent-local schedule. Body:
     /// [`crate::schedule::ScheduleRan`]; stored as a job of one target, linked to the schedule.
     pub const SCHEDULES_RAN: &str = "$orb.schedules.ran";
+    /// Device to server, through its outbox: a system-telemetry sample the device took while
+    /// disconnected. Body: the sample (a JSON object, as published on `telemetry.<id>.sys`); the
+    /// server publishes it there once stored.
+    pub const TELEMETRY: &str = "$orb.telemetry";
     /// Make an operator token (admin only), shown once. Args: [`crate::tokens::TokenAdd`]; result:
     /// [`crate::tokens::TokenCreated`].
     pub const TOKENS_ADD: &str = "$orb.tokens.add";
