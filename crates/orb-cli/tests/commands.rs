@@ -35,7 +35,7 @@ fn the_commands_devices_declare_are_listed_with_their_devices() {
 
     let out = server.client("commands").args(["tag:role=camera", "-o", "name"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["echo", "ping", "sleep", "sys.info"]);
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), ["agent.config", "echo", "ping", "sleep", "sys.info"]);
 
     let out = server.client("commands").args(["-o", "wide"]).output().unwrap();
     let table = stdout(&out);
