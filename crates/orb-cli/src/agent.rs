@@ -431,6 +431,7 @@ mod tests {
             job: Some("job-1".into()),
             deadline,
             cancel: CancellationToken::new(),
+            progress: orb_client::handler::Progress::off(),
         }
     }
 
