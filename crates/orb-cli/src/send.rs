@@ -60,11 +60,8 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
             matches!(format, Format::Table | Format::Wide) && std::io::IsTerminal::is_terminal(&std::io::stderr())
         }
     };
-    let mut request = JobRequest::new(&args.target, &args.command)
-        .args(body)
-        .deadline(args.wait)
-        .rollout(rollout)
-        .progress(progress);
+    let mut request =
+        JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait).rollout(rollout).progress(progress);
     if let Some(ttl) = args.ttl {
         request = request.ttl(ttl);
     }

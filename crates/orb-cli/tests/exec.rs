@@ -125,7 +125,8 @@ fn output_lines_stream_to_orb_send_on_stderr_when_asked() {
     // Table output, --progress: `dev | line` on stderr, the results table on stdout.
     let out = server.client("send").args(["dev", "exec", &args, "--progress"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let lines: Vec<&str> = stderr(&out).lines().filter(|l| l.starts_with("dev | ")).collect();
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("dev | ")).collect();
     assert_eq!(lines, ["dev | 1", "dev | 2", "dev | 3"], "stderr: {}", stderr(&out));
     assert!(!stdout(&out).contains("dev | "), "stdout stays the results: {}", stdout(&out));
 
@@ -144,7 +145,10 @@ fn output_lines_stream_to_orb_send_on_stderr_when_asked() {
 
     // Not a terminal and not asked (auto): nothing streamed, no progress_dropped.
     let r = exec(&server, "dev", &json!({"cmd": ["seq", "3"]}), &[]);
-    assert_eq!(r["result"], json!({"exit_code": 0, "signal": null, "stdout": "1\n2\n3\n", "stderr": "", "truncated": false}));
+    assert_eq!(
+        r["result"],
+        json!({"exit_code": 0, "signal": null, "stdout": "1\n2\n3\n", "stderr": "", "truncated": false})
+    );
     let out = server.client("send").args(["dev", "exec", &args, "--progress", "off"]).output().unwrap();
     assert!(!stderr(&out).contains("dev | "), "{}", stderr(&out));
 }

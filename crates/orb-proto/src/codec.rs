@@ -628,8 +628,9 @@ pub(crate) mod arb {
             retain: Some(true),
             progress: Some(true),
             error: Some(
-                ErrorBody::new(ErrorCode::HandlerError, "boom: \"x\"")
-                    .with_data(serde_json::value::RawValue::from_string(r#"{"exit_code": 3}"#.to_owned()).expect("JSON")),
+                ErrorBody::new(ErrorCode::HandlerError, "boom: \"x\"").with_data(
+                    serde_json::value::RawValue::from_string(r#"{"exit_code": 3}"#.to_owned()).expect("JSON"),
+                ),
             ),
             body: Some(Bytes::from_static(br#"{"unit": "nginx", "n": [1, 2.5e3, null], "s": "\ud83d\ude00"}"#)),
         }
@@ -870,7 +871,7 @@ mod tests {
         assert_eq!(error.code, ErrorCode::ExitStatus);
         assert_eq!(error.data_json(), Some(r#"{"exit_code": 3,"stdout":"a\u00e9"}"#), "kept as written");
         assert_eq!(&encode(&e)[..], text.as_bytes(), "written back verbatim, data after message");
-        assert_eq!(json(&String::from_utf8(encode(&e).to_vec()).unwrap()).unwrap(), e);
+        assert_eq!(json(std::str::from_utf8(&encode(&e)).unwrap()).unwrap(), e);
         let e = json(r#"{"kind":"reply","error":{"data":null,"code":"x","message":"m"}}"#).unwrap();
         assert_eq!(e.error, Some(ErrorBody::new(ErrorCode::Other("x".into()), "m")));
         assert_eq!(&encode(&e)[..], br#"{"kind":"reply","error":{"code":"x","message":"m"}}"#);

@@ -110,8 +110,12 @@ pub async fn run(args: &ExecArgs, policy: &Policy, progress: &Progress) -> Resul
         status
     };
     let cap = policy.max_output;
-    let (status, (), (out, out_cut), (err, err_cut)) =
-        tokio::join!(waiting, feed, capture(stdout, cap, Lines::new("stdout", progress)), capture(stderr, cap, Lines::new("stderr", progress)));
+    let (status, (), (out, out_cut), (err, err_cut)) = tokio::join!(
+        waiting,
+        feed,
+        capture(stdout, cap, Lines::new("stdout", progress)),
+        capture(stderr, cap, Lines::new("stderr", progress))
+    );
     let status = status.map_err(|e| failed("cannot wait for", e))?;
     Ok(Outcome {
         exit_code: status.code(),
@@ -210,7 +214,9 @@ mod tests {
 
     #[tokio::test]
     async fn output_and_exit_code_are_captured() {
-        let o = run(&args(&["sh", "-c", "echo out; echo err >&2; exit 3"], None), &policy(1024), &Progress::off()).await.unwrap();
+        let o = run(&args(&["sh", "-c", "echo out; echo err >&2; exit 3"], None), &policy(1024), &Progress::off())
+            .await
+            .unwrap();
         assert_eq!(
             o,
             Outcome {
@@ -233,7 +239,9 @@ mod tests {
 
     #[tokio::test]
     async fn output_past_the_cap_is_cut_and_marked() {
-        let o = run(&args(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"], None), &policy(10), &Progress::off()).await.unwrap();
+        let o = run(&args(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"], None), &policy(10), &Progress::off())
+            .await
+            .unwrap();
         assert_eq!(o.stdout, "x".repeat(10));
         assert!(o.truncated);
         assert_eq!(o.exit_code, Some(0));
@@ -253,7 +261,8 @@ mod tests {
             sink.lock().unwrap().push(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
             true
         });
-        let script = format!("echo one; echo two >&2; head -c {} /dev/zero | tr '\\0' y; echo; printf last", MAX_LINE + 5);
+        let script =
+            format!("echo one; echo two >&2; head -c {} /dev/zero | tr '\\0' y; echo; printf last", MAX_LINE + 5);
         let o = run(&args(&["sh", "-c", &script], None), &policy(4096), &progress).await.unwrap();
         assert!(o.stdout.starts_with("one\n"), "the result keeps the output: {}", o.stdout);
         let got = got.lock().unwrap().clone();

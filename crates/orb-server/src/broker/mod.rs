@@ -50,10 +50,10 @@ use crate::admin::AdminRequest;
 use crate::config::Limits;
 use crate::identity::{Identity, Requester};
 use crate::jobs::{JobHandle, JobSpec, Jobs, Outcome};
+use crate::metrics::ProgressDrop;
 use crate::node::NodeId;
 use crate::registry::Registry;
 use crate::router::admission::Admission;
-use crate::metrics::ProgressDrop;
 use crate::router::correlation::{
     Answer, Correlations, PendingRequest, ProgressSink, Progressed, Reply, ReplySink, Routed,
 };

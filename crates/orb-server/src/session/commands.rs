@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use orb_io::queue::TrySendError;
 use orb_proto::rollout::Rollout;
-use bytes::Bytes;
 use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;

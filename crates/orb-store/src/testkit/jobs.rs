@@ -562,7 +562,10 @@ pub async fn error_data_is_kept_in_time_and_late(h: &Harness) {
     s.flush().await.unwrap();
     let check = |targets: Vec<crate::TargetRecord>| {
         assert_eq!(targets[0].error.as_ref(), Some(&failed));
-        assert_eq!(targets[0].error.as_ref().and_then(ErrorBody::data_json), Some(r#"{"exit_code": 3, "stderr": "no\u00e9\n"}"#));
+        assert_eq!(
+            targets[0].error.as_ref().and_then(ErrorBody::data_json),
+            Some(r#"{"exit_code": 3, "stderr": "no\u00e9\n"}"#)
+        );
         assert_eq!(targets[1].error.as_ref().map(|e| e.data.is_none()), Some(true));
         assert_eq!((targets[2].status, targets[2].error.as_ref()), (Some(Status::Timeout), Some(&timeout)));
         assert_eq!(targets[2].late.as_ref().and_then(|l| l.error.as_ref()), Some(&late_error));
