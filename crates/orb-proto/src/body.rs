@@ -41,16 +41,17 @@ pub enum DataError {
 }
 
 /// Reads an error's `data` (`docs/protocol.md` section 3): exactly one JSON value within the
-/// body limits, as it will be stored and relayed.
+/// body limits, as it will be stored and relayed; `None` for `null`, which is no data (as an
+/// absent member is, in every codec).
 ///
 /// # Errors
 /// [`DataError::NotJson`] for bytes that are not one JSON value; [`DataError::Limits`] for one
 /// that breaks the body limits.
-pub fn error_data(json: &[u8]) -> Result<Box<serde_json::value::RawValue>, DataError> {
+pub fn error_data(json: &[u8]) -> Result<Option<Box<serde_json::value::RawValue>>, DataError> {
     let raw: Box<serde_json::value::RawValue> =
         serde_json::from_slice(json).map_err(|e| DataError::NotJson(crate::text::bounded(e.to_string())))?;
     check(raw.get().as_bytes())?;
-    Ok(raw)
+    Ok((raw.get() != "null").then_some(raw))
 }
 
 /// Checks a body that is already known to be one valid JSON value against the body limits.

@@ -337,7 +337,8 @@ impl<'de> Visitor<'de> for ErrorObjectVisitor {
                 Member::Data => {
                     let raw: Option<&'de RawValue> = map.next_value()?;
                     let checked = raw.map(|raw| crate::body::error_data(raw.get().as_bytes())).transpose();
-                    data = Some(checked.map_err(|e| de::Error::custom(format_args!("error data: {e}")))?);
+                    let checked = checked.map_err(|e| de::Error::custom(format_args!("error data: {e}")))?;
+                    data = Some(checked.flatten());
                 }
                 Member::Other => {
                     map.next_value::<IgnoredAny>()?;

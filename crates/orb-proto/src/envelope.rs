@@ -211,9 +211,10 @@ impl ErrorBody {
         ErrorBody { code, message: message.into(), data: None }
     }
 
-    /// The same error carrying `data` (one JSON value) as its structured detail.
+    /// The same error carrying `data` (one JSON value) as its structured detail; `null` is no
+    /// data (the wire reads `"data": null` as absent).
     pub fn with_data(mut self, data: Box<serde_json::value::RawValue>) -> ErrorBody {
-        self.data = Some(crate::message::RawJson(data));
+        self.data = (data.get() != "null").then_some(crate::message::RawJson(data));
         self
     }
 

@@ -430,7 +430,7 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let json = self.bin().map_err(|e| err(format!("`data`: {}", e.0)))?;
-        crate::body::error_data(json).map(Some).map_err(|e| err(format!("`data`: {e}")))
+        crate::body::error_data(json).map_err(|e| err(format!("`data`: {e}")))
     }
 
     /// Skips one value of any type (an unknown field). Iterative, so nesting depth cannot
@@ -675,6 +675,10 @@ mod tests {
         assert_eq!(crate::codec::decode(&crate::codec::encode(&e)).unwrap(), e, "the same through JSON");
         let nil = decode(&reply_with_error_data(&[NIL])).unwrap();
         assert_eq!(nil.error.unwrap().data, None, "nil is absent");
+        let null = decode(&reply_with_error_data(&bin(b" null "))).unwrap();
+        assert_eq!(null.error.unwrap().data, None, "JSON null is absent too, as in the JSON codec");
+        let spaced = decode(&reply_with_error_data(&bin(b" [1, 2] "))).unwrap();
+        assert_eq!(spaced.error.unwrap().data_json(), Some("[1, 2]"), "kept without surrounding whitespace");
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
         assert!(decode(&reply_with_error_data(&bin(&deep(crate::body::MAX_BODY_DEPTH)))).is_ok());
         let mut as_str = Vec::new();
