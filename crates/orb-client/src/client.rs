@@ -920,14 +920,17 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
     let tx = inner.tx.clone();
     let codec = inner.codec;
     // The requester asked for progress: each report is a `progress` frame naming this command,
-    // queued only while the outbound queue is less than half full (never waiting).
+    // queued only while the outbound queue is less than half full (never waiting), and only
+    // when it fits the server's frame limit (a larger frame would cost the connection).
     let progress = if env.progress == Some(true) {
         let (tx, re) = (tx.clone(), id.clone());
+        let max_frame = usize::try_from(inner.welcome.max_frame).unwrap_or(usize::MAX);
         handler::Progress::new(move |body| {
             let mut p = Envelope::new(Kind::Progress);
             p.re = Some(re.clone());
             p.body = Some(body);
-            tx.try_send_half(codec.encode(&p)).is_ok()
+            let frame = codec.encode(&p);
+            frame.len() <= max_frame && tx.try_send_half(frame).is_ok()
         })
     } else {
         handler::Progress::off()

@@ -85,9 +85,11 @@ fn role_name(role: Role) -> &'static str {
 /// Why a `progress` frame was dropped, counted in `orb_progress_dropped_total` by its `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProgressDrop {
-    /// The requester's queue had no room (progress never waits and never closes a session).
+    /// The requester's queue had no room, or the frame exceeds its limit (progress never
+    /// waits and never closes a session).
     QueueFull,
-    /// Its command was answered, timed out, unknown, or its requester did not ask for progress.
+    /// Its command was answered, timed out, unknown, or its requester is gone or did not ask
+    /// for progress.
     NotPending,
 }
 
@@ -284,8 +286,9 @@ impl Metrics {
         r.describe_counter(
             "orb_progress_dropped_total",
             Unit::Count,
-            "progress frames a device sent that did not reach their requester: its queue was full \
-             (reason queue_full), or the command was no longer pending or unknown (reason not_pending)",
+            "progress frames a device sent that did not reach their requester: its queue was half full or \
+             the frame above its limit (reason queue_full), or the command was no longer pending, unknown, or \
+             its requester gone or not asking (reason not_pending)",
         );
         r.describe_gauge("orb_devices_known", Unit::Count, "devices the registry knows");
         r.describe_gauge("orb_jobs_in_flight", Unit::Count, "jobs running");

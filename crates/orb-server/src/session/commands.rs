@@ -294,7 +294,9 @@ impl ProgressSink for WireProgress {
                 self.metrics.sent(Kind::Progress, len);
                 Progressed::Passed
             }
-            Err(_) => Progressed::Dropped,
+            Err(TrySendError::Full(_)) => Progressed::Dropped,
+            // The requester is gone: nobody waits for it any more.
+            Err(TrySendError::Closed(_)) => Progressed::NotPending,
         }
     }
 }
