@@ -98,11 +98,21 @@ fn refused_and_failing_commands_answer_their_codes() {
         attached(&r["error"]),
         json!({"exit_code": 1, "signal": null, "stdout": "", "stderr": "", "truncated": false})
     );
-    let r = exec(&server, "dev", &json!({"cmd": ["ls", "/nonexistent-orb"]}), &[]);
+    let args = json!({"cmd": ["ls", "/nonexistent-orb"]}).to_string();
+    let out = server.client("send").args(["dev", "exec", &args, "--json"]).output().unwrap();
+    let lines = json_lines(&out);
+    let r = &lines[0];
     assert_eq!(r["error"]["code"], "exit_status", "{r}");
     let data = attached(&r["error"]);
     assert_eq!(data["exit_code"], 2, "{r}");
     assert!(data["stderr"].as_str().unwrap().contains("nonexistent-orb"), "{r}");
+    // The job history keeps the data: `orb jobs show --json`, and the human view prints it.
+    let job = lines[1]["job"].as_str().unwrap();
+    let out = server.client("jobs").args(["show", job, "--json"]).output().unwrap();
+    let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(detail["results"][0]["error"], r["error"], "{detail}");
+    let text = stdout(&server.client("jobs").args(["show", job]).output().unwrap());
+    assert!(text.contains("exit_status: exec: 'ls /nonexistent-orb' exited with status 2 {"), "{text}");
     let r = exec(&server, "dev", &json!({"cmd": ["echo"], "shell": true}), &[]);
     assert_eq!(r["error"]["code"], "bad_args", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("unknown field `shell`"), "{r}");
