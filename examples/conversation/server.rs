@@ -75,8 +75,9 @@ async fn main() -> anyhow::Result<()> {
     let url = format!("tcp://{}", server.tcp_addr()).parse()?;
     let op = Client::connect(ClientConfig::operator(url, Some(admin)), Handlers::new()).await?;
     let mut presence = op.subscribe("$orb.presence.>", ANSWER).await?;
-    let connected: Vec<DeviceInfo> =
-        op.call_json(commands::DEVICES_LIST, &DevicesQuery { selector: None, connected: true }, ANSWER).await?;
+    let connected: Vec<DeviceInfo> = op
+        .call_json(commands::DEVICES_LIST, &DevicesQuery { selector: None, connected: true, schemas: false }, ANSWER)
+        .await?;
 
     let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
     let mut greeted = HashSet::new();

@@ -2,13 +2,16 @@
 //! `thermostat.read` and `thermostat.set`, on a permanent connection that reconnects with backoff.
 //! The first run enrolls with the server's agent token and keeps the device secret it is issued
 //! in `--secret-file`; later runs connect with that secret. Commands arrive from the server,
-//! their handlers run here, and each result goes back as the command's reply.
+//! their handlers run here, and each result goes back as the command's reply. `thermostat.set`
+//! declares a JSON Schema for its arguments: `orb commands` shows it, and arguments that do not
+//! match it are answered `invalid_args` (naming the path at fault) before the handler runs.
 //!
 //! ```text
 //! cargo run -p orb-examples --bin custom-agent -- --server tcp://127.0.0.1:7700 \
 //!     --token-file orb-data/agent.token --id thermo-1
 //! orb send thermo-1 thermostat.set '{"celsius": 21.5}'
 //! orb send thermo-1 thermostat.read
+//! orb send thermo-1 thermostat.set '{"celsius": 99}'   # invalid_args: /celsius: 99 is greater ...
 //! ```
 
 use std::path::PathBuf;
@@ -49,28 +52,34 @@ struct SetPoint {
     celsius: f64,
 }
 
+/// The JSON Schema of `thermostat.set`'s arguments: `{"celsius": N}` within [`SETPOINT`].
+fn setpoint_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {"celsius": {"type": "number", "minimum": SETPOINT.start(), "maximum": SETPOINT.end()}},
+        "required": ["celsius"],
+        "additionalProperties": false
+    })
+}
+
 /// The two handlers, sharing the set point.
-fn handlers(setpoint: Arc<Mutex<f64>>) -> Handlers {
+///
+/// # Errors
+/// A schema that does not compile (it is a constant: never, as the example's test shows).
+fn handlers(setpoint: Arc<Mutex<f64>>) -> Result<Handlers, orb_client::SchemaError> {
     let read = Arc::clone(&setpoint);
     Handlers::new()
         .on("thermostat.read", move |_c: Context| {
             let celsius = *read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             async move { Ok(json!({ "celsius": celsius })) }
         })
-        .on("thermostat.set", move |c: Context| {
+        // The schema is checked before this handler runs: it only sees `{"celsius": N}` within
+        // the range, so decoding cannot fail here (the `bad_args` stays as a guard).
+        .on_with_schema("thermostat.set", setpoint_schema(), move |c: Context| {
             let setpoint = Arc::clone(&setpoint);
             async move {
-                let bad = |why: String| ErrorBody::new(ErrorCode::BadArgs, why);
                 let want: SetPoint = serde_json::from_slice(&c.args)
-                    .map_err(|e| bad(format!("thermostat.set takes {{\"celsius\": N}}: {e}")))?;
-                if !SETPOINT.contains(&want.celsius) {
-                    return Err(bad(format!(
-                        "{} °C is outside {} to {} °C",
-                        want.celsius,
-                        SETPOINT.start(),
-                        SETPOINT.end()
-                    )));
-                }
+                    .map_err(|e| ErrorBody::new(ErrorCode::BadArgs, format!("thermostat.set: {e}")))?;
                 let mut now = setpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let was = std::mem::replace(&mut *now, want.celsius);
                 Ok(json!({ "celsius": want.celsius, "was": was }))
@@ -97,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     config.secret = secret;
     config.agent = "thermostat-example/0.1.0".into();
 
-    let link = Persistent::new(config, vec![args.server], handlers(Arc::new(Mutex::new(20.0))), Backoff::default());
+    let link = Persistent::new(config, vec![args.server], handlers(Arc::new(Mutex::new(20.0)))?, Backoff::default());
     let stop = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();

@@ -72,8 +72,14 @@ async fn the_custom_agent_answers_its_two_commands_and_keeps_its_secret() {
     assert_eq!(set, json!({"celsius": 21.5, "was": 20.0}));
     let read: Value = serde_json::from_slice(&ask("thermostat.read", "null").await.unwrap()).unwrap();
     assert_eq!(read, json!({"celsius": 21.5}));
+    // Its schema is checked before the handler runs: the path at fault and what is wrong.
     let e = ask("thermostat.set", r#"{"celsius": 99}"#).await.err().unwrap();
-    assert_eq!(e.code(), Some(&ErrorCode::BadArgs), "{e}");
+    assert_eq!(e.code(), Some(&ErrorCode::InvalidArgs), "{e}");
+    assert!(e.to_string().contains("thermostat.set: /celsius: 99 is greater than the maximum of"), "{e}");
+    let e = ask("thermostat.set", r#"{"celsius": "hot"}"#).await.err().unwrap();
+    assert!(e.to_string().contains(r#"/celsius: "hot" is not of type "number""#), "{e}");
+    let read: Value = serde_json::from_slice(&ask("thermostat.read", "null").await.unwrap()).unwrap();
+    assert_eq!(read, json!({"celsius": 21.5}), "refused arguments changed nothing");
     assert!(std::fs::read_to_string(&secret).unwrap().trim().len() == 64, "the device secret is kept");
 
     // Restarted without the agent token: it connects as the same device with its secret.

@@ -21,6 +21,7 @@ use crate::connect::{self, TokenKind};
 use crate::credentials::{self, Credentials};
 use crate::exit::{self, Failure};
 use crate::logging;
+use crate::pushed::{self, Applier};
 use crate::sysmetrics::SysMetrics;
 use crate::telemetry;
 
@@ -28,8 +29,9 @@ use crate::telemetry;
 pub const AGENT_NAME: &str = concat!("orb-agent/", env!("CARGO_PKG_VERSION"));
 
 /// The built-in command handlers every `orb agent` has; `sys.info` answers from `metrics`.
+/// `sleep` declares the JSON Schema of the shapes it takes ([`sleep_schema`]).
 pub fn builtin_handlers(metrics: SysMetrics) -> Handlers {
-    Handlers::new()
+    let handlers = Handlers::new()
         .on("ping", |_c: Context| async { Ok(serde_json::json!({"pong": true})) })
         .on("echo", |c: Context| async move {
             serde_json::from_slice::<serde_json::Value>(&c.args)
@@ -38,28 +40,60 @@ pub fn builtin_handlers(metrics: SysMetrics) -> Handlers {
         .on("sys.info", move |_c: Context| {
             let metrics = metrics.clone();
             async move { Ok(metrics.sample().await) }
-        })
-        .on("sleep", |c: Context| async move {
+        });
+    handlers
+        .on_with_schema("sleep", sleep_schema(), |c: Context| async move {
             let wait = sleep_args(&c)?;
             tokio::select! {
                 () = tokio::time::sleep(wait) => Ok(serde_json::json!({"slept_ms": wait.as_millis() as u64})),
                 () = c.cancel.cancelled() => Err(ErrorBody::new(ErrorCode::Cancelled, "sleep: the job was cancelled")),
             }
         })
+        .expect("the sleep schema is valid (a unit test compiles it)")
 }
 
-/// The built-in handlers plus `exec` when the configuration allows commands (so `exec` is
-/// declared in hello only then, and the server refuses it to other agents: `unknown_command`).
-fn agent_handlers(metrics: SysMetrics, exec: Option<std::sync::Arc<crate::exec::Policy>>) -> Handlers {
-    let handlers = builtin_handlers(metrics);
+/// The shapes `sleep` takes: whole milliseconds up to 24 hours, bare or as `{"ms": N}`, or a
+/// duration string. Whether the string parses (and is at most 24 hours) is the handler's check
+/// (`bad_args`): a schema cannot say it.
+fn sleep_schema() -> serde_json::Value {
+    let max = MAX_SLEEP.as_millis() as u64;
+    serde_json::json!({
+        "description": "milliseconds (1500 or {\"ms\": 1500}) or a duration string (\"2s\", \"1m 30s\"), at most 24h",
+        "anyOf": [
+            {"type": "integer", "minimum": 0, "maximum": max},
+            {"type": "string", "minLength": 1},
+            {
+                "type": "object",
+                "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": max}},
+                "required": ["ms"],
+                "additionalProperties": false
+            }
+        ]
+    })
+}
+
+/// The built-in handlers, `agent.config` (what `settings` applies), and `exec` when the
+/// configuration allows commands or accepts the server's additions (so `exec` is declared in
+/// hello only then, and the server refuses it to other agents: `unknown_command`).
+fn agent_handlers(metrics: SysMetrics, settings: std::sync::Arc<Applier>) -> Handlers {
+    let exec = settings.exec();
+    let handlers = builtin_handlers(metrics).on(AGENT_CONFIG, move |_c: Context| {
+        let settings = std::sync::Arc::clone(&settings);
+        async move { Ok(settings.effective()) }
+    });
     match exec {
-        Some(policy) => handlers.on("exec", move |c: Context| {
-            let policy = std::sync::Arc::clone(&policy);
-            async move { crate::exec::call(&policy, c).await }
-        }),
+        Some(policy) => handlers
+            .on_with_schema("exec", crate::exec::schema(), move |c: Context| {
+                let policy = std::sync::Arc::clone(&policy.borrow());
+                async move { crate::exec::call(&policy, c).await }
+            })
+            .expect("the exec schema is valid (a unit test compiles it)"),
         None => handlers,
     }
 }
+
+/// The built-in that answers the agent's effective configuration.
+pub const AGENT_CONFIG: &str = "agent.config";
 
 /// The longest `sleep` (24h): the server's default `max_deadline`, beyond which no job waits anyway.
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -253,15 +287,66 @@ fn secret_refused_hint(data: &Path) -> String {
     )
 }
 
+/// Cancels `stop` on SIGTERM or SIGINT.
+fn cancel_on_signals(stop: &CancellationToken) -> Result<(), Failure> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        stopper.cancel();
+    });
+    Ok(())
+}
+
+/// `--standalone`: telemetry as JSON lines until SIGINT/SIGTERM (exit 0), under the id given,
+/// the one saved in `data`, or the host name.
+async fn standalone(args: &AgentArgs, id: Option<&DeviceId>, data: &Path, applier: &Applier) -> Result<u8, Failure> {
+    let plan = applier.telemetry();
+    if plan.borrow().every.is_none() {
+        return Err(Failure::new(
+            exit::CONFIG,
+            "telemetry is off ([telemetry] interval = 0): --standalone would have nothing to do",
+        ));
+    }
+    let saved = credentials::load(data).ok().flatten().map(|c| c.id);
+    let host = || {
+        let name = sysinfo::System::host_name().ok()?;
+        DeviceId::new(name.split('.').next()?).ok().map(|d| d.to_string())
+    };
+    let id = id.map(ToString::to_string).or(saved).or_else(host).unwrap_or_else(|| "standalone".to_owned());
+    let sink = crate::standalone::Sink::open(args.telemetry_file.as_deref()).map_err(|e| {
+        let file = args.telemetry_file.as_deref().unwrap_or(Path::new("-")).display().to_string();
+        Failure::new(exit::CONFIG, format!("cannot open --telemetry-file {file}: {e}"))
+    })?;
+    let stop = CancellationToken::new();
+    cancel_on_signals(&stop)?;
+    tracing::info!(id, "standalone: writing telemetry without a server");
+    crate::standalone::run(&id, SysMetrics::open(), plan, sink, stop)
+        .await
+        .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot write telemetry: {e}")))?;
+    tracing::info!("agent stopped");
+    Ok(exit::OK)
+}
+
 /// Runs the agent until SIGINT/SIGTERM (exit 0) or until it gives up (exit 69).
 pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Result<u8, Failure> {
     let settings = load(&args, config_flag)?;
-    let directive = std::env::var("ORB_LOG").unwrap_or_else(|_| match verbose {
+    let env_log = std::env::var("ORB_LOG").ok();
+    let log_pinned_by = match (&env_log, verbose) {
+        (Some(_), _) => Some("ORB_LOG"),
+        (None, 0) => None,
+        (None, _) => Some("-v"),
+    };
+    let directive = env_log.unwrap_or_else(|| match verbose {
         0 => settings.file.log.level.clone(),
         1 => "debug".into(),
         _ => "trace".into(),
     });
-    logging::init(&directive, settings.file.log.file.as_deref().map(Path::new))
+    let log = logging::init(&directive, settings.file.log.file.as_deref().map(Path::new))
         .map_err(|e| Failure::new(exit::CONFIG, e))?;
     let a = &settings.file.agent;
     let id = a.id.as_deref().map(DeviceId::new).transpose().map_err(|e| Failure::usage(e.to_string()))?;
@@ -275,6 +360,22 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         || PathBuf::from("orb-agent").join(id.as_ref().map_or("default", DeviceId::as_str)),
         PathBuf::from,
     );
+    // The agent's own settings, then what the server pushed last time, then what it pushes now.
+    let local = pushed::Local {
+        telemetry: telemetry::Plan {
+            every: settings.agent.telemetry,
+            metrics: settings.file.telemetry.metrics.as_slice().into(),
+        },
+        log_level: if log_pinned_by.is_some() { directive } else { settings.file.log.level.clone() },
+        log_pinned_by,
+        exec_allow: settings.file.exec.allow.clone(),
+        exec: settings.exec.clone(),
+    };
+    let applier = std::sync::Arc::new(Applier::new(local, data.clone(), log));
+    applier.load_saved();
+    if args.standalone {
+        return standalone(&args, id.as_ref(), &data, &applier).await;
+    }
     let _lock = lock_data_dir(&data)?;
     let who = identity(&settings, &urls, &data, id.as_ref())?;
     let enroll = who.secret.is_none();
@@ -308,30 +409,23 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
         .await
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e}; the agent keeps its journal and outbox there")))?;
     if let Some(policy) = &settings.exec {
+        let additions = if policy.accepts_additions() { ", and the server may add patterns" } else { "" };
         tracing::info!(
             patterns = policy.pattern_count(),
-            "exec is on: [exec] allow lists {} command patterns",
+            accepts_additions = policy.accepts_additions(),
+            "exec is on: [exec] allow lists {} command patterns{additions}",
             policy.pattern_count()
         );
     }
     let metrics = SysMetrics::open();
-    let handlers = agent_handlers(metrics.clone(), settings.exec.clone());
+    let handlers = agent_handlers(metrics.clone(), std::sync::Arc::clone(&applier));
+    let outbox = store.outbox().clone();
     let link = Persistent::new(base, urls, handlers, backoff).durable(store);
     let current = link.current();
     let stop = CancellationToken::new();
-    // The telemetry interval: the configured one; a server-pushed one would be sent on this channel.
-    let (_interval_tx, interval) = tokio::sync::watch::channel(settings.agent.telemetry);
-    tokio::spawn(telemetry::run(metrics, link.current(), interval, stop.child_token()));
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-    let stopper = stop.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        stopper.cancel();
-    });
+    tokio::spawn(pushed::follow(std::sync::Arc::clone(&applier), link.current(), stop.child_token()));
+    tokio::spawn(telemetry::run(metrics, link.current(), applier.telemetry(), Some(outbox), stop.child_token()));
+    cancel_on_signals(&stop)?;
 
     // Set when an issued credential could not be saved: the agent stops (it could not connect
     // again as this device).
@@ -481,12 +575,28 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(5));
     }
 
+    fn applier(exec: &config::ExecSection) -> std::sync::Arc<Applier> {
+        let local = pushed::Local {
+            telemetry: telemetry::Plan { every: None, metrics: Vec::new().into() },
+            log_level: "info".into(),
+            log_pinned_by: None,
+            exec_allow: exec.allow.clone(),
+            exec: crate::exec::Policy::load(exec).unwrap().map(std::sync::Arc::new),
+        };
+        let data = std::env::temp_dir().join(format!("orb-agent-test-{}", std::process::id()));
+        std::sync::Arc::new(Applier::new(local, data, logging::LogHandle::detached()))
+    }
+
     #[test]
-    fn exec_is_declared_only_when_commands_are_allowed() {
-        assert_eq!(agent_handlers(SysMetrics::open(), None).names(), ["echo", "ping", "sleep", "sys.info"]);
-        let section = config::ExecSection { allow: vec!["uname -s".into()], ..config::ExecSection::default() };
-        let policy = crate::exec::Policy::load(&section).unwrap().map(std::sync::Arc::new);
-        assert_eq!(agent_handlers(SysMetrics::open(), policy).names(), ["echo", "exec", "ping", "sleep", "sys.info"]);
+    fn exec_is_declared_only_when_commands_are_allowed_or_the_server_may_add_them() {
+        let handlers = |exec: config::ExecSection| agent_handlers(SysMetrics::open(), applier(&exec)).names();
+        let builtins = ["agent.config", "echo", "ping", "sleep", "sys.info"];
+        assert_eq!(handlers(config::ExecSection::default()), builtins);
+        let with_exec = ["agent.config", "echo", "exec", "ping", "sleep", "sys.info"];
+        let allowed = config::ExecSection { allow: vec!["uname -s".into()], ..config::ExecSection::default() };
+        assert_eq!(handlers(allowed), with_exec);
+        let accepting = config::ExecSection { accept_server_additions: true, ..config::ExecSection::default() };
+        assert_eq!(handlers(accepting), with_exec);
     }
 
     #[tokio::test]

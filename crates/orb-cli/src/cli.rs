@@ -30,7 +30,7 @@ pub enum Command {
     #[cfg(feature = "server")]
     #[command(after_help = crate::help::SERVE)]
     Serve(ServeArgs),
-    /// Run an agent: connect to the server and answer commands (ping, echo, sleep, sys.info; exec when allowed).
+    /// Run an agent: connect to the server and answer commands (ping, echo, sleep, sys.info, agent.config; exec when allowed).
     #[command(after_help = crate::help::AGENT)]
     Agent(AgentArgs),
     /// Send a command to every device a selector matches and print one result per device.
@@ -403,6 +403,13 @@ pub struct AgentArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "ORB_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Run without a server: sample the machine every [telemetry] interval and write one JSON
+    /// line per sample to stdout (or --telemetry-file); no connection, no commands.
+    #[arg(long)]
+    pub standalone: bool,
+    /// With --standalone: append the JSON lines to FILE instead of writing them to stdout.
+    #[arg(long, value_name = "FILE", requires = "standalone")]
+    pub telemetry_file: Option<PathBuf>,
 }
 
 /// `orb send`.

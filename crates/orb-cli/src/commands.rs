@@ -1,8 +1,10 @@
 //! `orb commands [SELECTOR]`: what the devices a selector matches (all by default) declare they
 //! handle, one row per command name with how many devices declare it and how many of those are
 //! connected, from `$orb.devices.list`; devices that declare nothing (they are sent every command)
-//! are counted apart; the server's own `$orb.` commands are left out. In the `-o` formats: a table (`-o wide` adds the device ids), one JSON
-//! array, YAML, or the command names.
+//! are counted apart; the server's own `$orb.` commands are left out. Each row says whether the
+//! command's arguments have a JSON Schema (declared in the devices' hellos; JSON and YAML carry
+//! the schemas themselves, each distinct one with the devices that declare it). In the `-o`
+//! formats: a table (`-o wide` adds the device ids), one JSON array, YAML, or the command names.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,12 +28,35 @@ struct Supported {
     devices: Vec<String>,
     /// How many of them are connected now.
     connected: usize,
+    /// The distinct schemas of its arguments, each with the devices declaring it (in the order
+    /// first seen); empty when no device declares one.
+    schemas: Vec<Variant>,
+}
+
+/// One JSON Schema declared for a command's arguments, and the devices that declare it.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct Variant {
+    schema: serde_json::Value,
+    devices: Vec<String>,
+}
+
+impl Supported {
+    /// The SCHEMA cell: `-` (none), `yes` (every device the same one), `yes (N of M)` (some
+    /// devices), or `K different` (devices disagree).
+    fn schema_cell(&self) -> String {
+        match self.schemas.as_slice() {
+            [] => "-".to_owned(),
+            [one] if one.devices.len() == self.devices.len() => "yes".to_owned(),
+            [one] => format!("yes ({} of {})", one.devices.len(), self.devices.len()),
+            several => format!("{} different", several.len()),
+        }
+    }
 }
 
 /// Runs `orb commands`.
 pub async fn run(args: CommandsArgs) -> Result<u8, Failure> {
     let client = connect::operator(&args.connect).await?;
-    let query = DevicesQuery { selector: args.selector.clone(), connected: args.connected };
+    let query = DevicesQuery { selector: args.selector.clone(), connected: args.connected, schemas: true };
     let devices: Result<Vec<DeviceInfo>, _> = client.call_json(commands::DEVICES_LIST, &query, ANSWER).await;
     client.close().await;
     let devices = devices?;
@@ -61,10 +86,20 @@ fn tally(devices: &[DeviceInfo]) -> (Vec<Supported>, Vec<String>) {
         // The server's own (`$orb.schedules.sync`, which agents keeping local schedules declare)
         // are the protocol's business, not commands anyone sends.
         for c in d.commands.iter().filter(|c| !c.starts_with(orb_proto::RESERVED_PREFIX)) {
-            let row =
-                by_name.entry(c).or_insert_with(|| Supported { command: c.clone(), devices: Vec::new(), connected: 0 });
+            let row = by_name.entry(c).or_insert_with(|| Supported {
+                command: c.clone(),
+                devices: Vec::new(),
+                connected: 0,
+                schemas: Vec::new(),
+            });
             row.devices.push(d.id.clone());
             row.connected += usize::from(d.connected);
+            if let Some(schema) = d.schemas.get(c) {
+                match row.schemas.iter_mut().find(|v| v.schema == *schema) {
+                    Some(v) => v.devices.push(d.id.clone()),
+                    None => row.schemas.push(Variant { schema: schema.clone(), devices: vec![d.id.clone()] }),
+                }
+            }
         }
     }
     (by_name.into_values().collect(), silent)
@@ -79,14 +114,15 @@ fn print(rows: &[Supported], format: Format, headers: bool) -> Result<(), Failur
             let cells: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    let mut row = vec![r.command.clone(), r.devices.len().to_string(), r.connected.to_string()];
+                    let mut row =
+                        vec![r.command.clone(), r.devices.len().to_string(), r.connected.to_string(), r.schema_cell()];
                     if wide {
                         row.push(r.devices.join(","));
                     }
                     row
                 })
                 .collect();
-            let mut header = vec!["COMMAND", "DEVICES", "CONNECTED"];
+            let mut header = vec!["COMMAND", "DEVICES", "CONNECTED", "SCHEMA"];
             if wide {
                 header.push("DEVICE IDS");
             }
@@ -102,6 +138,10 @@ mod tests {
     use super::*;
 
     fn device(id: &str, connected: bool, commands: &[&str]) -> DeviceInfo {
+        with_schemas(id, connected, commands, &[])
+    }
+
+    fn with_schemas(id: &str, connected: bool, commands: &[&str], schemas: &[(&str, serde_json::Value)]) -> DeviceInfo {
         DeviceInfo {
             id: id.into(),
             connected,
@@ -111,6 +151,7 @@ mod tests {
             agent_version: None,
             transport: None,
             commands: commands.iter().map(|c| (*c).to_owned()).collect(),
+            schemas: schemas.iter().map(|(c, s)| ((*c).to_owned(), s.clone())).collect(),
             rtt_ms: None,
             revoked: false,
             last_seen: None,
@@ -129,10 +170,40 @@ mod tests {
         assert_eq!(
             rows,
             [
-                Supported { command: "exec".into(), devices: vec!["a".into()], connected: 1 },
-                Supported { command: "ping".into(), devices: vec!["a".into(), "b".into()], connected: 1 },
+                Supported { command: "exec".into(), devices: vec!["a".into()], connected: 1, schemas: vec![] },
+                Supported {
+                    command: "ping".into(),
+                    devices: vec!["a".into(), "b".into()],
+                    connected: 1,
+                    schemas: vec![]
+                },
             ]
         );
         assert_eq!(silent, ["c"]);
+    }
+
+    #[test]
+    fn schemas_are_grouped_by_what_devices_declare() {
+        let n = serde_json::json!({"type": "number"});
+        let s = serde_json::json!({"type": "string"});
+        let devices = [
+            with_schemas("a", true, &["set", "get", "ping"], &[("set", n.clone()), ("get", n.clone())]),
+            with_schemas("b", true, &["set", "get", "ping"], &[("set", n.clone()), ("get", s.clone())]),
+            with_schemas("c", false, &["set"], &[]),
+        ];
+        let (rows, _) = tally(&devices);
+        let row = |c: &str| rows.iter().find(|r| r.command == c).unwrap();
+        assert_eq!(
+            row("get").schemas,
+            [
+                Variant { schema: n.clone(), devices: vec!["a".into()] },
+                Variant { schema: s, devices: vec!["b".into()] }
+            ]
+        );
+        assert_eq!(row("get").schema_cell(), "2 different");
+        assert_eq!(row("set").schema_cell(), "yes (2 of 3)");
+        assert_eq!(row("ping").schema_cell(), "-");
+        let (rows, _) = tally(&devices[..2]);
+        assert_eq!(rows.iter().find(|r| r.command == "set").unwrap().schema_cell(), "yes");
     }
 }

@@ -30,6 +30,7 @@ pub const USER_CONFIG: &str = "config.toml";
 #[cfg(feature = "server")]
 mod server_sections {
     pub use orb_server::config::AclConfig as AclSection;
+    pub use orb_server::config::FleetConfig as FleetSection;
     pub use orb_server::config::HttpConfig as HttpSection;
     pub use orb_server::config::file::{LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection};
 }
@@ -40,15 +41,16 @@ mod server_sections {
     pub type ShutdownSection = toml::Table;
     pub type StoreSection = toml::Table;
     pub type AclSection = toml::Table;
+    pub type FleetSection = toml::Table;
     pub type HttpSection = toml::Table;
     pub type TlsSection = toml::Table;
 }
 use server_sections::{
-    AclSection, HttpSection, LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection,
+    AclSection, FleetSection, HttpSection, LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection,
 };
 
 /// The sections that belong to the server.
-const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "acl", "http", "tls", "groups"];
+const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "acl", "http", "tls", "groups", "fleet"];
 
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,6 +143,9 @@ pub struct TelemetrySection {
     /// `ORB_TELEMETRY__INTERVAL=0` gives it).
     #[serde(deserialize_with = "text_or_zero")]
     pub interval: String,
+    /// Which parts of the metrics are published: `cpu`, `load`, `memory`, `swap`, `disks`,
+    /// `network` (default all); hostname, OS and uptimes always are.
+    pub metrics: Vec<String>,
 }
 
 /// A string, or the number 0 read as `"0"`.
@@ -162,7 +167,10 @@ fn text_or_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Err
 
 impl Default for TelemetrySection {
     fn default() -> Self {
-        TelemetrySection { interval: "60s".into() }
+        TelemetrySection {
+            interval: "60s".into(),
+            metrics: orb_proto::agent_config::TELEMETRY_METRICS.iter().map(|m| (*m).to_owned()).collect(),
+        }
     }
 }
 
@@ -211,11 +219,14 @@ pub struct ExecSection {
     pub run_as: Option<String>,
     /// Bytes kept of each of stdout and stderr.
     pub max_output: u64,
+    /// Add the `exec_allow` patterns the server pushes (`[[fleet.agents]]`) to `allow`; `exec` is
+    /// declared then even while `allow` is empty.
+    pub accept_server_additions: bool,
 }
 
 impl Default for ExecSection {
     fn default() -> Self {
-        ExecSection { allow: Vec::new(), run_as: None, max_output: 65536 }
+        ExecSection { allow: Vec::new(), run_as: None, max_output: 65536, accept_server_additions: false }
     }
 }
 
@@ -249,6 +260,8 @@ pub struct FileConfig {
     pub tls: TlsSection,
     /// `[groups]`: NAME = "selector".
     pub groups: BTreeMap<String, String>,
+    /// `[fleet]`: settings the server pushes to agents (`[[fleet.agents]]`).
+    pub fleet: FleetSection,
 }
 
 /// Sections whose keys are free-form (any key allowed): the groups, and in the agent-only build
@@ -547,6 +560,11 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
             None
         }),
     };
+    p.extend(
+        orb_proto::agent_config::metrics_problems(&file.telemetry.metrics)
+            .into_iter()
+            .map(|m| format!("'telemetry.metrics': {m}")),
+    );
     for (name, v) in [
         ("agent.journal_max_entries", a.journal_max_entries),
         ("agent.outbox_max_messages", a.outbox_max_messages),
@@ -593,6 +611,7 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         http: file.http.clone(),
         tls: file.tls.clone(),
         groups: file.groups.clone(),
+        fleet: file.fleet.clone(),
     }
     .validate()
     .map_err(|problems| p.extend(problems));

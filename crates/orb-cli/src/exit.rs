@@ -60,6 +60,7 @@ impl From<ClientError> for Failure {
                 ErrorCode::BadSelector
                 | ErrorCode::UnknownGroup
                 | ErrorCode::BadArgs
+                | ErrorCode::InvalidArgs
                 | ErrorCode::BadId
                 | ErrorCode::BadSchedule
                 | ErrorCode::BadRollout

@@ -76,6 +76,8 @@ Built-in commands:
   sys.info   no arguments             -> {\"hostname\", \"os\", \"os_version\", \"arch\", \"agent_version\",
                                           \"uptime_s\", \"agent_uptime_s\", \"clock\", \"cpu_percent\", \"cpus\",
                                           \"load_avg\", \"memory\", \"swap\", \"disks\", \"network\"}
+  agent.config  no arguments          -> the settings in force (telemetry, log level, exec) and
+                                         their source: the agent's file or the server's push
   exec       {\"cmd\": [\"uname\", \"-s\"], \"timeout\": \"30s\", \"stdin\": \"...\"}; off until [exec] allow
              lists argv patterns (\"echo *\"); no shell, clean environment, process group killed
                                       -> {\"exit_code\", \"signal\", \"stdout\", \"stderr\", \"truncated\"};
@@ -83,7 +85,9 @@ Built-in commands:
 
 Telemetry:
   The same object is published on telemetry.<id>.sys every [telemetry] interval (default 60s;
-  0 or \"off\": never); `orb devices show ID` shows the latest.
+  0 or \"off\": never; [telemetry] metrics picks the parts); `orb devices show ID` shows the latest.
+  A server's [[fleet.agents]] rules may push another interval and metrics, a log level and exec
+  patterns (those only with [exec] accept_server_additions = true); applied without a restart.
 
 Examples:
   orb agent --id web-1 --tag role=web --tag region=eu    # token from ./orb-data on loopback
@@ -93,7 +97,8 @@ Examples:
   orb agent --server tls://orb.example:7700 --ca-cert ca.crt --token-file agent.token --id web-1
   orb agent --server tls://orb.example:7700 --ca-cert ca.crt --cert cam-1.crt --key cam-1.key
   orb agent --id gw-7 --secret-file gw-7.secret          # pre-registered with orb devices add gw-7
-  orb agent --id web-1 --give-up-after 5m     # exit 69 after 5 minutes without a connection";
+  orb agent --id web-1 --give-up-after 5m     # exit 69 after 5 minutes without a connection
+  orb agent --standalone --telemetry-file /var/log/orb-telemetry.jsonl   # no server: metrics only";
 
 /// `orb send`.
 pub const SEND: &str = "\

@@ -85,7 +85,14 @@ pub fn init(directive: &str, file: Option<&Path>) -> Result<LogHandle, String> {
 
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 impl LogHandle {
-    /// Replaces the filter (configuration reload).
+    /// A handle to a logger that is not installed (tests): replacing its filter fails.
+    #[cfg(test)]
+    pub fn detached() -> LogHandle {
+        let (_layer, filter) = reload::Layer::<EnvFilter, tracing_subscriber::Registry>::new(EnvFilter::new("info"));
+        LogHandle { filter, sink: Sink::Stderr }
+    }
+
+    /// Replaces the filter (configuration reload, or a level the server pushes to an agent).
     ///
     /// # Errors
     /// When the directive is invalid; the old filter stays.

@@ -44,6 +44,7 @@ mod online;
 mod output;
 mod private_file;
 mod pubsub;
+mod pushed;
 mod render;
 mod results;
 mod rollout;
@@ -52,6 +53,7 @@ mod send;
 #[cfg(feature = "server")]
 mod serve;
 mod signal;
+mod standalone;
 mod sysmetrics;
 mod telemetry;
 mod tokens;

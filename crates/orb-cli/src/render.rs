@@ -251,6 +251,20 @@ pub fn device_tags(d: &DeviceDetail) -> String {
     out
 }
 
+/// The commands a device declared, `(schema)` after those whose arguments have a JSON Schema
+/// (`--json` shows the schemas); `-` for none.
+fn declared_commands(d: &DeviceDetail) -> String {
+    if d.commands.is_empty() {
+        return "-".to_owned();
+    }
+    let named: Vec<String> = d
+        .commands
+        .iter()
+        .map(|c| if d.schemas.contains_key(c) { format!("{c} (schema)") } else { c.clone() })
+        .collect();
+    named.join(", ")
+}
+
 /// Everything about one device in sections: identity and credential, tags with their source,
 /// inventory, the latest telemetry (when the device published any), the live connection.
 pub fn device_detail(d: &DeviceDetail, now: chrono::DateTime<chrono::Utc>) -> String {
@@ -282,7 +296,7 @@ pub fn device_detail(d: &DeviceDetail, now: chrono::DateTime<chrono::Utc>) -> St
     out.push('\n');
     let _ = writeln!(out, "inventory");
     row(&mut out, "agent", d.agent_version.as_deref().unwrap_or("-"));
-    row(&mut out, "commands", &if d.commands.is_empty() { "-".to_owned() } else { d.commands.join(", ") });
+    row(&mut out, "commands", &declared_commands(d));
     out.push('\n');
     if let Some(t) = &d.telemetry {
         let g = SysGlance::of(&t.value);
@@ -436,6 +450,10 @@ mod tests {
             assert!(all.contains(section), "{section}: {all}");
         }
         assert!(!all.contains("telemetry"), "no telemetry, no section: {all}");
+        d.commands = vec!["ping".into(), "set".into()];
+        d.schemas.insert("set".into(), serde_json::json!({"type": "number"}));
+        let all = device_detail(&d, chrono::Utc::now());
+        assert!(all.lines().any(|l| l.contains("commands") && l.ends_with("ping, set (schema)")), "{all}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         let mut r: Resolved = client.call_json(commands::SELECTOR_RESOLVE, &q, args.wait).await?;
         if args.online || args.one {
             // The matching devices connected now: those `--online` would target (`--one`: one of them).
-            let q = DevicesQuery { selector: Some(args.target.clone()), connected: true };
+            let q = DevicesQuery { selector: Some(args.target.clone()), connected: true, schemas: false };
             let connected: Vec<DeviceInfo> = client.call_json(commands::DEVICES_LIST, &q, args.wait).await?;
             let connected: HashSet<String> = connected.into_iter().map(|d| d.id).collect();
             r.devices.retain(|d| connected.contains(d));

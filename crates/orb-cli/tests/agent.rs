@@ -114,3 +114,58 @@ fn local_commands_find_the_tokens_in_orb_data() {
     assert_eq!(out.status.code(), Some(77), "stderr: {}", stderr(&out));
     assert!(stderr(&out).contains("no token given"), "{}", stderr(&out));
 }
+
+#[test]
+fn standalone_writes_telemetry_lines_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("solo.toml");
+    std::fs::write(&config, "[telemetry]\ninterval = \"100ms\"\nmetrics = [\"memory\"]\n").unwrap();
+    let standalone = |extra: &[&str]| {
+        let mut cmd = orb(dir.path());
+        cmd.args(["agent", "--standalone", "--id", "solo-1", "--config"]).arg(&config);
+        cmd.arg("--data").arg(dir.path().join("data")).args(extra);
+        cmd
+    };
+    let (mut proc, lines) = Proc::with_stdout("orb agent --standalone", standalone(&[]));
+    for _ in 0..2 {
+        let line: serde_json::Value = serde_json::from_str(&lines.next(STARTUP).unwrap()).unwrap();
+        assert_eq!(line["topic"], "telemetry.solo-1.sys", "{line}");
+        assert!(line["at"].as_str().unwrap().ends_with('Z'), "{line}");
+        let body = &line["body"];
+        assert!(body["memory"].is_object() && body.get("cpus").is_none() && body["hostname"].is_string(), "{line}");
+    }
+    common::send_signal(proc.pid(), "TERM");
+    assert_eq!(proc.wait_exit(STARTUP).code(), Some(0), "{}", proc.stderr());
+
+    // To a file, appended.
+    let file = dir.path().join("telemetry.jsonl");
+    let mut proc = Proc::spawn("orb agent --standalone --telemetry-file", {
+        let mut c = standalone(&["--telemetry-file"]);
+        c.arg(&file);
+        c
+    });
+    common::poll_until("two lines in the telemetry file", || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    common::send_signal(proc.pid(), "TERM");
+    assert_eq!(proc.wait_exit(STARTUP).code(), Some(0), "{}", proc.stderr());
+    for line in std::fs::read_to_string(&file).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["topic"], "telemetry.solo-1.sys");
+    }
+
+    // Telemetry off leaves nothing to do: a configuration error.
+    std::fs::write(&config, "[telemetry]\ninterval = \"off\"\n").unwrap();
+    let out = orb_cmd(dir.path())
+        .args(["agent", "--standalone", "--id", "solo-1", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--standalone would have nothing to do"), "{}", stderr(&out));
+    // --telemetry-file needs --standalone.
+    let out = orb_cmd(dir.path()).args(["agent", "--telemetry-file", "x.jsonl"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -85,3 +85,68 @@ fn messages_a_device_sent_are_listed_once_each_oldest_first() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("nobody"), "{}", stderr(&out));
 }
+
+#[test]
+fn telemetry_taken_offline_is_published_when_stored_and_never_replaces_a_later_sample() {
+    let server = Server::start();
+    let mut dev = Raw::connect(&server.tcp);
+    dev.send(&json!({"kind": "hello", "body": {"version": 1, "role": "agent", "token": AGENT, "id": "gw-2", "enroll": true}}));
+    assert_eq!(dev.read()["kind"], "welcome");
+    let at = 1_764_979_200_000_u64;
+    let sample = |id: &str, n: u64, body: Value| json!({"kind": "cmd", "id": id, "cmd": "$orb.telemetry", "msg": format!("t-{n}"), "at_ms": at + n, "body": body});
+    dev.send(&sample("1", 10, json!({"cpus": 10})));
+    assert_eq!(dev.reply("1")["body"], json!({"stored": true}));
+    // An older sample arriving later is published but is not the latest.
+    dev.send(&sample("2", 5, json!({"cpus": 5})));
+    assert_eq!(dev.reply("2")["body"], json!({"stored": true}));
+    // The body must be the sample object.
+    dev.send(&sample("3", 20, json!([1])));
+    assert_eq!(dev.reply("3")["error"]["code"], "bad_body");
+
+    let out = server.client("devices").args(["show", "gw-2", "--json"]).output().unwrap();
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["telemetry"]["value"], json!({"cpus": 10}), "{shown}");
+    assert_eq!(shown["telemetry"]["at"], "2025-12-06T00:00:00.010Z", "taken at, not received at: {shown}");
+    let out = server.client("devices").args(["messages", "gw-2", "--json"]).output().unwrap();
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(listed.iter().map(|m| m["msg"].as_str().unwrap()).collect::<Vec<_>>(), ["t-10", "t-5"]);
+}
+
+#[test]
+fn an_agent_keeps_telemetry_in_its_outbox_while_its_server_is_down() {
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = common::serve_cmd(dir.path(), &listen);
+    let server = Server::spawn(dir, cmd);
+    let config = server.cwd().join("tel.toml");
+    std::fs::write(&config, "[telemetry]\ninterval = \"100ms\"\n").unwrap();
+    let mut agent = server.agent_with("tel-2", |c| {
+        c.arg("--config").arg(&config).env("ORB_LOG", "orb=debug,orb_client=info");
+    });
+    server.wait_connected(&["tel-2"]);
+
+    let Server { mut proc, dir, .. } = server;
+    common::send_signal(proc.pid(), "KILL");
+    proc.wait_exit(common::EVENT);
+    drop(proc);
+    agent.wait_for_line(common::EVENT, |l| l.contains("connection lost; reconnecting"));
+    for _ in 0..3 {
+        agent.wait_for_line(common::EVENT, |l| l.contains("telemetry sample kept in the outbox"));
+    }
+
+    let cmd = common::serve_cmd(dir.path(), &listen);
+    let server = Server::spawn(dir, cmd);
+    server.wait_connected(&["tel-2"]);
+    common::poll_until("three offline samples stored", || {
+        let out = server.client("devices").args(["messages", "tel-2", "--json"]).output().unwrap();
+        let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap_or_default();
+        listed.iter().filter(|m| m["command"] == "$orb.telemetry").count() >= 3
+    });
+    let out = server.client("devices").args(["messages", "tel-2", "--json"]).output().unwrap();
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let sent: Vec<&str> = listed.iter().map(|m| m["sent_at"].as_str().unwrap()).collect();
+    let mut sorted = sent.clone();
+    sorted.sort_unstable();
+    assert_eq!(sent, sorted, "stored in the order taken, with the time taken");
+    assert!(listed[0]["body"]["memory"].is_object(), "{}", listed[0]);
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use orb_proto::agent_config::AgentSettings;
 use orb_proto::message::{Bye, Hello, JobAccepted, Role, Welcome};
 use orb_proto::{Codec, DEFAULT_MAX_FRAME, Envelope, ErrorBody, Kind, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
@@ -143,6 +144,8 @@ struct Inner {
     writer_done: CancellationToken,
     /// This connection's pub/sub subscriptions.
     subs: crate::subscription::Subscriptions,
+    /// The settings the server pushes to this agent: the welcome's, then each `config` frame's.
+    settings: tokio::sync::watch::Sender<Arc<AgentSettings>>,
 }
 
 /// A connected client. Clones share the connection; it closes on [`Client::close`], when the
@@ -223,6 +226,7 @@ impl Client {
             id: config.id.clone(),
             tags: config.tags.clone(),
             commands: handlers.names(),
+            schemas: handlers.schemas(),
             agent: Some(config.agent.clone()),
             codecs: offered_codecs(config.codec),
             durable: config.journal.is_some(),
@@ -265,6 +269,7 @@ impl Client {
         // Frames bound the queue; bytes only guard against a burst of huge ones.
         let (tx, rx) = orb_io::queue::bounded(orb_io::queue::Limits::new(config.outbound_queue, OUTBOUND_BYTES));
         let stop = CancellationToken::new();
+        let pushed = Arc::new(welcome.config.clone().unwrap_or_default());
         let inner = Arc::new(Inner {
             tx,
             tasks: tokio_util::task::TaskTracker::new(),
@@ -280,6 +285,7 @@ impl Client {
             close_reason: OnceLock::new(),
             writer_done: CancellationToken::new(),
             subs: crate::subscription::Subscriptions::default(),
+            settings: tokio::sync::watch::Sender::new(pushed),
         });
         let stopped = stop.clone().cancelled_owned();
         let writer = transport::write_loop(sink, rx, async move {
@@ -299,6 +305,13 @@ impl Client {
     /// The server's welcome (assigned id, heartbeat, limits, codec).
     pub fn welcome(&self) -> &Welcome {
         &self.inner.welcome
+    }
+
+    /// The settings the server pushes to this agent (`welcome.config`, then every `config`
+    /// frame, each replacing the one before; empty when the server pushes none). Marked changed
+    /// on every frame, even one that repeats the settings.
+    pub fn agent_settings(&self) -> tokio::sync::watch::Receiver<Arc<AgentSettings>> {
+        self.inner.settings.subscribe()
     }
 
     /// The envelope codec this connection uses after the handshake.
@@ -847,6 +860,12 @@ async fn read_loop<R: FrameSource>(inner: Arc<Inner>, mut source: R, handlers: H
                 let to = env.re.as_deref().filter(|_| env.retain == Some(true));
                 inner.subs.route(env.topic.unwrap_or_default(), from, body, to);
             }
+            Kind::Config => match env.json_body::<AgentSettings>() {
+                Ok(settings) => {
+                    inner.settings.send_replace(Arc::new(settings));
+                }
+                Err(e) => tracing::warn!(error = %e.message, "the server pushed settings this agent cannot read"),
+            },
             Kind::Cancel => {
                 let re = env.re.as_deref().unwrap_or_default();
                 let found = inner.running.cancel(re);
@@ -1052,6 +1071,7 @@ pub(crate) mod scripted {
                 secret: secret.map(str::to_owned),
                 known: secret.is_none(),
                 first_seen: secret.is_none().then(|| "2026-01-01T00:00:00Z".to_owned()),
+                config: None,
             };
             self.send(&Envelope::new(Kind::Welcome).with_json_body(&welcome)).await;
         }
@@ -1114,6 +1134,40 @@ mod tests {
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
         let e = connect_any("h", &[], None, Duration::from_secs(5)).await.unwrap_err();
         assert_eq!(e.to_string(), "no address for h");
+    }
+
+    #[tokio::test]
+    async fn pushed_settings_replace_each_other_and_bad_ones_are_ignored() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: ServerUrl = format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+        let server = tokio::spawn(async move {
+            let mut s = Scripted::accept(&listener).await;
+            s.welcome("web-1", None).await;
+            s
+        });
+        let client = Client::connect(ClientConfig::agent(url, None, "web-1"), Handlers::new()).await.unwrap();
+        let mut server = server.await.unwrap();
+        let mut settings = client.agent_settings();
+        assert!(settings.borrow_and_update().is_empty(), "a welcome without config pushes nothing");
+        let bounded = Duration::from_secs(10);
+        let push = |body: &'static str| {
+            let mut env = Envelope::new(Kind::Config);
+            env.body = Some(Bytes::from_static(body.as_bytes()));
+            env
+        };
+        server.send(&push(r#"{"telemetry_interval_ms": 5000, "log_level": "debug"}"#)).await;
+        tokio::time::timeout(bounded, settings.changed()).await.unwrap().unwrap();
+        let now = settings.borrow_and_update().clone();
+        assert_eq!((now.telemetry_interval_ms, now.log_level.as_deref()), (Some(5000), Some("debug")));
+        // Not settings: ignored, the connection stays; the next whole set replaces the first.
+        server.send(&push(r#"{"telemetry_interval_ms": "soon"}"#)).await;
+        server.send(&push(r#"{"exec_allow": ["df -h"]}"#)).await;
+        tokio::time::timeout(bounded, settings.changed()).await.unwrap().unwrap();
+        let now = settings.borrow_and_update().clone();
+        assert_eq!(now.telemetry_interval_ms, None);
+        assert_eq!(now.exec_allow, ["df -h"]);
+        assert!(!client.is_closed());
+        client.close().await;
     }
 
     #[tokio::test]

@@ -41,6 +41,7 @@ pub use error::ClientError;
 pub use job::{Job, JobUpdate};
 pub use orb_io::clock::Clock;
 pub use orb_io::handler::{self, Context, Handler, HandlerResult, Handlers};
+pub use orb_io::schema::{self, ArgsSchema, SchemaError};
 pub use orb_io::tls::ClientTls;
 pub use orb_proto::Codec;
 pub use orb_proto::message::Role;

@@ -39,7 +39,7 @@ pub struct JobRequest {
     /// in batches with an abort threshold.
     pub rollout: Rollout,
     /// Ask for the targets' progress while they run (default `false`): the job's stream then
-    /// has [`crate::JobUpdate::Progress`] updates, best effort (protocol section 4.12).
+    /// has [`crate::JobUpdate::Progress`] updates, best effort (protocol section 4.13).
     pub progress: bool,
 }
 

@@ -1,9 +1,10 @@
 //! Command handlers by name, shared by agents (commands from the server and other clients) and by
 //! the server library (commands to the server). [`run`] executes one with its deadline, turning
 //! a panic into a `handler_panicked` error so the process survives; [`reply_envelope`] turns the
-//! outcome into the `reply` a connection sends back.
+//! outcome into the `reply` a connection sends back. A handler registered with a JSON Schema
+//! ([`Handlers::on_with_schema`]) has its arguments checked before it runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -12,10 +13,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
+use orb_proto::message::RawJson;
 use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::progress::Progress;
+use crate::schema::{ArgsSchema, SchemaError};
 
 /// One command to handle.
 #[derive(Debug, Clone)]
@@ -81,9 +84,33 @@ where
     }
 }
 
-/// Handlers by command name.
+/// A handler whose arguments are checked against a JSON Schema first: arguments that do not
+/// match are answered `invalid_args` and the handler is never called.
+struct Validated {
+    schema: ArgsSchema,
+    inner: Arc<dyn Handler>,
+}
+
+impl Handler for Validated {
+    fn call(&self, ctx: Context) -> HandlerFuture {
+        match self.schema.check(&ctx.cmd, &ctx.args) {
+            Ok(()) => self.inner.call(ctx),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+/// One registered command: its handler (wrapped in [`Validated`] when it has a schema) and the
+/// schema it declares.
+#[derive(Clone)]
+struct Entry {
+    handler: Arc<dyn Handler>,
+    schema: Option<ArgsSchema>,
+}
+
+/// Handlers by command name, some with a JSON Schema for their arguments.
 #[derive(Clone, Default)]
-pub struct Handlers(HashMap<String, Arc<dyn Handler>>);
+pub struct Handlers(HashMap<String, Entry>);
 
 impl Handlers {
     /// No handlers.
@@ -91,15 +118,66 @@ impl Handlers {
         Handlers::default()
     }
 
-    /// Adds (or replaces) the handler for `name`.
+    /// Adds (or replaces) the handler for `name`, without a schema: it gets any arguments.
     pub fn on(mut self, name: impl Into<String>, h: impl Handler) -> Handlers {
-        self.0.insert(name.into(), Arc::new(h));
+        self.0.insert(name.into(), Entry { handler: Arc::new(h), schema: None });
         self
     }
 
-    /// The handler for `name`.
+    /// Adds (or replaces) the handler for `name` with a JSON Schema for its arguments, compiled
+    /// here, once. The schema is declared in `hello` (so `orb commands` shows it), and every
+    /// command's arguments are checked against it before `h` runs: arguments that do not match
+    /// are answered `invalid_args` naming the JSON Pointer path at fault, and `h` is not called.
+    ///
+    /// ```
+    /// # use orb_io::handler::{Context, Handlers};
+    /// let handlers = Handlers::new()
+    ///     .on_with_schema(
+    ///         "set",
+    ///         serde_json::json!({"type": "object", "properties": {"threshold": {"type": "number"}}}),
+    ///         |c: Context| async move { Ok(serde_json::json!({"set": c.args::<serde_json::Value>()?})) },
+    ///     )
+    ///     .expect("a valid schema");
+    /// assert!(handlers.schema("set").is_some());
+    /// ```
+    ///
+    /// # Errors
+    /// [`SchemaError`] when `schema` is not a valid JSON Schema (it may not `$ref` anything
+    /// outside itself), or when the schemas registered would be more than
+    /// [`orb_proto::message::MAX_HELLO_SCHEMA_BYTES`] in all (the server would refuse the
+    /// hello).
+    pub fn on_with_schema(
+        mut self,
+        name: impl Into<String>,
+        schema: serde_json::Value,
+        h: impl Handler,
+    ) -> Result<Handlers, SchemaError> {
+        let name = name.into();
+        let schema = ArgsSchema::compile(schema)?;
+        let others: usize = self
+            .0
+            .iter()
+            .filter(|(n, _)| **n != name)
+            .filter_map(|(_, e)| e.schema.as_ref())
+            .map(ArgsSchema::len)
+            .sum();
+        let max = orb_proto::message::MAX_HELLO_SCHEMA_BYTES;
+        if others + schema.len() > max {
+            return Err(SchemaError::TooLarge { len: others + schema.len(), max });
+        }
+        let handler = Arc::new(Validated { schema: schema.clone(), inner: Arc::new(h) });
+        self.0.insert(name, Entry { handler, schema: Some(schema) });
+        Ok(self)
+    }
+
+    /// The handler for `name` (checking its arguments first when it has a schema).
     pub fn get(&self, name: &str) -> Option<Arc<dyn Handler>> {
-        self.0.get(name).cloned()
+        self.0.get(name).map(|e| Arc::clone(&e.handler))
+    }
+
+    /// The schema of `name`'s arguments, when it was registered with one.
+    pub fn schema(&self, name: &str) -> Option<&ArgsSchema> {
+        self.0.get(name).and_then(|e| e.schema.as_ref())
     }
 
     /// Registered command names, sorted (declared in `hello`).
@@ -107,6 +185,17 @@ impl Handlers {
         let mut v: Vec<String> = self.0.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// The schemas of the commands registered with one, by name (declared in `hello`).
+    pub fn schemas(&self) -> BTreeMap<String, RawJson> {
+        self.0
+            .iter()
+            .filter_map(|(name, e)| {
+                let raw = serde_json::value::to_raw_value(e.schema.as_ref()?.source()).ok()?;
+                Some((name.clone(), RawJson(raw)))
+            })
+            .collect()
     }
 }
 
@@ -231,6 +320,48 @@ mod tests {
         cancel.cancel();
         let e = running.await.unwrap().unwrap_err();
         assert_eq!(e.code, ErrorCode::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_schema_is_checked_before_the_handler_runs() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let schema = serde_json::json!({"type": "object", "properties": {"threshold": {"type": "number"}}, "required": ["threshold"]});
+        let h = Handlers::new()
+            .on_with_schema("set", schema.clone(), move |c: Context| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { Ok(serde_json::from_slice(&c.args).unwrap()) }
+            })
+            .unwrap()
+            .on("ping", |_c: Context| async { Ok(serde_json::Value::Null) });
+        let mut c = ctx("set");
+        c.args = Bytes::from_static(br#"{"threshold":"hot"}"#);
+        let e = run(h.get("set"), c).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgs);
+        assert_eq!(e.message, r#"set: /threshold: "hot" is not of type "number""#);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0, "the handler never ran");
+        let mut c = ctx("set");
+        c.args = Bytes::from_static(br#"{"threshold":3}"#);
+        assert_eq!(run(h.get("set"), c).await.unwrap(), serde_json::json!({"threshold": 3}));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(h.schemas().len(), 1);
+        assert_eq!(h.schemas()["set"].0.get(), serde_json::to_string(&schema).unwrap());
+        assert!(h.schema("ping").is_none());
+        // Registering without a schema replaces the schema too.
+        assert!(h.on("set", |_c: Context| async { Ok(serde_json::Value::Null) }).schemas().is_empty());
+    }
+
+    #[test]
+    fn a_bad_schema_or_too_many_schema_bytes_are_refused_at_registration() {
+        let noop = |_c: Context| async { Ok(serde_json::Value::Null) };
+        let e = Handlers::new().on_with_schema("x", serde_json::json!({"type": 3}), noop).err().unwrap();
+        assert!(matches!(e, SchemaError::Invalid(_)), "{e:?}");
+        let half = serde_json::json!({"description": "d".repeat(orb_proto::message::MAX_HELLO_SCHEMA_BYTES / 2)});
+        let h = Handlers::new().on_with_schema("a", half.clone(), noop).unwrap();
+        let e = h.clone().on_with_schema("b", half.clone(), noop).err().unwrap();
+        assert!(matches!(e, SchemaError::TooLarge { .. }), "{e:?}");
+        // Replacing a command's own schema does not count the old one.
+        h.on_with_schema("a", half, noop).unwrap();
     }
 
     #[tokio::test(start_paused = true)]

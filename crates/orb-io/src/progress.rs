@@ -1,4 +1,4 @@
-//! A running command's `progress` (protocol section 4.12): what a handler reports while it runs,
+//! A running command's `progress` (protocol section 4.13): what a handler reports while it runs,
 //! sent to the requester best effort. [`Progress`] is a no-op unless the command's requester
 //! asked (`progress: true` on the delivered `cmd`); when on, it holds the rate to at most
 //! [`PROGRESS_PER_SECOND`] frames a second (a burst of as many) and drops, and counts, what is

@@ -69,6 +69,7 @@ error_codes! {
     BadSelector = "bad_selector", 400, "the target selector does not parse";
     UnknownGroup = "unknown_group", 400, "the selector names a group that is not configured";
     BadArgs = "bad_args", 400, "the command's arguments are not what the handler expects";
+    InvalidArgs = "invalid_args", 400, "the command's arguments do not match the JSON Schema its device declared for them (checked before the handler runs); the message names the JSON Pointer path at fault and what is wrong";
     BadBody = "bad_body", 400, "a body (arguments or result) breaks the body limits: nested deeper than 64 levels, or a string with an unpaired surrogate escape";
     UnknownCommand = "unknown_command", 404, "no handler is registered for the command name; for a job: every target declared its commands and none declares this one (the message suggests the nearest declared name)";
     DeviceOffline = "device_offline", 404, "the device addressed by a request is not connected";

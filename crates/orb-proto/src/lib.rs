@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent_config;
+pub mod argv;
 pub mod audit;
 pub mod body;
 pub mod codec;
@@ -53,7 +55,7 @@ pub const RESERVED_PREFIX: &str = "$orb.";
 mod tests {
     use crate::message::{
         MAX_AGENT_NAME, MAX_CODEC_NAME, MAX_CODECS, MAX_COMMAND_NAME, MAX_CREDENTIAL, MAX_HELLO_COMMANDS,
-        MAX_HELLO_TAGS,
+        MAX_HELLO_SCHEMA_BYTES, MAX_HELLO_TAGS,
     };
     use crate::{DEFAULT_MAX_FRAME, body, selector, topic};
 
@@ -67,7 +69,8 @@ mod tests {
             format!(
                 "| hello | {MAX_HELLO_TAGS} tags, {MAX_HELLO_COMMANDS} commands ({MAX_COMMAND_NAME} bytes each), \
                  {MAX_AGENT_NAME}-byte agent, {MAX_CODECS} codecs ({MAX_CODEC_NAME} bytes each), \
-                 {MAX_CREDENTIAL}-byte `token` and `secret` |"
+                 {MAX_CREDENTIAL}-byte `token` and `secret`, {} KiB of `schemas` ",
+                MAX_HELLO_SCHEMA_BYTES / 1024
             ),
             format!(
                 "| selector | {} bytes; parentheses and `not` nested at most {} deep |",

@@ -62,6 +62,10 @@ pub mod commands {
     /// Device to server, through its outbox: one firing of an agent-local schedule. Body:
     /// [`crate::schedule::ScheduleRan`]; stored as a job of one target, linked to the schedule.
     pub const SCHEDULES_RAN: &str = "$orb.schedules.ran";
+    /// Device to server, through its outbox: a system-telemetry sample the device took while
+    /// disconnected. Body: the sample (a JSON object, as published on `telemetry.<id>.sys`); the
+    /// server publishes it there once stored.
+    pub const TELEMETRY: &str = "$orb.telemetry";
     /// Make an operator token (admin only), shown once. Args: [`crate::tokens::TokenAdd`]; result:
     /// [`crate::tokens::TokenCreated`].
     pub const TOKENS_ADD: &str = "$orb.tokens.add";
@@ -116,6 +120,12 @@ pub struct Hello {
     /// Command names the device has handlers for.
     #[serde(default)]
     pub commands: Vec<String>,
+    /// JSON Schemas of the arguments of some declared commands (command name to schema: a
+    /// JSON object or boolean). The device checks arguments against them before its handler
+    /// runs (`invalid_args`); the server keeps them with the declared commands. Every key must
+    /// be in `commands`; at most [`MAX_HELLO_SCHEMA_BYTES`] in all.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub schemas: BTreeMap<String, RawJson>,
     /// Free-form software name and version, e.g. `orb-agent/0.1.0`.
     #[serde(default)]
     pub agent: Option<String>,
@@ -175,6 +185,8 @@ pub const MAX_CODECS: usize = 8;
 pub const MAX_CODEC_NAME: usize = 16;
 /// Longest `token` or `secret` a hello may carry, in bytes.
 pub const MAX_CREDENTIAL: usize = 256;
+/// Bytes of JSON Schemas ([`Hello::schemas`]) a hello may carry in all, as written.
+pub const MAX_HELLO_SCHEMA_BYTES: usize = 64 * 1024;
 
 impl Hello {
     /// Holds the hello to the protocol's limits, before anything in it is stored or compared:
@@ -213,6 +225,7 @@ impl Hello {
             };
             return bad(format!("hello command name '{}' {problem}", echo(name)));
         }
+        self.check_schemas()?;
         if let Some(will) = &self.will {
             let topic = crate::topic::Topic::parse(&will.topic)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("hello will: {}", e.message)))?;
@@ -242,6 +255,35 @@ impl Hello {
             if value.as_ref().is_some_and(|v| v.len() > MAX_CREDENTIAL) {
                 return bad(format!("hello {field} is longer than {MAX_CREDENTIAL} bytes"));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Hello {
+    /// [`Hello::schemas`]: each one for a declared command, a JSON object or boolean within the
+    /// body limits, at most [`MAX_HELLO_SCHEMA_BYTES`] in all. Whether each is a valid JSON
+    /// Schema is for whoever compiles it (the server, at the handshake).
+    fn check_schemas(&self) -> Result<(), ErrorBody> {
+        let bad = |message: String| Err(ErrorBody::new(ErrorCode::BadRequest, message));
+        let total: usize = self.schemas.values().map(|s| s.0.get().len()).sum();
+        if total > MAX_HELLO_SCHEMA_BYTES {
+            return bad(format!("hello schemas are {total} bytes in all, more than {MAX_HELLO_SCHEMA_BYTES}"));
+        }
+        for (name, schema) in &self.schemas {
+            if !self.commands.iter().any(|c| c == name) {
+                return bad(format!(
+                    "hello schema for '{}': the command is not among the declared commands",
+                    echo(name)
+                ));
+            }
+            let text = schema.0.get();
+            if !(text.starts_with('{') || text == "true" || text == "false") {
+                return bad(format!("hello schema for '{}' is not a JSON object or boolean", echo(name)));
+            }
+            crate::body::check(text.as_bytes()).map_err(|e| {
+                ErrorBody::new(ErrorCode::BadRequest, format!("hello schema for '{}': {e}", echo(name)))
+            })?;
         }
         Ok(())
     }
@@ -286,6 +328,10 @@ pub struct Welcome {
     /// RFC 3339 UTC time the server first saw this device (agents only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seen: Option<String>,
+    /// Settings the server pushes to this agent (its `[[fleet.agents]]` rules that match the
+    /// device); absent when none match. Later `config` frames replace them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::agent_config::AgentSettings>,
 }
 
 fn json_codec() -> String {
@@ -449,6 +495,11 @@ pub struct DevicesQuery {
     /// Only connected devices (default: every known device, connected or not).
     #[serde(default)]
     pub connected: bool,
+    /// With each device's argument schemas ([`DeviceInfo::schemas`]); left out by default, as a
+    /// device may declare up to 64 KiB of them. Absent means `false`; a server that does not
+    /// know the field sends none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub schemas: bool,
 }
 
 /// One device as the inventory lists it.
@@ -471,6 +522,12 @@ pub struct DeviceInfo {
     pub transport: Option<String>,
     /// Commands the device declared it handles.
     pub commands: Vec<String>,
+    /// JSON Schemas of the arguments of some of those commands, by command name, as declared
+    /// in its last hello. Only when the query asked for them ([`DevicesQuery::schemas`]); absent
+    /// means none (or not asked).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, Object>))]
+    pub schemas: BTreeMap<String, serde_json::Value>,
     /// Last measured round-trip time of the live connection, in milliseconds.
     #[serde(default)]
     pub rtt_ms: Option<f64>,
@@ -627,6 +684,50 @@ mod tests {
         let mut h = hello();
         h.tags.insert("k".into(), "v".repeat(1 << 20));
         refused(&h, &format!("hello tag 'k={}…': tag value is longer than 256", "v".repeat(64)));
+    }
+
+    fn raw(text: &str) -> RawJson {
+        RawJson(RawValue::from_string(text.to_owned()).unwrap())
+    }
+
+    #[test]
+    fn schemas_for_declared_commands_within_the_limit_pass() {
+        let h: Hello = serde_json::from_str(
+            r#"{"version":1,"role":"agent","id":"a","commands":["set","ping"],"schemas":{"set":{"type":"object"},"ping":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(h.schemas.len(), 2);
+        assert_eq!(h.check(), Ok(()));
+        let text = serde_json::to_string(&h).unwrap();
+        assert!(text.contains(r#""schemas":{"ping":true,"set":{"type":"object"}}"#), "{text}");
+        assert!(!serde_json::to_string(&hello()).unwrap().contains("schemas"), "absent when there are none");
+        let mut h = hello();
+        h.schemas
+            .insert("echo".into(), raw(&format!(r#"{{"description":"{}"}}"#, "x".repeat(MAX_HELLO_SCHEMA_BYTES - 20))));
+        assert_eq!(h.check(), Ok(()));
+    }
+
+    #[test]
+    fn a_schema_for_an_undeclared_command_too_large_or_not_a_schema_is_refused() {
+        let mut h = hello();
+        h.schemas.insert("reboot".into(), raw("{}"));
+        refused(&h, "hello schema for 'reboot': the command is not among the declared commands");
+        let mut h = hello();
+        h.schemas
+            .insert("echo".into(), raw(&format!(r#"{{"description":"{}"}}"#, "x".repeat(MAX_HELLO_SCHEMA_BYTES / 2))));
+        h.schemas.insert(
+            "service.restart".into(),
+            raw(&format!(r#"{{"description":"{}"}}"#, "x".repeat(MAX_HELLO_SCHEMA_BYTES / 2))),
+        );
+        refused(&h, "bytes in all, more than 65536");
+        for text in ["[1]", "\"s\"", "3", "null"] {
+            let mut h = hello();
+            h.schemas.insert("echo".into(), raw(text));
+            refused(&h, "hello schema for 'echo' is not a JSON object or boolean");
+        }
+        let mut h = hello();
+        h.schemas.insert("echo".into(), raw(&format!("{}true{}", r#"{"not":"#.repeat(70), "}".repeat(70))));
+        refused(&h, "hello schema for 'echo': ");
     }
 
     #[test]

@@ -80,6 +80,11 @@ pub struct DeviceDetail {
     pub agent_version: Option<String>,
     /// Commands it declared in its last hello.
     pub commands: Vec<String>,
+    /// JSON Schemas of the arguments of some of those commands, by command name, from its last
+    /// hello (the device checks arguments against them: `invalid_args`). Absent means none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, Object>))]
+    pub schemas: BTreeMap<String, serde_json::Value>,
     /// RFC 3339 UTC: when it was registered (enrolled or added).
     pub registered_at: String,
     /// RFC 3339 UTC: its first connection.

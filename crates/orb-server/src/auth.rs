@@ -340,6 +340,7 @@ mod tests {
             id: id.map(str::to_owned),
             tags: Default::default(),
             commands: vec![],
+            schemas: Default::default(),
             agent: None,
             codecs: vec![],
             durable: false,

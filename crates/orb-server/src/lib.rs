@@ -114,6 +114,7 @@ impl ServerBuilder {
         let cfg = self.config;
         let groups = parse_groups(&cfg.groups)?;
         let acl = broker::Acl::compile(&cfg.acl, &groups).map_err(ServerError::Config)?;
+        let fleet = broker::FleetRules::compile(&cfg.fleet, &groups).map_err(ServerError::Config)?;
         let (admin, agent) = load_tokens(&cfg)?;
         let store_url = match &cfg.store.url {
             Some(url) => orb_store::StoreUrl::parse(url).map_err(|e| ServerError::Config(vec![e.to_string()]))?,
@@ -169,6 +170,7 @@ impl ServerBuilder {
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
             metrics,
+            fleet,
         });
         broker.policy().set_tokens(operators);
         let shared = Arc::new(Shared {
@@ -344,7 +346,8 @@ impl Server {
     }
 
     /// Applies a new configuration while connections stay up: tokens, groups, limits (queue
-    /// sizes and the frame limit apply to new connections), access rules, retention,
+    /// sizes and the frame limit apply to new connections), access rules, settings pushed to
+    /// agents (`[fleet]`: sent at once to the connected ones whose settings changed), retention,
     /// `[http] metrics_public`, and the TLS certificate, key and client CA (re-read from their
     /// files; new handshakes use them, connections up keep theirs). Settings that need a restart
     /// (turning TLS on or off among them) are listed in the answer and logged; they stay as they
@@ -356,6 +359,7 @@ impl Server {
     pub fn reload(&self, new: ServerConfig) -> Result<Reloaded, ServerError> {
         let groups = parse_groups(&new.groups)?;
         let acl = broker::Acl::compile(&new.acl, &groups).map_err(ServerError::Config)?;
+        let fleet = broker::FleetRules::compile(&new.fleet, &groups).map_err(ServerError::Config)?;
         let cfg = ServerConfig { data_dir: self.config.data_dir.clone(), ..new.clone() };
         let (admin, agent) = load_tokens(&cfg)?;
         // First of what changes, since it can still fail: the rest is applied only after it.
@@ -369,6 +373,8 @@ impl Server {
         }
         self.broker.set_groups(groups);
         self.broker.policy().set_acl(acl);
+        // After the groups: the rules were compiled with the new ones.
+        self.broker.set_fleet(fleet);
         self.broker.set_limits(new.limits.clone());
         self.broker.metrics().set_public(new.http_options.metrics_public);
         self.cors.set(&new.http_options.cors_origins);

@@ -231,13 +231,13 @@ async fn after_a_msgpack_welcome_every_frame_is_msgpack_and_json_is_a_bad_frame(
     let res = within("the relayed reply", request).await.unwrap().unwrap();
     assert_eq!(&res[..], b"{\"echoed\" : true}", "the MessagePack agent's body reaches the JSON operator verbatim");
 
-    // Reserved kinds are answered `unsupported` in MessagePack, and the session stays open.
-    let mut sub = Envelope::new(Kind::Config);
-    sub.id = Some("s1".into());
-    raw.send_frame(&Codec::MsgPack.encode(&sub)).await.unwrap();
+    // A kind only the server sends is refused in MessagePack, and the session stays open.
+    let mut config = Envelope::new(Kind::Config);
+    config.id = Some("s1".into());
+    raw.send_frame(&Codec::MsgPack.encode(&config)).await.unwrap();
     let e = read_msgpack(&mut raw).await;
     assert_eq!((e.kind, e.re.as_deref()), (Kind::Error, Some("s1")));
-    assert_eq!(e.error.unwrap().code, ErrorCode::Unsupported);
+    assert_eq!(e.error.unwrap().code, ErrorCode::BadRequest);
 
     // A body that is not JSON would corrupt a JSON peer's frame: refused as a bad frame.
     let mut f = Codec::MsgPack.encode(&reply).to_vec();

@@ -206,15 +206,15 @@ async fn good_hello_gets_a_welcome_with_the_servers_limits() {
 }
 
 #[tokio::test]
-async fn reserved_kinds_are_unsupported_and_the_session_stays_open() {
+async fn unknown_and_server_only_kinds_are_refused_and_the_session_stays_open() {
     let server = TestServer::start().await;
     let mut raw = server.raw_agent("dev-1").await;
-    for kind in ["config", "future_kind"] {
+    for (kind, code) in [("config", "bad_request"), ("future_kind", "unsupported")] {
         raw.send_json(&json!({"kind": kind, "id": format!("x-{kind}"), "topic": "a.b"})).await.unwrap();
         let f = raw.read_json().await.unwrap();
         assert_eq!(f["kind"], "error", "{f}");
         assert_eq!(f["re"], format!("x-{kind}"));
-        assert_eq!(f["error"]["code"], "unsupported", "{f}");
+        assert_eq!(f["error"]["code"], code, "{f}");
     }
     raw.send_json(&json!({"kind": "ping", "id": "hb-1"})).await.unwrap();
     let pong = raw.read_json().await.unwrap();

@@ -1,4 +1,4 @@
-//! `progress` end to end (protocol section 4.12): a handler's progress reaches a requester that
+//! `progress` end to end (protocol section 4.13): a handler's progress reaches a requester that
 //! asked for it, before that target's result, over JSON and MessagePack, and never one that did
 //! not ask (its device is not even told to send any); a requester whose queue is full loses
 //! progress, counted in `orb_progress_dropped_total`, and is not closed: its job's results and

@@ -217,7 +217,7 @@ async fn inventory_lists_known_devices_and_shows_live_connection_statistics() {
     let all: Vec<DeviceInfo> = call(&op, commands::DEVICES_LIST, json!({})).await;
     let ids: Vec<(&str, bool)> = all.iter().map(|d| (d.id.as_str(), d.connected)).collect();
     assert_eq!(ids, [("off-1", false), ("on-1", true)]);
-    let q = DevicesQuery { selector: None, connected: true };
+    let q = DevicesQuery { selector: None, connected: true, schemas: false };
     let live: Vec<DeviceInfo> = call(&op, commands::DEVICES_LIST, serde_json::to_value(q).unwrap()).await;
     assert_eq!(live.len(), 1);
     let s: DevicesSummary = call(&op, commands::DEVICES_SUMMARY, Value::Null).await;

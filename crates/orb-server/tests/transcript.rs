@@ -180,7 +180,7 @@ async fn a_recorded_v1_agent_still_works_with_this_server() {
         let listed: Vec<DeviceInfo> = op
             .call_json(
                 commands::DEVICES_LIST,
-                &DevicesQuery { selector: Some("legacy-1".into()), connected: false },
+                &DevicesQuery { selector: Some("legacy-1".into()), connected: false, schemas: false },
                 WAIT,
             )
             .await

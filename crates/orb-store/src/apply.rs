@@ -16,7 +16,7 @@ use sqlx::{AnyConnection, Row};
 use crate::Record;
 use crate::bulk::Placeholders;
 use crate::model::{Connection, FLAP_WINDOW_MS, JobEnd, NewJob, TargetOutcome};
-use crate::rows::{list_json, map_json, ms};
+use crate::rows::{list_json, map_json, ms, values_json};
 
 /// Targets per multi-row `INSERT`: 4 parameters each plus the job id, far below SQLite's 32766
 /// and PostgreSQL's 65535 parameter limits.
@@ -69,7 +69,7 @@ async fn connected(conn: &mut AnyConnection, c: &Connection) -> Result<(), sqlx:
          flaps = flaps + CASE WHEN last_disconnect IS NOT NULL AND $2 >= last_disconnect \
                                    AND $2 - last_disconnect < $3 THEN 1 ELSE 0 END, \
          last_remote_addr = $4, user_agent = $5, agent_version = $6, commands = $7, \
-         reported_tags = $8, transport = $9 \
+         reported_tags = $8, transport = $9, command_schemas = $10 \
          WHERE id = $1"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -82,6 +82,7 @@ async fn connected(conn: &mut AnyConnection, c: &Connection) -> Result<(), sqlx:
         .bind(list_json(&c.commands))
         .bind(map_json(&c.reported_tags))
         .bind(&c.transport)
+        .bind(values_json(&c.schemas))
         .execute(conn)
         .await
         .map(drop)

@@ -26,6 +26,8 @@ pub struct Device {
     pub agent_version: Option<String>,
     /// Commands declared in the last hello.
     pub commands: Vec<String>,
+    /// JSON Schemas of the arguments of some of those commands, by name, from the last hello.
+    pub schemas: BTreeMap<String, serde_json::Value>,
     /// When it was registered.
     pub registered_at: DateTime<Utc>,
     /// Its first connection.
@@ -94,6 +96,7 @@ impl std::fmt::Debug for Device {
             .field("operator_tags", &self.operator_tags)
             .field("agent_version", &self.agent_version)
             .field("commands", &self.commands)
+            .field("schemas", &self.schemas)
             .field("registered_at", &self.registered_at)
             .field("first_seen", &self.first_seen)
             .field("last_seen", &self.last_seen)
@@ -135,6 +138,8 @@ pub struct Connection {
     pub agent_version: Option<String>,
     /// Declared commands from hello.
     pub commands: Vec<String>,
+    /// JSON Schemas of declared commands' arguments from hello (replace the stored ones).
+    pub schemas: BTreeMap<String, serde_json::Value>,
     /// Reported tags from hello (replace the stored reported tags).
     pub reported_tags: BTreeMap<String, String>,
     /// `tcp` or `ws`.

@@ -15,7 +15,7 @@ use crate::{Device, JobRecord, LateAnswer, StoreError, TargetRecord};
 
 /// The columns [`device`] reads, in a `SELECT` over [`DEVICES`].
 pub(crate) const DEVICE_COLUMNS: &str = "id, secret_hash, revoked, reported_tags, operator_tags, \
-     agent_version, commands, registered_at, first_seen, last_seen, last_disconnect, \
+     agent_version, commands, command_schemas, registered_at, first_seen, last_seen, last_disconnect, \
      last_remote_addr, user_agent, transport, connections, flaps, \
      COALESCE(dd.delivered, 0) AS delivered, COALESCE(dd.acknowledged, 0) AS acknowledged";
 
@@ -50,6 +50,11 @@ pub(crate) fn map_json(map: &BTreeMap<String, String>) -> String {
 /// A string list as stored: JSON text.
 pub(crate) fn list_json(list: &[String]) -> String {
     serde_json::to_string(list).expect("a list of strings always serializes")
+}
+
+/// A map of JSON values as stored: JSON text.
+pub(crate) fn values_json(map: &BTreeMap<String, serde_json::Value>) -> String {
+    serde_json::to_string(map).expect("a map of JSON values always serializes")
 }
 
 /// Whose row is read: named in the warning about a value that cannot be read.
@@ -250,6 +255,7 @@ pub(crate) fn device(row: &AnyRow) -> Option<Device> {
         operator_tags: f.json("operator_tags"),
         agent_version: f.opt_text("agent_version"),
         commands: f.json("commands"),
+        schemas: f.json("command_schemas"),
         registered_at: f.time("registered_at", DateTime::UNIX_EPOCH, "1970-01-01"),
         first_seen: f.opt_time("first_seen"),
         last_seen: f.opt_time("last_seen"),

@@ -72,7 +72,7 @@ pub(super) async fn matching(
     selector: Option<&str>,
     connected: bool,
 ) -> Result<Vec<DeviceInfo>, Failure> {
-    let q = DevicesQuery { selector: selector.map(str::to_owned), connected };
+    let q = DevicesQuery { selector: selector.map(str::to_owned), connected, schemas: false };
     let mut devices: Vec<DeviceInfo> = client.call_json(commands::DEVICES_LIST, &q, ANSWER).await?;
     devices.sort_by(|a, b| render::natural_cmp(&a.id, &b.id));
     Ok(devices)

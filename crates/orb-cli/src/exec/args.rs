@@ -13,6 +13,22 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest `timeout` (24h): the server's default `max_deadline`.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// The JSON Schema of `exec`'s arguments, declared in the agent's hello: the shape [`parse`]
+/// takes (it still checks what a schema cannot say: NUL bytes, the timeout's text and bounds).
+pub fn schema() -> serde_json::Value {
+    serde_json::json!({
+        "description": "an argv run without a shell, when [exec] allow permits it",
+        "type": "object",
+        "properties": {
+            "cmd": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "timeout": {"type": "string", "description": "a duration such as \"30s\" (default), at most 24h"},
+            "stdin": {"type": "string"}
+        },
+        "required": ["cmd"],
+        "additionalProperties": false
+    })
+}
+
 /// The arguments as sent.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +118,27 @@ mod tests {
             let e = parse(args.as_bytes()).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadArgs, "{args}");
             assert!(e.message.starts_with("exec: ") && e.message.contains(says), "{args}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_schema_takes_what_parse_takes_and_names_the_path_of_a_wrong_shape() {
+        let s = orb_client::schema::ArgsSchema::compile(schema()).unwrap();
+        for good in [r#"{"cmd": ["echo", "hi"]}"#, r#"{"cmd": ["cat"], "timeout": "1m 30s", "stdin": "x\n"}"#] {
+            s.check("exec", good.as_bytes()).unwrap();
+            parse(good.as_bytes()).unwrap();
+        }
+        for (args, says) in [
+            ("null", "exec: (root): null is not of type \"object\""),
+            (r#"{"timeout": "1s"}"#, "exec: (root): \"cmd\" is a required property"),
+            (r#"{"cmd": ["uname", 1]}"#, "exec: /cmd/1: 1 is not of type \"string\""),
+            (r#"{"cmd": []}"#, "exec: /cmd: [] has less than 1 item"),
+            (r#"{"cmd": ["echo"], "stdin": 5}"#, "exec: /stdin: 5 is not of type \"string\""),
+            (r#"{"cmd": ["echo"], "shell": true}"#, "'shell' was unexpected"),
+        ] {
+            let e = s.check("exec", args.as_bytes()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgs, "{args}");
+            assert!(e.message.starts_with(says) || e.message.contains(says), "{args}: {}", e.message);
         }
     }
 }

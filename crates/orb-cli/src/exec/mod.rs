@@ -3,15 +3,16 @@
 //! (docs/agent-commands.md, decision 0028). Off, and not declared, while the list is empty.
 
 mod args;
-mod pattern;
 mod run;
 
 use orb_client::{Context, HandlerResult};
 use orb_proto::{ErrorBody, ErrorCode};
 
-use pattern::Pattern;
+use orb_proto::argv::Pattern;
 
 use crate::config::ExecSection;
+
+pub use args::schema;
 
 /// The user commands run as (`[exec] run_as`), resolved when the configuration loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +23,15 @@ pub struct RunAs {
     pub gid: u32,
 }
 
-/// The checked `[exec]` section.
+/// The checked `[exec]` section, with the patterns the server added where it accepts them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    /// The allowed argv patterns.
+    /// The allowed argv patterns: `[exec] allow`, then the server's additions.
     allow: Vec<Pattern>,
+    /// How many of `allow` are the agent's own.
+    own: usize,
+    /// `[exec] accept_server_additions`.
+    accepts_additions: bool,
     /// The user to switch to, if any.
     run_as: Option<RunAs>,
     /// Bytes kept of each of stdout and stderr.
@@ -38,7 +43,8 @@ pub const MAX_OUTPUT_LIMIT: u64 = 128 * 1024;
 
 impl Policy {
     /// Checks `[exec]`: every `allow` entry parses, `run_as` names an existing user and
-    /// `max_output` is 1 to [`MAX_OUTPUT_LIMIT`] bytes. `None` when `allow` is empty (exec is off).
+    /// `max_output` is 1 to [`MAX_OUTPUT_LIMIT`] bytes. `None` when `allow` is empty and the
+    /// server may not add patterns (exec is off).
     ///
     /// # Errors
     /// Every problem, each naming its key (and entry).
@@ -68,16 +74,33 @@ impl Policy {
         if !problems.is_empty() {
             return Err(problems);
         }
-        if allow.is_empty() {
+        if allow.is_empty() && !s.accept_server_additions {
             return Ok(None);
         }
         let max_output = usize::try_from(s.max_output).unwrap_or(usize::MAX);
-        Ok(Some(Policy { allow, run_as, max_output }))
+        let own = allow.len();
+        Ok(Some(Policy { allow, own, accepts_additions: s.accept_server_additions, run_as, max_output }))
     }
 
-    /// How many patterns `allow` has.
+    /// How many patterns the agent's own `allow` has.
     pub fn pattern_count(&self) -> usize {
-        self.allow.len()
+        self.own
+    }
+
+    /// Whether the server's `exec_allow` patterns are added (`[exec] accept_server_additions`).
+    pub fn accepts_additions(&self) -> bool {
+        self.accepts_additions
+    }
+
+    /// This policy with the agent's own patterns and `additions` (the server's, replacing any it
+    /// added before). Additions are ignored unless the agent accepts them; a pattern that does
+    /// not parse is left out (the server checked them; a newer server may send more).
+    pub fn with_additions(&self, additions: &[String]) -> Policy {
+        let mut allow = self.allow[..self.own].to_vec();
+        if self.accepts_additions {
+            allow.extend(additions.iter().filter_map(|a| Pattern::parse(a).ok()));
+        }
+        Policy { allow, ..self.clone() }
     }
 
     /// Whether some `allow` pattern matches `argv`.

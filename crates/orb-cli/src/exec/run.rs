@@ -201,7 +201,7 @@ mod tests {
     use super::*;
 
     fn policy(max_output: usize) -> Policy {
-        Policy { allow: Vec::new(), run_as: None, max_output }
+        Policy { allow: Vec::new(), own: 0, accepts_additions: false, run_as: None, max_output }
     }
 
     fn args(argv: &[&str], stdin: Option<&str>) -> ExecArgs {

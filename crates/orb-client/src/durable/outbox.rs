@@ -175,6 +175,26 @@ impl Outbox {
         self.commit(cmd, body).await
     }
 
+    /// Commits a system-telemetry sample taken while disconnected (`$orb.telemetry`; the server
+    /// publishes it on `telemetry.<id>.sys` once stored). Telemetry never fills the outbox past
+    /// half of either limit, so it cannot crowd out other messages: beyond that it is refused.
+    ///
+    /// # Errors
+    /// [`DurableError::Full`] past half the limits; otherwise as [`Outbox::send`].
+    pub async fn send_telemetry(&self, body: Bytes) -> Result<Receipt, DurableError> {
+        {
+            let usage = lock(&self.shared.usage);
+            let limits = &self.shared.limits;
+            if usage.messages >= limits.max_messages / 2 || usage.bytes + body.len() as u64 > limits.max_bytes / 2 {
+                return Err(DurableError::Full(format!(
+                    "telemetry may fill at most half the outbox ({} of {} messages, {} of {} bytes held)",
+                    usage.messages, limits.max_messages, usage.bytes, limits.max_bytes
+                )));
+            }
+        }
+        self.commit(orb_proto::message::commands::TELEMETRY, body).await
+    }
+
     async fn commit(&self, cmd: &str, body: Bytes) -> Result<Receipt, DurableError> {
         if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
             return Err(DurableError::Invalid(format!("the body is not JSON: {e}")));
@@ -464,6 +484,22 @@ mod tests {
         let e = outbox.send("reading", Bytes::from(format!("\"{}\"", "x".repeat(20)))).await.unwrap_err();
         assert!(matches!(&e, DurableError::Full(m) if m.contains("bytes")), "{e}");
         outbox.send("reading", Bytes::from_static(b"1")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn telemetry_fills_at_most_half_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path(), OutboxLimits { max_messages: 4, max_bytes: 1024 }).await;
+        outbox.send_telemetry(Bytes::from_static(b"{\"n\":1}")).await.unwrap();
+        outbox.send_telemetry(Bytes::from_static(b"{\"n\":2}")).await.unwrap();
+        let e = outbox.send_telemetry(Bytes::from_static(b"{\"n\":3}")).await.unwrap_err();
+        assert!(matches!(&e, DurableError::Full(m) if m.contains("half")), "{e}");
+        // Other messages still have the other half.
+        outbox.send("reading", Bytes::from_static(b"1")).await.unwrap();
+        outbox.send("reading", Bytes::from_static(b"2")).await.unwrap();
+        let kept = outbox.pending_after(0, 10).await.unwrap();
+        assert_eq!(kept[0].cmd, orb_proto::message::commands::TELEMETRY);
+        assert_eq!(kept.len(), 4);
     }
 
     #[tokio::test]

@@ -47,6 +47,7 @@ pub(crate) async fn operator(
         id: None,
         tags: Default::default(),
         commands: Vec::new(),
+        schemas: Default::default(),
         agent: None,
         codecs: Vec::new(),
         durable: false,

@@ -34,6 +34,10 @@ pub(crate) struct ListQuery {
     /// Only connected devices.
     #[serde(default)]
     connected: bool,
+    /// With each device's argument schemas (`schemas`, command name to JSON Schema); left out
+    /// by default.
+    #[serde(default)]
+    schemas: bool,
     /// Devices whose id sorts after this one (the previous page's `next`).
     #[serde(default)]
     after: Option<String>,
@@ -52,7 +56,7 @@ pub(crate) struct Page {
     next: Option<String>,
 }
 
-/// `GET /v1/devices?selector=S&connected=true&after=ID&limit=N`: devices by id.
+/// `GET /v1/devices?selector=S&connected=true&schemas=true&after=ID&limit=N`: devices by id.
 #[utoipa::path(
     get,
     path = "/v1/devices",
@@ -73,8 +77,11 @@ pub(crate) async fn list(
         let msg = format!("limit must be between 1 and {MAX_PAGE}");
         return Err(ApiError(ErrorBody::new(ErrorCode::BadRequest, msg)));
     }
-    let mut all =
-        api.shared.broker.devices_list(&who, &DevicesQuery { selector: q.selector, connected: q.connected }).await?;
+    let mut all = api
+        .shared
+        .broker
+        .devices_list(&who, &DevicesQuery { selector: q.selector, connected: q.connected, schemas: q.schemas })
+        .await?;
     all.sort_by(|a, b| a.id.cmp(&b.id));
     let start = q.after.as_deref().map_or(0, |after| all.partition_point(|d| d.id.as_str() <= after));
     let rest = all.split_off(start.min(all.len()));

@@ -97,6 +97,10 @@ impl Broker {
                     self.record_local_run(&device, &m.msg, m.sent_at, now, &ran).await;
                     runs.push(i);
                 }
+            } else if m.command == orb_proto::message::commands::TELEMETRY {
+                if new {
+                    self.publish_stored_sample(who, device.as_str(), m, now);
+                }
             } else if new {
                 self.hand_to_handler(who, m);
             }
@@ -123,8 +127,8 @@ impl Broker {
                 format!("msg must be 1 to {MAX_MESSAGE_ID} bytes without control characters"),
             ));
         }
-        if m.command.starts_with(orb_proto::RESERVED_PREFIX) && m.command != orb_proto::message::commands::SCHEDULES_RAN
-        {
+        let reports = [orb_proto::message::commands::SCHEDULES_RAN, orb_proto::message::commands::TELEMETRY];
+        if m.command.starts_with(orb_proto::RESERVED_PREFIX) && !reports.contains(&m.command.as_str()) {
             return Err(ErrorBody::new(
                 ErrorCode::BadRequest,
                 format!("an outbox message may not use a {} command", orb_proto::RESERVED_PREFIX),
@@ -140,7 +144,36 @@ impl Broker {
         if m.command == orb_proto::message::commands::SCHEDULES_RAN {
             super::agent_schedules::check_local_run(m.body.as_ref())?;
         }
+        if m.command == orb_proto::message::commands::TELEMETRY
+            && m.body.as_ref().is_none_or(|b| b.iter().find(|c| !c.is_ascii_whitespace()) != Some(&b'{'))
+        {
+            let msg =
+                format!("{}: the body must be the sample, a JSON object", orb_proto::message::commands::TELEMETRY);
+            return Err(ErrorBody::new(ErrorCode::BadBody, msg));
+        }
         self.0.policy.check(&who.identity, &Action::Call { command: &m.command })
+    }
+
+    /// Publishes a stored `$orb.telemetry` sample on the device's `telemetry.<id>.sys`, dated
+    /// when the device took it (never later than now). A refusal (the access rules) leaves it
+    /// stored and is logged.
+    fn publish_stored_sample(
+        &self,
+        who: &Requester,
+        device: &str,
+        m: &MessageSpec,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let at = m.sent_at.min(now);
+        if let Err(e) = self.publish_offline_sample(who, device, m.body.clone(), at) {
+            tracing::debug!(
+                device,
+                msg = m.msg,
+                code = e.code.as_str(),
+                "an offline telemetry sample was not published: {}",
+                e.message
+            );
+        }
     }
 
     /// Runs the application handler for a stored message on its own task (nothing when there

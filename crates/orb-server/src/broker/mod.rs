@@ -15,6 +15,7 @@
 mod agent_schedules;
 mod audit;
 mod declared;
+mod fleet;
 pub(crate) mod gate;
 mod held;
 mod messages;
@@ -26,6 +27,8 @@ mod settler;
 pub(crate) mod tally;
 pub(crate) mod telemetry;
 
+pub use fleet::FleetRules;
+pub(crate) use fleet::{HelloSubject, digest as settings_digest};
 pub use messages::{MAX_MESSAGE_ID, MessageSpec, Stored};
 pub use policy::{Acl, Action, Policy, Reach};
 
@@ -129,6 +132,8 @@ struct Inner {
     metrics: Arc<crate::metrics::Metrics>,
     /// Each device's latest telemetry (`telemetry.<id>.sys`).
     telemetry: telemetry::Latest,
+    /// The `[[fleet.agents]]` rules: settings pushed to agents.
+    fleet: RwLock<Arc<FleetRules>>,
 }
 
 /// What [`Broker::new`] is made of.
@@ -145,6 +150,7 @@ pub(crate) struct Parts {
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub fleet: FleetRules,
 }
 
 impl Broker {
@@ -201,6 +207,7 @@ impl Broker {
             retained_writer,
             metrics: p.metrics,
             telemetry: telemetry::Latest::default(),
+            fleet: RwLock::new(Arc::new(p.fleet)),
         }));
         broker.0.tracker.spawn(held::newly_held(Arc::downgrade(&broker.0), held_rx, broker.0.shutdown.clone()));
         let (weak, queue) = (Arc::downgrade(&broker.0), Arc::clone(&broker.0.agent_sync));
@@ -393,7 +400,7 @@ impl Broker {
     }
 
     /// [`Broker::submit`] for a requester that wants its targets' `progress` (protocol section
-    /// 4.12): the command goes out with `progress: true`, and what each target reports while
+    /// 4.13): the command goes out with `progress: true`, and what each target reports while
     /// it is pending goes to `progress`, best effort. A job with a TTL gets none (its commands
     /// are delivered from the store).
     ///

@@ -29,7 +29,25 @@ impl Broker {
     /// (a body that would not fit a subscriber's frame with the topic and sender added).
     pub fn publish(&self, who: &Requester, topic: &str, body: Option<Bytes>) -> Result<usize, ErrorBody> {
         let topic = self.check_publication(who, topic, body.as_ref())?;
-        self.note_telemetry(who, &topic, body.as_ref());
+        self.note_telemetry(who, &topic, body.as_ref(), chrono::Utc::now());
+        Ok(self.fan_out(&topic, &who.identity.name, body))
+    }
+
+    /// Publishes a telemetry sample device `who` took offline at `at` and sent through its
+    /// outbox (`$orb.telemetry`), on its `telemetry.<id>.sys`, as if it had published it then;
+    /// it becomes the device's latest unless a later one is kept.
+    ///
+    /// # Errors
+    /// As [`Broker::publish`] (the sample stays stored as a message).
+    pub(super) fn publish_offline_sample(
+        &self,
+        who: &Requester,
+        device: &str,
+        body: Option<Bytes>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, ErrorBody> {
+        let topic = self.check_publication(who, &format!("telemetry.{device}.sys"), body.as_ref())?;
+        self.note_telemetry(who, &topic, body.as_ref(), at);
         Ok(self.fan_out(&topic, &who.identity.name, body))
     }
 
@@ -69,7 +87,7 @@ impl Broker {
             }
         };
         let committed = self.0.retained_writer.write(change);
-        self.note_telemetry(who, &topic, body.as_ref());
+        self.note_telemetry(who, &topic, body.as_ref(), chrono::Utc::now());
         let delivered = self.fan_out(&topic, &from, body);
         drop(retained);
         Ok((delivered, committed))
@@ -94,8 +112,8 @@ impl Broker {
 
     /// A publication on the publisher's own `telemetry.<id>.sys` becomes its latest telemetry
     /// (`broker::telemetry`); other topics cost one prefix check.
-    fn note_telemetry(&self, who: &Requester, topic: &Topic, body: Option<&Bytes>) {
-        self.0.telemetry.note(&self.0.registry, &who.identity, topic.as_str(), body);
+    fn note_telemetry(&self, who: &Requester, topic: &Topic, body: Option<&Bytes>, at: chrono::DateTime<chrono::Utc>) {
+        self.0.telemetry.note(&self.0.registry, &who.identity, topic.as_str(), body, at);
     }
 
     /// Publishes the server's own event `body` on `$orb.` topic `topic` (presence).

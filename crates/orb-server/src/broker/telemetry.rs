@@ -1,6 +1,6 @@
 //! The latest telemetry of each device: the body of its last publication on exactly
 //! `telemetry.<its own id>.sys` (the agent's system metrics), with the time the server received
-//! it. Noted on the publish path (one prefix check for every other topic), in memory only: one
+//! it (for a sample taken offline and sent through the outbox: when the device took it). Noted on the publish path (one prefix check for every other topic), in memory only: one
 //! value per known device, each within the frame limit, forgotten when the device is removed
 //! and on restart. Shown by `$orb.devices.show` and the dashboard.
 
@@ -35,10 +35,18 @@ fn device_of(topic: &str) -> Option<&str> {
 }
 
 impl Latest {
-    /// Keeps `body` as the latest sample of the publisher when `topic` is its own
-    /// `telemetry.<id>.sys`, it is a known device, and the body is not `null`. Anything else is
-    /// left alone (a device cannot set another's, nor can an operator).
-    pub(crate) fn note(&self, registry: &Registry, who: &Identity, topic: &str, body: Option<&Bytes>) {
+    /// Keeps `body`, taken `at`, as the latest sample of the publisher when `topic` is its own
+    /// `telemetry.<id>.sys`, it is a known device, the body is not `null`, and no later sample is
+    /// kept (one taken offline may arrive after a live one). Anything else is left alone (a
+    /// device cannot set another's, nor can an operator).
+    pub(crate) fn note(
+        &self,
+        registry: &Registry,
+        who: &Identity,
+        topic: &str,
+        body: Option<&Bytes>,
+        at: DateTime<Utc>,
+    ) {
         let Some(id) = device_of(topic) else { return };
         if who.device.as_ref().is_none_or(|d| d.as_str() != id) {
             return;
@@ -47,7 +55,16 @@ impl Latest {
         if registry.get(id).is_none() {
             return;
         }
-        self.0.insert(id.to_owned(), Sample { at: Utc::now(), body: Bytes::copy_from_slice(body) });
+        let sample = Sample { at, body: Bytes::copy_from_slice(body) };
+        match self.0.entry(id.to_owned()) {
+            dashmap::Entry::Occupied(mut kept) if kept.get().at <= at => {
+                kept.insert(sample);
+            }
+            dashmap::Entry::Occupied(_) => {}
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(sample);
+            }
+        }
     }
 
     /// Device `id`'s latest sample.

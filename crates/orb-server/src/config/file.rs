@@ -1,5 +1,5 @@
 //! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]`,
-//! `[http]`, `[tls]` and `[groups]` as the file writes them (durations as text like `10s`, addresses as text), with
+//! `[http]`, `[tls]`, `[groups]` and `[fleet]` as the file writes them (durations as text like `10s`, addresses as text), with
 //! serde defaults and unknown keys refused. [`ServerFile::validate`] turns them into a
 //! [`ServerConfig`], reporting every problem at once. Secrets (tokens, the store URL's password)
 //! serialize redacted, so `orb config show` prints this schema as is.
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{AclConfig, HttpConfig, Limits, Secret, ServerConfig, StoreConfig, TlsConfig, parse_groups};
+use super::{AclConfig, FleetConfig, HttpConfig, Limits, Secret, ServerConfig, StoreConfig, TlsConfig, parse_groups};
 
 /// `[server]`: listeners, data folder, node id, credentials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +279,8 @@ pub struct ServerFile {
     pub http: HttpConfig,
     /// `[tls]`.
     pub tls: TlsSection,
+    /// `[fleet]`: settings pushed to agents.
+    pub fleet: FleetConfig,
 }
 
 /// Collects problems while typing values.
@@ -447,6 +449,9 @@ impl ServerFile {
                 if let Err(problems) = crate::broker::Acl::compile(&self.acl, &groups) {
                     p.0.extend(problems);
                 }
+                if let Err(problems) = crate::broker::FleetRules::compile(&self.fleet, &groups) {
+                    p.0.extend(problems);
+                }
             }
             Err(problems) => p.0.extend(problems),
         }
@@ -468,6 +473,7 @@ impl ServerFile {
             acl: self.acl.clone(),
             http_options: self.http.clone(),
             tls,
+            fleet: self.fleet.clone(),
         })
     }
 }

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// The HTTP port's options (`[http]`; its address is [`ServerConfig::http`]).
     pub http_options: HttpConfig,
+    /// Settings pushed to agents (`[fleet]`).
+    pub fleet: FleetConfig,
 }
 
 /// `[http]`: options of the HTTP port (its address is `server.http`). Hot-reloaded.
@@ -99,6 +101,36 @@ impl Default for AclConfig {
             token_devices: false,
         }
     }
+}
+
+/// `[fleet]`: settings the server pushes to agents (protocol `welcome.config` and the `config`
+/// frame). Hot-reloaded: a reload pushes the changed settings to the agents connected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The rules, in order: every rule whose selector matches a device applies, a later one's
+    /// values over an earlier one's (`exec_allow` patterns add up).
+    pub agents: Vec<AgentRuleConfig>,
+}
+
+/// One `[[fleet.agents]]` rule: what agents matching `select` are told.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRuleConfig {
+    /// Selector of the devices the rule is for (ids, reported and operator-set tags, groups).
+    pub select: String,
+    /// How often they publish system metrics (`10s`; `0` or `off`: not at all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_interval: Option<String>,
+    /// Which parts of the metrics they publish (`cpu`, `load`, `memory`, `swap`, `disks`, `network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_metrics: Option<Vec<String>>,
+    /// Their log filter (`debug`, `info,orb_client=debug`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Argv patterns added to their `exec` allow list where they accept additions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec_allow: Vec<String>,
 }
 
 /// `[[acl.peers]]`: devices matching `from` may send `commands` to devices matching `to`
@@ -171,6 +203,7 @@ impl Default for ServerConfig {
             acl: AclConfig::default(),
             tls: None,
             http_options: HttpConfig::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -221,6 +254,7 @@ impl ServerConfig {
             acl: AclConfig { token_devices: true, ..AclConfig::default() },
             http_options: HttpConfig::default(),
             tls: None,
+            fleet: FleetConfig::default(),
         }
     }
 }

@@ -49,7 +49,7 @@ fn excerpt(text: &str, max: usize) -> String {
 
 /// `GET /ui/devices`: every device, connected ones first.
 pub(crate) async fn devices(State(shared): State<Arc<Shared>>, Browser(who): Browser) -> Markup {
-    let query = DevicesQuery { selector: None, connected: false };
+    let query = DevicesQuery { selector: None, connected: false, schemas: false };
     let mut devices = match shared.broker.devices_list(&who, &query).await {
         Ok(d) => d,
         Err(e) => return problem(&e),

@@ -36,6 +36,9 @@ pub struct DeviceRecord {
     /// The agent keeps a journal (hello `durable`): a held command whose answer was lost may be
     /// delivered to it again.
     pub durable: bool,
+    /// A digest of the agent settings this session was last told (`welcome.config`, then
+    /// `config` frames); locked while a push computes and sends, so pushes keep their order.
+    pub settings_told: std::sync::Mutex<u64>,
 }
 
 impl DeviceRecord {

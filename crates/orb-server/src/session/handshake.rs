@@ -65,6 +65,12 @@ pub(super) async fn handshake<R: FrameSource>(
             .map_err(refuse)?,
         Role::Operator => None,
     };
+    // An agent's schemas are compiled (and so checked) once it holds an admitted session, before
+    // anything is registered: a hello refused here has changed nothing. Operators declare none.
+    let schemas = match hello.role {
+        Role::Agent => compile_schemas(&hello).map_err(refuse)?,
+        Role::Operator => Default::default(),
+    };
     let registry = broker.registry();
     // A hello that would register a new device id counts against its address's enrollment rate.
     // (A device with a verified client certificate is vouched for by the client CA: not counted.)
@@ -130,6 +136,17 @@ pub(super) async fn handshake<R: FrameSource>(
     if let Some(will) = &will {
         broker.policy().check(&identity, &crate::broker::Action::Publish { topic: &will.topic }).map_err(refuse)?;
     }
+    // What the `[[fleet.agents]]` rules tell this device, judged by the tags its hello reports
+    // (the registry takes them only below).
+    let settings = match (&identity.device, &known) {
+        (Some(id), Some(k)) => broker.agent_settings_for(&crate::broker::HelloSubject {
+            id: id.as_str(),
+            operator_tags: &k.operator_tags,
+            reported_tags: &hello.tags,
+        }),
+        _ => orb_proto::agent_config::AgentSettings::default(),
+    };
+    let settings_told = crate::broker::settings_digest(&settings);
     let welcome = Welcome {
         version: hello.version,
         id: identity.name.clone(),
@@ -142,6 +159,7 @@ pub(super) async fn handshake<R: FrameSource>(
         secret: principal.issued_secret.clone(),
         known: known.as_ref().is_some_and(|k| k.first_seen.is_some()),
         first_seen: known.as_ref().map(|k| rfc3339(k.first_seen.unwrap_or(now))),
+        config: (!settings.is_empty()).then_some(settings),
     };
     // The welcome itself is JSON, so the client can read the choice before switching. Nothing
     // else can be queued yet: the session is not registered.
@@ -163,6 +181,7 @@ pub(super) async fn handshake<R: FrameSource>(
                 rtt_us: std::sync::atomic::AtomicU64::new(0),
                 stats: Arc::clone(&stats),
                 durable: hello.durable,
+                settings_told: std::sync::Mutex::new(settings_told),
             });
             let registration = sessions.register(DeviceSession { outbox: outbox.clone(), record: Arc::clone(&record) });
             registry.connected(orb_store::Connection {
@@ -172,6 +191,7 @@ pub(super) async fn handshake<R: FrameSource>(
                 user_agent: peer.user_agent.or_else(|| hello.agent.clone()),
                 agent_version: hello.agent,
                 commands: hello.commands,
+                schemas,
                 reported_tags: hello.tags,
                 transport: peer.transport.to_owned(),
             });
@@ -181,6 +201,8 @@ pub(super) async fn handshake<R: FrameSource>(
                 Some(k) if k.revoked => outbox.closer.close(CloseReason::Revoked),
                 Some(k) => {
                     broker.publish_presence(&id, None);
+                    // Rules reloaded since the welcome was written reach the device now.
+                    broker.push_agent_settings(&id);
                     broker.deliver_held(id.clone());
                     if k.commands.iter().any(|c| c == orb_proto::message::commands::SCHEDULES_SYNC) {
                         broker.sync_agent_schedules(Some(id.clone()));
@@ -202,6 +224,24 @@ pub(super) async fn handshake<R: FrameSource>(
     );
     session.will = will;
     Ok(session)
+}
+
+/// Compiles the JSON Schemas a hello declares (already held to their limits by
+/// [`Hello::check`]): the schemas as values, to keep with the declared commands.
+///
+/// # Errors
+/// `bad_request` naming the first command whose schema is not a valid JSON Schema, and why.
+fn compile_schemas(hello: &Hello) -> Result<std::collections::BTreeMap<String, serde_json::Value>, ErrorBody> {
+    hello
+        .schemas
+        .iter()
+        .map(|(name, raw)| {
+            orb_io::schema::ArgsSchema::parse(raw.0.get()).map(|s| (name.clone(), s.source().clone())).map_err(|e| {
+                let msg = format!("hello schema for '{}' {e}", orb_proto::excerpt(name).escape_debug());
+                ErrorBody::new(ErrorCode::BadRequest, orb_proto::bounded(msg))
+            })
+        })
+        .collect()
 }
 
 /// Reads the first frame and decodes it as a `hello`.

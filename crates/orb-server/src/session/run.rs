@@ -316,14 +316,14 @@ impl Session {
             }
             // Answering an error with an error could loop between two peers: it is only logged.
             Kind::Error => tracing::debug!(error = ?env.error, "peer reported an error"),
-            Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event | Kind::Cancel => {
+            Kind::Hello | Kind::Welcome | Kind::Ack | Kind::Event | Kind::Cancel | Kind::Config => {
                 let msg = format!("{} is not valid from a client on an established session", env.kind.as_str());
                 self.answer(&Envelope::error(env.id, ErrorCode::BadRequest, msg));
             }
             Kind::Pub => self.on_pub(env),
             Kind::Sub => self.on_sub(env),
             Kind::Unsub => self.on_unsub(env),
-            Kind::Config | Kind::Unknown => {
+            Kind::Unknown => {
                 let msg = "this message kind is not supported by this server".to_owned();
                 self.answer(&Envelope::error(env.id, ErrorCode::Unsupported, msg));
             }

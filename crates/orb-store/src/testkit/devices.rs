@@ -17,6 +17,7 @@ fn connection(id: &str, at: i64) -> Connection {
         user_agent: Some("orb-agent/0.1".to_owned()),
         agent_version: Some("0.1.0".to_owned()),
         commands: vec!["ping".to_owned(), "uptime".to_owned()],
+        schemas: [("uptime".to_owned(), serde_json::json!({"type": "null"}))].into(),
         reported_tags: tags(&[("os", "linux")]),
         transport: "tcp".to_owned(),
     }
@@ -131,6 +132,7 @@ pub async fn connection_records_update_inventory(h: &Harness) {
     assert_eq!(d.user_agent.as_deref(), Some("orb-agent/0.1"));
     assert_eq!(d.agent_version.as_deref(), Some("0.1.0"));
     assert_eq!(d.commands, ["ping", "uptime"]);
+    assert_eq!(d.schemas, [("uptime".to_owned(), serde_json::json!({"type": "null"}))].into());
     assert_eq!(d.transport.as_deref(), Some("tcp"));
 
     // Reconnect just inside the window: a flap.
@@ -143,6 +145,7 @@ pub async fn connection_records_update_inventory(h: &Harness) {
         user_agent: None,
         agent_version: Some("0.2.0".into()),
         commands: vec![],
+        schemas: Default::default(),
         reported_tags: tags(&[("arch", "arm64")]),
         transport: "ws".into(),
         ..connection("dev", 100_000 + FLAP_WINDOW_MS)
@@ -163,6 +166,7 @@ pub async fn connection_records_update_inventory(h: &Harness) {
     assert_eq!(d.user_agent, None);
     assert_eq!(d.agent_version.as_deref(), Some("0.2.0"));
     assert!(d.commands.is_empty());
+    assert!(d.schemas.is_empty(), "schemas are replaced with the commands");
     assert_eq!(d.reported_tags, tags(&[("arch", "arm64")]), "reported tags are replaced");
     assert_eq!(d.transport.as_deref(), Some("ws"));
     assert_eq!(s.device("ghost").await.unwrap(), None, "a record does not register a device");

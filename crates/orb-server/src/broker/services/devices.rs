@@ -50,6 +50,9 @@ impl Broker {
             .map(|d| {
                 let live = self.sessions().get(&d.id);
                 let mut info = device_info(d, live.as_ref().map(|s| s.record.as_ref()));
+                if q.schemas {
+                    info.schemas.clone_from(&d.schemas);
+                }
                 info.held = held.get(&d.id).map_or(0, |c| c.queued + c.in_flight);
                 info
             })
@@ -187,8 +190,9 @@ impl Broker {
             static NO_VALUE: String = String::new();
             check_tags(t.remove.iter().map(|k| (k, &NO_VALUE)))?;
             let device = self.registry().set_operator_tags(&t.id, &t.set, &t.remove).await?;
-            // Its tags decide which agent-local schedules it runs.
+            // Its tags decide which agent-local schedules it runs and what settings it is told.
             if let Ok(id) = orb_proto::DeviceId::new(&device.id) {
+                self.push_agent_settings(&id);
                 self.sync_agent_schedules(Some(id));
             }
             Ok(self.detail(&device))
@@ -240,6 +244,7 @@ pub fn device_info(d: &Device, live: Option<&DeviceRecord>) -> DeviceInfo {
         agent_version: d.agent_version.clone(),
         transport: live.map(|r| r.transport.to_owned()).or_else(|| d.transport.clone()),
         commands: d.commands.clone(),
+        schemas: Default::default(),
         rtt_ms: live.and_then(DeviceRecord::rtt_ms),
         revoked: d.revoked,
         last_seen: if live.is_some() { Some(rfc3339(Utc::now())) } else { d.last_seen.map(rfc3339) },
@@ -264,6 +269,7 @@ fn detail(d: &Device, live: Option<&DeviceRecord>) -> DeviceDetail {
         operator_tags: d.operator_tags.clone(),
         agent_version: d.agent_version.clone(),
         commands: d.commands.clone(),
+        schemas: d.schemas.clone(),
         registered_at: rfc3339(d.registered_at),
         first_seen: d.first_seen.map(rfc3339),
         last_seen: if live.is_some() { Some(rfc3339(Utc::now())) } else { d.last_seen.map(rfc3339) },

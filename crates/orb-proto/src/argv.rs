@@ -1,5 +1,5 @@
-//! `[exec] allow` entries: argv patterns, parsed when the configuration loads, and the match of
-//! a command line against one.
+//! Argv patterns of an agent's `exec` allow list (`[exec] allow` in the agent's configuration,
+//! `exec_allow` in the settings a server pushes): parsed once, matched against a command line.
 
 /// One argument position of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
