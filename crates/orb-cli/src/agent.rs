@@ -525,6 +525,7 @@ mod tests {
             job: Some("job-1".into()),
             deadline,
             cancel: CancellationToken::new(),
+            progress: orb_client::handler::Progress::off(),
         }
     }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// orb: run commands on a fleet of machines and collect one result per machine.
 #[derive(Debug, Parser)]
@@ -464,6 +464,22 @@ pub struct SendArgs {
     /// reads "the agent did not run".
     #[arg(long, requires = "when", conflicts_with_all = ["ttl", "splay", "batch"], help_heading = "Scheduling")]
     pub on_agent: bool,
+    /// Show what commands report while they run (exec: their output lines), on stderr, prefixed
+    /// by device (`web-1 | line`; JSON objects with --json/-o jsonl): auto (table output to a
+    /// terminal), on (always; `--progress` alone), off. Best effort: lines may be dropped.
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto", num_args = 0..=1, default_missing_value = "on")]
+    pub progress: ProgressMode,
+}
+
+/// When `orb send` asks for and shows its targets' progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// In table formats, when stderr is a terminal.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
 }
 
 /// How `orb send`'s job reaches its targets: all at once (without these), spread over a window,

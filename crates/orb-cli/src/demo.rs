@@ -90,7 +90,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
             match u {
                 JobUpdate::Result(r) => results.push(r),
                 JobUpdate::Done(s) => summary = Some(s),
-                JobUpdate::Batch(_) => {}
+                JobUpdate::Batch(_) | JobUpdate::Progress { .. } => {}
             }
         }
         let summary = summary.ok_or_else(|| fail("job", "ended without a summary"))?;

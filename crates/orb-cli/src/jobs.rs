@@ -203,7 +203,7 @@ fn print_late(d: &JobDetail) {
     for (device, l) in late {
         let what = match (&l.result, &l.error) {
             (Some(r), _) => r.get().to_owned(),
-            (None, Some(e)) => format!("{}: {}", e.code, e.message),
+            (None, Some(e)) => crate::results::error_text(e),
             (None, None) => "null".to_owned(),
         };
         outln!("  {device}  {}  at {}  {what}", l.status, l.at);

@@ -79,6 +79,30 @@ impl ResultPrinter {
         }
     }
 
+    /// A target's progress (`orb send --progress`), on stderr so stdout stays the results: in
+    /// table formats `DEVICE | LINE` (the `line` of an object that has one, else the JSON), above
+    /// the progress bar; in the others one JSON object per line, `{"device", "progress"}`.
+    /// Devices write these: control characters are shown escaped.
+    pub fn progress(&self, device: &str, body: &serde_json::value::RawValue) {
+        let text = match self.format {
+            Format::Table | Format::Wide => {
+                let line = serde_json::from_str::<serde_json::Value>(body.get())
+                    .ok()
+                    .and_then(|v| v.get("line").and_then(|l| l.as_str().map(str::to_owned)))
+                    .unwrap_or_else(|| body.get().to_owned());
+                let line = if line.chars().any(char::is_control) { line.escape_debug().to_string() } else { line };
+                format!("{device} | {line}")
+            }
+            Format::Json | Format::Yaml | Format::Name => {
+                format!("{{\"device\":{},\"progress\":{}}}", serde_json::Value::String(device.to_owned()), body.get())
+            }
+        };
+        match &self.progress {
+            Some(pb) => pb.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
     /// Updates the time left on the progress line.
     pub fn set_time_left(&self, left: Duration) {
         if let Some(pb) = &self.progress {
@@ -185,12 +209,20 @@ pub fn exit_code(results: &[TargetResult]) -> u8 {
     if !results.is_empty() && results.iter().all(|r| r.status == Status::Ok) { exit::OK } else { exit::FAILED }
 }
 
-/// The result value, or `code: message` for a failure. Devices write these: control characters
+/// `code: message`, then the error's data (compact JSON) when it has some.
+pub fn error_text(e: &orb_proto::ErrorBody) -> String {
+    match e.data_json() {
+        Some(data) => format!("{}: {} {data}", e.code, e.message),
+        None => format!("{}: {}", e.code, e.message),
+    }
+}
+
+/// The result value, or `code: message` (and data) for a failure. Devices write these: control characters
 /// (a terminal's escape sequences, line breaks) are shown escaped, never sent to the terminal.
 pub fn outcome_text(r: &TargetResult) -> String {
     let text = match (&r.result, &r.error) {
         (Some(v), _) => v.get().to_owned(),
-        (None, Some(e)) => format!("{}: {}", e.code, e.message),
+        (None, Some(e)) => error_text(e),
         (None, None) => String::new(),
     };
     if text.chars().any(char::is_control) { text.escape_debug().to_string() } else { text }

@@ -17,7 +17,7 @@ use orb_proto::message::{
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::Instant;
 
-use crate::cli::SendArgs;
+use crate::cli::{ProgressMode, SendArgs};
 use crate::connect;
 use crate::exit::{self, Failure};
 use crate::input;
@@ -53,7 +53,15 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
         return done;
     }
 
-    let mut request = JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait).rollout(rollout);
+    let progress = match args.progress {
+        ProgressMode::On => true,
+        ProgressMode::Off => false,
+        ProgressMode::Auto => {
+            matches!(format, Format::Table | Format::Wide) && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        }
+    };
+    let mut request =
+        JobRequest::new(&args.target, &args.command).args(body).deadline(args.wait).rollout(rollout).progress(progress);
     if let Some(ttl) = args.ttl {
         request = request.ttl(ttl);
     }
@@ -117,6 +125,7 @@ pub async fn run(args: SendArgs) -> Result<u8, Failure> {
                 deadline = Instant::now() + per_target;
                 printer.batch(&b);
             }
+            JobUpdate::Progress { device, body } => printer.progress(&device, &body),
         }
     }
     let job_id = job.id().to_owned();

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 /// The test agent's allow list (`sh` only here, to make a process group with children).
 const CONFIG: &str = r#"[exec]
-allow = ["echo *", "sh -c *", "false", "env", "id -u"]
+allow = ["echo *", "sh -c *", "false", "env", "id -u", "ls /nonexistent-orb", "seq *"]
 max_output = 100
 "#;
 
@@ -49,11 +49,12 @@ fn processes(argv: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The exec error's result, which `exit_status` carries after `; result: ` in its message.
+/// The exec error's result, which `exit_status` carries as the error's `data`; its message is
+/// the human text alone.
 fn attached(error: &Value) -> Value {
     let message = error["message"].as_str().unwrap();
-    let (_, result) = message.split_once("; result: ").unwrap_or_else(|| panic!("no result in {message}"));
-    serde_json::from_str(result).unwrap()
+    assert!(!message.contains("result:"), "the result is data, not text: {message}");
+    error["data"].clone()
 }
 
 #[test]
@@ -97,6 +98,21 @@ fn refused_and_failing_commands_answer_their_codes() {
         attached(&r["error"]),
         json!({"exit_code": 1, "signal": null, "stdout": "", "stderr": "", "truncated": false})
     );
+    let args = json!({"cmd": ["ls", "/nonexistent-orb"]}).to_string();
+    let out = server.client("send").args(["dev", "exec", &args, "--json"]).output().unwrap();
+    let lines = json_lines(&out);
+    let r = &lines[0];
+    assert_eq!(r["error"]["code"], "exit_status", "{r}");
+    let data = attached(&r["error"]);
+    assert_eq!(data["exit_code"], 2, "{r}");
+    assert!(data["stderr"].as_str().unwrap().contains("nonexistent-orb"), "{r}");
+    // The job history keeps the data: `orb jobs show --json`, and the human view prints it.
+    let job = lines[1]["job"].as_str().unwrap();
+    let out = server.client("jobs").args(["show", job, "--json"]).output().unwrap();
+    let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(detail["results"][0]["error"], r["error"], "{detail}");
+    let text = stdout(&server.client("jobs").args(["show", job]).output().unwrap());
+    assert!(text.contains("exit_status: exec: 'ls /nonexistent-orb' exited with status 2 {"), "{text}");
     // A shape exec's schema refuses is answered before the handler runs, naming the path.
     let r = exec(&server, "dev", &json!({"cmd": ["echo"], "shell": true}), &[]);
     assert_eq!(r["error"]["code"], "invalid_args", "{r}");
@@ -114,6 +130,43 @@ fn refused_and_failing_commands_answer_their_codes() {
     assert_ne!(out.status.code(), Some(0));
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(text.contains("unknown_command"), "{text}");
+}
+
+#[test]
+fn output_lines_stream_to_orb_send_on_stderr_when_asked() {
+    let server = Server::start();
+    let _agent = agent_with_config(&server, "dev", CONFIG);
+    let args = json!({"cmd": ["seq", "3"]}).to_string();
+
+    // Table output, --progress: `dev | line` on stderr, the results table on stdout.
+    let out = server.client("send").args(["dev", "exec", &args, "--progress"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("dev | ")).collect();
+    assert_eq!(lines, ["dev | 1", "dev | 2", "dev | 3"], "stderr: {}", stderr(&out));
+    assert!(!stdout(&out).contains("dev | "), "stdout stays the results: {}", stdout(&out));
+
+    // --json --progress: JSON objects on stderr; stdout is the result and summary lines.
+    let out = server.client("send").args(["dev", "exec", &args, "--json", "--progress", "on"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let progress: Vec<Value> =
+        stderr(&out).lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want: Vec<Value> =
+        (1..=3).map(|n| json!({"device": "dev", "progress": {"stream": "stdout", "line": n.to_string()}})).collect();
+    assert_eq!(progress, want, "stderr: {}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2, "{}", stdout(&out));
+    assert_eq!(lines[0]["result"]["stdout"], "1\n2\n3\n");
+    assert_eq!(lines[0]["result"]["progress_dropped"], 0, "{}", lines[0]);
+
+    // Not a terminal and not asked (auto): nothing streamed, no progress_dropped.
+    let r = exec(&server, "dev", &json!({"cmd": ["seq", "3"]}), &[]);
+    assert_eq!(
+        r["result"],
+        json!({"exit_code": 0, "signal": null, "stdout": "1\n2\n3\n", "stderr": "", "truncated": false})
+    );
+    let out = server.client("send").args(["dev", "exec", &args, "--progress", "off"]).output().unwrap();
+    assert!(!stderr(&out).contains("dev | "), "{}", stderr(&out));
 }
 
 #[test]

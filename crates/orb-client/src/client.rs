@@ -108,9 +108,18 @@ const OUTBOUND_BYTES: usize = 64 * 1024 * 1024;
 enum Waiter {
     Once(oneshot::Sender<Envelope>),
     /// A job's stream. Unbounded, yet bounded in practice: a job sends at most one frame per
-    /// target plus two, so an unread job never stalls the connection's reader.
-    Stream(mpsc::UnboundedSender<Envelope>),
+    /// target plus two, so an unread job never stalls the connection's reader; its `progress`
+    /// frames, which have no such bound, are counted in the [`Buffered`] and dropped beyond
+    /// [`MAX_BUFFERED_PROGRESS`] unread.
+    Stream(mpsc::UnboundedSender<Envelope>, Buffered),
 }
+
+/// Progress frames a job's stream holds that its reader has not taken yet.
+pub(crate) type Buffered = Arc<std::sync::atomic::AtomicUsize>;
+
+/// The most `progress` frames a job's stream holds unread; more are dropped (progress is best
+/// effort: a reader that is behind loses lines, never memory).
+pub const MAX_BUFFERED_PROGRESS: usize = 1024;
 
 struct Inner {
     tx: QueueTx,
@@ -476,11 +485,12 @@ impl Client {
     /// `unknown_command` or `forbidden`; [`ClientError::Protocol`] when the arguments are not
     /// valid JSON (nothing is sent then).
     pub async fn submit(&self, job: JobRequest) -> Result<Job, ClientError> {
-        let JobRequest { target, command, args, deadline, select, ttl, rollout } = job;
+        let JobRequest { target, command, args, deadline, select, ttl, rollout, progress } = job;
         check_json(&args)?;
         let (id, id_str) = self.next_waiter();
         let (stx, mut srx) = mpsc::unbounded_channel();
-        self.register(id, Waiter::Stream(stx));
+        let buffered = Buffered::default();
+        self.register(id, Waiter::Stream(stx, Arc::clone(&buffered)));
         let mut waiter = WaiterGuard { client: self, id, armed: true };
         let mut env = Envelope::new(Kind::Cmd);
         env.id = Some(id_str);
@@ -492,18 +502,26 @@ impl Client {
         env.cmd = Some(command);
         env.body = Some(args);
         env.deadline_ms = Some(millis(deadline));
+        env.progress = progress.then_some(true);
         self.send(&env).await?;
-        let first = tokio::select! {
-            f = srx.recv() => f.ok_or_else(|| self.closed_error()),
-            () = tokio::time::sleep(self.inner.welcome_timeout()) => Err(ClientError::Timeout(self.inner.welcome_timeout().as_millis())),
+        // A fast device's progress may overtake the ack: kept, and handed out first.
+        let mut early = Vec::new();
+        let first = loop {
+            let first = tokio::select! {
+                f = srx.recv() => f.ok_or_else(|| self.closed_error()),
+                () = tokio::time::sleep(self.inner.welcome_timeout()) => Err(ClientError::Timeout(self.inner.welcome_timeout().as_millis())),
+            }?;
+            if first.kind != Kind::Progress {
+                break first;
+            }
+            early.push(first);
         };
-        let first = first?;
         match (first.kind, first.error.clone()) {
             (Kind::Ack, None) => {
                 let accepted: JobAccepted = first.json_body().map_err(|e| ClientError::Protocol(e.message))?;
                 // From here the Job owns the registration and removes it when dropped.
                 waiter.armed = false;
-                Ok(Job::new(accepted, srx, self.clone(), id))
+                Ok(Job::new(accepted, srx, self.clone(), id, early, buffered))
             }
             (_, Some(e)) => Err(ClientError::Remote(e)),
             (k, None) => Err(ClientError::Protocol(format!("expected ack, got {}", k.as_str()))),
@@ -831,7 +849,9 @@ async fn read_loop<R: FrameSource>(inner: Arc<Inner>, mut source: R, handlers: H
             Err(e) => break Some(format!("protocol_violation: {e}")),
         };
         match env.kind {
-            Kind::Reply | Kind::Ack | Kind::Event | Kind::Error if env.re.is_some() => deliver(&inner, env).await,
+            Kind::Reply | Kind::Ack | Kind::Event | Kind::Error | Kind::Progress if env.re.is_some() => {
+                deliver(&inner, env).await;
+            }
             Kind::Error => tracing::warn!(error = ?env.error, "server reported an error"),
             Kind::Cmd => run_command(&inner, &handlers, env),
             Kind::Pub => {
@@ -879,13 +899,22 @@ async fn deliver(inner: &Inner, env: Envelope) {
     let stream = {
         let mut waiters = inner.lock_waiters();
         match waiters.get(&id) {
+            // Progress goes to job streams only (a request never asks for it).
+            Some(Waiter::Once(_)) if env.kind == Kind::Progress => return,
             Some(Waiter::Once(_)) => {
                 if let Some(Waiter::Once(tx)) = waiters.remove(&id) {
                     let _ = tx.send(env);
                 }
                 return;
             }
-            Some(Waiter::Stream(tx)) => {
+            Some(Waiter::Stream(tx, buffered)) => {
+                if env.kind == Kind::Progress {
+                    if buffered.load(Ordering::Acquire) >= MAX_BUFFERED_PROGRESS {
+                        tracing::debug!(re = id, "progress dropped: the job's reader is behind");
+                        return;
+                    }
+                    buffered.fetch_add(1, Ordering::AcqRel);
+                }
                 let tx = tx.clone();
                 if env.kind == Kind::Reply || env.kind == Kind::Error {
                     waiters.remove(&id);
@@ -907,6 +936,24 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
     let Some(id) = env.id else { return };
     let cmd = env.cmd.unwrap_or_default();
     let cancel = CancellationToken::new();
+    let tx = inner.tx.clone();
+    let codec = inner.codec;
+    // The requester asked for progress: each report is a `progress` frame naming this command,
+    // queued only while the outbound queue is less than half full (never waiting), and only
+    // when it fits the server's frame limit (a larger frame would cost the connection).
+    let progress = if env.progress == Some(true) {
+        let (tx, re) = (tx.clone(), id.clone());
+        let max_frame = usize::try_from(inner.welcome.max_frame).unwrap_or(usize::MAX);
+        handler::Progress::new(move |body| {
+            let mut p = Envelope::new(Kind::Progress);
+            p.re = Some(re.clone());
+            p.body = Some(body);
+            let frame = codec.encode(&p);
+            frame.len() <= max_frame && tx.try_send_half(frame).is_ok()
+        })
+    } else {
+        handler::Progress::off()
+    };
     let ctx = Context {
         from: env.from.unwrap_or_else(|| "$server".to_owned()),
         args: env.body.unwrap_or_else(|| Bytes::from_static(b"null")),
@@ -914,9 +961,8 @@ fn run_command(inner: &Arc<Inner>, handlers: &Handlers, env: Envelope) {
         deadline: Duration::from_millis(env.deadline_ms.unwrap_or(30_000)),
         cmd: cmd.clone(),
         cancel: cancel.clone(),
+        progress,
     };
-    let tx = inner.tx.clone();
-    let codec = inner.codec;
     if inner.draining.load(Ordering::Acquire) {
         let e = ErrorBody::new(orb_proto::ErrorCode::ShuttingDown, format!("{cmd}: this client is stopping"));
         let _ = tx.try_send(handler::reply_frame(codec, id, Err(e)));

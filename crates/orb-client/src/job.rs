@@ -18,6 +18,15 @@ pub enum JobUpdate {
     Batch(BatchStarted),
     /// The job ended; no more updates follow.
     Done(JobSummary),
+    /// A target reported progress while its command runs (jobs submitted with
+    /// [`crate::JobRequest::progress`] only): best effort, never stored, and never after that
+    /// target's [`JobUpdate::Result`].
+    Progress {
+        /// The device that reported it.
+        device: String,
+        /// What it reported (JSON, e.g. `{"stream": "stdout", "line": "..."}`).
+        body: Box<RawValue>,
+    },
 }
 
 /// A running job's result stream. Dropping it stops reading (the server keeps the job running).
@@ -28,6 +37,10 @@ pub struct Job {
     client: Client,
     waiter: u64,
     done: bool,
+    /// Progress that arrived before the ack, handed out first.
+    early: std::collections::VecDeque<Envelope>,
+    /// Progress frames in `rx` not read yet (the connection's reader drops beyond its limit).
+    buffered: crate::client::Buffered,
 }
 
 impl Job {
@@ -36,8 +49,10 @@ impl Job {
         rx: mpsc::UnboundedReceiver<Envelope>,
         client: Client,
         waiter: u64,
+        early: Vec<Envelope>,
+        buffered: crate::client::Buffered,
     ) -> Job {
-        Job { accepted, rx, client, waiter, done: false }
+        Job { accepted, rx, client, waiter, done: false, early: early.into(), buffered }
     }
 
     /// The job id.
@@ -52,8 +67,21 @@ impl Job {
         }
         // Each turn takes one frame off the stream; only a malformed batch event is skipped.
         loop {
-            let env = self.rx.recv().await?;
+            let env = match self.early.pop_front() {
+                Some(env) => env,
+                None => self.rx.recv().await?,
+            };
             return match env.kind {
+                Kind::Progress => {
+                    // Counted when the connection's reader queued it (early ones too).
+                    let _ = self.buffered.fetch_update(
+                        std::sync::atomic::Ordering::AcqRel,
+                        std::sync::atomic::Ordering::Acquire,
+                        |n| Some(n.saturating_sub(1)),
+                    );
+                    let Some(body) = env.body.as_ref().and_then(raw) else { continue };
+                    Some(JobUpdate::Progress { device: env.device.unwrap_or_default(), body })
+                }
                 // An event about no device: a batch started.
                 Kind::Event if env.device.is_none() => match env.json_body::<BatchStarted>() {
                     Ok(batch) => Some(JobUpdate::Batch(batch)),

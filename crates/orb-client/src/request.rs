@@ -38,6 +38,9 @@ pub struct JobRequest {
     /// How the job reaches its targets: all at once (default), spread over a splay window, or
     /// in batches with an abort threshold.
     pub rollout: Rollout,
+    /// Ask for the targets' progress while they run (default `false`): the job's stream then
+    /// has [`crate::JobUpdate::Progress`] updates, best effort (protocol section 4.13).
+    pub progress: bool,
 }
 
 impl JobRequest {
@@ -54,6 +57,7 @@ impl JobRequest {
             select: Select::All,
             ttl: None,
             rollout: Rollout::default(),
+            progress: false,
         }
     }
 
@@ -92,6 +96,15 @@ impl JobRequest {
     #[must_use]
     pub fn rollout(mut self, rollout: Rollout) -> JobRequest {
         self.rollout = rollout;
+        self
+    }
+
+    /// Asks for the targets' `progress` while their command runs: what a handler reports with
+    /// [`crate::Context::progress`] arrives as [`crate::JobUpdate::Progress`], best effort
+    /// (dropped rather than queued without bound; none for a job with a TTL).
+    #[must_use]
+    pub fn progress(mut self, progress: bool) -> JobRequest {
+        self.progress = progress;
         self
     }
 }

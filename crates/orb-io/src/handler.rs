@@ -17,6 +17,7 @@ use orb_proto::message::RawJson;
 use orb_proto::{Codec, Envelope, ErrorBody, ErrorCode};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::progress::Progress;
 use crate::schema::{ArgsSchema, SchemaError};
 
 /// One command to handle.
@@ -35,9 +36,20 @@ pub struct Context {
     /// Cancelled when the command's job is cancelled (the server sent `cancel`): the handler
     /// should stop; [`run`] answers `cancelled` for it if it does not.
     pub cancel: CancellationToken,
+    /// Where the handler's progress goes: off unless the requester asked for it (see
+    /// [`Context::progress`]).
+    pub progress: Progress,
 }
 
 impl Context {
+    /// Reports `body` (any JSON) to the requester while the command runs, best effort: a no-op
+    /// (false) unless the requester asked for progress; rate-limited and dropped, never
+    /// waiting, when over [`crate::progress::PROGRESS_PER_SECOND`] or when the connection has
+    /// no room (counted in [`Progress::dropped`]). Returns whether it was queued.
+    pub fn progress(&self, body: &serde_json::Value) -> bool {
+        self.progress.send(body)
+    }
+
     /// Decodes the arguments as `T`.
     ///
     /// # Errors
@@ -228,7 +240,7 @@ pub async fn run(handler: Option<Arc<dyn Handler>>, ctx: Context) -> HandlerResu
 pub fn reply_envelope(re: String, result: HandlerResult) -> Envelope {
     match result {
         Ok(v) => Envelope::reply_ok(re, Bytes::from(serde_json::to_vec(&v).unwrap_or_else(|_| b"null".to_vec()))),
-        Err(e) => Envelope::reply_err(re, e.code, e.message),
+        Err(e) => Envelope::reply_error(re, e),
     }
 }
 
@@ -250,6 +262,7 @@ mod tests {
             job: None,
             deadline: Duration::from_secs(1),
             cancel: CancellationToken::new(),
+            progress: Progress::off(),
         }
     }
 

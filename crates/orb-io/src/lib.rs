@@ -12,6 +12,7 @@
 //! - [`clock`]: the wall clock, injectable, so schedulers can be tested with paused time.
 //! - [`handler`]: command handlers by name and [`handler::run`], which runs one with its deadline
 //!   and survives its panic.
+//! - [`progress`]: a running command's best-effort, rate-limited reports to its requester.
 //! - [`schema`]: JSON Schemas for command arguments, compiled once, checked before a handler.
 //! - `tls` (feature `tls`): rustls configurations from PEM files, the device identity of a client
 //!   certificate; with `dev-certs`, a development CA.
@@ -22,6 +23,7 @@
 
 pub mod clock;
 pub mod handler;
+pub mod progress;
 pub mod queue;
 pub mod schema;
 pub mod secret;

@@ -29,6 +29,31 @@ pub enum BodyError {
     },
 }
 
+/// Why an error's `data` was refused (a `bad_frame`: it is part of the envelope's `error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// The bytes are not exactly one JSON value.
+    #[error("not one JSON value: {0}")]
+    NotJson(String),
+    /// One JSON value, but beyond the body limits.
+    #[error(transparent)]
+    Limits(#[from] BodyError),
+}
+
+/// Reads an error's `data` (`docs/protocol.md` section 3): exactly one JSON value within the
+/// body limits, as it will be stored and relayed; `None` for `null`, which is no data (as an
+/// absent member is, in every codec).
+///
+/// # Errors
+/// [`DataError::NotJson`] for bytes that are not one JSON value; [`DataError::Limits`] for one
+/// that breaks the body limits.
+pub fn error_data(json: &[u8]) -> Result<Option<Box<serde_json::value::RawValue>>, DataError> {
+    let raw: Box<serde_json::value::RawValue> =
+        serde_json::from_slice(json).map_err(|e| DataError::NotJson(crate::text::bounded(e.to_string())))?;
+    check(raw.get().as_bytes())?;
+    Ok((raw.get() != "null").then_some(raw))
+}
+
 /// Checks a body that is already known to be one valid JSON value against the body limits.
 ///
 /// One linear pass, no allocation. On bytes that are not JSON it never panics (and its answer

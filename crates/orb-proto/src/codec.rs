@@ -316,20 +316,30 @@ impl<'de> Visitor<'de> for ErrorObjectVisitor {
         enum Member {
             Code,
             Message,
+            Data,
             Other,
         }
         let member = |s: &str| match s {
             "code" => Member::Code,
             "message" => Member::Message,
+            "data" => Member::Data,
             _ => Member::Other,
         };
         let (mut code, mut message) = (None, None);
+        let mut data: Option<Option<Box<RawValue>>> = None;
         while let Some(name) = map.next_key_seed(Name(member))? {
             match name {
                 Member::Code if code.is_some() => return Err(de::Error::duplicate_field("code")),
                 Member::Code => code = Some(map.next_value::<ErrorCode>()?),
                 Member::Message if message.is_some() => return Err(de::Error::duplicate_field("message")),
                 Member::Message => message = Some(map.next_value::<String>()?),
+                Member::Data if data.is_some() => return Err(de::Error::duplicate_field("data")),
+                Member::Data => {
+                    let raw: Option<&'de RawValue> = map.next_value()?;
+                    let checked = raw.map(|raw| crate::body::error_data(raw.get().as_bytes())).transpose();
+                    let checked = checked.map_err(|e| de::Error::custom(format_args!("error data: {e}")))?;
+                    data = Some(checked.flatten());
+                }
                 Member::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -337,7 +347,11 @@ impl<'de> Visitor<'de> for ErrorObjectVisitor {
         }
         let code = code.ok_or_else(|| de::Error::missing_field("code"))?;
         let message = message.ok_or_else(|| de::Error::missing_field("message"))?;
-        Ok(ErrorObject(ErrorBody { code, message }))
+        let e = ErrorBody::new(code, message);
+        Ok(ErrorObject(match data.flatten() {
+            Some(data) => e.with_data(data),
+            None => e,
+        }))
     }
 }
 
@@ -406,6 +420,11 @@ impl FieldWriter for JsonWriter<'_> {
         write_str(self.0, value.code.as_str());
         self.0.extend_from_slice(b",\"message\":");
         write_str(self.0, &value.message);
+        if let Some(json) = value.data_json() {
+            // Verbatim, like `body`.
+            self.0.extend_from_slice(b",\"data\":");
+            self.0.extend_from_slice(json.as_bytes());
+        }
         self.0.push(b'}');
     }
 
@@ -470,6 +489,7 @@ pub(crate) mod arb {
             Kind::Sub,
             Kind::Unsub,
             Kind::Config,
+            Kind::Progress,
         ])
     }
 
@@ -489,8 +509,15 @@ pub(crate) mod arb {
         })
     }
 
+    /// An error with or without `data`.
     pub(crate) fn arb_error() -> impl Strategy<Value = ErrorBody> {
-        ("[a-z_]{1,12}", ".{0,30}").prop_map(|(c, m)| ErrorBody::new(ErrorCode::from_wire(&c), m))
+        ("[a-z_]{1,12}", ".{0,30}", proptest::option::of(arb_json())).prop_map(|(c, m, data)| {
+            let e = ErrorBody::new(ErrorCode::from_wire(&c), m);
+            match data {
+                Some(v) => e.with_data(serde_json::value::to_raw_value(&v).expect("a Value serialises")),
+                None => e,
+            }
+        })
     }
 
     /// Any envelope: every field present or absent independently, strings with any characters
@@ -505,7 +532,7 @@ pub(crate) mod arb {
             (s(), s(), s(), s(), s(), s(), s()),
             (n(), n(), s(), n(), s(), status, n(), s()),
             (proptest::option::of(arb_error()), proptest::option::of(arb_json()), s(), n()),
-            (n(), s(), n(), n(), proptest::option::of(any::<bool>())),
+            (n(), s(), n(), n(), proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>())),
         )
             .prop_map(
                 |(
@@ -513,7 +540,7 @@ pub(crate) mod arb {
                     (id, re, cmd, target, select, to, from),
                     (deadline_ms, ttl_ms, job, attempt, device, status, elapsed_ms, topic),
                     (error, body, msg, at_ms),
-                    (splay_ms, batch, batch_wait_ms, abort_on_failure_pct, retain),
+                    (splay_ms, batch, batch_wait_ms, abort_on_failure_pct, retain, progress),
                 )| Envelope {
                     kind,
                     id,
@@ -538,6 +565,7 @@ pub(crate) mod arb {
                     elapsed_ms,
                     topic,
                     retain,
+                    progress,
                     error,
                     body: body.map(|b| Bytes::from(serde_json::to_vec(&b).expect("a Value serialises"))),
                 },
@@ -599,7 +627,12 @@ pub(crate) mod arb {
             elapsed_ms: Some(0),
             topic: Some("metrics.cpu".into()),
             retain: Some(true),
-            error: Some(ErrorBody::new(ErrorCode::HandlerError, "boom: \"x\"")),
+            progress: Some(true),
+            error: Some(
+                ErrorBody::new(ErrorCode::HandlerError, "boom: \"x\"").with_data(
+                    serde_json::value::RawValue::from_string(r#"{"exit_code": 3}"#.to_owned()).expect("JSON"),
+                ),
+            ),
             body: Some(Bytes::from_static(br#"{"unit": "nginx", "n": [1, 2.5e3, null], "s": "\ud83d\ude00"}"#)),
         }
     }
@@ -700,6 +733,7 @@ mod tests {
             elapsed_ms,
             topic,
             retain,
+            progress,
             error,
             body,
         } = decode(&frame).unwrap();
@@ -709,12 +743,13 @@ mod tests {
         assert!(ttl_ms.is_some() && attempt.is_some() && msg.is_some() && at_ms.is_some());
         assert!(splay_ms.is_some() && batch.is_some() && batch_wait_ms.is_some() && abort_on_failure_pct.is_some());
         assert!(elapsed_ms.is_some() && topic.is_some() && retain.is_some() && error.is_some() && body.is_some());
+        assert!(progress.is_some() && error.is_some_and(|e| e.data.is_some()));
         // Member order is the table order of docs/protocol.md section 3: kind first, body last.
         let doc = include_str!("../../../docs/protocol.md");
         let section = &doc[doc.find("## 3. The envelope").unwrap()..doc.find("### 3.1").unwrap()];
         let documented: Vec<&str> =
             section.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect();
-        assert_eq!(documented.len(), 25, "{documented:?}");
+        assert_eq!(documented.len(), 26, "{documented:?}");
         assert_eq!(member_names(&frame), documented);
     }
 
@@ -827,6 +862,40 @@ mod tests {
         // Where a typed member nests, serde_json's recursion limit answers, not the stack.
         let e = json(&format!(r#"{{"kind":"error","error":{{"code":{}}}}}"#, deep(n))).unwrap_err();
         assert!(e.to_string().contains("expected a string") || e.to_string().contains("recursion"), "{e}");
+    }
+
+    #[test]
+    fn error_data_round_trips_verbatim_and_null_data_is_absent() {
+        let text = r#"{"kind":"reply","re":"7","error":{"code":"exit_status","message":"exited 3","data":{"exit_code": 3,"stdout":"a\u00e9"}}}"#;
+        let e = json(text).unwrap();
+        let error = e.error.clone().unwrap();
+        assert_eq!(error.code, ErrorCode::ExitStatus);
+        assert_eq!(error.data_json(), Some(r#"{"exit_code": 3,"stdout":"a\u00e9"}"#), "kept as written");
+        assert_eq!(&encode(&e)[..], text.as_bytes(), "written back verbatim, data after message");
+        assert_eq!(json(std::str::from_utf8(&encode(&e)).unwrap()).unwrap(), e);
+        let e = json(r#"{"kind":"reply","error":{"data":null,"code":"x","message":"m"}}"#).unwrap();
+        assert_eq!(e.error, Some(ErrorBody::new(ErrorCode::Other("x".into()), "m")));
+        assert_eq!(&encode(&e)[..], br#"{"kind":"reply","error":{"code":"x","message":"m"}}"#);
+        let e = json(r#"{"kind":"error","error":{"code":"x","message":"m","data":"just text"}}"#).unwrap();
+        assert_eq!(e.error.unwrap().data_json(), Some(r#""just text""#));
+    }
+
+    #[test]
+    fn error_data_that_repeats_or_breaks_the_body_limits_is_a_bad_frame() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let limit = crate::body::MAX_BODY_DEPTH;
+        let ok = json(&format!(r#"{{"kind":"reply","error":{{"code":"x","message":"m","data":{}}}}}"#, deep(limit)));
+        assert!(ok.is_ok(), "{ok:?}");
+        for text in [
+            format!(r#"{{"kind":"reply","error":{{"code":"x","message":"m","data":{}}}}}"#, deep(limit + 1)),
+            r#"{"kind":"reply","error":{"code":"x","message":"m","data":"\ud800"}}"#.to_owned(),
+            r#"{"kind":"reply","error":{"code":"x","message":"m","data":1,"data":2}}"#.to_owned(),
+            r#"{"kind":"reply","error":{"code":"x","message":"m","data":null,"data":2}}"#.to_owned(),
+            r#"{"kind":"reply","error":{"code":"x","message":"m","data":}}"#.to_owned(),
+        ] {
+            let e = json(&text).unwrap_err();
+            assert!(!e.to_string().is_empty(), "{text}");
+        }
     }
 
     #[test]

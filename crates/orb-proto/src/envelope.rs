@@ -45,6 +45,10 @@ pub enum Kind {
     Bye,
     /// Server to device: stop running the command whose id is `re` (a job id), its job was cancelled.
     Cancel,
+    /// Best-effort output of a command still running (`body`: any JSON): device to server with
+    /// `re` = the command's id, server to requester with `re`, `job` and `device`. Sent only for
+    /// commands whose requester asked (`progress: true` on the `cmd`); never stored.
+    Progress,
     /// A kind this build does not know (sent by a newer peer); answered with `unsupported`.
     #[serde(other)]
     Unknown,
@@ -52,7 +56,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, `Unknown` last.
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Cmd,
@@ -68,6 +72,7 @@ impl Kind {
         Kind::Error,
         Kind::Bye,
         Kind::Cancel,
+        Kind::Progress,
         Kind::Unknown,
     ];
 
@@ -90,6 +95,7 @@ impl Kind {
             Kind::Error => "error",
             Kind::Bye => "bye",
             Kind::Cancel => "cancel",
+            Kind::Progress => "progress",
             Kind::Unknown => "unknown",
         }
     }
@@ -113,6 +119,7 @@ impl Kind {
             "error" => Kind::Error,
             "bye" => Kind::Bye,
             "cancel" => Kind::Cancel,
+            "progress" => Kind::Progress,
             _ => Kind::Unknown,
         }
     }
@@ -182,7 +189,8 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// A stable code and a human message: how every refusal and failed result is reported.
+/// A stable code, a human message and optional data: how every refusal and failed result is
+/// reported (`docs/protocol.md` section 3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
@@ -190,12 +198,34 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// Human-readable detail: lowercase, no trailing period, names the thing.
     pub message: String,
+    /// Structured detail for programs (JSON-RPC 2.0's `data`): any one JSON value within the
+    /// body limits of [`crate::body`], e.g. the result of a failed `exec`. Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
+    pub data: Option<crate::message::RawJson>,
 }
 
 impl ErrorBody {
-    /// Builds an error body.
+    /// Builds an error body without data.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
-        ErrorBody { code, message: message.into() }
+        ErrorBody { code, message: message.into(), data: None }
+    }
+
+    /// The same error carrying `data` (one JSON value) as its structured detail; `null` is no
+    /// data (the wire reads `"data": null` as absent).
+    pub fn with_data(mut self, data: Box<serde_json::value::RawValue>) -> ErrorBody {
+        self.data = (data.get() != "null").then_some(crate::message::RawJson(data));
+        self
+    }
+
+    /// The data as JSON text, when there is some.
+    pub fn data_json(&self) -> Option<&str> {
+        self.data.as_ref().map(|d| d.0.get())
+    }
+
+    /// Bytes of text the error holds (message and data), for buffers that bound what they keep.
+    pub fn weight(&self) -> usize {
+        self.message.len() + self.data_json().map_or(0, str::len)
     }
 }
 
@@ -357,6 +387,9 @@ envelope_fields! {
     /// A `pub` to keep as its topic's retained message (client to server); a retained message
     /// delivered when the subscription started (server to client).
     retain: bool,
+    /// The requester wants the command's `progress` frames (a `cmd` from a requester); the server
+    /// passes it on to the device in the `cmd` it delivers, which then may send them.
+    progress: bool,
     /// Error code and message (`error`, failed `reply` or `event`).
     error: ErrorBody,
 }
@@ -378,6 +411,14 @@ impl Envelope {
         let mut e = Envelope::new(Kind::Reply);
         e.re = Some(re);
         e.body = Some(body);
+        e
+    }
+
+    /// A failed `reply` to `re` carrying `error` whole (its data included).
+    pub fn reply_error(re: String, error: ErrorBody) -> Envelope {
+        let mut e = Envelope::new(Kind::Reply);
+        e.re = Some(re);
+        e.error = Some(error);
         e
     }
 
@@ -424,7 +465,7 @@ pub(crate) trait FieldWriter {
     fn uint(&mut self, name: &'static str, value: u64);
     /// A boolean field.
     fn bool(&mut self, name: &'static str, value: bool);
-    /// An `{"code", "message"}` field.
+    /// An `{"code", "message", "data"?}` field.
     fn error(&mut self, name: &'static str, value: &ErrorBody);
     /// The `body`, always last: JSON bytes copied verbatim.
     fn body(&mut self, name: &'static str, json: &Bytes);
@@ -448,7 +489,8 @@ pub(crate) trait FieldReader {
     fn bool(&mut self) -> Result<Option<bool>, Self::Error>;
     /// A [`Status`] wire name; a name outside the fixed set is an error.
     fn status(&mut self) -> Result<Option<Status>, Self::Error>;
-    /// An error object: `code` and `message` strings, both required.
+    /// An error object: `code` and `message` strings, both required; `data` optional, one JSON
+    /// value within the body limits.
     fn error(&mut self) -> Result<Option<ErrorBody>, Self::Error>;
     /// The body: one JSON value, returned as a slice of the frame (no copy).
     fn body(&mut self) -> Result<Option<Bytes>, Self::Error>;

@@ -78,7 +78,7 @@ error_codes! {
     HandlerError = "handler_error", 500, "the handler failed without giving a more specific code";
     HandlerPanicked = "handler_panicked", 500, "the handler panicked; the agent survived and reported it";
     NotAllowed = "not_allowed", 403, "the agent's configuration does not allow this command line (`exec` and its `[exec] allow` list); nothing was run";
-    ExitStatus = "exit_status", 500, "the command the agent ran (`exec`) exited with a non-zero status or was killed by a signal; the message ends with its result (`; result: ` and a JSON object)";
+    ExitStatus = "exit_status", 500, "the command the agent ran (`exec`) exited with a non-zero status or was killed by a signal; `error.data` holds its result (`exit_code`, `signal`, `stdout`, `stderr`, `truncated`)";
     Unsupported = "unsupported", 501, "the message kind is reserved for a later protocol feature";
     SlowConsumer = "slow_consumer", 503, "the connection's outbound queue was full, so it was closed";
     Lagged = "lagged", 503, "the requester read a job's results too slowly, so the server stopped sending them; the job runs on and its results are in the job history";

@@ -58,7 +58,7 @@ async fn one_job(op: &Client, n: usize) {
                 ok += usize::from(r.status == Status::Ok);
             }
             JobUpdate::Done(summary) => break summary,
-            JobUpdate::Batch(_) => {}
+            JobUpdate::Batch(_) | JobUpdate::Progress { .. } => {}
         }
     };
     assert_eq!(results, n, "one result per agent");

@@ -97,6 +97,7 @@ async fn agent_that_stops_reading_is_disconnected_as_slow_consumer_and_others_ke
                     break;
                 }
                 Some(JobUpdate::Batch(b)) => panic!("not a batched job: {b:?}"),
+                Some(JobUpdate::Progress { device, .. }) => panic!("progress from {device}: not asked"),
                 None => break,
             }
         }

@@ -52,6 +52,7 @@ async fn every_requester_gets_its_whole_job_stream_before_goodbye_with_thousands
                         }
                         Some(JobUpdate::Done(summary)) => return (timeouts, summary),
                         Some(JobUpdate::Batch(b)) => panic!("not a batched job: {b:?}"),
+                        Some(JobUpdate::Progress { device, .. }) => panic!("progress from {device}: not asked"),
                         None => panic!("the stream ended after {timeouts} events, without the summary"),
                     }
                 }

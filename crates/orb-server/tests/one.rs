@@ -30,6 +30,7 @@ async fn result_of(mut job: orb_client::Job) -> orb_proto::message::TargetResult
                 return result.expect("a result before the summary");
             }
             JobUpdate::Batch(b) => panic!("no batches here: {b:?}"),
+            JobUpdate::Progress { device, .. } => panic!("progress from {device}: not asked"),
         }
     }
     panic!("more updates than one target has")

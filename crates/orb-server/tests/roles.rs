@@ -222,7 +222,7 @@ async fn a_staged_batch_is_judged_again_when_its_turn_comes() {
             Some(JobUpdate::Result(r)) => {
                 results.insert(r.device.clone(), r);
             }
-            Some(JobUpdate::Batch(_)) => {}
+            Some(JobUpdate::Batch(_) | JobUpdate::Progress { .. }) => {}
             Some(JobUpdate::Done(_)) | None => break,
         }
     }

@@ -133,7 +133,7 @@ async fn job_created(conn: &mut AnyConnection, job: &NewJob) -> Result<(), sqlx:
 }
 
 /// Columns of one settled target in the bulk upsert.
-const SETTLED_COLUMNS: usize = 8;
+const SETTLED_COLUMNS: usize = 9;
 
 /// On-time outcomes in bulk (one statement per [`TARGET_CHUNK`]); late ones (rare) one by one.
 pub(crate) async fn targets_settled<'a>(
@@ -160,8 +160,8 @@ async fn on_time_chunk(conn: &mut AnyConnection, chunk: &[&TargetOutcome]) -> Re
     let mut sql = String::with_capacity(30 * chunk.len() + 600);
     sql.push_str(
         "INSERT INTO job_targets (job_id, device_id, status, result, error_code, error_message, elapsed_ms, \
-         answered_at) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
-         v.column8 FROM (VALUES ",
+         answered_at, error_data) SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+         v.column7, v.column8, v.column9 FROM (VALUES ",
     );
     sql.push_str(&Placeholders::of(conn).rows(chunk.len(), SETTLED_COLUMNS));
     // The WHERE also keeps SQLite from reading ON CONFLICT as a join constraint.
@@ -169,7 +169,7 @@ async fn on_time_chunk(conn: &mut AnyConnection, chunk: &[&TargetOutcome]) -> Re
         ") AS v WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.id = v.column1) \
          ON CONFLICT (job_id, device_id) DO UPDATE SET status = excluded.status, result = excluded.result, \
          error_code = excluded.error_code, error_message = excluded.error_message, \
-         elapsed_ms = excluded.elapsed_ms, answered_at = excluded.answered_at \
+         error_data = excluded.error_data, elapsed_ms = excluded.elapsed_ms, answered_at = excluded.answered_at \
          WHERE job_targets.status IS NULL OR job_targets.status = 'queued'",
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == TARGET_CHUNK);
@@ -193,6 +193,7 @@ fn bind_outcome<'q>(
         .bind(o.error.as_ref().map(|e| e.message.as_str()))
         .bind(o.elapsed_ms.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
         .bind(ms(o.at))
+        .bind(o.error.as_ref().and_then(|e| e.data_json()))
 }
 
 /// An answer after the deadline is kept beside a `timeout`, in the `late_*` columns: the
@@ -204,7 +205,7 @@ fn bind_outcome<'q>(
 async fn late_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE job_targets SET late_status = $3, late_result = $4, late_error_code = $5, \
-         late_error_message = $6, late_at = $7 \
+         late_error_message = $6, late_at = $7, late_error_data = $8 \
          WHERE job_id = $1 AND device_id = $2 AND status = 'timeout' AND late_status IS NULL AND late = FALSE",
     )
     .bind(&o.job)
@@ -214,6 +215,7 @@ async fn late_settled(conn: &mut AnyConnection, o: &TargetOutcome) -> Result<(),
     .bind(o.error.as_ref().map(|e| e.code.as_str()))
     .bind(o.error.as_ref().map(|e| e.message.as_str()))
     .bind(ms(o.at))
+    .bind(o.error.as_ref().and_then(|e| e.data_json()))
     .execute(conn)
     .await
     .map(drop)

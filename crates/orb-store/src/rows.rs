@@ -27,8 +27,9 @@ pub(crate) const JOB_COLUMNS: &str = "id, node, requester, selector, command, ar
      rollout";
 
 /// The columns [`target`] reads, in a `SELECT` over `job_targets`.
-pub(crate) const TARGET_COLUMNS: &str = "device_id, status, result, error_code, error_message, elapsed_ms, \
-     answered_at, late, late_status, late_result, late_error_code, late_error_message, late_at";
+pub(crate) const TARGET_COLUMNS: &str = "device_id, status, result, error_code, error_message, error_data, \
+     elapsed_ms, answered_at, late, late_status, late_result, late_error_code, late_error_message, late_error_data, \
+     late_at";
 
 /// A time as stored: unix milliseconds.
 pub(crate) fn ms(at: DateTime<Utc>) -> i64 {
@@ -185,9 +186,19 @@ impl<'r> Fields<'r> {
     }
 
     /// An error stored as a code column and a message column.
-    fn error(&self, code: &str, message: &str) -> Option<ErrorBody> {
+    fn error(&self, code: &str, message: &str, data: &str) -> Option<ErrorBody> {
         let code = self.opt_text(code)?;
-        Some(ErrorBody::new(ErrorCode::from_wire(&code), self.opt_text(message).unwrap_or_default()))
+        let e = ErrorBody::new(ErrorCode::from_wire(&code), self.opt_text(message).unwrap_or_default());
+        // Data was one JSON value within the body limits when it was stored.
+        let data = self.opt_text(data).and_then(|text| {
+            serde_json::value::RawValue::from_string(text)
+                .map_err(|err| self.damaged(data, &format_args!("malformed JSON: {err}"), "absent"))
+                .ok()
+        });
+        Some(match data {
+            Some(data) => e.with_data(data),
+            None => e,
+        })
     }
 
     /// A JSON text column (tags, command lists); empty when it cannot be read or parsed.
@@ -321,12 +332,12 @@ pub(crate) fn target(row: &AnyRow, job: &JobRecord) -> Option<TargetRecord> {
     let f = Fields { row, owner: Owner::Target { job: &job.id, device: &device } };
     let status = f.status("status");
     let result = f.opt_text("result");
-    let error = f.error("error_code", "error_message");
+    let error = f.error("error_code", "error_message", "error_data");
     let late = match f.status("late_status") {
         Some(late_status) => Some(LateAnswer {
             status: late_status,
             result: f.opt_text("late_result"),
-            error: f.error("late_error_code", "late_error_message"),
+            error: f.error("late_error_code", "late_error_message", "late_error_data"),
             at: f.time("late_at", job.deadline_at, "the job's deadline"),
         }),
         None if f.flag("late", false, "not late") => status.map(|status| LateAnswer {

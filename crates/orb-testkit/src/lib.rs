@@ -480,6 +480,9 @@ pub async fn finish_job(mut job: Job) -> JobOutcome {
                 }
                 return JobOutcome { accepted, results, summary, batches };
             }
+            Some(JobUpdate::Progress { device, body }) => {
+                panic!("progress from {device} for a job that did not ask for it: {body}")
+            }
             None => panic!("job stream ended without a summary after {results:?}"),
         }
     }

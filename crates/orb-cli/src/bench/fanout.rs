@@ -96,7 +96,7 @@ async fn orb_side(n: usize, trials: usize, ttl: Option<Duration>, common: &Commo
                 JobUpdate::Result(r) if r.status == Status::Ok => trial.latencies.push(ms(start.elapsed())),
                 JobUpdate::Result(_) => trial.errors += 1,
                 JobUpdate::Done(_) => break,
-                JobUpdate::Batch(_) => {}
+                JobUpdate::Batch(_) | JobUpdate::Progress { .. } => {}
             }
         }
         if trial.latencies.len() + trial.errors as usize != n {

@@ -115,8 +115,8 @@ fn shown(argv: &[String]) -> String {
 }
 
 /// Handles one `exec`: checks the arguments and the allow list (refused commands run nothing),
-/// runs the command, and answers its result, or `exit_status` with the result in the message
-/// when it failed; `timeout` and `cancelled` kill its process group.
+/// runs the command, and answers its result, or `exit_status` with the result as the error's
+/// `data` when it failed; `timeout` and `cancelled` kill its process group.
 pub async fn call(policy: &Policy, c: Context) -> HandlerResult {
     let a = args::parse(&c.args)?;
     let line = shown(&a.argv);
@@ -127,7 +127,7 @@ pub async fn call(policy: &Policy, c: Context) -> HandlerResult {
     tracing::info!(cmd = %line, job = c.job.as_deref(), from = %c.from, "exec");
     // Leaving this select drops the run, which kills the command's process group.
     let o = tokio::select! {
-        r = run::run(&a, policy) => r?,
+        r = run::run(&a, policy, &c.progress) => r?,
         () = tokio::time::sleep(a.timeout) => {
             let t = humantime::format_duration(a.timeout);
             let msg = format!("exec: '{line}' ran past its timeout of {t}; its process group was killed");
@@ -138,20 +138,26 @@ pub async fn call(policy: &Policy, c: Context) -> HandlerResult {
             return Err(ErrorBody::new(ErrorCode::Cancelled, msg));
         }
     };
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "exit_code": o.exit_code,
         "signal": o.signal,
         "stdout": o.stdout,
         "stderr": o.stderr,
         "truncated": o.truncated,
     });
+    if c.progress.is_on() {
+        // Lines streamed are best effort: say how many did not go (over the rate, no room).
+        result["progress_dropped"] = c.progress.dropped().into();
+    }
     let how = match (o.exit_code, &o.signal) {
         (Some(0), _) => return Ok(result),
         (Some(n), _) => format!("exited with status {n}"),
         (None, Some(s)) => format!("was killed by {s}"),
         (None, None) => "ended without an exit status".to_owned(),
     };
-    Err(ErrorBody::new(ErrorCode::ExitStatus, format!("exec: '{line}' {how}; result: {result}")))
+    let data = serde_json::value::to_raw_value(&result)
+        .map_err(|e| ErrorBody::new(ErrorCode::HandlerError, format!("exec: result of '{line}': {e}")))?;
+    Err(ErrorBody::new(ErrorCode::ExitStatus, format!("exec: '{line}' {how}")).with_data(data))
 }
 
 #[cfg(test)]
@@ -176,6 +182,7 @@ mod tests {
             job: Some("job-1".into()),
             deadline: Duration::from_secs(30),
             cancel: CancellationToken::new(),
+            progress: orb_client::handler::Progress::off(),
         }
     }
 
@@ -216,10 +223,10 @@ mod tests {
         assert!(!std::path::Path::new("/tmp/orb-exec-refused").exists());
         let e = call(&p, ctx(r#"{"cmd": ["false"]}"#)).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::ExitStatus);
-        let (head, result) = e.message.split_once("; result: ").unwrap();
-        assert_eq!(head, "exec: 'false' exited with status 1");
-        let result: serde_json::Value = serde_json::from_str(result).unwrap();
+        assert_eq!(e.message, "exec: 'false' exited with status 1");
+        let result: serde_json::Value = serde_json::from_str(e.data_json().unwrap()).unwrap();
         assert_eq!(result["exit_code"], 1);
+        assert_eq!(result["stdout"], "");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Runs one allowed command line: no shell, a clean environment, in its own process group, which
 //! is killed when the command ends, and when its run is dropped (timeout, cancel, deadline);
-//! standard output and error are captured, each up to a cap.
+//! standard output and error are captured, each up to a cap, and, when the requester asked for
+//! progress, streamed line by line as it comes (`{"stream": "stdout", "line": "..."}`).
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use orb_client::handler::Progress;
 use orb_proto::{ErrorBody, ErrorCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -58,13 +60,18 @@ impl Drop for Group {
     }
 }
 
+/// The longest line streamed as progress, in bytes; the rest of a longer line is not streamed
+/// (the result keeps it, within its cap).
+pub const MAX_LINE: usize = 1024;
+
 /// Runs `args.argv` as `policy` says and waits for it to end (callers bound the wait: dropping
-/// the future kills the process group).
+/// the future kills the process group). Each output line goes to `progress` as it comes (a
+/// no-op unless the requester asked).
 ///
 /// # Errors
 /// `handler_error` when the program cannot be started (not found, not executable, `run_as`
 /// refused) or waited for.
-pub async fn run(args: &ExecArgs, policy: &Policy) -> Result<Outcome, ErrorBody> {
+pub async fn run(args: &ExecArgs, policy: &Policy, progress: &Progress) -> Result<Outcome, ErrorBody> {
     let program = &args.argv[0];
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&args.argv[1..])
@@ -103,8 +110,12 @@ pub async fn run(args: &ExecArgs, policy: &Policy) -> Result<Outcome, ErrorBody>
         status
     };
     let cap = policy.max_output;
-    let (status, (), (out, out_cut), (err, err_cut)) =
-        tokio::join!(waiting, feed, capture(stdout, cap), capture(stderr, cap));
+    let (status, (), (out, out_cut), (err, err_cut)) = tokio::join!(
+        waiting,
+        feed,
+        capture(stdout, cap, Lines::new("stdout", progress)),
+        capture(stderr, cap, Lines::new("stderr", progress))
+    );
     let status = status.map_err(|e| failed("cannot wait for", e))?;
     Ok(Outcome {
         exit_code: status.code(),
@@ -116,8 +127,9 @@ pub async fn run(args: &ExecArgs, policy: &Policy) -> Result<Outcome, ErrorBody>
 }
 
 /// Reads `pipe` to its end, keeping the first `cap` bytes; the rest is read and discarded (so
-/// the command never blocks on a full pipe). Returns the bytes kept and whether any were not.
-async fn capture(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u8>, bool) {
+/// the command never blocks on a full pipe), and every line goes to `lines` as it comes.
+/// Returns the bytes kept and whether any were not.
+async fn capture(pipe: Option<impl AsyncRead + Unpin>, cap: usize, mut lines: Lines<'_>) -> (Vec<u8>, bool) {
     let Some(mut pipe) = pipe else { return (Vec::new(), false) };
     let mut kept = Vec::new();
     let mut cut = false;
@@ -126,13 +138,61 @@ async fn capture(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u8>, 
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                lines.feed(&buf[..n]);
                 let room = cap.saturating_sub(kept.len());
                 cut |= n > room;
                 kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
     }
+    lines.finish();
     (kept, cut)
+}
+
+/// One output stream cut into lines for `progress`: each line (without its `\n`, at most
+/// [`MAX_LINE`] bytes of it, lossy UTF-8) is sent as `{"stream", "line"}` when its end is read;
+/// a last line without one when the stream ends. Nothing is kept when progress is off.
+struct Lines<'p> {
+    stream: &'static str,
+    progress: &'p Progress,
+    line: Vec<u8>,
+}
+
+impl<'p> Lines<'p> {
+    fn new(stream: &'static str, progress: &'p Progress) -> Lines<'p> {
+        Lines { stream, progress, line: Vec::new() }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        if !self.progress.is_on() {
+            return;
+        }
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|b| *b == b'\n');
+            let part = &bytes[..end.unwrap_or(bytes.len())];
+            let room = MAX_LINE.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
+            match end {
+                Some(i) => {
+                    self.send();
+                    bytes = &bytes[i + 1..];
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.line.is_empty() {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        let line = String::from_utf8_lossy(&self.line);
+        self.progress.send(&serde_json::json!({ "stream": self.stream, "line": line }));
+        self.line.clear();
+    }
 }
 
 #[cfg(test)]
@@ -154,7 +214,9 @@ mod tests {
 
     #[tokio::test]
     async fn output_and_exit_code_are_captured() {
-        let o = run(&args(&["sh", "-c", "echo out; echo err >&2; exit 3"], None), &policy(1024)).await.unwrap();
+        let o = run(&args(&["sh", "-c", "echo out; echo err >&2; exit 3"], None), &policy(1024), &Progress::off())
+            .await
+            .unwrap();
         assert_eq!(
             o,
             Outcome {
@@ -169,15 +231,17 @@ mod tests {
 
     #[tokio::test]
     async fn stdin_is_written_and_the_environment_is_only_path() {
-        let o = run(&args(&["cat"], Some("line 1\nline 2")), &policy(1024)).await.unwrap();
+        let o = run(&args(&["cat"], Some("line 1\nline 2")), &policy(1024), &Progress::off()).await.unwrap();
         assert_eq!(o.stdout, "line 1\nline 2");
-        let o = run(&args(&["env"], None), &policy(1024)).await.unwrap();
+        let o = run(&args(&["env"], None), &policy(1024), &Progress::off()).await.unwrap();
         assert_eq!(o.stdout, format!("PATH={PATH}\n"));
     }
 
     #[tokio::test]
     async fn output_past_the_cap_is_cut_and_marked() {
-        let o = run(&args(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"], None), &policy(10)).await.unwrap();
+        let o = run(&args(&["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"], None), &policy(10), &Progress::off())
+            .await
+            .unwrap();
         assert_eq!(o.stdout, "x".repeat(10));
         assert!(o.truncated);
         assert_eq!(o.exit_code, Some(0));
@@ -185,13 +249,34 @@ mod tests {
 
     #[tokio::test]
     async fn a_signal_death_has_no_exit_code_and_names_the_signal() {
-        let o = run(&args(&["sh", "-c", "kill -TERM $$"], None), &policy(10)).await.unwrap();
+        let o = run(&args(&["sh", "-c", "kill -TERM $$"], None), &policy(10), &Progress::off()).await.unwrap();
         assert_eq!((o.exit_code, o.signal.as_deref()), (None, Some("SIGTERM")));
     }
 
     #[tokio::test]
+    async fn lines_stream_as_progress_when_asked_cut_at_the_line_limit() {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&got);
+        let progress = Progress::new(move |body| {
+            sink.lock().unwrap().push(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
+            true
+        });
+        let script =
+            format!("echo one; echo two >&2; head -c {} /dev/zero | tr '\\0' y; echo; printf last", MAX_LINE + 5);
+        let o = run(&args(&["sh", "-c", &script], None), &policy(4096), &progress).await.unwrap();
+        assert!(o.stdout.starts_with("one\n"), "the result keeps the output: {}", o.stdout);
+        let got = got.lock().unwrap().clone();
+        let of = |stream: &str| -> Vec<String> {
+            got.iter().filter(|v| v["stream"] == stream).map(|v| v["line"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(of("stdout"), ["one".to_owned(), "y".repeat(MAX_LINE), "last".to_owned()]);
+        assert_eq!(of("stderr"), ["two"]);
+        assert_eq!(progress.dropped(), 0);
+    }
+
+    #[tokio::test]
     async fn a_missing_program_is_a_handler_error() {
-        let e = run(&args(&["no-such-program-orb"], None), &policy(10)).await.unwrap_err();
+        let e = run(&args(&["no-such-program-orb"], None), &policy(10), &Progress::off()).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::HandlerError);
         assert!(e.message.contains("cannot start no-such-program-orb"), "{}", e.message);
     }

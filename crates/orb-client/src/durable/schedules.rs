@@ -241,6 +241,7 @@ async fn fire(s: &AgentSchedule, fired_at: DateTime<Utc>, handlers: &Handlers, o
         job: None,
         deadline: Duration::from_millis(s.deadline_ms),
         cancel: CancellationToken::new(),
+        progress: orb_io::handler::Progress::off(),
     };
     let started = tokio::time::Instant::now();
     let outcome = handler::run(handlers.get(&s.command), ctx).await;

@@ -71,11 +71,17 @@ impl FieldWriter for MsgPackWriter<'_> {
     #[inline]
     fn error(&mut self, name: &'static str, value: &ErrorBody) {
         write_str(self.0, name);
-        write_map_len(self.0, 2);
+        let data = value.data_json();
+        write_map_len(self.0, 2 + usize::from(data.is_some()));
         write_str(self.0, "code");
         write_str(self.0, value.code.as_str());
         write_str(self.0, "message");
         write_str(self.0, &value.message);
+        if let Some(json) = data {
+            // Like `body`: a bin holding the JSON bytes.
+            write_str(self.0, "data");
+            write_bin(self.0, json.as_bytes());
+        }
     }
 
     #[inline]
@@ -379,15 +385,25 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// `{"code": str, "message": str}`: both required, unknown members skipped, no repeats.
+    /// `{"code": str, "message": str, "data": bin?}`: code and message required, `data` a bin
+    /// holding one JSON value within the body limits (nil: absent), unknown members skipped, no
+    /// repeats.
     fn error_body(&mut self) -> Result<ErrorBody, DecodeError> {
         let n = self.map_len()?;
         let (mut code, mut message) = (None, None);
+        let mut data: Option<Option<Box<RawValue>>> = None;
         for _ in 0..n {
             let name = self.str()?;
             let slot = match name {
                 "code" => &mut code,
                 "message" => &mut message,
+                "data" => {
+                    if data.is_some() {
+                        return Err(err("duplicate field `data`"));
+                    }
+                    data = Some(self.error_data()?);
+                    continue;
+                }
                 _ => {
                     self.skip_value()?;
                     continue;
@@ -400,7 +416,21 @@ impl<'a> Reader<'a> {
         }
         let code = code.ok_or_else(|| err("missing field `code`"))?;
         let message = message.ok_or_else(|| err("missing field `message`"))?;
-        Ok(ErrorBody::new(ErrorCode::from_wire(code), message))
+        let e = ErrorBody::new(ErrorCode::from_wire(code), message);
+        Ok(match data.flatten() {
+            Some(data) => e.with_data(data),
+            None => e,
+        })
+    }
+
+    /// An error's `data`: nil (absent) or a bin holding one JSON value within the body limits.
+    fn error_data(&mut self) -> Result<Option<Box<RawValue>>, DecodeError> {
+        if self.peek()? == NIL {
+            self.pos += 1;
+            return Ok(None);
+        }
+        let json = self.bin().map_err(|e| err(format!("`data`: {}", e.0)))?;
+        crate::body::error_data(json).map_err(|e| err(format!("`data`: {e}")))
     }
 
     /// Skips one value of any type (an unknown field). Iterative, so nesting depth cannot
@@ -612,6 +642,67 @@ mod tests {
         assert_eq!(e.body.as_deref(), Some(&b"[1,2]"[..]));
     }
 
+    /// A `reply` whose error map holds `code`, `message` and then `data` written as `value`
+    /// (raw MessagePack bytes).
+    fn reply_with_error_data(value: &[u8]) -> Bytes {
+        let mut f = Vec::new();
+        write_map_len(&mut f, 2);
+        write_str(&mut f, "kind");
+        write_str(&mut f, "reply");
+        write_str(&mut f, "error");
+        write_map_len(&mut f, 3);
+        write_str(&mut f, "code");
+        write_str(&mut f, "exit_status");
+        write_str(&mut f, "message");
+        write_str(&mut f, "exited 3");
+        write_str(&mut f, "data");
+        f.extend_from_slice(value);
+        Bytes::from(f)
+    }
+
+    fn bin(json: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        write_bin(&mut b, json);
+        b
+    }
+
+    #[test]
+    fn error_data_is_a_bin_of_json_and_anything_else_is_a_bad_frame() {
+        let e = decode(&reply_with_error_data(&bin(br#"{"exit_code":3}"#))).unwrap();
+        let error = e.error.clone().unwrap();
+        assert_eq!(error.data_json(), Some(r#"{"exit_code":3}"#));
+        assert_eq!(decode(&encode(&e)).unwrap(), e);
+        assert_eq!(crate::codec::decode(&crate::codec::encode(&e)).unwrap(), e, "the same through JSON");
+        let nil = decode(&reply_with_error_data(&[NIL])).unwrap();
+        assert_eq!(nil.error.unwrap().data, None, "nil is absent");
+        let null = decode(&reply_with_error_data(&bin(b" null "))).unwrap();
+        assert_eq!(null.error.unwrap().data, None, "JSON null is absent too, as in the JSON codec");
+        let spaced = decode(&reply_with_error_data(&bin(b" [1, 2] "))).unwrap();
+        assert_eq!(spaced.error.unwrap().data_json(), Some("[1, 2]"), "kept without surrounding whitespace");
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+        assert!(decode(&reply_with_error_data(&bin(&deep(crate::body::MAX_BODY_DEPTH)))).is_ok());
+        let mut as_str = Vec::new();
+        write_str(&mut as_str, "{}");
+        for (value, why) in [
+            (as_str, "a str"),
+            (bin(b"{"), "not JSON"),
+            (bin(b"1 2"), "two values"),
+            (bin(br#""\udc00""#), "a lone surrogate"),
+            (bin(&deep(crate::body::MAX_BODY_DEPTH + 1)), "too deep"),
+            (vec![0x01], "an int"),
+        ] {
+            let e = decode(&reply_with_error_data(&value)).unwrap_err();
+            assert!(e.to_string().contains("`data`"), "{why}: {e}");
+        }
+        let mut twice = reply_with_error_data(&bin(b"1")).to_vec();
+        // Claim four members and append a second `data`.
+        let at = twice.iter().position(|&b| b == 0x83).unwrap();
+        twice[at] = 0x84;
+        write_str(&mut twice, "data");
+        twice.extend_from_slice(&bin(b"2"));
+        assert!(decode(&Bytes::from(twice)).unwrap_err().to_string().contains("duplicate field `data`"));
+    }
+
     #[test]
     fn our_frames_read_back_with_another_implementation() {
         let e = sample_cmd();
@@ -782,7 +873,7 @@ mod tests {
                 serde_json::from_slice(&crate::codec::encode(&e)).unwrap();
             m.keys().cloned().collect()
         };
-        assert_eq!(names.len(), 25);
+        assert_eq!(names.len(), 26);
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(sorted, json_names, "the same fields as JSON");
@@ -799,8 +890,8 @@ mod tests {
             every_field_nil.push(NIL);
         }
         let every_field_nil = hex(&every_field_nil);
-        // 25 fields: a map16 header.
-        let frame = unhex(&format!("de0019{kind_cmd}{every_field_nil}"));
+        // 26 fields: a map16 header.
+        let frame = unhex(&format!("de001a{kind_cmd}{every_field_nil}"));
         assert_eq!(decode(&Bytes::from(frame)).unwrap(), Envelope::new(Kind::Cmd));
         let e = decode(&Bytes::from(unhex(&format!("83{kind_cmd}a26964c0a26964a131")))).unwrap_err();
         assert!(e.to_string().contains("duplicate field `id`"), "{e}");

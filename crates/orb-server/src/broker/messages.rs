@@ -187,6 +187,7 @@ impl Broker {
             job: None,
             deadline: self.limits().default_request_deadline,
             cancel: CancellationToken::new(),
+            progress: orb_io::handler::Progress::off(),
         };
         let msg = m.msg.clone();
         self.tracker().spawn(async move {

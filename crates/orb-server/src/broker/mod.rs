@@ -53,10 +53,13 @@ use crate::admin::AdminRequest;
 use crate::config::Limits;
 use crate::identity::{Identity, Requester};
 use crate::jobs::{JobHandle, JobSpec, Jobs, Outcome};
+use crate::metrics::ProgressDrop;
 use crate::node::NodeId;
 use crate::registry::Registry;
 use crate::router::admission::Admission;
-use crate::router::correlation::{Answer, Correlations, PendingRequest, Reply, ReplySink, Routed};
+use crate::router::correlation::{
+    Answer, Correlations, PendingRequest, ProgressSink, Progressed, Reply, ReplySink, Routed,
+};
 use crate::router::sessions::{Sessions, Target};
 use crate::router::stats::Stats;
 
@@ -393,18 +396,39 @@ impl Broker {
     /// never connected are left out),
     /// `too_many_jobs`, `frame_too_large`; nothing is sent then.
     pub fn submit(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
+        self.submit_with_progress(who, spec, None)
+    }
+
+    /// [`Broker::submit`] for a requester that wants its targets' `progress` (protocol section
+    /// 4.13): the command goes out with `progress: true`, and what each target reports while
+    /// it is pending goes to `progress`, best effort. A job with a TTL gets none (its commands
+    /// are delivered from the store).
+    ///
+    /// # Errors
+    /// As [`Broker::submit`].
+    pub fn submit_with_progress(
+        &self,
+        who: &Requester,
+        spec: JobSpec,
+        progress: Option<Arc<dyn ProgressSink>>,
+    ) -> Result<JobHandle, ErrorBody> {
         if !audit::recorded(who) {
-            return self.start_job(who, spec);
+            return self.start_job(who, spec, progress);
         }
         let (target, command) = (spec.target.clone(), spec.command.clone());
-        let result = self.start_job(who, spec);
+        let result = self.start_job(who, spec, progress);
         let job = result.as_ref().ok().map(|h| h.accepted.job.clone());
         self.audit(who, Audited::JobSubmit, &target, serde_json::json!({ "command": command, "job": job }), &result);
         result
     }
 
     /// [`Broker::submit`] without its audit.
-    fn start_job(&self, who: &Requester, spec: JobSpec) -> Result<JobHandle, ErrorBody> {
+    fn start_job(
+        &self,
+        who: &Requester,
+        spec: JobSpec,
+        progress: Option<Arc<dyn ProgressSink>>,
+    ) -> Result<JobHandle, ErrorBody> {
         let reach = self.reach(who, &spec.command)?;
         self.refuse_when_draining()?;
         check_command_name(&spec.command)?;
@@ -516,7 +540,7 @@ impl Broker {
         }
         let gate = self.gate(who.identity.clone(), spec.command.clone());
         let resolved = crate::jobs::Resolved { targets, skipped, settled };
-        self.0.jobs.start(who, spec, resolved, &self.limits(), gate)
+        self.0.jobs.start(who, spec, resolved, &self.limits(), gate, progress)
     }
 
     /// Sends a plain request to one connected device; `sink` receives exactly one reply: the
@@ -567,6 +591,7 @@ impl Broker {
         };
         let limits = self.limits();
         let deadline = spec.deadline.unwrap_or(limits.default_request_deadline).min(limits.max_deadline);
+        let wants_progress = sink.wants_progress();
         let id = self.0.correlations.open_request(PendingRequest {
             device: target.record.id.clone(),
             deadline: crate::jobs::instant_after(Instant::now(), deadline),
@@ -577,6 +602,7 @@ impl Broker {
         env.cmd = Some(spec.command);
         env.from = Some(who.identity.name.clone());
         env.deadline_ms = Some(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
+        env.progress = wants_progress.then_some(true);
         env.body = spec.args;
         let frame = target.outbox.codec.encode(&env);
         let failure = if frame.len() > target.outbox.max_frame {
@@ -637,6 +663,7 @@ impl Broker {
             job: None,
             deadline: call.deadline.unwrap_or(limits.default_request_deadline).min(limits.max_deadline),
             cancel: CancellationToken::new(),
+            progress: orb_io::handler::Progress::off(),
         };
         let handler = self.0.handlers.get(&ctx.cmd);
         let value = handler::run(handler, ctx).await?;
@@ -661,6 +688,16 @@ impl Broker {
                 Ok(()) => Ok(body),
                 Err(e) => Err(ErrorBody::new(ErrorCode::BadBody, format!("the device's result was refused: {e}"))),
             },
+            // An error's data counts like a result: what cannot be relayed whole is replaced.
+            Err(e) if e.weight() > relayable => Err(ErrorBody::new(
+                ErrorCode::FrameTooLarge,
+                format!(
+                    "the device's error {} ({} bytes with its data) is too large to relay within the frame limit \
+                     (up to {relayable} bytes)",
+                    e.code,
+                    e.weight()
+                ),
+            )),
             Err(e) => Err(e),
         };
         match self.0.correlations.route(from, re, answer.clone(), Instant::now()) {
@@ -669,6 +706,17 @@ impl Broker {
             Routed::Unknown => {
                 tracing::debug!(agent.id = %from, re = %orb_proto::excerpt(re), "reply to nothing pending ignored")
             }
+        }
+    }
+
+    /// Device `from` reported progress on command `re`: passed on to its requester while the
+    /// command is pending and its requester asked for it; dropped otherwise, and when the
+    /// requester has no room for it (counted in `orb_progress_dropped_total`). Never waits.
+    pub fn progress_from(&self, from: &DeviceId, re: &str, body: Bytes) {
+        match self.0.correlations.progress(from, re, body) {
+            Progressed::Passed => {}
+            Progressed::Dropped => self.0.metrics.progress_dropped(ProgressDrop::QueueFull),
+            Progressed::NotPending => self.0.metrics.progress_dropped(ProgressDrop::NotPending),
         }
     }
 

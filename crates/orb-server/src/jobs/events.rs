@@ -54,7 +54,7 @@ impl JobEvent {
                 OVERHEAD
                     + s.device.as_str().len()
                     + s.result.as_ref().map_or(0, Bytes::len)
-                    + s.error.as_ref().map_or(0, |e| e.message.len())
+                    + s.error.as_ref().map_or(0, ErrorBody::weight)
             }
             JobEvent::Batch(_) | JobEvent::Ended(_) | JobEvent::Lagged { .. } => OVERHEAD,
         }

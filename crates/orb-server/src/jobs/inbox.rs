@@ -12,7 +12,7 @@ use orb_proto::{DeviceId, ErrorBody, ErrorCode, Status};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::router::correlation::{Answer, JobReplies};
+use crate::router::correlation::{Answer, JobReplies, ProgressSink, Progressed};
 
 /// What one target ended with, before it becomes an event and a stored result.
 #[derive(Debug)]
@@ -106,6 +106,8 @@ pub(crate) struct JobInbox {
     /// An "any one of" job's one target: the device its command went to last (it moves when
     /// that one disconnects); answers from any other device are ignored.
     one: Option<std::sync::Mutex<DeviceId>>,
+    /// Where the targets' `progress` goes, when the requester asked for it.
+    progress: Option<std::sync::Arc<dyn ProgressSink>>,
 }
 
 impl JobInbox {
@@ -113,7 +115,13 @@ impl JobInbox {
     pub(crate) fn new(targets: impl Iterator<Item = DeviceId>, tx: mpsc::UnboundedSender<JobMsg>) -> JobInbox {
         let index: HashMap<DeviceId, usize> = targets.enumerate().map(|(i, d)| (d, i)).collect();
         let answered = (0..index.len()).map(|_| AtomicBool::new(false)).collect();
-        JobInbox { index, answered, tx, one: None }
+        JobInbox { index, answered, tx, one: None, progress: None }
+    }
+
+    /// The same inbox passing its pending targets' progress to `sink`.
+    pub(crate) fn with_progress(mut self, sink: Option<std::sync::Arc<dyn ProgressSink>>) -> JobInbox {
+        self.progress = sink;
+        self
     }
 
     /// The inbox of an "any one of" job whose one target is `device` for now.
@@ -123,6 +131,7 @@ impl JobInbox {
             answered: vec![AtomicBool::new(false)],
             tx,
             one: Some(std::sync::Mutex::new(device)),
+            progress: None,
         }
     }
 
@@ -201,6 +210,23 @@ impl JobReplies for JobInbox {
         if !self.settle_device(from, Some(at), Outcome::of_answer(answer), false) {
             tracing::debug!(agent.id = %from, "reply from a device that is not a target ignored");
         }
+    }
+
+    fn progress(&self, from: &DeviceId, job: &str, body: Bytes) -> Progressed {
+        let Some(sink) = &self.progress else { return Progressed::NotPending };
+        let index = match &self.one {
+            // An "any one of" job: only the device its command is with now.
+            Some(one) if *one.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == *from => 0,
+            Some(_) => return Progressed::NotPending,
+            None => match self.index.get(from) {
+                Some(i) => *i,
+                None => return Progressed::NotPending,
+            },
+        };
+        if self.is_answered(index) {
+            return Progressed::NotPending;
+        }
+        sink.progress(Some(job), from, body)
     }
 }
 

@@ -50,7 +50,7 @@ use crate::config::Limits;
 use crate::identity::Requester;
 use crate::metrics::Metrics;
 use crate::node::NodeId;
-use crate::router::correlation::{Answer, Correlations};
+use crate::router::correlation::{Answer, Correlations, ProgressSink};
 use crate::router::sessions::{Sessions, Target};
 use inbox::JobInbox;
 pub(crate) use inbox::Outcome;
@@ -209,6 +209,7 @@ impl Jobs {
         resolved: Resolved,
         limits: &Limits,
         gate: Gate,
+        progress: Option<Arc<dyn ProgressSink>>,
     ) -> Result<JobHandle, ErrorBody> {
         let Resolved { targets, skipped, mut settled } = resolved;
         spec.rollout.check()?;
@@ -218,11 +219,18 @@ impl Jobs {
         let job_id = spec.firing.as_ref().map_or_else(|| uuid::Uuid::now_v7().to_string(), |f| f.job.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let one = spec.select == Select::One;
-        let inbox = Arc::new(if one {
-            JobInbox::one_of(targets[0].id.clone(), tx)
-        } else {
-            JobInbox::new(targets.iter().map(|t| t.id.clone()), tx)
-        });
+        // Progress goes only to a requester that asked, and only for commands sent now: a held
+        // command (TTL) is delivered later, from the store, without it.
+        let progress = progress.filter(|_| spec.ttl.is_none_or(|t| t.is_zero()));
+        let wants_progress = progress.is_some();
+        let inbox = Arc::new(
+            if one {
+                JobInbox::one_of(targets[0].id.clone(), tx)
+            } else {
+                JobInbox::new(targets.iter().map(|t| t.id.clone()), tx)
+            }
+            .with_progress(progress),
+        );
         let correlation = self.correlations.open_job(&job_id, Arc::clone(&inbox) as _);
 
         let mut cmd = Envelope::new(Kind::Cmd);
@@ -231,6 +239,7 @@ impl Jobs {
         cmd.cmd = Some(spec.command.clone());
         cmd.from = Some(requester.identity.name.clone());
         cmd.deadline_ms = Some(deadline_ms);
+        cmd.progress = wants_progress.then_some(true);
         cmd.body = spec.args.clone();
         // One encoding per codec in use among the connected targets, shared by all of them, and
         // checked against each target's frame limit (the one its welcome announced) before

@@ -28,7 +28,7 @@ use crate::close::CloseReason;
 use rates::{Sample, Window};
 
 /// Every frame kind, at its index in the per-kind counters ([`kind_index`]).
-pub(crate) const KINDS: [Kind; 16] = Kind::ALL;
+pub(crate) const KINDS: [Kind; 17] = Kind::ALL;
 
 /// The index of `kind` in [`KINDS`]. An exhaustive match: a kind added to the protocol fails to
 /// compile here rather than indexing out of bounds.
@@ -50,7 +50,8 @@ pub(crate) fn kind_index(kind: Kind) -> usize {
         Kind::Error => 12,
         Kind::Bye => 13,
         Kind::Cancel => 14,
-        Kind::Unknown => 15,
+        Kind::Progress => 15,
+        Kind::Unknown => 16,
     }
 }
 
@@ -78,6 +79,28 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Agent => "agent",
         Role::Operator => "operator",
+    }
+}
+
+/// Why a `progress` frame was dropped, counted in `orb_progress_dropped_total` by its `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProgressDrop {
+    /// The requester's queue had no room, or the frame exceeds its limit (progress never
+    /// waits and never closes a session).
+    QueueFull,
+    /// Its command was answered, timed out, unknown, or its requester is gone or did not ask
+    /// for progress.
+    NotPending,
+}
+
+impl ProgressDrop {
+    const ALL: [ProgressDrop; 2] = [ProgressDrop::QueueFull, ProgressDrop::NotPending];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ProgressDrop::QueueFull => "queue_full",
+            ProgressDrop::NotPending => "not_pending",
+        }
     }
 }
 
@@ -200,6 +223,8 @@ pub(crate) struct Metrics {
     request_seconds: Histogram,
     /// Interventions of the rate limits, by [`RateLimit`].
     rate_limited: [Counter; RateLimit::ALL.len()],
+    /// `progress` frames dropped on their way to a requester, by reason.
+    progress_dropped: [Counter; ProgressDrop::ALL.len()],
     sampled: SampledHandles,
     /// The frame counters of the last seconds, for [`Metrics::rates`].
     window: Mutex<Window>,
@@ -258,6 +283,13 @@ impl Metrics {
             "frames whose reading a session's message rate delayed (limit messages), agent hellos the connection \
              rate refused (limit connections)",
         );
+        r.describe_counter(
+            "orb_progress_dropped_total",
+            Unit::Count,
+            "progress frames a device sent that did not reach their requester: its queue was half full or \
+             the frame above its limit (reason queue_full), or the command was no longer pending, unknown, or \
+             its requester gone or not asking (reason not_pending)",
+        );
         r.describe_gauge("orb_devices_known", Unit::Count, "devices the registry knows");
         r.describe_gauge("orb_jobs_in_flight", Unit::Count, "jobs running");
         r.describe_gauge("orb_subscriptions", Unit::Count, "pub/sub subscriptions held");
@@ -293,6 +325,9 @@ impl Metrics {
             request_seconds: r.histogram("orb_request_duration_seconds"),
             rate_limited: std::array::from_fn(|i| {
                 r.counter("orb_rate_limited_total", &[("limit", RateLimit::ALL[i].as_str())])
+            }),
+            progress_dropped: std::array::from_fn(|i| {
+                r.counter("orb_progress_dropped_total", &[("reason", ProgressDrop::ALL[i].as_str())])
             }),
             sampled: SampledHandles {
                 closed: std::array::from_fn(|i| {
@@ -373,6 +408,11 @@ impl Metrics {
     /// A plain request was answered by its device `took` after it was sent.
     pub(crate) fn request_answered(&self, took: Duration) {
         self.request_seconds.record(took.as_secs_f64());
+    }
+
+    /// A `progress` frame was dropped for `why`.
+    pub(crate) fn progress_dropped(&self, why: ProgressDrop) {
+        self.progress_dropped[why as usize].increment(1);
     }
 
     /// A rate limit intervened: a frame's reading delayed, or a hello refused.

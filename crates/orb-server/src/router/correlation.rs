@@ -53,6 +53,33 @@ pub type Answer = Result<Bytes, ErrorBody>;
 pub trait JobReplies: Send + Sync + 'static {
     /// Device `from` answered at `at`.
     fn answer(&self, from: &DeviceId, answer: Answer, at: Instant);
+
+    /// Device `from` reported progress on job `job`'s command: passed to the job's
+    /// [`ProgressSink`] while `from` is a target still pending. Never waits.
+    fn progress(&self, _from: &DeviceId, _job: &str, _body: Bytes) -> Progressed {
+        Progressed::NotPending
+    }
+}
+
+/// Receives the `progress` of commands whose requester asked for it (best effort). Adapters
+/// implement it: the wire session encodes a `progress` frame and queues it only when there is
+/// room, never waiting and never closing the session.
+pub trait ProgressSink: Send + Sync + 'static {
+    /// Device `from` reported `body` while running the command (of job `job`, for a job).
+    /// Never waits: a frame that does not fit is dropped and [`Progressed::Dropped`] answered.
+    fn progress(&self, job: Option<&str>, from: &DeviceId, body: Bytes) -> Progressed;
+}
+
+/// What became of a `progress` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progressed {
+    /// Queued for the requester.
+    Passed,
+    /// The requester had no room for it: dropped.
+    Dropped,
+    /// Its command is not pending (answered, timed out, unknown, another device's) or its
+    /// requester did not ask for progress: dropped.
+    NotPending,
 }
 
 /// The outcome of a plain request, as its requester receives it.
@@ -73,6 +100,18 @@ pub trait ReplySink: Send + Sync + 'static {
     /// Whether nobody can receive the reply any more (its requester's session closed): the
     /// request is then forgotten before its deadline.
     fn is_gone(&self) -> bool;
+
+    /// Whether the requester asked for the command's progress (the delivered `cmd` then says
+    /// `progress: true`). By default it did not.
+    fn wants_progress(&self) -> bool {
+        false
+    }
+
+    /// The device reported progress while the request is pending (only called when
+    /// [`ReplySink::wants_progress`]). Never waits.
+    fn progress(&self, _from: &DeviceId, _body: Bytes) -> Progressed {
+        Progressed::NotPending
+    }
 }
 
 /// A plain request to one device, awaiting its reply.
@@ -197,6 +236,17 @@ impl Correlations {
         }
     }
 
+    /// Passes device `from`'s progress on command `re` to the requester that asked for it, while
+    /// the command is pending: a running job's target that has not answered, or a request to
+    /// `from` not answered yet. Never waits (under the entry's read lock, like a job's answer).
+    pub fn progress(&self, from: &DeviceId, re: &str, body: Bytes) -> Progressed {
+        match self.open.get(re).as_deref() {
+            Some(Pending::Job(replies)) => replies.progress(from, re, body),
+            Some(Pending::Request(r)) if &r.device == from && r.sink.wants_progress() => r.sink.progress(from, body),
+            Some(Pending::Request(_) | Pending::Ended { .. }) | None => Progressed::NotPending,
+        }
+    }
+
     /// Answers `timeout` to every request whose deadline passed, forgets requests nobody can
     /// receive any more and ended jobs past their late window. Called periodically.
     pub fn expire(&self, now: Instant) {
@@ -316,6 +366,52 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         t.expire(Instant::now());
         assert!(t.is_empty());
+    }
+
+    /// A request's sink that asked for progress and counts what it got.
+    struct Watching(Arc<Mutex<Vec<Bytes>>>);
+
+    impl ReplySink for Watching {
+        fn complete(self: Box<Self>, _: Reply) {}
+
+        fn is_gone(&self) -> bool {
+            false
+        }
+
+        fn wants_progress(&self) -> bool {
+            true
+        }
+
+        fn progress(&self, _: &DeviceId, body: Bytes) -> Progressed {
+            self.0.lock().unwrap().push(body);
+            Progressed::Passed
+        }
+    }
+
+    #[test]
+    fn progress_reaches_a_pending_request_that_asked_and_nothing_else() {
+        let t = table();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let id = t.open_request(PendingRequest {
+            device: device("a"),
+            deadline: Instant::now() + Duration::from_secs(5),
+            sink: Box::new(Watching(Arc::clone(&got))),
+        });
+        let re = id.to_string();
+        let line = Bytes::from_static(br#"{"line":"1"}"#);
+        assert_eq!(t.progress(&device("a"), &re, line.clone()), Progressed::Passed);
+        assert_eq!(t.progress(&device("b"), &re, line.clone()), Progressed::NotPending, "another device");
+        assert_eq!(t.progress(&device("a"), "n-1.0", line.clone()), Progressed::NotPending, "unknown");
+        assert_eq!(t.route(&device("a"), &re, Ok(Bytes::new()), Instant::now()), Routed::Delivered);
+        assert_eq!(t.progress(&device("a"), &re, line.clone()), Progressed::NotPending, "answered");
+        assert_eq!(got.lock().unwrap().len(), 1);
+        // A requester that did not ask gets none.
+        let quiet = t.open_request(PendingRequest {
+            device: device("a"),
+            deadline: Instant::now() + Duration::from_secs(5),
+            sink: Box::new(Sink(Arc::default())),
+        });
+        assert_eq!(t.progress(&device("a"), quiet.as_str(), line), Progressed::NotPending);
     }
 
     #[test]

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use orb_io::queue::TrySendError;
 use orb_proto::rollout::Rollout;
-use orb_proto::{Envelope, ErrorBody, ErrorCode, Kind};
+use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -19,13 +20,14 @@ use crate::broker::{CallSpec, MessageSpec, RequestSpec, Stored};
 use crate::identity::OpenCommand;
 use crate::jobs::{JobEvent, JobEvents, JobSpec};
 use crate::metrics::Metrics;
-use crate::router::correlation::{Reply, ReplySink};
+use crate::router::correlation::{ProgressSink, Progressed, Reply, ReplySink};
 use crate::router::delivery::Outbox;
 
 impl Session {
     pub(super) fn on_cmd(&mut self, env: Envelope) {
         // Read before the envelope is taken apart (a few absent fields on every other command).
         let rollout = Rollout::from_envelope(&env);
+        let progress = env.progress == Some(true);
         let Some(id) = env.id else {
             // Nothing to answer with `re`: an error frame without it, the connection stays open.
             self.answer(&Envelope::error(None, ErrorCode::BadRequest, "cmd needs an id"));
@@ -64,7 +66,7 @@ impl Session {
                     };
                     let spec =
                         JobSpec { command, target, args: env.body, deadline, select, ttl, firing: None, rollout };
-                    self.submit(id, spec);
+                    self.submit(id, spec, progress);
                 }
                 Err(e) => self.reply_err(id, e),
             },
@@ -79,14 +81,23 @@ impl Session {
                     "splay_ms, batch, batch_wait_ms and abort_on_failure_pct apply to jobs only (a cmd with target)",
                 ),
             ),
-            (None, Some(to)) => self.request(id, RequestSpec { to, command, args: env.body, deadline }),
+            (None, Some(to)) => self.request(id, RequestSpec { to, command, args: env.body, deadline }, progress),
             (None, None) => self.call(id, CallSpec { command, args: env.body, deadline }),
         }
     }
 
     /// A job: `ack` now, then its events, then the summary `reply`, paced by a forwarding task.
-    fn submit(&self, re: String, spec: JobSpec) {
-        let handle = match self.shared.broker.submit(&self.requester, spec) {
+    /// With `progress`, the targets' progress frames come too, whenever they arrive (best
+    /// effort: see [`WireProgress`]).
+    fn submit(&self, re: String, spec: JobSpec, progress: bool) {
+        let sink = progress.then(|| {
+            Arc::new(WireProgress {
+                outbox: self.outbox.clone(),
+                re: re.clone(),
+                metrics: Arc::clone(self.shared.broker.metrics()),
+            }) as Arc<dyn ProgressSink>
+        });
+        let handle = match self.shared.broker.submit_with_progress(&self.requester, spec, sink) {
             Ok(h) => h,
             Err(e) => return self.reply_err(re, e),
         };
@@ -130,10 +141,16 @@ impl Session {
         let _ = queue.0.send((re, spec, open));
     }
 
-    /// A request to one device: the reply is encoded by a [`WireReply`] when it comes.
-    fn request(&self, re: String, spec: RequestSpec) {
+    /// A request to one device: the reply is encoded by a [`WireReply`] when it comes (and,
+    /// with `progress`, the device's progress frames meanwhile).
+    fn request(&self, re: String, spec: RequestSpec, progress: bool) {
         let sink = WireReply {
             outbox: self.outbox.clone(),
+            progress: progress.then(|| WireProgress {
+                outbox: self.outbox.clone(),
+                re: re.clone(),
+                metrics: Arc::clone(self.shared.broker.metrics()),
+            }),
             re,
             metrics: Arc::clone(self.shared.broker.metrics()),
             sent: Instant::now(),
@@ -152,7 +169,7 @@ impl Session {
         self.shared.broker.tracker().spawn(async move {
             let env = match broker.call(&requester, spec).await {
                 Ok(body) => Envelope::reply_ok(re, body),
-                Err(e) => Envelope::reply_err(re, e.code, e.message),
+                Err(e) => Envelope::reply_error(re, e),
             };
             // The server's own answers to `$orb.` queries may exceed the frame limit (a listing
             // of a large fleet: operator tools accept up to 64 MiB from the server); an
@@ -188,7 +205,7 @@ async fn store_in_order(
             let env = match answer {
                 Ok(Stored::New) => Envelope::reply_ok(re, bytes::Bytes::from_static(br#"{"stored":true}"#)),
                 Ok(Stored::Duplicate) => Envelope::reply_ok(re, bytes::Bytes::from_static(br#"{"duplicate":true}"#)),
-                Err(e) => Envelope::reply_err(re, e.code, e.message),
+                Err(e) => Envelope::reply_error(re, e),
             };
             if let Ok(len) = outbox.reply_env(&env) {
                 broker.metrics().sent(Kind::Reply, len);
@@ -209,6 +226,8 @@ fn reply_counted(outbox: &Outbox, metrics: &Metrics, kind: Kind, frame: bytes::B
 /// The reply of a request to one device, encoded for the requester's session.
 struct WireReply {
     outbox: Outbox,
+    /// Where the device's progress goes, when the requester asked for it.
+    progress: Option<WireProgress>,
     re: String,
     /// Where the reply and the time it took are counted.
     metrics: Arc<Metrics>,
@@ -226,7 +245,7 @@ impl ReplySink for WireReply {
         }
         let mut env = match reply.answer {
             Ok(body) => Envelope::reply_ok(self.re, body),
-            Err(e) => Envelope::reply_err(self.re, e.code, e.message),
+            Err(e) => Envelope::reply_error(self.re, e),
         };
         env.from = reply.from.map(|d| d.to_string());
         if let Ok(len) = self.outbox.reply_env(&env) {
@@ -236,6 +255,49 @@ impl ReplySink for WireReply {
 
     fn is_gone(&self) -> bool {
         self.outbox.tx.is_closed()
+    }
+
+    fn wants_progress(&self) -> bool {
+        self.progress.is_some()
+    }
+
+    fn progress(&self, from: &DeviceId, body: Bytes) -> Progressed {
+        self.progress.as_ref().map_or(Progressed::NotPending, |p| p.progress(None, from, body))
+    }
+}
+
+/// A command's progress, encoded for the requester's session as `progress` frames answering its
+/// `cmd` (`re`), with `job` and `device`. Best effort and bounded: a frame is queued only while
+/// the session's queue is less than half full (what a job's events may use) and fits the frame
+/// limit; otherwise it is dropped (counted) and the session stays open: progress never makes
+/// its requester a slow consumer and never waits.
+struct WireProgress {
+    outbox: Outbox,
+    re: String,
+    metrics: Arc<Metrics>,
+}
+
+impl ProgressSink for WireProgress {
+    fn progress(&self, job: Option<&str>, from: &DeviceId, body: Bytes) -> Progressed {
+        let mut env = Envelope::new(Kind::Progress);
+        env.re = Some(self.re.clone());
+        env.job = job.map(str::to_owned);
+        env.device = Some(from.to_string());
+        env.body = Some(body);
+        let frame = self.outbox.codec.encode(&env);
+        if frame.len() > self.outbox.max_frame {
+            return Progressed::Dropped;
+        }
+        let len = frame.len();
+        match self.outbox.tx.try_send_half(frame) {
+            Ok(()) => {
+                self.metrics.sent(Kind::Progress, len);
+                Progressed::Passed
+            }
+            Err(TrySendError::Full(_)) => Progressed::Dropped,
+            // The requester is gone: nobody waits for it any more.
+            Err(TrySendError::Closed(_)) => Progressed::NotPending,
+        }
     }
 }
 

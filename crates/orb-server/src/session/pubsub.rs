@@ -52,7 +52,7 @@ impl Session {
                 (Some(id), Ok(())) => {
                     Envelope::reply_ok(id, json(&serde_json::json!({ "delivered": delivered, "retained": true })))
                 }
-                (Some(id), Err(e)) => Envelope::reply_err(id, e.code, e.message),
+                (Some(id), Err(e)) => Envelope::reply_error(id, e),
                 (None, Ok(())) => return drop(open),
                 (None, Err(e)) => Envelope::error(None, e.code, e.message),
             };

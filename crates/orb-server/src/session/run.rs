@@ -303,6 +303,7 @@ impl Session {
         match env.kind {
             Kind::Cmd => self.on_cmd(env),
             Kind::Reply => self.on_reply(env),
+            Kind::Progress => self.on_progress(env),
             Kind::Ping => {
                 let mut pong = Envelope::new(Kind::Pong);
                 pong.re = env.id;
@@ -345,6 +346,25 @@ impl Session {
             None => Ok(env.body.unwrap_or_else(|| Bytes::from_static(b"null"))),
         };
         self.shared.broker.reply_from(registration.id(), re, answer);
+    }
+
+    /// A device's progress on a command the broker sent it: passed on best effort, or dropped.
+    fn on_progress(&self, env: Envelope) {
+        let Registered::Device(registration) = &self.registered else {
+            tracing::debug!("progress from an operator session ignored: operators are sent no commands");
+            return;
+        };
+        let Some(re) = env.re.as_deref() else {
+            tracing::debug!(agent.id = %registration.id(), "progress without re ignored");
+            return;
+        };
+        let body = env.body.unwrap_or_else(|| Bytes::from_static(b"null"));
+        // What reaches a requester is held to the body limits, like a result.
+        if orb_proto::body::check(&body).is_err() {
+            tracing::debug!(agent.id = %registration.id(), "progress beyond the body limits dropped");
+            return;
+        }
+        self.shared.broker.progress_from(registration.id(), re, body);
     }
 
     /// A frame read waits for its token of the message rate: counted, and logged the first time.
@@ -407,7 +427,7 @@ impl Session {
 
     /// Answers command `re` with an error `reply`.
     pub(super) fn reply_err(&self, re: String, e: ErrorBody) {
-        self.answer(&Envelope::reply_err(re, e.code, e.message));
+        self.answer(&Envelope::reply_error(re, e));
     }
 }
 

@@ -542,6 +542,39 @@ pub async fn late_answers_are_kept_beside_the_timeout(h: &Harness) {
     check(s.job(j).await.unwrap());
 }
 
+/// An error's data is kept verbatim with its code and message, for an outcome in time and for a
+/// late answer, through a restart; an error without data reads back without.
+pub async fn error_data_is_kept_in_time_and_late(h: &Harness) {
+    let s = h.store();
+    let rec = s.recorder();
+    let j = "job-data";
+    create(&rec, j, 0, vec![pending("a"), pending("b"), pending("c")]).await;
+    let data = |text: &str| serde_json::value::RawValue::from_string(text.to_owned()).unwrap();
+    let failed = ErrorBody::new(ErrorCode::ExitStatus, "exited with status 3")
+        .with_data(data(r#"{"exit_code": 3, "stderr": "no\u00e9\n"}"#));
+    let on_time = TargetOutcome { error: Some(failed.clone()), ..outcome(j, "a", Status::Error, false) };
+    rec.record(Record::TargetsSettled(vec![on_time, outcome(j, "b", Status::Error, false)])).await;
+    let timeout = ErrorBody::new(ErrorCode::Timeout, "no answer within 30000 ms");
+    rec.record(end(j, 30_000, JobPhase::Done, Some((Status::Timeout, timeout.clone())))).await;
+    let late_error = ErrorBody::new(ErrorCode::Other("custom".into()), "late").with_data(data("[1,null]"));
+    let late = TargetOutcome { at: t(31_000), error: Some(late_error.clone()), ..outcome(j, "c", Status::Error, true) };
+    rec.record(Record::TargetsSettled(vec![late])).await;
+    s.flush().await.unwrap();
+    let check = |targets: Vec<crate::TargetRecord>| {
+        assert_eq!(targets[0].error.as_ref(), Some(&failed));
+        assert_eq!(
+            targets[0].error.as_ref().and_then(ErrorBody::data_json),
+            Some(r#"{"exit_code": 3, "stderr": "no\u00e9\n"}"#)
+        );
+        assert_eq!(targets[1].error.as_ref().map(|e| e.data.is_none()), Some(true));
+        assert_eq!((targets[2].status, targets[2].error.as_ref()), (Some(Status::Timeout), Some(&timeout)));
+        assert_eq!(targets[2].late.as_ref().and_then(|l| l.error.as_ref()), Some(&late_error));
+    };
+    check(s.job(j).await.unwrap().1);
+    let s = h.reopen().await;
+    check(s.job(j).await.unwrap().1);
+}
+
 /// Rows a version before late answers were kept beside the timeout wrote with `late` set (the
 /// late answer in place of the timeout) read as stored: their status is the late answer's and
 /// counts in the summary, and the same answer is their late answer, at its `answered_at`. They

@@ -142,6 +142,7 @@ macro_rules! conformance_tests {
             jobs_stored_with_pending_rows_still_work,
             pending_targets_get_rows_when_settled,
             late_answers_are_kept_beside_the_timeout,
+            error_data_is_kept_in_time_and_late,
             late_rows_written_over_a_timeout_stay_readable,
             an_old_database_upgrades_in_place,
             delivery_counts_move_to_their_own_table,
