@@ -67,13 +67,7 @@ pub async fn run(
     let topic = telemetry::topic(id);
     let mut next = Some(tokio::time::Instant::now());
     loop {
-        let due = next;
-        let tick = async move {
-            match due {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let tick = telemetry::until(next);
         tokio::select! {
             () = stop.cancelled() => return Ok(()),
             changed = plan.changed() => {

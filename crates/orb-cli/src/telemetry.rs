@@ -51,6 +51,14 @@ pub fn keep_metrics(sample: &mut serde_json::Value, metrics: &[String]) {
     }
 }
 
+/// Waits until `due`, or for ever when there is none (telemetry is off).
+pub async fn until(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Shortest interval accepted (a shorter one would mostly measure the agent itself).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -95,13 +103,7 @@ pub async fn run(
     // False once nobody can change the interval any more: the last value stands.
     let mut watching = true;
     loop {
-        let due = next;
-        let tick = async move {
-            match due {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let tick = until(next);
         tokio::select! {
             () = stop.cancelled() => return,
             changed = plan.changed(), if watching => {
