@@ -72,20 +72,6 @@ async fn progress_reaches_a_requester_that_asked_and_not_one_that_did_not() {
     }
 }
 
-/// `GET /metrics`: the value of `series` (0 when absent).
-async fn metric(server: &TestServer, series: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("http://{}/metrics", server.server.http_addr()))
-        .bearer_auth(server.server.admin_token().expose())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn progress_to_a_full_queue_is_dropped_and_counted_and_the_requester_stays() {
     let server = TestServer::start_with(|c| c.limits.outbound_queue_bytes = 256 * 1024, |b| b).await;
@@ -119,7 +105,7 @@ async fn progress_to_a_full_queue_is_dropped_and_counted_and_the_requester_stays
     let dropped = r#"orb_progress_dropped_total{reason="queue_full"}"#;
     let mut seen = 0.0;
     for _ in 0..1000 {
-        seen = metric(&server, dropped).await;
+        seen = server.metric(dropped).await.unwrap_or(0.0);
         if seen >= 1.0 {
             break;
         }

@@ -9,27 +9,15 @@
 #![allow(clippy::unwrap_used)]
 
 use orb_client::{Backoff, ClientConfig, Handlers, LinkEvent, Persistent};
-use orb_testkit::{RawTcp, TestServer, WAIT, hello_json, within};
+use orb_testkit::{RawTcp, TestServer, hello_json, within};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 /// `orb_rate_limited_total{limit="LIMIT"}` as the server's `/metrics` shows it now.
 async fn rate_limited(server: &TestServer, limit: &str) -> u64 {
-    let text = reqwest::Client::builder()
-        .timeout(WAIT)
-        .build()
-        .unwrap()
-        .get(format!("http://{}/metrics", server.server.http_addr()))
-        .bearer_auth(server.server.admin_token().expose())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = format!("orb_rate_limited_total{{limit=\"{limit}\"}} ");
-    let line = text.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("{series} missing:\n{text}"));
-    line[series.len()..].parse().unwrap()
+    let series = format!("orb_rate_limited_total{{limit=\"{limit}\"}}");
+    let value = server.metric(&series).await.unwrap_or_else(|| panic!("{series} missing from /metrics"));
+    value as u64
 }
 
 /// Sends `n` pings at once, then reads until each has its pong; the ids in the order answered

@@ -349,6 +349,28 @@ impl TestServer {
         Client::connect(self.operator_config(transport), Handlers::new()).await.expect("operator connects")
     }
 
+    /// `GET /metrics` with the admin token, now: the value of the series whose line starts with
+    /// `series` (its name and labels, e.g. `orb_rate_limited_total{limit="messages"}`), `None`
+    /// when the exposition has no such line.
+    ///
+    /// # Panics
+    /// When the request fails or takes longer than [`WAIT`] (a test failure).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::Client::builder()
+            .timeout(WAIT)
+            .build()
+            .unwrap_or_else(|e| panic!("an HTTP client: {e}"))
+            .get(format!("http://{}/metrics", self.server.http_addr()))
+            .bearer_auth(self.server.admin_token().expose())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        let text = text.text().await.unwrap_or_else(|e| panic!("GET /metrics body: {e}"));
+        let prefix = format!("{series} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+    }
+
     /// Waits (bounded) until `n` agents are registered; the server registers a session right
     /// after queueing its `welcome`, without waiting in between, so this normally returns at once.
     ///
