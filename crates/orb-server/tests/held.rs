@@ -284,3 +284,98 @@ async fn a_held_command_its_device_does_not_declare_when_it_connects_is_not_sent
     assert_eq!(e.code, ErrorCode::UnknownCommand);
     assert!(e.message.contains("does not declare 'step'"), "{e:?}");
 }
+
+/// A handler for `echo` that waits for `go` before it answers with its argument.
+fn gated_echo(go: &Arc<tokio::sync::Notify>, started: &Arc<tokio::sync::Notify>) -> Handlers {
+    let (go, started) = (Arc::clone(go), Arc::clone(started));
+    Handlers::new().on("echo", move |c: Context| {
+        let (go, started) = (Arc::clone(&go), Arc::clone(&started));
+        async move {
+            let word: String = c.args()?;
+            started.notify_one();
+            if word == "first" {
+                go.notified().await;
+            }
+            Ok(json!(word))
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_command_held_behind_one_its_job_handed_over_follows_it_once_that_one_settles() {
+    let server = TestServer::start().await;
+    let (go, started) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let _agent = server.agent(Transport::Tcp, "dev-1", &[], gated_echo(&go, &started)).await;
+    let op = server.operator(Transport::Tcp).await;
+    // The first job hands its command over and waits for the answer; the second is held
+    // behind it (the device is reserved) and reported `queued` at its deadline.
+    let first = within("the ack", op.submit(echo("first").deadline(WAIT).ttl(Duration::from_secs(60)))).await.unwrap();
+    let first_id = first.id().to_owned();
+    within("the first delivery", started.notified()).await;
+    let second = within("the ack", op.submit(echo("second").ttl(Duration::from_secs(60)))).await.unwrap();
+    let second_id = second.id().to_owned();
+    let out = finish_job(second).await;
+    assert_eq!(out.result("dev-1").status, Status::Queued, "{:?}", out.results);
+    go.notify_one();
+    assert_eq!(finish_job(first).await.result("dev-1").status, Status::Ok);
+    // Once the first settled, the device's delivery loop takes over the second.
+    let d = stored_until(&op, &second_id, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!(d.results[0].status, Status::Ok, "{d:?}");
+    let d = stored_until(&op, &first_id, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!(d.results[0].result.as_ref().map(|r| r.get()), Some(r#""first""#));
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
+    assert!(shown.held.is_empty(), "{:?}", shown.held);
+    let c = shown.delivery;
+    assert_eq!((c.delivered, c.acknowledged), (2, 2), "{c:?}");
+}
+
+#[tokio::test]
+async fn a_handed_over_command_unanswered_at_the_deadline_times_out_and_is_no_longer_held() {
+    let server = TestServer::start().await;
+    let (go, started) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let _agent = server.agent(Transport::Tcp, "dev-1", &[], gated_echo(&go, &started)).await;
+    let op = server.operator(Transport::Tcp).await;
+    let job = within("the ack", op.submit(echo("first").ttl(Duration::from_secs(60)))).await.unwrap();
+    let id = job.id().to_owned();
+    let out = finish_job(job).await;
+    assert_eq!(out.result("dev-1").status, Status::Timeout, "{:?}", out.results);
+    let d = stored_until(&op, &id, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!(d.results[0].status, Status::Timeout, "{d:?}");
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
+    assert!(shown.held.is_empty(), "{:?}", shown.held);
+    // The device is free for the next job, handed over at once.
+    go.notify_one();
+    let next = within("the ack", op.submit(echo("next").ttl(Duration::from_secs(60)))).await.unwrap();
+    assert_eq!(finish_job(next).await.result("dev-1").status, Status::Ok);
+}
+
+#[tokio::test]
+async fn a_handed_over_command_whose_device_leaves_is_queued_at_once_and_cancelling_ends_it() {
+    let server = TestServer::start().await;
+    let (go, started) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let agent = server.agent(Transport::Tcp, "dev-1", &[], gated_echo(&go, &started)).await;
+    let op = server.operator(Transport::Tcp).await;
+    let job = within("the ack", op.submit(echo("first").deadline(WAIT).ttl(Duration::from_secs(60)))).await.unwrap();
+    let id = job.id().to_owned();
+    within("the delivery", started.notified()).await;
+    agent.close().await;
+    // Told `queued` when the session ends, long before the deadline.
+    let out = finish_job(job).await;
+    assert_eq!(out.result("dev-1").status, Status::Queued, "{:?}", out.results);
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-1"})).await;
+    assert_eq!(shown.held.iter().map(|h| (h.job.as_str(), h.attempts)).collect::<Vec<_>>(), [(id.as_str(), 1)]);
+
+    // Cancelling a job whose handed-over command is unanswered ends it `cancelled`.
+    let (go, started) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let _agent = server.agent(Transport::Tcp, "dev-2", &[], gated_echo(&go, &started)).await;
+    let request = JobRequest::new("dev-2", "echo").args(Bytes::from("\"first\"")).deadline(WAIT);
+    let job = within("the ack", op.submit(request.ttl(Duration::from_secs(60)))).await.unwrap();
+    let id = job.id().to_owned();
+    within("the delivery", started.notified()).await;
+    let _: serde_json::Value = call(&op, commands::JOBS_CANCEL, json!({"id": id})).await;
+    assert_eq!(finish_job(job).await.result("dev-2").status, Status::Cancelled);
+    let d = stored_until(&op, &id, |d| d.job.state != JobPhase::Running).await;
+    assert_eq!(d.results[0].status, Status::Cancelled, "{d:?}");
+    let shown: DeviceDetail = call(&op, commands::DEVICES_SHOW, json!({"id": "dev-2"})).await;
+    assert!(shown.held.is_empty(), "{:?}", shown.held);
+}

@@ -189,7 +189,8 @@ pub trait Store: Send + Sync + 'static {
     /// Holds commands for devices until they connect: each is committed, in order, before this
     /// returns, unless its device's queue would then exceed `limits` (that one is refused, the
     /// others are stored); one marked [`NewQueued::handed_over`] is stored claimed for its
-    /// first delivery. One answer per command, in order.
+    /// first delivery, and its device is taken to hold nothing else (the caller reserved it:
+    /// its queue is not counted). One answer per command, in order.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when a command for the same job and device is queued already

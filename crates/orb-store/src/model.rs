@@ -387,8 +387,8 @@ pub struct NewQueued {
     /// When it expires if not delivered by then.
     pub expires_at: DateTime<Utc>,
     /// Stored as handed over already (attempt 1, `delivered_at` = `queued_at`), in the commit
-    /// that holds it: for a connected device whose delivery loop sends it right after. Read
-    /// back: whether it has been handed over.
+    /// that holds it: for a connected device with nothing else held, to which its job sends it
+    /// right after. Read back: whether it has been handed over.
     pub handed_over: bool,
 }
 

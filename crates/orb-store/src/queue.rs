@@ -54,8 +54,15 @@ pub(crate) async fn enqueue(
         let what = format!("queued command of job {} for device {}", c.job_id, c.device);
         return Ok(Err(StoreError::Conflict(what)));
     }
-    // What each device holds now.
-    let devices: Vec<&str> = commands.iter().map(|c| c.device.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    // What each device holds now. A command handed over went to a device its job reserved, which
+    // has nothing held (the broker knows it): its device is not counted.
+    let devices: Vec<&str> = commands
+        .iter()
+        .filter(|c| !c.handed_over)
+        .map(|c| c.device.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut held: BTreeMap<&str, (u64, u64)> = devices.iter().map(|d| (*d, (0, 0))).collect();
     for chunk in devices.chunks(CHUNK) {
         let sql = format!(

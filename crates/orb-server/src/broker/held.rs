@@ -6,7 +6,9 @@
 //! it twice); to any other it is not sent again and ends `error` `interrupted`. Before each
 //! delivery from the queue the sender's rights are judged again (a revoked token or a changed
 //! rule makes it `denied`, never sent). The job's stored state turns `done` when its last held
-//! command settles.
+//! command settles. A command a job handed over itself (to a connected device it reserved, in
+//! the commit that held it) is not delivered here: the job sends it and settles it
+//! (`jobs/handover.rs`); [`Delivering`] tells the job when that device's session ends first.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,7 @@ use tokio::time::Instant;
 
 use super::Broker;
 use crate::identity::Identity;
-use crate::jobs::{HeldNotice, Outcome};
+use crate::jobs::{HeldNotice, JobInbox, Outcome};
 use crate::router::correlation::{PendingRequest, Reply, ReplySink};
 
 /// Held commands read from the store at a time.
@@ -47,9 +49,29 @@ struct DeliveringState {
     /// Whether `held` has been seeded from the store: until then no device is reserved (one
     /// may have older commands held).
     seeded: bool,
-    /// Devices with a delivery loop running, and whether it must read the queue once more
-    /// before it ends (a trigger came while it ran).
-    running: HashMap<DeviceId, bool>,
+    /// Devices with a delivery loop running, or reserved by a job that delivers their command
+    /// itself.
+    running: HashMap<DeviceId, Running>,
+}
+
+/// A device's delivery in progress.
+#[derive(Default)]
+struct Running {
+    /// Whether its queue must be read once more before the delivery ends (a trigger came
+    /// meanwhile).
+    again: bool,
+    /// The command a job handed over on one of the device's sessions, awaiting its answer.
+    handed: Option<HandOver>,
+}
+
+/// Where a job's handed-over command went, and whom to tell when that session ends first.
+struct HandOver {
+    /// The session's connection.
+    conn: u64,
+    /// The job (gone when the job ended).
+    job: std::sync::Weak<JobInbox>,
+    /// The device's target slot in the job.
+    slot: usize,
 }
 
 impl DeliveringState {
@@ -70,18 +92,48 @@ impl Delivering {
         self.lock().mark(device);
     }
 
-    /// Marks `device` as having held commands and a delivery loop, if it had neither: then
-    /// the command about to be held for it will be the only one (anything held later triggers
-    /// the loop again), and the caller must start the loop ([`HeldNotice::HandedOver`], or
-    /// [`HeldNotice::NotHeld`] when the command was not held).
-    pub(crate) fn reserve(&self, device: &DeviceId) -> bool {
+    /// Reserves `device` for a job's command, if it has nothing held and no delivery in
+    /// progress: then the command about to be held for it will be the only one (anything held
+    /// later waits for it, and triggers a delivery loop when the job gives the reservation back
+    /// with [`Delivering::release`]). Answers the reservation's mark.
+    pub(crate) fn reserve(&self, device: &DeviceId) -> Option<u64> {
         let mut st = self.lock();
         if !st.seeded || st.held.contains_key(device) || st.running.contains_key(device) {
-            return false;
+            return None;
         }
         st.mark(device.clone());
-        st.running.insert(device.clone(), false);
-        true
+        st.running.insert(device.clone(), Running::default());
+        Some(st.marks)
+    }
+
+    /// The reserved `device`'s command went out on connection `conn`: when that session ends
+    /// before the job gives the reservation back, target `slot` of `job` hears `queued`.
+    pub(crate) fn handed_over(&self, device: &DeviceId, conn: u64, job: &Arc<JobInbox>, slot: usize) {
+        if let Some(r) = self.lock().running.get_mut(device) {
+            r.handed = Some(HandOver { conn, job: Arc::downgrade(job), slot });
+        }
+    }
+
+    /// `device`'s session on connection `conn` ended: a job whose command went out on it, and
+    /// has no answer yet, hears `queued` (the command stays handed over: a device with a
+    /// journal gets it again, any other ends `interrupted`).
+    pub(crate) fn session_ended(&self, device: &DeviceId, conn: u64) {
+        let lost = match self.lock().running.get_mut(device) {
+            Some(r) if r.handed.as_ref().is_some_and(|h| h.conn == conn) => r.handed.take(),
+            _ => None,
+        };
+        if let Some(h) = lost
+            && let Some(job) = h.job.upgrade()
+        {
+            job.settle(h.slot, None, Outcome::Queued);
+        }
+    }
+
+    /// A job gives back its reservation of `device` (made at `mark`), its command settled
+    /// (`emptied`) or still held: answers whether something was held for the device meanwhile,
+    /// and the caller must then start its delivery loop ([`HeldNotice::Resume`]).
+    pub(crate) fn release(&self, device: &DeviceId, mark: u64, emptied: bool) -> bool {
+        self.pass_done(device, Some(mark), emptied)
     }
 }
 
@@ -98,8 +150,8 @@ impl Delivering {
         let mut st = self.lock();
         match st.running.get_mut(device) {
             // Triggered meanwhile: something more may be held (the trigger marked it so).
-            Some(again) if *again => {
-                *again = false;
+            Some(r) if r.again => {
+                *r = Running::default();
                 true
             }
             _ => {
@@ -121,25 +173,21 @@ pub(crate) fn start(broker: &Broker, device: DeviceId) {
         if !st.held.contains_key(&device) {
             return;
         }
-        if let Some(again) = st.running.get_mut(&device) {
-            *again = true;
+        if let Some(r) = st.running.get_mut(&device) {
+            r.again = true;
             return;
         }
-        st.running.insert(device.clone(), false);
+        st.running.insert(device.clone(), Running::default());
     }
-    broker.0.tracker.spawn(deliver(broker.clone(), device, None));
+    broker.0.tracker.spawn(deliver(broker.clone(), device));
 }
 
-/// Delivers `device`'s held commands, one at a time, while it stays connected: first
-/// `handed_over` (claimed by its job in the commit that held it) when given, then what its queue
-/// holds; reads its queue once more when triggered meanwhile.
-async fn deliver(broker: Broker, device: DeviceId, mut handed_over: Option<Queued>) {
+/// Delivers `device`'s held commands, one at a time, while it stays connected; reads its queue
+/// once more when triggered meanwhile.
+async fn deliver(broker: Broker, device: DeviceId) {
     loop {
         let mark = broker.0.delivering.mark_of(&device);
-        let emptied = match handed_over.take() {
-            Some(q) => matches!(deliver_handed_over(&broker, &device, &q).await, Step::Next),
-            None => deliver_pass(&broker, &device).await,
-        };
+        let emptied = deliver_pass(&broker, &device).await;
         if !broker.0.delivering.pass_done(&device, mark, emptied) {
             return;
         }
@@ -237,13 +285,6 @@ fn refusal(broker: &Broker, command: &NewQueued) -> Option<ErrorBody> {
     broker.gate(who, command.command.clone()).refusal(&command.device)
 }
 
-/// Delivers a command its job handed over (attempt 1, claimed in the commit that held it).
-async fn deliver_handed_over(broker: &Broker, device: &DeviceId, q: &Queued) -> Step {
-    broker.0.tally.delivered(device.as_str(), 1);
-    let sent = if broker.is_draining() { Sent::NotReached } else { send(broker, device, &q.command, q.attempts).await };
-    finish(broker, device, &q.command, q.id, sent).await
-}
-
 /// Settles held command `id` after a delivery: the answer (or timeout) becomes its outcome; one
 /// that never reached the device gives its claim back and its live job hears `queued`; one whose
 /// session ended after it was sent stays claimed (see [`send`]).
@@ -292,9 +333,8 @@ async fn finish(broker: &Broker, device: &DeviceId, command: &NewQueued, id: i64
 
 /// Devices with commands held for them at start (from the store), and every command held
 /// from then on: a device connected now has its held commands delivered at once; one a job
-/// reserved (a connected device with nothing else held — the common case of a fan-out with a
-/// TTL) gets a delivery loop that starts with the command the job handed over in the commit
-/// that held it, without reading the queue. Holds the broker weakly and ends at shutdown.
+/// had reserved (and delivered to itself) gets its delivery loop when the job gives it back with
+/// something held meanwhile. Holds the broker weakly and ends at shutdown.
 pub(crate) async fn newly_held(
     broker: std::sync::Weak<super::Inner>,
     mut held: tokio::sync::mpsc::UnboundedReceiver<HeldNotice>,
@@ -332,11 +372,8 @@ pub(crate) async fn newly_held(
                     start(&broker, device);
                 }
             }
-            HeldNotice::HandedOver(device, q) => {
-                broker.0.tracker.spawn(deliver(broker.clone(), device, Some(*q)));
-            }
-            HeldNotice::NotHeld(device) => {
-                broker.0.tracker.spawn(deliver(broker.clone(), device, None));
+            HeldNotice::Resume(device) => {
+                broker.0.tracker.spawn(deliver(broker.clone(), device));
             }
         }
     }
@@ -521,44 +558,79 @@ mod tests {
     fn a_device_is_reserved_only_with_nothing_held_and_no_loop_after_seeding() {
         let dev = DeviceId::new("d-1").unwrap();
         let unseeded = Delivering::default();
-        assert!(!unseeded.reserve(&dev), "before the store's held commands are known");
+        assert!(unseeded.reserve(&dev).is_none(), "before the store's held commands are known");
         let d = seeded();
-        assert!(d.reserve(&dev));
-        assert!(!d.reserve(&dev), "its loop runs now");
+        assert!(d.reserve(&dev).is_some());
+        assert!(d.reserve(&dev).is_none(), "reserved now");
         let other = DeviceId::new("d-2").unwrap();
         d.hold(other.clone());
-        assert!(!d.reserve(&other), "something is held for it");
+        assert!(d.reserve(&other).is_none(), "something is held for it");
     }
 
     #[test]
     fn a_loop_unmarks_a_device_only_when_nobody_marked_it_since_its_pass_began() {
         let dev = DeviceId::new("d-1").unwrap();
         let d = seeded();
-        assert!(d.reserve(&dev));
+        assert!(d.reserve(&dev).is_some());
         let mark = d.mark_of(&dev);
         // A job holds another command for the device while the pass runs (its row was not
         // there when the pass read the queue): the loop ends, the device stays marked.
         d.hold(dev.clone());
         assert!(!d.pass_done(&dev, mark, true));
         assert!(d.mark_of(&dev).is_some(), "still marked: its command waits");
-        assert!(!d.reserve(&dev), "so no later job overtakes it");
+        assert!(d.reserve(&dev).is_none(), "so no later job overtakes it");
         // A pass that began after the last mark unmarks it.
-        d.lock().running.insert(dev.clone(), false);
+        d.lock().running.insert(dev.clone(), Running::default());
         let mark = d.mark_of(&dev);
         assert!(!d.pass_done(&dev, mark, true));
         assert!(d.mark_of(&dev).is_none());
-        assert!(d.reserve(&dev));
+        assert!(d.reserve(&dev).is_some());
     }
 
     #[test]
     fn a_loop_triggered_meanwhile_goes_on() {
         let dev = DeviceId::new("d-1").unwrap();
         let d = seeded();
-        assert!(d.reserve(&dev));
+        assert!(d.reserve(&dev).is_some());
         let mark = d.mark_of(&dev);
-        d.lock().running.insert(dev.clone(), true);
+        d.lock().running.insert(dev.clone(), Running { again: true, handed: None });
         assert!(d.pass_done(&dev, mark, true), "triggered: one more pass");
         assert!(!d.pass_done(&dev, mark, true));
         assert!(d.mark_of(&dev).is_none());
+    }
+
+    #[test]
+    fn a_job_releasing_its_reservation_learns_whether_something_was_held_meanwhile() {
+        let dev = DeviceId::new("d-1").unwrap();
+        let d = seeded();
+        let mark = d.reserve(&dev).unwrap();
+        assert!(!d.release(&dev, mark, true), "nothing else came");
+        assert!(d.mark_of(&dev).is_none(), "its command settled: nothing held");
+        let mark = d.reserve(&dev).unwrap();
+        // Another job holds a command for the device and triggers its loop, which waits.
+        d.hold(dev.clone());
+        d.lock().running.get_mut(&dev).unwrap().again = true;
+        assert!(d.release(&dev, mark, true), "the caller starts the loop");
+        assert!(d.mark_of(&dev).is_some(), "the other command is held");
+        assert!(d.lock().running.contains_key(&dev), "owned by the loop now");
+    }
+
+    #[test]
+    fn a_session_ending_tells_only_the_job_whose_command_went_out_on_it() {
+        let dev = DeviceId::new("d-1").unwrap();
+        let d = seeded();
+        let mark = d.reserve(&dev).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let inbox = Arc::new(JobInbox::new([dev.clone()].into_iter(), tx));
+        d.handed_over(&dev, 7, &inbox, 0);
+        d.session_ended(&dev, 6);
+        assert!(rx.try_recv().is_err(), "another connection of the device");
+        d.session_ended(&dev, 7);
+        let told = rx.try_recv().ok();
+        assert!(matches!(told, Some(crate::jobs::JobMsg::Answer { index: 0, outcome: Outcome::Queued, .. })));
+        d.session_ended(&dev, 7);
+        assert!(rx.try_recv().is_err(), "told once");
+        assert!(!d.release(&dev, mark, false));
+        assert!(d.mark_of(&dev).is_some(), "the command is still held (handed over)");
     }
 }

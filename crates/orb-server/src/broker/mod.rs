@@ -160,6 +160,7 @@ impl Broker {
         let delivering = Arc::new(held::Delivering::default());
         let sessions = Arc::new(Sessions::default());
         let topics = Arc::new(crate::router::topics::Topics::new(Arc::clone(&p.metrics)));
+        let tally = Arc::new(tally::Tally::default());
         let jobs = Jobs::new(crate::jobs::JobsParts {
             node: p.node.clone(),
             correlations: Arc::clone(&correlations),
@@ -167,12 +168,12 @@ impl Broker {
             store: Arc::clone(p.registry.store()),
             held_tx,
             delivering: Arc::clone(&delivering),
+            tally: Arc::clone(&tally),
             sessions: Arc::clone(&sessions),
             topics: Arc::clone(&topics),
             tracker: p.tracker.clone(),
             metrics: Arc::clone(&p.metrics),
         });
-        let tally = Arc::new(tally::Tally::default());
         let settler = settler::Settler::start(Arc::clone(p.registry.store()), Arc::clone(&tally));
         let retained_writer = crate::router::retained::RetainedWriter::start(
             Arc::clone(p.registry.store()),
@@ -367,6 +368,12 @@ impl Broker {
     /// connected: one at a time, oldest first, in a task of its own.
     pub fn deliver_held(&self, device: DeviceId) {
         held::start(self, device);
+    }
+
+    /// `device`'s session on connection `conn` ended: a job that handed it a held command on
+    /// that session, still unanswered, reports it `queued`.
+    pub(crate) fn held_session_ended(&self, device: &DeviceId, conn: u64) {
+        self.0.delivering.session_ended(device, conn);
     }
 
     /// Ends the held commands whose TTL passed (status `expired`); run every second.

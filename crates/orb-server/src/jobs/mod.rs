@@ -16,6 +16,7 @@
 //! timetable), `staged` (its dispatch), `one` ("any one of").
 
 mod events;
+mod handover;
 mod inbox;
 mod one;
 mod progress;
@@ -28,6 +29,7 @@ pub use events::{JobEvent, JobEvents, JobHandle, Settled};
 pub(crate) use run::HeldNotice;
 
 use crate::broker::Delivering;
+use crate::broker::tally::Tally;
 pub use state::JobState;
 
 use std::sync::Arc;
@@ -52,8 +54,9 @@ use crate::metrics::Metrics;
 use crate::node::NodeId;
 use crate::router::correlation::{Answer, Correlations, ProgressSink};
 use crate::router::sessions::{Sessions, Target};
-use inbox::JobInbox;
-pub(crate) use inbox::Outcome;
+pub(crate) use inbox::{JobInbox, Outcome};
+#[cfg(test)]
+pub(crate) use inbox::JobMsg;
 use run::{HeldRow, Hold, HoldTemplate, JobRun};
 
 /// Bytes (command, arguments, requester per target) one job may hold for its offline targets.
@@ -132,6 +135,8 @@ pub struct Jobs {
     /// Which devices have held commands or a delivery loop: a job reserves a connected device
     /// that has neither, and hands its command over in the commit that holds it.
     delivering: Arc<Delivering>,
+    /// Where devices' delivery counts are kept.
+    tally: Arc<Tally>,
     tracker: TaskTracker,
     stop: CancellationToken,
     /// Cancelled when the server starts draining (staged jobs start no more targets).
@@ -160,6 +165,8 @@ pub(crate) struct JobsParts {
     pub(crate) held_tx: mpsc::UnboundedSender<HeldNotice>,
     /// Reservations of connected devices' delivery loops.
     pub(crate) delivering: Arc<Delivering>,
+    /// Devices' delivery counts.
+    pub(crate) tally: Arc<Tally>,
     /// The connected sessions (a staged job looks its targets up at dispatch).
     pub(crate) sessions: Arc<Sessions>,
     /// Pub/sub subscriptions: each job publishes its progress on `$orb.job.<id>`.
@@ -173,8 +180,19 @@ pub(crate) struct JobsParts {
 impl Jobs {
     /// The jobs subsystem made of `parts`.
     pub(crate) fn new(parts: JobsParts) -> Jobs {
-        let JobsParts { node, correlations, recorder, store, held_tx, delivering, sessions, topics, tracker, metrics } =
-            parts;
+        let JobsParts {
+            node,
+            correlations,
+            recorder,
+            store,
+            held_tx,
+            delivering,
+            tally,
+            sessions,
+            topics,
+            tracker,
+            metrics,
+        } = parts;
         Jobs {
             accepting: std::sync::atomic::AtomicBool::new(true),
             node,
@@ -184,6 +202,7 @@ impl Jobs {
             store,
             held_tx,
             delivering,
+            tally,
             tracker,
             stop: CancellationToken::new(),
             draining: CancellationToken::new(),
@@ -241,6 +260,10 @@ impl Jobs {
         cmd.deadline_ms = Some(deadline_ms);
         cmd.progress = wants_progress.then_some(true);
         cmd.body = spec.args.clone();
+        // A job with a TTL hands its command over to connected targets itself, as attempt 1 of
+        // a held command (a device with a journal records it).
+        let hands_over = spec.ttl.is_some_and(|t| !t.is_zero()) && !one && !spec.rollout.is_staged();
+        cmd.attempt = hands_over.then_some(1);
         // One encoding per codec in use among the connected targets, shared by all of them, and
         // checked against each target's frame limit (the one its welcome announced) before
         // anything is sent.
@@ -322,7 +345,11 @@ impl Jobs {
                 continue;
             }
             if ttl.is_some() {
-                held.push((i, t.session.is_some()));
+                let hand_to = t.session.as_ref().map(|s| handover::HandTo {
+                    frame: frames[codec_slot(s.outbox.codec)].clone().expect("every connected target's codec was encoded"),
+                    outbox: s.outbox.clone(),
+                });
+                held.push((i, t.session.is_some(), hand_to));
                 delivered.push(None);
                 continue;
             }
@@ -421,8 +448,8 @@ impl Jobs {
                 let mut template = template.clone();
                 let rows = held
                     .into_iter()
-                    .filter_map(|(i, online)| match template.for_device(&devices[i]) {
-                        Ok(command) => Some(HeldRow { slot: i, command, online }),
+                    .filter_map(|(i, online, hand_to)| match template.for_device(&devices[i]) {
+                        Ok(command) => Some(HeldRow { slot: i, command, online, hand_to }),
                         Err(e) => {
                             inbox.settle(i, None, Outcome::Error(e));
                             None
@@ -439,6 +466,7 @@ impl Jobs {
             staged::Staged::new(spec.rollout, deadline, started, to)
         });
         let progress = progress::Progress::new(Arc::clone(&self.topics), &job_id);
+        let targets = devices.len();
         let run = JobRun {
             job_id,
             correlation,
@@ -456,10 +484,18 @@ impl Jobs {
             stop: self.stop.clone(),
             draining: self.draining.clone(),
             hold,
+            handover: template.is_some().then(|| {
+                let parts = handover::HandOverParts {
+                    store: Arc::clone(&self.store),
+                    delivering: Arc::clone(&self.delivering),
+                    held_tx: self.held_tx.clone(),
+                    tally: Arc::clone(&self.tally),
+                    metrics: Arc::clone(&self.metrics),
+                };
+                handover::HandOvers::new(parts, targets)
+            }),
             template,
-            store: self.store.clone(),
-            held_tx: self.held_tx.clone(),
-            delivering: Arc::clone(&self.delivering),
+            inbox: Arc::clone(&inbox),
             staged,
             one: one_of,
             progress,

@@ -9,18 +9,16 @@ use std::time::Duration;
 use chrono::Utc;
 use orb_proto::history::JobPhase;
 use orb_proto::{DeviceId, Envelope, ErrorBody, ErrorCode, Kind, Status};
-use orb_store::{
-    Enqueued, JobEnd, NewJob, NewQueued, NewTarget, QueueLimits, Queued, Record, Recorder, Store, TargetOutcome,
-};
+use orb_store::{Enqueued, JobEnd, NewJob, NewQueued, NewTarget, QueueLimits, Record, Recorder, TargetOutcome};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::RunningJobs;
 use super::events::{EventsTx, JobEvent, Settled};
-use super::inbox::{JobMsg, Outcome};
+use super::handover::{HandOvers, HandTo, HandedEnd};
+use super::inbox::{JobInbox, JobMsg, Outcome};
 use super::state::JobState;
-use crate::broker::Delivering;
 use crate::close::CloseReason;
 use crate::identity::JobSlot;
 use crate::metrics::Metrics;
@@ -60,12 +58,10 @@ pub(crate) struct JobRun {
     pub(crate) hold: Option<Hold>,
     /// How to hold one more (a job with a TTL).
     pub(crate) template: Option<HoldTemplate>,
-    /// Where they are held.
-    pub(crate) store: Arc<dyn Store>,
-    /// Told each device a command was held for.
-    pub(crate) held_tx: mpsc::UnboundedSender<HeldNotice>,
-    /// Reservations of connected devices' delivery loops (see [`Delivering::reserve`]).
-    pub(crate) delivering: Arc<Delivering>,
+    /// Where commands are held, and the ones the job delivers itself (a job with a TTL).
+    pub(crate) handover: Option<HandOvers>,
+    /// Where its targets' answers arrive (a held command handed over is sent noticed by it).
+    pub(crate) inbox: Arc<JobInbox>,
     /// A staged job's timetable and what it dispatches with (`None`: everything went out at
     /// the start).
     pub(crate) staged: Option<super::staged::Staged>,
@@ -94,23 +90,22 @@ pub(crate) struct HeldRow {
     pub(crate) slot: usize,
     /// The command.
     pub(crate) command: NewQueued,
-    /// The device was connected when the job started: its delivery loop sends the command
-    /// now, and the outcome comes to the job while it runs (one not connected is `queued` at
-    /// once).
+    /// The device was connected when the job started: its command is sent now, and the outcome
+    /// comes to the job while it runs (one not connected is `queued` at once).
     pub(crate) online: bool,
+    /// Its session and frame, when the job may hand the command over itself (a connected
+    /// target of a job that is not staged).
+    pub(crate) hand_to: Option<HandTo>,
 }
 
-/// Told to the broker for each command a job holds.
+/// Told to the broker's delivery loops (`broker/held.rs`).
 pub(crate) enum HeldNotice {
     /// A command was held for the device (committed; the device is marked): it is delivered at
     /// once if the device is connected.
     Held(DeviceId),
-    /// The device was reserved for this command, committed as handed over already: the
-    /// device's delivery loop starts with it, without reading the queue.
-    HandedOver(DeviceId, Box<Queued>),
-    /// The device was reserved, but its command was not held (the store failed): its delivery
-    /// loop runs to end the reservation.
-    NotHeld(DeviceId),
+    /// A job gave back its reservation of the device, and something was held for it
+    /// meanwhile: its delivery loop runs now.
+    Resume(DeviceId),
 }
 
 /// How a job with a TTL holds a command for one of its targets.
@@ -154,6 +149,12 @@ impl JobRun {
         let mut unrecorded = Vec::new();
         if let Some(hold) = self.hold.take() {
             self.hold_for_offline_targets(hold, &mut state, &mut unrecorded).await;
+            // Commands the job handed over went out after the commit that held them: their
+            // deadline counts from then.
+            if self.handover.as_ref().is_some_and(HandOvers::any_sent) {
+                let wait = self.deadline.saturating_duration_since(self.started);
+                self.deadline = self.deadline.max(super::instant_after(Instant::now(), wait));
+            }
         }
         // A staged job's targets get their own deadlines from their dispatch, not the job's.
         let staged = self.staged.is_some();
@@ -172,6 +173,8 @@ impl JobRun {
         // Outcomes go to the store in batches: when a batch is full, every RECORD_EVERY, at the end.
         let mut record_tick = tokio::time::interval_at(Instant::now() + RECORD_EVERY, RECORD_EVERY);
         record_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A job with a TTL awaits its settle writes beside everything else (one at a time).
+        let mut writing = None;
         let (phase, pending_become) = loop {
             if state.is_done() {
                 break (JobPhase::Done, None);
@@ -179,9 +182,20 @@ impl JobRun {
             let wake = self.staged.as_ref().and_then(|s| s.stages.next_wake());
             // An "any one of" job watches the session its command went to.
             let watched = self.one.as_ref().and_then(|o| o.current.as_ref()).map(|(_, outbox)| outbox.closer.clone());
+            if writing.is_none() {
+                writing = self.handover.as_mut().and_then(HandOvers::take_writing);
+            }
             tokio::select! {
                 biased;
                 msg = self.rx.recv() => match msg {
+                    Some(JobMsg::Answer { index, at, outcome, recorded })
+                        if !recorded && self.handover.as_ref().is_some_and(|h| h.is_handed(index)) =>
+                    {
+                        self.handed_answer(index, at, outcome, &mut state, &mut unrecorded).await;
+                        if unrecorded.len() >= RECORD_BATCH {
+                            self.record(&mut unrecorded).await;
+                        }
+                    }
                     Some(JobMsg::Answer { index, at, outcome, recorded }) => {
                         let status = outcome.status();
                         if state.settle(index, status) {
@@ -209,20 +223,25 @@ impl JobRun {
                         }
                     }
                     Some(JobMsg::Cancel(reply)) => {
+                        self.end_handed(&mut state, HandedEnd::Cancelled);
                         let cancelled = self.cancel(&mut state);
                         let _ = reply.send(cancelled);
                         let error = ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled");
                         break (JobPhase::Cancelled, Some((Status::Cancelled, error)));
                     }
                     // Every sender is gone: cannot happen while `running` holds the inbox.
-                    None => break (JobPhase::Done, self.expire(&mut state, "the job lost its inbox")),
+                    None => break (JobPhase::Done, self.expire(&mut state, "the job lost its inbox", false)),
                 },
+                (batch, written) = async { super::handover::awaited(writing.as_mut().expect("guarded")).await }, if writing.is_some() => {
+                    writing = None;
+                    self.written(batch, written);
+                }
                 reason = async { watched.as_ref().expect("guarded").closed().await }, if watched.is_some() => {
                     self.one_lost(reason, &mut state, &mut unrecorded).await;
                 }
                 () = &mut deadline, if !staged => {
                     let ms = self.deadline.duration_since(self.started).as_millis();
-                    break (JobPhase::Done, self.expire(&mut state, &format!("no answer within {ms} ms")));
+                    break (JobPhase::Done, self.expire(&mut state, &format!("no answer within {ms} ms"), false));
                 }
                 () = tokio::time::sleep_until(wake.unwrap_or(self.started)), if wake.is_some() => {
                     self.advance_stages(&mut state, &mut unrecorded).await;
@@ -237,11 +256,16 @@ impl JobRun {
                         let why = "the server stopped: the targets not started were cancelled";
                         self.cancel_not_started(why, &mut state, &mut unrecorded);
                     }
-                    break (JobPhase::Done, self.expire(&mut state, "the server stopped before this target answered"));
+                    break (JobPhase::Done, self.expire(&mut state, "the server stopped before this target answered", true));
                 }
                 _ = record_tick.tick(), if !unrecorded.is_empty() => self.record(&mut unrecorded).await,
             }
         };
+        if let Some(h) = self.handover.as_mut() {
+            h.put_writing(writing);
+        }
+        // The outcomes of the commands it handed over are committed (and told) before it ends.
+        self.finish_handed().await;
         if let Some(one) = &mut self.one {
             one.release();
         }
@@ -276,41 +300,49 @@ impl JobRun {
     /// loop is started and its outcome awaited.
     pub(super) async fn hold_rows(&mut self, rows: Vec<HeldRow>, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
         let Some(limits) = self.template.as_ref().map(|t| t.limits) else { return };
+        let Some(handover) = self.handover.as_ref() else { return };
+        let (store, delivering, held_tx) =
+            (Arc::clone(&handover.store), Arc::clone(&handover.delivering), handover.held_tx.clone());
         let mut slots = Vec::with_capacity(rows.len());
         let mut commands = Vec::with_capacity(rows.len());
         for mut row in rows {
-            // A connected device with nothing held and no delivery loop gets its command handed
-            // over in the commit that holds it, and sent right after. Only a command that fits
-            // an empty queue, so the commit does not refuse it.
+            // A connected device with nothing held and no delivery in progress is reserved: its
+            // command is committed as handed over in the commit that holds it, and the job sends
+            // it right after. Only a command that fits an empty queue, so the commit does not
+            // refuse it.
             let fits = limits.max_commands >= 1 && row.command.bytes() <= limits.max_bytes;
-            row.command.handed_over = row.online && fits && self.delivering.reserve(&self.devices[row.slot]);
-            slots.push((row.slot, row.online, row.command.handed_over.then(|| row.command.clone())));
+            let reserved = match row.hand_to.take() {
+                Some(to) if row.online && fits => delivering.reserve(&self.devices[row.slot]).map(|mark| (mark, to)),
+                _ => None,
+            };
+            row.command.handed_over = reserved.is_some();
+            slots.push((row.slot, row.online, reserved));
             commands.push(row.command);
         }
-        let enqueued = self.store.enqueue(commands, limits).await.map_err(crate::registry::store_error);
-        for (n, (slot, online, handed_over)) in slots.into_iter().enumerate() {
+        let enqueued = store.enqueue(commands, limits).await.map_err(crate::registry::store_error);
+        let inbox = Arc::clone(&self.inbox);
+        for (n, (slot, online, reserved)) in slots.into_iter().enumerate() {
             let device = self.devices[slot].clone();
             let held = match enqueued.as_ref().map(|all| &all[n]) {
                 Ok(Enqueued::Queued(id)) => Ok(*id),
                 Ok(Enqueued::Full(why)) => Err(ErrorBody::new(ErrorCode::QueueFull, why.clone())),
                 Err(error) => Err(error.clone()),
             };
-            let notice = match (&held, handed_over) {
-                (Ok(id), Some(command)) => Some(HeldNotice::HandedOver(
-                    device,
-                    Box::new(Queued { id: *id, command, attempts: 1, delivered_at: None }),
-                )),
-                (Err(_), Some(_)) => Some(HeldNotice::NotHeld(device)),
+            match (&held, reserved) {
+                (Ok(id), Some((mark, to))) => self.hand_over(slot, *id, mark, to, &inbox),
+                // Not held after all: the reservation goes back.
+                (Err(_), Some((mark, _))) => {
+                    if delivering.release(&device, mark, true) {
+                        let _ = held_tx.send(HeldNotice::Resume(device));
+                    }
+                }
                 (Ok(_), None) => {
                     // Marked before the ack: a job submitted after it sees that the device has
                     // this command held, and never overtakes it.
-                    self.delivering.hold(device.clone());
-                    Some(HeldNotice::Held(device))
+                    delivering.hold(device.clone());
+                    let _ = held_tx.send(HeldNotice::Held(device));
                 }
-                (Err(_), None) => None,
-            };
-            if let Some(notice) = notice {
-                let _ = self.held_tx.send(notice);
+                (Err(_), None) => {}
             }
             let outcome = match held {
                 Ok(_) if online => continue,
@@ -380,10 +412,13 @@ impl JobRun {
     }
 
     /// Every pending target becomes `timeout` with `message` — in a job with a TTL, `queued`:
-    /// its command is held, its outcome stored when it comes. Returns what the store makes of
-    /// targets still pending there (held ones are `queued` there already).
-    fn expire(&mut self, state: &mut JobState, message: &str) -> Option<(Status, ErrorBody)> {
+    /// its command is held, its outcome stored when it comes; but one the job handed over
+    /// itself, and sent, is `timeout` like a plain one, unless the server is `stopping` (then it
+    /// stays handed over). Returns what the store makes of targets still pending there (held
+    /// ones are `queued` there already).
+    fn expire(&mut self, state: &mut JobState, message: &str, stopping: bool) -> Option<(Status, ErrorBody)> {
         let timeout = ErrorBody::new(ErrorCode::Timeout, message);
+        self.end_handed(state, if stopping { HandedEnd::Stopping } else { HandedEnd::Deadline(timeout.clone()) });
         let held = self.template.is_some();
         for i in state.expire_as(if held { Status::Queued } else { Status::Timeout }) {
             let outcome = if held { Outcome::Queued } else { Outcome::Timeout(timeout.clone()) };
@@ -432,32 +467,12 @@ impl JobRun {
     ) {
         let elapsed_ms = elapsed.map(millis);
         self.tell(index, &outcome, elapsed_ms);
-        let status = outcome.status();
-        let error = outcome.error();
-        let result = match outcome {
-            Outcome::Ok(body) => Some(String::from_utf8_lossy(&body).into_owned()),
-            Outcome::Error(_)
-            | Outcome::Offline
-            | Outcome::Timeout(_)
-            | Outcome::Cancelled
-            | Outcome::Queued
-            | Outcome::Denied(_) => None,
-        };
-        out.push(TargetOutcome {
-            job: self.job_id.clone(),
-            device: self.devices[index].to_string(),
-            status,
-            result,
-            error,
-            elapsed_ms,
-            at: Utc::now(),
-            late: false,
-        });
+        out.push(super::handover::target_outcome(&self.job_id, &self.devices[index], &outcome, elapsed_ms));
     }
 
     /// Tells the requester and the job's progress subscribers one target's outcome (once per
     /// target: every caller has just settled it), and counts it.
-    fn tell(&self, index: usize, outcome: &Outcome, elapsed_ms: Option<u64>) {
+    pub(super) fn tell(&self, index: usize, outcome: &Outcome, elapsed_ms: Option<u64>) {
         self.metrics.job_target(outcome.status());
         self.progress.settled(&self.devices[index], outcome, elapsed_ms);
         if !self.events.is_read() {

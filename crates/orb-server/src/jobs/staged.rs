@@ -178,7 +178,7 @@ impl JobRun {
             for i in due {
                 let online = staged.sessions.is_connected(self.devices[i].as_str());
                 match template.for_device(&self.devices[i]) {
-                    Ok(command) => rows.push(HeldRow { slot: i, command, online }),
+                    Ok(command) => rows.push(HeldRow { slot: i, command, online, hand_to: None }),
                     Err(e) => refused.push((i, e)),
                 }
             }

@@ -175,6 +175,9 @@ impl Session {
         if let Some(will) = self.will.as_ref().filter(|_| vanished) {
             broker.publish_will(&self.requester, will);
         }
+        if let Registered::Device(r) = &self.registered {
+            broker.held_session_ended(r.id(), self.outbox.conn);
+        }
         if let Registered::Device(r) = &self.registered
             && reason != CloseReason::Replaced
         {
