@@ -326,7 +326,12 @@ pub(crate) enum HandedEnd {
 }
 
 /// The stored form of `outcome` for `device`'s target of `job`.
-pub(crate) fn target_outcome(job: &str, device: &DeviceId, outcome: &Outcome, elapsed_ms: Option<u64>) -> TargetOutcome {
+pub(crate) fn target_outcome(
+    job: &str,
+    device: &DeviceId,
+    outcome: &Outcome,
+    elapsed_ms: Option<u64>,
+) -> TargetOutcome {
     let result = match outcome {
         Outcome::Ok(body) => Some(String::from_utf8_lossy(body).into_owned()),
         _ => None,

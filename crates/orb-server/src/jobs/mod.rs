@@ -54,9 +54,9 @@ use crate::metrics::Metrics;
 use crate::node::NodeId;
 use crate::router::correlation::{Answer, Correlations, ProgressSink};
 use crate::router::sessions::{Sessions, Target};
-pub(crate) use inbox::{JobInbox, Outcome};
 #[cfg(test)]
 pub(crate) use inbox::JobMsg;
+pub(crate) use inbox::{JobInbox, Outcome};
 use run::{HeldRow, Hold, HoldTemplate, JobRun};
 
 /// Bytes (command, arguments, requester per target) one job may hold for its offline targets.
@@ -346,7 +346,9 @@ impl Jobs {
             }
             if ttl.is_some() {
                 let hand_to = t.session.as_ref().map(|s| handover::HandTo {
-                    frame: frames[codec_slot(s.outbox.codec)].clone().expect("every connected target's codec was encoded"),
+                    frame: frames[codec_slot(s.outbox.codec)]
+                        .clone()
+                        .expect("every connected target's codec was encoded"),
                     outbox: s.outbox.clone(),
                 });
                 held.push((i, t.session.is_some(), hand_to));
