@@ -118,10 +118,15 @@ fn target_result(env: Envelope) -> TargetResult {
         (Status::Ok, Some(b)) => raw(&b),
         _ => None,
     };
-    let error = if status == Status::Ok {
-        None
-    } else {
-        Some(env.error.unwrap_or_else(|| ErrorBody::new(ErrorCode::Other(status.as_str().to_owned()), status.as_str())))
+    let error = match (status, env.error) {
+        (Status::Ok, _) => None,
+        (_, Some(e)) => Some(e),
+        // Held for the device (a job with a TTL): its outcome is stored when it comes.
+        (Status::Queued, None) => Some(ErrorBody::new(
+            ErrorCode::Other(status.as_str().to_owned()),
+            "held for the device: delivered when it connects, its outcome stored then",
+        )),
+        (_, None) => Some(ErrorBody::new(ErrorCode::Other(status.as_str().to_owned()), status.as_str())),
     };
     TargetResult {
         device: env.device.unwrap_or_default(),
@@ -135,4 +140,28 @@ fn target_result(env: Envelope) -> TargetResult {
 
 fn raw(b: &Bytes) -> Option<Box<RawValue>> {
     std::str::from_utf8(b).ok().and_then(|s| RawValue::from_string(s.to_owned()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orb_proto::Kind;
+
+    fn event(status: Status) -> Envelope {
+        let mut env = Envelope::new(Kind::Event);
+        env.device = Some("d-1".to_owned());
+        env.status = Some(status);
+        env
+    }
+
+    #[test]
+    fn a_queued_target_says_what_happens_to_it_and_others_name_their_status() {
+        let queued = target_result(event(Status::Queued));
+        let e = queued.error.expect("a detail");
+        assert_eq!(e.code.as_str(), "queued");
+        assert!(e.message.contains("delivered when it connects"), "{}", e.message);
+        let offline = target_result(event(Status::Offline)).error.expect("a detail");
+        assert_eq!((offline.code.as_str(), offline.message.as_str()), ("offline", "offline"));
+        assert!(target_result(event(Status::Ok)).error.is_none());
+    }
 }
