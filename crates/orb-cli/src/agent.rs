@@ -188,6 +188,11 @@ fn load(args: &AgentArgs, config_flag: Option<&Path>) -> Result<Settings, Failur
             layers.set("agent", key, s(&v.display().to_string()), flag);
         }
     }
+    for (key, v) in [("will_topic", &args.will_topic), ("will_body", &args.will_body)] {
+        if let Some(v) = v {
+            layers.set("agent", key, s(v), flag);
+        }
+    }
     layers.finish().map_err(|p| Failure::new(exit::CONFIG, format!("invalid configuration:\n  {}", p.join("\n  "))))
 }
 
@@ -383,7 +388,13 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let mut shown_id = who.id.clone();
     let mut with_secret = !enroll;
 
+    let will = settings.agent.will.as_ref().map(|w| w.resolve(who.id.as_deref()));
+    let will = will.transpose().map_err(|m| Failure::new(exit::CONFIG, m))?;
+    if let Some(w) = &will {
+        tracing::info!(topic = w.topic, "last will: published on {} if this agent vanishes", w.topic);
+    }
     let mut base = ClientConfig::agent(urls[0].clone(), who.token, String::new());
+    base.will = will;
     base.id = who.id;
     base.secret = who.secret;
     base.enroll = enroll;

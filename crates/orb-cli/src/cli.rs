@@ -410,6 +410,14 @@ pub struct AgentArgs {
     /// With --standalone: append the JSON lines to FILE instead of writing them to stdout.
     #[arg(long, value_name = "FILE", requires = "standalone")]
     pub telemetry_file: Option<PathBuf>,
+    /// Last will: when this agent's connection ends without a goodbye (the process was killed,
+    /// the link broke), the server publishes the will's body on TOPIC as this device; {id} is
+    /// the device id. Not on a normal stop (SIGTERM). The server's acl.agent_publish must allow it.
+    #[arg(long, value_name = "TOPIC", help_heading = "Last will")]
+    pub will_topic: Option<String>,
+    /// The will's body: JSON, a bare word is a JSON string [default: {"id": ID, "status": "lost"}].
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true, help_heading = "Last will")]
+    pub will_body: Option<String>,
 }
 
 /// `orb send`.

@@ -98,6 +98,7 @@ Examples:
   orb agent --server tls://orb.example:7700 --ca-cert ca.crt --cert cam-1.crt --key cam-1.key
   orb agent --id gw-7 --secret-file gw-7.secret          # pre-registered with orb devices add gw-7
   orb agent --id web-1 --give-up-after 5m     # exit 69 after 5 minutes without a connection
+  orb agent --id gw-1 --will-topic 'status.{id}'   # last will: published there if the agent vanishes
   orb agent --standalone --telemetry-file /var/log/orb-telemetry.jsonl   # no server: metrics only";
 
 /// `orb send`.

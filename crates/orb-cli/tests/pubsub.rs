@@ -91,3 +91,93 @@ fn retained_messages_come_first_count_and_survive_a_restart() {
     assert_eq!((live["topic"].as_str(), live["retained"].as_bool()), (Some("config.gw-4.rate"), Some(false)));
     assert!(sub.wait_exit(STARTUP).success(), "exits 0 after --count");
 }
+
+/// The next line of `orb tail --json` or `orb sub --json`, parsed.
+fn next_json(lines: &common::StdoutLines) -> Value {
+    let line = lines.next(STARTUP).expect("a line before the end of the output");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// The next presence event of `id` in `orb tail --json`: its status and reason (`None` online).
+fn next_presence(tail: &common::StdoutLines, id: &str) -> (String, Option<String>) {
+    for _ in 0..100 {
+        let event = next_json(tail);
+        if event["topic"] == format!("$orb.presence.{id}") {
+            let body = &event["body"];
+            return (body["status"].as_str().unwrap().to_owned(), body["reason"].as_str().map(str::to_owned));
+        }
+    }
+    panic!("no presence event of {id} in 100 lines");
+}
+
+#[test]
+fn an_agent_killed_leaves_its_will_and_one_stopped_does_not() {
+    let server = Server::start();
+    let follow = |args: &[&str], what: &str| {
+        let mut cmd = orb(server.cwd());
+        cmd.args(args).args(["--json", "--server", &server.tcp, "--token", ADMIN]);
+        let (mut p, lines) = Proc::with_stdout(what, cmd);
+        p.wait_for_line(STARTUP, |l| l.starts_with("subscribed to"));
+        (p, lines)
+    };
+    let (_sub, wills) = follow(&["sub", "status.>"], "orb sub");
+    let (_tail, tail) = follow(&["tail"], "orb tail");
+
+    // The flag, with the default body; kill -9: the server publishes it, presence says how.
+    let agent = server.agent_with("wl-1", |c| {
+        c.args(["--will-topic", "status.{id}"]);
+    });
+    assert_eq!(next_presence(&tail, "wl-1"), ("online".to_owned(), None));
+    drop(agent); // SIGKILL: no bye
+    let will = next_json(&wills);
+    assert_eq!((will["topic"].as_str(), will["from"].as_str()), (Some("status.wl-1"), Some("wl-1")), "{will}");
+    assert_eq!(will["body"], serde_json::json!({"id": "wl-1", "status": "lost"}));
+    assert_eq!(next_presence(&tail, "wl-1"), ("offline".to_owned(), Some("connection_lost".to_owned())));
+
+    // The same from the environment (the [agent] keys), with a body of its own.
+    let with_env = |c: &mut std::process::Command| {
+        c.envs([("ORB_AGENT__WILL_TOPIC", "status.{id}"), ("ORB_AGENT__WILL_BODY", r#"{"custom": 1}"#)]);
+    };
+    let agent = server.agent_with("wl-1", with_env);
+    assert_eq!(next_presence(&tail, "wl-1").0, "online");
+    common::send_signal(agent.pid(), "KILL");
+    assert_eq!(next_json(&wills)["body"], serde_json::json!({"custom": 1}));
+    assert_eq!(next_presence(&tail, "wl-1").1.as_deref(), Some("connection_lost"));
+
+    // SIGTERM: the agent says goodbye, so no will; presence says peer_closed.
+    let mut agent = server.agent_with("wl-1", with_env);
+    assert_eq!(next_presence(&tail, "wl-1").0, "online");
+    common::send_signal(agent.pid(), "TERM");
+    assert!(agent.wait_exit(STARTUP).success(), "SIGTERM: exit 0");
+    assert_eq!(next_presence(&tail, "wl-1").1.as_deref(), Some("peer_closed"));
+    // Had a will been published, it would have been queued for the subscriber before the
+    // presence event was: the next message it gets is the marker published after.
+    let out = server.client("pub").args(["status.marker", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(next_json(&wills)["topic"], "status.marker", "no will after a normal stop");
+}
+
+#[test]
+fn a_will_the_agent_cannot_resolve_or_check_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["--will-topic", "$orb.x"][..], "'agent.will_topic'"),
+        (&["--will-body", "1"], "needs 'agent.will_topic'"),
+        (&["--will-topic", "s", "--will-body", "[1,"], "'agent.will_body' is not valid JSON"),
+    ] {
+        let out = orb_cmd(dir.path())
+            .args(["agent", "--server", "tcp://127.0.0.1:9", "--token", "x", "--id", "a-1"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    // Without --id the server assigns the id at enrollment: a will naming it cannot be built.
+    let out = orb_cmd(dir.path())
+        .args(["agent", "--server", "tcp://127.0.0.1:9", "--token", "x", "--will-topic", "status.{id}"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("give --id"), "{}", stderr(&out));
+}
