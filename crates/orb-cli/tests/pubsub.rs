@@ -124,10 +124,12 @@ fn an_agent_killed_leaves_its_will_and_one_stopped_does_not() {
     let (_tail, tail) = follow(&["tail"], "orb tail");
 
     // The flag, with the default body; kill -9: the server publishes it, presence says how.
-    let agent = server.agent_with("wl-1", |c| {
+    let mut agent = server.agent_with("wl-1", |c| {
         c.args(["--will-topic", "status.{id}"]);
     });
     assert_eq!(next_presence(&tail, "wl-1"), ("online".to_owned(), None));
+    // Its credential saved (it enrolled on this first connection): the next runs connect with it.
+    agent.wait_for_line(STARTUP, |l| l.contains("agent connected"));
     drop(agent); // SIGKILL: no bye
     let will = next_json(&wills);
     assert_eq!((will["topic"].as_str(), will["from"].as_str()), (Some("status.wl-1"), Some("wl-1")), "{will}");
