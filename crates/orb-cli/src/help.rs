@@ -385,7 +385,9 @@ Examples:
   orb sub 'telemetry.*.temp' --json --count 5  # one object per line (topic, body, retained, ...)
   orb sub 'config.>' --count 3                 # retained messages come first and count too
   orb sub 'alerts.>' --timeout 30s             # stop after 30 s
-A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.";
+A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.
+Nothing is skipped silently: output read too slowly (10000 messages behind) loses messages, and
+each gap is reported where it is (stderr; a {\"dropped\": N} line with --json); then exit 1.";
 
 /// `orb tail`.
 pub const TAIL: &str = "\

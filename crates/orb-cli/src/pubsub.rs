@@ -66,6 +66,9 @@ fn event_line(m: &orb_client::Message) -> String {
 }
 
 /// Subscribes to `pattern` and prints each message with `line` (or as JSON) as `args` say.
+/// Messages the client library dropped because this reader fell behind (its inbox holds
+/// [`orb_client::INBOX`] unread) are reported where they were lost: a line on stderr, and with
+/// `--json` a `{"dropped": N}` line in the stream; then the command exits 1.
 async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) -> String) -> Result<u8, Failure> {
     let client = connect::operator(&args.connect).await?;
     let mut sub = client.subscribe(pattern, ANSWER).await?;
@@ -74,6 +77,7 @@ async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) 
     let json = args.output.format() == Format::Json;
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = 0u64;
+    let mut dropped = 0u64;
     let outcome = loop {
         if args.count.is_some_and(|n| seen >= n) {
             break Ok(exit::OK);
@@ -92,6 +96,10 @@ async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) 
         let Some(m) = next else {
             break Err(Failure::new(exit::FAILED, "the connection closed".to_owned()));
         };
+        if m.dropped_before > 0 {
+            dropped += m.dropped_before;
+            report_dropped(m.dropped_before, json);
+        }
         seen += 1;
         if json {
             let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
@@ -101,7 +109,36 @@ async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) 
             outln!("{}", line(&m));
         }
     };
+    // Dropped after the last message printed, with nothing let in since: lost all the same, unless
+    // the command stopped at its count (it would not have printed them).
+    let trailing = sub.dropped().saturating_sub(dropped);
+    if trailing > 0 && !args.count.is_some_and(|n| seen >= n) {
+        dropped += trailing;
+        report_dropped(trailing, json);
+    }
     drop(sub);
     client.close().await;
-    outcome
+    if dropped == 0 {
+        return outcome;
+    }
+    let lost = format!(
+        "{dropped} message(s) dropped: this reader fell behind (more than {} unread); read the output faster",
+        orb_client::INBOX
+    );
+    match outcome {
+        Ok(_) => Err(Failure::new(exit::FAILED, lost)),
+        Err(mut f) => {
+            f.message = format!("{}; {lost}", f.message);
+            Err(f)
+        }
+    }
+}
+
+/// Says that `n` messages were dropped here: on stderr, and in a `--json` stream as a line of
+/// its own, so a program reading it sees the gap where it is.
+fn report_dropped(n: u64, json: bool) {
+    eprintln!("warning: {n} message(s) dropped here: this reader fell behind");
+    if json {
+        outln!("{}", serde_json::json!({ "dropped": n }));
+    }
 }

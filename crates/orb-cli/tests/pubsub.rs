@@ -183,3 +183,64 @@ fn a_will_the_agent_cannot_resolve_or_check_is_a_configuration_error() {
     assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
     assert!(stderr(&out).contains("give --id"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_subscriber_that_falls_behind_says_what_was_dropped_where_and_exits_1() {
+    const FLOOD: usize = 20_000;
+    let server = Server::start();
+    let mut cmd = orb(server.cwd());
+    cmd.args(["sub", "flood.>", "--json", "--server", &server.tcp, "--token", ADMIN]);
+    // Nobody reads its output yet: its writes block, its inbox fills, then messages are dropped.
+    let (mut sub, stdout) = Proc::with_unread_stdout("orb sub", cmd);
+    sub.wait_for_line(STARTUP, |l| l.contains("subscribed to flood.>"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let op = runtime.block_on(async {
+        let url: orb_client::ServerUrl = server.tcp.parse().unwrap();
+        let config = orb_client::ClientConfig::operator(url, Some(ADMIN.to_owned()));
+        orb_client::Client::connect(config, orb_client::Handlers::new()).await.unwrap()
+    });
+    let publish = |topic: String| {
+        let body = bytes::Bytes::from_static(b"1");
+        runtime.block_on(op.publish(&topic, body, STARTUP)).unwrap();
+    };
+    for n in 0..FLOOD {
+        publish(format!("flood.{n}"));
+    }
+
+    // Now read. Once it printed more lines than its pipe holds (at most a few hundred), it took
+    // as many out of its inbox: a message published then gets in, after the gap.
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let next = || -> Value { serde_json::from_str(&lines.recv_timeout(STARTUP).unwrap()).unwrap() };
+    let mut printed = 0;
+    for _ in 0..5000 {
+        assert!(next()["topic"].as_str().unwrap().starts_with("flood."));
+        printed += 1;
+    }
+    publish("flood.end".to_owned());
+    let mut before = Value::Null;
+    let dropped = loop {
+        let line = next();
+        if line["topic"] == "flood.end" {
+            break before["dropped"].as_u64().unwrap_or_else(|| panic!("no gap line before the end: {before}"));
+        }
+        if line.get("topic").is_some() {
+            printed += 1;
+        }
+        before = line;
+    };
+    assert!(dropped > 0, "the flood overflowed the inbox");
+    assert_eq!(printed + dropped as usize, FLOOD, "every message printed or counted as dropped");
+
+    // The connection ends (the server is gone): exit 1, saying how many were dropped.
+    drop(server);
+    assert_eq!(sub.wait_exit(STARTUP).code(), Some(1));
+    let err = sub.stderr();
+    assert!(err.contains(&format!("warning: {dropped} message(s) dropped here")), "{err}");
+    assert!(err.contains(&format!("{dropped} message(s) dropped: this reader fell behind")), "{err}");
+}
