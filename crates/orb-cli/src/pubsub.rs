@@ -94,7 +94,7 @@ async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) 
             None => sub.next().await,
         };
         let Some(m) = next else {
-            break Err(Failure::new(exit::FAILED, "the connection closed".to_owned()));
+            break Err(Failure::new(exit::FAILED, closed_because(&client.closed().await)));
         };
         if m.dropped_before > 0 {
             dropped += m.dropped_before;
@@ -134,11 +134,52 @@ async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) 
     }
 }
 
+/// Why the connection ended, in words: the reason the server gave in its `bye` (explained where
+/// a user may wonder), or what the client saw.
+fn closed_because(reason: &str) -> String {
+    let explained = match reason {
+        "slow_consumer" => " (this client read too slowly: the server's queue for it filled)",
+        "server_shutdown" => " (the server is stopping)",
+        "heartbeat_timeout" => " (the server heard nothing from this client within its heartbeat timeout)",
+        "server closed the connection" => {
+            return "the server closed the connection without a goodbye (the link broke, or this client \
+                    stopped reading, e.g. suspended, and was closed as a slow consumer)"
+                .to_owned();
+        }
+        _ => "",
+    };
+    // A `bye` gives a bare snake_case reason; anything else is the client's own account.
+    if !reason.is_empty() && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        format!("closed by the server: {reason}{explained}")
+    } else {
+        format!("the connection closed: {reason}")
+    }
+}
+
 /// Says that `n` messages were dropped here: on stderr, and in a `--json` stream as a line of
 /// its own, so a program reading it sees the gap where it is.
 fn report_dropped(n: u64, json: bool) {
     eprintln!("warning: {n} message(s) dropped here: this reader fell behind");
     if json {
         outln!("{}", serde_json::json!({ "dropped": n }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_says_why_in_words() {
+        assert_eq!(
+            closed_because("slow_consumer"),
+            "closed by the server: slow_consumer (this client read too slowly: the server's queue for it filled)"
+        );
+        assert_eq!(closed_because("revoked"), "closed by the server: revoked");
+        assert!(closed_because("server closed the connection").contains("without a goodbye"));
+        assert_eq!(
+            closed_because("frame_too_large: the server sent a frame above the limit"),
+            "the connection closed: frame_too_large: the server sent a frame above the limit"
+        );
     }
 }

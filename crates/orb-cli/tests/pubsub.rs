@@ -244,3 +244,16 @@ fn a_subscriber_that_falls_behind_says_what_was_dropped_where_and_exits_1() {
     assert!(err.contains(&format!("warning: {dropped} message(s) dropped here")), "{err}");
     assert!(err.contains(&format!("{dropped} message(s) dropped: this reader fell behind")), "{err}");
 }
+
+#[test]
+fn a_subscriber_whose_server_stops_says_why() {
+    let server = Server::start();
+    let mut cmd = orb(server.cwd());
+    cmd.args(["sub", "x.>", "--server", &server.tcp, "--token", ADMIN]);
+    let (mut sub, _lines) = Proc::with_stdout("orb sub", cmd);
+    sub.wait_for_line(STARTUP, |l| l.contains("subscribed to x.>"));
+    common::send_signal(server.proc.pid(), "TERM");
+    assert_eq!(sub.wait_exit(STARTUP).code(), Some(1));
+    let err = sub.stderr();
+    assert!(err.contains("error: closed by the server: server_shutdown (the server is stopping)"), "{err}");
+}
