@@ -393,6 +393,7 @@ each gap is reported where it is (stderr; a {\"dropped\": N} line with --json); 
 pub const TAIL: &str = "\
 Examples:
   orb tail                                     # TIME  gw-1 online, TIME  gw-1 offline (reason)
+                                               # TIME  job J: gw-1 ok (3 ms), TIME  job J: ended, 1 ok
   orb tail --json                              # one object per line: topic, body, from, seq
   orb sub '$orb.presence.gw-*'                 # only some devices' comings and goings";
 

@@ -2,7 +2,7 @@
 //! the messages published on topics matching a pattern as they arrive (the retained ones a new
 //! subscription gets first included), one per line (`TOPIC  BODY`, or with `--json` one object
 //! per line), until `--count` of them or `--timeout`; `orb tail` does that for the server's own
-//! events (`$orb.>`), presence told in words.
+//! events (`$orb.>`), presence and job progress told in words.
 
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ pub async fn subscribe(args: SubArgs) -> Result<u8, Failure> {
     follow(&args.pattern, args.follow, plain_line).await
 }
 
-/// `orb tail`: `orb sub '$orb.>'` with presence events in words.
+/// `orb tail`: `orb sub '$orb.>'` with presence and job events in words.
 pub async fn tail(args: TailArgs) -> Result<u8, Failure> {
     follow("$orb.>", args.follow, event_line).await
 }
@@ -54,7 +54,10 @@ fn plain_line(m: &orb_client::Message) -> String {
     format!("{}  {text}", m.topic)
 }
 
-/// A server event in words: `2026-12-06T21:30:00.123Z  gw-1 offline (heartbeat_timeout)`.
+/// A server event in words: `2026-12-06T21:30:00.123Z  gw-1 offline (heartbeat_timeout)`;
+/// a job's progress (`$orb.job.<id>`, which carries no time: the time it was received)
+/// `...Z  job J: web-1 ok (3 ms)`, `job J: moved from w-1 to w-2 (connection_lost)`,
+/// `job J: ended, 2 ok, 1 timeout`. Other events as `TOPIC  BODY`.
 fn event_line(m: &orb_client::Message) -> String {
     let v: serde_json::Value = serde_json::from_slice(&m.body).unwrap_or(serde_json::Value::Null);
     let text = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
@@ -62,7 +65,55 @@ fn event_line(m: &orb_client::Message) -> String {
         let reason = v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
         return format!("{}  {} {}{reason}", text("at"), text("id"), text("status"));
     }
+    if m.topic.starts_with("$orb.job.")
+        && let Some(words) = job_event(&v)
+    {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        return format!("{now}  job {}: {}", text("job"), escaped(&words));
+    }
     plain_line(m)
+}
+
+/// A job event's body in words; `None` for a shape this version does not know.
+fn job_event(v: &serde_json::Value) -> Option<String> {
+    if let Some(moved) = v.get("moved") {
+        let (from, to, reason) = (moved["from"].as_str()?, moved["to"].as_str()?, moved["reason"].as_str()?);
+        return Some(format!("moved from {from} to {to} ({reason})"));
+    }
+    if v["ended"] == true {
+        let counts = v["summary"].as_object()?;
+        // `ok` first, then the other statuses (in the summary's order) that happened.
+        let ok = counts.get("ok").into_iter().map(|n| ("ok", n));
+        let others = counts.iter().filter(|(k, _)| *k != "ok").map(|(k, n)| (k.as_str(), n));
+        let mut parts: Vec<String> = ok
+            .chain(others)
+            .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        if parts.is_empty() {
+            parts.push("no targets".to_owned());
+        }
+        if let Some(skipped) = v["skipped"].as_u64().filter(|n| *n > 0) {
+            parts.push(format!("{skipped} skipped (offline)"));
+        }
+        if let Some(aborted) = v["aborted"].as_str() {
+            parts.push(format!("aborted: {aborted}"));
+        }
+        return Some(format!("ended, {}", parts.join(", ")));
+    }
+    let (device, status) = (v["device"].as_str()?, v["status"].as_str()?);
+    let elapsed = v["elapsed_ms"].as_u64().map(|ms| format!(" ({ms} ms)")).unwrap_or_default();
+    let error = match (v["error"]["code"].as_str(), v["error"]["message"].as_str()) {
+        (Some(code), Some(message)) if code != status => format!(": {code}: {message}"),
+        (_, Some(message)) => format!(": {message}"),
+        _ => String::new(),
+    };
+    Some(format!("{device} {status}{elapsed}{error}"))
+}
+
+/// `text` with control characters escaped (a device's error message is its own).
+fn escaped(text: &str) -> String {
+    if text.chars().any(char::is_control) { text.escape_debug().to_string() } else { text.to_owned() }
 }
 
 /// Subscribes to `pattern` and prints each message with `line` (or as JSON) as `args` say.
@@ -168,6 +219,27 @@ fn report_dropped(n: u64, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_events_read_as_words() {
+        let words = |v: serde_json::Value| job_event(&v).unwrap();
+        let ok = serde_json::json!({"job": "J", "device": "web-1", "status": "ok", "elapsed_ms": 3, "error": null});
+        assert_eq!(words(ok), "web-1 ok (3 ms)");
+        let e = serde_json::json!({"job": "J", "device": "web-2", "status": "error", "elapsed_ms": 5,
+            "error": {"code": "bad_args", "message": "sleep: 'soon': expected"}});
+        assert_eq!(words(e), "web-2 error (5 ms): bad_args: sleep: 'soon': expected");
+        let t = serde_json::json!({"job": "J", "device": "web-3", "status": "timeout", "elapsed_ms": null,
+            "error": {"code": "timeout", "message": "no answer within 10s"}});
+        assert_eq!(words(t), "web-3 timeout: no answer within 10s");
+        let moved = serde_json::json!({"job": "J", "moved": {"from": "w-1", "to": "w-2", "reason": "connection_lost"}});
+        assert_eq!(words(moved), "moved from w-1 to w-2 (connection_lost)");
+        let ended = serde_json::json!({"job": "J", "ended": true, "skipped": 2, "aborted": null,
+            "summary": {"cancelled": 0, "error": 0, "offline": 0, "ok": 2, "timeout": 1}});
+        assert_eq!(words(ended), "ended, 2 ok, 1 timeout, 2 skipped (offline)");
+        let none = serde_json::json!({"job": "J", "ended": true, "summary": {"ok": 0}, "skipped": 0, "aborted": "x"});
+        assert_eq!(words(none), "ended, no targets, aborted: x");
+        assert!(job_event(&serde_json::json!({"job": "J", "new": 1})).is_none(), "an unknown shape");
+    }
 
     #[test]
     fn a_close_says_why_in_words() {

@@ -51,12 +51,20 @@ fn bad_topics_exit_2_before_anything_is_sent() {
 fn tail_shows_a_device_coming_and_going() {
     let server = Server::start();
     let mut cmd = orb(server.cwd());
-    cmd.args(["tail", "--count", "2", "--server", &server.tcp, "--token", ADMIN]);
+    cmd.args(["tail", "--count", "4", "--server", &server.tcp, "--token", ADMIN]);
     let (mut tail, lines) = Proc::with_stdout("orb tail", cmd);
     tail.wait_for_line(STARTUP, |l| l.contains("subscribed to $orb.>"));
     let agent = server.agent("tl-1", &[]);
     let online = lines.next(STARTUP).unwrap();
     assert!(online.ends_with("tl-1 online"), "{online}");
+    // A job's progress in words too: its target's outcome, then its end.
+    let out = server.client("send").args(["tl-1", "ping", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let job = common::json_lines(&out).last().unwrap()["job"].as_str().unwrap().to_owned();
+    let target = lines.next(STARTUP).unwrap();
+    assert!(target.contains(&format!("  job {job}: tl-1 ok (")), "{target}");
+    let ended = lines.next(STARTUP).unwrap();
+    assert!(ended.ends_with(&format!("  job {job}: ended, 1 ok")), "{ended}");
     drop(agent); // SIGKILL: no bye
     let offline = lines.next(STARTUP).unwrap();
     assert!(offline.contains("tl-1 offline ("), "{offline}");
