@@ -550,7 +550,8 @@ summary), name (the device ids)";
 pub struct PubArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Topic: dot-separated segments (telemetry.gw-1.cpu); no wildcards, not under $orb.
+    /// Topic: dot-separated segments (telemetry.gw-1.cpu); no wildcards, not starting with $
+    /// (the server's topics).
     pub topic: String,
     /// Body as JSON; a bare word is taken as a JSON string [default: null].
     pub body: Option<String>,

@@ -598,10 +598,7 @@ impl WillSpec {
         };
         match orb_proto::topic::Topic::parse(&topic.replace("{id}", ID_PLACEHOLDER)) {
             Ok(t) if t.is_reserved() => {
-                p.push(format!(
-                    "'agent.will_topic' = \"{topic}\": {} topics are the server's own",
-                    orb_proto::topic::RESERVED
-                ));
+                p.push(format!("'agent.will_topic' = \"{topic}\": topics starting with $ are the server's own"));
             }
             Ok(_) => {}
             Err(e) => p.push(format!("'agent.will_topic' = \"{topic}\": {}", e.message)),

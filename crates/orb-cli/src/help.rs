@@ -376,7 +376,8 @@ Examples:
   orb pub alerts.door open                     # a bare word is a JSON string
   orb pub config.gw-1.rate 30 --retain         # kept: every later subscriber gets it first
   orb pub config.gw-1.rate null --retain       # clears the topic's retained message
-Messages under $orb. are the server's own (presence, jobs): clients may not publish there.";
+Topics starting with $ are the server's own ($orb.presence.*, $orb.job.*, any other $ topic):
+clients may not publish there (exit 2, nothing sent).";
 
 /// `orb sub`.
 pub const SUB: &str = "\

@@ -20,7 +20,13 @@ const ANSWER: Duration = Duration::from_secs(15);
 /// `orb pub TOPIC [BODY] [--retain]`: exits 0 once the server has queued it (for however many
 /// subscribers, none included), and with `--retain` stored it.
 pub async fn publish(args: PubArgs) -> Result<u8, Failure> {
-    Topic::parse(&args.topic).map_err(|e| Failure::usage(format!("{}: {}", e.code, e.message)))?;
+    let topic = Topic::parse(&args.topic).map_err(|e| Failure::usage(format!("{}: {}", e.code, e.message)))?;
+    if topic.is_reserved() {
+        return Err(Failure::usage(format!(
+            "topic '{}': topics starting with $ ($orb.* and any other) are the server's own; publish on another",
+            args.topic
+        )));
+    }
     let body = input::command_args(args.body.as_deref())?;
     let client = connect::operator(&args.connect).await?;
     let delivered = if args.retain {

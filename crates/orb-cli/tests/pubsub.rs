@@ -37,6 +37,17 @@ fn a_subscriber_prints_what_is_published_and_stops_after_count() {
 }
 
 #[test]
+fn server_topics_exit_2_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["pub", "$orb", "1", "--retain"][..], &["pub", "$foo.x", "1"], &["pub", "$orb.presence.x", "1"]] {
+        let out =
+            orb_cmd(dir.path()).args(args).args(["--server", "tcp://127.0.0.1:9", "--token", "x"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("topics starting with $"), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn bad_topics_exit_2_before_anything_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     for args in [&["pub", "a..b", "1"][..], &["pub", "a.*", "1"], &["sub", "a.>.b"], &["sub", ""]] {

@@ -230,7 +230,7 @@ impl Hello {
             let topic = crate::topic::Topic::parse(&will.topic)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("hello will: {}", e.message)))?;
             if topic.is_reserved() {
-                return bad(format!("hello will topic '{}' is the server's ($orb.)", echo(&will.topic)));
+                return bad(format!("hello will topic '{}' is the server's (it starts with $)", echo(&will.topic)));
             }
             if let Some(body) = &will.body {
                 let text = body.0.get();

@@ -82,6 +82,14 @@ async fn the_servers_namespace_and_bad_input_are_refused() {
     let agent = server.agent(Transport::Tcp, "ps-2", &[], basic_handlers()).await;
 
     assert_eq!(remote(op.publish("$orb.presence.ps-2", Bytes::from_static(b"1"), WAIT).await), ErrorCode::Forbidden);
+    // Every `$` topic is the server's, `$orb` itself included, retained or not, for anyone.
+    for topic in ["$orb", "$foo.x", "$SYS"] {
+        assert_eq!(remote(op.publish(topic, Bytes::from_static(b"1"), WAIT).await), ErrorCode::Forbidden, "{topic}");
+        let retained = op.publish_retained(topic, Bytes::from_static(b"1"), WAIT).await;
+        assert_eq!(remote(retained), ErrorCode::Forbidden, "{topic}");
+        assert_eq!(remote(agent.publish(topic, Bytes::from_static(b"1"), WAIT).await), ErrorCode::Forbidden, "{topic}");
+    }
+    assert_eq!(server.server.broker().retained(), (0, 0), "nothing was retained");
     assert_eq!(
         remote(agent.subscribe("$orb.>", WAIT).await),
         ErrorCode::Forbidden,
