@@ -553,7 +553,9 @@ pub struct PubArgs {
     /// Topic: dot-separated segments (telemetry.gw-1.cpu); no wildcards, not starting with $
     /// (the server's topics).
     pub topic: String,
-    /// Body as JSON; a bare word is taken as a JSON string [default: null].
+    /// Body as JSON; a bare word is taken as a JSON string [default: null]. A negative number
+    /// needs no `--` (orb pub b.4 -1.5).
+    #[arg(allow_negative_numbers = true)]
     pub body: Option<String>,
     /// Keep it as the topic's retained message (stored): every later subscription that matches
     /// gets it first. A null body clears the topic's retained message.
@@ -589,8 +591,29 @@ pub struct FollowArgs {
     /// Stop after DURATION (exit 0 without --count).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    #[command(flatten)]
-    pub output: crate::output::OutputArgs,
+    /// Output format: text (default: one line per message) or json (one object per line).
+    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    pub output: Option<FollowFormat>,
+    /// Same as `-o json`.
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
+}
+
+impl FollowArgs {
+    /// Whether messages are printed as JSON objects.
+    pub fn json(&self) -> bool {
+        self.json || self.output == Some(FollowFormat::Json)
+    }
+}
+
+/// How `orb sub` and `orb tail` print each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FollowFormat {
+    /// One line per message: `TOPIC  BODY` (`orb tail`: the server's events in words).
+    Text,
+    /// One JSON object per line: topic, body, from, retained, seq.
+    #[value(alias = "jsonl")]
+    Json,
 }
 
 /// `orb signal`.

@@ -376,6 +376,7 @@ Examples:
   orb pub alerts.door open                     # a bare word is a JSON string
   orb pub config.gw-1.rate 30 --retain         # kept: every later subscriber gets it first
   orb pub config.gw-1.rate null --retain       # clears the topic's retained message
+  orb pub sensors.gw-1.offset -1.5             # a negative number is a body, not a flag
 Topics starting with $ are the server's own ($orb.presence.*, $orb.job.*, any other $ topic):
 clients may not publish there (exit 2, nothing sent).";
 
@@ -386,6 +387,7 @@ Examples:
   orb sub 'telemetry.*.temp' --json --count 5  # one object per line (topic, body, retained, ...)
   orb sub 'config.>' --count 3                 # retained messages come first and count too
   orb sub 'alerts.>' --timeout 30s             # stop after 30 s
+  orb sub 'config.>'                           # retained ones end with (retained): sent first
 A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.
 Nothing is skipped silently: output read too slowly (10000 messages behind) loses messages, and
 each gap is reported where it is (stderr; a {\"dropped\": N} line with --json); then exit 1.";

@@ -12,13 +12,13 @@ use crate::cli::{FollowArgs, PubArgs, SubArgs, TailArgs};
 use crate::connect;
 use crate::exit::{self, Failure};
 use crate::input;
-use crate::output::Format;
 
 /// How long the server gets to answer.
 const ANSWER: Duration = Duration::from_secs(15);
 
 /// `orb pub TOPIC [BODY] [--retain]`: exits 0 once the server has queued it (for however many
-/// subscribers, none included), and with `--retain` stored it.
+/// subscribers, none included), and with `--retain` stored it (a `null` body clears the topic's
+/// retained message).
 pub async fn publish(args: PubArgs) -> Result<u8, Failure> {
     let topic = Topic::parse(&args.topic).map_err(|e| Failure::usage(format!("{}: {}", e.code, e.message)))?;
     if topic.is_reserved() {
@@ -27,7 +27,8 @@ pub async fn publish(args: PubArgs) -> Result<u8, Failure> {
             args.topic
         )));
     }
-    let body = input::command_args(args.body.as_deref())?;
+    let body = input::json_value(args.body.as_deref(), "BODY")?;
+    let clears = args.retain && body.as_ref() == b"null";
     let client = connect::operator(&args.connect).await?;
     let delivered = if args.retain {
         client.publish_retained(&args.topic, body, ANSWER).await
@@ -36,8 +37,12 @@ pub async fn publish(args: PubArgs) -> Result<u8, Failure> {
     };
     client.close().await;
     let delivered = delivered?;
-    let retained = if args.retain { " (retained)" } else { "" };
-    eprintln!("published on {} to {delivered} subscriber(s){retained}", args.topic);
+    if clears {
+        eprintln!("cleared the retained message of {} (published to {delivered} subscriber(s))", args.topic);
+    } else {
+        let retained = if args.retain { " (retained)" } else { "" };
+        eprintln!("published on {} to {delivered} subscriber(s){retained}", args.topic);
+    }
     Ok(exit::OK)
 }
 
@@ -53,11 +58,12 @@ pub async fn tail(args: TailArgs) -> Result<u8, Failure> {
     follow("$orb.>", args.follow, event_line).await
 }
 
-/// `TOPIC  BODY`, control characters escaped.
+/// `TOPIC  BODY`, control characters escaped; a retained message (sent first, published before
+/// the subscription) ends with `  (retained)`.
 fn plain_line(m: &orb_client::Message) -> String {
     let body = String::from_utf8_lossy(&m.body);
-    let text = if body.chars().any(char::is_control) { body.escape_debug().to_string() } else { body.into_owned() };
-    format!("{}  {text}", m.topic)
+    let retained = if m.retained { "  (retained)" } else { "" };
+    format!("{}  {}{retained}", m.topic, escaped(&body))
 }
 
 /// A server event in words: `2026-12-06T21:30:00.123Z  gw-1 offline (heartbeat_timeout)`;
@@ -131,7 +137,7 @@ async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) 
     let mut sub = client.subscribe(pattern, ANSWER).await?;
     // On stderr, so scripts know from when on publications reach them.
     eprintln!("subscribed to {pattern}");
-    let json = args.output.format() == Format::Json;
+    let json = args.json();
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = 0u64;
     let mut dropped = 0u64;

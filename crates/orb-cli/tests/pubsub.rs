@@ -37,6 +37,28 @@ fn a_subscriber_prints_what_is_published_and_stops_after_count() {
 }
 
 #[test]
+fn a_bad_body_or_output_format_exits_2_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        orb_cmd(dir.path()).args(args).args(["--server", "tcp://127.0.0.1:9", "--token", "x"]).output().unwrap()
+    };
+    let out = run(&["pub", "x", "[1,2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("BODY is not valid JSON"), "{}", stderr(&out));
+    // orb sub and orb tail print text or JSON lines; other formats are refused, not ignored.
+    for args in [
+        &["sub", "x", "-o", "yaml"][..],
+        &["sub", "x", "-o", "wide"],
+        &["tail", "-o", "name"],
+        &["tail", "-o", "table"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("possible values: text, json"), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn server_topics_exit_2_before_anything_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     for args in [&["pub", "$orb", "1", "--retain"][..], &["pub", "$foo.x", "1"], &["pub", "$orb.presence.x", "1"]] {
@@ -92,6 +114,7 @@ fn retained_messages_come_first_count_and_survive_a_restart() {
     }
     let out = server.client("pub").args(["config.gw-3.rate", "null", "--retain"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "a null body clears: {}", stderr(&out));
+    assert!(stderr(&out).contains("cleared the retained message of config.gw-3.rate"), "{}", stderr(&out));
 
     // Acknowledged means stored: a kill -9 loses none of it.
     let server = server.restart();
@@ -104,11 +127,18 @@ fn retained_messages_come_first_count_and_survive_a_restart() {
     assert_eq!((first["topic"].as_str(), first["body"].as_i64()), (Some("config.gw-1.rate"), Some(30)), "{first}");
     assert_eq!(second["topic"], "config.gw-2.rate");
     assert_eq!((first["retained"].as_bool(), second["retained"].as_bool()), (Some(true), Some(true)));
-    let out = server.client("pub").args(["config.gw-4.rate", "5"]).output().unwrap();
+    // A negative number is a body, not a flag.
+    let out = server.client("pub").args(["config.gw-4.rate", "-1.5"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let live: Value = serde_json::from_str(&lines.next(STARTUP).unwrap()).unwrap();
     assert_eq!((live["topic"].as_str(), live["retained"].as_bool()), (Some("config.gw-4.rate"), Some(false)));
+    assert_eq!(live["body"], -1.5);
     assert!(sub.wait_exit(STARTUP).success(), "exits 0 after --count");
+
+    // As text, a retained message says so.
+    let out = server.client("sub").args(["config.gw-1.rate", "--count", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(common::stdout(&out), "config.gw-1.rate  30  (retained)\n");
 }
 
 /// The next line of `orb tail --json` or `orb sub --json`, parsed.
