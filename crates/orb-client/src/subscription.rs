@@ -5,6 +5,13 @@
 //! pattern matches. A retained publication the server sends when a subscription starts names
 //! that subscription (`re`) and goes to it alone.
 //!
+//! A [`Subscription`] is an inbox read three ways: [`Subscription::next`] awaits the next
+//! message, it is a [`futures_util::Stream`] of them, and [`Subscription::take_pending`] takes
+//! every message waiting now without waiting (for polling loops). Each [`Message`] carries its
+//! sequence number on the connection, its sender, its topic and its body. Commands sent to this
+//! client do not arrive here: they go to the [`crate::Handlers`] given to
+//! [`crate::Client::connect`], whose answer is the command's reply.
+//!
 //! # A reader that falls behind
 //! An inbox holds at most [`INBOX`] unread messages. Beyond, new ones are **dropped and counted,
 //! never silently**: [`Subscription::dropped`] is the total, and the next message that does get
@@ -174,6 +181,21 @@ impl Subscription {
     /// [`Message::dropped_before`]).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A subscription is a [`futures_util::Stream`] of its messages (the same as
+/// [`Subscription::next`]): `while let Some(m) = sub.next().await`, or the stream combinators
+/// (`StreamExt::take`, `filter`, `select` with other streams). It ends once the connection has
+/// closed and the inbox is read.
+impl futures_util::Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
     }
 }
 

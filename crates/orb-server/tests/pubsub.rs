@@ -227,3 +227,36 @@ async fn retained_publications_come_first_to_each_new_subscription_only() {
     assert_eq!(topics, ["cfg.a", "cfg.c.deep", "cfg.d"]);
     assert!(sub.take_pending().is_empty());
 }
+
+#[tokio::test]
+async fn a_subscription_is_a_stream_and_gives_what_is_pending_without_waiting() {
+    use futures_util::StreamExt;
+    let server = TestServer::start().await;
+    let op = server.operator(Transport::Tcp).await;
+    let publish = |topic: &'static str| {
+        let op = op.clone();
+        async move { op.publish(topic, Bytes::from_static(b"1"), WAIT).await.unwrap() }
+    };
+
+    let stream = op.subscribe("s.>", WAIT).await.unwrap();
+    for topic in ["s.1", "s.2", "other", "s.3"] {
+        publish(topic).await;
+    }
+    let got: Vec<Message> = within("three messages", stream.take(3).collect()).await;
+    let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["s.1", "s.2", "s.3"]);
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "numbered in arrival order: {got:?}");
+    assert!(got.iter().all(|m| !m.from.is_empty()), "the sender named: {got:?}");
+
+    // Nothing waiting: an empty list at once. Then, once `p.end` is here (another subscription
+    // on the same connection), everything published before it is waiting too.
+    let mut pending = op.subscribe("p.>", WAIT).await.unwrap();
+    assert!(pending.take_pending().is_empty());
+    let mut end = op.subscribe("p.end", WAIT).await.unwrap();
+    for topic in ["p.1", "p.2", "p.end"] {
+        publish(topic).await;
+    }
+    next(&mut end).await;
+    let topics: Vec<String> = pending.take_pending().into_iter().map(|m| m.topic).collect();
+    assert_eq!(topics, ["p.1", "p.2", "p.end"]);
+}
