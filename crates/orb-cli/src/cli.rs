@@ -418,6 +418,10 @@ pub struct AgentArgs {
     /// The will's body: JSON, a bare word is a JSON string [default: {"id": ID, "status": "lost"}].
     #[arg(long, value_name = "JSON", allow_hyphen_values = true, help_heading = "Last will")]
     pub will_body: Option<String>,
+    /// Keep the will as the topic's retained message too, so later subscribers learn the device
+    /// vanished; the agent clears it each time it connects. Needs the server's acl.agent_retain.
+    #[arg(long, help_heading = "Last will")]
+    pub will_retain: bool,
 }
 
 /// `orb send`.

@@ -115,6 +115,9 @@ pub struct AgentSection {
     /// `{"id": ID, "status": "lost"}`). A number or boolean from the environment is taken as JSON.
     #[serde(deserialize_with = "json_text")]
     pub will_body: Option<String>,
+    /// Also keep the will as the topic's retained message (cleared by the agent each time it
+    /// connects); the server's `acl.agent_retain` must allow it.
+    pub will_retain: bool,
 }
 
 impl Default for AgentSection {
@@ -140,6 +143,7 @@ impl Default for AgentSection {
             outbox_max_bytes: OutboxLimits::default().max_bytes,
             will_topic: None,
             will_body: None,
+            will_retain: false,
         }
     }
 }
@@ -567,6 +571,8 @@ pub struct WillSpec {
     pub topic: String,
     /// The body as JSON text; `None`: `{"id": ID, "status": "lost"}`.
     pub body: Option<String>,
+    /// Kept as the topic's retained message too.
+    pub retain: bool,
 }
 
 /// Stands in for `{id}` when a will's topic is checked before the id is known.
@@ -576,7 +582,7 @@ impl WillSpec {
     /// Checks `agent.will_topic` and `agent.will_body`: a topic (with `{id}` standing for the
     /// device id) outside `$orb.`, a body that is JSON (a bare word a JSON string) within
     /// [`orb_proto::message::MAX_WILL_BODY`], and no body without a topic.
-    fn check(topic: Option<&str>, body: Option<&str>) -> Result<Option<WillSpec>, Vec<String>> {
+    fn check(topic: Option<&str>, body: Option<&str>, retain: bool) -> Result<Option<WillSpec>, Vec<String>> {
         let mut p = Vec::new();
         let body =
             body.map(|b| crate::input::json_value(Some(b), "'agent.will_body'")).transpose().unwrap_or_else(|e| {
@@ -594,6 +600,9 @@ impl WillSpec {
             if body.is_some() {
                 p.push("'agent.will_body' needs 'agent.will_topic' (--will-topic)".to_owned());
             }
+            if retain {
+                p.push("'agent.will_retain' needs 'agent.will_topic' (--will-topic)".to_owned());
+            }
             return if p.is_empty() { Ok(None) } else { Err(p) };
         };
         match orb_proto::topic::Topic::parse(&topic.replace("{id}", ID_PLACEHOLDER)) {
@@ -607,7 +616,7 @@ impl WillSpec {
             return Err(p);
         }
         let body = body.map(|b| String::from_utf8_lossy(&b).into_owned());
-        Ok(Some(WillSpec { topic: topic.to_owned(), body }))
+        Ok(Some(WillSpec { topic: topic.to_owned(), body, retain }))
     }
 
     /// The will of device `id`: `{id}` replaced in the topic, the default body filled in.
@@ -631,6 +640,7 @@ impl WillSpec {
         Ok(orb_proto::message::Will {
             topic: self.topic.replace("{id}", id),
             body: Some(orb_proto::message::RawJson(body)),
+            retain: self.retain,
         })
     }
 }
@@ -667,10 +677,12 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
             p.push(e);
             None
         }),
-        will: WillSpec::check(a.will_topic.as_deref(), a.will_body.as_deref()).unwrap_or_else(|problems| {
-            p.extend(problems);
-            None
-        }),
+        will: WillSpec::check(a.will_topic.as_deref(), a.will_body.as_deref(), a.will_retain).unwrap_or_else(
+            |problems| {
+                p.extend(problems);
+                None
+            },
+        ),
     };
     p.extend(
         orb_proto::agent_config::metrics_problems(&file.telemetry.metrics)
@@ -884,7 +896,10 @@ mod tests {
         let spec = will("[agent]\nwill_topic = \"status.{id}\"\n", &[]).unwrap().unwrap();
         let w = spec.resolve(Some("gw-1")).unwrap();
         assert_eq!(w.topic, "status.gw-1");
+        assert!(!w.retain, "not retained unless asked");
         assert_eq!(w.body.unwrap().0.get(), r#"{"id":"gw-1","status":"lost"}"#, "the default body");
+        let spec = will("", &[("ORB_AGENT__WILL_TOPIC", "s"), ("ORB_AGENT__WILL_RETAIN", "true")]).unwrap().unwrap();
+        assert!(spec.resolve(Some("gw-1")).unwrap().retain);
         assert!(spec.resolve(None).unwrap_err().contains("--id"), "the id is needed and unknown");
         let env = [("ORB_AGENT__WILL_TOPIC", "status.all"), ("ORB_AGENT__WILL_BODY", r#"{"gone": true}"#)];
         let spec = will("", &env).unwrap().unwrap();
@@ -896,6 +911,7 @@ mod tests {
         assert_eq!(spec.body.as_deref(), Some(r#""gone""#), "a bare word is a JSON string");
         for (bad, says) in [
             ("[agent]\nwill_body = \"1\"\n", "'agent.will_body' needs 'agent.will_topic'"),
+            ("[agent]\nwill_retain = true\n", "'agent.will_retain' needs 'agent.will_topic'"),
             ("[agent]\nwill_topic = \"s\"\nwill_body = \"{\"\n", "'agent.will_body' is not valid JSON"),
             ("[agent]\nwill_topic = \"$orb.x\"\n", "'agent.will_topic' = \"$orb.x\""),
             ("[agent]\nwill_topic = \"a..b\"\n", "'agent.will_topic' = \"a..b\""),

@@ -306,3 +306,54 @@ fn a_subscriber_whose_server_stops_says_why() {
     let err = sub.stderr();
     assert!(err.contains("error: closed by the server: server_shutdown (the server is stopping)"), "{err}");
 }
+
+#[test]
+fn a_retained_will_is_there_for_later_subscribers_until_the_agent_is_back() {
+    let server = Server::start_with(|cmd, _| {
+        cmd.env("ORB_ACL__AGENT_RETAIN", r#"["status.>"]"#);
+    });
+    let (_tail, tail) = {
+        let mut cmd = orb(server.cwd());
+        cmd.args(["tail", "--json", "--server", &server.tcp, "--token", ADMIN]);
+        let (mut p, lines) = Proc::with_stdout("orb tail", cmd);
+        p.wait_for_line(STARTUP, |l| l.starts_with("subscribed to"));
+        (p, lines)
+    };
+    let retained_will = |c: &mut std::process::Command| {
+        c.args(["--will-topic", "status.{id}", "--will-retain"]);
+    };
+    let mut agent = server.agent_with("wr-1", retained_will);
+    assert_eq!(next_presence(&tail, "wr-1").0, "online");
+    agent.wait_for_line(STARTUP, |l| l.contains("agent connected"));
+    drop(agent); // SIGKILL
+    assert_eq!(next_presence(&tail, "wr-1").1.as_deref(), Some("connection_lost"));
+
+    // A subscriber that comes later gets it, retained; it then sees the agent clear it on its return.
+    let mut cmd = orb(server.cwd());
+    cmd.args(["sub", "status.>", "--json", "--server", &server.tcp, "--token", ADMIN]);
+    let (_sub, lines) = Proc::with_stdout("orb sub", cmd);
+    let will = next_json(&lines);
+    assert_eq!((will["topic"].as_str(), will["retained"].as_bool()), (Some("status.wr-1"), Some(true)), "{will}");
+    assert_eq!(will["body"], serde_json::json!({"id": "wr-1", "status": "lost"}));
+    let _agent = server.agent_with("wr-1", retained_will);
+    let cleared = next_json(&lines);
+    assert_eq!((cleared["topic"].as_str(), &cleared["body"]), (Some("status.wr-1"), &Value::Null), "{cleared}");
+    // Nothing retained any more: a new subscriber's first message is one published after it.
+    let mut cmd = orb(server.cwd());
+    cmd.args(["sub", "status.>", "--json", "--count", "1", "--server", &server.tcp, "--token", ADMIN]);
+    let (mut fresh, lines) = Proc::with_stdout("orb sub (fresh)", cmd);
+    fresh.wait_for_line(STARTUP, |l| l.starts_with("subscribed to"));
+    let out = server.client("pub").args(["status.marker", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(next_json(&lines)["topic"], "status.marker");
+}
+
+#[test]
+fn a_retained_will_the_server_does_not_allow_is_refused_and_retried() {
+    let server = Server::start();
+    let mut agent = server.agent_with("wr-2", |c| {
+        c.args(["--will-topic", "status.{id}", "--will-retain"]);
+    });
+    // acl.agent_retain allows nothing by default: the hello is refused, the agent says why.
+    agent.wait_for_line(STARTUP, |l| l.contains("cannot connect") && l.contains("acl.agent_retain"));
+}

@@ -156,6 +156,10 @@ pub struct Will {
     /// The body (JSON), null when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<RawJson>,
+    /// Also keep it as the topic's retained publication (the client must be allowed to retain
+    /// there); absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
 }
 
 /// JSON kept as written, compared by its text.

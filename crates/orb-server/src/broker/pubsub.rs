@@ -142,11 +142,19 @@ impl Broker {
         self.publish_event(&format!("$orb.presence.{id}"), &body);
     }
 
-    /// Publishes the last will `will` of `who`, whose connection ended without a `bye`.
+    /// Publishes the last will `will` of `who`, whose connection ended without a `bye` (retained
+    /// too when the will says so).
     pub(crate) fn publish_will(&self, who: &Requester, will: &orb_proto::message::Will) {
         let body = will.body.as_ref().map(|b| Bytes::copy_from_slice(b.0.get().as_bytes()));
-        // Checked in the hello; its topic may have become unpublishable only by policy.
-        if let Err(e) = self.publish(who, &will.topic, body) {
+        // Checked in the hello; its topic may have become unpublishable only by policy. The
+        // store's commit of a retained will is not awaited: nobody waits for it (the writer
+        // logs a store failure).
+        let published = if will.retain {
+            self.publish_retained(who, &will.topic, body).map(|(delivered, _committed)| delivered)
+        } else {
+            self.publish(who, &will.topic, body)
+        };
+        if let Err(e) = published {
             tracing::warn!(who = who.identity.name, code = %e.code, "a last will was not published: {}", e.message);
         }
     }
