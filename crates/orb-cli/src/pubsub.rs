@@ -175,7 +175,7 @@ async fn follow(pattern: &str, args: FollowArgs, line: fn(&orb_client::Message) 
     // Dropped after the last message printed, with nothing let in since: lost all the same, unless
     // the command stopped at its count (it would not have printed them).
     let trailing = sub.dropped().saturating_sub(dropped);
-    if trailing > 0 && !args.count.is_some_and(|n| seen >= n) {
+    if trailing > 0 && args.count.is_none_or(|n| seen < n) {
         dropped += trailing;
         report_dropped(trailing, json);
     }
@@ -229,6 +229,7 @@ fn report_dropped(n: u64, json: bool) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
