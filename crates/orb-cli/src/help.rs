@@ -98,7 +98,7 @@ Examples:
   orb agent --server tls://orb.example:7700 --ca-cert ca.crt --cert cam-1.crt --key cam-1.key
   orb agent --id gw-7 --secret-file gw-7.secret          # pre-registered with orb devices add gw-7
   orb agent --id web-1 --give-up-after 5m     # exit 69 after 5 minutes without a connection
-  orb agent --id gw-1 --will-topic 'status.{id}'   # last will: published there if the agent vanishes
+  orb agent --id gw-1 --will-topic 'status.{id}'   # last will, published if the agent vanishes
   orb agent --standalone --telemetry-file /var/log/orb-telemetry.jsonl   # no server: metrics only";
 
 /// `orb send`.
@@ -396,9 +396,9 @@ each gap is reported where it is (stderr; a {\"dropped\": N} line with --json); 
 pub const TAIL: &str = "\
 Examples:
   orb tail                                     # TIME  gw-1 online, TIME  gw-1 offline (reason)
-                                               # TIME  job J: gw-1 ok (3 ms), TIME  job J: ended, 1 ok
   orb tail --json                              # one object per line: topic, body, from, seq
-  orb sub '$orb.presence.gw-*'                 # only some devices' comings and goings";
+  orb sub '$orb.presence.gw-*'                 # only some devices' comings and goings
+Jobs read: TIME  job J: gw-1 ok (3 ms), then TIME  job J: ended, 1 ok (moves of --one jobs too).";
 
 /// `orb cert`.
 #[cfg(feature = "server")]
