@@ -1,5 +1,6 @@
 //! The examples run as their users would run them: the custom agent against a real server,
-//! answering its two commands (and keeping its device secret for the next run); the
+//! answering its two commands (and keeping its device secret for the next run); the relay agent
+//! sending commands to other devices where `[[acl.peers]]` allows it, and refused where not; the
 //! conversation's server and client as two processes, in both start orders, the client's side of
 //! the script printed in order and both exiting cleanly.
 #![allow(clippy::unwrap_used)]
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use orb_proto::ErrorCode;
-use orb_testkit::{TestServer, Transport, WAIT};
+use orb_server::config::{AclConfig, PeerRuleConfig, ServerConfig};
+use orb_testkit::{TestServer, Transport, WAIT, basic_handlers};
 use serde_json::{Value, json};
 
 /// Waits for `child` to exit (at most 60 s): its exit status and standard output.
@@ -89,6 +91,67 @@ async fn the_custom_agent_answers_its_two_commands_and_keeps_its_secret() {
     server.wait_for_agents(1).await;
     let read: Value = serde_json::from_slice(&ask("thermostat.read", "null").await.unwrap()).unwrap();
     assert_eq!(read, json!({"celsius": 20.0}), "a new process starts from its default");
+}
+
+#[tokio::test]
+async fn the_relay_agent_reaches_other_devices_only_where_acl_peers_allows() {
+    let rule = PeerRuleConfig { from: "relay-1".into(), to: "w-*".into(), commands: vec!["echo".into()] };
+    let server = TestServer::start_with(|cfg| cfg.acl.peers = vec![rule], |b| b).await;
+    let _w1 = server.agent(Transport::Tcp, "w-1", &[], basic_handlers()).await;
+    let _w2 = server.agent(Transport::Ws, "w-2", &[], basic_handlers()).await;
+    let _db = server.agent(Transport::Tcp, "db-1", &[], basic_handlers()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("agent.token");
+    std::fs::write(&token, "test-agent-token-0123456789\n").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_relay-agent"));
+    cmd.args(["--server", &format!("tcp://{}", server.server.tcp_addr()), "--id", "relay-1"])
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--secret-file")
+        .arg(dir.path().join("relay-1.secret"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _relay = Killed(cmd.spawn().unwrap());
+    server.wait_for_agents(4).await;
+    let op = server.operator(Transport::Tcp).await;
+    let relay = |args: Value| {
+        let op = op.clone();
+        async move {
+            let answer = op.request("relay-1", "relay", Bytes::from(args.to_string()), WAIT).await?;
+            Ok::<Value, orb_client::ClientError>(serde_json::from_slice(&answer).unwrap())
+        }
+    };
+
+    // Every device matches `*`; the rule reaches the workers only, and their replies come back.
+    let out = relay(json!({"target": "*", "command": "echo", "args": {"n": 7}})).await.unwrap();
+    let mut devices: Vec<&str> =
+        out["results"].as_array().unwrap().iter().map(|r| r["device"].as_str().unwrap()).collect();
+    devices.sort_unstable();
+    assert_eq!(devices, ["w-1", "w-2"], "{out}");
+    for r in out["results"].as_array().unwrap() {
+        assert_eq!((&r["status"], &r["result"]), (&json!("ok"), &json!({"n": 7})), "{out}");
+    }
+    assert_eq!(out["summary"]["ok"], 2, "{out}");
+    // "Any one of": exactly one worker runs it.
+    let out = relay(json!({"target": "w-*", "command": "echo", "args": 1, "one": true})).await.unwrap();
+    assert_eq!(out["results"].as_array().unwrap().len(), 1, "{out}");
+
+    // A command the rule does not list, a device it does not reach: the server refuses, and the
+    // relay answers that refusal.
+    for (args, says) in [
+        (json!({"target": "w-1", "command": "ping"}), "acl.peers"),
+        (json!({"target": "db-1", "command": "echo"}), "no device matching 'db-1'"),
+    ] {
+        let e = relay(args.clone()).await.err().unwrap();
+        assert_eq!(e.code(), Some(&ErrorCode::Forbidden), "{args}: {e}");
+        assert!(e.to_string().contains(says), "{args}: {e}");
+    }
+    // Deny by default: without the rule nothing is relayed.
+    let cfg = ServerConfig { acl: AclConfig::default(), ..ServerConfig::for_tests(server.data.path().to_path_buf()) };
+    server.server.reload(cfg).unwrap();
+    let e = relay(json!({"target": "w-*", "command": "echo"})).await.err().unwrap();
+    assert_eq!(e.code(), Some(&ErrorCode::Forbidden), "{e}");
+    assert!(e.to_string().contains("acl.peers"), "{e}");
 }
 
 /// A port free now on 127.0.0.1 (the client must know it before the server starts).

@@ -188,6 +188,14 @@ fn load(args: &AgentArgs, config_flag: Option<&Path>) -> Result<Settings, Failur
             layers.set("agent", key, s(&v.display().to_string()), flag);
         }
     }
+    for (key, v) in [("will_topic", &args.will_topic), ("will_body", &args.will_body)] {
+        if let Some(v) = v {
+            layers.set("agent", key, s(v), flag);
+        }
+    }
+    if args.will_retain {
+        layers.set("agent", "will_retain", toml::Value::Boolean(true), flag);
+    }
     layers.finish().map_err(|p| Failure::new(exit::CONFIG, format!("invalid configuration:\n  {}", p.join("\n  "))))
 }
 
@@ -287,6 +295,30 @@ fn secret_refused_hint(data: &Path) -> String {
     )
 }
 
+/// A retained will says the device vanished: each time the agent is connected (again), it clears
+/// it (a retained `null`, which subscribers also get live), so a later subscriber does not take a
+/// device that is back for lost.
+async fn clear_retained_will(
+    mut current: tokio::sync::watch::Receiver<Option<orb_client::Client>>,
+    topic: String,
+    stop: CancellationToken,
+) {
+    loop {
+        let client = current.borrow_and_update().clone();
+        if let Some(client) = client {
+            let null = bytes::Bytes::from_static(b"null");
+            match client.publish_retained(&topic, null, std::time::Duration::from_secs(15)).await {
+                Ok(_) => tracing::debug!(topic, "the retained last will cleared"),
+                Err(e) => tracing::warn!(topic, "the retained last will was not cleared: {e}"),
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = current.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Cancels `stop` on SIGTERM or SIGINT.
 fn cancel_on_signals(stop: &CancellationToken) -> Result<(), Failure> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
@@ -383,7 +415,15 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let mut shown_id = who.id.clone();
     let mut with_secret = !enroll;
 
+    let will = settings.agent.will.as_ref().map(|w| w.resolve(who.id.as_deref()));
+    let will = will.transpose().map_err(|m| Failure::new(exit::CONFIG, m))?;
+    if let Some(w) = &will {
+        tracing::info!(topic = w.topic, "last will: published on {} if this agent vanishes", w.topic);
+    }
+    // A retained will is cleared each time the agent connects (below).
+    let retained_will = will.as_ref().filter(|w| w.retain).map(|w| w.topic.clone());
     let mut base = ClientConfig::agent(urls[0].clone(), who.token, String::new());
+    base.will = will;
     base.id = who.id;
     base.secret = who.secret;
     base.enroll = enroll;
@@ -425,6 +465,9 @@ pub async fn run(args: AgentArgs, config_flag: Option<&Path>, verbose: u8) -> Re
     let stop = CancellationToken::new();
     tokio::spawn(pushed::follow(std::sync::Arc::clone(&applier), link.current(), stop.child_token()));
     tokio::spawn(telemetry::run(metrics, link.current(), applier.telemetry(), Some(outbox), stop.child_token()));
+    if let Some(topic) = retained_will {
+        tokio::spawn(clear_retained_will(link.current(), topic, stop.child_token()));
+    }
     cancel_on_signals(&stop)?;
 
     // Set when an issued credential could not be saved: the agent stops (it could not connect

@@ -410,6 +410,18 @@ pub struct AgentArgs {
     /// With --standalone: append the JSON lines to FILE instead of writing them to stdout.
     #[arg(long, value_name = "FILE", requires = "standalone")]
     pub telemetry_file: Option<PathBuf>,
+    /// Last will: when this agent's connection ends without a goodbye (the process was killed,
+    /// the link broke), the server publishes the will's body on TOPIC as this device; {id} is
+    /// the device id. Not on a normal stop (SIGTERM). The server's acl.agent_publish must allow it.
+    #[arg(long, value_name = "TOPIC", help_heading = "Last will")]
+    pub will_topic: Option<String>,
+    /// The will's body: JSON, a bare word is a JSON string [default: {"id": ID, "status": "lost"}].
+    #[arg(long, value_name = "JSON", allow_hyphen_values = true, help_heading = "Last will")]
+    pub will_body: Option<String>,
+    /// Keep the will as the topic's retained message too, so later subscribers learn the device
+    /// vanished; the agent clears it each time it connects. Needs the server's acl.agent_retain.
+    #[arg(long, help_heading = "Last will")]
+    pub will_retain: bool,
 }
 
 /// `orb send`.
@@ -542,9 +554,12 @@ summary), name (the device ids)";
 pub struct PubArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Topic: dot-separated segments (telemetry.gw-1.cpu); no wildcards, not under $orb.
+    /// Topic: dot-separated segments (telemetry.gw-1.cpu); no wildcards, not starting with $
+    /// (the server's topics).
     pub topic: String,
-    /// Body as JSON; a bare word is taken as a JSON string [default: null].
+    /// Body as JSON; a bare word is taken as a JSON string [default: null]. A negative number
+    /// needs no `--` (orb pub b.4 -1.5).
+    #[arg(allow_negative_numbers = true)]
     pub body: Option<String>,
     /// Keep it as the topic's retained message (stored): every later subscription that matches
     /// gets it first. A null body clears the topic's retained message.
@@ -580,8 +595,29 @@ pub struct FollowArgs {
     /// Stop after DURATION (exit 0 without --count).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    #[command(flatten)]
-    pub output: crate::output::OutputArgs,
+    /// Output format: text (default: one line per message) or json (one object per line).
+    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    pub output: Option<FollowFormat>,
+    /// Same as `-o json`.
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
+}
+
+impl FollowArgs {
+    /// Whether messages are printed as JSON objects.
+    pub fn json(&self) -> bool {
+        self.json || self.output == Some(FollowFormat::Json)
+    }
+}
+
+/// How `orb sub` and `orb tail` print each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FollowFormat {
+    /// One line per message: `TOPIC  BODY` (`orb tail`: the server's events in words).
+    Text,
+    /// One JSON object per line: topic, body, from, retained, seq.
+    #[value(alias = "jsonl")]
+    Json,
 }
 
 /// `orb signal`.

@@ -108,6 +108,16 @@ pub struct AgentSection {
     pub outbox_max_messages: u64,
     /// Bytes the outbox holds at most.
     pub outbox_max_bytes: u64,
+    /// Last will: the topic the server publishes on when the agent's connection ends without a
+    /// goodbye (`{id}` is the device id); none when absent.
+    pub will_topic: Option<String>,
+    /// The will's body: JSON, a bare word taken as a JSON string (default
+    /// `{"id": ID, "status": "lost"}`). A number or boolean from the environment is taken as JSON.
+    #[serde(deserialize_with = "json_text")]
+    pub will_body: Option<String>,
+    /// Also keep the will as the topic's retained message (cleared by the agent each time it
+    /// connects); the server's `acl.agent_retain` must allow it.
+    pub will_retain: bool,
 }
 
 impl Default for AgentSection {
@@ -131,6 +141,9 @@ impl Default for AgentSection {
             journal_max_entries: JournalLimits::default().max_entries,
             outbox_max_messages: OutboxLimits::default().max_messages,
             outbox_max_bytes: OutboxLimits::default().max_bytes,
+            will_topic: None,
+            will_body: None,
+            will_retain: false,
         }
     }
 }
@@ -146,6 +159,25 @@ pub struct TelemetrySection {
     /// Which parts of the metrics are published: `cpu`, `load`, `memory`, `swap`, `disks`,
     /// `network` (default all); hostname, OS and uptimes always are.
     pub metrics: Vec<String>,
+}
+
+/// JSON text: a string as written, or a number or boolean (as `ORB_AGENT__WILL_BODY=30` gives
+/// it) as its JSON form.
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    Ok(Option::<Raw>::deserialize(d)?.map(|raw| match raw {
+        Raw::Text(s) => s,
+        Raw::Integer(n) => n.to_string(),
+        Raw::Float(x) => serde_json::Number::from_f64(x).map_or_else(|| "null".to_owned(), |n| n.to_string()),
+        Raw::Bool(b) => b.to_string(),
+    }))
 }
 
 /// A string, or the number 0 read as `"0"`.
@@ -291,6 +323,8 @@ fn known_keys() -> BTreeMap<String, Vec<String>> {
     sample.agent.cert = Some(String::new());
     sample.agent.key = Some(String::new());
     sample.agent.give_up_after = Some(String::new());
+    sample.agent.will_topic = Some(String::new());
+    sample.agent.will_body = Some(String::new());
     sample.exec.run_as = Some(String::new());
     sample.client.server = Some(String::new());
     sample.client.token_file = Some(String::new());
@@ -525,6 +559,90 @@ pub struct TypedAgent {
     pub durable: DurableLimits,
     /// `[telemetry] interval`: how often the agent publishes its metrics (`None`: never).
     pub telemetry: Option<Duration>,
+    /// The last will, checked (`agent.will_topic`, `agent.will_body`).
+    pub will: Option<WillSpec>,
+}
+
+/// A last will as configured: its topic may name `{id}`, the device id, which the body does
+/// too when none is given ([`WillSpec::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillSpec {
+    /// The topic, `{id}` not yet replaced.
+    pub topic: String,
+    /// The body as JSON text; `None`: `{"id": ID, "status": "lost"}`.
+    pub body: Option<String>,
+    /// Kept as the topic's retained message too.
+    pub retain: bool,
+}
+
+/// Stands in for `{id}` when a will's topic is checked before the id is known.
+const ID_PLACEHOLDER: &str = "id";
+
+impl WillSpec {
+    /// Checks `agent.will_topic` and `agent.will_body`: a topic (with `{id}` standing for the
+    /// device id) outside `$orb.`, a body that is JSON (a bare word a JSON string) within
+    /// [`orb_proto::message::MAX_WILL_BODY`], and no body without a topic.
+    fn check(topic: Option<&str>, body: Option<&str>, retain: bool) -> Result<Option<WillSpec>, Vec<String>> {
+        let mut p = Vec::new();
+        let body =
+            body.map(|b| crate::input::json_value(Some(b), "'agent.will_body'")).transpose().unwrap_or_else(|e| {
+                p.push(e.message);
+                None
+            });
+        if let Some(b) = body.as_ref().filter(|b| b.len() > orb_proto::message::MAX_WILL_BODY) {
+            p.push(format!(
+                "'agent.will_body' is {} bytes; a will's body has at most {}",
+                b.len(),
+                orb_proto::message::MAX_WILL_BODY
+            ));
+        }
+        let Some(topic) = topic else {
+            if body.is_some() {
+                p.push("'agent.will_body' needs 'agent.will_topic' (--will-topic)".to_owned());
+            }
+            if retain {
+                p.push("'agent.will_retain' needs 'agent.will_topic' (--will-topic)".to_owned());
+            }
+            return if p.is_empty() { Ok(None) } else { Err(p) };
+        };
+        match orb_proto::topic::Topic::parse(&topic.replace("{id}", ID_PLACEHOLDER)) {
+            Ok(t) if t.is_reserved() => {
+                p.push(format!("'agent.will_topic' = \"{topic}\": topics starting with $ are the server's own"));
+            }
+            Ok(_) => {}
+            Err(e) => p.push(format!("'agent.will_topic' = \"{topic}\": {}", e.message)),
+        }
+        if !p.is_empty() {
+            return Err(p);
+        }
+        let body = body.map(|b| String::from_utf8_lossy(&b).into_owned());
+        Ok(Some(WillSpec { topic: topic.to_owned(), body, retain }))
+    }
+
+    /// The will of device `id`: `{id}` replaced in the topic, the default body filled in.
+    ///
+    /// # Errors
+    /// The id is needed (`{id}` in the topic, or the default body) but not known yet (an agent
+    /// enrolling without an id, which the server assigns).
+    pub fn resolve(&self, id: Option<&str>) -> Result<orb_proto::message::Will, String> {
+        let needs_id = self.topic.contains("{id}") || self.body.is_none();
+        let id = match id {
+            Some(id) => id,
+            None if needs_id => {
+                return Err("the last will names the device id, which the server assigns only when the agent \
+                            enrolls: give --id, or a --will-topic without {id} and a --will-body"
+                    .to_owned());
+            }
+            None => "",
+        };
+        let body = self.body.clone().unwrap_or_else(|| serde_json::json!({"id": id, "status": "lost"}).to_string());
+        let body = serde_json::value::RawValue::from_string(body).map_err(|e| format!("'agent.will_body': {e}"))?;
+        Ok(orb_proto::message::Will {
+            topic: self.topic.replace("{id}", id),
+            body: Some(orb_proto::message::RawJson(body)),
+            retain: self.retain,
+        })
+    }
 }
 
 fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
@@ -559,6 +677,12 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
             p.push(e);
             None
         }),
+        will: WillSpec::check(a.will_topic.as_deref(), a.will_body.as_deref(), a.will_retain).unwrap_or_else(
+            |problems| {
+                p.extend(problems);
+                None
+            },
+        ),
     };
     p.extend(
         orb_proto::agent_config::metrics_problems(&file.telemetry.metrics)
@@ -757,6 +881,44 @@ mod tests {
         {
             let problems = interval(bad, &[]).unwrap_err();
             assert!(problems.iter().any(|p| p.contains("telemetry.")), "{bad}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn a_last_will_comes_from_the_file_or_the_environment_and_is_checked() {
+        let will = |text: &str, env: &[(&str, &str)]| {
+            let mut l = Layers::defaults();
+            l.text(text, "orb.toml");
+            l.env(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            l.finish().map(|s| s.agent.will)
+        };
+        assert_eq!(will("", &[]).unwrap(), None, "no will by default");
+        let spec = will("[agent]\nwill_topic = \"status.{id}\"\n", &[]).unwrap().unwrap();
+        let w = spec.resolve(Some("gw-1")).unwrap();
+        assert_eq!(w.topic, "status.gw-1");
+        assert!(!w.retain, "not retained unless asked");
+        assert_eq!(w.body.unwrap().0.get(), r#"{"id":"gw-1","status":"lost"}"#, "the default body");
+        let spec = will("", &[("ORB_AGENT__WILL_TOPIC", "s"), ("ORB_AGENT__WILL_RETAIN", "true")]).unwrap().unwrap();
+        assert!(spec.resolve(Some("gw-1")).unwrap().retain);
+        assert!(spec.resolve(None).unwrap_err().contains("--id"), "the id is needed and unknown");
+        let env = [("ORB_AGENT__WILL_TOPIC", "status.all"), ("ORB_AGENT__WILL_BODY", r#"{"gone": true}"#)];
+        let spec = will("", &env).unwrap().unwrap();
+        let w = spec.resolve(None).unwrap();
+        assert_eq!((w.topic.as_str(), w.body.unwrap().0.get()), ("status.all", r#"{"gone":true}"#));
+        let spec = will("", &[("ORB_AGENT__WILL_TOPIC", "s"), ("ORB_AGENT__WILL_BODY", "30")]).unwrap().unwrap();
+        assert_eq!(spec.body.as_deref(), Some("30"), "a number from the environment is JSON");
+        let spec = will("[agent]\nwill_topic = \"s\"\nwill_body = \"gone\"\n", &[]).unwrap().unwrap();
+        assert_eq!(spec.body.as_deref(), Some(r#""gone""#), "a bare word is a JSON string");
+        for (bad, says) in [
+            ("[agent]\nwill_body = \"1\"\n", "'agent.will_body' needs 'agent.will_topic'"),
+            ("[agent]\nwill_retain = true\n", "'agent.will_retain' needs 'agent.will_topic'"),
+            ("[agent]\nwill_topic = \"s\"\nwill_body = \"{\"\n", "'agent.will_body' is not valid JSON"),
+            ("[agent]\nwill_topic = \"$orb.x\"\n", "'agent.will_topic' = \"$orb.x\""),
+            ("[agent]\nwill_topic = \"a..b\"\n", "'agent.will_topic' = \"a..b\""),
+            ("[agent]\nwill_topic = \"a.>\"\n", "'agent.will_topic' = \"a.>\""),
+        ] {
+            let problems = will(bad, &[]).unwrap_err().join("\n");
+            assert!(problems.contains(says), "{bad}: {problems}");
         }
     }
 

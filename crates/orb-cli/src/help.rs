@@ -98,6 +98,7 @@ Examples:
   orb agent --server tls://orb.example:7700 --ca-cert ca.crt --cert cam-1.crt --key cam-1.key
   orb agent --id gw-7 --secret-file gw-7.secret          # pre-registered with orb devices add gw-7
   orb agent --id web-1 --give-up-after 5m     # exit 69 after 5 minutes without a connection
+  orb agent --id gw-1 --will-topic 'status.{id}'   # last will, published if the agent vanishes
   orb agent --standalone --telemetry-file /var/log/orb-telemetry.jsonl   # no server: metrics only";
 
 /// `orb send`.
@@ -375,7 +376,9 @@ Examples:
   orb pub alerts.door open                     # a bare word is a JSON string
   orb pub config.gw-1.rate 30 --retain         # kept: every later subscriber gets it first
   orb pub config.gw-1.rate null --retain       # clears the topic's retained message
-Messages under $orb. are the server's own (presence, jobs): clients may not publish there.";
+  orb pub sensors.gw-1.offset -1.5             # a negative number is a body, not a flag
+Topics starting with $ are the server's own ($orb.presence.*, $orb.job.*, any other $ topic):
+clients may not publish there (exit 2, nothing sent).";
 
 /// `orb sub`.
 pub const SUB: &str = "\
@@ -384,14 +387,18 @@ Examples:
   orb sub 'telemetry.*.temp' --json --count 5  # one object per line (topic, body, retained, ...)
   orb sub 'config.>' --count 3                 # retained messages come first and count too
   orb sub 'alerts.>' --timeout 30s             # stop after 30 s
-A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.";
+  orb sub 'config.>'                           # retained ones end with (retained): sent first
+A pattern starting with * or > does not match $orb. topics: name them ($orb.>) to see the server's events.
+Nothing is skipped silently: output read too slowly (10000 messages behind) loses messages, and
+each gap is reported where it is (stderr; a {\"dropped\": N} line with --json); then exit 1.";
 
 /// `orb tail`.
 pub const TAIL: &str = "\
 Examples:
   orb tail                                     # TIME  gw-1 online, TIME  gw-1 offline (reason)
   orb tail --json                              # one object per line: topic, body, from, seq
-  orb sub '$orb.presence.gw-*'                 # only some devices' comings and goings";
+  orb sub '$orb.presence.gw-*'                 # only some devices' comings and goings
+Jobs read: TIME  job J: gw-1 ok (3 ms), then TIME  job J: ended, 1 ok (moves of --one jobs too).";
 
 /// `orb cert`.
 #[cfg(feature = "server")]

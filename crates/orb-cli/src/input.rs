@@ -8,12 +8,18 @@ use crate::exit::Failure;
 /// Parses `ARGS`: text starting with `{`, `[` or `"` must be valid JSON; a JSON number, `true`,
 /// `false` or `null` is taken as such; any other bare word is a JSON string.
 pub fn command_args(raw: Option<&str>) -> Result<bytes::Bytes, Failure> {
+    json_value(raw, "ARGS")
+}
+
+/// Parses a JSON value given on the command line or in a file as [`command_args`] does; an
+/// error names it as `what` (`BODY`, `'agent.will_body'`). Absent, it is `null`.
+pub fn json_value(raw: Option<&str>, what: &str) -> Result<bytes::Bytes, Failure> {
     let Some(raw) = raw else {
         return Ok(bytes::Bytes::from_static(b"null"));
     };
     let trimmed = raw.trim_start();
     let value: serde_json::Value = if trimmed.starts_with(['{', '[', '"']) {
-        serde_json::from_str(raw).map_err(|e| Failure::usage(format!("ARGS is not valid JSON: {e}")))?
+        serde_json::from_str(raw).map_err(|e| Failure::usage(format!("{what} is not valid JSON: {e}")))?
     } else {
         match serde_json::from_str::<serde_json::Value>(raw) {
             Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_) | serde_json::Value::Null)) => v,

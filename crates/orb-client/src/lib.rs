@@ -7,6 +7,14 @@
 //! - [`Client::submit`] runs a [`JobRequest`] on every device a selector matches and streams
 //!   [`JobUpdate`]s;
 //! - [`Client::request`] is a plain request to one device; [`Client::call`] a command to the server;
+//!   an agent may send both, and [`Client::submit`], to other devices where the server's
+//!   `[[acl.peers]]` rules allow it (`examples/relay-agent`);
+//! - [`Client::publish`] (and [`Client::publish_retained`]) put a JSON body on a topic;
+//!   [`Client::subscribe`] returns a [`Subscription`], the inbox of what is published on matching
+//!   topics: [`Subscription::next`], a `futures` `Stream`, or [`Subscription::take_pending`] for
+//!   everything waiting now; each [`Message`] has its sequence number, sender, topic and body. A
+//!   reader that falls behind loses messages, counted and told ([`Message::dropped_before`]);
+//!   commands sent to this client go to its [`Handlers`], never to an inbox;
 //! - [`Persistent`] keeps an agent connected, and after enrollment (a welcome issuing a device
 //!   secret, [`LinkEvent::Enrolled`]) connects with that id and secret instead of the token;
 //! - [`durable::AgentStore`] gives an agent a journal (held commands never run twice) and an

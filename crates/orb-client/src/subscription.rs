@@ -3,9 +3,27 @@
 //! published on matching topics, numbered in arrival order on this connection. The server sends
 //! each publication once per connection; the client hands it to every local subscription whose
 //! pattern matches. A retained publication the server sends when a subscription starts names
-//! that subscription (`re`) and goes to it alone. An inbox holds at most [`INBOX`] unread messages: beyond, new ones are
-//! dropped and counted ([`Subscription::dropped`]), so a subscription nobody reads never stalls
-//! the connection.
+//! that subscription (`re`) and goes to it alone.
+//!
+//! A [`Subscription`] is an inbox read three ways: [`Subscription::next`] awaits the next
+//! message, it is a [`futures_util::Stream`] of them, and [`Subscription::take_pending`] takes
+//! every message waiting now without waiting (for polling loops). Each [`Message`] carries its
+//! sequence number on the connection, its sender, its topic and its body. Commands sent to this
+//! client do not arrive here: they go to the [`crate::Handlers`] given to
+//! [`crate::Client::connect`], whose answer is the command's reply.
+//!
+//! # A reader that falls behind
+//! An inbox holds at most [`INBOX`] unread messages. Beyond, new ones are **dropped and counted,
+//! never silently**: [`Subscription::dropped`] is the total, and the next message that does get
+//! in says how many were dropped just before it ([`Message::dropped_before`]); the first drop of
+//! a subscription is also logged (`warn`). The library does not stop reading the connection
+//! instead (backpressure): one connection carries every subscription, the replies to requests,
+//! the commands an agent must answer and the heartbeat, so one unread inbox would stall all of
+//! them and the server would soon close the connection as a slow consumer, losing everything
+//! queued. Dropping at the one inbox that is behind keeps the rest flowing, as NATS clients do
+//! with a slow subscription. A reader that must not lose messages reads promptly (hand them to
+//! your own queue, or to a task per subscription) and treats a non-zero `dropped_before` as a
+//! gap; `orb sub` reports it and exits 1.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +49,9 @@ pub struct Message {
     pub body: Bytes,
     /// A retained publication, sent when the subscription started (published before it).
     pub retained: bool,
+    /// Messages of this subscription dropped just before this one because its inbox was full
+    /// (its reader fell behind): 0 when none were. See [`Subscription::dropped`].
+    pub dropped_before: u64,
 }
 
 /// The local end of one subscription.
@@ -38,6 +59,27 @@ pub(crate) struct Local {
     pattern: Pattern,
     tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
+    /// Dropped since the last message that got into the inbox (only the reader task routes, so
+    /// plain loads and stores suffice).
+    gap: AtomicU64,
+}
+
+impl Local {
+    /// Puts `m` in the inbox, saying how many were dropped before it; or counts it dropped.
+    fn deliver(&self, mut m: Message) {
+        m.dropped_before = self.gap.load(Ordering::Relaxed);
+        if self.tx.try_send(m).is_ok() {
+            self.gap.store(0, Ordering::Relaxed);
+            return;
+        }
+        if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                pattern = self.pattern.as_str(),
+                "a subscription's reader fell behind: its inbox holds {INBOX} unread messages, so new ones are dropped"
+            );
+        }
+        self.gap.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The subscriptions of one connection, by the id each was sent with.
@@ -52,7 +94,7 @@ impl Subscriptions {
     pub(crate) fn add(&self, id: u64, pattern: Pattern) -> (mpsc::Receiver<Message>, Arc<AtomicU64>) {
         let (tx, rx) = mpsc::channel(INBOX);
         let dropped = Arc::new(AtomicU64::new(0));
-        let local = Local { pattern, tx, dropped: Arc::clone(&dropped) };
+        let local = Local { pattern, tx, dropped: Arc::clone(&dropped), gap: AtomicU64::new(0) };
         self.lock().insert(id, local);
         (rx, dropped)
     }
@@ -79,11 +121,6 @@ impl Subscriptions {
         };
         let retained = to.is_some();
         let subs = self.lock();
-        let deliver = |local: &Local, m: Message| {
-            if local.tx.try_send(m).is_err() {
-                local.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        };
         // A copy for each but the last subscription, which gets the message itself.
         let mut previous: Option<&Local> = None;
         let matching = subs.iter().filter(|(id, l)| match to {
@@ -92,13 +129,12 @@ impl Subscriptions {
         });
         for (_, local) in matching {
             if let Some(p) = previous.replace(local) {
-                let copy =
-                    Message { seq, topic: topic.as_str().to_owned(), from: from.clone(), body: body.clone(), retained };
-                deliver(p, copy);
+                let topic = topic.as_str().to_owned();
+                p.deliver(Message { seq, topic, from: from.clone(), body: body.clone(), retained, dropped_before: 0 });
             }
         }
         if let Some(p) = previous {
-            deliver(p, Message { seq, topic: topic.into_string(), from, body, retained });
+            p.deliver(Message { seq, topic: topic.into_string(), from, body, retained, dropped_before: 0 });
         }
     }
 
@@ -140,9 +176,26 @@ impl Subscription {
         out
     }
 
-    /// Messages dropped because the inbox held [`INBOX`] unread ones.
+    /// Messages dropped so far because the inbox held [`INBOX`] unread ones (each message that
+    /// got in after a drop says how many were dropped just before it:
+    /// [`Message::dropped_before`]).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A subscription is a [`futures_util::Stream`] of its messages (the same as
+/// [`Subscription::next`]): `while let Some(m) = sub.next().await`, or the stream combinators
+/// (`StreamExt::take`, `filter`, `select` with other streams). It ends once the connection has
+/// closed and the inbox is read.
+impl futures_util::Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -155,5 +208,42 @@ impl std::fmt::Debug for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.client.unsubscribe_quietly(self.id);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn publish(subs: &Subscriptions, n: u64) {
+        subs.route(format!("a.{n}"), "op-1".into(), Bytes::from(n.to_string()), None);
+    }
+
+    #[test]
+    fn a_full_inbox_drops_counts_and_the_next_message_in_says_how_many() {
+        let subs = Subscriptions::default();
+        let (mut rx, dropped) = subs.add(1, Pattern::parse("a.>").unwrap());
+        let (mut other, other_dropped) = subs.add(2, Pattern::parse("a.*").unwrap());
+        let total = INBOX as u64 + 3;
+        for n in 1..=total {
+            publish(&subs, n);
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 3, "three past the inbox");
+        let first = rx.try_recv().unwrap();
+        assert_eq!((first.seq, first.dropped_before), (1, 0));
+        // Room again: the next message in carries the gap, and its seq shows where it was.
+        publish(&subs, total + 1);
+        let mut last = None;
+        while let Ok(m) = rx.try_recv() {
+            last = Some(m);
+        }
+        let last = last.unwrap();
+        assert_eq!((last.seq, last.dropped_before), (total + 1, 3), "{last:?}");
+        publish(&subs, total + 2);
+        assert_eq!(rx.try_recv().unwrap().dropped_before, 0, "the gap is told once");
+        // Each subscription has its own inbox and count.
+        assert_eq!(other_dropped.load(Ordering::Relaxed), 5);
+        assert_eq!(other.try_recv().unwrap().dropped_before, 0);
     }
 }

@@ -156,6 +156,10 @@ pub struct Will {
     /// The body (JSON), null when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<RawJson>,
+    /// Also keep it as the topic's retained publication (the client must be allowed to retain
+    /// there); absent: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retain: bool,
 }
 
 /// JSON kept as written, compared by its text.
@@ -230,7 +234,7 @@ impl Hello {
             let topic = crate::topic::Topic::parse(&will.topic)
                 .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("hello will: {}", e.message)))?;
             if topic.is_reserved() {
-                return bad(format!("hello will topic '{}' is the server's ($orb.)", echo(&will.topic)));
+                return bad(format!("hello will topic '{}' is the server's (it starts with $)", echo(&will.topic)));
             }
             if let Some(body) = &will.body {
                 let text = body.0.get();

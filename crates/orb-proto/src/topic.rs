@@ -1,7 +1,8 @@
 //! Topics and subscription patterns (section 7 of the pub/sub protocol): a topic is
 //! dot-separated segments (`telemetry.gw-1.cpu`); a pattern may use `*` for exactly one segment
-//! and a final `>` for one or more remaining segments (`telemetry.*.cpu`, `telemetry.>`). Names
-//! under `$orb.` are the server's: only it publishes there. Checked and matched here, sans I/O.
+//! and a final `>` for one or more remaining segments (`telemetry.*.cpu`, `telemetry.>`). Topics
+//! whose first segment starts with `$` are the server's (its events under `$orb.`; the others kept
+//! for it, as in MQTT): only it publishes there. Checked and matched here, sans I/O.
 
 use crate::envelope::ErrorBody;
 use crate::error::ErrorCode;
@@ -10,8 +11,10 @@ use crate::error::ErrorCode;
 pub const MAX_TOPIC: usize = 256;
 /// Most segments in a topic or pattern.
 pub const MAX_SEGMENTS: usize = 32;
-/// The namespace only the server publishes in.
+/// The namespace of the server's own events.
 pub const RESERVED: &str = "$orb.";
+/// What the first segment of every topic only the server publishes on starts with.
+pub const SERVER_PREFIX: char = '$';
 
 /// A checked topic a message is published on: no wildcards.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,9 +43,10 @@ impl Topic {
         &self.0
     }
 
-    /// Whether it is in the server's `$orb.` namespace.
+    /// Whether only the server publishes on it: its first segment starts with `$` (`$orb`, the
+    /// server's `$orb.` events, and any other `$` topic, kept for the server as in MQTT).
     pub fn is_reserved(&self) -> bool {
-        self.0.starts_with(RESERVED)
+        self.0.starts_with(SERVER_PREFIX)
     }
 
     /// The topic as an owned string.
@@ -248,7 +252,12 @@ mod tests {
         assert!(Topic::parse(&"a".repeat(MAX_TOPIC + 1)).is_err());
         assert!(Topic::parse(&vec!["a"; MAX_SEGMENTS + 1].join(".")).is_err());
         assert!(Topic::parse("$orb.presence.gw-1").unwrap().is_reserved());
-        assert!(!Topic::parse("orb.presence").unwrap().is_reserved());
+        for reserved in ["$orb", "$foo.x", "$SYS.broker", "$"] {
+            assert!(Topic::parse(reserved).unwrap().is_reserved(), "{reserved}");
+        }
+        for open in ["orb.presence", "orb", "a.$orb", "a.$b.c", "x$"] {
+            assert!(!Topic::parse(open).unwrap().is_reserved(), "{open}");
+        }
     }
 
     /// The obvious matcher, written independently: wildcards expanded recursively.

@@ -96,6 +96,8 @@ pub struct Closer(Arc<CloserInner>);
 struct CloserInner {
     signal: Signal,
     reason: OnceLock<CloseReason>,
+    /// The reason as presence and job events tell it, when it differs from `reason`'s name.
+    told: OnceLock<&'static str>,
 }
 
 impl Closer {
@@ -103,6 +105,25 @@ impl Closer {
     pub fn close(&self, reason: CloseReason) {
         let _ = self.0.reason.set(reason);
         self.0.signal.raise();
+    }
+
+    /// [`Closer::close`] by the session itself as it ends, with the reason told in events
+    /// (`connection_lost` for a peer that closed without a `bye`); see [`Closer::told`].
+    pub fn close_told(&self, reason: CloseReason, told: &'static str) {
+        if self.0.reason.set(reason).is_ok() {
+            let _ = self.0.told.set(told);
+        }
+        self.0.signal.raise();
+    }
+
+    /// The reason as presence and job events tell it: what [`Closer::close_told`] gave with
+    /// the reason that won, else the reason's name (`server_shutdown` when none was given).
+    pub fn told(&self) -> &'static str {
+        match (self.0.told.get(), self.0.reason.get()) {
+            (Some(told), _) => told,
+            (None, Some(reason)) => reason.as_str(),
+            (None, None) => CloseReason::ServerShutdown.as_str(),
+        }
     }
 
     /// Resolves once [`Closer::close`] was called, with the reason.
@@ -118,6 +139,18 @@ impl Closer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_reason_wins_and_is_told_as_given_with_it() {
+        let closer = Closer::default();
+        closer.close_told(CloseReason::PeerClosed, "connection_lost");
+        closer.close(CloseReason::SlowConsumer);
+        assert_eq!(closer.told(), "connection_lost");
+        let closer = Closer::default();
+        closer.close(CloseReason::SlowConsumer);
+        closer.close_told(CloseReason::PeerClosed, "connection_lost");
+        assert_eq!(closer.told(), "slow_consumer");
+    }
 
     #[test]
     fn all_lists_every_reason_at_its_index() {

@@ -134,6 +134,8 @@ async fn a_device_that_disconnects_mid_command_hands_it_to_another() {
     .await;
     assert_eq!(moved["moved"]["from"], "w-1");
     assert_eq!(moved["moved"]["to"], "w-2");
+    // Gone without a `bye`: told as presence tells it.
+    assert_eq!(moved["moved"]["reason"], "connection_lost", "{moved}");
 
     // The history names the device that ran it.
     let mut shown: Option<JobDetail> = None;
@@ -148,6 +150,36 @@ async fn a_device_that_disconnects_mid_command_hands_it_to_another() {
     let shown = shown.expect("the job is stored as done");
     assert_eq!(shown.results.len(), 1, "{:?}", shown.results);
     assert_eq!(shown.results[0].device, "w-2");
+}
+
+#[tokio::test]
+async fn a_move_says_why_the_device_left_as_presence_does() {
+    let server = TestServer::start().await;
+    let op = server.operator(Transport::Tcp).await;
+    let mut events = op.subscribe("$orb.>", WAIT).await.unwrap();
+    // `w-0` takes the command and says goodbye without answering; `w-2` answers.
+    let mut w0 = server.raw_agent("w-0").await;
+    let _w2 = server.agent(Transport::Tcp, "w-2", &[], basic_handlers()).await;
+    let job = within("the ack", op.submit(one("w-*", "echo"))).await.unwrap();
+    assert_eq!(job.accepted.targets, ["w-0"]);
+    within("the command at w-0", async { while w0.read_json().await.expect("w-0 is connected")["kind"] != "cmd" {} })
+        .await;
+    w0.send_json(&json!({"kind": "bye", "body": {"reason": "peer_closed"}})).await.unwrap();
+    assert_eq!(result_of(job).await.device, "w-2");
+    let (mut moved, mut offline) = (None, None);
+    within("the move and the presence event", async {
+        while moved.is_none() || offline.is_none() {
+            let m = events.next().await.expect("subscribed");
+            let v: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+            if v.get("moved").is_some() {
+                moved = Some(v["moved"]["reason"].clone());
+            } else if m.topic == "$orb.presence.w-0" && v["status"] == "offline" {
+                offline = Some(v["reason"].clone());
+            }
+        }
+    })
+    .await;
+    assert_eq!((moved.unwrap(), offline.unwrap()), (json!("peer_closed"), json!("peer_closed")));
 }
 
 #[tokio::test]

@@ -119,7 +119,7 @@ async fn agents_publish_and_subscribe_where_the_allow_lists_say() {
 
     // A last will on a topic the agent may not publish on is refused at the hello.
     let mut cfg = server.agent_config(Transport::Tcp, "gw-2");
-    cfg.will = Some(orb_proto::message::Will { topic: "status.gw-2".into(), body: None });
+    cfg.will = Some(orb_proto::message::Will { topic: "status.gw-2".into(), body: None, retain: false });
     match orb_client::Client::connect(cfg, basic_handlers()).await {
         Err(ClientError::Refused(e)) => assert_eq!(e.code, ErrorCode::Forbidden, "{}", e.message),
         Err(other) => panic!("not refused by the server: {other:?}"),

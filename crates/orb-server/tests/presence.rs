@@ -19,7 +19,7 @@ fn body(m: &Message) -> Value {
 
 fn will(topic: &str, body: &str) -> Option<Will> {
     let body = serde_json::value::RawValue::from_string(body.to_owned()).unwrap();
-    Some(Will { topic: topic.to_owned(), body: Some(RawJson(body)) })
+    Some(Will { topic: topic.to_owned(), body: Some(RawJson(body)), retain: false })
 }
 
 #[tokio::test]

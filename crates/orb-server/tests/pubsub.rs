@@ -82,6 +82,14 @@ async fn the_servers_namespace_and_bad_input_are_refused() {
     let agent = server.agent(Transport::Tcp, "ps-2", &[], basic_handlers()).await;
 
     assert_eq!(remote(op.publish("$orb.presence.ps-2", Bytes::from_static(b"1"), WAIT).await), ErrorCode::Forbidden);
+    // Every `$` topic is the server's, `$orb` itself included, retained or not, for anyone.
+    for topic in ["$orb", "$foo.x", "$SYS"] {
+        assert_eq!(remote(op.publish(topic, Bytes::from_static(b"1"), WAIT).await), ErrorCode::Forbidden, "{topic}");
+        let retained = op.publish_retained(topic, Bytes::from_static(b"1"), WAIT).await;
+        assert_eq!(remote(retained), ErrorCode::Forbidden, "{topic}");
+        assert_eq!(remote(agent.publish(topic, Bytes::from_static(b"1"), WAIT).await), ErrorCode::Forbidden, "{topic}");
+    }
+    assert_eq!(server.server.broker().retained(), (0, 0), "nothing was retained");
     assert_eq!(
         remote(agent.subscribe("$orb.>", WAIT).await),
         ErrorCode::Forbidden,
@@ -218,4 +226,37 @@ async fn retained_publications_come_first_to_each_new_subscription_only() {
     let topics: Vec<String> = vec![next(&mut sub).await.topic, next(&mut sub).await.topic, next(&mut sub).await.topic];
     assert_eq!(topics, ["cfg.a", "cfg.c.deep", "cfg.d"]);
     assert!(sub.take_pending().is_empty());
+}
+
+#[tokio::test]
+async fn a_subscription_is_a_stream_and_gives_what_is_pending_without_waiting() {
+    use futures_util::StreamExt;
+    let server = TestServer::start().await;
+    let op = server.operator(Transport::Tcp).await;
+    let publish = |topic: &'static str| {
+        let op = op.clone();
+        async move { op.publish(topic, Bytes::from_static(b"1"), WAIT).await.unwrap() }
+    };
+
+    let stream = op.subscribe("s.>", WAIT).await.unwrap();
+    for topic in ["s.1", "s.2", "other", "s.3"] {
+        publish(topic).await;
+    }
+    let got: Vec<Message> = within("three messages", stream.take(3).collect()).await;
+    let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["s.1", "s.2", "s.3"]);
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "numbered in arrival order: {got:?}");
+    assert!(got.iter().all(|m| !m.from.is_empty()), "the sender named: {got:?}");
+
+    // Nothing waiting: an empty list at once. Then, once `p.end` is here (another subscription
+    // on the same connection), everything published before it is waiting too.
+    let mut pending = op.subscribe("p.>", WAIT).await.unwrap();
+    assert!(pending.take_pending().is_empty());
+    let mut end = op.subscribe("p.end", WAIT).await.unwrap();
+    for topic in ["p.1", "p.2", "p.end"] {
+        publish(topic).await;
+    }
+    next(&mut end).await;
+    let topics: Vec<String> = pending.take_pending().into_iter().map(|m| m.topic).collect();
+    assert_eq!(topics, ["p.1", "p.2", "p.end"]);
 }

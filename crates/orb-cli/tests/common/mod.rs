@@ -112,6 +112,15 @@ impl Proc {
         (p, StdoutLines(rx))
     }
 
+    /// Spawns `cmd` with its stdout piped and handed back unread: the child blocks once the pipe
+    /// is full, as behind a slow reader, until the test reads it.
+    pub fn with_unread_stdout(name: impl Into<String>, mut cmd: Command) -> (Proc, std::process::ChildStdout) {
+        cmd.stdout(Stdio::piped());
+        let mut p = Proc::spawn_piped(name, cmd);
+        let stdout = p.child.stdout.take().unwrap();
+        (p, stdout)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -2,8 +2,8 @@
 //! topic; every connection subscribed to a matching pattern gets it once, as one `pub` frame
 //! encoded once per codec in use and queued on the connection's bounded outbox (a full one is
 //! closed as a slow consumer, as for commands: nobody else waits). Subscriptions live with their
-//! connection (`router::topics`) and end with it. `$orb.` topics are the server's own: clients
-//! may subscribe to them, never publish. A publication may be retained (`router::retained`):
+//! connection (`router::topics`) and end with it. `$` topics (`$orb.` events and any other) are
+//! the server's own: clients may subscribe to them, never publish. A publication may be retained (`router::retained`):
 //! kept per topic, stored, and sent first to every new subscription it matches. A device's
 //! publication on its own `telemetry.<id>.sys` is also kept as its latest telemetry
 //! (`broker::telemetry`).
@@ -97,7 +97,10 @@ impl Broker {
     fn check_publication(&self, who: &Requester, topic: &str, body: Option<&Bytes>) -> Result<Topic, ErrorBody> {
         let topic = Topic::parse(topic)?;
         if topic.is_reserved() {
-            let msg = format!("{} topics are published by the server only", orb_proto::topic::RESERVED);
+            let msg = format!(
+                "'{}': topics starting with $ ($orb, $orb.*, and any other) are published by the server only",
+                orb_proto::excerpt(topic.as_str())
+            );
             return Err(ErrorBody::new(ErrorCode::Forbidden, msg));
         }
         self.0.policy.check(&who.identity, &Action::Publish { topic: topic.as_str() })?;
@@ -139,11 +142,19 @@ impl Broker {
         self.publish_event(&format!("$orb.presence.{id}"), &body);
     }
 
-    /// Publishes the last will `will` of `who`, whose connection ended without a `bye`.
+    /// Publishes the last will `will` of `who`, whose connection ended without a `bye` (retained
+    /// too when the will says so).
     pub(crate) fn publish_will(&self, who: &Requester, will: &orb_proto::message::Will) {
         let body = will.body.as_ref().map(|b| Bytes::copy_from_slice(b.0.get().as_bytes()));
-        // Checked in the hello; its topic may have become unpublishable only by policy.
-        if let Err(e) = self.publish(who, &will.topic, body) {
+        // Checked in the hello; its topic may have become unpublishable only by policy. The
+        // store's commit of a retained will is not awaited: nobody waits for it (the writer
+        // logs a store failure).
+        let published = if will.retain {
+            self.publish_retained(who, &will.topic, body).map(|(delivered, _committed)| delivered)
+        } else {
+            self.publish(who, &will.topic, body)
+        };
+        if let Err(e) = published {
             tracing::warn!(who = who.identity.name, code = %e.code, "a last will was not published: {}", e.message);
         }
     }

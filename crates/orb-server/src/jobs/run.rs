@@ -365,14 +365,16 @@ impl JobRun {
             return;
         }
         let from = self.devices[0].clone();
+        // As presence tells it: a device gone without a `bye` is `connection_lost`.
+        let told = one.current.as_ref().map_or(reason.as_str(), |(_, outbox)| outbox.closer.told());
         match one.dispatch() {
             Some((to, outbox)) => {
-                tracing::debug!(job = self.job_id, from = %from, to = %to, reason = reason.as_str(), "the command moved on");
+                tracing::debug!(job = self.job_id, from = %from, to = %to, reason = told, "the command moved on");
                 self.devices[0] = to.clone();
                 self.delivered[0] = Some(outbox);
                 let targets = vec![to.to_string()];
                 self.recorder.record(Record::JobRetargeted { job: self.job_id.clone(), targets }).await;
-                self.progress.moved(&from, &to, reason.as_str());
+                self.progress.moved(&from, &to, told);
             }
             // The device's answer came after all: it is on its way to this task.
             None if one.answered() => {}

@@ -135,6 +135,9 @@ pub(super) async fn handshake<R: FrameSource>(
     // A last will is published as this client: it must be allowed to publish there.
     if let Some(will) = &will {
         broker.policy().check(&identity, &crate::broker::Action::Publish { topic: &will.topic }).map_err(refuse)?;
+        if will.retain {
+            broker.policy().check(&identity, &crate::broker::Action::Retain { topic: &will.topic }).map_err(refuse)?;
+        }
     }
     // What the `[[fleet.agents]]` rules tell this device, judged by the tags its hello reports
     // (the registry takes them only below).

@@ -157,10 +157,6 @@ impl Session {
     /// The session ended for `reason`: a device's disconnection is recorded (a replaced session's
     /// end is not the device's: its successor is connected).
     pub(super) fn ended(&self, reason: CloseReason) {
-        // Whoever watches this session (an "any one of" job) learns it ended, whatever ended it.
-        self.outbox.closer.close(reason);
-        let broker = &self.shared.broker;
-        broker.connection_closed(self.outbox.conn);
         // Without a `bye` the client vanished: its will is published (a server stopping, or an
         // operator ending the session, is not the client's failure).
         let vanished = !self.said_bye
@@ -172,6 +168,12 @@ impl Session {
                     | CloseReason::SlowConsumer
                     | CloseReason::FrameTooLarge
             );
+        // How presence and job events (an "any one of" job's `moved`) tell it.
+        let told = if vanished && reason == CloseReason::PeerClosed { "connection_lost" } else { reason.as_str() };
+        // Whoever watches this session (an "any one of" job) learns it ended, whatever ended it.
+        self.outbox.closer.close_told(reason, told);
+        let broker = &self.shared.broker;
+        broker.connection_closed(self.outbox.conn);
         if let Some(will) = self.will.as_ref().filter(|_| vanished) {
             broker.publish_will(&self.requester, will);
         }
@@ -182,8 +184,7 @@ impl Session {
             && reason != CloseReason::Replaced
         {
             broker.registry().disconnected(r.id().as_str(), chrono::Utc::now());
-            let why = if vanished && reason == CloseReason::PeerClosed { "connection_lost" } else { reason.as_str() };
-            broker.publish_presence(r.id(), Some(why));
+            broker.publish_presence(r.id(), Some(told));
         }
     }
 
