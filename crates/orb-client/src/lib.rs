@@ -14,7 +14,10 @@
 //!   topics: [`Subscription::next`], a `futures` `Stream`, or [`Subscription::take_pending`] for
 //!   everything waiting now; each [`Message`] has its sequence number, sender, topic and body. A
 //!   reader that falls behind loses messages, counted and told ([`Message::dropped_before`]);
-//!   commands sent to this client go to its [`Handlers`], never to an inbox;
+//! - [`Inbox`] is one inbox for a program that prefers a loop to handlers: commands it names
+//!   ([`Inbox::commands`], answered with [`Incoming::reply`]) and the messages of its
+//!   subscriptions ([`Inbox::subscribe`]), each an [`Incoming`] with its sequence number, sender,
+//!   topic or command, and body; [`Inbox::next`], a `Stream`, or [`Inbox::take_pending`];
 //! - [`Persistent`] keeps an agent connected, and after enrollment (a welcome issuing a device
 //!   secret, [`LinkEvent::Enrolled`]) connects with that id and secret instead of the token;
 //! - [`durable::AgentStore`] gives an agent a journal (held commands never run twice) and an
@@ -37,6 +40,7 @@
 mod client;
 pub mod durable;
 mod error;
+mod inbox;
 mod job;
 mod persistent;
 mod request;
@@ -46,6 +50,7 @@ mod url;
 
 pub use client::{Client, ClientConfig};
 pub use error::ClientError;
+pub use inbox::{Inbox, Incoming, What};
 pub use job::{Job, JobUpdate};
 pub use orb_io::clock::Clock;
 pub use orb_io::handler::{self, Context, Handler, HandlerResult, Handlers};

@@ -10,7 +10,8 @@
 //! every message waiting now without waiting (for polling loops). Each [`Message`] carries its
 //! sequence number on the connection, its sender, its topic and its body. Commands sent to this
 //! client do not arrive here: they go to the [`crate::Handlers`] given to
-//! [`crate::Client::connect`], whose answer is the command's reply.
+//! [`crate::Client::connect`], whose answer is the command's reply, or to an [`crate::Inbox`]
+//! that merges commands and subscriptions for a program that reads one loop.
 //!
 //! # A reader that falls behind
 //! An inbox holds at most [`INBOX`] unread messages. Beyond, new ones are **dropped and counted,

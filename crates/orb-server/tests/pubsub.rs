@@ -260,3 +260,47 @@ async fn a_subscription_is_a_stream_and_gives_what_is_pending_without_waiting() 
     let topics: Vec<String> = pending.take_pending().into_iter().map(|m| m.topic).collect();
     assert_eq!(topics, ["p.1", "p.2", "p.end"]);
 }
+
+#[tokio::test]
+async fn an_inbox_gives_a_program_its_commands_and_publications_in_one_numbered_loop() {
+    use orb_client::{Inbox, What};
+    let server = TestServer::start().await;
+    let mut inbox = Inbox::new();
+    let handlers = inbox.commands(basic_handlers(), ["greet", "ignore"]);
+    let agent = server.agent(Transport::Tcp, "dev-1", &[], handlers).await;
+    inbox.subscribe(agent.subscribe("news.>", WAIT).await.unwrap());
+    let op = server.operator(Transport::Tcp).await;
+
+    op.publish("news.1", Bytes::from_static(b"\"hello\""), WAIT).await.unwrap();
+    let greet = {
+        let op = op.clone();
+        tokio::spawn(async move { op.request("dev-1", "greet", Bytes::from_static(b"{\"name\":\"ada\"}"), WAIT).await })
+    };
+    let mut first = within("the publication", inbox.next()).await.unwrap();
+    assert_eq!(first.seq, 1);
+    assert_eq!(first.what, What::Topic { topic: "news.1".into(), retained: false });
+    assert_eq!(first.body_as::<String>().unwrap(), "hello");
+    assert!(!first.reply(Ok(serde_json::json!(1))), "a publication has no one to answer");
+
+    let mut command = within("the command", inbox.next()).await.unwrap();
+    assert_eq!(command.seq, 2);
+    assert!(matches!(&command.what, What::Command { name, .. } if name == "greet"), "{command:?}");
+    assert!(!command.from.is_empty());
+    let name: String = command.body_as::<serde_json::Value>().unwrap()["name"].as_str().unwrap().to_owned();
+    assert!(command.reply(Ok(serde_json::json!(format!("hi {name}")))));
+    let answer = within("the reply", greet).await.unwrap().unwrap();
+    assert_eq!(&answer[..], br#""hi ada""#);
+
+    // Nothing waiting: an empty list at once, without waiting.
+    assert!(inbox.take_pending().is_empty());
+    // A command the program drops unanswered is an error for its requester, never a hang.
+    let ignored = {
+        let op = op.clone();
+        tokio::spawn(async move { op.request("dev-1", "ignore", Bytes::from_static(b"null"), WAIT).await })
+    };
+    let dropped = within("the command", inbox.next()).await.unwrap();
+    assert_eq!(dropped.seq, 3);
+    drop(dropped);
+    assert_eq!(remote(within("the answer", ignored).await.unwrap()), ErrorCode::HandlerError);
+    assert_eq!(inbox.dropped(), 0);
+}
