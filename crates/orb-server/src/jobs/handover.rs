@@ -43,12 +43,8 @@ pub(crate) struct HandOvers {
     writing: Option<Writing>,
     /// Whether a settle write is in flight (at most one: the next takes all gathered meanwhile).
     in_flight: bool,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) delivering: Arc<Delivering>,
-    /// Where a device whose reservation comes back with something held meanwhile is announced.
-    pub(crate) held_tx: mpsc::UnboundedSender<HeldNotice>,
-    pub(crate) tally: Arc<Tally>,
-    pub(crate) metrics: Arc<Metrics>,
+    /// The broker's parts it works with.
+    pub(crate) with: HandOverParts,
 }
 
 /// One handed-over command.
@@ -78,22 +74,10 @@ pub(crate) struct HandTo {
 
 impl HandOvers {
     /// Hand-overs for a job of `targets` targets.
-    pub(crate) fn new(parts: HandOverParts, targets: usize) -> HandOvers {
-        let HandOverParts { store, delivering, held_tx, tally, metrics } = parts;
+    pub(crate) fn new(with: HandOverParts, targets: usize) -> HandOvers {
         let mut handed = Vec::new();
         handed.resize_with(targets, || None);
-        HandOvers {
-            handed,
-            sent_at: None,
-            gathered: Vec::new(),
-            writing: None,
-            in_flight: false,
-            store,
-            delivering,
-            held_tx,
-            tally,
-            metrics,
-        }
+        HandOvers { handed, sent_at: None, gathered: Vec::new(), writing: None, in_flight: false, with }
     }
 
     /// Whether target `slot`'s command was handed over by the job and is not settled yet.
@@ -110,8 +94,8 @@ impl HandOvers {
     /// held); starts its delivery loop when something was held for it meanwhile.
     fn release(&mut self, slot: usize, device: &DeviceId, emptied: bool) {
         let Some(h) = self.handed.get_mut(slot).and_then(Option::take) else { return };
-        if self.delivering.release(device, h.mark, emptied) {
-            let _ = self.held_tx.send(HeldNotice::Resume(device.clone()));
+        if self.with.delivering.release(device, h.mark, emptied) {
+            let _ = self.with.held_tx.send(HeldNotice::Resume(device.clone()));
         }
     }
 
@@ -136,7 +120,7 @@ impl HandOvers {
                 Some(HeldOutcome { id: h.id, outcome })
             })
             .collect();
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.with.store);
         self.writing = Some(tokio::spawn(async move {
             let written = store.settle_held(outcomes).await.map_err(|e| e.to_string());
             (batch, written)
@@ -157,10 +141,11 @@ impl HandOvers {
     }
 }
 
-/// What [`HandOvers::new`] is made of.
+/// The broker's parts a job's hand-overs work with.
 pub(crate) struct HandOverParts {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) delivering: Arc<Delivering>,
+    /// Where a device whose reservation comes back with something held meanwhile is announced.
     pub(crate) held_tx: mpsc::UnboundedSender<HeldNotice>,
     pub(crate) tally: Arc<Tally>,
     pub(crate) metrics: Arc<Metrics>,
@@ -175,14 +160,14 @@ impl JobRun {
         let device = self.devices[slot].clone();
         handover.handed[slot] = Some(Handed { id, mark });
         handover.sent_at.get_or_insert_with(Instant::now);
-        handover.tally.delivered(device.as_str(), 1);
+        handover.with.tally.delivered(device.as_str(), 1);
         // Told before the frame is queued, so a session ending at any point after is heard.
-        handover.delivering.handed_over(&device, to.outbox.conn, inbox, slot);
+        handover.with.delivering.handed_over(&device, to.outbox.conn, inbox, slot);
         let len = to.frame.len();
         let index = u32::try_from(slot).unwrap_or(u32::MAX);
         match to.outbox.deliver_noticed(to.frame, Arc::clone(inbox) as _, index) {
             Ok(()) => {
-                handover.metrics.sent(Kind::Cmd, len);
+                handover.with.metrics.sent(Kind::Cmd, len);
                 self.delivered[slot] = Some(to.outbox);
             }
             // Never queued: heard as `offline`, then its claim is given back.
@@ -213,8 +198,8 @@ impl JobRun {
             }
             // It never left the server: the claim is given back, it waits in the queue.
             Outcome::Offline => {
-                match handover.store.undelivered(id).await {
-                    Ok(true) => handover.tally.delivered(device.as_str(), -1),
+                match handover.with.store.undelivered(id).await {
+                    Ok(true) => handover.with.tally.delivered(device.as_str(), -1),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(job = self.job_id, error = %e, "cannot give back a held command's claim"),
                 }
@@ -231,7 +216,7 @@ impl JobRun {
                 let sent = handover.sent_at.unwrap_or(self.started);
                 let elapsed = at.map(|at| at.saturating_duration_since(sent));
                 if let Some(took) = elapsed {
-                    handover.metrics.command_answered(took);
+                    handover.with.metrics.command_answered(took);
                 }
                 handover.gather(Settling { slot, outcome, elapsed, told: false, answered });
                 handover.start_write(&self.job_id, &self.devices);
@@ -281,9 +266,9 @@ impl JobRun {
             let still_held = held.get(n).copied().unwrap_or(false);
             let device = self.devices[s.slot].clone();
             if still_held {
-                handover.metrics.held_settled(s.outcome.status(), 1);
+                handover.with.metrics.held_settled(s.outcome.status(), 1);
                 if s.answered {
-                    handover.tally.acknowledged(device.as_str());
+                    handover.with.tally.acknowledged(device.as_str());
                 }
             }
             handover.release(s.slot, &device, stored);

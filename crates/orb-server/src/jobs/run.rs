@@ -302,7 +302,7 @@ impl JobRun {
         let Some(limits) = self.template.as_ref().map(|t| t.limits) else { return };
         let Some(handover) = self.handover.as_ref() else { return };
         let (store, delivering, held_tx) =
-            (Arc::clone(&handover.store), Arc::clone(&handover.delivering), handover.held_tx.clone());
+            (Arc::clone(&handover.with.store), Arc::clone(&handover.with.delivering), handover.with.held_tx.clone());
         let mut slots = Vec::with_capacity(rows.len());
         let mut commands = Vec::with_capacity(rows.len());
         for mut row in rows {
