@@ -165,8 +165,9 @@ fn a_firing_runs_once_across_a_crash_between_its_commit_and_its_dispatch() {
     let Server { dir, proc, .. } = server;
     drop(proc);
     let mut restart = serve_cmd(dir.path(), &listen);
-    // What was due before a start waits one heartbeat for devices to reconnect: 1 s here.
-    restart.env("ORB_LIMITS__HEARTBEAT", "1s");
+    // What was due before a start waits for the devices connected before it (sch-1), at most
+    // scheduler.restart_grace: ten minutes here, so the firing below proves it did not wait.
+    restart.env("ORB_SCHEDULER__RESTART_GRACE", "10m");
     let server = Server::spawn(dir, restart);
 
     // The firing is dispatched after the restart: one job for the schedule, answered once.

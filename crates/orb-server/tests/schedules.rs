@@ -1,6 +1,7 @@
 //! Stored schedules over the wire (`$orb.schedules.*`): a schedule fires once through the
 //! broker's one door (its job in the history, linked to it), bad input is refused with nothing
-//! stored, the count is bounded, and pause, resume and remove do what they say.
+//! stored, the count is bounded, pause, resume and remove do what they say, and a firing due
+//! at a restart waits for the devices that were connected.
 
 use std::sync::Arc;
 
@@ -101,4 +102,52 @@ async fn pause_resume_and_remove() {
     assert_eq!(removed.id, s.id);
     assert_eq!(refused(&op, commands::SCHEDULES_SHOW, id.clone()).await, ErrorCode::ScheduleNotFound);
     assert_eq!(refused(&op, commands::SCHEDULES_REMOVE, id).await, ErrorCode::ScheduleNotFound);
+}
+
+/// Handlers answering `stamp` with the job id they ran for, sent on `ran`.
+fn stamping(ran: &mpsc::UnboundedSender<Option<String>>) -> orb_client::Handlers {
+    let ran = Arc::new(ran.clone());
+    basic_handlers().on("stamp", move |c: Context| {
+        let ran = Arc::clone(&ran);
+        async move {
+            let _ = ran.send(c.job.clone());
+            Ok(json!("stamped"))
+        }
+    })
+}
+
+/// A firing that fell due while the server was down waits, after the restart, for the device
+/// that was connected when it stopped, and fires as soon as it is back: long before
+/// `scheduler.restart_grace` (ten minutes here) is over.
+#[tokio::test]
+async fn a_firing_due_at_a_restart_fires_once_the_devices_connected_before_are_back() {
+    let server = TestServer::start().await;
+    let (ran_tx, mut ran) = mpsc::unbounded_channel();
+    let agent = server.agent(Transport::Tcp, "back-1", &[], stamping(&ran_tx)).await;
+    let op = server.operator(Transport::Tcp).await;
+    let at = Utc::now() + chrono::Duration::seconds(2);
+    let spec = json!({"kind": "at", "at": at.to_rfc3339()});
+    let created: ScheduleInfo = call(
+        &op,
+        commands::SCHEDULES_CREATE,
+        json!({"target": "back-1", "command": "stamp", "deadline_ms": 5000, "spec": spec}),
+    )
+    .await;
+    op.close().await;
+
+    // Stopped (gracefully, with back-1 connected) until the firing's time has passed.
+    let down = (at - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_millis(300);
+    let (server, ()) =
+        server.restart_after(tokio::time::sleep(down), |c| c.restart_grace = std::time::Duration::from_secs(600)).await;
+    drop(agent);
+    let op = server.operator(Transport::Tcp).await;
+    let waiting: ScheduleInfo = call(&op, commands::SCHEDULES_SHOW, json!({"id": &created.id})).await;
+    assert_eq!(waiting.fired, 0, "nothing fired while back-1 is away: {waiting:?}");
+    assert!(ran.try_recv().is_err());
+
+    let _agent = server.agent(Transport::Tcp, "back-1", &[], stamping(&ran_tx)).await;
+    let job = within("the firing once back-1 is back", ran.recv()).await.expect("the handler ran").expect("a job");
+    let d: JobDetail = stored_until(&op, &job, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!((d.results[0].device.as_str(), d.results[0].status), ("back-1", orb_proto::Status::Ok));
+    assert_eq!(d.job.requester, format!("schedule:{}", created.id));
 }
