@@ -43,9 +43,15 @@ pub async fn run(cmd: ScheduleCommand) -> Result<u8, Failure> {
 ///
 /// # Errors
 /// A usage failure `CODE: MESSAGE` (an unknown zone, a time in the past, a bad cron expression
-/// or interval, an unknown `--missed`).
+/// or interval, an unknown `--missed`), or `--tz` with `--in` or `--every`, which count elapsed
+/// time in no zone.
 pub fn send_spec(args: &SendArgs, now: DateTime<Utc>) -> Result<Option<(Spec, MissedPolicy)>, Failure> {
     let when = &args.when;
+    if args.tz.is_some() && (when.in_.is_some() || when.every.is_some()) {
+        return Err(Failure::usage(
+            "--tz applies to --at and --cron: --in and --every count elapsed time, which no zone changes",
+        ));
+    }
     let zone = || match &args.tz {
         Some(name) => orb_schedule::parse_zone(name),
         None => Ok(local_zone()),

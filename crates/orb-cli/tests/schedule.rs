@@ -232,6 +232,10 @@ fn send_scheduling_flags_are_checked_before_anything_is_sent() {
         (&["--every", "0s"][..], "zero_interval"),
         (&["--in", "soon"][..], "invalid_duration"),
         (&["--every", "1m", "--missed", "always"][..], "invalid_policy"),
+        // A zone means nothing to elapsed time: refused, whether or not it exists.
+        (&["--every", "1h", "--tz", "Mars/Olympus"][..], "--tz applies to --at and --cron"),
+        (&["--in", "10m", "--tz", "Europe/Berlin"][..], "--tz applies to --at and --cron"),
+        (&["--at", "2030-01-01 10:00", "--tz", "Mars/Olympus"][..], "unknown_zone"),
     ] {
         let out = send(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
