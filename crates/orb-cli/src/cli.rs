@@ -787,7 +787,8 @@ pub struct JobsArgs {
     /// At most this many jobs (1 to 999), newest first [server default: 50].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=999))]
     pub limit: Option<u32>,
-    /// Only the jobs this schedule fired (id or unique prefix).
+    /// Only the jobs this schedule fired (id or unique prefix; also of a schedule removed, or a
+    /// one-shot that fired: its jobs name it).
     #[arg(long, value_name = "ID")]
     pub schedule: Option<String>,
     #[command(subcommand)]

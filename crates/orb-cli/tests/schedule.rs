@@ -203,6 +203,15 @@ fn a_firing_runs_once_across_a_crash_between_its_commit_and_its_dispatch() {
     let by_schedule = json(&["jobs", "--schedule", &id]);
     assert_eq!(by_schedule.as_array().unwrap().len(), 1, "{by_schedule}");
     assert_eq!(by_schedule[0]["id"], job.as_str());
+    // The schedule is gone (its firing deleted it): a prefix still finds it by its jobs, and a
+    // mistyped one is an error, not an empty list.
+    assert_eq!(json(&["jobs", "--schedule", &id[..13].to_uppercase()]), by_schedule);
+    let out = orb_cmd(server.cwd())
+        .args(["jobs", "--schedule", "ffffffff-0000", "--server", &server.tcp, "--token", ADMIN])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("schedule_not_found"), "{}", stderr(&out));
     // An --in schedule fires once, and is deleted by that firing.
     let out = orb_cmd(server.cwd())
         .args(["schedule", "show", &id, "--server", &server.tcp, "--token", ADMIN])

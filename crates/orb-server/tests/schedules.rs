@@ -54,6 +54,23 @@ async fn a_schedule_fires_once_through_the_one_door_and_its_job_is_linked() {
     let fired: Vec<JobInfo> = call(&op, commands::JOBS_LIST, json!({"schedule": created.id})).await;
     assert_eq!(fired.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [job.as_str()], "its jobs, by schedule");
     assert!(ran.try_recv().is_err(), "ran once");
+    // The schedule is gone, but its jobs name it: a unique prefix finds them, an unknown one is
+    // refused rather than answered with nothing.
+    let by_prefix: Vec<JobInfo> = call(&op, commands::JOBS_LIST, json!({"schedule": &created.id[..13]})).await;
+    assert_eq!(by_prefix.len(), 1);
+    let unknown = json!({"schedule": "ffffffff-0000"});
+    assert_eq!(refused(&op, commands::JOBS_LIST, unknown).await, ErrorCode::ScheduleNotFound);
+
+    // A prefix two schedules share (ids made together share their timestamp) is ambiguous.
+    let every = json!({"kind": "every", "every_ms": 3_600_000, "anchor": Utc::now().to_rfc3339()});
+    let create = json!({"target": "s-*", "command": "stamp", "spec": every});
+    let a: ScheduleInfo = call(&op, commands::SCHEDULES_CREATE, create.clone()).await;
+    let b: ScheduleInfo = call(&op, commands::SCHEDULES_CREATE, create).await;
+    let common = a.id.chars().zip(b.id.chars()).take_while(|(x, y)| x == y).count();
+    let both = json!({"schedule": &a.id[..common]});
+    assert_eq!(refused(&op, commands::JOBS_LIST, both).await, ErrorCode::AmbiguousId);
+    let none: Vec<JobInfo> = call(&op, commands::JOBS_LIST, json!({"schedule": a.id})).await;
+    assert!(none.is_empty(), "a stored schedule that has not fired has no jobs: {none:?}");
 }
 
 #[tokio::test]
