@@ -835,7 +835,8 @@ pub enum ScheduleCommand {
     /// Stop a schedule firing until it is resumed.
     #[command(after_help = crate::help::SCHEDULE_PAUSE)]
     Pause(ScheduleIdArgs),
-    /// Let a paused schedule fire again, from its next firing time after now.
+    /// Let a paused schedule fire again, from its next firing time after now; a one-shot whose
+    /// time passed meanwhile fires now (--missed run-once) or ends (skip: exit 1, it says why).
     #[command(after_help = crate::help::SCHEDULE_RESUME)]
     Resume(ScheduleIdArgs),
     /// Remove a schedule (the jobs it fired stay in the history).

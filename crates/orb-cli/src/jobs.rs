@@ -9,9 +9,9 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use orb_client::Client;
+use orb_proto::Status;
 use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobPhase, JobRef, JobsQuery};
 use orb_proto::message::{JobSummary, commands};
-use orb_proto::Status;
 
 use crate::cli::{JobsArgs, JobsCommand};
 use crate::connect;

@@ -126,15 +126,37 @@ async fn one(a: &ScheduleIdArgs, command: &str, done: Option<&str>) -> Result<u8
     let answer = client.call_json::<_, ScheduleInfo>(command, &ScheduleRef { id: a.id.clone() }, ANSWER).await;
     client.close().await;
     let s = answer?;
+    // A one-shot resumed after its time under `skip` ends instead (the answer says why).
+    let resumed = (command == commands::SCHEDULES_RESUME).then(|| resumed(&s, Utc::now()));
     match a.output.format() {
         format @ (Format::Json | Format::Yaml) => output::print_structured(&s, format)?,
         Format::Name => outln!("{}", s.id),
-        Format::Table | Format::Wide => match done {
-            Some(done) => outln!("schedule {} {done}", s.id),
-            None => print_one(&s),
+        Format::Table | Format::Wide => match (&resumed, done) {
+            (Some((line, _)), _) => outln!("{line}"),
+            (None, Some(done)) => outln!("schedule {} {done}", s.id),
+            (None, None) => print_one(&s),
         },
     }
-    Ok(exit::OK)
+    Ok(match resumed {
+        Some((_, false)) => exit::FAILED,
+        _ => exit::OK,
+    })
+}
+
+/// What `orb schedule resume` says of the schedule the server answered at `now`, and whether it
+/// goes on (false: a one-shot past its time under `skip`, ended and removed).
+fn resumed(s: &ScheduleInfo, now: DateTime<Utc>) -> (String, bool) {
+    let id = &s.id;
+    let next = s.next_fire_at.as_deref();
+    match (next, &s.last_error) {
+        _ if s.on_agent => (format!("schedule {id} resumed: the devices run it again"), true),
+        (None, Some(why)) => (format!("schedule {id} not resumed: {why}"), false),
+        (Some(t), _) if DateTime::parse_from_rfc3339(t).is_ok_and(|t| t <= now) => {
+            (format!("schedule {id} resumed: its time, {t}, passed while it was paused; it fires now"), true)
+        }
+        (Some(t), _) => (format!("schedule {id} resumed, next at {t}"), true),
+        (None, None) => (format!("schedule {id} resumed"), true),
+    }
 }
 
 fn print_one(s: &ScheduleInfo) {
@@ -378,6 +400,36 @@ mod tests {
         let parse = |line: &[&str]| Cli::try_parse_from(["orb", "schedule", "preview"].iter().chain(line));
         assert!(parse(&["--cron", "@daily", "--every", "1h"]).is_err());
         assert!(parse(&["--tz", "UTC"]).is_err());
+    }
+
+    #[test]
+    fn resume_says_when_it_fires_and_why_a_one_shot_past_its_time_does_not() {
+        let info = |next: Option<&str>, error: Option<&str>| ScheduleInfo {
+            id: "01a2".to_owned(),
+            target: "*".to_owned(),
+            command: "ping".to_owned(),
+            args: None,
+            deadline_ms: 1000,
+            ttl_ms: None,
+            rollout: None,
+            spec: None,
+            missed: "skip".to_owned(),
+            on_agent: false,
+            created_by: "admin".to_owned(),
+            created_at: "2026-06-01T11:00:00Z".to_owned(),
+            paused_at: None,
+            next_fire_at: next.map(str::to_owned),
+            last_fired_at: None,
+            fired: 0,
+            last_error: error.map(str::to_owned),
+        };
+        let ahead = info(Some("2026-06-01T13:00:00Z"), None);
+        assert_eq!(resumed(&ahead, now()), ("schedule 01a2 resumed, next at 2026-06-01T13:00:00Z".to_owned(), true));
+        let (line, goes_on) = resumed(&info(Some("2026-06-01T11:59:00Z"), None), now());
+        assert!(goes_on && line.ends_with("passed while it was paused; it fires now"), "{line}");
+        let ended = info(None, Some("it will not fire: its time, ... ; it was removed"));
+        let (line, goes_on) = resumed(&ended, now());
+        assert!(!goes_on && line.starts_with("schedule 01a2 not resumed: it will not fire"), "{line}");
     }
 
     #[test]

@@ -542,4 +542,38 @@ mod tests {
         let mut r = Restart::new(t0, grace, Vec::new());
         assert!(!r.waiting(at(0), connected), "nobody to wait for");
     }
+
+    /// A one-shot paused past its time and resumed: `run-once` fires it (once, then it is gone),
+    /// `skip` ends it at once (removed; the answer says why). Time is injected: years ahead.
+    #[tokio::test]
+    async fn a_one_shot_resumed_after_its_time_fires_under_run_once_and_ends_under_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let server =
+            crate::ServerBuilder::new(crate::ServerConfig::for_tests(dir.path().to_path_buf())).start().await.unwrap();
+        let broker = server.broker().clone();
+        let store = Arc::clone(broker.registry().store());
+        let at: DateTime<Utc> = "2033-01-01T00:00:00Z".parse().unwrap();
+        let limits = ScheduleLimits { max_schedules: 10, max_bytes: 1 << 16 };
+        for (id, missed) in [("at-once", MissedPolicy::RunOnce), ("at-skip", MissedPolicy::Skip)] {
+            let spec = serde_json::to_string(&Spec::At { at }).unwrap();
+            let new = NewSchedule { spec, next_fire_at: Some(at), ..every_10m(id, at, missed) };
+            store.create_schedule(new, limits).await.unwrap();
+            assert!(store.pause_schedule(id, Some(at - chrono::Duration::minutes(5)), Some(at)).await.unwrap());
+        }
+        let now = at + chrono::Duration::hours(2);
+
+        let r = broker.resume_paused(&store.schedule("at-skip").await.unwrap(), now).await.unwrap();
+        assert_eq!((r.paused_at, r.schedule.next_fire_at), (None, None));
+        assert!(r.last_error.unwrap().starts_with("it will not fire: its time"));
+        assert!(matches!(store.schedule("at-skip").await, Err(orb_store::StoreError::NotFound(_))), "removed");
+
+        let r = broker.resume_paused(&store.schedule("at-once").await.unwrap(), now).await.unwrap();
+        assert_eq!((r.paused_at, r.schedule.next_fire_at, r.last_error), (None, Some(at), None), "due: fires now");
+        let mut s = scheduler(&broker, now, Duration::ZERO, &[]);
+        s.tick(now).await;
+        assert!(matches!(store.schedule("at-once").await, Err(orb_store::StoreError::NotFound(_))), "fired for good");
+        assert_eq!(store.schedule_jobs("at-once", 10).await.unwrap().len(), 1, "once");
+        assert!(store.schedule_jobs("at-skip", 10).await.unwrap().is_empty());
+        server.drain(Duration::from_millis(100)).await;
+    }
 }

@@ -168,3 +168,29 @@ async fn a_firing_due_at_a_restart_fires_once_the_devices_connected_before_are_b
     assert_eq!((d.results[0].device.as_str(), d.results[0].status), ("back-1", orb_proto::Status::Ok));
     assert_eq!(d.job.requester, format!("schedule:{}", created.id));
 }
+
+/// A one-shot paused until its time passed is not left lingering when resumed: its time is no
+/// more than a minute past, on time under either missed policy, so it fires at once (longer
+/// pauses: `scheduler.rs`'s test with an injected clock).
+#[tokio::test]
+async fn a_one_shot_paused_past_its_time_fires_when_resumed() {
+    let server = TestServer::start().await;
+    let (ran_tx, mut ran) = mpsc::unbounded_channel();
+    let _agent = server.agent(Transport::Tcp, "r-1", &[], stamping(&ran_tx)).await;
+    let op = server.operator(Transport::Tcp).await;
+    let at = Utc::now() + chrono::Duration::seconds(1);
+    let spec = json!({"kind": "at", "at": at.to_rfc3339()});
+    let created: ScheduleInfo =
+        call(&op, commands::SCHEDULES_CREATE, json!({"target": "r-1", "command": "stamp", "spec": spec})).await;
+    let id = json!({"id": &created.id});
+    let _: ScheduleInfo = call(&op, commands::SCHEDULES_PAUSE, id.clone()).await;
+    tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default() + std::time::Duration::from_millis(200)).await;
+    assert!(ran.try_recv().is_err(), "paused: it did not fire");
+
+    let resumed: ScheduleInfo = call(&op, commands::SCHEDULES_RESUME, id).await;
+    let next = resumed.next_fire_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    assert!(next.is_some_and(|t| t <= Utc::now()) && resumed.last_error.is_none(), "due at its own time: {resumed:?}");
+    let job = within("the resumed firing", ran.recv()).await.expect("the handler ran").expect("a job");
+    let d: JobDetail = stored_until(&op, &job, |d| d.job.state == JobPhase::Done).await;
+    assert_eq!(d.job.requester, format!("schedule:{}", created.id));
+}
