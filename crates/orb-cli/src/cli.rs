@@ -888,7 +888,8 @@ pub struct SchedulePreviewArgs {
     pub repeat: RepeatArgs,
     /// IANA time zone (Europe/Berlin, America/New_York, UTC) that --cron is evaluated in,
     /// local --from times are read in and times are shown in [default: this machine's zone:
-    /// $TZ, else the system setting; UTC when neither is an IANA name].
+    /// $TZ, else the system setting; a $TZ that is no IANA name, such as CET-1CEST, is warned
+    /// about].
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
     /// Start: list firings strictly after this time, RFC 3339 (2026-03-29T00:00:00+01:00) or

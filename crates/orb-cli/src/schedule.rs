@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Local, Offset, SecondsFormat, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Local, Offset, SecondsFormat, SubsecRound, TimeZone, Utc};
 use orb_client::Client;
 use orb_proto::message::commands;
 use orb_proto::schedule::{MissedPolicy, ScheduleCreate, ScheduleInfo, ScheduleRef};
@@ -286,22 +286,53 @@ fn usage(e: ScheduleError) -> Failure {
     Failure::usage(format!("{}: {e}", e.code()))
 }
 
-/// This machine's zone by its IANA name: `$TZ` (which `chrono::Local` follows; a leading `:` is
-/// dropped), else the system setting (`/etc/localtime` on Linux); UTC when neither names a zone
-/// chrono-tz knows. Warns on stderr when the zone chosen disagrees with the machine's offset now
-/// (a POSIX `TZ` rule such as `CET-1CEST`), since the times shown would then not be local.
+/// This machine's zone by its IANA name ([`choose_zone`] over `$TZ`, the system setting and
+/// `chrono::Local`), with its warning on stderr when local time has no IANA name.
 fn local_zone() -> Tz {
-    let named = |name: &str| orb_schedule::parse_zone(name.trim_start_matches(':')).ok();
-    let zone = std::env::var("TZ")
-        .ok()
-        .and_then(|tz| named(&tz))
-        .or_else(|| iana_time_zone::get_timezone().ok().and_then(|tz| named(&tz)))
-        .unwrap_or(Tz::UTC);
-    let now = Utc::now();
-    if zone.offset_from_utc_datetime(&now.naive_utc()).fix() != Local.offset_from_utc_datetime(&now.naive_utc()).fix() {
-        eprintln!("warning: this machine's time zone has no IANA name; times are in {}: pass --tz ZONE", zone.name());
+    let tz = std::env::var("TZ").ok();
+    let system = iana_time_zone::get_timezone().ok();
+    let local = |t: DateTime<Utc>| Local.offset_from_utc_datetime(&t.naive_utc()).fix();
+    let (zone, warning) = choose_zone(tz.as_deref(), system.as_deref(), local, Utc::now().year());
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
     }
     zone
+}
+
+/// The zone local times are read and shown in: `$TZ` (`tz`; a leading `:` dropped, empty is
+/// UTC) when it names an IANA zone, else the system's zone (`system`, `/etc/localtime` on
+/// Linux), else UTC. A warning comes with it when that may not be this machine's local time:
+/// `$TZ` is set but names no IANA zone (a POSIX rule such as `CET-1CEST`, which chrono-tz cannot
+/// evaluate), or the zone's offsets in January and in July of `year` differ from those local
+/// time (`local`) has then. Pure, for the tests below.
+fn choose_zone(
+    tz: Option<&str>,
+    system: Option<&str>,
+    local: impl Fn(DateTime<Utc>) -> chrono::FixedOffset,
+    year: i32,
+) -> (Tz, Option<String>) {
+    let named = |name: &str| orb_schedule::parse_zone(name.trim_start_matches(':')).ok();
+    let instants: Vec<DateTime<Utc>> =
+        [1, 7].iter().filter_map(|&month| Utc.with_ymd_and_hms(year, month, 15, 12, 0, 0).single()).collect();
+    let agrees = |zone: Tz| instants.iter().all(|t| zone.offset_from_utc_datetime(&t.naive_utc()).fix() == local(*t));
+    let pass = "pass --tz ZONE (an IANA name such as Europe/Berlin)";
+    match tz.map(|t| t.trim_start_matches(':')) {
+        Some("") => (Tz::UTC, None),
+        Some(t) => match named(t) {
+            Some(zone) => (zone, None),
+            None => {
+                let zone = system.and_then(named).filter(|z| agrees(*z)).unwrap_or(Tz::UTC);
+                let why = format!("TZ={t} is not an IANA time zone name; times are read and shown in {}", zone.name());
+                (zone, Some(format!("{why}: {pass}")))
+            }
+        },
+        None => {
+            let zone = system.and_then(named).unwrap_or(Tz::UTC);
+            let warning = (!agrees(zone))
+                .then(|| format!("this machine's time zone has no IANA name; times are in {}: {pass}", zone.name()));
+            (zone, warning)
+        }
+    }
 }
 
 /// `2026-03-29T03:00:00+02:00  (2026-03-29T01:00:00Z)`: the time in `zone` with its offset, then
@@ -430,6 +461,39 @@ mod tests {
         let ended = info(None, Some("it will not fire: its time, ... ; it was removed"));
         let (line, goes_on) = resumed(&ended, now());
         assert!(!goes_on && line.starts_with("schedule 01a2 not resumed: it will not fire"), "{line}");
+    }
+
+    #[test]
+    fn the_machines_zone_is_named_or_comes_with_a_warning() {
+        let berlin = |t: DateTime<Utc>| Tz::Europe__Berlin.offset_from_utc_datetime(&t.naive_utc()).fix();
+        let utc = |_: DateTime<Utc>| chrono::FixedOffset::east_opt(0).unwrap();
+        let choose =
+            |tz, system, local: &dyn Fn(DateTime<Utc>) -> chrono::FixedOffset| choose_zone(tz, system, local, 2026);
+        // $TZ naming an IANA zone wins, with or without the leading colon; empty is UTC.
+        assert_eq!(choose(Some("America/New_York"), Some("Europe/Berlin"), &berlin), (Tz::America__New_York, None));
+        assert_eq!(choose(Some(":Europe/Berlin"), None, &utc), (Tz::Europe__Berlin, None));
+        assert_eq!(choose(Some(""), Some("Europe/Berlin"), &berlin), (Tz::UTC, None));
+        // A POSIX rule: the system's zone when it keeps the same offsets, else UTC; warned either way.
+        let (zone, warning) = choose(Some("CET-1CEST"), Some("Europe/Berlin"), &berlin);
+        assert_eq!(zone, Tz::Europe__Berlin);
+        assert!(warning.unwrap().starts_with(
+            "TZ=CET-1CEST is not an IANA time zone name; times are read and shown in Europe/Berlin: pass --tz"
+        ));
+        // chrono may not read the rule either (local time then looks like UTC): still warned.
+        let (zone, warning) = choose(Some("CET-1CEST"), Some("Etc/UTC"), &utc);
+        assert_eq!(zone, Tz::Etc__UTC);
+        assert!(warning.unwrap().contains("shown in Etc/UTC"));
+        let (zone, warning) = choose(Some("CET-1CEST"), None, &berlin);
+        assert_eq!(zone, Tz::UTC);
+        assert!(warning.is_some());
+        // No $TZ: the system's zone, warned when local time disagrees with it in winter or summer.
+        assert_eq!(choose(None, Some("Europe/Berlin"), &berlin), (Tz::Europe__Berlin, None));
+        assert_eq!(choose(None, None, &utc), (Tz::UTC, None));
+        let (zone, warning) = choose(None, None, &berlin);
+        assert_eq!(zone, Tz::UTC);
+        assert!(warning.unwrap().starts_with("this machine's time zone has no IANA name; times are in UTC"));
+        let london = |t: DateTime<Utc>| Tz::Europe__London.offset_from_utc_datetime(&t.naive_utc()).fix();
+        assert!(choose(None, Some("UTC"), &london).1.is_some(), "equal in winter, not in summer");
     }
 
     #[test]

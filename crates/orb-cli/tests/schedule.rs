@@ -97,6 +97,28 @@ fn without_tz_cron_runs_in_the_machines_zone() {
     assert_eq!(preview_json(&["--every", "1h"]).len(), 10);
 }
 
+/// A POSIX `TZ` rule (no IANA name) is not silently read as UTC: the preview warns, naming the
+/// zone it used and `--tz`; an IANA `TZ` gets no warning.
+#[test]
+fn a_posix_tz_rule_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |tz: &str| {
+        orb_cmd(dir.path())
+            .args(["schedule", "preview", "--cron", "0 9 * * *", "--from", "2026-01-10 12:00", "--count", "1"])
+            .env("TZ", tz)
+            .output()
+            .unwrap()
+    };
+    let out = run("CET-1CEST");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warning = stderr(&out);
+    assert!(warning.starts_with("warning: TZ=CET-1CEST is not an IANA time zone name"), "{warning}");
+    assert!(warning.contains("pass --tz ZONE"), "{warning}");
+    let out = run(":Europe/Berlin");
+    assert_eq!(stdout(&out), "2026-01-11T09:00:00+01:00  (2026-01-11T08:00:00Z)\n");
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
 #[test]
 fn an_invalid_cron_expression_is_refused_naming_the_field() {
     assert_refused(
