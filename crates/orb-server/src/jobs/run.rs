@@ -440,6 +440,7 @@ impl JobRun {
             | Outcome::Offline
             | Outcome::Timeout(_)
             | Outcome::Cancelled
+            | Outcome::NotStarted(_)
             | Outcome::Queued
             | Outcome::Denied(_) => None,
         };
