@@ -127,6 +127,7 @@ fn an_invalid_cron_expression_is_refused_naming_the_field() {
     );
     assert_refused(&["--cron", "0 0 * * FOO"], "error: invalid_cron: cron field 5 (day of week) `FOO`");
     assert_refused(&["--cron", "0 0 30 2 *"], "error: invalid_cron: cron `0 0 30 2 *`: never fires");
+    assert_refused(&["--cron", "*/61 * * * *"], "error: invalid_cron: cron field 1 (minute) `*/61`: step 61 is beyond");
 }
 
 #[test]
