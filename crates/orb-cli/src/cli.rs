@@ -67,7 +67,7 @@ pub enum Command {
     /// Send one admin message to a server: QUIT, RELOAD, LOG_ROTATE or PING.
     #[command(after_help = crate::help::SIGNAL)]
     Signal(SignalArgs),
-    /// Recurring schedules: preview when a cron expression or interval fires.
+    /// Stored schedules: list, show, pause, resume, rm; preview when a cron or interval fires.
     #[command(subcommand, after_help = crate::help::SCHEDULE)]
     Schedule(ScheduleCommand),
     /// Named servers with their token files (add, use, ls, show, rm), like `nats context`.
@@ -474,7 +474,13 @@ pub struct SendArgs {
     /// (devices that match later get it too); each run's result reaches the server through the
     /// device's outbox and is listed by `orb jobs --schedule ID`. With --missed, "no server ran"
     /// reads "the agent did not run".
-    #[arg(long, requires = "when", conflicts_with_all = ["ttl", "splay", "batch"], help_heading = "Scheduling")]
+    /// It repeats: --at and --in are refused.
+    #[arg(
+        long,
+        requires = "when",
+        conflicts_with_all = ["ttl", "splay", "batch", "at", "in_"],
+        help_heading = "Scheduling"
+    )]
     pub on_agent: bool,
     /// Show what commands report while they run (exec: their output lines), on stderr, prefixed
     /// by device (`web-1 | line`; JSON objects with --json/-o jsonl): auto (table output to a
@@ -823,7 +829,8 @@ pub struct JobsArgs {
     /// At most this many jobs (1 to 999), newest first [server default: 50].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=999))]
     pub limit: Option<u32>,
-    /// Only the jobs this schedule fired (id or unique prefix).
+    /// Only the jobs this schedule fired (id or unique prefix; also of a schedule removed, or a
+    /// one-shot that fired: its jobs name it).
     #[arg(long, value_name = "ID")]
     pub schedule: Option<String>,
     #[command(subcommand)]
@@ -870,7 +877,8 @@ pub enum ScheduleCommand {
     /// Stop a schedule firing until it is resumed.
     #[command(after_help = crate::help::SCHEDULE_PAUSE)]
     Pause(ScheduleIdArgs),
-    /// Let a paused schedule fire again, from its next firing time after now.
+    /// Let a paused schedule fire again, from its next firing time after now; a one-shot whose
+    /// time passed meanwhile fires now (--missed run-once) or ends (skip: exit 1, it says why).
     #[command(after_help = crate::help::SCHEDULE_RESUME)]
     Resume(ScheduleIdArgs),
     /// Remove a schedule (the jobs it fired stay in the history).
@@ -922,7 +930,8 @@ pub struct SchedulePreviewArgs {
     pub repeat: RepeatArgs,
     /// IANA time zone (Europe/Berlin, America/New_York, UTC) that --cron is evaluated in,
     /// local --from times are read in and times are shown in [default: this machine's zone:
-    /// $TZ, else the system setting; UTC when neither is an IANA name].
+    /// $TZ, else the system setting; a $TZ that is no IANA name, such as CET-1CEST, is warned
+    /// about].
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
     /// Start: list firings strictly after this time, RFC 3339 (2026-03-29T00:00:00+01:00) or

@@ -1,8 +1,8 @@
 //! The configuration file (`orb.toml`) and its layering: built-in defaults, then the file
 //! (`--config`, `$ORB_CONFIG`, `/etc/orb/orb.toml`), then `ORB_<SECTION>__<KEY>` environment
 //! variables, then command-line flags. [`Layers::finish`] reports every problem at once. The
-//! server's sections (`[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]`, `[http]`, `[tls]`,
-//! `[groups]`) are
+//! server's sections (`[server]`, `[limits]`, `[shutdown]`, `[scheduler]`, `[store]`, `[acl]`,
+//! `[http]`, `[tls]`, `[groups]`, `[fleet]`) are
 //! `orb_server`'s schema and its `validate`; this module adds only `[log]`, `[agent]` and
 //! `[client]`, and layers. The agent-only build carries the server's sections unread. Client
 //! commands find their file differently ([`client_config_path`]) and read only `[client]`
@@ -32,13 +32,16 @@ mod server_sections {
     pub use orb_server::config::AclConfig as AclSection;
     pub use orb_server::config::FleetConfig as FleetSection;
     pub use orb_server::config::HttpConfig as HttpSection;
-    pub use orb_server::config::file::{LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection};
+    pub use orb_server::config::file::{
+        LimitsSection, SchedulerSection, ServerSection, ShutdownSection, StoreSection, TlsSection,
+    };
 }
 #[cfg(not(feature = "server"))]
 mod server_sections {
     pub type ServerSection = toml::Table;
     pub type LimitsSection = toml::Table;
     pub type ShutdownSection = toml::Table;
+    pub type SchedulerSection = toml::Table;
     pub type StoreSection = toml::Table;
     pub type AclSection = toml::Table;
     pub type FleetSection = toml::Table;
@@ -46,11 +49,13 @@ mod server_sections {
     pub type TlsSection = toml::Table;
 }
 use server_sections::{
-    AclSection, FleetSection, HttpSection, LimitsSection, ServerSection, ShutdownSection, StoreSection, TlsSection,
+    AclSection, FleetSection, HttpSection, LimitsSection, SchedulerSection, ServerSection, ShutdownSection,
+    StoreSection, TlsSection,
 };
 
 /// The sections that belong to the server.
-const SERVER_SECTIONS: &[&str] = &["server", "limits", "shutdown", "store", "acl", "http", "tls", "groups", "fleet"];
+const SERVER_SECTIONS: &[&str] =
+    &["server", "limits", "shutdown", "scheduler", "store", "acl", "http", "tls", "groups", "fleet"];
 
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,6 +277,8 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     /// `[shutdown]`.
     pub shutdown: ShutdownSection,
+    /// `[scheduler]`.
+    pub scheduler: SchedulerSection,
     /// `[store]`.
     pub store: StoreSection,
     /// `[log]`.
@@ -730,6 +737,7 @@ fn validate(file: FileConfig) -> Result<Settings, Vec<String>> {
         server: file.server.clone(),
         limits: file.limits.clone(),
         shutdown: file.shutdown.clone(),
+        scheduler: file.scheduler.clone(),
         store: file.store.clone(),
         acl: file.acl.clone(),
         http: file.http.clone(),

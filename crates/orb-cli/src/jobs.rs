@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use orb_client::{Client, ClientError};
+use orb_client::Client;
+use orb_proto::Status;
 use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobPhase, JobRef, JobsQuery};
 use orb_proto::message::{JobSummary, commands};
-use orb_proto::schedule::{ScheduleInfo, ScheduleRef};
-use orb_proto::{ErrorCode, Status};
 
 use crate::cli::{JobsArgs, JobsCommand};
 use crate::connect;
@@ -54,20 +53,10 @@ async fn list(client: &Client, args: &JobsArgs) -> Result<u8, Failure> {
     // One job more than shown (`--limit` stops one below the server's maximum): the next older
     // one, so the short ids shown are unique among all jobs (ids are time-ordered, so only that
     // neighbour and the shown ones can share a prefix).
-    // A schedule given by a prefix is resolved to its full id first (the filter is exact); one
-    // that is gone (removed, or a one-shot that fired) is taken as given: its jobs stay.
-    let schedule = match &args.schedule {
-        Some(id) => {
-            let r = ScheduleRef { id: id.clone() };
-            match client.call_json::<_, ScheduleInfo>(commands::SCHEDULES_SHOW, &r, ANSWER).await {
-                Ok(s) => Some(s.id),
-                Err(ClientError::Remote(e)) if e.code == ErrorCode::ScheduleNotFound => Some(id.clone()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        None => None,
-    };
-    let query = JobsQuery { limit: Some((limit + 1).min(MAX_LIMIT)), schedule };
+    // The server resolves a schedule's prefix among the stored schedules and those its jobs name
+    // (a schedule removed, or a one-shot that fired, keeps its jobs): `schedule_not_found` for
+    // none, `ambiguous_id` for several.
+    let query = JobsQuery { limit: Some((limit + 1).min(MAX_LIMIT)), schedule: args.schedule.clone() };
     let mut jobs: Vec<JobInfo> = client.call_json(commands::JOBS_LIST, &query, ANSWER).await?;
     let len = prefix_len(&jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>());
     jobs.truncate(limit as usize);

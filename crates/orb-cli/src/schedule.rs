@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Local, Offset, SecondsFormat, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Local, Offset, SecondsFormat, SubsecRound, TimeZone, Utc};
 use orb_client::Client;
 use orb_proto::message::commands;
 use orb_proto::schedule::{MissedPolicy, ScheduleCreate, ScheduleInfo, ScheduleRef};
@@ -43,9 +43,15 @@ pub async fn run(cmd: ScheduleCommand) -> Result<u8, Failure> {
 ///
 /// # Errors
 /// A usage failure `CODE: MESSAGE` (an unknown zone, a time in the past, a bad cron expression
-/// or interval, an unknown `--missed`).
+/// or interval, an unknown `--missed`), or `--tz` with `--in` or `--every`, which count elapsed
+/// time in no zone.
 pub fn send_spec(args: &SendArgs, now: DateTime<Utc>) -> Result<Option<(Spec, MissedPolicy)>, Failure> {
     let when = &args.when;
+    if args.tz.is_some() && (when.in_.is_some() || when.every.is_some()) {
+        return Err(Failure::usage(
+            "--tz applies to --at and --cron: --in and --every count elapsed time, which no zone changes",
+        ));
+    }
     let zone = || match &args.tz {
         Some(name) => orb_schedule::parse_zone(name),
         None => Ok(local_zone()),
@@ -120,15 +126,37 @@ async fn one(a: &ScheduleIdArgs, command: &str, done: Option<&str>) -> Result<u8
     let answer = client.call_json::<_, ScheduleInfo>(command, &ScheduleRef { id: a.id.clone() }, ANSWER).await;
     client.close().await;
     let s = answer?;
+    // A one-shot resumed after its time under `skip` ends instead (the answer says why).
+    let resumed = (command == commands::SCHEDULES_RESUME).then(|| resumed(&s, Utc::now()));
     match a.output.format() {
         format @ (Format::Json | Format::Yaml) => output::print_structured(&s, format)?,
         Format::Name => outln!("{}", s.id),
-        Format::Table | Format::Wide => match done {
-            Some(done) => outln!("schedule {} {done}", s.id),
-            None => print_one(&s),
+        Format::Table | Format::Wide => match (&resumed, done) {
+            (Some((line, _)), _) => outln!("{line}"),
+            (None, Some(done)) => outln!("schedule {} {done}", s.id),
+            (None, None) => print_one(&s),
         },
     }
-    Ok(exit::OK)
+    Ok(match resumed {
+        Some((_, false)) => exit::FAILED,
+        _ => exit::OK,
+    })
+}
+
+/// What `orb schedule resume` says of the schedule the server answered at `now`, and whether it
+/// goes on (false: a one-shot past its time under `skip`, ended and removed).
+fn resumed(s: &ScheduleInfo, now: DateTime<Utc>) -> (String, bool) {
+    let id = &s.id;
+    let next = s.next_fire_at.as_deref();
+    match (next, &s.last_error) {
+        _ if s.on_agent => (format!("schedule {id} resumed: the devices run it again"), true),
+        (None, Some(why)) => (format!("schedule {id} not resumed: {why}"), false),
+        (Some(t), _) if DateTime::parse_from_rfc3339(t).is_ok_and(|t| t <= now) => {
+            (format!("schedule {id} resumed: its time, {t}, passed while it was paused; it fires now"), true)
+        }
+        (Some(t), _) => (format!("schedule {id} resumed, next at {t}"), true),
+        (None, None) => (format!("schedule {id} resumed"), true),
+    }
 }
 
 fn print_one(s: &ScheduleInfo) {
@@ -147,9 +175,14 @@ fn print_one(s: &ScheduleInfo) {
     outln!("  deadline   {} ms", s.deadline_ms);
     outln!("  ttl        {}", s.ttl_ms.map_or_else(|| "-".to_owned(), |t| format!("{t} ms")));
     outln!("  rollout    {}", crate::rollout::describe(&s.rollout.unwrap_or_default()));
-    outln!("  next       {}", dash(s.next_fire_at.as_deref()));
-    outln!("  last       {}", dash(s.last_fired_at.as_deref()));
-    outln!("  fired      {}", s.fired);
+    if s.on_agent {
+        // The devices fire it and count their own runs; the server stores each run as a job.
+        outln!("  runs       on the devices: see orb jobs --schedule {}", crate::jobs::short_id(&s.id, 13));
+    } else {
+        outln!("  next       {}", dash(s.next_fire_at.as_deref()));
+        outln!("  last       {}", dash(s.last_fired_at.as_deref()));
+        outln!("  fired      {}", s.fired);
+    }
     outln!("  paused     {}", dash(s.paused_at.as_deref()));
     outln!("  created    {} by {}", s.created_at, s.created_by);
     if let Some(e) = &s.last_error {
@@ -196,7 +229,7 @@ fn print_list(all: &[ScheduleInfo], out: &OutputArgs) -> Result<u8, Failure> {
 /// A spec as people write it: `at 2026-...`, `every 90s`, `cron '0 2 * * *' Europe/Berlin`.
 fn describe(spec: &Spec) -> String {
     match spec {
-        Spec::At { at } => format!("at {}", rfc3339_utc(at)),
+        Spec::At { at } => format!("at {}", at.to_rfc3339_opts(SecondsFormat::Secs, true)),
         Spec::Every { every_ms, .. } => {
             format!("every {}", humantime::format_duration(Duration::from_millis(*every_ms)))
         }
@@ -258,22 +291,53 @@ fn usage(e: ScheduleError) -> Failure {
     Failure::usage(format!("{}: {e}", e.code()))
 }
 
-/// This machine's zone by its IANA name: `$TZ` (which `chrono::Local` follows; a leading `:` is
-/// dropped), else the system setting (`/etc/localtime` on Linux); UTC when neither names a zone
-/// chrono-tz knows. Warns on stderr when the zone chosen disagrees with the machine's offset now
-/// (a POSIX `TZ` rule such as `CET-1CEST`), since the times shown would then not be local.
+/// This machine's zone by its IANA name ([`choose_zone`] over `$TZ`, the system setting and
+/// `chrono::Local`), with its warning on stderr when local time has no IANA name.
 fn local_zone() -> Tz {
-    let named = |name: &str| orb_schedule::parse_zone(name.trim_start_matches(':')).ok();
-    let zone = std::env::var("TZ")
-        .ok()
-        .and_then(|tz| named(&tz))
-        .or_else(|| iana_time_zone::get_timezone().ok().and_then(|tz| named(&tz)))
-        .unwrap_or(Tz::UTC);
-    let now = Utc::now();
-    if zone.offset_from_utc_datetime(&now.naive_utc()).fix() != Local.offset_from_utc_datetime(&now.naive_utc()).fix() {
-        eprintln!("warning: this machine's time zone has no IANA name; times are in {}: pass --tz ZONE", zone.name());
+    let tz = std::env::var("TZ").ok();
+    let system = iana_time_zone::get_timezone().ok();
+    let local = |t: DateTime<Utc>| Local.offset_from_utc_datetime(&t.naive_utc()).fix();
+    let (zone, warning) = choose_zone(tz.as_deref(), system.as_deref(), local, Utc::now().year());
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
     }
     zone
+}
+
+/// The zone local times are read and shown in: `$TZ` (`tz`; a leading `:` dropped, empty is
+/// UTC) when it names an IANA zone, else the system's zone (`system`, `/etc/localtime` on
+/// Linux), else UTC. A warning comes with it when that may not be this machine's local time:
+/// `$TZ` is set but names no IANA zone (a POSIX rule such as `CET-1CEST`, which chrono-tz cannot
+/// evaluate), or the zone's offsets in January and in July of `year` differ from those local
+/// time (`local`) has then. Pure, for the tests below.
+fn choose_zone(
+    tz: Option<&str>,
+    system: Option<&str>,
+    local: impl Fn(DateTime<Utc>) -> chrono::FixedOffset,
+    year: i32,
+) -> (Tz, Option<String>) {
+    let named = |name: &str| orb_schedule::parse_zone(name.trim_start_matches(':')).ok();
+    let instants: Vec<DateTime<Utc>> =
+        [1, 7].iter().filter_map(|&month| Utc.with_ymd_and_hms(year, month, 15, 12, 0, 0).single()).collect();
+    let agrees = |zone: Tz| instants.iter().all(|t| zone.offset_from_utc_datetime(&t.naive_utc()).fix() == local(*t));
+    let pass = "pass --tz ZONE (an IANA name such as Europe/Berlin)";
+    match tz.map(|t| t.trim_start_matches(':')) {
+        Some("") => (Tz::UTC, None),
+        Some(t) => match named(t) {
+            Some(zone) => (zone, None),
+            None => {
+                let zone = system.and_then(named).filter(|z| agrees(*z)).unwrap_or(Tz::UTC);
+                let why = format!("TZ={t} is not an IANA time zone name; times are read and shown in {}", zone.name());
+                (zone, Some(format!("{why}: {pass}")))
+            }
+        },
+        None => {
+            let zone = system.and_then(named).unwrap_or(Tz::UTC);
+            let warning = (!agrees(zone))
+                .then(|| format!("this machine's time zone has no IANA name; times are in {}: {pass}", zone.name()));
+            (zone, warning)
+        }
+    }
 }
 
 /// `2026-03-29T03:00:00+02:00  (2026-03-29T01:00:00Z)`: the time in `zone` with its offset, then
@@ -372,6 +436,76 @@ mod tests {
         let parse = |line: &[&str]| Cli::try_parse_from(["orb", "schedule", "preview"].iter().chain(line));
         assert!(parse(&["--cron", "@daily", "--every", "1h"]).is_err());
         assert!(parse(&["--tz", "UTC"]).is_err());
+    }
+
+    #[test]
+    fn resume_says_when_it_fires_and_why_a_one_shot_past_its_time_does_not() {
+        let info = |next: Option<&str>, error: Option<&str>| ScheduleInfo {
+            id: "01a2".to_owned(),
+            target: "*".to_owned(),
+            command: "ping".to_owned(),
+            args: None,
+            deadline_ms: 1000,
+            ttl_ms: None,
+            rollout: None,
+            spec: None,
+            missed: "skip".to_owned(),
+            on_agent: false,
+            created_by: "admin".to_owned(),
+            created_at: "2026-06-01T11:00:00Z".to_owned(),
+            paused_at: None,
+            next_fire_at: next.map(str::to_owned),
+            last_fired_at: None,
+            fired: 0,
+            last_error: error.map(str::to_owned),
+        };
+        let ahead = info(Some("2026-06-01T13:00:00Z"), None);
+        assert_eq!(resumed(&ahead, now()), ("schedule 01a2 resumed, next at 2026-06-01T13:00:00Z".to_owned(), true));
+        let (line, goes_on) = resumed(&info(Some("2026-06-01T11:59:00Z"), None), now());
+        assert!(goes_on && line.ends_with("passed while it was paused; it fires now"), "{line}");
+        let ended = info(None, Some("it will not fire: its time, ... ; it was removed"));
+        let (line, goes_on) = resumed(&ended, now());
+        assert!(!goes_on && line.starts_with("schedule 01a2 not resumed: it will not fire"), "{line}");
+    }
+
+    #[test]
+    fn the_machines_zone_is_named_or_comes_with_a_warning() {
+        let berlin = |t: DateTime<Utc>| Tz::Europe__Berlin.offset_from_utc_datetime(&t.naive_utc()).fix();
+        let utc = |_: DateTime<Utc>| chrono::FixedOffset::east_opt(0).unwrap();
+        let choose =
+            |tz, system, local: &dyn Fn(DateTime<Utc>) -> chrono::FixedOffset| choose_zone(tz, system, local, 2026);
+        // $TZ naming an IANA zone wins, with or without the leading colon; empty is UTC.
+        assert_eq!(choose(Some("America/New_York"), Some("Europe/Berlin"), &berlin), (Tz::America__New_York, None));
+        assert_eq!(choose(Some(":Europe/Berlin"), None, &utc), (Tz::Europe__Berlin, None));
+        assert_eq!(choose(Some(""), Some("Europe/Berlin"), &berlin), (Tz::UTC, None));
+        // A POSIX rule: the system's zone when it keeps the same offsets, else UTC; warned either way.
+        let (zone, warning) = choose(Some("CET-1CEST"), Some("Europe/Berlin"), &berlin);
+        assert_eq!(zone, Tz::Europe__Berlin);
+        assert!(warning.unwrap().starts_with(
+            "TZ=CET-1CEST is not an IANA time zone name; times are read and shown in Europe/Berlin: pass --tz"
+        ));
+        // chrono may not read the rule either (local time then looks like UTC): still warned.
+        let (zone, warning) = choose(Some("CET-1CEST"), Some("Etc/UTC"), &utc);
+        assert_eq!(zone, Tz::Etc__UTC);
+        assert!(warning.unwrap().contains("shown in Etc/UTC"));
+        let (zone, warning) = choose(Some("CET-1CEST"), None, &berlin);
+        assert_eq!(zone, Tz::UTC);
+        assert!(warning.is_some());
+        // No $TZ: the system's zone, warned when local time disagrees with it in winter or summer.
+        assert_eq!(choose(None, Some("Europe/Berlin"), &berlin), (Tz::Europe__Berlin, None));
+        assert_eq!(choose(None, None, &utc), (Tz::UTC, None));
+        let (zone, warning) = choose(None, None, &berlin);
+        assert_eq!(zone, Tz::UTC);
+        assert!(warning.unwrap().starts_with("this machine's time zone has no IANA name; times are in UTC"));
+        let london = |t: DateTime<Utc>| Tz::Europe__London.offset_from_utc_datetime(&t.naive_utc()).fix();
+        assert!(choose(None, Some("UTC"), &london).1.is_some(), "equal in winter, not in summer");
+    }
+
+    #[test]
+    fn a_spec_is_described_to_the_second() {
+        let at = Spec::At { at: utc("2026-12-07T21:52:48.608356486Z") };
+        assert_eq!(describe(&at), "at 2026-12-07T21:52:48Z");
+        assert_eq!(describe(&Spec::Every { every_ms: 5_400_000, anchor: now() }), "every 1h 30m");
     }
 
     #[test]

@@ -97,6 +97,28 @@ fn without_tz_cron_runs_in_the_machines_zone() {
     assert_eq!(preview_json(&["--every", "1h"]).len(), 10);
 }
 
+/// A POSIX `TZ` rule (no IANA name) is not silently read as UTC: the preview warns, naming the
+/// zone it used and `--tz`; an IANA `TZ` gets no warning.
+#[test]
+fn a_posix_tz_rule_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |tz: &str| {
+        orb_cmd(dir.path())
+            .args(["schedule", "preview", "--cron", "0 9 * * *", "--from", "2026-01-10 12:00", "--count", "1"])
+            .env("TZ", tz)
+            .output()
+            .unwrap()
+    };
+    let out = run("CET-1CEST");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warning = stderr(&out);
+    assert!(warning.starts_with("warning: TZ=CET-1CEST is not an IANA time zone name"), "{warning}");
+    assert!(warning.contains("pass --tz ZONE"), "{warning}");
+    let out = run(":Europe/Berlin");
+    assert_eq!(stdout(&out), "2026-01-11T09:00:00+01:00  (2026-01-11T08:00:00Z)\n");
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}
+
 #[test]
 fn an_invalid_cron_expression_is_refused_naming_the_field() {
     assert_refused(
@@ -105,6 +127,7 @@ fn an_invalid_cron_expression_is_refused_naming_the_field() {
     );
     assert_refused(&["--cron", "0 0 * * FOO"], "error: invalid_cron: cron field 5 (day of week) `FOO`");
     assert_refused(&["--cron", "0 0 30 2 *"], "error: invalid_cron: cron `0 0 30 2 *`: never fires");
+    assert_refused(&["--cron", "*/61 * * * *"], "error: invalid_cron: cron field 1 (minute) `*/61`: step 61 is beyond");
 }
 
 #[test]
@@ -165,8 +188,9 @@ fn a_firing_runs_once_across_a_crash_between_its_commit_and_its_dispatch() {
     let Server { dir, proc, .. } = server;
     drop(proc);
     let mut restart = serve_cmd(dir.path(), &listen);
-    // What was due before a start waits one heartbeat for devices to reconnect: 1 s here.
-    restart.env("ORB_LIMITS__HEARTBEAT", "1s");
+    // What was due before a start waits for the devices connected before it (sch-1), at most
+    // scheduler.restart_grace: ten minutes here, so the firing below proves it did not wait.
+    restart.env("ORB_SCHEDULER__RESTART_GRACE", "10m");
     let server = Server::spawn(dir, restart);
 
     // The firing is dispatched after the restart: one job for the schedule, answered once.
@@ -202,6 +226,15 @@ fn a_firing_runs_once_across_a_crash_between_its_commit_and_its_dispatch() {
     let by_schedule = json(&["jobs", "--schedule", &id]);
     assert_eq!(by_schedule.as_array().unwrap().len(), 1, "{by_schedule}");
     assert_eq!(by_schedule[0]["id"], job.as_str());
+    // The schedule is gone (its firing deleted it): a prefix still finds it by its jobs, and a
+    // mistyped one is an error, not an empty list.
+    assert_eq!(json(&["jobs", "--schedule", &id[..13].to_uppercase()]), by_schedule);
+    let out = orb_cmd(server.cwd())
+        .args(["jobs", "--schedule", "ffffffff-0000", "--server", &server.tcp, "--token", ADMIN])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("schedule_not_found"), "{}", stderr(&out));
     // An --in schedule fires once, and is deleted by that firing.
     let out = orb_cmd(server.cwd())
         .args(["schedule", "show", &id, "--server", &server.tcp, "--token", ADMIN])
@@ -231,6 +264,10 @@ fn send_scheduling_flags_are_checked_before_anything_is_sent() {
         (&["--every", "0s"][..], "zero_interval"),
         (&["--in", "soon"][..], "invalid_duration"),
         (&["--every", "1m", "--missed", "always"][..], "invalid_policy"),
+        // A zone means nothing to elapsed time: refused, whether or not it exists.
+        (&["--every", "1h", "--tz", "Mars/Olympus"][..], "--tz applies to --at and --cron"),
+        (&["--in", "10m", "--tz", "Europe/Berlin"][..], "--tz applies to --at and --cron"),
+        (&["--at", "2030-01-01 10:00", "--tz", "Mars/Olympus"][..], "unknown_zone"),
     ] {
         let out = send(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -246,7 +283,48 @@ fn send_scheduling_flags_are_checked_before_anything_is_sent() {
         &["--on-agent"],
         &["--every", "1m", "--on-agent", "--ttl", "1h"],
         &["--every", "1m", "--on-agent", "--batch", "10%"],
+        // It repeats: a one-shot would reach a device only if it were connected in time.
+        &["--at", "2030-01-01 10:00", "--on-agent"],
+        &["--in", "1h", "--on-agent"],
     ] {
         assert_eq!(send(args).status.code(), Some(2), "{args:?}");
     }
+}
+
+/// What `orb schedule show` and `list` print is true: an agent-local schedule's runs are on the
+/// devices (no server-side `fired 0`), and a one-shot's time is shown to the second.
+#[test]
+fn show_and_list_tell_where_a_schedule_runs_and_when_to_the_second() {
+    use common::{ADMIN, Server, free_port, serve_cmd};
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cmd = serve_cmd(dir.path(), &listen);
+    let server = Server::spawn(dir, cmd);
+    let stored = |args: &[&str]| {
+        let out = server.client("send").args(["tag:kind=sensor", "ping"]).args(args).args(["-o", "name"]).output();
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    let schedule = |args: &[&str]| {
+        let out = orb_cmd(server.cwd())
+            .arg("schedule")
+            .args(args)
+            .args(["--server", &server.tcp, "--token", ADMIN])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+
+    let local = stored(&["--every", "30s", "--on-agent"]);
+    let shown = schedule(&["show", &local]);
+    assert!(shown.contains("  runs       on the devices: see orb jobs --schedule "), "{shown}");
+    assert!(!shown.contains("fired") && !shown.contains("  last "), "{shown}");
+
+    stored(&["--in", "1h"]);
+    let listed = schedule(&["list", "--no-headers"]);
+    let when = listed.lines().find_map(|l| l.split("  ").map(str::trim).find(|c| c.starts_with("at "))).unwrap();
+    assert_eq!(when.len(), "at 2026-12-07T21:52:48Z".len(), "to the second: {listed}");
 }

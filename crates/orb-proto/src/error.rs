@@ -98,7 +98,7 @@ error_codes! {
     DeviceNotFound = "device_not_found", 404, "no device with this id is registered";
     DeviceExists = "device_exists", 409, "a device with this id is already registered";
     JobNotFound = "job_not_found", 404, "no stored job has this id or id prefix";
-    AmbiguousId = "ambiguous_id", 400, "the id prefix matches more than one job (the message lists up to 10 of them); give more characters";
+    AmbiguousId = "ambiguous_id", 400, "the id prefix matches more than one job or schedule (the message lists up to 10 of them); give more characters";
     JobFinished = "job_finished", 409, "the job already finished, so there is nothing left to cancel";
     WrongNode = "wrong_node", 409, "the job is run by another server node sharing the store; ask that node";
     BadSchedule = "bad_schedule", 400, "the schedule cannot be stored: its time is in the past, its cron expression, zone or interval is invalid, or it never fires (the message names the value at fault)";

@@ -15,16 +15,18 @@ use crate::{ScheduleError, parse_zone};
 struct Field {
     name: &'static str,
     allowed: &'static str,
+    /// The largest value the field takes: a step beyond it (`*/61` minutes) is refused.
+    max: u32,
 }
 
 /// The six fields of a 6-field expression; a 5-field one starts at `minute`.
 const FIELDS: [Field; 6] = [
-    Field { name: "second", allowed: "0-59 and * , - /" },
-    Field { name: "minute", allowed: "0-59 and * , - /" },
-    Field { name: "hour", allowed: "0-23 and * , - /" },
-    Field { name: "day of month", allowed: "1-31 and * , - / ? L W" },
-    Field { name: "month", allowed: "1-12 or JAN-DEC and * , - /" },
-    Field { name: "day of week", allowed: "0-7 or SUN-SAT (0 and 7 are Sunday) and * , - / ? L #" },
+    Field { name: "second", allowed: "0-59 and * , - /", max: 59 },
+    Field { name: "minute", allowed: "0-59 and * , - /", max: 59 },
+    Field { name: "hour", allowed: "0-23 and * , - /", max: 23 },
+    Field { name: "day of month", allowed: "1-31 and * , - / ? L W", max: 31 },
+    Field { name: "month", allowed: "1-12 or JAN-DEC and * , - /", max: 12 },
+    Field { name: "day of week", allowed: "0-7 or SUN-SAT (0 and 7 are Sunday) and * , - / ? L #", max: 7 },
 ];
 
 /// Longest cron expression accepted, in bytes (as given in a [`crate::Spec`]; [`crate::parse_cron`]
@@ -94,6 +96,9 @@ impl CronSchedule {
                         reason: format!("a list of no values; allowed {}", names[i].allowed),
                     });
                 }
+                if let Some(e) = step_beyond_range(&fields, names) {
+                    return Err(e);
+                }
                 parser().parse(expr).map_err(|e| locate(&fields, names).unwrap_or_else(|| whole(describe(&e))))?
             }
             1 if fields[0].starts_with('@') => parser().parse(expr).map_err(|_| {
@@ -134,6 +139,27 @@ impl CronSchedule {
             LocalResult::Ambiguous(_, later) if later == *t
         )
     }
+}
+
+/// The first field with a step larger than the field's largest value (`*/61` minutes, `0/24`
+/// hours), which croner accepts but which can only ever mean the step's start: most likely a
+/// slip, so it is refused naming the field. Steps that are not numbers are croner's to refuse.
+fn step_beyond_range(fields: &[&str], names: &[Field]) -> Option<ScheduleError> {
+    fields.iter().zip(names).enumerate().find_map(|(i, (field, name))| {
+        let step = field
+            .split(',')
+            .filter_map(|item| item.split_once('/'))
+            .find_map(|(_, step)| step.parse::<u64>().ok().filter(|s| *s > u64::from(name.max)).map(|s| (step, s)))?;
+        Some(ScheduleError::CronField {
+            position: i + 1,
+            name: name.name,
+            value: (*field).to_owned(),
+            reason: format!(
+                "step {} is beyond the field's range (at most {}); allowed {}",
+                step.1, name.max, name.allowed
+            ),
+        })
+    })
 }
 
 /// Finds the first field that croner refuses on its own (the others set to `*`), so the error
@@ -244,6 +270,36 @@ mod tests {
         }
         // Empty items beside real ones are croner's business, as before: they fire.
         for expr in ["3, * * * *", ",3 * * * *", "0 0 1,,2 * *"] {
+            assert!(CronSchedule::parse(expr, "UTC").is_ok(), "{expr}");
+        }
+    }
+
+    #[test]
+    fn a_step_beyond_the_fields_range_is_refused_naming_field_and_value() {
+        for (expr, position, name, value) in [
+            ("*/61 * * * *", 1, "minute", "*/61"),
+            ("0 0/24 * * *", 2, "hour", "0/24"),
+            ("30 */60 * * * *", 2, "minute", "*/60"),
+            ("0 0 1,*/32 * *", 3, "day of month", "1,*/32"),
+            ("0 0 * */13 *", 4, "month", "*/13"),
+            ("0 0 * * 1-5/8", 5, "day of week", "1-5/8"),
+        ] {
+            match CronSchedule::parse(expr, "UTC").unwrap_err() {
+                ScheduleError::CronField { position: p, name: n, value: v, reason } => {
+                    assert_eq!((p, n, v.as_str()), (position, name, value), "{expr}");
+                    assert!(reason.starts_with("step ") && reason.contains("beyond the field's range"), "{reason}");
+                }
+                other => panic!("{expr}: {other:?}"),
+            }
+        }
+        let err = CronSchedule::parse("*/61 * * * *", "UTC").unwrap_err();
+        assert_eq!(err.code(), "invalid_cron");
+        assert_eq!(
+            err.to_string(),
+            "cron field 1 (minute) `*/61`: step 61 is beyond the field's range (at most 59); allowed 0-59 and * , - /"
+        );
+        // Steps up to the largest value are fine.
+        for expr in ["*/59 * * * *", "0 */23 * * *", "0 0 */31 * *", "0 0 1 */12 *", "0 0 * * */7", "*/15 * * * *"] {
             assert!(CronSchedule::parse(expr, "UTC").is_ok(), "{expr}");
         }
     }

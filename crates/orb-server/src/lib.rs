@@ -185,7 +185,7 @@ impl ServerBuilder {
         tracker.spawn(listener::http::run(http, Arc::clone(&shared)));
         let store_config = Arc::new(RwLock::new(cfg.store.clone()));
         tracker.spawn(maintenance::run(broker.clone(), Arc::clone(&store_config), shutdown.clone()));
-        tracker.spawn(scheduler::run(broker.clone(), shutdown.clone()));
+        tracker.spawn(scheduler::run(broker.clone(), cfg.restart_grace, shutdown.clone()));
         tracing::info!(
             %tcp_addr,
             %http_addr,

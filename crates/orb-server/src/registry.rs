@@ -150,6 +150,32 @@ pub struct Registry {
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Statistics records dropped because the store's queue was full.
     dropped: AtomicU64,
+    /// The devices connected when the previous server process stopped, as the store recorded
+    /// it; taken once by the scheduler ([`Registry::take_connected_at_stop`]).
+    connected_at_stop: std::sync::Mutex<Vec<String>>,
+}
+
+/// Disconnections recorded this close to the previous server's last record count as part of
+/// its stop: a graceful stop closes every session within moments.
+const STOP_WINDOW_MS: i64 = 5_000;
+
+/// The devices whose connection was open when the previous server process stopped, by their
+/// stored inventory (sorted by id): a connection the store saw begin (or heard from) but never
+/// end (the process crashed: `last_seen` after `last_disconnect`, or no disconnection ever), or
+/// one that ended within [`STOP_WINDOW_MS`] of the latest time recorded for any device (a
+/// graceful stop ends every session, each recorded as a disconnection then). Revoked devices
+/// are left out: they cannot come back.
+fn connected_at_stop(devices: &[Device]) -> Vec<String> {
+    let open = |d: &Device| match (d.last_seen, d.last_disconnect) {
+        (Some(seen), Some(gone)) => seen > gone,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let last = devices.iter().filter_map(|d| d.last_seen.max(d.last_disconnect)).max();
+    let at_stop = |d: &Device| {
+        last.zip(d.last_disconnect).is_some_and(|(last, gone)| (last - gone).num_milliseconds() <= STOP_WINDOW_MS)
+    };
+    devices.iter().filter(|d| !d.revoked && (open(d) || at_stop(d))).map(|d| d.id.clone()).collect()
 }
 
 /// Lock stripes for registry changes.
@@ -163,12 +189,20 @@ impl Registry {
     pub async fn load(store: Arc<dyn Store>) -> Result<Registry, StoreError> {
         let devices = DashMap::new();
         let commands = Interner::default();
-        for d in store.devices().await? {
+        let stored = store.devices().await?;
+        let connected_at_stop = std::sync::Mutex::new(connected_at_stop(&stored));
+        for d in stored {
             devices.insert(d.id.clone(), Known::new(d, &commands));
         }
         let recorder = store.recorder();
         let locks = (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        Ok(Registry { devices, commands, store, recorder, locks, dropped: AtomicU64::new(0) })
+        Ok(Registry { devices, commands, store, recorder, locks, dropped: AtomicU64::new(0), connected_at_stop })
+    }
+
+    /// The devices that were connected when the previous server process stopped (sorted by
+    /// id), as the store recorded it at this start; empty after the first call.
+    pub(crate) fn take_connected_at_stop(&self) -> Vec<String> {
+        std::mem::take(&mut *self.connected_at_stop.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The store behind the registry.
@@ -351,5 +385,62 @@ fn not_found(id: &str) -> impl FnOnce(StoreError) -> ErrorBody + '_ {
     move |e| match e {
         StoreError::NotFound(_) => ErrorBody::new(ErrorCode::DeviceNotFound, format!("no device {id} is registered")),
         e => store_error(e),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A device last seen at `seen` and last disconnected at `gone` (seconds after an epoch).
+    fn device(id: &str, seen: Option<i64>, gone: Option<i64>) -> Device {
+        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        Device {
+            id: id.to_owned(),
+            secret_hash: None,
+            revoked: false,
+            reported_tags: BTreeMap::new(),
+            operator_tags: BTreeMap::new(),
+            agent_version: None,
+            commands: Vec::new(),
+            schemas: BTreeMap::new(),
+            registered_at: t(0),
+            first_seen: seen.map(t),
+            last_seen: seen.map(t),
+            last_disconnect: gone.map(t),
+            last_remote_addr: None,
+            user_agent: None,
+            transport: None,
+            connections: 0,
+            flaps: 0,
+            delivered: 0,
+            acknowledged: 0,
+        }
+    }
+
+    #[test]
+    fn the_devices_connected_at_the_stop_are_those_whose_connection_never_ended_or_ended_with_it() {
+        // A crash: connections the store saw open (seen after their last disconnection, or never
+        // disconnected) were open at the stop; ones that ended long before were not.
+        let crashed = [
+            device("a-open", Some(900), Some(100)),
+            device("b-never-disconnected", Some(500), None),
+            device("c-gone-earlier", Some(300), Some(300)),
+            device("d-never-connected", None, None),
+        ];
+        assert_eq!(connected_at_stop(&crashed), ["a-open", "b-never-disconnected"]);
+
+        // A graceful stop at 1000 closed every session then (each recorded as a disconnection);
+        // a device that left ten minutes before was not connected.
+        let mut stopped = [
+            device("a", Some(1000), Some(1000)),
+            device("b", Some(999), Some(999)),
+            device("c", Some(400), Some(400)),
+            device("revoked", Some(1000), Some(1000)),
+        ];
+        stopped[3].revoked = true;
+        assert_eq!(connected_at_stop(&stopped), ["a", "b"]);
+        assert!(connected_at_stop(&[]).is_empty());
     }
 }

@@ -4,8 +4,9 @@
 //! left undispatched (a crash between a firing's commit and its dispatch), then asks
 //! `orb_schedule::due` what each due schedule does: fire now (its job stored with the schedule's
 //! next firing time in one commit, then marked dispatched, then submitted) or skip what was
-//! missed. After a start, what was due before it waits one heartbeat interval, so the devices
-//! that were connected are back when it fires. A firing is stored once even
+//! missed. After a start, what was due before it waits until the devices that were connected
+//! when the previous server stopped are back (at most `scheduler.restart_grace`), so it reaches
+//! them. A firing is stored once even
 //! when two nodes or two wake-ups race (the store compares the next firing time it was read
 //! with); a job is dispatched once (marked before any command is sent).
 
@@ -28,7 +29,7 @@ use crate::identity::{Identity, Requester};
 use crate::jobs::{FiringRef, JobSpec};
 
 /// A firing this late is on time for either missed-firing policy.
-const GRACE: Duration = Duration::from_secs(60);
+pub(crate) const GRACE: Duration = Duration::from_secs(60);
 /// The longest sleep between wake-ups (a changed clock is noticed within it).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// A wake-up after the store failed.
@@ -42,28 +43,87 @@ pub const CRASH_AFTER_FIRING_VAR: &str = "ORB_TEST_CRASH_AFTER_FIRING";
 /// The scheduler's state across wake-ups.
 struct Scheduler {
     broker: Broker,
-    /// Until then, firings that were due before this start (missed, or left undispatched by a
-    /// crash) wait: the devices connected before the restart get one heartbeat interval to come
-    /// back, so such a firing reaches them.
-    reconnect_until: DateTime<Utc>,
-    started: DateTime<Utc>,
+    /// After a start: firings that were due before it wait for the devices to come back.
+    restart: Restart,
     /// One requester per schedule: its running jobs count against `limits.max_inflight_jobs`
     /// like an operator's (a firing beyond is refused `too_many_jobs`, kept as its last error).
     requesters: HashMap<String, Requester>,
 }
 
-/// Runs the scheduler until `shutdown`.
-pub(crate) async fn run(broker: Broker, shutdown: CancellationToken) {
-    let started = Utc::now();
-    let grace = chrono::Duration::from_std(broker.limits().heartbeat).unwrap_or(chrono::Duration::zero());
-    let reconnect_until = started.checked_add_signed(grace).unwrap_or(started);
-    let mut scheduler = Scheduler { broker, reconnect_until, started, requesters: HashMap::new() };
+/// After a start, firings that were due before it (missed, or left undispatched by a crash)
+/// wait, so they reach the devices connected before the restart: until every device that was
+/// connected when the previous server stopped is connected again, or `scheduler.restart_grace`
+/// passed, whichever comes first. What falls due after the start fires on time.
+struct Restart {
+    started: DateTime<Utc>,
+    /// The end of the grace.
+    until: DateTime<Utc>,
+    /// Devices connected at the previous stop and not seen back yet, sorted; checked from the
+    /// end, one at a time, so each check costs only what came back since the last.
+    awaited: Vec<String>,
+    over: bool,
+}
+
+impl Restart {
+    fn new(started: DateTime<Utc>, grace: Duration, awaited: Vec<String>) -> Restart {
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
+        let until = started.checked_add_signed(grace).unwrap_or(started);
+        Restart { started, until, awaited, over: false }
+    }
+
+    /// Whether firings due before the start still wait at `now`: no more once the grace has
+    /// passed or every awaited device is connected (`connected` says which are); it never
+    /// starts again.
+    fn waiting(&mut self, now: DateTime<Utc>, connected: impl Fn(&str) -> bool) -> bool {
+        if self.over {
+            return false;
+        }
+        while self.awaited.last().is_some_and(|id| connected(id)) {
+            self.awaited.pop();
+        }
+        if self.awaited.is_empty() {
+            tracing::debug!("the devices connected before the restart are back; firings due before it go ahead");
+        } else if now >= self.until {
+            tracing::info!(
+                missing = self.awaited.len(),
+                "scheduler.restart_grace is over; firings due before the restart go ahead without devices not back"
+            );
+        } else {
+            return true;
+        }
+        self.over = true;
+        self.awaited = Vec::new();
+        false
+    }
+}
+
+/// Runs the scheduler until `shutdown`; after the start, firings due before it wait up to
+/// `restart_grace` for the devices that were connected ([`Restart`]).
+pub(crate) async fn run(broker: Broker, restart_grace: Duration, shutdown: CancellationToken) {
+    let awaited = broker.registry().take_connected_at_stop();
+    let restart = Restart::new(Utc::now(), restart_grace, awaited);
+    let mut scheduler = Scheduler { broker, restart, requesters: HashMap::new() };
+    let sessions = Arc::clone(scheduler.broker.sessions());
     loop {
         let wait = scheduler.tick(Utc::now()).await;
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = scheduler.broker.schedules_changed() => {}
-            () = tokio::time::sleep(wait) => {}
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        // While firings wait for devices to come back, each device that connects may end the
+        // wait (then they fire at once); bounded by the sleep, which ends with the grace.
+        loop {
+            let registered = sessions.registered();
+            tokio::pin!(registered);
+            registered.as_mut().enable();
+            let waiting = !scheduler.restart.over;
+            if waiting && !scheduler.restart.waiting(Utc::now(), |id| sessions.is_connected(id)) {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = scheduler.broker.schedules_changed() => break,
+                () = &mut sleep => break,
+                () = &mut registered, if waiting => {}
+            }
         }
     }
 }
@@ -77,7 +137,9 @@ impl Scheduler {
         if self.broker.is_draining() {
             return RETRY;
         }
-        let waiting = now < self.reconnect_until;
+        let sessions = Arc::clone(self.broker.sessions());
+        let waiting = self.restart.waiting(now, |id| sessions.is_connected(id));
+        let (started, until) = (self.restart.started, self.restart.until);
         if !waiting && let Err(e) = self.undispatched().await {
             tracing::warn!(error = %e, "cannot read firings awaiting dispatch");
             return RETRY;
@@ -94,7 +156,7 @@ impl Scheduler {
         let mut stuck = false;
         for s in due {
             let Some(expected) = s.schedule.next_fire_at else { continue };
-            if waiting && expected < self.started {
+            if waiting && expected < started {
                 continue;
             }
             if self.broker.is_draining() {
@@ -118,12 +180,12 @@ impl Scheduler {
             }
         };
         // While waiting for devices to reconnect, what was due before the start (and the
-        // firings awaiting dispatch) waits until then; what falls due after the start fires on
-        // time.
+        // firings awaiting dispatch) waits until the grace ends (or the devices are back: the
+        // run loop wakes then); what falls due after the start fires on time.
         let next = match (next, waiting) {
-            (Some(t), true) if t < self.started => Some(self.reconnect_until),
-            (Some(t), true) => Some(t.min(self.reconnect_until)),
-            (None, true) => Some(self.reconnect_until),
+            (Some(t), true) if t < started => Some(until),
+            (Some(t), true) => Some(t.min(until)),
+            (None, true) => Some(until),
             (next, false) => next,
         };
         let wait = next.map_or(MAX_SLEEP, |t| (t - now).to_std().unwrap_or(Duration::ZERO));
@@ -370,8 +432,11 @@ mod tests {
         }
     }
 
-    fn scheduler(broker: &Broker, started: DateTime<Utc>, reconnect: chrono::Duration) -> Scheduler {
-        Scheduler { broker: broker.clone(), reconnect_until: started + reconnect, started, requesters: HashMap::new() }
+    /// A scheduler started at `started`, whose firings due before then wait up to `grace` for
+    /// the devices `awaited`.
+    fn scheduler(broker: &Broker, started: DateTime<Utc>, grace: Duration, awaited: &[&str]) -> Scheduler {
+        let awaited = awaited.iter().map(|&a| a.to_owned()).collect();
+        Scheduler { broker: broker.clone(), restart: Restart::new(started, grace, awaited), requesters: HashMap::new() }
     }
 
     #[tokio::test]
@@ -392,7 +457,7 @@ mod tests {
         };
 
         // Six hours, each wake-up when the scheduler asked for it: 36 firings each, none twice.
-        let mut s = scheduler(&broker, t0, chrono::Duration::zero());
+        let mut s = scheduler(&broker, t0, Duration::ZERO, &[]);
         let end = t0 + chrono::Duration::hours(6);
         let mut now = t0;
         let mut wakes = 0;
@@ -415,13 +480,14 @@ mod tests {
         assert!(fired("sch-once").await.last_error.unwrap().starts_with("no_match"));
 
         // Stopped for three hours, started 3 minutes past a firing time (beyond the grace): what
-        // was due waits a heartbeat for devices to return, then `skip` drops it and `run-once`
-        // fires once.
+        // was due waits for the device connected before the stop (not back: the whole restart
+        // grace), then `skip` drops it and `run-once` fires once.
         let start = end + chrono::Duration::minutes(183);
-        let mut s = scheduler(&broker, start, chrono::Duration::seconds(15));
-        assert_eq!(s.tick(start).await, Duration::from_secs(15), "waits for devices to reconnect");
+        let mut s = scheduler(&broker, start, Duration::from_secs(45), &["was-connected"]);
+        assert_eq!(s.tick(start).await, Duration::from_secs(45), "waits for devices to reconnect");
+        assert_eq!(s.tick(start + chrono::Duration::seconds(30)).await, Duration::from_secs(15));
         assert_eq!(fired("sch-once").await.fired, 36, "nothing fired while waiting");
-        s.tick(start + chrono::Duration::seconds(15)).await;
+        s.tick(start + chrono::Duration::seconds(45)).await;
         let (skip, once) = (fired("sch-skip").await, fired("sch-once").await);
         assert_eq!((skip.fired, once.fired), (36, 37));
         let next = end + chrono::Duration::minutes(190);
@@ -430,6 +496,84 @@ mod tests {
         // The clock set back an hour: nothing is due again, nothing fires twice.
         s.tick(start - chrono::Duration::hours(1)).await;
         assert_eq!((fired("sch-skip").await.fired, fired("sch-once").await.fired), (36, 37));
+        server.drain(Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test]
+    async fn after_a_start_nothing_waits_when_no_device_was_connected() {
+        let dir = tempfile::tempdir().unwrap();
+        let server =
+            crate::ServerBuilder::new(crate::ServerConfig::for_tests(dir.path().to_path_buf())).start().await.unwrap();
+        let broker = server.broker().clone();
+        let store = Arc::clone(broker.registry().store());
+        let t0: DateTime<Utc> = "2032-01-01T00:00:00Z".parse().unwrap();
+        let limits = ScheduleLimits { max_schedules: 10, max_bytes: 1 << 16 };
+        store.create_schedule(every_10m("sch-late", t0, MissedPolicy::RunOnce), limits).await.unwrap();
+        // Started an hour after its first firing: with nobody to wait for, run-once fires at once.
+        let start = t0 + chrono::Duration::hours(1);
+        let mut s = scheduler(&broker, start, Duration::from_secs(45), &[]);
+        s.tick(start).await;
+        let r = store.schedule("sch-late").await.unwrap();
+        assert_eq!((r.fired, r.last_fired_at), (1, Some(start)), "fired without waiting");
+        server.drain(Duration::from_millis(100)).await;
+    }
+
+    #[test]
+    fn the_restart_wait_ends_when_every_awaited_device_is_back_or_the_grace_is_over() {
+        let t0: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let grace = Duration::from_secs(45);
+        let back = std::cell::RefCell::new(std::collections::HashSet::new());
+        let connected = |id: &str| back.borrow().contains(id);
+
+        let mut r = Restart::new(t0, grace, vec!["a".into(), "b".into(), "c".into()]);
+        assert!(r.waiting(at(0), connected));
+        back.borrow_mut().extend(["c", "a"]);
+        assert!(r.waiting(at(5), connected), "b is not back");
+        back.borrow_mut().insert("b");
+        assert!(!r.waiting(at(6), connected), "all back: the wait is over before the grace");
+        back.borrow_mut().clear();
+        assert!(!r.waiting(at(7), connected), "and stays over");
+
+        let mut r = Restart::new(t0, grace, vec!["gone".into()]);
+        assert!(r.waiting(at(44), connected));
+        assert!(!r.waiting(at(45), connected), "the grace is over");
+
+        let mut r = Restart::new(t0, grace, Vec::new());
+        assert!(!r.waiting(at(0), connected), "nobody to wait for");
+    }
+
+    /// A one-shot paused past its time and resumed: `run-once` fires it (once, then it is gone),
+    /// `skip` ends it at once (removed; the answer says why). Time is injected: years ahead.
+    #[tokio::test]
+    async fn a_one_shot_resumed_after_its_time_fires_under_run_once_and_ends_under_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let server =
+            crate::ServerBuilder::new(crate::ServerConfig::for_tests(dir.path().to_path_buf())).start().await.unwrap();
+        let broker = server.broker().clone();
+        let store = Arc::clone(broker.registry().store());
+        let at: DateTime<Utc> = "2033-01-01T00:00:00Z".parse().unwrap();
+        let limits = ScheduleLimits { max_schedules: 10, max_bytes: 1 << 16 };
+        for (id, missed) in [("at-once", MissedPolicy::RunOnce), ("at-skip", MissedPolicy::Skip)] {
+            let spec = serde_json::to_string(&Spec::At { at }).unwrap();
+            let new = NewSchedule { spec, next_fire_at: Some(at), ..every_10m(id, at, missed) };
+            store.create_schedule(new, limits).await.unwrap();
+            assert!(store.pause_schedule(id, Some(at - chrono::Duration::minutes(5)), Some(at)).await.unwrap());
+        }
+        let now = at + chrono::Duration::hours(2);
+
+        let r = broker.resume_paused(&store.schedule("at-skip").await.unwrap(), now).await.unwrap();
+        assert_eq!((r.paused_at, r.schedule.next_fire_at), (None, None));
+        assert!(r.last_error.unwrap().starts_with("it will not fire: its time"));
+        assert!(matches!(store.schedule("at-skip").await, Err(orb_store::StoreError::NotFound(_))), "removed");
+
+        let r = broker.resume_paused(&store.schedule("at-once").await.unwrap(), now).await.unwrap();
+        assert_eq!((r.paused_at, r.schedule.next_fire_at, r.last_error), (None, Some(at), None), "due: fires now");
+        let mut s = scheduler(&broker, now, Duration::ZERO, &[]);
+        s.tick(now).await;
+        assert!(matches!(store.schedule("at-once").await, Err(orb_store::StoreError::NotFound(_))), "fired for good");
+        assert_eq!(store.schedule_jobs("at-once", 10).await.unwrap().len(), 1, "once");
+        assert!(store.schedule_jobs("at-skip", 10).await.unwrap().is_empty());
         server.drain(Duration::from_millis(100)).await;
     }
 }

@@ -196,6 +196,14 @@ async fn schedules_are_created_paused_resumed_and_deleted() {
     assert_eq!(status, StatusCode::OK);
     let (status, gone) = http.get(&format!("/v1/schedules/{id}")).await;
     assert_eq!((status, gone["code"].as_str()), (StatusCode::NOT_FOUND, Some("schedule_not_found")));
+    // A zone the server does not know is refused, nothing stored.
+    let mars =
+        json!({"target": "web-1", "command": "ping", "spec": {"kind": "cron", "expr": "@daily", "tz": "Mars/Olympus"}});
+    let (status, refused) = http.post("/v1/schedules", mars).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_schedule")), "{refused}");
+    assert!(refused["message"].as_str().unwrap().starts_with("unknown_zone: "), "{refused}");
+    let (_, listed) = http.get("/v1/schedules").await;
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
 }
 
 #[tokio::test]

@@ -110,6 +110,14 @@ async fn failures_above_the_threshold_cancel_the_batches_not_started() {
     assert!(why.contains("1 of 4") && why.contains("20%"), "{why}");
     let d: JobDetail = stored_until(&op, &outcome.accepted.job, |d| d.job.state == JobPhase::Done).await;
     assert_eq!(d.job.summary[&Status::Cancelled], 2, "stored as told");
+    // Nobody cancelled the job: each target not started says why, live and in the history.
+    let not_started =
+        "not started: the rollout was aborted: 1 of 4 targets that ran failed (25.0%), above the 20% allowed";
+    let stored = d.results.iter().find(|r| r.device == "a-5").expect("a-5 stored");
+    for error in [outcome.result("a-5").error.as_ref(), stored.error.as_ref()] {
+        let e = error.expect("an error says why");
+        assert_eq!((&e.code, e.message.as_str()), (&ErrorCode::Cancelled, not_started));
+    }
 
     // At the threshold it goes on: 1 of 4 is not more than 25%.
     let rollout = Rollout { batch: Some(BatchSize::Count(2)), abort_on_failure_pct: Some(25), ..Rollout::default() };

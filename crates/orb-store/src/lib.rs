@@ -160,6 +160,11 @@ pub trait Store: Send + Sync + 'static {
     /// The most recent jobs schedule `schedule` fired, newest first.
     async fn schedule_jobs(&self, schedule: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError>;
 
+    /// The ids of the schedules stored jobs were fired by that start with `prefix` (any case),
+    /// in id order, at most `limit`: a schedule removed, or a one-shot that fired, is still
+    /// named by its jobs. Empty for an empty prefix.
+    async fn job_schedules(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError>;
+
     /// One job and its targets (in device id order), by full id or unique prefix.
     ///
     /// # Errors

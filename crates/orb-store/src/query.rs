@@ -169,6 +169,34 @@ pub(crate) async fn by_id_or_prefix(
     Ok(found.pop())
 }
 
+/// The ids of the schedules stored jobs were fired by that start with `prefix` (lowercased, as
+/// ids are), in id order, at most `limit`: compared in byte order on both backends, a range the
+/// `jobs_schedule` index serves.
+pub(crate) async fn job_schedules(
+    pool: &AnyPool,
+    backend: Backend,
+    prefix: &str,
+    limit: u32,
+) -> Result<Vec<String>, StoreError> {
+    if prefix.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lower = prefix.to_ascii_lowercase();
+    let column = match backend {
+        Backend::Sqlite => "schedule_id",
+        Backend::Postgres => r#"schedule_id COLLATE "C""#,
+    };
+    let end = prefix_end(&lower);
+    let range = if end.is_some() { format!("{column} >= $2 AND {column} < $3") } else { format!("{column} >= $2") };
+    let sql = format!("SELECT schedule_id FROM jobs WHERE {range} GROUP BY schedule_id ORDER BY {column} LIMIT $1");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i64::from(limit)).bind(lower);
+    if let Some(end) = end {
+        query = query.bind(end);
+    }
+    let rows = query.fetch_all(pool).await.map_err(unavailable)?;
+    Ok(rows.iter().filter_map(|r| r.try_get::<String, _>("schedule_id").ok()).collect())
+}
+
 /// The smallest string above every string that starts with `prefix`, in byte (= code point)
 /// order: its last character incremented (dropping trailing `char::MAX`); `None` when no
 /// string is (the prefix is all `char::MAX`).

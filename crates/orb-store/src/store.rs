@@ -138,6 +138,11 @@ impl Store for SqlStore {
         query::jobs(&self.pools.read, limit, Some(schedule)).await
     }
 
+    async fn job_schedules(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.check_open()?;
+        query::job_schedules(&self.pools.read, self.pools.backend, prefix, limit).await
+    }
+
     async fn job(&self, id_or_prefix: &str) -> Result<(JobRecord, Vec<TargetRecord>), StoreError> {
         self.check_open()?;
         query::job(&self.pools.read, self.pools.backend, id_or_prefix).await

@@ -79,7 +79,8 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
-    /// Only the jobs this schedule fired (its full id).
+    /// Only the jobs this schedule fired: its id or a unique prefix, also of a schedule that is
+    /// gone (removed, or a one-shot that fired) but named by its jobs.
     #[serde(default)]
     schedule: Option<String>,
 }
@@ -260,7 +261,7 @@ refusals!(
 
 refusals!(
     /// Refusals of `GET /v1/jobs`.
-    ListRefusals, true: BadRequest, StoreUnavailable
+    ListRefusals, true: BadRequest, AmbiguousId, ScheduleNotFound, StoreUnavailable
 );
 
 refusals!(

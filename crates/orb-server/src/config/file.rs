@@ -1,5 +1,5 @@
-//! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[store]`, `[acl]`,
-//! `[http]`, `[tls]`, `[groups]` and `[fleet]` as the file writes them (durations as text like `10s`, addresses as text), with
+//! The server's part of `orb.toml`: sections `[server]`, `[limits]`, `[shutdown]`, `[scheduler]`,
+//! `[store]`, `[acl]`, `[http]`, `[tls]`, `[groups]` and `[fleet]` as the file writes them (durations as text like `10s`, addresses as text), with
 //! serde defaults and unknown keys refused. [`ServerFile::validate`] turns them into a
 //! [`ServerConfig`], reporting every problem at once. Secrets (tokens, the store URL's password)
 //! serialize redacted, so `orb config show` prints this schema as is.
@@ -169,6 +169,24 @@ impl Default for ShutdownSection {
     }
 }
 
+/// `[scheduler]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSection {
+    /// After a start, the longest that firings due before it wait for the devices that were
+    /// connected to come back.
+    pub restart_grace: String,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection { restart_grace: "45s".into() }
+    }
+}
+
+/// The longest `scheduler.restart_grace`.
+const MAX_RESTART_GRACE: Duration = Duration::from_secs(3600);
+
 /// `[store]`: where the device registry and job history live, and how long jobs and audit log
 /// entries are kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,6 +287,8 @@ pub struct ServerFile {
     pub limits: LimitsSection,
     /// `[shutdown]`.
     pub shutdown: ShutdownSection,
+    /// `[scheduler]`.
+    pub scheduler: SchedulerSection,
     /// `[store]`.
     pub store: StoreSection,
     /// `[groups]`: NAME = "selector".
@@ -443,6 +463,10 @@ impl ServerFile {
             audit_retention_count: st.audit_retention_count,
         };
         let grace = p.duration("shutdown.grace", &self.shutdown.grace);
+        let restart_grace = p.duration("scheduler.restart_grace", &self.scheduler.restart_grace);
+        if restart_grace > MAX_RESTART_GRACE {
+            p.0.push("'scheduler.restart_grace' must be at most 1h".into());
+        }
         let tls = self.tls.validate(&mut p.0);
         match parse_groups(&self.groups) {
             Ok(groups) => {
@@ -470,6 +494,7 @@ impl ServerFile {
             limits,
             store,
             grace,
+            restart_grace,
             acl: self.acl.clone(),
             http_options: self.http.clone(),
             tls,
@@ -488,6 +513,7 @@ mod tests {
         let cfg = ServerFile::default().validate().unwrap();
         let d = ServerConfig::default();
         assert_eq!((cfg.listen, cfg.http, cfg.grace), (d.listen, d.http, d.grace));
+        assert_eq!(cfg.restart_grace, d.restart_grace);
         assert_eq!(format!("{:?}", cfg.limits), format!("{:?}", d.limits));
         assert_eq!(cfg.store, d.store);
     }
@@ -504,6 +530,7 @@ mod tests {
         f.store.url = "mysql://x".into();
         f.groups.insert("cams".into(), "cam-*(".into());
         f.groups.insert("a.b".into(), "*".into());
+        f.scheduler.restart_grace = "2h".into();
         let all = f.validate().unwrap_err().join("\n");
         for key in [
             "server.listen",
@@ -514,6 +541,7 @@ mod tests {
             "store.url",
             "groups.cams",
             "'a.b'",
+            "'scheduler.restart_grace' must be at most 1h",
         ] {
             assert!(all.contains(key), "{key} missing from:\n{all}");
         }

@@ -16,6 +16,9 @@ pub use orb_io::secret::Secret;
 pub use orb_io::tls::ServerTls as TlsConfig;
 use orb_proto::{DEFAULT_HTTP_PORT, DEFAULT_MAX_FRAME, DEFAULT_TCP_PORT, Selector};
 
+/// The default of [`ServerConfig::restart_grace`].
+pub const DEFAULT_RESTART_GRACE: Duration = Duration::from_secs(45);
+
 /// Everything a server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -39,6 +42,11 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     /// Time jobs in flight get to finish on a graceful stop ([`crate::Server::shutdown`]).
     pub grace: Duration,
+    /// `[scheduler] restart_grace`: after a start, the longest that firings due before it wait
+    /// for the devices connected before the restart to come back (the wait ends as soon as they
+    /// all have). Default 45 s: agents' default reconnect backoff ceiling (`agent.backoff_max`,
+    /// 30 s) and a heartbeat interval more.
+    pub restart_grace: Duration,
     /// What agents may do beyond answering commands (`[acl]`).
     pub acl: AclConfig,
     /// TLS on both listeners (`[tls]`): with it, the TCP port speaks `tls://` only and the HTTP
@@ -200,6 +208,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
+            restart_grace: DEFAULT_RESTART_GRACE,
             acl: AclConfig::default(),
             tls: None,
             http_options: HttpConfig::default(),
@@ -249,6 +258,7 @@ impl ServerConfig {
             },
             store: StoreConfig::default(),
             grace: Duration::from_secs(10),
+            restart_grace: DEFAULT_RESTART_GRACE,
             // Many tests speak the v1 handshake by hand (the shared token, no enrollment); the
             // default's refusal has tests of its own.
             acl: AclConfig { token_devices: true, ..AclConfig::default() },

@@ -29,6 +29,9 @@ pub(crate) enum Outcome {
     Timeout(ErrorBody),
     /// Pending when the job was cancelled.
     Cancelled,
+    /// A staged job's target never started (status `cancelled`): the rollout was aborted or the
+    /// server is stopping; the error says which.
+    NotStarted(ErrorBody),
     /// Not connected; the command is held for it (a job with a TTL) and delivered when it
     /// connects: its outcome is stored then.
     Queued,
@@ -53,7 +56,9 @@ impl Outcome {
         match self {
             Outcome::Ok(body) => Some(Ok(body)),
             Outcome::Error(e) | Outcome::Timeout(e) => Some(Err(e)),
-            Outcome::Offline | Outcome::Cancelled | Outcome::Queued | Outcome::Denied(_) => None,
+            Outcome::Offline | Outcome::Cancelled | Outcome::NotStarted(_) | Outcome::Queued | Outcome::Denied(_) => {
+                None
+            }
         }
     }
 
@@ -63,7 +68,7 @@ impl Outcome {
             Outcome::Error(_) => Status::Error,
             Outcome::Offline => Status::Offline,
             Outcome::Timeout(_) => Status::Timeout,
-            Outcome::Cancelled => Status::Cancelled,
+            Outcome::Cancelled | Outcome::NotStarted(_) => Status::Cancelled,
             Outcome::Queued => Status::Queued,
             Outcome::Denied(_) => Status::Denied,
         }
@@ -73,7 +78,7 @@ impl Outcome {
     pub(crate) fn error(&self) -> Option<ErrorBody> {
         match self {
             Outcome::Ok(_) => None,
-            Outcome::Error(e) | Outcome::Timeout(e) | Outcome::Denied(e) => Some(e.clone()),
+            Outcome::Error(e) | Outcome::Timeout(e) | Outcome::Denied(e) | Outcome::NotStarted(e) => Some(e.clone()),
             Outcome::Offline => Some(ErrorBody::new(ErrorCode::DeviceOffline, "the device was not connected")),
             Outcome::Cancelled => Some(ErrorBody::new(ErrorCode::Cancelled, "the job was cancelled")),
             Outcome::Queued => None,

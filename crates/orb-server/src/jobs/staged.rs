@@ -26,6 +26,9 @@ use crate::broker::gate::Gate;
 use crate::router::delivery::DeliveryError;
 use crate::router::sessions::Sessions;
 
+/// How a staged job's summary ends the reason no more targets start.
+const NOT_STARTED: &str = ": the targets not started were cancelled";
+
 /// What a staged job needs to dispatch on its own.
 pub(crate) struct Staged {
     pub(crate) stages: Stages,
@@ -84,12 +87,12 @@ impl JobRun {
                 let (failed, finished) = state.failed_of_finished();
                 if staged.stages.rollout.should_abort(failed, finished) {
                     let pct = staged.stages.rollout.abort_on_failure_pct.unwrap_or(0);
-                    let why = format!(
-                        "{failed} of {finished} targets that ran failed ({:.1}%), above the {pct}% allowed: \
-                         the targets not started were cancelled",
+                    let cause = format!(
+                        "{failed} of {finished} targets that ran failed ({:.1}%), above the {pct}% allowed",
                         failed as f64 * 100.0 / finished as f64
                     );
-                    return self.cancel_not_started(&why, state, out);
+                    let why = format!("{cause}{NOT_STARTED}");
+                    return self.end_not_started(&why, &format!("the rollout was aborted: {cause}"), state, out);
                 }
                 staged.stages.schedule_next(now);
             }
@@ -118,17 +121,26 @@ impl JobRun {
     }
 
     /// No further target starts (the abort threshold was passed, or the server is stopping):
-    /// those not started end `cancelled`, and the summary says `why` (the first reason given).
+    /// those not started end `cancelled`, and the summary says `why` (the first reason given;
+    /// each target's error says it too, without the words on the targets not started).
     pub(crate) fn cancel_not_started(&mut self, why: &str, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
+        let cause = why.strip_suffix(NOT_STARTED).unwrap_or(why).to_owned();
+        self.end_not_started(why, &cause, state, out);
+    }
+
+    /// [`JobRun::cancel_not_started`], each target's error reading `not started: {cause}` (what
+    /// the history keeps and `orb jobs show` prints: nobody cancelled the job).
+    fn end_not_started(&mut self, why: &str, cause: &str, state: &mut JobState, out: &mut Vec<TargetOutcome>) {
         let Some(staged) = self.staged.as_mut() else { return };
         let rest = staged.stages.abort(state);
         if rest.is_empty() {
             return;
         }
         staged.aborted.get_or_insert_with(|| why.to_owned());
+        let error = ErrorBody::new(ErrorCode::Cancelled, format!("not started: {cause}"));
         for i in rest {
             if state.settle(i, Status::Cancelled) {
-                self.settled(i, Outcome::Cancelled, None, out);
+                self.settled(i, Outcome::NotStarted(error.clone()), None, out);
             }
         }
     }

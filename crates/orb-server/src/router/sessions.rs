@@ -75,6 +75,8 @@ pub struct Sessions {
     devices: DashMap<DeviceId, DeviceSession>,
     operators: AtomicU64,
     next_conn: AtomicU64,
+    /// Told whenever a device session registers (the scheduler waits on it after a start).
+    registered: tokio::sync::Notify,
 }
 
 impl Sessions {
@@ -91,7 +93,14 @@ impl Sessions {
         if let Some(old) = self.devices.insert(id.clone(), session) {
             old.outbox.closer.close(CloseReason::Replaced);
         }
+        self.registered.notify_waiters();
         Registration { sessions: Arc::clone(self), id, conn }
+    }
+
+    /// Resolves at the next device session registered after it was created (or
+    /// [`enabled`](tokio::sync::futures::Notified::enable)).
+    pub fn registered(&self) -> tokio::sync::futures::Notified<'_> {
+        self.registered.notified()
     }
 
     /// Counts an operator session until the guard drops.

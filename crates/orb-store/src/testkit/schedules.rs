@@ -160,6 +160,12 @@ pub async fn a_firing_is_stored_once(h: &Harness) {
     assert_eq!(s.schedule_jobs("sch-1", 1).await.unwrap().len(), 1);
     assert!(s.schedule_jobs("nope", 10).await.unwrap().is_empty());
     assert_eq!(s.jobs(10).await.unwrap().len(), 4, "the plain list has them all");
+    // The schedules jobs were fired by, by id prefix (any case): sch-1 is gone, its jobs name it.
+    assert_eq!(s.job_schedules("SCH-1", 10).await.unwrap(), ["sch-1"]);
+    assert_eq!(s.job_schedules("sch-", 10).await.unwrap(), ["sch-1", "sch-later"]);
+    assert_eq!(s.job_schedules("sch-", 1).await.unwrap(), ["sch-1"]);
+    assert!(s.job_schedules("nope", 10).await.unwrap().is_empty());
+    assert!(s.job_schedules("", 10).await.unwrap().is_empty());
 }
 
 /// A paused schedule does not fire; resuming sets its next firing time. Errors are recorded and

@@ -10,7 +10,7 @@ use chrono::Utc;
 use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobPhase, JobRef, JobsQuery};
 use orb_proto::message::{LateAnswer, TargetResult};
 use orb_proto::{ErrorBody, ErrorCode, Status};
-use orb_store::{JobRecord, StoreError, TargetRecord};
+use orb_store::{AMBIGUOUS_CANDIDATES, JobRecord, StoreError, TargetRecord};
 
 use super::{raw_json, rfc3339};
 use crate::broker::{Action, Audited, Broker};
@@ -23,21 +23,57 @@ const DEFAULT_LIMIT: u32 = 50;
 pub(crate) const MAX_LIMIT: u32 = 1000;
 
 impl Broker {
-    /// `$orb.jobs.list`: the most recent jobs (of one schedule, when asked), newest first.
+    /// `$orb.jobs.list`: the most recent jobs (of one schedule, when asked: its id or a unique
+    /// prefix, among the stored schedules and those the stored jobs were fired by), newest first.
     ///
     /// # Errors
-    /// `forbidden`, `store_unavailable`.
+    /// `forbidden`, `schedule_not_found` (no schedule, stored or named by a job, has that id or
+    /// prefix), `ambiguous_id`, `store_unavailable`.
     pub async fn jobs_list(&self, who: &Requester, q: &JobsQuery) -> Result<Vec<JobInfo>, ErrorBody> {
         self.policy().check(&who.identity, &Action::Query { name: "$orb.jobs.list" })?;
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
         let store = self.registry().store();
         store.flush().await.map_err(store_error)?;
         let jobs = match &q.schedule {
-            Some(schedule) => store.schedule_jobs(schedule, limit).await,
+            Some(given) => {
+                let schedule = self.schedule_of_jobs(given).await?;
+                store.schedule_jobs(&schedule, limit).await
+            }
             None => store.jobs(limit).await,
         }
         .map_err(store_error)?;
         Ok(jobs.iter().map(job_info).collect())
+    }
+
+    /// The schedule `given` names for the job list: a stored schedule's id, else the one
+    /// schedule, stored or gone (removed, or a one-shot that fired), whose id starts with it.
+    async fn schedule_of_jobs(&self, given: &str) -> Result<String, ErrorBody> {
+        let store = self.registry().store();
+        let stored = match store.schedule(given).await {
+            Ok(s) if s.schedule.id == given => return Ok(s.schedule.id),
+            Ok(s) => Some(s.schedule.id),
+            Err(StoreError::NotFound(_)) => None,
+            Err(StoreError::Ambiguous { candidates, .. }) => return Err(ambiguous_schedule(given, candidates, false)),
+            Err(e) => return Err(store_error(e)),
+        };
+        let most = AMBIGUOUS_CANDIDATES as u32;
+        let mut ids = store.job_schedules(given, most + 1).await.map_err(store_error)?;
+        let more = ids.len() > AMBIGUOUS_CANDIDATES;
+        ids.truncate(AMBIGUOUS_CANDIDATES);
+        ids.extend(stored);
+        ids.sort_unstable();
+        ids.dedup();
+        match (ids.pop(), ids.is_empty()) {
+            (Some(id), true) => Ok(id),
+            (Some(id), false) => {
+                ids.push(id);
+                Err(ambiguous_schedule(given, ids, more))
+            }
+            (None, _) => Err(ErrorBody::new(
+                ErrorCode::ScheduleNotFound,
+                format!("no schedule {}, stored or named by a job", orb_proto::excerpt(given)),
+            )),
+        }
     }
 
     /// `$orb.jobs.show`: one job (id or unique prefix) with every target's result.
@@ -147,4 +183,17 @@ fn target_result(t: TargetRecord) -> Result<TargetResult, String> {
             at: rfc3339(l.at),
         }),
     })
+}
+
+/// `ambiguous_id` for a schedule prefix matching `candidates` (and `more` beyond them).
+fn ambiguous_schedule(prefix: &str, candidates: Vec<String>, more: bool) -> ErrorBody {
+    let more = if more { ", ..." } else { "" };
+    ErrorBody::new(
+        ErrorCode::AmbiguousId,
+        format!(
+            "schedule id prefix '{}' matches several schedules: {}{more}; give more characters",
+            orb_proto::excerpt(prefix),
+            candidates.join(", ")
+        ),
+    )
 }

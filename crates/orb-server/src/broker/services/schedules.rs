@@ -139,29 +139,69 @@ impl Broker {
     }
 
     /// `$orb.schedules.resume`: a paused schedule fires again, from its first firing time after
-    /// now (what it missed while paused is not made up); an active one is answered as it is.
+    /// now (what it missed while paused is not made up); an active one is answered as it is. A
+    /// one-shot (`at`) whose time passed while it was paused follows its missed-firing policy:
+    /// `run-once` (or a time no more than a minute past) fires it now; `skip` ends it: it is
+    /// removed, and the answer's `last_error` says it will not fire and why.
     ///
     /// # Errors
     /// `forbidden`, `schedule_not_found`, `ambiguous_id`, `store_unavailable`.
     pub async fn schedule_resume(&self, who: &Requester, r: &ScheduleRef) -> Result<ScheduleInfo, ErrorBody> {
+        let mut detail = serde_json::Value::Null;
         let result: Result<ScheduleInfo, ErrorBody> = async {
             self.policy().check(&who.identity, &Action::Query { name: "$orb.schedules.resume" })?;
             let s = self.find_schedule(r).await?;
-            if s.paused_at.is_some() {
-                let next = spec_of(&s).and_then(|spec| orb_schedule::next_after(&spec, Utc::now()));
-                self.set_paused(&s, None, next.filter(|_| !s.schedule.on_agent)).await?;
+            if s.paused_at.is_none() {
+                return Ok(schedule_info(&s));
             }
-            Ok(schedule_info(&self.find_schedule(r).await?))
+            let resumed = self.resume_paused(&s, Utc::now()).await?;
+            if let Some(why) = resumed.last_error.as_ref().filter(|_| resumed.schedule.next_fire_at.is_none()) {
+                detail = serde_json::json!({ "ended": why });
+            }
+            Ok(schedule_info(&resumed))
         }
         .await;
         self.audit(
             who,
             Audited::ScheduleResume,
             result.as_ref().map_or(r.id.as_str(), |s| s.id.as_str()),
-            serde_json::Value::Null,
+            detail,
             &result,
         );
         result
+    }
+
+    /// Resumes paused schedule `s` at `now` ([`on_resume`] says how) and answers it as it is
+    /// then: as stored, or as resumed when it is gone already (a one-shot that fired at once,
+    /// or one ended).
+    pub(crate) async fn resume_paused(
+        &self,
+        s: &ScheduleRecord,
+        now: DateTime<Utc>,
+    ) -> Result<ScheduleRecord, ErrorBody> {
+        let mut resumed = s.clone();
+        resumed.paused_at = None;
+        match on_resume(s, now) {
+            Resume::Next(next) => {
+                self.set_paused(s, None, next).await?;
+                resumed.schedule.next_fire_at = next;
+            }
+            Resume::Ended(why) => {
+                tracing::info!(schedule = s.schedule.id, "{why}");
+                if !self.registry().store().remove_schedule(&s.schedule.id).await.map_err(store_error)? {
+                    return Err(not_found(&s.schedule.id));
+                }
+                self.schedule_changed(s.schedule.on_agent);
+                resumed.schedule.next_fire_at = None;
+                resumed.last_error = Some(why);
+                return Ok(resumed);
+            }
+        }
+        match self.find_schedule(&ScheduleRef { id: s.schedule.id.clone() }).await {
+            Ok(now) => Ok(now),
+            Err(e) if e.code == ErrorCode::ScheduleNotFound => Ok(resumed),
+            Err(e) => Err(e),
+        }
     }
 
     /// `$orb.schedules.remove`: the schedule is forgotten (the jobs it fired stay in the
@@ -225,6 +265,41 @@ impl Broker {
     }
 }
 
+/// What resuming a paused schedule does.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// It goes on, next firing at this time (`None` for an agent-local schedule, whose devices
+    /// keep their own time, and for one whose spec cannot be read).
+    Next(Option<DateTime<Utc>>),
+    /// A one-shot whose time passed while it was paused, missed under `skip`: it will never
+    /// fire, and is removed. Why, in words.
+    Ended(String),
+}
+
+/// What resuming paused schedule `s` at `now` does: a repeating schedule goes on from its first
+/// firing after now; a one-shot whose time passed while it was paused is treated as a missed
+/// firing ([`orb_schedule::due`] with the scheduler's grace): fired now (its next firing time
+/// stays its own, so the scheduler finds it due and fires it, once) under `run-once` or when no
+/// more than the grace late, else ended.
+pub(crate) fn on_resume(s: &ScheduleRecord, now: DateTime<Utc>) -> Resume {
+    let Some(spec) = spec_of(s) else { return Resume::Next(None) };
+    if s.schedule.on_agent {
+        return Resume::Next(None);
+    }
+    if let Some(next) = orb_schedule::next_after(&spec, now) {
+        return Resume::Next(Some(next));
+    }
+    let Spec::At { at } = spec else { return Resume::Next(None) };
+    let policy = missed_of(s);
+    if orb_schedule::due(&spec, policy, at, now, crate::scheduler::GRACE).fire_now {
+        return Resume::Next(Some(at));
+    }
+    Resume::Ended(format!(
+        "it will not fire: its time, {}, passed while it was paused, and its missed policy is {policy}; it was removed",
+        rfc3339(at)
+    ))
+}
+
 fn not_found(id: &str) -> ErrorBody {
     ErrorBody::new(ErrorCode::ScheduleNotFound, format!("no schedule {}", orb_proto::excerpt(id)))
 }
@@ -268,5 +343,64 @@ fn schedule_info(s: &ScheduleRecord) -> ScheduleInfo {
         last_fired_at: s.last_fired_at.map(rfc3339),
         fired: s.fired,
         last_error: s.last_error.clone(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use orb_store::NewSchedule;
+
+    fn paused(spec: &Spec, missed: MissedPolicy, next: Option<DateTime<Utc>>) -> ScheduleRecord {
+        let t0: DateTime<Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
+        let schedule = NewSchedule {
+            id: "sch".to_owned(),
+            spec: serde_json::to_string(spec).unwrap(),
+            missed: missed.as_str().to_owned(),
+            selector: "*".to_owned(),
+            command: "ping".to_owned(),
+            args: None,
+            wait_ms: 1_000,
+            ttl_ms: None,
+            rollout: None,
+            on_agent: false,
+            created_by: "test".to_owned(),
+            credential: None,
+            created_at: t0,
+            next_fire_at: next,
+        };
+        ScheduleRecord { schedule, paused_at: Some(t0), last_fired_at: None, fired: 0, last_error: None }
+    }
+
+    #[test]
+    fn a_one_shot_resumed_after_its_time_follows_its_missed_policy() {
+        let at: DateTime<Utc> = "2030-06-01T12:00:00Z".parse().unwrap();
+        let once = Spec::At { at };
+        let minutes = |m: i64| at + chrono::Duration::minutes(m);
+        let resume = |missed, now| on_resume(&paused(&once, missed, Some(at)), now);
+        assert_eq!(resume(MissedPolicy::Skip, minutes(-5)), Resume::Next(Some(at)), "still ahead");
+        // Its time passed: within the grace it is on time under either policy; beyond, run-once
+        // fires it now (its own time stays its next: the scheduler finds it due) and skip ends it.
+        let half = at + chrono::Duration::seconds(30);
+        assert_eq!(resume(MissedPolicy::Skip, half), Resume::Next(Some(at)));
+        assert_eq!(resume(MissedPolicy::RunOnce, minutes(120)), Resume::Next(Some(at)));
+        match resume(MissedPolicy::Skip, minutes(120)) {
+            Resume::Ended(why) => assert_eq!(
+                why,
+                "it will not fire: its time, 2030-06-01T12:00:00Z, passed while it was paused, and its missed \
+                 policy is skip; it was removed"
+            ),
+            other => panic!("{other:?}"),
+        }
+
+        // A repeating schedule goes on from its first firing after now; what it missed is not made up.
+        let every = Spec::Every { every_ms: 3_600_000, anchor: at };
+        let r = on_resume(&paused(&every, MissedPolicy::RunOnce, Some(minutes(60))), minutes(150));
+        assert_eq!(r, Resume::Next(Some(minutes(180))));
+        // One run on the devices never has a next firing on the server.
+        let mut local = paused(&every, MissedPolicy::Skip, None);
+        local.schedule.on_agent = true;
+        assert_eq!(on_resume(&local, minutes(150)), Resume::Next(None));
     }
 }
