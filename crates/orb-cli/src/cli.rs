@@ -67,7 +67,7 @@ pub enum Command {
     /// Send one admin message to a server: QUIT, RELOAD, LOG_ROTATE or PING.
     #[command(after_help = crate::help::SIGNAL)]
     Signal(SignalArgs),
-    /// Recurring schedules: preview when a cron expression or interval fires.
+    /// Stored schedules: list, show, pause, resume, rm; preview when a cron or interval fires.
     #[command(subcommand, after_help = crate::help::SCHEDULE)]
     Schedule(ScheduleCommand),
     /// Named servers with their token files (add, use, ls, show, rm), like `nats context`.
@@ -462,7 +462,13 @@ pub struct SendArgs {
     /// (devices that match later get it too); each run's result reaches the server through the
     /// device's outbox and is listed by `orb jobs --schedule ID`. With --missed, "no server ran"
     /// reads "the agent did not run".
-    #[arg(long, requires = "when", conflicts_with_all = ["ttl", "splay", "batch"], help_heading = "Scheduling")]
+    /// It repeats: --at and --in are refused.
+    #[arg(
+        long,
+        requires = "when",
+        conflicts_with_all = ["ttl", "splay", "batch", "at", "in_"],
+        help_heading = "Scheduling"
+    )]
     pub on_agent: bool,
     /// Show what commands report while they run (exec: their output lines), on stderr, prefixed
     /// by device (`web-1 | line`; JSON objects with --json/-o jsonl): auto (table output to a

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orb_proto::rollout::Rollout;
+use orb_proto::rollout::{self, Rollout};
 
 use crate::cli::RolloutArgs;
 use crate::exit::Failure;
@@ -14,6 +14,15 @@ use crate::exit::Failure;
 /// # Errors
 /// A usage failure naming the value at fault (a splay or batch wait above a day).
 pub fn from_args(args: &RolloutArgs) -> Result<Rollout, Failure> {
+    // Said in the units it was typed in (the wire's check speaks milliseconds).
+    for (flag, value, max) in
+        [("--splay", args.splay, rollout::MAX_SPLAY), ("--batch-wait", args.batch_wait, rollout::MAX_BATCH_WAIT)]
+    {
+        if let Some(d) = value.filter(|d| *d > max) {
+            let (d, max) = (humantime::format_duration(d), humantime::format_duration(max));
+            return Err(Failure::usage(format!("bad_rollout: {flag} {d} is longer than {max}, the most allowed")));
+        }
+    }
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let rollout = Rollout {
         splay_ms: args.splay.map(ms),
@@ -64,6 +73,13 @@ mod tests {
         let too_long = RolloutArgs { splay: Some(Duration::from_secs(2 * 86_400)), ..RolloutArgs::default() };
         let e = from_args(&too_long).unwrap_err();
         assert_eq!(e.code, crate::exit::USAGE);
-        assert!(e.message.starts_with("bad_rollout: splay"), "{}", e.message);
+        assert_eq!(e.message, "bad_rollout: --splay 2days is longer than 1day, the most allowed");
+        let too_long = RolloutArgs {
+            batch: Some(BatchSize::Count(1)),
+            batch_wait: Some(Duration::from_secs(90_000)),
+            ..RolloutArgs::default()
+        };
+        let e = from_args(&too_long).unwrap_err();
+        assert_eq!(e.message, "bad_rollout: --batch-wait 1day 1h is longer than 1day, the most allowed");
     }
 }

@@ -175,9 +175,14 @@ fn print_one(s: &ScheduleInfo) {
     outln!("  deadline   {} ms", s.deadline_ms);
     outln!("  ttl        {}", s.ttl_ms.map_or_else(|| "-".to_owned(), |t| format!("{t} ms")));
     outln!("  rollout    {}", crate::rollout::describe(&s.rollout.unwrap_or_default()));
-    outln!("  next       {}", dash(s.next_fire_at.as_deref()));
-    outln!("  last       {}", dash(s.last_fired_at.as_deref()));
-    outln!("  fired      {}", s.fired);
+    if s.on_agent {
+        // The devices fire it and count their own runs; the server stores each run as a job.
+        outln!("  runs       on the devices: see orb jobs --schedule {}", crate::jobs::short_id(&s.id, 13));
+    } else {
+        outln!("  next       {}", dash(s.next_fire_at.as_deref()));
+        outln!("  last       {}", dash(s.last_fired_at.as_deref()));
+        outln!("  fired      {}", s.fired);
+    }
     outln!("  paused     {}", dash(s.paused_at.as_deref()));
     outln!("  created    {} by {}", s.created_at, s.created_by);
     if let Some(e) = &s.last_error {
@@ -224,7 +229,7 @@ fn print_list(all: &[ScheduleInfo], out: &OutputArgs) -> Result<u8, Failure> {
 /// A spec as people write it: `at 2026-...`, `every 90s`, `cron '0 2 * * *' Europe/Berlin`.
 fn describe(spec: &Spec) -> String {
     match spec {
-        Spec::At { at } => format!("at {}", rfc3339_utc(at)),
+        Spec::At { at } => format!("at {}", at.to_rfc3339_opts(SecondsFormat::Secs, true)),
         Spec::Every { every_ms, .. } => {
             format!("every {}", humantime::format_duration(Duration::from_millis(*every_ms)))
         }
@@ -494,6 +499,13 @@ mod tests {
         assert!(warning.unwrap().starts_with("this machine's time zone has no IANA name; times are in UTC"));
         let london = |t: DateTime<Utc>| Tz::Europe__London.offset_from_utc_datetime(&t.naive_utc()).fix();
         assert!(choose(None, Some("UTC"), &london).1.is_some(), "equal in winter, not in summer");
+    }
+
+    #[test]
+    fn a_spec_is_described_to_the_second() {
+        let at = Spec::At { at: utc("2026-12-07T21:52:48.608356486Z") };
+        assert_eq!(describe(&at), "at 2026-12-07T21:52:48Z");
+        assert_eq!(describe(&Spec::Every { every_ms: 5_400_000, anchor: now() }), "every 1h 30m");
     }
 
     #[test]

@@ -283,7 +283,48 @@ fn send_scheduling_flags_are_checked_before_anything_is_sent() {
         &["--on-agent"],
         &["--every", "1m", "--on-agent", "--ttl", "1h"],
         &["--every", "1m", "--on-agent", "--batch", "10%"],
+        // It repeats: a one-shot would reach a device only if it were connected in time.
+        &["--at", "2030-01-01 10:00", "--on-agent"],
+        &["--in", "1h", "--on-agent"],
     ] {
         assert_eq!(send(args).status.code(), Some(2), "{args:?}");
     }
+}
+
+/// What `orb schedule show` and `list` print is true: an agent-local schedule's runs are on the
+/// devices (no server-side `fired 0`), and a one-shot's time is shown to the second.
+#[test]
+fn show_and_list_tell_where_a_schedule_runs_and_when_to_the_second() {
+    use common::{ADMIN, Server, free_port, serve_cmd};
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cmd = serve_cmd(dir.path(), &listen);
+    let server = Server::spawn(dir, cmd);
+    let stored = |args: &[&str]| {
+        let out = server.client("send").args(["tag:kind=sensor", "ping"]).args(args).args(["-o", "name"]).output();
+        let out = out.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    };
+    let schedule = |args: &[&str]| {
+        let out = orb_cmd(server.cwd())
+            .arg("schedule")
+            .args(args)
+            .args(["--server", &server.tcp, "--token", ADMIN])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+
+    let local = stored(&["--every", "30s", "--on-agent"]);
+    let shown = schedule(&["show", &local]);
+    assert!(shown.contains("  runs       on the devices: see orb jobs --schedule "), "{shown}");
+    assert!(!shown.contains("fired") && !shown.contains("  last "), "{shown}");
+
+    stored(&["--in", "1h"]);
+    let listed = schedule(&["list", "--no-headers"]);
+    let when = listed.lines().find_map(|l| l.split("  ").map(str::trim).find(|c| c.starts_with("at "))).unwrap();
+    assert_eq!(when.len(), "at 2026-12-07T21:52:48Z".len(), "to the second: {listed}");
 }
