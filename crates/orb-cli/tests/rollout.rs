@@ -24,7 +24,7 @@ fn rollout_flags_are_checked_before_anything_is_sent() {
         (&["--batch", "150%"][..], "above 100%"),
         (&["--batch", "ten"][..], "expected a count (25) or a percentage"),
         (&["--batch", "5", "--abort-on-failure", "120%"][..], "0% to 100%"),
-        (&["--splay", "2days"][..], "bad_rollout: splay"),
+        (&["--splay", "2days"][..], "bad_rollout: --splay 2days is longer than 1day"),
         (&["--abort-on-failure", "5%"][..], "--batch"),
         (&["--batch-wait", "10s"][..], "--batch"),
     ] {
