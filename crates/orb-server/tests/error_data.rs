@@ -4,14 +4,11 @@
 //! too large to relay is replaced by `frame_too_large`.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use orb_client::{ClientError, Codec, Context, Handlers, JobRequest};
 use orb_proto::history::JobDetail;
-use orb_proto::message::commands;
 use orb_proto::{ErrorBody, ErrorCode, Status};
-use orb_testkit::{TestServer, Transport, WAIT, call, finish_job};
+use orb_testkit::{TestServer, Transport, WAIT, finish_job};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -37,14 +34,7 @@ fn failing() -> Handlers {
 
 /// Waits (bounded) until the stored job has a result for every target.
 async fn stored(op: &orb_client::Client, id: &str) -> JobDetail {
-    for _ in 0..200 {
-        let d: JobDetail = call(op, commands::JOBS_SHOW, json!({ "id": id })).await;
-        if d.pending.is_empty() && !d.results.is_empty() {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("job {id} was never stored settled");
+    orb_testkit::stored_until(op, id, |d| d.pending.is_empty() && !d.results.is_empty()).await
 }
 
 /// The test on a server whose store is at `store_url` (the embedded SQLite when `None`).

@@ -11,7 +11,7 @@ use orb_client::{Client, Context, Handlers, JobRequest};
 use orb_proto::history::{JobCancelled, JobDetail, JobInfo, JobPhase};
 use orb_proto::message::commands;
 use orb_proto::{ErrorCode, Status};
-use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, refused, within};
+use orb_testkit::{TestServer, Transport, WAIT, basic_handlers, call, finish_job, refused, stored_until, within};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,18 +19,6 @@ const NULL: Bytes = Bytes::from_static(b"null");
 
 async fn show(op: &Client, id: &str) -> JobDetail {
     call(op, commands::JOBS_SHOW, json!({ "id": id })).await
-}
-
-/// Polls (bounded) until the stored job satisfies `done`.
-async fn wait_for_job(op: &Client, id: &str, done: impl Fn(&JobDetail) -> bool) -> JobDetail {
-    for _ in 0..200 {
-        let d = show(op, id).await;
-        if done(&d) {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("job {id} never reached the expected state: {:?}", show(op, id).await);
 }
 
 #[tokio::test]
@@ -99,7 +87,7 @@ async fn results_arriving_after_the_requester_left_or_after_the_deadline_are_sto
     op.close().await;
     release_tx.send(()).unwrap();
     let op = server.operator(Transport::Tcp).await;
-    let d = wait_for_job(&op, &left, |d| d.job.state == JobPhase::Done).await;
+    let d = stored_until(&op, &left, |d| d.job.state == JobPhase::Done).await;
     assert_eq!(d.results[0].status, Status::Ok);
     assert!(d.results[0].late.is_none());
 }
@@ -121,11 +109,11 @@ async fn an_answer_after_the_deadline_is_stored_beside_the_timeout_the_requester
     let re = cmd["id"].as_str().unwrap().to_owned();
     let out = finish_job(job).await;
     assert_eq!(out.result("late-1").status, Status::Timeout);
-    let d = wait_for_job(&op, &id, |d| d.job.state == JobPhase::Done).await;
+    let d = stored_until(&op, &id, |d| d.job.state == JobPhase::Done).await;
     assert_eq!(d.results[0].status, Status::Timeout);
 
     raw.send_json(&json!({"kind": "reply", "re": re, "body": {"answer": 42}})).await.unwrap();
-    let d = wait_for_job(&op, &id, |d| d.results.first().is_some_and(|r| r.late.is_some())).await;
+    let d = stored_until(&op, &id, |d| d.results.first().is_some_and(|r| r.late.is_some())).await;
     let r = &d.results[0];
     assert_eq!(r.status, Status::Timeout, "what the requester was told stays");
     assert_eq!(d.job.summary[&Status::Timeout], 1, "the summary is not rewritten");
@@ -193,7 +181,7 @@ async fn cancel_ends_pending_targets_and_stops_the_agents_handlers() {
     stopped.sort();
     assert_eq!(stopped, ["h-1", "h-2"], "both agents stopped their handler");
 
-    let d = wait_for_job(&other, &id, |d| d.job.state == JobPhase::Cancelled).await;
+    let d = stored_until(&other, &id, |d| d.job.state == JobPhase::Cancelled).await;
     assert!(d.results.iter().all(|r| r.status == Status::Cancelled));
     assert_eq!(refused(&other, commands::JOBS_CANCEL, json!({ "id": id })).await, ErrorCode::JobFinished);
 }
