@@ -111,15 +111,21 @@ impl HandOvers {
         }
         self.in_flight = true;
         let n = self.gathered.len().min(WRITE_BATCH);
-        let batch: Vec<Settling> = self.gathered.drain(..n).collect();
+        // Only commands still handed over: the store's answer is read back by position.
+        let handed = &self.handed;
+        let batch: Vec<(Settling, i64)> = self
+            .gathered
+            .drain(..n)
+            .filter_map(|s| handed.get(s.slot).and_then(Option::as_ref).map(|h| h.id).map(|id| (s, id)))
+            .collect();
         let outcomes: Vec<HeldOutcome> = batch
             .iter()
-            .filter_map(|s| {
-                let h = self.handed.get(s.slot)?.as_ref()?;
+            .map(|(s, id)| {
                 let outcome = target_outcome(job, &devices[s.slot], &s.outcome, s.elapsed.map(millis));
-                Some(HeldOutcome { id: h.id, outcome })
+                HeldOutcome { id: *id, outcome }
             })
             .collect();
+        let batch: Vec<Settling> = batch.into_iter().map(|(s, _)| s).collect();
         let store = Arc::clone(&self.with.store);
         self.writing = Some(tokio::spawn(async move {
             let written = store.settle_held(outcomes).await.map_err(|e| e.to_string());
