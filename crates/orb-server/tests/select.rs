@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use orb_client::{ClientError, Job, JobRequest, Select};
-use orb_proto::history::{JobDetail, JobPhase};
+use orb_proto::history::JobPhase;
 use orb_proto::message::commands;
 use orb_proto::registry::DeviceCredential;
 use orb_proto::{ErrorCode, Status};
@@ -44,16 +44,10 @@ async fn an_online_job_skips_a_pre_registered_offline_device_counts_it_and_store
     assert_eq!(out.summary.summary.values().sum::<u64>(), 1, "the summary counts targets only");
 
     // Stored with the job: `$orb.jobs.show` and `$orb.jobs.list` say how many were skipped.
-    let mut shown: Option<JobDetail> = None;
-    for _ in 0..200 {
-        let d: JobDetail = call(&op, commands::JOBS_SHOW, json!({ "id": id })).await;
-        if d.job.state != JobPhase::Running && d.pending.is_empty() && !d.results.is_empty() {
-            shown = Some(d);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let shown = shown.expect("the job is stored as done within 4 s");
+    let shown = orb_testkit::stored_until(&op, &id, |d| {
+        d.job.state != JobPhase::Running && d.pending.is_empty() && !d.results.is_empty()
+    })
+    .await;
     assert_eq!((shown.job.targets, shown.job.skipped), (1, 1));
     let listed: Vec<Value> = call(&op, commands::JOBS_LIST, json!({})).await;
     assert_eq!(listed[0]["skipped"], 1, "{listed:?}");
